@@ -1,0 +1,289 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/upstream"
+)
+
+// RoundTripper sends a request to a peer and returns the streamed response. *upstream.Transport
+// implements it; errors should be *fault.Error.
+type RoundTripper interface {
+	RoundTrip(ctx context.Context, peer *upstream.Peer, req *message.Request) (*message.Response, error)
+}
+
+// Proxy runs the phases for every exchange handed to ServeExchange. Its zero value, with
+// Phases and Transport set, is ready to use; fields must not change once serving.
+type Proxy[C any] struct {
+	// Phases implements the proxy's behaviour. Required.
+	Phases Phases[C]
+	// Transport reaches the peers. Required.
+	Transport RoundTripper
+	// MaxRetries bounds the retries after a retryable failure. Zero means 2; negative means none.
+	MaxRetries int
+	// AllowConnect enables the CONNECT method. Off by default: CONNECT is answered 405.
+	AllowConnect bool
+	// TrustForwarded keeps the client's X-Forwarded-For/-Proto/-Host and appends to them.
+	// Off by default: they are replaced, so a client cannot forge its address.
+	TrustForwarded bool
+	// Pseudonym names this proxy in Via fields. Empty means "verge".
+	Pseudonym string
+	// NoVia stops the engine from adding Via fields.
+	NoVia bool
+	// BodyBufferSize is the size of the buffer used to copy bodies. Zero means 32 KiB.
+	BodyBufferSize int
+	// Logger receives internal errors. Nil means slog.Default().
+	Logger *slog.Logger
+
+	pool sync.Pool // of *state[C]
+}
+
+type state[C any] struct {
+	s  Session
+	c  C
+	pf phaseFilter[C]
+}
+
+var bufPools sync.Map // size -> *sync.Pool of *[]byte
+
+func bodyBuffer(size int) *[]byte {
+	p, ok := bufPools.Load(size)
+	if !ok {
+		p, _ = bufPools.LoadOrStore(size, &sync.Pool{New: func() any { b := make([]byte, size); return &b }})
+	}
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func putBodyBuffer(b *[]byte) {
+	if p, ok := bufPools.Load(cap(*b)); ok {
+		p.(*sync.Pool).Put(b)
+	}
+}
+
+func (p *Proxy[C]) maxRetries() int {
+	switch {
+	case p.MaxRetries == 0:
+		return 2
+	case p.MaxRetries < 0:
+		return 0
+	}
+	return p.MaxRetries
+}
+
+func (p *Proxy[C]) bufSize() int {
+	if p.BodyBufferSize > 0 {
+		return p.BodyBufferSize
+	}
+	return 32 << 10
+}
+
+func (p *Proxy[C]) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return slog.Default()
+}
+
+// ServeExchange runs one request through the phases. It implements the handler the protocol
+// adapters call.
+func (p *Proxy[C]) ServeExchange(ex message.ServerExchange) {
+	st, _ := p.pool.Get().(*state[C])
+	if st == nil {
+		st = new(state[C])
+	}
+	s := &st.s
+	s.ex = ex
+	s.ctx = ex.Context()
+	s.Req = ex.Request()
+	s.Start = time.Now()
+	st.pf = phaseFilter[C]{ph: p.Phases, c: &st.c}
+	s.reqBody.init(s, &st.pf)
+
+	err := p.run(s, &st.c)
+	if err != nil {
+		if status := p.Phases.FailToProxy(s, err, &st.c); s.Status == 0 {
+			s.Status = status
+		}
+	}
+	p.Phases.Logging(s, err, &st.c)
+
+	s.reset()
+	var zero C
+	st.c = zero
+	p.pool.Put(st)
+}
+
+func (p *Proxy[C]) run(s *Session, c *C) *fault.Error {
+	if err := p.Phases.EarlyRequest(s, c); err != nil {
+		return fault.As(err)
+	}
+	if s.Req.Method == "CONNECT" && !p.AllowConnect {
+		return &fault.Error{Source: fault.Downstream, Kind: fault.MethodNotAllowed}
+	}
+	handled, err := p.Phases.Request(s, c)
+	if err != nil {
+		return fault.As(err)
+	}
+	if handled {
+		if !s.Responded() {
+			return &fault.Error{Source: fault.Internal, Kind: fault.Unknown, Cause: errNoResponse}
+		}
+		return nil
+	}
+	resp, ferr := p.connect(s, c)
+	if ferr != nil {
+		return ferr
+	}
+	return p.respond(s, c, resp)
+}
+
+// connect chooses a peer and sends the request, retrying retryable failures.
+func (p *Proxy[C]) connect(s *Session, c *C) (*message.Response, *fault.Error) {
+	for {
+		peer, err := p.Phases.UpstreamPeer(s, c)
+		if err != nil {
+			return nil, fault.As(err)
+		}
+		if peer == nil {
+			return nil, &fault.Error{Source: fault.Internal, Kind: fault.NoUpstream, Cause: errNoPeer}
+		}
+		s.Peer = peer
+		s.Attempts++
+		req := &s.upReq
+		p.buildUpstreamRequest(s, peer, req)
+		if err := p.Phases.UpstreamRequest(s, req, c); err != nil {
+			return nil, fault.As(err)
+		}
+		t0 := time.Now()
+		resp, rerr := p.Transport.RoundTrip(s.ctx, peer, req)
+		s.UpstreamWait = time.Since(t0)
+		if rerr == nil {
+			s.UpstreamStatus = resp.Status
+			return resp, nil
+		}
+		fe := fault.Classify(fault.Upstream, rerr)
+		if isConnectFailure(fe) {
+			fe = p.Phases.FailToConnect(s, peer, fe, c)
+		} else {
+			fe = p.Phases.ErrorWhileProxy(s, peer, fe, c)
+		}
+		if fe == nil || !p.mayRetry(s, fe) {
+			if fe == nil {
+				fe = fault.Classify(fault.Upstream, rerr)
+			}
+			return nil, fe
+		}
+		s.upReq.Reset()
+	}
+}
+
+func isConnectFailure(e *fault.Error) bool {
+	switch e.Kind {
+	case fault.ConnectTimeout, fault.ConnectRefused, fault.TLSHandshake:
+		return true
+	}
+	return false
+}
+
+// mayRetry applies the engine's retry rules on top of the phase's decision: a retry budget, an
+// untouched request body, and either a failure before anything was sent (connect), a stale
+// reused connection, or an idempotent method.
+func (p *Proxy[C]) mayRetry(s *Session, e *fault.Error) bool {
+	if !e.Retry || s.Attempts > p.maxRetries() || s.ctx.Err() != nil {
+		return false
+	}
+	if s.reqBody.started {
+		return false
+	}
+	return isConnectFailure(e) || e.Reused || idempotent(s.Req.Method)
+}
+
+func idempotent(m string) bool {
+	switch m {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// respond sends the upstream response downstream through the response phases.
+func (p *Proxy[C]) respond(s *Session, c *C, resp *message.Response) *fault.Error {
+	defer func() {
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
+	}()
+	if resp.Status == 101 {
+		return p.tunnel(s, c, resp)
+	}
+	stripHopByHop(&resp.Header, false)
+	if err := p.Phases.UpstreamResponse(s, resp, c); err != nil {
+		return fault.As(err)
+	}
+	if !p.NoVia {
+		p.addVia(s, &resp.Header, resp.Proto)
+	}
+	if err := p.Phases.Response(s, resp, c); err != nil {
+		return fault.As(err)
+	}
+	if err := s.ex.WriteHeader(resp); err != nil {
+		return fault.Classify(fault.Downstream, err)
+	}
+	s.Status = resp.Status
+	if resp.Body == nil || s.Req.Method == "HEAD" {
+		if _, err := p.Phases.ResponseBody(s, nil, true, c); err != nil {
+			return fault.As(err)
+		}
+		return finish(s, resp)
+	}
+	bp := bodyBuffer(p.bufSize())
+	defer putBodyBuffer(bp)
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		eos := rerr == io.EOF
+		if rerr != nil && !eos {
+			return fault.Classify(fault.Upstream, rerr)
+		}
+		if n > 0 || eos {
+			out, err := p.Phases.ResponseBody(s, buf[:n], eos, c)
+			if err != nil {
+				return fault.As(err)
+			}
+			if len(out) > 0 {
+				w, werr := s.ex.Write(out)
+				s.BytesSent += int64(w)
+				if werr != nil {
+					return fault.Classify(fault.Downstream, werr)
+				}
+				// Stream promptly: flush when the origin has nothing more right now, unless
+				// the body is complete (Finish flushes then).
+				if !eos && n < len(buf) && !(resp.ContentLength >= 0 && s.BytesSent >= resp.ContentLength) {
+					if err := s.ex.Flush(); err != nil {
+						return fault.Classify(fault.Downstream, err)
+					}
+				}
+			}
+		}
+		if eos {
+			return finish(s, resp)
+		}
+	}
+}
+
+func finish(s *Session, resp *message.Response) *fault.Error {
+	var tr *message.Header
+	if resp.Trailer.Len() > 0 {
+		tr = &resp.Trailer
+	}
+	if err := s.ex.Finish(tr); err != nil {
+		return fault.Classify(fault.Downstream, err)
+	}
+	return nil
+}
