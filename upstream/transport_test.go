@@ -1,0 +1,486 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
+)
+
+func TestReuseSequential(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String()}
+	const n = 1000
+	for i := range n {
+		resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if got := readAll(t, resp); got != "hello" {
+			t.Fatalf("request %d: body %q, want hello", i, got)
+		}
+	}
+	if got := o.accepted(); got > 2 {
+		t.Errorf("origin accepted %d connections for %d sequential requests, want at most 2", got, n)
+	}
+	s := tr.Stats()
+	if s.Requests != n {
+		t.Errorf("Stats.Requests = %d, want %d", s.Requests, n)
+	}
+	if s.ReusedRequests < n-2 || s.ReuseRatio() < 0.99 {
+		t.Errorf("Stats.ReusedRequests = %d (ratio %.3f), want >= %d", s.ReusedRequests, s.ReuseRatio(), n-2)
+	}
+	if s.Dials != uint64(o.accepted()) {
+		t.Errorf("Stats.Dials = %d, origin accepted %d", s.Dials, o.accepted())
+	}
+	if s.IdleConns != 1 || s.ActiveConns != 0 || s.OpenConns != 1 {
+		t.Errorf("gauges idle=%d active=%d open=%d, want 1 0 1", s.IdleConns, s.ActiveConns, s.OpenConns)
+	}
+}
+
+func TestHostOverrideAndScheme(t *testing.T) {
+	var host string
+	o := newOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { host = r.Host }), nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String(), Host: "api.internal"}
+	req := get("/")
+	req.Scheme = "https"
+	resp, err := tr.RoundTrip(context.Background(), p, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if host != "api.internal" || req.Authority != "api.internal" {
+		t.Errorf("origin saw Host %q (req.Authority %q), want api.internal", host, req.Authority)
+	}
+	if req.Scheme != "http" {
+		t.Errorf("req.Scheme = %q, want http (the peer's)", req.Scheme)
+	}
+}
+
+func TestIdleCapPerPeer(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, &Transport{MaxIdlePerPeer: 2})
+	p := &Peer{Address: o.Listener.Addr().String()}
+	var resps []*message.Response
+	for range 5 {
+		resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps = append(resps, resp) // body unread: the conn stays busy
+	}
+	if s := tr.Stats(); s.ActiveConns != 5 || o.accepted() != 5 {
+		t.Fatalf("active=%d accepted=%d, want 5 and 5", s.ActiveConns, o.accepted())
+	}
+	for _, r := range resps {
+		readAll(t, r)
+	}
+	s := tr.Stats()
+	if s.IdleConns != 2 || s.Evicted != 3 || s.OpenConns != 2 {
+		t.Errorf("idle=%d evicted=%d open=%d, want 2 3 2", s.IdleConns, s.Evicted, s.OpenConns)
+	}
+}
+
+func TestIdleCapTotal(t *testing.T) {
+	o1 := newOrigin(t, nil, nil, false)
+	o2 := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, &Transport{MaxIdleTotal: 3})
+	var resps []*message.Response
+	for _, o := range []*origin{o1, o2} {
+		p := &Peer{Address: o.Listener.Addr().String()}
+		for range 3 {
+			resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resps = append(resps, resp)
+		}
+	}
+	for _, r := range resps {
+		readAll(t, r)
+	}
+	if s := tr.Stats(); s.IdleConns != 3 || s.Evicted != 3 || s.Keys != 2 {
+		t.Errorf("idle=%d evicted=%d keys=%d, want 3 3 2", s.IdleConns, s.Evicted, s.Keys)
+	}
+}
+
+func TestIdleExpiry(t *testing.T) {
+	var mu sync.Mutex
+	closed := 0
+	o := newOrigin(t, nil, nil, false)
+	o.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			mu.Lock()
+			closed++
+			mu.Unlock()
+		}
+	}
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String(), Timeouts: Timeouts{Idle: 40 * time.Millisecond}}
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if s := tr.Stats(); s.IdleConns != 1 {
+		t.Fatalf("idle=%d after one request, want 1", s.IdleConns)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for tr.Stats().Expired == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s := tr.Stats()
+	if s.Expired != 1 || s.IdleConns != 0 || s.OpenConns != 0 {
+		t.Fatalf("expired=%d idle=%d open=%d, want 1 0 0", s.Expired, s.IdleConns, s.OpenConns)
+	}
+	for {
+		mu.Lock()
+		c := closed
+		mu.Unlock()
+		if c == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("origin saw %d closed conns, want 1", c)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, err = tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if got := o.accepted(); got != 2 {
+		t.Errorf("accepted %d, want 2 (a new conn after expiry)", got)
+	}
+}
+
+func TestExpiredOnCheckout(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String(), Timeouts: Timeouts{Idle: time.Hour}}
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	// Age the idle conn past its timeout without waiting for the reaper.
+	b := tr.pool.bucketFor(p, ptr(tr.cfg.resolve(&p.Timeouts)))
+	b.mu.Lock()
+	b.idle[0].idleAt = time.Now().Add(-2 * time.Hour)
+	b.mu.Unlock()
+	resp, err = tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if s := tr.Stats(); s.Expired != 1 || s.Dials != 2 || s.ReusedRequests != 0 {
+		t.Errorf("expired=%d dials=%d reused=%d, want 1 2 0", s.Expired, s.Dials, s.ReusedRequests)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestOriginClosedIdleConn(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String()}
+	for range 2 {
+		resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	o.ln.closeAccepted()
+	time.Sleep(20 * time.Millisecond) // let the FIN arrive
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatalf("request after the origin closed the idle conn: %v", err)
+	}
+	readAll(t, resp)
+	if s := tr.Stats(); s.StaleClosed != 1 || s.Retries != 0 || s.Dials != 2 {
+		t.Errorf("stale=%d retries=%d dials=%d, want 1 0 2", s.StaleClosed, s.Retries, s.Dials)
+	}
+}
+
+// opaqueConn hides the TCP conn so the liveness check cannot apply.
+type opaqueConn struct{ net.Conn }
+
+func TestOriginClosedIdleConnRetry(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	var d net.Dialer
+	tr := newTestTransport(t, &Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return opaqueConn{c}, nil
+	}})
+	p := &Peer{Address: o.Listener.Addr().String()}
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	o.ln.closeAccepted()
+	time.Sleep(20 * time.Millisecond)
+	resp, err = tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatalf("GET after the origin closed the idle conn: %v", err)
+	}
+	readAll(t, resp)
+	if s := tr.Stats(); s.Retries != 1 || s.Dials != 2 {
+		t.Errorf("retries=%d dials=%d, want 1 2", s.Retries, s.Dials)
+	}
+
+	// A POST with a body is not retried: the error says Retry and Reused for the engine.
+	o.ln.closeAccepted()
+	time.Sleep(20 * time.Millisecond)
+	req := get("/")
+	req.Method = "POST"
+	req.Body = strings.NewReader("x")
+	req.ContentLength = 1
+	_, err = tr.RoundTrip(context.Background(), p, req)
+	var fe *fault.Error
+	if !errors.As(err, &fe) || !fe.Reused || fe.Source != fault.Upstream {
+		t.Fatalf("POST on a dead reused conn: err %v, want an upstream *fault.Error with Reused", err)
+	}
+}
+
+func TestConnectRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	tr := newTestTransport(t, nil)
+	_, err = tr.RoundTrip(context.Background(), &Peer{Address: addr}, get("/"))
+	var fe *fault.Error
+	if !errors.As(err, &fe) || fe.Kind != fault.ConnectRefused || !fe.Retry || fe.Source != fault.Upstream {
+		t.Fatalf("err = %v, want upstream connect refused with Retry", err)
+	}
+	if fe.StatusCode() != 502 {
+		t.Errorf("status %d, want 502", fe.StatusCode())
+	}
+	if s := tr.Stats(); s.DialErrors != 1 || s.OpenConns != 0 {
+		t.Errorf("dial errors=%d open=%d, want 1 0", s.DialErrors, s.OpenConns)
+	}
+}
+
+func TestConnectTimeoutDial(t *testing.T) {
+	// A dial hook that never completes, like a blackholed SYN.
+	tr := newTestTransport(t, &Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+	}})
+	p := &Peer{Address: "127.0.0.1:9", Timeouts: Timeouts{Connect: 30 * time.Millisecond}}
+	start := time.Now()
+	_, err := tr.RoundTrip(context.Background(), p, get("/"))
+	var fe *fault.Error
+	if !errors.As(err, &fe) || fe.Kind != fault.ConnectTimeout || !fe.Retry {
+		t.Fatalf("err = %v, want connect timeout with Retry", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("took %v, want about the 30ms connect timeout", el)
+	}
+}
+
+func TestConnectTimeoutTLSHandshake(t *testing.T) {
+	// A loopback listener that accepts and never answers: the TLS handshake hangs.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: ln.Addr().String(), TLS: &TLSOptions{RootCAs: getCA(t).pool},
+		Timeouts: Timeouts{Connect: 50 * time.Millisecond}}
+	_, err = tr.RoundTrip(context.Background(), p, get("/"))
+	var fe *fault.Error
+	if !errors.As(err, &fe) || fe.Kind != fault.ConnectTimeout || !fe.Retry {
+		t.Fatalf("err = %v, want connect timeout with Retry", err)
+	}
+}
+
+func TestCanceledWhileDialing(t *testing.T) {
+	tr := newTestTransport(t, &Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	_, err := tr.RoundTrip(ctx, &Peer{Address: "127.0.0.1:9"}, get("/"))
+	var fe *fault.Error
+	if !errors.As(err, &fe) || fe.Kind != fault.Canceled || fe.Retry {
+		t.Fatalf("err = %v, want canceled without Retry", err)
+	}
+}
+
+func TestMaxConnsPerPeer(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, &Transport{MaxConnsPerPeer: 1, MaxConnWait: 2 * time.Second})
+	p := &Peer{Address: o.Listener.Addr().String()}
+	first, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("second request finished (%v) while the only conn was busy", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	readAll(t, first)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := o.accepted(); got != 1 {
+		t.Errorf("accepted %d conns, want 1", got)
+	}
+
+	// A bounded wait that expires.
+	tr2 := newTestTransport(t, &Transport{MaxConnsPerPeer: 1, MaxConnWait: 30 * time.Millisecond})
+	held, err := tr2.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readAll(t, held)
+	_, err = tr2.RoundTrip(context.Background(), p, get("/"))
+	var fe *fault.Error
+	if !errors.As(err, &fe) || fe.Kind != fault.ConnectTimeout || !fe.Retry {
+		t.Fatalf("err = %v, want connect timeout after the wait", err)
+	}
+}
+
+func TestTotalTimeout(t *testing.T) {
+	o := newOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "12345")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(2 * time.Second):
+		}
+	}), nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String(), Timeouts: Timeouts{Total: 100 * time.Millisecond}}
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var fe *fault.Error
+	if !errors.As(err, &fe) || fe.Kind != fault.TotalTimeout {
+		t.Fatalf("body read err = %v, want total timeout", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("body read took %v, want about 100ms", el)
+	}
+	if s := tr.Stats(); s.OpenConns != 0 {
+		t.Errorf("open=%d after a total timeout, want 0", s.OpenConns)
+	}
+}
+
+func TestUpgradeDetaches(t *testing.T) {
+	o := newOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "" {
+			w.Header().Set("Content-Length", "2")
+			io.WriteString(w, "ok")
+			return
+		}
+		c, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		line, _ := brw.ReadString('\n')
+		io.WriteString(c, strings.ToUpper(line))
+	}), nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String()}
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp) // one pooled conn
+	req := get("/ws")
+	req.Header.Add("Connection", "Upgrade")
+	req.Header.Add("Upgrade", "echo")
+	resp, err = tr.RoundTrip(context.Background(), p, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != 101 {
+		t.Fatalf("status %d, want 101", resp.Status)
+	}
+	if s := tr.Stats(); s.OpenConns != 0 || s.IdleConns != 0 || s.ActiveConns != 0 {
+		t.Errorf("after 101: open=%d idle=%d active=%d, want 0 0 0 (detached)", s.OpenConns, s.IdleConns, s.ActiveConns)
+	}
+	rw := resp.Body.(io.ReadWriter)
+	io.WriteString(rw, "ping\n")
+	line, err := bufio.NewReader(rw).ReadString('\n')
+	if err != nil || line != "PING\n" {
+		t.Fatalf("upgraded stream echoed %q, %v; want PING", line, err)
+	}
+	resp.Body.Close()
+	resp, err = tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if got := o.accepted(); got != 2 {
+		t.Errorf("accepted %d, want 2 (the upgraded conn never returns to the pool)", got)
+	}
+}
+
+func TestCloseTransport(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String()}
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	tr.Close()
+	if s := tr.Stats(); s.OpenConns != 0 || s.IdleConns != 0 {
+		t.Errorf("after Close: open=%d idle=%d, want 0 0", s.OpenConns, s.IdleConns)
+	}
+	_, err = tr.RoundTrip(context.Background(), p, get("/"))
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("RoundTrip after Close: %v, want ErrClosed", err)
+	}
+}
