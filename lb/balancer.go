@@ -192,25 +192,25 @@ func (lb *Balancer) Update(configs []BackendConfig) error {
 			return fmt.Errorf("%w: %s", ErrDuplicateBackend, b.Address)
 		}
 		if prev := old.byKey[b.key]; prev != nil && prev.Weight == b.Weight && *prev.Peer == *b.Peer {
-			b = prev
+			b = prev // unchanged: keep the published object as is
 		}
 		next.backends = append(next.backends, b)
 		next.byKey[b.key] = b
 	}
+	// Bind the new objects to their state before publishing them; reused objects are already
+	// bound and may be in use concurrently.
 	var added []*Backend
 	for _, b := range next.backends {
+		if b.bal != nil {
+			continue
+		}
+		b.bal = lb
 		if prev := old.byKey[b.key]; prev != nil {
-			b.st = prev.st
+			b.st = prev.st // same identity, new weight or peer settings
 			continue
 		}
 		b.st = lb.store.acquire(b.key, lb.initGood)
-		b.bal = lb
 		added = append(added, b)
-	}
-	for _, b := range next.backends {
-		if b.bal == nil {
-			b.bal = lb
-		}
 	}
 	lb.snap.Store(next)
 	for _, b := range old.backends {

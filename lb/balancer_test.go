@@ -53,7 +53,7 @@ func TestStateCarriedOverReload(t *testing.T) {
 	ob := old.Backends()
 	ob[0].Drain()
 	failN(t, old, ob[1], DefaultMaxFails, errConnect) // ejected
-	inflight := old.Select(nil)                      // on ob[2]
+	inflight := old.Select(nil)                       // on ob[2]
 	if inflight != ob[2] {
 		t.Fatalf("got %v, want the third backend", inflight)
 	}

@@ -2,6 +2,8 @@ package lb
 
 import (
 	"crypto/x509"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -41,10 +43,12 @@ func newStatusServer(t *testing.T, tls bool) *statusServer {
 		w.WriteHeader(code)
 		w.Write([]byte("status: ready"))
 	})
+	s.Server = httptest.NewUnstartedServer(h)
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // rejected handshakes are expected
 	if tls {
-		s.Server = httptest.NewTLSServer(h)
+		s.StartTLS()
 	} else {
-		s.Server = httptest.NewServer(h)
+		s.Start()
 	}
 	t.Cleanup(s.Close)
 	return s
