@@ -301,3 +301,49 @@ func TestParseStatusSet(t *testing.T) {
 		t.Errorf("New with a bad status: got %v, want a health check error", err)
 	}
 }
+
+func TestHTTPCheckHTTP2(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			w.WriteHeader(http.StatusHTTPVersionNotSupported)
+		}
+	})
+	tlsSrv := httptest.NewUnstartedServer(h)
+	tlsSrv.EnableHTTP2 = true
+	tlsSrv.StartTLS()
+	t.Cleanup(tlsSrv.Close)
+	h2cSrv := httptest.NewUnstartedServer(h)
+	h2cSrv.Config.Protocols = new(http.Protocols)
+	h2cSrv.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2cSrv.Start()
+	t.Cleanup(h2cSrv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(tlsSrv.Certificate())
+	tests := []struct {
+		name string
+		addr string
+		peer upstream.Peer
+	}{
+		{"h2 over tls", tlsSrv.Listener.Addr().String(), upstream.Peer{Protocol: upstream.HTTP2,
+			TLS: &upstream.TLSOptions{RootCAs: pool, ServerName: "example.com"}}},
+		{"h2c prior knowledge", h2cSrv.Listener.Addr().String(), upstream.Peer{Protocol: upstream.HTTP2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lb, err := New(Options{
+				Backends:    []BackendConfig{{Address: tt.addr, Peer: &tt.peer}},
+				HealthCheck: &HealthCheck{Type: CheckHTTP, Interval: time.Hour, StartUnhealthy: true},
+				Logger:      quietLogger(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { lb.Close() })
+			b := lb.Backends()[0]
+			waitFor(t, "first check", func() bool { return !b.Status().LastCheck.IsZero() })
+			if !b.Healthy() {
+				t.Errorf("got unhealthy: %v", b.Status().LastError)
+			}
+		})
+	}
+}
