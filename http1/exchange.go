@@ -1,0 +1,372 @@
+package http1
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/verge-edge/verge/message"
+)
+
+// Exchange is one request and its response on a downstream HTTP/1.x connection. It implements
+// message.ServerExchange and message.Upgrader. An Exchange is reused for the next request of
+// its connection: it and the strings of its Request are valid only until the handler returns.
+type Exchange struct {
+	c   *serverConn
+	req message.Request
+	rh  reqHead
+
+	body          bodyReader
+	continueSent  bool
+	headWritten   bool
+	finished      bool
+	aborted       bool
+	upgraded      bool
+	closeAfter    bool // close the connection after this response
+	respMode      bodyMode
+	respRemaining int64 // bodyLength: bytes still to write
+	discardBody   bool  // HEAD: body bytes are accepted and dropped
+}
+
+var (
+	_ message.ServerExchange = (*Exchange)(nil)
+	_ message.Upgrader       = (*Exchange)(nil)
+)
+
+// Errors returned by the response methods.
+var (
+	ErrHeadWritten       = errors.New("http1: response head already written")
+	ErrHeadNotWritten    = errors.New("http1: response head not written")
+	ErrFinished          = errors.New("http1: exchange already finished")
+	ErrBodyNotAllowed    = errors.New("http1: response status does not allow a body")
+	ErrContentLength     = errors.New("http1: body length does not match Content-Length")
+	ErrUseUpgrade        = errors.New("http1: 101 Switching Protocols must be sent with Upgrade")
+	ErrCannotUpgrade     = errors.New("http1: upgrade needs a 101 response, or a 2xx response to CONNECT")
+	ErrInvalidFieldValue = errors.New("http1: invalid header field name or value")
+)
+
+func (ex *Exchange) reset() {
+	ex.req.Reset()
+	ex.continueSent, ex.headWritten, ex.finished, ex.aborted = false, false, false, false
+	ex.upgraded, ex.closeAfter, ex.discardBody = false, false, false
+	ex.respMode, ex.respRemaining = bodyNone, 0
+}
+
+// Request returns the parsed request. Header holds the fields in arrival order without Host
+// (see Authority), Content-Length and Transfer-Encoding (see ContentLength and Body). Body is
+// nil when the request has none; reading it sends 100 Continue first when the client asked.
+func (ex *Exchange) Request() *message.Request { return &ex.req }
+
+// Context returns the connection's context: it is done when the server shuts the connection
+// down. It does not allocate.
+func (ex *Exchange) Context() context.Context { return ex.c.ctx }
+
+// Conn describes the connection the request arrived on.
+func (ex *Exchange) Conn() *message.ConnInfo { return ex.c.info }
+
+// requestBody is the Exchange seen as the request body reader.
+type requestBody Exchange
+
+// Read reads the request body. Errors are *fault.Error values from fault.Downstream; after one
+// the connection closes once the response is finished.
+func (b *requestBody) Read(p []byte) (int, error) {
+	ex := (*Exchange)(b)
+	if ex.rh.expect100 && !ex.continueSent && !ex.headWritten && !ex.body.done {
+		ex.continueSent = true
+		ex.c.out.writeString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := ex.c.out.flush(); err != nil {
+			return 0, ex.body.fail(err)
+		}
+	}
+	n, err := ex.body.Read(p)
+	if err != nil && err != io.EOF {
+		ex.closeAfter = true
+	}
+	return n, err
+}
+
+// WriteHeader writes the response head. Framing comes from resp.ContentLength alone: zero or
+// more sends Content-Length; -1 sends chunked to HTTP/1.1 clients and closes the connection
+// after the body for HTTP/1.0 clients. Content-Length and Transfer-Encoding fields in
+// resp.Header are ignored. HEAD requests and 1xx, 204 and 304 responses carry no body; HEAD
+// and 304 responses keep a known Content-Length. A 1xx status other than 101 is sent as an
+// interim response and another head may follow.
+func (ex *Exchange) WriteHeader(resp *message.Response) error {
+	switch {
+	case ex.finished || ex.aborted || ex.upgraded:
+		return ErrFinished
+	case ex.headWritten:
+		return ErrHeadWritten
+	case resp.Status < 100 || resp.Status > 999:
+		return fmt.Errorf("http1: invalid status code %d", resp.Status)
+	case resp.Status == 101:
+		return ErrUseUpgrade
+	}
+	w := &ex.c.out
+	if resp.Status < 200 {
+		if ex.rh.http10 {
+			return nil // HTTP/1.0 clients do not expect interim responses
+		}
+		if err := ex.writeHead(resp, false, false); err != nil {
+			return err
+		}
+		if resp.Status == 100 {
+			ex.continueSent = true
+		}
+		return w.flush()
+	}
+	method := ex.req.Method
+	noBody := method == "HEAD" || resp.Status == 204 || resp.Status == 304
+	ex.closeAfter = ex.closeAfter || ex.wantsClose()
+	switch {
+	case noBody:
+		ex.respMode = bodyNone
+		ex.discardBody = method == "HEAD"
+	case resp.ContentLength >= 0:
+		ex.respMode, ex.respRemaining = bodyLength, resp.ContentLength
+	case ex.rh.http10:
+		ex.respMode, ex.closeAfter = bodyClose, true // RFC 9112 section 6.3, item 8
+	default:
+		ex.respMode = bodyChunked
+	}
+	writeCL := resp.ContentLength >= 0 && resp.Status != 204
+	if err := ex.writeHead(resp, writeCL, true); err != nil {
+		return err
+	}
+	ex.headWritten = true
+	return w.err
+}
+
+// wantsClose applies RFC 9112 section 9.3 and the server's own reasons to close after the
+// response.
+func (ex *Exchange) wantsClose() bool {
+	switch {
+	case ex.c.shutdown.Load(), ex.rh.connClose, ex.rh.http10 && !ex.rh.connKeepAlive:
+		return true
+	case ex.req.Body == nil || ex.body.done:
+		return false
+	case ex.body.err != nil:
+		return true
+	case ex.rh.expect100 && !ex.continueSent:
+		return true // the client may never send the body it announced
+	case ex.body.mode == bodyLength && ex.body.remaining > maxDrain:
+		return true
+	}
+	return false
+}
+
+// writeHead writes the status line and fields. final heads get framing and connection fields.
+func (ex *Exchange) writeHead(resp *message.Response, writeCL, final bool) error {
+	reason := resp.Reason
+	if reason == "" {
+		reason = statusText(resp.Status)
+	} else if !validFieldValueString(reason) {
+		return ErrInvalidFieldValue
+	}
+	fields := resp.Header.Fields()
+	for i := range fields {
+		if !validTokenString(fields[i].Name) || !validFieldValueString(fields[i].Value) {
+			return ErrInvalidFieldValue
+		}
+	}
+	w := &ex.c.out
+	w.writeString("HTTP/1.1 ")
+	w.writeInt(int64(resp.Status), false)
+	w.writeByte(' ')
+	w.writeString(reason)
+	w.writeString("\r\n")
+	hasClose, hasKeepAlive := false, false
+	for i := range fields {
+		f := &fields[i]
+		if isFramingField(f.Name) {
+			continue
+		}
+		if message.EqualFold(f.Name, "Connection") {
+			hasClose = hasClose || message.ContainsToken(f.Value, "close")
+			hasKeepAlive = hasKeepAlive || message.ContainsToken(f.Value, "keep-alive")
+		}
+		w.writeString(f.Name)
+		w.writeString(": ")
+		w.writeString(f.Value)
+		w.writeString("\r\n")
+	}
+	if final {
+		if writeCL {
+			w.writeString("Content-Length: ")
+			w.writeInt(resp.ContentLength, false)
+			w.writeString("\r\n")
+		} else if ex.respMode == bodyChunked {
+			w.writeString("Transfer-Encoding: chunked\r\n")
+		}
+		if hasClose {
+			ex.closeAfter = true
+		}
+		switch {
+		case ex.closeAfter && !hasClose:
+			w.writeString("Connection: close\r\n")
+		case !ex.closeAfter && ex.rh.http10 && !hasKeepAlive:
+			w.writeString("Connection: keep-alive\r\n")
+		}
+	}
+	w.writeString("\r\n")
+	return w.err
+}
+
+func isFramingField(name string) bool {
+	return message.EqualFold(name, "Content-Length") || message.EqualFold(name, "Transfer-Encoding")
+}
+
+// Write sends response body bytes, chunk-framed when the response is chunked. Small writes are
+// buffered until Flush, Finish or a full buffer; large ones go to the connection directly. It
+// blocks while the client does not read. Writing more than the announced Content-Length
+// fails with ErrContentLength.
+func (ex *Exchange) Write(p []byte) (int, error) {
+	switch {
+	case ex.finished || ex.aborted || ex.upgraded:
+		return 0, ErrFinished
+	case !ex.headWritten:
+		return 0, ErrHeadNotWritten
+	}
+	w := &ex.c.out
+	switch ex.respMode {
+	case bodyNone:
+		if ex.discardBody {
+			return len(p), nil
+		}
+		return 0, ErrBodyNotAllowed
+	case bodyLength:
+		if int64(len(p)) > ex.respRemaining {
+			n := int(ex.respRemaining)
+			if err := w.write(p[:n]); err != nil {
+				return 0, err
+			}
+			ex.respRemaining = 0
+			return n, ErrContentLength
+		}
+		ex.respRemaining -= int64(len(p))
+		return len(p), w.write(p)
+	case bodyChunked:
+		if len(p) == 0 {
+			return 0, nil
+		}
+		w.writeInt(int64(len(p)), true)
+		w.writeString("\r\n")
+		if err := w.write(p); err != nil {
+			return 0, err
+		}
+		w.writeString("\r\n")
+		return len(p), w.err
+	}
+	return len(p), w.write(p)
+}
+
+// Flush sends the buffered head and body bytes now (for streamed responses such as
+// text/event-stream).
+func (ex *Exchange) Flush() error {
+	if ex.aborted {
+		return ErrFinished
+	}
+	return ex.c.out.flush()
+}
+
+// Finish ends the response. For a chunked response it sends the last chunk and the trailer
+// fields; trailers are dropped for other framings. If fewer bytes than the Content-Length were
+// written, the connection is closed and ErrContentLength returned.
+func (ex *Exchange) Finish(trailer *message.Header) error {
+	switch {
+	case ex.finished || ex.aborted || ex.upgraded:
+		return ErrFinished
+	case !ex.headWritten:
+		return ErrHeadNotWritten
+	}
+	w := &ex.c.out
+	switch ex.respMode {
+	case bodyLength:
+		if ex.respRemaining != 0 {
+			ex.Abort(ErrContentLength)
+			return ErrContentLength
+		}
+	case bodyChunked:
+		w.writeString("0\r\n")
+		if trailer != nil {
+			for _, f := range trailer.Fields() {
+				if !validTokenString(f.Name) || !validFieldValueString(f.Value) || isFramingField(f.Name) {
+					continue
+				}
+				w.writeString(f.Name)
+				w.writeString(": ")
+				w.writeString(f.Value)
+				w.writeString("\r\n")
+			}
+		}
+		w.writeString("\r\n")
+	}
+	ex.finished = true
+	return w.flush()
+}
+
+// Abort ends the exchange abnormally by closing the connection, so that the client sees a
+// truncated response rather than a complete one.
+func (ex *Exchange) Abort(err error) {
+	if ex.aborted || ex.upgraded {
+		return
+	}
+	ex.aborted, ex.closeAfter = true, true
+	ex.c.debug("exchange aborted", err)
+	ex.c.conn.Close()
+}
+
+// Upgrade writes resp, a 101 Switching Protocols response (or a 2xx response to a CONNECT
+// request), and hands the connection over: the returned stream first yields any bytes the
+// client sent after its request head, then reads from the connection. Deadlines are cleared.
+// The caller owns the stream and must Close it; ServeConn returns without closing it once the
+// handler returns.
+func (ex *Exchange) Upgrade(resp *message.Response) (io.ReadWriteCloser, error) {
+	switch {
+	case ex.finished || ex.aborted || ex.upgraded:
+		return nil, ErrFinished
+	case ex.headWritten:
+		return nil, ErrHeadWritten
+	case resp.Status != 101 && !(ex.req.Method == "CONNECT" && resp.Status/100 == 2):
+		return nil, ErrCannotUpgrade
+	}
+	if err := ex.writeHead(resp, false, false); err != nil {
+		return nil, err
+	}
+	sc := ex.c
+	if err := sc.out.flush(); err != nil {
+		return nil, err
+	}
+	ex.headWritten, ex.upgraded = true, true
+	uc := &upgradedConn{Conn: sc.conn}
+	if n := sc.in.buffered(); n > 0 {
+		uc.pending = append([]byte(nil), sc.in.buf[sc.in.r:sc.in.w]...)
+		sc.in.r = sc.in.w
+	}
+	uc.err = sc.in.err
+	sc.conn.SetDeadline(time.Time{})
+	return uc, nil
+}
+
+// upgradedConn is a connection taken over after a protocol switch, with the bytes that were
+// already read from it.
+type upgradedConn struct {
+	net.Conn
+	pending []byte
+	err     error
+}
+
+func (u *upgradedConn) Read(p []byte) (int, error) {
+	if len(u.pending) > 0 {
+		n := copy(p, u.pending)
+		u.pending = u.pending[n:]
+		return n, nil
+	}
+	if u.err != nil {
+		return 0, u.err
+	}
+	return u.Conn.Read(p)
+}

@@ -1,0 +1,122 @@
+package http1
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+var writeBufPool = sync.Pool{New: func() any { return new([smallBufSize]byte) }}
+
+// outbuf is the write side of a connection: a pooled buffer in front of the conn. Large writes
+// bypass the buffer. Errors are sticky. Backpressure comes from the blocking conn.Write.
+type outbuf struct {
+	conn     net.Conn
+	arr      *[smallBufSize]byte
+	buf      []byte
+	perWrite time.Duration // when positive, the write deadline set before each write
+	err      error
+}
+
+func (w *outbuf) acquire() {
+	if w.arr == nil {
+		w.arr = writeBufPool.Get().(*[smallBufSize]byte)
+		w.buf = w.arr[:0]
+	}
+}
+
+// release returns the buffer to the pool; unflushed bytes are dropped.
+func (w *outbuf) release() {
+	if w.arr != nil {
+		writeBufPool.Put(w.arr)
+		w.arr, w.buf = nil, nil
+	}
+}
+
+func (w *outbuf) buffered() int { return len(w.buf) }
+
+// connWrite writes p to the connection with the per-write deadline.
+func (w *outbuf) connWrite(p []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.perWrite > 0 {
+		w.conn.SetWriteDeadline(time.Now().Add(w.perWrite))
+	}
+	if _, err := w.conn.Write(p); err != nil {
+		w.err = err
+		return err
+	}
+	return nil
+}
+
+// flush writes the buffered bytes.
+func (w *outbuf) flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) == 0 {
+		return nil
+	}
+	err := w.connWrite(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+func (w *outbuf) writeString(s string) {
+	w.acquire()
+	for len(s) > 0 {
+		if len(w.buf) == cap(w.buf) {
+			if w.flush() != nil {
+				return
+			}
+		}
+		n := copy(w.buf[len(w.buf):cap(w.buf)], s)
+		w.buf = w.buf[:len(w.buf)+n]
+		s = s[n:]
+	}
+}
+
+func (w *outbuf) writeByte(c byte) {
+	w.acquire()
+	if len(w.buf) == cap(w.buf) && w.flush() != nil {
+		return
+	}
+	w.buf = append(w.buf, c)
+}
+
+// writeInt appends n in decimal (or hex) without allocating.
+func (w *outbuf) writeInt(n int64, hex bool) {
+	w.acquire()
+	if cap(w.buf)-len(w.buf) < 20 && w.flush() != nil {
+		return
+	}
+	if hex {
+		w.buf = appendHex(w.buf, n)
+	} else {
+		w.buf = appendInt(w.buf, n)
+	}
+}
+
+// write buffers p, or writes it straight to the connection after the buffered bytes when it
+// would not fit.
+func (w *outbuf) write(p []byte) error {
+	w.acquire()
+	if len(w.buf)+len(p) <= cap(w.buf) {
+		w.buf = append(w.buf, p...)
+		return w.err
+	}
+	if len(p) < cap(w.buf)/2 {
+		n := copy(w.buf[len(w.buf):cap(w.buf)], p)
+		w.buf = w.buf[:cap(w.buf)]
+		if err := w.flush(); err != nil {
+			return err
+		}
+		w.buf = append(w.buf, p[n:]...)
+		return nil
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return w.connWrite(p)
+}

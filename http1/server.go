@@ -1,0 +1,395 @@
+package http1
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
+)
+
+// Server defaults.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultBodyReadTimeout   = 60 * time.Second
+	DefaultWriteTimeout      = 60 * time.Second
+	// maxDrain is how much of a request body the server reads and discards after a handler
+	// that did not read it, to keep the connection; with more left it closes instead.
+	maxDrain = 256 << 10
+	// lingerTimeout bounds how long the server reads and discards client bytes after sending
+	// an error response, so that the response is not lost to a TCP reset.
+	lingerTimeout = 500 * time.Millisecond
+)
+
+// Server serves HTTP/1.x on connections handed to it by a listener. The zero value plus a
+// Handler is ready to use. A Server's fields must not change while it serves.
+type Server struct {
+	// Limits bound the request heads and bodies accepted; zero fields take their defaults.
+	Limits
+	// Handler is called for each request, one at a time per connection, and must write the
+	// response (WriteHeader, Write, Finish) before returning. The Exchange and the strings of
+	// its Request are valid only until the handler returns.
+	Handler func(ex *Exchange)
+	// Scheme is set as Request.Scheme. Empty means "https" on a TLS connection (a *tls.Conn,
+	// or a ConnInfo with TLS state) and "http" otherwise.
+	Scheme string
+	// ReadHeaderTimeout bounds reading a request head from its first byte. Zero means
+	// DefaultReadHeaderTimeout (10s); negative means no limit.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive connection. Zero means
+	// DefaultIdleTimeout (60s); negative means no limit.
+	IdleTimeout time.Duration
+	// BodyReadTimeout bounds each read of the request body. Zero means
+	// DefaultBodyReadTimeout (60s); negative means no limit.
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds each write to the client. Zero means DefaultWriteTimeout (60s);
+	// negative means no limit.
+	WriteTimeout time.Duration
+	// Logger receives debug records about rejected requests and broken connections. Nil
+	// means slog.Default().
+	Logger *slog.Logger
+}
+
+// serverConfig is a Server with its defaults applied, resolved once per connection.
+type serverConfig struct {
+	lim                               Limits
+	readHeader, idle, bodyRead, write time.Duration
+	log                               *slog.Logger
+	handler                           func(*Exchange)
+	scheme                            string
+}
+
+func timeoutOr(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+func (s *Server) config(c net.Conn, info *message.ConnInfo) serverConfig {
+	cfg := serverConfig{
+		lim:        s.Limits.withDefaults(),
+		readHeader: timeoutOr(s.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+		idle:       timeoutOr(s.IdleTimeout, DefaultIdleTimeout),
+		bodyRead:   timeoutOr(s.BodyReadTimeout, DefaultBodyReadTimeout),
+		write:      timeoutOr(s.WriteTimeout, DefaultWriteTimeout),
+		log:        s.Logger,
+		handler:    s.Handler,
+		scheme:     s.Scheme,
+	}
+	if cfg.log == nil {
+		cfg.log = slog.Default()
+	}
+	if cfg.scheme == "" {
+		cfg.scheme = "http"
+		if _, ok := c.(*tls.Conn); ok || info.TLS != nil {
+			cfg.scheme = "https"
+		}
+	}
+	return cfg
+}
+
+// Connection states seen by the shutdown callback.
+const (
+	stateActive int32 = iota
+	stateIdle
+)
+
+// serverConn is the state of one downstream connection. It is pooled with its Exchange.
+type serverConn struct {
+	cfg      serverConfig
+	ctx      context.Context
+	conn     net.Conn
+	info     *message.ConnInfo
+	in       inbuf
+	out      outbuf
+	ex       Exchange
+	idle     [1]byte
+	state    atomic.Int32
+	shutdown atomic.Bool
+}
+
+var serverConnPool = sync.Pool{New: func() any {
+	sc := new(serverConn)
+	sc.ex.c = sc
+	return sc
+}}
+
+// ServeConn serves HTTP/1.x requests on c until the client closes it, an error or a limit
+// ends it, or ctx is done. Requests are handled one at a time: pipelined requests are read
+// only after the previous response is finished, so their responses go out in order. ServeConn
+// closes c when it returns, unless a handler took the connection over with Upgrade. When ctx is
+// done, an idle connection is closed at once and a busy one after its current response.
+//
+// info describes the connection; nil means one derived from c's addresses.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnInfo) {
+	s.ServeConnWithPrefix(ctx, c, info, nil)
+}
+
+// ServeConnWithPrefix is ServeConn for a connection whose first bytes were already read from
+// c (for example to tell an HTTP/2 prior-knowledge preface from HTTP/1): prefix holds them and
+// is parsed before anything read from c. prefix is copied; the caller may reuse it.
+func (s *Server) ServeConnWithPrefix(ctx context.Context, c net.Conn, info *message.ConnInfo, prefix []byte) {
+	if info == nil {
+		info = connInfo(c)
+	}
+	sc := serverConnPool.Get().(*serverConn)
+	sc.cfg = s.config(c, info)
+	sc.ctx, sc.conn, sc.info = ctx, c, info
+	sc.in = inbuf{conn: c}
+	sc.out = outbuf{conn: c, perWrite: sc.cfg.write}
+	sc.state.Store(stateActive)
+	sc.shutdown.Store(false)
+	if len(prefix) > 0 {
+		sc.in.acquire()
+		if len(prefix) > len(sc.in.buf) {
+			sc.in.grow(len(prefix))
+		}
+		sc.in.w = copy(sc.in.buf, prefix)
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, sc.onShutdown)
+		defer stop()
+	}
+	sc.serve()
+	if !sc.ex.upgraded {
+		c.Close()
+	}
+	sc.in.release()
+	sc.out.release()
+	sc.ex.req.Reset()
+	sc.ex.body = bodyReader{}
+	sc.cfg, sc.ctx, sc.conn, sc.info = serverConfig{}, nil, nil, nil
+	sc.in.conn, sc.out.conn = nil, nil
+	serverConnPool.Put(sc)
+}
+
+func connInfo(c net.Conn) *message.ConnInfo {
+	info := &message.ConnInfo{Proto: message.HTTP11}
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		info.RemoteAddr = a.AddrPort()
+	}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		info.LocalAddr = a.AddrPort()
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		info.TLS = &st
+	}
+	info.RemoteAddr = netip.AddrPortFrom(info.RemoteAddr.Addr().Unmap(), info.RemoteAddr.Port())
+	return info
+}
+
+// onShutdown runs when the serving context is done: it wakes an idle connection so that it
+// closes, and makes a busy one close after its response.
+func (sc *serverConn) onShutdown() {
+	sc.shutdown.Store(true)
+	if sc.state.Load() == stateIdle {
+		sc.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (sc *serverConn) serve() {
+	for {
+		if !sc.readRequest() {
+			return
+		}
+		sc.cfg.handler(&sc.ex)
+		if !sc.endExchange() {
+			return
+		}
+	}
+}
+
+// waitIdle waits for the first byte of the next request without holding a buffer.
+func (sc *serverConn) waitIdle() bool {
+	c := sc.conn
+	if sc.cfg.idle > 0 {
+		c.SetReadDeadline(time.Now().Add(sc.cfg.idle))
+	} else {
+		c.SetReadDeadline(time.Time{})
+	}
+	sc.state.Store(stateIdle)
+	if sc.shutdown.Load() {
+		return false
+	}
+	n, err := c.Read(sc.idle[:])
+	sc.state.Store(stateActive)
+	if n == 0 || sc.shutdown.Load() {
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			sc.debug("read failed", err)
+		}
+		return false
+	}
+	sc.in.acquire()
+	sc.in.buf[0] = sc.idle[0]
+	sc.in.r, sc.in.w = 0, 1
+	return true
+}
+
+// readRequest reads and parses the next request head and prepares the Exchange. It reports
+// false when the connection must close (after sending an error response when one is due).
+func (sc *serverConn) readRequest() bool {
+	in := &sc.in
+	in.perRead = 0
+	if in.r == in.w && !sc.waitIdle() {
+		return false
+	}
+	if sc.cfg.readHeader > 0 {
+		sc.conn.SetReadDeadline(time.Now().Add(sc.cfg.readHeader))
+	} else {
+		sc.conn.SetReadDeadline(time.Time{})
+	}
+	lim := &sc.cfg.lim
+	var scan headScanner
+	n := 0
+	for {
+		var perr *protoError
+		n, perr = scan.scan(in.buf[in.r:in.w], lim.MaxRequestLine, lim.MaxHeaderBytes, lim.MaxHeaders)
+		if perr != nil {
+			sc.reject(perr)
+			return false
+		}
+		if n > 0 {
+			break
+		}
+		if err := in.fill(); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !sc.shutdown.Load() {
+				sc.reject(errHeadTimeout)
+			} else if !errors.Is(err, io.EOF) {
+				sc.debug("reading request head", err)
+			}
+			return false
+		}
+	}
+	head := in.buf[in.r+scan.skip : in.r+n]
+	in.r += n
+	in.keep = in.r
+	ex := &sc.ex
+	ex.reset()
+	if perr := parseRequestHead(head, &ex.req, &ex.rh, lim); perr != nil {
+		sc.reject(perr)
+		return false
+	}
+	ex.req.Scheme = sc.cfg.scheme
+	in.perRead = sc.cfg.bodyRead
+	switch {
+	case ex.rh.chunked:
+		ex.body.init(in, bodyChunked, -1, lim, &ex.req.Trailer, fault.Downstream)
+		ex.req.Body = (*requestBody)(ex)
+	case ex.req.ContentLength > 0:
+		ex.body.init(in, bodyLength, ex.req.ContentLength, lim, &ex.req.Trailer, fault.Downstream)
+		ex.req.Body = (*requestBody)(ex)
+	default:
+		ex.body.init(in, bodyNone, 0, lim, nil, fault.Downstream)
+	}
+	return true
+}
+
+var errHeadTimeout = newProtoError(408, "timeout reading request head")
+
+// endExchange finishes what the handler left and reports whether the connection can serve
+// another request.
+func (sc *serverConn) endExchange() bool {
+	ex := &sc.ex
+	if ex.upgraded {
+		return false
+	}
+	if !ex.finished && !ex.aborted {
+		switch {
+		case !ex.headWritten:
+			ex.closeAfter = true
+			sc.writeSimple(500, true)
+			sc.out.flush()
+		case ex.respMode == bodyLength && ex.respRemaining == 0, ex.respMode == bodyNone:
+			ex.Finish(nil)
+		default:
+			sc.debug("handler returned before finishing the response", nil)
+			ex.Abort(nil)
+		}
+	}
+	sc.out.release()
+	if ex.aborted || ex.closeAfter || sc.out.err != nil || sc.shutdown.Load() {
+		return false
+	}
+	if !ex.body.done {
+		if ex.rh.expect100 && !ex.continueSent {
+			return false // the client may be waiting to send the body
+		}
+		if !ex.body.drain(maxDrain) {
+			return false
+		}
+	}
+	ex.req.Reset()
+	sc.in.reset()
+	return true
+}
+
+// reject answers a request that cannot be served with a minimal response and closes the
+// connection after letting the client read it (RFC 9112 section 9.6).
+func (sc *serverConn) reject(perr *protoError) {
+	if sc.cfg.log.Enabled(sc.ctx, slog.LevelDebug) {
+		sc.cfg.log.LogAttrs(sc.ctx, slog.LevelDebug, "http1: rejecting request",
+			slog.Int("status", perr.status), slog.String("reason", perr.msg),
+			slog.String("remote", sc.info.RemoteAddr.String()))
+	}
+	sc.writeSimple(perr.status, true)
+	if sc.out.flush() != nil {
+		return
+	}
+	sc.lingerClose()
+}
+
+// writeSimple writes a response with no body.
+func (sc *serverConn) writeSimple(status int, close bool) {
+	w := &sc.out
+	w.writeString("HTTP/1.1 ")
+	w.writeInt(int64(status), false)
+	w.writeByte(' ')
+	w.writeString(statusText(status))
+	w.writeString("\r\nContent-Length: 0\r\n")
+	if close {
+		w.writeString("Connection: close\r\n")
+	}
+	w.writeString("\r\n")
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+// lingerClose half-closes the connection and discards what the client still sends for a short
+// while, so that closing with unread bytes does not reset the connection before the client has
+// read the response.
+func (sc *serverConn) lingerClose() {
+	cw, ok := sc.conn.(closeWriter)
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	sc.conn.SetReadDeadline(time.Now().Add(lingerTimeout))
+	var scratch [512]byte
+	for range 128 {
+		if _, err := sc.conn.Read(scratch[:]); err != nil {
+			return
+		}
+	}
+}
+
+func (sc *serverConn) debug(msg string, err error) {
+	if !sc.cfg.log.Enabled(sc.ctx, slog.LevelDebug) {
+		return
+	}
+	sc.cfg.log.LogAttrs(sc.ctx, slog.LevelDebug, "http1: "+msg,
+		slog.Any("error", err), slog.String("remote", sc.info.RemoteAddr.String()))
+}
