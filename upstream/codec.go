@@ -33,9 +33,19 @@ type codecOptions struct {
 	// ReadTimeout and WriteTimeout bound each read and write; zero means no limit.
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
+	// IdleTimeout is how long a conn may stay unused; zero means no limit.
+	IdleTimeout time.Duration
 	// MaxResponseHeaderBytes limits an HTTP/1 response head or an HTTP/2 header list; zero
 	// leaves the codec's default.
 	MaxResponseHeaderBytes int
+}
+
+// noLimitNegative maps this package's resolved "no limit" (zero) to the codecs' (negative).
+func noLimitNegative(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // codecFactory builds codecs over dialed connections.

@@ -12,7 +12,7 @@ import (
 // TEMPORARY until http1/h2 client conns land.
 var defaultCodecs = codecFactory{
 	http1: func(c net.Conn, o *codecOptions, release func(bool)) codec { return &noCodec{c, release} },
-	http2: func(c net.Conn, o *codecOptions) (muxCodec, error) { return nil, errors.New("h2 client codec unavailable") },
+	http2: newH2Codec,
 }
 
 type noCodec struct {

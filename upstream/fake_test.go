@@ -12,25 +12,15 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/message"
 )
 
-// fakeCodecs are minimal HTTP/1.1 and HTTP/2 client codecs honouring the http1/h2 contracts,
-// used to test the pool and transport on their own.
+// fakeCodecs hold a minimal HTTP/1.1 client codec honouring the http1 contract, used to test
+// the pool and transport on their own.
 var fakeCodecs = codecFactory{
 	http1: func(c net.Conn, o *codecOptions, release func(bool)) codec {
 		return &fakeH1{c: c, br: bufio.NewReader(c), o: o, release: release}
-	},
-	http2: func(c net.Conn, o *codecOptions) (muxCodec, error) {
-		tr := &http2.Transport{AllowHTTP: true, ReadIdleTimeout: 0}
-		cc, err := tr.NewClientConn(c)
-		if err != nil {
-			return nil, err
-		}
-		return &fakeH2{cc: cc}, nil
 	},
 }
 
@@ -42,8 +32,6 @@ type fakeH1 struct {
 	o       *codecOptions
 	release func(bool)
 	uses    int
-	resp    message.Response
-	body    fakeBody
 }
 
 func (f *fakeH1) fail(reused, retry bool, err error) error {
@@ -96,8 +84,7 @@ func (f *fakeH1) RoundTrip(ctx context.Context, req *message.Request) (*message.
 	if err != nil {
 		return nil, f.fail(reused, false, err)
 	}
-	resp := &f.resp
-	resp.Reset()
+	resp := &message.Response{}
 	resp.Status = hr.StatusCode
 	resp.Proto = message.HTTP11
 	for name, vs := range hr.Header {
@@ -114,8 +101,7 @@ func (f *fakeH1) RoundTrip(ctx context.Context, req *message.Request) (*message.
 		f.release(!hr.Close)
 		return resp, nil
 	}
-	f.body = fakeBody{f: f, r: hr.Body, close: hr.Close}
-	resp.Body = &f.body
+	resp.Body = &fakeBody{f: f, r: hr.Body, close: hr.Close}
 	return resp, nil
 }
 
@@ -161,38 +147,6 @@ func (u *fakeUpgraded) Read(p []byte) (int, error)  { return u.br.Read(p) }
 func (u *fakeUpgraded) Write(p []byte) (int, error) { return u.c.Write(p) }
 func (u *fakeUpgraded) Close() error                { return u.c.Close() }
 
-// fakeH2 adapts an x/net/http2 client conn.
-type fakeH2 struct {
-	cc *http2.ClientConn
-}
-
-func (f *fakeH2) RoundTrip(ctx context.Context, req *message.Request) (*message.Response, error) {
-	u := req.Scheme + "://" + req.Authority + req.Target
-	hr, err := http.NewRequestWithContext(ctx, req.Method, u, req.Body)
-	if err != nil {
-		return nil, err
-	}
-	res, err := f.cc.RoundTrip(hr)
-	if err != nil {
-		return nil, fault.New(fault.Upstream, fault.Unknown, err)
-	}
-	resp := &message.Response{Status: res.StatusCode, Proto: message.HTTP2,
-		ContentLength: res.ContentLength, Body: res.Body}
-	for name, vs := range res.Header {
-		for _, v := range vs {
-			resp.Header.Add(name, v)
-		}
-	}
-	return resp, nil
-}
-
-func (f *fakeH2) CanTakeNewRequest() bool { return f.cc.CanTakeNewRequest() }
-func (f *fakeH2) Idle() bool {
-	st := f.cc.State()
-	return st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0
-}
-func (f *fakeH2) Close() error { return f.cc.Close() }
-
 // countingListener counts accepted connections.
 type countingListener struct {
 	net.Listener
@@ -234,4 +188,4 @@ func must(err error) {
 }
 
 // testCodecs are the codecs the tests drive.
-var testCodecs = fakeCodecs
+var testCodecs = codecFactory{http1: fakeCodecs.http1, http2: newH2Codec}

@@ -99,7 +99,8 @@ func (o *origin) sniList() []string {
 // newOrigin starts an origin with handler h (nil: 200 "hello"). tlsCfg non-nil starts TLS with
 // it (certificates default to the test CA's server leaf); h2 enables HTTP/2 (ALPN on TLS,
 // prior-knowledge h2c without).
-func newOrigin(t testing.TB, h http.Handler, tlsCfg *tls.Config, h2 bool) *origin {
+// setup hooks run before the server starts.
+func newOrigin(t testing.TB, h http.Handler, tlsCfg *tls.Config, h2 bool, setup ...func(*httptest.Server)) *origin {
 	t.Helper()
 	if h == nil {
 		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,7 +116,9 @@ func newOrigin(t testing.TB, h http.Handler, tlsCfg *tls.Config, h2 bool) *origi
 	s := httptest.NewUnstartedServer(h)
 	s.Listener.Close()
 	s.Listener = o.ln
-	s.Config.ErrorLog = nil
+	for _, f := range setup {
+		f(s)
+	}
 	if tlsCfg != nil {
 		cfg := tlsCfg.Clone()
 		if len(cfg.Certificates) == 0 {

@@ -136,6 +136,7 @@ func (p *Pool) bucketFor(pr *Peer, to *resolvedTimeouts) *bucket {
 		opts: codecOptions{
 			ReadTimeout:            to.read,
 			WriteTimeout:           to.write,
+			IdleTimeout:            to.idle,
 			MaxResponseHeaderBytes: p.t.cfg.maxHeaderBytes,
 		},
 		used: time.Now(),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -118,14 +119,15 @@ func TestIdleCapTotal(t *testing.T) {
 func TestIdleExpiry(t *testing.T) {
 	var mu sync.Mutex
 	closed := 0
-	o := newOrigin(t, nil, nil, false)
-	o.Config.ConnState = func(c net.Conn, st http.ConnState) {
-		if st == http.StateClosed {
-			mu.Lock()
-			closed++
-			mu.Unlock()
+	o := newOrigin(t, nil, nil, false, func(s *httptest.Server) {
+		s.Config.ConnState = func(c net.Conn, st http.ConnState) {
+			if st == http.StateClosed {
+				mu.Lock()
+				closed++
+				mu.Unlock()
+			}
 		}
-	}
+	})
 	tr := newTestTransport(t, nil)
 	p := &Peer{Address: o.Listener.Addr().String(), Timeouts: Timeouts{Idle: 40 * time.Millisecond}}
 	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
