@@ -1,0 +1,293 @@
+package h2
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/verge-edge/verge/message"
+)
+
+// Server defaults, applied by [Server] to fields left at zero.
+const (
+	// DefaultMaxConcurrentStreams is the SETTINGS_MAX_CONCURRENT_STREAMS advertised to
+	// clients, as NGINX does (HAProxy uses 100, x/net/http2 250).
+	DefaultMaxConcurrentStreams = 128
+	// DefaultMaxHeaderListSize is the SETTINGS_MAX_HEADER_LIST_SIZE advertised to clients:
+	// the decoded size of a request's header list (RFC 9113 section 6.5.2), 64 KiB.
+	DefaultMaxHeaderListSize = 64 << 10
+	// DefaultMaxReadFrameSize is the largest frame payload a client may send, 16 KiB (the
+	// protocol's initial value), which bounds the per-connection read buffer.
+	DefaultMaxReadFrameSize = 16 << 10
+	// DefaultMaxUploadBufferPerStream is the initial flow-control window of a stream, 256 KiB.
+	DefaultMaxUploadBufferPerStream = 256 << 10
+	// DefaultMaxUploadBufferPerConnection is the flow-control window of a connection, 1 MiB.
+	DefaultMaxUploadBufferPerConnection = 1 << 20
+	// DefaultIdleTimeout is how long a connection without open streams is kept, 60s.
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultReadIdleTimeout is how long the server waits without reading a frame before it
+	// sends a PING to check the client is alive, 30s.
+	DefaultReadIdleTimeout = 30 * time.Second
+	// DefaultPingTimeout is how long the server waits for a PING acknowledgement before it
+	// closes the connection, 15s.
+	DefaultPingTimeout = 15 * time.Second
+	// DefaultWriteByteTimeout is how long a write may make no progress (the client stopped
+	// reading) before the connection is closed, 30s.
+	DefaultWriteByteTimeout = 30 * time.Second
+)
+
+// http1HeaderOverhead is what x/net/http2 adds to http.Server.MaxHeaderBytes to get the
+// advertised SETTINGS_MAX_HEADER_LIST_SIZE (32 bytes of per-field overhead for 10 fields).
+const http1HeaderOverhead = 10 * 32
+
+// Server serves HTTP/2 connections, presenting each stream as a [message.ServerExchange].
+// The zero value serves with the documented defaults once Handler is set. Fields must not be
+// changed after the first call to ServeConn.
+type Server struct {
+	// Handler serves one exchange. It runs on its own goroutine per stream and must end the
+	// exchange with Finish or Abort before it returns; a Handler that returns without either,
+	// or panics, has its stream reset (RST_STREAM INTERNAL_ERROR) rather than leave the client
+	// with a response that looks complete. END_STREAM is sent when Handler returns, so it
+	// should return promptly after Finish. A nil Handler answers every request with 404.
+	Handler func(ex message.ServerExchange)
+
+	// MaxConcurrentStreams is the number of streams a client may have open at once, which
+	// also bounds the handler goroutines per connection. Zero means
+	// DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds the decoded header list of a request (names, values and 32
+	// bytes per field). Larger requests get 431; a client that keeps sending header blocks
+	// far past it has its connection closed. Zero means DefaultMaxHeaderListSize; values
+	// below 1 KiB are raised to 1 KiB.
+	MaxHeaderListSize uint32
+	// MaxReadFrameSize is the largest frame payload accepted, between 16 KiB and 16 MiB.
+	// Zero or out of range means DefaultMaxReadFrameSize.
+	MaxReadFrameSize uint32
+	// MaxUploadBufferPerStream is the flow-control window of each stream: how much request
+	// body a client may send before the handler reads it. Zero or negative means
+	// DefaultMaxUploadBufferPerStream.
+	MaxUploadBufferPerStream int32
+	// MaxUploadBufferPerConnection is the connection's flow-control window, at least 65535.
+	// Zero or smaller values mean DefaultMaxUploadBufferPerConnection.
+	MaxUploadBufferPerConnection int32
+	// IdleTimeout closes a connection with GOAWAY after this long without open streams.
+	// PINGs are not activity. Zero means DefaultIdleTimeout; negative means no limit.
+	IdleTimeout time.Duration
+	// ReadIdleTimeout sends a PING after this long without receiving a frame, to find dead
+	// connections. Zero means DefaultReadIdleTimeout; negative disables the check.
+	ReadIdleTimeout time.Duration
+	// PingTimeout closes the connection when a PING sent after ReadIdleTimeout is not
+	// acknowledged within it. Zero or negative means DefaultPingTimeout.
+	PingTimeout time.Duration
+	// WriteByteTimeout closes the connection when pending data makes no progress for this
+	// long. Zero means DefaultWriteByteTimeout; negative means no limit.
+	WriteByteTimeout time.Duration
+
+	// CountError, when non-nil, is called for each protocol error x/net/http2 detects, with
+	// a short word-character name such as "too_many_early_resets" or "over_max_streams",
+	// for counting in metrics. It must be safe for concurrent use and fast.
+	CountError func(errType string)
+	// Logger receives the adapter's messages: handler panics at Error, aborted streams and
+	// x/net/http2's own diagnostics at Debug. Nil means slog.Default().
+	Logger *slog.Logger
+
+	once  sync.Once
+	state *serverState
+}
+
+// serverState is what ServeConn builds once from the Server's fields.
+type serverState struct {
+	srv    *Server
+	h1     *http.Server
+	h2     *http2.Server
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	shutdown bool
+	drained  chan struct{} // closed when shutdown and conns is empty
+}
+
+// config returns s's state, applying the defaults on first use.
+func (s *Server) config() *serverState {
+	s.once.Do(func() { s.state = newServerState(s) })
+	return s.state
+}
+
+// newServerState applies the defaults of every field in one place.
+func newServerState(s *Server) *serverState {
+	logger := s.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	h2 := &http2.Server{
+		MaxConcurrentStreams:         orDefault(s.MaxConcurrentStreams, DefaultMaxConcurrentStreams),
+		MaxReadFrameSize:             s.MaxReadFrameSize,
+		MaxUploadBufferPerStream:     s.MaxUploadBufferPerStream,
+		MaxUploadBufferPerConnection: s.MaxUploadBufferPerConnection,
+		IdleTimeout:                  duration(s.IdleTimeout, DefaultIdleTimeout),
+		ReadIdleTimeout:              duration(s.ReadIdleTimeout, DefaultReadIdleTimeout),
+		PingTimeout:                  s.PingTimeout,
+		WriteByteTimeout:             duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
+		CountError:                   s.CountError,
+	}
+	if h2.MaxReadFrameSize < 16<<10 || h2.MaxReadFrameSize > 16<<20 {
+		h2.MaxReadFrameSize = DefaultMaxReadFrameSize
+	}
+	if h2.MaxUploadBufferPerStream <= 0 {
+		h2.MaxUploadBufferPerStream = DefaultMaxUploadBufferPerStream
+	}
+	if h2.MaxUploadBufferPerConnection < 65535 {
+		h2.MaxUploadBufferPerConnection = DefaultMaxUploadBufferPerConnection
+	}
+	if h2.PingTimeout <= 0 {
+		h2.PingTimeout = DefaultPingTimeout
+	}
+	hls := orDefault(s.MaxHeaderListSize, DefaultMaxHeaderListSize)
+	hls = max(hls, 1<<10)
+	h1 := &http.Server{
+		// x/net/http2 advertises MaxHeaderBytes plus a fixed overhead; subtract it so the
+		// advertised SETTINGS_MAX_HEADER_LIST_SIZE is exactly hls.
+		MaxHeaderBytes: int(hls) - http1HeaderOverhead,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		IdleTimeout:    h2.IdleTimeout,
+	}
+	// ConfigureServer registers h2's connection tracking with h1, which Shutdown uses to
+	// send GOAWAY to every connection.
+	if err := http2.ConfigureServer(h1, h2); err != nil {
+		// Only a TLS cipher-suite list can make it fail, and h1 has none.
+		panic("h2: configure x/net/http2 server: " + err.Error())
+	}
+	return &serverState{srv: s, h1: h1, h2: h2, logger: logger, conns: make(map[net.Conn]struct{})}
+}
+
+func orDefault(v, def uint32) uint32 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// duration maps zero to def and negative to 0, which x/net/http2 reads as "no limit".
+func duration(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// ServeConn serves HTTP/2 on c until the connection ends, then closes c. c is either a TLS
+// connection that negotiated "h2" by ALPN or a plain-text connection whose first bytes are the
+// client preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" (h2c with prior knowledge; a conn that
+// replays peeked bytes is fine). info describes the connection to handlers; nil means one is
+// derived from c. Canceling ctx closes c at once; use Shutdown for a graceful stop. The
+// handlers' request contexts derive from ctx.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnInfo) {
+	st := s.config()
+	if !st.track(c) {
+		c.Close()
+		return
+	}
+	defer st.untrack(c)
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if info == nil {
+		info = connInfo(c)
+	}
+	st.h2.ServeConn(c, &http2.ServeConnOpts{
+		Context:    ctx,
+		BaseConfig: st.h1,
+		Handler:    &connHandler{st: st, info: info},
+	})
+}
+
+// Shutdown stops the server gracefully: every connection gets a GOAWAY, streams in flight run
+// to completion, and Shutdown returns once all connections have closed. When ctx ends first,
+// the remaining connections are closed at once and ctx's error is returned. Connections
+// handed to ServeConn after Shutdown started are closed immediately.
+func (s *Server) Shutdown(ctx context.Context) error {
+	st := s.config()
+	st.mu.Lock()
+	if !st.shutdown {
+		st.shutdown = true
+		st.drained = make(chan struct{})
+		if len(st.conns) == 0 {
+			close(st.drained)
+		}
+	}
+	drained := st.drained
+	st.mu.Unlock()
+	// h1 never listens: its Shutdown only runs the hooks ConfigureServer registered, which
+	// start x/net/http2's graceful shutdown of every tracked connection.
+	if err := st.h1.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		st.logger.Debug("h2: shutdown hooks", "err", err)
+	}
+	select {
+	case <-drained:
+		return nil
+	case <-ctx.Done():
+		st.mu.Lock()
+		for c := range st.conns {
+			c.Close()
+		}
+		st.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+func (st *serverState) track(c net.Conn) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.shutdown {
+		return false
+	}
+	st.conns[c] = struct{}{}
+	return true
+}
+
+func (st *serverState) untrack(c net.Conn) {
+	st.mu.Lock()
+	delete(st.conns, c)
+	if st.shutdown && len(st.conns) == 0 {
+		select {
+		case <-st.drained:
+		default:
+			close(st.drained)
+		}
+	}
+	st.mu.Unlock()
+}
+
+// connInfo describes c when ServeConn's caller passed no ConnInfo.
+func connInfo(c net.Conn) *message.ConnInfo {
+	info := &message.ConnInfo{Proto: message.HTTP2}
+	info.RemoteAddr = addrPort(c.RemoteAddr())
+	info.LocalAddr = addrPort(c.LocalAddr())
+	if tc, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		cs := tc.ConnectionState()
+		info.TLS = &cs
+	}
+	return info
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.AddrPort()
+	case nil:
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
