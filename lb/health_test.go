@@ -71,6 +71,7 @@ func TestHTTPCheckRiseFall(t *testing.T) {
 				peer.TLS = &upstream.TLSOptions{RootCAs: pool, ServerName: "example.com"}
 			}
 			var ev eventLog
+			var badAtDown, okAtUp atomic.Int32
 			lb, err := New(Options{
 				Backends: []BackendConfig{{Address: srv.addr()}},
 				Peer:     peer,
@@ -78,8 +79,17 @@ func TestHTTPCheckRiseFall(t *testing.T) {
 					Type: CheckHTTP, Interval: fastInterval, Timeout: time.Second,
 					Path: "/healthz", ExpectStatus: "2xx", ExpectBody: "ready", Rise: 2, Fall: 3,
 				},
-				Observer: &ev,
-				Logger:   quietLogger(),
+				Observer: ObserverFunc(func(e Event) {
+					// Snapshot the origin's counters at the transition itself.
+					switch e.Kind {
+					case BackendDown:
+						badAtDown.Store(srv.bad.Load())
+					case BackendUp:
+						okAtUp.Store(srv.ok.Load())
+					}
+					ev.Observe(e)
+				}),
+				Logger: quietLogger(),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -93,17 +103,17 @@ func TestHTTPCheckRiseFall(t *testing.T) {
 
 			srv.status.Store(500)
 			waitFor(t, "backend down", func() bool { return ev.count(BackendDown) == 1 })
-			if got := srv.bad.Load(); got != 3 {
+			if got := badAtDown.Load(); got != 3 {
 				t.Errorf("went down after %d failed checks, want fall=3", got)
 			}
 			if lb.Select(nil) != nil {
 				t.Fatal("down backend was selected")
 			}
 
+			okBefore := srv.ok.Load() // no check answers 200 until the flip
 			srv.status.Store(200)
-			okBefore := srv.ok.Load()
 			waitFor(t, "backend up", func() bool { return ev.count(BackendUp) == 1 })
-			if got := srv.ok.Load() - okBefore; got != 2 {
+			if got := okAtUp.Load() - okBefore; got != 2 {
 				t.Errorf("came up after %d passed checks, want rise=2", got)
 			}
 			if sel := lb.Select(nil); sel != b {
