@@ -1,0 +1,250 @@
+// Package router turns a validated config into a running proxy: it implements proxy.Phases
+// for the configured routes (host, path, method and header matching without allocation,
+// redirects, fixed responses, header rewriting, per-route retries and timeouts, load balancing
+// through lb with passive health reports, metrics and access logging), and Runtime runs the
+// listeners and swaps config generations on reload without dropping requests.
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/lb"
+	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/proxy"
+	"github.com/verge-edge/verge/server"
+	"github.com/verge-edge/verge/upstream"
+)
+
+var errNoServer = errors.New("no available server in the upstream group")
+
+// maxEngineRetries caps retries in the engine; each route's own budget (at most 10, see
+// config.Route.Retries) is enforced by the phases.
+const maxEngineRetries = 10
+
+// Deps are what successive config generations share: the upstream connection pool, the
+// balancers' live state and the metrics.
+type Deps struct {
+	// Transport reaches the origins. Required.
+	Transport proxy.RoundTripper
+	// Store carries backend health and drain state from one generation to the next. Nil
+	// means a private store (no carry-over).
+	Store *lb.StateStore
+	// Metrics receives observations. Nil means none.
+	Metrics Metrics
+	// Logger is the error log. Nil means slog.Default().
+	Logger *slog.Logger
+	// AccessLogWriter, when non-nil, receives access-log lines instead of the configured
+	// output (embedding, tests).
+	AccessLogWriter io.Writer
+}
+
+// Instance is one config generation: routes, balancers, TLS settings and access log. It is
+// immutable once built; a reload builds a new Instance and closes the old one when its
+// in-flight requests are done.
+type Instance struct {
+	// Config is the configuration the instance was built from.
+	Config *config.Config
+
+	groups   map[string]*group
+	order    []string // group names in config order
+	handlers map[string]*handler
+	tls      map[string]*tls.Config
+	access   *observe.AccessLog
+	log      *slog.Logger
+	inflight atomic.Int64
+	closed   atomic.Bool
+}
+
+// handler serves one listener's exchanges with an instance's routes.
+type handler struct {
+	in    *Instance
+	proxy *proxy.Proxy[reqCtx]
+}
+
+// ServeExchange counts the exchange in flight on the instance and runs the phases.
+func (h *handler) ServeExchange(ex message.ServerExchange) {
+	h.in.inflight.Add(1)
+	defer h.in.inflight.Add(-1)
+	h.proxy.ServeExchange(ex)
+}
+
+// NewInstance builds a generation from a validated config. On error nothing is left running.
+func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
+	if d.Transport == nil {
+		return nil, errors.New("router: Deps.Transport is required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Metrics == nil {
+		d.Metrics = nopMetrics{}
+	}
+	if d.Store == nil {
+		d.Store = lb.NewStateStore()
+	}
+	in := &Instance{
+		Config:   cfg,
+		groups:   map[string]*group{},
+		handlers: map[string]*handler{},
+		tls:      map[string]*tls.Config{},
+		log:      d.Logger,
+	}
+	defer func() {
+		if err != nil {
+			in.release()
+		}
+	}()
+	for i := range cfg.Upstreams {
+		u := &cfg.Upstreams[i]
+		g, err := newGroup(u, d.Store, d.Metrics, d.Logger)
+		if err != nil {
+			return nil, err
+		}
+		in.groups[u.Name] = g
+		in.order = append(in.order, u.Name)
+	}
+	if a := cfg.AccessLog; a.Output != "off" || d.AccessLogWriter != nil {
+		in.access, err = observe.NewAccessLog(observe.AccessLogConfig{
+			Output: a.Output, Format: a.Format, Fields: a.Fields, Writer: d.AccessLogWriter, Logger: d.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	routes := make([]*route, len(cfg.Routes))
+	for i := range cfg.Routes {
+		routes[i] = in.compileRoute(i, &cfg.Routes[i])
+	}
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		t := newTable()
+		for i, r := range routes {
+			rc := &cfg.Routes[i]
+			if len(rc.Listeners) > 0 && !contains(rc.Listeners, l.Name) {
+				continue
+			}
+			t.add(r, rc.Match.Host)
+		}
+		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics}
+		if in.access != nil {
+			ph.access = in.access
+		}
+		in.handlers[l.Name] = &handler{in: in, proxy: &proxy.Proxy[reqCtx]{
+			Phases:         ph,
+			Transport:      d.Transport,
+			MaxRetries:     maxEngineRetries,
+			TrustForwarded: l.TrustForwarded,
+			Logger:         d.Logger,
+		}}
+		if l.TLS != nil {
+			tc, err := buildServerTLS(l)
+			if err != nil {
+				return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+			}
+			in.tls[l.Name] = tc
+		}
+	}
+	return in, nil
+}
+
+func (in *Instance) compileRoute(i int, c *config.Route) *route {
+	r := &route{
+		name:    c.Name,
+		index:   i,
+		path:    c.Match.Path,
+		prefix:  c.Match.PathPrefix,
+		methods: c.Match.Methods,
+		headers: sortedFields(c.Match.Headers),
+		reqOps:  compileOps(c.RequestHeaders),
+		respOps: compileOps(c.ResponseHeaders),
+		retries: *c.Retries,
+		timeouts: upstream.Timeouts{
+			Connect: c.Timeouts.Connect.Std(),
+			Read:    c.Timeouts.Read.Std(),
+			Write:   c.Timeouts.Write.Std(),
+			Total:   c.Timeouts.Total.Std(),
+		},
+	}
+	switch {
+	case c.Upstream != "":
+		r.group = in.groups[c.Upstream]
+	case c.Redirect != nil:
+		r.redirect = compileRedirect(c.Redirect, r.respOps)
+	case c.Respond != nil:
+		r.respond = compileRespond(c.Respond, r.respOps)
+	}
+	return r
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Handler returns the handler for the named listener, or nil if the config has none.
+func (in *Instance) Handler(listener string) server.Handler {
+	if h := in.handlers[listener]; h != nil {
+		return h
+	}
+	return nil
+}
+
+// TLSConfig returns the TLS configuration of the named listener, nil for plain text.
+func (in *Instance) TLSConfig(listener string) *tls.Config { return in.tls[listener] }
+
+// InFlight reports the requests being served by this instance.
+func (in *Instance) InFlight() int64 { return in.inflight.Load() }
+
+// Balancer returns the balancer of the named upstream group, or nil.
+func (in *Instance) Balancer(group string) *lb.Balancer {
+	if g := in.groups[group]; g != nil {
+		return g.bal
+	}
+	return nil
+}
+
+// Groups returns the upstream group names in config order.
+func (in *Instance) Groups() []string { return append([]string(nil), in.order...) }
+
+// Close waits until the requests in flight on this instance are done (or ctx ends), then
+// stops its health checks and discovery and closes its access log. Requests that still
+// arrive keep working: the balancers select from their last set.
+func (in *Instance) Close(ctx context.Context) error {
+	if in.closed.Swap(true) {
+		return nil
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	for in.inflight.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("router: %d requests still in flight: %w", in.inflight.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	in.release()
+	return err
+}
+
+func (in *Instance) release() {
+	for _, g := range in.groups {
+		g.bal.Close()
+	}
+	if in.access != nil {
+		in.access.Close()
+	}
+}

@@ -1,0 +1,187 @@
+package router
+
+import (
+	"time"
+
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/lb"
+	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/proxy"
+	"github.com/verge-edge/verge/upstream"
+)
+
+// Metrics receives per-request observations. *observe.Metrics implements it.
+type Metrics interface {
+	ObserveRequest(route, proto string, status int, dur time.Duration)
+	ObserveUpstream(group, addr string, wait time.Duration, err bool)
+	SetUpstreamHealth(group, addr string, healthy bool)
+	ForgetUpstream(group, addr string)
+}
+
+// AccessLogger writes one access-log line per request. *observe.AccessLog implements it.
+type AccessLogger interface {
+	Log(rec *observe.Record)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) ObserveRequest(string, string, int, time.Duration)   {}
+func (nopMetrics) ObserveUpstream(string, string, time.Duration, bool) {}
+func (nopMetrics) SetUpstreamHealth(string, string, bool)              {}
+func (nopMetrics) ForgetUpstream(string, string)                       {}
+
+var _ Metrics = (*observe.Metrics)(nil)
+var _ AccessLogger = (*observe.AccessLog)(nil)
+
+// reqCtx is the per-request state the phases share. The engine zeroes it between requests.
+type reqCtx struct {
+	route   *route
+	backend *lb.Backend // selected and not yet reported to its balancer
+	hashBuf [64]byte
+	rec     observe.Record
+}
+
+// phases implements proxy.Phases for one listener of one config generation.
+type phases struct {
+	proxy.Base[reqCtx]
+	table  *table
+	tls    bool
+	metric Metrics
+	access AccessLogger // nil: no access log
+}
+
+var _ proxy.Phases[reqCtx] = (*phases)(nil)
+
+var notFound = []byte("404 Not Found: no route matches this request\n")
+
+var plainHeader = func() *message.Header {
+	h := &message.Header{}
+	h.Add("Content-Type", "text/plain; charset=utf-8")
+	return h
+}()
+
+// Request finds the route and answers redirect, respond and unmatched requests.
+func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
+	r := p.table.match(s.Req)
+	if r == nil {
+		return true, s.Respond(404, plainHeader, notFound)
+	}
+	c.route = r
+	switch {
+	case r.respond != nil:
+		return true, s.Respond(r.respond.status, r.respond.header, r.respond.body)
+	case r.redirect != nil:
+		sc := redirectPool.Get().(*redirectScratch)
+		sc.h.CopyFrom(r.redirect.header)
+		sc.b = r.redirect.location(sc.b[:0], s.Req, p.tls)
+		sc.h.Add("Location", string(sc.b))
+		err := s.Respond(r.redirect.status, &sc.h, nil)
+		sc.h.Reset()
+		if cap(sc.b) <= 4096 {
+			redirectPool.Put(sc)
+		}
+		return true, err
+	}
+	return false, nil
+}
+
+// UpstreamPeer picks a server of the route's group.
+func (p *phases) UpstreamPeer(s *proxy.Session, c *reqCtx) (*upstream.Peer, error) {
+	r := c.route
+	g := r.group
+	b := g.bal.Select(g.hashKey(c.hashBuf[:], s.Req, s.Conn()))
+	if b == nil {
+		return nil, &fault.Error{Source: fault.Upstream, Kind: fault.NoUpstream, Cause: errNoServer}
+	}
+	c.backend = b
+	return r.peerFor(b), nil
+}
+
+// peerFor returns b's peer with the route's timeout overrides applied; the copy is made once
+// per backend and route.
+func (r *route) peerFor(b *lb.Backend) *upstream.Peer {
+	if r.timeouts == (upstream.Timeouts{}) {
+		return b.Peer
+	}
+	if p, ok := r.peers.Load(b); ok {
+		return p.(*upstream.Peer)
+	}
+	p := *b.Peer
+	t := &p.Timeouts
+	t.Connect = override(t.Connect, r.timeouts.Connect)
+	t.Read = override(t.Read, r.timeouts.Read)
+	t.Write = override(t.Write, r.timeouts.Write)
+	t.Total = override(t.Total, r.timeouts.Total)
+	actual, _ := r.peers.LoadOrStore(b, &p)
+	return actual.(*upstream.Peer)
+}
+
+func override(v, o time.Duration) time.Duration {
+	if o != 0 {
+		return o
+	}
+	return v
+}
+
+// UpstreamRequest applies the route's request header operations.
+func (p *phases) UpstreamRequest(_ *proxy.Session, req *message.Request, c *reqCtx) error {
+	c.route.reqOps.apply(&req.Header)
+	return nil
+}
+
+// Response applies the route's response header operations.
+func (p *phases) Response(_ *proxy.Session, resp *message.Response, c *reqCtx) error {
+	c.route.respOps.apply(&resp.Header)
+	return nil
+}
+
+// FailToConnect reports the failure to the balancer and applies the route's retry budget.
+func (p *phases) FailToConnect(s *proxy.Session, peer *upstream.Peer, err *fault.Error, c *reqCtx) *fault.Error {
+	return p.failed(s, peer, err, c)
+}
+
+// ErrorWhileProxy does the same for failures after connecting.
+func (p *phases) ErrorWhileProxy(s *proxy.Session, peer *upstream.Peer, err *fault.Error, c *reqCtx) *fault.Error {
+	return p.failed(s, peer, err, c)
+}
+
+func (p *phases) failed(s *proxy.Session, peer *upstream.Peer, err *fault.Error, c *reqCtx) *fault.Error {
+	if b := c.backend; b != nil {
+		c.backend = nil
+		c.route.group.bal.Report(b, err)
+		p.metric.ObserveUpstream(c.route.group.name, b.Address, s.UpstreamWait, true)
+	}
+	if s.Attempts > c.route.retries {
+		err.Retry = false
+	}
+	return err
+}
+
+// Logging finishes the balancer bookkeeping and records metrics and the access-log line.
+func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
+	name := "none"
+	if r := c.route; r != nil {
+		name = r.name
+		if b := c.backend; b != nil {
+			c.backend = nil
+			var rerr error
+			if err != nil && err.Source == fault.Upstream {
+				rerr = err
+			}
+			r.group.bal.Report(b, rerr)
+			p.metric.ObserveUpstream(r.group.name, b.Address, s.UpstreamWait, rerr != nil)
+		}
+	}
+	p.metric.ObserveRequest(name, s.Req.Proto, s.Status, time.Since(s.Start))
+	if p.access != nil {
+		rec := &c.rec
+		rec.FromSession(s)
+		rec.Route = name
+		if err != nil {
+			rec.Error = err
+		}
+		p.access.Log(rec)
+		*rec = observe.Record{}
+	}
+}
