@@ -92,8 +92,10 @@ type Server struct {
 	WriteByteTimeout time.Duration
 
 	// CountError, when non-nil, is called for each protocol error x/net/http2 detects, with
-	// a short word-character name such as "too_many_early_resets" or "over_max_streams",
-	// for counting in metrics. It must be safe for concurrent use and fast.
+	// a word-character name of the form scope_CODE_reason, such as
+	// "conn_ENHANCE_YOUR_CALM_too_many_early_resets" (a rapid-reset flood) or
+	// "stream_PROTOCOL_ERROR_over_max_streams", for counting in metrics. It must be safe for
+	// concurrent use and fast.
 	CountError func(errType string)
 	// Logger receives the adapter's messages: handler panics at Error, aborted streams and
 	// x/net/http2's own diagnostics at Debug. Nil means slog.Default().
