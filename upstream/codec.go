@@ -24,8 +24,9 @@ type muxCodec interface {
 	// CanTakeNewRequest reports whether a new stream may be opened now (the connection is
 	// healthy, not going away, and below the peer's concurrent stream limit).
 	CanTakeNewRequest() bool
-	// Idle reports whether no stream is open.
-	Idle() bool
+	// Idle reports whether no stream is open and, if known, since when (zero when unknown,
+	// e.g. before the first request).
+	Idle() (idle bool, since time.Time)
 }
 
 // codecOptions are the settings a codec is built with; they are fixed per pool bucket.

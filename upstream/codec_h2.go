@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"net"
+	"time"
 
 	"github.com/verge-edge/verge/h2"
 )
@@ -13,10 +14,10 @@ type h2Codec struct {
 
 var _ muxCodec = h2Codec{}
 
-// Idle reports whether no stream is open or waiting for a slot.
-func (c h2Codec) Idle() bool {
+// Idle reports whether no stream is open or waiting for a slot, and since when.
+func (c h2Codec) Idle() (bool, time.Time) {
 	st := c.State()
-	return st.ActiveStreams == 0 && st.PendingRequests == 0
+	return st.ActiveStreams == 0 && st.PendingRequests == 0, st.IdleSince
 }
 
 // newH2Codec starts HTTP/2 on c with the bucket's settings. Unlimited (zero) timeouts become

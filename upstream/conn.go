@@ -127,8 +127,22 @@ func (pc *pconn) close() {
 	}
 }
 
-// expired reports whether an idle conn outlived the idle timeout at now.
+// expired reports whether an idle conn outlived the idle timeout at now. An HTTP/2 conn is
+// idle since its last stream ended (or, before any ended, since its last stream started).
 func (pc *pconn) expired(now time.Time) bool {
 	d := pc.b.idleTimeout
-	return d > 0 && now.Sub(pc.idleAt) >= d
+	if d <= 0 {
+		return false
+	}
+	last := pc.idleAt
+	if pc.h2 != nil {
+		idle, since := pc.h2.Idle()
+		if !idle {
+			return false
+		}
+		if since.After(last) {
+			last = since
+		}
+	}
+	return now.Sub(last) >= d
 }

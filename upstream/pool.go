@@ -324,7 +324,7 @@ func (b *bucket) pickH2(now time.Time) *pconn {
 			pc.idleAt = now
 			return pc
 		}
-		if pc.h2.Idle() {
+		if idle, _ := pc.h2.Idle(); idle {
 			// Closed or going away with no stream left: drop it.
 			b.removeH2(i)
 			i--
@@ -451,7 +451,7 @@ func (b *bucket) takeIdle(doomed []*pconn, p *Pool, drop func(*pconn) bool) []*p
 	}
 	for i := 0; i < len(b.h2); i++ {
 		pc := b.h2[i]
-		if pc.h2.Idle() && (drop(pc) || !pc.h2.CanTakeNewRequest()) {
+		if idle, _ := pc.h2.Idle(); idle && (drop(pc) || !pc.h2.CanTakeNewRequest()) {
 			doomed = append(doomed, pc)
 			b.removeH2(i)
 			i--

@@ -232,3 +232,26 @@ func concurrent(t *testing.T, tr *Transport, p *Peer, n int, proto string) {
 		t.Error(err)
 	}
 }
+
+func TestH2IdleExpiry(t *testing.T) {
+	o := newOrigin(t, nil, nil, true)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String(), Protocol: HTTP2, Timeouts: Timeouts{Idle: 40 * time.Millisecond}}
+	if resp := roundTripOK(t, tr, p); resp.Proto != message.HTTP2 {
+		t.Fatalf("proto %q, want HTTP/2.0", resp.Proto)
+	}
+	if s := tr.Stats(); s.H2Conns != 1 {
+		t.Fatalf("h2 conns %d, want 1", s.H2Conns)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for tr.Stats().H2Conns != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := tr.Stats(); s.H2Conns != 0 || s.Expired != 1 || s.OpenConns != 0 {
+		t.Fatalf("h2conns=%d expired=%d open=%d, want 0 1 0", s.H2Conns, s.Expired, s.OpenConns)
+	}
+	roundTripOK(t, tr, p)
+	if got := o.accepted(); got != 2 {
+		t.Errorf("accepted %d, want 2", got)
+	}
+}

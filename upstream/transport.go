@@ -41,9 +41,8 @@ type Transport struct {
 	// dialed). A request that finds the cap reached waits for a connection to be released, at
 	// most MaxConnWait. Zero or negative means no cap.
 	MaxConnsPerPeer int
-	// MaxConnWait bounds the wait for a connection under MaxConnsPerPeer. Zero means the
-	// peer's connect timeout; negative means the peer's connect timeout too (the wait is always
-	// bounded: 5s when the connect timeout is unlimited).
+	// MaxConnWait bounds the wait for a connection under MaxConnsPerPeer. Zero or negative
+	// means the peer's connect timeout (5s when that is unlimited): the wait is always bounded.
 	MaxConnWait time.Duration
 	// MaxResponseHeaderBytes limits the size of a response head. Zero leaves the codecs'
 	// defaults.
