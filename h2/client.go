@@ -247,9 +247,9 @@ func (c *ClientConn) newRequest(ctx context.Context, req *message.Request) (*htt
 	}
 	h := make(http.Header, req.Header.Len()+1)
 	appendRequestHeader(h, &req.Header)
-	if _, ok := h["User-Agent"]; !ok && !req.Header.Has("user-agent") {
+	if _, ok := h["user-agent"]; !ok {
 		// A nil entry stops x/net/http2 from adding its own User-Agent.
-		h["User-Agent"] = nil
+		h["user-agent"] = nil
 	}
 	hr := &http.Request{
 		Method:     req.Method,
@@ -277,9 +277,9 @@ func (c *ClientConn) newRequest(ctx context.Context, req *message.Request) (*htt
 	return hr.WithContext(ctx), body, nil
 }
 
-// appendRequestHeader adds the fields of h that may travel on HTTP/2 to m. Names keep their
-// case (x/net/http2 lowers them on the wire); Trailer is left out, x/net/http2 builds it from
-// the declared trailer names.
+// appendRequestHeader adds the fields of h that may travel on HTTP/2 to m, keyed by lower-case
+// name as they go on the wire, so fields whose names differ only in case keep their relative
+// order. Trailer is left out: x/net/http2 builds it from the declared trailer names.
 func appendRequestHeader(m http.Header, h *message.Header) {
 	conn := h.Has("Connection")
 	fields := h.Fields()
@@ -289,7 +289,8 @@ func appendRequestHeader(m http.Header, h *message.Header) {
 			message.EqualFold(f.Name, "content-length") {
 			continue
 		}
-		m[f.Name] = append(m[f.Name], f.Value)
+		k := lowerName(f.Name)
+		m[k] = append(m[k], f.Value)
 	}
 }
 
