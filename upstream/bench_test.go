@@ -164,9 +164,9 @@ func serveFixed(c net.Conn, resp []byte) {
 }
 
 // BenchmarkRoundTripHTTP1 is a steady-state keep-alive HTTP/1.1 round trip over loopback
-// through the Transport and the test codecs, reading a 1 KiB body.
+// through the Transport and the http1 codec, reading a 1 KiB body.
 func BenchmarkRoundTripHTTP1(b *testing.B) {
-	tr := &Transport{codecs: &testCodecs}
+	tr := &Transport{}
 	b.Cleanup(func() { tr.Close() })
 	p := &Peer{Address: fixedOrigin(b)}
 	req := get("/")

@@ -28,8 +28,6 @@ type pconn struct {
 	h2   muxCodec // HTTP/2 codec, nil on HTTP/1.1
 	pool *Pool
 
-	// uses counts the requests served; only the owner of the checked-out conn touches it.
-	uses uint64
 	// idleAt is when the conn last went idle (HTTP/1) or last started a stream (HTTP/2);
 	// guarded by b.mu.
 	idleAt time.Time
@@ -37,10 +35,6 @@ type pconn struct {
 	// release is pc.released as a func value, made once per connection so handing it to the
 	// codec costs nothing per request.
 	release func(reusable bool)
-	// closeFn is pc.abort as a func value, for context.AfterFunc under a total timeout.
-	closeFn func()
-	// stopAbort stops the total-timeout AfterFunc of the current exchange; nil without one.
-	stopAbort func() bool
 
 	// Liveness check state (alive_unix.go): the raw socket of the TCP conn and a read callback
 	// made once per connection, so the check is allocation-free.
@@ -54,7 +48,6 @@ type pconn struct {
 func newPconn(p *Pool, b *bucket, d dialed) *pconn {
 	pc := &pconn{b: b, conn: d.conn, pool: p}
 	pc.release = pc.released
-	pc.closeFn = pc.abort
 	pc.initAlive(d.raw)
 	return pc
 }
@@ -69,7 +62,7 @@ func (pc *pconn) released(reusable bool) {
 		return // RoundTrip has not returned yet; it finishes the exchange (afterRoundTrip)
 	}
 	if pc.state.CompareAndSwap(stOut, stIdle) {
-		pc.pool.put(pc, pc.disarm() && reusable)
+		pc.pool.put(pc, reusable)
 	}
 	// stDetached: the upgraded stream owns the connection now.
 }
@@ -83,7 +76,6 @@ func (pc *pconn) afterRoundTrip(upgraded bool) {
 	}
 	if pc.state.CompareAndSwap(stInRoundTrip, next) {
 		if upgraded {
-			pc.disarm()
 			pc.pool.detach(pc)
 		}
 		return
@@ -92,28 +84,12 @@ func (pc *pconn) afterRoundTrip(upgraded bool) {
 	reusable := pc.state.Load() == stRelReusable
 	if upgraded {
 		pc.state.Store(stDetached)
-		pc.disarm()
 		pc.pool.detach(pc)
 		return
 	}
 	pc.state.Store(stIdle)
-	pc.pool.put(pc, pc.disarm() && reusable)
+	pc.pool.put(pc, reusable)
 }
-
-// disarm stops the total-timeout abort of the exchange ending now. It reports false when the
-// abort already ran (the conn is being closed and must not be reused).
-func (pc *pconn) disarm() bool {
-	stop := pc.stopAbort
-	if stop == nil {
-		return true
-	}
-	pc.stopAbort = nil
-	return stop()
-}
-
-// abort closes the connection so that a blocked read or write returns; the codec then
-// releases it as not reusable.
-func (pc *pconn) abort() { pc.conn.Close() }
 
 // close closes the codec (and so the connection).
 func (pc *pconn) close() {

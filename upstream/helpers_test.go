@@ -147,12 +147,11 @@ func newOrigin(t testing.TB, h http.Handler, tlsCfg *tls.Config, h2 bool, setup 
 	return o
 }
 
-// newTestTransport returns a transport using the fake codecs, closed at cleanup.
+// newTestTransport returns tr (or a zero Transport), closed at cleanup.
 func newTestTransport(t testing.TB, tr *Transport) *Transport {
 	if tr == nil {
 		tr = &Transport{}
 	}
-	tr.codecs = &testCodecs
 	t.Cleanup(func() { tr.Close() })
 	return tr
 }

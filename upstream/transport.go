@@ -110,7 +110,8 @@ func (t *Transport) Close() error {
 // or nothing of a response arrived on a reused connection.
 //
 // For a 101 Switching Protocols response, resp.Body is the upgraded stream (it also implements
-// io.Writer) and its connection leaves the pool for good; the total timeout stops at the 101.
+// io.Writer) and its connection leaves the pool for good; ctx and the total timeout keep
+// bounding the upgraded stream until it is closed.
 func (t *Transport) RoundTrip(ctx context.Context, p *Peer, req *message.Request) (*message.Response, error) {
 	t.init()
 	if p.Host != "" {
@@ -157,12 +158,6 @@ func (t *Transport) exchange(ctx context.Context, pc *pconn, reused bool, req *m
 	if pc.h2 != nil {
 		resp, err = pc.h2.RoundTrip(ctx, req)
 	} else {
-		pc.uses++
-		if cancel != nil {
-			// The total timeout must interrupt a read blocked on the conn, also while the
-			// caller streams the body: closing the conn does that.
-			pc.stopAbort = context.AfterFunc(ctx, pc.closeFn)
-		}
 		pc.state.Store(stInRoundTrip)
 		resp, err = pc.h1.RoundTrip(ctx, req)
 		// pc may be back in the pool after this call: do not touch it again.
