@@ -286,6 +286,7 @@ func (ex *Exchange) Finish(trailer *message.Header) error {
 	switch ex.respMode {
 	case bodyLength:
 		if ex.respRemaining != 0 {
+			w.flush()
 			ex.Abort(ErrContentLength)
 			return ErrContentLength
 		}
@@ -308,8 +309,8 @@ func (ex *Exchange) Finish(trailer *message.Header) error {
 	return w.flush()
 }
 
-// Abort ends the exchange abnormally by closing the connection, so that the client sees a
-// truncated response rather than a complete one.
+// Abort ends the exchange abnormally by closing the connection at once, so that the client sees
+// a truncated response rather than a complete one. Buffered bytes are dropped.
 func (ex *Exchange) Abort(err error) {
 	if ex.aborted || ex.upgraded {
 		return

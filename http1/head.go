@@ -347,7 +347,7 @@ func parseRequestLine(line []byte, req *message.Request, rh *reqHead) *protoErro
 	}
 	switch string(version[5:]) {
 	case "1.1":
-		req.Proto = message.HTTP11
+		req.Proto, rh.http10 = message.HTTP11, false
 	case "1.0":
 		req.Proto, rh.http10 = message.HTTP10, true
 	default:

@@ -136,6 +136,15 @@ func validFieldValueString(s string) bool {
 	return true
 }
 
+func validHostString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isHostByte[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
 func validHost(s []byte) bool {
 	for _, c := range s {
 		if !isHostByte[c] {

@@ -1,0 +1,613 @@
+package http1
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
+)
+
+// Client defaults.
+const (
+	// DefaultClientMaxHeaderBytes bounds a response head (and a response trailer section).
+	DefaultClientMaxHeaderBytes = 64 << 10
+	// DefaultClientMaxHeaders bounds the fields of a response head (and of its trailers).
+	DefaultClientMaxHeaders = 100
+	// DefaultContinueTimeout bounds the wait for 100 Continue before the body is sent anyway.
+	DefaultContinueTimeout = time.Second
+	// maxInterim bounds the 1xx responses skipped before a final response.
+	maxInterim = 16
+)
+
+// ClientOptions configure a ClientConn. The zero value is usable.
+type ClientOptions struct {
+	// MaxHeaderBytes bounds the response head and the trailer section. Zero means
+	// DefaultClientMaxHeaderBytes (64 KiB).
+	MaxHeaderBytes int
+	// MaxHeaders bounds the number of response header (and trailer) fields. Zero means
+	// DefaultClientMaxHeaders (100).
+	MaxHeaders int
+	// MaxChunkExtension bounds the chunk extensions of one chunk-size line of a chunked
+	// response. Zero means DefaultMaxChunkExtension (1 KiB).
+	MaxChunkExtension int
+	// ReadTimeout bounds each read from the connection: the wait for the response head, then
+	// each read of the body. Zero or negative means no limit.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write of the request. Zero or negative means no limit.
+	WriteTimeout time.Duration
+	// ContinueTimeout bounds the wait for 100 Continue when the request carries
+	// "Expect: 100-continue"; the body is sent when it expires. Zero means
+	// DefaultContinueTimeout (1s).
+	ContinueTimeout time.Duration
+	// Release, when non-nil, is called exactly once per RoundTrip when the exchange is over:
+	// when the response body is closed, or when RoundTrip fails. reusable is true only when the
+	// connection is clean for another request. It is called after the ClientConn is ready for
+	// that request, so it may hand the connection to another goroutine.
+	Release func(cc *ClientConn, reusable bool)
+}
+
+func (o ClientOptions) withDefaults() ClientOptions {
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = DefaultClientMaxHeaderBytes
+	}
+	if o.MaxHeaders <= 0 {
+		o.MaxHeaders = DefaultClientMaxHeaders
+	}
+	if o.MaxChunkExtension <= 0 {
+		o.MaxChunkExtension = DefaultMaxChunkExtension
+	}
+	if o.ReadTimeout < 0 {
+		o.ReadTimeout = 0
+	}
+	if o.WriteTimeout < 0 {
+		o.WriteTimeout = 0
+	}
+	if o.ContinueTimeout <= 0 {
+		o.ContinueTimeout = DefaultContinueTimeout
+	}
+	return o
+}
+
+// Client connection states.
+const (
+	ccIdle int32 = iota
+	ccBusy
+	ccUpgraded
+	ccClosed
+)
+
+// ClientConn is an HTTP/1.1 connection to an upstream server carrying one request at a time.
+// It holds no buffer while idle.
+type ClientConn struct {
+	conn     net.Conn
+	opts     ClientOptions
+	lim      Limits
+	in       inbuf
+	out      outbuf
+	state    atomic.Int32
+	requests int
+
+	// Per round trip.
+	resp      message.Response
+	rh        respHead
+	body      clientBody
+	upgraded  clientUpgraded
+	keepAlive bool
+	released  bool
+	reused    bool
+	canceled  atomic.Bool
+	ctx       context.Context
+	stop      func() bool
+}
+
+// NewClientConn returns a ClientConn speaking HTTP/1.1 over c.
+func NewClientConn(c net.Conn, opts ClientOptions) *ClientConn {
+	cc := &ClientConn{conn: c, opts: opts.withDefaults()}
+	cc.lim = Limits{MaxHeaderBytes: cc.opts.MaxHeaderBytes, MaxHeaders: cc.opts.MaxHeaders,
+		MaxChunkExtension: cc.opts.MaxChunkExtension}.withDefaults()
+	cc.in = inbuf{conn: c, perRead: cc.opts.ReadTimeout}
+	cc.out = outbuf{conn: c, perWrite: cc.opts.WriteTimeout}
+	cc.body.cc = cc
+	cc.upgraded.cc = cc
+	return cc
+}
+
+// Reusable reports whether cc is idle and can carry another request: it is not in a round
+// trip, was not upgraded, closed or broken.
+func (cc *ClientConn) Reusable() bool { return cc.state.Load() == ccIdle }
+
+// Requests reports how many round trips cc has started.
+func (cc *ClientConn) Requests() int { return cc.requests }
+
+// Conn returns the underlying connection.
+func (cc *ClientConn) Conn() net.Conn { return cc.conn }
+
+// Close closes the connection. A round trip in progress fails; its Release still happens
+// when its body is closed.
+func (cc *ClientConn) Close() error {
+	cc.state.Store(ccClosed)
+	return cc.conn.Close()
+}
+
+var errNotIdle = errors.New("http1: client connection is not idle")
+
+// RoundTrip writes req and reads the response head. See the package documentation of the
+// request framing rules in docs/http1.md. The Response and its strings belong to cc and are
+// valid until resp.Body is closed, which the caller must always do: Close ends the exchange and
+// calls Release. resp.Body is never nil: for responses without content (to HEAD, 204, 304) it
+// is empty; for 101 Switching Protocols (and 2xx to CONNECT) it is the raw connection, an
+// io.ReadWriteCloser.
+//
+// Errors are *fault.Error with Source fault.Upstream (fault.Internal for a request that cannot
+// be written, fault.Downstream when reading req.Body failed). Reused is set when cc had carried
+// earlier requests, and Retry when additionally nothing of a response had arrived (a stale
+// pooled connection); whether the request body can be sent again is the caller's concern.
+func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*message.Response, error) {
+	if !cc.state.CompareAndSwap(ccIdle, ccBusy) {
+		if cc.state.Load() == ccClosed {
+			cc.released = false
+			return nil, cc.fail(fault.ConnectionClosed, net.ErrClosed, false)
+		}
+		return nil, fault.New(fault.Internal, fault.Unknown, errNotIdle)
+	}
+	cc.requests++
+	cc.reused = cc.requests > 1
+	cc.released = false
+	cc.canceled.Store(false)
+	cc.resp.Reset()
+	cc.ctx = ctx
+	if ctx.Done() != nil {
+		if err := ctx.Err(); err != nil {
+			return nil, cc.fail(fault.Canceled, err, false)
+		}
+		cc.stop = context.AfterFunc(ctx, cc.interrupt)
+	}
+	if err := cc.writeHead(req); err != nil {
+		return nil, cc.failWith(err)
+	}
+	hasBody := req.Body != nil && req.ContentLength != 0
+	expect := hasBody && req.Header.HasToken("Expect", "100-continue")
+	var werr error
+	bodySent := !hasBody
+	if !hasBody || expect {
+		werr = cc.out.flush()
+	}
+	if werr == nil && hasBody && !expect {
+		if err := cc.writeBody(req); err != nil {
+			if _, ok := err.(*fault.Error); ok {
+				return nil, cc.failWith(err)
+			}
+			werr = err
+		}
+		bodySent = true
+	}
+	if werr != nil && cc.in.buffered() == 0 && !cc.peekAfterWriteError() {
+		return nil, cc.writeFailure(werr)
+	}
+	waitContinue := expect && werr == nil
+	for interim := 0; ; interim++ {
+		if interim > maxInterim {
+			return nil, cc.failWith(cc.invalid(errTooManyInterim))
+		}
+		timedOut, err := cc.readHead(waitContinue)
+		if err != nil {
+			if werr != nil {
+				return nil, cc.writeFailure(werr)
+			}
+			return nil, cc.failWith(err)
+		}
+		if timedOut || (waitContinue && cc.resp.Status == 100) {
+			waitContinue = false
+			if err := cc.writeBody(req); err != nil {
+				if _, ok := err.(*fault.Error); ok {
+					return nil, cc.failWith(err)
+				}
+				werr = err
+				if cc.in.buffered() == 0 && !cc.peekAfterWriteError() {
+					return nil, cc.writeFailure(werr)
+				}
+			}
+			bodySent = true
+			if timedOut {
+				continue
+			}
+		}
+		if cc.resp.Status >= 200 || cc.resp.Status == 101 {
+			break
+		}
+		cc.resp.Header.Reset() // skip other interim responses (RFC 9110 section 15.2)
+	}
+	if err := cc.setupBody(req); err != nil {
+		return nil, cc.failWith(err)
+	}
+	if werr != nil || !bodySent {
+		cc.keepAlive = false
+	}
+	return &cc.resp, nil
+}
+
+// interrupt runs when the round trip's context is done: blocked reads and writes fail.
+func (cc *ClientConn) interrupt() {
+	cc.canceled.Store(true)
+	cc.conn.SetDeadline(time.Unix(1, 0))
+}
+
+// writeHead buffers the request line and fields (RFC 9112 section 3).
+func (cc *ClientConn) writeHead(req *message.Request) error {
+	if !validTokenString(req.Method) || !validTarget(req.Target) || !validHostString(req.Authority) {
+		return errInvalidRequestHead
+	}
+	w := &cc.out
+	w.writeString(req.Method)
+	w.writeByte(' ')
+	w.writeString(req.Target)
+	w.writeString(" HTTP/1.1\r\nHost: ")
+	w.writeString(req.Authority)
+	w.writeString("\r\n")
+	hasUpgrade, connUpgrade := false, false
+	for _, f := range req.Header.Fields() {
+		if !validTokenString(f.Name) || !validFieldValueString(f.Value) {
+			return errInvalidRequestHead
+		}
+		if isFramingField(f.Name) || message.EqualFold(f.Name, "Host") {
+			continue
+		}
+		switch {
+		case message.EqualFold(f.Name, "Upgrade"):
+			hasUpgrade = true
+		case message.EqualFold(f.Name, "Connection"):
+			connUpgrade = connUpgrade || message.ContainsToken(f.Value, "upgrade")
+		}
+		w.writeString(f.Name)
+		w.writeString(": ")
+		w.writeString(f.Value)
+		w.writeString("\r\n")
+	}
+	if hasUpgrade && !connUpgrade {
+		w.writeString("Connection: Upgrade\r\n")
+	}
+	switch {
+	case req.Body == nil || req.ContentLength == 0:
+		if !bodylessMethod(req.Method) {
+			w.writeString("Content-Length: 0\r\n")
+		}
+	case req.ContentLength > 0:
+		w.writeString("Content-Length: ")
+		w.writeInt(req.ContentLength, false)
+		w.writeString("\r\n")
+	default:
+		w.writeString("Transfer-Encoding: chunked\r\n")
+	}
+	w.writeString("\r\n")
+	return nil
+}
+
+var errInvalidRequestHead = errors.New("http1: request has an invalid method, target, authority or header field")
+
+func validTarget(t string) bool {
+	if t == "" {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// bodylessMethod reports whether the method's semantics anticipate no content, so that
+// "Content-Length: 0" is not sent for an empty body (RFC 9110 section 8.6).
+func bodylessMethod(m string) bool {
+	switch m {
+	case "GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT":
+		return true
+	}
+	return false
+}
+
+var copyBufPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+// writeBody streams req.Body after the buffered head. Errors reading the body are returned as
+// *fault.Error; errors writing are returned as they are.
+func (cc *ClientConn) writeBody(req *message.Request) error {
+	bp := copyBufPool.Get().(*[32 << 10]byte)
+	defer copyBufPool.Put(bp)
+	buf := bp[:]
+	w := &cc.out
+	chunked := req.ContentLength < 0
+	remaining := req.ContentLength
+	for {
+		p := buf
+		if !chunked && int64(len(p)) > remaining {
+			p = p[:remaining]
+		}
+		var n int
+		var err error
+		if len(p) > 0 {
+			n, err = req.Body.Read(p)
+		} else {
+			err = io.EOF
+		}
+		if n > 0 {
+			if chunked {
+				w.writeInt(int64(n), true)
+				w.writeString("\r\n")
+				if werr := w.write(p[:n]); werr != nil {
+					return werr
+				}
+				w.writeString("\r\n")
+			} else {
+				remaining -= int64(n)
+				if werr := w.write(p[:n]); werr != nil {
+					return werr
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if fe, ok := err.(*fault.Error); ok {
+				return fe
+			}
+			return fault.New(fault.Internal, fault.Unknown, err)
+		}
+	}
+	if !chunked && remaining > 0 {
+		return fault.New(fault.Internal, fault.Unknown, errShortBody)
+	}
+	if chunked {
+		w.writeString("0\r\n")
+		for _, f := range req.Trailer.Fields() {
+			if validTokenString(f.Name) && validFieldValueString(f.Value) && !isFramingField(f.Name) {
+				w.writeString(f.Name)
+				w.writeString(": ")
+				w.writeString(f.Value)
+				w.writeString("\r\n")
+			}
+		}
+		w.writeString("\r\n")
+	}
+	return w.flush()
+}
+
+var errShortBody = errors.New("http1: request body shorter than its Content-Length")
+
+// peekAfterWriteError reports whether the server sent something after a write failed: it
+// may have answered early (413) and closed its read side.
+func (cc *ClientConn) peekAfterWriteError() bool {
+	if cc.canceled.Load() {
+		return false
+	}
+	err := cc.in.fill()
+	cc.in.err = nil
+	return err == nil && cc.in.buffered() > 0
+}
+
+// readHead reads one response head into cc.resp. With waitContinue it waits at most the
+// continue timeout and reports timedOut when nothing arrived in that time.
+func (cc *ClientConn) readHead(waitContinue bool) (timedOut bool, err error) {
+	in := &cc.in
+	if waitContinue {
+		in.perRead = 0
+		cc.conn.SetReadDeadline(time.Now().Add(cc.opts.ContinueTimeout))
+		defer func() {
+			in.perRead = cc.opts.ReadTimeout
+			if cc.opts.ReadTimeout == 0 && !cc.canceled.Load() {
+				cc.conn.SetReadDeadline(time.Time{})
+			}
+		}()
+	}
+	var scan headScanner
+	max := cc.opts.MaxHeaderBytes
+	for {
+		n, perr := scan.scan(in.buf[in.r:in.w], max, max, cc.opts.MaxHeaders)
+		if perr != nil {
+			return false, cc.invalid(errResponseTooLarge)
+		}
+		if n > 0 {
+			head := in.buf[in.r+scan.skip : in.r+n]
+			in.r += n
+			in.keep = in.r
+			cc.resp.Header.Reset()
+			if perr := parseResponseHead(head, &cc.resp, &cc.rh, cc.opts.MaxHeaders); perr != nil {
+				return false, cc.invalid(perr)
+			}
+			return false, nil
+		}
+		if err := in.fill(); err != nil {
+			if waitContinue && in.buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !cc.canceled.Load() {
+				in.err = nil
+				return true, nil
+			}
+			if in.buffered() == 0 && in.keep == 0 {
+				return false, cc.ioError(err, fault.ReadTimeout, true)
+			}
+			return false, cc.ioError(err, fault.ReadTimeout, false)
+		}
+	}
+}
+
+// setupBody decides how the response body is delimited (RFC 9112 section 6.3) and prepares
+// resp.Body.
+func (cc *ClientConn) setupBody(req *message.Request) error {
+	rh, resp := &cc.rh, &cc.resp
+	switch {
+	case rh.hasTE && rh.teErr != nil:
+		return cc.invalid(rh.teErr)
+	case rh.hasTE && rh.hasCL:
+		return cc.invalid(errCLAndTE)
+	}
+	cc.keepAlive = !rh.connClose && (!rh.http10 || rh.connKeepAlive)
+	if resp.Status == 101 || (req.Method == "CONNECT" && resp.Status/100 == 2) {
+		cc.state.Store(ccUpgraded)
+		cc.keepAlive = false
+		resp.ContentLength = -1
+		if cc.opts.ReadTimeout == 0 && cc.opts.WriteTimeout == 0 {
+			cc.conn.SetDeadline(time.Time{})
+		}
+		cc.upgraded.closed = false
+		resp.Body = &cc.upgraded
+		return nil
+	}
+	mode, cl := bodyNone, int64(0)
+	switch {
+	case req.Method == "HEAD" || resp.Status == 204 || resp.Status == 304:
+		resp.ContentLength = -1
+		if rh.hasCL && resp.Status != 204 {
+			resp.ContentLength = rh.contentLength
+		} else if resp.Status == 204 {
+			resp.ContentLength = 0
+		}
+	case rh.chunked:
+		mode, resp.ContentLength = bodyChunked, -1
+	case rh.hasCL:
+		mode, cl, resp.ContentLength = bodyLength, rh.contentLength, rh.contentLength
+	default:
+		mode, resp.ContentLength, cc.keepAlive = bodyClose, -1, false
+	}
+	cc.body.br.init(&cc.in, mode, cl, &cc.lim, &resp.Trailer, fault.Upstream)
+	resp.Body = &cc.body
+	return nil
+}
+
+func (cc *ClientConn) invalid(perr *protoError) error {
+	return &fault.Error{Source: fault.Upstream, Kind: fault.InvalidResponse, Reused: cc.reused, Cause: perr}
+}
+
+// ioError classifies a read or write error; nothingReceived marks it retryable on a reused
+// connection.
+func (cc *ClientConn) ioError(err error, timeoutKind fault.Kind, nothingReceived bool) error {
+	var fe *fault.Error
+	if cc.canceled.Load() && cc.ctx != nil && cc.ctx.Err() != nil {
+		fe = &fault.Error{Source: fault.Upstream, Kind: fault.Canceled, Cause: cc.ctx.Err()}
+	} else {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		fe = fault.Classify(fault.Upstream, err)
+		if fe.Kind == fault.ReadTimeout {
+			fe.Kind = timeoutKind
+		}
+	}
+	fe.Reused = cc.reused
+	fe.Retry = cc.reused && nothingReceived && fe.Kind != fault.Canceled
+	return fe
+}
+
+func (cc *ClientConn) writeFailure(werr error) error {
+	return cc.failWith(cc.ioError(werr, fault.WriteTimeout, true))
+}
+
+// fail ends a failed round trip with a new error.
+func (cc *ClientConn) fail(kind fault.Kind, cause error, retry bool) error {
+	return cc.failWith(&fault.Error{Source: fault.Upstream, Kind: kind, Cause: cause,
+		Reused: cc.reused, Retry: retry})
+}
+
+// failWith closes the connection, releases it as not reusable and returns err.
+func (cc *ClientConn) failWith(err error) error {
+	cc.keepAlive = false
+	cc.finish(false)
+	return err
+}
+
+// finish ends the round trip: the connection goes idle (reusable) or is closed, the buffers
+// go back to their pools and Release is called, once.
+func (cc *ClientConn) finish(reusable bool) {
+	if cc.released {
+		return
+	}
+	cc.released = true
+	if cc.stop != nil {
+		if !cc.stop() {
+			reusable = false // the context fired: the deadline may be in the past
+		}
+		cc.stop = nil
+	}
+	cc.ctx = nil
+	if reusable && (cc.canceled.Load() || cc.in.buffered() > 0 || cc.out.err != nil || cc.in.err != nil ||
+		cc.state.Load() != ccBusy) {
+		reusable = false
+	}
+	cc.in.release()
+	cc.out.release()
+	cc.in.err = nil
+	if reusable {
+		cc.state.Store(ccIdle)
+	} else {
+		cc.state.Store(ccClosed)
+		cc.conn.Close()
+	}
+	if cc.opts.Release != nil {
+		cc.opts.Release(cc, reusable)
+	}
+}
+
+// clientBody is a response body; Close ends the round trip.
+type clientBody struct {
+	cc *ClientConn
+	br bodyReader
+}
+
+// Read reads the response body. Errors are *fault.Error from fault.Upstream.
+func (b *clientBody) Read(p []byte) (int, error) {
+	if b.cc.released {
+		return 0, net.ErrClosed
+	}
+	n, err := b.br.Read(p)
+	if err != nil && err != io.EOF && b.cc.canceled.Load() && b.cc.ctx != nil && b.cc.ctx.Err() != nil {
+		err = &fault.Error{Source: fault.Upstream, Kind: fault.Canceled, Cause: b.cc.ctx.Err()}
+	}
+	return n, err
+}
+
+// Close ends the exchange. The connection stays open for another request only when the body
+// was read to its end and the response allowed keep-alive; otherwise it is closed.
+func (b *clientBody) Close() error {
+	cc := b.cc
+	if cc.released {
+		return nil
+	}
+	cc.finish(cc.keepAlive && b.br.done && b.br.err == nil)
+	return nil
+}
+
+// clientUpgraded is the connection after a 101 (or a CONNECT tunnel): reads return the bytes
+// already buffered first.
+type clientUpgraded struct {
+	cc     *ClientConn
+	closed bool
+}
+
+func (u *clientUpgraded) Read(p []byte) (int, error) {
+	in := &u.cc.in
+	if in.r < in.w {
+		n := copy(p, in.buf[in.r:in.w])
+		in.r += n
+		return n, nil
+	}
+	return u.cc.conn.Read(p)
+}
+
+func (u *clientUpgraded) Write(p []byte) (int, error) { return u.cc.conn.Write(p) }
+
+// Close closes the connection and ends the round trip.
+func (u *clientUpgraded) Close() error {
+	if u.closed {
+		return nil
+	}
+	u.closed = true
+	u.cc.in.r = u.cc.in.w
+	err := u.cc.conn.Close()
+	u.cc.finish(false)
+	return err
+}
