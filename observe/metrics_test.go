@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/verge-edge/verge/upstream"
 )
 
 // scrape serves the metrics page and returns the value of every series, keyed by the series
@@ -253,4 +255,26 @@ func BenchmarkObserveUpstream(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		m.ObserveUpstream("web", "10.0.0.1:80", time.Duration(i)*time.Microsecond, false)
 	}
+}
+
+type fakePool map[upstream.PoolKey]upstream.Stats
+
+func (f fakePool) KeyStats() map[upstream.PoolKey]upstream.Stats { return f }
+
+func TestPoolStatsFrom(t *testing.T) {
+	m := NewMetrics()
+	m.SetPoolStats(PoolStatsFrom(fakePool{
+		{Address: "10.0.0.1:80", Protocol: upstream.HTTP1}: {Dials: 2, DialErrors: 1, Requests: 8, ReusedRequests: 6,
+			IdleConns: 1, ActiveConns: 1},
+		{Address: "10.0.0.1:80", Protocol: upstream.HTTP2}: {Dials: 1, Requests: 2, ReusedRequests: 1, H2Conns: 1},
+	}))
+	expectSeries(t, scrape(t, m), map[string]string{
+		`verge_upstream_pool_connections_dialed_total{addr="10.0.0.1:80"}`: "3",
+		`verge_upstream_pool_dial_errors_total{addr="10.0.0.1:80"}`:         "1",
+		`verge_upstream_pool_requests_total{addr="10.0.0.1:80"}`:            "10",
+		`verge_upstream_pool_reused_requests_total{addr="10.0.0.1:80"}`:     "7",
+		`verge_upstream_pool_reuse_ratio{addr="10.0.0.1:80"}`:               "0.7",
+		`verge_upstream_pool_idle_connections{addr="10.0.0.1:80"}`:          "1",
+		`verge_upstream_pool_active_connections{addr="10.0.0.1:80"}`:        "2",
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/verge-edge/verge/upstream"
 )
 
 // PoolSample is a point-in-time view of the upstream connections to one backend address.
@@ -120,4 +122,35 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(poolIdleDesc, prometheus.GaugeValue, float64(s.Idle), addr)
 		ch <- prometheus.MustNewConstMetric(poolActiveDesc, prometheus.GaugeValue, float64(s.Active), addr)
 	}
+}
+
+// KeyStatser is what PoolStatsFrom reads: *upstream.Pool (Transport.Pool()) implements it.
+type KeyStatser interface {
+	KeyStats() map[upstream.PoolKey]upstream.Stats
+}
+
+var _ KeyStatser = (*upstream.Pool)(nil)
+
+// PoolStatsFrom adapts an upstream connection pool to PoolStats, one sample per pool key:
+//
+//	metrics.SetPoolStats(observe.PoolStatsFrom(transport.Pool()))
+//
+// Active counts HTTP/1 connections carrying a request plus open HTTP/2 connections. The pool
+// forgets a key unused for longer than its idle timeout, and its counters with it, so a
+// backend idle that long restarts its counters from zero (Prometheus' rate() treats that as a
+// counter reset).
+func PoolStatsFrom(p KeyStatser) PoolStats {
+	return PoolStatsFunc(func(fn func(PoolSample)) {
+		for k, s := range p.KeyStats() {
+			fn(PoolSample{
+				Address:    k.Address,
+				Dialed:     s.Dials,
+				DialErrors: s.DialErrors,
+				Requests:   s.Requests,
+				Reused:     s.ReusedRequests,
+				Idle:       s.IdleConns,
+				Active:     s.ActiveConns + s.H2Conns,
+			})
+		}
+	})
 }
