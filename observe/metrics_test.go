@@ -270,11 +270,11 @@ func TestPoolStatsFrom(t *testing.T) {
 	}))
 	expectSeries(t, scrape(t, m), map[string]string{
 		`verge_upstream_pool_connections_dialed_total{addr="10.0.0.1:80"}`: "3",
-		`verge_upstream_pool_dial_errors_total{addr="10.0.0.1:80"}`:         "1",
-		`verge_upstream_pool_requests_total{addr="10.0.0.1:80"}`:            "10",
-		`verge_upstream_pool_reused_requests_total{addr="10.0.0.1:80"}`:     "7",
-		`verge_upstream_pool_reuse_ratio{addr="10.0.0.1:80"}`:               "0.7",
-		`verge_upstream_pool_idle_connections{addr="10.0.0.1:80"}`:          "1",
-		`verge_upstream_pool_active_connections{addr="10.0.0.1:80"}`:        "2",
+		`verge_upstream_pool_dial_errors_total{addr="10.0.0.1:80"}`:        "1",
+		`verge_upstream_pool_requests_total{addr="10.0.0.1:80"}`:           "10",
+		`verge_upstream_pool_reused_requests_total{addr="10.0.0.1:80"}`:    "7",
+		`verge_upstream_pool_reuse_ratio{addr="10.0.0.1:80"}`:              "0.7",
+		`verge_upstream_pool_idle_connections{addr="10.0.0.1:80"}`:         "1",
+		`verge_upstream_pool_active_connections{addr="10.0.0.1:80"}`:       "2",
 	})
 }
