@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/verge-edge/verge/upstream"
+)
+
+// echoOrigin answers with what it received, so tests can see what the proxy sent.
+func echoOrigin(t *testing.T) *httptest.Server {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Origin-Method", r.Method)
+		w.Header().Set("X-Origin-Host", r.Host)
+		w.Header().Set("X-Origin-XFF", r.Header.Get("X-Forwarded-For"))
+		w.Header().Set("X-Origin-Via", r.Header.Get("Via"))
+		w.Header().Set("X-Origin-Proto", r.Proto)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), body)
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func TestHTTP1ProxyEndToEnd(t *testing.T) {
+	origin := echoOrigin(t)
+	v := startVerge(t, peerFor(origin), nil)
+	resp, err := http.Post("http://"+v.addr+"/submit?x=1", "text/plain", strings.NewReader("payload"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "POST /submit?x=1 payload" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	checks := map[string]string{
+		"X-Origin-Host": v.addr,
+		"X-Origin-XFF":  "127.0.0.1",
+		"X-Origin-Via":  "1.1 verge",
+		"Via":           "1.1 verge",
+	}
+	for k, want := range checks {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// A thousand requests, each on its own short client connection, reach the origin over a
+// handful of pooled upstream connections.
+func TestShortClientConnsReuseUpstream(t *testing.T) {
+	var originConns atomic.Int64
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	origin.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			originConns.Add(1)
+		}
+	}
+	origin.Start()
+	t.Cleanup(origin.Close)
+	v := startVerge(t, peerFor(origin), nil)
+
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	const n = 1000
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	sem := make(chan struct{}, 4)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp, err := client.Get("http://" + v.addr + "/")
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "ok" {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed", failed.Load(), n)
+	}
+	st := v.transport.Stats()
+	t.Logf("origin connections %d for %d requests; transport stats %+v", originConns.Load(), n, st)
+	if c := originConns.Load(); c > 8 {
+		t.Fatalf("origin saw %d connections for %d requests; want a handful (<= 8)", c, n)
+	}
+	if st.ReusedRequests < n-8 {
+		t.Fatalf("reused requests %d, want >= %d", st.ReusedRequests, n-8)
+	}
+}
+
+func h2cClient() *http.Client {
+	return &http.Client{Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+func TestH2CDownstreamToHTTP1Origin(t *testing.T) {
+	origin := echoOrigin(t)
+	v := startVerge(t, peerFor(origin), nil)
+	client := h2cClient()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			resp, err := client.Post(fmt.Sprintf("http://%s/s/%d", v.addr, i), "text/plain", strings.NewReader("b"))
+			if err != nil {
+				errs <- err
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 || string(body) != fmt.Sprintf("POST /s/%d b", i) || resp.Header.Get("X-Origin-Via") != "2 verge" {
+				errs <- fmt.Errorf("stream %d: proto %s body %q via %q", i, resp.Proto, body, resp.Header.Get("X-Origin-Via"))
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestTLSH2DownstreamToTLSH2Origin(t *testing.T) {
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Origin-Proto", r.Proto)
+		w.Header().Set("Trailer", "X-Sum")
+		fmt.Fprintf(w, "%s %s", r.Method, body)
+		w.Header().Set("X-Sum", fmt.Sprint(len(body)))
+	}))
+	origin.EnableHTTP2 = true
+	origin.StartTLS()
+	t.Cleanup(origin.Close)
+	originPool := origin.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+
+	peer := &upstream.Peer{
+		Address:  origin.Listener.Addr().String(),
+		Protocol: upstream.HTTP2,
+		TLS:      &upstream.TLSOptions{ServerName: "example.com", RootCAs: originPool},
+	}
+	serverTLS, clientPool := tlsPair(t)
+	v := startVerge(t, peer, serverTLS)
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: clientPool, ServerName: "example.com"},
+		ForceAttemptHTTP2: true,
+	}}
+	resp, err := client.Post("https://"+v.addr+"/", "text/plain", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Errorf("downstream proto %s, want HTTP/2", resp.Proto)
+	}
+	if got := resp.Header.Get("X-Origin-Proto"); got != "HTTP/2.0" {
+		t.Errorf("upstream proto %q, want HTTP/2.0", got)
+	}
+	if string(body) != "POST hello" {
+		t.Errorf("body %q", body)
+	}
+	if got := resp.Trailer.Get("X-Sum"); got != "5" {
+		t.Errorf("trailer X-Sum %q, want 5", got)
+	}
+}
+
+// Server-sent events reach the client as they are produced, not when the response ends.
+func TestStreamedResponseIsFlushed(t *testing.T) {
+	release := make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		io.WriteString(w, "data: second\n\n")
+	}))
+	t.Cleanup(origin.Close)
+	t.Cleanup(func() { close(release) })
+	v := startVerge(t, peerFor(origin), nil)
+	resp, err := http.Get("http://" + v.addr + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 64)
+	got := make(chan string, 1)
+	go func() {
+		n, _ := io.ReadAtLeast(resp.Body, buf, len("data: first\n\n"))
+		got <- string(buf[:n])
+	}()
+	select {
+	case s := <-got:
+		if s != "data: first\n\n" {
+			t.Fatalf("first event %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("first event not delivered while the origin keeps the response open")
+	}
+}
+
+func TestUpstreamDownIs502(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	v := startVerge(t, &upstream.Peer{Address: addr}, nil)
+	resp, err := http.Get("http://" + v.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+}
+
+func TestConnectRefusedByDefault(t *testing.T) {
+	origin := echoOrigin(t)
+	v := startVerge(t, peerFor(origin), nil)
+	c, err := net.Dial("tcp", v.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line := make([]byte, 12)
+	io.ReadFull(c, line)
+	if !bytes.HasPrefix(line, []byte("HTTP/1.1 405")) {
+		t.Fatalf("CONNECT answered %q, want 405", line)
+	}
+}
