@@ -21,6 +21,7 @@ func (p *Proxy[C]) tunnel(s *Session, c *C, resp *message.Response) *fault.Error
 		return &fault.Error{Source: fault.Upstream, Kind: fault.InvalidResponse, Cause: errNoUpgrade}
 	}
 	stripHopByHop(&resp.Header, true)
+	resp.Header.Add("Connection", "Upgrade") // RFC 9110 section 7.8: the 101 names the upgrade
 	if err := p.Phases.UpstreamResponse(s, resp, c); err != nil {
 		return fault.As(err)
 	}
