@@ -41,10 +41,10 @@ func newExchange(method, target string, body string) *fakeExchange {
 }
 
 func (e *fakeExchange) Request() *message.Request   { return &e.req }
-func (e *fakeExchange) Context() context.Context     { return context.Background() }
-func (e *fakeExchange) Conn() *message.ConnInfo      { return &e.info }
-func (e *fakeExchange) Flush() error                 { e.flushes++; return nil }
-func (e *fakeExchange) Abort(err error)              { e.aborted = err }
+func (e *fakeExchange) Context() context.Context    { return context.Background() }
+func (e *fakeExchange) Conn() *message.ConnInfo     { return &e.info }
+func (e *fakeExchange) Flush() error                { e.flushes++; return nil }
+func (e *fakeExchange) Abort(err error)             { e.aborted = err }
 func (e *fakeExchange) Write(p []byte) (int, error) { return e.body.Write(p) }
 func (e *fakeExchange) WriteHeader(r *message.Response) error {
 	e.wrote = true

@@ -102,7 +102,9 @@ func TestErrorStatuses(t *testing.T) {
 	}
 }
 
-func itoa(n int) string { return string(rune('0'+n/100)) + string(rune('0'+n/10%10)) + string(rune('0'+n%10)) }
+func itoa(n int) string {
+	return string(rune('0'+n/100)) + string(rune('0'+n/10%10)) + string(rune('0'+n%10))
+}
 
 func TestRetries(t *testing.T) {
 	refused := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectRefused, Retry: true}
