@@ -1,0 +1,182 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/verge-edge/verge/config"
+)
+
+// cmdProxy runs a reverse proxy from flags alone, like `caddy reverse-proxy`.
+func cmdProxy(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("proxy", "proxy --listen ADDR --upstream URL[,URL...] [--tls-cert F --tls-key F | --tls-internal]", stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "`address` to listen on")
+	upstreams := fs.String("upstream", "", "comma-separated origin `URLs`, http:// or https:// (required)")
+	certFile := fs.String("tls-cert", "", "serve TLS with this PEM certificate `file` (with --tls-key)")
+	keyFile := fs.String("tls-key", "", "PEM private key `file` for --tls-cert")
+	internal := fs.Bool("tls-internal", false, "serve TLS with a self-signed certificate for localhost made at start")
+	insecure := fs.Bool("insecure-upstream", false, "do not verify https upstream certificates")
+	policy := fs.String("policy", "round_robin", "load-balancing `policy`: round_robin, weighted, random, p2c, least_conn, consistent_hash")
+	accessLog := fs.String("access-log", "stdout", "access log `output`: stdout, stderr, off or a file path")
+	logLevel := fs.String("log-level", "info", "error log `level`: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *upstreams == "" {
+		fmt.Fprintln(stderr, "verge proxy: --upstream is required")
+		fs.Usage()
+		return errUsage
+	}
+	if (*certFile == "") != (*keyFile == "") || *certFile != "" && *internal {
+		fmt.Fprintln(stderr, "verge proxy: use --tls-cert with --tls-key, or --tls-internal")
+		return errUsage
+	}
+	if *internal {
+		dir, err := internalCertDir()
+		if err != nil {
+			return err
+		}
+		*certFile, *keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+		if err := writeSelfSigned(*certFile, *keyFile, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "verge proxy: self-signed certificate for localhost, 127.0.0.1 and ::1 written to %s\n"+
+			"  (trust it for a test with: curl --cacert %s https://%s/)\n", *certFile, *certFile, *listen)
+	}
+	y, err := proxyConfig(proxyFlags{
+		listen: *listen, upstreams: *upstreams, cert: *certFile, key: *keyFile,
+		insecure: *insecure, policy: *policy, accessLog: *accessLog, logLevel: *logLevel,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "verge proxy:", err)
+		return errUsage
+	}
+	cfg, err := config.Parse("verge-proxy", []byte(y))
+	if err != nil {
+		fmt.Fprintln(stderr, "verge proxy: invalid settings:", err)
+		return exitError(1)
+	}
+	s := &serverProc{}
+	return s.serve(cfg)
+}
+
+type proxyFlags struct {
+	listen, upstreams, cert, key, policy, accessLog, logLevel string
+	insecure                                                  bool
+}
+
+// proxyConfig builds the YAML config equivalent to the proxy command's flags, so that it is
+// validated and served exactly like a config file.
+func proxyConfig(f proxyFlags) (string, error) {
+	q := strconv.Quote
+	var b strings.Builder
+	fmt.Fprintf(&b, "listeners:\n  - name: proxy\n    address: %s\n", q(f.listen))
+	if f.cert != "" {
+		fmt.Fprintf(&b, "    tls:\n      certificates:\n        - cert: %s\n          key: %s\n", q(f.cert), q(f.key))
+	}
+	b.WriteString("routes:\n  - name: proxy\n    upstream: origin\n")
+	fmt.Fprintf(&b, "upstreams:\n  - name: origin\n    policy: %s\n    servers:\n", q(f.policy))
+	scheme := ""
+	for _, raw := range strings.Split(f.upstreams, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return "", fmt.Errorf("--upstream %q: want http://host:port or https://host:port", raw)
+		}
+		if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+			return "", fmt.Errorf("--upstream %q: paths are not supported; give scheme://host:port", raw)
+		}
+		if scheme != "" && u.Scheme != scheme {
+			return "", fmt.Errorf("--upstream: mixing http and https origins is not supported")
+		}
+		scheme = u.Scheme
+		host := u.Host
+		if u.Port() == "" {
+			port := "80"
+			if u.Scheme == "https" {
+				port = "443"
+			}
+			host = net.JoinHostPort(u.Hostname(), port)
+		}
+		fmt.Fprintf(&b, "      - address: %s\n", q(host))
+	}
+	if scheme == "" {
+		return "", fmt.Errorf("--upstream: no origin given")
+	}
+	if scheme == "https" {
+		fmt.Fprintf(&b, "    tls:\n      verify: %v\n", !f.insecure)
+	}
+	fmt.Fprintf(&b, "admin:\n  disabled: true\naccess_log:\n  output: %s\nlog:\n  level: %s\n", q(f.accessLog), q(f.logLevel))
+	return b.String(), nil
+}
+
+// internalCertDir is where --tls-internal writes its certificate: the user cache directory,
+// else the temp directory.
+func internalCertDir() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	dir := filepath.Join(base, "verge", "tls-internal")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("tls-internal: %w", err)
+	}
+	return dir, nil
+}
+
+// writeSelfSigned makes an ECDSA P-256 self-signed certificate valid for 30 days.
+func writeSelfSigned(certFile, keyFile string, names []string, ips []net.IP) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("tls-internal: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return fmt.Errorf("tls-internal: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"Verge internal (self-signed)"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(30 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              names,
+		IPAddresses:           ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return fmt.Errorf("tls-internal: %w", err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("tls-internal: %w", err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return fmt.Errorf("tls-internal: %w", err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return fmt.Errorf("tls-internal: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+
+	"github.com/verge-edge/verge/admin"
+	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/lb"
+	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/router"
+	"github.com/verge-edge/verge/upstream"
+)
+
+// upgradeTimeout bounds how long a new process may take to become ready during a binary
+// upgrade before the old one gives up on it and keeps serving.
+const upgradeTimeout = time.Minute
+
+// fastStopTimeout bounds a SIGINT stop.
+const fastStopTimeout = time.Second
+
+// cmdRun serves a config file until a signal stops it.
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := newFlags("run", "run -c FILE", stderr)
+	file := fs.String("c", "verge.yaml", "config `file`")
+	pidFile := fs.String("pid-file", "", "write the pid to this `file` (default: the config's pid_file, else "+config.DefaultPIDFile()+")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*file)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError(1)
+	}
+	if *pidFile != "" {
+		cfg.PIDFile = *pidFile
+	}
+	s := &serverProc{file: *file, pidFile: cfg.PIDFile}
+	return s.serve(cfg)
+}
+
+// serverProc is a running verge process: the router runtime with its shared parts, the admin
+// API, the upgrader and the signal loop. It implements admin.Controller.
+type serverProc struct {
+	file    string // config file to reload from; "" when the config was built in memory
+	pidFile string // "" for no pid file
+
+	log       *slog.Logger
+	errLog    *observe.ErrorLog
+	metrics   *observe.Metrics
+	transport *upstream.Transport
+	store     *lb.StateStore
+	rt        *router.Runtime
+	upg       *tableflip.Upgrader // nil where upgrades are not supported
+	listen    func(network, addr string) (net.Listener, error)
+
+	mu       sync.Mutex // serializes reloads and admin restarts
+	adm      *admin.Server
+	admKey   string
+	admSock  *router.Handoff
+	admAddr  string
+	ready    atomic.Bool
+	stopping atomic.Bool
+}
+
+var _ admin.Controller = (*serverProc)(nil)
+
+func (s *serverProc) serve(cfg *config.Config) error {
+	errLog, err := observe.NewErrorLog(observe.ErrorLogConfig{Level: cfg.Log.Level, Format: cfg.Log.Format, Output: cfg.Log.Output})
+	if err != nil {
+		return err
+	}
+	defer errLog.Close()
+	s.errLog, s.log = errLog, errLog.Logger
+	slog.SetDefault(s.log)
+
+	upg, err := tableflip.New(tableflip.Options{PIDFile: s.pidFile, UpgradeTimeout: upgradeTimeout})
+	switch {
+	case errors.Is(err, tableflip.ErrNotSupported):
+		s.log.Warn("zero-downtime upgrades are not supported on this platform")
+		s.listen = net.Listen
+	case err != nil:
+		return fmt.Errorf("upgrader: %w", err)
+	default:
+		s.upg = upg
+		s.listen = upg.Listen
+		defer upg.Stop()
+	}
+
+	s.metrics = observe.NewMetrics()
+	s.transport = &upstream.Transport{
+		MaxIdlePerPeer: cfg.UpstreamPool.MaxIdlePerServer,
+		MaxIdleTotal:   cfg.UpstreamPool.MaxIdle,
+	}
+	defer s.transport.Close()
+	s.metrics.SetPoolStats(poolStats{s.transport})
+	s.store = lb.NewStateStore()
+	s.rt = router.NewRuntime(router.Options{
+		Deps: router.Deps{
+			Transport: s.transport,
+			Store:     s.store,
+			Metrics:   s.metrics,
+			Logger:    s.log,
+		},
+		Listen:   s.listen,
+		ConnHook: s.metrics.ConnHook,
+	})
+	if err := s.rt.Apply(cfg); err != nil {
+		s.rt.Close()
+		return err
+	}
+	if err := s.startAdmin(cfg); err != nil {
+		s.rt.Close()
+		return err
+	}
+	defer s.stopAdmin()
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	var exit <-chan struct{}
+	if s.upg != nil {
+		if err := s.upg.Ready(); err != nil {
+			s.rt.Close()
+			return fmt.Errorf("upgrader: %w", err)
+		}
+		exit = s.upg.Exit()
+	} else if s.pidFile != "" {
+		if err := writePIDFile(s.pidFile); err != nil {
+			s.log.Warn("cannot write pid file", "path", s.pidFile, "err", err)
+		}
+	}
+	s.ready.Store(true)
+	s.logListening(cfg)
+
+	for {
+		select {
+		case <-exit:
+			// A new process is serving on the inherited sockets: drain and leave.
+			s.log.Info("upgrade: new process is ready; draining")
+			return s.drain()
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				if err := s.Reload(context.Background()); err != nil {
+					s.log.Error("reload refused; the previous configuration keeps serving", "err", err)
+				}
+			case syscall.SIGUSR2:
+				s.upgrade()
+			case syscall.SIGTERM, syscall.SIGQUIT:
+				s.log.Info("graceful shutdown", "signal", sig.String())
+				return s.drain()
+			case syscall.SIGINT:
+				s.log.Info("fast shutdown", "signal", sig.String())
+				s.ready.Store(false)
+				ctx, cancel := context.WithTimeout(context.Background(), fastStopTimeout)
+				defer cancel()
+				s.rt.Close()
+				s.stopAdminCtx(ctx)
+				return nil
+			}
+		}
+	}
+}
+
+func (s *serverProc) logListening(cfg *config.Config) {
+	for _, l := range cfg.Listeners {
+		scheme := "http"
+		if l.TLS != nil {
+			scheme = "https"
+		}
+		addr := l.Address
+		if a := s.rt.Addr(l.Name); a != nil {
+			addr = a.String()
+		}
+		s.log.Info("listening", "listener", l.Name, "url", scheme+"://"+addr, "protocols", l.Protocols)
+	}
+	if !cfg.Admin.Disabled {
+		s.log.Info("admin api", "url", "http://"+cfg.Admin.Address)
+	}
+}
+
+// upgrade starts the new binary with the listening sockets; this process drains once the
+// new one reports ready (the exit channel in the signal loop).
+func (s *serverProc) upgrade() {
+	if s.upg == nil {
+		s.log.Error("upgrade refused: not supported on this platform")
+		return
+	}
+	s.log.Info("upgrade: starting the new binary")
+	if err := s.upg.Upgrade(); err != nil {
+		s.log.Error("upgrade failed; this process keeps serving", "err", err)
+	}
+}
+
+// drain stops accepting and lets requests in flight finish within the grace period.
+func (s *serverProc) drain() error {
+	s.stopping.Store(true)
+	s.ready.Store(false)
+	grace := config.DefaultGracePeriod
+	if in := s.rt.Current(); in != nil {
+		grace = in.Config.Shutdown.GracePeriod.Std()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	s.stopAdminCtx(ctx)
+	err := s.rt.Shutdown(ctx)
+	if err != nil {
+		s.log.Warn("drain ended with connections cut", "err", err)
+	} else {
+		s.log.Info("drained; exiting")
+	}
+	if s.pidFile != "" {
+		removeOwnPIDFile(s.pidFile)
+	}
+	return nil
+}
+
+// Reload reads the config file again and applies it.
+func (s *serverProc) Reload(ctx context.Context) error {
+	if s.file == "" {
+		return errors.New("no config file to reload (verge proxy)")
+	}
+	data, err := os.ReadFile(s.file)
+	if err != nil {
+		s.metrics.Reloaded(false)
+		return fmt.Errorf("read config: %w", err)
+	}
+	return s.apply(s.file, data)
+}
+
+// LoadConfig validates and applies a config sent through the admin API.
+func (s *serverProc) LoadConfig(ctx context.Context, yaml []byte) error {
+	name := s.file
+	if name == "" {
+		name = "admin"
+	}
+	return s.apply(name, yaml)
+}
+
+func (s *serverProc) apply(name string, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping.Load() {
+		return errors.New("shutting down")
+	}
+	cfg, err := config.Parse(name, data)
+	if err != nil {
+		s.metrics.Reloaded(false)
+		return err
+	}
+	if err := s.rt.Apply(cfg); err != nil {
+		s.metrics.Reloaded(false)
+		return err
+	}
+	if err := s.restartAdminLocked(cfg); err != nil {
+		s.log.Error("admin api not restarted", "err", err)
+	}
+	if lvl, err := observe.ParseLevel(cfg.Log.Level); err == nil {
+		s.errLog.SetLevel(lvl)
+	}
+	s.metrics.Reloaded(true)
+	s.log.Info("configuration reloaded", "file", name, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
+	return nil
+}
+
+// writePIDFile writes the pid atomically (used when the upgrader, which writes it itself,
+// is unavailable).
+func writePIDFile(path string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// removeOwnPIDFile removes the pid file if it still names this process.
+func removeOwnPIDFile(path string) {
+	if pid, err := readPID(path); err == nil && pid == os.Getpid() {
+		os.Remove(path)
+	}
+}

@@ -1,0 +1,362 @@
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/h2"
+	"github.com/verge-edge/verge/http1"
+	"github.com/verge-edge/verge/server"
+)
+
+// Options configure a Runtime.
+type Options struct {
+	// Deps are shared by every config generation. Deps.Transport is required.
+	Deps
+	// Listen opens listening sockets. Nil means net.Listen. The verge binary passes the
+	// upgrader's Listen so sockets are inherited across binary upgrades.
+	Listen func(network, addr string) (net.Listener, error)
+	// ConnHook is told of every client connection opened (+1) and closed (-1) with its
+	// protocol. Nil means none.
+	ConnHook func(proto string, delta int)
+}
+
+// Runtime runs the listeners of the current config generation and swaps generations on
+// Apply: new requests use the new routes at once, requests in flight finish on the old ones,
+// and listening sockets whose address stays are kept open throughout.
+type Runtime struct {
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex // serializes Apply, Shutdown and Close
+	cur       atomic.Pointer[Instance]
+	listeners map[string]*lstate  // by listener name
+	sockets   map[string]*Handoff // by configured address
+	stopped   bool
+	bg        sync.WaitGroup // servers and old generations being drained
+}
+
+// lstate is one running listener.
+type lstate struct {
+	name    string
+	key     serverKey
+	sock    *Handoff
+	srv     *server.Server
+	tlsCur  atomic.Pointer[tls.Config]
+	tickets *ticketKeys
+	served  chan struct{} // closed when Serve has returned
+}
+
+// serverKey is what a server is built from; when it changes on reload the listener gets a
+// new server (on the same socket when the address stays).
+type serverKey struct {
+	address  string
+	tls      bool
+	h2       bool
+	timeouts config.ListenerTimeouts
+	limits   config.ListenerLimits
+	maxConns int
+}
+
+func keyOf(l *config.Listener) serverKey {
+	return serverKey{
+		address:  l.Address,
+		tls:      l.TLS != nil,
+		h2:       slices.Contains(l.Protocols, "h2"),
+		timeouts: l.Timeouts,
+		limits:   l.Limits,
+		maxConns: l.MaxConns,
+	}
+}
+
+// NewRuntime returns a Runtime with nothing running; the first Apply starts it.
+func NewRuntime(opts Options) *Runtime {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Listen == nil {
+		opts.Listen = net.Listen
+	}
+	return &Runtime{opts: opts, log: opts.Logger, listeners: map[string]*lstate{}, sockets: map[string]*Handoff{}}
+}
+
+// Current returns the generation in effect, nil before the first Apply.
+func (rt *Runtime) Current() *Instance { return rt.cur.Load() }
+
+// Addr returns the bound address of the named listener (useful with port 0), or nil.
+func (rt *Runtime) Addr(listener string) net.Addr {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if ls := rt.listeners[listener]; ls != nil {
+		return ls.sock.ln.Addr()
+	}
+	return nil
+}
+
+// ErrStopped is returned by Apply after Shutdown or Close.
+var ErrStopped = errors.New("router: runtime stopped")
+
+// Apply makes cfg the configuration in effect. The first call opens the listeners; later
+// calls are reloads. If building the new generation or opening a new socket fails, nothing
+// changes and the error is returned: the old configuration keeps serving.
+func (rt *Runtime) Apply(cfg *config.Config) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.stopped {
+		return ErrStopped
+	}
+	// Open the sockets for new addresses first, so a failure changes nothing, and so that
+	// health checks of backends served by this process find them bound. Connections wait in
+	// the kernel's backlog until a server attaches.
+	opened := map[string]*Handoff{}
+	closeOpened := func() {
+		for _, s := range opened {
+			s.close()
+		}
+	}
+	for i := range cfg.Listeners {
+		addr := cfg.Listeners[i].Address
+		if rt.sockets[addr] != nil || opened[addr] != nil {
+			continue
+		}
+		ln, err := rt.opts.Listen("tcp", addr)
+		if err != nil {
+			closeOpened()
+			return fmt.Errorf("listener %q: %w", cfg.Listeners[i].Name, err)
+		}
+		opened[addr] = newHandoff(ln, rt.log)
+	}
+	inst, err := NewInstance(cfg, rt.opts.Deps)
+	if err != nil {
+		closeOpened()
+		return err
+	}
+	for a, s := range opened {
+		rt.sockets[a] = s
+	}
+
+	grace := cfg.Shutdown.GracePeriod.Std()
+	next := map[string]*lstate{}
+	var retired []*lstate
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		key := keyOf(l)
+		if old := rt.listeners[l.Name]; old != nil && old.key == key {
+			old.srv.SetHandler(inst.Handler(l.Name))
+			if tc := inst.TLSConfig(l.Name); tc != nil {
+				old.tickets.attach(tc, l.TLS.SessionTicketRotation.Std())
+				old.tlsCur.Store(tc)
+			}
+			next[l.Name] = old
+			delete(rt.listeners, l.Name)
+			continue
+		}
+		ls := rt.newListener(l, key, inst)
+		next[l.Name] = ls
+		if old := rt.listeners[l.Name]; old != nil {
+			retired = append(retired, old)
+			delete(rt.listeners, l.Name)
+		}
+	}
+	for _, old := range rt.listeners {
+		retired = append(retired, old)
+	}
+	rt.listeners = next
+	prev := rt.cur.Swap(inst)
+
+	// Sockets no listener uses any more stop accepting now.
+	inUse := map[string]bool{}
+	for _, ls := range next {
+		inUse[ls.key.address] = true
+	}
+	for addr, s := range rt.sockets {
+		if !inUse[addr] {
+			s.close()
+			delete(rt.sockets, addr)
+		}
+	}
+	for _, ls := range retired {
+		rt.bg.Add(1)
+		go rt.retire(ls, grace)
+	}
+	if prev != nil {
+		rt.bg.Add(1)
+		go rt.closeInstance(prev, grace)
+	}
+	return nil
+}
+
+// newListener builds and starts the server of one listener on its socket.
+func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance) *lstate {
+	ls := &lstate{name: l.Name, key: key, sock: rt.sockets[l.Address], served: make(chan struct{})}
+	t, lim := l.Timeouts, l.Limits
+	srv := &server.Server{
+		Handler: inst.Handler(l.Name),
+		HTTP1: http1.Server{
+			Limits: http1.Limits{
+				MaxRequestLine: int(lim.MaxRequestLine),
+				MaxHeaderBytes: int(lim.MaxHeaderBytes),
+				MaxHeaders:     lim.MaxHeaders,
+				MaxBodySize:    int64(lim.MaxBody),
+			},
+			ReadHeaderTimeout: t.ReadHeader.Std(),
+			IdleTimeout:       t.Idle.Std(),
+			BodyReadTimeout:   t.BodyRead.Std(),
+			WriteTimeout:      t.Write.Std(),
+			Logger:            rt.log,
+		},
+		HTTP2: h2.Server{
+			MaxHeaderListSize: uint32(min(int64(lim.MaxHeaderBytes), 1<<30)),
+			IdleTimeout:       t.Idle.Std(),
+			WriteByteTimeout:  t.Write.Std(),
+		},
+		DisableHTTP2: !key.h2,
+		MaxConns:     l.MaxConns,
+		ConnHook:     rt.opts.ConnHook,
+		Logger:       rt.log,
+	}
+	if tc := inst.TLSConfig(l.Name); tc != nil {
+		ls.tlsCur.Store(tc)
+		ls.tickets = newTicketKeys(l.TLS.SessionTicketRotation.Std())
+		ls.tickets.attach(tc, l.TLS.SessionTicketRotation.Std())
+		srv.TLSConfig = &tls.Config{
+			NextProtos: tc.NextProtos,
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				return ls.tlsCur.Load(), nil
+			},
+		}
+	}
+	ls.srv = srv
+	vl := ls.sock.attach()
+	rt.bg.Add(1)
+	go rt.serve(ls, vl)
+	return ls
+}
+
+// serve runs one listener's server until it is shut down.
+func (rt *Runtime) serve(ls *lstate, vl net.Listener) {
+	defer rt.bg.Done()
+	defer close(ls.served)
+	if err := ls.srv.Serve(vl); err != nil && !errors.Is(err, server.ErrServerClosed) {
+		rt.log.Error("listener stopped", "listener", ls.name, "err", err)
+	}
+}
+
+// retire drains a listener server that a reload replaced or removed.
+func (rt *Runtime) retire(ls *lstate, grace time.Duration) {
+	defer rt.bg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := ls.srv.Shutdown(ctx); err != nil {
+		rt.log.Warn("listener drain cut short", "listener", ls.name, "err", err)
+	}
+	if ls.tickets != nil {
+		ls.tickets.close()
+	}
+}
+
+// closeInstance closes a replaced generation once its requests are done.
+func (rt *Runtime) closeInstance(in *Instance, grace time.Duration) {
+	defer rt.bg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := in.Close(ctx); err != nil {
+		rt.log.Warn("old configuration closed with requests in flight", "err", err)
+	}
+}
+
+// StopAccepting closes every listening socket, so new connections go elsewhere (to the new
+// process during a binary upgrade); connections already accepted keep being served.
+func (rt *Runtime) StopAccepting() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for addr, s := range rt.sockets {
+		s.close()
+		delete(rt.sockets, addr)
+	}
+}
+
+// Shutdown stops accepting, lets requests in flight finish (HTTP/1.1 keep-alive connections
+// are closed after their current response, HTTP/2 ones get GOAWAY), and returns when all
+// connections are closed or ctx ends, in which case the remaining connections are closed.
+func (rt *Runtime) Shutdown(ctx context.Context) error {
+	rt.mu.Lock()
+	rt.stopped = true
+	for addr, s := range rt.sockets {
+		s.close()
+		delete(rt.sockets, addr)
+	}
+	listeners := rt.listeners
+	rt.listeners = map[string]*lstate{}
+	rt.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(listeners))
+	for _, ls := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ls.srv.Shutdown(ctx); err != nil {
+				errs <- fmt.Errorf("listener %q: %w", ls.name, err)
+			}
+			if ls.tickets != nil {
+				ls.tickets.close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	err := errors.Join(collect(errs)...)
+	if in := rt.cur.Load(); in != nil {
+		err = errors.Join(err, in.Close(ctx))
+	}
+	done := make(chan struct{})
+	go func() { rt.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, ctx.Err())
+	}
+	return err
+}
+
+// Close stops at once: sockets and connections are closed, requests in flight fail.
+func (rt *Runtime) Close() error {
+	rt.mu.Lock()
+	rt.stopped = true
+	for addr, s := range rt.sockets {
+		s.close()
+		delete(rt.sockets, addr)
+	}
+	listeners := rt.listeners
+	rt.listeners = map[string]*lstate{}
+	rt.mu.Unlock()
+	for _, ls := range listeners {
+		ls.srv.Close()
+		if ls.tickets != nil {
+			ls.tickets.close()
+		}
+	}
+	if in := rt.cur.Load(); in != nil {
+		in.closed.Store(true)
+		in.release()
+	}
+	return nil
+}
+
+func collect(ch <-chan error) []error {
+	var out []error
+	for e := range ch {
+		out = append(out, e)
+	}
+	return out
+}
