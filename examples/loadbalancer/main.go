@@ -69,11 +69,11 @@ func (b *balancer) report(c *reqCtx, err *fault.Error) {
 	if c.backend == nil {
 		return
 	}
+	var e error // a nil *fault.Error must reach Report as a nil error
 	if err != nil {
-		b.bal.Report(c.backend, err)
-	} else {
-		b.bal.Report(c.backend, nil)
+		e = err
 	}
+	b.bal.Report(c.backend, e)
 	c.backend = nil
 }
 
