@@ -1,11 +1,14 @@
 // Command rewrite routes by host and path and rewrites headers on the way, with Verge's engine:
 //
 //   - api.example.test/...       -> the API origin, with X-Api-Version added upstream;
+//
 //   - any host, /static/...      -> the static origin, with the /static prefix removed;
+//
 //   - everything else            -> the web origin;
+//
 //   - responses lose Server and X-Powered-By and gain Strict-Transport-Security.
 //
-//	go run ./examples/rewrite -listen 127.0.0.1:8080 -api 127.0.0.1:9001 -static 127.0.0.1:9002 -web 127.0.0.1:9003
+//     go run ./examples/rewrite -listen 127.0.0.1:8080 -api 127.0.0.1:9001 -static 127.0.0.1:9002 -web 127.0.0.1:9003
 package main
 
 import (
