@@ -53,7 +53,26 @@ type lstate struct {
 	srv     *server.Server
 	tlsCur  atomic.Pointer[tls.Config]
 	tickets *ticketKeys
+	vl      net.Listener  // the server's listener on sock
 	served  chan struct{} // closed when Serve has returned
+}
+
+// stop drains the listener's server gracefully. server.Server.Shutdown cancels the context
+// the protocol adapters serve with, which the h2 adapter takes as "close every connection
+// now"; so h2 connections are drained first with the adapter's own graceful Shutdown
+// (GOAWAY, streams run to completion), then the server's Shutdown closes idle HTTP/1
+// connections and the busy ones after their current response.
+func (ls *lstate) stop(ctx context.Context) error {
+	ls.vl.Close()
+	var err error
+	if ls.key.h2 {
+		err = ls.srv.HTTP2.Shutdown(ctx)
+	}
+	err = errors.Join(err, ls.srv.Shutdown(ctx))
+	if ls.tickets != nil {
+		ls.tickets.close()
+	}
+	return err
 }
 
 // serverKey is what a server is built from; when it changes on reload the listener gets a
@@ -236,17 +255,18 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 		}
 	}
 	ls.srv = srv
-	vl := ls.sock.attach()
+	ls.vl = ls.sock.attach()
 	rt.bg.Add(1)
-	go rt.serve(ls, vl)
+	go rt.serve(ls)
 	return ls
 }
 
 // serve runs one listener's server until it is shut down.
-func (rt *Runtime) serve(ls *lstate, vl net.Listener) {
+func (rt *Runtime) serve(ls *lstate) {
 	defer rt.bg.Done()
 	defer close(ls.served)
-	if err := ls.srv.Serve(vl); err != nil && !errors.Is(err, server.ErrServerClosed) {
+	err := ls.srv.Serve(ls.vl)
+	if err != nil && !errors.Is(err, server.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		rt.log.Error("listener stopped", "listener", ls.name, "err", err)
 	}
 }
@@ -256,11 +276,8 @@ func (rt *Runtime) retire(ls *lstate, grace time.Duration) {
 	defer rt.bg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	if err := ls.srv.Shutdown(ctx); err != nil {
+	if err := ls.stop(ctx); err != nil {
 		rt.log.Warn("listener drain cut short", "listener", ls.name, "err", err)
-	}
-	if ls.tickets != nil {
-		ls.tickets.close()
 	}
 }
 
@@ -305,11 +322,8 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := ls.srv.Shutdown(ctx); err != nil {
+			if err := ls.stop(ctx); err != nil {
 				errs <- fmt.Errorf("listener %q: %w", ls.name, err)
-			}
-			if ls.tickets != nil {
-				ls.tickets.close()
 			}
 		}()
 	}
