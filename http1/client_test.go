@@ -486,7 +486,7 @@ func TestClientUpgrade(t *testing.T) {
 func TestClientCancel(t *testing.T) {
 	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
 		readRequestHead(br)
-		time.Sleep(time.Second)
+		time.Sleep(300 * time.Millisecond)
 	})
 	rel := &releases{}
 	cc := newClient(t, addr, rel)

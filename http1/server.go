@@ -58,6 +58,9 @@ type Server struct {
 	// Logger receives debug records about rejected requests and broken connections. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+
+	// holdIdleBuffer keeps the read buffer across keep-alive waits (benchmarks only).
+	holdIdleBuffer bool
 }
 
 // serverConfig is a Server with its defaults applied, resolved once per connection.
@@ -67,6 +70,7 @@ type serverConfig struct {
 	log                               *slog.Logger
 	handler                           func(*Exchange)
 	scheme                            string
+	holdIdleBuffer                    bool
 }
 
 func timeoutOr(d, def time.Duration) time.Duration {
@@ -89,6 +93,8 @@ func (s *Server) config(c net.Conn, info *message.ConnInfo) serverConfig {
 		log:        s.Logger,
 		handler:    s.Handler,
 		scheme:     s.Scheme,
+		// holdIdleBuffer is only set by benchmarks, to measure what releasing costs.
+		holdIdleBuffer: s.holdIdleBuffer,
 	}
 	if cfg.log == nil {
 		cfg.log = slog.Default()
@@ -240,13 +246,35 @@ func (sc *serverConn) waitIdle() bool {
 	return true
 }
 
+// waitIdleBuffered is waitIdle for a connection that keeps its buffer while idle.
+func (sc *serverConn) waitIdleBuffered() bool {
+	if sc.cfg.idle > 0 {
+		sc.conn.SetReadDeadline(time.Now().Add(sc.cfg.idle))
+	} else {
+		sc.conn.SetReadDeadline(time.Time{})
+	}
+	sc.state.Store(stateIdle)
+	if sc.shutdown.Load() {
+		return false
+	}
+	err := sc.in.fill()
+	sc.state.Store(stateActive)
+	return err == nil && !sc.shutdown.Load()
+}
+
 // readRequest reads and parses the next request head and prepares the Exchange. It reports
 // false when the connection must close (after sending an error response when one is due).
 func (sc *serverConn) readRequest() bool {
 	in := &sc.in
 	in.perRead = 0
-	if in.r == in.w && !sc.waitIdle() {
-		return false
+	if in.r == in.w {
+		if sc.cfg.holdIdleBuffer {
+			if !sc.waitIdleBuffered() {
+				return false
+			}
+		} else if !sc.waitIdle() {
+			return false
+		}
 	}
 	if sc.cfg.readHeader > 0 {
 		sc.conn.SetReadDeadline(time.Now().Add(sc.cfg.readHeader))
@@ -334,7 +362,11 @@ func (sc *serverConn) endExchange() bool {
 		}
 	}
 	ex.req.Reset()
-	sc.in.reset()
+	if sc.cfg.holdIdleBuffer && sc.in.r == sc.in.w {
+		sc.in.r, sc.in.w, sc.in.keep = 0, 0, 0
+	} else {
+		sc.in.reset()
+	}
 	return true
 }
 
