@@ -23,14 +23,18 @@ if [ -z "$h2spec" ]; then
 fi
 go build -o "$work/h2spectarget" ./h2/internal/h2spectarget
 
-h2c_port="${H2C_PORT:-18080}"
-tls_port="${TLS_PORT:-18443}"
-"$work/h2spectarget" -h2c "127.0.0.1:$h2c_port" -tls "127.0.0.1:$tls_port" >"$work/target.log" 2>&1 &
+# The target listens on free loopback ports and prints them.
+"$work/h2spectarget" -h2c 127.0.0.1:0 -tls 127.0.0.1:0 >"$work/target.log" 2>&1 &
 target_pid=$!
 for _ in $(seq 1 100); do
-  if grep -q "$tls_port" "$work/target.log" 2>/dev/null; then break; fi
+  if grep -q "listening tls" "$work/target.log" 2>/dev/null; then break; fi
   sleep 0.1
 done
+h2c_port="$(sed -n 's/^listening h2c .*:\([0-9]*\)$/\1/p' "$work/target.log")"
+tls_port="$(sed -n 's/^listening tls .*:\([0-9]*\)$/\1/p' "$work/target.log")"
+if [ -z "$h2c_port" ] || [ -z "$tls_port" ]; then
+  echo "h2spec target did not start:"; cat "$work/target.log"; exit 1
+fi
 
 # Known deviations of x/net/http2's server (see docs/http2.md): it rejects a SETTINGS frame
 # that repeats a setting, and answers a request carrying connection-specific fields with a

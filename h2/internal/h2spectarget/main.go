@@ -1,6 +1,7 @@
 // Command h2spectarget serves a fixed 200 response through h2.Server for conformance runs
 // with h2spec: h2c with prior knowledge on -h2c and TLS with ALPN h2 on -tls (a self-signed
-// certificate). It runs until interrupted.
+// certificate). It prints "listening h2c ADDR" and "listening tls ADDR" and runs until
+// interrupted.
 package main
 
 import (
@@ -25,8 +26,8 @@ import (
 )
 
 func main() {
-	h2cAddr := flag.String("h2c", "127.0.0.1:18080", "address for h2c with prior knowledge; empty disables")
-	tlsAddr := flag.String("tls", "127.0.0.1:18443", "address for TLS with ALPN h2; empty disables")
+	h2cAddr := flag.String("h2c", "127.0.0.1:0", "address for h2c with prior knowledge; empty disables")
+	tlsAddr := flag.String("tls", "127.0.0.1:0", "address for TLS with ALPN h2; empty disables")
 	flag.Parse()
 	if err := run(*h2cAddr, *tlsAddr); err != nil {
 		fmt.Fprintln(os.Stderr, "h2spectarget:", err)
@@ -66,6 +67,7 @@ func run(h2cAddr, tlsAddr string) error {
 		if err != nil {
 			return err
 		}
+		fmt.Println("listening h2c", ln.Addr())
 		lns = append(lns, ln)
 	}
 	if tlsAddr != "" {
@@ -77,13 +79,13 @@ func run(h2cAddr, tlsAddr string) error {
 		if err != nil {
 			return err
 		}
+		fmt.Println("listening tls", ln.Addr())
 		lns = append(lns, tls.NewListener(ln, &tls.Config{
 			Certificates: []tls.Certificate{cert},
 			NextProtos:   []string{"h2"},
 		}))
 	}
 	for _, ln := range lns {
-		fmt.Println("listening on", ln.Addr())
 		go acceptLoop(ctx, ln, srv)
 	}
 	<-ctx.Done()
