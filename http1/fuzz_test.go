@@ -1,8 +1,8 @@
 package http1
 
 import (
-	"fmt"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"strings"
