@@ -221,3 +221,55 @@ func TestHandoffMovesSocket(t *testing.T) {
 		t.Fatal("connection not handed to the attached listener")
 	}
 }
+
+func deadAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+// TestRetriesSkipDeadServer: with retries a refused connection moves on to the next server;
+// with retries: 0 the client sees the 502.
+func TestRetriesSkipDeadServer(t *testing.T) {
+	o := origin(t, "alive")
+	y := runtimeConfig("", "http://"+deadAddr(t), o.URL) + "    passive: {max_fails: -1}\n"
+	_, base := startRuntime(t, y)
+	for i := range 6 {
+		if got, err := get(http.DefaultClient, base+"/"); err != nil || got != "alive" {
+			t.Fatalf("request %d with retries: got %q, %v", i, got, err)
+		}
+	}
+	_, base0 := startRuntime(t, strings.Replace(y, "    upstream: app\n", "    upstream: app\n    retries: 0\n", 1))
+	failed := 0
+	for range 6 {
+		if _, err := get(http.DefaultClient, base0+"/"); err != nil {
+			if !strings.Contains(err.Error(), "status 502") {
+				t.Fatalf("without retries: got %v, want a 502", err)
+			}
+			failed++
+		}
+	}
+	if failed != 3 {
+		t.Errorf("without retries: %d of 6 requests failed, want 3 (round robin over one dead server)", failed)
+	}
+}
+
+func BenchmarkServeRespond(b *testing.B) {
+	in, err := NewInstance(mustConfig(b, matchConfig), Deps{Transport: nopTransport{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	h := in.Handler("main")
+	ex := newExchange("GET", "www.example.com", "/")
+	b.ReportAllocs()
+	for b.Loop() {
+		ex.body.Reset()
+		ex.resp.Header.Reset()
+		h.ServeExchange(ex)
+	}
+}
