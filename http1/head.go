@@ -292,6 +292,10 @@ func parseRequestHead(head []byte, req *message.Request, rh *reqHead, lim *Limit
 
 // finishRequest applies the message-level rules of RFC 9112 sections 3.2 and 6.
 func (rh *reqHead) finishRequest(req *message.Request, lim *Limits, authorityFromTarget bool) *protoError {
+	if rh.http10 {
+		// An HTTP/1.0 request's expectations are ignored (RFC 9110 section 10.1.1).
+		rh.expect100, rh.expectOther = false, false
+	}
 	switch {
 	case rh.hosts > 1:
 		return errMultipleHost
