@@ -60,8 +60,10 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
-	ctx       context.Context
+	ctx       context.Context // canceled when connections must close now
 	cancel    context.CancelFunc
+	gctx      context.Context // canceled when a graceful shutdown starts
+	gcancel   context.CancelFunc
 	shutting  atomic.Bool
 	wg        sync.WaitGroup
 	sem       chan struct{}
@@ -76,6 +78,7 @@ func (s *Server) init() {
 		s.listeners = make(map[net.Listener]struct{})
 		s.conns = make(map[net.Conn]struct{})
 		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.gctx, s.gcancel = context.WithCancel(s.ctx)
 		if s.MaxConns > 0 {
 			s.sem = make(chan struct{}, s.MaxConns)
 		}
@@ -258,7 +261,7 @@ func (s *Server) serveConn(c net.Conn) {
 		s.HTTP2.ServeConn(s.ctx, conn, &info)
 		return
 	}
-	s.HTTP1.ServeConn(s.ctx, conn, &info)
+	s.HTTP1.ServeConn(s.gctx, conn, &info)
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -275,9 +278,9 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-// Shutdown stops accepting, tells the protocol adapters to finish (HTTP/1.1 closes idle
-// connections and those that finish a response; HTTP/2 sends GOAWAY), and waits for open
-// connections to end or ctx to expire, after which it closes them.
+// Shutdown stops accepting and lets open connections finish: HTTP/1.1 connections close when
+// idle or after their current response, HTTP/2 connections get a GOAWAY and close once their
+// streams are done. It waits for that or for ctx to expire, after which it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
@@ -286,13 +289,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	s.mu.Unlock()
-	s.cancel() // adapters watch this context: idle keep-alive connections close now
+	s.gcancel()
+	h2done := make(chan struct{})
+	go func() { s.HTTP2.Shutdown(ctx); close(h2done) }()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); <-h2done; close(done) }()
 	select {
 	case <-done:
+		s.cancel()
 		return nil
 	case <-ctx.Done():
+		s.cancel()
 		s.closeConns()
 		<-done
 		return ctx.Err()
@@ -308,6 +315,7 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	s.mu.Unlock()
+	s.gcancel()
 	s.cancel()
 	s.closeConns()
 	s.wg.Wait()
