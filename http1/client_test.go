@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -517,6 +518,40 @@ func TestClientToOwnServer(t *testing.T) {
 		got := readBody(t, resp)
 		if !strings.Contains(got, "trailer X-I: t\n") || len(got) < 20000*(i+1) {
 			t.Fatalf("round %d: %d bytes, %q...", i, len(got), got[:40])
+		}
+	}
+}
+
+// TestClientUploadBoundedMemory streams 64 MiB through ClientConn to a Server and checks that
+// the bytes allocated meanwhile stay far below the body size.
+func TestClientUploadBoundedMemory(t *testing.T) {
+	const size = 64 << 20
+	addr := startServer(t, &Server{Handler: func(ex *Exchange) {
+		n, err := io.Copy(io.Discard, ex.Request().Body)
+		if err != nil || n != size {
+			t.Errorf("server got %d bytes, %v", n, err)
+		}
+		ex.WriteHeader(&message.Response{Status: 204})
+		ex.Finish(nil)
+	}})
+	cc := newClient(t, addr, nil)
+	for _, cl := range []int64{size, -1} {
+		req := get("PUT", "/big")
+		req.ContentLength = cl
+		req.Body = io.LimitReader(zeroReader{}, size)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		resp, err := cc.RoundTrip(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		runtime.ReadMemStats(&after)
+		if resp.Status != 204 {
+			t.Fatalf("status %d", resp.Status)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4<<20 {
+			t.Fatalf("ContentLength %d: allocated %d bytes for a %d-byte upload", cl, alloc, size)
 		}
 	}
 }

@@ -159,6 +159,7 @@ func (s *Server) ServeConnWithPrefix(ctx context.Context, c net.Conn, info *mess
 	sc.out = outbuf{conn: c, perWrite: sc.cfg.write}
 	sc.state.Store(stateActive)
 	sc.shutdown.Store(false)
+	sc.ex.reset()
 	if len(prefix) > 0 {
 		sc.in.acquire()
 		if len(prefix) > len(sc.in.buf) {
