@@ -551,4 +551,3 @@ func (cc *ClientConn) finish(reusable bool) {
 		cc.opts.Release(cc, reusable)
 	}
 }
-
