@@ -170,7 +170,7 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 		cc.stop = context.AfterFunc(ctx, cc.interrupt)
 	}
 	if err := cc.writeHead(req); err != nil {
-		return nil, cc.failWith(err)
+		return nil, cc.failWith(fault.New(fault.Internal, fault.Unknown, err))
 	}
 	hasBody := req.Body != nil && req.ContentLength != 0
 	expect := hasBody && req.Header.HasToken("Expect", "100-continue")
