@@ -58,6 +58,11 @@ type Server struct {
 	// Logger receives debug records about rejected requests and broken connections. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// DrainContext, when done, starts a graceful stop: idle connections close at once and busy
+	// ones after their current response. Nil means the ctx given to ServeConn. Keeping the two
+	// apart lets exchanges (whose Context is ServeConn's ctx) finish their upstream requests
+	// while the server drains.
+	DrainContext context.Context
 
 	// holdIdleBuffer keeps the read buffer across keep-alive waits (benchmarks only).
 	holdIdleBuffer bool
@@ -126,6 +131,10 @@ type serverConn struct {
 	idle     [1]byte
 	state    atomic.Int32
 	shutdown atomic.Bool
+	// mu orders onShutdown against the end of ServeConn; gen tells a late callback of an
+	// earlier connection (the serverConn is pooled) from one for the current connection.
+	mu  sync.Mutex
+	gen uint64
 }
 
 var serverConnPool = sync.Pool{New: func() any {
@@ -167,20 +176,29 @@ func (s *Server) ServeConnWithPrefix(ctx context.Context, c net.Conn, info *mess
 		}
 		sc.in.w = copy(sc.in.buf, prefix)
 	}
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, sc.onShutdown)
-		defer stop()
+	drain := s.DrainContext
+	if drain == nil {
+		drain = ctx
+	}
+	stop := func() bool { return false }
+	if drain.Done() != nil {
+		gen := sc.gen
+		stop = context.AfterFunc(drain, func() { sc.onShutdown(gen) })
 	}
 	sc.serve()
+	stop()
 	if !sc.ex.upgraded {
 		c.Close()
 	}
+	sc.mu.Lock()
 	sc.in.release()
 	sc.out.release()
 	sc.ex.req.Reset()
 	sc.ex.body = bodyReader{}
 	sc.cfg, sc.ctx, sc.conn, sc.info = serverConfig{}, nil, nil, nil
 	sc.in.conn, sc.out.conn = nil, nil
+	sc.gen++
+	sc.mu.Unlock()
 	serverConnPool.Put(sc)
 }
 
@@ -202,7 +220,12 @@ func connInfo(c net.Conn) *message.ConnInfo {
 
 // onShutdown runs when the serving context is done: it wakes an idle connection so that it
 // closes, and makes a busy one close after its response.
-func (sc *serverConn) onShutdown() {
+func (sc *serverConn) onShutdown(gen uint64) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if gen != sc.gen {
+		return
+	}
 	sc.shutdown.Store(true)
 	if sc.state.Load() == stateIdle {
 		sc.conn.SetReadDeadline(time.Unix(1, 0))

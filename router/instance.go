@@ -74,9 +74,7 @@ type handler struct {
 func (h *handler) ServeExchange(ex message.ServerExchange) {
 	h.in.inflight.Add(1)
 	defer h.in.inflight.Add(-1)
-	ex = detach(ex)
 	h.proxy.ServeExchange(ex)
-	release(ex)
 }
 
 // NewInstance builds a generation from a validated config. On error nothing is left running.

@@ -87,6 +87,7 @@ func (s *Server) init() {
 			s.handler.Store(&h)
 		}
 		s.HTTP1.Handler = s.serveH1
+		s.HTTP1.DrainContext = s.gctx
 		s.HTTP2.Handler = s.serveExchange
 		if s.TLSConfig != nil {
 			cfg := s.TLSConfig.Clone()
@@ -261,7 +262,7 @@ func (s *Server) serveConn(c net.Conn) {
 		s.HTTP2.ServeConn(s.ctx, conn, &info)
 		return
 	}
-	s.HTTP1.ServeConn(s.gctx, conn, &info)
+	s.HTTP1.ServeConn(s.ctx, conn, &info)
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
