@@ -271,7 +271,7 @@ func (c *ClientConn) newRequest(ctx context.Context, req *message.Request) (*htt
 				return true
 			})
 		}
-		body = &uploadBody{src: req, dst: hr.Trailer}
+		body = &uploadBody{body: req.Body, src: req, dst: hr.Trailer}
 		hr.Body = body
 	}
 	return hr.WithContext(ctx), body, nil

@@ -13,6 +13,7 @@ import (
 // trailers into the map x/net/http2 sends them from. It counts bytes read so a failed round
 // trip knows whether the body is still intact for a retry.
 type uploadBody struct {
+	body io.Reader // src.Body, captured: x/net/http2 may Close after the round trip ended
 	src  *message.Request
 	dst  http.Header // nil when the request announced no trailers
 	read atomic.Int64
@@ -23,7 +24,7 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 	if b.eof {
 		return 0, io.EOF
 	}
-	n, err := b.src.Body.Read(p)
+	n, err := b.body.Read(p)
 	if n > 0 {
 		b.read.Add(int64(n))
 	}
@@ -46,7 +47,7 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 // Close closes the source body when it is an io.Closer. x/net/http2 calls it once the
 // request body is done with, whether it was sent in full or not.
 func (b *uploadBody) Close() error {
-	if c, ok := b.src.Body.(io.Closer); ok {
+	if c, ok := b.body.(io.Closer); ok {
 		return c.Close()
 	}
 	return nil

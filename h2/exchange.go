@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,8 +41,6 @@ type connHandler struct {
 	info *message.ConnInfo
 }
 
-var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
-
 // ServeHTTP converts the stream into an exchange, runs the Server's Handler and resets the
 // stream when the handler did not finish the exchange.
 func (h *connHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -53,11 +50,12 @@ func (h *connHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		return
 	}
-	ex := exchangePool.Get().(*exchange)
+	// The exchange is not pooled: x/net/http2's client side may still read or close a
+	// request body that points into it after the round trip (and this handler) ended, as
+	// http.RoundTripper permits, so its memory must not be reused.
+	ex := new(exchange)
 	ex.init(h, w, r)
-	reset := ex.run(fn)
-	ex.release()
-	if reset {
+	if ex.run(fn) {
 		// x/net/http2 recovers this value without logging and resets the stream with
 		// INTERNAL_ERROR; it never reaches a caller.
 		panic(http.ErrAbortHandler)
@@ -139,13 +137,6 @@ func (ex *exchange) run(fn func(message.ServerExchange)) (reset bool) {
 	ex.h.st.logger.Debug("h2: handler returned without Finish; resetting stream",
 		"remote", ex.r.RemoteAddr, "path", ex.req.Target)
 	return true
-}
-
-func (ex *exchange) release() {
-	ex.req.Reset()
-	ex.body = requestBody{}
-	ex.h, ex.w, ex.r = nil, nil, nil
-	exchangePool.Put(ex)
 }
 
 // Request returns the downstream request.
