@@ -98,12 +98,36 @@ backend b
 EOF
     taskset -c 0 haproxy -f "$W/haproxy.cfg" >"$W/proxy.log" 2>&1 & PROXY_PID=$! ;;
   verge)
-    local args=(proxy --upstream "http://127.0.0.1:$ORIGIN" --access-log off --log-level warn)
-    case $mode in
-    h1 | h2c) args+=(--listen "127.0.0.1:$PORT") ;;
-    tls) args+=(--listen "127.0.0.1:$TLSPORT" --tls-cert "$CERT_DIR/cert.pem" --tls-key "$CERT_DIR/key.pem") ;;
-    esac
-    env ${VERGE_ENV:-} GOMAXPROCS=1 taskset -c 0 "$BIN/verge" "${args[@]}" >"$W/proxy.log" 2>&1 & PROXY_PID=$! ;;
+    # verge run with the config that `verge proxy --upstream ... --access-log off` builds, plus
+    # an upstream pool of 256 idle connections like NGINX's "keepalive 256" above (the default,
+    # 128, is below the 256 concurrent streams of the h2c scenario and would re-dial).
+    local addr="127.0.0.1:$PORT" tlsconf=""
+    if [ "$mode" = tls ]; then
+      addr="127.0.0.1:$TLSPORT"
+      tlsconf=$(printf '    tls:\n      certificates:\n        - cert: "%s"\n          key: "%s"' "$CERT_DIR/cert.pem" "$CERT_DIR/key.pem")
+    fi
+    cat > "$W/verge.yaml" <<EOF
+listeners:
+  - name: proxy
+    address: "$addr"
+$tlsconf
+routes:
+  - name: proxy
+    upstream: origin
+upstreams:
+  - name: origin
+    servers:
+      - address: "127.0.0.1:$ORIGIN"
+upstream_pool:
+  max_idle_per_server: 256
+admin:
+  disabled: true
+access_log:
+  output: "off"
+log:
+  level: warn
+EOF
+    env ${VERGE_ENV:-} GOMAXPROCS=1 taskset -c 0 "$BIN/verge" run -c "$W/verge.yaml" --pid-file "$W/verge.pid" >"$W/proxy.log" 2>&1 & PROXY_PID=$! ;;
   *) echo "unknown target $TARGET" >&2; exit 2 ;;
   esac
   local url="http://127.0.0.1:$PORT/1k" cf=()
