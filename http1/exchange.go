@@ -162,7 +162,7 @@ func (ex *Exchange) wantsClose() bool {
 func (ex *Exchange) writeHead(resp *message.Response, writeCL, final bool) error {
 	reason := resp.Reason
 	if reason == "" {
-		reason = statusText(resp.Status)
+		reason = message.StatusText(resp.Status)
 	} else if !validFieldValueString(reason) {
 		return ErrInvalidFieldValue
 	}

@@ -415,7 +415,7 @@ func (sc *serverConn) writeSimple(status int, close bool) {
 	w.writeString("HTTP/1.1 ")
 	w.writeInt(int64(status), false)
 	w.writeByte(' ')
-	w.writeString(statusText(status))
+	w.writeString(message.StatusText(status))
 	w.writeString("\r\nContent-Length: 0\r\n")
 	if close {
 		w.writeString("Connection: close\r\n")

@@ -112,7 +112,7 @@ var errorBodies = map[int][]byte{}
 
 func init() {
 	for _, c := range []int{400, 403, 404, 405, 408, 413, 414, 421, 425, 429, 431, 499, 500, 501, 502, 503, 504} {
-		errorBodies[c] = []byte(strconv.Itoa(c) + " " + StatusText(c) + "\n")
+		errorBodies[c] = []byte(strconv.Itoa(c) + " " + message.StatusText(c) + "\n")
 	}
 }
 
@@ -120,7 +120,7 @@ func errorBody(status int) []byte {
 	if b, ok := errorBodies[status]; ok {
 		return b
 	}
-	return []byte(strconv.Itoa(status) + " " + StatusText(status) + "\n")
+	return []byte(strconv.Itoa(status) + " " + message.StatusText(status) + "\n")
 }
 
 // appendString builds a string in the session's scratch space without a heap allocation in
