@@ -34,7 +34,7 @@ type verge struct {
 }
 
 // startVerge starts Verge on a loopback port in front of peer; tlsCfg selects TLS downstream.
-func startVerge(t *testing.T, peer *upstream.Peer, tlsCfg *tls.Config) *verge {
+func startVerge(t testing.TB, peer *upstream.Peer, tlsCfg *tls.Config) *verge {
 	t.Helper()
 	tr := &upstream.Transport{}
 	p := &proxy.Proxy[struct{}]{Phases: staticPhases{peer: peer}, Transport: tr}

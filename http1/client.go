@@ -104,7 +104,14 @@ type ClientConn struct {
 	reused    bool
 	canceled  atomic.Bool
 	ctx       context.Context
-	stop      func() bool
+
+	// The context watch outlives a round trip: a proxy passes the same context (its
+	// downstream server's) for many requests on one upstream connection, and registering a
+	// context.AfterFunc per request would allocate each time. watched is the context the
+	// registration stop undoes; a late firing while idle is undone at the next RoundTrip.
+	watchMu sync.Mutex
+	watched context.Context
+	stop    func() bool
 }
 
 // NewClientConn returns a ClientConn speaking HTTP/1.1 over c.
@@ -133,6 +140,7 @@ func (cc *ClientConn) Conn() net.Conn { return cc.conn }
 // when its body is closed.
 func (cc *ClientConn) Close() error {
 	cc.state.Store(ccClosed)
+	cc.unwatch()
 	return cc.conn.Close()
 }
 
@@ -160,14 +168,19 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 	cc.requests++
 	cc.reused = cc.requests > 1
 	cc.released = false
-	cc.canceled.Store(false)
+	if cc.canceled.Swap(false) {
+		// A watched context fired after the previous exchange: undo its past deadline.
+		cc.conn.SetDeadline(time.Time{})
+	}
 	cc.resp.Reset()
 	cc.ctx = ctx
 	if ctx.Done() != nil {
 		if err := ctx.Err(); err != nil {
 			return nil, cc.fail(fault.Canceled, err, false)
 		}
-		cc.stop = context.AfterFunc(ctx, cc.interrupt)
+		cc.watch(ctx)
+	} else {
+		cc.unwatch()
 	}
 	if err := cc.writeHead(req); err != nil {
 		return nil, cc.failWith(fault.New(fault.Internal, fault.Unknown, err))
@@ -234,6 +247,30 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 }
 
 // interrupt runs when the round trip's context is done: blocked reads and writes fail.
+// watch makes ctx interrupt the connection's I/O when it is done, reusing the registration
+// made for an earlier round trip with the same context.
+func (cc *ClientConn) watch(ctx context.Context) {
+	cc.watchMu.Lock()
+	defer cc.watchMu.Unlock()
+	if ctx == cc.watched && cc.stop != nil {
+		return
+	}
+	if cc.stop != nil {
+		cc.stop()
+	}
+	cc.watched, cc.stop = ctx, context.AfterFunc(ctx, cc.interrupt)
+}
+
+// unwatch removes the context registration, if any.
+func (cc *ClientConn) unwatch() {
+	cc.watchMu.Lock()
+	defer cc.watchMu.Unlock()
+	if cc.stop != nil {
+		cc.stop()
+	}
+	cc.watched, cc.stop = nil, nil
+}
+
 func (cc *ClientConn) interrupt() {
 	cc.canceled.Store(true)
 	cc.conn.SetDeadline(time.Unix(1, 0))
@@ -527,12 +564,6 @@ func (cc *ClientConn) finish(reusable bool) {
 		return
 	}
 	cc.released = true
-	if cc.stop != nil {
-		if !cc.stop() {
-			reusable = false // the context fired: the deadline may be in the past
-		}
-		cc.stop = nil
-	}
 	cc.ctx = nil
 	if reusable && (cc.canceled.Load() || cc.in.buffered() > 0 || cc.out.err != nil || cc.in.err != nil ||
 		cc.state.Load() != ccBusy) {
@@ -545,6 +576,7 @@ func (cc *ClientConn) finish(reusable bool) {
 		cc.state.Store(ccIdle)
 	} else {
 		cc.state.Store(ccClosed)
+		cc.unwatch()
 		cc.conn.Close()
 	}
 	if cc.opts.Release != nil {
