@@ -40,14 +40,19 @@ type Proxy[C any] struct {
 	BodyBufferSize int
 	// Logger receives internal errors. Nil means slog.Default().
 	Logger *slog.Logger
+	// Cache, when set, is consulted after the Request phase and stores origin responses after
+	// UpstreamResponse (see Cache and CachePhases). Nil means no caching.
+	Cache Cache
 
 	pool sync.Pool // of *state[C]
 }
 
 type state[C any] struct {
-	s  Session
-	c  C
-	pf phaseFilter[C]
+	s   Session
+	c   C
+	pf  phaseFilter[C]
+	ctl CacheControl
+	tx  CacheTx // nil unless the cache takes part in the request
 }
 
 var bufPools sync.Map // size -> *sync.Pool of *[]byte
@@ -105,11 +110,14 @@ func (p *Proxy[C]) ServeExchange(ex message.ServerExchange) {
 	st.pf = phaseFilter[C]{ph: p.Phases, c: &st.c}
 	s.reqBody.init(s, &st.pf)
 
-	err := p.run(s, &st.c)
+	err := p.run(st)
 	if err != nil {
 		if status := p.Phases.FailToProxy(s, err, &st.c); s.Status == 0 {
 			s.Status = status
 		}
+	}
+	if st.tx != nil {
+		p.cacheDone(st, err)
 	}
 	p.Phases.Logging(s, err, &st.c)
 
@@ -119,7 +127,8 @@ func (p *Proxy[C]) ServeExchange(ex message.ServerExchange) {
 	p.pool.Put(st)
 }
 
-func (p *Proxy[C]) run(s *Session, c *C) *fault.Error {
+func (p *Proxy[C]) run(st *state[C]) *fault.Error {
+	s, c := &st.s, &st.c
 	if err := p.Phases.EarlyRequest(s, c); err != nil {
 		return fault.As(err)
 	}
@@ -136,15 +145,30 @@ func (p *Proxy[C]) run(s *Session, c *C) *fault.Error {
 		}
 		return nil
 	}
-	resp, ferr := p.connect(s, c)
+	if p.Cache != nil {
+		hit, ferr := p.lookup(st)
+		if ferr != nil {
+			return ferr
+		}
+		if hit != nil {
+			return p.respond(st, hit, true)
+		}
+	}
+	resp, ferr := p.connect(st)
 	if ferr != nil {
+		if st.tx != nil {
+			if stale := st.tx.UpstreamError(s, ferr); stale != nil {
+				return p.respond(st, stale, true)
+			}
+		}
 		return ferr
 	}
-	return p.respond(s, c, resp)
+	return p.respond(st, resp, false)
 }
 
 // connect chooses a peer and sends the request, retrying retryable failures.
-func (p *Proxy[C]) connect(s *Session, c *C) (*message.Response, *fault.Error) {
+func (p *Proxy[C]) connect(st *state[C]) (*message.Response, *fault.Error) {
+	s, c := &st.s, &st.c
 	for {
 		peer, err := p.Phases.UpstreamPeer(s, c)
 		if err != nil {
@@ -157,6 +181,9 @@ func (p *Proxy[C]) connect(s *Session, c *C) (*message.Response, *fault.Error) {
 		s.Attempts++
 		req := &s.upReq
 		p.buildUpstreamRequest(s, peer, req)
+		if st.tx != nil {
+			st.tx.UpstreamRequest(s, req)
+		}
 		if err := p.Phases.UpstreamRequest(s, req, c); err != nil {
 			return nil, fault.As(err)
 		}
@@ -212,8 +239,10 @@ func idempotent(m string) bool {
 	return false
 }
 
-// respond sends the upstream response downstream through the response phases.
-func (p *Proxy[C]) respond(s *Session, c *C, resp *message.Response) *fault.Error {
+// respond sends a response downstream through the response phases: an upstream response, or
+// one from the cache (stored), which skips UpstreamResponse and the store step.
+func (p *Proxy[C]) respond(st *state[C], resp *message.Response, stored bool) *fault.Error {
+	s, c := &st.s, &st.c
 	defer func() {
 		if resp.Body != nil {
 			resp.Body.Close()
@@ -222,9 +251,18 @@ func (p *Proxy[C]) respond(s *Session, c *C, resp *message.Response) *fault.Erro
 	if resp.Status == 101 {
 		return p.tunnel(s, c, resp)
 	}
-	stripHopByHop(&resp.Header, false)
-	if err := p.Phases.UpstreamResponse(s, resp, c); err != nil {
-		return fault.As(err)
+	if !stored {
+		stripHopByHop(&resp.Header, false)
+		if err := p.Phases.UpstreamResponse(s, resp, c); err != nil {
+			return fault.As(err)
+		}
+		if st.tx != nil {
+			out, err := p.cacheResponse(st, resp)
+			resp = out
+			if err != nil {
+				return err
+			}
+		}
 	}
 	if !p.NoVia {
 		p.addVia(s, &resp.Header, resp.Proto)
