@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -17,6 +18,8 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/verge-edge/verge/proxy"
+	"github.com/verge-edge/verge/server"
 	"github.com/verge-edge/verge/upstream"
 )
 
@@ -262,5 +265,73 @@ func TestConnectRefusedByDefault(t *testing.T) {
 	io.ReadFull(c, line)
 	if !bytes.HasPrefix(line, []byte("HTTP/1.1 405")) {
 		t.Fatalf("CONNECT answered %q, want 405", line)
+	}
+}
+
+// With AllowConnect, a CONNECT goes to the chosen peer (an upstream forward proxy here) and,
+// once it answers 2xx, bytes flow both ways.
+func TestConnectTunnelWhenAllowed(t *testing.T) {
+	// A minimal upstream proxy: answers CONNECT with 200 and then echoes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	seen := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		line, _ := br.ReadString('\n')
+		seen <- line
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil || l == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+		io.Copy(c, br)
+	}()
+
+	tr := &upstream.Transport{}
+	defer tr.Close()
+	p := &proxy.Proxy[struct{}]{Phases: staticPhases{peer: &upstream.Peer{Address: ln.Addr().String()}}, Transport: tr, AllowConnect: true}
+	srv := &server.Server{Handler: p}
+	vl, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(vl)
+	defer srv.Close()
+
+	c, err := net.Dial("tcp", vl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
+	br := bufio.NewReader(c)
+	status, _ := br.ReadString('\n')
+	if !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("CONNECT answered %q", status)
+	}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	io.WriteString(c, "ping through the tunnel")
+	got := make([]byte, len("ping through the tunnel"))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping through the tunnel" {
+		t.Fatalf("tunnel echo %q %v", got, err)
+	}
+	if line := <-seen; line != "CONNECT db.internal:5432 HTTP/1.1\r\n" {
+		t.Fatalf("upstream saw %q", line)
 	}
 }

@@ -248,7 +248,7 @@ func (p *Proxy[C]) respond(st *state[C], resp *message.Response, stored bool) *f
 			resp.Body.Close()
 		}
 	}()
-	if resp.Status == 101 {
+	if resp.Status == 101 || s.Req.Method == "CONNECT" && resp.Status/100 == 2 {
 		return p.tunnel(s, c, resp)
 	}
 	if !stored {

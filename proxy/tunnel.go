@@ -12,16 +12,20 @@ import (
 
 var errNoUpgrade = errors.New("upstream switched protocols but the downstream connection cannot")
 
-// tunnel completes a protocol switch (WebSocket and other Upgrade requests): the 101 goes to
-// the client and bytes are then copied both ways until either side closes.
+// tunnel completes a protocol switch (WebSocket and other Upgrade requests) or an allowed
+// CONNECT: the 101 (or 2xx) goes to the client and bytes are then copied both ways until
+// either side closes.
 func (p *Proxy[C]) tunnel(s *Session, c *C, resp *message.Response) *fault.Error {
 	up, ok := resp.Body.(io.ReadWriteCloser)
 	u, canUpgrade := s.ex.(message.Upgrader)
-	if !ok || !canUpgrade || !isUpgrade(s.Req) {
+	connect := s.Req.Method == "CONNECT"
+	if !ok || !canUpgrade || !connect && !isUpgrade(s.Req) {
 		return &fault.Error{Source: fault.Upstream, Kind: fault.InvalidResponse, Cause: errNoUpgrade}
 	}
-	stripHopByHop(&resp.Header, true)
-	resp.Header.Add("Connection", "Upgrade") // RFC 9110 section 7.8: the 101 names the upgrade
+	stripHopByHop(&resp.Header, !connect)
+	if !connect {
+		resp.Header.Add("Connection", "Upgrade") // RFC 9110 section 7.8: the 101 names the upgrade
+	}
 	if err := p.Phases.UpstreamResponse(s, resp, c); err != nil {
 		return fault.As(err)
 	}
@@ -32,7 +36,7 @@ func (p *Proxy[C]) tunnel(s *Session, c *C, resp *message.Response) *fault.Error
 	if err != nil {
 		return fault.Classify(fault.Downstream, err)
 	}
-	s.Status = 101
+	s.Status = resp.Status
 	defer down.Close()
 
 	var wg sync.WaitGroup
