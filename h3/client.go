@@ -1,0 +1,395 @@
+package h3
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
+)
+
+// Client defaults, applied by [Dial] to ClientOptions fields left at zero.
+const (
+	// DefaultClientMaxResponseHeaderBytes bounds a response's HEADERS frame, 256 KiB.
+	DefaultClientMaxResponseHeaderBytes = 256 << 10
+	// DefaultClientIdleTimeout closes a connection after 60s without network activity.
+	DefaultClientIdleTimeout = 60 * time.Second
+	// DefaultClientMaxStreams is how many requests the pool runs at once on one connection
+	// before it opens another, 100 (quic-go's and most servers' stream limit).
+	DefaultClientMaxStreams = 100
+	// DefaultClientStreamWindow is how far a response stream's receive window may grow, 4 MiB;
+	// DefaultClientConnWindow the connection's, 16 MiB.
+	DefaultClientStreamWindow = 4 << 20
+	DefaultClientConnWindow   = 16 << 20
+	// DefaultClientResponseHeaderTimeout bounds the wait for the response head, 60s.
+	DefaultClientResponseHeaderTimeout = 60 * time.Second
+)
+
+// ClientOptions configure a [ClientConn]. The zero value uses the documented defaults.
+type ClientOptions struct {
+	// MaxResponseHeaderBytes bounds a response's HEADERS frame. Zero means
+	// DefaultClientMaxResponseHeaderBytes.
+	MaxResponseHeaderBytes int
+	// IdleTimeout closes the connection after this long without network activity. Zero means
+	// DefaultClientIdleTimeout.
+	IdleTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the response head after the request was sent.
+	// Zero means DefaultClientResponseHeaderTimeout; negative means no limit.
+	ResponseHeaderTimeout time.Duration
+	// MaxStreams is how many requests run on the connection at once before
+	// CanTakeNewRequest reports false. Zero means DefaultClientMaxStreams.
+	MaxStreams int
+	// MaxStreamWindow and MaxConnWindow bound the receive windows. Zero means
+	// DefaultClientStreamWindow and DefaultClientConnWindow.
+	MaxStreamWindow, MaxConnWindow uint64
+	// KeepAlivePeriod sends a PING after this long without traffic so idle pooled
+	// connections stay open. Zero means half of IdleTimeout; negative disables it.
+	KeepAlivePeriod time.Duration
+	// QlogDir, when non-empty, writes a qlog file per connection into that directory.
+	QlogDir string
+}
+
+// ClientConn is one HTTP/3 connection to an origin. Many RoundTrip calls may run on it at
+// once; it is safe for concurrent use.
+type ClientConn struct {
+	qc         *quic.Conn
+	cc         *http3.ClientConn
+	maxStreams int
+	headerWait time.Duration
+
+	mu        sync.Mutex
+	active    int
+	idleSince time.Time
+	closing   bool // a GOAWAY or a failure to open a stream: take no new requests
+	requests  atomic.Uint64
+}
+
+// Dial opens a QUIC connection to addr ("host:port") and starts HTTP/3 on it. tlsConf's
+// NextProtos are replaced by "h3"; it must name the server (ServerName) unless addr's host
+// does. The connection has its own UDP socket, closed with it. Errors are *fault.Error with
+// Source fault.Upstream and Retry set (nothing was sent).
+func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts ClientOptions) (*ClientConn, error) {
+	tc := tlsConf.Clone()
+	tc.NextProtos = []string{http3.NextProtoH3}
+	idle := orDefault(opts.IdleTimeout, DefaultClientIdleTimeout)
+	ka := opts.KeepAlivePeriod
+	switch {
+	case ka == 0:
+		ka = idle / 2
+	case ka < 0:
+		ka = 0
+	}
+	qconf := &quic.Config{
+		MaxIdleTimeout:             idle,
+		KeepAlivePeriod:            ka,
+		MaxStreamReceiveWindow:     orDefault(opts.MaxStreamWindow, DefaultClientStreamWindow),
+		MaxConnectionReceiveWindow: orDefault(opts.MaxConnWindow, DefaultClientConnWindow),
+		MaxIncomingStreams:         -1, // servers do not open request streams
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		qconf.HandshakeIdleTimeout = max(time.Until(dl)/2, time.Millisecond)
+	}
+	if opts.QlogDir != "" {
+		qconf.Tracer = qlogTracer(opts.QlogDir, slogDefault())
+	}
+	qc, err := quic.DialAddr(ctx, addr, tc, qconf)
+	if err != nil {
+		kind := fault.ConnectRefused
+		if _, ok := errors.AsType[*quic.HandshakeTimeoutError](err); ok || errors.Is(err, context.DeadlineExceeded) {
+			kind = fault.ConnectTimeout
+		} else if _, ok := errors.AsType[*quic.TransportError](err); ok {
+			kind = fault.TLSHandshake
+		}
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &fault.Error{Source: fault.Upstream, Kind: fault.Canceled, Cause: err}
+		}
+		return nil, &fault.Error{Source: fault.Upstream, Kind: kind, Retry: true,
+			Cause: fmt.Errorf("h3: dial %s: %w", addr, err)}
+	}
+	t := &http3.Transport{
+		MaxResponseHeaderBytes: orDefault(opts.MaxResponseHeaderBytes, DefaultClientMaxResponseHeaderBytes),
+		DisableCompression:     true,
+	}
+	hw := opts.ResponseHeaderTimeout
+	switch {
+	case hw == 0:
+		hw = DefaultClientResponseHeaderTimeout
+	case hw < 0:
+		hw = 0
+	}
+	return &ClientConn{
+		qc:         qc,
+		cc:         t.NewClientConn(qc),
+		maxStreams: orDefault(opts.MaxStreams, DefaultClientMaxStreams),
+		headerWait: hw,
+		idleSince:  time.Now(),
+	}, nil
+}
+
+// CanTakeNewRequest reports whether the connection is open, not going away and below
+// MaxStreams, so a new request would start at once.
+func (c *ClientConn) CanTakeNewRequest() bool {
+	if c.qc.Context().Err() != nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closing && c.active < c.maxStreams
+}
+
+// Idle reports whether no request is in flight and since when.
+func (c *ClientConn) Idle() (bool, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active > 0 {
+		return false, time.Time{}
+	}
+	return true, c.idleSince
+}
+
+// Requests reports the number of RoundTrip calls made on the connection.
+func (c *ClientConn) Requests() uint64 { return c.requests.Load() }
+
+// Close closes the connection at once, failing requests in flight.
+func (c *ClientConn) Close() error {
+	return c.qc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+}
+
+func (c *ClientConn) begin() {
+	c.mu.Lock()
+	c.active++
+	c.mu.Unlock()
+}
+
+func (c *ClientConn) end(failed bool) {
+	c.mu.Lock()
+	c.active--
+	if c.active == 0 {
+		c.idleSince = time.Now()
+	}
+	if failed {
+		c.closing = true
+	}
+	c.mu.Unlock()
+}
+
+// RoundTrip sends req on a new stream and returns the response once its head arrived. The
+// response body streams; read it to io.EOF (which fills Trailer) and Close it. ctx bounds the
+// whole exchange, body included: canceling it resets the stream. Errors are *fault.Error with
+// Source fault.Upstream; Retry is set when the origin is known not to have processed the
+// request (GOAWAY, H3_REQUEST_REJECTED, an unusable connection) and the body was not read.
+func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*message.Response, error) {
+	reused := c.requests.Add(1) > 1
+	c.begin()
+	ctx, cancel := context.WithCancel(ctx)
+	hr, body, err := newRequest(ctx, req)
+	if err != nil {
+		cancel()
+		c.end(false)
+		return nil, &fault.Error{Source: fault.Upstream, Kind: fault.InvalidRequest, Cause: err}
+	}
+	var timer *time.Timer
+	if c.headerWait > 0 {
+		timer = time.AfterFunc(c.headerWait, cancel)
+	}
+	res, err := c.cc.RoundTrip(hr)
+	if timer != nil && !timer.Stop() && err != nil {
+		err = fmt.Errorf("h3: no response head within %v: %w", c.headerWait, context.DeadlineExceeded)
+	}
+	if err != nil {
+		cancel()
+		untouched := body == nil || body.read.Load() == 0
+		fe := upstreamError(err, reused, untouched)
+		c.end(fe.Kind == fault.ConnectionClosed)
+		return nil, fe
+	}
+	return newResponse(c, req, res, cancel), nil
+}
+
+// errTarget reports a request-target that cannot become :path.
+var errTarget = errors.New("h3: request target is empty")
+
+// newRequest converts req to the *http.Request quic-go sends.
+func newRequest(ctx context.Context, req *message.Request) (*http.Request, *uploadBody, error) {
+	u := &url.URL{Scheme: "https", Host: req.Authority}
+	if req.Method != http.MethodConnect {
+		target := req.Target
+		if target == "" {
+			return nil, nil, errTarget
+		}
+		path, query := target, ""
+		for i := 0; i < len(target); i++ {
+			if target[i] == '?' {
+				path, query = target[:i], target[i+1:]
+				u.ForceQuery = query == ""
+				break
+			}
+		}
+		// Opaque is sent as :path verbatim; a path starting with "//" would read as a
+		// scheme-relative URL, so it carries the authority, which quic-go strips again.
+		if len(path) > 1 && path[0] == '/' && path[1] == '/' {
+			path = "//" + req.Authority + path
+		}
+		u.Opaque, u.RawQuery = path, query
+	}
+	h := make(http.Header, req.Header.Len()+1)
+	appendToMap(h, &req.Header, func(name string) bool {
+		return message.EqualFold(name, "trailer") || message.EqualFold(name, "content-length")
+	})
+	hr := &http.Request{
+		Method:     req.Method,
+		URL:        u,
+		Proto:      "HTTP/3.0",
+		ProtoMajor: 3,
+		Header:     h,
+		Host:       req.Authority,
+	}
+	var body *uploadBody
+	if req.Body != nil && req.ContentLength != 0 {
+		hr.ContentLength = req.ContentLength
+		if req.ContentLength > 0 {
+			h["Content-Length"] = []string{fmt.Sprint(req.ContentLength)}
+		}
+		if req.Header.Has("trailer") || req.Trailer.Len() > 0 {
+			hr.Trailer = make(http.Header)
+			req.Header.Values("trailer", func(v string) bool {
+				forEachToken(v, func(name string) { hr.Trailer[http.CanonicalHeaderKey(name)] = nil })
+				return true
+			})
+		}
+		body = &uploadBody{body: req.Body, src: req, dst: hr.Trailer}
+		hr.Body = body
+	}
+	return hr.WithContext(ctx), body, nil
+}
+
+// uploadBody streams a neutral request body to quic-go, copying the request's trailers into
+// the map quic-go sends them from at EOF, and counts bytes read so a failed round trip knows
+// whether the body is intact for a retry.
+type uploadBody struct {
+	body io.Reader
+	src  *message.Request
+	dst  http.Header
+	read atomic.Int64
+	eof  bool
+}
+
+func (b *uploadBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	n, err := b.body.Read(p)
+	if n > 0 {
+		b.read.Add(int64(n))
+	}
+	if err == io.EOF {
+		b.eof = true
+		if b.dst != nil {
+			for _, f := range b.src.Trailer.Fields() {
+				if skipField(&b.src.Trailer, &f, false) {
+					continue
+				}
+				k := http.CanonicalHeaderKey(f.Name)
+				b.dst[k] = append(b.dst[k], f.Value)
+			}
+		}
+	}
+	return n, err
+}
+
+// Close closes the source body when it is an io.Closer.
+func (b *uploadBody) Close() error {
+	if c, ok := b.body.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// newResponse converts quic-go's response to the neutral model.
+func newResponse(c *ClientConn, req *message.Request, res *http.Response, cancel context.CancelFunc) *message.Response {
+	resp := &message.Response{
+		Status:        res.StatusCode,
+		Proto:         message.HTTP3,
+		ContentLength: res.ContentLength,
+	}
+	var buf [16]string
+	fillFromMap(&resp.Header, res.Header, buf[:0])
+	if req.Method == http.MethodHead || res.StatusCode == http.StatusNoContent ||
+		res.StatusCode == http.StatusNotModified || res.ContentLength == 0 {
+		res.Body.Close()
+		cancel()
+		c.end(false)
+		if req.Method == http.MethodHead {
+			resp.ContentLength = headContentLength(&resp.Header)
+		}
+		return resp
+	}
+	resp.Body = &responseBody{c: c, res: res, resp: resp, cancel: cancel}
+	return resp
+}
+
+// headContentLength returns the Content-Length field's value, or -1.
+func headContentLength(h *message.Header) int64 {
+	v, ok := h.Lookup("content-length")
+	if !ok || v == "" {
+		return -1
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		d := v[i]
+		if d < '0' || d > '9' || n > (1<<62)/10 {
+			return -1
+		}
+		n = n*10 + int64(d-'0')
+	}
+	return n
+}
+
+// responseBody streams the response body and fills the response's Trailer at EOF. Errors are
+// *fault.Error from the upstream.
+type responseBody struct {
+	c      *ClientConn
+	res    *http.Response
+	resp   *message.Response
+	cancel context.CancelFunc
+	done   bool
+	closed atomic.Bool
+}
+
+func (b *responseBody) Read(p []byte) (int, error) {
+	n, err := b.res.Body.Read(p)
+	if err == nil {
+		return n, nil
+	}
+	if err == io.EOF {
+		if !b.done {
+			b.done = true
+			var buf [8]string
+			fillFromMap(&b.resp.Trailer, b.res.Trailer, buf[:0])
+		}
+		return n, io.EOF
+	}
+	return n, upstreamError(err, false, false)
+}
+
+// Close ends the stream: a body not read to EOF is canceled (H3_REQUEST_CANCELLED).
+func (b *responseBody) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	err := b.res.Body.Close()
+	b.cancel()
+	b.c.end(false)
+	return err
+}
