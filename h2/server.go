@@ -111,6 +111,7 @@ type serverState struct {
 	h1     *http.Server
 	h2     *http2.Server
 	logger *slog.Logger
+	limits filterLimits // what the read filter must match (filter.go)
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -140,6 +141,8 @@ func newServerState(s *Server) *serverState {
 		PingTimeout:                  s.PingTimeout,
 		WriteByteTimeout:             duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
 		CountError:                   s.CountError,
+		// Stated explicitly: the read filter's HPACK decoder must use the same table size.
+		MaxDecoderHeaderTableSize: headerTableSize,
 	}
 	if h2.MaxReadFrameSize < 16<<10 || h2.MaxReadFrameSize > 16<<20 {
 		h2.MaxReadFrameSize = DefaultMaxReadFrameSize
@@ -168,7 +171,11 @@ func newServerState(s *Server) *serverState {
 		// Only a TLS cipher-suite list can make it fail, and h1 has none.
 		panic("h2: configure x/net/http2 server: " + err.Error())
 	}
-	return &serverState{srv: s, h1: h1, h2: h2, logger: logger, conns: make(map[net.Conn]struct{})}
+	return &serverState{
+		srv: s, h1: h1, h2: h2, logger: logger,
+		limits: filterLimits{maxFrameSize: h2.MaxReadFrameSize, maxHeaderList: hls},
+		conns:  make(map[net.Conn]struct{}),
+	}
 }
 
 func orDefault(v, def uint32) uint32 {
@@ -207,7 +214,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnIn
 	if info == nil {
 		info = connInfo(c)
 	}
-	st.h2.ServeConn(c, &http2.ServeConnOpts{
+	// x/net reads through the filter, which fixes two of its deviations from RFC 9113
+	// (filter.go); its writes go straight to c.
+	st.h2.ServeConn(newFilterConn(c, st.limits), &http2.ServeConnOpts{
 		Context:    ctx,
 		BaseConfig: st.h1,
 		Handler:    &connHandler{st: st, info: info},
