@@ -1,0 +1,465 @@
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// DurableObjectNamespace is a Durable Object namespace bound to the worker, as returned by
+// DurableObject.
+type DurableObjectNamespace struct{ name string }
+
+// DurableObject returns the Durable Object namespace bound to the worker under name.
+func DurableObject(name string) *DurableObjectNamespace { return &DurableObjectNamespace{name: name} }
+
+// ObjectID identifies one Durable Object of a namespace. Its Fetch sends a request to the
+// object, creating the object's live instance if it has none.
+type ObjectID struct {
+	ns  string
+	id  string
+	err error
+}
+
+// String returns the ID's 64-hex-digit form, accepted by IDFromString.
+func (id ObjectID) String() string { return id.id }
+
+// Err returns the error that made the ID, if any; Fetch returns it too.
+func (id ObjectID) Err() error { return id.err }
+
+func (ns *DurableObjectNamespace) idCall(op uint32, s string, withArg bool) ObjectID {
+	var e encoder
+	e.str(ns.name)
+	if withArg {
+		e.str(s)
+	}
+	res, err := rawCall(op, e.b)
+	if err != nil {
+		return ObjectID{ns: ns.name, err: err}
+	}
+	d := decoder{b: res}
+	return ObjectID{ns: ns.name, id: d.str(), err: d.err}
+}
+
+// IDFromName returns the ID for name: the same name always gives the same ID.
+func (ns *DurableObjectNamespace) IDFromName(name string) ObjectID {
+	return ns.idCall(opDOIDFromName, name, true)
+}
+
+// NewUniqueID returns a new random ID.
+func (ns *DurableObjectNamespace) NewUniqueID() ObjectID { return ns.idCall(opDONewID, "", false) }
+
+// IDFromString parses the String form of an ID of this namespace.
+func (ns *DurableObjectNamespace) IDFromString(s string) (ObjectID, error) {
+	id := ns.idCall(opDOIDFromStr, s, true)
+	return id, id.err
+}
+
+// Fetch sends r to the object and returns its response. Requests to one object are
+// delivered one at a time, and the response is released only after the object's storage
+// writes made while handling r are durable.
+func (id ObjectID) Fetch(r *Request) (*Response, error) {
+	if id.err != nil {
+		return nil, id.err
+	}
+	var e encoder
+	e.str(id.ns)
+	e.str(id.id)
+	if err := encodeRequest(&e, r); err != nil {
+		return nil, err
+	}
+	res, err := rawCall(opDOFetch, e.b)
+	if err != nil {
+		return nil, err
+	}
+	return decodeResponse(res)
+}
+
+// DurableObjectHandler is an instance of a Durable Object class: it answers the requests
+// sent to its object.
+type DurableObjectHandler interface {
+	Fetch(w ResponseWriter, r *Request)
+}
+
+// AlarmHandler is implemented by Durable Object classes that use alarms.
+type AlarmHandler interface {
+	// Alarm runs when the alarm set with Storage.SetAlarm is due. A non-nil error (or a
+	// failed invocation) makes the host retry it with exponential backoff, up to 6 retries.
+	Alarm(info AlarmInfo) error
+}
+
+// AlarmInfo describes an alarm invocation.
+type AlarmInfo struct {
+	// RetryCount is 0 on the first attempt.
+	RetryCount int
+	// IsRetry is true when an earlier attempt failed.
+	IsRetry bool
+}
+
+// DurableObjectState is what an object instance gets from the host: its ID and storage.
+type DurableObjectState struct {
+	id      string
+	ns      string
+	storage Storage
+}
+
+// ID returns the object's ID in its String form.
+func (s *DurableObjectState) ID() string { return s.id }
+
+// Namespace returns the binding name of the object's namespace as seen by this worker.
+func (s *DurableObjectState) Namespace() string { return s.ns }
+
+// Storage returns the object's transactional storage.
+func (s *DurableObjectState) Storage() *Storage { return &s.storage }
+
+var (
+	classes = map[string]func(*DurableObjectState) DurableObjectHandler{}
+	objects = map[string]DurableObjectHandler{}
+)
+
+// DefineDurableObject registers the Durable Object class named class (the class name
+// configured for a namespace). The host makes one live instance per object ID by calling
+// newObject once; the instance stays in memory between requests until the host evicts it.
+func DefineDurableObject(class string, newObject func(state *DurableObjectState) DurableObjectHandler) {
+	classes[class] = newObject
+}
+
+// objectContext loads the current invocation's object, creating its instance when needed.
+func objectContext() (DurableObjectHandler, AlarmInfo, error) {
+	res, err := rawCall(opDOContext, nil)
+	if err != nil {
+		return nil, AlarmInfo{}, err
+	}
+	d := decoder{b: res}
+	ns, class, id := d.str(), d.str(), d.str()
+	retries := int(d.u32())
+	if d.err != nil {
+		return nil, AlarmInfo{}, d.err
+	}
+	info := AlarmInfo{RetryCount: retries, IsRetry: retries > 0}
+	if o := objects[id]; o != nil {
+		return o, info, nil
+	}
+	newObject := classes[class]
+	if newObject == nil {
+		return nil, info, fmt.Errorf("durable object class %q is not defined (sdk.DefineDurableObject)", class)
+	}
+	o := newObject(&DurableObjectState{id: id, ns: ns})
+	objects[id] = o
+	return o, info, nil
+}
+
+func serveObject() error {
+	o, _, err := objectContext()
+	if err != nil {
+		return err
+	}
+	return serveRequest(HandlerFunc(o.Fetch))
+}
+
+// errAlarmFailed is the alarm handler's failure: the host retries, keeping the instance.
+var errAlarmFailed = errors.New("alarm failed")
+
+func runAlarm() error {
+	o, info, err := objectContext()
+	if err != nil {
+		return err
+	}
+	a, ok := o.(AlarmHandler)
+	if !ok {
+		return nil
+	}
+	if err := a.Alarm(info); err != nil {
+		Log(LevelWarn, "alarm failed: %v", err)
+		return errAlarmFailed
+	}
+	return nil
+}
+
+// Storage is a Durable Object's storage: an ordered key-value store and a SQL database in
+// one. Every operation of one request belongs to an implicit transaction, committed before
+// the response is released (the output gate); Transaction nests an explicit one.
+type Storage struct{}
+
+// StorageEntry is one key and value of a listing.
+type StorageEntry struct {
+	Key   string
+	Value []byte
+}
+
+// Get returns the value of key; ok is false when it is absent.
+func (s *Storage) Get(key string) (value []byte, ok bool, err error) {
+	m, err := s.GetMany([]string{key})
+	if err != nil {
+		return nil, false, err
+	}
+	value, ok = m[key]
+	return value, ok, nil
+}
+
+// GetMany returns the values of the present keys among keys (up to 128).
+func (s *Storage) GetMany(keys []string) (map[string][]byte, error) {
+	var e encoder
+	e.u32(uint32(len(keys)))
+	for _, k := range keys {
+		e.str(k)
+	}
+	res, err := rawCall(opStGet, e.b)
+	if err != nil {
+		return nil, err
+	}
+	d := decoder{b: res}
+	n := int(d.u32())
+	m := make(map[string][]byte, n)
+	for i := 0; i < n && i < len(keys) && d.err == nil; i++ {
+		found := d.u8() == 1
+		v := d.bytes()
+		if found {
+			m[keys[i]] = v
+		}
+	}
+	return m, d.err
+}
+
+// Put stores value under key (keys up to 2 KiB, values up to 128 KiB).
+func (s *Storage) Put(key string, value []byte) error {
+	return s.PutMany([]StorageEntry{{Key: key, Value: value}})
+}
+
+// PutMany stores up to 128 entries at once.
+func (s *Storage) PutMany(entries []StorageEntry) error {
+	var e encoder
+	e.u32(uint32(len(entries)))
+	for _, en := range entries {
+		e.str(en.Key)
+		e.bytes(en.Value)
+	}
+	_, err := rawCall(opStPut, e.b)
+	return err
+}
+
+// Delete removes key and reports whether it existed.
+func (s *Storage) Delete(key string) (bool, error) {
+	n, err := s.DeleteMany([]string{key})
+	return n > 0, err
+}
+
+// DeleteMany removes keys (up to 128) and returns how many existed.
+func (s *Storage) DeleteMany(keys []string) (int, error) {
+	var e encoder
+	e.u32(uint32(len(keys)))
+	for _, k := range keys {
+		e.str(k)
+	}
+	res, err := rawCall(opStDelete, e.b)
+	if err != nil {
+		return 0, err
+	}
+	d := decoder{b: res}
+	return int(d.u32()), d.err
+}
+
+// ListOptions select the entries of List.
+type ListOptions struct {
+	// Prefix restricts keys to those starting with it.
+	Prefix string
+	// Start is the first key included (inclusive). Empty means from the beginning.
+	Start string
+	// End is the first key excluded. Empty means to the end.
+	End string
+	// Reverse lists in descending key order.
+	Reverse bool
+	// Limit caps the entries returned. Zero means no limit.
+	Limit int
+}
+
+// List returns entries in key order (UTF-8 byte order).
+func (s *Storage) List(o ListOptions) ([]StorageEntry, error) {
+	var e encoder
+	e.str(o.Prefix)
+	e.str(o.Start)
+	e.str(o.End)
+	e.bool(o.Reverse)
+	e.u32(uint32(o.Limit))
+	res, err := rawCall(opStList, e.b)
+	if err != nil {
+		return nil, err
+	}
+	d := decoder{b: res}
+	n := int(d.u32())
+	out := make([]StorageEntry, 0, min(n, 1024))
+	for i := 0; i < n && d.err == nil; i++ {
+		out = append(out, StorageEntry{Key: d.str(), Value: d.bytes()})
+	}
+	return out, d.err
+}
+
+// DeleteAll removes every key, every SQL table and the alarm of the object.
+func (s *Storage) DeleteAll() error {
+	_, err := rawCall(opStDeleteAll, nil)
+	return err
+}
+
+// Transaction runs fn in a nested transaction: when fn returns an error or panics, its
+// writes are rolled back (and the error returned); otherwise they join the request's writes.
+func (s *Storage) Transaction(fn func() error) (err error) {
+	if _, err := rawCall(opStTxnBegin, nil); err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			_, _ = rawCall(opStTxnRollback, nil)
+		}
+	}()
+	if err := fn(); err != nil {
+		done = true
+		if _, rerr := rawCall(opStTxnRollback, nil); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		return err
+	}
+	done = true
+	_, err = rawCall(opStTxnCommit, nil)
+	return err
+}
+
+// Cursor is the result of a SQL statement.
+type Cursor struct {
+	// Columns are the result column names.
+	Columns []string
+	// Rows are the result rows; values are nil, int64, float64, string or []byte.
+	Rows [][]any
+	// RowsWritten counts rows changed by the statement.
+	RowsWritten int64
+}
+
+// SQL runs one SQL statement on the object's database with positional arguments (?),
+// which may be nil, bool, ints, floats, string or []byte. Table names starting with
+// "_verge" are reserved.
+func (s *Storage) SQL(query string, args ...any) (*Cursor, error) {
+	var e encoder
+	e.str(query)
+	e.u32(uint32(len(args)))
+	for i, a := range args {
+		if err := encodeValue(&e, a); err != nil {
+			return nil, fmt.Errorf("argument %d: %w", i+1, err)
+		}
+	}
+	res, err := rawCall(opStSQL, e.b)
+	if err != nil {
+		return nil, err
+	}
+	d := decoder{b: res}
+	c := &Cursor{}
+	nc := int(d.u32())
+	for i := 0; i < nc && d.err == nil; i++ {
+		c.Columns = append(c.Columns, d.str())
+	}
+	nr := int(d.u32())
+	for i := 0; i < nr && d.err == nil; i++ {
+		row := make([]any, nc)
+		for j := range row {
+			row[j] = decodeValue(&d)
+		}
+		c.Rows = append(c.Rows, row)
+	}
+	c.RowsWritten = d.i64()
+	return c, d.err
+}
+
+// SQL value type tags.
+const (
+	valNull  = 0
+	valInt   = 1
+	valFloat = 2
+	valText  = 3
+	valBlob  = 4
+)
+
+func encodeValue(e *encoder, a any) error {
+	switch v := a.(type) {
+	case nil:
+		e.u8(valNull)
+	case bool:
+		e.u8(valInt)
+		if v {
+			e.i64(1)
+		} else {
+			e.i64(0)
+		}
+	case int:
+		e.u8(valInt)
+		e.i64(int64(v))
+	case int32:
+		e.u8(valInt)
+		e.i64(int64(v))
+	case int64:
+		e.u8(valInt)
+		e.i64(v)
+	case uint32:
+		e.u8(valInt)
+		e.i64(int64(v))
+	case float64:
+		e.u8(valFloat)
+		e.i64(int64(math.Float64bits(v)))
+	case float32:
+		e.u8(valFloat)
+		e.i64(int64(math.Float64bits(float64(v))))
+	case string:
+		e.u8(valText)
+		e.str(v)
+	case []byte:
+		e.u8(valBlob)
+		e.bytes(v)
+	default:
+		return fmt.Errorf("unsupported SQL value type %T", a)
+	}
+	return nil
+}
+
+func decodeValue(d *decoder) any {
+	switch d.u8() {
+	case valInt:
+		return d.i64()
+	case valFloat:
+		return d.f64()
+	case valText:
+		return d.str()
+	case valBlob:
+		return d.bytes()
+	default:
+		return nil
+	}
+}
+
+// GetAlarm returns when the object's alarm is set to fire; ok is false when none is set.
+func (s *Storage) GetAlarm() (t time.Time, ok bool, err error) {
+	res, err := rawCall(opAlarmGet, nil)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	d := decoder{b: res}
+	set := d.u8() == 1
+	ms := d.i64()
+	if !set {
+		return time.Time{}, false, d.err
+	}
+	return time.UnixMilli(ms), true, d.err
+}
+
+// SetAlarm sets (or moves) the object's alarm to t; a time in the past fires at once. The
+// alarm runs the class's Alarm method at least once, retried with backoff on failure.
+func (s *Storage) SetAlarm(t time.Time) error {
+	var e encoder
+	e.i64(t.UnixMilli())
+	_, err := rawCall(opAlarmSet, e.b)
+	return err
+}
+
+// DeleteAlarm cancels the object's alarm.
+func (s *Storage) DeleteAlarm() error {
+	_, err := rawCall(opAlarmDelete, nil)
+	return err
+}

@@ -1,0 +1,318 @@
+package sdk
+
+import (
+	"errors"
+	"io"
+	"net/url"
+)
+
+// Field is one header field.
+type Field struct {
+	Name  string
+	Value string
+}
+
+// Header is an ordered list of header fields; lookups ignore the case of names. The zero
+// value is an empty header.
+type Header struct {
+	fields []Field
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
+}
+
+// Get returns the first value of name, or "".
+func (h *Header) Get(name string) string {
+	for _, f := range h.fields {
+		if equalFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// Values returns every value of name in order.
+func (h *Header) Values(name string) []string {
+	var vs []string
+	for _, f := range h.fields {
+		if equalFold(f.Name, name) {
+			vs = append(vs, f.Value)
+		}
+	}
+	return vs
+}
+
+// Add appends a field.
+func (h *Header) Add(name, value string) { h.fields = append(h.fields, Field{name, value}) }
+
+// Set replaces every field of name with one field.
+func (h *Header) Set(name, value string) {
+	h.Del(name)
+	h.Add(name, value)
+}
+
+// Del removes every field of name.
+func (h *Header) Del(name string) {
+	j := 0
+	for _, f := range h.fields {
+		if !equalFold(f.Name, name) {
+			h.fields[j] = f
+			j++
+		}
+	}
+	h.fields = h.fields[:j]
+}
+
+// Fields returns the fields in order; the slice aliases the header.
+func (h *Header) Fields() []Field { return h.fields }
+
+// Request is an incoming request (in a handler or a Durable Object) or an outgoing one (for
+// Fetch and Durable Object stubs).
+type Request struct {
+	// Method is the HTTP method. Empty means GET for outgoing requests.
+	Method string
+	// URL is the absolute request URL (scheme, host, path and query).
+	URL *url.URL
+	// Header holds the request header fields.
+	Header Header
+	// Body is the request body. On incoming requests it streams from the host and is never
+	// nil; on outgoing requests nil means no body.
+	Body io.Reader
+	// RemoteAddr is the client's IP address on incoming requests.
+	RemoteAddr string
+}
+
+// NewRequest returns an outgoing request for Fetch or a Durable Object stub.
+func NewRequest(method, rawURL string, body io.Reader) (*Request, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return &Request{Method: method, URL: u, Body: body}, nil
+}
+
+// Response is the answer to an outgoing request.
+type Response struct {
+	// StatusCode is the HTTP status.
+	StatusCode int
+	// Header holds the response header fields.
+	Header Header
+	// Body is the whole response body.
+	Body []byte
+}
+
+// ResponseWriter builds the response to an incoming request, like net/http's.
+type ResponseWriter interface {
+	// Header returns the header fields sent by WriteHeader; changes after it have no effect.
+	Header() *Header
+	// WriteHeader sends the status and header. Without a call, the first Write sends 200.
+	WriteHeader(status int)
+	// Write sends body bytes.
+	Write(p []byte) (int, error)
+}
+
+// bodyFlush is the size at which buffered response bytes are handed to the host.
+const bodyFlush = 32 << 10
+
+type responseWriter struct {
+	header  Header
+	status  int
+	sent    bool // head passed to the host
+	buf     []byte
+	ended   bool
+	discard bool // HEAD request or status without body; bytes dropped by the host anyway
+}
+
+func (w *responseWriter) Header() *Header { return &w.header }
+
+func (w *responseWriter) WriteHeader(status int) {
+	if w.status != 0 {
+		return
+	}
+	if status < 100 || status > 999 {
+		status = 500
+	}
+	w.status = status
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.ended {
+		return 0, errors.New("verge sdk: write after the response ended")
+	}
+	if w.status == 0 {
+		w.status = 200
+	}
+	w.buf = append(w.buf, p...)
+	if len(w.buf) >= bodyFlush {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (w *responseWriter) encodeHead(e *encoder) {
+	e.u32(uint32(w.status))
+	e.header(w.header)
+}
+
+func (w *responseWriter) flush() error {
+	var e encoder
+	if !w.sent {
+		w.sent = true
+		w.encodeHead(&e)
+		if _, err := rawCall(opRespHead, e.b); err != nil {
+			return err
+		}
+		e.b = e.b[:0]
+	}
+	_, err := rawCall(opRespBody, w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// end hands the rest of the response to the host, which releases it to the client.
+func (w *responseWriter) end() error {
+	if w.ended {
+		return nil
+	}
+	w.ended = true
+	if w.status == 0 {
+		w.status = 200
+	}
+	var e encoder
+	if w.sent {
+		e.u8(0)
+	} else {
+		w.sent = true
+		e.u8(1)
+		w.encodeHead(&e)
+	}
+	e.bytes(w.buf)
+	w.buf = nil
+	_, err := rawCall(opRespEnd, e.b)
+	return err
+}
+
+// hostBody streams the incoming request body from the host.
+type hostBody struct{ eof bool }
+
+func (b *hostBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var e encoder
+	e.u32(uint32(min(len(p), 1<<20)))
+	res, err := rawCall(opReqBody, e.b)
+	if err != nil {
+		return 0, err
+	}
+	if len(res) == 0 {
+		b.eof = true
+		return 0, io.EOF
+	}
+	return copy(p, res), nil
+}
+
+// readRequest decodes the head of the current incoming request.
+func readRequest() (*Request, error) {
+	res, err := rawCall(opReqHead, nil)
+	if err != nil {
+		return nil, err
+	}
+	d := decoder{b: res}
+	r := &Request{Method: d.str()}
+	raw := d.str()
+	r.RemoteAddr = d.str()
+	r.Header = d.header()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if r.URL, err = url.Parse(raw); err != nil {
+		return nil, err
+	}
+	r.Body = &hostBody{}
+	return r, nil
+}
+
+func serveRequest(h Handler) error {
+	r, err := readRequest()
+	if err != nil {
+		return err
+	}
+	w := &responseWriter{}
+	h.ServeHTTP(w, r)
+	return w.end()
+}
+
+// encodeRequest writes an outgoing request: head (method, url, "", header) and body.
+func encodeRequest(e *encoder, r *Request) error {
+	m := r.Method
+	if m == "" {
+		m = "GET"
+	}
+	if r.URL == nil {
+		return errors.New("verge sdk: request without URL")
+	}
+	e.str(m)
+	e.str(r.URL.String())
+	e.str("")
+	e.header(r.Header)
+	var body []byte
+	if r.Body != nil {
+		var err error
+		if body, err = io.ReadAll(r.Body); err != nil {
+			return err
+		}
+	}
+	e.bytes(body)
+	return nil
+}
+
+func decodeResponse(res []byte) (*Response, error) {
+	d := decoder{b: res}
+	resp := &Response{StatusCode: int(d.u32())}
+	resp.Header = d.header()
+	resp.Body = d.bytes()
+	return resp, d.err
+}
+
+// Fetch sends r to its URL through the host's upstream transport (connection pooling, TLS)
+// and returns the whole response. Each call counts against the worker's subrequest limit.
+func Fetch(r *Request) (*Response, error) {
+	var e encoder
+	if err := encodeRequest(&e, r); err != nil {
+		return nil, err
+	}
+	res, err := rawCall(opFetch, e.b)
+	if err != nil {
+		return nil, err
+	}
+	return decodeResponse(res)
+}
+
+// ErrorResponse writes a plain-text error response, like net/http's Error.
+func ErrorResponse(w ResponseWriter, msg string, status int) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write([]byte(msg + "\n"))
+}

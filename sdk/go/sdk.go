@@ -1,0 +1,201 @@
+// Package sdk is the guest SDK for Verge workers written in Go. A worker is a WebAssembly
+// module built with
+//
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o worker.wasm .
+//
+// whose init function registers a handler; the host initializes the module once per instance
+// and then calls the handler for each request, reusing the instance:
+//
+//	package main
+//
+//	import sdk "github.com/verge-edge/verge/sdk/go"
+//
+//	func init() {
+//		sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
+//			w.Header().Set("Content-Type", "text/plain")
+//			w.Write([]byte("hello\n"))
+//		})
+//	}
+//
+//	func main() {}
+//
+// Bindings declared in the worker's configuration are reached by name: KV namespaces with
+// KV, Durable Object namespaces with DurableObject (and classes defined with
+// DefineDurableObject), environment variables and secrets with Env, outgoing requests with
+// Fetch. Calls into the host block the worker until they complete; there is one request in
+// flight per instance, so handlers need no locking.
+//
+// The package compiles for other targets too (so that worker packages can be vetted and
+// built with the rest of a module), but every host operation then fails with ErrUnavailable.
+// docs/workers-abi.md documents the ABI underneath.
+package sdk
+
+import (
+	"fmt"
+	"os"
+)
+
+// ABIVersion is the version of the host ABI this SDK speaks, exported as verge_abi_version.
+const ABIVersion = 1
+
+// Host operation codes (docs/workers-abi.md).
+const (
+	opReqHead       = 1
+	opReqBody       = 2
+	opRespHead      = 3
+	opRespBody      = 4
+	opRespEnd       = 5
+	opLog           = 6
+	opEnv           = 7
+	opKVGet         = 16
+	opKVPut         = 17
+	opKVDelete      = 18
+	opKVList        = 19
+	opDOIDFromName  = 32
+	opDONewID       = 33
+	opDOIDFromStr   = 34
+	opDOFetch       = 35
+	opDOContext     = 36
+	opStGet         = 48
+	opStPut         = 49
+	opStDelete      = 50
+	opStList        = 51
+	opStDeleteAll   = 52
+	opStTxnBegin    = 53
+	opStTxnCommit   = 54
+	opStTxnRollback = 55
+	opStSQL         = 56
+	opAlarmGet      = 57
+	opAlarmSet      = 58
+	opAlarmDelete   = 59
+	opFetch         = 64
+)
+
+// Invocation kinds passed to verge_handle.
+const (
+	kindFetch   = 0
+	kindDOFetch = 1
+	kindDOAlarm = 2
+)
+
+// ErrorCode classifies a failed host operation.
+type ErrorCode uint32
+
+// Error codes of host operations.
+const (
+	// ErrInternal is a host-side failure (storage, network).
+	ErrInternal ErrorCode = 1
+	// ErrInvalid is a bad argument: a key too long, a value too large, an unknown ID.
+	ErrInvalid ErrorCode = 2
+	// ErrLimit is an exceeded limit, e.g. too many subrequests.
+	ErrLimit ErrorCode = 3
+	// ErrUnavailable is an operation not possible here: an unbound name, storage outside a
+	// Durable Object, or no host at all.
+	ErrUnavailable ErrorCode = 4
+)
+
+// Error is a failed host operation.
+type Error struct {
+	// Code classifies the failure.
+	Code ErrorCode
+	// Message is the host's description.
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Handler answers one request, like net/http's Handler.
+type Handler interface {
+	ServeHTTP(w ResponseWriter, r *Request)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(w ResponseWriter, r *Request)
+
+// ServeHTTP calls f(w, r).
+func (f HandlerFunc) ServeHTTP(w ResponseWriter, r *Request) { f(w, r) }
+
+var handler Handler
+
+// Serve registers the worker's request handler. Call it from an init function (or main):
+// the host calls the handler once per request after the module has been initialized.
+func Serve(h HandlerFunc) { handler = h }
+
+// Handle registers h like Serve.
+func Handle(h Handler) { handler = h }
+
+// waitUntil holds work queued by WaitUntil for the current invocation.
+var waitUntil []func()
+
+// WaitUntil runs fn after the response has been sent, still within this invocation's wall
+// time limit; the request's CPU time limit covers it too. Use it for logging, cache fills
+// and other work the client need not wait for.
+func WaitUntil(fn func()) { waitUntil = append(waitUntil, fn) }
+
+var envCache map[string]string
+
+// Env returns the environment variable or secret name from the worker's configuration, and
+// "" if it is not set.
+func Env(name string) string {
+	if envCache == nil {
+		envCache = map[string]string{}
+		if res, err := rawCall(opEnv, nil); err == nil {
+			d := decoder{b: res}
+			h := d.header()
+			for _, f := range h.fields {
+				envCache[f.Name] = f.Value
+			}
+		}
+	}
+	return envCache[name]
+}
+
+// Log levels for Log.
+const (
+	LevelDebug = -4
+	LevelInfo  = 0
+	LevelWarn  = 4
+	LevelError = 8
+)
+
+// Log writes a message to the host's log at level (LevelInfo etc.), tagged with the worker.
+func Log(level int, format string, args ...any) {
+	var e encoder
+	e.u32(uint32(int32(level)))
+	e.str(fmt.Sprintf(format, args...))
+	_, _ = rawCall(opLog, e.b)
+}
+
+// dispatch runs one invocation and returns 0 on success, 1 when the invocation failed (the
+// host answers 500 and discards the instance) and 2 when an alarm handler reported failure
+// (the host retries the alarm and keeps the instance).
+func dispatch(kind uint32) uint32 {
+	waitUntil = waitUntil[:0]
+	var err error
+	switch kind {
+	case kindFetch:
+		if handler == nil {
+			fmt.Fprintln(os.Stderr, "verge sdk: no handler registered (call sdk.Serve in init)")
+			return 1
+		}
+		err = serveRequest(handler)
+	case kindDOFetch:
+		err = serveObject()
+	case kindDOAlarm:
+		err = runAlarm()
+	default:
+		err = fmt.Errorf("unknown invocation kind %d", kind)
+	}
+	if err == errAlarmFailed {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "verge sdk:", err)
+		return 1
+	}
+	for i := 0; i < len(waitUntil); i++ {
+		waitUntil[i]()
+	}
+	waitUntil = waitUntil[:0]
+	return 0
+}

@@ -1,0 +1,323 @@
+// Package wasm is Verge's only importer of the wazero WebAssembly runtime. It compiles worker
+// modules (with an on-disk compilation cache), instantiates them as WASI reactors (calling
+// _initialize once), wires the "verge" host module to a per-invocation Host, and lets another
+// goroutine interrupt a running invocation.
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+)
+
+// PageSize is the WebAssembly memory page size.
+const PageSize = 64 << 10
+
+// Host serves the host operations of one invocation (docs/workers-abi.md). arg aliases guest
+// memory and is valid only during the call; result must stay valid until the next Call.
+type Host interface {
+	Call(op uint32, arg []byte) (status uint32, result []byte)
+}
+
+// Config configures a Runtime.
+type Config struct {
+	// CacheDir keeps compiled machine code on disk so that a module compiled once (in this
+	// or an earlier process) is loaded instead of compiled again. Empty means an in-memory
+	// cache only.
+	CacheDir string
+	// MemoryLimit caps each instance's linear memory in bytes, rounded down to whole pages.
+	// Zero means the WebAssembly maximum (4 GiB).
+	MemoryLimit int64
+}
+
+var (
+	cacheMu sync.Mutex
+	caches  = map[string]wazero.CompilationCache{}
+)
+
+// cacheFor returns the process-wide compilation cache for dir, so runtimes share it.
+func cacheFor(dir string) (wazero.CompilationCache, error) {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	if c, ok := caches[dir]; ok {
+		return c, nil
+	}
+	var c wazero.CompilationCache
+	if dir == "" {
+		c = wazero.NewCompilationCache()
+	} else {
+		var err error
+		if c, err = wazero.NewCompilationCacheWithDir(dir); err != nil {
+			return nil, fmt.Errorf("wasm: compilation cache %s: %w", dir, err)
+		}
+	}
+	caches[dir] = c
+	return c, nil
+}
+
+// Runtime compiles and instantiates modules under one memory limit.
+type Runtime struct {
+	rt wazero.Runtime
+}
+
+// NewRuntime returns a runtime with WASI preview 1 and the verge host module.
+func NewRuntime(ctx context.Context, cfg Config) (*Runtime, error) {
+	cache, err := cacheFor(cfg.CacheDir)
+	if err != nil {
+		return nil, err
+	}
+	rc := wazero.NewRuntimeConfig().
+		WithCompilationCache(cache).
+		WithCloseOnContextDone(true)
+	if cfg.MemoryLimit > 0 {
+		pages := uint32(min(cfg.MemoryLimit/PageSize, 65536))
+		rc = rc.WithMemoryLimitPages(max(pages, 1))
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: wasi: %w", err)
+	}
+	_, err = rt.NewHostModuleBuilder("verge").
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(hostCall),
+			[]api.ValueType{api.ValueTypeI32, api.ValueTypeI32, api.ValueTypeI32, api.ValueTypeI32, api.ValueTypeI32},
+			[]api.ValueType{api.ValueTypeI64}).
+		WithParameterNames("op", "arg_ptr", "arg_len", "out_ptr", "out_cap").
+		Export("call").
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(hostResult), []api.ValueType{api.ValueTypeI32}, nil).
+		WithParameterNames("dst_ptr").
+		Export("result").
+		Instantiate(ctx)
+	if err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: host module: %w", err)
+	}
+	return &Runtime{rt: rt}, nil
+}
+
+// Close releases the runtime and every instance made from it.
+func (r *Runtime) Close(ctx context.Context) error { return r.rt.Close(ctx) }
+
+// Module is a compiled worker module.
+type Module struct {
+	r  *Runtime
+	cm wazero.CompiledModule
+}
+
+// Compile compiles (or loads from the cache) a module and checks that it exports what the ABI
+// requires: memory and verge_handle(i32) -> i32.
+func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
+	cm, err := r.rt.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, fmt.Errorf("wasm: compile: %w", err)
+	}
+	fns := cm.ExportedFunctions()
+	h, ok := fns["verge_handle"]
+	if !ok {
+		cm.Close(ctx)
+		return nil, errors.New("wasm: module does not export verge_handle (is it built with the verge SDK and -buildmode=c-shared?)")
+	}
+	if p, res := h.ParamTypes(), h.ResultTypes(); len(p) != 1 || p[0] != api.ValueTypeI32 || len(res) != 1 || res[0] != api.ValueTypeI32 {
+		cm.Close(ctx)
+		return nil, errors.New("wasm: verge_handle must have type (i32) -> i32")
+	}
+	if len(cm.ExportedMemories()) == 0 {
+		cm.Close(ctx)
+		return nil, errors.New("wasm: module does not export its memory")
+	}
+	return &Module{r: r, cm: cm}, nil
+}
+
+// Close releases the compiled code; instances made from it must be closed first.
+func (m *Module) Close(ctx context.Context) error { return m.cm.Close(ctx) }
+
+// InstanceConfig configures one instance.
+type InstanceConfig struct {
+	// Stdout and Stderr receive the guest's output. Nil discards it.
+	Stdout, Stderr io.Writer
+	// Args are the guest's command-line arguments. Nil means ["worker"].
+	Args []string
+}
+
+// Instance is one instantiated module: its own memory and Go runtime. It runs one
+// invocation at a time.
+type Instance struct {
+	mod     api.Module
+	handle  api.Function
+	call    callCtx
+	pending []byte
+	stack   [1]uint64
+}
+
+// callCtx carries the invocation's Host to the host functions without an allocation. During
+// Handle it hides the caller's cancellation from wazero (which would start a watcher
+// goroutine per call): the caller interrupts the instance itself (Interrupt).
+type callCtx struct {
+	context.Context
+	in    *Instance
+	host  Host
+	quiet bool
+}
+
+func (c *callCtx) Done() <-chan struct{} {
+	if c.quiet {
+		return nil
+	}
+	return c.Context.Done()
+}
+
+func (c *callCtx) Err() error {
+	if c.quiet {
+		return nil
+	}
+	return c.Context.Err()
+}
+
+func (c *callCtx) Deadline() (time.Time, bool) {
+	if c.quiet {
+		return time.Time{}, false
+	}
+	return c.Context.Deadline()
+}
+
+type ctxKey struct{}
+
+func (c *callCtx) Value(k any) any {
+	if k == (ctxKey{}) {
+		return c
+	}
+	return c.Context.Value(k)
+}
+
+// Instantiate creates an instance and runs its _initialize export (the Go runtime's and
+// packages' initialization), bounded by ctx.
+func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance, error) {
+	args := cfg.Args
+	if args == nil {
+		args = []string{"worker"}
+	}
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithArgs(args...).
+		WithStartFunctions("_initialize").
+		WithSysWalltime().
+		WithSysNanotime().
+		WithSysNanosleep().
+		WithRandSource(rand.Reader)
+	if cfg.Stdout != nil {
+		mc = mc.WithStdout(cfg.Stdout)
+	}
+	if cfg.Stderr != nil {
+		mc = mc.WithStderr(cfg.Stderr)
+	}
+	in := &Instance{}
+	in.call = callCtx{Context: ctx, in: in}
+	mod, err := m.r.rt.InstantiateModule(&in.call, m.cm, mc)
+	in.call.Context = nil
+	if err != nil {
+		return nil, fmt.Errorf("wasm: instantiate: %w", classify(err))
+	}
+	in.mod = mod
+	in.handle = mod.ExportedFunction("verge_handle")
+	return in, nil
+}
+
+// Handle calls verge_handle(kind) with host serving the host operations. ctx is passed to
+// nothing that blocks: to bound the call, Interrupt the instance from another goroutine (a
+// timer). An error means the instance is unusable (closed, trapped or exited) and must be
+// discarded.
+func (in *Instance) Handle(ctx context.Context, kind uint32, host Host) (uint32, error) {
+	in.call.Context, in.call.host, in.call.quiet = ctx, host, true
+	in.stack[0] = uint64(kind)
+	err := in.handle.CallWithStack(&in.call, in.stack[:])
+	in.call.Context, in.call.host, in.pending = nil, nil, nil
+	if err != nil {
+		return 0, classify(err)
+	}
+	return uint32(in.stack[0]), nil
+}
+
+// Interrupt stops the running invocation (from any goroutine) and closes the instance; the
+// invocation fails with an *ExitError carrying code.
+func (in *Instance) Interrupt(code uint32) {
+	_ = in.mod.CloseWithExitCode(context.Background(), code)
+}
+
+// Close releases the instance.
+func (in *Instance) Close(ctx context.Context) error { return in.mod.Close(ctx) }
+
+// MemorySize returns the instance's current linear memory size in bytes.
+func (in *Instance) MemorySize() uint32 { return in.mod.Memory().Size() }
+
+// ExitError is an invocation that ended by the guest exiting (a Go panic or fatal error exits
+// with code 2) or by Interrupt (with the code given there).
+type ExitError struct {
+	Code uint32
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("wasm: guest exited with code %d", e.Code) }
+
+// Exit codes the runtime itself uses for interrupts by context.
+const (
+	ExitCanceled         = sys.ExitCodeContextCanceled
+	ExitDeadlineExceeded = sys.ExitCodeDeadlineExceeded
+)
+
+func classify(err error) error {
+	var ee *sys.ExitError
+	if errors.As(err, &ee) {
+		return &ExitError{Code: ee.ExitCode()}
+	}
+	return err
+}
+
+func hostCall(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(ctxKey{}).(*callCtx)
+	op, argPtr, argLen := uint32(stack[0]), uint32(stack[1]), uint32(stack[2])
+	outPtr, outCap := uint32(stack[3]), uint32(stack[4])
+	mem := mod.Memory()
+	arg, ok := mem.Read(argPtr, argLen)
+	if !ok {
+		panic(fmt.Errorf("verge.call: argument [%d, +%d) out of memory bounds", argPtr, argLen))
+	}
+	var status uint32
+	var res []byte
+	if c == nil || c.host == nil {
+		status, res = 4, []byte("host operations are not available during initialization")
+	} else {
+		status, res = c.host.Call(op, arg)
+	}
+	if uint32(len(res)) <= outCap {
+		if len(res) > 0 && !mem.Write(outPtr, res) {
+			panic(fmt.Errorf("verge.call: result buffer [%d, +%d) out of memory bounds", outPtr, len(res)))
+		}
+		if c != nil {
+			c.in.pending = nil
+		}
+	} else if c != nil {
+		c.in.pending = res
+	}
+	stack[0] = uint64(status)<<32 | uint64(uint32(len(res)))
+}
+
+func hostResult(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(ctxKey{}).(*callCtx)
+	if c == nil || c.in.pending == nil {
+		return
+	}
+	if !mod.Memory().Write(uint32(stack[0]), c.in.pending) {
+		panic(fmt.Errorf("verge.result: destination [%d, +%d) out of memory bounds", uint32(stack[0]), len(c.in.pending)))
+	}
+	c.in.pending = nil
+}
