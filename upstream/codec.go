@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"time"
 
@@ -57,4 +58,7 @@ type codecFactory struct {
 	http1 func(c net.Conn, o *codecOptions, release func(reusable bool)) codec
 	// http2 starts an HTTP/2 client connection over c (the preface is sent by the codec).
 	http2 func(c net.Conn, o *codecOptions) (muxCodec, error)
+	// http3 dials a QUIC connection to addr and starts HTTP/3 on it; ctx bounds the handshake.
+	// Errors are *fault.Error.
+	http3 func(ctx context.Context, addr string, tc *tls.Config, o *codecOptions) (muxCodec, error)
 }

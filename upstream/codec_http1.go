@@ -6,8 +6,8 @@ import (
 	"github.com/verge-edge/verge/http1"
 )
 
-// defaultCodecs are the http1 and h2 packages' client connections.
-var defaultCodecs = codecFactory{http1: newH1Codec, http2: newH2Codec}
+// defaultCodecs are the http1, h2 and h3 packages' client connections.
+var defaultCodecs = codecFactory{http1: newH1Codec, http2: newH2Codec, http3: newH3Codec}
 
 var _ codec = (*http1.ClientConn)(nil)
 

@@ -15,6 +15,7 @@ import (
 const (
 	alpnH2    = "h2"
 	alpnHTTP1 = "http/1.1"
+	alpnH3    = "h3"
 )
 
 // Default dial settings.
@@ -32,6 +33,7 @@ var (
 	nextProtosH1   = []string{alpnHTTP1}
 	nextProtosH2   = []string{alpnH2}
 	nextProtosBoth = []string{alpnH2, alpnHTTP1}
+	nextProtosH3   = []string{alpnH3}
 )
 
 // DialFunc dials a TCP connection to addr ("host:port"). The returned conn should be a
@@ -71,6 +73,9 @@ func tlsConfigFor(k *PoolKey) *tls.Config {
 		cfg.NextProtos = nextProtosH2
 	case HTTP2OrHTTP1:
 		cfg.NextProtos = nextProtosBoth
+	case HTTP3:
+		cfg.NextProtos = nextProtosH3
+		cfg.MinVersion = tls.VersionTLS13
 	default:
 		cfg.NextProtos = nextProtosH1
 	}

@@ -20,6 +20,9 @@ const (
 	// HTTP2OrHTTP1 offers h2 and http/1.1 by ALPN and uses what the peer picks (TLS only;
 	// without TLS it is HTTP1).
 	HTTP2OrHTTP1
+	// HTTP3 speaks HTTP/3 over QUIC (UDP to Address). QUIC always uses TLS: a nil Peer.TLS
+	// means TLSOptions' defaults (system roots, SNI from Address).
+	HTTP3
 )
 
 func (p Protocol) String() string {
@@ -28,6 +31,8 @@ func (p Protocol) String() string {
 		return "h2"
 	case HTTP2OrHTTP1:
 		return "h2,h1"
+	case HTTP3:
+		return "h3"
 	default:
 		return "h1"
 	}
@@ -106,9 +111,9 @@ func (p *Peer) Key() PoolKey {
 	return k
 }
 
-// Scheme is "https" for a TLS peer, else "http".
+// Scheme is "https" for a TLS or HTTP/3 peer, else "http".
 func (p *Peer) Scheme() string {
-	if p.TLS != nil {
+	if p.TLS != nil || p.Protocol == HTTP3 {
 		return "https"
 	}
 	return "http"

@@ -71,7 +71,7 @@ func (c *counts) add(o *counts) {
 // requests should wait for instead of dialing their own.
 func (b *bucket) mayBeH2() bool {
 	switch b.key.Protocol {
-	case HTTP2:
+	case HTTP2, HTTP3:
 		return true
 	case HTTP2OrHTTP1:
 		return b.key.TLS && !b.sawH1
@@ -141,7 +141,7 @@ func (p *Pool) bucketFor(pr *Peer, to *resolvedTimeouts) *bucket {
 		},
 		used: time.Now(),
 	}
-	if k.TLS {
+	if k.TLS || k.Protocol == HTTP3 {
 		b.tlsConfig = tlsConfigFor(&k.PoolKey)
 	}
 	p.buckets[k] = b
@@ -344,6 +344,9 @@ func (b *bucket) removeH2(i int) {
 
 // dialConn connects to b's peer and wraps the conn in the codec for the negotiated protocol.
 func (p *Pool) dialConn(ctx context.Context, b *bucket, to *resolvedTimeouts) (*pconn, error) {
+	if b.key.Protocol == HTTP3 {
+		return p.dialQUIC(ctx, b, to.connect)
+	}
 	d, err := p.t.connect(ctx, b, to.connect)
 	if err != nil {
 		return nil, err

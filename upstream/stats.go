@@ -30,7 +30,7 @@ type Stats struct {
 	IdleConns int
 	// ActiveConns is the number of HTTP/1 conns carrying a request.
 	ActiveConns int
-	// H2Conns is the number of open HTTP/2 conns.
+	// H2Conns is the number of open multiplexed (HTTP/2 and HTTP/3) conns.
 	H2Conns int
 	// Keys is the number of pool keys with state (buckets).
 	Keys int
