@@ -24,10 +24,9 @@ import (
 //     response from x/net, while RFC 9113 section 8.2.2 makes it malformed: a stream error of
 //     type PROTOCOL_ERROR (section 8.1.1). The filter decodes every header block with its own
 //     HPACK decoder, kept in step with x/net's (same table size, same string limit, the same
-//     blocks), and appends to the block of such a request one literal field without indexing
-//     whose name has upper-case letters. x/net rejects that field with RST_STREAM
-//     PROTOCOL_ERROR, and since the field is not indexed both HPACK tables stay in step. The
-//     filter flags exactly the requests x/net would answer with 400 (its check, mirrored).
+//     blocks), flags exactly the requests x/net would answer with 400 (its check, mirrored),
+//     and marks their HEADERS frame so that x/net resets the stream itself (markMalformed).
+//     The marking never changes the HPACK dynamic table, so both tables stay in step.
 //
 // Everything else passes byte for byte. The filter reads no further ahead than x/net asks
 // for: the preface and frame payloads go straight into the caller's buffer; only HEADERS,
@@ -59,8 +58,8 @@ const headerTableSize = 4096
 // error of type PROTOCOL_ERROR.
 var malformedField = []byte("\x00\x19Connection-Specific-Field\x00")
 
-// heldSlack is the room a held frame needs beyond its payload to take malformedField, in
-// the frame or in a CONTINUATION frame of its own.
+// heldSlack is the room a held frame needs beyond its payload for markMalformed: PRIORITY
+// fields, or malformedField in the frame or in a CONTINUATION frame of its own.
 var heldSlack = 2*frameHeaderLen + len(malformedField)
 
 // Held frames live in pooled buffers of two sizes: small for typical header blocks, large
@@ -301,16 +300,48 @@ func (c *filterConn) headerFrame(f []byte, typ, flags byte) {
 		return
 	}
 	if c.block.bad && !c.block.cut {
-		c.out = c.markMalformed(f, pad)
+		c.out = c.markMalformed(f, typ, flags, pad)
 	}
 }
 
-// markMalformed appends malformedField to the header block that ends with frame f: inside
-// f, before its padding, when the frame stays within the size limit, otherwise in a
-// CONTINUATION frame of its own that now ends the block.
-func (c *filterConn) markMalformed(f []byte, pad int) []byte {
+// markMalformed makes x/net reject the request whose header block ends with frame f, with a
+// stream error of type PROTOCOL_ERROR, without changing what the block decodes to:
+//
+//   - A block in a single HEADERS frame is made to depend on its own stream (RFC 9113
+//     section 5.3.1: a stream error of type PROTOCOL_ERROR). x/net checks that after it
+//     opened the stream, so it resets a stream it knows, and DATA frames the client already
+//     sent on it are refunded and ignored, as for any stream it reset.
+//   - Otherwise, or when the PRIORITY fields do not fit in the frame, malformedField is
+//     appended to the block: inside f before its padding when f stays within the size
+//     limit, else in a CONTINUATION frame of its own that now ends the block. x/net rejects
+//     the field while decoding, before it opens the stream, so a DATA frame that follows on
+//     that stream ends the connection (PROTOCOL_ERROR), as for any request x/net's framer
+//     rejects.
+func (c *filterConn) markMalformed(f []byte, typ, flags byte, pad int) []byte {
 	n := len(f)
 	length := n - frameHeaderLen
+	if typ == frameHeaders {
+		off := frameHeaderLen
+		if flags&flagPadded != 0 {
+			off++
+		}
+		if flags&flagPriority != 0 {
+			exclusive := f[off] & 0x80
+			copy(f[off:off+4], f[5:9])
+			f[off] = f[off]&0x7f | exclusive
+			return f
+		}
+		if length+5 <= int(c.lim.maxFrameSize) {
+			f = f[:n+5]
+			copy(f[off+5:], f[off:n])
+			copy(f[off:off+4], f[5:9])
+			f[off] &= 0x7f
+			f[off+4] = 15 // weight 16, the default (RFC 7540 section 5.3.5)
+			f[4] |= flagPriority
+			putLength(f, length+5)
+			return f
+		}
+	}
 	if length+len(malformedField) <= int(c.lim.maxFrameSize) {
 		f = f[:n+len(malformedField)]
 		copy(f[n-pad+len(malformedField):], f[n-pad:n])
