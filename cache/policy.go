@@ -1,0 +1,152 @@
+package cache
+
+import (
+	"time"
+
+	"github.com/verge-edge/verge/message"
+)
+
+// Defaults of a Policy.
+const (
+	// DefaultMaxObjectSize bounds one stored response body when Policy.MaxObjectSize is zero.
+	DefaultMaxObjectSize = 64 << 20
+	// DefaultLockTimeout bounds how long a request waits for another request fetching the
+	// same key when Policy.LockTimeout is zero.
+	DefaultLockTimeout = 5 * time.Second
+	// maxHeuristic caps heuristic freshness (10% of the time since Last-Modified).
+	maxHeuristic = 24 * time.Hour
+)
+
+// Policy is how one class of requests (a route) is cached. The zero value caches what
+// RFC 9111 allows with the default key (method, scheme, host, path and query), objects up to
+// DefaultMaxObjectSize, and a DefaultLockTimeout cache lock. A Policy must not change once in
+// use.
+type Policy struct {
+	// TTL gives the freshness lifetime, by status, of responses that state none (no
+	// s-maxage, max-age or Expires), like NGINX's proxy_cache_valid. Key 0 applies to every
+	// status without its own entry. Nil means heuristic freshness only (RFC 9111 section
+	// 4.2.2: 10% of the time since Last-Modified, at most 24h, for statuses cacheable by
+	// default).
+	TTL map[int]time.Duration
+	// Statuses restricts storing to these statuses. Empty means every status RFC 9111 allows.
+	Statuses []int
+	// MaxObjectSize bounds a stored body in bytes; larger responses are passed through
+	// unstored. Zero means DefaultMaxObjectSize.
+	MaxObjectSize int64
+	// IgnoreQuery leaves the query out of the key.
+	IgnoreQuery bool
+	// IncludeQuery, when not empty, keeps only these query parameters in the key.
+	IncludeQuery []string
+	// ExcludeQuery drops these query parameters from the key (e.g. tracking parameters).
+	ExcludeQuery []string
+	// KeyHeaders adds the values of these request fields to the key, as if every response
+	// varied on them.
+	KeyHeaders []string
+	// BypassCookies sends requests carrying any of these cookies straight to the origin,
+	// neither served from nor stored in the cache.
+	BypassCookies []string
+	// BypassHeaders does the same for requests carrying any of these fields.
+	BypassHeaders []string
+	// LockTimeout bounds how long concurrent misses for a key wait for the one request that
+	// fetches it; on timeout they go to the origin themselves. Zero means DefaultLockTimeout;
+	// negative disables the lock.
+	LockTimeout time.Duration
+}
+
+var defaultPolicy = &Policy{}
+
+func (p *Policy) maxObjectSize() int64 {
+	if p.MaxObjectSize > 0 {
+		return p.MaxObjectSize
+	}
+	return DefaultMaxObjectSize
+}
+
+func (p *Policy) lockTimeout() time.Duration {
+	if p.LockTimeout == 0 {
+		return DefaultLockTimeout
+	}
+	return p.LockTimeout
+}
+
+// statusAllowed reports whether the policy lets status be stored.
+func (p *Policy) statusAllowed(status int) bool {
+	if len(p.Statuses) == 0 {
+		return true
+	}
+	for _, s := range p.Statuses {
+		if s == status {
+			return true
+		}
+	}
+	return false
+}
+
+// defaultTTL returns the configured lifetime for status, if any.
+func (p *Policy) defaultTTL(status int) (time.Duration, bool) {
+	if p.TTL == nil {
+		return 0, false
+	}
+	if d, ok := p.TTL[status]; ok {
+		return d, true
+	}
+	d, ok := p.TTL[0]
+	return d, ok
+}
+
+// bypass reports whether req must skip the cache.
+func (p *Policy) bypass(req *message.Request) bool {
+	for _, h := range p.BypassHeaders {
+		if req.Header.Has(h) {
+			return true
+		}
+	}
+	if len(p.BypassCookies) == 0 {
+		return false
+	}
+	found := false
+	req.Header.Values("Cookie", func(v string) bool {
+		for v != "" {
+			var pair string
+			pair, v = cutByte(v, ';')
+			name, _ := cutByte(message.TrimOWS(pair), '=')
+			for _, c := range p.BypassCookies {
+				if message.TrimOWS(name) == c {
+					found = true
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return found
+}
+
+func cutByte(s string, c byte) (before, after string) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+// heuristicStatus reports whether a status is cacheable by default (RFC 9110 section
+// 15.1), which permits heuristic freshness.
+func heuristicStatus(status int) bool {
+	switch status {
+	case 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501:
+		return true
+	}
+	return false
+}
+
+// understoodStatus reports whether Verge understands a final status well enough to store it
+// (RFC 9111 section 3: the cache must understand the status code).
+func understoodStatus(status int) bool {
+	switch status {
+	case 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501, 400, 403, 500, 502, 503, 504:
+		return true
+	}
+	return false
+}
