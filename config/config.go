@@ -74,6 +74,39 @@ type Listener struct {
 	// TrustForwarded keeps X-Forwarded-For/-Proto/-Host from clients and appends to them;
 	// set it only behind another proxy. Default false: they are replaced.
 	TrustForwarded bool `yaml:"trust_forwarded"`
+	// HTTP3 serves HTTP/3 over QUIC on the UDP port with the same number (needs tls) and
+	// advertises it with Alt-Svc on HTTP/1.1 and h2 responses. Zero means off.
+	HTTP3 ListenerHTTP3 `yaml:"http3"`
+}
+
+// ListenerHTTP3 configures HTTP/3 on a TLS listener. Zero fields take the h3 package's
+// defaults, given in parentheses (docs/http3.md).
+type ListenerHTTP3 struct {
+	// Enabled serves HTTP/3. Default false.
+	Enabled bool `yaml:"enabled"`
+	// MaxStreams is the number of concurrent requests per QUIC connection (128).
+	MaxStreams int `yaml:"max_streams"`
+	// IdleTimeout closes a connection without network activity for this long (30s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// HandshakeTimeout bounds a QUIC handshake (10s).
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// StreamWindow is how far a request stream's receive window may grow (2 MiB).
+	StreamWindow Size `yaml:"stream_window"`
+	// ConnWindow is how far a connection's receive window may grow (8 MiB).
+	ConnWindow Size `yaml:"conn_window"`
+	// MaxHandshakes caps handshakes in flight; more are refused (1024).
+	MaxHandshakes int `yaml:"max_handshakes"`
+	// RetryThreshold is the number of handshakes in flight from which clients must validate
+	// their address with a QUIC Retry (a quarter of max_handshakes); -1 means always.
+	RetryThreshold int `yaml:"retry_threshold"`
+	// ZeroRTT accepts 0-RTT early data: such requests carry Early-Data: 1 upstream and
+	// non-idempotent ones are answered 425. Default false.
+	ZeroRTT bool `yaml:"zero_rtt"`
+	// QlogDir, when set, writes one qlog file per QUIC connection there, for debugging.
+	// Empty means the VERGE_QLOG_DIR environment variable, or none.
+	QlogDir string `yaml:"qlog_dir"`
+	// AltSvcMaxAge is the ma= of the Alt-Svc field advertising HTTP/3 (24h).
+	AltSvcMaxAge Duration `yaml:"alt_svc_max_age"`
 }
 
 // ListenerTLS configures TLS on a listener.
@@ -234,8 +267,9 @@ type Upstream struct {
 	Passive Passive `yaml:"passive"`
 	// TLS, when set, connects to the servers over TLS.
 	TLS *UpstreamTLS `yaml:"tls"`
-	// Protocol is h1 (HTTP/1.1), h2 (HTTP/2 over TLS, needs tls) or h2c (HTTP/2 in plain
-	// text, prior knowledge). Empty means h1.
+	// Protocol is h1 (HTTP/1.1), h2 (HTTP/2 over TLS, needs tls), h2c (HTTP/2 in plain
+	// text, prior knowledge) or h3 (HTTP/3 over QUIC to the servers' UDP ports; TLS always,
+	// verified with the system roots when tls is not set). Empty means h1.
 	Protocol string `yaml:"protocol"`
 	// Host, when set, replaces the Host header sent to the servers.
 	Host string `yaml:"host"`

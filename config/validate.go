@@ -73,6 +73,13 @@ func (v *validator) listeners() {
 		if !slices.Contains(l.Protocols, "h1") {
 			v.errf(p+".protocols", "h1 is required (h2 is served next to it)")
 		}
+		if h := &l.HTTP3; h.Enabled && l.TLS == nil {
+			v.errf(p+".http3.enabled", "http3 needs tls")
+		}
+		if h := &l.HTTP3; h.MaxStreams < 0 || h.MaxHandshakes < 0 || h.RetryThreshold < -1 ||
+			h.IdleTimeout < 0 || h.HandshakeTimeout < 0 || h.AltSvcMaxAge < 0 {
+			v.errf(p+".http3", "limits and timeouts must not be negative (retry_threshold: -1 means always)")
+		}
 		if l.MaxConns < 0 {
 			v.errf(p+".max_conns", "must not be negative")
 		}
@@ -186,13 +193,13 @@ func (v *validator) upstreams() map[string]bool {
 			}
 		}
 		switch u.Protocol {
-		case "h1", "h2c":
+		case "h1", "h2c", "h3":
 		case "h2":
 			if u.TLS == nil {
 				v.errf(p+".protocol", "h2 needs tls; use h2c for HTTP/2 in plain text")
 			}
 		default:
-			v.errf(p+".protocol", "unknown protocol %q (want h1, h2 or h2c)", u.Protocol)
+			v.errf(p+".protocol", "unknown protocol %q (want h1, h2, h2c or h3)", u.Protocol)
 		}
 		if u.Protocol == "h2c" && u.TLS != nil {
 			v.errf(p+".protocol", "h2c is plain text; use h2 with tls")

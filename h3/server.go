@@ -256,6 +256,11 @@ func (s *Server) Serve(sock *Socket) error {
 	}
 }
 
+// StopAccepting stops accepting new QUIC connections (handshakes in flight are refused) while
+// the connections already accepted go on. A binary upgrade calls it so new connections go to
+// the new process; Shutdown later drains the rest.
+func (s *Server) StopAccepting() { s.config().stopAccepting() }
+
 // stopAccepting closes the server's QUIC listener: handshakes in flight are refused, accepted
 // connections are not touched.
 func (st *serverState) stopAccepting() {

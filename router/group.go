@@ -74,6 +74,8 @@ func peerTemplate(u *config.Upstream) (*upstream.Peer, error) {
 	switch u.Protocol {
 	case "h2", "h2c":
 		p.Protocol = upstream.HTTP2
+	case "h3":
+		p.Protocol = upstream.HTTP3
 	}
 	if t := u.TLS; t != nil {
 		o := &upstream.TLSOptions{ServerName: t.ServerName, InsecureSkipVerify: !*t.Verify}

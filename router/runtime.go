@@ -14,6 +14,7 @@ import (
 
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/h2"
+	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/http1"
 	"github.com/verge-edge/verge/server"
 )
@@ -25,9 +26,15 @@ type Options struct {
 	// Listen opens listening sockets. Nil means net.Listen. The verge binary passes the
 	// upgrader's Listen so sockets are inherited across binary upgrades.
 	Listen func(network, addr string) (net.Listener, error)
+	// ListenPacket opens the UDP sockets of listeners with HTTP/3 enabled. Nil means
+	// net.ListenPacket. The verge binary passes the upgrader's ListenPacket.
+	ListenPacket func(network, addr string) (net.PacketConn, error)
 	// ConnHook is told of every client connection opened (+1) and closed (-1) with its
-	// protocol. Nil means none.
+	// protocol (QUIC connections once their handshake completed). Nil means none.
 	ConnHook func(proto string, delta int)
+	// HandshakeHook is told the outcome of every QUIC handshake: "ok", "failed" or
+	// "refused". Nil means none.
+	HandshakeHook func(result string)
 }
 
 // Runtime runs the listeners of the current config generation and swaps generations on
@@ -39,8 +46,9 @@ type Runtime struct {
 
 	mu        sync.Mutex // serializes Apply, Shutdown and Close
 	cur       atomic.Pointer[Instance]
-	listeners map[string]*lstate  // by listener name
-	sockets   map[string]*Handoff // by configured address
+	listeners map[string]*lstate     // by listener name
+	sockets   map[string]*Handoff    // by configured address
+	udp       map[string]*h3.Socket // HTTP/3 sockets by configured address
 	stopped   bool
 	bg        sync.WaitGroup // servers and old generations being drained
 }
@@ -55,6 +63,7 @@ type lstate struct {
 	tickets *ticketKeys
 	vl      net.Listener  // the server's listener on sock
 	served  chan struct{} // closed when Serve has returned
+	h3      *h3.Server    // nil unless HTTP/3 is enabled
 }
 
 // stop drains the listener's server gracefully. server.Server.Shutdown cancels the context
@@ -64,11 +73,17 @@ type lstate struct {
 // connections and the busy ones after their current response.
 func (ls *lstate) stop(ctx context.Context) error {
 	ls.vl.Close()
+	h3done := make(chan error, 1)
+	if ls.h3 != nil {
+		go func() { h3done <- ls.h3.Shutdown(ctx) }()
+	} else {
+		h3done <- nil
+	}
 	var err error
 	if ls.key.h2 {
 		err = ls.srv.HTTP2.Shutdown(ctx)
 	}
-	err = errors.Join(err, ls.srv.Shutdown(ctx))
+	err = errors.Join(err, ls.srv.Shutdown(ctx), <-h3done)
 	if ls.tickets != nil {
 		ls.tickets.close()
 	}
@@ -84,6 +99,7 @@ type serverKey struct {
 	timeouts config.ListenerTimeouts
 	limits   config.ListenerLimits
 	maxConns int
+	http3    config.ListenerHTTP3
 }
 
 func keyOf(l *config.Listener) serverKey {
@@ -94,6 +110,7 @@ func keyOf(l *config.Listener) serverKey {
 		timeouts: l.Timeouts,
 		limits:   l.Limits,
 		maxConns: l.MaxConns,
+		http3:    l.HTTP3,
 	}
 }
 
@@ -105,7 +122,11 @@ func NewRuntime(opts Options) *Runtime {
 	if opts.Listen == nil {
 		opts.Listen = net.Listen
 	}
-	return &Runtime{opts: opts, log: opts.Logger, listeners: map[string]*lstate{}, sockets: map[string]*Handoff{}}
+	if opts.ListenPacket == nil {
+		opts.ListenPacket = net.ListenPacket
+	}
+	return &Runtime{opts: opts, log: opts.Logger, listeners: map[string]*lstate{},
+		sockets: map[string]*Handoff{}, udp: map[string]*h3.Socket{}}
 }
 
 // Current returns the generation in effect, nil before the first Apply.
@@ -154,13 +175,41 @@ func (rt *Runtime) Apply(cfg *config.Config) error {
 		}
 		opened[addr] = newHandoff(ln, rt.log)
 	}
+	// HTTP/3 listens on the UDP port with the number the TCP socket got.
+	openedUDP := map[string]*h3.Socket{}
+	closeOpenedUDP := func() {
+		for _, s := range openedUDP {
+			s.Close()
+		}
+	}
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		if !l.HTTP3.Enabled || rt.udp[l.Address] != nil || openedUDP[l.Address] != nil {
+			continue
+		}
+		tcp := rt.sockets[l.Address]
+		if tcp == nil {
+			tcp = opened[l.Address]
+		}
+		pc, err := rt.opts.ListenPacket("udp", tcp.Addr().String())
+		if err != nil {
+			closeOpened()
+			closeOpenedUDP()
+			return fmt.Errorf("listener %q: http3: %w", l.Name, err)
+		}
+		openedUDP[l.Address] = h3.NewSocket(pc)
+	}
 	inst, err := NewInstance(cfg, rt.opts.Deps)
 	if err != nil {
 		closeOpened()
+		closeOpenedUDP()
 		return err
 	}
 	for a, s := range opened {
 		rt.sockets[a] = s
+	}
+	for a, s := range openedUDP {
+		rt.udp[a] = s
 	}
 
 	grace := cfg.Shutdown.GracePeriod.Std()
@@ -171,6 +220,9 @@ func (rt *Runtime) Apply(cfg *config.Config) error {
 		key := keyOf(l)
 		if old := rt.listeners[l.Name]; old != nil && old.key == key {
 			old.srv.SetHandler(inst.Handler(l.Name))
+			if old.h3 != nil {
+				old.h3.SetHandler(inst.Handler(l.Name).ServeExchange)
+			}
 			if tc := inst.TLSConfig(l.Name); tc != nil {
 				old.tickets.attach(tc, l.TLS.SessionTicketRotation.Std())
 				old.tlsCur.Store(tc)
@@ -203,6 +255,12 @@ func (rt *Runtime) Apply(cfg *config.Config) error {
 			delete(rt.sockets, addr)
 		}
 	}
+	for _, ls := range retired {
+		if ls.h3 != nil {
+			ls.h3.StopAccepting()
+		}
+	}
+	rt.closeUnusedUDP(next, retired, grace)
 	for _, ls := range retired {
 		rt.bg.Add(1)
 		go rt.retire(ls, grace)
@@ -254,6 +312,10 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 			},
 		}
 	}
+	if l.HTTP3.Enabled && srv.TLSConfig != nil {
+		rt.startH3(ls, l, inst)
+		srv.AltSvc = altSvc(ls.sock.Addr(), l.HTTP3.AltSvcMaxAge.Std())
+	}
 	ls.srv = srv
 	ls.vl = ls.sock.attach()
 	rt.bg.Add(1)
@@ -300,6 +362,11 @@ func (rt *Runtime) StopAccepting() {
 		s.close()
 		delete(rt.sockets, addr)
 	}
+	for _, ls := range rt.listeners {
+		if ls.h3 != nil {
+			ls.h3.StopAccepting()
+		}
+	}
 }
 
 // Shutdown stops accepting, lets requests in flight finish (HTTP/1.1 keep-alive connections
@@ -330,6 +397,9 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	close(errs)
 	err := errors.Join(collect(errs)...)
+	rt.mu.Lock()
+	rt.closeAllUDP()
+	rt.mu.Unlock()
 	if in := rt.cur.Load(); in != nil {
 		err = errors.Join(err, in.Close(ctx))
 	}
@@ -356,10 +426,16 @@ func (rt *Runtime) Close() error {
 	rt.mu.Unlock()
 	for _, ls := range listeners {
 		ls.srv.Close()
+		if ls.h3 != nil {
+			ls.h3.Close()
+		}
 		if ls.tickets != nil {
 			ls.tickets.close()
 		}
 	}
+	rt.mu.Lock()
+	rt.closeAllUDP()
+	rt.mu.Unlock()
 	if in := rt.cur.Load(); in != nil {
 		in.closed.Store(true)
 		in.release()

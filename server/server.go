@@ -49,6 +49,10 @@ type Server struct {
 	TLSHandshakeTimeout time.Duration
 	// MaxConns caps concurrent connections per Server; further accepts wait. Zero means no cap.
 	MaxConns int
+	// AltSvc, when non-empty, is added as an Alt-Svc field to every final response head on
+	// HTTP/1.1 and HTTP/2 (unless the response has one), e.g. `h3=":443"; ma=86400` to
+	// advertise HTTP/3 (RFC 7838, RFC 9114 section 3.1.1).
+	AltSvc string
 	// ConnHook, when set, is told when a connection opens (delta +1) and closes (-1), with the
 	// protocol it speaks; metrics use it.
 	ConnHook func(proto string, delta int)
@@ -110,10 +114,20 @@ func (s *Server) SetHandler(h Handler) {
 }
 
 func (s *Server) serveExchange(ex message.ServerExchange) {
+	if s.AltSvc != "" {
+		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
+		return
+	}
 	(*s.handler.Load()).ServeExchange(ex)
 }
 
-func (s *Server) serveH1(ex *http1.Exchange) { (*s.handler.Load()).ServeExchange(ex) }
+func (s *Server) serveH1(ex *http1.Exchange) {
+	if s.AltSvc != "" {
+		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
+		return
+	}
+	(*s.handler.Load()).ServeExchange(ex)
+}
 
 // ActiveConns reports the number of open connections.
 func (s *Server) ActiveConns() int64 { return s.active.Load() }
