@@ -381,7 +381,7 @@ func urlRest(u string) string {
 // index knows every stored object's URL, tags and variants, for Vary lookups and purges.
 type index struct {
 	mu       sync.RWMutex
-	vary     map[uint64][]string             // primary -> Vary of its latest response
+	vary     map[uint64][]string            // primary -> Vary of its latest response
 	variants map[uint64]map[uint64]struct{} // primary -> variant hashes
 	entries  map[uint64]*entry              // variant hash -> entry
 }

@@ -90,7 +90,9 @@ type testPhases struct{ proxy.Base[struct{}] }
 
 var testPeer = &upstream.Peer{Address: "127.0.0.1:1"}
 
-func (testPhases) UpstreamPeer(*proxy.Session, *struct{}) (*upstream.Peer, error) { return testPeer, nil }
+func (testPhases) UpstreamPeer(*proxy.Session, *struct{}) (*upstream.Peer, error) {
+	return testPeer, nil
+}
 
 // clock is a settable time source.
 type clock struct {
@@ -169,3 +171,16 @@ func cacheStatus(ex *recExchange) string {
 }
 
 func httpDate(t time.Time) string { return t.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT") }
+
+// streamOrigin answers with a body the test controls, length unknown.
+type streamOrigin struct {
+	n    atomic.Int64
+	body io.ReadCloser
+}
+
+func (o *streamOrigin) RoundTrip(context.Context, *upstream.Peer, *message.Request) (*message.Response, error) {
+	o.n.Add(1)
+	r := &message.Response{Status: 200, Proto: message.HTTP11, ContentLength: -1, Body: o.body}
+	r.Header.Add("Cache-Control", "max-age=100")
+	return r, nil
+}
