@@ -58,6 +58,8 @@ type Metrics struct {
 	activeConns     *prometheus.GaugeVec
 	connsTotal      *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
+	quicHandshakes  *prometheus.CounterVec
+	quicResults     [3]prometheus.Counter // ok, failed, refused
 	reloadOK        prometheus.Gauge
 	reloadTime      prometheus.Gauge
 	pools           *poolCollector
@@ -104,6 +106,13 @@ func NewMetrics() *Metrics {
 		Namespace: namespace, Name: "config_reloads_total",
 		Help: "Configuration reloads by result (success or failure).",
 	}, []string{"result"})
+	m.quicHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "quic_handshakes_total",
+		Help: "QUIC handshakes of HTTP/3 listeners by result: ok, failed (timeout, TLS error, client gave up) or refused (over the cap of handshakes in flight).",
+	}, []string{"result"})
+	for i, r := range quicResultNames {
+		m.quicResults[i] = m.quicHandshakes.WithLabelValues(r)
+	}
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "config_last_reload_successful",
 		Help: "1 when the last configuration reload succeeded (or none was tried), 0 when it failed.",
@@ -123,7 +132,7 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestDuration, m.upstreamReqs, m.upstreamWait, m.upstreamHealthy,
-		m.activeConns, m.connsTotal, m.reloads, m.reloadOK, m.reloadTime, m.pools,
+		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.reloadOK, m.reloadTime, m.pools,
 	)
 	return m
 }
@@ -268,6 +277,20 @@ func (m *Metrics) ConnHook(proto string, delta int) {
 		m.ConnOpened(proto)
 	case delta < 0:
 		m.ConnClosed(proto)
+	}
+}
+
+var quicResultNames = [...]string{"ok", "failed", "refused"}
+
+// QUICHandshake counts a QUIC handshake by result ("ok", "failed" or "refused") in
+// verge_quic_handshakes_total. It has the signature of h3.Server.HandshakeHook. Active QUIC
+// connections are verge_active_connections{proto="HTTP/3.0"}, fed by ConnHook.
+func (m *Metrics) QUICHandshake(result string) {
+	for i, r := range quicResultNames {
+		if r == result {
+			m.quicResults[i].Inc()
+			return
+		}
 	}
 }
 

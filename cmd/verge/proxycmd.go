@@ -29,6 +29,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 	certFile := fs.String("tls-cert", "", "serve TLS with this PEM certificate `file` (with --tls-key)")
 	keyFile := fs.String("tls-key", "", "PEM private key `file` for --tls-cert")
 	internal := fs.Bool("tls-internal", false, "serve TLS with a self-signed certificate for localhost made at start")
+	http3 := fs.Bool("http3", false, "also serve HTTP/3 on the UDP port of --listen and advertise it with Alt-Svc (needs TLS)")
 	insecure := fs.Bool("insecure-upstream", false, "do not verify https upstream certificates")
 	policy := fs.String("policy", "round_robin", "load-balancing `policy`: round_robin, weighted, random, p2c, least_conn, consistent_hash")
 	accessLog := fs.String("access-log", "stdout", "access log `output`: stdout, stderr, off or a file path")
@@ -43,6 +44,10 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 	}
 	if (*certFile == "") != (*keyFile == "") || *certFile != "" && *internal {
 		fmt.Fprintln(stderr, "verge proxy: use --tls-cert with --tls-key, or --tls-internal")
+		return errUsage
+	}
+	if *http3 && *certFile == "" && !*internal {
+		fmt.Fprintln(stderr, "verge proxy: --http3 needs TLS: --tls-cert with --tls-key, or --tls-internal")
 		return errUsage
 	}
 	if *internal {
@@ -60,6 +65,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 	y, err := proxyConfig(proxyFlags{
 		listen: *listen, upstreams: *upstreams, cert: *certFile, key: *keyFile,
 		insecure: *insecure, policy: *policy, accessLog: *accessLog, logLevel: *logLevel,
+		http3: *http3,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "verge proxy:", err)
@@ -76,7 +82,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 
 type proxyFlags struct {
 	listen, upstreams, cert, key, policy, accessLog, logLevel string
-	insecure                                                  bool
+	insecure, http3                                           bool
 }
 
 // proxyConfig builds the YAML config equivalent to the proxy command's flags, so that it is
@@ -87,6 +93,9 @@ func proxyConfig(f proxyFlags) (string, error) {
 	fmt.Fprintf(&b, "listeners:\n  - name: proxy\n    address: %s\n", q(f.listen))
 	if f.cert != "" {
 		fmt.Fprintf(&b, "    tls:\n      certificates:\n        - cert: %s\n          key: %s\n", q(f.cert), q(f.key))
+	}
+	if f.http3 {
+		b.WriteString("    http3:\n      enabled: true\n")
 	}
 	b.WriteString("routes:\n  - name: proxy\n    upstream: origin\n")
 	fmt.Fprintf(&b, "upstreams:\n  - name: origin\n    policy: %s\n    servers:\n", q(f.policy))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +66,7 @@ type serverProc struct {
 	rt        *router.Runtime
 	upg       *tableflip.Upgrader // nil where upgrades are not supported
 	listen    func(network, addr string) (net.Listener, error)
+	listenUDP func(network, addr string) (net.PacketConn, error)
 
 	mu       sync.Mutex // serializes reloads and admin restarts
 	adm      *admin.Server
@@ -91,11 +93,14 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	case errors.Is(err, tableflip.ErrNotSupported):
 		s.log.Warn("zero-downtime upgrades are not supported on this platform")
 		s.listen = net.Listen
+		s.listenUDP = net.ListenPacket
 	case err != nil:
 		return fmt.Errorf("upgrader: %w", err)
 	default:
 		s.upg = upg
 		s.listen = upg.Listen
+		// HTTP/3's UDP sockets are inherited like the TCP ones.
+		s.listenUDP = upg.ListenPacket
 		defer upg.Stop()
 	}
 
@@ -114,8 +119,10 @@ func (s *serverProc) serve(cfg *config.Config) error {
 			Metrics:   s.metrics,
 			Logger:    s.log,
 		},
-		Listen:   s.listen,
-		ConnHook: s.metrics.ConnHook,
+		Listen:        s.listen,
+		ListenPacket:  s.listenUDP,
+		ConnHook:      s.metrics.ConnHook,
+		HandshakeHook: s.metrics.QUICHandshake,
 	})
 	if err := s.rt.Apply(cfg); err != nil {
 		s.rt.Close()
@@ -186,7 +193,11 @@ func (s *serverProc) logListening(cfg *config.Config) {
 		if a := s.rt.Addr(l.Name); a != nil {
 			addr = a.String()
 		}
-		s.log.Info("listening", "listener", l.Name, "url", scheme+"://"+addr, "protocols", l.Protocols)
+		protos := l.Protocols
+		if l.HTTP3.Enabled {
+			protos = append(slices.Clip(protos), "h3")
+		}
+		s.log.Info("listening", "listener", l.Name, "url", scheme+"://"+addr, "protocols", protos)
 	}
 	if !cfg.Admin.Disabled {
 		s.log.Info("admin api", "url", "http://"+cfg.Admin.Address)
