@@ -1,0 +1,318 @@
+// Package durable implements Durable Objects: namespaces of objects, each with one live
+// instance in this process at a time, an input gate (requests to one object run one at a
+// time), an output gate (a request's result is released only after its storage writes are
+// durable), transactional key-value and SQL storage, and alarms that fire at least once.
+//
+// Storage and placement are interfaces (Store, Placement): SQLiteStore and Local are the
+// embedded, single-process implementations; a replicated backend plugs in the same way.
+// The code that runs an object (a WebAssembly instance, in Verge) is attached by the caller
+// through Object.Actor and the Options hooks.
+package durable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of Options.
+const (
+	DefaultIdleTimeout = 30 * time.Second
+	DefaultMaxBatch    = 128
+	// MaxAlarmRetries is how many times a failed alarm is retried before it is dropped.
+	MaxAlarmRetries = 6
+	// AlarmBackoff is the first retry delay; it doubles with each retry.
+	AlarmBackoff = 2 * time.Second
+)
+
+// Options configure a Namespace.
+type Options struct {
+	// Name identifies the namespace in storage (a directory name) and in IDs. Required.
+	Name string
+	// Store keeps the objects' storage. Required.
+	Store Store
+	// Placement claims objects for this process. Nil means Local.
+	Placement Placement
+	// IdleTimeout is how long an object without requests stays live before it is evicted
+	// (OnEvict is called and its storage closed). Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxBatch caps how many consecutive requests to one object share a commit (group
+	// commit). Zero means DefaultMaxBatch; 1 commits after every request.
+	MaxBatch int
+	// OnAlarm runs an object's alarm inside the object's input gate; an error makes it be
+	// retried with backoff. Nil means alarms are stored but never fired.
+	OnAlarm func(ctx context.Context, t *Turn, retries int) error
+	// OnEvict is called when an object's live instance is dropped (idle, or Close), outside
+	// any request, to release its Actor. Nil means nothing to release.
+	OnEvict func(o *Object)
+	// Logger receives alarm failures. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Namespace is a set of objects of one class.
+type Namespace struct {
+	opts   Options
+	alarms AlarmStore
+
+	mu      sync.Mutex
+	objects map[ID]*Object
+	closed  bool
+
+	wake chan struct{}
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+// Object is the live instance of one object.
+type Object struct {
+	// ID is the object's ID.
+	ID ID
+	// Actor is the caller's state for the live instance (e.g. the WebAssembly instance that
+	// runs it). It is read and written only inside the input gate (Do).
+	Actor any
+
+	ns       *Namespace
+	store    ObjectStore
+	release  func()
+	gate     chan struct{}
+	waiting  atomic.Int32
+	refs     int // under ns.mu
+	lastUsed time.Time
+	batch    *batch // under the gate
+}
+
+type batch struct {
+	txn     Txn
+	members int
+	done    chan struct{}
+	err     error
+}
+
+// New returns a namespace and starts its alarm scheduler and eviction.
+func New(ctx context.Context, o Options) (*Namespace, error) {
+	if o.Store == nil || o.Name == "" {
+		return nil, errors.New("durable: Options.Name and Options.Store are required")
+	}
+	if o.Placement == nil {
+		o.Placement = Local{}
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	alarms, err := o.Store.Alarms(ctx, o.Name)
+	if err != nil {
+		return nil, err
+	}
+	ns := &Namespace{opts: o, alarms: alarms, objects: map[ID]*Object{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	ns.done.Add(2)
+	go ns.alarmLoop()
+	go ns.evictLoop()
+	return ns, nil
+}
+
+// Name returns the namespace's name.
+func (ns *Namespace) Name() string { return ns.opts.Name }
+
+// IDFromName returns the ID of name in this namespace.
+func (ns *Namespace) IDFromName(name string) ID { return IDFromName(ns.opts.Name, name) }
+
+// NewUniqueID returns a random ID of this namespace.
+func (ns *Namespace) NewUniqueID() ID { return NewUniqueID(ns.opts.Name) }
+
+// ParseID parses an ID of this namespace.
+func (ns *Namespace) ParseID(s string) (ID, error) { return ParseID(ns.opts.Name, s) }
+
+// ErrClosed is returned by Do after Close.
+var ErrClosed = errors.New("durable: namespace closed")
+
+// acquire returns the live object for id, activating it when needed, with a reference held.
+func (ns *Namespace) acquire(ctx context.Context, id ID) (*Object, error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.closed {
+		return nil, ErrClosed
+	}
+	if o := ns.objects[id]; o != nil {
+		o.refs++
+		return o, nil
+	}
+	release, err := ns.opts.Placement.Claim(ctx, ns.opts.Name, id)
+	if err != nil {
+		return nil, fmt.Errorf("durable: claim %s: %w", id, err)
+	}
+	st, err := ns.opts.Store.Open(ctx, ns.opts.Name, id)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	o := &Object{ID: id, ns: ns, store: st, release: release, gate: make(chan struct{}, 1), refs: 1}
+	ns.objects[id] = o
+	return o, nil
+}
+
+func (ns *Namespace) unref(o *Object) {
+	ns.mu.Lock()
+	o.refs--
+	o.lastUsed = time.Now()
+	ns.mu.Unlock()
+}
+
+// Turn is one request's (or alarm's) exclusive access to an object, inside its input gate.
+type Turn struct {
+	// Object is the live object.
+	Object *Object
+	txn    Txn
+	depth  int
+}
+
+// Do runs fn for object id inside its input gate: calls for one object run one at a time, in
+// arrival order. fn's storage writes join the object's current write batch inside a
+// savepoint (rolled back when fn fails); Do returns only after the batch is committed
+// (durable), so a caller that releases its response after Do honours the output gate. While
+// requests queue at the gate, up to Options.MaxBatch of them share one commit.
+func (ns *Namespace) Do(ctx context.Context, id ID, fn func(t *Turn) error) error {
+	o, err := ns.acquire(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer ns.unref(o)
+	o.waiting.Add(1)
+	// The gate is held only by turns, each bounded by its invocation's limits, so this wait
+	// is bounded too; a canceled caller still takes its turn to keep the batch protocol
+	// (the last turn commits) intact.
+	o.gate <- struct{}{}
+	o.waiting.Add(-1)
+	var b *batch
+	if err = ctx.Err(); err == nil {
+		b, err = o.turn(ctx, fn)
+	}
+	if ob := o.batch; ob != nil && (o.waiting.Load() == 0 || ob.members >= ns.opts.MaxBatch) {
+		o.batch = nil
+		ob.err = ob.txn.Commit()
+		close(ob.done)
+	}
+	<-o.gate
+	if b != nil {
+		<-b.done
+		if err == nil && b.err != nil {
+			err = fmt.Errorf("durable: writes of object %s not committed: %w", id, b.err)
+		}
+	}
+	return err
+}
+
+// turn runs fn in a savepoint of the current batch.
+func (o *Object) turn(ctx context.Context, fn func(t *Turn) error) (*batch, error) {
+	if o.batch == nil {
+		txn, err := o.store.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		o.batch = &batch{txn: txn, done: make(chan struct{})}
+	}
+	b := o.batch
+	b.members++
+	if err := b.txn.Savepoint("verge_turn"); err != nil {
+		return b, fmt.Errorf("durable: savepoint: %w", err)
+	}
+	t := &Turn{Object: o, txn: b.txn}
+	err := fn(t)
+	for t.depth > 0 {
+		_ = t.Rollback()
+	}
+	if err != nil {
+		if rerr := b.txn.RollbackTo("verge_turn"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return b, err
+	}
+	if err := b.txn.Release("verge_turn"); err != nil {
+		return b, fmt.Errorf("durable: release savepoint: %w", err)
+	}
+	return b, nil
+}
+
+// Close stops the alarm scheduler and evicts every object, waiting for turns in progress
+// (or until ctx ends).
+func (ns *Namespace) Close(ctx context.Context) error {
+	ns.mu.Lock()
+	if ns.closed {
+		ns.mu.Unlock()
+		return nil
+	}
+	ns.closed = true
+	close(ns.stop)
+	ns.mu.Unlock()
+	ns.done.Wait()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ns.mu.Lock()
+		busy := 0
+		for id, o := range ns.objects {
+			if o.refs > 0 {
+				busy++
+				continue
+			}
+			delete(ns.objects, id)
+			ns.evict(o)
+		}
+		ns.mu.Unlock()
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("durable: %d objects still busy: %w", busy, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// evict drops o's live instance; the caller holds ns.mu and has removed o from the map.
+func (ns *Namespace) evict(o *Object) {
+	if ns.opts.OnEvict != nil {
+		ns.opts.OnEvict(o)
+	}
+	o.store.Close()
+	o.release()
+}
+
+// evictLoop drops objects idle for longer than IdleTimeout.
+func (ns *Namespace) evictLoop() {
+	defer ns.done.Done()
+	t := time.NewTicker(max(ns.opts.IdleTimeout/2, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ns.stop:
+			return
+		case now := <-t.C:
+			ns.mu.Lock()
+			for id, o := range ns.objects {
+				if o.refs == 0 && now.Sub(o.lastUsed) >= ns.opts.IdleTimeout {
+					delete(ns.objects, id)
+					ns.evict(o)
+				}
+			}
+			ns.mu.Unlock()
+		}
+	}
+}
+
+// Live reports how many objects have a live instance.
+func (ns *Namespace) Live() int {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return len(ns.objects)
+}

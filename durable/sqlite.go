@@ -1,0 +1,414 @@
+package durable
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/verge-edge/verge/internal/sqlitedb"
+)
+
+// validName is what a namespace name may look like: it becomes a directory name.
+var validName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+// SQLiteStore keeps each object in its own SQLite file, <Dir>/<namespace>/<id>.sqlite (so
+// that each object has its own SQL database, as Cloudflare's SQLite-backed objects do), and
+// each namespace's alarms in <Dir>/<namespace>/_alarms.sqlite. Files are in WAL mode with
+// synchronous=FULL: a committed batch survives a crash.
+type SQLiteStore struct {
+	dir string
+
+	mu     sync.Mutex
+	alarms map[string]*sqliteAlarms
+}
+
+var _ Store = (*SQLiteStore)(nil)
+
+// OpenSQLite returns a store under dir.
+func OpenSQLite(dir string) *SQLiteStore {
+	return &SQLiteStore{dir: dir, alarms: map[string]*sqliteAlarms{}}
+}
+
+func checkNamespace(ns string) error {
+	if !validName.MatchString(ns) {
+		return fmt.Errorf("durable: invalid namespace name %q: %w", ns, ErrInvalid)
+	}
+	return nil
+}
+
+const objectSchema = `CREATE TABLE IF NOT EXISTS _verge_kv (key BLOB NOT NULL PRIMARY KEY, value BLOB NOT NULL)`
+
+// Open opens the object's database file.
+func (s *SQLiteStore) Open(ctx context.Context, namespace string, id ID) (ObjectStore, error) {
+	if err := checkNamespace(namespace); err != nil {
+		return nil, err
+	}
+	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, namespace, id.String()+".sqlite"), sqlitedb.Options{MaxConns: 1})
+	if err != nil {
+		return nil, fmt.Errorf("durable: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, objectSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("durable: %w", err)
+	}
+	return &sqliteObject{db: db}, nil
+}
+
+// Alarms opens the namespace's alarm index.
+func (s *SQLiteStore) Alarms(ctx context.Context, namespace string) (AlarmStore, error) {
+	if err := checkNamespace(namespace); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.alarms[namespace]; a != nil {
+		return a, nil
+	}
+	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, namespace, "_alarms.sqlite"), sqlitedb.Options{MaxConns: 1})
+	if err != nil {
+		return nil, fmt.Errorf("durable: alarms: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS alarms (
+		id BLOB NOT NULL PRIMARY KEY, at INTEGER NOT NULL, retries INTEGER NOT NULL DEFAULT 0)`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("durable: alarms: %w", err)
+	}
+	a := &sqliteAlarms{db: db}
+	s.alarms[namespace] = a
+	return a, nil
+}
+
+// Close closes the alarm indexes; objects are closed by their namespaces.
+func (s *SQLiteStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for k, a := range s.alarms {
+		errs = append(errs, a.db.Close())
+		delete(s.alarms, k)
+	}
+	return errors.Join(errs...)
+}
+
+type sqliteObject struct{ db *sql.DB }
+
+func (o *sqliteObject) Begin(ctx context.Context) (Txn, error) {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("durable: begin: %w", err)
+	}
+	return &sqliteTxn{tx: tx}, nil
+}
+
+func (o *sqliteObject) Close() error { return o.db.Close() }
+
+type sqliteTxn struct{ tx *sql.Tx }
+
+func checkKeys(keys []string) error {
+	if len(keys) > MaxBatchKeys {
+		return fmt.Errorf("durable: %d keys exceed %d per call: %w", len(keys), MaxBatchKeys, ErrInvalid)
+	}
+	for _, k := range keys {
+		if len(k) > MaxKeyBytes {
+			return fmt.Errorf("durable: key of %d bytes exceeds %d: %w", len(k), MaxKeyBytes, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (t *sqliteTxn) Get(keys []string) ([][]byte, error) {
+	if err := checkKeys(keys); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		var v []byte
+		err := t.tx.QueryRow("SELECT value FROM _verge_kv WHERE key = ?", []byte(k)).Scan(&v)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return nil, fmt.Errorf("durable: get: %w", err)
+		default:
+			if v == nil {
+				v = []byte{}
+			}
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+func (t *sqliteTxn) Put(entries []Entry) error {
+	if len(entries) > MaxBatchKeys {
+		return fmt.Errorf("durable: %d entries exceed %d per call: %w", len(entries), MaxBatchKeys, ErrInvalid)
+	}
+	for _, e := range entries {
+		if len(e.Key) > MaxKeyBytes {
+			return fmt.Errorf("durable: key of %d bytes exceeds %d: %w", len(e.Key), MaxKeyBytes, ErrInvalid)
+		}
+		if len(e.Value) > MaxValueBytes {
+			return fmt.Errorf("durable: value of %d bytes exceeds %d: %w", len(e.Value), MaxValueBytes, ErrInvalid)
+		}
+	}
+	for _, e := range entries {
+		v := e.Value
+		if v == nil {
+			v = []byte{}
+		}
+		if _, err := t.tx.Exec("INSERT INTO _verge_kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", []byte(e.Key), v); err != nil {
+			return fmt.Errorf("durable: put: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *sqliteTxn) Delete(keys []string) (int, error) {
+	if err := checkKeys(keys); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range keys {
+		r, err := t.tx.Exec("DELETE FROM _verge_kv WHERE key = ?", []byte(k))
+		if err != nil {
+			return n, fmt.Errorf("durable: delete: %w", err)
+		}
+		c, _ := r.RowsAffected()
+		n += int(c)
+	}
+	return n, nil
+}
+
+// prefixEnd returns the smallest key above every key starting with p, nil when none is.
+func prefixEnd(p string) []byte {
+	end := []byte(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func (t *sqliteTxn) List(o ListOptions) ([]Entry, error) {
+	var where []string
+	var args []any
+	lo := o.Prefix
+	if o.Start > lo {
+		lo = o.Start
+	}
+	if lo != "" {
+		where = append(where, "key >= ?")
+		args = append(args, []byte(lo))
+	}
+	hi := prefixEnd(o.Prefix)
+	if o.End != "" && (hi == nil || o.End < string(hi)) {
+		hi = []byte(o.End)
+	}
+	if hi != nil {
+		where = append(where, "key < ?")
+		args = append(args, hi)
+	}
+	q := "SELECT key, value FROM _verge_kv"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	if o.Reverse {
+		q += " ORDER BY key DESC"
+	} else {
+		q += " ORDER BY key"
+	}
+	if o.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, o.Limit)
+	}
+	rows, err := t.tx.Query(q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("durable: list: %w", err)
+	}
+	defer rows.Close()
+	var out []Entry
+	for rows.Next() {
+		var k, v []byte
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("durable: list: %w", err)
+		}
+		out = append(out, Entry{Key: string(k), Value: v})
+	}
+	return out, rows.Err()
+}
+
+func (t *sqliteTxn) DeleteAll() error {
+	rows, err := t.tx.Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '_verge_kv'")
+	if err != nil {
+		return fmt.Errorf("durable: delete all: %w", err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return fmt.Errorf("durable: delete all: %w", err)
+		}
+		tables = append(tables, n)
+	}
+	rows.Close()
+	for _, n := range tables {
+		if _, err := t.tx.Exec(`DROP TABLE IF EXISTS "` + strings.ReplaceAll(n, `"`, `""`) + `"`); err != nil {
+			return fmt.Errorf("durable: delete all: drop %s: %w", n, err)
+		}
+	}
+	if _, err := t.tx.Exec("DELETE FROM _verge_kv"); err != nil {
+		return fmt.Errorf("durable: delete all: %w", err)
+	}
+	return nil
+}
+
+func (t *sqliteTxn) SQL(query string, args []Value) (*SQLResult, error) {
+	var before int64
+	if err := t.tx.QueryRow("SELECT total_changes()").Scan(&before); err != nil {
+		return nil, fmt.Errorf("durable: sql: %w", err)
+	}
+	rows, err := t.tx.Query(query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("durable: sql: %w", err)
+	}
+	res := &SQLResult{}
+	if res.Columns, err = rows.Columns(); err != nil {
+		rows.Close()
+		return nil, fmt.Errorf("durable: sql: %w", err)
+	}
+	for rows.Next() {
+		row := make([]Value, len(res.Columns))
+		ptrs := make([]any, len(row))
+		for i := range row {
+			ptrs[i] = &row[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("durable: sql: %w", err)
+		}
+		for i, v := range row {
+			switch x := v.(type) {
+			case int:
+				row[i] = int64(x)
+			case bool:
+				if x {
+					row[i] = int64(1)
+				} else {
+					row[i] = int64(0)
+				}
+			case time.Time:
+				row[i] = x.Format(time.RFC3339Nano)
+			}
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close()
+		return nil, fmt.Errorf("durable: sql: %w", err)
+	}
+	rows.Close()
+	var after int64
+	if err := t.tx.QueryRow("SELECT total_changes()").Scan(&after); err != nil {
+		return nil, fmt.Errorf("durable: sql: %w", err)
+	}
+	res.RowsWritten = after - before
+	return res, nil
+}
+
+func (t *sqliteTxn) Savepoint(name string) error {
+	_, err := t.tx.Exec("SAVEPOINT " + name)
+	return err
+}
+
+func (t *sqliteTxn) Release(name string) error {
+	_, err := t.tx.Exec("RELEASE " + name)
+	return err
+}
+
+func (t *sqliteTxn) RollbackTo(name string) error {
+	if _, err := t.tx.Exec("ROLLBACK TO " + name); err != nil {
+		return err
+	}
+	_, err := t.tx.Exec("RELEASE " + name)
+	return err
+}
+
+func (t *sqliteTxn) Commit() error {
+	if err := t.tx.Commit(); err != nil {
+		return fmt.Errorf("durable: commit: %w", err)
+	}
+	return nil
+}
+
+func (t *sqliteTxn) Rollback() error { return t.tx.Rollback() }
+
+type sqliteAlarms struct{ db *sql.DB }
+
+func (a *sqliteAlarms) Get(ctx context.Context, id ID) (Alarm, bool, error) {
+	var at int64
+	var retries int
+	err := a.db.QueryRowContext(ctx, "SELECT at, retries FROM alarms WHERE id = ?", id[:]).Scan(&at, &retries)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Alarm{}, false, nil
+	}
+	if err != nil {
+		return Alarm{}, false, fmt.Errorf("durable: alarm: %w", err)
+	}
+	return Alarm{ID: id, At: time.UnixMilli(at), Retries: retries}, true, nil
+}
+
+func (a *sqliteAlarms) Set(ctx context.Context, id ID, at time.Time) error {
+	_, err := a.db.ExecContext(ctx, `INSERT INTO alarms (id, at, retries) VALUES (?, ?, 0)
+		ON CONFLICT (id) DO UPDATE SET at = excluded.at, retries = 0`, id[:], at.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("durable: set alarm: %w", err)
+	}
+	return nil
+}
+
+func (a *sqliteAlarms) Delete(ctx context.Context, id ID) error {
+	if _, err := a.db.ExecContext(ctx, "DELETE FROM alarms WHERE id = ?", id[:]); err != nil {
+		return fmt.Errorf("durable: delete alarm: %w", err)
+	}
+	return nil
+}
+
+func (a *sqliteAlarms) Next(ctx context.Context) (Alarm, bool, error) {
+	var idb []byte
+	var at int64
+	var retries int
+	err := a.db.QueryRowContext(ctx, "SELECT id, at, retries FROM alarms ORDER BY at LIMIT 1").Scan(&idb, &at, &retries)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Alarm{}, false, nil
+	}
+	if err != nil {
+		return Alarm{}, false, fmt.Errorf("durable: next alarm: %w", err)
+	}
+	var id ID
+	copy(id[:], idb)
+	return Alarm{ID: id, At: time.UnixMilli(at), Retries: retries}, true, nil
+}
+
+func (a *sqliteAlarms) Reschedule(ctx context.Context, id ID, prev, at time.Time, retries int) error {
+	_, err := a.db.ExecContext(ctx, "UPDATE alarms SET at = ?, retries = ? WHERE id = ? AND at = ?",
+		at.UnixMilli(), retries, id[:], prev.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("durable: reschedule alarm: %w", err)
+	}
+	return nil
+}
+
+func (a *sqliteAlarms) Done(ctx context.Context, id ID, prev time.Time) error {
+	if _, err := a.db.ExecContext(ctx, "DELETE FROM alarms WHERE id = ? AND at = ?", id[:], prev.UnixMilli()); err != nil {
+		return fmt.Errorf("durable: alarm done: %w", err)
+	}
+	return nil
+}

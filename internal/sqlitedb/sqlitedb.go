@@ -1,0 +1,63 @@
+// Package sqlitedb opens the SQLite files behind Verge's embedded storage (KV namespaces and
+// Durable Objects). It is the only importer of the SQLite driver, modernc.org/sqlite: a
+// pure-Go translation of SQLite, chosen over a WebAssembly build of SQLite because it needs
+// no second Wasm runtime compiling SQLite at start-up in every process, keeps storage
+// independent of the worker sandbox's runtime and memory limits, and has the longest record
+// as a database/sql driver with CGO_ENABLED=0.
+//
+// Every database is opened in WAL mode with synchronous=FULL: a transaction is durable
+// (fsync'ed to the write-ahead log) when its commit returns, so a kill -9 or power loss
+// after an acknowledged write does not lose it.
+package sqlitedb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Options configure Open.
+type Options struct {
+	// MaxConns caps open connections. Zero means 1: a single connection, which serializes
+	// every statement (what a Durable Object's database wants).
+	MaxConns int
+}
+
+// Open opens (creating when missing, with its directory) the database file at path.
+func Open(ctx context.Context, path string, o Options) (*sql.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	n := o.MaxConns
+	if n <= 0 {
+		n = 1
+	}
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	if mode != "wal" {
+		db.Close()
+		return nil, fmt.Errorf("sqlite %s: journal mode is %q, want wal", path, mode)
+	}
+	return db, nil
+}

@@ -1,0 +1,203 @@
+package kv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func openNS(t *testing.T) (*SQLiteStore, Namespace) {
+	t.Helper()
+	s, err := OpenSQLite(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	n, err := s.Namespace(context.Background(), "TEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, n
+}
+
+func TestPutGetDelete(t *testing.T) {
+	ctx := context.Background()
+	_, n := openNS(t)
+	if e, err := n.Get(ctx, "a"); e != nil || err != nil {
+		t.Fatalf("get missing: got %v, %v; want nil, nil", e, err)
+	}
+	if err := n.Put(ctx, "a", []byte("one"), PutOptions{Metadata: []byte(`{"v":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := n.Get(ctx, "a")
+	if err != nil || e == nil || string(e.Value) != "one" || string(e.Metadata) != `{"v":1}` || !e.Expiration.IsZero() {
+		t.Fatalf("get: got %+v, %v", e, err)
+	}
+	if err := n.Put(ctx, "a", []byte("two"), PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := n.Get(ctx, "a"); string(e.Value) != "two" || e.Metadata != nil {
+		t.Fatalf("overwrite: got %+v, want value two without metadata", e)
+	}
+	if err := n.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := n.Get(ctx, "a"); e != nil {
+		t.Fatalf("after delete: got %+v, want nil", e)
+	}
+	if err := n.Delete(ctx, "a"); err != nil {
+		t.Fatalf("delete missing: %v", err)
+	}
+	if err := n.Put(ctx, "empty", nil, PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := n.Get(ctx, "empty"); e == nil || len(e.Value) != 0 {
+		t.Fatalf("empty value: got %+v", e)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	ctx := context.Background()
+	_, n := openNS(t)
+	now := time.Now()
+	cases := []struct {
+		name  string
+		key   string
+		value []byte
+		o     PutOptions
+	}{
+		{"empty key", "", nil, PutOptions{}},
+		{"long key", strings.Repeat("k", MaxKeyBytes+1), nil, PutOptions{}},
+		{"big value", "k", make([]byte, MaxValueBytes+1), PutOptions{}},
+		{"big metadata", "k", nil, PutOptions{Metadata: make([]byte, MaxMetadataBytes+1)}},
+		{"short ttl", "k", nil, PutOptions{ExpirationTTL: 59 * time.Second}},
+		{"near expiration", "k", nil, PutOptions{Expiration: now.Add(30 * time.Second)}},
+	}
+	for _, c := range cases {
+		if err := n.Put(ctx, c.key, c.value, c.o); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: got %v, want ErrInvalid", c.name, err)
+		}
+	}
+	if err := n.Put(ctx, strings.Repeat("k", MaxKeyBytes), nil, PutOptions{Metadata: make([]byte, MaxMetadataBytes)}); err != nil {
+		t.Errorf("key and metadata at the limit: %v", err)
+	}
+	if _, err := n.List(ctx, ListOptions{Limit: 1001}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("list limit 1001: got %v, want ErrInvalid", err)
+	}
+}
+
+func TestExpiration(t *testing.T) {
+	ctx := context.Background()
+	s, n := openNS(t)
+	now := time.Unix(1_700_000_000, 0)
+	n.(*sqliteNS).now = func() time.Time { return now }
+	_ = s
+	if err := n.Put(ctx, "ttl", []byte("x"), PutOptions{ExpirationTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Put(ctx, "abs", []byte("y"), PutOptions{Expiration: now.Add(2 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := n.Get(ctx, "ttl")
+	if e == nil || !e.Expiration.Equal(now.Add(time.Minute)) {
+		t.Fatalf("ttl entry: got %+v, want expiration %v", e, now.Add(time.Minute))
+	}
+	now = now.Add(90 * time.Second)
+	if e, _ := n.Get(ctx, "ttl"); e != nil {
+		t.Fatalf("expired key returned: %+v", e)
+	}
+	res, _ := n.List(ctx, ListOptions{})
+	if len(res.Keys) != 1 || res.Keys[0].Name != "abs" {
+		t.Fatalf("list after expiry: got %+v, want only abs", res.Keys)
+	}
+}
+
+func TestListPrefixCursor(t *testing.T) {
+	ctx := context.Background()
+	_, n := openNS(t)
+	for i := range 25 {
+		if err := n.Put(ctx, fmt.Sprintf("user:%03d", i), []byte("v"), PutOptions{Metadata: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"user", "usera", "zzz", "a"} {
+		n.Put(ctx, k, []byte("v"), PutOptions{})
+	}
+	var got []string
+	cursor := ""
+	pages := 0
+	for {
+		res, err := n.List(ctx, ListOptions{Prefix: "user:", Limit: 10, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, k := range res.Keys {
+			got = append(got, k.Name)
+			if !bytes.Equal(k.Metadata, []byte{byte(len(got) - 1)}) {
+				t.Fatalf("key %s metadata %v", k.Name, k.Metadata)
+			}
+		}
+		if res.ListComplete {
+			if res.Cursor != "" {
+				t.Fatalf("complete page with cursor %q", res.Cursor)
+			}
+			break
+		}
+		cursor = res.Cursor
+	}
+	if len(got) != 25 || pages != 3 || got[0] != "user:000" || got[24] != "user:024" {
+		t.Fatalf("listing: got %d keys in %d pages (%v...), want 25 in 3", len(got), pages, got[:min(3, len(got))])
+	}
+	res, _ := n.List(ctx, ListOptions{})
+	if len(res.Keys) != 29 || res.Keys[0].Name != "a" || res.Keys[28].Name != "zzz" {
+		t.Fatalf("full listing: got %d keys", len(res.Keys))
+	}
+}
+
+func TestDurableAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, _ := OpenSQLite(dir)
+	n, _ := s.Namespace(ctx, "ns")
+	n.Put(ctx, "k", []byte("v"), PutOptions{})
+	s.Close()
+	s2, _ := OpenSQLite(dir)
+	defer s2.Close()
+	n2, _ := s2.Namespace(ctx, "ns")
+	if e, _ := n2.Get(ctx, "k"); e == nil || string(e.Value) != "v" {
+		t.Fatalf("after reopen: got %+v, want v", e)
+	}
+	names, _ := s2.Names()
+	if len(names) != 1 || names[0] != "ns" {
+		t.Fatalf("names: got %v", names)
+	}
+	if _, err := s2.Namespace(ctx, "../x"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad name: got %v", err)
+	}
+}
+
+func BenchmarkPut(b *testing.B) {
+	s, _ := OpenSQLite(b.TempDir())
+	defer s.Close()
+	n, _ := s.Namespace(context.Background(), "b")
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		n.Put(context.Background(), fmt.Sprintf("k%d", i%100), []byte("value"), PutOptions{})
+	}
+}
+
+func BenchmarkGet(b *testing.B) {
+	s, _ := OpenSQLite(b.TempDir())
+	defer s.Close()
+	n, _ := s.Namespace(context.Background(), "b")
+	n.Put(context.Background(), "k", []byte("value"), PutOptions{})
+	b.ReportAllocs()
+	for b.Loop() {
+		n.Get(context.Background(), "k")
+	}
+}
