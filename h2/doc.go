@@ -4,7 +4,9 @@
 // Downstream, a [Server] serves one HTTP/2 connection at a time through [Server.ServeConn]:
 // TLS connections that negotiated "h2" by ALPN and plain-text connections that start with the
 // HTTP/2 client preface (h2c with prior knowledge). Each stream becomes a
-// [message.ServerExchange] handed to [Server.Handler].
+// [message.ServerExchange] handed to [Server.Handler]. The server reads the client's frames
+// through a small filter that corrects two deviations of x/net/http2 from RFC 9113
+// (repeated settings, connection-specific request fields); see docs/http2.md, "h2spec".
 //
 // Upstream, a [ClientConn] wraps one already-dialed connection to an origin and multiplexes
 // many [ClientConn.RoundTrip] calls over it, converting [message.Request] to HTTP/2 and the
