@@ -41,6 +41,9 @@ type Config struct {
 	// UpstreamPool configures the connection pool shared by every upstream group. It is fixed
 	// at start: a reload does not change it.
 	UpstreamPool UpstreamPool `yaml:"upstream_pool"`
+	// Cache configures where cached responses are kept (routes enable caching). It is fixed
+	// at start: a reload does not change it.
+	Cache CacheStorage `yaml:"cache"`
 	// PIDFile is where `verge run` writes its process id, read by `verge reload`. Empty means
 	// DefaultPIDFile().
 	PIDFile string `yaml:"pid_file"`
@@ -195,6 +198,8 @@ type Route struct {
 	// (connect failures always; other failures only for idempotent requests without a body
 	// already sent). Nil means 2; 0 disables retries.
 	Retries *int `yaml:"retries"`
+	// Cache enables and configures HTTP caching of the route's responses. Nil means none.
+	Cache *RouteCache `yaml:"cache"`
 }
 
 // Match is the set of conditions a request must meet; all given conditions must hold.

@@ -65,6 +65,12 @@ func (c *Config) setDefaults() {
 	c.Metrics.setDefaults()
 	c.Shutdown.setDefaults()
 	c.UpstreamPool.setDefaults()
+	c.Cache.setDefaults()
+	for i := range c.Routes {
+		if rc := c.Routes[i].Cache; rc != nil {
+			rc.setDefaults()
+		}
+	}
 	if c.PIDFile == "" {
 		c.PIDFile = DefaultPIDFile()
 	}
@@ -256,6 +262,9 @@ func (c *Config) resolvePaths() {
 	}
 	abs(&c.Admin.TokenFile)
 	abs(&c.PIDFile)
+	if c.Cache.Disk != nil {
+		abs(&c.Cache.Disk.Path)
+	}
 	if o := c.Log.Output; o != "" && o != "stdout" && o != "stderr" {
 		abs(&c.Log.Output)
 	}

@@ -30,6 +30,7 @@ func (c *Config) validate() ErrorList {
 	v.admin()
 	v.accessLog()
 	v.log()
+	v.cache()
 	return v.errs
 }
 
