@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/message"
@@ -45,6 +46,9 @@ type Deps struct {
 	// AccessLogWriter, when non-nil, receives access-log lines instead of the configured
 	// output (embedding, tests).
 	AccessLogWriter io.Writer
+	// Cache serves and stores responses of routes with caching enabled. Nil means no
+	// caching (routes' cache settings are ignored).
+	Cache *cache.Cache
 }
 
 // Instance is one config generation: routes, balancers, TLS settings and access log. It is
@@ -62,6 +66,7 @@ type Instance struct {
 	log      *slog.Logger
 	inflight atomic.Int64
 	closed   atomic.Bool
+	cached   bool // a route has caching enabled
 }
 
 // handler serves one listener's exchanges with an instance's routes.
@@ -145,6 +150,9 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 			TrustForwarded: l.TrustForwarded,
 			Logger:         d.Logger,
 		}}
+		if d.Cache != nil && in.cached {
+			in.handlers[l.Name].proxy.Cache = d.Cache
+		}
 		if l.TLS != nil {
 			tc, err := buildServerTLS(l)
 			if err != nil {
@@ -177,6 +185,10 @@ func (in *Instance) compileRoute(i int, c *config.Route) *route {
 	switch {
 	case c.Upstream != "":
 		r.group = in.groups[c.Upstream]
+		if c.Cache != nil {
+			r.cache = compileCache(c.Cache)
+			in.cached = in.cached || r.cache != nil
+		}
 	case c.Redirect != nil:
 		r.redirect = compileRedirect(c.Redirect, r.respOps)
 	case c.Respond != nil:

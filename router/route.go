@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
@@ -29,6 +30,7 @@ type route struct {
 	respOps headerOps
 
 	retries  int
+	cache    *cache.Policy     // nil: not cached
 	timeouts upstream.Timeouts // overrides of the group's; zero fields keep the group's
 	peers    sync.Map          // *lb.Backend -> *upstream.Peer with timeouts applied
 }

@@ -1,0 +1,83 @@
+package router
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/verge-edge/verge/cache"
+	"github.com/verge-edge/verge/lb"
+	"github.com/verge-edge/verge/upstream"
+)
+
+// TestRouteCaching runs caching end to end from a config: a loopback origin that counts its
+// requests, one cached route with key and bypass rules, one route without caching.
+func TestRouteCaching(t *testing.T) {
+	var n atomic.Int64
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "page "+r.URL.Path)
+	}))
+	t.Cleanup(o.Close)
+	y := fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
+access_log: {output: "off"}
+admin: {disabled: true}
+routes:
+  - name: static
+    match: {path_prefix: /static/}
+    upstream: app
+    cache:
+      key: {exclude_query: [utm]}
+      bypass: {cookies: [session]}
+  - name: dynamic
+    upstream: app
+upstreams:
+  - name: app
+    servers: [{address: %s}]
+`, strings.TrimPrefix(o.URL, "http://"))
+	c, err := cache.New(cache.Options{MemorySize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	tr := &upstream.Transport{}
+	t.Cleanup(func() { tr.Close() })
+	rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c}})
+	if err := rt.Apply(mustConfig(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	base := "http://" + rt.Addr("main").String()
+
+	fetch := func(path string, hdr ...string) (string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), resp.Header.Get("Cache-Status")
+	}
+	fetch("/static/a.css?utm=1")
+	body, cs := fetch("/static/a.css?utm=2")
+	if body != "page /static/a.css" || !strings.HasPrefix(cs, "verge; hit") || n.Load() != 1 {
+		t.Fatalf("got %q, Cache-Status %q, origin %d; want a hit", body, cs, n.Load())
+	}
+	if _, cs := fetch("/static/a.css", "Cookie", "session=1"); cs != "verge; fwd=bypass" || n.Load() != 2 {
+		t.Fatalf("bypass: Cache-Status %q, origin %d", cs, n.Load())
+	}
+	fetch("/other")
+	if _, cs := fetch("/other"); cs != "" || n.Load() != 4 {
+		t.Fatalf("uncached route: Cache-Status %q, origin %d; want no caching", cs, n.Load())
+	}
+}
