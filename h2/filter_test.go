@@ -435,3 +435,34 @@ func (c *loopConn) Read(p []byte) (int, error) {
 	c.off = (c.off + n) % len(c.loop)
 	return n, nil
 }
+
+// FuzzFilter feeds arbitrary client bytes through the filter in arbitrary read sizes: it must
+// not panic, must end, and may only grow the stream by the marks it adds.
+func FuzzFilter(f *testing.F) {
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for _, extra := range []hpack.HeaderField{{Name: "connection", Value: "close"}, {Name: "te", Value: "trailers"}} {
+		hbuf.Reset()
+		for _, hf := range append(reqFields("/f"), extra) {
+			enc.WriteField(hf)
+		}
+		b := hbuf.Bytes()
+		f.Add(wire(f, func(fr *http2.Framer) {
+			fr.WriteSettings(http2.Setting{ID: 4, Val: 1}, http2.Setting{ID: 4, Val: 2})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b[:4], PadLength: 2})
+			fr.WriteContinuation(1, true, b[4:])
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: b, EndHeaders: true, EndStream: true})
+		})[len(http2.ClientPreface):], uint8(7))
+	}
+	f.Fuzz(func(t *testing.T, frames []byte, chunk uint8) {
+		in := append([]byte(http2.ClientPreface), frames...)
+		out, err := io.ReadAll(newFilterConn(&chunkConn{data: in, chunks: []int{int(chunk) + 1}}, testLimits))
+		if err != nil && err != io.ErrUnexpectedEOF {
+			t.Fatalf("read: %v", err)
+		}
+		// At most one mark per 9 input bytes (a frame header).
+		if max := len(in) + (len(in)/frameHeaderLen+1)*heldSlack; len(out) > max {
+			t.Fatalf("output %d bytes from %d", len(out), len(in))
+		}
+	})
+}
