@@ -63,6 +63,7 @@ type Metrics struct {
 	reloadOK        prometheus.Gauge
 	reloadTime      prometheus.Gauge
 	pools           *poolCollector
+	cacheM          *cacheMetrics
 
 	reqCache  cache[reqKey, reqEntry]
 	upCache   cache[upKey, upEntry]
@@ -134,6 +135,7 @@ func NewMetrics() *Metrics {
 		m.requests, m.requestDuration, m.upstreamReqs, m.upstreamWait, m.upstreamHealthy,
 		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.reloadOK, m.reloadTime, m.pools,
 	)
+	m.cacheM = newCacheMetrics(m.reg)
 	return m
 }
 
