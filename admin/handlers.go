@@ -21,6 +21,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST /upstreams/{group}/{address}/drain", s.drain(true))
 		mux.HandleFunc("POST /upstreams/{group}/{address}/undrain", s.drain(false))
 		mux.HandleFunc("GET /metrics", s.metrics)
+		mux.HandleFunc("POST /cache/purge", s.purge)
 		s.handler = s.authenticate(mux)
 	})
 	return s.handler

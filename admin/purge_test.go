@@ -1,0 +1,59 @@
+package admin
+
+import (
+	"strings"
+	"sync"
+	"testing"
+)
+
+// purgingController adds a recording Purger to the fake controller.
+type purgingController struct {
+	*fakeController
+	mu    sync.Mutex
+	calls []string
+}
+
+func (p *purgingController) record(s string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, s)
+	return 2
+}
+func (p *purgingController) PurgeURL(u string) int    { return p.record("url:" + u) }
+func (p *purgingController) PurgePrefix(u string) int { return p.record("prefix:" + u) }
+func (p *purgingController) PurgeTag(t string) int    { return p.record("tag:" + t) }
+
+func TestPurge(t *testing.T) {
+	pc := &purgingController{fakeController: &fakeController{ready: true}}
+	base := startServer(t, &Server{Controller: pc, Token: "s3cret"})
+	code, _, body := do(t, "POST", base+"/cache/purge", "s3cret",
+		strings.NewReader(`{"urls":["https://a.test/x"],"prefixes":["https://a.test/img/"],"tags":["product-1"]}`))
+	if code != 200 || strings.TrimSpace(body) != `{"purged":6}` {
+		t.Fatalf("got %d %s", code, body)
+	}
+	if got := strings.Join(pc.calls, " "); got != "url:https://a.test/x prefix:https://a.test/img/ tag:product-1" {
+		t.Fatalf("calls %q", got)
+	}
+	for _, tc := range []struct {
+		body string
+		code int
+	}{
+		{`{}`, 400},
+		{`{"url":"x"}`, 400},
+		{`not json`, 400},
+	} {
+		if code, _, body := do(t, "POST", base+"/cache/purge", "s3cret", strings.NewReader(tc.body)); code != tc.code {
+			t.Errorf("%s: got %d %s, want %d", tc.body, code, body, tc.code)
+		}
+	}
+	if code, _, _ := do(t, "POST", base+"/cache/purge", "", strings.NewReader(`{"tags":["a"]}`)); code != 401 {
+		t.Fatalf("unauthenticated purge: %d, want 401", code)
+	}
+}
+
+func TestPurgeWithoutCache(t *testing.T) {
+	base := startServer(t, &Server{Controller: &fakeController{ready: true}})
+	if code, _, _ := do(t, "POST", base+"/cache/purge", "", strings.NewReader(`{"tags":["a"]}`)); code != 501 {
+		t.Fatalf("got %d, want 501", code)
+	}
+}
