@@ -18,6 +18,7 @@ import (
 	"github.com/cloudflare/tableflip"
 
 	"github.com/verge-edge/verge/admin"
+	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/observe"
@@ -63,6 +64,7 @@ type serverProc struct {
 	metrics   *observe.Metrics
 	transport *upstream.Transport
 	store     *lb.StateStore
+	cache     *cache.Cache // nil until serve builds it
 	rt        *router.Runtime
 	upg       *tableflip.Upgrader // nil where upgrades are not supported
 	listen    func(network, addr string) (net.Listener, error)
@@ -112,10 +114,15 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	defer s.transport.Close()
 	s.metrics.SetPoolStats(poolStats{s.transport})
 	s.store = lb.NewStateStore()
+	if s.cache, err = newCache(cfg, s.metrics); err != nil {
+		return err
+	}
+	defer s.cache.Close()
 	s.rt = router.NewRuntime(router.Options{
 		Deps: router.Deps{
 			Transport: s.transport,
 			Store:     s.store,
+			Cache:     s.cache,
 			Metrics:   s.metrics,
 			Logger:    s.log,
 		},
