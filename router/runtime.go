@@ -46,8 +46,8 @@ type Runtime struct {
 
 	mu        sync.Mutex // serializes Apply, Shutdown and Close
 	cur       atomic.Pointer[Instance]
-	listeners map[string]*lstate     // by listener name
-	sockets   map[string]*Handoff    // by configured address
+	listeners map[string]*lstate    // by listener name
+	sockets   map[string]*Handoff   // by configured address
 	udp       map[string]*h3.Socket // HTTP/3 sockets by configured address
 	stopped   bool
 	bg        sync.WaitGroup // servers and old generations being drained
