@@ -11,7 +11,8 @@
 # Env: BIN (tools and verge binary; default /tmp/verge-bench), DUR (seconds per measured run,
 #      default 8), RATE (fixed-rate scenario, requests/s, default 10000), IDLE_N (default 8000),
 #      SCENARIOS (space-separated subset of: h1-1k h1-64k close-1k rate-1k idle h2c-1k tls;
-#      default all), CERT_DIR (cert.pem, key.pem, combined.pem; default $BIN/cert),
+#      default all; hit-1k, cache hits of /1k (NGINX proxy_cache vs Verge's cache with a disk
+#      tier, then a Verge restart that must still hit), runs only when listed), CERT_DIR (cert.pem, key.pem, combined.pem; default $BIN/cert),
 #      PORT_BASE (origin port; the proxy listens on +1, TLS on +2; default 28080),
 #      VERGE_ENV (extra environment for verge, e.g. VERGE_CPUPROFILE=/tmp/p.pprof).
 set -euo pipefail
@@ -62,7 +63,7 @@ start_proxy() {
   case "$TARGET" in
   nginx)
     case $mode in
-    h1) listen="listen 127.0.0.1:$PORT backlog=4096;" ;;
+    h1|cache) listen="listen 127.0.0.1:$PORT backlog=4096;" ;;
     h2c) listen="listen 127.0.0.1:$PORT backlog=4096 http2;" ;;
     tls) listen="listen 127.0.0.1:$TLSPORT backlog=4096 ssl http2; ssl_certificate $CERT_DIR/cert.pem; ssl_certificate_key $CERT_DIR/key.pem; ssl_protocols TLSv1.2 TLSv1.3;" ;;
     esac
@@ -70,8 +71,10 @@ start_proxy() {
 worker_processes 1; daemon off; pid $W/p.pid; error_log $W/p.err; worker_rlimit_nofile 65536;
 events { worker_connections 32768; }
 http { access_log off; keepalive_requests 1000000;
+  $( [ "$mode" = cache ] && echo "proxy_cache_path $W/ncache levels=1:2 keys_zone=c:10m max_size=1g inactive=10m;" )
   upstream o { server 127.0.0.1:$ORIGIN; keepalive 256; }
-  server { $listen location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; } } }
+  server { $listen location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on;
+    $( [ "$mode" = cache ] && echo "proxy_cache c; proxy_cache_valid 200 10m; proxy_cache_lock on;" ) } } }
 EOF
     taskset -c 0 nginx -c "$W/nginx.conf" >"$W/proxy.log" 2>&1 & PROXY_PID=$! ;;
   haproxy)
@@ -114,6 +117,7 @@ $tlsconf
 routes:
   - name: proxy
     upstream: origin
+$( [ "$mode" = cache ] && printf '    cache: {ttl: {"200": 10m}}\ncache: {disk: {path: "%s"}}' "$W/vcache" )
 upstreams:
   - name: origin
     servers:
@@ -189,6 +193,17 @@ if has h1-1k || has h1-64k || has close-1k || has rate-1k || has idle; then
     r1=$(rss_kb); wait $ip || true
     opened=$(awk '/^open/{print $2}' "$W/idle.out"); opened=${opened:-0}
     emit "idle conns=$opened rss_base_kb=$r0 rss_kb=$r1 kb_per_conn=$(awk -v a="$r0" -v b="$r1" -v n="$opened" 'BEGIN{ if (n>0) printf "%.2f", (b-a)/n; else print "nan" }')"
+  fi
+  stop_proxy
+fi
+
+if has hit-1k && [ "$TARGET" != haproxy ]; then
+  start_proxy cache
+  has hit-1k && wrk_run hit-1k /1k
+  if [ "$TARGET" = verge ]; then
+    # The disk tier keeps the object across a restart: the first request must be a hit.
+    stop_proxy; start_proxy cache
+    emit "hit-restart hit=$(curl -s -o /dev/null -D - "http://127.0.0.1:$PORT/1k" | grep -ci '^cache-status: verge; hit' || true)"
   fi
   stop_proxy
 fi
