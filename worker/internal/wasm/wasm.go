@@ -148,6 +148,10 @@ type InstanceConfig struct {
 	Stdout, Stderr io.Writer
 	// Args are the guest's command-line arguments. Nil means ["worker"].
 	Args []string
+	// Sleep implements the guest's sleeps (WASI poll_oneoff on clocks). Nil means a plain
+	// sleep. The runtime cannot interrupt a sleep, so a Sleep that returns early when the
+	// instance is interrupted keeps sleeping guests within their limits.
+	Sleep func(ns int64)
 }
 
 // Instance is one instantiated module: its own memory and Go runtime. It runs one
@@ -213,8 +217,12 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 		WithStartFunctions("_initialize").
 		WithSysWalltime().
 		WithSysNanotime().
-		WithSysNanosleep().
 		WithRandSource(rand.Reader)
+	if cfg.Sleep != nil {
+		mc = mc.WithNanosleep(cfg.Sleep)
+	} else {
+		mc = mc.WithSysNanosleep()
+	}
 	if cfg.Stdout != nil {
 		mc = mc.WithStdout(cfg.Stdout)
 	}
@@ -222,9 +230,10 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 		mc = mc.WithStderr(cfg.Stderr)
 	}
 	in := &Instance{}
-	in.call = callCtx{Context: ctx, in: in}
-	mod, err := m.r.rt.InstantiateModule(&in.call, m.cm, mc)
-	in.call.Context = nil
+	in.call.in = in
+	// wazero may watch this context after instantiation returns, so it is not the reusable
+	// per-call context.
+	mod, err := m.r.rt.InstantiateModule(&callCtx{Context: ctx, in: in}, m.cm, mc)
 	if err != nil {
 		return nil, fmt.Errorf("wasm: instantiate: %w", classify(err))
 	}

@@ -1,0 +1,426 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/verge-edge/verge/durable"
+	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/worker/internal/wasm"
+)
+
+// ResponseWriter receives a worker's response; message.ServerExchange implements it.
+type ResponseWriter interface {
+	WriteHeader(resp *message.Response) error
+	Write(p []byte) (int, error)
+	Finish(trailer *message.Header) error
+}
+
+// Request is an incoming request for Serve.
+type Request struct {
+	// Message is the request; its Body streams the request body (nil means none).
+	Message *message.Request
+	// RemoteAddr is the client's IP address as text.
+	RemoteAddr string
+	// TLS tells whether the request arrived over TLS (for the URL's scheme when the request
+	// does not carry one).
+	TLS bool
+}
+
+// Result describes a served request.
+type Result struct {
+	// Status is the status sent, 0 if none.
+	Status int
+	// BytesSent counts response body bytes written.
+	BytesSent int64
+	// CPU is the guest's execution time (see Limits.CPUTime).
+	CPU time.Duration
+}
+
+// Serve runs the worker for req, writing the response to out. On error, Error.Responded says
+// whether a response head was already written (then only aborting is left); otherwise the
+// caller answers (Error.StatusCode) or passes the request on.
+func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (Result, error) {
+	v := w.cur.Load()
+	if v == nil || !v.acquire() {
+		return Result{}, &Error{Kind: Unavailable, Worker: w.name}
+	}
+	defer v.release()
+	in, err := v.get(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	inv := &in.inv
+	inv.reset(ctx, kindFetch)
+	inv.sink = out
+	inv.encodeHead(req)
+	inv.body = req.Message.Body
+	inv.isHead = req.Message.Method == "HEAD"
+	inv.proto = req.Message.Proto
+	rc, err := in.run(ctx, kindFetch)
+	res := Result{Status: inv.status, BytesSent: inv.sent, CPU: inv.cpuUsed}
+	if err == nil && rc != rcOK {
+		err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("verge_handle returned %d", rc)}
+	}
+	if err == nil && !inv.ended {
+		err = &Error{Kind: NoResponse, Worker: w.name}
+		if inv.started {
+			err = &Error{Kind: NoResponse, Worker: w.name, Cause: errors.New("response not ended")}
+		}
+	}
+	if err != nil {
+		var we *Error
+		if !errors.As(err, &we) {
+			we = &Error{Kind: Crashed, Worker: w.name, Cause: err}
+		}
+		we.Responded = inv.started
+		ended := inv.ended
+		inv.clear()
+		v.discard(in)
+		if ended && we.Kind != NoResponse {
+			// The client has its whole response; the failure hit waitUntil work.
+			v.log.Warn("worker failed after its response", "kind", we.Kind.String(), "err", we.Cause)
+			return res, nil
+		}
+		v.log.Warn("worker invocation failed", "kind", we.Kind.String(), "err", we.Cause, "cpu", inv.cpuUsed)
+		return res, we
+	}
+	inv.clear()
+	v.put(in)
+	return res, nil
+}
+
+// run calls verge_handle under the CPU and wall time limits.
+func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
+	inv := &i.inv
+	l := &i.v.limits
+	inv.cpuLeft = l.CPUTime
+	i.wall.Reset(l.WallTime)
+	inv.segStart = time.Now()
+	i.cpu.Reset(inv.cpuLeft)
+	rc, err := i.in.Handle(ctx, kind, inv)
+	i.cpu.Stop()
+	i.wall.Stop()
+	inv.cpuLeft -= time.Since(inv.segStart)
+	inv.cpuUsed = l.CPUTime - inv.cpuLeft
+	if err == nil {
+		return rc, nil
+	}
+	switch i.stopped.Load() {
+	case exitCPU:
+		return 0, &Error{Kind: CPULimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v of CPU time (limit %v)", inv.cpuUsed.Round(time.Millisecond), l.CPUTime)}
+	case exitWall:
+		return 0, &Error{Kind: WallLimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v (limit %v)", l.WallTime, l.WallTime)}
+	}
+	var ee *wasm.ExitError
+	if errors.As(err, &ee) {
+		return 0, &Error{Kind: Crashed, Worker: i.v.w.name, Cause: fmt.Errorf("guest exited with code %d (a Go panic or fatal error, e.g. out of memory, exits with 2)", ee.Code)}
+	}
+	return 0, &Error{Kind: Crashed, Worker: i.v.w.name, Cause: err}
+}
+
+// invocation is the host side of one call into an instance; it is reused by the instance.
+type invocation struct {
+	inst *instance
+	ctx  context.Context
+	kind uint32
+
+	head    []byte // encoded request head for opReqHead
+	headBuf []byte
+	body    io.Reader
+	isHead  bool
+	proto   string
+
+	sink    ResponseWriter
+	resp    message.Response
+	started bool
+	ended   bool
+	status  int
+	sent    int64
+
+	turn    *durable.Turn
+	nsName  string
+	class   string
+	objID   string
+	retries int
+
+	subrequests int
+	ioCtx       context.Context
+	ioCancel    context.CancelFunc
+
+	e        enc
+	segStart time.Time
+	cpuLeft  time.Duration
+	cpuUsed  time.Duration
+}
+
+func (inv *invocation) reset(ctx context.Context, kind uint32) {
+	inv.ctx, inv.kind = ctx, kind
+	inv.head, inv.body, inv.isHead, inv.proto = nil, nil, false, message.HTTP11
+	inv.sink, inv.started, inv.ended, inv.status, inv.sent = nil, false, false, 0, 0
+	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = nil, "", "", "", 0
+	inv.subrequests = 0
+}
+
+// clear drops references held past the invocation.
+func (inv *invocation) clear() {
+	if inv.ioCancel != nil {
+		inv.ioCancel()
+		inv.ioCtx, inv.ioCancel = nil, nil
+	}
+	inv.ctx, inv.body, inv.sink, inv.turn, inv.head = nil, nil, nil, nil, nil
+	inv.resp.Reset()
+	if cap(inv.e.b) > 64<<10 {
+		inv.e.b = nil
+	}
+	if cap(inv.headBuf) > 64<<10 {
+		inv.headBuf = nil
+	}
+}
+
+// io returns the context for host I/O: the request's, bounded by the wall time limit.
+func (inv *invocation) io() context.Context {
+	if inv.ioCtx == nil {
+		inv.ioCtx, inv.ioCancel = context.WithTimeout(inv.ctx, inv.inst.v.limits.WallTime)
+	}
+	return inv.ioCtx
+}
+
+// encodeHead encodes the request head for opReqHead into the reusable buffer.
+func (inv *invocation) encodeHead(r *Request) {
+	m := r.Message
+	e := enc{b: inv.headBuf[:0]}
+	e.str(m.Method)
+	if strings.HasPrefix(m.Target, "http://") || strings.HasPrefix(m.Target, "https://") {
+		e.str(m.Target)
+	} else {
+		scheme := m.Scheme
+		if scheme == "" {
+			scheme = "http"
+			if r.TLS {
+				scheme = "https"
+			}
+		}
+		host := m.Authority
+		if host == "" {
+			host = m.Header.Get("Host")
+		}
+		if host == "" {
+			host = "localhost"
+		}
+		n := len(scheme) + 3 + len(host) + len(m.Target)
+		e.u32(uint32(n))
+		e.b = append(e.b, scheme...)
+		e.b = append(e.b, "://"...)
+		e.b = append(e.b, host...)
+		e.b = append(e.b, m.Target...)
+	}
+	e.str(r.RemoteAddr)
+	fs := m.Header.Fields()
+	e.u32(uint32(len(fs)))
+	for _, f := range fs {
+		e.str(f.Name)
+		e.str(f.Value)
+	}
+	inv.headBuf = e.b
+	inv.head = e.b
+}
+
+// Call serves one host operation. The time spent here does not count as guest CPU time.
+func (inv *invocation) Call(op uint32, arg []byte) (uint32, []byte) {
+	inv.inst.pause()
+	status, res := inv.dispatch(op, arg)
+	inv.inst.resume()
+	return status, res
+}
+
+func fail(status uint32, err error) (uint32, []byte) { return status, []byte(err.Error()) }
+
+func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
+	inv.e.b = inv.e.b[:0]
+	switch op {
+	case opReqHead:
+		if inv.head == nil {
+			return fail(statusUnavailable, errors.New("no request in this invocation"))
+		}
+		return statusOK, inv.head
+	case opReqBody:
+		return inv.readBody(arg)
+	case opRespHead, opRespBody, opRespEnd:
+		return inv.respond(op, arg)
+	case opLog:
+		d := dec{b: arg}
+		level := int32(d.u32())
+		msg := d.str()
+		inv.inst.v.log.Log(context.Background(), slog.Level(level), msg)
+		return statusOK, nil
+	case opEnv:
+		return statusOK, inv.inst.v.env
+	case opKVGet, opKVPut, opKVDelete, opKVList:
+		return inv.kvOp(op, arg)
+	case opDOIDFromName, opDONewID, opDOIDFromStr, opDOFetch, opDOContext:
+		return inv.doOp(op, arg)
+	case opStGet, opStPut, opStDelete, opStList, opStDeleteAll, opStTxnBegin, opStTxnCommit,
+		opStTxnRollback, opStSQL, opAlarmGet, opAlarmSet, opAlarmDelete:
+		return inv.storageOp(op, arg)
+	case opFetch:
+		return inv.fetch(arg)
+	}
+	return fail(statusUnavailable, fmt.Errorf("unknown host operation %d", op))
+}
+
+func (inv *invocation) readBody(arg []byte) (uint32, []byte) {
+	d := dec{b: arg}
+	n := int(d.u32())
+	if d.err != nil {
+		return fail(statusInvalid, d.err)
+	}
+	if inv.body == nil || n == 0 {
+		return statusOK, nil
+	}
+	n = min(n, 1<<20)
+	if cap(inv.e.b) < n {
+		inv.e.b = make([]byte, 0, n)
+	}
+	buf := inv.e.b[:n]
+	for {
+		k, err := inv.body.Read(buf)
+		if k > 0 {
+			return statusOK, buf[:k]
+		}
+		if err == io.EOF {
+			inv.body = nil
+			return statusOK, nil
+		}
+		if err != nil {
+			return fail(statusInternal, fmt.Errorf("reading request body: %w", err))
+		}
+	}
+}
+
+// hopByHop lists response fields the host controls itself.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Content-Length"}
+
+func (inv *invocation) decodeHead(d *dec) error {
+	status := int(d.u32())
+	n := d.count(8)
+	r := &inv.resp
+	r.Reset()
+	r.Status = status
+	r.Proto = inv.proto
+	for range n {
+		name, value := d.raw(), d.raw()
+		if d.err != nil {
+			break
+		}
+		skip := false
+		for _, h := range hopByHop {
+			if message.EqualFold(string(name), h) {
+				skip = true
+				break
+			}
+		}
+		if !skip {
+			r.Header.Add(string(name), string(value))
+		}
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if status < 200 || status > 999 {
+		return fmt.Errorf("invalid response status %d", status)
+	}
+	return nil
+}
+
+func bodyAllowed(status int, head bool) bool {
+	return !head && status != 204 && status != 304
+}
+
+func (inv *invocation) respond(op uint32, arg []byte) (uint32, []byte) {
+	if inv.sink == nil {
+		return fail(statusUnavailable, errors.New("no response in this invocation"))
+	}
+	if inv.ended {
+		return fail(statusInvalid, errors.New("response already ended"))
+	}
+	d := dec{b: arg}
+	switch op {
+	case opRespHead:
+		if inv.started {
+			return fail(statusInvalid, errors.New("response head already sent"))
+		}
+		if err := inv.decodeHead(&d); err != nil {
+			return fail(statusInvalid, err)
+		}
+		inv.resp.ContentLength = -1
+		if !bodyAllowed(inv.resp.Status, inv.isHead) {
+			inv.resp.ContentLength = 0
+		}
+		return inv.writeHead()
+	case opRespBody:
+		if !inv.started {
+			return fail(statusInvalid, errors.New("response body before its head"))
+		}
+		return inv.writeBody(arg)
+	}
+	// opRespEnd: u8 has_head, [head], bytes last_chunk
+	hasHead := d.u8() == 1
+	if hasHead {
+		if inv.started {
+			return fail(statusInvalid, errors.New("response head already sent"))
+		}
+		if err := inv.decodeHead(&d); err != nil {
+			return fail(statusInvalid, err)
+		}
+	} else if !inv.started {
+		return fail(statusInvalid, errors.New("response ended without a head"))
+	}
+	chunk := d.raw()
+	if d.err != nil {
+		return fail(statusInvalid, d.err)
+	}
+	if hasHead {
+		inv.resp.ContentLength = int64(len(chunk))
+		if !bodyAllowed(inv.resp.Status, false) {
+			inv.resp.ContentLength = 0
+		}
+		if st, res := inv.writeHead(); st != statusOK {
+			return st, res
+		}
+	}
+	if st, res := inv.writeBody(chunk); st != statusOK {
+		return st, res
+	}
+	inv.ended = true
+	if err := inv.sink.Finish(nil); err != nil {
+		return fail(statusInternal, fmt.Errorf("finishing response: %w", err))
+	}
+	return statusOK, nil
+}
+
+func (inv *invocation) writeHead() (uint32, []byte) {
+	inv.started = true
+	inv.status = inv.resp.Status
+	if err := inv.sink.WriteHeader(&inv.resp); err != nil {
+		return fail(statusInternal, fmt.Errorf("writing response head: %w", err))
+	}
+	return statusOK, nil
+}
+
+func (inv *invocation) writeBody(p []byte) (uint32, []byte) {
+	if len(p) == 0 || !bodyAllowed(inv.status, inv.isHead) {
+		return statusOK, nil
+	}
+	n, err := inv.sink.Write(p)
+	inv.sent += int64(n)
+	if err != nil {
+		return fail(statusInternal, fmt.Errorf("writing response body: %w", err))
+	}
+	return statusOK, nil
+}

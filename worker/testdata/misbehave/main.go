@@ -1,0 +1,62 @@
+// Command misbehave is a test worker that misbehaves on request.
+package main
+
+import (
+	"os"
+	"strconv"
+	"time"
+
+	sdk "github.com/verge-edge/verge/sdk/go"
+)
+
+var sink [][]byte
+
+func init() {
+	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
+		switch r.URL.Path {
+		case "/loop":
+			n := 0
+			for {
+				n++
+			}
+		case "/panic":
+			panic("worker panics on purpose")
+		case "/oom":
+			// More than the instance's memory limit at once: the Go runtime cannot grow
+			// linear memory and dies with "fatal error: out of memory".
+			sink = append(sink, make([]byte, 256<<20))
+		case "/exit":
+			os.Exit(3)
+		case "/sleep":
+			time.Sleep(10 * time.Second)
+		case "/env":
+			w.Write([]byte(sdk.Env("GREETING") + "," + sdk.Env("TOKEN")))
+		case "/waituntil":
+			sdk.WaitUntil(func() { sdk.KV("KV").Put("late", []byte("done")) })
+			w.Write([]byte("early"))
+		case "/fetch":
+			req, err := sdk.NewRequest("GET", r.URL.Query().Get("u"), nil)
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 400)
+				return
+			}
+			n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+			var resp *sdk.Response
+			for range max(n, 1) {
+				if resp, err = sdk.Fetch(req); err != nil {
+					break
+				}
+			}
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 502)
+				return
+			}
+			w.WriteHeader(resp.StatusCode)
+			w.Write(resp.Body)
+		default:
+			w.Write([]byte("ok " + strconv.Itoa(len(sink))))
+		}
+	})
+}
+
+func main() {}

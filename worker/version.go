@@ -1,0 +1,334 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/verge-edge/verge/durable"
+	"github.com/verge-edge/verge/kv"
+	"github.com/verge-edge/verge/worker/internal/wasm"
+)
+
+type atomicVersion = atomic.Pointer[version]
+
+// version is one deployment: compiled module, bindings and the instance pool.
+type version struct {
+	w       *Worker
+	id      string
+	limits  Limits
+	log     *slog.Logger
+	rt      *wasm.Runtime
+	mod     *wasm.Module
+	env     []byte // encoded once for opEnv
+	kv      map[string]kv.Namespace
+	durable map[string]*doBinding
+	created time.Time
+	compile time.Duration
+	inst0   time.Duration
+
+	slots chan struct{} // one per pooled instance allowed
+
+	mu      sync.Mutex
+	idle    []*instance
+	total   int
+	refs    int // requests in flight, live actors
+	retired bool
+	closed  bool
+}
+
+// doBinding is a Durable Object binding resolved to its namespace.
+type doBinding struct {
+	class string
+	ns    *durable.Namespace
+}
+
+func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
+	svc := &w.reg.svc
+	cfg.Limits.setDefaults()
+	sum := sha256.Sum256(cfg.Module)
+	v := &version{
+		w: w, id: hex.EncodeToString(sum[:6]), limits: cfg.Limits, created: time.Now(),
+		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{},
+		slots: make(chan struct{}, cfg.Limits.MaxInstances),
+	}
+	v.log = svc.Logger.With("worker", w.name, "version", v.id)
+	var e enc
+	keys := make([]string, 0, len(cfg.Env))
+	for k := range cfg.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	e.u32(uint32(len(keys)))
+	for _, k := range keys {
+		e.str(k)
+		e.str(cfg.Env[k])
+	}
+	v.env = e.b
+	for binding, name := range cfg.KV {
+		if svc.KV == nil {
+			return nil, fmt.Errorf("worker %s: kv binding %s: no KV storage configured", w.name, binding)
+		}
+		ns, err := svc.KV.Namespace(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: kv binding %s: %w", w.name, binding, err)
+		}
+		v.kv[binding] = ns
+	}
+	for binding, d := range cfg.Durable {
+		name := d.Namespace
+		if name == "" {
+			name = w.name + "-" + d.Class
+		}
+		ns, err := w.namespace(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		v.durable[binding] = &doBinding{class: d.Class, ns: ns}
+	}
+	rt, err := wasm.NewRuntime(ctx, wasm.Config{CacheDir: svc.CacheDir, MemoryLimit: cfg.Limits.Memory})
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", w.name, err)
+	}
+	start := time.Now()
+	v.rt = rt
+	if v.mod, err = rt.Compile(ctx, cfg.Module); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("worker %s: %w", w.name, err)
+	}
+	v.compile = time.Since(start)
+	// The first instance proves the module initializes and makes the first request warm.
+	start = time.Now()
+	in, err := v.newInstance(ctx)
+	if err != nil {
+		rt.Close(ctx)
+		return nil, err
+	}
+	v.inst0 = time.Since(start)
+	v.total = 1
+	v.idle = append(v.idle, in)
+	return v, nil
+}
+
+func (v *version) info() VersionInfo {
+	v.mu.Lock()
+	n := v.total
+	v.mu.Unlock()
+	return VersionInfo{Worker: v.w.name, ID: v.id, Deployed: v.created, Compile: v.compile, Instantiate: v.inst0, Instances: n}
+}
+
+// instance is one WebAssembly instance with its reusable invocation state and timers.
+type instance struct {
+	v    *version
+	in   *wasm.Instance
+	inv  invocation
+	cpu  *time.Timer
+	wall *time.Timer
+	// stopped records why the instance was interrupted (exitCPU, exitWall), 0 if it was not.
+	stopped atomic.Uint32
+	stop    chan struct{} // closed on interrupt, to end sleeps
+}
+
+// Exit codes used to interrupt instances.
+const (
+	exitCPU  = 0xfe000001
+	exitWall = 0xfe000002
+)
+
+func (v *version) newInstance(ctx context.Context) (*instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, DefaultInitTime)
+	defer cancel()
+	out := &logWriter{log: v.log, level: slog.LevelInfo, stream: "stdout"}
+	errw := &logWriter{log: v.log, level: slog.LevelWarn, stream: "stderr"}
+	i := &instance{v: v, stop: make(chan struct{})}
+	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep})
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", v.w.name, err)
+	}
+	i.in = in
+	i.inv.inst = i
+	i.cpu = time.AfterFunc(time.Hour, func() { i.interrupt(exitCPU) })
+	i.cpu.Stop()
+	i.wall = time.AfterFunc(time.Hour, func() { i.interrupt(exitWall) })
+	i.wall.Stop()
+	return i, nil
+}
+
+func (i *instance) interrupt(code uint32) {
+	if i.stopped.CompareAndSwap(0, code) {
+		close(i.stop)
+		i.in.Interrupt(code)
+	}
+}
+
+// sleep serves the guest's sleeps: they count as wall time, not CPU time, and end when the
+// instance is interrupted.
+func (i *instance) sleep(ns int64) {
+	i.pause()
+	t := time.NewTimer(time.Duration(ns))
+	select {
+	case <-t.C:
+	case <-i.stop:
+	}
+	t.Stop()
+	i.resume()
+}
+
+// pause stops the CPU budget while the guest waits for the host.
+func (i *instance) pause() {
+	i.cpu.Stop()
+	i.inv.cpuLeft -= time.Since(i.inv.segStart)
+}
+
+// resume restarts the CPU budget, interrupting at once when it is spent.
+func (i *instance) resume() {
+	if i.inv.cpuLeft <= 0 {
+		i.interrupt(exitCPU)
+		return
+	}
+	i.inv.segStart = time.Now()
+	i.cpu.Reset(i.inv.cpuLeft)
+}
+
+func (i *instance) close() {
+	i.cpu.Stop()
+	i.wall.Stop()
+	i.in.Close(context.Background())
+}
+
+// acquire takes a ref on v (a request or an actor); false when v is closed.
+func (v *version) acquire() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return false
+	}
+	v.refs++
+	return true
+}
+
+func (v *version) release() {
+	v.mu.Lock()
+	v.refs--
+	closeNow := v.retired && v.refs == 0 && !v.closed
+	if closeNow {
+		v.closed = true
+	}
+	v.mu.Unlock()
+	if closeNow {
+		v.shutdown()
+	}
+}
+
+// retire marks v replaced: it closes when its last request or actor is done.
+func (v *version) retire() {
+	v.mu.Lock()
+	v.retired = true
+	closeNow := v.refs == 0 && !v.closed
+	if closeNow {
+		v.closed = true
+	}
+	v.mu.Unlock()
+	if closeNow {
+		v.shutdown()
+	}
+}
+
+func (v *version) shutdown() {
+	v.mu.Lock()
+	idle := v.idle
+	v.idle = nil
+	v.mu.Unlock()
+	for _, in := range idle {
+		in.close()
+	}
+	v.rt.Close(context.Background())
+	v.log.Info("worker version released")
+}
+
+// get returns an idle instance or a new one, waiting while MaxInstances are busy.
+func (v *version) get(ctx context.Context) (*instance, error) {
+	select {
+	case v.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &Error{Kind: Overloaded, Worker: v.w.name, Cause: ctx.Err()}
+	}
+	v.mu.Lock()
+	if n := len(v.idle); n > 0 {
+		in := v.idle[n-1]
+		v.idle = v.idle[:n-1]
+		v.mu.Unlock()
+		return in, nil
+	}
+	v.total++
+	v.mu.Unlock()
+	in, err := v.newInstance(ctx)
+	if err != nil {
+		v.mu.Lock()
+		v.total--
+		v.mu.Unlock()
+		<-v.slots
+		return nil, &Error{Kind: Crashed, Worker: v.w.name, Cause: err}
+	}
+	return in, nil
+}
+
+// put returns a healthy instance to the pool.
+func (v *version) put(in *instance) {
+	v.mu.Lock()
+	if v.retired {
+		v.total--
+		v.mu.Unlock()
+		in.close()
+	} else {
+		v.idle = append(v.idle, in)
+		v.mu.Unlock()
+	}
+	<-v.slots
+}
+
+// discard drops a failed instance.
+func (v *version) discard(in *instance) {
+	in.close()
+	v.mu.Lock()
+	v.total--
+	v.mu.Unlock()
+	<-v.slots
+}
+
+// logWriter turns guest output into log records, one per line, bounded to 4 KiB a line.
+type logWriter struct {
+	log    *slog.Logger
+	level  slog.Level
+	stream string
+	buf    []byte
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := 0
+		for i < len(p) && p[i] != '\n' {
+			i++
+		}
+		w.buf = append(w.buf, p[:i]...)
+		if i < len(p) || len(w.buf) >= 4096 {
+			if len(w.buf) > 4096 {
+				w.buf = w.buf[:4096]
+			}
+			w.log.Log(context.Background(), w.level, "worker output", "stream", w.stream, "line", string(w.buf))
+			w.buf = w.buf[:0]
+			if i < len(p) {
+				i++
+			}
+		}
+		p = p[i:]
+	}
+	return n, nil
+}

@@ -1,0 +1,307 @@
+// Package worker runs WebAssembly workers inside Verge: modules built with the guest SDK
+// (sdk/go) or any language that implements docs/workers-abi.md. A Registry holds the
+// deployed workers by name; each deployment is a version with its own compiled module
+// (loaded from an on-disk compilation cache when possible) and a pool of initialized
+// instances reused across requests. Every invocation runs under a CPU-time limit, a
+// wall-time limit, a memory cap and a subrequest limit; an instance that traps, panics,
+// exceeds a limit or runs out of memory is discarded and its request fails (ErrorKind says
+// how), without affecting other requests.
+//
+// Bindings reach KV namespaces (package kv), Durable Objects (package durable, whose class
+// code runs in dedicated instances of the same module), environment variables, secrets, and
+// outgoing HTTP through the proxy's upstream transport.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/verge-edge/verge/durable"
+	"github.com/verge-edge/verge/kv"
+	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/upstream"
+)
+
+// Defaults of Limits.
+const (
+	DefaultCPUTime      = 100 * time.Millisecond
+	DefaultWallTime     = 30 * time.Second
+	DefaultMemory       = 128 << 20
+	DefaultSubrequests  = 50
+	DefaultMaxInstances = 16
+	// DefaultInitTime bounds instantiating a module (its _initialize).
+	DefaultInitTime = 10 * time.Second
+	// MaxFetchBody bounds a subrequest's response body held in memory.
+	MaxFetchBody = 32 << 20
+)
+
+// Limits bound each invocation of a worker. Zero fields take the defaults.
+type Limits struct {
+	// CPUTime bounds the time the guest executes per request, excluding time blocked in
+	// host calls (storage, subrequests, Durable Object calls). It is measured as wall time
+	// outside host calls, an upper bound of the CPU the guest uses, so a busy machine reaches
+	// it sooner, never later. Zero means DefaultCPUTime (100ms).
+	CPUTime time.Duration
+	// WallTime bounds a whole invocation including host calls and waitUntil work. Zero
+	// means DefaultWallTime (30s).
+	WallTime time.Duration
+	// Memory caps each instance's linear memory in bytes. Zero means DefaultMemory (128 MiB).
+	Memory int64
+	// Subrequests caps Fetch calls per request. Zero means DefaultSubrequests (50).
+	Subrequests int
+	// MaxInstances caps the pooled instances of a version (concurrent requests beyond it
+	// wait). Zero means DefaultMaxInstances (16).
+	MaxInstances int
+}
+
+func (l *Limits) setDefaults() {
+	if l.CPUTime <= 0 {
+		l.CPUTime = DefaultCPUTime
+	}
+	if l.WallTime <= 0 {
+		l.WallTime = DefaultWallTime
+	}
+	if l.Memory <= 0 {
+		l.Memory = DefaultMemory
+	}
+	if l.Subrequests <= 0 {
+		l.Subrequests = DefaultSubrequests
+	}
+	if l.MaxInstances <= 0 {
+		l.MaxInstances = DefaultMaxInstances
+	}
+}
+
+// DurableBinding binds a Durable Object namespace whose class is defined by the worker.
+type DurableBinding struct {
+	// Class is the class name the guest registers (sdk.DefineDurableObject). Required.
+	Class string
+	// Namespace names the objects' storage. Empty means "<worker>-<class>".
+	Namespace string
+}
+
+// Config is one deployment of a worker.
+type Config struct {
+	// Name identifies the worker. Required.
+	Name string
+	// Module is the WebAssembly binary. Required.
+	Module []byte
+	// Env holds environment variables and secrets, read by the guest with sdk.Env.
+	Env map[string]string
+	// KV maps binding names to KV namespace names.
+	KV map[string]string
+	// Durable maps binding names to Durable Object namespaces.
+	Durable map[string]DurableBinding
+	// Limits bound each invocation.
+	Limits Limits
+}
+
+// RoundTripper sends subrequests; *upstream.Transport implements it.
+type RoundTripper interface {
+	RoundTrip(ctx context.Context, peer *upstream.Peer, req *message.Request) (*message.Response, error)
+}
+
+// Services are what workers share: storage, the compilation cache, the transport.
+type Services struct {
+	// CacheDir keeps compiled machine code across processes. Empty means in memory only.
+	CacheDir string
+	// KV stores KV namespaces. Nil makes KV bindings fail to deploy.
+	KV kv.Store
+	// Durable stores Durable Objects. Nil makes Durable Object bindings fail to deploy.
+	Durable durable.Store
+	// Placement places Durable Objects. Nil means durable.Local.
+	Placement durable.Placement
+	// Transport sends subrequests. Nil makes Fetch fail with ErrUnavailable.
+	Transport RoundTripper
+	// Logger receives guest logs and output and runtime events. Nil means slog.Default().
+	Logger *slog.Logger
+	// ObjectIdleTimeout is how long an idle Durable Object stays live. Zero means
+	// durable.DefaultIdleTimeout.
+	ObjectIdleTimeout time.Duration
+}
+
+// Registry holds the deployed workers by name.
+type Registry struct {
+	svc Services
+
+	mu      sync.Mutex
+	workers map[string]*Worker
+	closed  bool
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(svc Services) *Registry {
+	if svc.Logger == nil {
+		svc.Logger = slog.Default()
+	}
+	if svc.Placement == nil {
+		svc.Placement = durable.Local{}
+	}
+	return &Registry{svc: svc, workers: map[string]*Worker{}}
+}
+
+// Get returns the worker name, or nil.
+func (r *Registry) Get(name string) *Worker {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.workers[name]
+}
+
+// Names returns the deployed workers' names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(maps.Keys(r.workers))
+}
+
+// Deploy compiles cfg and makes it the worker's current version, creating the worker if
+// needed. Requests in flight finish on the previous version, which is released afterwards;
+// new requests use the new one at once. Its first instance is created before Deploy returns,
+// so the first request finds it warm. On error the previous version keeps serving.
+func (r *Registry) Deploy(ctx context.Context, cfg Config) (*VersionInfo, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("worker: Config.Name is required")
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, errors.New("worker: registry closed")
+	}
+	w := r.workers[cfg.Name]
+	if w == nil {
+		w = &Worker{name: cfg.Name, reg: r, namespaces: map[string]*durable.Namespace{}}
+		r.workers[cfg.Name] = w
+	}
+	r.mu.Unlock()
+	w.deployMu.Lock()
+	defer w.deployMu.Unlock()
+	v, err := w.newVersion(ctx, cfg)
+	if err != nil {
+		if w.cur.Load() == nil {
+			r.mu.Lock()
+			delete(r.workers, cfg.Name)
+			r.mu.Unlock()
+		}
+		return nil, err
+	}
+	if old := w.cur.Swap(v); old != nil {
+		old.retire()
+	}
+	info := v.info()
+	r.svc.Logger.Info("worker deployed", "worker", cfg.Name, "version", info.ID, "compile", info.Compile, "instantiate", info.Instantiate)
+	return &info, nil
+}
+
+// Remove stops routing to the worker and releases it once its requests are done.
+func (r *Registry) Remove(ctx context.Context, name string) error {
+	r.mu.Lock()
+	w := r.workers[name]
+	delete(r.workers, name)
+	r.mu.Unlock()
+	if w == nil {
+		return nil
+	}
+	return w.close(ctx)
+}
+
+// Close releases every worker, waiting for requests in flight until ctx ends.
+func (r *Registry) Close(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	ws := slices.Collect(maps.Values(r.workers))
+	r.workers = map[string]*Worker{}
+	r.mu.Unlock()
+	var errs []error
+	for _, w := range ws {
+		errs = append(errs, w.close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Worker is a deployed worker: a stable handle whose current version changes on deploy.
+type Worker struct {
+	name     string
+	reg      *Registry
+	deployMu sync.Mutex
+	cur      atomicVersion
+
+	nsMu       sync.Mutex
+	namespaces map[string]*durable.Namespace // by storage name
+}
+
+// Name returns the worker's name.
+func (w *Worker) Name() string { return w.name }
+
+// Version describes the current version, ok false when none is deployed.
+func (w *Worker) Version() (VersionInfo, bool) {
+	v := w.cur.Load()
+	if v == nil {
+		return VersionInfo{}, false
+	}
+	return v.info(), true
+}
+
+// VersionInfo describes a deployed version.
+type VersionInfo struct {
+	// Worker is the worker's name.
+	Worker string `json:"worker"`
+	// ID is the first 12 hex digits of the module's SHA-256.
+	ID string `json:"version"`
+	// Deployed is when the version was deployed.
+	Deployed time.Time `json:"deployed"`
+	// Compile is how long compiling (or loading from the cache) took.
+	Compile time.Duration `json:"compile_ns"`
+	// Instantiate is how long creating the first instance took.
+	Instantiate time.Duration `json:"instantiate_ns"`
+	// Instances counts the version's pooled instances.
+	Instances int `json:"instances"`
+}
+
+// namespace returns the worker's Durable Object namespace name (created on first use).
+func (w *Worker) namespace(ctx context.Context, name string) (*durable.Namespace, error) {
+	w.nsMu.Lock()
+	defer w.nsMu.Unlock()
+	if ns := w.namespaces[name]; ns != nil {
+		return ns, nil
+	}
+	svc := &w.reg.svc
+	if svc.Durable == nil {
+		return nil, errors.New("worker: no Durable Object storage configured")
+	}
+	ns, err := durable.New(ctx, durable.Options{
+		Name:        name,
+		Store:       svc.Durable,
+		Placement:   svc.Placement,
+		IdleTimeout: svc.ObjectIdleTimeout,
+		OnAlarm: func(ctx context.Context, t *durable.Turn, retries int) error {
+			return w.runAlarm(ctx, name, t, retries)
+		},
+		OnEvict: evictActor,
+		Logger:  svc.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: durable object namespace %s: %w", w.name, name, err)
+	}
+	w.namespaces[name] = ns
+	return ns, nil
+}
+
+func (w *Worker) close(ctx context.Context) error {
+	var errs []error
+	w.nsMu.Lock()
+	for name, ns := range w.namespaces {
+		errs = append(errs, ns.Close(ctx))
+		delete(w.namespaces, name)
+	}
+	w.nsMu.Unlock()
+	if v := w.cur.Swap(nil); v != nil {
+		v.retire()
+	}
+	return errors.Join(errs...)
+}
