@@ -46,9 +46,9 @@ func (r *recorder) WriteHeader(resp *message.Response) error {
 	r.status, r.header, r.length = resp.Status, resp.Header.Clone(), resp.ContentLength
 	return nil
 }
-func (r *recorder) Write(p []byte) (int, error)      { return r.body.Write(p) }
-func (r *recorder) Finish(*message.Header) error     { r.finished = true; return nil }
-func (r *recorder) String() string                   { return strconv.Itoa(r.status) + " " + r.body.String() }
+func (r *recorder) Write(p []byte) (int, error)  { return r.body.Write(p) }
+func (r *recorder) Finish(*message.Header) error { r.finished = true; return nil }
+func (r *recorder) String() string               { return strconv.Itoa(r.status) + " " + r.body.String() }
 func (r *recorder) check(t testing.TB, status int, body string) {
 	t.Helper()
 	if r.status != status || r.body.String() != body || !r.finished {
