@@ -47,6 +47,11 @@ type Config struct {
 	// PIDFile is where `verge run` writes its process id, read by `verge reload`. Empty means
 	// DefaultPIDFile().
 	PIDFile string `yaml:"pid_file"`
+	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
+	Workers []Worker `yaml:"workers"`
+	// WorkerData is the directory holding KV namespaces, Durable Objects and compiled
+	// worker code. Empty means ".verge" next to the config file. It is fixed at start.
+	WorkerData string `yaml:"worker_data"`
 
 	// File is the name the config was loaded from.
 	File string `yaml:"-"`
@@ -181,9 +186,15 @@ type Route struct {
 	Listeners []string `yaml:"listeners"`
 	// Match selects requests. Empty matches every request.
 	Match Match `yaml:"match"`
-	// Upstream names the upstream group to proxy to. Exactly one of Upstream, Redirect and
-	// Respond is required.
+	// Upstream names the upstream group to proxy to. Exactly one of Upstream, Redirect,
+	// Respond and Worker is required (Upstream may join Worker as its fallback).
 	Upstream string `yaml:"upstream"`
+	// Worker names the worker that answers the route's requests.
+	Worker string `yaml:"worker"`
+	// WorkerOnError is what a failed worker's request gets when no response was sent yet:
+	// "error" (a 5xx status) or "origin" (passed to the route's upstream). Empty means
+	// "error".
+	WorkerOnError string `yaml:"worker_on_error"`
 	// Redirect answers with a redirect.
 	Redirect *Redirect `yaml:"redirect"`
 	// Respond answers with a fixed response.

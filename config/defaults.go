@@ -66,6 +66,7 @@ func (c *Config) setDefaults() {
 	c.Shutdown.setDefaults()
 	c.UpstreamPool.setDefaults()
 	c.Cache.setDefaults()
+	c.setWorkerDefaults()
 	for i := range c.Routes {
 		if rc := c.Routes[i].Cache; rc != nil {
 			rc.setDefaults()
@@ -262,6 +263,7 @@ func (c *Config) resolvePaths() {
 	}
 	abs(&c.Admin.TokenFile)
 	abs(&c.PIDFile)
+	c.resolveWorkerPaths(dir)
 	if c.Cache.Disk != nil {
 		abs(&c.Cache.Disk.Path)
 	}

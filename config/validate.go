@@ -14,8 +14,9 @@ import (
 
 // validator collects the problems of a defaulted config.
 type validator struct {
-	c    *Config
-	errs ErrorList
+	c           *Config
+	errs        ErrorList
+	workerNames map[string]bool
 }
 
 func (v *validator) errf(path, format string, args ...any) {
@@ -26,6 +27,7 @@ func (c *Config) validate() ErrorList {
 	v := &validator{c: c}
 	v.listeners()
 	groups := v.upstreams()
+	v.workerNames = v.workers()
 	v.routes(groups)
 	v.admin()
 	v.accessLog()
@@ -330,6 +332,7 @@ func (v *validator) routes(groups map[string]bool) {
 			}
 			v.fieldNames(p+".respond.headers", rs.Headers)
 		}
+		actions += v.routeWorker(p, r, v.workerNames)
 		switch {
 		case actions == 0:
 			v.errf(p, "one of upstream, redirect or respond is required")

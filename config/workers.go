@@ -1,0 +1,251 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+// Defaults of worker settings (see also the worker package).
+const (
+	// DefaultWorkerData is the worker data directory, relative to the config file.
+	DefaultWorkerData = ".verge"
+	// DefaultWorkerMemory is an instance's memory cap.
+	DefaultWorkerMemory = 128 << 20
+)
+
+// Worker is a WebAssembly worker that routes can send requests to (route field worker).
+type Worker struct {
+	// Name identifies the worker in routes and the admin API. Required, unique.
+	Name string `yaml:"name"`
+	// Module is the path of a compiled module (.wasm). Exactly one of Module and Package is
+	// required.
+	Module string `yaml:"module"`
+	// Package is the directory of a Go worker package, built at load with the local Go
+	// toolchain (GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared).
+	Package string `yaml:"package"`
+	// Env holds plain environment variables for the worker (sdk.Env).
+	Env map[string]string `yaml:"env"`
+	// Secrets are variables read from files or the server's environment, never written in
+	// the config.
+	Secrets []WorkerSecret `yaml:"secrets"`
+	// KV binds KV namespaces.
+	KV []WorkerKV `yaml:"kv"`
+	// DurableObjects binds Durable Object namespaces of classes the worker defines.
+	DurableObjects []WorkerDurable `yaml:"durable_objects"`
+	// Limits bound each invocation.
+	Limits WorkerLimits `yaml:"limits"`
+}
+
+// WorkerSecret is one secret variable: from a file (its content, without a trailing newline)
+// or from an environment variable of the server process. Exactly one of File and FromEnv.
+type WorkerSecret struct {
+	// Name is the variable's name for the worker. Required.
+	Name string `yaml:"name"`
+	// File is the path of the file holding the value.
+	File string `yaml:"file"`
+	// FromEnv names the server's environment variable holding the value.
+	FromEnv string `yaml:"from_env"`
+}
+
+// WorkerKV binds a KV namespace.
+type WorkerKV struct {
+	// Binding is the name the worker uses (sdk.KV). Required.
+	Binding string `yaml:"binding"`
+	// Namespace is the stored namespace's name. Empty means the binding.
+	Namespace string `yaml:"namespace"`
+}
+
+// WorkerDurable binds a Durable Object namespace.
+type WorkerDurable struct {
+	// Binding is the name the worker uses (sdk.DurableObject). Required.
+	Binding string `yaml:"binding"`
+	// Class is the class the worker defines (sdk.DefineDurableObject). Required.
+	Class string `yaml:"class"`
+	// Namespace names the objects' storage. Empty means "<worker>-<class>".
+	Namespace string `yaml:"namespace"`
+}
+
+// WorkerLimits bound a worker's invocations. Zero fields take the defaults.
+type WorkerLimits struct {
+	// CPUTime bounds the guest's execution time per request, excluding time spent waiting
+	// for storage, subrequests and Durable Objects. Zero means 100ms.
+	CPUTime Duration `yaml:"cpu_time"`
+	// WallTime bounds a whole invocation, waitUntil work included. Zero means 30s.
+	WallTime Duration `yaml:"wall_time"`
+	// Memory caps an instance's memory. Zero means 128MiB.
+	Memory Size `yaml:"memory"`
+	// Subrequests caps fetches per request. Zero means 50.
+	Subrequests int `yaml:"subrequests"`
+	// MaxInstances caps the instances serving requests concurrently. Zero means 16.
+	MaxInstances int `yaml:"max_instances"`
+}
+
+// Values of Route.WorkerOnError.
+const (
+	// WorkerOnErrorFail answers a failed worker with a 5xx status.
+	WorkerOnErrorFail = "error"
+	// WorkerOnErrorOrigin passes the request to the route's upstream when the worker fails
+	// before responding (and before reading the request body).
+	WorkerOnErrorOrigin = "origin"
+)
+
+var bindingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+var storageName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+func (c *Config) resolveWorkerPaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	if c.WorkerData == "" {
+		c.WorkerData = DefaultWorkerData
+	}
+	abs(&c.WorkerData)
+	for i := range c.Workers {
+		w := &c.Workers[i]
+		abs(&w.Module)
+		abs(&w.Package)
+		for j := range w.Secrets {
+			abs(&w.Secrets[j].File)
+		}
+	}
+}
+
+func (c *Config) setWorkerDefaults() {
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.Worker != "" && r.WorkerOnError == "" {
+			r.WorkerOnError = WorkerOnErrorFail
+		}
+	}
+	for i := range c.Workers {
+		w := &c.Workers[i]
+		for j := range w.KV {
+			if w.KV[j].Namespace == "" {
+				w.KV[j].Namespace = w.KV[j].Binding
+			}
+		}
+		for j := range w.DurableObjects {
+			if d := &w.DurableObjects[j]; d.Namespace == "" {
+				d.Namespace = w.Name + "-" + d.Class
+			}
+		}
+		if w.Limits.Memory == 0 {
+			w.Limits.Memory = DefaultWorkerMemory
+		}
+	}
+}
+
+// workers validates the workers section and returns the worker names.
+func (v *validator) workers() map[string]bool {
+	names := map[string]bool{}
+	for i := range v.c.Workers {
+		w := &v.c.Workers[i]
+		p := fmt.Sprintf("workers[%d]", i)
+		switch {
+		case w.Name == "":
+			v.errf(p+".name", "name is required")
+		case names[w.Name]:
+			v.errf(p+".name", "duplicate worker name %q", w.Name)
+		case !storageName.MatchString(w.Name):
+			v.errf(p+".name", "worker name %q: use letters, digits, '_', '-' and '.'", w.Name)
+		}
+		names[w.Name] = true
+		switch {
+		case (w.Module == "") == (w.Package == ""):
+			v.errf(p, "exactly one of module and package is required")
+		case w.Module != "":
+			if _, err := os.Stat(w.Module); err != nil {
+				v.errf(p+".module", "%v", err)
+			}
+		default:
+			if st, err := os.Stat(w.Package); err != nil || !st.IsDir() {
+				v.errf(p+".package", "%s is not a directory", w.Package)
+			}
+		}
+		bindings := map[string]bool{}
+		bind := func(q, b string) {
+			if !bindingName.MatchString(b) {
+				v.errf(q, "binding %q: use letters, digits and '_', not starting with a digit", b)
+			} else if bindings[b] {
+				v.errf(q, "duplicate binding %q", b)
+			}
+			bindings[b] = true
+		}
+		for name := range w.Env {
+			bind(p+".env", name)
+		}
+		for j, s := range w.Secrets {
+			q := fmt.Sprintf("%s.secrets[%d]", p, j)
+			bind(q+".name", s.Name)
+			switch {
+			case (s.File == "") == (s.FromEnv == ""):
+				v.errf(q, "exactly one of file and from_env is required")
+			case s.File != "":
+				if _, err := os.Stat(s.File); err != nil {
+					v.errf(q+".file", "%v", err)
+				}
+			default:
+				if _, ok := os.LookupEnv(s.FromEnv); !ok {
+					v.errf(q+".from_env", "environment variable %s is not set", s.FromEnv)
+				}
+			}
+		}
+		for j, k := range w.KV {
+			q := fmt.Sprintf("%s.kv[%d]", p, j)
+			bind(q+".binding", k.Binding)
+			if !storageName.MatchString(k.Namespace) {
+				v.errf(q+".namespace", "namespace %q: use letters, digits, '_', '-' and '.'", k.Namespace)
+			}
+		}
+		for j, d := range w.DurableObjects {
+			q := fmt.Sprintf("%s.durable_objects[%d]", p, j)
+			bind(q+".binding", d.Binding)
+			if d.Class == "" {
+				v.errf(q+".class", "class is required")
+			}
+			if !storageName.MatchString(d.Namespace) {
+				v.errf(q+".namespace", "namespace %q: use letters, digits, '_', '-' and '.'", d.Namespace)
+			}
+		}
+		l := &w.Limits
+		if l.CPUTime < 0 || l.WallTime < 0 || l.Subrequests < 0 || l.MaxInstances < 0 {
+			v.errf(p+".limits", "limits must not be negative")
+		}
+		if l.Memory < 1<<20 || l.Memory > 4<<30 {
+			v.errf(p+".limits.memory", "memory %d out of range 1MiB..4GiB", l.Memory)
+		}
+		if l.Subrequests > 10000 {
+			v.errf(p+".limits.subrequests", "subrequests %d exceed 10000", l.Subrequests)
+		}
+	}
+	return names
+}
+
+// routeWorker validates a route's worker action and returns how many actions it adds: 1, or
+// 0 when the route has none or uses its upstream as the fallback.
+func (v *validator) routeWorker(p string, r *Route, workers map[string]bool) int {
+	if r.Worker == "" {
+		if r.WorkerOnError != "" {
+			v.errf(p+".worker_on_error", "worker_on_error needs worker")
+		}
+		return 0
+	}
+	if !workers[r.Worker] {
+		v.errf(p+".worker", "unknown worker %q", r.Worker)
+	}
+	switch r.WorkerOnError {
+	case WorkerOnErrorFail:
+		return 1
+	case WorkerOnErrorOrigin:
+		if r.Upstream == "" {
+			v.errf(p+".worker_on_error", "worker_on_error: origin needs the route's upstream")
+		}
+		return 0
+	}
+	v.errf(p+".worker_on_error", "worker_on_error %q (want error or origin)", r.WorkerOnError)
+	return 1
+}

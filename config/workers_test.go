@@ -1,0 +1,68 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestWorkersSection(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "w.wasm"), []byte("\x00asm"), 0o644)
+	os.WriteFile(filepath.Join(dir, "token"), []byte("s3cret\n"), 0o600)
+	src := `
+listeners: [{address: "127.0.0.1:0"}]
+upstreams: [{name: app, servers: [{address: "127.0.0.1:9"}]}]
+routes:
+  - match: {path_prefix: /w}
+    worker: counter
+    worker_on_error: origin
+    upstream: app
+  - match: {path_prefix: /x}
+    worker: counter
+workers:
+  - name: counter
+    module: w.wasm
+    env: {GREETING: hi}
+    secrets: [{name: TOKEN, file: token}]
+    kv: [{binding: KV}]
+    durable_objects: [{binding: COUNTER, class: Counter}]
+    limits: {cpu_time: 20ms, memory: 64MiB}
+`
+	c, err := Parse(filepath.Join(dir, "v.yaml"), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.Workers[0]
+	if w.Module != filepath.Join(dir, "w.wasm") || w.KV[0].Namespace != "KV" || w.DurableObjects[0].Namespace != "counter-Counter" {
+		t.Fatalf("defaults: got %+v", w)
+	}
+	if w.Limits.CPUTime.Std() != 20*time.Millisecond || w.Limits.Memory != 64<<20 || w.Secrets[0].File != filepath.Join(dir, "token") {
+		t.Fatalf("limits/secrets: got %+v", w)
+	}
+	if c.Routes[1].WorkerOnError != WorkerOnErrorFail || c.WorkerData != filepath.Join(dir, ".verge") {
+		t.Fatalf("route default %q, data %q", c.Routes[1].WorkerOnError, c.WorkerData)
+	}
+}
+
+func TestWorkersErrors(t *testing.T) {
+	dir := t.TempDir()
+	base := "listeners: [{address: \"127.0.0.1:0\"}]\nupstreams: [{name: app, servers: [{address: \"127.0.0.1:9\"}]}]\n"
+	cases := []struct{ yaml, want string }{
+		{"routes: [{worker: nope}]", `routes[0].worker: unknown worker "nope"`},
+		{"routes: [{worker: w, worker_on_error: origin}]\nworkers: [{name: w, package: .}]", "origin needs the route's upstream"},
+		{"routes: [{worker: w, upstream: app}]\nworkers: [{name: w, package: .}]", "exclusive"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w}]", "exactly one of module and package"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., kv: [{binding: A}, {binding: A}]}]", `duplicate binding "A"`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., secrets: [{name: S, from_env: VERGE_TEST_UNSET_VAR}]}]", "VERGE_TEST_UNSET_VAR is not set"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., durable_objects: [{binding: D}]}]", "class is required"},
+	}
+	for _, c := range cases {
+		_, err := Parse(filepath.Join(dir, "t.yaml"), []byte(base+c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s:\ngot %v\nwant %q", c.yaml, err, c.want)
+		}
+	}
+}
