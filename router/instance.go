@@ -23,6 +23,7 @@ import (
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/server"
 	"github.com/verge-edge/verge/upstream"
+	"github.com/verge-edge/verge/worker"
 )
 
 var errNoServer = errors.New("no available server in the upstream group")
@@ -46,6 +47,10 @@ type Deps struct {
 	// AccessLogWriter, when non-nil, receives access-log lines instead of the configured
 	// output (embedding, tests).
 	AccessLogWriter io.Writer
+	// Workers runs the config's workers; it outlives config generations so that workers
+	// keep their instances and Durable Objects across reloads. Nil means a config with
+	// workers fails to build.
+	Workers *worker.Registry
 	// Cache serves and stores responses of routes with caching enabled. Nil means no
 	// caching (routes' cache settings are ignored).
 	Cache *cache.Cache
@@ -67,6 +72,7 @@ type Instance struct {
 	inflight atomic.Int64
 	closed   atomic.Bool
 	cached   bool // a route has caching enabled
+	workers  map[string]*worker.Worker
 }
 
 // handler serves one listener's exchanges with an instance's routes.
@@ -125,6 +131,9 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 			return nil, err
 		}
 	}
+	if err := in.deployWorkers(cfg, d.Workers); err != nil {
+		return nil, err
+	}
 	routes := make([]*route, len(cfg.Routes))
 	for i := range cfg.Routes {
 		routes[i] = in.compileRoute(i, &cfg.Routes[i])
@@ -181,6 +190,10 @@ func (in *Instance) compileRoute(i int, c *config.Route) *route {
 			Write:   c.Timeouts.Write.Std(),
 			Total:   c.Timeouts.Total.Std(),
 		},
+	}
+	if c.Worker != "" {
+		r.worker = in.workers[c.Worker]
+		r.workerFallback = c.WorkerOnError == config.WorkerOnErrorOrigin
 	}
 	switch {
 	case c.Upstream != "":

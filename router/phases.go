@@ -69,6 +69,8 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 	}
 	c.route = r
 	switch {
+	case r.worker != nil:
+		return p.serveWorker(s, r)
 	case r.respond != nil:
 		return true, s.Respond(r.respond.status, r.respond.header, r.respond.body)
 	case r.redirect != nil:

@@ -9,6 +9,7 @@ import (
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
+	"github.com/verge-edge/verge/worker"
 )
 
 // route is a config.Route compiled for the hot path: no maps to range over, no parsing, no
@@ -22,7 +23,7 @@ type route struct {
 	methods []string
 	headers []message.Field // Value "*" means presence only
 
-	group    *group // upstream action
+	group    *group // upstream action (or the worker's fallback)
 	redirect *redirect
 	respond  *respond
 
@@ -33,6 +34,10 @@ type route struct {
 	cache    *cache.Policy     // nil: not cached
 	timeouts upstream.Timeouts // overrides of the group's; zero fields keep the group's
 	peers    sync.Map          // *lb.Backend -> *upstream.Peer with timeouts applied
+
+	worker *worker.Worker // worker action; nil when none
+	// workerFallback passes requests to group when the worker fails before responding.
+	workerFallback bool
 }
 
 // conditions counts the conditions beyond host and path, to rank equally specific routes.

@@ -40,6 +40,8 @@ type Result struct {
 	BytesSent int64
 	// CPU is the guest's execution time (see Limits.CPUTime).
 	CPU time.Duration
+	// BodyRead is true when the guest read from the request body.
+	BodyRead bool
 }
 
 // Serve runs the worker for req, writing the response to out. On error, Error.Responded says
@@ -63,7 +65,7 @@ func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (R
 	inv.isHead = req.Message.Method == "HEAD"
 	inv.proto = req.Message.Proto
 	rc, err := in.run(ctx, kindFetch)
-	res := Result{Status: inv.status, BytesSent: inv.sent, CPU: inv.cpuUsed}
+	res := Result{Status: inv.status, BytesSent: inv.sent, CPU: inv.cpuUsed, BodyRead: inv.bodyRead}
 	if err == nil && rc != rcOK {
 		err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("verge_handle returned %d", rc)}
 	}
@@ -130,11 +132,12 @@ type invocation struct {
 	ctx  context.Context
 	kind uint32
 
-	head    []byte // encoded request head for opReqHead
-	headBuf []byte
-	body    io.Reader
-	isHead  bool
-	proto   string
+	head     []byte // encoded request head for opReqHead
+	headBuf  []byte
+	body     io.Reader
+	bodyRead bool
+	isHead   bool
+	proto    string
 
 	sink    ResponseWriter
 	resp    message.Response
@@ -161,7 +164,7 @@ type invocation struct {
 
 func (inv *invocation) reset(ctx context.Context, kind uint32) {
 	inv.ctx, inv.kind = ctx, kind
-	inv.head, inv.body, inv.isHead, inv.proto = nil, nil, false, message.HTTP11
+	inv.head, inv.body, inv.bodyRead, inv.isHead, inv.proto = nil, nil, false, false, message.HTTP11
 	inv.sink, inv.started, inv.ended, inv.status, inv.sent = nil, false, false, 0, 0
 	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = nil, "", "", "", 0
 	inv.subrequests = 0
@@ -283,6 +286,7 @@ func (inv *invocation) readBody(arg []byte) (uint32, []byte) {
 	if inv.body == nil || n == 0 {
 		return statusOK, nil
 	}
+	inv.bodyRead = true
 	n = min(n, 1<<20)
 	if cap(inv.e.b) < n {
 		inv.e.b = make([]byte, 0, n)

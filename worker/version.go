@@ -22,6 +22,7 @@ type atomicVersion = atomic.Pointer[version]
 type version struct {
 	w       *Worker
 	id      string
+	cfgHash [32]byte
 	limits  Limits
 	log     *slog.Logger
 	rt      *wasm.Runtime
@@ -51,10 +52,11 @@ type doBinding struct {
 
 func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
 	svc := &w.reg.svc
+	hash := configHash(&cfg)
 	cfg.Limits.setDefaults()
 	sum := sha256.Sum256(cfg.Module)
 	v := &version{
-		w: w, id: hex.EncodeToString(sum[:6]), limits: cfg.Limits, created: time.Now(),
+		w: w, id: hex.EncodeToString(sum[:6]), cfgHash: hash, limits: cfg.Limits, created: time.Now(),
 		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{},
 		slots: make(chan struct{}, cfg.Limits.MaxInstances),
 	}

@@ -14,6 +14,7 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -196,6 +197,40 @@ func (r *Registry) Deploy(ctx context.Context, cfg Config) (*VersionInfo, error)
 	info := v.info()
 	r.svc.Logger.Info("worker deployed", "worker", cfg.Name, "version", info.ID, "compile", info.Compile, "instantiate", info.Instantiate)
 	return &info, nil
+}
+
+// Ensure deploys cfg unless the worker's current version was deployed from an identical
+// Config (same module, bindings, variables and limits), and reports whether it deployed.
+// Config reloads use it so that unchanged workers keep their warm instances.
+func (r *Registry) Ensure(ctx context.Context, cfg Config) (bool, error) {
+	if w := r.Get(cfg.Name); w != nil {
+		if v := w.cur.Load(); v != nil && v.cfgHash == configHash(&cfg) {
+			return false, nil
+		}
+	}
+	_, err := r.Deploy(ctx, cfg)
+	return err == nil, err
+}
+
+// configHash summarizes a Config for Ensure.
+func configHash(cfg *Config) [32]byte {
+	h := sha256.New()
+	h.Write(cfg.Module)
+	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, len(cfg.Durable))
+	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
+		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+func sortedPairs(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, k+"="+m[k])
+	}
+	return out
 }
 
 // Remove stops routing to the worker and releases it once its requests are done.

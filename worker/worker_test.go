@@ -16,7 +16,7 @@ import (
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/worker"
-	"github.com/verge-edge/verge/worker/internal/testwasm"
+	"github.com/verge-edge/verge/internal/testwasm"
 )
 
 // cacheDir is the compilation cache shared by the tests of this binary.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/verge-edge/verge/worker/internal/testwasm"
+	"github.com/verge-edge/verge/internal/testwasm"
 )
 
 // fakeHost answers the request-head operation and records the response.

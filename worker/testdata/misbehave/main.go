@@ -4,6 +4,7 @@ package main
 import (
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	sdk "github.com/verge-edge/verge/sdk/go"
@@ -13,7 +14,11 @@ var sink [][]byte
 
 func init() {
 	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
-		switch r.URL.Path {
+		p := r.URL.Path // the last segment selects the behaviour: /x/loop acts as /loop
+		if i := strings.LastIndexByte(p, '/'); i >= 0 {
+			p = p[i:]
+		}
+		switch p {
 		case "/loop":
 			n := 0
 			for {

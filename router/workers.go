@@ -1,0 +1,134 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/proxy"
+	"github.com/verge-edge/verge/worker"
+)
+
+// workerDeployTimeout bounds building and deploying the workers of one config.
+const workerDeployTimeout = 10 * time.Minute
+
+// WorkerConfig turns a worker's configuration into a deployable worker.Config: it reads the
+// module (or builds the Go package with the local toolchain) and the secrets.
+func WorkerConfig(ctx context.Context, w *config.Worker) (worker.Config, error) {
+	wc := worker.Config{
+		Name:    w.Name,
+		Env:     map[string]string{},
+		KV:      map[string]string{},
+		Durable: map[string]worker.DurableBinding{},
+		Limits: worker.Limits{
+			CPUTime:      w.Limits.CPUTime.Std(),
+			WallTime:     w.Limits.WallTime.Std(),
+			Memory:       int64(w.Limits.Memory),
+			Subrequests:  w.Limits.Subrequests,
+			MaxInstances: w.Limits.MaxInstances,
+		},
+	}
+	var err error
+	if w.Module != "" {
+		wc.Module, err = os.ReadFile(w.Module)
+	} else {
+		wc.Module, err = buildPackage(ctx, w.Package)
+	}
+	if err != nil {
+		return wc, fmt.Errorf("worker %s: %w", w.Name, err)
+	}
+	for k, v := range w.Env {
+		wc.Env[k] = v
+	}
+	for _, s := range w.Secrets {
+		if s.File != "" {
+			b, err := os.ReadFile(s.File)
+			if err != nil {
+				return wc, fmt.Errorf("worker %s: secret %s: %w", w.Name, s.Name, err)
+			}
+			wc.Env[s.Name] = strings.TrimRight(string(b), "\r\n")
+		} else {
+			wc.Env[s.Name] = os.Getenv(s.FromEnv)
+		}
+	}
+	for _, k := range w.KV {
+		wc.KV[k.Binding] = k.Namespace
+	}
+	for _, d := range w.DurableObjects {
+		wc.Durable[d.Binding] = worker.DurableBinding{Class: d.Class, Namespace: d.Namespace}
+	}
+	return wc, nil
+}
+
+// buildPackage builds a Go worker package and returns the module.
+func buildPackage(ctx context.Context, dir string) ([]byte, error) {
+	f, err := os.CreateTemp("", "verge-worker-*.wasm")
+	if err != nil {
+		return nil, err
+	}
+	name := f.Name()
+	f.Close()
+	defer os.Remove(name)
+	if err := worker.BuildGo(ctx, dir, name, worker.BuildOptions{}); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(name)
+}
+
+// deployWorkers deploys the config's workers that changed and resolves them for the routes.
+func (in *Instance) deployWorkers(cfg *config.Config, reg *worker.Registry) error {
+	if len(cfg.Workers) == 0 {
+		return nil
+	}
+	if reg == nil {
+		return errors.New("router: the config has workers but Deps.Workers is nil")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), workerDeployTimeout)
+	defer cancel()
+	in.workers = map[string]*worker.Worker{}
+	for i := range cfg.Workers {
+		w := &cfg.Workers[i]
+		wc, err := WorkerConfig(ctx, w)
+		if err != nil {
+			return err
+		}
+		if _, err := reg.Ensure(ctx, wc); err != nil {
+			return err
+		}
+		in.workers[w.Name] = reg.Get(w.Name)
+	}
+	return nil
+}
+
+var errWorkerGone = errors.New("worker was removed")
+
+// serveWorker answers the request with the route's worker. A failure before any response is
+// answered with the worker error's status, or passed on to the route's upstream when the
+// route says so and the worker did not consume the request body.
+func (p *phases) serveWorker(s *proxy.Session, r *route) (bool, error) {
+	req := &worker.Request{Message: s.Req, TLS: p.tls}
+	if ci := s.Conn(); ci != nil && ci.RemoteAddr.IsValid() {
+		req.RemoteAddr = ci.RemoteAddr.Addr().Unmap().String()
+	}
+	res, err := r.worker.Serve(s.Context(), s.Exchange(), req)
+	s.BytesSent += res.BytesSent
+	if res.Status != 0 {
+		s.Status = res.Status
+	}
+	if err == nil {
+		return true, nil
+	}
+	var we *worker.Error
+	if !errors.As(err, &we) {
+		we = &worker.Error{Kind: worker.Crashed, Worker: r.worker.Name(), Cause: err}
+	}
+	if !we.Responded && r.workerFallback && !res.BodyRead {
+		return false, nil
+	}
+	return true, &fault.Error{Source: fault.Internal, Kind: fault.Unknown, Status: we.StatusCode(), Cause: we}
+}
