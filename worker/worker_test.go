@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/verge-edge/verge/durable"
+	"github.com/verge-edge/verge/internal/testwasm"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/worker"
-	"github.com/verge-edge/verge/internal/testwasm"
 )
 
 // cacheDir is the compilation cache shared by the tests of this binary.
