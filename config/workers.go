@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Defaults of worker settings (see also the worker package).
@@ -248,4 +251,48 @@ func (v *validator) routeWorker(p string, r *Route, workers map[string]bool) int
 	}
 	v.errf(p+".worker_on_error", "worker_on_error %q (want error or origin)", r.WorkerOnError)
 	return 1
+}
+
+// WorkerFile is the name `verge dev` looks for in a worker's package directory: one entry of
+// the workers section (name, bindings, env, secrets, limits) on its own.
+const WorkerFile = "worker.yaml"
+
+// ParseWorker decodes, defaults and validates a worker definition file (see WorkerFile).
+// Relative paths are resolved against the file's directory; without module and package, the
+// package is that directory.
+func ParseWorker(name string, data []byte) (*Worker, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, ErrorList{&Error{File: name, Pos: yamlErrPos(err), Msg: yamlErrMsg(err)}}
+	}
+	var w Worker
+	d := &decoder{file: name, pos: map[string]Pos{}}
+	if len(root.Content) > 0 {
+		d.decode(&root, reflect.ValueOf(&w).Elem(), "")
+	}
+	if len(d.errs) > 0 {
+		d.errs.sort()
+		return nil, d.errs
+	}
+	c := &Config{File: name, Workers: []Worker{w}, pos: map[string]Pos{}}
+	for k, p := range d.pos {
+		if k == "" {
+			c.pos["workers[0]"] = p
+		} else {
+			c.pos["workers[0]."+k] = p
+		}
+	}
+	dir := filepath.Dir(name)
+	if w.Module == "" && w.Package == "" {
+		c.Workers[0].Package = dir
+	}
+	c.resolveWorkerPaths(dir)
+	c.setWorkerDefaults()
+	v := &validator{c: c}
+	v.workers()
+	if len(v.errs) > 0 {
+		v.errs.sort()
+		return nil, v.errs
+	}
+	return &c.Workers[0], nil
 }

@@ -66,3 +66,22 @@ func TestWorkersErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestParseWorker(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, WorkerFile)
+	w, err := ParseWorker(name, []byte("name: counter\nkv: [{binding: KV}]\ndurable_objects: [{binding: COUNTER, class: Counter}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Package != dir || w.KV[0].Namespace != "KV" || w.DurableObjects[0].Namespace != "counter-Counter" {
+		t.Fatalf("got %+v", w)
+	}
+	_, err = ParseWorker(name, []byte("name: x\nkv:\n  - binding: 1bad\n"))
+	if err == nil || !strings.Contains(err.Error(), "worker.yaml:3:14: workers[0].kv[0].binding") {
+		t.Fatalf("got %v, want a positioned binding error", err)
+	}
+	if _, err := ParseWorker(name, []byte("name: x\nbogus: 1\n")); err == nil {
+		t.Fatal("unknown field accepted")
+	}
+}
