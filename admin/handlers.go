@@ -22,6 +22,8 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST /upstreams/{group}/{address}/undrain", s.drain(false))
 		mux.HandleFunc("GET /metrics", s.metrics)
 		mux.HandleFunc("POST /cache/purge", s.purge)
+		mux.HandleFunc("GET /workers", s.workers)
+		mux.HandleFunc("PUT /workers/{name}", s.deployWorker)
 		s.handler = s.authenticate(mux)
 	})
 	return s.handler

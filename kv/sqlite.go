@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,11 +39,9 @@ type SQLiteStore struct {
 
 var _ Store = (*SQLiteStore)(nil)
 
-// OpenSQLite returns a store keeping its namespaces under dir (created when missing).
+// OpenSQLite returns a store keeping its namespaces under dir, which is created with the
+// first namespace.
 func OpenSQLite(dir string) (*SQLiteStore, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("kv: %w", err)
-	}
 	s := &SQLiteStore{dir: dir, now: time.Now, ns: map[string]*sqliteNS{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go s.sweepLoop()
 	return s, nil
@@ -51,6 +50,9 @@ func OpenSQLite(dir string) (*SQLiteStore, error) {
 // Names lists the namespaces that exist on disk, sorted.
 func (s *SQLiteStore) Names() ([]string, error) {
 	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kv: %w", err)
 	}

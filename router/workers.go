@@ -20,6 +20,24 @@ const workerDeployTimeout = 10 * time.Minute
 // WorkerConfig turns a worker's configuration into a deployable worker.Config: it reads the
 // module (or builds the Go package with the local toolchain) and the secrets.
 func WorkerConfig(ctx context.Context, w *config.Worker) (worker.Config, error) {
+	wc, err := WorkerBindings(w)
+	if err != nil {
+		return wc, err
+	}
+	if w.Module != "" {
+		wc.Module, err = os.ReadFile(w.Module)
+	} else {
+		wc.Module, err = buildPackage(ctx, w.Package)
+	}
+	if err != nil {
+		return wc, fmt.Errorf("worker %s: %w", w.Name, err)
+	}
+	return wc, nil
+}
+
+// WorkerBindings is WorkerConfig without the module: name, variables, secrets, bindings and
+// limits.
+func WorkerBindings(w *config.Worker) (worker.Config, error) {
 	wc := worker.Config{
 		Name:    w.Name,
 		Env:     map[string]string{},
@@ -32,15 +50,6 @@ func WorkerConfig(ctx context.Context, w *config.Worker) (worker.Config, error) 
 			Subrequests:  w.Limits.Subrequests,
 			MaxInstances: w.Limits.MaxInstances,
 		},
-	}
-	var err error
-	if w.Module != "" {
-		wc.Module, err = os.ReadFile(w.Module)
-	} else {
-		wc.Module, err = buildPackage(ctx, w.Package)
-	}
-	if err != nil {
-		return wc, fmt.Errorf("worker %s: %w", w.Name, err)
 	}
 	for k, v := range w.Env {
 		wc.Env[k] = v
