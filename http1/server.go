@@ -11,6 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
@@ -121,16 +122,21 @@ const (
 
 // serverConn is the state of one downstream connection. It is pooled with its Exchange.
 type serverConn struct {
-	cfg      serverConfig
-	ctx      context.Context
-	conn     net.Conn
-	info     *message.ConnInfo
-	in       inbuf
-	out      outbuf
-	ex       Exchange
-	idle     [1]byte
-	state    atomic.Int32
-	shutdown atomic.Bool
+	cfg  serverConfig
+	ctx  context.Context
+	conn net.Conn
+	info *message.ConnInfo
+	in   inbuf
+	out  outbuf
+	ex   Exchange
+	idle [1]byte
+	// raw, when the connection exposes its file descriptor, lets waitIdle wait for
+	// readability without reading: no buffer held and no extra read per request.
+	raw        syscall.RawConn
+	readyFn    func(fd uintptr) bool
+	readyCalls int
+	state      atomic.Int32
+	shutdown   atomic.Bool
 	// mu orders onShutdown against the end of ServeConn; gen tells a late callback of an
 	// earlier connection (the serverConn is pooled) from one for the current connection.
 	mu  sync.Mutex
@@ -140,6 +146,7 @@ type serverConn struct {
 var serverConnPool = sync.Pool{New: func() any {
 	sc := new(serverConn)
 	sc.ex.c = sc
+	sc.readyFn = sc.ready
 	return sc
 }}
 
@@ -165,6 +172,12 @@ func (s *Server) ServeConnWithPrefix(ctx context.Context, c net.Conn, info *mess
 	sc.cfg = s.config(c, info)
 	sc.ctx, sc.conn, sc.info = ctx, c, info
 	sc.in = inbuf{conn: c}
+	sc.raw = nil
+	if scn, ok := c.(syscall.Conn); ok && rawIdleWait {
+		if raw, err := scn.SyscallConn(); err == nil {
+			sc.raw = raw
+		}
+	}
 	sc.out = outbuf{conn: c, perWrite: sc.cfg.write}
 	sc.state.Store(stateActive)
 	sc.shutdown.Store(false)
@@ -197,6 +210,7 @@ func (s *Server) ServeConnWithPrefix(ctx context.Context, c net.Conn, info *mess
 	sc.ex.body = bodyReader{}
 	sc.cfg, sc.ctx, sc.conn, sc.info = serverConfig{}, nil, nil, nil
 	sc.in.conn, sc.out.conn = nil, nil
+	sc.raw = nil
 	sc.gen++
 	sc.mu.Unlock()
 	serverConnPool.Put(sc)
@@ -255,6 +269,21 @@ func (sc *serverConn) waitIdle() bool {
 	sc.state.Store(stateIdle)
 	if sc.shutdown.Load() {
 		return false
+	}
+	if sc.raw != nil {
+		// Wait for readability, then let the head parser read into a pooled buffer. A
+		// spurious wake-up only means that read waits, holding the buffer meanwhile.
+		sc.readyCalls = 0
+		err := sc.raw.Read(sc.readyFn)
+		sc.state.Store(stateActive)
+		if err != nil || sc.shutdown.Load() {
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				sc.debug("waiting for a request", err)
+			}
+			return false
+		}
+		sc.in.acquire()
+		return true
 	}
 	n, err := c.Read(sc.idle[:])
 	sc.state.Store(stateActive)

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package http1
+
+// rawIdleWait: without a portable peek, idle connections wait with a one-byte read.
+const rawIdleWait = false
+
+func (sc *serverConn) ready(uintptr) bool { return true }
