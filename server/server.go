@@ -244,6 +244,7 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	conn := c
 	h2conn := false
+	var sniffed *prefixConn
 	if s.TLSConfig != nil {
 		tc := tls.Server(c, s.TLSConfig)
 		ctx, cancel := context.WithTimeout(s.ctx, s.handshakeTimeout())
@@ -263,7 +264,7 @@ func (s *Server) serveConn(c net.Conn) {
 		if err != nil {
 			return
 		}
-		conn, h2conn = pc, isH2
+		conn, h2conn, sniffed = pc, isH2, pc
 	}
 	if h2conn {
 		info.Proto = message.HTTP2
@@ -274,6 +275,12 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	if h2conn {
 		s.HTTP2.ServeConn(s.ctx, conn, &info)
+		return
+	}
+	if sniffed != nil {
+		// HTTP/1 gets the TCP connection itself and the sniffed bytes as a prefix, so that
+		// its idle wait can use the socket's readiness directly.
+		s.HTTP1.ServeConnWithPrefix(s.ctx, c, &info, sniffed.buf[sniffed.r:sniffed.w])
 		return
 	}
 	s.HTTP1.ServeConn(s.ctx, conn, &info)
