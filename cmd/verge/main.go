@@ -6,6 +6,8 @@
 //	                                 a reverse proxy without a config file
 //	verge reload [-c FILE | --pid-file FILE]
 //	                                 tell a running server to reload its configuration
+//	verge dev PATH                   build and serve a Go worker locally, rebuilding on change
+//	verge kv get|put|delete|list     read and change local KV namespaces
 //	verge version                    print the version
 //
 // Signals to `verge run`: SIGHUP reloads the configuration (a bad one is refused and the old
@@ -56,6 +58,10 @@ Usage:
                                     reverse proxy without a config file
   verge reload [-c FILE | --pid-file FILE | --admin URL]
                                     make a running server reload its configuration
+  verge dev [--listen ADDR] [--data DIR] PATH
+                                    build the Go worker at PATH and serve it with local
+                                    KV and Durable Objects, rebuilding on change
+  verge kv get|put|delete|list ...  read and change local KV namespaces
   verge version                     print the version
 
 Run "verge COMMAND --help" for a command's flags.
@@ -81,6 +87,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdProxy(args[1:], stdout, stderr)
 	case "reload":
 		err = cmdReload(args[1:], stdout, stderr)
+	case "dev":
+		err = cmdDev(args[1:], stdout, stderr)
+	case "kv":
+		err = cmdKV(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "verge", versionString())
 		return 0

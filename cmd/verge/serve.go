@@ -65,6 +65,7 @@ type serverProc struct {
 	transport *upstream.Transport
 	store     *lb.StateStore
 	cache     *cache.Cache // nil until serve builds it
+	workers   *workerStack // nil until serve builds it
 	rt        *router.Runtime
 	upg       *tableflip.Upgrader // nil where upgrades are not supported
 	listen    func(network, addr string) (net.Listener, error)
@@ -118,11 +119,16 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		return err
 	}
 	defer s.cache.Close()
+	if s.workers, err = newWorkerStack(cfg.WorkerData, s.transport, s.log); err != nil {
+		return err
+	}
+	defer s.workers.close()
 	s.rt = router.NewRuntime(router.Options{
 		Deps: router.Deps{
 			Transport: s.transport,
 			Store:     s.store,
 			Cache:     s.cache,
+			Workers:   s.workers.reg,
 			Metrics:   s.metrics,
 			Logger:    s.log,
 		},

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/verge-edge/verge/admin"
+	"github.com/verge-edge/verge/durable"
+	"github.com/verge-edge/verge/kv"
+	"github.com/verge-edge/verge/router"
+	"github.com/verge-edge/verge/worker"
+)
+
+// workerStopTimeout bounds closing the workers (in-flight requests, Durable Object commits).
+const workerStopTimeout = 10 * time.Second
+
+// workerStack is the worker registry with the embedded storage under one data directory:
+// <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/cache (compiled code).
+type workerStack struct {
+	reg *worker.Registry
+	kv  *kv.SQLiteStore
+	do  *durable.SQLiteStore
+}
+
+func newWorkerStack(dataDir string, tr worker.RoundTripper, log *slog.Logger) (*workerStack, error) {
+	kvs, err := kv.OpenSQLite(filepath.Join(dataDir, "kv"))
+	if err != nil {
+		return nil, err
+	}
+	dos := durable.OpenSQLite(filepath.Join(dataDir, "do"))
+	reg := worker.NewRegistry(worker.Services{
+		CacheDir:  filepath.Join(dataDir, "cache"),
+		KV:        kvs,
+		Durable:   dos,
+		Transport: tr,
+		Logger:    log,
+	})
+	return &workerStack{reg: reg, kv: kvs, do: dos}, nil
+}
+
+func (w *workerStack) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), workerStopTimeout)
+	defer cancel()
+	w.reg.Close(ctx)
+	w.do.Close()
+	w.kv.Close()
+}
+
+var _ admin.WorkerDeployer = (*serverProc)(nil)
+
+// Workers lists the deployed workers.
+func (s *serverProc) Workers() []admin.WorkerStatus {
+	var out []admin.WorkerStatus
+	for _, name := range s.workers.reg.Names() {
+		if w := s.workers.reg.Get(name); w != nil {
+			if v, ok := w.Version(); ok {
+				out = append(out, workerStatus(v))
+			}
+		}
+	}
+	return out
+}
+
+func workerStatus(v worker.VersionInfo) admin.WorkerStatus {
+	return admin.WorkerStatus{
+		Name: v.Worker, Version: v.ID, Deployed: v.Deployed, Instances: v.Instances,
+		CompileMillis:     float64(v.Compile.Microseconds()) / 1000,
+		InstantiateMillis: float64(v.Instantiate.Microseconds()) / 1000,
+	}
+}
+
+// DeployWorker deploys module as the new version of a configured worker, keeping its
+// configured bindings and limits. The next reload deploys the configured module again.
+func (s *serverProc) DeployWorker(ctx context.Context, name string, module []byte) (admin.WorkerStatus, error) {
+	in := s.rt.Current()
+	if in == nil {
+		return admin.WorkerStatus{}, fmt.Errorf("worker %q: %w", name, admin.ErrNotFound)
+	}
+	for i := range in.Config.Workers {
+		w := &in.Config.Workers[i]
+		if w.Name != name {
+			continue
+		}
+		wc, err := router.WorkerBindings(w)
+		if err != nil {
+			return admin.WorkerStatus{}, err
+		}
+		wc.Module = module
+		v, err := s.workers.reg.Deploy(ctx, wc)
+		if err != nil {
+			return admin.WorkerStatus{}, err
+		}
+		return workerStatus(*v), nil
+	}
+	return admin.WorkerStatus{}, fmt.Errorf("worker %q is not configured: %w", name, admin.ErrNotFound)
+}
