@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/verge-edge/verge/internal/testwasm"
+)
+
+// devProc is a running `verge dev`.
+type devProc struct {
+	cmd    *exec.Cmd
+	addr   string
+	stderr *logFile
+	exited chan error
+}
+
+func startDev(t *testing.T, data, pkg string, extra ...string) *devProc {
+	t.Helper()
+	p := &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
+	args := append([]string{"dev", "--data", data, "--listen", p.addr, "--poll", "100ms"}, extra...)
+	p.cmd = exec.Command(verge(t), append(args, pkg)...)
+	p.cmd.Stderr, p.cmd.Stdout = p.stderr.f, p.stderr.f
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+	})
+	c := &http.Client{Timeout: time.Second}
+	waitFor(t, "verge dev to serve", 90*time.Second, func() bool {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			t.Fatalf("verge dev exited: %v\n%s", err, p.stderr)
+		default:
+		}
+		resp, err := c.Get("http://" + p.addr + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	return p
+}
+
+func (p *devProc) do(c *http.Client, method, path, body string) (int, string, error) {
+	req, _ := http.NewRequest(method, "http://"+p.addr+path, strings.NewReader(body))
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func (p *devProc) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("verge dev did not exit on %v\n%s", sig, p.stderr)
+	}
+	p.exited <- nil
+}
+
+func counterDir() string { return filepath.Join(testwasm.Root(), "examples", "workers", "counter") }
+
+// TestDevCounterExactlyOnceAndSurvivesRestart: concurrent increments of one object return
+// each value once and end at the number of requests; the count survives a restart.
+func TestDevCounterExactlyOnceAndSurvivesRestart(t *testing.T) {
+	data := t.TempDir()
+	p := startDev(t, data, counterDir())
+	const clients, each = 8, 25
+	var mu sync.Mutex
+	seen := map[int]int{}
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 10 * time.Second}
+			for range each {
+				code, body, err := p.do(c, "GET", "/counter/shared", "")
+				n, perr := strconv.Atoi(body)
+				if err != nil || code != 200 || perr != nil {
+					t.Errorf("increment: %d %q %v", code, body, err)
+					return
+				}
+				mu.Lock()
+				seen[n]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for n := 1; n <= clients*each; n++ {
+		if seen[n] != 1 {
+			t.Fatalf("value %d answered %d times, want once (%d distinct values)", n, seen[n], len(seen))
+		}
+	}
+	if len(seen) != clients*each {
+		t.Fatalf("%d distinct values, want %d", len(seen), clients*each)
+	}
+	p.stop(t, syscall.SIGTERM)
+	p = startDev(t, data, counterDir())
+	c := &http.Client{Timeout: 10 * time.Second}
+	if code, body, err := p.do(c, "GET", "/counter/shared", ""); code != 200 || body != strconv.Itoa(clients*each+1) {
+		t.Fatalf("after restart: got %d %q %v, want %d", code, body, err, clients*each+1)
+	}
+}
+
+// TestDevKill9LosesNoAcknowledgedWrite kills `verge dev` with SIGKILL in the middle of KV and
+// Durable Object writes; every write acknowledged before the kill must be there afterwards.
+func TestDevKill9LosesNoAcknowledgedWrite(t *testing.T) {
+	data := t.TempDir()
+	p := startDev(t, data, counterDir())
+	var acked sync.Map // key -> value
+	var maxCount atomic.Int64
+	var writes atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if g%2 == 0 {
+					key, val := fmt.Sprintf("k-%d-%d", g, i), fmt.Sprintf("v%d", i)
+					if code, _, err := p.do(c, "PUT", "/kv/"+key, val); err == nil && code == 204 {
+						acked.Store(key, val)
+						writes.Add(1)
+					}
+					continue
+				}
+				if code, body, err := p.do(c, "GET", "/counter/k9", ""); err == nil && code == 200 {
+					n, _ := strconv.ParseInt(body, 10, 64)
+					for {
+						m := maxCount.Load()
+						if n <= m || maxCount.CompareAndSwap(m, n) {
+							break
+						}
+					}
+					writes.Add(1)
+				}
+			}
+		}()
+	}
+	waitFor(t, "writes under load", 20*time.Second, func() bool { return writes.Load() >= 200 })
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	p.exited <- nil
+	close(stop)
+	wg.Wait()
+	t.Logf("%d writes acknowledged before SIGKILL, counter at %d", writes.Load(), maxCount.Load())
+
+	p = startDev(t, data, counterDir())
+	c := &http.Client{Timeout: 10 * time.Second}
+	missing := 0
+	acked.Range(func(k, v any) bool {
+		code, body, err := p.do(c, "GET", "/kv/"+k.(string), "")
+		if err != nil || code != 200 || body != v.(string) {
+			missing++
+			t.Errorf("acknowledged %s=%s: got %d %q %v", k, v, code, body, err)
+		}
+		return missing < 5
+	})
+	code, body, err := p.do(c, "GET", "/counter/k9", "")
+	n, _ := strconv.ParseInt(body, 10, 64)
+	if err != nil || code != 200 || n <= maxCount.Load() {
+		t.Fatalf("counter after kill: got %d %q %v, want more than the acknowledged %d", code, body, err, maxCount.Load())
+	}
+}
+
+// TestDevRebuildsOnChange edits a worker's source while `verge dev` runs.
+func TestDevRebuildsOnChange(t *testing.T) {
+	// Inside the module, so the package can import the SDK; testdata keeps it out of ./...
+	parent := filepath.Join(testwasm.Root(), "cmd", "verge", "testdata")
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(parent, "devworker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	src := func(greeting string) []byte {
+		return []byte(`package main
+
+import sdk "github.com/verge-edge/verge/sdk/go"
+
+func init() {
+	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) { w.Write([]byte("` + greeting + `")) })
+}
+
+func main() {}
+`)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), src("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startDev(t, t.TempDir(), dir)
+	c := &http.Client{Timeout: 5 * time.Second}
+	if _, body, _ := p.do(c, "GET", "/", ""); body != "one" {
+		t.Fatalf("got %q, want one", body)
+	}
+	os.WriteFile(filepath.Join(dir, "main.go"), src("two"), 0o644)
+	waitFor(t, "the rebuilt worker", 90*time.Second, func() bool {
+		_, body, _ := p.do(c, "GET", "/", "")
+		return body == "two"
+	})
+}
+
+// TestRunDeploysWorkerThroughAdmin deploys a new module into a running server under load.
+func TestRunDeploysWorkerThroughAdmin(t *testing.T) {
+	dir := t.TempDir()
+	hello := testwasm.BuildFile(t, "examples/workers/hello")
+	counter := testwasm.Build(t, "examples/workers/counter")
+	listen, adminAddr := freePort(t), freePort(t)
+	cfg := filepath.Join(dir, "verge.yaml")
+	y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {address: %q}
+access_log: {output: "off"}
+pid_file: %q
+routes: [{name: w, worker: app}]
+workers:
+  - name: app
+    module: %q
+    kv: [{binding: KV}]
+    durable_objects: [{binding: COUNTER, class: Counter}]
+`, listen, adminAddr, filepath.Join(dir, "verge.pid"), hello)
+	os.WriteFile(cfg, []byte(y), 0o644)
+	stderr := newLogFile(t)
+	cmd := exec.Command(verge(t), "run", "-c", cfg)
+	cmd.Stderr = stderr.f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+	})
+	c := &http.Client{Timeout: 5 * time.Second}
+	get := func(path string) (int, string) {
+		resp, err := c.Get("http://" + listen + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitFor(t, "verge run to serve", 30*time.Second, func() bool { code, _ := get("/"); return code == 200 })
+	if _, body := get("/counter/a"); body != "hello from /counter/a\n" {
+		t.Fatalf("before deploy: %q\n%s", body, stderr)
+	}
+	var failed, total atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, _ := get("/kv/x")
+				total.Add(1)
+				if code != 200 && code != 404 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond)
+	req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/workers/app", bytes.NewReader(counter))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("deploy: %d %s", resp.StatusCode, b)
+	}
+	t.Logf("deploy answer: %s", b)
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed during the deploy", failed.Load(), total.Load())
+	}
+	if code, body := get("/counter/a"); code != 200 || body != "1" {
+		t.Fatalf("after deploy: %d %q, want the counter", code, body)
+	}
+}
