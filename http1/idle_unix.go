@@ -2,21 +2,41 @@
 
 package http1
 
-import "syscall"
+import (
+	"io"
+	"syscall"
+)
 
 // rawIdleWait: idle keep-alive connections wait for readability through the poller.
 const rawIdleWait = true
 
-// ready is the syscall.RawConn.Read callback of waitIdle. The first call peeks without
-// consuming: bytes (or end of file, or an error) already waiting mean the request can be read
-// now; EAGAIN means nothing has arrived, so it declines and the runtime's poller waits for the
-// socket to become readable, after which the second call accepts. Peeking first matters: the
-// poller only reports readiness that arrives after the wait starts.
+// ready is the syscall.RawConn.Read callback of waitIdle. Its first call reads optimistically
+// into a pooled buffer: on a busy connection the next request is usually there already, and
+// this read is the only one it needs. When nothing has arrived (EAGAIN) it gives the buffer
+// back and declines, so the runtime's poller waits for readability with no buffer held; the
+// second call, after that wait, accepts and the head parser reads. Reading first also matters
+// for correctness: the poller only reports readiness that arrives after the wait starts.
 func (sc *serverConn) ready(fd uintptr) bool {
 	sc.readyCalls++
 	if sc.readyCalls > 1 {
 		return true
 	}
-	_, _, err := syscall.Recvfrom(int(fd), sc.idle[:], syscall.MSG_PEEK)
-	return err != syscall.EAGAIN
+	in := &sc.in
+	in.acquire()
+	n, err := syscall.Read(int(fd), in.buf[in.w:])
+	switch {
+	case n > 0:
+		in.w += n
+		return true
+	case err == syscall.EAGAIN:
+		in.release()
+		return false
+	case err == syscall.EINTR:
+		return true // the head parser's read retries
+	case err == nil:
+		sc.idleErr = io.EOF
+	default:
+		sc.idleErr = err
+	}
+	return true
 }

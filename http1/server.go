@@ -135,6 +135,7 @@ type serverConn struct {
 	raw        syscall.RawConn
 	readyFn    func(fd uintptr) bool
 	readyCalls int
+	idleErr    error // end of file or error met by ready
 	state      atomic.Int32
 	shutdown   atomic.Bool
 	// mu orders onShutdown against the end of ServeConn; gen tells a late callback of an
@@ -271,13 +272,16 @@ func (sc *serverConn) waitIdle() bool {
 		return false
 	}
 	if sc.raw != nil {
-		// Wait for readability, then let the head parser read into a pooled buffer. A
-		// spurious wake-up only means that read waits, holding the buffer meanwhile.
-		sc.readyCalls = 0
+		// Read what is there, or wait for readability holding no buffer (see ready). A
+		// spurious wake-up only means the head parser's read waits, holding a buffer.
+		sc.readyCalls, sc.idleErr = 0, nil
 		err := sc.raw.Read(sc.readyFn)
 		sc.state.Store(stateActive)
+		if err == nil {
+			err = sc.idleErr
+		}
 		if err != nil || sc.shutdown.Load() {
-			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 				sc.debug("waiting for a request", err)
 			}
 			return false

@@ -93,7 +93,7 @@ func BenchmarkPoolCheckoutCheckin(b *testing.B) {
 	bk := tr.pool.bucketFor(p, &to)
 	b.ReportAllocs()
 	for b.Loop() {
-		pc, _, err := tr.pool.get(ctx, bk, &to, false)
+		pc, _, err := tr.pool.get(ctx, bk, &to, false, true)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -159,7 +159,11 @@ func (p *Pool) bucketFor(pr *Peer, to *resolvedTimeouts) *bucket {
 // get returns a connection for one request on b: a shared HTTP/2 conn with room, the newest
 // live idle HTTP/1 conn, or a new one. fresh skips the pool and always dials. reused reports
 // that the conn served requests before.
-func (p *Pool) get(ctx context.Context, b *bucket, to *resolvedTimeouts, fresh bool) (pc *pconn, reused bool, err error) {
+//
+// checkAlive asks for the liveness probe before an idle connection is reused; callers skip it
+// for requests the transport may retry on a new connection anyway (retryable), which saves a
+// system call per request on busy connections.
+func (p *Pool) get(ctx context.Context, b *bucket, to *resolvedTimeouts, fresh, checkAlive bool) (pc *pconn, reused bool, err error) {
 	cfg := &p.t.cfg
 	var waitUntil time.Time
 	counted := false
@@ -200,7 +204,7 @@ func (p *Pool) get(ctx context.Context, b *bucket, to *resolvedTimeouts, fresh b
 				b.active++
 				b.n.reused++
 				b.mu.Unlock()
-				if pc.alive() {
+				if !checkAlive || pc.alive() {
 					return pc, true, nil
 				}
 				b.mu.Lock()

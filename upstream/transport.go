@@ -124,9 +124,12 @@ func (t *Transport) RoundTrip(ctx context.Context, p *Peer, req *message.Request
 		ctx, cancel = context.WithTimeout(ctx, to.total)
 	}
 	fresh := false
+	// A request the transport retries itself on a new connection needs no liveness probe
+	// of the pooled one: a stale connection fails fast and the retry covers it.
+	checkAlive := !t.cfg.retry || !retryable(req)
 	for {
 		b := t.pool.bucketFor(p, &to)
-		pc, reused, err := t.pool.get(ctx, b, &to, fresh)
+		pc, reused, err := t.pool.get(ctx, b, &to, fresh, checkAlive)
 		if err == errBucketGone {
 			continue
 		}

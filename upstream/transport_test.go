@@ -207,13 +207,38 @@ func TestOriginClosedIdleConn(t *testing.T) {
 	}
 	o.ln.closeAccepted()
 	time.Sleep(20 * time.Millisecond) // let the FIN arrive
-	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	// A request with a body cannot be retried once sent, so the pooled conn is probed first.
+	post := get("/")
+	post.Method, post.Body, post.ContentLength = "POST", strings.NewReader("payload"), 7
+	resp, err := tr.RoundTrip(context.Background(), p, post)
 	if err != nil {
 		t.Fatalf("request after the origin closed the idle conn: %v", err)
 	}
 	readAll(t, resp)
 	if s := tr.Stats(); s.StaleClosed != 1 || s.Retries != 0 || s.Dials != 2 {
 		t.Errorf("stale=%d retries=%d dials=%d, want 1 0 2", s.StaleClosed, s.Retries, s.Dials)
+	}
+}
+
+// A bodiless GET skips the probe: a stale conn fails fast and the transport retries it.
+func TestOriginClosedIdleConnGETRetried(t *testing.T) {
+	o := newOrigin(t, nil, nil, false)
+	tr := newTestTransport(t, nil)
+	p := &Peer{Address: o.Listener.Addr().String()}
+	resp, err := tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	o.ln.closeAccepted()
+	time.Sleep(20 * time.Millisecond)
+	resp, err = tr.RoundTrip(context.Background(), p, get("/"))
+	if err != nil {
+		t.Fatalf("GET after the origin closed the idle conn: %v", err)
+	}
+	readAll(t, resp)
+	if s := tr.Stats(); s.StaleClosed != 0 || s.Retries != 1 || s.Dials != 2 {
+		t.Errorf("stale=%d retries=%d dials=%d, want 0 1 2", s.StaleClosed, s.Retries, s.Dials)
 	}
 }
 
