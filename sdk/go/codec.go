@@ -39,8 +39,9 @@ var errShort = errors.New("verge sdk: truncated host result")
 
 // decoder reads an ABI result. The first error sticks; later reads return zero values.
 type decoder struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	total int // len of the input, for span
 }
 
 func (d *decoder) need(n int) bool {
@@ -92,6 +93,18 @@ func (d *decoder) bytes() []byte {
 	v := append([]byte(nil), d.b[:n]...)
 	d.b = d.b[n:]
 	return v
+}
+
+// span returns the bounds of the next byte string within the input (total bytes long), for
+// taking substrings of one copy of the input.
+func (d *decoder) span() (int, int) {
+	n := int(d.u32())
+	if !d.need(n) {
+		return 0, 0
+	}
+	start := d.total - len(d.b)
+	d.b = d.b[n:]
+	return start, start + n
 }
 
 func (d *decoder) str() string {

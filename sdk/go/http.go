@@ -1,9 +1,11 @@
 package sdk
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net/url"
+	"strings"
 )
 
 // Field is one header field.
@@ -83,12 +85,13 @@ func (h *Header) Del(name string) {
 func (h *Header) Fields() []Field { return h.fields }
 
 // Request is an incoming request (in a handler or a Durable Object) or an outgoing one (for
-// Fetch and Durable Object stubs).
+// Fetch and Durable Object stubs). An incoming Request and its Body are valid only until the
+// handler returns: the SDK reuses them for the next request.
 type Request struct {
 	// Method is the HTTP method. Empty means GET for outgoing requests.
 	Method string
-	// URL is the absolute request URL (scheme, host, path and query).
-	URL *url.URL
+	// RawURL is the absolute request URL (scheme, host, path and query).
+	RawURL string
 	// Header holds the request header fields.
 	Header Header
 	// Body is the request body. On incoming requests it streams from the host and is never
@@ -96,15 +99,49 @@ type Request struct {
 	Body io.Reader
 	// RemoteAddr is the client's IP address on incoming requests.
 	RemoteAddr string
+
+	url *url.URL
+}
+
+// URL returns RawURL parsed (once; later changes to RawURL are not seen). It returns an empty
+// URL when RawURL does not parse.
+func (r *Request) URL() *url.URL {
+	if r.url == nil {
+		u, err := url.Parse(r.RawURL)
+		if err != nil {
+			u = &url.URL{}
+		}
+		r.url = u
+	}
+	return r.url
+}
+
+// Path returns the URL's path in its escaped form, without parsing the whole URL.
+func (r *Request) Path() string {
+	s := r.RawURL
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = s[i+3:]
+		j := strings.IndexByte(s, '/')
+		if j < 0 {
+			return "/"
+		}
+		s = s[j:]
+	}
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
+	}
+	if s == "" {
+		return "/"
+	}
+	return s
 }
 
 // NewRequest returns an outgoing request for Fetch or a Durable Object stub.
 func NewRequest(method, rawURL string, body io.Reader) (*Request, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil {
+	if _, err := url.Parse(rawURL); err != nil {
 		return nil, err
 	}
-	return &Request{Method: method, URL: u, Body: body}, nil
+	return &Request{Method: method, RawURL: rawURL, Body: body}, nil
 }
 
 // Response is the answer to an outgoing request.
@@ -173,7 +210,8 @@ func (w *responseWriter) encodeHead(e *encoder) {
 }
 
 func (w *responseWriter) flush() error {
-	var e encoder
+	e := encoder{b: scratch.b[:0]}
+	defer func() { scratch.b = e.b }()
 	if !w.sent {
 		w.sent = true
 		w.encodeHead(&e)
@@ -196,7 +234,7 @@ func (w *responseWriter) end() error {
 	if w.status == 0 {
 		w.status = 200
 	}
-	var e encoder
+	e := encoder{b: scratch.b[:0]}
 	if w.sent {
 		e.u8(0)
 	} else {
@@ -205,10 +243,13 @@ func (w *responseWriter) end() error {
 		w.encodeHead(&e)
 	}
 	e.bytes(w.buf)
-	w.buf = nil
 	_, err := rawCall(opRespEnd, e.b)
+	scratch.b = e.b
 	return err
 }
+
+// scratch is the encoding buffer reused by the response path (one request runs at a time).
+var scratch encoder
 
 // hostBody streams the incoming request body from the host.
 type hostBody struct{ eof bool }
@@ -220,9 +261,9 @@ func (b *hostBody) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var e encoder
-	e.u32(uint32(min(len(p), 1<<20)))
-	res, err := rawCall(opReqBody, e.b)
+	var arg [4]byte
+	binary.LittleEndian.PutUint32(arg[:], uint32(min(len(p), 1<<20)))
+	res, err := rawCall(opReqBody, arg[:])
 	if err != nil {
 		return 0, err
 	}
@@ -233,24 +274,46 @@ func (b *hostBody) Read(p []byte) (int, error) {
 	return copy(p, res), nil
 }
 
-// readRequest decodes the head of the current incoming request.
+// Reused per request: one request runs at a time in an instance.
+var (
+	curReq  Request
+	curBody hostBody
+	curW    responseWriter
+)
+
+// readRequest decodes the head of the current incoming request into curReq. The strings are
+// substrings of one copy of the head, and the header slice is reused.
 func readRequest() (*Request, error) {
 	res, err := rawCall(opReqHead, nil)
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: res}
-	r := &Request{Method: d.str()}
-	raw := d.str()
-	r.RemoteAddr = d.str()
-	r.Header = d.header()
+	head := string(res)
+	d := decoder{b: res, total: len(res)}
+	sub := func() string {
+		a, b := d.span()
+		return head[a:b]
+	}
+	r := &curReq
+	fields := r.Header.fields[:0]
+	*r = Request{}
+	r.Method = sub()
+	r.RawURL = sub()
+	r.RemoteAddr = sub()
+	n := int(d.u32())
+	if n > len(d.b)/8 {
+		return nil, errShort
+	}
+	for range n {
+		name := sub()
+		fields = append(fields, Field{Name: name, Value: sub()})
+	}
 	if d.err != nil {
 		return nil, d.err
 	}
-	if r.URL, err = url.Parse(raw); err != nil {
-		return nil, err
-	}
-	r.Body = &hostBody{}
+	r.Header.fields = fields
+	curBody = hostBody{}
+	r.Body = &curBody
 	return r, nil
 }
 
@@ -259,9 +322,15 @@ func serveRequest(h Handler) error {
 	if err != nil {
 		return err
 	}
-	w := &responseWriter{}
+	w := &curW
+	buf, hdr := w.buf[:0], w.header.fields[:0]
+	*w = responseWriter{buf: buf, header: Header{fields: hdr}}
 	h.ServeHTTP(w, r)
-	return w.end()
+	err = w.end()
+	if cap(w.buf) > 1<<20 {
+		w.buf = nil
+	}
+	return err
 }
 
 // encodeRequest writes an outgoing request: head (method, url, "", header) and body.
@@ -270,11 +339,11 @@ func encodeRequest(e *encoder, r *Request) error {
 	if m == "" {
 		m = "GET"
 	}
-	if r.URL == nil {
+	if r.RawURL == "" {
 		return errors.New("verge sdk: request without URL")
 	}
 	e.str(m)
-	e.str(r.URL.String())
+	e.str(r.RawURL)
 	e.str("")
 	e.header(r.Header)
 	var body []byte

@@ -53,7 +53,7 @@ func init() {
 }
 
 func serve(w sdk.ResponseWriter, r *sdk.Request) {
-	path := r.URL.Path
+	path := r.Path()
 	switch {
 	case strings.HasPrefix(path, "/counter/") && r.Method == "GET":
 		name := strings.TrimPrefix(path, "/counter/")

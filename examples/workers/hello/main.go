@@ -8,7 +8,7 @@ import sdk "github.com/verge-edge/verge/sdk/go"
 func init() {
 	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Write([]byte("hello from " + r.URL.Path + "\n"))
+		w.Write([]byte("hello from " + r.Path() + "\n"))
 	})
 }
 

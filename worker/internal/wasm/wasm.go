@@ -66,18 +66,29 @@ func cacheFor(dir string) (wazero.CompilationCache, error) {
 
 // Runtime compiles and instantiates modules under one memory limit.
 type Runtime struct {
-	rt wazero.Runtime
+	cfg  Config
+	rt   wazero.Runtime // for instrumented modules: no termination checks of its own
+	safe wazero.Runtime // for modules instrument refuses: the runtime's own checks; lazily
+	mu   sync.Mutex
 }
 
 // NewRuntime returns a runtime with WASI preview 1 and the verge host module.
 func NewRuntime(ctx context.Context, cfg Config) (*Runtime, error) {
+	rt, err := newWazero(ctx, cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Runtime{cfg: cfg, rt: rt}, nil
+}
+
+func newWazero(ctx context.Context, cfg Config, ensureTermination bool) (wazero.Runtime, error) {
 	cache, err := cacheFor(cfg.CacheDir)
 	if err != nil {
 		return nil, err
 	}
 	rc := wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
-		WithCloseOnContextDone(true)
+		WithCloseOnContextDone(ensureTermination)
 	if cfg.MemoryLimit > 0 {
 		pages := uint32(min(cfg.MemoryLimit/PageSize, 65536))
 		rc = rc.WithMemoryLimitPages(max(pages, 1))
@@ -103,22 +114,47 @@ func NewRuntime(ctx context.Context, cfg Config) (*Runtime, error) {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("wasm: host module: %w", err)
 	}
-	return &Runtime{rt: rt}, nil
+	return rt, nil
 }
 
 // Close releases the runtime and every instance made from it.
-func (r *Runtime) Close(ctx context.Context) error { return r.rt.Close(ctx) }
+func (r *Runtime) Close(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	if r.safe != nil {
+		errs = append(errs, r.safe.Close(ctx))
+	}
+	return errors.Join(append(errs, r.rt.Close(ctx))...)
+}
 
 // Module is a compiled worker module.
 type Module struct {
-	r  *Runtime
-	cm wazero.CompiledModule
+	rt           wazero.Runtime
+	cm           wazero.CompiledModule
+	instrumented bool
 }
 
 // Compile compiles (or loads from the cache) a module and checks that it exports what the ABI
-// requires: memory and verge_handle(i32) -> i32.
+// requires: memory and verge_handle(i32) -> i32. The module is instrumented for cheap
+// interruption (see instrument) when possible.
 func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
-	cm, err := r.rt.CompileModule(ctx, bin)
+	m := &Module{rt: r.rt, instrumented: true}
+	code, err := instrument(bin)
+	if errors.Is(err, errUninstrumentable) {
+		r.mu.Lock()
+		if r.safe == nil {
+			r.safe, err = newWazero(ctx, r.cfg, true)
+		}
+		r.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		m.rt, m.instrumented, code = r.safe, false, bin
+	} else if err != nil {
+		return nil, err
+	}
+	cm, err := m.rt.CompileModule(ctx, code)
 	if err != nil {
 		return nil, fmt.Errorf("wasm: compile: %w", err)
 	}
@@ -136,8 +172,13 @@ func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
 		cm.Close(ctx)
 		return nil, errors.New("wasm: module does not export its memory")
 	}
-	return &Module{r: r, cm: cm}, nil
+	m.cm = cm
+	return m, nil
 }
+
+// Instrumented reports whether the module was instrumented for interruption (otherwise the
+// slower checks of the runtime itself stop it).
+func (m *Module) Instrumented() bool { return m.instrumented }
 
 // Close releases the compiled code; instances made from it must be closed first.
 func (m *Module) Close(ctx context.Context) error { return m.cm.Close(ctx) }
@@ -158,6 +199,7 @@ type InstanceConfig struct {
 // invocation at a time.
 type Instance struct {
 	mod     api.Module
+	stop    api.MutableGlobal // nil when the module is not instrumented
 	handle  api.Function
 	call    callCtx
 	pending []byte
@@ -214,7 +256,7 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 	mc := wazero.NewModuleConfig().
 		WithName("").
 		WithArgs(args...).
-		WithStartFunctions("_initialize").
+		WithStartFunctions().
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(rand.Reader)
@@ -233,12 +275,26 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 	in.call.in = in
 	// wazero may watch this context after instantiation returns, so it is not the reusable
 	// per-call context.
-	mod, err := m.r.rt.InstantiateModule(&callCtx{Context: ctx, in: in}, m.cm, mc)
+	ictx := &callCtx{Context: ctx, in: in}
+	mod, err := m.rt.InstantiateModule(ictx, m.cm, mc)
 	if err != nil {
 		return nil, fmt.Errorf("wasm: instantiate: %w", classify(err))
 	}
 	in.mod = mod
 	in.handle = mod.ExportedFunction("verge_handle")
+	if m.instrumented {
+		in.stop, _ = mod.ExportedGlobal(InterruptGlobal).(api.MutableGlobal)
+	}
+	if init := mod.ExportedFunction("_initialize"); init != nil {
+		// Bound the guest's initialization by ctx: stop it when ctx ends.
+		stop := context.AfterFunc(ctx, func() { in.Interrupt(ExitDeadlineExceeded) })
+		_, err := init.Call(ictx)
+		stop()
+		if err != nil {
+			mod.Close(context.Background())
+			return nil, fmt.Errorf("wasm: _initialize: %w", classify(err))
+		}
+	}
 	return in, nil
 }
 
@@ -257,9 +313,14 @@ func (in *Instance) Handle(ctx context.Context, kind uint32, host Host) (uint32,
 	return uint32(in.stack[0]), nil
 }
 
-// Interrupt stops the running invocation (from any goroutine) and closes the instance; the
-// invocation fails with an *ExitError carrying code.
+// Interrupt stops the running invocation from any goroutine: an instrumented instance traps
+// at its next loop iteration, another one is closed with code by the runtime's checks. Either
+// way the invocation fails and the instance must be discarded.
 func (in *Instance) Interrupt(code uint32) {
+	if in.stop != nil {
+		in.stop.Set(1)
+		return
+	}
 	_ = in.mod.CloseWithExitCode(context.Background(), code)
 }
 

@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +67,65 @@ func TestHelloInstance(t *testing.T) {
 	}
 	if !strings.Contains(string(h.end), "hello from /abc") {
 		t.Fatalf("response end %q, want the greeting", h.end)
+	}
+}
+
+func benchInstance(b *testing.B, rel string) *Instance {
+	ctx := context.Background()
+	rt, err := NewRuntime(ctx, Config{MemoryLimit: 128 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rt.Close(ctx) })
+	m, err := rt.Compile(ctx, testwasm.Build(b, rel))
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, err := m.Instantiate(ctx, InstanceConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return in
+}
+
+// BenchmarkHandleNop is the floor of an invocation: one call into a Go reactor that returns.
+func BenchmarkHandleNop(b *testing.B) {
+	in := benchInstance(b, "worker/internal/wasm/testdata/nop")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := in.Handle(context.Background(), 0, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHandleHello is the hello example against a host that only answers the head.
+func BenchmarkHandleHello(b *testing.B) {
+	in := benchInstance(b, "examples/workers/hello")
+	var head []byte
+	head = str(head, "GET")
+	head = str(head, "http://x/abc")
+	head = str(head, "127.0.0.1")
+	head = binary.LittleEndian.AppendUint32(head, 0)
+	h := &fakeHost{head: head}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := in.Handle(context.Background(), 0, h); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkProbe(b *testing.B) {
+	in := benchInstance(b, "worker/internal/wasm/testdata/probe")
+	h := &fakeHost{head: []byte("x")}
+	for _, kind := range []uint32{0, 1, 2, 3, 4, 5, 6} {
+		b.Run(fmt.Sprint(kind), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := in.Handle(context.Background(), kind, h); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

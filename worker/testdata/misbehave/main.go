@@ -14,7 +14,7 @@ var sink [][]byte
 
 func init() {
 	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
-		p := r.URL.Path // the last segment selects the behaviour: /x/loop acts as /loop
+		p := r.Path() // the last segment selects the behaviour: /x/loop acts as /loop
 		if i := strings.LastIndexByte(p, '/'); i >= 0 {
 			p = p[i:]
 		}
@@ -40,12 +40,12 @@ func init() {
 			sdk.WaitUntil(func() { sdk.KV("KV").Put("late", []byte("done")) })
 			w.Write([]byte("early"))
 		case "/fetch":
-			req, err := sdk.NewRequest("GET", r.URL.Query().Get("u"), nil)
+			req, err := sdk.NewRequest("GET", r.URL().Query().Get("u"), nil)
 			if err != nil {
 				sdk.ErrorResponse(w, err.Error(), 400)
 				return
 			}
-			n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+			n, _ := strconv.Atoi(r.URL().Query().Get("n"))
 			var resp *sdk.Response
 			for range max(n, 1) {
 				if resp, err = sdk.Fetch(req); err != nil {
