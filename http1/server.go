@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -252,11 +253,37 @@ func (sc *serverConn) serve() {
 		if !sc.readRequest() {
 			return
 		}
-		sc.cfg.handler(&sc.ex)
+		sc.runHandler()
 		if !sc.endExchange() {
 			return
 		}
 	}
+}
+
+// ErrAbortHandler, when a handler panics with it, aborts the exchange without logging a stack:
+// the connection is closed (or a 500 sent when no response head was written yet).
+var ErrAbortHandler = errors.New("http1: abort handler")
+
+// runHandler calls the handler and contains a panic in it: the panic is logged with its stack
+// and the connection closes after endExchange answered 500 (no head written yet) or aborted
+// the response, so one faulty request cannot take the server down.
+func (sc *serverConn) runHandler() {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		sc.ex.closeAfter = true
+		if p == ErrAbortHandler {
+			return
+		}
+		buf := make([]byte, 16<<10)
+		buf = buf[:runtime.Stack(buf, false)]
+		sc.cfg.log.LogAttrs(sc.ctx, slog.LevelError, "http1: handler panic",
+			slog.String("remote", sc.info.RemoteAddr.String()), slog.String("method", sc.ex.req.Method),
+			slog.String("target", sc.ex.req.Target), slog.Any("panic", p), slog.String("stack", string(buf)))
+	}()
+	sc.cfg.handler(&sc.ex)
 }
 
 // waitIdle waits for the first byte of the next request without holding a buffer.

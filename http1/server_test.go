@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -321,4 +323,61 @@ func TestNetHTTPClientAgainstServer(t *testing.T) {
 			t.Fatalf("got %d bytes, %v", len(b), err)
 		}
 	}
+}
+
+func TestHandlerPanicIsContained(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))
+	addr := startServer(t, &Server{Logger: logger, Handler: func(ex *Exchange) {
+		switch ex.Request().Target {
+		case "/before":
+			panic("boom before head")
+		case "/after":
+			ex.WriteHeader(&message.Response{Status: 200, ContentLength: -1})
+			ex.Write([]byte("partial"))
+			ex.Flush()
+			panic("boom after head")
+		}
+		ex.WriteHeader(&message.Response{Status: 204})
+		ex.Finish(nil)
+	}})
+	// No head written yet: 500 and close.
+	c := dial(t, addr)
+	c.Write([]byte("GET /before HTTP/1.1\r\nHost: a\r\n\r\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n"))
+	out, closed := readAllUntilClose(c, 3*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 500 Internal Server Error\r\n") || !strings.Contains(out, "Connection: close\r\n") ||
+		strings.Contains(out, "204") || !closed {
+		t.Fatalf("got %q closed=%v, want a single 500 with Connection: close, then close", out, closed)
+	}
+	// Head written: the response is cut (no terminating chunk) and the connection closed.
+	c = dial(t, addr)
+	c.Write([]byte("GET /after HTTP/1.1\r\nHost: a\r\n\r\n"))
+	out, closed = readAllUntilClose(c, 3*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 200 OK\r\n") || strings.HasSuffix(out, "0\r\n\r\n") || !closed {
+		t.Fatalf("got %q closed=%v, want a truncated chunked 200, then close", out, closed)
+	}
+	// The server still serves.
+	c = dial(t, addr)
+	c.Write([]byte("GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"))
+	if r := readRawResponse(t, bufio.NewReader(c), false); r.status != 204 {
+		t.Fatalf("after the panics got %d, want 204", r.status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := logs.String(); strings.Count(got, "http1: handler panic") != 2 || !strings.Contains(got, "boom before head") ||
+		!strings.Contains(got, "server_test.go") {
+		t.Fatalf("log %q, want two panic records with their stacks", got)
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
