@@ -168,12 +168,10 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 	cc.requests++
 	cc.reused = cc.requests > 1
 	cc.released = false
-	if cc.canceled.Swap(false) {
-		// A watched context fired after the previous exchange: undo its past deadline.
-		cc.conn.SetDeadline(time.Time{})
-	}
 	cc.resp.Reset()
 	cc.ctx = ctx
+	// Switching the watch also undoes a cancellation of an earlier context that fired after
+	// its exchange, while the connection was idle or just now (see watch).
 	if ctx.Done() != nil {
 		if err := ctx.Err(); err != nil {
 			return nil, cc.fail(fault.Canceled, err, false)
@@ -246,32 +244,47 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 	return &cc.resp, nil
 }
 
-// interrupt runs when the round trip's context is done: blocked reads and writes fail.
 // watch makes ctx interrupt the connection's I/O when it is done, reusing the registration
-// made for an earlier round trip with the same context.
+// made for an earlier round trip with the same context. A registration for another context is
+// undone first, with the past deadline its firing left: the firing and the switch are
+// serialized by watchMu and a stale firing does nothing (interruptFor), so the end of an
+// earlier context (for example an HTTP/2 downstream stream that finished) can never interrupt
+// a later round trip.
 func (cc *ClientConn) watch(ctx context.Context) {
 	cc.watchMu.Lock()
 	defer cc.watchMu.Unlock()
 	if ctx == cc.watched && cc.stop != nil {
 		return
 	}
-	if cc.stop != nil {
-		cc.stop()
-	}
-	cc.watched, cc.stop = ctx, context.AfterFunc(ctx, cc.interrupt)
+	cc.unwatchLocked()
+	cc.watched, cc.stop = ctx, context.AfterFunc(ctx, func() { cc.interruptFor(ctx) })
 }
 
-// unwatch removes the context registration, if any.
+// unwatch removes the context registration, if any, and undoes its firing.
 func (cc *ClientConn) unwatch() {
 	cc.watchMu.Lock()
 	defer cc.watchMu.Unlock()
+	cc.unwatchLocked()
+}
+
+func (cc *ClientConn) unwatchLocked() {
 	if cc.stop != nil {
 		cc.stop()
 	}
 	cc.watched, cc.stop = nil, nil
+	if cc.canceled.Swap(false) && cc.state.Load() != ccClosed {
+		cc.conn.SetDeadline(time.Time{})
+	}
 }
 
-func (cc *ClientConn) interrupt() {
+// interruptFor runs when the watched context ctx is done: blocked reads and writes fail. It
+// does nothing when the connection watches another context by now.
+func (cc *ClientConn) interruptFor(ctx context.Context) {
+	cc.watchMu.Lock()
+	defer cc.watchMu.Unlock()
+	if cc.watched != ctx {
+		return
+	}
 	cc.canceled.Store(true)
 	cc.conn.SetDeadline(time.Unix(1, 0))
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
 )
 
 // One context registration serves many round trips with the same context; a context that
@@ -59,4 +60,31 @@ func TestClientContextWatchAcrossRoundTrips(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Kind != fault.Canceled {
 		t.Fatalf("canceled mid-request: got %v, want a Canceled fault", err)
 	}
+}
+
+// Each round trip with its own context, the previous one canceled as the next starts (an
+// HTTP/2 downstream stream ends as the pooled upstream connection serves the next stream):
+// the late cancellation must not interrupt the new round trip.
+func TestClientPreviousContextCanceledDuringNextRoundTrip(t *testing.T) {
+	addr := startServer(t, &Server{Handler: func(ex *Exchange) {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: 2})
+		ex.Write([]byte("ok"))
+		ex.Finish(nil)
+	}})
+	cc := newClient(t, addr, nil)
+	prev, cancelPrev := context.WithCancel(context.Background())
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; i < 2000 && time.Now().Before(deadline); i++ {
+		resp, err := cc.RoundTrip(prev, get("GET", "/"))
+		if err != nil {
+			t.Fatalf("round trip %d: %v", i, err)
+		}
+		if got := readBody(t, resp); got != "ok" {
+			t.Fatalf("round trip %d: body %q", i, got)
+		}
+		next, cancelNext := context.WithCancel(context.Background())
+		go cancelPrev()
+		prev, cancelPrev = next, cancelNext
+	}
+	cancelPrev()
 }
