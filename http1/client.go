@@ -504,7 +504,7 @@ func (cc *ClientConn) setupBody(req *message.Request) error {
 		if cc.opts.ReadTimeout == 0 && cc.opts.WriteTimeout == 0 {
 			cc.conn.SetDeadline(time.Time{})
 		}
-		cc.upgraded.closed = false
+		cc.upgraded.start()
 		resp.Body = &cc.upgraded
 		return nil
 	}

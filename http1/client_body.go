@@ -1,6 +1,7 @@
 package http1
 
 import (
+	"errors"
 	"io"
 	"net"
 
@@ -36,18 +37,29 @@ func (b *clientBody) Close() error {
 	return nil
 }
 
-// clientUpgraded is the connection after a 101 (or a CONNECT tunnel): reads return the bytes
-// already buffered first.
+// clientUpgraded is the connection after a 101 (or a CONNECT tunnel). Bytes that arrived with
+// the response head are copied into pending when the stream starts, so that reads never touch
+// the connection's pooled buffer, which Close may release from another goroutine.
 type clientUpgraded struct {
-	cc     *ClientConn
-	closed bool
+	cc      *ClientConn
+	pending []byte
+	closed  bool
+}
+
+// start takes over the bytes buffered after the response head.
+func (u *clientUpgraded) start() {
+	u.closed, u.pending = false, nil
+	in := &u.cc.in
+	if in.r < in.w {
+		u.pending = append([]byte(nil), in.buf[in.r:in.w]...)
+		in.r = in.w
+	}
 }
 
 func (u *clientUpgraded) Read(p []byte) (int, error) {
-	in := &u.cc.in
-	if in.r < in.w {
-		n := copy(p, in.buf[in.r:in.w])
-		in.r += n
+	if len(u.pending) > 0 {
+		n := copy(p, u.pending)
+		u.pending = u.pending[n:]
 		return n, nil
 	}
 	return u.cc.conn.Read(p)
@@ -55,13 +67,22 @@ func (u *clientUpgraded) Read(p []byte) (int, error) {
 
 func (u *clientUpgraded) Write(p []byte) (int, error) { return u.cc.conn.Write(p) }
 
-// Close closes the connection and ends the round trip.
+// CloseWrite half-closes the connection: the peer reads end of file and may still send. It
+// fails with errors.ErrUnsupported when the connection cannot half-close.
+func (u *clientUpgraded) CloseWrite() error {
+	if cw, ok := u.cc.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// Close closes the connection and ends the round trip. It may be called while another
+// goroutine is blocked in Read, which then fails.
 func (u *clientUpgraded) Close() error {
 	if u.closed {
 		return nil
 	}
 	u.closed = true
-	u.cc.in.r = u.cc.in.w
 	err := u.cc.conn.Close()
 	u.cc.finish(false)
 	return err

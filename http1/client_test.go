@@ -555,3 +555,60 @@ func TestClientUploadBoundedMemory(t *testing.T) {
 		}
 	}
 }
+
+// The upgraded stream supports a half-close (the peer reads EOF and can still answer), and a
+// Close from one goroutine while another reads (how a tunnel ends) is safe: the bytes that
+// came with the 101 belong to the stream, not to the connection's pooled buffer.
+func TestClientUpgradeHalfCloseAndConcurrentClose(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequestHead(br)
+		c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello"))
+		got, _ := io.ReadAll(br) // until the client's half-close
+		c.Write([]byte(" got " + string(got)))
+		if strings.Contains(string(got), "stay") {
+			for i := 0; i < 1000; i++ { // stream until the client closes
+				if _, err := c.Write([]byte("more")); err != nil {
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	})
+	upgrade := func() (*ClientConn, io.ReadWriteCloser) {
+		cc := newClient(t, addr, nil)
+		req := get("GET", "/ws")
+		req.Header.Add("Upgrade", "echo")
+		resp, err := cc.RoundTrip(context.Background(), req)
+		if err != nil || resp.Status != 101 {
+			t.Fatalf("upgrade: %v", err)
+		}
+		return cc, resp.Body.(io.ReadWriteCloser)
+	}
+
+	_, rw := upgrade()
+	rw.Write([]byte("ping"))
+	cw, ok := rw.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("the upgraded stream has no CloseWrite")
+	}
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	if got, err := io.ReadAll(rw); err != nil || string(got) != "hello got ping" {
+		t.Fatalf("after the half-close read %q, %v; want %q", got, err, "hello got ping")
+	}
+	rw.Close()
+
+	for range 20 {
+		_, rw := upgrade()
+		rw.Write([]byte("stay"))
+		rw.(interface{ CloseWrite() error }).CloseWrite()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(io.Discard, rw)
+		}()
+		rw.Close()
+		<-done
+	}
+}

@@ -371,3 +371,12 @@ func (u *upgradedConn) Read(p []byte) (int, error) {
 	}
 	return u.Conn.Read(p)
 }
+
+// CloseWrite half-closes the connection: the client reads end of file and may still send. It
+// fails with errors.ErrUnsupported when the connection cannot half-close.
+func (u *upgradedConn) CloseWrite() error {
+	if cw, ok := u.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}

@@ -381,3 +381,50 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// The upgraded downstream stream half-closes: the client reads end of file after what the
+// handler sent, and can still send.
+func TestUpgradeCloseWrite(t *testing.T) {
+	got := make(chan string, 1)
+	addr := startServer(t, &Server{Handler: func(ex *Exchange) {
+		resp := &message.Response{Status: 101}
+		resp.Header.Add("Upgrade", "echo")
+		rw, err := ex.Upgrade(resp)
+		if err != nil {
+			t.Errorf("Upgrade: %v", err)
+			return
+		}
+		defer rw.Close()
+		rw.Write([]byte("bye"))
+		cw, ok := rw.(interface{ CloseWrite() error })
+		if !ok {
+			t.Error("the upgraded stream has no CloseWrite")
+			return
+		}
+		if err := cw.CloseWrite(); err != nil {
+			t.Errorf("CloseWrite: %v", err)
+		}
+		b, _ := io.ReadAll(io.LimitReader(rw, 64))
+		got <- string(b)
+	}})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	c.Write([]byte("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"))
+	if r := readRawResponse(t, br, true); r.status != 101 {
+		t.Fatalf("got %d", r.status)
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if b, err := io.ReadAll(br); err != nil || string(b) != "bye" {
+		t.Fatalf("read %q, %v; want %q then end of file", b, err, "bye")
+	}
+	c.Write([]byte("still here"))
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case s := <-got:
+		if s != "still here" {
+			t.Fatalf("handler read %q after its half-close", s)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("handler did not finish")
+	}
+}
