@@ -501,9 +501,14 @@ func (cc *ClientConn) setupBody(req *message.Request) error {
 		cc.state.Store(ccUpgraded)
 		cc.keepAlive = false
 		resp.ContentLength = -1
-		if cc.opts.ReadTimeout == 0 && cc.opts.WriteTimeout == 0 {
+		// The timeouts bound the exchange; the stream is the caller's to bound. A deadline
+		// left from reading the head would otherwise cut it at a fixed time however busy.
+		// A cancellation keeps its past deadline (watchMu orders this against interruptFor).
+		cc.watchMu.Lock()
+		if !cc.canceled.Load() {
 			cc.conn.SetDeadline(time.Time{})
 		}
+		cc.watchMu.Unlock()
 		cc.upgraded.start()
 		resp.Body = &cc.upgraded
 		return nil

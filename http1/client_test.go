@@ -612,3 +612,38 @@ func TestClientUpgradeHalfCloseAndConcurrentClose(t *testing.T) {
 		<-done
 	}
 }
+
+// ReadTimeout and WriteTimeout bound the exchange, not the stream after a 101: a deadline left
+// over from reading the response head must not cut the stream later (the caller bounds it).
+func TestClientUpgradeNoStaleDeadline(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequestHead(br)
+		c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"))
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(br, buf); err == nil {
+			c.Write(buf)
+		}
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := NewClientConn(c, ClientOptions{ReadTimeout: 50 * time.Millisecond, WriteTimeout: 50 * time.Millisecond})
+	t.Cleanup(func() { cc.Close() })
+	req := get("GET", "/ws")
+	req.Header.Add("Upgrade", "echo")
+	resp, err := cc.RoundTrip(context.Background(), req)
+	if err != nil || resp.Status != 101 {
+		t.Fatalf("upgrade: %v", err)
+	}
+	rw := resp.Body.(io.ReadWriteCloser)
+	defer rw.Close()
+	time.Sleep(150 * time.Millisecond)
+	if _, err := rw.Write([]byte("ping")); err != nil {
+		t.Fatalf("write after a quiet spell: %v", err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(rw, got); err != nil || string(got) != "ping" {
+		t.Fatalf("read after a quiet spell: %q, %v", got, err)
+	}
+}
