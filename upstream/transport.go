@@ -178,7 +178,7 @@ func (t *Transport) exchange(ctx context.Context, pc *pconn, reused bool, req *m
 		switch {
 		case resp.Body == nil:
 			cancel()
-		case resp.Status == 101:
+		case resp.Status == 101 || req.Method == "CONNECT" && resp.Status/100 == 2:
 			if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
 				resp.Body = &upgradedBody{ReadWriteCloser: rwc, cancel: cancel}
 			} else {
@@ -233,11 +233,19 @@ func (b *totalBody) Close() error {
 	return err
 }
 
-// upgradedBody keeps the io.Writer of an upgraded stream and ends the total-timeout context
+// upgradedBody keeps the io.Writer (and CloseWrite) of an upgraded stream or a CONNECT tunnel and ends the total-timeout context
 // when it is closed.
 type upgradedBody struct {
 	io.ReadWriteCloser
 	cancel context.CancelFunc
+}
+
+// CloseWrite half-closes the stream when it can; errors.ErrUnsupported otherwise.
+func (b *upgradedBody) CloseWrite() error {
+	if cw, ok := b.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 func (b *upgradedBody) Close() error {

@@ -511,3 +511,68 @@ func TestCloseTransport(t *testing.T) {
 		t.Errorf("RoundTrip after Close: %v, want ErrClosed", err)
 	}
 }
+
+// A tunnel (101, or 2xx to CONNECT) keeps being a stream that writes and half-closes when a
+// total timeout wraps it.
+func TestTunnelStreamWithTotalTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(c)
+				first, _ := br.ReadString('\n')
+				for {
+					if l, err := br.ReadString('\n'); err != nil || l == "\r\n" {
+						break
+					}
+				}
+				if strings.HasPrefix(first, "CONNECT ") {
+					io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+				} else {
+					io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+				}
+				got, _ := io.ReadAll(br) // until the half-close
+				io.WriteString(c, string(got)+"|eof")
+			}()
+		}
+	}()
+	tr := newTestTransport(t, &Transport{Timeouts: Timeouts{Total: 5 * time.Second}})
+	p := &Peer{Address: ln.Addr().String()}
+	for _, method := range []string{"CONNECT", "GET"} {
+		req := &message.Request{Method: method, Target: "origin.test:443", Proto: message.HTTP11, Authority: "origin.test:443"}
+		if method == "GET" {
+			req.Target = "/ws"
+			req.Header.Add("Upgrade", "echo")
+		}
+		resp, err := tr.RoundTrip(context.Background(), p, req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		rw, ok := resp.Body.(io.ReadWriteCloser)
+		if !ok {
+			t.Fatalf("%s: status %d, body %T is not a stream", method, resp.Status, resp.Body)
+		}
+		cw, ok := rw.(interface{ CloseWrite() error })
+		if !ok {
+			t.Fatalf("%s: stream %T cannot half-close", method, rw)
+		}
+		io.WriteString(rw, "ping")
+		if err := cw.CloseWrite(); err != nil {
+			t.Fatalf("%s: CloseWrite: %v", method, err)
+		}
+		if got, err := io.ReadAll(rw); err != nil || string(got) != "ping|eof" {
+			t.Fatalf("%s: read %q, %v; want %q", method, got, err, "ping|eof")
+		}
+		rw.Close()
+	}
+}
