@@ -57,8 +57,30 @@ func (s *SQLiteStore) Open(ctx context.Context, namespace string, id ID) (Object
 		db.Close()
 		return nil, fmt.Errorf("durable: %w", err)
 	}
-	return &sqliteObject{db: db}, nil
+	o := &sqliteObject{db: db, stmts: map[string]*sql.Stmt{}}
+	for _, q := range preparedQueries {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			o.Close()
+			return nil, fmt.Errorf("durable: prepare: %w", err)
+		}
+		o.stmts[q] = st
+	}
+	return o, nil
 }
+
+// Statements of every request, prepared when an object is opened (the single connection is
+// busy with the write batch afterwards).
+const (
+	qGet        = "SELECT value FROM _verge_kv WHERE key = ?"
+	qPut        = "INSERT INTO _verge_kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+	qDelete     = "DELETE FROM _verge_kv WHERE key = ?"
+	qSavepoint  = "SAVEPOINT verge_turn"
+	qRelease    = "RELEASE verge_turn"
+	qRollbackTo = "ROLLBACK TO verge_turn"
+)
+
+var preparedQueries = []string{qGet, qPut, qDelete, qSavepoint, qRelease, qRollbackTo}
 
 // Alarms opens the namespace's alarm index.
 func (s *SQLiteStore) Alarms(ctx context.Context, namespace string) (AlarmStore, error) {
@@ -96,19 +118,40 @@ func (s *SQLiteStore) Close() error {
 	return errors.Join(errs...)
 }
 
-type sqliteObject struct{ db *sql.DB }
+// sqliteObject is one object's database. Its frequent statements are prepared once: the
+// database has a single connection, so a transaction reuses them without preparing again.
+type sqliteObject struct {
+	db    *sql.DB
+	stmts map[string]*sql.Stmt // used from one goroutine at a time (the object's turns)
+}
 
 func (o *sqliteObject) Begin(ctx context.Context) (Txn, error) {
 	tx, err := o.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("durable: begin: %w", err)
 	}
-	return &sqliteTxn{tx: tx}, nil
+	return &sqliteTxn{tx: tx, o: o}, nil
 }
 
-func (o *sqliteObject) Close() error { return o.db.Close() }
+func (o *sqliteObject) Close() error {
+	for _, st := range o.stmts {
+		st.Close()
+	}
+	return o.db.Close()
+}
 
-type sqliteTxn struct{ tx *sql.Tx }
+type sqliteTxn struct {
+	tx *sql.Tx
+	o  *sqliteObject
+}
+
+// exec runs a statement, through the prepared one when there is one.
+func (t *sqliteTxn) exec(query string, args ...any) (sql.Result, error) {
+	if st := t.o.stmts[query]; st != nil {
+		return t.tx.Stmt(st).Exec(args...)
+	}
+	return t.tx.Exec(query, args...)
+}
 
 func checkKeys(keys []string) error {
 	if len(keys) > MaxBatchKeys {
@@ -129,7 +172,7 @@ func (t *sqliteTxn) Get(keys []string) ([][]byte, error) {
 	out := make([][]byte, len(keys))
 	for i, k := range keys {
 		var v []byte
-		err := t.tx.QueryRow("SELECT value FROM _verge_kv WHERE key = ?", []byte(k)).Scan(&v)
+		err := t.tx.Stmt(t.o.stmts[qGet]).QueryRow([]byte(k)).Scan(&v)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 		case err != nil:
@@ -161,7 +204,7 @@ func (t *sqliteTxn) Put(entries []Entry) error {
 		if v == nil {
 			v = []byte{}
 		}
-		if _, err := t.tx.Exec("INSERT INTO _verge_kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", []byte(e.Key), v); err != nil {
+		if _, err := t.exec(qPut, []byte(e.Key), v); err != nil {
 			return fmt.Errorf("durable: put: %w", err)
 		}
 	}
@@ -174,7 +217,7 @@ func (t *sqliteTxn) Delete(keys []string) (int, error) {
 	}
 	n := 0
 	for _, k := range keys {
-		r, err := t.tx.Exec("DELETE FROM _verge_kv WHERE key = ?", []byte(k))
+		r, err := t.exec(qDelete, []byte(k))
 		if err != nil {
 			return n, fmt.Errorf("durable: delete: %w", err)
 		}
@@ -324,20 +367,20 @@ func (t *sqliteTxn) SQL(query string, args []Value) (*SQLResult, error) {
 }
 
 func (t *sqliteTxn) Savepoint(name string) error {
-	_, err := t.tx.Exec("SAVEPOINT " + name)
+	_, err := t.exec("SAVEPOINT " + name)
 	return err
 }
 
 func (t *sqliteTxn) Release(name string) error {
-	_, err := t.tx.Exec("RELEASE " + name)
+	_, err := t.exec("RELEASE " + name)
 	return err
 }
 
 func (t *sqliteTxn) RollbackTo(name string) error {
-	if _, err := t.tx.Exec("ROLLBACK TO " + name); err != nil {
+	if _, err := t.exec("ROLLBACK TO " + name); err != nil {
 		return err
 	}
-	_, err := t.tx.Exec("RELEASE " + name)
+	_, err := t.exec("RELEASE " + name)
 	return err
 }
 
