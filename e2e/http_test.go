@@ -335,3 +335,105 @@ func TestConnectTunnelWhenAllowed(t *testing.T) {
 		t.Fatalf("upstream saw %q", line)
 	}
 }
+
+// connectThrough starts an upstream forward proxy running serve on its tunnels and Verge in
+// front of it with tunnelIdle, and returns a client connection past the CONNECT exchange.
+func connectThrough(t *testing.T, tunnelIdle time.Duration, serve func(c net.Conn, br *bufio.Reader)) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if l == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+		serve(c, br)
+	}()
+	tr := &upstream.Transport{}
+	t.Cleanup(func() { tr.Close() })
+	p := &proxy.Proxy[struct{}]{Phases: staticPhases{peer: &upstream.Peer{Address: ln.Addr().String()}},
+		Transport: tr, AllowConnect: true, TunnelIdleTimeout: tunnelIdle}
+	srv := &server.Server{Handler: p}
+	vl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(vl)
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", vl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
+	br := bufio.NewReader(c)
+	if status, _ := br.ReadString('\n'); !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("CONNECT answered %q", status)
+	}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	return c, br
+}
+
+// A client that half-closes still gets the rest of the upstream's answer.
+func TestTunnelHalfClose(t *testing.T) {
+	c, br := connectThrough(t, 0, func(c net.Conn, br *bufio.Reader) {
+		got, _ := io.ReadAll(br)
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(c, string(got)+"|eof")
+	})
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(br); err != nil || string(got) != "ping|eof" {
+		t.Fatalf("read %q, %v; want %q then end of file", got, err, "ping|eof")
+	}
+}
+
+// A tunnel with no traffic for TunnelIdleTimeout closes, even when one side half-closed and
+// the other never closes; a busy one stays open.
+func TestTunnelIdleTimeout(t *testing.T) {
+	c, br := connectThrough(t, 150*time.Millisecond, func(c net.Conn, br *bufio.Reader) {
+		io.Copy(c, br)              // echo until the client's half-close,
+		time.Sleep(5 * time.Second) // then never close
+	})
+	for i := 0; i < 6; i++ { // 300 ms of traffic every 50 ms
+		io.WriteString(c, "ping")
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+			t.Fatalf("busy tunnel, message %d: %q, %v", i, got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	start := time.Now()
+	if _, err := io.ReadAll(br); err != nil {
+		t.Fatalf("waiting for the idle close: %v", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("tunnel closed after %v, want about 150ms", el)
+	}
+}

@@ -40,6 +40,10 @@ type Proxy[C any] struct {
 	BodyBufferSize int
 	// Logger receives internal errors. Nil means slog.Default().
 	Logger *slog.Logger
+	// TunnelIdleTimeout closes an upgraded connection (WebSocket and other 101 switches) or a
+	// CONNECT tunnel when no byte moved in either direction for this long. Zero means
+	// DefaultTunnelIdleTimeout (5 minutes); negative means no limit.
+	TunnelIdleTimeout time.Duration
 	// Cache, when set, is consulted after the Request phase and stores origin responses after
 	// UpstreamResponse (see Cache and CachePhases). Nil means no caching.
 	Cache Cache
@@ -79,6 +83,19 @@ func (p *Proxy[C]) maxRetries() int {
 		return 0
 	}
 	return p.MaxRetries
+}
+
+// DefaultTunnelIdleTimeout is the default of Proxy.TunnelIdleTimeout.
+const DefaultTunnelIdleTimeout = 5 * time.Minute
+
+func (p *Proxy[C]) tunnelIdleTimeout() time.Duration {
+	switch {
+	case p.TunnelIdleTimeout == 0:
+		return DefaultTunnelIdleTimeout
+	case p.TunnelIdleTimeout < 0:
+		return 0
+	}
+	return p.TunnelIdleTimeout
 }
 
 func (p *Proxy[C]) bufSize() int {

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
-	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/message"
@@ -39,34 +41,119 @@ func (p *Proxy[C]) tunnel(s *Session, c *C, resp *message.Response) *fault.Error
 	s.Status = resp.Status
 	defer down.Close()
 
+	w := &tunnelWatch{up: up, down: down, idle: p.tunnelIdleTimeout(), start: time.Now()}
+	w.begin(s.ctx)
 	var wg sync.WaitGroup
 	var sent int64
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pipeOneWay(up, down, &s.BytesReceived)
+		pipeOneWay(up, down, &s.BytesReceived, w)
 	}()
-	pipeOneWay(down, up, &sent)
+	pipeOneWay(down, up, &sent, w)
 	wg.Wait()
+	w.end()
 	s.BytesSent += sent
 	return nil
 }
 
+// tunnelWatch closes both sides of a tunnel when no byte moved either way for idle, or when
+// the downstream connection's context ends (a forced server stop), so that a peer that
+// half-closes while the other never does, or two silent peers, cannot hold the tunnel, its
+// goroutines and its two connections forever.
+type tunnelWatch struct {
+	up, down io.Closer
+	idle     time.Duration
+	start    time.Time
+	last     atomic.Int64 // time of the latest read, in nanoseconds since start
+
+	mu       sync.Mutex
+	timer    *time.Timer
+	stopCtx  func() bool
+	finished bool // the tunnel ended: the caller closes the sides
+}
+
+func (w *tunnelWatch) begin(ctx context.Context) {
+	if w.idle > 0 {
+		w.mu.Lock() // check may run before the assignment otherwise
+		w.timer = time.AfterFunc(w.idle, w.check)
+		w.mu.Unlock()
+	}
+	if ctx != nil && ctx.Done() != nil {
+		w.stopCtx = context.AfterFunc(ctx, w.closeBoth)
+	}
+}
+
+// active records that bytes moved.
+func (w *tunnelWatch) active() {
+	if w.idle > 0 {
+		w.last.Store(int64(time.Since(w.start)))
+	}
+}
+
+func (w *tunnelWatch) check() {
+	quiet := time.Since(w.start) - time.Duration(w.last.Load())
+	if quiet < w.idle {
+		w.mu.Lock()
+		if !w.finished {
+			w.timer.Reset(w.idle - quiet)
+		}
+		w.mu.Unlock()
+		return
+	}
+	w.closeBoth()
+}
+
+// closeBoth ends a tunnel still running: both copies fail and return.
+func (w *tunnelWatch) closeBoth() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.finished {
+		return
+	}
+	w.finished = true
+	w.up.Close()
+	w.down.Close()
+}
+
+// end stops the watch once both copies returned; after it no close comes from the watch.
+func (w *tunnelWatch) end() {
+	w.mu.Lock()
+	w.finished = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.mu.Unlock()
+	if w.stopCtx != nil {
+		w.stopCtx()
+	}
+}
+
 // pipeOneWay copies src to dst, then half-closes dst's write side when it can (so the peer
 // sees EOF) or closes it.
-func pipeOneWay(dst io.WriteCloser, src io.Reader, n *int64) {
+func pipeOneWay(dst io.WriteCloser, src io.Reader, n *int64, w *tunnelWatch) {
 	bp := bodyBuffer(32 << 10)
 	defer putBodyBuffer(bp)
-	w, _ := io.CopyBuffer(dst, src, *bp)
-	*n += w
+	buf := *bp
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			w.active()
+			nw, werr := dst.Write(buf[:nr])
+			*n += int64(nw)
+			if werr != nil {
+				break
+			}
+			w.active()
+		}
+		if rerr != nil {
+			break
+		}
+	}
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 		if cw.CloseWrite() == nil {
 			return
 		}
-	}
-	if tc, ok := dst.(*net.TCPConn); ok {
-		tc.CloseWrite()
-		return
 	}
 	dst.Close()
 }
