@@ -29,21 +29,18 @@ func hopByHop(name string) bool {
 // keeps Upgrade (the HTTP/1.1 writers then send Connection: Upgrade). "TE: trailers" is kept:
 // it is how gRPC clients say they accept trailers, and every hop must honour it.
 func stripHopByHop(h *message.Header, upgrade bool) {
-	// Fields named by Connection go first; its values are copied out because deleting
-	// compacts the field list.
-	var conn [4]string
-	n := 0
-	for _, f := range h.Fields() {
-		if message.EqualFold(f.Name, "Connection") && n < len(conn) {
-			conn[n] = f.Value
-			n++
+	// Fields named by Connection go first, from every Connection field line however many
+	// there are. Deleting compacts the field list, so the k-th Connection field is looked up
+	// again each round; Connection fields themselves stay until DeleteFunc below.
+	for k := 0; ; k++ {
+		v, ok := nthField(h, "Connection", k)
+		if !ok {
+			break
 		}
-	}
-	for _, v := range conn[:n] {
 		for v != "" {
 			var tok string
 			tok, v = nextToken(v)
-			if tok != "" && !(upgrade && message.EqualFold(tok, "Upgrade")) {
+			if tok != "" && !message.EqualFold(tok, "Connection") && !(upgrade && message.EqualFold(tok, "Upgrade")) {
 				h.Del(tok)
 			}
 		}
@@ -61,6 +58,19 @@ func stripHopByHop(h *message.Header, upgrade bool) {
 		}
 		return hopByHop(f.Name)
 	})
+}
+
+// nthField returns the value of the k-th (from 0) field named name.
+func nthField(h *message.Header, name string, k int) (string, bool) {
+	for _, f := range h.Fields() {
+		if message.EqualFold(f.Name, name) {
+			if k == 0 {
+				return f.Value, true
+			}
+			k--
+		}
+	}
+	return "", false
 }
 
 // nextToken splits the first element off a comma-separated list.

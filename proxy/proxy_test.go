@@ -323,3 +323,22 @@ func TestContextZeroedPerRequest(t *testing.T) {
 		t.Fatalf("context values %v, want [1 1 1]", seen)
 	}
 }
+
+// Every Connection field line counts, however many there are (RFC 9110 section 7.6.1), and
+// the fields they name go even when deleting one moves the others.
+func TestManyConnectionFieldsStripped(t *testing.T) {
+	h := &message.Header{}
+	h.Add("X-A", "1")
+	h.Add("Connection", "x-a")
+	for i := range 6 {
+		h.Add("Connection", "x-private-"+string(rune('0'+i)))
+		h.Add("X-Private-"+string(rune('0'+i)), "secret")
+	}
+	h.Add("Connection", "connection, x-last")
+	h.Add("X-Last", "secret")
+	h.Add("X-Kept", "yes")
+	stripHopByHop(h, false)
+	if h.Len() != 1 || h.Get("X-Kept") != "yes" {
+		t.Fatalf("after stripping: %v, want only X-Kept", h.Fields())
+	}
+}
