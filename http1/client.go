@@ -417,7 +417,7 @@ func (cc *ClientConn) writeBody(req *message.Request) error {
 	if chunked {
 		w.writeString("0\r\n")
 		for _, f := range req.Trailer.Fields() {
-			if validTokenString(f.Name) && validFieldValueString(f.Value) && !isFramingField(f.Name) {
+			if validTokenString(f.Name) && validFieldValueString(f.Value) && !forbiddenTrailer(f.Name) {
 				w.writeString(f.Name)
 				w.writeString(": ")
 				w.writeString(f.Value)

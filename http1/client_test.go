@@ -647,3 +647,46 @@ func TestClientUpgradeNoStaleDeadline(t *testing.T) {
 		t.Fatalf("read after a quiet spell: %q, %v", got, err)
 	}
 }
+
+// Trailer fields that would change framing, routing or connection handling if a recipient
+// merged them into the head are not written, in requests or responses; others are.
+func TestForbiddenTrailersNotWritten(t *testing.T) {
+	tr := func(h *message.Header) {
+		for _, n := range []string{"Host", "Content-Length", "transfer-encoding", "Trailer", "Connection", "TE", "Upgrade", "Keep-Alive", "X-Sum"} {
+			h.Add(n, "v")
+		}
+	}
+	const want = "0\r\nX-Sum: v\r\n\r\n"
+	gotReq := make(chan string, 1)
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readRequestHead(br)
+		b, _ := io.ReadAll(io.LimitReader(br, int64(len("3\r\nabc\r\n")+len(want))))
+		gotReq <- string(b)
+		c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+	})
+	cc := newClient(t, addr, nil)
+	req := get("POST", "/")
+	req.Body, req.ContentLength = strings.NewReader("abc"), -1
+	tr(&req.Trailer)
+	resp, err := cc.RoundTrip(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if got := <-gotReq; got != "3\r\nabc\r\n"+want {
+		t.Fatalf("request body and trailers %q, want %q", got, "3\r\nabc\r\n"+want)
+	}
+
+	saddr := startServer(t, &Server{Handler: func(ex *Exchange) {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: -1})
+		var h message.Header
+		tr(&h)
+		ex.Finish(&h)
+	}})
+	c := dial(t, saddr)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+	out, _ := readAllUntilClose(c, 3*time.Second)
+	if !strings.HasSuffix(out, "\r\n\r\n"+want) {
+		t.Fatalf("response %q, want it to end with %q", out, want)
+	}
+}

@@ -219,6 +219,30 @@ func isFramingField(name string) bool {
 	return message.EqualFold(name, "Content-Length") || message.EqualFold(name, "Transfer-Encoding")
 }
 
+// forbiddenTrailer reports whether a field must not be sent in a trailer section: framing,
+// routing (Host), the trailer declaration itself and connection management (RFC 9110 section
+// 6.5.1, RFC 9112 section 7.1.2). A recipient that merges trailers into the header section
+// would otherwise take them as the message's own.
+func forbiddenTrailer(name string) bool {
+	switch len(name) {
+	case 2:
+		return message.EqualFold(name, "TE")
+	case 4:
+		return message.EqualFold(name, "Host")
+	case 7:
+		return message.EqualFold(name, "Trailer") || message.EqualFold(name, "Upgrade")
+	case 10:
+		return message.EqualFold(name, "Connection") || message.EqualFold(name, "Keep-Alive")
+	case 14:
+		return message.EqualFold(name, "Content-Length")
+	case 16:
+		return message.EqualFold(name, "Proxy-Connection")
+	case 17:
+		return message.EqualFold(name, "Transfer-Encoding")
+	}
+	return false
+}
+
 // Write sends response body bytes, chunk-framed when the response is chunked. Small writes are
 // buffered until Flush, Finish or a full buffer; large ones go to the connection directly. It
 // blocks while the client does not read. Writing more than the announced Content-Length
@@ -294,7 +318,7 @@ func (ex *Exchange) Finish(trailer *message.Header) error {
 		w.writeString("0\r\n")
 		if trailer != nil {
 			for _, f := range trailer.Fields() {
-				if !validTokenString(f.Name) || !validFieldValueString(f.Value) || isFramingField(f.Name) {
+				if !validTokenString(f.Name) || !validFieldValueString(f.Value) || forbiddenTrailer(f.Name) {
 					continue
 				}
 				w.writeString(f.Name)
