@@ -155,7 +155,12 @@ func (e *Error) StatusCode() int {
 			return 408
 		}
 		return 500
-	case ConnectRefused, TLSHandshake, ConnectionClosed, InvalidResponse:
+	case ConnectionClosed:
+		if e.Source == Downstream {
+			return 499 // the client closed the connection: logged only
+		}
+		return 502
+	case ConnectRefused, TLSHandshake, InvalidResponse:
 		return 502
 	case WorkerFailed:
 		return 500

@@ -342,3 +342,30 @@ func TestManyConnectionFieldsStripped(t *testing.T) {
 		t.Fatalf("after stripping: %v, want only X-Kept", h.Fields())
 	}
 }
+
+type statusLogger struct {
+	Base[struct{}]
+	status *int
+}
+
+func (statusLogger) UpstreamPeer(*Session, *struct{}) (*upstream.Peer, error) { return testPeer, nil }
+func (l statusLogger) Logging(s *Session, err *fault.Error, _ *struct{}) {
+	*l.status = s.Status
+}
+
+// A client that goes away mid-request (its upload breaks off) is logged as 499, and no error
+// page is written to the dead connection.
+func TestClientGoneIs499(t *testing.T) {
+	var status int
+	p := &Proxy[struct{}]{
+		Phases: statusLogger{status: &status},
+		Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
+			return nil, fault.Classify(fault.Downstream, io.ErrUnexpectedEOF) // reading the body failed
+		}),
+	}
+	ex := newExchange("POST", "/", "partial")
+	p.ServeExchange(ex)
+	if status != 499 || ex.wrote || ex.aborted == nil {
+		t.Fatalf("logged %d, wrote a response %v, aborted %v; want 499, no response, aborted", status, ex.wrote, ex.aborted)
+	}
+}

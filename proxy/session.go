@@ -100,7 +100,8 @@ func (s *Session) RespondError(err *fault.Error) int {
 		s.ex.Abort(err)
 		return s.Status
 	}
-	if err.Kind == fault.Canceled {
+	if err.Kind == fault.Canceled || err.Source == fault.Downstream && err.Kind == fault.ConnectionClosed {
+		// The client is gone: there is nobody to write an error page to.
 		s.ex.Abort(err)
 		return status
 	}
