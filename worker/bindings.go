@@ -528,9 +528,11 @@ func (w *Worker) callObject(ctx context.Context, binding string, b *doBinding, i
 		if err == nil && rc != rcOK {
 			err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("durable object handler returned %d", rc)}
 		}
-		if err != nil {
+		if err != nil || a.inst.poisoned {
 			t.Object.Actor = nil
 			a.close()
+		}
+		if err != nil {
 			return err
 		}
 		if !ended {
@@ -571,6 +573,10 @@ func (w *Worker) runAlarm(ctx context.Context, nsName string, t *durable.Turn, r
 	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, t.Object.ID.String(), retries
 	rc, err := a.inst.run(ctx, kindDOAlarm)
 	inv.clear()
+	if err == nil && a.inst.poisoned {
+		t.Object.Actor = nil
+		a.close()
+	}
 	switch {
 	case err != nil:
 		t.Object.Actor = nil

@@ -104,16 +104,22 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 	inv.cpuLeft = l.CPUTime
 	i.wall.Reset(l.WallTime)
 	inv.segStart = time.Now()
+	i.state.Store(stateRunning)
 	i.cpu.Reset(inv.cpuLeft)
 	rc, err := i.in.Handle(ctx, kind, inv)
 	i.cpu.Stop()
 	i.wall.Stop()
 	inv.cpuLeft -= time.Since(inv.segStart)
 	inv.cpuUsed = l.CPUTime - inv.cpuLeft
+	stopped := uint32(stateIdle)
+	if !i.state.CompareAndSwap(stateRunning, stateIdle) {
+		stopped = i.state.Load()
+		i.poisoned = true
+	}
 	if err == nil {
 		return rc, nil
 	}
-	switch i.stopped.Load() {
+	switch stopped {
 	case exitCPU:
 		return 0, &Error{Kind: CPULimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v of CPU time (limit %v)", inv.cpuUsed.Round(time.Millisecond), l.CPUTime)}
 	case exitWall:

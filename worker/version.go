@@ -132,10 +132,20 @@ type instance struct {
 	inv  invocation
 	cpu  *time.Timer
 	wall *time.Timer
-	// stopped records why the instance was interrupted (exitCPU, exitWall), 0 if it was not.
-	stopped atomic.Uint32
-	stop    chan struct{} // closed on interrupt, to end sleeps
+	// state is stateIdle, stateRunning, or the exit code (exitCPU, exitWall) of the
+	// interrupt that stopped the instance; a timer firing just after an invocation ended
+	// finds stateIdle and does nothing.
+	state atomic.Uint32
+	// poisoned is set when an interrupt raced with the end of an invocation: the instance
+	// must not be reused.
+	poisoned bool
+	stop     chan struct{} // closed on interrupt, to end sleeps
 }
+
+const (
+	stateIdle    = 0
+	stateRunning = 1
+)
 
 // Exit codes used to interrupt instances.
 const (
@@ -163,7 +173,7 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 }
 
 func (i *instance) interrupt(code uint32) {
-	if i.stopped.CompareAndSwap(0, code) {
+	if i.state.CompareAndSwap(stateRunning, code) {
 		close(i.stop)
 		i.in.Interrupt(code)
 	}
@@ -283,6 +293,10 @@ func (v *version) get(ctx context.Context) (*instance, error) {
 
 // put returns a healthy instance to the pool.
 func (v *version) put(in *instance) {
+	if in.poisoned {
+		v.discard(in)
+		return
+	}
 	v.mu.Lock()
 	if v.retired {
 		v.total--
