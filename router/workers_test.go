@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -105,5 +106,53 @@ workers:
 	}
 	if code, body := do(t, "GET", base+"/fail/", ""); code != 200 || body != "ok 0" {
 		t.Fatalf("after failures: got %d %q", code, body)
+	}
+}
+
+// TestWorkerPackageSecretsAndReload builds a worker from its Go package at load, passes
+// variables and secrets, and keeps the deployed version across a reload that changes nothing.
+func TestWorkerPackageSecretsAndReload(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "token")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
+access_log: {output: "off"}
+admin: {disabled: true}
+routes: [{name: w, worker: mis}]
+workers:
+  - name: mis
+    package: %s
+    env: {GREETING: hi}
+    secrets: [{name: TOKEN, file: %s}]
+`, filepath.Join(testwasm.Root(), "worker", "testdata", "misbehave"), secret)
+	dirData := t.TempDir()
+	tr := &upstream.Transport{}
+	t.Cleanup(func() { tr.Close() })
+	reg := worker.NewRegistry(worker.Services{CacheDir: filepath.Join(dirData, "cache")})
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore(), Workers: reg}})
+	t.Cleanup(func() { rt.Close() })
+	if err := rt.Apply(mustConfig(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + rt.Addr("main").String()
+	if code, body := do(t, "GET", base+"/env", ""); code != 200 || body != "hi,s3cret" {
+		t.Fatalf("env: got %d %q", code, body)
+	}
+	before, _ := reg.Get("mis").Version()
+	if err := rt.Apply(mustConfig(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := reg.Get("mis").Version()
+	if before.ID != after.ID || !before.Deployed.Equal(after.Deployed) {
+		t.Fatalf("an unchanged worker was redeployed on reload: %+v -> %+v", before, after)
+	}
+	if err := rt.Apply(mustConfig(t, strings.Replace(y, "GREETING: hi", "GREETING: hello", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := do(t, "GET", base+"/env", ""); code != 200 || body != "hello,s3cret" {
+		t.Fatalf("env after reload: got %d %q", code, body)
 	}
 }
