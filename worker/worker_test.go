@@ -93,6 +93,9 @@ func counterConfig(t testing.TB) worker.Config {
 		Module:  testwasm.Build(t, "examples/workers/counter"),
 		KV:      map[string]string{"KV": "counter-kv"},
 		Durable: map[string]worker.DurableBinding{"COUNTER": {Class: "Counter"}},
+		// Generous: these tests run beside wasm compiles on a busy machine; the CPU limit
+		// itself is tested with the misbehave worker.
+		Limits: worker.Limits{CPUTime: time.Second},
 	}
 }
 
