@@ -227,3 +227,17 @@ func BenchmarkIncrement(b *testing.B) {
 		}
 	})
 }
+
+func TestMaxLiveEvictsLeastRecentlyUsed(t *testing.T) {
+	var evicted []ID
+	ns := newNS(t, t.TempDir(), Options{MaxLive: 2, OnEvict: func(o *Object) { evicted = append(evicted, o.ID) }})
+	for _, name := range []string{"a", "b", "c"} {
+		if err := ns.Do(context.Background(), ns.IDFromName(name), func(*Turn) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if ns.Live() != 2 || len(evicted) != 1 || evicted[0] != ns.IDFromName("a") {
+		t.Fatalf("live %d, evicted %v; want 2 live and a evicted", ns.Live(), evicted)
+	}
+}

@@ -23,6 +23,7 @@ import (
 const (
 	DefaultIdleTimeout = 30 * time.Second
 	DefaultMaxBatch    = 128
+	DefaultMaxLive     = 128
 	// MaxAlarmRetries is how many times a failed alarm is retried before it is dropped.
 	MaxAlarmRetries = 6
 	// AlarmBackoff is the first retry delay; it doubles with each retry.
@@ -40,6 +41,10 @@ type Options struct {
 	// IdleTimeout is how long an object without requests stays live before it is evicted
 	// (OnEvict is called and its storage closed). Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// MaxLive caps the objects with a live instance: activating one more evicts the least
+	// recently used idle object. When every live object is busy the cap is exceeded rather
+	// than a request refused. Zero means DefaultMaxLive.
+	MaxLive int
 	// MaxBatch caps how many consecutive requests to one object share a commit (group
 	// commit). Zero means DefaultMaxBatch; 1 commits after every request.
 	MaxBatch int
@@ -106,6 +111,9 @@ func New(ctx context.Context, o Options) (*Namespace, error) {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = DefaultMaxBatch
 	}
+	if o.MaxLive <= 0 {
+		o.MaxLive = DefaultMaxLive
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -145,6 +153,18 @@ func (ns *Namespace) acquire(ctx context.Context, id ID) (*Object, error) {
 	if o := ns.objects[id]; o != nil {
 		o.refs++
 		return o, nil
+	}
+	if len(ns.objects) >= ns.opts.MaxLive {
+		var lru *Object
+		for _, o := range ns.objects {
+			if o.refs == 0 && (lru == nil || o.lastUsed.Before(lru.lastUsed)) {
+				lru = o
+			}
+		}
+		if lru != nil {
+			delete(ns.objects, lru.ID)
+			ns.evict(lru)
+		}
 	}
 	release, err := ns.opts.Placement.Claim(ctx, ns.opts.Name, id)
 	if err != nil {

@@ -320,3 +320,38 @@ workers:
 		t.Fatalf("after deploy: %d %q, want the counter", code, body)
 	}
 }
+
+func TestKVCommand(t *testing.T) {
+	data := t.TempDir()
+	run := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(verge(t), append([]string{"kv"}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("", "put", "--data", data, "ns", "a", "one", "--metadata", `{"v":1}`); err != nil {
+		t.Fatalf("put: %v %s", err, out)
+	}
+	if out, err := run("from stdin", "put", "--data", data, "ns", "b"); err != nil {
+		t.Fatalf("put from stdin: %v %s", err, out)
+	}
+	if out, err := run("", "get", "--data", data, "ns", "b"); err != nil || out != "from stdin" {
+		t.Fatalf("get: %q %v", out, err)
+	}
+	out, err := run("", "list", "--data", data, "ns", "--limit", "1")
+	if err != nil || !strings.Contains(out, `"name": "a"`) || !strings.Contains(out, `"metadata": {`) || !strings.Contains(out, `"cursor"`) {
+		t.Fatalf("list: %s %v", out, err)
+	}
+	if out, err := run("", "delete", "--data", data, "ns", "a"); err != nil {
+		t.Fatalf("delete: %v %s", err, out)
+	}
+	if out, err := run("", "get", "--data", data, "ns", "a"); err == nil || !strings.Contains(out, "not found") {
+		t.Fatalf("get deleted: %q %v", out, err)
+	}
+	if out, err := run("", "namespaces", "--data", data); err != nil || out != "ns\n" {
+		t.Fatalf("namespaces: %q %v", out, err)
+	}
+	if _, err := run("", "frob", "ns"); err == nil {
+		t.Fatal("unknown subcommand accepted")
+	}
+}
