@@ -240,14 +240,17 @@ func (ex *exchange) Finish(trailer *message.Header) error {
 		return err
 	}
 	if trailer != nil && trailer.Len() > 0 {
+		// Copied: x/net/http2 writes trailers after the handler returns (see appendToMap).
 		h := ex.w.Header()
+		var a arena
+		a.grow(trailer.Fields())
 		for _, f := range trailer.Fields() {
-			k := canonicalName(f.Name)
+			k := canonicalName(a.str(f.Name))
 			if isConnectionSpecific(k) || !httpguts.ValidTrailerHeader(k) {
 				continue
 			}
 			k = http.TrailerPrefix + k
-			h[k] = append(h[k], f.Value)
+			h[k] = append(h[k], a.str(f.Value))
 		}
 	}
 	ex.state.Store(stateFinished)

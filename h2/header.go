@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/verge-edge/verge/message"
 )
@@ -124,15 +125,43 @@ func fillFromMap(dst *message.Header, m http.Header, keys []string) []string {
 
 // appendToMap adds the fields of h that may travel on HTTP/2 to m, under canonical keys.
 // It reports the Trailer field's values, which the caller handles on its own.
+//
+// The strings are copied (into one allocation): x/net/http2 encodes a response head when the
+// first body bytes go out or after the handler returns, and by then the strings of a proxied
+// response, which point into the upstream connection's reused read buffer, may have changed.
 func appendToMap(m http.Header, h *message.Header) {
 	conn := h.Has("Connection")
 	fields := h.Fields()
+	var a arena
+	a.grow(fields)
 	for i := range fields {
 		f := &fields[i]
 		if skipOnH2(h, f, conn) {
 			continue
 		}
-		k := canonicalName(f.Name)
-		m[k] = append(m[k], f.Value)
+		k := canonicalName(a.str(f.Name))
+		m[k] = append(m[k], a.str(f.Value))
 	}
+}
+
+// arena copies strings into one buffer sized up front.
+type arena struct{ buf []byte }
+
+func (a *arena) grow(fields []message.Field) {
+	n := 0
+	for _, f := range fields {
+		n += len(f.Name) + len(f.Value)
+	}
+	a.buf = make([]byte, 0, n)
+}
+
+// str returns a copy of s backed by the arena. The arena never reallocates (grow sized it),
+// so earlier copies stay valid.
+func (a *arena) str(s string) string {
+	if s == "" {
+		return ""
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, s...)
+	return unsafe.String(&a.buf[start], len(s))
 }
