@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -263,8 +264,8 @@ func (ex *exchange) Finish(trailer *message.Header) error {
 			if isConnectionSpecific(k) || !httpguts.ValidTrailerHeader(k) {
 				continue
 			}
-			k = http.TrailerPrefix + k
-			h[k] = append(h[k], f.Value)
+			k = http.TrailerPrefix + k // a new string: no alias of f.Name remains
+			h[k] = append(h[k], strings.Clone(f.Value))
 		}
 	}
 	ex.state.Store(stateFinished)

@@ -79,8 +79,11 @@ func appendToMap(m http.Header, h *message.Header, skipMore func(name string) bo
 		if skipField(h, f, conn) || skipMore != nil && skipMore(f.Name) {
 			continue
 		}
-		k := http.CanonicalHeaderKey(f.Name)
-		m[k] = append(m[k], f.Value)
+		// Copies: quic-go encodes the head when the body starts or the handler returns, when a
+		// proxied response's strings (aliasing the upstream's reused read buffer) may have
+		// changed.
+		k := http.CanonicalHeaderKey(strings.Clone(f.Name))
+		m[k] = append(m[k], strings.Clone(f.Value))
 	}
 }
 
