@@ -15,6 +15,8 @@ import (
 // until they end. Close it to close the transport, every connection on it and the socket.
 type Socket struct {
 	pc  net.PacketConn
+	rc  *routedConn // nil unless pc is a *net.UDPConn
+	g   *Generation
 	tr  *quic.Transport
 	cur atomic.Pointer[serverState]
 
@@ -23,13 +25,26 @@ type Socket struct {
 }
 
 // NewSocket takes over pc, typically a *net.UDPConn from net.ListenPacket("udp", addr) or one
-// inherited from a parent process. Nothing else may read from or write to pc afterwards.
-func NewSocket(pc net.PacketConn) *Socket {
-	s := &Socket{pc: pc}
+// inherited from a parent process, as a socket of this process's [Generation] (see
+// Process). Nothing else may read from or write to pc afterwards.
+func NewSocket(pc net.PacketConn) *Socket { return Process().NewSocket(pc) }
+
+// NewSocket takes over pc as a socket of g: its connection IDs carry g's tag, and when pc is
+// a *net.UDPConn its datagrams take part in g's upgrade hand-over. Nothing else may read
+// from or write to pc afterwards.
+func (g *Generation) NewSocket(pc net.PacketConn) *Socket {
+	s := &Socket{pc: pc, g: g}
+	var conn net.PacketConn = pc
+	if uc, ok := pc.(*net.UDPConn); ok {
+		s.rc = newRoutedConn(g, uc)
+		g.register(s.rc)
+		conn = s.rc
+	}
 	s.tr = &quic.Transport{
-		Conn:                pc,
-		VerifySourceAddress: s.verifySourceAddress,
-		ConnContext:         s.connContext,
+		Conn:                  conn,
+		ConnectionIDGenerator: cidGenerator{tag: g.tag},
+		VerifySourceAddress:   s.verifySourceAddress,
+		ConnContext:           s.connContext,
 	}
 	return s
 }
@@ -52,6 +67,10 @@ func (s *Socket) Close() error {
 	s.mu.Unlock()
 	if st := s.cur.Swap(nil); st != nil {
 		st.stopAccepting()
+	}
+	if s.rc != nil {
+		s.rc.shutdown()
+		s.g.unregister(s.rc)
 	}
 	err := s.tr.Close()
 	return errors.Join(err, s.pc.Close())
