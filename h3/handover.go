@@ -226,6 +226,8 @@ type Handover struct {
 
 	start sync.Once
 	close sync.Once
+
+	received, dropped atomic.Uint64
 }
 
 // PrepareHandover creates the hand-over channel for an upgrade. Pass File to the new
@@ -289,6 +291,7 @@ func (h *Handover) receive() {
 		c := h.g.sockets[key]
 		h.g.mu.Unlock()
 		if c == nil {
+			h.dropped.Add(1)
 			continue
 		}
 		p := &forwardedPacket{addr: net.UDPAddrFromAddrPort(remote)}
@@ -296,9 +299,17 @@ func (h *Handover) receive() {
 		p.oob = append([]byte(nil), oob...)
 		select {
 		case c.in <- p:
+			h.received.Add(1)
 		default:
+			h.dropped.Add(1)
 		}
 	}
+}
+
+// Received reports how many datagrams the new process forwarded to this one's sockets, and
+// how many of those were dropped (a socket's queue was full, or no socket has the address).
+func (h *Handover) Received() (received, dropped uint64) {
+	return h.received.Load(), h.dropped.Load()
 }
 
 // Close closes both ends of the channel this process holds; the sockets that were handed

@@ -20,6 +20,7 @@ import (
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/observe"
 	"github.com/verge-edge/verge/router"
@@ -29,6 +30,10 @@ import (
 // upgradeTimeout bounds how long a new process may take to become ready during a binary
 // upgrade before the old one gives up on it and keeps serving.
 const upgradeTimeout = time.Minute
+
+// h3HandoverFile names the HTTP/3 hand-over channel among the files passed to the new
+// process during an upgrade.
+const h3HandoverFile = "verge-h3-handover"
 
 // fastStopTimeout bounds a SIGINT stop.
 const fastStopTimeout = time.Second
@@ -105,6 +110,15 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		// HTTP/3's UDP sockets are inherited like the TCP ones.
 		s.listenUDP = upg.ListenPacket
 		defer upg.Stop()
+		// Started by an upgrade: forward the old process's QUIC datagrams to it. This fixes
+		// the connection ID tag (h3.Process) before any HTTP/3 socket exists.
+		if f, err := upg.Fds.File(h3HandoverFile); err != nil {
+			s.log.Warn("upgrade: no HTTP/3 hand-over channel; the old process's QUIC connections lose packets", "err", err)
+		} else if f != nil {
+			if err := h3.Process().Inherit(f); err != nil {
+				s.log.Warn("upgrade: no HTTP/3 hand-over channel; the old process's QUIC connections lose packets", "err", err)
+			}
+		}
 	}
 
 	s.metrics = observe.NewMetrics()
@@ -152,6 +166,12 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	defer signal.Stop(sigs)
 
 	var exit <-chan struct{}
+	var handover *h3.Handover // set once an upgrade started a new process
+	defer func() {
+		if handover != nil {
+			handover.Close()
+		}
+	}()
 	if s.upg != nil {
 		if err := s.upg.Ready(); err != nil {
 			s.rt.Close()
@@ -171,7 +191,16 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		case <-exit:
 			// A new process is serving on the inherited sockets: drain and leave.
 			s.log.Info("upgrade: new process is ready; draining")
-			return s.drain()
+			if handover == nil {
+				return s.drain()
+			}
+			// The new process reads the UDP sockets now and forwards this one's QUIC
+			// datagrams.
+			handover.Start()
+			err := s.drain()
+			n, dropped := handover.Received()
+			s.log.Info("upgrade: HTTP/3 hand-over done", "datagrams", n, "dropped", dropped)
+			return err
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
@@ -179,7 +208,12 @@ func (s *serverProc) serve(cfg *config.Config) error {
 					s.log.Error("reload refused; the previous configuration keeps serving", "err", err)
 				}
 			case syscall.SIGUSR2:
-				s.upgrade()
+				if ho := s.upgrade(); ho != nil {
+					if handover != nil {
+						handover.Close()
+					}
+					handover = ho
+				}
 			case syscall.SIGTERM, syscall.SIGQUIT:
 				s.log.Info("graceful shutdown", "signal", sig.String())
 				return s.drain()
@@ -217,17 +251,38 @@ func (s *serverProc) logListening(cfg *config.Config) {
 	}
 }
 
-// upgrade starts the new binary with the listening sockets; this process drains once the
-// new one reports ready (the exit channel in the signal loop).
-func (s *serverProc) upgrade() {
+// upgrade starts the new binary with the listening sockets and the HTTP/3 hand-over channel;
+// this process drains once the new one reports ready (the exit channel in the signal loop).
+// It returns the hand-over channel when the new process started with one.
+func (s *serverProc) upgrade() *h3.Handover {
 	if s.upg == nil {
 		s.log.Error("upgrade refused: not supported on this platform")
-		return
+		return nil
 	}
 	s.log.Info("upgrade: starting the new binary")
+	gen := h3.Process()
+	ho, err := gen.PrepareHandover()
+	if err == nil {
+		err = s.upg.Fds.AddFile(h3HandoverFile, ho.File())
+		if err == nil {
+			err = os.Setenv(h3.EnvHandoverTag, gen.Tag().String())
+		}
+		if err != nil {
+			ho.Close()
+			ho = nil
+		}
+	}
+	if err != nil {
+		s.log.Warn("upgrade: no HTTP/3 hand-over channel; QUIC connections of this process will lose packets while they drain", "err", err)
+	}
 	if err := s.upg.Upgrade(); err != nil {
 		s.log.Error("upgrade failed; this process keeps serving", "err", err)
+		if ho != nil {
+			ho.Close()
+		}
+		return nil
 	}
+	return ho
 }
 
 // drain stops accepting and lets requests in flight finish within the grace period.
