@@ -104,6 +104,7 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 	inv.cpuLeft = l.CPUTime
 	i.wall.Reset(l.WallTime)
 	inv.segStart = time.Now()
+	inv.wallEnd = inv.segStart.Add(l.WallTime)
 	i.state.Store(stateRunning)
 	i.cpu.Reset(inv.cpuLeft)
 	rc, err := i.in.Handle(ctx, kind, inv)
@@ -163,7 +164,8 @@ type invocation struct {
 	ioCancel    context.CancelFunc
 
 	e        enc
-	segStart time.Time
+	segStart time.Time // start of the current stretch of guest CPU time
+	wallEnd  time.Time
 	cpuLeft  time.Duration
 	cpuUsed  time.Duration
 }
@@ -246,6 +248,19 @@ func (inv *invocation) Call(op uint32, arg []byte) (uint32, []byte) {
 	status, res := inv.dispatch(op, arg)
 	inv.inst.resume()
 	return status, res
+}
+
+// Yield enforces the CPU and wall time limits against the clock. The guest calls it
+// periodically while it runs (wasm.Host), so a looping guest stops at its limits even when
+// the timers cannot fire in time: with one P, or with a garbage collection waiting for the
+// guest's goroutine to stop.
+func (inv *invocation) Yield() {
+	now := time.Now()
+	if now.Sub(inv.segStart) >= inv.cpuLeft {
+		inv.inst.interrupt(exitCPU)
+	} else if !now.Before(inv.wallEnd) {
+		inv.inst.interrupt(exitWall)
+	}
 }
 
 func fail(status uint32, err error) (uint32, []byte) { return status, []byte(err.Error()) }

@@ -127,9 +127,12 @@ func (v *version) info() VersionInfo {
 
 // instance is one WebAssembly instance with its reusable invocation state and timers.
 type instance struct {
-	v    *version
-	in   *wasm.Instance
-	inv  invocation
+	v   *version
+	in  *wasm.Instance
+	inv invocation
+	// cpu and wall fire at the limits. They stop a guest blocked in a sleep or host call,
+	// and an uninstrumented one; an instrumented guest running its own code also checks
+	// the limits itself (invocation.Yield), as a timer cannot fire while a GC waits for it.
 	cpu  *time.Timer
 	wall *time.Timer
 	// state is stateIdle, stateRunning, or the exit code (exitCPU, exitWall) of the

@@ -1,7 +1,9 @@
 // Package wasm is Verge's only importer of the wazero WebAssembly runtime. It compiles worker
 // modules (with an on-disk compilation cache), instantiates them as WASI reactors (calling
 // _initialize once), wires the "verge" host module to a per-invocation Host, and lets another
-// goroutine interrupt a running invocation.
+// goroutine interrupt a running invocation. Modules are instrumented (see instrument) so that
+// running guest code reaches Go code periodically: wazero's compiled code is not preemptible,
+// and a guest that never left it would freeze the Go scheduler and garbage collector.
 package wasm
 
 import (
@@ -11,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -22,10 +25,15 @@ import (
 // PageSize is the WebAssembly memory page size.
 const PageSize = 64 << 10
 
-// Host serves the host operations of one invocation (docs/workers-abi.md). arg aliases guest
-// memory and is valid only during the call; result must stay valid until the next Call.
+// Host serves the host operations of one invocation (docs/workers-abi.md).
 type Host interface {
+	// Call serves one host operation. arg aliases guest memory and is valid only during the
+	// call; result must stay valid until the next Call.
 	Call(op uint32, arg []byte) (status uint32, result []byte)
+	// Yield is the running guest's periodic safe point (at least every FuelQuantum loop
+	// iterations of an instrumented module): it enforces the invocation's limits against
+	// the clock by calling Interrupt, which then stops the guest at once. It must be cheap.
+	Yield()
 }
 
 // Config configures a Runtime.
@@ -109,6 +117,9 @@ func newWazero(ctx context.Context, cfg Config, ensureTermination bool) (wazero.
 		WithGoModuleFunction(api.GoModuleFunc(hostResult), []api.ValueType{api.ValueTypeI32}, nil).
 		WithParameterNames("dst_ptr").
 		Export("result").
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(hostYield), nil, []api.ValueType{api.ValueTypeI32}).
+		Export(YieldName).
 		Instantiate(ctx)
 	if err != nil {
 		rt.Close(ctx)
@@ -198,8 +209,10 @@ type InstanceConfig struct {
 // Instance is one instantiated module: its own memory and Go runtime. It runs one
 // invocation at a time.
 type Instance struct {
-	mod     api.Module
-	stop    api.MutableGlobal // nil when the module is not instrumented
+	mod  api.Module
+	fuel api.MutableGlobal // nil when the module is not instrumented
+	// stopped is the exit code given to Interrupt, 0 before; the guest's next yield traps.
+	stopped atomic.Uint32
 	handle  api.Function
 	call    callCtx
 	pending []byte
@@ -283,7 +296,10 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 	in.mod = mod
 	in.handle = mod.ExportedFunction("verge_handle")
 	if m.instrumented {
-		in.stop, _ = mod.ExportedGlobal(InterruptGlobal).(api.MutableGlobal)
+		if in.fuel, _ = mod.ExportedGlobal(FuelGlobal).(api.MutableGlobal); in.fuel == nil {
+			mod.Close(context.Background())
+			return nil, errors.New("wasm: instrumented module lacks its fuel global")
+		}
 	}
 	if init := mod.ExportedFunction("_initialize"); init != nil {
 		// Bound the guest's initialization by ctx: stop it when ctx ends.
@@ -313,12 +329,15 @@ func (in *Instance) Handle(ctx context.Context, kind uint32, host Host) (uint32,
 	return uint32(in.stack[0]), nil
 }
 
-// Interrupt stops the running invocation from any goroutine: an instrumented instance traps
-// at its next loop iteration, another one is closed with code by the runtime's checks. Either
-// way the invocation fails and the instance must be discarded.
+// Interrupt stops the running invocation from any goroutine with an *ExitError of code
+// (nonzero): an instrumented instance exits at its next loop iteration (its fuel is zeroed
+// so that it yields there; should the guest's own decrement overwrite that, within
+// FuelQuantum iterations), another one is closed by the runtime's checks. Either way the
+// invocation fails and the instance must be discarded. The first code given wins.
 func (in *Instance) Interrupt(code uint32) {
-	if in.stop != nil {
-		in.stop.Set(1)
+	if in.fuel != nil {
+		in.stopped.CompareAndSwap(0, code)
+		in.fuel.Set(0)
 		return
 	}
 	_ = in.mod.CloseWithExitCode(context.Background(), code)
@@ -379,6 +398,35 @@ func hostCall(ctx context.Context, mod api.Module, stack []uint64) {
 		c.in.pending = res
 	}
 	stack[0] = uint64(status)<<32 | uint64(uint32(len(res)))
+}
+
+// hostYield is the "verge" "yield" function that instrument makes every loop call once its
+// fuel is spent. Being Go code, it is where the scheduler can preempt the guest's goroutine
+// and a garbage collection can stop it. It stops the guest when the instance was interrupted
+// or is over its limits (the Host's, or while initializing the deadline of the context), and
+// otherwise grants FuelQuantum more iterations.
+func hostYield(ctx context.Context, _ api.Module, stack []uint64) {
+	if c, _ := ctx.Value(ctxKey{}).(*callCtx); c != nil {
+		in := c.in
+		if in.stopped.Load() == 0 {
+			if c.host != nil {
+				c.host.Yield()
+			} else if !c.quiet {
+				// Initializing (the module's start function or _initialize): bounded by
+				// the context. in.fuel is not known yet during the start function.
+				err := c.Context.Err()
+				if d, ok := c.Context.Deadline(); errors.Is(err, context.DeadlineExceeded) || ok && !time.Now().Before(d) {
+					in.stopped.CompareAndSwap(0, ExitDeadlineExceeded)
+				} else if err != nil {
+					in.stopped.CompareAndSwap(0, ExitCanceled)
+				}
+			}
+		}
+		if code := in.stopped.Load(); code != 0 {
+			panic(sys.NewExitError(code))
+		}
+	}
+	stack[0] = FuelQuantum
 }
 
 func hostResult(ctx context.Context, mod api.Module, stack []uint64) {

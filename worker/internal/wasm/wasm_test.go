@@ -28,6 +28,8 @@ func (h *fakeHost) Call(op uint32, arg []byte) (uint32, []byte) {
 	return 4, []byte("unsupported")
 }
 
+func (h *fakeHost) Yield() {}
+
 func str(b []byte, s string) []byte {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
 	return append(b, s...)
