@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
 
 	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/internal/httpbridge"
 	"github.com/verge-edge/verge/message"
 )
 
@@ -209,7 +209,7 @@ func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mess
 	}
 	res, err := c.cc.RoundTrip(hr)
 	if err != nil {
-		untouched := body == nil || body.read.Load() == 0
+		untouched := body == nil || body.BytesRead() == 0
 		return nil, upstreamError(err, reused, untouched)
 	}
 	return newResponse(req, res), nil
@@ -219,31 +219,14 @@ func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mess
 var errTarget = errors.New("h2: request target is empty")
 
 // newRequest converts req to the *http.Request x/net/http2 sends.
-func (c *ClientConn) newRequest(ctx context.Context, req *message.Request) (*http.Request, *uploadBody, error) {
+func (c *ClientConn) newRequest(ctx context.Context, req *message.Request) (*http.Request, *httpbridge.UploadBody, error) {
 	scheme := req.Scheme
 	if scheme == "" {
 		scheme = c.scheme
 	}
-	u := &url.URL{Scheme: scheme, Host: req.Authority}
-	if req.Method != http.MethodConnect {
-		target := req.Target
-		if target == "" {
-			return nil, nil, errTarget
-		}
-		// Opaque is sent as :path verbatim. A path starting with "//" would read as a
-		// scheme-relative URL, so it carries the authority, which x/net/http2 strips again.
-		path, query := target, ""
-		for i := 0; i < len(target); i++ {
-			if target[i] == '?' {
-				path, query = target[:i], target[i+1:]
-				u.ForceQuery = query == ""
-				break
-			}
-		}
-		if len(path) > 1 && path[0] == '/' && path[1] == '/' {
-			path = "//" + req.Authority + path
-		}
-		u.Opaque, u.RawQuery = path, query
+	u, ok := httpbridge.TargetURL(scheme, req)
+	if !ok {
+		return nil, nil, errTarget
 	}
 	h := make(http.Header, req.Header.Len()+1)
 	appendRequestHeader(h, &req.Header)
@@ -259,54 +242,17 @@ func (c *ClientConn) newRequest(ctx context.Context, req *message.Request) (*htt
 		Header:     h,
 		Host:       req.Authority,
 	}
-	var body *uploadBody
+	var body *httpbridge.UploadBody
 	if req.Body != nil && req.ContentLength != 0 {
 		hr.ContentLength = req.ContentLength
 		if req.ContentLength < 0 || req.Header.Has("trailer") || req.Trailer.Len() > 0 {
 			// Trailers are announced from these keys and sent from the map after the body's
 			// EOF; a non-nil map makes x/net/http2 wait for them before END_STREAM.
 			hr.Trailer = make(http.Header)
-			req.Header.Values("trailer", func(v string) bool {
-				forEachToken(v, func(name string) { hr.Trailer[canonicalName(name)] = nil })
-				return true
-			})
+			httpbridge.DeclareTrailers(hr.Trailer, &req.Header)
 		}
-		body = &uploadBody{body: req.Body, src: req, dst: hr.Trailer}
+		body = httpbridge.NewUploadBody(req, hr.Trailer)
 		hr.Body = body
 	}
 	return hr.WithContext(ctx), body, nil
-}
-
-// appendRequestHeader adds the fields of h that may travel on HTTP/2 to m, keyed by lower-case
-// name as they go on the wire, so fields whose names differ only in case keep their relative
-// order. Trailer is left out: x/net/http2 builds it from the declared trailer names.
-func appendRequestHeader(m http.Header, h *message.Header) {
-	conn := h.Has("Connection")
-	fields := h.Fields()
-	for i := range fields {
-		f := &fields[i]
-		if skipOnH2(h, f, conn) || message.EqualFold(f.Name, "trailer") ||
-			message.EqualFold(f.Name, "content-length") {
-			continue
-		}
-		k := lowerName(f.Name)
-		m[k] = append(m[k], f.Value)
-	}
-}
-
-// forEachToken calls fn with each non-empty element of a comma-separated list.
-func forEachToken(v string, fn func(string)) {
-	for len(v) > 0 {
-		var part string
-		part, v = v, ""
-		for i := 0; i < len(part); i++ {
-			if part[i] == ',' {
-				part, v = part[:i], part[i+1:]
-				break
-			}
-		}
-		if part = message.TrimOWS(part); part != "" {
-			fn(part)
-		}
-	}
 }

@@ -2,166 +2,24 @@ package h2
 
 import (
 	"net/http"
-	"slices"
-	"strings"
-	"unsafe"
 
+	"github.com/verge-edge/verge/internal/httpbridge"
 	"github.com/verge-edge/verge/message"
 )
 
-// commonNames are header names seen on most exchanges. Their lower-case and canonical forms are
-// precomputed so converting between x/net's canonical map keys and the lower-case names used
-// on the HTTP/2 wire does not allocate for them.
-var commonNames = [...]string{
-	"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
-	"Access-Control-Allow-Credentials", "Access-Control-Allow-Headers",
-	"Access-Control-Allow-Methods", "Access-Control-Allow-Origin",
-	"Access-Control-Expose-Headers", "Access-Control-Max-Age", "Access-Control-Request-Headers",
-	"Access-Control-Request-Method", "Age", "Allow", "Alt-Svc", "Authorization",
-	"Cache-Control", "Cdn-Loop", "Content-Disposition", "Content-Encoding", "Content-Language",
-	"Content-Length", "Content-Location", "Content-Range", "Content-Security-Policy",
-	"Content-Type", "Cookie", "Date", "Dnt", "Etag", "Expect", "Expires", "Forwarded", "From",
-	"Grpc-Accept-Encoding", "Grpc-Encoding", "Grpc-Message", "Grpc-Status", "Grpc-Status-Details-Bin",
-	"Grpc-Timeout", "If-Match", "If-Modified-Since", "If-None-Match", "If-Range",
-	"If-Unmodified-Since", "Last-Modified", "Link", "Location", "Max-Forwards", "Origin",
-	"Pragma", "Priority", "Proxy-Authenticate", "Proxy-Authorization", "Range", "Referer",
-	"Referrer-Policy", "Retry-After", "Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site",
-	"Sec-Fetch-User", "Server", "Server-Timing", "Set-Cookie", "Strict-Transport-Security",
-	"Te", "Timing-Allow-Origin", "Trailer", "Upgrade-Insecure-Requests", "User-Agent", "Vary",
-	"Via", "Www-Authenticate", "X-Content-Type-Options", "X-Forwarded-For",
-	"X-Forwarded-Host", "X-Forwarded-Proto", "X-Frame-Options", "X-Real-Ip",
-	"X-Request-Id", "X-Requested-With", "X-Xss-Protection",
-}
-
-var (
-	canonToLower = make(map[string]string, len(commonNames))
-	lowerToCanon = make(map[string]string, len(commonNames))
-)
-
-func init() {
-	for _, n := range commonNames {
-		l := strings.ToLower(n)
-		canonToLower[n] = l
-		lowerToCanon[l] = n
-	}
-}
-
-// lowerName returns name in lower case, without allocating when it already is or when it is
-// a common header name.
-func lowerName(name string) string {
-	if l, ok := canonToLower[name]; ok {
-		return l
-	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; 'A' <= c && c <= 'Z' {
-			return strings.ToLower(name)
-		}
-	}
-	return name
-}
-
-// canonicalName returns the http.Header map key for name (its canonical form), without
-// allocating when name already is canonical or is a common header name.
-func canonicalName(name string) string {
-	if c, ok := lowerToCanon[name]; ok {
-		return c
-	}
-	return http.CanonicalHeaderKey(name)
-}
-
-// isConnectionSpecific reports whether name is a connection-specific field that HTTP/2 forbids
-// (RFC 9113 section 8.2.2). TE is handled by the caller: it may stay when it is "trailers".
-func isConnectionSpecific(name string) bool {
-	switch len(name) {
-	case 7:
-		return message.EqualFold(name, "upgrade")
-	case 10:
-		return message.EqualFold(name, "connection") || message.EqualFold(name, "keep-alive")
-	case 16:
-		return message.EqualFold(name, "proxy-connection")
-	case 17:
-		return message.EqualFold(name, "transfer-encoding")
-	}
-	return false
-}
-
-// skipOnH2 reports whether the field f of header h must not be sent on an HTTP/2 stream: a
-// connection-specific field, a field nominated by Connection, TE other than "trailers", or
-// Host (which travels as :authority).
-func skipOnH2(h *message.Header, f *message.Field, conn bool) bool {
-	if isConnectionSpecific(f.Name) || message.EqualFold(f.Name, "host") {
-		return true
-	}
-	if message.EqualFold(f.Name, "te") {
-		return !message.EqualFold(message.TrimOWS(f.Value), "trailers")
-	}
-	if conn && h.HasToken("Connection", f.Name) {
-		return true
-	}
-	return false
-}
-
-// fillFromMap appends the fields of m to dst with lower-case names. Names are visited in
-// sorted order so the result is deterministic; values of one name keep their order. Names
-// that start with ':' and Host are skipped. keys is scratch storage, returned for reuse.
-func fillFromMap(dst *message.Header, m http.Header, keys []string) []string {
-	keys = keys[:0]
-	for k := range m {
-		if len(k) == 0 || k[0] == ':' || k == "Host" {
-			continue
-		}
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		name := lowerName(k)
-		for _, v := range m[k] {
-			dst.Add(name, v)
-		}
-	}
-	clear(keys)
-	return keys[:0]
-}
-
-// appendToMap adds the fields of h that may travel on HTTP/2 to m, under canonical keys.
-// It reports the Trailer field's values, which the caller handles on its own.
-//
-// The strings are copied (into one allocation): x/net/http2 encodes a response head when the
-// first body bytes go out or after the handler returns, and by then the strings of a proxied
-// response, which point into the upstream connection's reused read buffer, may have changed.
-func appendToMap(m http.Header, h *message.Header) {
+// appendRequestHeader adds the fields of h that may travel on HTTP/2 to m, keyed by lower-case
+// name as they go on the wire, so fields whose names differ only in case keep their relative
+// order. Trailer is left out: x/net/http2 builds it from the declared trailer names.
+func appendRequestHeader(m http.Header, h *message.Header) {
 	conn := h.Has("Connection")
 	fields := h.Fields()
-	var a arena
-	a.grow(fields)
 	for i := range fields {
 		f := &fields[i]
-		if skipOnH2(h, f, conn) {
+		if httpbridge.SkipField(h, f, conn) || message.EqualFold(f.Name, "trailer") ||
+			message.EqualFold(f.Name, "content-length") {
 			continue
 		}
-		k := canonicalName(a.str(f.Name))
-		m[k] = append(m[k], a.str(f.Value))
+		k := httpbridge.LowerName(f.Name)
+		m[k] = append(m[k], f.Value)
 	}
-}
-
-// arena copies strings into one buffer sized up front.
-type arena struct{ buf []byte }
-
-func (a *arena) grow(fields []message.Field) {
-	n := 0
-	for _, f := range fields {
-		n += len(f.Name) + len(f.Value)
-	}
-	a.buf = make([]byte, 0, n)
-}
-
-// str returns a copy of s backed by the arena. The arena never reallocates (grow sized it),
-// so earlier copies stay valid.
-func (a *arena) str(s string) string {
-	if s == "" {
-		return ""
-	}
-	start := len(a.buf)
-	a.buf = append(a.buf, s...)
-	return unsafe.String(&a.buf[start], len(s))
 }

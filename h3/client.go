@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/internal/httpbridge"
 	"github.com/verge-edge/verge/message"
 )
 
@@ -209,7 +208,7 @@ func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mess
 	}
 	if err != nil {
 		cancel()
-		untouched := body == nil || body.read.Load() == 0
+		untouched := body == nil || body.BytesRead() == 0
 		fe := upstreamError(err, reused, untouched)
 		c.end(fe.Kind == fault.ConnectionClosed)
 		return nil, fe
@@ -221,30 +220,13 @@ func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mess
 var errTarget = errors.New("h3: request target is empty")
 
 // newRequest converts req to the *http.Request quic-go sends.
-func newRequest(ctx context.Context, req *message.Request) (*http.Request, *uploadBody, error) {
-	u := &url.URL{Scheme: "https", Host: req.Authority}
-	if req.Method != http.MethodConnect {
-		target := req.Target
-		if target == "" {
-			return nil, nil, errTarget
-		}
-		path, query := target, ""
-		for i := 0; i < len(target); i++ {
-			if target[i] == '?' {
-				path, query = target[:i], target[i+1:]
-				u.ForceQuery = query == ""
-				break
-			}
-		}
-		// Opaque is sent as :path verbatim; a path starting with "//" would read as a
-		// scheme-relative URL, so it carries the authority, which quic-go strips again.
-		if len(path) > 1 && path[0] == '/' && path[1] == '/' {
-			path = "//" + req.Authority + path
-		}
-		u.Opaque, u.RawQuery = path, query
+func newRequest(ctx context.Context, req *message.Request) (*http.Request, *httpbridge.UploadBody, error) {
+	u, ok := httpbridge.TargetURL("https", req)
+	if !ok {
+		return nil, nil, errTarget
 	}
 	h := make(http.Header, req.Header.Len()+1)
-	appendToMap(h, &req.Header, func(name string) bool {
+	httpbridge.AppendToMap(h, &req.Header, func(name string) bool {
 		return message.EqualFold(name, "trailer") || message.EqualFold(name, "content-length")
 	})
 	hr := &http.Request{
@@ -255,7 +237,7 @@ func newRequest(ctx context.Context, req *message.Request) (*http.Request, *uplo
 		Header:     h,
 		Host:       req.Authority,
 	}
-	var body *uploadBody
+	var body *httpbridge.UploadBody
 	if req.Body != nil && req.ContentLength != 0 {
 		hr.ContentLength = req.ContentLength
 		if req.ContentLength > 0 {
@@ -263,124 +245,44 @@ func newRequest(ctx context.Context, req *message.Request) (*http.Request, *uplo
 		}
 		if req.Header.Has("trailer") || req.Trailer.Len() > 0 {
 			hr.Trailer = make(http.Header)
-			req.Header.Values("trailer", func(v string) bool {
-				forEachToken(v, func(name string) { hr.Trailer[http.CanonicalHeaderKey(name)] = nil })
-				return true
-			})
+			httpbridge.DeclareTrailers(hr.Trailer, &req.Header)
 		}
-		body = &uploadBody{body: req.Body, src: req, dst: hr.Trailer}
+		body = httpbridge.NewUploadBody(req, hr.Trailer)
 		hr.Body = body
 	}
 	return hr.WithContext(ctx), body, nil
 }
 
-// uploadBody streams a neutral request body to quic-go, copying the request's trailers into
-// the map quic-go sends them from at EOF, and counts bytes read so a failed round trip knows
-// whether the body is intact for a retry.
-type uploadBody struct {
-	body io.Reader
-	src  *message.Request
-	dst  http.Header
-	read atomic.Int64
-	eof  bool
-}
-
-func (b *uploadBody) Read(p []byte) (int, error) {
-	if b.eof {
-		return 0, io.EOF
-	}
-	n, err := b.body.Read(p)
-	if n > 0 {
-		b.read.Add(int64(n))
-	}
-	if err == io.EOF {
-		b.eof = true
-		if b.dst != nil {
-			for _, f := range b.src.Trailer.Fields() {
-				if skipField(&b.src.Trailer, &f, false) {
-					continue
-				}
-				k := http.CanonicalHeaderKey(f.Name)
-				b.dst[k] = append(b.dst[k], f.Value)
-			}
-		}
-	}
-	return n, err
-}
-
-// Close closes the source body when it is an io.Closer.
-func (b *uploadBody) Close() error {
-	if c, ok := b.body.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
-}
-
 // newResponse converts quic-go's response to the neutral model.
 func newResponse(c *ClientConn, req *message.Request, res *http.Response, cancel context.CancelFunc) *message.Response {
-	resp := &message.Response{
-		Status:        res.StatusCode,
-		Proto:         message.HTTP3,
-		ContentLength: res.ContentLength,
-	}
-	var buf [16]string
-	fillFromMap(&resp.Header, res.Header, buf[:0])
+	resp := httpbridge.NewResponse(req, res, message.HTTP3)
 	if req.Method == http.MethodHead || res.StatusCode == http.StatusNoContent ||
 		res.StatusCode == http.StatusNotModified || res.ContentLength == 0 {
 		res.Body.Close()
 		cancel()
 		c.end(false)
-		if req.Method == http.MethodHead {
-			resp.ContentLength = headContentLength(&resp.Header)
-		}
 		return resp
 	}
-	resp.Body = &responseBody{c: c, res: res, resp: resp, cancel: cancel}
+	resp.Body = &responseBody{
+		ResponseBody: httpbridge.NewResponseBody(res, resp, upstreamBodyError),
+		c:            c, res: res, cancel: cancel,
+	}
 	return resp
 }
 
-// headContentLength returns the Content-Length field's value, or -1.
-func headContentLength(h *message.Header) int64 {
-	v, ok := h.Lookup("content-length")
-	if !ok || v == "" {
-		return -1
-	}
-	var n int64
-	for i := 0; i < len(v); i++ {
-		d := v[i]
-		if d < '0' || d > '9' || n > (1<<62)/10 {
-			return -1
-		}
-		n = n*10 + int64(d-'0')
-	}
-	return n
-}
+// upstreamBodyError classifies an error reading a response body: a *fault.Error from the
+// upstream.
+func upstreamBodyError(err error) error { return upstreamError(err, false, false) }
 
-// responseBody streams the response body and fills the response's Trailer at EOF. Errors are
+// responseBody streams the response body and fills the response's Trailer at EOF (see
+// httpbridge.ResponseBody), and hands the stream back to the connection on Close. Errors are
 // *fault.Error from the upstream.
 type responseBody struct {
+	httpbridge.ResponseBody
 	c      *ClientConn
 	res    *http.Response
-	resp   *message.Response
 	cancel context.CancelFunc
-	done   bool
 	closed atomic.Bool
-}
-
-func (b *responseBody) Read(p []byte) (int, error) {
-	n, err := b.res.Body.Read(p)
-	if err == nil {
-		return n, nil
-	}
-	if err == io.EOF {
-		if !b.done {
-			b.done = true
-			var buf [8]string
-			fillFromMap(&b.resp.Trailer, b.res.Trailer, buf[:0])
-		}
-		return n, io.EOF
-	}
-	return n, upstreamError(err, false, false)
 }
 
 // Close ends the stream: a body not read to EOF is canceled (H3_REQUEST_CANCELLED).
