@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/verge-edge/verge/internal/workerabi"
 	"io"
 	"math"
 	"net"
@@ -19,291 +20,291 @@ import (
 
 func storageStatus(err error) uint32 {
 	if errors.Is(err, kv.ErrInvalid) || errors.Is(err, durable.ErrInvalid) {
-		return statusInvalid
+		return workerabi.StatusInvalid
 	}
-	return statusInternal
+	return workerabi.StatusInternal
 }
 
 func (inv *invocation) kvOp(op uint32, arg []byte) (uint32, []byte) {
-	d := dec{b: arg}
-	binding := string(d.raw())
+	d := workerabi.Decoder{B: arg}
+	binding := string(d.Raw())
 	ns := inv.inst.v.kv[binding]
 	if ns == nil {
-		return fail(statusUnavailable, fmt.Errorf("no KV namespace bound as %q", binding))
+		return fail(workerabi.StatusUnavailable, fmt.Errorf("no KV namespace bound as %q", binding))
 	}
 	ctx := inv.io()
 	e := &inv.e
 	switch op {
-	case opKVGet:
-		key := d.str()
-		withMeta := d.u8() == 1
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+	case workerabi.OpKVGet:
+		key := d.Str()
+		withMeta := d.U8() == 1
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
 		ent, err := ns.Get(ctx, key)
 		if err != nil {
 			return fail(storageStatus(err), err)
 		}
 		if ent == nil {
-			e.u8(0)
-			return statusOK, e.b
+			e.U8(0)
+			return workerabi.StatusOK, e.B
 		}
-		e.u8(1)
-		e.bytes(ent.Value)
+		e.U8(1)
+		e.Bytes(ent.Value)
 		if withMeta && ent.Metadata != nil {
-			e.u8(1)
-			e.bytes(ent.Metadata)
+			e.U8(1)
+			e.Bytes(ent.Metadata)
 		} else {
-			e.u8(0)
-			e.bytes(nil)
+			e.U8(0)
+			e.Bytes(nil)
 		}
 		var exp int64
 		if !ent.Expiration.IsZero() {
 			exp = ent.Expiration.Unix()
 		}
-		e.i64(exp)
-		return statusOK, e.b
-	case opKVPut:
-		key := d.str()
-		value := d.raw()
+		e.I64(exp)
+		return workerabi.StatusOK, e.B
+	case workerabi.OpKVPut:
+		key := d.Str()
+		value := d.Raw()
 		var o kv.PutOptions
-		hasMeta := d.u8() == 1
-		meta := d.raw()
+		hasMeta := d.U8() == 1
+		meta := d.Raw()
 		if hasMeta {
 			o.Metadata = meta
 		}
-		if exp := d.i64(); exp > 0 {
+		if exp := d.I64(); exp > 0 {
 			o.Expiration = time.Unix(exp, 0)
 		}
-		if ttl := d.i64(); ttl > 0 {
+		if ttl := d.I64(); ttl > 0 {
 			o.ExpirationTTL = time.Duration(ttl) * time.Second
 		}
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
 		if err := ns.Put(ctx, key, value, o); err != nil {
 			return fail(storageStatus(err), err)
 		}
-		return statusOK, nil
-	case opKVDelete:
-		key := d.str()
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+		return workerabi.StatusOK, nil
+	case workerabi.OpKVDelete:
+		key := d.Str()
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
 		if err := ns.Delete(ctx, key); err != nil {
 			return fail(storageStatus(err), err)
 		}
-		return statusOK, nil
+		return workerabi.StatusOK, nil
 	}
-	o := kv.ListOptions{Prefix: d.str(), Limit: int(d.u32()), Cursor: d.str()}
-	if d.err != nil {
-		return fail(statusInvalid, d.err)
+	o := kv.ListOptions{Prefix: d.Str(), Limit: int(d.U32()), Cursor: d.Str()}
+	if d.Err != nil {
+		return fail(workerabi.StatusInvalid, d.Err)
 	}
 	res, err := ns.List(ctx, o)
 	if err != nil {
 		return fail(storageStatus(err), err)
 	}
-	e.bool(res.ListComplete)
-	e.str(res.Cursor)
-	e.u32(uint32(len(res.Keys)))
+	e.Bool(res.ListComplete)
+	e.Str(res.Cursor)
+	e.U32(uint32(len(res.Keys)))
 	for _, k := range res.Keys {
-		e.str(k.Name)
+		e.Str(k.Name)
 		var exp int64
 		if !k.Expiration.IsZero() {
 			exp = k.Expiration.Unix()
 		}
-		e.i64(exp)
-		e.bool(k.Metadata != nil)
-		e.bytes(k.Metadata)
+		e.I64(exp)
+		e.Bool(k.Metadata != nil)
+		e.Bytes(k.Metadata)
 	}
-	return statusOK, e.b
+	return workerabi.StatusOK, e.B
 }
 
 func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	e := &inv.e
-	if op == opDOContext {
+	if op == workerabi.OpDOContext {
 		if inv.turn == nil {
-			return fail(statusUnavailable, errors.New("not a Durable Object invocation"))
+			return fail(workerabi.StatusUnavailable, errors.New("not a Durable Object invocation"))
 		}
-		e.str(inv.nsName)
-		e.str(inv.class)
-		e.str(inv.objID)
-		e.u32(uint32(inv.retries))
-		return statusOK, e.b
+		e.Str(inv.nsName)
+		e.Str(inv.class)
+		e.Str(inv.objID)
+		e.U32(uint32(inv.retries))
+		return workerabi.StatusOK, e.B
 	}
-	d := dec{b: arg}
-	binding := string(d.raw())
+	d := workerabi.Decoder{B: arg}
+	binding := string(d.Raw())
 	b := inv.inst.v.durable[binding]
 	if b == nil {
-		return fail(statusUnavailable, fmt.Errorf("no Durable Object namespace bound as %q", binding))
+		return fail(workerabi.StatusUnavailable, fmt.Errorf("no Durable Object namespace bound as %q", binding))
 	}
 	switch op {
-	case opDOIDFromName:
-		name := d.raw()
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+	case workerabi.OpDOIDFromName:
+		name := d.Raw()
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
-		e.str(b.ns.IDFromName(string(name)).String())
-		return statusOK, e.b
-	case opDONewID:
-		e.str(b.ns.NewUniqueID().String())
-		return statusOK, e.b
-	case opDOIDFromStr:
-		id, err := b.ns.ParseID(string(d.raw()))
+		e.Str(b.ns.IDFromName(string(name)).String())
+		return workerabi.StatusOK, e.B
+	case workerabi.OpDONewID:
+		e.Str(b.ns.NewUniqueID().String())
+		return workerabi.StatusOK, e.B
+	case workerabi.OpDOIDFromStr:
+		id, err := b.ns.ParseID(string(d.Raw()))
 		if err != nil {
-			return fail(statusInvalid, err)
+			return fail(workerabi.StatusInvalid, err)
 		}
-		e.str(id.String())
-		return statusOK, e.b
+		e.Str(id.String())
+		return workerabi.StatusOK, e.B
 	}
-	// opDOFetch: str ns, str id, request head, bytes body
-	id, err := b.ns.ParseID(string(d.raw()))
+	// workerabi.OpDOFetch: str ns, str id, request head, bytes body
+	id, err := b.ns.ParseID(string(d.Raw()))
 	if err != nil {
-		return fail(statusInvalid, err)
+		return fail(workerabi.StatusInvalid, err)
 	}
-	headStart := d.b
-	d.raw()
-	d.raw()
-	d.raw()
-	for n := d.count(8); n > 0; n-- {
-		d.raw()
-		d.raw()
+	headStart := d.B
+	d.Raw()
+	d.Raw()
+	d.Raw()
+	for n := d.Count(8); n > 0; n-- {
+		d.Raw()
+		d.Raw()
 	}
-	head := bytes.Clone(headStart[:len(headStart)-len(d.b)])
-	body := bytes.Clone(d.raw())
-	if d.err != nil {
-		return fail(statusInvalid, d.err)
+	head := bytes.Clone(headStart[:len(headStart)-len(d.B)])
+	body := bytes.Clone(d.Raw())
+	if d.Err != nil {
+		return fail(workerabi.StatusInvalid, d.Err)
 	}
 	resp, err := inv.inst.v.w.callObject(inv.io(), binding, b, id, head, body)
 	if err != nil {
-		return fail(statusInternal, err)
+		return fail(workerabi.StatusInternal, err)
 	}
-	e.u32(uint32(resp.status))
+	e.U32(uint32(resp.status))
 	fs := resp.header.Fields()
-	e.u32(uint32(len(fs)))
+	e.U32(uint32(len(fs)))
 	for _, f := range fs {
-		e.str(f.Name)
-		e.str(f.Value)
+		e.Str(f.Name)
+		e.Str(f.Value)
 	}
-	e.bytes(resp.body.Bytes())
-	return statusOK, e.b
+	e.Bytes(resp.body.Bytes())
+	return workerabi.StatusOK, e.B
 }
 
 func (inv *invocation) storageOp(op uint32, arg []byte) (uint32, []byte) {
 	t := inv.turn
 	if t == nil {
-		return fail(statusUnavailable, errors.New("storage is only available inside a Durable Object"))
+		return fail(workerabi.StatusUnavailable, errors.New("storage is only available inside a Durable Object"))
 	}
-	d := dec{b: arg}
+	d := workerabi.Decoder{B: arg}
 	e := &inv.e
 	ctx := inv.io()
 	switch op {
-	case opStGet, opStDelete:
-		n := d.count(4)
+	case workerabi.OpStGet, workerabi.OpStDelete:
+		n := d.Count(4)
 		if n > durable.MaxBatchKeys {
-			return fail(statusInvalid, fmt.Errorf("%d keys exceed %d per call", n, durable.MaxBatchKeys))
+			return fail(workerabi.StatusInvalid, fmt.Errorf("%d keys exceed %d per call", n, durable.MaxBatchKeys))
 		}
 		keys := make([]string, n)
 		for i := range keys {
-			keys[i] = d.str()
+			keys[i] = d.Str()
 		}
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
-		if op == opStDelete {
+		if op == workerabi.OpStDelete {
 			c, err := t.Delete(keys)
 			if err != nil {
 				return fail(storageStatus(err), err)
 			}
-			e.u32(uint32(c))
-			return statusOK, e.b
+			e.U32(uint32(c))
+			return workerabi.StatusOK, e.B
 		}
 		vals, err := t.Get(keys)
 		if err != nil {
 			return fail(storageStatus(err), err)
 		}
-		e.u32(uint32(len(vals)))
+		e.U32(uint32(len(vals)))
 		for _, v := range vals {
-			e.bool(v != nil)
-			e.bytes(v)
+			e.Bool(v != nil)
+			e.Bytes(v)
 		}
-		return statusOK, e.b
-	case opStPut:
-		n := d.count(8)
+		return workerabi.StatusOK, e.B
+	case workerabi.OpStPut:
+		n := d.Count(8)
 		if n > durable.MaxBatchKeys {
-			return fail(statusInvalid, fmt.Errorf("%d entries exceed %d per call", n, durable.MaxBatchKeys))
+			return fail(workerabi.StatusInvalid, fmt.Errorf("%d entries exceed %d per call", n, durable.MaxBatchKeys))
 		}
 		entries := make([]durable.Entry, n)
 		for i := range entries {
-			entries[i] = durable.Entry{Key: d.str(), Value: d.bytes()}
+			entries[i] = durable.Entry{Key: d.Str(), Value: d.Bytes()}
 		}
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
 		if err := t.Put(entries); err != nil {
 			return fail(storageStatus(err), err)
 		}
-		return statusOK, nil
-	case opStList:
-		o := durable.ListOptions{Prefix: d.str(), Start: d.str(), End: d.str(), Reverse: d.u8() == 1, Limit: int(d.u32())}
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+		return workerabi.StatusOK, nil
+	case workerabi.OpStList:
+		o := durable.ListOptions{Prefix: d.Str(), Start: d.Str(), End: d.Str(), Reverse: d.U8() == 1, Limit: int(d.U32())}
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
 		es, err := t.List(o)
 		if err != nil {
 			return fail(storageStatus(err), err)
 		}
-		e.u32(uint32(len(es)))
+		e.U32(uint32(len(es)))
 		for _, en := range es {
-			e.str(en.Key)
-			e.bytes(en.Value)
+			e.Str(en.Key)
+			e.Bytes(en.Value)
 		}
-		return statusOK, e.b
-	case opStDeleteAll:
+		return workerabi.StatusOK, e.B
+	case workerabi.OpStDeleteAll:
 		if err := t.DeleteAll(ctx); err != nil {
 			return fail(storageStatus(err), err)
 		}
-		return statusOK, nil
-	case opStTxnBegin:
+		return workerabi.StatusOK, nil
+	case workerabi.OpStTxnBegin:
 		if err := t.Begin(); err != nil {
 			return fail(storageStatus(err), err)
 		}
-		return statusOK, nil
-	case opStTxnCommit:
+		return workerabi.StatusOK, nil
+	case workerabi.OpStTxnCommit:
 		if err := t.Commit(); err != nil {
-			return fail(statusInvalid, err)
+			return fail(workerabi.StatusInvalid, err)
 		}
-		return statusOK, nil
-	case opStTxnRollback:
+		return workerabi.StatusOK, nil
+	case workerabi.OpStTxnRollback:
 		if err := t.Rollback(); err != nil {
-			return fail(statusInvalid, err)
+			return fail(workerabi.StatusInvalid, err)
 		}
-		return statusOK, nil
-	case opStSQL:
+		return workerabi.StatusOK, nil
+	case workerabi.OpStSQL:
 		return inv.sql(t, &d)
-	case opAlarmGet:
+	case workerabi.OpAlarmGet:
 		at, ok, err := t.GetAlarm(ctx)
 		if err != nil {
-			return fail(statusInternal, err)
+			return fail(workerabi.StatusInternal, err)
 		}
-		e.bool(ok)
-		e.i64(at.UnixMilli())
-		return statusOK, e.b
-	case opAlarmSet:
-		ms := d.i64()
-		if d.err != nil {
-			return fail(statusInvalid, d.err)
+		e.Bool(ok)
+		e.I64(at.UnixMilli())
+		return workerabi.StatusOK, e.B
+	case workerabi.OpAlarmSet:
+		ms := d.I64()
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
 		}
 		if err := t.SetAlarm(ctx, time.UnixMilli(ms)); err != nil {
-			return fail(statusInternal, err)
+			return fail(workerabi.StatusInternal, err)
 		}
-		return statusOK, nil
+		return workerabi.StatusOK, nil
 	}
-	// opAlarmDelete
+	// workerabi.OpAlarmDelete
 	if err := t.DeleteAlarm(ctx); err != nil {
-		return fail(statusInternal, err)
+		return fail(workerabi.StatusInternal, err)
 	}
-	return statusOK, nil
+	return workerabi.StatusOK, nil
 }
 
 // SQL value tags.
@@ -315,63 +316,63 @@ const (
 	valBlob  = 4
 )
 
-func (inv *invocation) sql(t *durable.Turn, d *dec) (uint32, []byte) {
-	query := d.str()
-	n := d.count(1)
+func (inv *invocation) sql(t *durable.Turn, d *workerabi.Decoder) (uint32, []byte) {
+	query := d.Str()
+	n := d.Count(1)
 	args := make([]durable.Value, n)
 	for i := range args {
-		switch d.u8() {
+		switch d.U8() {
 		case valNull:
 		case valInt:
-			args[i] = d.i64()
+			args[i] = d.I64()
 		case valFloat:
-			args[i] = d.f64()
+			args[i] = d.F64()
 		case valText:
-			args[i] = d.str()
+			args[i] = d.Str()
 		case valBlob:
-			args[i] = d.bytes()
+			args[i] = d.Bytes()
 		default:
-			return fail(statusInvalid, fmt.Errorf("argument %d: unknown value type", i+1))
+			return fail(workerabi.StatusInvalid, fmt.Errorf("argument %d: unknown value type", i+1))
 		}
 	}
-	if d.err != nil {
-		return fail(statusInvalid, d.err)
+	if d.Err != nil {
+		return fail(workerabi.StatusInvalid, d.Err)
 	}
 	res, err := t.SQL(query, args)
 	if err != nil {
-		return fail(statusInvalid, err)
+		return fail(workerabi.StatusInvalid, err)
 	}
 	e := &inv.e
-	e.u32(uint32(len(res.Columns)))
+	e.U32(uint32(len(res.Columns)))
 	for _, c := range res.Columns {
-		e.str(c)
+		e.Str(c)
 	}
-	e.u32(uint32(len(res.Rows)))
+	e.U32(uint32(len(res.Rows)))
 	for _, row := range res.Rows {
 		for _, v := range row {
 			switch x := v.(type) {
 			case nil:
-				e.u8(valNull)
+				e.U8(valNull)
 			case int64:
-				e.u8(valInt)
-				e.i64(x)
+				e.U8(valInt)
+				e.I64(x)
 			case float64:
-				e.u8(valFloat)
-				e.i64(int64(math.Float64bits(x)))
+				e.U8(valFloat)
+				e.I64(int64(math.Float64bits(x)))
 			case string:
-				e.u8(valText)
-				e.str(x)
+				e.U8(valText)
+				e.Str(x)
 			case []byte:
-				e.u8(valBlob)
-				e.bytes(x)
+				e.U8(valBlob)
+				e.Bytes(x)
 			default:
-				e.u8(valText)
-				e.str(fmt.Sprint(x))
+				e.U8(valText)
+				e.Str(fmt.Sprint(x))
 			}
 		}
 	}
-	e.i64(res.RowsWritten)
-	return statusOK, e.b
+	e.I64(res.RowsWritten)
+	return workerabi.StatusOK, e.B
 }
 
 // fetch sends a subrequest through the transport: args are a request head (method, url,
@@ -380,30 +381,30 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	v := inv.inst.v
 	tr := v.w.reg.svc.Transport
 	if tr == nil {
-		return fail(statusUnavailable, errors.New("subrequests are not available"))
+		return fail(workerabi.StatusUnavailable, errors.New("subrequests are not available"))
 	}
 	if inv.subrequests >= v.limits.Subrequests {
-		return fail(statusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
+		return fail(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
 	}
 	inv.subrequests++
-	d := dec{b: arg}
-	method, rawURL := d.str(), d.str()
-	d.raw()
+	d := workerabi.Decoder{B: arg}
+	method, rawURL := d.Str(), d.Str()
+	d.Raw()
 	req := &message.Request{Method: method, Proto: message.HTTP11}
-	for n := d.count(8); n > 0; n-- {
-		name, value := d.str(), d.str()
+	for n := d.Count(8); n > 0; n-- {
+		name, value := d.Str(), d.Str()
 		if message.EqualFold(name, "Host") || message.EqualFold(name, "Content-Length") || message.EqualFold(name, "Transfer-Encoding") || message.EqualFold(name, "Connection") {
 			continue
 		}
 		req.Header.Add(name, value)
 	}
-	body := d.bytes()
-	if d.err != nil {
-		return fail(statusInvalid, d.err)
+	body := d.Bytes()
+	if d.Err != nil {
+		return fail(workerabi.StatusInvalid, d.Err)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fail(statusInvalid, fmt.Errorf("fetch: invalid URL %q (want http or https with a host)", rawURL))
+		return fail(workerabi.StatusInvalid, fmt.Errorf("fetch: invalid URL %q (want http or https with a host)", rawURL))
 	}
 	peer := &upstream.Peer{Address: u.Host}
 	if u.Port() == "" {
@@ -427,26 +428,26 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	}
 	resp, err := tr.RoundTrip(inv.io(), peer, req)
 	if err != nil {
-		return fail(statusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
+		return fail(workerabi.StatusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxFetchBody+1))
 	if err != nil {
-		return fail(statusInternal, fmt.Errorf("fetch %s: reading body: %w", rawURL, err))
+		return fail(workerabi.StatusInternal, fmt.Errorf("fetch %s: reading body: %w", rawURL, err))
 	}
 	if len(data) > MaxFetchBody {
-		return fail(statusLimit, fmt.Errorf("fetch %s: response body exceeds %d bytes", rawURL, MaxFetchBody))
+		return fail(workerabi.StatusLimit, fmt.Errorf("fetch %s: response body exceeds %d bytes", rawURL, MaxFetchBody))
 	}
 	e := &inv.e
-	e.u32(uint32(resp.Status))
+	e.U32(uint32(resp.Status))
 	fs := resp.Header.Fields()
-	e.u32(uint32(len(fs)))
+	e.U32(uint32(len(fs)))
 	for _, f := range fs {
-		e.str(f.Name)
-		e.str(f.Value)
+		e.Str(f.Name)
+		e.Str(f.Value)
 	}
-	e.bytes(data)
-	return statusOK, e.b
+	e.Bytes(data)
+	return workerabi.StatusOK, e.B
 }
 
 // actor is the live instance of one Durable Object: a dedicated instance of the version that
@@ -519,13 +520,13 @@ func (w *Worker) callObject(ctx context.Context, binding string, b *doBinding, i
 			return err
 		}
 		inv := &a.inst.inv
-		inv.reset(ctx, kindDOFetch)
+		inv.reset(ctx, workerabi.KindDOFetch)
 		inv.head, inv.body, inv.sink = head, bytes.NewReader(body), resp
 		inv.turn, inv.nsName, inv.class, inv.objID = t, binding, b.class, id.String()
-		rc, err := a.inst.run(ctx, kindDOFetch)
+		rc, err := a.inst.run(ctx, workerabi.KindDOFetch)
 		ended := inv.ended
 		inv.clear()
-		if err == nil && rc != rcOK {
+		if err == nil && rc != workerabi.RCOK {
 			err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("durable object handler returned %d", rc)}
 		}
 		if err != nil || a.inst.poisoned {
@@ -569,9 +570,9 @@ func (w *Worker) runAlarm(ctx context.Context, nsName string, t *durable.Turn, r
 		return err
 	}
 	inv := &a.inst.inv
-	inv.reset(ctx, kindDOAlarm)
+	inv.reset(ctx, workerabi.KindDOAlarm)
 	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, t.Object.ID.String(), retries
-	rc, err := a.inst.run(ctx, kindDOAlarm)
+	rc, err := a.inst.run(ctx, workerabi.KindDOAlarm)
 	inv.clear()
 	if err == nil && a.inst.poisoned {
 		t.Object.Actor = nil
@@ -582,9 +583,9 @@ func (w *Worker) runAlarm(ctx context.Context, nsName string, t *durable.Turn, r
 		t.Object.Actor = nil
 		a.close()
 		return err
-	case rc == rcAlarmFailed:
+	case rc == workerabi.RCAlarmFailed:
 		return errAlarmFailed
-	case rc != rcOK:
+	case rc != workerabi.RCOK:
 		t.Object.Actor = nil
 		a.close()
 		return &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("alarm handler returned %d", rc)}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/verge-edge/verge/internal/workerabi"
 	"io"
 	"log/slog"
 	"strings"
@@ -58,15 +59,15 @@ func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (R
 		return Result{}, err
 	}
 	inv := &in.inv
-	inv.reset(ctx, kindFetch)
+	inv.reset(ctx, workerabi.KindFetch)
 	inv.sink = out
 	inv.encodeHead(req)
 	inv.body = req.Message.Body
 	inv.isHead = req.Message.Method == "HEAD"
 	inv.proto = req.Message.Proto
-	rc, err := in.run(ctx, kindFetch)
+	rc, err := in.run(ctx, workerabi.KindFetch)
 	res := Result{Status: inv.status, BytesSent: inv.sent, CPU: inv.cpuUsed, BodyRead: inv.bodyRead}
-	if err == nil && rc != rcOK {
+	if err == nil && rc != workerabi.RCOK {
 		err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("verge_handle returned %d", rc)}
 	}
 	if err == nil && !inv.ended {
@@ -139,7 +140,7 @@ type invocation struct {
 	ctx  context.Context
 	kind uint32
 
-	head     []byte // encoded request head for opReqHead
+	head     []byte // encoded request head for workerabi.OpReqHead
 	headBuf  []byte
 	body     io.Reader
 	bodyRead bool
@@ -163,7 +164,7 @@ type invocation struct {
 	ioCtx       context.Context
 	ioCancel    context.CancelFunc
 
-	e        enc
+	e        workerabi.Encoder
 	segStart time.Time // start of the current stretch of guest CPU time
 	wallEnd  time.Time
 	cpuLeft  time.Duration
@@ -186,8 +187,8 @@ func (inv *invocation) clear() {
 	}
 	inv.ctx, inv.body, inv.sink, inv.turn, inv.head = nil, nil, nil, nil, nil
 	inv.resp.Reset()
-	if cap(inv.e.b) > 64<<10 {
-		inv.e.b = nil
+	if cap(inv.e.B) > 64<<10 {
+		inv.e.B = nil
 	}
 	if cap(inv.headBuf) > 64<<10 {
 		inv.headBuf = nil
@@ -202,13 +203,13 @@ func (inv *invocation) io() context.Context {
 	return inv.ioCtx
 }
 
-// encodeHead encodes the request head for opReqHead into the reusable buffer.
+// encodeHead encodes the request head for workerabi.OpReqHead into the reusable buffer.
 func (inv *invocation) encodeHead(r *Request) {
 	m := r.Message
-	e := enc{b: inv.headBuf[:0]}
-	e.str(m.Method)
+	e := workerabi.Encoder{B: inv.headBuf[:0]}
+	e.Str(m.Method)
 	if strings.HasPrefix(m.Target, "http://") || strings.HasPrefix(m.Target, "https://") {
-		e.str(m.Target)
+		e.Str(m.Target)
 	} else {
 		scheme := m.Scheme
 		if scheme == "" {
@@ -225,21 +226,21 @@ func (inv *invocation) encodeHead(r *Request) {
 			host = "localhost"
 		}
 		n := len(scheme) + 3 + len(host) + len(m.Target)
-		e.u32(uint32(n))
-		e.b = append(e.b, scheme...)
-		e.b = append(e.b, "://"...)
-		e.b = append(e.b, host...)
-		e.b = append(e.b, m.Target...)
+		e.U32(uint32(n))
+		e.B = append(e.B, scheme...)
+		e.B = append(e.B, "://"...)
+		e.B = append(e.B, host...)
+		e.B = append(e.B, m.Target...)
 	}
-	e.str(r.RemoteAddr)
+	e.Str(r.RemoteAddr)
 	fs := m.Header.Fields()
-	e.u32(uint32(len(fs)))
+	e.U32(uint32(len(fs)))
 	for _, f := range fs {
-		e.str(f.Name)
-		e.str(f.Value)
+		e.Str(f.Name)
+		e.Str(f.Value)
 	}
-	inv.headBuf = e.b
-	inv.head = e.b
+	inv.headBuf = e.B
+	inv.head = e.B
 }
 
 // Call serves one host operation. The time spent here does not count as guest CPU time.
@@ -266,64 +267,64 @@ func (inv *invocation) Yield() {
 func fail(status uint32, err error) (uint32, []byte) { return status, []byte(err.Error()) }
 
 func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
-	inv.e.b = inv.e.b[:0]
+	inv.e.B = inv.e.B[:0]
 	switch op {
-	case opReqHead:
+	case workerabi.OpReqHead:
 		if inv.head == nil {
-			return fail(statusUnavailable, errors.New("no request in this invocation"))
+			return fail(workerabi.StatusUnavailable, errors.New("no request in this invocation"))
 		}
-		return statusOK, inv.head
-	case opReqBody:
+		return workerabi.StatusOK, inv.head
+	case workerabi.OpReqBody:
 		return inv.readBody(arg)
-	case opRespHead, opRespBody, opRespEnd:
+	case workerabi.OpRespHead, workerabi.OpRespBody, workerabi.OpRespEnd:
 		return inv.respond(op, arg)
-	case opLog:
-		d := dec{b: arg}
-		level := int32(d.u32())
-		msg := d.str()
+	case workerabi.OpLog:
+		d := workerabi.Decoder{B: arg}
+		level := int32(d.U32())
+		msg := d.Str()
 		inv.inst.v.log.Log(context.Background(), slog.Level(level), msg)
-		return statusOK, nil
-	case opEnv:
-		return statusOK, inv.inst.v.env
-	case opKVGet, opKVPut, opKVDelete, opKVList:
+		return workerabi.StatusOK, nil
+	case workerabi.OpEnv:
+		return workerabi.StatusOK, inv.inst.v.env
+	case workerabi.OpKVGet, workerabi.OpKVPut, workerabi.OpKVDelete, workerabi.OpKVList:
 		return inv.kvOp(op, arg)
-	case opDOIDFromName, opDONewID, opDOIDFromStr, opDOFetch, opDOContext:
+	case workerabi.OpDOIDFromName, workerabi.OpDONewID, workerabi.OpDOIDFromStr, workerabi.OpDOFetch, workerabi.OpDOContext:
 		return inv.doOp(op, arg)
-	case opStGet, opStPut, opStDelete, opStList, opStDeleteAll, opStTxnBegin, opStTxnCommit,
-		opStTxnRollback, opStSQL, opAlarmGet, opAlarmSet, opAlarmDelete:
+	case workerabi.OpStGet, workerabi.OpStPut, workerabi.OpStDelete, workerabi.OpStList, workerabi.OpStDeleteAll, workerabi.OpStTxnBegin, workerabi.OpStTxnCommit,
+		workerabi.OpStTxnRollback, workerabi.OpStSQL, workerabi.OpAlarmGet, workerabi.OpAlarmSet, workerabi.OpAlarmDelete:
 		return inv.storageOp(op, arg)
-	case opFetch:
+	case workerabi.OpFetch:
 		return inv.fetch(arg)
 	}
-	return fail(statusUnavailable, fmt.Errorf("unknown host operation %d", op))
+	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }
 
 func (inv *invocation) readBody(arg []byte) (uint32, []byte) {
-	d := dec{b: arg}
-	n := int(d.u32())
-	if d.err != nil {
-		return fail(statusInvalid, d.err)
+	d := workerabi.Decoder{B: arg}
+	n := int(d.U32())
+	if d.Err != nil {
+		return fail(workerabi.StatusInvalid, d.Err)
 	}
 	if inv.body == nil || n == 0 {
-		return statusOK, nil
+		return workerabi.StatusOK, nil
 	}
 	inv.bodyRead = true
 	n = min(n, 1<<20)
-	if cap(inv.e.b) < n {
-		inv.e.b = make([]byte, 0, n)
+	if cap(inv.e.B) < n {
+		inv.e.B = make([]byte, 0, n)
 	}
-	buf := inv.e.b[:n]
+	buf := inv.e.B[:n]
 	for {
 		k, err := inv.body.Read(buf)
 		if k > 0 {
-			return statusOK, buf[:k]
+			return workerabi.StatusOK, buf[:k]
 		}
 		if err == io.EOF {
 			inv.body = nil
-			return statusOK, nil
+			return workerabi.StatusOK, nil
 		}
 		if err != nil {
-			return fail(statusInternal, fmt.Errorf("reading request body: %w", err))
+			return fail(workerabi.StatusInternal, fmt.Errorf("reading request body: %w", err))
 		}
 	}
 }
@@ -331,16 +332,16 @@ func (inv *invocation) readBody(arg []byte) (uint32, []byte) {
 // hopByHop lists response fields the host controls itself.
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "TE", "Trailer", "Content-Length"}
 
-func (inv *invocation) decodeHead(d *dec) error {
-	status := int(d.u32())
-	n := d.count(8)
+func (inv *invocation) decodeHead(d *workerabi.Decoder) error {
+	status := int(d.U32())
+	n := d.Count(8)
 	r := &inv.resp
 	r.Reset()
 	r.Status = status
 	r.Proto = inv.proto
 	for range n {
-		name, value := d.raw(), d.raw()
-		if d.err != nil {
+		name, value := d.Raw(), d.Raw()
+		if d.Err != nil {
 			break
 		}
 		skip := false
@@ -354,8 +355,8 @@ func (inv *invocation) decodeHead(d *dec) error {
 			r.Header.Add(string(name), string(value))
 		}
 	}
-	if d.err != nil {
-		return d.err
+	if d.Err != nil {
+		return d.Err
 	}
 	if status < 200 || status > 999 {
 		return fmt.Errorf("invalid response status %d", status)
@@ -369,83 +370,83 @@ func bodyAllowed(status int, head bool) bool {
 
 func (inv *invocation) respond(op uint32, arg []byte) (uint32, []byte) {
 	if inv.sink == nil {
-		return fail(statusUnavailable, errors.New("no response in this invocation"))
+		return fail(workerabi.StatusUnavailable, errors.New("no response in this invocation"))
 	}
 	if inv.ended {
-		return fail(statusInvalid, errors.New("response already ended"))
+		return fail(workerabi.StatusInvalid, errors.New("response already ended"))
 	}
-	d := dec{b: arg}
+	d := workerabi.Decoder{B: arg}
 	switch op {
-	case opRespHead:
+	case workerabi.OpRespHead:
 		if inv.started {
-			return fail(statusInvalid, errors.New("response head already sent"))
+			return fail(workerabi.StatusInvalid, errors.New("response head already sent"))
 		}
 		if err := inv.decodeHead(&d); err != nil {
-			return fail(statusInvalid, err)
+			return fail(workerabi.StatusInvalid, err)
 		}
 		inv.resp.ContentLength = -1
 		if !bodyAllowed(inv.resp.Status, inv.isHead) {
 			inv.resp.ContentLength = 0
 		}
 		return inv.writeHead()
-	case opRespBody:
+	case workerabi.OpRespBody:
 		if !inv.started {
-			return fail(statusInvalid, errors.New("response body before its head"))
+			return fail(workerabi.StatusInvalid, errors.New("response body before its head"))
 		}
 		return inv.writeBody(arg)
 	}
-	// opRespEnd: u8 has_head, [head], bytes last_chunk
-	hasHead := d.u8() == 1
+	// workerabi.OpRespEnd: u8 has_head, [head], bytes last_chunk
+	hasHead := d.U8() == 1
 	if hasHead {
 		if inv.started {
-			return fail(statusInvalid, errors.New("response head already sent"))
+			return fail(workerabi.StatusInvalid, errors.New("response head already sent"))
 		}
 		if err := inv.decodeHead(&d); err != nil {
-			return fail(statusInvalid, err)
+			return fail(workerabi.StatusInvalid, err)
 		}
 	} else if !inv.started {
-		return fail(statusInvalid, errors.New("response ended without a head"))
+		return fail(workerabi.StatusInvalid, errors.New("response ended without a head"))
 	}
-	chunk := d.raw()
-	if d.err != nil {
-		return fail(statusInvalid, d.err)
+	chunk := d.Raw()
+	if d.Err != nil {
+		return fail(workerabi.StatusInvalid, d.Err)
 	}
 	if hasHead {
 		inv.resp.ContentLength = int64(len(chunk))
 		if !bodyAllowed(inv.resp.Status, false) {
 			inv.resp.ContentLength = 0
 		}
-		if st, res := inv.writeHead(); st != statusOK {
+		if st, res := inv.writeHead(); st != workerabi.StatusOK {
 			return st, res
 		}
 	}
-	if st, res := inv.writeBody(chunk); st != statusOK {
+	if st, res := inv.writeBody(chunk); st != workerabi.StatusOK {
 		return st, res
 	}
 	inv.ended = true
 	if err := inv.sink.Finish(nil); err != nil {
-		return fail(statusInternal, fmt.Errorf("finishing response: %w", err))
+		return fail(workerabi.StatusInternal, fmt.Errorf("finishing response: %w", err))
 	}
-	return statusOK, nil
+	return workerabi.StatusOK, nil
 }
 
 func (inv *invocation) writeHead() (uint32, []byte) {
 	inv.started = true
 	inv.status = inv.resp.Status
 	if err := inv.sink.WriteHeader(&inv.resp); err != nil {
-		return fail(statusInternal, fmt.Errorf("writing response head: %w", err))
+		return fail(workerabi.StatusInternal, fmt.Errorf("writing response head: %w", err))
 	}
-	return statusOK, nil
+	return workerabi.StatusOK, nil
 }
 
 func (inv *invocation) writeBody(p []byte) (uint32, []byte) {
 	if len(p) == 0 || !bodyAllowed(inv.status, inv.isHead) {
-		return statusOK, nil
+		return workerabi.StatusOK, nil
 	}
 	n, err := inv.sink.Write(p)
 	inv.sent += int64(n)
 	if err != nil {
-		return fail(statusInternal, fmt.Errorf("writing response body: %w", err))
+		return fail(workerabi.StatusInternal, fmt.Errorf("writing response body: %w", err))
 	}
-	return statusOK, nil
+	return workerabi.StatusOK, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/verge-edge/verge/internal/workerabi"
 	"log/slog"
 	"sort"
 	"sync"
@@ -27,7 +28,7 @@ type version struct {
 	log     *slog.Logger
 	rt      *wasm.Runtime
 	mod     *wasm.Module
-	env     []byte // encoded once for opEnv
+	env     []byte // encoded once for workerabi.OpEnv
 	kv      map[string]kv.Namespace
 	durable map[string]*doBinding
 	created time.Time
@@ -61,18 +62,18 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
 		slots: make(chan struct{}, cfg.Limits.MaxInstances),
 	}
 	v.log = svc.Logger.With("worker", w.name, "version", v.id)
-	var e enc
+	var e workerabi.Encoder
 	keys := make([]string, 0, len(cfg.Env))
 	for k := range cfg.Env {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	e.u32(uint32(len(keys)))
+	e.U32(uint32(len(keys)))
 	for _, k := range keys {
-		e.str(k)
-		e.str(cfg.Env[k])
+		e.Str(k)
+		e.Str(cfg.Env[k])
 	}
-	v.env = e.b
+	v.env = e.B
 	for binding, name := range cfg.KV {
 		if svc.KV == nil {
 			return nil, fmt.Errorf("worker %s: kv binding %s: no KV storage configured", w.name, binding)

@@ -3,6 +3,7 @@ package sdk
 import (
 	"errors"
 	"fmt"
+	"github.com/verge-edge/verge/internal/workerabi"
 	"math"
 	"time"
 )
@@ -29,30 +30,32 @@ func (id ObjectID) String() string { return id.id }
 func (id ObjectID) Err() error { return id.err }
 
 func (ns *DurableObjectNamespace) idCall(op uint32, s string, withArg bool) ObjectID {
-	var e encoder
-	e.str(ns.name)
+	var e workerabi.Encoder
+	e.Str(ns.name)
 	if withArg {
-		e.str(s)
+		e.Str(s)
 	}
-	res, err := rawCall(op, e.b)
+	res, err := rawCall(op, e.B)
 	if err != nil {
 		return ObjectID{ns: ns.name, err: err}
 	}
-	d := decoder{b: res}
-	return ObjectID{ns: ns.name, id: d.str(), err: d.err}
+	d := workerabi.Decoder{B: res}
+	return ObjectID{ns: ns.name, id: d.Str(), err: d.Err}
 }
 
 // IDFromName returns the ID for name: the same name always gives the same ID.
 func (ns *DurableObjectNamespace) IDFromName(name string) ObjectID {
-	return ns.idCall(opDOIDFromName, name, true)
+	return ns.idCall(workerabi.OpDOIDFromName, name, true)
 }
 
 // NewUniqueID returns a new random ID.
-func (ns *DurableObjectNamespace) NewUniqueID() ObjectID { return ns.idCall(opDONewID, "", false) }
+func (ns *DurableObjectNamespace) NewUniqueID() ObjectID {
+	return ns.idCall(workerabi.OpDONewID, "", false)
+}
 
 // IDFromString parses the String form of an ID of this namespace.
 func (ns *DurableObjectNamespace) IDFromString(s string) (ObjectID, error) {
-	id := ns.idCall(opDOIDFromStr, s, true)
+	id := ns.idCall(workerabi.OpDOIDFromStr, s, true)
 	return id, id.err
 }
 
@@ -63,13 +66,13 @@ func (id ObjectID) Fetch(r *Request) (*Response, error) {
 	if id.err != nil {
 		return nil, id.err
 	}
-	var e encoder
-	e.str(id.ns)
-	e.str(id.id)
+	var e workerabi.Encoder
+	e.Str(id.ns)
+	e.Str(id.id)
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}
-	res, err := rawCall(opDOFetch, e.b)
+	res, err := rawCall(workerabi.OpDOFetch, e.B)
 	if err != nil {
 		return nil, err
 	}
@@ -127,15 +130,15 @@ func DefineDurableObject(class string, newObject func(state *DurableObjectState)
 
 // objectContext loads the current invocation's object, creating its instance when needed.
 func objectContext() (DurableObjectHandler, AlarmInfo, error) {
-	res, err := rawCall(opDOContext, nil)
+	res, err := rawCall(workerabi.OpDOContext, nil)
 	if err != nil {
 		return nil, AlarmInfo{}, err
 	}
-	d := decoder{b: res}
-	ns, class, id := d.str(), d.str(), d.str()
-	retries := int(d.u32())
-	if d.err != nil {
-		return nil, AlarmInfo{}, d.err
+	d := workerabi.Decoder{B: res}
+	ns, class, id := d.Str(), d.Str(), d.Str()
+	retries := int(d.U32())
+	if d.Err != nil {
+		return nil, AlarmInfo{}, d.Err
 	}
 	info := AlarmInfo{RetryCount: retries, IsRetry: retries > 0}
 	if o := objects[id]; o != nil {
@@ -200,26 +203,26 @@ func (s *Storage) Get(key string) (value []byte, ok bool, err error) {
 
 // GetMany returns the values of the present keys among keys (up to 128).
 func (s *Storage) GetMany(keys []string) (map[string][]byte, error) {
-	var e encoder
-	e.u32(uint32(len(keys)))
+	var e workerabi.Encoder
+	e.U32(uint32(len(keys)))
 	for _, k := range keys {
-		e.str(k)
+		e.Str(k)
 	}
-	res, err := rawCall(opStGet, e.b)
+	res, err := rawCall(workerabi.OpStGet, e.B)
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: res}
-	n := int(d.u32())
+	d := workerabi.Decoder{B: res}
+	n := int(d.U32())
 	m := make(map[string][]byte, n)
-	for i := 0; i < n && i < len(keys) && d.err == nil; i++ {
-		found := d.u8() == 1
-		v := d.bytes()
+	for i := 0; i < n && i < len(keys) && d.Err == nil; i++ {
+		found := d.U8() == 1
+		v := cloneBytes(&d)
 		if found {
 			m[keys[i]] = v
 		}
 	}
-	return m, d.err
+	return m, d.Err
 }
 
 // Put stores value under key (keys up to 2 KiB, values up to 128 KiB).
@@ -229,13 +232,13 @@ func (s *Storage) Put(key string, value []byte) error {
 
 // PutMany stores up to 128 entries at once.
 func (s *Storage) PutMany(entries []StorageEntry) error {
-	var e encoder
-	e.u32(uint32(len(entries)))
+	var e workerabi.Encoder
+	e.U32(uint32(len(entries)))
 	for _, en := range entries {
-		e.str(en.Key)
-		e.bytes(en.Value)
+		e.Str(en.Key)
+		e.Bytes(en.Value)
 	}
-	_, err := rawCall(opStPut, e.b)
+	_, err := rawCall(workerabi.OpStPut, e.B)
 	return err
 }
 
@@ -247,17 +250,17 @@ func (s *Storage) Delete(key string) (bool, error) {
 
 // DeleteMany removes keys (up to 128) and returns how many existed.
 func (s *Storage) DeleteMany(keys []string) (int, error) {
-	var e encoder
-	e.u32(uint32(len(keys)))
+	var e workerabi.Encoder
+	e.U32(uint32(len(keys)))
 	for _, k := range keys {
-		e.str(k)
+		e.Str(k)
 	}
-	res, err := rawCall(opStDelete, e.b)
+	res, err := rawCall(workerabi.OpStDelete, e.B)
 	if err != nil {
 		return 0, err
 	}
-	d := decoder{b: res}
-	return int(d.u32()), d.err
+	d := workerabi.Decoder{B: res}
+	return int(d.U32()), d.Err
 }
 
 // ListOptions select the entries of List.
@@ -276,52 +279,52 @@ type ListOptions struct {
 
 // List returns entries in key order (UTF-8 byte order).
 func (s *Storage) List(o ListOptions) ([]StorageEntry, error) {
-	var e encoder
-	e.str(o.Prefix)
-	e.str(o.Start)
-	e.str(o.End)
-	e.bool(o.Reverse)
-	e.u32(uint32(o.Limit))
-	res, err := rawCall(opStList, e.b)
+	var e workerabi.Encoder
+	e.Str(o.Prefix)
+	e.Str(o.Start)
+	e.Str(o.End)
+	e.Bool(o.Reverse)
+	e.U32(uint32(o.Limit))
+	res, err := rawCall(workerabi.OpStList, e.B)
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: res}
-	n := int(d.u32())
+	d := workerabi.Decoder{B: res}
+	n := int(d.U32())
 	out := make([]StorageEntry, 0, min(n, 1024))
-	for i := 0; i < n && d.err == nil; i++ {
-		out = append(out, StorageEntry{Key: d.str(), Value: d.bytes()})
+	for i := 0; i < n && d.Err == nil; i++ {
+		out = append(out, StorageEntry{Key: d.Str(), Value: cloneBytes(&d)})
 	}
-	return out, d.err
+	return out, d.Err
 }
 
 // DeleteAll removes every key, every SQL table and the alarm of the object.
 func (s *Storage) DeleteAll() error {
-	_, err := rawCall(opStDeleteAll, nil)
+	_, err := rawCall(workerabi.OpStDeleteAll, nil)
 	return err
 }
 
 // Transaction runs fn in a nested transaction: when fn returns an error or panics, its
 // writes are rolled back (and the error returned); otherwise they join the request's writes.
 func (s *Storage) Transaction(fn func() error) (err error) {
-	if _, err := rawCall(opStTxnBegin, nil); err != nil {
+	if _, err := rawCall(workerabi.OpStTxnBegin, nil); err != nil {
 		return err
 	}
 	done := false
 	defer func() {
 		if !done {
-			_, _ = rawCall(opStTxnRollback, nil)
+			_, _ = rawCall(workerabi.OpStTxnRollback, nil)
 		}
 	}()
 	if err := fn(); err != nil {
 		done = true
-		if _, rerr := rawCall(opStTxnRollback, nil); rerr != nil {
+		if _, rerr := rawCall(workerabi.OpStTxnRollback, nil); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 		return err
 	}
 	done = true
-	_, err = rawCall(opStTxnCommit, nil)
+	_, err = rawCall(workerabi.OpStTxnCommit, nil)
 	return err
 }
 
@@ -339,34 +342,34 @@ type Cursor struct {
 // which may be nil, bool, ints, floats, string or []byte. Table names starting with
 // "_verge" are reserved.
 func (s *Storage) SQL(query string, args ...any) (*Cursor, error) {
-	var e encoder
-	e.str(query)
-	e.u32(uint32(len(args)))
+	var e workerabi.Encoder
+	e.Str(query)
+	e.U32(uint32(len(args)))
 	for i, a := range args {
 		if err := encodeValue(&e, a); err != nil {
 			return nil, fmt.Errorf("argument %d: %w", i+1, err)
 		}
 	}
-	res, err := rawCall(opStSQL, e.b)
+	res, err := rawCall(workerabi.OpStSQL, e.B)
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: res}
+	d := workerabi.Decoder{B: res}
 	c := &Cursor{}
-	nc := int(d.u32())
-	for i := 0; i < nc && d.err == nil; i++ {
-		c.Columns = append(c.Columns, d.str())
+	nc := int(d.U32())
+	for i := 0; i < nc && d.Err == nil; i++ {
+		c.Columns = append(c.Columns, d.Str())
 	}
-	nr := int(d.u32())
-	for i := 0; i < nr && d.err == nil; i++ {
+	nr := int(d.U32())
+	for i := 0; i < nr && d.Err == nil; i++ {
 		row := make([]any, nc)
 		for j := range row {
 			row[j] = decodeValue(&d)
 		}
 		c.Rows = append(c.Rows, row)
 	}
-	c.RowsWritten = d.i64()
-	return c, d.err
+	c.RowsWritten = d.I64()
+	return c, d.Err
 }
 
 // SQL value type tags.
@@ -378,57 +381,57 @@ const (
 	valBlob  = 4
 )
 
-func encodeValue(e *encoder, a any) error {
+func encodeValue(e *workerabi.Encoder, a any) error {
 	switch v := a.(type) {
 	case nil:
-		e.u8(valNull)
+		e.U8(valNull)
 	case bool:
-		e.u8(valInt)
+		e.U8(valInt)
 		if v {
-			e.i64(1)
+			e.I64(1)
 		} else {
-			e.i64(0)
+			e.I64(0)
 		}
 	case int:
-		e.u8(valInt)
-		e.i64(int64(v))
+		e.U8(valInt)
+		e.I64(int64(v))
 	case int32:
-		e.u8(valInt)
-		e.i64(int64(v))
+		e.U8(valInt)
+		e.I64(int64(v))
 	case int64:
-		e.u8(valInt)
-		e.i64(v)
+		e.U8(valInt)
+		e.I64(v)
 	case uint32:
-		e.u8(valInt)
-		e.i64(int64(v))
+		e.U8(valInt)
+		e.I64(int64(v))
 	case float64:
-		e.u8(valFloat)
-		e.i64(int64(math.Float64bits(v)))
+		e.U8(valFloat)
+		e.I64(int64(math.Float64bits(v)))
 	case float32:
-		e.u8(valFloat)
-		e.i64(int64(math.Float64bits(float64(v))))
+		e.U8(valFloat)
+		e.I64(int64(math.Float64bits(float64(v))))
 	case string:
-		e.u8(valText)
-		e.str(v)
+		e.U8(valText)
+		e.Str(v)
 	case []byte:
-		e.u8(valBlob)
-		e.bytes(v)
+		e.U8(valBlob)
+		e.Bytes(v)
 	default:
 		return fmt.Errorf("unsupported SQL value type %T", a)
 	}
 	return nil
 }
 
-func decodeValue(d *decoder) any {
-	switch d.u8() {
+func decodeValue(d *workerabi.Decoder) any {
+	switch d.U8() {
 	case valInt:
-		return d.i64()
+		return d.I64()
 	case valFloat:
-		return d.f64()
+		return d.F64()
 	case valText:
-		return d.str()
+		return d.Str()
 	case valBlob:
-		return d.bytes()
+		return cloneBytes(d)
 	default:
 		return nil
 	}
@@ -436,30 +439,30 @@ func decodeValue(d *decoder) any {
 
 // GetAlarm returns when the object's alarm is set to fire; ok is false when none is set.
 func (s *Storage) GetAlarm() (t time.Time, ok bool, err error) {
-	res, err := rawCall(opAlarmGet, nil)
+	res, err := rawCall(workerabi.OpAlarmGet, nil)
 	if err != nil {
 		return time.Time{}, false, err
 	}
-	d := decoder{b: res}
-	set := d.u8() == 1
-	ms := d.i64()
+	d := workerabi.Decoder{B: res}
+	set := d.U8() == 1
+	ms := d.I64()
 	if !set {
-		return time.Time{}, false, d.err
+		return time.Time{}, false, d.Err
 	}
-	return time.UnixMilli(ms), true, d.err
+	return time.UnixMilli(ms), true, d.Err
 }
 
 // SetAlarm sets (or moves) the object's alarm to t; a time in the past fires at once. The
 // alarm runs the class's Alarm method at least once, retried with backoff on failure.
 func (s *Storage) SetAlarm(t time.Time) error {
-	var e encoder
-	e.i64(t.UnixMilli())
-	_, err := rawCall(opAlarmSet, e.b)
+	var e workerabi.Encoder
+	e.I64(t.UnixMilli())
+	_, err := rawCall(workerabi.OpAlarmSet, e.B)
 	return err
 }
 
 // DeleteAlarm cancels the object's alarm.
 func (s *Storage) DeleteAlarm() error {
-	_, err := rawCall(opAlarmDelete, nil)
+	_, err := rawCall(workerabi.OpAlarmDelete, nil)
 	return err
 }

@@ -3,6 +3,7 @@ package sdk
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/verge-edge/verge/internal/workerabi"
 	"io"
 	"net/url"
 	"strings"
@@ -204,23 +205,23 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (w *responseWriter) encodeHead(e *encoder) {
-	e.u32(uint32(w.status))
-	e.header(w.header)
+func (w *responseWriter) encodeHead(e *workerabi.Encoder) {
+	e.U32(uint32(w.status))
+	encodeHeader(e, w.header)
 }
 
 func (w *responseWriter) flush() error {
-	e := encoder{b: scratch.b[:0]}
-	defer func() { scratch.b = e.b }()
+	e := workerabi.Encoder{B: scratch.B[:0]}
+	defer func() { scratch.B = e.B }()
 	if !w.sent {
 		w.sent = true
 		w.encodeHead(&e)
-		if _, err := rawCall(opRespHead, e.b); err != nil {
+		if _, err := rawCall(workerabi.OpRespHead, e.B); err != nil {
 			return err
 		}
-		e.b = e.b[:0]
+		e.B = e.B[:0]
 	}
-	_, err := rawCall(opRespBody, w.buf)
+	_, err := rawCall(workerabi.OpRespBody, w.buf)
 	w.buf = w.buf[:0]
 	return err
 }
@@ -234,22 +235,22 @@ func (w *responseWriter) end() error {
 	if w.status == 0 {
 		w.status = 200
 	}
-	e := encoder{b: scratch.b[:0]}
+	e := workerabi.Encoder{B: scratch.B[:0]}
 	if w.sent {
-		e.u8(0)
+		e.U8(0)
 	} else {
 		w.sent = true
-		e.u8(1)
+		e.U8(1)
 		w.encodeHead(&e)
 	}
-	e.bytes(w.buf)
-	_, err := rawCall(opRespEnd, e.b)
-	scratch.b = e.b
+	e.Bytes(w.buf)
+	_, err := rawCall(workerabi.OpRespEnd, e.B)
+	scratch.B = e.B
 	return err
 }
 
 // scratch is the encoding buffer reused by the response path (one request runs at a time).
-var scratch encoder
+var scratch workerabi.Encoder
 
 // hostBody streams the incoming request body from the host.
 type hostBody struct{ eof bool }
@@ -263,7 +264,7 @@ func (b *hostBody) Read(p []byte) (int, error) {
 	}
 	var arg [4]byte
 	binary.LittleEndian.PutUint32(arg[:], uint32(min(len(p), 1<<20)))
-	res, err := rawCall(opReqBody, arg[:])
+	res, err := rawCall(workerabi.OpReqBody, arg[:])
 	if err != nil {
 		return 0, err
 	}
@@ -284,15 +285,17 @@ var (
 // readRequest decodes the head of the current incoming request into curReq. The strings are
 // substrings of one copy of the head, and the header slice is reused.
 func readRequest() (*Request, error) {
-	res, err := rawCall(opReqHead, nil)
+	res, err := rawCall(workerabi.OpReqHead, nil)
 	if err != nil {
 		return nil, err
 	}
 	head := string(res)
-	d := decoder{b: res, total: len(res)}
+	d := workerabi.Decoder{B: res}
 	sub := func() string {
-		a, b := d.span()
-		return head[a:b]
+		// Raw aliases res, so the string's offset in head is what has been read minus it.
+		v := d.Raw()
+		end := len(res) - len(d.B)
+		return head[end-len(v) : end]
 	}
 	r := &curReq
 	fields := r.Header.fields[:0]
@@ -300,16 +303,12 @@ func readRequest() (*Request, error) {
 	r.Method = sub()
 	r.RawURL = sub()
 	r.RemoteAddr = sub()
-	n := int(d.u32())
-	if n > len(d.b)/8 {
-		return nil, errShort
-	}
-	for range n {
+	for n := d.Count(8); n > 0; n-- {
 		name := sub()
 		fields = append(fields, Field{Name: name, Value: sub()})
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err != nil {
+		return nil, d.Err
 	}
 	r.Header.fields = fields
 	curBody = hostBody{}
@@ -334,7 +333,7 @@ func serveRequest(h Handler) error {
 }
 
 // encodeRequest writes an outgoing request: head (method, url, "", header) and body.
-func encodeRequest(e *encoder, r *Request) error {
+func encodeRequest(e *workerabi.Encoder, r *Request) error {
 	m := r.Method
 	if m == "" {
 		m = "GET"
@@ -342,10 +341,10 @@ func encodeRequest(e *encoder, r *Request) error {
 	if r.RawURL == "" {
 		return errors.New("verge sdk: request without URL")
 	}
-	e.str(m)
-	e.str(r.RawURL)
-	e.str("")
-	e.header(r.Header)
+	e.Str(m)
+	e.Str(r.RawURL)
+	e.Str("")
+	encodeHeader(e, r.Header)
 	var body []byte
 	if r.Body != nil {
 		var err error
@@ -353,26 +352,26 @@ func encodeRequest(e *encoder, r *Request) error {
 			return err
 		}
 	}
-	e.bytes(body)
+	e.Bytes(body)
 	return nil
 }
 
 func decodeResponse(res []byte) (*Response, error) {
-	d := decoder{b: res}
-	resp := &Response{StatusCode: int(d.u32())}
-	resp.Header = d.header()
-	resp.Body = d.bytes()
-	return resp, d.err
+	d := workerabi.Decoder{B: res}
+	resp := &Response{StatusCode: int(d.U32())}
+	resp.Header = decodeHeader(&d)
+	resp.Body = cloneBytes(&d)
+	return resp, d.Err
 }
 
 // Fetch sends r to its URL through the host's upstream transport (connection pooling, TLS)
 // and returns the whole response. Each call counts against the worker's subrequest limit.
 func Fetch(r *Request) (*Response, error) {
-	var e encoder
+	var e workerabi.Encoder
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}
-	res, err := rawCall(opFetch, e.b)
+	res, err := rawCall(workerabi.OpFetch, e.B)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,10 @@
 package sdk
 
-import "time"
+import (
+	"time"
+
+	"github.com/verge-edge/verge/internal/workerabi"
+)
 
 // KVNamespace is a KV namespace bound to the worker, as returned by KV.
 type KVNamespace struct{ name string }
@@ -34,28 +38,28 @@ func (ns *KVNamespace) GetWithMetadata(key string) (*KVValue, bool, error) {
 }
 
 func (ns *KVNamespace) get(key string, meta bool) (*KVValue, bool, error) {
-	var e encoder
-	e.str(ns.name)
-	e.str(key)
-	e.bool(meta)
-	res, err := rawCall(opKVGet, e.b)
+	var e workerabi.Encoder
+	e.Str(ns.name)
+	e.Str(key)
+	e.Bool(meta)
+	res, err := rawCall(workerabi.OpKVGet, e.B)
 	if err != nil {
 		return nil, false, err
 	}
-	d := decoder{b: res}
-	if d.u8() == 0 {
-		return nil, false, d.err
+	d := workerabi.Decoder{B: res}
+	if d.U8() == 0 {
+		return nil, false, d.Err
 	}
-	v := &KVValue{Value: d.bytes()}
-	if d.u8() == 1 {
-		v.Metadata = d.bytes()
+	v := &KVValue{Value: cloneBytes(&d)}
+	if d.U8() == 1 {
+		v.Metadata = cloneBytes(&d)
 	} else {
-		d.bytes()
+		cloneBytes(&d)
 	}
-	if exp := d.i64(); exp > 0 {
+	if exp := d.I64(); exp > 0 {
 		v.Expiration = time.Unix(exp, 0)
 	}
-	return v, true, d.err
+	return v, true, d.Err
 }
 
 // KVPutOptions are the optional parts of a put.
@@ -76,17 +80,17 @@ func (ns *KVNamespace) Put(key string, value []byte) error { return ns.PutWith(k
 
 // PutWith stores value under key with metadata and expiration.
 func (ns *KVNamespace) PutWith(key string, value []byte, o *KVPutOptions) error {
-	var e encoder
-	e.str(ns.name)
-	e.str(key)
-	e.bytes(value)
+	var e workerabi.Encoder
+	e.Str(ns.name)
+	e.Str(key)
+	e.Bytes(value)
 	var exp, ttl int64
 	if o != nil && o.Metadata != nil {
-		e.u8(1)
-		e.bytes(o.Metadata)
+		e.U8(1)
+		e.Bytes(o.Metadata)
 	} else {
-		e.u8(0)
-		e.bytes(nil)
+		e.U8(0)
+		e.Bytes(nil)
 	}
 	if o != nil {
 		if !o.Expiration.IsZero() {
@@ -94,18 +98,18 @@ func (ns *KVNamespace) PutWith(key string, value []byte, o *KVPutOptions) error 
 		}
 		ttl = int64(o.ExpirationTTL / time.Second)
 	}
-	e.i64(exp)
-	e.i64(ttl)
-	_, err := rawCall(opKVPut, e.b)
+	e.I64(exp)
+	e.I64(ttl)
+	_, err := rawCall(workerabi.OpKVPut, e.B)
 	return err
 }
 
 // Delete removes key; deleting a missing key is not an error.
 func (ns *KVNamespace) Delete(key string) error {
-	var e encoder
-	e.str(ns.name)
-	e.str(key)
-	_, err := rawCall(opKVDelete, e.b)
+	var e workerabi.Encoder
+	e.Str(ns.name)
+	e.Str(key)
+	_, err := rawCall(workerabi.OpKVDelete, e.B)
 	return err
 }
 
@@ -141,29 +145,29 @@ type KVListResult struct {
 
 // List returns keys in lexicographic order, a page at a time.
 func (ns *KVNamespace) List(o KVListOptions) (*KVListResult, error) {
-	var e encoder
-	e.str(ns.name)
-	e.str(o.Prefix)
-	e.u32(uint32(o.Limit))
-	e.str(o.Cursor)
-	res, err := rawCall(opKVList, e.b)
+	var e workerabi.Encoder
+	e.Str(ns.name)
+	e.Str(o.Prefix)
+	e.U32(uint32(o.Limit))
+	e.Str(o.Cursor)
+	res, err := rawCall(workerabi.OpKVList, e.B)
 	if err != nil {
 		return nil, err
 	}
-	d := decoder{b: res}
-	out := &KVListResult{ListComplete: d.u8() == 1, Cursor: d.str()}
-	n := int(d.u32())
-	for i := 0; i < n && d.err == nil; i++ {
-		k := KVKey{Name: d.str()}
-		if exp := d.i64(); exp > 0 {
+	d := workerabi.Decoder{B: res}
+	out := &KVListResult{ListComplete: d.U8() == 1, Cursor: d.Str()}
+	n := int(d.U32())
+	for i := 0; i < n && d.Err == nil; i++ {
+		k := KVKey{Name: d.Str()}
+		if exp := d.I64(); exp > 0 {
 			k.Expiration = time.Unix(exp, 0)
 		}
-		if d.u8() == 1 {
-			k.Metadata = d.bytes()
+		if d.U8() == 1 {
+			k.Metadata = cloneBytes(&d)
 		} else {
-			d.bytes()
+			cloneBytes(&d)
 		}
 		out.Keys = append(out.Keys, k)
 	}
-	return out, d.err
+	return out, d.Err
 }

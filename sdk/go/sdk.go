@@ -32,51 +32,12 @@ package sdk
 
 import (
 	"fmt"
+	"github.com/verge-edge/verge/internal/workerabi"
 	"os"
 )
 
 // ABIVersion is the version of the host ABI this SDK speaks, exported as verge_abi_version.
-const ABIVersion = 1
-
-// Host operation codes (docs/workers-abi.md).
-const (
-	opReqHead       = 1
-	opReqBody       = 2
-	opRespHead      = 3
-	opRespBody      = 4
-	opRespEnd       = 5
-	opLog           = 6
-	opEnv           = 7
-	opKVGet         = 16
-	opKVPut         = 17
-	opKVDelete      = 18
-	opKVList        = 19
-	opDOIDFromName  = 32
-	opDONewID       = 33
-	opDOIDFromStr   = 34
-	opDOFetch       = 35
-	opDOContext     = 36
-	opStGet         = 48
-	opStPut         = 49
-	opStDelete      = 50
-	opStList        = 51
-	opStDeleteAll   = 52
-	opStTxnBegin    = 53
-	opStTxnCommit   = 54
-	opStTxnRollback = 55
-	opStSQL         = 56
-	opAlarmGet      = 57
-	opAlarmSet      = 58
-	opAlarmDelete   = 59
-	opFetch         = 64
-)
-
-// Invocation kinds passed to verge_handle.
-const (
-	kindFetch   = 0
-	kindDOFetch = 1
-	kindDOAlarm = 2
-)
+const ABIVersion = workerabi.Version
 
 // ErrorCode classifies a failed host operation.
 type ErrorCode uint32
@@ -84,14 +45,14 @@ type ErrorCode uint32
 // Error codes of host operations.
 const (
 	// ErrInternal is a host-side failure (storage, network).
-	ErrInternal ErrorCode = 1
+	ErrInternal ErrorCode = workerabi.StatusInternal
 	// ErrInvalid is a bad argument: a key too long, a value too large, an unknown ID.
-	ErrInvalid ErrorCode = 2
+	ErrInvalid ErrorCode = workerabi.StatusInvalid
 	// ErrLimit is an exceeded limit, e.g. too many subrequests.
-	ErrLimit ErrorCode = 3
+	ErrLimit ErrorCode = workerabi.StatusLimit
 	// ErrUnavailable is an operation not possible here: an unbound name, storage outside a
 	// Durable Object, or no host at all.
-	ErrUnavailable ErrorCode = 4
+	ErrUnavailable ErrorCode = workerabi.StatusUnavailable
 )
 
 // Error is a failed host operation.
@@ -139,9 +100,9 @@ var envCache map[string]string
 func Env(name string) string {
 	if envCache == nil {
 		envCache = map[string]string{}
-		if res, err := rawCall(opEnv, nil); err == nil {
-			d := decoder{b: res}
-			h := d.header()
+		if res, err := rawCall(workerabi.OpEnv, nil); err == nil {
+			d := workerabi.Decoder{B: res}
+			h := decodeHeader(&d)
 			for _, f := range h.fields {
 				envCache[f.Name] = f.Value
 			}
@@ -160,42 +121,42 @@ const (
 
 // Log writes a message to the host's log at level (LevelInfo etc.), tagged with the worker.
 func Log(level int, format string, args ...any) {
-	var e encoder
-	e.u32(uint32(int32(level)))
-	e.str(fmt.Sprintf(format, args...))
-	_, _ = rawCall(opLog, e.b)
+	var e workerabi.Encoder
+	e.U32(uint32(int32(level)))
+	e.Str(fmt.Sprintf(format, args...))
+	_, _ = rawCall(workerabi.OpLog, e.B)
 }
 
-// dispatch runs one invocation and returns 0 on success, 1 when the invocation failed (the
-// host answers 500 and discards the instance) and 2 when an alarm handler reported failure
-// (the host retries the alarm and keeps the instance).
+// dispatch runs one invocation and returns its verge_handle result: workerabi.RCOK,
+// RCFailed (the host answers 500 and discards the instance) or RCAlarmFailed (an alarm
+// handler reported failure; the host retries the alarm and keeps the instance).
 func dispatch(kind uint32) uint32 {
 	waitUntil = waitUntil[:0]
 	var err error
 	switch kind {
-	case kindFetch:
+	case workerabi.KindFetch:
 		if handler == nil {
 			fmt.Fprintln(os.Stderr, "verge sdk: no handler registered (call sdk.Serve in init)")
-			return 1
+			return workerabi.RCFailed
 		}
 		err = serveRequest(handler)
-	case kindDOFetch:
+	case workerabi.KindDOFetch:
 		err = serveObject()
-	case kindDOAlarm:
+	case workerabi.KindDOAlarm:
 		err = runAlarm()
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}
 	if err == errAlarmFailed {
-		return 2
+		return workerabi.RCAlarmFailed
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "verge sdk:", err)
-		return 1
+		return workerabi.RCFailed
 	}
 	for i := 0; i < len(waitUntil); i++ {
 		waitUntil[i]()
 	}
 	waitUntil = waitUntil[:0]
-	return 0
+	return workerabi.RCOK
 }

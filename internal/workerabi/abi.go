@@ -1,0 +1,73 @@
+// Package workerabi is the wire format of the worker ABI shared by the host runtime (package
+// worker) and the Go guest SDK (package sdk under sdk/go): the version, operation codes,
+// statuses, invocation kinds and verge_handle results, and the encoder and decoder of ABI
+// values (little-endian integers and length-prefixed byte strings). docs/workers-abi.md is the
+// contract; this package is its one Go implementation.
+//
+// It is pure Go with no imports beyond the standard library's encoding helpers, so it builds
+// for the host and for GOOS=wasip1 GOARCH=wasm alike.
+package workerabi
+
+// Version is the ABI version: the guest exports it as verge_abi_version.
+const Version = 1
+
+// Host operation codes, the first argument of verge.call.
+const (
+	OpReqHead       = 1
+	OpReqBody       = 2
+	OpRespHead      = 3
+	OpRespBody      = 4
+	OpRespEnd       = 5
+	OpLog           = 6
+	OpEnv           = 7
+	OpKVGet         = 16
+	OpKVPut         = 17
+	OpKVDelete      = 18
+	OpKVList        = 19
+	OpDOIDFromName  = 32
+	OpDONewID       = 33
+	OpDOIDFromStr   = 34
+	OpDOFetch       = 35
+	OpDOContext     = 36
+	OpStGet         = 48
+	OpStPut         = 49
+	OpStDelete      = 50
+	OpStList        = 51
+	OpStDeleteAll   = 52
+	OpStTxnBegin    = 53
+	OpStTxnCommit   = 54
+	OpStTxnRollback = 55
+	OpStSQL         = 56
+	OpAlarmGet      = 57
+	OpAlarmSet      = 58
+	OpAlarmDelete   = 59
+	OpFetch         = 64
+)
+
+// Statuses of host operations. StatusOK carries the result; the others carry an error
+// message.
+const (
+	StatusOK          = 0
+	StatusInternal    = 1
+	StatusInvalid     = 2
+	StatusLimit       = 3
+	StatusUnavailable = 4
+)
+
+// Invocation kinds, the argument of verge_handle.
+const (
+	KindFetch   = 0
+	KindDOFetch = 1
+	KindDOAlarm = 2
+)
+
+// Results of verge_handle.
+const (
+	// RCOK is a completed invocation.
+	RCOK = 0
+	// RCFailed is a failed invocation: the host answers 500 and discards the instance.
+	RCFailed = 1
+	// RCAlarmFailed is an alarm handler that reported failure: the host retries the alarm
+	// and keeps the instance.
+	RCAlarmFailed = 2
+)
