@@ -150,6 +150,9 @@ type Module struct {
 // requires: memory and verge_handle(i32) -> i32. The module is instrumented for cheap
 // interruption (see instrument) when possible.
 func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
+	if err := checkSizes(bin); err != nil {
+		return nil, err
+	}
 	m := &Module{rt: r.rt, instrumented: true}
 	code, err := instrument(bin)
 	if errors.Is(err, errUninstrumentable) {
