@@ -224,23 +224,9 @@ func isFramingField(name string) bool {
 // 6.5.1, RFC 9112 section 7.1.2). A recipient that merges trailers into the header section
 // would otherwise take them as the message's own.
 func forbiddenTrailer(name string) bool {
-	switch len(name) {
-	case 2:
-		return message.EqualFold(name, "TE")
-	case 4:
-		return message.EqualFold(name, "Host")
-	case 7:
-		return message.EqualFold(name, "Trailer") || message.EqualFold(name, "Upgrade")
-	case 10:
-		return message.EqualFold(name, "Connection") || message.EqualFold(name, "Keep-Alive")
-	case 14:
-		return message.EqualFold(name, "Content-Length")
-	case 16:
-		return message.EqualFold(name, "Proxy-Connection")
-	case 17:
-		return message.EqualFold(name, "Transfer-Encoding")
-	}
-	return false
+	return message.ConnectionSpecific(name) || message.EqualFold(name, "TE") ||
+		message.EqualFold(name, "Trailer") || message.EqualFold(name, "Host") ||
+		message.EqualFold(name, "Content-Length")
 }
 
 // Write sends response body bytes, chunk-framed when the response is chunked. Small writes are

@@ -216,3 +216,22 @@ func cloneString(s string) string {
 	copy(b, s)
 	return string(b)
 }
+
+// ConnectionSpecific reports whether name is one of the fields that only describe the
+// connection a message travels on: Connection, Keep-Alive, Proxy-Connection,
+// Transfer-Encoding and Upgrade (RFC 9110 section 7.6.1, RFC 9113 section 8.2.2). Proxies
+// drop them, HTTP/2 and HTTP/3 forbid them, and trailers must not carry them. TE is left to
+// callers: "TE: trailers" is allowed where the rest is not.
+func ConnectionSpecific(name string) bool {
+	switch len(name) {
+	case 7:
+		return EqualFold(name, "Upgrade")
+	case 10:
+		return EqualFold(name, "Connection") || EqualFold(name, "Keep-Alive")
+	case 16:
+		return EqualFold(name, "Proxy-Connection")
+	case 17:
+		return EqualFold(name, "Transfer-Encoding")
+	}
+	return false
+}

@@ -8,21 +8,8 @@ import (
 // hopByHop reports whether a field is connection-specific and never forwarded (RFC 9110
 // section 7.6.1), apart from the fields the Connection header names.
 func hopByHop(name string) bool {
-	switch len(name) {
-	case 2:
-		return message.EqualFold(name, "TE")
-	case 7:
-		return message.EqualFold(name, "Trailer") || message.EqualFold(name, "Upgrade")
-	case 10:
-		return message.EqualFold(name, "Connection") || message.EqualFold(name, "Keep-Alive")
-	case 16:
-		return message.EqualFold(name, "Proxy-Connection")
-	case 17:
-		return message.EqualFold(name, "Transfer-Encoding")
-	case 19:
-		return message.EqualFold(name, "Proxy-Authorization")
-	}
-	return false
+	return message.ConnectionSpecific(name) || message.EqualFold(name, "TE") ||
+		message.EqualFold(name, "Trailer") || message.EqualFold(name, "Proxy-Authorization")
 }
 
 // stripHopByHop removes hop-by-hop fields and those named by Connection. With upgrade set it

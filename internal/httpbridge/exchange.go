@@ -259,7 +259,7 @@ func (ex *Exchange) Finish(trailer *message.Header) error {
 		a.grow(trailer.Fields())
 		for _, f := range trailer.Fields() {
 			k := CanonicalName(a.str(f.Name))
-			if IsConnectionSpecific(k) || !httpguts.ValidTrailerHeader(k) {
+			if message.ConnectionSpecific(k) || !httpguts.ValidTrailerHeader(k) {
 				continue
 			}
 			k = http.TrailerPrefix + k

@@ -76,29 +76,12 @@ func CanonicalName(name string) string {
 	return http.CanonicalHeaderKey(name)
 }
 
-// IsConnectionSpecific reports whether name is a connection-specific field that HTTP/2 and
-// HTTP/3 forbid (RFC 9113 section 8.2.2, RFC 9114 section 4.2). TE is handled by the caller:
-// it may stay when it is "trailers".
-func IsConnectionSpecific(name string) bool {
-	switch len(name) {
-	case 7:
-		return message.EqualFold(name, "upgrade")
-	case 10:
-		return message.EqualFold(name, "connection") || message.EqualFold(name, "keep-alive")
-	case 16:
-		return message.EqualFold(name, "proxy-connection")
-	case 17:
-		return message.EqualFold(name, "transfer-encoding")
-	}
-	return false
-}
-
 // SkipField reports whether the field f of header h must not travel on an HTTP/2 or HTTP/3
 // stream: a connection-specific field, a field nominated by Connection (checked only when conn
 // is true, meaning h has a Connection field), TE other than "trailers", or Host (which travels
 // as :authority).
 func SkipField(h *message.Header, f *message.Field, conn bool) bool {
-	if IsConnectionSpecific(f.Name) || message.EqualFold(f.Name, "host") {
+	if message.ConnectionSpecific(f.Name) || message.EqualFold(f.Name, "host") {
 		return true
 	}
 	if message.EqualFold(f.Name, "te") {
