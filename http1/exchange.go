@@ -144,7 +144,7 @@ func (ex *Exchange) WriteHeader(resp *message.Response) error {
 // response.
 func (ex *Exchange) wantsClose() bool {
 	switch {
-	case ex.c.shutdown.Load(), ex.rh.connClose, ex.rh.http10 && !ex.rh.connKeepAlive:
+	case ex.c.life.shutdown.Load(), ex.rh.connClose, ex.rh.http10 && !ex.rh.connKeepAlive:
 		return true
 	case ex.req.Body == nil || ex.body.done:
 		return false

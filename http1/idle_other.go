@@ -6,3 +6,5 @@ package http1
 const rawIdleWait = false
 
 func (sc *serverConn) ready(uintptr) bool { return true }
+
+func (l *connLife) peekReady(uintptr) bool { return true }

@@ -40,3 +40,26 @@ func (sc *serverConn) ready(fd uintptr) bool {
 	}
 	return true
 }
+
+// peekReady is the RawConn.Read callback of sleep. Its first call looks for bytes that
+// arrived before the wait started (the poller reports only later ones) without taking them;
+// later calls accept the poller's wake-up.
+func (l *connLife) peekReady(fd uintptr) bool {
+	l.peekCalls++
+	if l.peekCalls > 1 {
+		return true
+	}
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
+	switch {
+	case n > 0:
+	case err == syscall.EAGAIN:
+		return false
+	case err == syscall.EINTR:
+	case err == nil:
+		l.peekErr = io.EOF
+	default:
+		l.peekErr = err
+	}
+	return true
+}

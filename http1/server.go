@@ -11,8 +11,6 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
@@ -121,7 +119,8 @@ const (
 	stateIdle
 )
 
-// serverConn is the state of one downstream connection. It is pooled with its Exchange.
+// serverConn is the working state of one downstream connection: buffers, exchange, resolved
+// config. It is pooled with its Exchange, and given back while the connection hibernates.
 type serverConn struct {
 	cfg  serverConfig
 	ctx  context.Context
@@ -131,18 +130,14 @@ type serverConn struct {
 	out  outbuf
 	ex   Exchange
 	idle [1]byte
-	// raw, when the connection exposes its file descriptor, lets waitIdle wait for
-	// readability without reading: no buffer held and no extra read per request.
-	raw        syscall.RawConn
+	// readyFn is ready, the callback of waitIdle's wait on life.raw.
 	readyFn    func(fd uintptr) bool
 	readyCalls int
 	idleErr    error // end of file or error met by ready
-	state      atomic.Int32
-	shutdown   atomic.Bool
-	// mu orders onShutdown against the end of ServeConn; gen tells a late callback of an
-	// earlier connection (the serverConn is pooled) from one for the current connection.
-	mu  sync.Mutex
-	gen uint64
+	// life is the part of the connection's state that outlives a hibernation.
+	life *connLife
+	// hibernate is set by waitIdle when the connection should continue on a fresh goroutine.
+	hibernate bool
 }
 
 var serverConnPool = sync.Pool{New: func() any {
@@ -167,55 +162,17 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnIn
 // c (for example to tell an HTTP/2 prior-knowledge preface from HTTP/1): prefix holds them and
 // is parsed before anything read from c. prefix is copied; the caller may reuse it.
 func (s *Server) ServeConnWithPrefix(ctx context.Context, c net.Conn, info *message.ConnInfo, prefix []byte) {
-	if info == nil {
-		info = connInfo(c)
-	}
-	sc := serverConnPool.Get().(*serverConn)
-	sc.cfg = s.config(c, info)
-	sc.ctx, sc.conn, sc.info = ctx, c, info
-	sc.in = inbuf{conn: c}
-	sc.raw = nil
-	if scn, ok := c.(syscall.Conn); ok && rawIdleWait {
-		if raw, err := scn.SyscallConn(); err == nil {
-			sc.raw = raw
-		}
-	}
-	sc.out = outbuf{conn: c, perWrite: sc.cfg.write}
-	sc.state.Store(stateActive)
-	sc.shutdown.Store(false)
-	sc.ex.reset()
-	if len(prefix) > 0 {
-		sc.in.acquire()
-		if len(prefix) > len(sc.in.buf) {
-			sc.in.grow(len(prefix))
-		}
-		sc.in.w = copy(sc.in.buf, prefix)
-	}
-	drain := s.DrainContext
-	if drain == nil {
-		drain = ctx
-	}
-	stop := func() bool { return false }
-	if drain.Done() != nil {
-		gen := sc.gen
-		stop = context.AfterFunc(drain, func() { sc.onShutdown(gen) })
-	}
-	sc.serve()
-	stop()
-	if !sc.ex.upgraded {
-		c.Close()
-	}
-	sc.mu.Lock()
-	sc.in.release()
-	sc.out.release()
-	sc.ex.req.Reset()
-	sc.ex.body = bodyReader{}
-	sc.cfg, sc.ctx, sc.conn, sc.info = serverConfig{}, nil, nil, nil
-	sc.in.conn, sc.out.conn = nil, nil
-	sc.raw = nil
-	sc.gen++
-	sc.mu.Unlock()
-	serverConnPool.Put(sc)
+	s.start(ctx, c, info, prefix, nil).run(false)
+}
+
+// ServeConnAsync is ServeConnWithPrefix for a caller that lets the connection outlive the call:
+// a keep-alive connection idle for longer than 50ms moves to a new goroutine and ServeConnAsync
+// returns, so that the deep stack grown by its requests is freed while it waits. done must not
+// be nil; it is called exactly once, on whichever goroutine serves the connection last, after
+// the connection was closed (or taken over by Upgrade). Connections whose raw socket is not
+// reachable (TLS) never move and done is called before ServeConnAsync returns.
+func (s *Server) ServeConnAsync(ctx context.Context, c net.Conn, info *message.ConnInfo, prefix []byte, done func()) {
+	s.start(ctx, c, info, prefix, done).run(false)
 }
 
 func connInfo(c net.Conn) *message.ConnInfo {
@@ -234,25 +191,14 @@ func connInfo(c net.Conn) *message.ConnInfo {
 	return info
 }
 
-// onShutdown runs when the serving context is done: it wakes an idle connection so that it
-// closes, and makes a busy one close after its response.
-func (sc *serverConn) onShutdown(gen uint64) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if gen != sc.gen {
-		return
-	}
-	sc.shutdown.Store(true)
-	if sc.state.Load() == stateIdle {
-		sc.conn.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-func (sc *serverConn) serve() {
+// serve runs the connection's request loop until the connection must close or hibernate.
+// waited means the connection was seen readable already (a resumed hibernation).
+func (sc *serverConn) serve(waited bool) {
 	for {
-		if !sc.readRequest() {
+		if !sc.readRequest(waited) {
 			return
 		}
+		waited = false
 		sc.runHandler()
 		if !sc.endExchange() {
 			return
@@ -288,26 +234,38 @@ func (sc *serverConn) runHandler() {
 
 // waitIdle waits for the first byte of the next request without holding a buffer.
 func (sc *serverConn) waitIdle() bool {
-	c := sc.conn
+	c, l := sc.conn, sc.life
+	var until time.Time // the idle deadline; zero means none
 	if sc.cfg.idle > 0 {
-		c.SetReadDeadline(time.Now().Add(sc.cfg.idle))
-	} else {
-		c.SetReadDeadline(time.Time{})
+		until = time.Now().Add(sc.cfg.idle)
 	}
-	sc.state.Store(stateIdle)
-	if sc.shutdown.Load() {
+	// With a done callback, wait only hibernateAfter on this goroutine.
+	hibernate := l.done != nil && l.raw != nil && (sc.cfg.idle == 0 || sc.cfg.idle > 2*hibernateAfter)
+	if hibernate {
+		c.SetReadDeadline(time.Now().Add(hibernateAfter))
+	} else {
+		c.SetReadDeadline(until)
+	}
+	l.state.Store(stateIdle)
+	if l.shutdown.Load() {
 		return false
 	}
-	if sc.raw != nil {
+	if l.raw != nil {
 		// Read what is there, or wait for readability holding no buffer (see ready). A
 		// spurious wake-up only means the head parser's read waits, holding a buffer.
 		sc.readyCalls, sc.idleErr = 0, nil
-		err := sc.raw.Read(sc.readyFn)
-		sc.state.Store(stateActive)
+		err := l.raw.Read(sc.readyFn)
+		if hibernate && sc.idleErr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
+			// Still idle: give this goroutine up (run starts the next one). The state stays
+			// idle, so a shutdown meanwhile still wakes the connection.
+			sc.hibernate, l.idleUntil = true, until
+			return false
+		}
+		l.state.Store(stateActive)
 		if err == nil {
 			err = sc.idleErr
 		}
-		if err != nil || sc.shutdown.Load() {
+		if err != nil || l.shutdown.Load() {
 			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 				sc.debug("waiting for a request", err)
 			}
@@ -317,8 +275,8 @@ func (sc *serverConn) waitIdle() bool {
 		return true
 	}
 	n, err := c.Read(sc.idle[:])
-	sc.state.Store(stateActive)
-	if n == 0 || sc.shutdown.Load() {
+	l.state.Store(stateActive)
+	if n == 0 || l.shutdown.Load() {
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			sc.debug("read failed", err)
 		}
@@ -337,21 +295,22 @@ func (sc *serverConn) waitIdleBuffered() bool {
 	} else {
 		sc.conn.SetReadDeadline(time.Time{})
 	}
-	sc.state.Store(stateIdle)
-	if sc.shutdown.Load() {
+	sc.life.state.Store(stateIdle)
+	if sc.life.shutdown.Load() {
 		return false
 	}
 	err := sc.in.fill()
-	sc.state.Store(stateActive)
-	return err == nil && !sc.shutdown.Load()
+	sc.life.state.Store(stateActive)
+	return err == nil && !sc.life.shutdown.Load()
 }
 
 // readRequest reads and parses the next request head and prepares the Exchange. It reports
 // false when the connection must close (after sending an error response when one is due).
-func (sc *serverConn) readRequest() bool {
+// waited means waitIdle already saw the connection readable.
+func (sc *serverConn) readRequest(waited bool) bool {
 	in := &sc.in
 	in.perRead = 0
-	if in.r == in.w {
+	if in.r == in.w && !waited {
 		if sc.cfg.holdIdleBuffer {
 			if !sc.waitIdleBuffered() {
 				return false
@@ -379,7 +338,7 @@ func (sc *serverConn) readRequest() bool {
 			break
 		}
 		if err := in.fill(); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) && !sc.shutdown.Load() {
+			if errors.Is(err, os.ErrDeadlineExceeded) && !sc.life.shutdown.Load() {
 				sc.reject(errHeadTimeout)
 			} else if !errors.Is(err, io.EOF) {
 				sc.debug("reading request head", err)
@@ -434,7 +393,7 @@ func (sc *serverConn) endExchange() bool {
 		}
 	}
 	sc.out.release()
-	if ex.aborted || ex.closeAfter || sc.out.err != nil || sc.shutdown.Load() {
+	if ex.aborted || ex.closeAfter || sc.out.err != nil || sc.life.shutdown.Load() {
 		return false
 	}
 	if !ex.body.done {

@@ -227,15 +227,15 @@ func (s *Server) track(c net.Conn, add bool) bool {
 }
 
 // serveConn runs one connection: TLS handshake or h2c sniff, then the protocol adapter.
+// HTTP/1 connections may outlive this goroutine (http1.Server.ServeConnAsync moves an idle
+// one to a fresh goroutine with a small stack); endConn then runs on that goroutine.
 func (s *Server) serveConn(c net.Conn) {
-	defer s.wg.Done()
+	async := false
 	defer func() {
-		if s.sem != nil {
-			<-s.sem
+		if !async {
+			s.endConn(c)
 		}
 	}()
-	defer s.track(c, false)
-	defer c.Close()
 
 	info := message.ConnInfo{
 		RemoteAddr: addrPort(c.RemoteAddr()),
@@ -271,19 +271,40 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	if s.ConnHook != nil {
 		s.ConnHook(info.Proto, 1)
-		defer s.ConnHook(info.Proto, -1)
 	}
 	if h2conn {
 		s.HTTP2.ServeConn(s.ctx, conn, &info)
+		s.connHookDone(info.Proto)
 		return
 	}
+	var prefix []byte
 	if sniffed != nil {
 		// HTTP/1 gets the TCP connection itself and the sniffed bytes as a prefix, so that
 		// its idle wait can use the socket's readiness directly.
-		s.HTTP1.ServeConnWithPrefix(s.ctx, c, &info, sniffed.buf[sniffed.r:sniffed.w])
-		return
+		conn, prefix = c, sniffed.buf[sniffed.r:sniffed.w]
 	}
-	s.HTTP1.ServeConn(s.ctx, conn, &info)
+	async = true
+	s.HTTP1.ServeConnAsync(s.ctx, conn, &info, prefix, func() {
+		s.connHookDone(message.HTTP11)
+		s.endConn(c)
+	})
+}
+
+// connHookDone reports the end of a connection to ConnHook.
+func (s *Server) connHookDone(proto string) {
+	if s.ConnHook != nil {
+		s.ConnHook(proto, -1)
+	}
+}
+
+// endConn releases what Serve took for c.
+func (s *Server) endConn(c net.Conn) {
+	c.Close()
+	s.track(c, false)
+	if s.sem != nil {
+		<-s.sem
+	}
+	s.wg.Done()
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

@@ -1,0 +1,173 @@
+package http1
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/verge-edge/verge/message"
+)
+
+// hibernateAfter is how long a keep-alive connection served by ServeConnAsync waits for its
+// next request on the goroutine that served the last one. After that it hibernates: its
+// serverConn goes back to the pool and a fresh goroutine, whose stack is the runtime's
+// minimum, waits for readability. An idle connection then costs a small struct and a minimal
+// stack instead of its busiest request's stack and working state. Busy connections, whose
+// next request comes sooner, never pay for the move.
+const hibernateAfter = 50 * time.Millisecond
+
+// connLife is the part of a connection's state that lives as long as the connection. It is
+// all a hibernating connection keeps. It is not pooled, so a late drain callback can never
+// reach another connection.
+type connLife struct {
+	srv  *Server
+	ctx  context.Context
+	conn net.Conn
+	info *message.ConnInfo
+	// raw, when the connection exposes its file descriptor, lets the idle wait watch for
+	// readability without a buffer; without it the connection never hibernates.
+	raw syscall.RawConn
+	// done, set by ServeConnAsync, is called when the connection has ended; it is what
+	// allows hibernation.
+	done func()
+	// stopDrain unregisters the DrainContext callback.
+	stopDrain func() bool
+	state     atomic.Int32 // stateActive or stateIdle, read by onShutdown
+	shutdown  atomic.Bool
+	// idleUntil is the idle deadline a hibernating connection keeps (zero: none).
+	idleUntil time.Time
+	peekCalls int
+	peekErr   error
+}
+
+// start prepares the connection's life and a pooled serverConn for it.
+func (s *Server) start(ctx context.Context, c net.Conn, info *message.ConnInfo, prefix []byte, done func()) *serverConn {
+	if info == nil {
+		info = connInfo(c)
+	}
+	l := &connLife{srv: s, ctx: ctx, conn: c, info: info, done: done}
+	if scn, ok := c.(syscall.Conn); ok && rawIdleWait {
+		if raw, err := scn.SyscallConn(); err == nil {
+			l.raw = raw
+		}
+	}
+	drain := s.DrainContext
+	if drain == nil {
+		drain = ctx
+	}
+	if drain.Done() != nil {
+		l.stopDrain = context.AfterFunc(drain, l.onShutdown)
+	}
+	sc := l.attach()
+	if len(prefix) > 0 {
+		sc.in.acquire()
+		if len(prefix) > len(sc.in.buf) {
+			sc.in.grow(len(prefix))
+		}
+		sc.in.w = copy(sc.in.buf, prefix)
+	}
+	return sc
+}
+
+// attach takes a pooled serverConn and sets it up for l's connection.
+func (l *connLife) attach() *serverConn {
+	sc := serverConnPool.Get().(*serverConn)
+	sc.life = l
+	sc.cfg = l.srv.config(l.conn, l.info)
+	sc.ctx, sc.conn, sc.info = l.ctx, l.conn, l.info
+	sc.in = inbuf{conn: l.conn}
+	sc.out = outbuf{conn: l.conn, perWrite: sc.cfg.write}
+	sc.hibernate = false
+	sc.ex.reset()
+	return sc
+}
+
+// detach returns sc, with its buffers, to the pool.
+func (sc *serverConn) detach() {
+	sc.in.release()
+	sc.out.release()
+	sc.ex.req.Reset()
+	sc.ex.body = bodyReader{}
+	sc.cfg, sc.ctx, sc.conn, sc.info, sc.life = serverConfig{}, nil, nil, nil, nil
+	sc.in.conn, sc.out.conn = nil, nil
+	serverConnPool.Put(sc)
+}
+
+// run serves the connection on the calling goroutine until it ends or hibernates. waited
+// means the connection was already seen readable (a hibernation ending).
+func (sc *serverConn) run(waited bool) {
+	sc.serve(waited)
+	l, upgraded, hibernate := sc.life, sc.ex.upgraded, sc.hibernate
+	sc.detach()
+	if hibernate {
+		go l.sleep()
+		return
+	}
+	l.end(upgraded)
+}
+
+// end closes the connection (unless a handler took it over with Upgrade) and calls done.
+func (l *connLife) end(upgraded bool) {
+	if l.stopDrain != nil {
+		l.stopDrain()
+	}
+	if !upgraded {
+		l.conn.Close()
+	}
+	if l.done != nil {
+		l.done()
+	}
+}
+
+// sleep is a hibernating connection's goroutine: it waits for the next request holding no
+// buffer and no serverConn, then serves on. It keeps its frames small so that the wait fits
+// the runtime's minimal stack.
+func (l *connLife) sleep() {
+	l.conn.SetReadDeadline(l.idleUntil)
+	if l.shutdown.Load() {
+		l.end(false)
+		return
+	}
+	l.peekCalls, l.peekErr = 0, nil
+	err := l.raw.Read(l.peekReady)
+	if err == nil {
+		err = l.peekErr
+	}
+	l.state.Store(stateActive)
+	if err != nil || l.shutdown.Load() {
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			l.debug(err)
+		}
+		l.end(false)
+		return
+	}
+	sc := l.attach()
+	sc.in.acquire()
+	sc.run(true)
+}
+
+// onShutdown runs when the drain context is done: it wakes an idle (or hibernating)
+// connection so that it closes, and makes a busy one close after its response.
+func (l *connLife) onShutdown() {
+	l.shutdown.Store(true)
+	if l.state.Load() == stateIdle {
+		l.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (l *connLife) debug(err error) {
+	log := l.srv.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if log.Enabled(l.ctx, slog.LevelDebug) {
+		log.LogAttrs(l.ctx, slog.LevelDebug, "http1: waiting for a request",
+			slog.Any("error", err), slog.String("remote", l.info.RemoteAddr.String()))
+	}
+}
