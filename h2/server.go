@@ -3,15 +3,11 @@ package h2
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/verge-edge/verge/message"
 )
@@ -19,7 +15,7 @@ import (
 // Server defaults, applied by [Server] to fields left at zero.
 const (
 	// DefaultMaxConcurrentStreams is the SETTINGS_MAX_CONCURRENT_STREAMS advertised to
-	// clients, as NGINX does (HAProxy uses 100, x/net/http2 250).
+	// clients, as NGINX does (HAProxy uses 100).
 	DefaultMaxConcurrentStreams = 128
 	// DefaultMaxHeaderListSize is the SETTINGS_MAX_HEADER_LIST_SIZE advertised to clients:
 	// the decoded size of a request's header list (RFC 9113 section 6.5.2), 64 KiB.
@@ -44,19 +40,17 @@ const (
 	DefaultWriteByteTimeout = 30 * time.Second
 )
 
-// http1HeaderOverhead is what x/net/http2 adds to http.Server.MaxHeaderBytes to get the
-// advertised SETTINGS_MAX_HEADER_LIST_SIZE (32 bytes of per-field overhead for 10 fields).
-const http1HeaderOverhead = 10 * 32
-
 // Server serves HTTP/2 connections, presenting each stream as a [message.ServerExchange].
 // The zero value serves with the documented defaults once Handler is set. Fields must not be
 // changed after the first call to ServeConn.
 type Server struct {
-	// Handler serves one exchange. It runs on its own goroutine per stream and must end the
-	// exchange with Finish or Abort before it returns; a Handler that returns without either,
-	// or panics, has its stream reset (RST_STREAM INTERNAL_ERROR) rather than leave the client
-	// with a response that looks complete. END_STREAM is sent when Handler returns, so it
-	// should return promptly after Finish. A nil Handler answers every request with 404.
+	// Handler serves one exchange. It runs on a goroutine of its own per stream (taken from
+	// a pool of reused goroutines) and must end the exchange with Finish or Abort before it
+	// returns; a Handler that returns without either, or panics, has its stream reset
+	// (RST_STREAM INTERNAL_ERROR) rather than leave the client with a response that looks
+	// complete. END_STREAM is sent by Finish; the stream's handler slot (see
+	// MaxConcurrentStreams) is freed when Handler returns, so it should return promptly
+	// after Finish. A nil Handler answers every request with 404.
 	Handler func(ex message.ServerExchange)
 
 	// MaxConcurrentStreams is the number of streams a client may have open at once, which
@@ -91,14 +85,14 @@ type Server struct {
 	// long. Zero means DefaultWriteByteTimeout; negative means no limit.
 	WriteByteTimeout time.Duration
 
-	// CountError, when non-nil, is called for each protocol error x/net/http2 detects, with
+	// CountError, when non-nil, is called for each protocol error the server detects, with
 	// a word-character name of the form scope_CODE_reason, such as
 	// "conn_ENHANCE_YOUR_CALM_too_many_early_resets" (a rapid-reset flood) or
 	// "stream_PROTOCOL_ERROR_over_max_streams", for counting in metrics. It must be safe for
 	// concurrent use and fast.
 	CountError func(errType string)
-	// Logger receives the adapter's messages: handler panics at Error, aborted streams and
-	// x/net/http2's own diagnostics at Debug. Nil means slog.Default().
+	// Logger receives the server's messages: handler panics at Error, aborted and
+	// unfinished streams at Debug. Nil means slog.Default().
 	Logger *slog.Logger
 
 	once  sync.Once
@@ -107,14 +101,22 @@ type Server struct {
 
 // serverState is what ServeConn builds once from the Server's fields.
 type serverState struct {
-	srv    *Server
-	h1     *http.Server
-	h2     *http2.Server
-	logger *slog.Logger
-	limits filterLimits // what the read filter must match (filter.go)
+	srv           *Server
+	logger        *slog.Logger
+	pool          workerPool
+	maxStreams    uint32
+	maxHeaderList uint32
+	maxBlock      int // encoded header block bytes after which the connection is closed
+	maxFrame      uint32
+	streamWindow  int32
+	connWindow    int32
+	idleTimeout   time.Duration // 0: none
+	readIdle      time.Duration // 0: no keep-alive PING
+	pingTimeout   time.Duration
+	writeTimeout  time.Duration // 0: none
 
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
+	conns    map[*serverConn]struct{}
 	shutdown bool
 	drained  chan struct{} // closed when shutdown and conns is empty
 }
@@ -127,55 +129,39 @@ func (s *Server) config() *serverState {
 
 // newServerState applies the defaults of every field in one place.
 func newServerState(s *Server) *serverState {
-	logger := s.Logger
-	if logger == nil {
-		logger = slog.Default()
+	st := &serverState{
+		srv:          s,
+		logger:       s.Logger,
+		maxStreams:   orDefault(s.MaxConcurrentStreams, DefaultMaxConcurrentStreams),
+		maxFrame:     s.MaxReadFrameSize,
+		streamWindow: s.MaxUploadBufferPerStream,
+		connWindow:   s.MaxUploadBufferPerConnection,
+		idleTimeout:  duration(s.IdleTimeout, DefaultIdleTimeout),
+		readIdle:     duration(s.ReadIdleTimeout, DefaultReadIdleTimeout),
+		pingTimeout:  s.PingTimeout,
+		writeTimeout: duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
+		conns:        make(map[*serverConn]struct{}),
 	}
-	h2 := &http2.Server{
-		MaxConcurrentStreams:         orDefault(s.MaxConcurrentStreams, DefaultMaxConcurrentStreams),
-		MaxReadFrameSize:             s.MaxReadFrameSize,
-		MaxUploadBufferPerStream:     s.MaxUploadBufferPerStream,
-		MaxUploadBufferPerConnection: s.MaxUploadBufferPerConnection,
-		IdleTimeout:                  duration(s.IdleTimeout, DefaultIdleTimeout),
-		ReadIdleTimeout:              duration(s.ReadIdleTimeout, DefaultReadIdleTimeout),
-		PingTimeout:                  s.PingTimeout,
-		WriteByteTimeout:             duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
-		CountError:                   s.CountError,
-		// Stated explicitly: the read filter's HPACK decoder must use the same table size.
-		MaxDecoderHeaderTableSize: headerTableSize,
+	if st.logger == nil {
+		st.logger = slog.Default()
 	}
-	if h2.MaxReadFrameSize < 16<<10 || h2.MaxReadFrameSize > 16<<20 {
-		h2.MaxReadFrameSize = DefaultMaxReadFrameSize
+	if st.maxFrame < minMaxFrameSize || st.maxFrame > 16<<20 {
+		st.maxFrame = DefaultMaxReadFrameSize
 	}
-	if h2.MaxUploadBufferPerStream <= 0 {
-		h2.MaxUploadBufferPerStream = DefaultMaxUploadBufferPerStream
+	if st.streamWindow <= 0 {
+		st.streamWindow = DefaultMaxUploadBufferPerStream
 	}
-	if h2.MaxUploadBufferPerConnection < 65535 {
-		h2.MaxUploadBufferPerConnection = DefaultMaxUploadBufferPerConnection
+	if st.connWindow < initialWindow {
+		st.connWindow = DefaultMaxUploadBufferPerConnection
 	}
-	if h2.PingTimeout <= 0 {
-		h2.PingTimeout = DefaultPingTimeout
+	if st.pingTimeout <= 0 {
+		st.pingTimeout = DefaultPingTimeout
 	}
-	hls := orDefault(s.MaxHeaderListSize, DefaultMaxHeaderListSize)
-	hls = max(hls, 1<<10)
-	h1 := &http.Server{
-		// x/net/http2 advertises MaxHeaderBytes plus a fixed overhead; subtract it so the
-		// advertised SETTINGS_MAX_HEADER_LIST_SIZE is exactly hls.
-		MaxHeaderBytes: int(hls) - http1HeaderOverhead,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-		IdleTimeout:    h2.IdleTimeout,
-	}
-	// ConfigureServer registers h2's connection tracking with h1, which Shutdown uses to
-	// send GOAWAY to every connection.
-	if err := http2.ConfigureServer(h1, h2); err != nil {
-		// Only a TLS cipher-suite list can make it fail, and h1 has none.
-		panic("h2: configure x/net/http2 server: " + err.Error())
-	}
-	return &serverState{
-		srv: s, h1: h1, h2: h2, logger: logger,
-		limits: filterLimits{maxFrameSize: h2.MaxReadFrameSize, maxHeaderList: hls},
-		conns:  make(map[net.Conn]struct{}),
-	}
+	st.maxHeaderList = max(orDefault(s.MaxHeaderListSize, DefaultMaxHeaderListSize), 1<<10)
+	// An encoded block is rarely larger than its decoded list; twice the limit plus a
+	// frame's worth lets every list up to the limit (and a 431 for larger ones) through.
+	st.maxBlock = 2*int(st.maxHeaderList) + int(st.maxFrame)
+	return st
 }
 
 func orDefault(v, def uint32) uint32 {
@@ -185,7 +171,7 @@ func orDefault(v, def uint32) uint32 {
 	return v
 }
 
-// duration maps zero to def and negative to 0, which x/net/http2 reads as "no limit".
+// duration maps zero to def and negative to 0, "no limit".
 func duration(d, def time.Duration) time.Duration {
 	switch {
 	case d == 0:
@@ -204,23 +190,18 @@ func duration(d, def time.Duration) time.Duration {
 // handlers' request contexts derive from ctx.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnInfo) {
 	st := s.config()
-	if !st.track(c) {
-		c.Close()
-		return
-	}
-	defer st.untrack(c)
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
 	if info == nil {
 		info = connInfo(c)
 	}
-	// x/net reads through the filter, which fixes two of its deviations from RFC 9113
-	// (filter.go); its writes go straight to c.
-	st.h2.ServeConn(newFilterConn(c, st.limits), &http2.ServeConnOpts{
-		Context:    ctx,
-		BaseConfig: st.h1,
-		Handler:    &connHandler{st: st, info: info},
-	})
+	sc := newServerConn(st, ctx, c, info)
+	if !st.track(sc) {
+		c.Close()
+		return
+	}
+	defer st.untrack(sc)
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	sc.serve()
 }
 
 // Shutdown stops the server gracefully: every connection gets a GOAWAY, streams in flight run
@@ -238,26 +219,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	drained := st.drained
-	st.mu.Unlock()
-	// h1 never listens: its Shutdown only runs the hooks ConfigureServer registered, which
-	// start x/net/http2's graceful shutdown of every tracked connection.
-	if err := st.h1.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		st.logger.Debug("h2: shutdown hooks", "err", err)
+	for sc := range st.conns {
+		sc.mu.Lock()
+		sc.startShutdownLocked()
+		sc.mu.Unlock()
 	}
+	st.mu.Unlock()
 	select {
 	case <-drained:
 		return nil
 	case <-ctx.Done():
 		st.mu.Lock()
-		for c := range st.conns {
-			c.Close()
+		for sc := range st.conns {
+			sc.c.Close()
 		}
 		st.mu.Unlock()
 		return ctx.Err()
 	}
 }
 
-func (st *serverState) track(c net.Conn) bool {
+func (st *serverState) track(c *serverConn) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.shutdown {
@@ -267,7 +248,7 @@ func (st *serverState) track(c net.Conn) bool {
 	return true
 }
 
-func (st *serverState) untrack(c net.Conn) {
+func (st *serverState) untrack(c *serverConn) {
 	st.mu.Lock()
 	delete(st.conns, c)
 	if st.shutdown && len(st.conns) == 0 {

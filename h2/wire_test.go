@@ -1,9 +1,7 @@
 package h2
 
 import (
-	"crypto/tls"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 
@@ -140,22 +138,5 @@ func TestServerDuplicateSettingsAppliedInOrder(t *testing.T) {
 	})
 	if !acked || dataLen != 1 {
 		t.Fatalf("SETTINGS acked %v, first DATA %d bytes (err %v); want acked, 1 byte", acked, dataLen, err)
-	}
-}
-
-// TestFilterKeepsTLSState: x/net checks the TLS version and cipher suite through
-// ConnectionState, so the filter must not hide it.
-func TestFilterKeepsTLSState(t *testing.T) {
-	a, b := net.Pipe()
-	t.Cleanup(func() { a.Close(); b.Close() })
-	if _, ok := newFilterConn(tls.Server(a, &tls.Config{}), testLimits).(interface {
-		ConnectionState() tls.ConnectionState
-	}); !ok {
-		t.Fatal("filtered TLS conn has no ConnectionState")
-	}
-	if _, ok := newFilterConn(a, testLimits).(interface {
-		ConnectionState() tls.ConnectionState
-	}); ok {
-		t.Fatal("filtered plain conn claims a ConnectionState")
 	}
 }
