@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,6 +45,13 @@ type connLife struct {
 	idleUntil time.Time
 	peekCalls int
 	peekErr   error
+	// slot, sleepGen and dueIdx place the connection in the sleeper (sleeper_linux.go);
+	// slot is -1 when it is not there.
+	slot     int32
+	sleepGen uint32
+	dueIdx   int32
+	// prev and next link the connection into its Server's drain list.
+	prev, next *connLife
 }
 
 // start prepares the connection's life and a pooled serverConn for it.
@@ -51,18 +59,17 @@ func (s *Server) start(ctx context.Context, c net.Conn, info *message.ConnInfo, 
 	if info == nil {
 		info = connInfo(c)
 	}
-	l := &connLife{srv: s, ctx: ctx, conn: c, info: info, done: done}
+	l := &connLife{srv: s, ctx: ctx, conn: c, info: info, done: done, slot: -1}
 	if scn, ok := c.(syscall.Conn); ok && rawIdleWait {
 		if raw, err := scn.SyscallConn(); err == nil {
 			l.raw = raw
 		}
 	}
-	drain := s.DrainContext
-	if drain == nil {
-		drain = ctx
-	}
-	if drain.Done() != nil {
-		l.stopDrain = context.AfterFunc(drain, l.onShutdown)
+	switch {
+	case s.DrainContext != nil:
+		s.drains.add(s.DrainContext, l)
+	case ctx.Done() != nil:
+		l.stopDrain = context.AfterFunc(ctx, l.onShutdown)
 	}
 	sc := l.attach()
 	if len(prefix) > 0 {
@@ -106,7 +113,9 @@ func (sc *serverConn) run(waited bool) {
 	l, upgraded, hibernate := sc.life, sc.ex.upgraded, sc.hibernate
 	sc.detach()
 	if hibernate {
-		go l.sleep()
+		if !hibernateConn(l) {
+			go l.sleep()
+		}
 		return
 	}
 	l.end(upgraded)
@@ -117,6 +126,9 @@ func (l *connLife) end(upgraded bool) {
 	if l.stopDrain != nil {
 		l.stopDrain()
 	}
+	if l.srv.DrainContext != nil {
+		l.srv.drains.remove(l)
+	}
 	if !upgraded {
 		l.conn.Close()
 	}
@@ -125,7 +137,19 @@ func (l *connLife) end(upgraded bool) {
 	}
 }
 
-// sleep is a hibernating connection's goroutine: it waits for the next request holding no
+// resume serves a connection the sleeper saw readable, on a new goroutine.
+func (l *connLife) resume() {
+	l.state.Store(stateActive)
+	if l.shutdown.Load() {
+		l.end(false)
+		return
+	}
+	sc := l.attach()
+	sc.in.acquire()
+	sc.run(true)
+}
+
+// sleep is a hibernating connection's goroutine where there is no sleeper: it waits for the next request holding no
 // buffer and no serverConn, then serves on. It keeps its frames small so that the wait fits
 // the runtime's minimal stack.
 func (l *connLife) sleep() {
@@ -157,7 +181,73 @@ func (l *connLife) sleep() {
 func (l *connLife) onShutdown() {
 	l.shutdown.Store(true)
 	if l.state.Load() == stateIdle {
+		if unhibernate(l) {
+			l.end(false)
+			return
+		}
 		l.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// drainList is a Server's set of connections to wake when its DrainContext is done: one
+// context registration for the Server instead of one per connection.
+type drainList struct {
+	mu      sync.Mutex
+	ctx     context.Context // the DrainContext the registration is for
+	head    *connLife
+	drained bool
+}
+
+// add links l in, registering the Server's callback on the first use of ctx.
+func (d *drainList) add(ctx context.Context, l *connLife) {
+	d.mu.Lock()
+	if d.ctx != ctx {
+		d.ctx, d.drained = ctx, false
+		context.AfterFunc(ctx, func() { d.drain(ctx) })
+	}
+	if d.drained {
+		d.mu.Unlock()
+		l.shutdown.Store(true)
+		return
+	}
+	l.prev, l.next = nil, d.head
+	if d.head != nil {
+		d.head.prev = l
+	}
+	d.head = l
+	d.mu.Unlock()
+}
+
+// remove unlinks l; it is a no-op for a connection that is not linked.
+func (d *drainList) remove(l *connLife) {
+	d.mu.Lock()
+	if l.prev != nil {
+		l.prev.next = l.next
+	} else if d.head == l {
+		d.head = l.next
+	}
+	if l.next != nil {
+		l.next.prev = l.prev
+	}
+	l.prev, l.next = nil, nil
+	d.mu.Unlock()
+}
+
+// drain runs onShutdown for every connection linked when ctx ended.
+func (d *drainList) drain(ctx context.Context) {
+	d.mu.Lock()
+	if d.ctx != ctx {
+		d.mu.Unlock()
+		return
+	}
+	d.drained = true
+	var ls []*connLife
+	for l := d.head; l != nil; l = l.next {
+		ls = append(ls, l)
+	}
+	d.mu.Unlock()
+	for _, l := range ls {
+		l.onShutdown()
 	}
 }
 

@@ -54,12 +54,13 @@ func TestIdleWaitArrivals(t *testing.T) {
 }
 
 // goroutineID returns the calling goroutine's number and whether its stack says it was
-// started by serverConn.run (a connection that hibernated and resumed).
+// started inside http1 (a connection that hibernated and resumed: serverConn.run or the
+// sleeper).
 func goroutineID() (id string, resumed bool) {
 	buf := make([]byte, 8<<10)
 	s := string(buf[:runtime.Stack(buf, false)])
 	id, _, _ = strings.Cut(strings.TrimPrefix(s, "goroutine "), " ")
-	return id, strings.Contains(s, "created by github.com/verge-edge/verge/http1.(*serverConn).run")
+	return id, strings.Contains(s, "created by github.com/verge-edge/verge/http1.(*")
 }
 
 // A keep-alive connection served by ServeConnAsync moves to a fresh goroutine once idle for

@@ -66,6 +66,8 @@ type Server struct {
 
 	// holdIdleBuffer keeps the read buffer across keep-alive waits (benchmarks only).
 	holdIdleBuffer bool
+	// drains holds the connections to wake when DrainContext is done.
+	drains drainList
 }
 
 // serverConfig is a Server with its defaults applied, resolved once per connection.

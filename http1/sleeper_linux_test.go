@@ -1,0 +1,138 @@
+//go:build linux
+
+package http1
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serveAsync accepts on a loopback listener and serves every connection with ServeConnAsync;
+// ended receives one value per connection whose done was called.
+func serveAsync(t *testing.T, s *Server, ctx context.Context) (addr string, ended chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended = make(chan struct{}, 1024)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.ServeConnAsync(ctx, c, nil, nil, func() { ended <- struct{}{} })
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String(), ended
+}
+
+// Hibernating connections wait in the sleeper's epoll set without a goroutine each, and
+// still serve their next request.
+func TestSleeperHoldsNoGoroutines(t *testing.T) {
+	const n = 64
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &Server{Handler: echoHandler, DrainContext: ctx}
+	addr, ended := serveAsync(t, s, ctx)
+	base := runtime.NumGoroutine()
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	req := "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+	for i := range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i], readers[i] = c, bufio.NewReader(c)
+		io.WriteString(c, req)
+		if r := readRawResponse(t, readers[i], false); r.status != 200 {
+			t.Fatalf("conn %d: status %d", i, r.status)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base+n/4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > base+n/4 {
+		t.Fatalf("%d goroutines with %d idle connections (base %d): connections did not hibernate", g, n, base)
+	}
+	for i, c := range conns {
+		io.WriteString(c, req)
+		if r := readRawResponse(t, readers[i], false); r.status != 200 {
+			t.Fatalf("conn %d after hibernating: status %d", i, r.status)
+		}
+	}
+	// A graceful stop closes the hibernating connections at once.
+	time.Sleep(4 * hibernateAfter)
+	cancel()
+	for i := range conns {
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of %d connections ended after the drain", i, n)
+		}
+	}
+	for i, br := range readers {
+		conns[i].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("conn %d after drain: %v, want EOF", i, err)
+		}
+	}
+}
+
+// The idle timeout still holds for a hibernating connection, and a client that closes while
+// its connection sleeps is noticed.
+func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
+	s := &Server{Handler: echoHandler, IdleTimeout: 300 * time.Millisecond}
+	addr, ended := serveAsync(t, s, context.Background())
+	req := "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	br := bufio.NewReader(idle)
+	io.WriteString(idle, req)
+	if r := readRawResponse(t, br, false); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	start := time.Now()
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: %v, want EOF from the idle timeout", err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Fatalf("closed after %v, before the 300ms idle timeout", d)
+	}
+	<-ended
+
+	gone, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(gone, req)
+	if r := readRawResponse(t, bufio.NewReader(gone), false); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	time.Sleep(3 * hibernateAfter)
+	gone.Close()
+	select {
+	case <-ended:
+	case <-time.After(250 * time.Millisecond):
+		t.Fatal("a client close while hibernating was not noticed before the idle timeout")
+	}
+}
