@@ -477,7 +477,8 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	}
 	if s.expect100 && !s.sent100 {
 		s.sent100 = true
-		if s.xstate.Load() == exIdle && s.writableLocked() == nil {
+		// Only while no final head went out (a pending one may still follow the 100).
+		if (s.xstate.Load() == exIdle || s.headPending) && s.writableLocked() == nil {
 			sc.appendHeadersLocked(s, continue100Block, false)
 		}
 	}
