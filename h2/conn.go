@@ -116,23 +116,24 @@ func newServerConn(st *serverState, ctx context.Context, c net.Conn, info *messa
 	sc.buf = *sc.small
 	sc.dec = hpack.NewDecoder(headerTableSize, sc.onField)
 	sc.dec.SetMaxStringLength(int(st.maxHeaderList))
+	// The server's preface goes first, before anything Shutdown may add.
+	b := sc.wbufLocked()
+	b = appendFrameHeader(b, 4*6, frameSettings, 0, 0)
+	b = appendSetting(b, settingMaxConcurrentStreams, st.maxStreams)
+	b = appendSetting(b, settingInitialWindowSize, uint32(st.streamWindow))
+	b = appendSetting(b, settingMaxFrameSize, st.maxFrame)
+	b = appendSetting(b, settingMaxHeaderListSize, st.maxHeaderList)
+	if inc := st.connWindow - initialWindow; inc > 0 {
+		b = appendWindowUpdate(b, 0, uint32(inc))
+	}
+	sc.wbuf = b
+	sc.unackedSet = 1
 	return sc
 }
 
 // serve runs the connection until it ends and every write is done.
 func (sc *serverConn) serve() {
 	sc.mu.Lock()
-	b := sc.wbufLocked()
-	b = appendFrameHeader(b, 4*6, frameSettings, 0, 0)
-	b = appendSetting(b, settingMaxConcurrentStreams, sc.st.maxStreams)
-	b = appendSetting(b, settingInitialWindowSize, uint32(sc.st.streamWindow))
-	b = appendSetting(b, settingMaxFrameSize, sc.st.maxFrame)
-	b = appendSetting(b, settingMaxHeaderListSize, sc.st.maxHeaderList)
-	if inc := sc.st.connWindow - initialWindow; inc > 0 {
-		b = appendWindowUpdate(b, 0, uint32(inc))
-	}
-	sc.wbuf = b
-	sc.unackedSet = 1
 	now := time.Now()
 	sc.idleSince = now
 	sc.lastRead.Store(now.UnixNano())
