@@ -44,21 +44,18 @@ const (
 // errCode is an HTTP/2 error code (RFC 9113 section 7).
 type errCode uint32
 
+// The error codes the server sends or acts on; String names them all.
 const (
-	codeNo                 errCode = 0x0
-	codeProtocol           errCode = 0x1
-	codeInternal           errCode = 0x2
-	codeFlowControl        errCode = 0x3
-	codeSettingsTimeout    errCode = 0x4
-	codeStreamClosed       errCode = 0x5
-	codeFrameSize          errCode = 0x6
-	codeRefusedStream      errCode = 0x7
-	codeCancel             errCode = 0x8
-	codeCompression        errCode = 0x9
-	codeConnect            errCode = 0xa
-	codeEnhanceYourCalm    errCode = 0xb
-	codeInadequateSecurity errCode = 0xc
-	codeHTTP11Required     errCode = 0xd
+	codeNo              errCode = 0x0
+	codeProtocol        errCode = 0x1
+	codeInternal        errCode = 0x2
+	codeFlowControl     errCode = 0x3
+	codeStreamClosed    errCode = 0x5
+	codeFrameSize       errCode = 0x6
+	codeRefusedStream   errCode = 0x7
+	codeCancel          errCode = 0x8
+	codeCompression     errCode = 0x9
+	codeEnhanceYourCalm errCode = 0xb
 )
 
 var codeNames = [...]string{
