@@ -441,7 +441,7 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	if end {
 		s.remoteDone = true
 		s.bodyEOF = true
-		s.recvCond.Broadcast()
+		s.wakeBodyLocked()
 		sc.maybeCloseLocked(s)
 	}
 	return nil

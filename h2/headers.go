@@ -306,7 +306,7 @@ func (sc *serverConn) endBlock() error {
 			return nil
 		}
 		s.remoteDone, s.bodyEOF = true, true
-		s.recvCond.Broadcast()
+		s.wakeBodyLocked()
 		sc.maybeCloseLocked(s)
 		return nil
 	}
@@ -386,7 +386,10 @@ func (sc *serverConn) endBlock() error {
 	}
 	s.declared = hb.cl
 	if req.ContentLength != 0 {
-		req.Body = &bodyReader{s: s, c: sc, gen: s.gen.Load()}
+		br := &bodyReader{s: s, c: sc, gen: s.gen.Load()}
+		br.cond.L = &sc.mu
+		s.br = br
+		req.Body = br
 		s.expect100 = message.EqualFold(req.Header.Get("expect"), "100-continue")
 	}
 

@@ -51,11 +51,7 @@ func streamResetError(code errCode) error {
 		Cause: errors.New("h2: stream reset by client: " + code.String())}
 }
 
-var streamPool = sync.Pool{New: func() any {
-	s := new(stream)
-	s.recvCond.L = new(sync.Mutex) // replaced by the connection's lock on use
-	return s
-}}
+var streamPool = sync.Pool{New: func() any { return new(stream) }}
 
 // stream is one HTTP/2 stream and the message.ServerExchange presenting it. Streams are
 // pooled: one is reused once its handler returned and the stream is closed.
@@ -85,7 +81,7 @@ type stream struct {
 	bodyOff     int
 	bodyEOF     bool
 	trailerIn   message.Header // trailers received, moved to req.Trailer at EOF
-	recvCond    sync.Cond
+	br          *bodyReader    // the request body's reader, if the request has a body
 	ctx         context.Context
 	cancel      context.CancelFunc
 	lastData    int    // offset in c.wbuf of the stream's last DATA frame
@@ -101,7 +97,6 @@ type stream struct {
 func (sc *serverConn) newStream(id uint32) *stream {
 	s := streamPool.Get().(*stream)
 	s.c, s.id = sc, id
-	s.recvCond.L = &sc.mu
 	s.recvWindow = sc.st.streamWindow
 	s.declared = -1
 	s.xstate.Store(exIdle)
@@ -124,7 +119,7 @@ func (s *stream) recycleLocked() {
 	s.c, s.id = nil, 0
 	s.inMap, s.closed, s.reset, s.remoteDone, s.localDone = false, false, false, false, false
 	s.handlerDone, s.gotTrailers, s.expect100, s.sent100 = false, false, false, false
-	s.err, s.ctx, s.cancel = nil, nil, nil
+	s.err, s.ctx, s.cancel, s.br = nil, nil, nil, nil
 	s.recvWindow, s.recvUnacked, s.sendWindow = 0, 0, 0
 	s.declared, s.bodyBytes, s.bodyEOF = -1, 0, false
 	s.lastData, s.lastGen, s.headPending = 0, 0, false
@@ -146,12 +141,19 @@ const bodyBufSize = 16 << 10
 
 var bodyBufPool = sync.Pool{New: func() any { b := make([]byte, 0, bodyBufSize); return &b }}
 
+// wakeBodyLocked wakes a read of the request body waiting for data.
+func (s *stream) wakeBodyLocked() {
+	if s.br != nil {
+		s.br.cond.Broadcast()
+	}
+}
+
 func (s *stream) pushBodyLocked(data []byte) {
 	if s.body == nil {
 		s.body = bodyBufPool.Get().(*[]byte)
 	}
 	*s.body = append(*s.body, data...)
-	s.recvCond.Broadcast()
+	s.wakeBodyLocked()
 }
 
 // creditLocked returns n bytes of the stream's receive window, sending WINDOW_UPDATE once
@@ -234,7 +236,7 @@ func (sc *serverConn) resetLocked(s *stream, code errCode, send bool, err error)
 	if s.cancel != nil {
 		s.cancel()
 	}
-	s.recvCond.Broadcast()
+	s.wakeBodyLocked()
 	sc.sendCond.Broadcast()
 	sc.closeLocked(s, send)
 }
@@ -462,9 +464,10 @@ func (s *stream) Abort(err error) {
 // after the exchange ended (and the stream was reused) fails instead of reading another
 // request's body.
 type bodyReader struct {
-	s   *stream
-	c   *serverConn
-	gen uint32
+	s    *stream
+	c    *serverConn
+	gen  uint32
+	cond sync.Cond // on c.mu: data, end of stream or reset
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -483,6 +486,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		}
 	}
 	for {
+		if s.gen.Load() != b.gen {
+			return 0, errBodyGone
+		}
 		if s.reset {
 			return 0, s.err
 		}
@@ -509,7 +515,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		s.recvCond.Wait()
+		b.cond.Wait()
 	}
 }
 

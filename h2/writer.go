@@ -124,7 +124,9 @@ func (sc *serverConn) armTimer() {
 		d = st.readIdle
 	}
 	if d > 0 {
+		sc.mu.Lock()
 		sc.timer = time.AfterFunc(d, sc.onTimer)
+		sc.mu.Unlock()
 	}
 }
 
