@@ -274,6 +274,8 @@ func (cc *ClientConn) unwatchLocked() {
 	cc.watched, cc.stop = nil, nil
 	if cc.canceled.Swap(false) && cc.state.Load() != ccClosed {
 		cc.conn.SetDeadline(time.Time{})
+		cc.in.rdl.forget()
+		cc.out.wdl.forget()
 	}
 }
 
@@ -449,6 +451,7 @@ func (cc *ClientConn) readHead(waitContinue bool) (timedOut bool, err error) {
 	if waitContinue {
 		in.perRead = 0
 		cc.conn.SetReadDeadline(time.Now().Add(cc.opts.ContinueTimeout))
+		in.rdl.forget()
 		defer func() {
 			in.perRead = cc.opts.ReadTimeout
 			if cc.opts.ReadTimeout == 0 && !cc.canceled.Load() {
@@ -507,6 +510,8 @@ func (cc *ClientConn) setupBody(req *message.Request) error {
 		cc.watchMu.Lock()
 		if !cc.canceled.Load() {
 			cc.conn.SetDeadline(time.Time{})
+			cc.in.rdl.forget()
+			cc.out.wdl.forget()
 		}
 		cc.watchMu.Unlock()
 		cc.upgraded.start()

@@ -12,15 +12,13 @@ const rawIdleWait = true
 
 // ready is the syscall.RawConn.Read callback of waitIdle. Its first call reads optimistically
 // into a pooled buffer: on a busy connection the next request is usually there already, and
-// this read is the only one it needs. When nothing has arrived (EAGAIN) it gives the buffer
-// back and declines, so the runtime's poller waits for readability with no buffer held; the
-// second call, after that wait, accepts and the head parser reads. Reading first also matters
-// for correctness: the poller only reports readiness that arrives after the wait starts.
+// this read is the only one it needs, with no deadline to set. When nothing has arrived
+// (EAGAIN) it gives the buffer back, arms the wait's deadline and declines, so the runtime's
+// poller waits for readability with no buffer held; later calls, after a wake-up, read what
+// came. Reading first also matters for correctness: the poller only reports readiness that
+// arrives after the wait starts.
 func (sc *serverConn) ready(fd uintptr) bool {
 	sc.readyCalls++
-	if sc.readyCalls > 1 {
-		return true
-	}
 	in := &sc.in
 	in.acquire()
 	n, err := syscall.Read(int(fd), in.buf[in.w:])
@@ -30,6 +28,12 @@ func (sc *serverConn) ready(fd uintptr) bool {
 		return true
 	case err == syscall.EAGAIN:
 		in.release()
+		if sc.readyCalls == 1 {
+			sc.armPark()
+			// A drain that began before the deadline was set would have been overridden
+			// by it: look again, now that the deadline is in place.
+			return sc.life.shutdown.Load()
+		}
 		return false
 	case err == syscall.EINTR:
 		return true // the head parser's read retries

@@ -29,8 +29,11 @@ type inbuf struct {
 	large *[largeBufSize]byte
 	// r and w delimit the unread bytes buf[r:w]; keep <= r.
 	r, w, keep int
-	// perRead, when positive, is set as the read deadline before each read from conn.
+	// perRead, when positive, is the read deadline in force for each read from conn (set
+	// lazily, see lazyDeadline); negative means reads have no deadline; zero leaves the
+	// deadline alone.
 	perRead time.Duration
+	rdl     lazyDeadline
 	// err is a read error kept until the buffered bytes are consumed.
 	err error
 }
@@ -109,8 +112,8 @@ func (b *inbuf) fill() error {
 	if b.w == len(b.buf) {
 		b.grow(2 * len(b.buf))
 	}
-	if b.perRead > 0 {
-		b.conn.SetReadDeadline(time.Now().Add(b.perRead))
+	if b.perRead != 0 {
+		b.rdl.arm(b.conn, false, max(b.perRead, 0))
 	}
 	n, err := b.conn.Read(b.buf[b.w:])
 	b.w += n
@@ -132,8 +135,8 @@ func (b *inbuf) read(p []byte) (int, error) {
 			return 0, b.err
 		}
 		if len(p) >= smallBufSize {
-			if b.perRead > 0 {
-				b.conn.SetReadDeadline(time.Now().Add(b.perRead))
+			if b.perRead != 0 {
+				b.rdl.arm(b.conn, false, max(b.perRead, 0))
 			}
 			n, err := b.conn.Read(p)
 			if err != nil {

@@ -14,7 +14,8 @@ type outbuf struct {
 	conn     net.Conn
 	arr      *[smallBufSize]byte
 	buf      []byte
-	perWrite time.Duration // when positive, the write deadline set before each write
+	perWrite time.Duration // when positive, the write deadline in force for each write
+	wdl      lazyDeadline
 	err      error
 }
 
@@ -41,7 +42,7 @@ func (w *outbuf) connWrite(p []byte) error {
 		return w.err
 	}
 	if w.perWrite > 0 {
-		w.conn.SetWriteDeadline(time.Now().Add(w.perWrite))
+		w.wdl.arm(w.conn, true, w.perWrite)
 	}
 	if _, err := w.conn.Write(p); err != nil {
 		w.err = err

@@ -140,6 +140,10 @@ type serverConn struct {
 	life *connLife
 	// hibernate is set by waitIdle when the connection should continue on a fresh goroutine.
 	hibernate bool
+	// parkHibernate says the current idle wait may end in hibernation; parkUntil is its idle
+	// deadline (zero: none). Both are set by armPark.
+	parkHibernate bool
+	parkUntil     time.Time
 }
 
 var serverConnPool = sync.Pool{New: func() any {
@@ -237,30 +241,29 @@ func (sc *serverConn) runHandler() {
 // waitIdle waits for the first byte of the next request without holding a buffer.
 func (sc *serverConn) waitIdle() bool {
 	c, l := sc.conn, sc.life
-	var until time.Time // the idle deadline; zero means none
-	if sc.cfg.idle > 0 {
-		until = time.Now().Add(sc.cfg.idle)
-	}
 	// With a done callback, wait only hibernateAfter on this goroutine.
-	hibernate := l.done != nil && l.raw != nil && (sc.cfg.idle == 0 || sc.cfg.idle > 2*hibernateAfter)
-	if hibernate {
-		c.SetReadDeadline(time.Now().Add(hibernateAfter))
-	} else {
-		c.SetReadDeadline(until)
+	sc.parkHibernate = l.done != nil && l.raw != nil && (sc.cfg.idle == 0 || sc.cfg.idle > 2*hibernateAfter)
+	if l.raw == nil {
+		sc.armPark()
 	}
 	l.state.Store(stateIdle)
 	if l.shutdown.Load() {
 		return false
 	}
 	if l.raw != nil {
-		// Read what is there, or wait for readability holding no buffer (see ready). A
-		// spurious wake-up only means the head parser's read waits, holding a buffer.
+		// Read what is there, or wait for readability holding no buffer; the wait's deadline
+		// is set only when it waits (see ready).
 		sc.readyCalls, sc.idleErr = 0, nil
 		err := l.raw.Read(sc.readyFn)
-		if hibernate && sc.idleErr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
-			// Still idle: give this goroutine up (run starts the next one). The state stays
-			// idle, so a shutdown meanwhile still wakes the connection.
-			sc.hibernate, l.idleUntil = true, until
+		if sc.readyCalls == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
+			// A deadline left by the last request ran out before the wait began.
+			sc.armPark()
+			err = l.raw.Read(sc.readyFn)
+		}
+		if sc.parkHibernate && sc.idleErr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
+			// Still idle: give this goroutine up (run hands the connection on). The state
+			// stays idle, so a shutdown meanwhile still wakes the connection.
+			sc.hibernate, l.idleUntil = true, sc.parkUntil
 			return false
 		}
 		l.state.Store(stateActive)
@@ -288,6 +291,22 @@ func (sc *serverConn) waitIdle() bool {
 	sc.in.buf[0] = sc.idle[0]
 	sc.in.r, sc.in.w = 0, 1
 	return true
+}
+
+// armPark sets the deadline of an idle wait: the idle timeout, or hibernateAfter when the
+// connection may hibernate (parkUntil keeps the idle deadline for later).
+func (sc *serverConn) armPark() {
+	now := time.Now()
+	sc.parkUntil = time.Time{}
+	if sc.cfg.idle > 0 {
+		sc.parkUntil = now.Add(sc.cfg.idle)
+	}
+	if sc.parkHibernate {
+		sc.conn.SetReadDeadline(now.Add(hibernateAfter))
+	} else {
+		sc.conn.SetReadDeadline(sc.parkUntil)
+	}
+	sc.in.rdl.forget()
 }
 
 // waitIdleBuffered is waitIdle for a connection that keeps its buffer while idle.
@@ -321,14 +340,10 @@ func (sc *serverConn) readRequest(waited bool) bool {
 			return false
 		}
 	}
-	if sc.cfg.readHeader > 0 {
-		sc.conn.SetReadDeadline(time.Now().Add(sc.cfg.readHeader))
-	} else {
-		sc.conn.SetReadDeadline(time.Time{})
-	}
 	lim := &sc.cfg.lim
 	var scan headScanner
 	n := 0
+	headDeadline := false
 	for {
 		var perr *protoError
 		n, perr = scan.scan(in.buf[in.r:in.w], lim.MaxRequestLine, lim.MaxHeaderBytes, lim.MaxHeaders)
@@ -338,6 +353,17 @@ func (sc *serverConn) readRequest(waited bool) bool {
 		}
 		if n > 0 {
 			break
+		}
+		if !headDeadline {
+			// The head is not all here: bound the wait for the rest. A head that arrived
+			// whole (the usual case) needs no deadline of its own.
+			headDeadline = true
+			if sc.cfg.readHeader > 0 {
+				sc.conn.SetReadDeadline(time.Now().Add(sc.cfg.readHeader))
+			} else {
+				sc.conn.SetReadDeadline(time.Time{})
+			}
+			in.rdl.forget()
 		}
 		if err := in.fill(); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && !sc.life.shutdown.Load() {
@@ -358,7 +384,12 @@ func (sc *serverConn) readRequest(waited bool) bool {
 		return false
 	}
 	ex.req.Scheme = sc.cfg.scheme
+	// Body reads arm their own deadline (a negative perRead clears whatever the idle wait or
+	// the head left).
 	in.perRead = sc.cfg.bodyRead
+	if in.perRead == 0 {
+		in.perRead = -1
+	}
 	switch {
 	case ex.rh.chunked:
 		ex.body.init(in, bodyChunked, -1, lim, &ex.req.Trailer, fault.Downstream)
