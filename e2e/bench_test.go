@@ -9,15 +9,15 @@ import (
 	"github.com/verge-edge/verge/upstream"
 )
 
-// rawOrigin answers every request on its connections with a fixed 1 KiB response, using
-// preallocated buffers so that it allocates nothing per request itself.
-func rawOrigin(b *testing.B) string {
+// rawOrigin answers every request on its connections with a fixed response of size body
+// bytes, using preallocated buffers so that it allocates nothing per request itself.
+func rawOrigin(b *testing.B, size int) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { ln.Close() })
-	body := bytes.Repeat([]byte("a"), 1024)
+	body := bytes.Repeat([]byte("a"), size)
 	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"), body...)
 	go func() {
 		for {
@@ -57,10 +57,15 @@ func serveRaw(c net.Conn, resp []byte) {
 
 // BenchmarkProxyHTTP1 measures a full proxied request over loopback: a keep-alive client
 // connection into Verge's server, the HTTP/1.1 codec, the phases engine, the pooled upstream
-// transport, and a raw origin. The client and the origin allocate nothing per request, so
-// allocs/op is Verge's own.
+// transport, and a raw origin, for a 1 KiB and a 64 KiB response. The client and the origin
+// allocate nothing per request, so allocs/op is Verge's own.
 func BenchmarkProxyHTTP1(b *testing.B) {
-	origin := rawOrigin(b)
+	b.Run("1KiB", func(b *testing.B) { benchProxyHTTP1(b, 1<<10) })
+	b.Run("64KiB", func(b *testing.B) { benchProxyHTTP1(b, 64<<10) })
+}
+
+func benchProxyHTTP1(b *testing.B, size int) {
+	origin := rawOrigin(b, size)
 	v := startVerge(b, &upstream.Peer{Address: origin}, nil)
 	c, err := net.Dial("tcp", v.addr)
 	if err != nil {
@@ -68,12 +73,12 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 	}
 	defer c.Close()
 	req := []byte("GET /index.html HTTP/1.1\r\nHost: bench.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
-	buf := make([]byte, 8<<10)
+	buf := make([]byte, size+8<<10)
 	roundTrip := func() {
 		if _, err := c.Write(req); err != nil {
 			b.Fatal(err)
 		}
-		// Read the head, then exactly the 1 KiB body announced.
+		// Read the head, then exactly the body announced.
 		n := 0
 		for {
 			m, err := c.Read(buf[n:])
@@ -82,7 +87,7 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 			}
 			n += m
 			if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
-				for n-(i+4) < 1024 {
+				for n-(i+4) < size {
 					m, err := c.Read(buf[n:])
 					if err != nil {
 						b.Fatal(err)
@@ -101,4 +106,5 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		roundTrip()
 	}
+	b.SetBytes(int64(size))
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
@@ -120,6 +121,11 @@ func NewClientConn(c net.Conn, opts ClientOptions) *ClientConn {
 	cc.lim = Limits{MaxHeaderBytes: cc.opts.MaxHeaderBytes, MaxHeaders: cc.opts.MaxHeaders,
 		MaxChunkExtension: cc.opts.MaxChunkExtension}.withDefaults()
 	cc.in = inbuf{conn: c, perRead: cc.opts.ReadTimeout}
+	if scn, ok := c.(syscall.Conn); ok && rawIdleWait {
+		if raw, err := scn.SyscallConn(); err == nil {
+			cc.in.raw = raw
+		}
+	}
 	cc.out = outbuf{conn: c, perWrite: cc.opts.WriteTimeout}
 	cc.body.cc = cc
 	cc.upgraded.cc = cc

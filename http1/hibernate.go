@@ -88,7 +88,7 @@ func (l *connLife) attach() *serverConn {
 	sc.life = l
 	sc.cfg = l.srv.config(l.conn, l.info)
 	sc.ctx, sc.conn, sc.info = l.ctx, l.conn, l.info
-	sc.in = inbuf{conn: l.conn}
+	sc.in = inbuf{conn: l.conn, raw: l.raw}
 	sc.out = outbuf{conn: l.conn, perWrite: sc.cfg.write}
 	sc.hibernate = false
 	sc.ex.reset()

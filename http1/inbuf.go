@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -36,6 +37,12 @@ type inbuf struct {
 	rdl     lazyDeadline
 	// err is a read error kept until the buffered bytes are consumed.
 	err error
+	// raw, when set, lets read top up a short copy from the buffer with a read that does
+	// not wait (see topUp); topFn, topDst and topN are that read's callback state.
+	raw    syscall.RawConn
+	topFn  func(fd uintptr) bool
+	topDst []byte
+	topN   int
 }
 
 func (b *inbuf) buffered() int { return b.w - b.r }
@@ -150,7 +157,24 @@ func (b *inbuf) read(p []byte) (int, error) {
 	}
 	n := copy(p, b.buf[b.r:b.w])
 	b.r += n
+	if n < len(p) && b.raw != nil && len(p)-n >= smallBufSize/2 {
+		n += b.topUp(p[n:])
+	}
 	return n, nil
+}
+
+// topUp reads into p what the socket holds right now, without waiting: a body that arrived
+// partly with its head is then handed on in one piece rather than as a small first part that
+// the proxy would flush alone. Errors (including EAGAIN: nothing there) are left for the next
+// read to meet.
+func (b *inbuf) topUp(p []byte) int {
+	if b.topFn == nil {
+		b.topFn = b.topRead
+	}
+	b.topDst, b.topN = p, 0
+	b.raw.Read(b.topFn)
+	b.topDst = nil
+	return b.topN
 }
 
 // need makes at least n bytes readable in buf[r:w].

@@ -17,6 +17,9 @@ type outbuf struct {
 	perWrite time.Duration // when positive, the write deadline in force for each write
 	wdl      lazyDeadline
 	err      error
+	// vec and bufs are write's scratch for one writev of the buffer and a large write.
+	vec  [2][]byte
+	bufs net.Buffers
 }
 
 func (w *outbuf) acquire() {
@@ -116,8 +119,20 @@ func (w *outbuf) write(p []byte) error {
 		w.buf = append(w.buf, p[n:]...)
 		return nil
 	}
-	if err := w.flush(); err != nil {
-		return err
+	if len(w.buf) == 0 || w.err != nil {
+		return w.connWrite(p)
 	}
-	return w.connWrite(p)
+	// What is buffered (typically a response head) and p leave in one writev.
+	if w.perWrite > 0 {
+		w.wdl.arm(w.conn, true, w.perWrite)
+	}
+	w.vec[0], w.vec[1] = w.buf, p
+	w.bufs = w.vec[:]
+	_, err := w.bufs.WriteTo(w.conn)
+	w.vec, w.bufs = [2][]byte{}, nil
+	w.buf = w.buf[:0]
+	if err != nil {
+		w.err = err
+	}
+	return err
 }
