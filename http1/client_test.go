@@ -690,3 +690,39 @@ func TestForbiddenTrailersNotWritten(t *testing.T) {
 		t.Fatalf("response %q, want it to end with %q", out, want)
 	}
 }
+
+// A body larger than the read buffer is topped up with reads that do not wait; those reads
+// must stop at the body's end, so that a second response already sent behind it on the same
+// connection stays intact for the next round trip, and the body's parts are read in order.
+func TestClientBodyTopUpStopsAtBodyEnd(t *testing.T) {
+	first := strings.Repeat("0123456789", 2000) // 20,000 bytes: past the 4 KiB read buffer
+	second := "second"
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readRequestHead(br); err != nil {
+			return
+		}
+		resp := "HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n" + first +
+			"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n" + second
+		// Half now, the rest (with the second response) a little later: the top-up finds
+		// part of the body and must not wait for the rest.
+		io.WriteString(c, resp[:len(resp)/2])
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(c, resp[len(resp)/2:])
+		readRequestHead(br)
+	})
+	cc := newClient(t, addr, nil)
+	resp, err := cc.RoundTrip(context.Background(), get("GET", "/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBody(t, resp); got != first {
+		t.Fatalf("first body: %d bytes, want %d (equal: %v)", len(got), len(first), got == first)
+	}
+	resp, err = cc.RoundTrip(context.Background(), get("GET", "/b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBody(t, resp); got != second {
+		t.Fatalf("second body %q, want %q", got, second)
+	}
+}
