@@ -113,6 +113,64 @@ type ClientConn struct {
 	watchMu sync.Mutex
 	watched context.Context
 	stop    func() bool
+
+	// sa is the state of sendAwait's callback, saFn that callback.
+	sa   sendAwaitState
+	saFn func(fd uintptr) bool
+	// idleSince is mono() when the connection last went idle.
+	idleSince int64
+}
+
+// freshIdle is how long an idle connection is trusted not to have been closed by the origin
+// in a way only a read would show (see sendAwait).
+const freshIdle = int64(time.Second)
+
+// sendAwaitState is what the callback of one sendAwait did.
+type sendAwaitState struct {
+	calls int
+	wrote int   // bytes of the request written
+	werr  error // the write's errno, when it stopped short
+}
+
+// sendAwait sends the buffered request, one without a body, and waits for the first bytes of
+// the response. Where the connection's socket is reachable it writes from inside the wait
+// (rawSendAwait): the poller then reports the response's arrival and the read that finds
+// nothing yet, which a write followed by a read costs, is saved. Errors of the wait itself (a
+// deadline, a cancellation) are left in the read buffer for readHead to report.
+func (cc *ClientConn) sendAwait() error {
+	out, in := &cc.out, &cc.in
+	// A connection idle for a while may hold an end of file the origin sent meanwhile; the
+	// poller reported it before this wait, so only the plain read after a plain write finds it
+	// at once (a write from the wait relies on the origin resetting the connection).
+	if in.raw == nil || out.err != nil || len(out.buf) == 0 || in.buffered() > 0 || in.err != nil ||
+		cc.canceled.Load() || (cc.requests > 1 && mono()-cc.idleSince > freshIdle) {
+		return out.flush()
+	}
+	if in.perRead != 0 {
+		in.rdl.arm(cc.conn, false, max(in.perRead, 0))
+	}
+	if cc.saFn == nil {
+		cc.saFn = cc.rawSendAwait
+	}
+	cc.sa = sendAwaitState{}
+	err := in.raw.Read(cc.saFn)
+	if cc.sa.wrote < len(out.buf) {
+		if cc.sa.werr != nil && cc.sa.werr != syscall.EAGAIN {
+			out.err = &net.OpError{Op: "write", Net: "tcp", Source: cc.conn.LocalAddr(),
+				Addr: cc.conn.RemoteAddr(), Err: os.NewSyscallError("write", cc.sa.werr)}
+			out.buf = out.buf[:0]
+			return out.err
+		}
+		// The socket took part of it (its buffer is full): the rest goes the usual way,
+		// under the write deadline, and readHead reads the response.
+		out.buf = out.buf[:copy(out.buf, out.buf[cc.sa.wrote:])]
+		return out.flush()
+	}
+	out.buf = out.buf[:0]
+	if err != nil && in.buffered() == 0 && in.err == nil {
+		in.err = err
+	}
+	return nil
 }
 
 // NewClientConn returns a ClientConn speaking HTTP/1.1 over c.
@@ -193,7 +251,10 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 	expect := hasBody && req.Header.HasToken("Expect", "100-continue")
 	var werr error
 	bodySent := !hasBody
-	if !hasBody || expect {
+	switch {
+	case !hasBody:
+		werr = cc.sendAwait()
+	case expect:
 		werr = cc.out.flush()
 	}
 	if werr == nil && hasBody && !expect {
@@ -602,6 +663,7 @@ func (cc *ClientConn) finish(reusable bool) {
 	cc.out.release()
 	cc.in.err = nil
 	if reusable {
+		cc.idleSince = mono()
 		cc.state.Store(ccIdle)
 	} else {
 		cc.state.Store(ccClosed)

@@ -10,3 +10,5 @@ func (sc *serverConn) ready(uintptr) bool { return true }
 func (l *connLife) peekReady(uintptr) bool { return true }
 
 func (b *inbuf) topRead(uintptr) bool { return true }
+
+func (cc *ClientConn) rawSendAwait(uintptr) bool { return true }

@@ -4,6 +4,8 @@ package http1
 
 import (
 	"io"
+	"net"
+	"os"
 	"syscall"
 )
 
@@ -72,6 +74,51 @@ func (l *connLife) peekReady(fd uintptr) bool {
 func (b *inbuf) topRead(fd uintptr) bool {
 	if n, _ := syscall.Read(int(fd), b.topDst); n > 0 {
 		b.topN = n
+	}
+	return true
+}
+
+// rawSendAwait is the RawConn.Read callback of ClientConn.sendAwait. Its first call writes the
+// request; the wait that follows can only end with bytes that arrive after it, which is
+// right for a response, as no response can precede its request (a closing origin's end of
+// file is reported too: the write makes the peer reset the connection). Later calls read the
+// response's first bytes into the read buffer.
+func (cc *ClientConn) rawSendAwait(fd uintptr) bool {
+	sa := &cc.sa
+	sa.calls++
+	if sa.calls == 1 {
+		buf := cc.out.buf
+		for sa.wrote < len(buf) {
+			n, err := syscall.Write(int(fd), buf[sa.wrote:])
+			if n > 0 {
+				sa.wrote += n
+			}
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err != nil:
+				sa.werr = err
+				return true
+			case n <= 0:
+				sa.werr = syscall.EAGAIN
+				return true
+			}
+		}
+		return false
+	}
+	in := &cc.in
+	n, err := syscall.Read(int(fd), in.space())
+	switch {
+	case n > 0:
+		in.w += n
+	case err == syscall.EAGAIN:
+		return false
+	case err == syscall.EINTR:
+	case err == nil:
+		in.err = io.EOF
+	default:
+		in.err = &net.OpError{Op: "read", Net: "tcp", Source: cc.conn.LocalAddr(),
+			Addr: cc.conn.RemoteAddr(), Err: os.NewSyscallError("read", err)}
 	}
 	return true
 }

@@ -111,18 +111,11 @@ func (b *inbuf) fill() error {
 	if b.err != nil {
 		return b.err
 	}
-	b.acquire()
-	if b.r > b.keep {
-		n := copy(b.buf[b.keep:], b.buf[b.r:b.w])
-		b.r, b.w = b.keep, b.keep+n
-	}
-	if b.w == len(b.buf) {
-		b.grow(2 * len(b.buf))
-	}
+	p := b.space()
 	if b.perRead != 0 {
 		b.rdl.arm(b.conn, false, max(b.perRead, 0))
 	}
-	n, err := b.conn.Read(b.buf[b.w:])
+	n, err := b.conn.Read(p)
 	b.w += n
 	if err != nil {
 		b.err = err
@@ -132,6 +125,20 @@ func (b *inbuf) fill() error {
 		return err
 	}
 	return nil
+}
+
+// space returns the free part of the buffer after the unread bytes, compacting them towards
+// keep first and growing the buffer when it is full.
+func (b *inbuf) space() []byte {
+	b.acquire()
+	if b.r > b.keep {
+		n := copy(b.buf[b.keep:], b.buf[b.r:b.w])
+		b.r, b.w = b.keep, b.keep+n
+	}
+	if b.w == len(b.buf) {
+		b.grow(2 * len(b.buf))
+	}
+	return b.buf[b.w:]
 }
 
 // read copies buffered bytes into p, or reads from the connection when none are buffered;
