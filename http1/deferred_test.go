@@ -131,3 +131,42 @@ func TestDeferredWriteSurvivesDrain(t *testing.T) {
 		t.Fatalf("after the drain: %v, want EOF", err)
 	}
 }
+
+// A client whose requests come further apart than recheckAfter is marked cold, so that its
+// responses are written at once rather than paying the recheck's timer on every request; it
+// turns hot again when its requests come back to back.
+func TestDeferredWriteColdClient(t *testing.T) {
+	cold := make(chan bool, 64)
+	s := &Server{Handler: func(ex *Exchange) {
+		cold <- ex.c.life.cold
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: 2})
+		ex.Write([]byte("ok"))
+		ex.Finish(nil)
+	}}
+	addr := serveOneAsync(t, s)
+	c := dial(t, addr)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	get := func() bool {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if r := readRawResponse(t, br, false); r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+		return <-cold
+	}
+	var wasCold bool
+	for range 4 {
+		wasCold = get()
+		time.Sleep(5 * recheckAfter)
+	}
+	if !wasCold {
+		t.Fatalf("requests %v apart: connection not marked cold", 5*recheckAfter)
+	}
+	for range 20 {
+		wasCold = get()
+	}
+	if wasCold && !raceEnabled {
+		t.Fatal("back-to-back requests: connection still cold")
+	}
+}
