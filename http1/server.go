@@ -146,7 +146,7 @@ type serverConn struct {
 	deferred, deferRest, recheck bool
 	// parkHibernate says the current idle wait may end in hibernation; parkUntil is its idle
 	// deadline (zero: none); parkedAt when it began. All are set by armPark.
-	parkedAt      time.Time
+	parkedAt time.Time
 	parkHibernate bool
 	parkUntil     time.Time
 }
