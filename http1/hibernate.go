@@ -53,9 +53,8 @@ type connLife struct {
 	// prev and next link the connection into its Server's drain list.
 	prev, next *connLife
 	// pipelined is set once the client sent a request before the previous response was
-	// finished; such a connection always reads before it waits (see deferFlush). cold is set
-	// while the client's requests come more than recheckAfter apart.
-	pipelined, cold bool
+	// finished; such a connection always reads before it waits (see deferFlush).
+	pipelined bool
 }
 
 // start prepares the connection's life and a pooled serverConn for it.

@@ -31,9 +31,6 @@ func (sc *serverConn) ready(fd uintptr) bool {
 	switch {
 	case n > 0:
 		in.w += n
-		if sc.readyCalls > 1 && sc.life.cold && time.Since(sc.parkedAt) < recheckAfter {
-			sc.life.cold = false // the client came back quickly
-		}
 		return true
 	case err == syscall.EAGAIN:
 		in.release()

@@ -145,8 +145,7 @@ type serverConn struct {
 	// the wait after such a write must read once after recheckAfter.
 	deferred, deferRest, recheck bool
 	// parkHibernate says the current idle wait may end in hibernation; parkUntil is its idle
-	// deadline (zero: none); parkedAt when it began. All are set by armPark.
-	parkedAt time.Time
+	// deadline (zero: none). Both are set by armPark.
 	parkHibernate bool
 	parkUntil     time.Time
 }
@@ -271,9 +270,7 @@ func (sc *serverConn) waitIdle() bool {
 			sc.recheck = false
 			if sc.idleErr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
 				// Nothing woke the wait since the deferred write: read once, as a wait
-				// without a deferred write does first, then wait the usual way. The client
-				// takes its time: its next responses go out at once (see deferFlush).
-				l.cold = true
+				// without a deferred write does first, then wait the usual way.
 				sc.armPark()
 				sc.readyCalls = 0
 				err = l.raw.Read(sc.readyFn)
@@ -345,13 +342,10 @@ const recheckAfter = 2 * time.Millisecond
 // poller reports it, and the read that would find nothing yet is saved. Clients that send
 // ahead (pipelining) are excluded once seen. The one race left, a pipelined request that
 // arrived unseen while the previous one was being served, is found by the read the wait makes
-// after recheckAfter: a delay of at most 2ms, once per connection. That read's timer costs a
-// wake-up, so a client whose requests come more than recheckAfter apart is marked cold and
-// gets its responses written at once (and the read before the wait, as it did anyway); it
-// turns hot again when a wait ends sooner.
+// after recheckAfter: a delay of at most 2ms, once per connection.
 func (sc *serverConn) deferFlush() bool {
 	l, ex := sc.life, &sc.ex
-	ok := l.raw != nil && l.done != nil && !l.pipelined && !l.cold && !ex.closeAfter && !ex.aborted &&
+	ok := l.raw != nil && l.done != nil && !l.pipelined && !ex.closeAfter && !ex.aborted &&
 		(ex.req.Body == nil || ex.body.done) && sc.in.buffered() == 0 && sc.out.err == nil &&
 		len(sc.out.buf) > 0 && !sc.cfg.holdIdleBuffer && !l.shutdown.Load()
 	sc.deferred = ok
@@ -370,7 +364,6 @@ func (sc *serverConn) flushDeferred() {
 // connection may hibernate (parkUntil keeps the idle deadline for later).
 func (sc *serverConn) armPark() {
 	now := time.Now()
-	sc.parkedAt = now
 	sc.parkUntil = time.Time{}
 	if sc.cfg.idle > 0 {
 		sc.parkUntil = now.Add(sc.cfg.idle)
