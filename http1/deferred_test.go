@@ -2,9 +2,7 @@ package http1
 
 import (
 	"bufio"
-	"context"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -86,48 +84,5 @@ func TestDeferredWriteSocketFull(t *testing.T) {
 	io.WriteString(c, "GET /small HTTP/1.1\r\nHost: a\r\n\r\n")
 	if r := readRawResponse(t, br, false); r.status != 200 || r.body != "ok" {
 		t.Fatalf("after the big response: %d %q", r.status, r.body)
-	}
-}
-
-// A drain that starts after a response was finished but before it left (the write was
-// deferred to the next idle wait) still delivers the response, then closes.
-func TestDeferredWriteSurvivesDrain(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	drain, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := &Server{DrainContext: drain, Handler: func(ex *Exchange) {
-		ex.WriteHeader(&message.Response{Status: 200, ContentLength: 2})
-		ex.Write([]byte("ok"))
-		ex.Finish(nil)
-		if ex.Request().Target == "/last" {
-			cancel()
-			time.Sleep(10 * time.Millisecond) // let the drain callback run
-		}
-	}}
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		s.ServeConnAsync(context.Background(), c, nil, nil, func() {})
-	}()
-	c := dial(t, ln.Addr().String())
-	defer c.Close()
-	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-	if r := readRawResponse(t, br, false); r.status != 200 {
-		t.Fatalf("status %d", r.status)
-	}
-	io.WriteString(c, "GET /last HTTP/1.1\r\nHost: a\r\n\r\n")
-	if r := readRawResponse(t, br, false); r.status != 200 || r.body != "ok" {
-		t.Fatalf("response finished before the drain: %d %q", r.status, r.body)
-	}
-	if _, err := br.ReadByte(); err != io.EOF {
-		t.Fatalf("after the drain: %v, want EOF", err)
 	}
 }

@@ -276,11 +276,6 @@ func (sc *serverConn) waitIdle() bool {
 				err = l.raw.Read(sc.readyFn)
 			}
 		}
-		if sc.deferred {
-			// The wait ended before its first call (a drain's deadline, a closed
-			// connection): the response still goes out, the plain way.
-			sc.flushDeferred()
-		}
 		if sc.deferRest {
 			// The socket took part of a deferred response: write the rest under the write
 			// deadline, then wait the usual way.
