@@ -316,9 +316,6 @@ func (ex *Exchange) Finish(trailer *message.Header) error {
 		w.writeString("\r\n")
 	}
 	ex.finished = true
-	if ex.c.deferFlush() {
-		return w.err
-	}
 	return w.flush()
 }
 

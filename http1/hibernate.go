@@ -52,9 +52,6 @@ type connLife struct {
 	dueIdx   int32
 	// prev and next link the connection into its Server's drain list.
 	prev, next *connLife
-	// pipelined is set once the client sent a request before the previous response was
-	// finished; such a connection always reads before it waits (see deferFlush).
-	pipelined bool
 }
 
 // start prepares the connection's life and a pooled serverConn for it.
@@ -93,7 +90,7 @@ func (l *connLife) attach() *serverConn {
 	sc.ctx, sc.conn, sc.info = l.ctx, l.conn, l.info
 	sc.in = inbuf{conn: l.conn, raw: l.raw}
 	sc.out = outbuf{conn: l.conn, perWrite: sc.cfg.write}
-	sc.hibernate, sc.deferred, sc.deferRest, sc.recheck = false, false, false, false
+	sc.hibernate = false
 	sc.ex.reset()
 	return sc
 }

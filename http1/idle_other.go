@@ -12,5 +12,3 @@ func (l *connLife) peekReady(uintptr) bool { return true }
 func (b *inbuf) topRead(uintptr) bool { return true }
 
 func (cc *ClientConn) rawSendAwait(uintptr) bool { return true }
-
-func (sc *serverConn) writeDeferred(uintptr) bool { return true }

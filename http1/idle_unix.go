@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"time"
 )
 
 // rawIdleWait: idle keep-alive connections wait for readability through the poller.
@@ -22,9 +21,6 @@ const rawIdleWait = true
 // arrives after the wait starts.
 func (sc *serverConn) ready(fd uintptr) bool {
 	sc.readyCalls++
-	if sc.deferred {
-		return sc.writeDeferred(fd)
-	}
 	in := &sc.in
 	in.acquire()
 	n, err := syscall.Read(int(fd), in.buf[in.w:])
@@ -125,38 +121,4 @@ func (cc *ClientConn) rawSendAwait(fd uintptr) bool {
 			Addr: cc.conn.RemoteAddr(), Err: os.NewSyscallError("read", err)}
 	}
 	return true
-}
-
-// writeDeferred is ready's first call when Finish left the response buffered (deferFlush): it
-// writes the response and, when the socket took all of it, lets the poller wait for the next
-// request without a read first.
-func (sc *serverConn) writeDeferred(fd uintptr) bool {
-	sc.deferred = false
-	w := &sc.out
-	wrote := 0
-	for wrote < len(w.buf) {
-		n, err := syscall.Write(int(fd), w.buf[wrote:])
-		if n > 0 {
-			wrote += n
-		}
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN || (err == nil && n <= 0):
-			w.buf = w.buf[:copy(w.buf, w.buf[wrote:])]
-			sc.deferRest = true
-			return true
-		case err != nil:
-			w.err = &net.OpError{Op: "write", Net: "tcp", Source: sc.conn.LocalAddr(),
-				Addr: sc.conn.RemoteAddr(), Err: os.NewSyscallError("write", err)}
-			return true
-		}
-	}
-	w.release()
-	// Wait without reading first, but look again soon (waitIdle): this bounds what the one
-	// race left (see deferFlush) can cost.
-	sc.recheck = true
-	sc.conn.SetReadDeadline(time.Now().Add(recheckAfter))
-	sc.in.rdl.forget()
-	return sc.life.shutdown.Load()
 }

@@ -140,10 +140,6 @@ type serverConn struct {
 	life *connLife
 	// hibernate is set by waitIdle when the connection should continue on a fresh goroutine.
 	hibernate bool
-	// deferred says the finished response is still in out, to be written by the next idle
-	// wait (see deferFlush); deferRest that the socket took only part of it; recheck that
-	// the wait after such a write must read once after recheckAfter.
-	deferred, deferRest, recheck bool
 	// parkHibernate says the current idle wait may end in hibernation; parkUntil is its idle
 	// deadline (zero: none). Both are set by armPark.
 	parkHibernate bool
@@ -252,8 +248,6 @@ func (sc *serverConn) waitIdle() bool {
 	}
 	l.state.Store(stateIdle)
 	if l.shutdown.Load() {
-		sc.flushDeferred()
-		sc.out.release()
 		return false
 	}
 	if l.raw != nil {
@@ -265,33 +259,6 @@ func (sc *serverConn) waitIdle() bool {
 			// A deadline left by the last request ran out before the wait began.
 			sc.armPark()
 			err = l.raw.Read(sc.readyFn)
-		}
-		if sc.recheck {
-			sc.recheck = false
-			if sc.idleErr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
-				// Nothing woke the wait since the deferred write: read once, as a wait
-				// without a deferred write does first, then wait the usual way.
-				sc.armPark()
-				sc.readyCalls = 0
-				err = l.raw.Read(sc.readyFn)
-			}
-		}
-		if sc.deferRest {
-			// The socket took part of a deferred response: write the rest under the write
-			// deadline, then wait the usual way.
-			sc.deferRest = false
-			l.state.Store(stateActive)
-			ferr := sc.out.flush()
-			sc.out.release()
-			if ferr != nil {
-				return false
-			}
-			return sc.waitIdle()
-		}
-		if sc.out.err != nil {
-			l.state.Store(stateActive)
-			sc.out.release()
-			return false
 		}
 		if sc.parkHibernate && sc.idleErr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
 			// Still idle: give this goroutine up (run hands the connection on). The state
@@ -324,35 +291,6 @@ func (sc *serverConn) waitIdle() bool {
 	sc.in.buf[0] = sc.idle[0]
 	sc.in.r, sc.in.w = 0, 1
 	return true
-}
-
-// recheckAfter is how long the wait after a deferred response write trusts the poller alone
-// before it reads once anyway (see deferFlush).
-const recheckAfter = 2 * time.Millisecond
-
-// deferFlush reports whether Finish may leave the complete response buffered for the next
-// idle wait to write. That wait writes it from inside RawConn.Read's callback, after the
-// runtime's poller forgot earlier readiness, and then waits without reading first: the next
-// request of a client that waits for each response can only arrive after that write, so the
-// poller reports it, and the read that would find nothing yet is saved. Clients that send
-// ahead (pipelining) are excluded once seen. The one race left, a pipelined request that
-// arrived unseen while the previous one was being served, is found by the read the wait makes
-// after recheckAfter: a delay of at most 2ms, once per connection.
-func (sc *serverConn) deferFlush() bool {
-	l, ex := sc.life, &sc.ex
-	ok := l.raw != nil && l.done != nil && !l.pipelined && !ex.closeAfter && !ex.aborted &&
-		(ex.req.Body == nil || ex.body.done) && sc.in.buffered() == 0 && sc.out.err == nil &&
-		len(sc.out.buf) > 0 && !sc.cfg.holdIdleBuffer && !l.shutdown.Load()
-	sc.deferred = ok
-	return ok
-}
-
-// flushDeferred writes a deferred response the plain way (before the connection closes).
-func (sc *serverConn) flushDeferred() {
-	if sc.deferred {
-		sc.deferred = false
-		sc.out.flush()
-	}
 }
 
 // armPark sets the deadline of an idle wait: the idle timeout, or hibernateAfter when the
@@ -487,13 +425,9 @@ func (sc *serverConn) endExchange() bool {
 			ex.Abort(nil)
 		}
 	}
+	sc.out.release()
 	if ex.aborted || ex.closeAfter || sc.out.err != nil || sc.life.shutdown.Load() {
-		sc.flushDeferred()
-		sc.out.release()
 		return false
-	}
-	if !sc.deferred {
-		sc.out.release()
 	}
 	if !ex.body.done {
 		if ex.rh.expect100 && !ex.continueSent {
@@ -504,9 +438,6 @@ func (sc *serverConn) endExchange() bool {
 		}
 	}
 	ex.req.Reset()
-	if sc.in.buffered() > 0 {
-		sc.life.pipelined = true // the next request came before this response was finished
-	}
 	if sc.cfg.holdIdleBuffer && sc.in.r == sc.in.w {
 		sc.in.r, sc.in.w, sc.in.keep = 0, 0, 0
 	} else {
