@@ -222,3 +222,52 @@ func BenchmarkClientServer(b *testing.B) {
 	}
 	cpu.report(b)
 }
+
+// BenchmarkRequestAfterHibernation measures a request on a keep-alive connection that
+// hibernated first (idle for longer than hibernateAfter): on Linux it wakes from the sleeper's
+// epoll set on a fresh goroutine, whose stack grows again. Compare with ServerLoopback. Each
+// operation idles 60ms untimed, so at most 16 are run per b.N round; ns/op is their mean.
+func BenchmarkRequestAfterHibernation(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	s := &Server{Handler: benchHandler}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.ServeConnAsync(context.Background(), c, nil, nil, func() {})
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte(benchRequest)
+	buf := make([]byte, 4096)
+	c.Write(req)
+	respLen, err := c.Read(buf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	n := min(b.N, 16)
+	var total time.Duration
+	for range n {
+		time.Sleep(60 * time.Millisecond)
+		start := time.Now()
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf[:respLen]); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(total.Nanoseconds())/float64(n), "ns/op")
+}

@@ -21,7 +21,7 @@ import (
 // minimum, waits for readability. An idle connection then costs a small struct and a minimal
 // stack instead of its busiest request's stack and working state. Busy connections, whose
 // next request comes sooner, never pay for the move.
-const hibernateAfter = 50 * time.Millisecond
+const hibernateAfter = 250 * time.Millisecond
 
 // connLife is the part of a connection's state that lives as long as the connection. It is
 // all a hibernating connection keeps. It is not pooled, so a late drain callback can never

@@ -172,7 +172,7 @@ func (s *Server) ServeConnWithPrefix(ctx context.Context, c net.Conn, info *mess
 }
 
 // ServeConnAsync is ServeConnWithPrefix for a caller that lets the connection outlive the call:
-// a keep-alive connection idle for longer than 50ms moves to a new goroutine and ServeConnAsync
+// a keep-alive connection idle for longer than 250ms hibernates (see docs/http1.md) and ServeConnAsync
 // returns, so that the deep stack grown by its requests is freed while it waits. done must not
 // be nil; it is called exactly once, on whichever goroutine serves the connection last, after
 // the connection was closed (or taken over by Upgrade). Connections whose raw socket is not

@@ -96,7 +96,8 @@ func TestSleeperHoldsNoGoroutines(t *testing.T) {
 // The idle timeout still holds for a hibernating connection, and a client that closes while
 // its connection sleeps is noticed.
 func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
-	s := &Server{Handler: echoHandler, IdleTimeout: 300 * time.Millisecond}
+	// Longer than 2*hibernateAfter, so that the connection hibernates before it expires.
+	s := &Server{Handler: echoHandler, IdleTimeout: 3 * hibernateAfter}
 	addr, ended := serveAsync(t, s, context.Background())
 	req := "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 
@@ -115,8 +116,8 @@ func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle connection: %v, want EOF from the idle timeout", err)
 	}
-	if d := time.Since(start); d < 200*time.Millisecond {
-		t.Fatalf("closed after %v, before the 300ms idle timeout", d)
+	if d := time.Since(start); d < 3*hibernateAfter-50*time.Millisecond {
+		t.Fatalf("closed after %v, before the %v idle timeout", d, 3*hibernateAfter)
 	}
 	<-ended
 
