@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -135,5 +136,44 @@ func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 	case <-ended:
 	case <-time.After(250 * time.Millisecond):
 		t.Fatal("a client close while hibernating was not noticed before the idle timeout")
+	}
+}
+
+// A woken connection is served by a parked worker when there is one: a goroutine that exists
+// already, with the stack earlier requests grew, rather than a new one.
+func TestSleeperReusesWorkers(t *testing.T) {
+	ids := make(chan string, 8)
+	s := &Server{Handler: func(ex *Exchange) {
+		id, _ := goroutineID()
+		ids <- id
+		echoHandler(ex)
+	}}
+	addr, _ := serveAsync(t, s, context.Background())
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	get := func() int {
+		io.WriteString(c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+		if r := readRawResponse(t, br, false); r.status != 200 {
+			t.Fatalf("status %d", r.status)
+		}
+		n, _ := strconv.Atoi(<-ids)
+		return n
+	}
+	get()
+	time.Sleep(2 * hibernateAfter)
+	get() // woken: a worker serves it, then parks once the connection hibernates again
+	time.Sleep(2 * hibernateAfter)
+	// Goroutine numbers only grow: one started now is numbered above every goroutine that
+	// exists already, and below any started later.
+	marker := make(chan int)
+	go func() { id, _ := goroutineID(); n, _ := strconv.Atoi(id); marker <- n }()
+	mark := <-marker
+	if woken := get(); woken > mark {
+		t.Fatalf("second wake ran on goroutine %d, started after goroutine %d: no parked worker was reused", woken, mark)
 	}
 }
