@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,12 +169,25 @@ func TestSleeperReusesWorkers(t *testing.T) {
 	time.Sleep(2 * hibernateAfter)
 	get() // woken: a worker serves it, then parks once the connection hibernates again
 	time.Sleep(2 * hibernateAfter)
-	// Goroutine numbers only grow: one started now is numbered above every goroutine that
-	// exists already, and below any started later.
-	marker := make(chan int)
-	go func() { id, _ := goroutineID(); n, _ := strconv.Atoi(id); marker <- n }()
-	mark := <-marker
-	if woken := get(); woken > mark {
-		t.Fatalf("second wake ran on goroutine %d, started after goroutine %d: no parked worker was reused", woken, mark)
+	// A parked worker is a goroutine that exists before the request that wakes the
+	// connection again.
+	before := allGoroutineIDs()
+	if woken := get(); !before[woken] {
+		t.Fatalf("second wake ran on goroutine %d, which did not exist before it: no parked worker was reused", woken)
 	}
+}
+
+// allGoroutineIDs returns the numbers of all goroutines that exist now.
+func allGoroutineIDs() map[int]bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	ids := make(map[int]bool)
+	for _, line := range strings.Split(string(buf), "\n") {
+		if rest, ok := strings.CutPrefix(line, "goroutine "); ok {
+			if n, err := strconv.Atoi(strings.SplitN(rest, " ", 2)[0]); err == nil {
+				ids[n] = true
+			}
+		}
+	}
+	return ids
 }
