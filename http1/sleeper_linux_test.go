@@ -133,11 +133,11 @@ func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 	}
 	// Hibernated after hibernateAfter; the idle timeout is 3*hibernateAfter after the
 	// response, so a close at 2*hibernateAfter must be noticed well before it.
-	start := time.Now()
+	answered := time.Now()
 	time.Sleep(2 * hibernateAfter)
 	gone.Close()
 	<-ended
-	if d := time.Since(start); d > 3*hibernateAfter-50*time.Millisecond {
+	if d := time.Since(answered); d > 3*hibernateAfter-50*time.Millisecond {
 		t.Fatalf("a client close while hibernating was noticed after %v, at the idle timeout", d)
 	}
 }
