@@ -169,25 +169,30 @@ func BenchmarkClientRoundTrip(b *testing.B) {
 	b.ReportAllocs()
 	cpu := startCPU()
 	for b.Loop() {
-		r, err := cc.RoundTrip(ctx, req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for {
-			_, err := r.Body.Read(buf)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		r.Body.Close()
+		roundTripAndDrain(b, cc, ctx, req, buf)
 	}
 	cpu.report(b)
 	if !cc.Reusable() {
 		b.Fatal("connection not reusable")
 	}
+}
+
+// roundTripAndDrain sends req on cc and reads the response body to its end.
+func roundTripAndDrain(b *testing.B, cc *ClientConn, ctx context.Context, req *message.Request, buf []byte) {
+	r, err := cc.RoundTrip(ctx, req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		_, err := r.Body.Read(buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	r.Body.Close()
 }
 
 // BenchmarkClientServer is a ClientConn talking to a Server over loopback: both codecs.
@@ -205,20 +210,7 @@ func BenchmarkClientServer(b *testing.B) {
 	b.ReportAllocs()
 	cpu := startCPU()
 	for b.Loop() {
-		r, err := cc.RoundTrip(ctx, req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for {
-			_, err := r.Body.Read(buf)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		r.Body.Close()
+		roundTripAndDrain(b, cc, ctx, req, buf)
 	}
 	cpu.report(b)
 }

@@ -125,6 +125,13 @@ type ClientConn struct {
 // in a way only a read would show (see sendAwait).
 const freshIdle = int64(time.Second)
 
+// opError wraps an errno from a system call made on the raw socket the way net.Conn reports
+// its own I/O errors, so that both paths classify alike.
+func (cc *ClientConn) opError(op string, errno error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: cc.conn.LocalAddr(), Addr: cc.conn.RemoteAddr(),
+		Err: os.NewSyscallError(op, errno)}
+}
+
 // sendAwaitState is what the callback of one sendAwait did.
 type sendAwaitState struct {
 	calls int
@@ -156,8 +163,7 @@ func (cc *ClientConn) sendAwait() error {
 	err := in.raw.Read(cc.saFn)
 	if cc.sa.wrote < len(out.buf) {
 		if cc.sa.werr != nil && cc.sa.werr != syscall.EAGAIN {
-			out.err = &net.OpError{Op: "write", Net: "tcp", Source: cc.conn.LocalAddr(),
-				Addr: cc.conn.RemoteAddr(), Err: os.NewSyscallError("write", cc.sa.werr)}
+			out.err = cc.opError("write", cc.sa.werr)
 			out.buf = out.buf[:0]
 			return out.err
 		}

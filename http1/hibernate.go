@@ -163,17 +163,15 @@ func (l *connLife) sleep() {
 	if err == nil {
 		err = l.peekErr
 	}
-	l.state.Store(stateActive)
-	if err != nil || l.shutdown.Load() {
-		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err != nil {
+		l.state.Store(stateActive)
+		if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			l.debug(err)
 		}
 		l.end(false)
 		return
 	}
-	sc := l.attach()
-	sc.in.acquire()
-	sc.run(true)
+	l.resume()
 }
 
 // onShutdown runs when the drain context is done: it wakes an idle (or hibernating)
@@ -252,10 +250,7 @@ func (d *drainList) drain(ctx context.Context) {
 }
 
 func (l *connLife) debug(err error) {
-	log := l.srv.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := l.srv.logger()
 	if log.Enabled(l.ctx, slog.LevelDebug) {
 		log.LogAttrs(l.ctx, slog.LevelDebug, "http1: waiting for a request",
 			slog.Any("error", err), slog.String("remote", l.info.RemoteAddr.String()))

@@ -4,8 +4,6 @@ package http1
 
 import (
 	"io"
-	"net"
-	"os"
 	"syscall"
 )
 
@@ -117,8 +115,7 @@ func (cc *ClientConn) rawSendAwait(fd uintptr) bool {
 	case err == nil:
 		in.err = io.EOF
 	default:
-		in.err = &net.OpError{Op: "read", Net: "tcp", Source: cc.conn.LocalAddr(),
-			Addr: cc.conn.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+		in.err = cc.opError("read", err)
 	}
 	return true
 }

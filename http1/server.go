@@ -97,14 +97,11 @@ func (s *Server) config(c net.Conn, info *message.ConnInfo) serverConfig {
 		idle:       timeoutOr(s.IdleTimeout, DefaultIdleTimeout),
 		bodyRead:   timeoutOr(s.BodyReadTimeout, DefaultBodyReadTimeout),
 		write:      timeoutOr(s.WriteTimeout, DefaultWriteTimeout),
-		log:        s.Logger,
+		log:        s.logger(),
 		handler:    s.Handler,
 		scheme:     s.Scheme,
 		// holdIdleBuffer is only set by benchmarks, to measure what releasing costs.
 		holdIdleBuffer: s.holdIdleBuffer,
-	}
-	if cfg.log == nil {
-		cfg.log = slog.Default()
 	}
 	if cfg.scheme == "" {
 		cfg.scheme = "http"
@@ -113,6 +110,14 @@ func (s *Server) config(c net.Conn, info *message.ConnInfo) serverConfig {
 		}
 	}
 	return cfg
+}
+
+// logger returns the Logger, or slog.Default() when none is set.
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
 }
 
 // Connection states seen by the shutdown callback.
