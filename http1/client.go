@@ -153,9 +153,7 @@ func (cc *ClientConn) sendAwait() error {
 		cc.canceled.Load() || (cc.requests > 1 && mono()-cc.idleSince > freshIdle) {
 		return out.flush()
 	}
-	if in.perRead != 0 {
-		in.rdl.arm(cc.conn, false, max(in.perRead, 0))
-	}
+	in.armRead()
 	if cc.saFn == nil {
 		cc.saFn = cc.rawSendAwait
 	}

@@ -112,9 +112,7 @@ func (b *inbuf) fill() error {
 		return b.err
 	}
 	p := b.space()
-	if b.perRead != 0 {
-		b.rdl.arm(b.conn, false, max(b.perRead, 0))
-	}
+	b.armRead()
 	n, err := b.conn.Read(p)
 	b.w += n
 	if err != nil {
@@ -125,6 +123,13 @@ func (b *inbuf) fill() error {
 		return err
 	}
 	return nil
+}
+
+// armRead puts the per-read deadline (perRead) in force before a read that may wait.
+func (b *inbuf) armRead() {
+	if b.perRead != 0 {
+		b.rdl.arm(b.conn, false, max(b.perRead, 0))
+	}
 }
 
 // space returns the free part of the buffer after the unread bytes, compacting them towards
@@ -149,9 +154,7 @@ func (b *inbuf) read(p []byte) (int, error) {
 			return 0, b.err
 		}
 		if len(p) >= smallBufSize {
-			if b.perRead != 0 {
-				b.rdl.arm(b.conn, false, max(b.perRead, 0))
-			}
+			b.armRead()
 			n, err := b.conn.Read(p)
 			if err != nil {
 				b.err = err
