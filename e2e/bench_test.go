@@ -3,57 +3,11 @@ package e2e
 import (
 	"bytes"
 	"net"
-	"strconv"
 	"testing"
 
+	"github.com/verge-edge/verge/internal/cannedorigin"
 	"github.com/verge-edge/verge/upstream"
 )
-
-// rawOrigin answers every request on its connections with a fixed response of size body
-// bytes, using preallocated buffers so that it allocates nothing per request itself.
-func rawOrigin(b *testing.B, size int) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	body := bytes.Repeat([]byte("a"), size)
-	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"), body...)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveRaw(c, resp)
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// serveRaw answers each request head (no bodies in this benchmark) with resp.
-func serveRaw(c net.Conn, resp []byte) {
-	defer c.Close()
-	buf := make([]byte, 64<<10)
-	n := 0
-	for {
-		m, err := c.Read(buf[n:])
-		if err != nil {
-			return
-		}
-		n += m
-		for {
-			i := bytes.Index(buf[:n], []byte("\r\n\r\n"))
-			if i < 0 {
-				break
-			}
-			if _, err := c.Write(resp); err != nil {
-				return
-			}
-			n = copy(buf, buf[i+4:n])
-		}
-	}
-}
 
 // BenchmarkProxyHTTP1 measures a full proxied request over loopback: a keep-alive client
 // connection into Verge's server, the HTTP/1.1 codec, the phases engine, the pooled upstream
@@ -65,7 +19,7 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 }
 
 func benchProxyHTTP1(b *testing.B, size int) {
-	origin := rawOrigin(b, size)
+	origin := cannedorigin.Start(b, cannedorigin.Response(size))
 	v := startVerge(b, &upstream.Peer{Address: origin}, nil)
 	c, err := net.Dial("tcp", v.addr)
 	if err != nil {

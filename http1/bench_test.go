@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/verge-edge/verge/internal/cannedorigin"
 	"github.com/verge-edge/verge/message"
 )
 
@@ -113,46 +114,9 @@ func BenchmarkServerLoopbackHoldBuffer(b *testing.B) {
 	benchServerLoopback(b, &Server{Handler: benchHandler, holdIdleBuffer: true})
 }
 
-// cannedServer answers every request head it reads with the same response, without parsing.
-func cannedServer(b *testing.B, resp []byte) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 8192)
-		have := 0
-		for {
-			n, err := c.Read(buf[have:])
-			if err != nil {
-				return
-			}
-			have += n
-			for {
-				i := bytes.Index(buf[:have], []byte("\r\n\r\n"))
-				if i < 0 {
-					break
-				}
-				copy(buf, buf[i+4:have])
-				have -= i + 4
-				if _, err := c.Write(resp); err != nil {
-					return
-				}
-			}
-		}
-	}()
-	return ln.Addr().String()
-}
-
 func BenchmarkClientRoundTrip(b *testing.B) {
 	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nServer: canned\r\nContent-Length: 1024\r\n\r\n"), benchBody...)
-	addr := cannedServer(b, resp)
+	addr := cannedorigin.Start(b, resp)
 	released := 0
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

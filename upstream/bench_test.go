@@ -1,12 +1,12 @@
 package upstream
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
 	"testing"
 
+	"github.com/verge-edge/verge/internal/cannedorigin"
 	"github.com/verge-edge/verge/message"
 )
 
@@ -114,53 +114,10 @@ func BenchmarkTransportNullCodec(b *testing.B) {
 	}
 }
 
-// fixedOrigin is an allocation-free HTTP/1.1 origin: it answers every request head (ended by
-// an empty line) with a fixed 1 KiB response.
+// fixedOrigin is an allocation-free HTTP/1.1 origin: it answers every request head with a
+// fixed 1 KiB response.
 func fixedOrigin(tb testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { ln.Close() })
-	body := bytes.Repeat([]byte("x"), 1024)
-	resp := append([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1024\r\nContent-Type: text/plain\r\n\r\n"), body...)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tb.Cleanup(func() { c.Close() })
-			go serveFixed(c, resp)
-		}
-	}()
-	return ln.Addr().String()
-}
-
-func serveFixed(c net.Conn, resp []byte) {
-	defer c.Close()
-	buf := make([]byte, 4096)
-	have := 0
-	for {
-		n, err := c.Read(buf[have:])
-		if err != nil {
-			return
-		}
-		have += n
-		for {
-			i := bytes.Index(buf[:have], []byte("\r\n\r\n"))
-			if i < 0 {
-				break
-			}
-			if _, err := c.Write(resp); err != nil {
-				return
-			}
-			have = copy(buf, buf[i+4:have])
-		}
-		if have == len(buf) {
-			return
-		}
-	}
+	return cannedorigin.Start(tb, cannedorigin.Response(1024))
 }
 
 // BenchmarkRoundTripHTTP1 is a steady-state keep-alive HTTP/1.1 round trip over loopback
