@@ -128,10 +128,27 @@ shutdown: {grace_period: 5s}
 // startVerge runs `verge run` on a config proxying to origin and waits until it serves.
 func startVerge(t *testing.T, origin string) *proc {
 	t.Helper()
+	p := launchVerge(t, func(p *proc) { writeConfig(t, p.cfgFile, p.addr, p.pidFile, origin) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := p.get(http.DefaultClient, "/"); err == nil {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("verge did not start serving; stderr:\n%s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// launchVerge starts `verge run` on the config write puts in p.cfgFile (listening on p.addr,
+// with p.pidFile), and stops it, or the process that took over after an upgrade, when t ends.
+func launchVerge(t *testing.T, write func(p *proc)) *proc {
+	t.Helper()
 	dir := t.TempDir()
 	p := &proc{t: t, dir: dir, cfgFile: filepath.Join(dir, "verge.yaml"), pidFile: filepath.Join(dir, "verge.pid"),
 		addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
-	writeConfig(t, p.cfgFile, p.addr, p.pidFile, origin)
+	write(p)
 	p.cmd = exec.Command(verge(t), "run", "-c", p.cfgFile)
 	p.cmd.Stderr = p.stderr.f
 	if err := p.cmd.Start(); err != nil {
@@ -153,16 +170,7 @@ func startVerge(t *testing.T, origin string) *proc {
 			t.Logf("verge stderr:\n%s", p.stderr.String())
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := p.get(http.DefaultClient, "/"); err == nil {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("verge did not start serving; stderr:\n%s", p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return p
 }
 
 func (p *proc) get(c *http.Client, path string) (string, error) {

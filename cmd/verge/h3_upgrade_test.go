@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -120,30 +119,7 @@ func h3Get(c *http.Client, addr, path string) (string, error) {
 // are served by the new process, and the old process exits once its connection is done.
 func TestUpgradeHTTP3(t *testing.T) {
 	origin := streamingOrigin(t)
-	dir := t.TempDir()
-	p := &proc{t: t, dir: dir, cfgFile: filepath.Join(dir, "verge.yaml"), pidFile: filepath.Join(dir, "verge.pid"),
-		addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
-	writeH3Config(t, p.cfgFile, p.addr, p.pidFile, origin, "old")
-	p.cmd = exec.Command(verge(t), "run", "-c", p.cfgFile)
-	p.cmd.Stderr = p.stderr.f
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if pid, err := readPID(p.pidFile); err == nil && pid != p.cmd.Process.Pid {
-			syscall.Kill(pid, syscall.SIGINT)
-		}
-		p.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-p.exited:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("verge stderr:\n%s", p.stderr.String())
-		}
-	})
+	p := launchVerge(t, func(p *proc) { writeH3Config(t, p.cfgFile, p.addr, p.pidFile, origin, "old") })
 	oldPID := p.cmd.Process.Pid
 	waitFor(t, "the old process's pid file", 10*time.Second, func() bool {
 		pid, err := readPID(p.pidFile)
