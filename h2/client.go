@@ -83,6 +83,8 @@ type ClientConn struct {
 	conn     net.Conn
 	scheme   string
 	requests atomic.Uint64
+	// maxHeaderList bounds the interim (1xx) heads of one response together.
+	maxHeaderList int
 }
 
 // ConnState describes a ClientConn for a pool.
@@ -152,7 +154,7 @@ func NewClientConn(c net.Conn, opts ClientOptions) (*ClientConn, error) {
 		c.Close()
 		return nil, upstreamError(fmt.Errorf("h2: start connection: %w", err), false, false)
 	}
-	return &ClientConn{cc: cc, conn: c, scheme: scheme}, nil
+	return &ClientConn{cc: cc, conn: c, scheme: scheme, maxHeaderList: int(t2.MaxHeaderListSize)}, nil
 }
 
 func positive(v int32, def int) int {
@@ -201,13 +203,25 @@ func (c *ClientConn) Close() error { return c.cc.Close() }
 // *fault.Error with Source fault.Upstream; Retry is set when the server is known not to have
 // processed the request (the connection was unusable, GOAWAY excluded the stream, or the
 // stream was refused) and the request body, if any, was not read yet.
+//
+// Informational (1xx) responses go to req.Interim when it is set, from the connection's
+// reader goroutine; at most httpbridge.MaxInterim of them, within the header list limit
+// together, or the round trip fails.
 func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*message.Response, error) {
 	reused := c.requests.Add(1) > 1
+	ctx, relay := httpbridge.WithInterim(ctx, req, "h2", c.maxHeaderList)
 	hr, body, err := c.newRequest(ctx, req)
 	if err != nil {
 		return nil, &fault.Error{Source: fault.Upstream, Kind: fault.InvalidRequest, Cause: err}
 	}
 	res, err := c.cc.RoundTrip(hr)
+	relay.Stop()
+	if err == nil {
+		if rerr := relay.Err(); rerr != nil {
+			res.Body.Close()
+			err = rerr
+		}
+	}
 	if err != nil {
 		untouched := body == nil || body.BytesRead() == 0
 		return nil, upstreamError(err, reused, untouched)

@@ -300,6 +300,48 @@ func (s *stream) WriteHeader(resp *message.Response) error {
 	return nil
 }
 
+var (
+	_ message.ServerExchange = (*stream)(nil)
+	_ message.InterimWriter  = (*stream)(nil)
+)
+
+// WriteInterim sends an informational response head (100-199 except 101) with the fields of h
+// at once, in a HEADERS frame without END_STREAM. It fails once the final head was written. A
+// 100 Continue is sent at most once per stream (the body reader sends one on its own when the
+// request asked for it). It may run on another goroutine than the handler's while the handler
+// waits for an upstream.
+func (s *stream) WriteInterim(status int, h *message.Header) error {
+	if status < 100 || status > 199 || status == 101 {
+		return errStatus
+	}
+	if h == nil {
+		h = &message.Header{}
+	}
+	// Encoded apart from s.hblock, which belongs to the final head.
+	block := appendResponseHead(nil, status, h, -1)
+	sc := s.c
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	switch s.xstate.Load() {
+	case exIdle:
+	case exAborted:
+		return errAborted
+	default:
+		return errHeadWritten
+	}
+	if err := s.writableLocked(); err != nil {
+		return err
+	}
+	if status == 100 {
+		if s.sent100 {
+			return nil
+		}
+		s.sent100 = true
+	}
+	sc.appendHeadersLocked(s, block, false)
+	return nil
+}
+
 // writableLocked says why nothing can be sent on s, if so.
 func (s *stream) writableLocked() error {
 	if s.reset {

@@ -65,6 +65,7 @@ type ClientConn struct {
 	qc         *quic.Conn
 	cc         *http3.ClientConn
 	maxStreams int
+	maxHeader  int // bounds the interim (1xx) heads of one response together
 	headerWait time.Duration
 
 	mu        sync.Mutex
@@ -131,6 +132,7 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config, opts ClientOpti
 		qc:         qc,
 		cc:         t.NewClientConn(qc),
 		maxStreams: orDefault(opts.MaxStreams, DefaultClientMaxStreams),
+		maxHeader:  t.MaxResponseHeaderBytes,
 		headerWait: hw,
 		idleSince:  time.Now(),
 	}, nil
@@ -188,10 +190,14 @@ func (c *ClientConn) end(failed bool) {
 // whole exchange, body included: canceling it resets the stream. Errors are *fault.Error with
 // Source fault.Upstream; Retry is set when the origin is known not to have processed the
 // request (GOAWAY, H3_REQUEST_REJECTED, an unusable connection) and the body was not read.
+//
+// Informational (1xx) responses go to req.Interim when it is set; quic-go accepts at most 5 of
+// them, and together they must fit MaxResponseHeaderBytes, or the round trip fails.
 func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*message.Response, error) {
 	reused := c.requests.Add(1) > 1
 	c.begin()
 	ctx, cancel := context.WithCancel(ctx)
+	ctx, relay := httpbridge.WithInterim(ctx, req, "h3", c.maxHeader)
 	hr, body, err := newRequest(ctx, req)
 	if err != nil {
 		cancel()
@@ -203,8 +209,17 @@ func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mess
 		timer = time.AfterFunc(c.headerWait, cancel)
 	}
 	res, err := c.cc.RoundTrip(hr)
+	relay.Stop()
 	if timer != nil && !timer.Stop() && err != nil {
 		err = fmt.Errorf("h3: no response head within %v: %w", c.headerWait, context.DeadlineExceeded)
+	}
+	if err == nil {
+		// The library does not act on the trace's error: a relay that failed (too many
+		// or too large interim heads) fails the round trip here.
+		if rerr := relay.Err(); rerr != nil {
+			res.Body.Close()
+			err = rerr
+		}
 	}
 	if err != nil {
 		cancel()

@@ -85,7 +85,10 @@ type exchange struct {
 	cd *connData
 }
 
-var _ message.ServerExchange = (*exchange)(nil)
+var (
+	_ message.ServerExchange = (*exchange)(nil)
+	_ message.InterimWriter  = (*exchange)(nil)
+)
 
 // Conn describes the QUIC connection.
 func (ex *exchange) Conn() *message.ConnInfo { return &ex.cd.info }

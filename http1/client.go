@@ -274,16 +274,27 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 		return nil, cc.writeFailure(werr)
 	}
 	waitContinue := expect && werr == nil
+	// Interim heads count against the head size limit together with the final one, so a
+	// stream of 1xx responses cannot make the client read more than one head's worth.
+	budget := cc.opts.MaxHeaderBytes
 	for interim := 0; ; interim++ {
 		if interim > maxInterim {
 			return nil, cc.failWith(cc.invalid(errTooManyInterim))
 		}
-		timedOut, err := cc.readHead(waitContinue)
+		timedOut, n, err := cc.readHead(waitContinue, budget)
 		if err != nil {
 			if werr != nil {
 				return nil, cc.writeFailure(werr)
 			}
 			return nil, cc.failWith(err)
+		}
+		if !timedOut && cc.resp.Status < 200 && cc.resp.Status != 101 {
+			budget -= n
+			if req.Interim != nil {
+				if err := cc.deliverInterim(req); err != nil {
+					return nil, cc.failWith(err)
+				}
+			}
 		}
 		if timedOut || (waitContinue && cc.resp.Status == 100) {
 			waitContinue = false
@@ -304,7 +315,7 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 		if cc.resp.Status >= 200 || cc.resp.Status == 101 {
 			break
 		}
-		cc.resp.Header.Reset() // skip other interim responses (RFC 9110 section 15.2)
+		cc.resp.Header.Reset() // the interim response was delivered or dropped (RFC 9110 section 15.2)
 	}
 	if err := cc.setupBody(req); err != nil {
 		return nil, cc.failWith(err)
@@ -515,9 +526,23 @@ func (cc *ClientConn) peekAfterWriteError() bool {
 	return err == nil && cc.in.buffered() > 0
 }
 
-// readHead reads one response head into cc.resp. With waitContinue it waits at most the
-// continue timeout and reports timedOut when nothing arrived in that time.
-func (cc *ClientConn) readHead(waitContinue bool) (timedOut bool, err error) {
+// deliverInterim hands the informational response in cc.resp to req.Interim. An error from it
+// that is not a *fault.Error is classified as an internal one.
+func (cc *ClientConn) deliverInterim(req *message.Request) error {
+	err := req.Interim(cc.resp.Status, &cc.resp.Header)
+	if err == nil {
+		return nil
+	}
+	if fe, ok := err.(*fault.Error); ok {
+		return fe
+	}
+	return fault.New(fault.Internal, fault.Unknown, err)
+}
+
+// readHead reads one response head of at most limit bytes into cc.resp and reports its size.
+// With waitContinue it waits at most the continue timeout and reports timedOut when nothing
+// arrived in that time.
+func (cc *ClientConn) readHead(waitContinue bool, limit int) (timedOut bool, size int, err error) {
 	in := &cc.in
 	if waitContinue {
 		in.perRead = 0
@@ -531,11 +556,13 @@ func (cc *ClientConn) readHead(waitContinue bool) (timedOut bool, err error) {
 		}()
 	}
 	var scan headScanner
-	max := cc.opts.MaxHeaderBytes
+	if limit <= 0 {
+		return false, 0, cc.invalid(errResponseTooLarge)
+	}
 	for {
-		n, perr := scan.scan(in.buf[in.r:in.w], max, max, cc.opts.MaxHeaders)
+		n, perr := scan.scan(in.buf[in.r:in.w], limit, limit, cc.opts.MaxHeaders)
 		if perr != nil {
-			return false, cc.invalid(errResponseTooLarge)
+			return false, 0, cc.invalid(errResponseTooLarge)
 		}
 		if n > 0 {
 			head := in.buf[in.r+scan.skip : in.r+n]
@@ -543,19 +570,19 @@ func (cc *ClientConn) readHead(waitContinue bool) (timedOut bool, err error) {
 			in.keep = in.r
 			cc.resp.Header.Reset()
 			if perr := parseResponseHead(head, &cc.resp, &cc.rh, cc.opts.MaxHeaders); perr != nil {
-				return false, cc.invalid(perr)
+				return false, 0, cc.invalid(perr)
 			}
-			return false, nil
+			return false, n, nil
 		}
 		if err := in.fill(); err != nil {
 			if waitContinue && in.buffered() == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !cc.canceled.Load() {
 				in.err = nil
-				return true, nil
+				return true, 0, nil
 			}
 			if in.buffered() == 0 && in.keep == 0 {
-				return false, cc.ioError(err, fault.ReadTimeout, true)
+				return false, 0, cc.ioError(err, fault.ReadTimeout, true)
 			}
-			return false, cc.ioError(err, fault.ReadTimeout, false)
+			return false, 0, cc.ioError(err, fault.ReadTimeout, false)
 		}
 	}
 }
@@ -564,11 +591,19 @@ func (cc *ClientConn) readHead(waitContinue bool) (timedOut bool, err error) {
 // resp.Body.
 func (cc *ClientConn) setupBody(req *message.Request) error {
 	rh, resp := &cc.rh, &cc.resp
+	// A response may carry transfer codings Verge does not decode (RFC 9112 section 6.3,
+	// item 4): with chunked last, chunked delimits the body; otherwise the body runs until
+	// the origin closes the connection. The codings travel on in resp.TransferCoding.
+	// Requests stay strict: the server answers such a request 501 or 400.
+	var codings []byte
+	lenientTE := rh.hasTE && (rh.teErr == errUnknownTE || rh.teErr == errChunkedNotLast)
 	switch {
-	case rh.hasTE && rh.teErr != nil:
+	case rh.hasTE && rh.teErr != nil && !lenientTE:
 		return cc.invalid(rh.teErr)
 	case rh.hasTE && rh.hasCL:
 		return cc.invalid(errCLAndTE)
+	case lenientTE:
+		codings, rh.chunked = responseCodings(rh.teValue)
 	}
 	cc.keepAlive = !rh.connClose && (!rh.http10 || rh.connKeepAlive)
 	if resp.Status == 101 || (req.Method == "CONNECT" && resp.Status/100 == 2) {
@@ -600,6 +635,10 @@ func (cc *ClientConn) setupBody(req *message.Request) error {
 		}
 	case rh.chunked:
 		mode, resp.ContentLength = bodyChunked, -1
+		resp.TransferCoding = bstr(codings)
+	case lenientTE:
+		mode, resp.ContentLength, cc.keepAlive = bodyClose, -1, false
+		resp.TransferCoding = bstr(codings)
 	case rh.hasCL:
 		mode, cl, resp.ContentLength = bodyLength, rh.contentLength, rh.contentLength
 	default:

@@ -319,6 +319,7 @@ func TestClientEdgeCases(t *testing.T) {
 		trailer  string
 		kind     fault.Kind // non-zero: RoundTrip or the body read fails with this kind
 		reusable bool
+		coding   string // the response's TransferCoding
 	}{
 		{name: "content-length", response: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok", reusable: true},
 		{name: "chunked with trailer", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nok\r\n0\r\nX-T: 1\r\n\r\n", status: 200, body: "ok", trailer: "1", reusable: true},
@@ -333,7 +334,14 @@ func TestClientEdgeCases(t *testing.T) {
 		{name: "HEAD with length", method: "HEAD", response: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", status: 200, reusable: true},
 		{name: "CL and TE", response: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", kind: fault.InvalidResponse},
 		{name: "double CL", response: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", kind: fault.InvalidResponse},
-		{name: "TE gzip", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", kind: fault.InvalidResponse},
+		// RFC 9112 section 6.3 item 4: a response whose final coding is not chunked runs
+		// until the connection closes; the codings stay on the response.
+		{name: "TE gzip", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", status: 200, body: "xx", coding: "gzip"},
+		{name: "TE chunked then gzip", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n2\r\nxx", status: 200, body: "2\r\nxx", coding: "chunked, gzip"},
+		{name: "TE gzip then chunked", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip , chunked\r\n\r\n2\r\nxx\r\n0\r\n\r\n", status: 200, body: "xx", coding: "gzip", reusable: true},
+		{name: "TE malformed", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip,,chunked\r\n\r\n", kind: fault.InvalidResponse},
+		{name: "TE chunked twice", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", kind: fault.InvalidResponse},
+		{name: "TE gzip and CL", response: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nxx", kind: fault.InvalidResponse},
 		{name: "obs-fold", response: "HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\nContent-Length: 0\r\n\r\n", kind: fault.InvalidResponse},
 		{name: "bare LF", response: "HTTP/1.1 200 OK\nContent-Length: 0\n\n", kind: fault.InvalidResponse},
 		{name: "bad status line", response: "HTTP/1.1 2x0 OK\r\n\r\n", kind: fault.InvalidResponse},
@@ -363,6 +371,9 @@ func TestClientEdgeCases(t *testing.T) {
 			if err == nil {
 				if resp.Status != tc.status {
 					t.Fatalf("status %d, want %d", resp.Status, tc.status)
+				}
+				if resp.TransferCoding != tc.coding {
+					t.Errorf("TransferCoding %q, want %q", resp.TransferCoding, tc.coding)
 				}
 				body, err = io.ReadAll(resp.Body)
 				if err == nil && (string(body) != tc.body || resp.Trailer.Get("X-T") != tc.trailer) {

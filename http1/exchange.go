@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/verge-edge/verge/message"
@@ -19,7 +20,11 @@ type Exchange struct {
 	req message.Request
 	rh  reqHead
 
-	body          bodyReader
+	body bodyReader
+	// imu orders interim heads: WriteInterim may run on another goroutine (an HTTP/2 or
+	// HTTP/3 upstream's reader relaying 1xx responses) while the handler's request body
+	// reader sends 100 Continue. Neither happens once the final head is written.
+	imu           sync.Mutex
 	continueSent  bool
 	headWritten   bool
 	finished      bool
@@ -27,13 +32,15 @@ type Exchange struct {
 	upgraded      bool
 	closeAfter    bool // close the connection after this response
 	respMode      bodyMode
-	respRemaining int64 // bodyLength: bytes still to write
-	discardBody   bool  // HEAD: body bytes are accepted and dropped
+	respRemaining int64  // bodyLength: bytes still to write
+	respTE        string // transfer codings passed through (message.Response.TransferCoding)
+	discardBody   bool   // HEAD: body bytes are accepted and dropped
 }
 
 var (
 	_ message.ServerExchange = (*Exchange)(nil)
 	_ message.Upgrader       = (*Exchange)(nil)
+	_ message.InterimWriter  = (*Exchange)(nil)
 )
 
 // Errors returned by the response methods.
@@ -52,7 +59,7 @@ func (ex *Exchange) reset() {
 	ex.req.Reset()
 	ex.continueSent, ex.headWritten, ex.finished, ex.aborted = false, false, false, false
 	ex.upgraded, ex.closeAfter, ex.discardBody = false, false, false
-	ex.respMode, ex.respRemaining = bodyNone, 0
+	ex.respMode, ex.respRemaining, ex.respTE = bodyNone, 0, ""
 }
 
 // Request returns the parsed request. Header holds the fields in arrival order without Host
@@ -74,10 +81,8 @@ type requestBody Exchange
 // the connection closes once the response is finished.
 func (b *requestBody) Read(p []byte) (int, error) {
 	ex := (*Exchange)(b)
-	if ex.rh.expect100 && !ex.continueSent && !ex.headWritten && !ex.body.done {
-		ex.continueSent = true
-		ex.c.out.writeString("HTTP/1.1 100 Continue\r\n\r\n")
-		if err := ex.c.out.flush(); err != nil {
+	if ex.rh.expect100 && !ex.body.done {
+		if err := ex.sendContinue(); err != nil {
 			return 0, ex.body.fail(err)
 		}
 	}
@@ -88,12 +93,62 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// sendContinue sends 100 Continue before the first read of a body that asked for it, unless
+// one went out already or the final head is written.
+func (ex *Exchange) sendContinue() error {
+	ex.imu.Lock()
+	defer ex.imu.Unlock()
+	if ex.continueSent || ex.headWritten {
+		return nil
+	}
+	ex.continueSent = true
+	ex.c.out.writeString("HTTP/1.1 100 Continue\r\n\r\n")
+	return ex.c.out.flush()
+}
+
+// WriteInterim sends an informational response (100-199 except 101) with the fields of h at
+// once. Nothing is sent to an HTTP/1.0 client (RFC 9110 section 15.2), nor a second 100
+// Continue. Framing and connection fields of h are not sent. It may be called from another
+// goroutine than the handler's while the handler waits for an upstream, but not concurrently
+// with the final WriteHeader.
+func (ex *Exchange) WriteInterim(status int, h *message.Header) error {
+	if status < 100 || status > 199 || status == 101 {
+		return fmt.Errorf("http1: invalid interim status %d", status)
+	}
+	ex.imu.Lock()
+	defer ex.imu.Unlock()
+	switch {
+	case ex.finished || ex.aborted || ex.upgraded:
+		return ErrFinished
+	case ex.headWritten:
+		return ErrHeadWritten
+	case ex.rh.http10:
+		return nil // HTTP/1.0 clients do not expect interim responses
+	case status == 100 && ex.continueSent:
+		return nil
+	}
+	resp := message.Response{Status: status}
+	if h != nil {
+		resp.Header = *h
+	}
+	if err := ex.writeHead(&resp, false, false); err != nil {
+		return err
+	}
+	if status == 100 {
+		ex.continueSent = true
+	}
+	return ex.c.out.flush()
+}
+
 // WriteHeader writes the response head. Framing comes from resp.ContentLength alone: zero or
 // more sends Content-Length; -1 sends chunked to HTTP/1.1 clients and closes the connection
 // after the body for HTTP/1.0 clients. Content-Length and Transfer-Encoding fields in
 // resp.Header are ignored. HEAD requests and 1xx, 204 and 304 responses carry no body; HEAD
 // and 304 responses keep a known Content-Length. A 1xx status other than 101 is sent as an
-// interim response and another head may follow.
+// interim response (see WriteInterim) and another head may follow. A response with
+// TransferCoding goes to HTTP/1.1 clients with "Transfer-Encoding: <codings>, chunked" (or
+// close-delimited with the codings as they are when they already hold chunked); HTTP/1.0
+// clients get the bytes close-delimited without Transfer-Encoding (RFC 9112 section 6.1).
 func (ex *Exchange) WriteHeader(resp *message.Response) error {
 	switch {
 	case ex.finished || ex.aborted || ex.upgraded:
@@ -105,26 +160,31 @@ func (ex *Exchange) WriteHeader(resp *message.Response) error {
 	case resp.Status == 101:
 		return ErrUseUpgrade
 	}
-	w := &ex.c.out
 	if resp.Status < 200 {
-		if ex.rh.http10 {
-			return nil // HTTP/1.0 clients do not expect interim responses
-		}
-		if err := ex.writeHead(resp, false, false); err != nil {
-			return err
-		}
-		if resp.Status == 100 {
-			ex.continueSent = true
-		}
-		return w.flush()
+		return ex.WriteInterim(resp.Status, &resp.Header)
 	}
+	w := &ex.c.out
 	method := ex.req.Method
 	noBody := method == "HEAD" || resp.Status == 204 || resp.Status == 304
 	ex.closeAfter = ex.closeAfter || ex.wantsClose()
+	writeCL := resp.ContentLength >= 0 && resp.Status != 204
 	switch {
 	case noBody:
 		ex.respMode = bodyNone
 		ex.discardBody = method == "HEAD"
+	case resp.TransferCoding != "" && !ex.rh.http10:
+		if !validFieldValueString(resp.TransferCoding) {
+			return ErrInvalidFieldValue
+		}
+		// The body still carries codings Verge does not decode: they are passed on, with
+		// chunked applied last, or with the connection's close as the delimiter when the
+		// origin's list already holds a chunked that is not final (RFC 9112 section 6.1).
+		ex.respTE, writeCL = resp.TransferCoding, false
+		if message.ContainsToken(resp.TransferCoding, "chunked") {
+			ex.respMode, ex.closeAfter = bodyClose, true
+		} else {
+			ex.respMode = bodyChunked
+		}
 	case resp.ContentLength >= 0:
 		ex.respMode, ex.respRemaining = bodyLength, resp.ContentLength
 	case ex.rh.http10:
@@ -132,7 +192,6 @@ func (ex *Exchange) WriteHeader(resp *message.Response) error {
 	default:
 		ex.respMode = bodyChunked
 	}
-	writeCL := resp.ContentLength >= 0 && resp.Status != 204
 	if err := ex.writeHead(resp, writeCL, true); err != nil {
 		return err
 	}
@@ -179,9 +238,10 @@ func (ex *Exchange) writeHead(resp *message.Response, writeCL, final bool) error
 	w.writeString(reason)
 	w.writeString("\r\n")
 	hasClose, hasKeepAlive := false, false
+	interim := resp.Status < 200 && resp.Status != 101
 	for i := range fields {
 		f := &fields[i]
-		if isFramingField(f.Name) {
+		if isFramingField(f.Name) || interim && message.ConnectionSpecific(f.Name) {
 			continue
 		}
 		if message.EqualFold(f.Name, "Connection") {
@@ -197,6 +257,13 @@ func (ex *Exchange) writeHead(resp *message.Response, writeCL, final bool) error
 		if writeCL {
 			w.writeString("Content-Length: ")
 			w.writeInt(resp.ContentLength, false)
+			w.writeString("\r\n")
+		} else if ex.respTE != "" {
+			w.writeString("Transfer-Encoding: ")
+			w.writeString(ex.respTE)
+			if ex.respMode == bodyChunked {
+				w.writeString(", chunked")
+			}
 			w.writeString("\r\n")
 		} else if ex.respMode == bodyChunked {
 			w.writeString("Transfer-Encoding: chunked\r\n")

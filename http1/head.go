@@ -132,6 +132,7 @@ type framing struct {
 	hasTE         bool
 	chunked       bool
 	teErr         *protoError
+	teValue       []byte // the Transfer-Encoding field's value
 	connClose     bool
 	connKeepAlive bool
 	connUpgrade   bool
@@ -185,7 +186,7 @@ func (f *framing) field(name, value []byte) (framingField bool, err *protoError)
 			if f.hasTE {
 				return true, errBadTE
 			}
-			f.hasTE = true
+			f.hasTE, f.teValue = true, value
 			f.chunked, f.teErr = parseTransferEncoding(value)
 			return true, nil
 		}
@@ -236,6 +237,19 @@ func parseTransferEncoding(v []byte) (chunked bool, err *protoError) {
 		return false, errUnknownTE
 	}
 	return true, nil
+}
+
+// responseCodings splits a response's well-formed Transfer-Encoding value that names codings
+// besides chunked (parseTransferEncoding reported errUnknownTE or errChunkedNotLast) into the
+// codings the body still carries and whether chunked is the final one, which then delimits
+// the body (RFC 9112 section 6.3, item 4).
+func responseCodings(v []byte) (codings []byte, chunkedLast bool) {
+	v = trimOWS(v)
+	i := bytes.LastIndexByte(v, ',')
+	if i >= 0 && equalFoldBytes(trimOWS(v[i+1:]), "chunked") {
+		return trimOWS(v[:i]), true
+	}
+	return v, false
 }
 
 // reqHead is what parsing a request head learned beyond the message.Request fields.

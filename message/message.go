@@ -39,6 +39,14 @@ type Request struct {
 	Body io.Reader
 	// Trailer holds trailer fields, complete once Body returned io.EOF.
 	Trailer Header
+	// Interim, when non-nil on a request sent upstream, receives each informational (1xx)
+	// response other than 101 that arrives before the final response, in order (RFC 9110
+	// section 15.2). h and its strings are valid only during the call. The client codecs call
+	// it from the RoundTrip goroutine (HTTP/1.1) or from their connection's reader (HTTP/2,
+	// HTTP/3), never concurrently and never after RoundTrip returned; it must not block for
+	// long. A non-nil error fails the round trip. Nil means interim responses are read and
+	// dropped. Servers leave it nil on downstream requests.
+	Interim func(status int, h *Header) error
 }
 
 // Path returns the target up to the first '?'.
@@ -71,6 +79,7 @@ func (r *Request) Reset() {
 	r.Trailer.Reset()
 	r.ContentLength = 0
 	r.Body = nil
+	r.Interim = nil
 }
 
 // Response is a response head with a streamed body, independent of the protocol.
@@ -92,11 +101,18 @@ type Response struct {
 	Body io.ReadCloser
 	// Trailer holds trailer fields, complete once Body returned io.EOF.
 	Trailer Header
+	// TransferCoding lists the transfer codings other than a final chunked that Body still
+	// carries undecoded, as the HTTP/1.1 origin named them in Transfer-Encoding (for example
+	// "gzip"); empty for nearly every response. Verge decodes no coding but chunked: an
+	// HTTP/1.1 downstream gets the body with "Transfer-Encoding: <TransferCoding>, chunked"
+	// (RFC 9112 section 6.1); HTTP/1.0, HTTP/2 and HTTP/3 downstreams cannot carry a transfer
+	// coding and get the coded bytes without it. The cache does not store such a response.
+	TransferCoding string
 }
 
 // Reset clears r for reuse, keeping header storage.
 func (r *Response) Reset() {
-	r.Status, r.Reason, r.Proto = 0, "", ""
+	r.Status, r.Reason, r.Proto, r.TransferCoding = 0, "", "", ""
 	r.Header.Reset()
 	r.Trailer.Reset()
 	r.ContentLength = 0
@@ -119,7 +135,7 @@ type ConnInfo struct {
 // The adapter has parsed the request head when the exchange is handed over; the engine then
 // writes exactly one final response head, any number of body chunks and a Finish. A 100
 // Continue interim response is sent by the adapter itself when the handler first reads a body
-// that asked for it.
+// that asked for it; other interim responses go through InterimWriter.
 type ServerExchange interface {
 	// Request returns the downstream request. Its Body streams the request body.
 	Request() *Request
@@ -143,6 +159,19 @@ type ServerExchange interface {
 	// Abort ends the exchange abnormally: the HTTP/1 connection is closed, the HTTP/2 or
 	// HTTP/3 stream is reset. Used when a response cannot be completed.
 	Abort(err error)
+}
+
+// InterimWriter is implemented by exchanges that can send informational (1xx) responses ahead
+// of the final one: the http1, h2 and h3 server exchanges. The proxy engine finds it by type
+// assertion to forward an origin's 103 Early Hints, 100 Continue and 102 Processing, and the
+// phases API uses it for Early Hints (proxy.Session.WriteInterim).
+type InterimWriter interface {
+	// WriteInterim sends an informational response head with status (100-199 except 101) and
+	// the fields of h (nil means none) at once; connection-specific fields are dropped. It
+	// fails once the final head was written. It sends nothing and returns nil where the
+	// response cannot be carried: to an HTTP/1.0 client (RFC 9110 section 15.2), and for a
+	// second 100 Continue (the adapter may have sent one itself when the body was read).
+	WriteInterim(status int, h *Header) error
 }
 
 // Upgrader is implemented by HTTP/1.1 exchanges that can switch protocols (WebSocket).

@@ -166,6 +166,12 @@ func (p *Proxy[C]) cacheResponse(st *state[C], resp *message.Response) (*message
 			return resp, fault.As(err)
 		}
 	}
+	if resp.TransferCoding != "" {
+		// The body still carries a transfer coding (an HTTP/1.1 origin's Transfer-Encoding
+		// other than chunked): it is not the representation, and a stored copy would be
+		// served without the coding that explains its bytes.
+		d.Store, d.Reason = false, "transfer-coding"
+	}
 	out, err := st.tx.Response(s, resp, &d)
 	if err != nil {
 		return resp, fault.As(err)

@@ -37,7 +37,9 @@ type Phases[C any] interface {
 	UpstreamPeer(s *Session, c *C) (*upstream.Peer, error)
 
 	// UpstreamRequest may change the request sent upstream (headers, target, authority). Hop-by-
-	// hop fields are already removed and Via/X-Forwarded-* already added.
+	// hop fields are already removed and Via/X-Forwarded-* already added. req.Interim relays
+	// the origin's informational (1xx) responses downstream when the client can receive them;
+	// setting it to nil drops them instead.
 	UpstreamRequest(s *Session, req *message.Request, c *C) error
 
 	// RequestBody filters the request body as it streams upstream. chunk is the next piece (it

@@ -124,6 +124,7 @@ func (p *Proxy[C]) ServeExchange(ex message.ServerExchange) {
 	s.ctx = ex.Context()
 	s.Req = ex.Request()
 	s.Start = time.Now()
+	s.interim.init(s)
 	st.pf = phaseFilter[C]{ph: p.Phases, c: &st.c}
 	s.reqBody.init(s, &st.pf)
 
@@ -198,6 +199,10 @@ func (p *Proxy[C]) connect(st *state[C]) (*message.Response, *fault.Error) {
 		s.Attempts++
 		req := &s.upReq
 		p.buildUpstreamRequest(s, peer, req)
+		if s.interim.w != nil {
+			// The origin's 1xx responses go downstream as they arrive (interim.go).
+			req.Interim = s.interim.relay
+		}
 		if st.tx != nil {
 			st.tx.UpstreamRequest(s, req)
 		}

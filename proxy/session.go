@@ -43,6 +43,7 @@ type Session struct {
 	resp    message.Response // used by Respond
 	scratch []byte
 	reqBody bodyReader
+	interim interimState
 }
 
 // Context is canceled when the client goes away or the server shuts down.
@@ -166,4 +167,5 @@ func (s *Session) reset() {
 	}
 	s.scratch = s.scratch[:0]
 	s.reqBody = bodyReader{}
+	s.interim.reset()
 }

@@ -77,14 +77,15 @@ func NewProtocol(cfg ProtocolConfig) *Protocol {
 // *http.Request pair. An adapter embeds it and adds Conn. The zero value is not
 // usable: call Init first.
 type Exchange struct {
-	w      http.ResponseWriter
-	r      *http.Request
-	p      *Protocol
-	logger *slog.Logger
-	req    message.Request
-	body   requestBody
-	state  atomic.Uint32
-	keys   []string // scratch for sorting header names
+	w       http.ResponseWriter
+	r       *http.Request
+	p       *Protocol
+	logger  *slog.Logger
+	req     message.Request
+	body    requestBody
+	state   atomic.Uint32
+	keys    []string // scratch for sorting header names
+	sent100 bool     // a 100 Continue went out through WriteInterim
 }
 
 // Init converts r into the exchange's request: method, target, scheme, authority, proto,
@@ -95,6 +96,7 @@ func (ex *Exchange) Init(p *Protocol, logger *slog.Logger, w http.ResponseWriter
 	scheme, proto string) {
 	ex.p, ex.logger, ex.w, ex.r = p, logger, w, r
 	ex.state.Store(stateIdle)
+	ex.sent100 = false
 	req := &ex.req
 	req.Method = r.Method
 	req.Target = r.RequestURI
@@ -181,13 +183,11 @@ func (ex *Exchange) WriteHeader(resp *message.Response) error {
 	if status == http.StatusSwitchingProtocols {
 		return ex.p.errSwitchProtos
 	}
+	if status < 200 {
+		return ex.WriteInterim(status, &resp.Header)
+	}
 	h := ex.w.Header()
 	AppendToMap(h, &resp.Header, nil)
-	if status < 200 {
-		ex.w.WriteHeader(status)
-		clear(h)
-		return nil
-	}
 	delete(h, "Content-Length")
 	if resp.ContentLength >= 0 && status != http.StatusNoContent &&
 		!(ex.p.cfg.OmitLengthOn304 && status == http.StatusNotModified) {
@@ -203,6 +203,37 @@ func (ex *Exchange) WriteHeader(resp *message.Response) error {
 	}
 	ex.w.WriteHeader(status)
 	ex.state.Store(stateHead)
+	return nil
+}
+
+// WriteInterim sends an informational response head (100-199 except 101) with the fields of h
+// (nil means none) at once; connection-specific fields are dropped. It fails once the final
+// head was recorded, and sends a 100 Continue at most once. It may run on another goroutine
+// than the handler's while the handler waits for an upstream, never concurrently with the
+// handler's own use of the exchange.
+func (ex *Exchange) WriteInterim(status int, h *message.Header) error {
+	if status < 100 || status > 199 || status == http.StatusSwitchingProtocols {
+		return ex.p.errStatus
+	}
+	switch ex.state.Load() {
+	case stateIdle:
+	case stateAborted:
+		return ex.p.errAborted
+	default:
+		return ex.p.errHeadWritten
+	}
+	if status == http.StatusContinue {
+		if ex.sent100 {
+			return nil
+		}
+		ex.sent100 = true
+	}
+	m := ex.w.Header()
+	if h != nil {
+		AppendToMap(m, h, nil)
+	}
+	ex.w.WriteHeader(status)
+	clear(m)
 	return nil
 }
 
