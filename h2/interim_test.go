@@ -1,0 +1,72 @@
+package h2
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/verge-edge/verge/message"
+)
+
+// WriteInterim sends each informational head in its own HEADERS frame, drops connection
+// fields, sends 100 Continue once (not again when the body is read) and fails once the final
+// head is written.
+func TestServerWriteInterim(t *testing.T) {
+	addr := serve(t, &Server{Handler: func(ex message.ServerExchange) {
+		iw := ex.(message.InterimWriter)
+		var h message.Header
+		h.Add("Link", "</s.css>; rel=preload")
+		h.Add("Connection", "close")
+		for _, st := range []int{103, 100, 100, 102} {
+			if err := iw.WriteInterim(st, &h); err != nil {
+				t.Errorf("WriteInterim(%d): %v", st, err)
+			}
+		}
+		if err := iw.WriteInterim(101, nil); err == nil {
+			t.Error("WriteInterim(101) succeeded")
+		}
+		body, _ := io.ReadAll(ex.Request().Body)
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: int64(len(body))})
+		if err := iw.WriteInterim(103, nil); err == nil {
+			t.Error("WriteInterim after the final head succeeded")
+		}
+		ex.Write(body)
+		ex.Finish(nil)
+	}}, false)
+	var mu sync.Mutex
+	var codes []int
+	var link []string
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			mu.Lock()
+			defer mu.Unlock()
+			codes = append(codes, code)
+			if code == 103 {
+				link = append(link, h.Get("Link"), h.Get("Connection"))
+			}
+			return nil
+		},
+	})
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/", strings.NewReader("body"))
+	req.Header.Set("Expect", "100-continue")
+	resp, err := h2Client(t, false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(codes, []int{103, 100, 102}) || !slices.Equal(link, []string{"</s.css>; rel=preload", ""}) {
+		t.Errorf("interim %v 103 fields %q; want [103 100 102] with the Link only", codes, link)
+	}
+	if resp.StatusCode != 200 || string(body) != "body" {
+		t.Errorf("final %d %q", resp.StatusCode, body)
+	}
+}

@@ -1,0 +1,160 @@
+package http1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
+)
+
+// interimHandler sends 103 (with a Link and connection fields that must not go out), a 100,
+// a second 100 that must be dropped, a 102, and the final response; it checks the errors.
+func interimHandler(t *testing.T) func(ex *Exchange) {
+	return func(ex *Exchange) {
+		var h message.Header
+		h.Add("Link", "</a.css>; rel=preload")
+		h.Add("Connection", "close")
+		h.Add("Keep-Alive", "timeout=5")
+		h.Add("Content-Length", "12")
+		for _, st := range []int{103, 100, 100, 102} {
+			if err := ex.WriteInterim(st, &h); err != nil {
+				t.Errorf("WriteInterim(%d): %v", st, err)
+			}
+			h.Reset()
+		}
+		for _, st := range []int{101, 99, 200} {
+			if err := ex.WriteInterim(st, nil); err == nil {
+				t.Errorf("WriteInterim(%d) succeeded", st)
+			}
+		}
+		// The request body read after a 100 went out sends no second one.
+		if ex.Request().Body != nil {
+			io.ReadAll(ex.Request().Body)
+		}
+		resp := &message.Response{Status: 200, ContentLength: 2}
+		ex.WriteHeader(resp)
+		if err := ex.WriteInterim(103, nil); !errors.Is(err, ErrHeadWritten) {
+			t.Errorf("WriteInterim after the final head: %v, want ErrHeadWritten", err)
+		}
+		ex.Write([]byte("ok"))
+		ex.Finish(nil)
+	}
+}
+
+func TestWriteInterim(t *testing.T) {
+	addr := startServer(t, &Server{Handler: interimHandler(t)})
+	c := dial(t, addr)
+	c.Write([]byte("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi"))
+	br := bufio.NewReader(c)
+	var got strings.Builder
+	for range 3 {
+		head, err := readRequestHead(br) // reads any head up to its empty line
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.WriteString(head)
+	}
+	want := "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" +
+		"HTTP/1.1 100 Continue\r\n\r\n" +
+		"HTTP/1.1 102 Processing\r\n\r\n"
+	if got.String() != want {
+		t.Fatalf("interim heads\n%q\nwant\n%q", got.String(), want)
+	}
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || r.body != "ok" {
+		t.Fatalf("final %d %q", r.status, r.body)
+	}
+}
+
+// RFC 9110 section 15.2: nothing informational goes to an HTTP/1.0 client, and WriteInterim
+// says so by succeeding without sending.
+func TestWriteInterimHTTP10(t *testing.T) {
+	addr := startServer(t, &Server{Handler: interimHandler(t)})
+	c := dial(t, addr)
+	c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	out, _ := readAllUntilClose(c, 5*time.Second)
+	if !strings.HasPrefix(out, "HTTP/1.1 200 OK\r\n") || strings.Contains(out, " 10") {
+		t.Fatalf("HTTP/1.0 client got %q", out)
+	}
+}
+
+// The client hands each interim response to Request.Interim in order, with its fields; a 101
+// is final; interim heads count against MaxHeaderBytes together with the final head; an
+// error from the callback fails the round trip.
+func TestClientInterimCallback(t *testing.T) {
+	const heads = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nLink: </b>\r\n\r\n" +
+		"HTTP/1.1 102 Processing\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	t.Run("order", func(t *testing.T) {
+		addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+			readRequestHead(br)
+			c.Write([]byte(heads))
+			readRequestHead(br)
+		})
+		cc := newClient(t, addr, nil)
+		req := get("GET", "/")
+		var got []string
+		req.Interim = func(status int, h *message.Header) error {
+			s := message.StatusText(status)
+			for _, f := range h.Fields() {
+				s += "|" + f.Name + "=" + f.Value
+			}
+			got = append(got, s)
+			return nil
+		}
+		resp, err := cc.RoundTrip(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); resp.Status != 200 || body != "ok" || resp.Header.Len() != 0 {
+			t.Fatalf("final %d %q %v", resp.Status, body, resp.Header.Fields())
+		}
+		want := []string{"Early Hints|Link=</a>|Link=</b>", "Processing"}
+		if strings.Join(got, ";") != strings.Join(want, ";") {
+			t.Fatalf("interim %q, want %q", got, want)
+		}
+	})
+	t.Run("callback error", func(t *testing.T) {
+		addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+			readRequestHead(br)
+			c.Write([]byte(heads))
+		})
+		cc := newClient(t, addr, nil)
+		req := get("GET", "/")
+		boom := errors.New("boom")
+		req.Interim = func(int, *message.Header) error { return boom }
+		_, err := cc.RoundTrip(context.Background(), req)
+		if !errors.Is(err, boom) || cc.Reusable() {
+			t.Fatalf("error %v reusable %v, want boom and a closed connection", err, cc.Reusable())
+		}
+	})
+	t.Run("size budget", func(t *testing.T) {
+		big := "HTTP/1.1 103 Early Hints\r\nLink: </" + strings.Repeat("x", 600) + ">\r\n\r\n"
+		addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+			readRequestHead(br)
+			c.Write([]byte(big + big + "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+		})
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each head fits 1 KiB; two of them and the final one do not.
+		cc := NewClientConn(c, ClientOptions{MaxHeaderBytes: 1024})
+		defer cc.Close()
+		n := 0
+		req := get("GET", "/")
+		req.Interim = func(int, *message.Header) error { n++; return nil }
+		_, err = cc.RoundTrip(context.Background(), req)
+		var fe *fault.Error
+		if !errors.As(err, &fe) || fe.Kind != fault.InvalidResponse || n != 1 {
+			t.Fatalf("error %v after %d interim, want an invalid response after 1", err, n)
+		}
+	})
+}
