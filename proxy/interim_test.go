@@ -121,7 +121,9 @@ type hintsPhases struct {
 	errs    []error
 }
 
-func (p *hintsPhases) UpstreamPeer(*Session, *recordCtx) (*upstream.Peer, error) { return testPeer, nil }
+func (p *hintsPhases) UpstreamPeer(*Session, *recordCtx) (*upstream.Peer, error) {
+	return testPeer, nil
+}
 
 func (p *hintsPhases) Request(s *Session, _ *recordCtx) (bool, error) {
 	var h message.Header
