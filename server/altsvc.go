@@ -25,12 +25,24 @@ func (e *altSvcExchange) WriteHeader(resp *message.Response) error {
 	}
 	r := &e.resp
 	*r = message.Response{Status: resp.Status, Reason: resp.Reason, Proto: resp.Proto,
-		ContentLength: resp.ContentLength, Header: r.Header}
+		ContentLength: resp.ContentLength, TransferCoding: resp.TransferCoding, Header: r.Header}
 	r.Header.CopyFrom(&resp.Header)
 	r.Header.Add("Alt-Svc", e.value)
 	err := e.ServerExchange.WriteHeader(r)
 	return err
 }
+
+// WriteInterim sends an informational response through the wrapped exchange (HTTP/1.1 and
+// HTTP/2 exchanges are message.InterimWriters), without Alt-Svc; it does nothing when the
+// wrapped exchange cannot.
+func (e *altSvcExchange) WriteInterim(status int, h *message.Header) error {
+	if w, ok := e.ServerExchange.(message.InterimWriter); ok {
+		return w.WriteInterim(status, h)
+	}
+	return nil
+}
+
+var _ message.InterimWriter = (*altSvcExchange)(nil)
 
 // altSvcUpgrader keeps the HTTP/1.1 exchange's Upgrader capability visible through the wrapper.
 type altSvcUpgrader struct {
