@@ -15,6 +15,8 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -500,23 +502,10 @@ func TestTransferCodingWithoutChunkedHTTP1(t *testing.T) {
 	br := bufio.NewReader(c)
 	for i := range 2 { // the downstream connection stays usable
 		io.WriteString(c, "GET /te HTTP/1.1\r\nHost: example.com\r\n\r\n")
-		tp := textproto.NewReader(br)
-		status, err := tp.ReadLine()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := tp.ReadMIMEHeader()
-		if err != nil {
-			t.Fatal(err)
-		}
+		status, h, coded := readCodedResponse(t, br)
 		if status != "HTTP/1.1 200 OK" || h.Get("Transfer-Encoding") != "gzip, chunked" || h.Get("Content-Length") != "" {
 			t.Fatalf("request %d: %s %v", i, status, h)
 		}
-		coded, err := io.ReadAll(httputil.NewChunkedReader(br))
-		if err != nil {
-			t.Fatal(err)
-		}
-		readHead(br) // the empty trailer section
 		if !bytes.Equal(coded, payload) {
 			t.Fatalf("request %d: coded body differs: %d bytes, want %d", i, len(coded), len(payload))
 		}
@@ -581,4 +570,74 @@ func TestTransferCodingRequestsStayStrict(t *testing.T) {
 			t.Errorf("request TE %q: %d, want %d", tc.te, resp.StatusCode, tc.want)
 		}
 	}
+}
+
+// Through the verge binary (`verge proxy`): the origin's interim responses reach the client
+// and a transfer-coded close-delimited body is re-framed.
+func TestInterimAndTransferCodingThroughBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the verge binary")
+	}
+	payload := gzipped(teText)
+	originAddr := rawOrigin(t, func(c net.Conn, _ *bufio.Reader, head string) bool {
+		if strings.HasPrefix(head, "GET /te ") {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+			c.Write(payload)
+			return false
+		}
+		_, err := io.WriteString(c, interimHeads+interimFinal)
+		return err == nil
+	})
+	bin := buildVerge(t)
+	addr := freePort(t)
+	cmd := exec.Command(bin, "proxy", "--listen", addr, "--upstream", "http://"+originAddr)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitListening(t, addr)
+
+	heads, resp, body := readInterims(t, addr, "GET /page HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	var early http.Header
+	if len(heads) > 0 {
+		early = http.Header(heads[0].header)
+	}
+	checkInterims(t, statuses(heads), early, resp.StatusCode, body)
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "GET /te HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	status, h, coded := readCodedResponse(t, bufio.NewReader(c))
+	if status != "HTTP/1.1 200 OK" || h.Get("Transfer-Encoding") != "gzip, chunked" || !bytes.Equal(coded, payload) {
+		t.Fatalf("TE response: %s %v, coded body %d bytes (want %d)", status, h, len(coded), len(payload))
+	}
+}
+
+// readCodedResponse reads a response head and its chunked body as raw bytes (net/http's
+// reader refuses transfer codings other than chunked).
+func readCodedResponse(t *testing.T, br *bufio.Reader) (string, textproto.MIMEHeader, []byte) {
+	t.Helper()
+	tp := textproto.NewReader(br)
+	status, err := tp.ReadLine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(h.Get("Transfer-Encoding"), "chunked") {
+		t.Fatalf("%s %v: not chunked", status, h)
+	}
+	coded, err := io.ReadAll(httputil.NewChunkedReader(br))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readHead(br) // the empty trailer section
+	return status, h, coded
 }
