@@ -3,6 +3,7 @@ package h2
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -68,5 +69,42 @@ func TestServerWriteInterim(t *testing.T) {
 	}
 	if resp.StatusCode != 200 || string(body) != "body" {
 		t.Errorf("final %d %q", resp.StatusCode, body)
+	}
+}
+
+// BenchmarkClientRoundTripWithInterim is BenchmarkClientRoundTrip with req.Interim set, as the
+// proxy engine sets it on every upstream request whose client can receive 1xx responses: it
+// measures what the relay costs when no interim response arrives.
+func BenchmarkClientRoundTripWithInterim(b *testing.B) {
+	addr := serve(b, &Server{Handler: kibHandler}, false)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := NewClientConn(c, ClientOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close() })
+	req := &message.Request{Method: "GET", Target: "/bench", Authority: "bench", Scheme: "http"}
+	req.Header.Add("accept", "*/*")
+	req.Interim = func(int, *message.Header) error { return nil }
+	ctx := context.Background()
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := cc.RoundTrip(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := resp.Body.Read(buf); err == io.EOF {
+				break
+			} else if err != nil {
+				b.Fatal(err)
+			}
+		}
+		resp.Body.Close()
 	}
 }

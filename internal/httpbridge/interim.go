@@ -37,6 +37,7 @@ type InterimRelay struct {
 	err   error
 	h     message.Header
 	keys  []string
+	trace httptrace.ClientTrace // in the relay's allocation
 }
 
 // WithInterim returns ctx with a client trace relaying req's 1xx responses to req.Interim,
@@ -48,7 +49,8 @@ func WithInterim(ctx context.Context, req *message.Request, name string, maxByte
 		return ctx, nil
 	}
 	r := &InterimRelay{fn: req.Interim, name: name, limit: maxBytes}
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: r.got1xx}), r
+	r.trace.Got1xxResponse = r.got1xx
+	return httptrace.WithClientTrace(ctx, &r.trace), r
 }
 
 // got1xx is the trace's Got1xxResponse. A 101 is not an interim response (the HTTP/3 library
