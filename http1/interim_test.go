@@ -158,3 +158,54 @@ func TestClientInterimCallback(t *testing.T) {
 		}
 	})
 }
+
+// FuzzResponseCodings checks the split of a response's Transfer-Encoding that names codings
+// other than chunked: what is passed on is a non-empty, valid field value without a final
+// chunked when chunked delimits the body, so the downstream writer's "<codings>, chunked"
+// never applies chunked twice in a row.
+func FuzzResponseCodings(f *testing.F) {
+	for _, s := range []string{"gzip", "gzip, chunked", "chunked, gzip", "x;q=1 ,\tchunked", "a,b , Chunked"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		if !validFieldValueString(string(v)) {
+			return
+		}
+		_, err := parseTransferEncoding(v)
+		if err != errUnknownTE && err != errChunkedNotLast {
+			return
+		}
+		codings, chunkedLast := responseCodings(v)
+		c := string(codings)
+		if c == "" || !validFieldValueString(c) || c != message.TrimOWS(c) {
+			t.Fatalf("%q: codings %q", v, c)
+		}
+		if chunkedLast {
+			last := c
+			if i := strings.LastIndexByte(c, ','); i >= 0 {
+				last = c[i+1:]
+			}
+			if message.EqualFold(message.TrimOWS(last), "chunked") {
+				t.Fatalf("%q: codings %q still end with chunked", v, c)
+			}
+		}
+	})
+}
+
+func TestResponseCodings(t *testing.T) {
+	for _, tc := range []struct {
+		in, codings string
+		chunked     bool
+	}{
+		{"gzip", "gzip", false},
+		{"gzip, chunked", "gzip", true},
+		{"gzip , Chunked ", "gzip", true},
+		{"br, gzip,chunked", "br, gzip", true},
+		{"chunked, gzip", "chunked, gzip", false},
+	} {
+		c, ch := responseCodings([]byte(tc.in))
+		if string(c) != tc.codings || ch != tc.chunked {
+			t.Errorf("responseCodings(%q) = %q, %v; want %q, %v", tc.in, c, ch, tc.codings, tc.chunked)
+		}
+	}
+}
