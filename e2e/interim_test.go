@@ -641,3 +641,38 @@ func readCodedResponse(t *testing.T, br *bufio.Reader) (string, textproto.MIMEHe
 	readHead(br) // the empty trailer section
 	return status, h, coded
 }
+
+// An HTTP/1.1 client's Expect: 100-continue through an HTTP/2 origin: the h2 client reads the
+// request body on its own goroutine (the downstream adapter then sends its 100) while its
+// connection reader relays the origin's 100; the client still gets exactly one.
+func TestExpectContinueThroughHTTP2Origin(t *testing.T) {
+	origin := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body) // net/http's server sends 100 Continue on this read
+		io.WriteString(w, "got "+string(body))
+	}))
+	origin.EnableHTTP2 = true
+	origin.StartTLS()
+	t.Cleanup(origin.Close)
+	pool := origin.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	v := startVerge(t, &upstream.Peer{Address: origin.Listener.Addr().String(), Protocol: upstream.HTTP2,
+		TLS: &upstream.TLSOptions{ServerName: "example.com", RootCAs: pool}}, nil)
+	for i := range 5 {
+		c, err := net.Dial("tcp", v.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c, "POST /up HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+		br := bufio.NewReader(c)
+		head, err := readHead(br)
+		if err != nil || !strings.HasPrefix(head, "HTTP/1.1 100 ") {
+			t.Fatalf("request %d: first head %q (%v), want a 100 Continue", i, head, err)
+		}
+		io.WriteString(c, "data")
+		heads, resp, body := readUntilFinal(t, br)
+		if len(heads) != 0 || resp.StatusCode != 200 || string(body) != "got data" {
+			t.Fatalf("request %d: more interim %v, final %d %q", i, statuses(heads), resp.StatusCode, body)
+		}
+		c.Close()
+	}
+}
