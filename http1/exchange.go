@@ -137,8 +137,25 @@ func (ex *Exchange) WriteInterim(status int, h *message.Header) error {
 	if status == 100 {
 		ex.continueSent = true
 	}
-	return ex.c.out.flush()
+	// The relay of an HTTP/2 or HTTP/3 upstream runs on that connection's reader, which other
+	// requests share: a client that takes no bytes must not hold it for the whole write
+	// timeout. A head of a few hundred bytes that cannot be written in interimWriteTimeout
+	// fails the connection (the error is sticky, so the final response fails as well).
+	out := &ex.c.out
+	saved := out.perWrite
+	if saved <= 0 || saved > interimWriteTimeout {
+		out.perWrite = interimWriteTimeout
+	}
+	err := out.flush()
+	out.perWrite = saved
+	if saved <= 0 && err == nil {
+		out.wdl.arm(out.conn, true, 0) // no write timeout: clear the interim one
+	}
+	return err
 }
+
+// interimWriteTimeout bounds the write of an interim response head.
+const interimWriteTimeout = 5 * time.Second
 
 // WriteHeader writes the response head. Framing comes from resp.ContentLength alone: zero or
 // more sends Content-Length; -1 sends chunked to HTTP/1.1 clients and closes the connection

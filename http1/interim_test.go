@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -207,5 +208,65 @@ func TestResponseCodings(t *testing.T) {
 		if string(c) != tc.codings || ch != tc.chunked {
 			t.Errorf("responseCodings(%q) = %q, %v; want %q, %v", tc.in, c, ch, tc.codings, tc.chunked)
 		}
+	}
+}
+
+// interimDeadlineConn records the write deadlines set on it.
+type interimDeadlineConn struct {
+	net.Conn
+	mu  sync.Mutex
+	wdl []time.Time
+}
+
+func (c *interimDeadlineConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.wdl = append(c.wdl, t)
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *interimDeadlineConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.wdl = append(c.wdl, t)
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+// An interim head is written under interimWriteTimeout, not the server's longer write
+// timeout (the relay may run on a reader other requests share); the final response gets the
+// server's timeout again.
+func TestWriteInterimShortWriteDeadline(t *testing.T) {
+	srvSide, cliSide := net.Pipe()
+	dc := &interimDeadlineConn{Conn: srvSide}
+	var marks []int
+	s := &Server{WriteTimeout: time.Hour, Handler: func(ex *Exchange) {
+		dc.mu.Lock()
+		marks = append(marks, len(dc.wdl))
+		dc.mu.Unlock()
+		ex.WriteInterim(103, nil)
+		dc.mu.Lock()
+		marks = append(marks, len(dc.wdl))
+		dc.mu.Unlock()
+		ex.WriteHeader(&message.Response{Status: 204})
+		ex.Finish(nil)
+	}}
+	done := make(chan struct{})
+	go func() { defer close(done); s.ServeConn(context.Background(), dc, nil) }()
+	cliSide.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(cliSide, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	out, _ := io.ReadAll(cliSide)
+	<-done
+	if !strings.HasPrefix(string(out), "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 204 No Content\r\n") {
+		t.Fatalf("got %q", out)
+	}
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	interim := dc.wdl[marks[0]:marks[1]]
+	if len(interim) != 1 || time.Until(interim[0]) > interimWriteTimeout {
+		t.Fatalf("deadlines set for the interim write: %v, want one within %v", interim, interimWriteTimeout)
+	}
+	final := dc.wdl[marks[1]:]
+	if len(final) == 0 || time.Until(final[0]) < 30*time.Minute {
+		t.Fatalf("deadlines set for the final response: %v, want the hour-long write timeout", final)
 	}
 }
