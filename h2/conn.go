@@ -33,7 +33,10 @@ type serverConn struct {
 	dec         *hpack.Decoder
 	hb          headerBlock
 	sawSettings bool
-	kick        bool // the reader appended frames: wake the writer before reading
+	kick        bool   // the reader appended frames: wake the writer before reading
+	flood       int64  // flood score (see flood.go)
+	floodAt     int64  // unix nanoseconds up to which the score has leaked
+	floodReason string // what last added to the score
 
 	mu       sync.Mutex
 	sendCond sync.Cond // send window opened, write buffer drained, or a stream was reset
@@ -62,6 +65,8 @@ type serverConn struct {
 	idleSince     time.Time // when the last stream closed
 	pingAt        time.Time // when an unanswered keep-alive PING was sent; zero if none
 	timer         *time.Timer
+	timerAt       time.Time // when timer fires; zero when it is not armed
+	stalled       int       // streams whose Write waits for flow-control window
 	writerDone    chan struct{}
 
 	lastRead atomic.Int64 // unix nanoseconds of the last read, for the keep-alive timer
@@ -137,6 +142,7 @@ func (sc *serverConn) serve() {
 	now := time.Now()
 	sc.idleSince = now
 	sc.lastRead.Store(now.UnixNano())
+	sc.floodAt = now.UnixNano()
 	sc.wakeLocked()
 	sc.mu.Unlock()
 	go sc.writeLoop()
@@ -176,20 +182,25 @@ func (sc *serverConn) teardown() {
 		sc.timer.Stop()
 	}
 	sc.mu.Lock()
+	// Handlers see the client gone: a downstream ConnectionClosed fault, logged as 499.
 	for id, s := range sc.streams {
-		sc.resetLocked(s, codeCancel, false, errConnClosed)
+		sc.resetLocked(s, codeCancel, false, errConnGone)
 		delete(sc.streams, id)
 	}
 	for _, s := range sc.queue {
 		if s != nil {
-			sc.resetLocked(s, codeCancel, false, errConnClosed)
+			sc.resetLocked(s, codeCancel, false, errConnGone)
 			s.handlerDoneLocked()
 		}
 	}
 	sc.queue = nil
 	if sc.wp != nil {
-		*sc.wp = sc.wbuf[:0]
-		wbufPool.Put(sc.wp)
+		// A buffer that grew large (a client that stopped reading) is left to the GC
+		// rather than kept in the pool.
+		if cap(sc.wbuf) <= maxKeptWbuf {
+			*sc.wp = sc.wbuf[:0]
+			wbufPool.Put(sc.wp)
+		}
 		sc.wp, sc.wbuf = nil, nil
 	}
 	sc.sendCond.Broadcast()
@@ -301,8 +312,29 @@ func (sc *serverConn) readLoop() error {
 	}
 }
 
-// processFrame handles one frame; it returns a connError for connection errors.
+// processFrame handles one frame; it returns a connError for connection errors, including
+// floods (flood.go) and a client that stopped reading the frames sent in answer to its own.
 func (sc *serverConn) processFrame(typ, flags byte, id uint32, p []byte) error {
+	if err := sc.dispatchFrame(typ, flags, id, p); err != nil {
+		return err
+	}
+	if sc.flood > floodLimit {
+		sc.dropBlock()
+		return connError{codeEnhanceYourCalm, sc.floodReason}
+	}
+	if sc.kick {
+		sc.mu.Lock()
+		full := len(sc.wbuf) > maxPendingControl
+		sc.mu.Unlock()
+		if full {
+			sc.dropBlock()
+			return connError{codeEnhanceYourCalm, "control_frames_unread"}
+		}
+	}
+	return nil
+}
+
+func (sc *serverConn) dispatchFrame(typ, flags byte, id uint32, p []byte) error {
 	if sc.hb.open && (typ != frameContinuation || id != sc.hb.id) {
 		return connError{codeProtocol, "header_block_interrupted"}
 	}
@@ -318,28 +350,35 @@ func (sc *serverConn) processFrame(typ, flags byte, id uint32, p []byte) error {
 	case frameHeaders:
 		return sc.onHeaders(flags, id, p)
 	case frameContinuation:
+		sc.charge(costFrame, "continuation_flood")
 		return sc.onContinuation(flags, id, p)
 	case framePriority:
+		sc.charge(costFrame, "priority_flood")
 		return sc.onPriority(id, p)
 	case frameRSTStream:
 		return sc.onRSTStream(id, p)
 	case frameSettings:
+		sc.charge(costFrame+int64(len(p)/6), "settings_flood")
 		return sc.onSettings(flags, id, p)
 	case framePushPromise:
 		return connError{codeProtocol, "push_promise_from_client"}
 	case framePing:
+		sc.charge(costFrame, "ping_flood")
 		return sc.onPing(flags, id, p)
 	case frameGoAway:
+		sc.charge(costFrame, "goaway_flood")
 		return sc.onGoAway(id, p)
 	case frameWindowUpdate:
 		return sc.onWindowUpdate(id, p)
 	}
+	sc.charge(costFrame, "unknown_frame_flood")
 	return nil // unknown frame types are ignored (RFC 9113 section 5.5)
 }
 
 // streamError resets stream id with code (RFC 9113 section 5.4.2).
 func (sc *serverConn) streamError(id uint32, code errCode, reason string) {
 	sc.countError("stream", code, reason)
+	sc.charge(costReject, "stream_error_flood")
 	sc.mu.Lock()
 	if s := sc.streams[id]; s != nil {
 		sc.resetLocked(s, code, true, nil)
@@ -409,6 +448,7 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		}
 		sc.creditConnLocked(n)
 		sc.countError("stream", codeStreamClosed, "data_half_closed")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeStreamClosed, true, nil)
 		sc.kick = true
 		return nil
@@ -417,6 +457,7 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	if n > s.recvWindow {
 		sc.creditConnLocked(n)
 		sc.countError("stream", codeFlowControl, "data_over_stream_window")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeFlowControl, true, nil)
 		sc.kick = true
 		return nil
@@ -429,11 +470,30 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	}
 	s.bodyBytes += int64(len(data))
 	end := flags&flagEndStream != 0
+	if len(data) == 0 && !end {
+		sc.charge(costFrame, "empty_data_flood")
+	} else {
+		sc.credit(int64(len(data)) >> 10)
+	}
 	if s.declared >= 0 && (s.bodyBytes > s.declared || end && s.bodyBytes != s.declared) {
 		sc.countError("stream", codeProtocol, "content_length_mismatch")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeProtocol, true, errContentLength)
 		sc.kick = true
 		return nil
+	}
+	if s.bodyErr != nil {
+		// Past the body limit: the handler reads no more, the bytes are dropped.
+		sc.creditConnLocked(int32(len(data)))
+		data = nil
+	} else if lim := sc.st.maxBody; lim > 0 && s.bodyBytes > lim {
+		keep := len(data) - int(s.bodyBytes-lim)
+		sc.creditConnLocked(int32(len(data) - keep))
+		data = data[:keep]
+		sc.countError("stream", codeNo, "body_too_large")
+		sc.charge(costReject, "stream_error_flood")
+		s.bodyErr = errBodyTooLarge
+		s.wakeBodyLocked()
 	}
 	if len(data) > 0 {
 		s.pushBodyLocked(data)
@@ -473,11 +533,13 @@ func (sc *serverConn) onRSTStream(id uint32, p []byte) error {
 	defer sc.mu.Unlock()
 	s := sc.streams[id]
 	if s == nil {
+		sc.charge(costFrame, "rst_stream_flood")
 		if idle, _ := sc.closedStateLocked(id); idle {
 			return connError{codeProtocol, "rst_stream_idle"}
 		}
 		return nil
 	}
+	sc.charge(costEarlyReset, "rapid_reset")
 	sc.resetLocked(s, code, false, streamResetError(code))
 	return nil
 }
@@ -553,9 +615,6 @@ func (sc *serverConn) onPing(flags byte, id uint32, p []byte) error {
 		sc.pingAt = time.Time{}
 		return nil
 	}
-	if len(sc.wbuf) > maxPendingControl {
-		return connError{codeEnhanceYourCalm, "ping_flood"}
-	}
 	sc.wbuf = appendPing(sc.wbufLocked(), true, p)
 	sc.kick = true
 	return nil
@@ -601,6 +660,7 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 	}
 	if inc == 0 {
 		sc.countError("stream", codeProtocol, "window_update_zero")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeProtocol, true, nil)
 		sc.kick = true
 		return nil
@@ -608,6 +668,7 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 	s.sendWindow += inc
 	if s.sendWindow > maxWindow {
 		sc.countError("stream", codeFlowControl, "window_update_overflow")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeFlowControl, true, nil)
 		sc.kick = true
 		return nil
@@ -616,9 +677,12 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 	return nil
 }
 
-// maxPendingControl bounds the frames the reader queues in answer to the client (PING acks,
-// resets) while the client does not read them.
-const maxPendingControl = 1 << 20
+// maxPendingControl bounds the write buffer while the reader queues frames in answer to the
+// client (SETTINGS and PING acknowledgements, RST_STREAM, WINDOW_UPDATE, 431 and 413
+// answers): a client that sends such frames and does not read the answers has its
+// connection closed with GOAWAY ENHANCE_YOUR_CALM once this much is pending. Handlers' DATA
+// stays far below it (maxPendingWrite).
+const maxPendingControl = 256 << 10
 
 // creditConnLocked returns n bytes of connection receive window, sending WINDOW_UPDATE once
 // half the window is due.
