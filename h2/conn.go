@@ -318,7 +318,7 @@ func (sc *serverConn) processFrame(typ, flags byte, id uint32, p []byte) error {
 	if err := sc.dispatchFrame(typ, flags, id, p); err != nil {
 		return err
 	}
-	if sc.flood > floodLimit {
+	if sc.flood > sc.st.floodLimit {
 		sc.dropBlock()
 		return connError{codeEnhanceYourCalm, sc.floodReason}
 	}
@@ -427,6 +427,12 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		return connError{codeProtocol, "data_pad"}
 	}
 	n := int32(len(p))
+	end := flags&flagEndStream != 0
+	if len(data) == 0 && !end {
+		sc.charge(costFrame, "empty_data_flood")
+	} else {
+		sc.credit(int64(len(data)) >> 10)
+	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if n > sc.recvWindow {
@@ -469,12 +475,6 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		s.creditLocked(pad)
 	}
 	s.bodyBytes += int64(len(data))
-	end := flags&flagEndStream != 0
-	if len(data) == 0 && !end {
-		sc.charge(costFrame, "empty_data_flood")
-	} else {
-		sc.credit(int64(len(data)) >> 10)
-	}
 	if s.declared >= 0 && (s.bodyBytes > s.declared || end && s.bodyBytes != s.declared) {
 		sc.countError("stream", codeProtocol, "content_length_mismatch")
 		sc.charge(costReject, "stream_error_flood")

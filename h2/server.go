@@ -111,6 +111,9 @@ type Server struct {
 	// unfinished streams at Debug. Nil means slog.Default().
 	Logger *slog.Logger
 
+	// floodLimit overrides the flood score limit (flood.go) in tests; zero means floodLimit.
+	floodLimit int64
+
 	once  sync.Once
 	state *serverState
 }
@@ -132,6 +135,7 @@ type serverState struct {
 	writeTimeout  time.Duration // 0: none
 	sendTimeout   time.Duration // 0: none
 	maxBody       int64         // 0: none
+	floodLimit    int64
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -160,6 +164,7 @@ func newServerState(s *Server) *serverState {
 		writeTimeout: duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
 		sendTimeout:  duration(s.SendTimeout, DefaultSendTimeout),
 		maxBody:      max(s.MaxRequestBodySize, 0),
+		floodLimit:   s.floodLimit,
 		conns:        make(map[*serverConn]struct{}),
 	}
 	if st.logger == nil {
@@ -173,6 +178,9 @@ func newServerState(s *Server) *serverState {
 	}
 	if st.connWindow < initialWindow {
 		st.connWindow = DefaultMaxUploadBufferPerConnection
+	}
+	if st.floodLimit <= 0 {
+		st.floodLimit = floodLimit
 	}
 	if st.pingTimeout <= 0 {
 		st.pingTimeout = DefaultPingTimeout
