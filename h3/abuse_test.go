@@ -324,3 +324,46 @@ func TestConnectionBurst(t *testing.T) {
 		t.Errorf("%d of %d connections failed, first: %v", n, clients, firstErr.Load())
 	}
 }
+
+// TestClientGoneMidBodyIs499H3 closes the QUIC connection while the handler reads the
+// request body: the read fails with a downstream fault that the access log shows as 499, as
+// for HTTP/1 and HTTP/2.
+func TestClientGoneMidBodyIs499H3(t *testing.T) {
+	rerr := make(chan error, 1)
+	started := make(chan struct{})
+	_, addr := startServer(t, func(ex message.ServerExchange) {
+		buf := make([]byte, 1000)
+		_, err := io.ReadFull(ex.Request().Body, buf)
+		if err == nil {
+			close(started)
+			_, err = io.Copy(io.Discard, ex.Request().Body)
+		}
+		rerr <- err
+		ex.Abort(err)
+	}, nil)
+	rc := dialRawH3(t, addr)
+	str, err := rc.conn.OpenStreamSync(ctxTimeout(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := headersFrame("POST", "/", qpack.HeaderField{Name: "content-length", Value: "100000"})
+	if _, err := str.Write(append(msg, dataFrame(make([]byte, 1000))...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case err := <-rerr:
+		t.Fatalf("body read failed early: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler did not read the first bytes")
+	}
+	rc.conn.CloseWithError(0, "gone")
+	select {
+	case err := <-rerr:
+		if got := fault.Classify(fault.Downstream, err).StatusCode(); got != 499 {
+			t.Errorf("body read error %v maps to %d, want 499", err, got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("body read did not fail")
+	}
+}
