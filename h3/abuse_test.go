@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -297,22 +298,35 @@ func TestZeroCreditStallH3(t *testing.T) {
 }
 
 // TestConnectionBurst opens many QUIC connections at once, one request each: none may be
-// refused after its handshake because the accept queue was full (0.8% were, with 100 clients).
+// refused after its handshake because the accept queue was full (0.8% were, with 100
+// clients). Other failures (handshake timeouts on an overloaded machine) are logged, not
+// counted: the refusal is what this test is about.
 func TestConnectionBurst(t *testing.T) {
 	_, addr := startServer(t, echo, nil)
+	_, pool := testCertificate(t)
 	const clients = 150
 	var wg sync.WaitGroup
-	var failed atomic.Int32
+	var refused, other atomic.Int32
 	var firstErr atomic.Value
 	for range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, _ := newClient(t)
+			tr := &http3.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pool},
+				QUICConfig:      &quic.Config{HandshakeIdleTimeout: 30 * time.Second, MaxIdleTimeout: 30 * time.Second},
+			}
+			defer tr.Close()
+			c := &http.Client{Transport: tr, Timeout: 60 * time.Second}
 			res, err := c.Get("https://" + addr + "/")
 			if err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
+				if strings.Contains(err.Error(), "CONNECTION_REFUSED") {
+					refused.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				} else {
+					other.Add(1)
+					t.Logf("connection failed (not refused): %v", err)
+				}
 				return
 			}
 			io.Copy(io.Discard, res.Body)
@@ -320,8 +334,11 @@ func TestConnectionBurst(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d connections failed, first: %v", n, clients, firstErr.Load())
+	if n := refused.Load(); n > 0 {
+		t.Errorf("%d of %d connections refused, first: %v", n, clients, firstErr.Load())
+	}
+	if n := other.Load(); n == clients {
+		t.Fatal("no connection succeeded")
 	}
 }
 
