@@ -190,14 +190,15 @@ func (ex *exchange) Abort(err error) {
 	ex.Exchange.Abort(err)
 }
 
-// armWrite moves the write deadline to a full send timeout from now when less than half of
-// it is left, so most writes do not touch the stream's deadline.
+// armWrite moves the write deadline to a full send timeout from now once a sixteenth of it
+// has passed, so a blocked write gets between 15/16 of the send timeout and all of it while
+// most writes do not touch the stream's deadline.
 func (ex *exchange) armWrite() {
 	if ex.sendTO <= 0 {
 		return
 	}
 	now := time.Now()
-	if ex.wdl.Sub(now) > ex.sendTO/2 {
+	if ex.wdl.Sub(now) > ex.sendTO-ex.sendTO/16 {
 		return
 	}
 	d, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error })
