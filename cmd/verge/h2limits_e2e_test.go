@@ -134,3 +134,64 @@ pid_file: %q
 		t.Errorf("client gone mid-body over h2 logged as %v, want 499", status)
 	}
 }
+
+// TestH3BodyLimit runs the binary with HTTP/3 and limits.max_body 64KiB: a declared
+// oversized body gets 413 over HTTP/3 too, and a streamed one gets 413 with no more than the
+// limit reaching the origin.
+func TestH3BodyLimit(t *testing.T) {
+	const limit = 64 << 10
+	var maxSeen atomic.Int64
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		for m := maxSeen.Load(); n > m && !maxSeen.CompareAndSwap(m, n); m = maxSeen.Load() {
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(origin.Close)
+	p := launchVerge(t, func(p *proc) {
+		writeH3Config(t, p.cfgFile, p.addr, p.pidFile, strings.TrimPrefix(origin.URL, "http://"), "h3")
+		b, err := os.ReadFile(p.cfgFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := strings.Replace(string(b), "    http3: {enabled: true}\n", "    http3: {enabled: true}\n    limits: {max_body: 64KiB}\n", 1)
+		if err := os.WriteFile(p.cfgFile, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	c := h3Client(t)
+	waitFor(t, "HTTP/3 serving", 10*time.Second, func() bool {
+		got, _ := h3Get(c, p.addr, "/who")
+		return got == "h3"
+	})
+	resp, err := c.Post("https://"+p.addr+"/declared", "application/octet-stream", bytes.NewReader(make([]byte, 2*limit)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 || resp.ProtoMajor != 3 {
+		t.Errorf("declared 2x limit: %s status %d, want HTTP/3 413", resp.Proto, resp.StatusCode)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := make([]byte, 8<<10)
+		for i := 0; i < 4*limit/len(chunk); i++ {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", "https://"+p.addr+"/streamed", pr)
+	resp, err = c.Do(req)
+	pr.CloseWithError(errors.New("done"))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Errorf("streamed 4x limit: status %d, want 413", resp.StatusCode)
+		}
+	}
+	if got := maxSeen.Load(); got > limit {
+		t.Errorf("origin received %d body bytes, want at most %d", got, limit)
+	}
+}
