@@ -384,3 +384,65 @@ func TestClientGoneMidBodyIs499H3(t *testing.T) {
 		t.Fatal("body read did not fail")
 	}
 }
+
+// TestQPACKBombH3 sends a HEADERS frame of 3,000 one-byte references to the static table
+// entry "accept: */*": 3 KB on the wire, 123 KB decoded, over the 64 KiB limit. quic-go
+// stops decoding at the limit and answers 431 without running the handler.
+func TestQPACKBombH3(t *testing.T) {
+	var handled atomic.Int32
+	_, addr := startServer(t, func(ex message.ServerExchange) {
+		handled.Add(1)
+		respond(ex, 200, nil, nil)
+	}, nil)
+	rc := dialRawH3(t, addr)
+	str, err := rc.conn.OpenStreamSync(ctxTimeout(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := qpack.NewEncoder(&block)
+	for _, f := range []qpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "https"},
+		{Name: ":authority", Value: "test"}, {Name: ":path", Value: "/"}} {
+		enc.WriteField(f)
+	}
+	for range 3000 {
+		block.WriteByte(0xc0 | 29) // indexed field line, static table 29: "accept: */*"
+	}
+	frame := quicvarint.Append(nil, 0x01)
+	frame = quicvarint.Append(frame, uint64(block.Len()))
+	if _, err := str.Write(append(frame, block.Bytes()...)); err != nil {
+		t.Fatal(err)
+	}
+	str.Close()
+	str.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, err := quicvarint.Read(quicvarint.NewReader(str))
+	if err != nil || typ != 0x01 {
+		t.Fatalf("first response frame: type %d, err %v; want HEADERS", typ, err)
+	}
+	r := quicvarint.NewReader(str)
+	n, err := quicvarint.Read(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(str, payload); err != nil {
+		t.Fatal(err)
+	}
+	status := ""
+	decode := qpack.NewDecoder().Decode(payload)
+	for {
+		f, err := decode()
+		if err != nil {
+			break
+		}
+		if f.Name == ":status" {
+			status = f.Value
+		}
+	}
+	if status != "431" {
+		t.Errorf("status %q, want 431", status)
+	}
+	if handled.Load() != 0 {
+		t.Error("handler ran for a header section over the limit")
+	}
+}
