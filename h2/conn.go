@@ -638,6 +638,10 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 		return connError{codeFrameSize, "window_update_frame_size"}
 	}
 	inc := int64(uint32(p[0]&0x7f)<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3]))
+	if inc < minFreeWindowUpdate {
+		// Each update wakes every Write waiting for window: tiny ones are not free.
+		sc.charge(costFrame, "window_update_flood")
+	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if id == 0 {
@@ -676,6 +680,10 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 	sc.sendCond.Broadcast()
 	return nil
 }
+
+// minFreeWindowUpdate is the smallest WINDOW_UPDATE increment that does not count as a
+// frame without progress in the flood score; clients return window in far larger steps.
+const minFreeWindowUpdate = 1024
 
 // maxPendingControl bounds the write buffer while the reader queues frames in answer to the
 // client (SETTINGS and PING acknowledgements, RST_STREAM, WINDOW_UPDATE, 431 and 413

@@ -3,8 +3,8 @@ package h2
 import "time"
 
 // Flood accounting. Some frames cost the server work but carry no request progress: PING,
-// SETTINGS, PRIORITY, RST_STREAM, empty DATA, CONTINUATION, unknown frame types, and header
-// blocks or streams the server has to reject. Each adds to a per-connection score; the score
+// SETTINGS, PRIORITY, RST_STREAM, empty DATA, CONTINUATION, WINDOW_UPDATE of less than 1 KiB,
+// unknown frame types, and header blocks or streams the server has to reject. Each adds to a per-connection score; the score
 // leaks away with time (floodLeakPerSecond) and useful work (a request that reaches its
 // handler, request body bytes) pays it back. A connection whose score passes floodLimit is
 // closed with GOAWAY ENHANCE_YOUR_CALM. The accounting is a few integer operations per frame

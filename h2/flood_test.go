@@ -106,6 +106,9 @@ func TestAbuseFloods(t *testing.T) {
 		{name: "priority", reason: "priority_flood", send: func(rc *rawClient, i int) error {
 			return rc.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{Weight: 1})
 		}},
+		{name: "tiny window updates", reason: "window_update_flood", send: func(rc *rawClient, i int) error {
+			return rc.fr.WriteWindowUpdate(0, 1)
+		}},
 		{name: "unknown frame", reason: "unknown_frame_flood", send: func(rc *rawClient, i int) error {
 			return rc.fr.WriteRawFrame(0xfa, 0, 0, nil)
 		}},
