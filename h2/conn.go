@@ -55,6 +55,7 @@ type serverConn struct {
 	running       int       // handlers running
 	queue         []*stream // streams waiting for a handler slot
 	goAway        bool      // GOAWAY sent: no new streams
+	sentSincePing bool      // response frames were queued since the client's last PING
 	unackedSet    int       // our SETTINGS frames not yet acknowledged
 	sendWindow    int64     // connection send window
 	peerWindow    int32     // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -363,7 +364,6 @@ func (sc *serverConn) dispatchFrame(typ, flags byte, id uint32, p []byte) error 
 	case framePushPromise:
 		return connError{codeProtocol, "push_promise_from_client"}
 	case framePing:
-		sc.charge(costFrame, "ping_flood")
 		return sc.onPing(flags, id, p)
 	case frameGoAway:
 		sc.charge(costFrame, "goaway_flood")
@@ -611,6 +611,13 @@ func (sc *serverConn) onPing(flags byte, id uint32, p []byte) error {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	if sc.sentSincePing {
+		// A PING after response data is how clients measure bandwidth-delay (gRPC's BDP
+		// estimator sends one per burst received): free, once per burst.
+		sc.sentSincePing = false
+	} else {
+		sc.charge(costFrame, "ping_flood")
+	}
 	if flags&flagAck != 0 {
 		sc.pingAt = time.Time{}
 		return nil

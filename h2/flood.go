@@ -2,7 +2,8 @@ package h2
 
 import "time"
 
-// Flood accounting. Some frames cost the server work but carry no request progress: PING,
+// Flood accounting. Some frames cost the server work but carry no request progress: PING
+// (except the first after response frames were sent, as bandwidth probes do),
 // SETTINGS, PRIORITY, RST_STREAM, empty DATA, CONTINUATION, WINDOW_UPDATE of less than 1 KiB,
 // unknown frame types, and header blocks or streams the server has to reject. Each adds to a per-connection score; the score
 // leaks away with time (floodLeakPerSecond) and useful work (a request that reaches its

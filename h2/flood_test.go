@@ -489,3 +489,59 @@ func TestClientGoneMidBodyIs499(t *testing.T) {
 		t.Fatal("body read did not fail")
 	}
 }
+
+// TestAbuseBDPPingsAreFree streams a response in bursts and sends a PING after each burst
+// received, as gRPC's bandwidth-delay estimator does. A PING that follows response data is
+// free: with a flood limit of 100, 500 of them must not end the connection, while the same
+// PINGs without data in between would (TestAbuseFloods/ping).
+func TestAbuseBDPPingsAreFree(t *testing.T) {
+	const bursts = 500
+	next := make(chan struct{}, 1)
+	srv := &Server{floodLimit: 100, Handler: func(ex message.ServerExchange) {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: -1})
+		chunk := make([]byte, 64)
+		for range bursts {
+			if _, err := ex.Write(chunk); err != nil {
+				ex.Abort(err)
+				return
+			}
+			select {
+			case <-next: // the client saw the burst and its PING was answered
+			case <-time.After(10 * time.Second):
+				ex.Abort(errors.New("client stalled"))
+				return
+			}
+		}
+		ex.Finish(nil)
+	}}
+	addr := serve(t, srv, false)
+	rc := dialRaw(t, addr)
+	if err := rc.openStream(1, true); err != nil {
+		t.Fatal(err)
+	}
+	pings, got := 0, 0
+	err := rc.readUntil(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after %d PINGs", f.ErrCode, pings)
+		case *http2.PingFrame:
+			if f.IsAck() {
+				next <- struct{}{}
+			}
+		case *http2.DataFrame:
+			got += len(f.Data())
+			if len(f.Data()) > 0 {
+				pings++
+				rc.fr.WritePing(false, [8]byte{byte(pings)})
+			}
+			return f.StreamEnded()
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("after %d bytes and %d PINGs: %v", got, pings, err)
+	}
+	if got != bursts*64 || pings != bursts {
+		t.Errorf("got %d bytes and sent %d PINGs, want %d and %d", got, pings, bursts*64, bursts)
+	}
+}

@@ -332,6 +332,7 @@ func (sc *serverConn) appendHeadersLocked(s *stream, block []byte, endStream boo
 		b = appendHeaderBlock(b, s.id, block, endStream, sc.peerMaxFrame)
 	}
 	sc.wbuf = b
+	sc.sentSincePing = true
 	sc.wakeLocked()
 }
 
@@ -404,6 +405,7 @@ func (s *stream) writeLocked(p []byte) (int, error) {
 		sc.wbuf = append(b, p[:n]...)
 		s.sendWindow -= n
 		sc.sendWindow -= n
+		sc.sentSincePing = true
 		total += int(n)
 		p = p[n:]
 		sc.wakeLocked()
