@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-H2SPEC_VERSION="${H2SPEC_VERSION:-v2.2.1}"
+H2SPEC_VERSION="${H2SPEC_VERSION:-v2.2.1+incompatible}"
 work="$(mktemp -d)"
 target_pid=""
 cleanup() {

@@ -33,7 +33,10 @@ type serverConn struct {
 	dec         *hpack.Decoder
 	hb          headerBlock
 	sawSettings bool
-	kick        bool // the reader appended frames: wake the writer before reading
+	kick        bool   // the reader appended frames: wake the writer before reading
+	flood       int64  // flood score (see flood.go)
+	floodAt     int64  // unix nanoseconds up to which the score has leaked
+	floodReason string // what last added to the score
 
 	mu       sync.Mutex
 	sendCond sync.Cond // send window opened, write buffer drained, or a stream was reset
@@ -52,6 +55,7 @@ type serverConn struct {
 	running       int       // handlers running
 	queue         []*stream // streams waiting for a handler slot
 	goAway        bool      // GOAWAY sent: no new streams
+	sentSincePing bool      // response frames were queued since the client's last PING
 	unackedSet    int       // our SETTINGS frames not yet acknowledged
 	sendWindow    int64     // connection send window
 	peerWindow    int32     // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -62,6 +66,8 @@ type serverConn struct {
 	idleSince     time.Time // when the last stream closed
 	pingAt        time.Time // when an unanswered keep-alive PING was sent; zero if none
 	timer         *time.Timer
+	timerAt       time.Time // when timer fires; zero when it is not armed
+	stalled       int       // streams whose Write waits for flow-control window
 	writerDone    chan struct{}
 
 	lastRead atomic.Int64 // unix nanoseconds of the last read, for the keep-alive timer
@@ -137,6 +143,7 @@ func (sc *serverConn) serve() {
 	now := time.Now()
 	sc.idleSince = now
 	sc.lastRead.Store(now.UnixNano())
+	sc.floodAt = now.UnixNano()
 	sc.wakeLocked()
 	sc.mu.Unlock()
 	go sc.writeLoop()
@@ -176,20 +183,25 @@ func (sc *serverConn) teardown() {
 		sc.timer.Stop()
 	}
 	sc.mu.Lock()
+	// Handlers see the client gone: a downstream ConnectionClosed fault, logged as 499.
 	for id, s := range sc.streams {
-		sc.resetLocked(s, codeCancel, false, errConnClosed)
+		sc.resetLocked(s, codeCancel, false, errConnGone)
 		delete(sc.streams, id)
 	}
 	for _, s := range sc.queue {
 		if s != nil {
-			sc.resetLocked(s, codeCancel, false, errConnClosed)
+			sc.resetLocked(s, codeCancel, false, errConnGone)
 			s.handlerDoneLocked()
 		}
 	}
 	sc.queue = nil
 	if sc.wp != nil {
-		*sc.wp = sc.wbuf[:0]
-		wbufPool.Put(sc.wp)
+		// A buffer that grew large (a client that stopped reading) is left to the GC
+		// rather than kept in the pool.
+		if cap(sc.wbuf) <= maxKeptWbuf {
+			*sc.wp = sc.wbuf[:0]
+			wbufPool.Put(sc.wp)
+		}
 		sc.wp, sc.wbuf = nil, nil
 	}
 	sc.sendCond.Broadcast()
@@ -301,8 +313,29 @@ func (sc *serverConn) readLoop() error {
 	}
 }
 
-// processFrame handles one frame; it returns a connError for connection errors.
+// processFrame handles one frame; it returns a connError for connection errors, including
+// floods (flood.go) and a client that stopped reading the frames sent in answer to its own.
 func (sc *serverConn) processFrame(typ, flags byte, id uint32, p []byte) error {
+	if err := sc.dispatchFrame(typ, flags, id, p); err != nil {
+		return err
+	}
+	if sc.flood > sc.st.floodLimit {
+		sc.dropBlock()
+		return connError{codeEnhanceYourCalm, sc.floodReason}
+	}
+	if sc.kick {
+		sc.mu.Lock()
+		full := len(sc.wbuf) > maxPendingControl
+		sc.mu.Unlock()
+		if full {
+			sc.dropBlock()
+			return connError{codeEnhanceYourCalm, "control_frames_unread"}
+		}
+	}
+	return nil
+}
+
+func (sc *serverConn) dispatchFrame(typ, flags byte, id uint32, p []byte) error {
 	if sc.hb.open && (typ != frameContinuation || id != sc.hb.id) {
 		return connError{codeProtocol, "header_block_interrupted"}
 	}
@@ -318,28 +351,34 @@ func (sc *serverConn) processFrame(typ, flags byte, id uint32, p []byte) error {
 	case frameHeaders:
 		return sc.onHeaders(flags, id, p)
 	case frameContinuation:
+		sc.charge(costFrame, "continuation_flood")
 		return sc.onContinuation(flags, id, p)
 	case framePriority:
+		sc.charge(costFrame, "priority_flood")
 		return sc.onPriority(id, p)
 	case frameRSTStream:
 		return sc.onRSTStream(id, p)
 	case frameSettings:
+		sc.charge(costFrame+int64(len(p)/6), "settings_flood")
 		return sc.onSettings(flags, id, p)
 	case framePushPromise:
 		return connError{codeProtocol, "push_promise_from_client"}
 	case framePing:
 		return sc.onPing(flags, id, p)
 	case frameGoAway:
+		sc.charge(costFrame, "goaway_flood")
 		return sc.onGoAway(id, p)
 	case frameWindowUpdate:
 		return sc.onWindowUpdate(id, p)
 	}
+	sc.charge(costFrame, "unknown_frame_flood")
 	return nil // unknown frame types are ignored (RFC 9113 section 5.5)
 }
 
 // streamError resets stream id with code (RFC 9113 section 5.4.2).
 func (sc *serverConn) streamError(id uint32, code errCode, reason string) {
 	sc.countError("stream", code, reason)
+	sc.charge(costReject, "stream_error_flood")
 	sc.mu.Lock()
 	if s := sc.streams[id]; s != nil {
 		sc.resetLocked(s, code, true, nil)
@@ -388,6 +427,12 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		return connError{codeProtocol, "data_pad"}
 	}
 	n := int32(len(p))
+	end := flags&flagEndStream != 0
+	if len(data) == 0 && !end {
+		sc.charge(costFrame, "empty_data_flood")
+	} else {
+		sc.credit(int64(len(data)) >> 10)
+	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if n > sc.recvWindow {
@@ -409,6 +454,7 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		}
 		sc.creditConnLocked(n)
 		sc.countError("stream", codeStreamClosed, "data_half_closed")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeStreamClosed, true, nil)
 		sc.kick = true
 		return nil
@@ -417,6 +463,7 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	if n > s.recvWindow {
 		sc.creditConnLocked(n)
 		sc.countError("stream", codeFlowControl, "data_over_stream_window")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeFlowControl, true, nil)
 		sc.kick = true
 		return nil
@@ -428,12 +475,25 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		s.creditLocked(pad)
 	}
 	s.bodyBytes += int64(len(data))
-	end := flags&flagEndStream != 0
 	if s.declared >= 0 && (s.bodyBytes > s.declared || end && s.bodyBytes != s.declared) {
 		sc.countError("stream", codeProtocol, "content_length_mismatch")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeProtocol, true, errContentLength)
 		sc.kick = true
 		return nil
+	}
+	if s.bodyErr != nil {
+		// Past the body limit: the handler reads no more, the bytes are dropped.
+		sc.creditConnLocked(int32(len(data)))
+		data = nil
+	} else if lim := sc.st.maxBody; lim > 0 && s.bodyBytes > lim {
+		keep := len(data) - int(s.bodyBytes-lim)
+		sc.creditConnLocked(int32(len(data) - keep))
+		data = data[:keep]
+		sc.countError("stream", codeNo, "body_too_large")
+		sc.charge(costReject, "stream_error_flood")
+		s.bodyErr = errBodyTooLarge
+		s.wakeBodyLocked()
 	}
 	if len(data) > 0 {
 		s.pushBodyLocked(data)
@@ -473,11 +533,13 @@ func (sc *serverConn) onRSTStream(id uint32, p []byte) error {
 	defer sc.mu.Unlock()
 	s := sc.streams[id]
 	if s == nil {
+		sc.charge(costFrame, "rst_stream_flood")
 		if idle, _ := sc.closedStateLocked(id); idle {
 			return connError{codeProtocol, "rst_stream_idle"}
 		}
 		return nil
 	}
+	sc.charge(costEarlyReset, "rapid_reset")
 	sc.resetLocked(s, code, false, streamResetError(code))
 	return nil
 }
@@ -549,12 +611,16 @@ func (sc *serverConn) onPing(flags byte, id uint32, p []byte) error {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	if sc.sentSincePing {
+		// A PING after response data is how clients measure bandwidth-delay (gRPC's BDP
+		// estimator sends one per burst received): free, once per burst.
+		sc.sentSincePing = false
+	} else {
+		sc.charge(costFrame, "ping_flood")
+	}
 	if flags&flagAck != 0 {
 		sc.pingAt = time.Time{}
 		return nil
-	}
-	if len(sc.wbuf) > maxPendingControl {
-		return connError{codeEnhanceYourCalm, "ping_flood"}
 	}
 	sc.wbuf = appendPing(sc.wbufLocked(), true, p)
 	sc.kick = true
@@ -579,6 +645,10 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 		return connError{codeFrameSize, "window_update_frame_size"}
 	}
 	inc := int64(uint32(p[0]&0x7f)<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3]))
+	if inc < minFreeWindowUpdate {
+		// Each update wakes every Write waiting for window: tiny ones are not free.
+		sc.charge(costFrame, "window_update_flood")
+	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if id == 0 {
@@ -601,6 +671,7 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 	}
 	if inc == 0 {
 		sc.countError("stream", codeProtocol, "window_update_zero")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeProtocol, true, nil)
 		sc.kick = true
 		return nil
@@ -608,6 +679,7 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 	s.sendWindow += inc
 	if s.sendWindow > maxWindow {
 		sc.countError("stream", codeFlowControl, "window_update_overflow")
+		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeFlowControl, true, nil)
 		sc.kick = true
 		return nil
@@ -616,9 +688,16 @@ func (sc *serverConn) onWindowUpdate(id uint32, p []byte) error {
 	return nil
 }
 
-// maxPendingControl bounds the frames the reader queues in answer to the client (PING acks,
-// resets) while the client does not read them.
-const maxPendingControl = 1 << 20
+// minFreeWindowUpdate is the smallest WINDOW_UPDATE increment that does not count as a
+// frame without progress in the flood score; clients return window in far larger steps.
+const minFreeWindowUpdate = 1024
+
+// maxPendingControl bounds the write buffer while the reader queues frames in answer to the
+// client (SETTINGS and PING acknowledgements, RST_STREAM, WINDOW_UPDATE, 431 and 413
+// answers): a client that sends such frames and does not read the answers has its
+// connection closed with GOAWAY ENHANCE_YOUR_CALM once this much is pending. Handlers' DATA
+// stays far below it (maxPendingWrite).
+const maxPendingControl = 256 << 10
 
 // creditConnLocked returns n bytes of connection receive window, sending WINDOW_UPDATE once
 // half the window is due.

@@ -282,6 +282,7 @@ func (sc *serverConn) endBlock() error {
 	hb := &sc.hb
 	switch hb.kind {
 	case blockIgnore:
+		sc.charge(costFrame, "ignored_headers_flood")
 		if hb.fail != 0 {
 			sc.streamError(hb.id, hb.fail, "headers_half_closed")
 		}
@@ -322,17 +323,8 @@ func (sc *serverConn) endBlock() error {
 	}
 	if hb.tooLarge {
 		sc.countError("stream", codeNo, "header_list_too_large")
-		sc.mu.Lock()
-		s.closed, s.handlerDone = true, true
-		s.recycleLocked()
-		b := appendHeaderBlock(sc.wbufLocked(), hb.id, status431Block, true, sc.peerMaxFrame)
-		if !hb.endStream {
-			b = appendRSTStream(b, hb.id, codeNo)
-		}
-		sc.wbuf = b
-		sc.rememberLocked(hb.id, true)
-		sc.mu.Unlock()
-		sc.kick = true
+		sc.charge(costReject, "rejected_header_flood")
+		sc.answer(s, status431Block)
 		return nil
 	}
 	if hb.reason == "" {
@@ -349,6 +341,12 @@ func (sc *serverConn) endBlock() error {
 	}
 	if hb.reason != "" {
 		return reject(codeProtocol, hb.reason)
+	}
+	if lim := sc.st.maxBody; lim > 0 && hb.cl > lim {
+		sc.countError("stream", codeNo, "body_too_large")
+		sc.charge(costReject, "stream_error_flood")
+		sc.answer(s, status413Block)
+		return nil
 	}
 	sc.mu.Lock()
 	if sc.open >= int(sc.st.maxStreams) {
@@ -393,6 +391,7 @@ func (sc *serverConn) endBlock() error {
 		s.expect100 = message.EqualFold(req.Header.Get("expect"), "100-continue")
 	}
 
+	sc.credit(costFrame)
 	sc.mu.Lock()
 	s.sendWindow = int64(sc.peerWindow)
 	s.inMap = true
@@ -417,8 +416,29 @@ func (sc *serverConn) endBlock() error {
 	return nil
 }
 
-// status431Block is the header block of a 431 response.
-var status431Block = []byte{0x08, 0x03, '4', '3', '1'}
+// answer releases the stream a rejected request block decoded into and answers the request
+// with a head-only response (block), resetting the stream with NO_ERROR when the client is
+// still sending (RFC 9113 section 8.1), without running a handler.
+func (sc *serverConn) answer(s *stream, block []byte) {
+	hb := &sc.hb
+	sc.mu.Lock()
+	s.closed, s.handlerDone = true, true
+	s.recycleLocked()
+	b := appendHeaderBlock(sc.wbufLocked(), hb.id, block, true, sc.peerMaxFrame)
+	if !hb.endStream {
+		b = appendRSTStream(b, hb.id, codeNo)
+	}
+	sc.wbuf = b
+	sc.rememberLocked(hb.id, true)
+	sc.mu.Unlock()
+	sc.kick = true
+}
+
+// status431Block and status413Block are the header blocks of 431 and 413 responses.
+var (
+	status431Block = []byte{0x08, 0x03, '4', '3', '1'}
+	status413Block = []byte{0x08, 0x03, '4', '1', '3'}
+)
 
 // joinCookies merges cookie fields into one, as HTTP/1.1 requires (RFC 9113 section 8.2.3).
 func joinCookies(h *message.Header) {

@@ -38,6 +38,9 @@ const (
 	// DefaultWriteByteTimeout is how long a write may make no progress (the client stopped
 	// reading) before the connection is closed, 30s.
 	DefaultWriteByteTimeout = 30 * time.Second
+	// DefaultSendTimeout is how long a response may wait for flow-control window before its
+	// stream is reset, 60s (NGINX's send_timeout).
+	DefaultSendTimeout = 60 * time.Second
 )
 
 // Server serves HTTP/2 connections, presenting each stream as a [message.ServerExchange].
@@ -84,6 +87,19 @@ type Server struct {
 	// WriteByteTimeout closes the connection when pending data makes no progress for this
 	// long. Zero means DefaultWriteByteTimeout; negative means no limit.
 	WriteByteTimeout time.Duration
+	// SendTimeout bounds how long a response may wait for flow-control window the client
+	// does not grant (SETTINGS_INITIAL_WINDOW_SIZE 0 and no WINDOW_UPDATE, for instance). A
+	// stream that waited this long without sending a byte is reset with RST_STREAM CANCEL and
+	// its handler's blocked Write fails with a downstream WriteTimeout fault, so a proxy
+	// releases its upstream connection; when it is the connection's window that stayed
+	// closed, the connection is closed with GOAWAY ENHANCE_YOUR_CALM. Zero means
+	// DefaultSendTimeout; negative means no limit.
+	SendTimeout time.Duration
+	// MaxRequestBodySize bounds a request body in bytes. A request whose content-length is
+	// larger is answered 413 without reaching Handler; a body that grows past it while
+	// streaming fails the handler's body read with a RequestTooLarge fault after exactly
+	// MaxRequestBodySize bytes, and the rest is discarded. Zero or negative means no limit.
+	MaxRequestBodySize int64
 
 	// CountError, when non-nil, is called for each protocol error the server detects, with
 	// a word-character name of the form scope_CODE_reason, such as
@@ -94,6 +110,9 @@ type Server struct {
 	// Logger receives the server's messages: handler panics at Error, aborted and
 	// unfinished streams at Debug. Nil means slog.Default().
 	Logger *slog.Logger
+
+	// floodLimit overrides the flood score limit (flood.go) in tests; zero means floodLimit.
+	floodLimit int64
 
 	once  sync.Once
 	state *serverState
@@ -114,6 +133,9 @@ type serverState struct {
 	readIdle      time.Duration // 0: no keep-alive PING
 	pingTimeout   time.Duration
 	writeTimeout  time.Duration // 0: none
+	sendTimeout   time.Duration // 0: none
+	maxBody       int64         // 0: none
+	floodLimit    int64
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -140,6 +162,9 @@ func newServerState(s *Server) *serverState {
 		readIdle:     duration(s.ReadIdleTimeout, DefaultReadIdleTimeout),
 		pingTimeout:  s.PingTimeout,
 		writeTimeout: duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
+		sendTimeout:  duration(s.SendTimeout, DefaultSendTimeout),
+		maxBody:      max(s.MaxRequestBodySize, 0),
+		floodLimit:   s.floodLimit,
 		conns:        make(map[*serverConn]struct{}),
 	}
 	if st.logger == nil {
@@ -153,6 +178,9 @@ func newServerState(s *Server) *serverState {
 	}
 	if st.connWindow < initialWindow {
 		st.connWindow = DefaultMaxUploadBufferPerConnection
+	}
+	if st.floodLimit <= 0 {
+		st.floodLimit = floodLimit
 	}
 	if st.pingTimeout <= 0 {
 		st.pingTimeout = DefaultPingTimeout

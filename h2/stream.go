@@ -35,6 +35,10 @@ var (
 // errContentLength is what reads of a body whose DATA contradicted content-length return.
 var errContentLength = &fault.Error{Source: fault.Downstream, Kind: fault.InvalidRequest, Cause: errContentLen}
 
+// errBodyTooLarge is what reads of a body that grew past Server.MaxRequestBodySize return.
+var errBodyTooLarge = &fault.Error{Source: fault.Downstream, Kind: fault.RequestTooLarge,
+	Cause: errors.New("h2: request body larger than the limit")}
+
 // errConnGone is what writes and reads return once the connection is gone.
 var errConnGone = &fault.Error{Source: fault.Downstream, Kind: fault.ConnectionClosed, Cause: errConnClosed}
 
@@ -84,9 +88,11 @@ type stream struct {
 	br          *bodyReader    // the request body's reader, if the request has a body
 	ctx         context.Context
 	cancel      context.CancelFunc
-	lastData    int    // offset in c.wbuf of the stream's last DATA frame
-	lastGen     uint64 // c.wgen when it was appended; 0 means none
-	headPending bool   // the final head waits in hblock for the first body bytes or Finish
+	lastData    int       // offset in c.wbuf of the stream's last DATA frame
+	lastGen     uint64    // c.wgen when it was appended; 0 means none
+	headPending bool      // the final head waits in hblock for the first body bytes or Finish
+	stallSince  time.Time // when a Write started waiting for flow-control window; zero if none
+	bodyErr     error     // the body grew past Server.MaxRequestBodySize: what reads return
 
 	// Handler side.
 	xstate atomic.Uint32
@@ -123,6 +129,7 @@ func (s *stream) recycleLocked() {
 	s.recvWindow, s.recvUnacked, s.sendWindow = 0, 0, 0
 	s.declared, s.bodyBytes, s.bodyEOF = -1, 0, false
 	s.lastData, s.lastGen, s.headPending = 0, 0, false
+	s.stallSince, s.bodyErr = time.Time{}, nil
 	streamPool.Put(s)
 }
 
@@ -367,6 +374,7 @@ func (sc *serverConn) appendHeadersLocked(s *stream, block []byte, endStream boo
 		b = appendHeaderBlock(b, s.id, block, endStream, sc.peerMaxFrame)
 	}
 	sc.wbuf = b
+	sc.sentSincePing = true
 	sc.wakeLocked()
 }
 
@@ -387,14 +395,24 @@ func (s *stream) stateErr() error {
 const maxPendingWrite = 64 << 10
 
 // Write sends body bytes as DATA frames, blocking while the stream's or the connection's
-// flow-control window is closed or the write buffer is full.
+// flow-control window is closed or the write buffer is full. A wait for window longer than
+// the Server's SendTimeout resets the stream and fails the Write (see Server.SendTimeout).
 func (s *stream) Write(p []byte) (int, error) {
 	if err := s.stateErr(); err != nil {
 		return 0, err
 	}
 	sc := s.c
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	n, err := s.writeLocked(p)
+	if !s.stallSince.IsZero() {
+		sc.unstallLocked(s)
+	}
+	sc.mu.Unlock()
+	return n, err
+}
+
+func (s *stream) writeLocked(p []byte) (int, error) {
+	sc := s.c
 	total := 0
 	for {
 		if err := s.writableLocked(); err != nil {
@@ -409,7 +427,17 @@ func (s *stream) Write(p []byte) (int, error) {
 		}
 		n := int64(min(len(p), sc.peerMaxFrame))
 		n = min(n, s.sendWindow, sc.sendWindow)
-		if n <= 0 || len(sc.wbuf) >= maxPendingWrite {
+		if n <= 0 {
+			if s.stallSince.IsZero() {
+				sc.stallLocked(s)
+			}
+			sc.sendCond.Wait()
+			continue
+		}
+		if !s.stallSince.IsZero() {
+			sc.unstallLocked(s)
+		}
+		if len(sc.wbuf) >= maxPendingWrite {
 			sc.sendCond.Wait()
 			continue
 		}
@@ -419,6 +447,7 @@ func (s *stream) Write(p []byte) (int, error) {
 		sc.wbuf = append(b, p[:n]...)
 		s.sendWindow -= n
 		sc.sendWindow -= n
+		sc.sentSincePing = true
 		total += int(n)
 		p = p[n:]
 		sc.wakeLocked()
@@ -544,6 +573,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 			s.creditLocked(int32(n))
 			sc.creditConnLocked(int32(n))
 			return n, nil
+		}
+		if s.bodyErr != nil {
+			return 0, s.bodyErr
 		}
 		if s.bodyEOF {
 			if s.gotTrailers && s.trailerIn.Len() > 0 {

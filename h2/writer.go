@@ -2,9 +2,11 @@ package h2
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"time"
 
+	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/message"
 )
 
@@ -125,21 +127,60 @@ func (sc *serverConn) armTimer() {
 	}
 	if d > 0 {
 		sc.mu.Lock()
+		sc.timerAt = time.Now().Add(d)
 		sc.timer = time.AfterFunc(d, sc.onTimer)
 		sc.mu.Unlock()
 	}
 }
 
-// onTimer checks the idle timeout and the keep-alive PING, and re-arms itself.
+// stallLocked records that s's Write waits for flow-control window, and makes sure the
+// timer fires when the wait reaches the SendTimeout.
+func (sc *serverConn) stallLocked(s *stream) {
+	d := sc.st.sendTimeout
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	s.stallSince = now
+	sc.stalled++
+	if at := now.Add(d); sc.timer == nil || sc.timerAt.IsZero() || at.Before(sc.timerAt) {
+		sc.resetTimerLocked(d, at)
+	}
+}
+
+// unstallLocked records that s's Write no longer waits for window.
+func (sc *serverConn) unstallLocked(s *stream) {
+	s.stallSince = time.Time{}
+	sc.stalled--
+}
+
+// resetTimerLocked (re)arms the connection's timer to fire in d, at at.
+func (sc *serverConn) resetTimerLocked(d time.Duration, at time.Time) {
+	sc.timerAt = at
+	if sc.timer == nil {
+		sc.timer = time.AfterFunc(d, sc.onTimer)
+		return
+	}
+	sc.timer.Reset(d)
+}
+
+// errSendTimeout is what a Write blocked on flow control for longer than SendTimeout returns.
+var errSendTimeout = &fault.Error{Source: fault.Downstream, Kind: fault.WriteTimeout,
+	Cause: errors.New("h2: no flow-control window granted within the send timeout")}
+
+// onTimer checks the idle timeout, the keep-alive PING and streams stalled on flow control,
+// and re-arms itself.
 func (sc *serverConn) onTimer() {
 	st := sc.st
 	now := time.Now()
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	sc.timerAt = time.Time{}
 	if sc.dead || sc.closing {
 		return
 	}
-	next := time.Duration(1<<63 - 1)
+	const never = time.Duration(1<<63 - 1)
+	next := never
 	if st.idleTimeout > 0 {
 		if sc.open == 0 && sc.running == 0 {
 			if d := now.Sub(sc.idleSince); d >= st.idleTimeout {
@@ -174,7 +215,48 @@ func (sc *serverConn) onTimer() {
 			}
 		}
 	}
-	sc.timer.Reset(next)
+	if sc.stalled > 0 {
+		if d, stop := sc.expireStalledLocked(now); stop {
+			return
+		} else {
+			next = min(next, d)
+		}
+	}
+	if next != never {
+		sc.resetTimerLocked(next, now.Add(next))
+	}
+}
+
+// expireStalledLocked resets the streams whose Write waited for window for SendTimeout. When
+// the connection's own window is the one that stayed closed, the whole connection goes:
+// GOAWAY ENHANCE_YOUR_CALM (stop is true then). Otherwise it returns when the next stall
+// expires.
+func (sc *serverConn) expireStalledLocked(now time.Time) (next time.Duration, stop bool) {
+	limit := sc.st.sendTimeout
+	next = limit
+	for _, s := range sc.streams {
+		if s.stallSince.IsZero() {
+			continue
+		}
+		waited := now.Sub(s.stallSince)
+		if waited < limit {
+			next = min(next, limit-waited)
+			continue
+		}
+		if sc.sendWindow <= 0 {
+			sc.countError("conn", codeEnhanceYourCalm, "send_window_stalled")
+			sc.goAwayLocked(codeEnhanceYourCalm)
+			sc.closing = true
+			for _, s := range sc.streams {
+				sc.resetLocked(s, codeCancel, false, errSendTimeout)
+			}
+			sc.wakeLocked()
+			return 0, true
+		}
+		sc.countError("stream", codeCancel, "send_window_stalled")
+		sc.resetLocked(s, codeCancel, true, errSendTimeout)
+	}
+	return next, false
 }
 
 var pingData = [8]byte{'v', 'e', 'r', 'g', 'e', 'k', 'a', '!'}

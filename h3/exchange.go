@@ -1,9 +1,19 @@
 package h3
 
 import (
+	"errors"
+	"io"
 	"net/http"
+	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/internal/httpbridge"
 	"github.com/verge-edge/verge/message"
 )
@@ -21,6 +31,18 @@ var bridge = httpbridge.NewProtocol(httpbridge.ProtocolConfig{
 // tooEarlyBody is the body of the 425 answer to a non-idempotent request in 0-RTT data.
 var tooEarlyBody = []byte("425 Too Early: retry this request after the handshake\n")
 
+// tooLargeBody is the body of the 413 answer to a request whose content-length is over
+// Server.MaxBodySize.
+var tooLargeBody = []byte("413 Content Too Large\n")
+
+// plainAnswer answers without running the handler.
+func plainAnswer(w http.ResponseWriter, status int, body []byte) {
+	w.Header()["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	w.Header()["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
 // streamHandler is the http.Handler quic-go's HTTP/3 server calls for each request stream.
 type streamHandler struct{ st *serverState }
 
@@ -35,10 +57,12 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	early := st.quic.Allow0RTT && !handshakeDone(cd)
 	if early && !idempotent(r.Method) {
 		// RFC 8470 section 5.2: the client retries once the handshake is complete.
-		w.Header()["Content-Type"] = []string{"text/plain; charset=utf-8"}
-		w.Header()["Content-Length"] = []string{strconv.Itoa(len(tooEarlyBody))}
-		w.WriteHeader(http.StatusTooEarly)
-		w.Write(tooEarlyBody)
+		plainAnswer(w, http.StatusTooEarly, tooEarlyBody)
+		return
+	}
+	if st.maxBody > 0 && r.ContentLength > st.maxBody {
+		// quic-go then stops the client sending (STOP_SENDING H3_NO_ERROR).
+		plainAnswer(w, http.StatusRequestEntityTooLarge, tooLargeBody)
 		return
 	}
 	fn := *st.srv.handler.Load()
@@ -47,7 +71,9 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 		return
 	}
-	ex := &exchange{cd: cd}
+	ex := &exchange{cd: cd, rw: w, sendTO: st.sendTO}
+	ex.body = checkedBody{ex: ex, rc: r.Body, max: st.maxBody}
+	r.Body = &ex.body
 	ex.Init(bridge, st.logger, w, r, "https", message.HTTP3)
 	if early && !ex.Request().Header.Has("early-data") {
 		ex.Request().Header.Add("early-data", "1")
@@ -60,10 +86,38 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		ex.AttachBody()
 	}
-	if ex.Run(ex, fn) {
-		// quic-go's server recovers this value without logging and resets the stream.
-		panic(http.ErrAbortHandler)
+	reset := ex.Run(ex, fn)
+	if ex.malformed.Load() && resetStream(w, http3.ErrCodeMessageError) {
+		return
 	}
+	if !reset {
+		cd.resets.credit()
+		return
+	}
+	if r.Context().Err() != nil && cd.resets.charge(time.Now()) {
+		// Streams keep being opened and canceled (Rapid Reset, CVE-2023-44487).
+		st.logger.Debug("h3: too many canceled streams; closing the connection",
+			"remote", cd.info.RemoteAddr)
+		cd.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), "too many canceled streams")
+	}
+	// quic-go's server recovers this value without logging and resets the stream.
+	panic(http.ErrAbortHandler)
+}
+
+// resetStream resets the request stream both ways with code, taking it over from quic-go's
+// server; it reports false when that is no longer possible (response body bytes were sent).
+func resetStream(w http.ResponseWriter, code http3.ErrCode) bool {
+	hs, ok := w.(http3.HTTPStreamer)
+	if !ok {
+		return false
+	}
+	str, err := hs.HTTPStream()
+	if err != nil {
+		return false
+	}
+	str.CancelRead(quic.StreamErrorCode(code))
+	str.CancelWrite(quic.StreamErrorCode(code))
+	return true
 }
 
 // handshakeDone reports whether the connection's handshake has completed; requests seen
@@ -82,13 +136,177 @@ func handshakeDone(cd *connData) bool {
 // and writes fail at once.
 type exchange struct {
 	httpbridge.Exchange
-	cd *connData
+	cd        *connData
+	rw        http.ResponseWriter
+	body      checkedBody
+	sendTO    time.Duration // 0: none
+	wdl       time.Time     // the write deadline set last
+	malformed atomic.Bool   // the body contradicted content-length: reset with H3_MESSAGE_ERROR
+	aborted   atomic.Bool   // Abort was called
 }
 
 var (
 	_ message.ServerExchange = (*exchange)(nil)
 	_ message.InterimWriter  = (*exchange)(nil)
 )
+
+// errMalformed is what writes return once the request body turned out malformed: the stream is
+// reset with H3_MESSAGE_ERROR instead of answered (RFC 9114 section 4.1.2).
+var errMalformed = &fault.Error{Source: fault.Downstream, Kind: fault.InvalidRequest,
+	Cause: errors.New("h3: request body length differs from content-length")}
+
+// errSendTimeout is what a write blocked for longer than Server.SendTimeout returns.
+var errSendTimeout = &fault.Error{Source: fault.Downstream, Kind: fault.WriteTimeout,
+	Cause: errors.New("h3: no flow-control credit granted within the send timeout")}
+
+// WriteHeader records the response head, unless the request turned out malformed.
+func (ex *exchange) WriteHeader(resp *message.Response) error {
+	if ex.malformed.Load() {
+		return errMalformed
+	}
+	return ex.Exchange.WriteHeader(resp)
+}
+
+// Write sends body bytes; a write blocked on flow control for longer than the send timeout
+// fails with errSendTimeout.
+func (ex *exchange) Write(p []byte) (int, error) {
+	if ex.malformed.Load() {
+		return 0, errMalformed
+	}
+	ex.armWrite()
+	n, err := ex.Exchange.Write(p)
+	return n, ex.writeErr(err)
+}
+
+// Flush sends what is buffered, with the same send timeout as Write.
+func (ex *exchange) Flush() error {
+	if ex.malformed.Load() {
+		return errMalformed
+	}
+	ex.armWrite()
+	return ex.writeErr(ex.Exchange.Flush())
+}
+
+// Abort resets the stream (see httpbridge.Exchange.Abort).
+func (ex *exchange) Abort(err error) {
+	ex.aborted.Store(true)
+	ex.Exchange.Abort(err)
+}
+
+// armWrite moves the write deadline to a full send timeout from now once a sixteenth of it
+// has passed, so a blocked write gets between 15/16 of the send timeout and all of it while
+// most writes do not touch the stream's deadline.
+func (ex *exchange) armWrite() {
+	if ex.sendTO <= 0 {
+		return
+	}
+	now := time.Now()
+	if ex.wdl.Sub(now) > ex.sendTO-ex.sendTO/16 {
+		return
+	}
+	d, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error })
+	if !ok {
+		return
+	}
+	ex.wdl = now.Add(ex.sendTO)
+	d.SetWriteDeadline(ex.wdl)
+	if ex.aborted.Load() {
+		d.SetWriteDeadline(time.Unix(1, 0)) // Abort raced with the new deadline
+	}
+}
+
+// writeErr turns a write that hit the send timeout (rather than Abort's past deadline) into
+// errSendTimeout.
+func (ex *exchange) writeErr(err error) error {
+	if err == nil || ex.sendTO <= 0 || ex.aborted.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	return errSendTimeout
+}
+
+// checkedBody is the request body as quic-go delivers it, checked against the body limit and
+// for a length that contradicts content-length.
+type checkedBody struct {
+	ex  *exchange
+	rc  io.ReadCloser
+	max int64 // 0: none
+	n   int64
+	err error
+}
+
+// errBodyTooLarge is what reads of a body past Server.MaxBodySize return.
+var errBodyTooLarge = &fault.Error{Source: fault.Downstream, Kind: fault.RequestTooLarge,
+	Cause: errors.New("h3: request body larger than the limit")}
+
+// quic-go's error for DATA beyond content-length; it has already reset the stream with
+// H3_MESSAGE_ERROR then.
+const msgTooMuchData = "peer sent too much data"
+
+func (b *checkedBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	if b.max > 0 && b.n > b.max {
+		// Not a byte past the limit reaches the handler; quic-go stops the client sending
+		// once the handler returns.
+		n -= int(b.n - b.max)
+		b.n = b.max
+		b.err = errBodyTooLarge
+		return n, b.err
+	}
+	if err != nil && err != io.EOF {
+		if errors.Is(err, io.ErrUnexpectedEOF) || err.Error() == msgTooMuchData {
+			// RFC 9114 section 4.1.2: a body whose length differs from content-length is
+			// malformed: the stream is reset with H3_MESSAGE_ERROR.
+			b.ex.malformed.Store(true)
+			b.err = errMalformed
+			return n, b.err
+		}
+	}
+	return n, err
+}
+
+func (b *checkedBody) Close() error { return b.rc.Close() }
+
+// resetBudget counts a connection's streams that the client canceled before their response,
+// as a score that leaks a thousand units a second and that finished exchanges pay back; past
+// resetLimit the connection is closed with H3_EXCESSIVE_LOAD. QUIC's stream limit already
+// bounds the handlers running at once; this bounds the rate of work started and thrown away.
+type resetBudget struct {
+	score atomic.Int64
+	mu    sync.Mutex
+	at    time.Time
+}
+
+const (
+	resetLimit = 10_000
+	resetCost  = 5 // per canceled stream; a finished one pays back 1
+)
+
+// charge records a canceled stream and reports whether the connection is over budget.
+func (b *resetBudget) charge(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	score := b.score.Load()
+	if b.at.IsZero() {
+		b.at = now
+	}
+	leak := int64(now.Sub(b.at) / time.Millisecond)
+	score = max(score-leak, 0)
+	b.at = b.at.Add(time.Duration(leak) * time.Millisecond)
+	score += resetCost
+	b.score.Store(score)
+	return score > resetLimit
+}
+
+// credit pays back one unit for a finished exchange.
+func (b *resetBudget) credit() {
+	if b.score.Load() > 0 {
+		b.score.Add(-1)
+	}
+}
 
 // Conn describes the QUIC connection.
 func (ex *exchange) Conn() *message.ConnInfo { return &ex.cd.info }

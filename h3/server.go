@@ -45,6 +45,9 @@ const (
 	// DefaultMaxHandshakes caps QUIC handshakes in flight per Server; further connection
 	// attempts are refused (CONNECTION_REFUSED) until some complete.
 	DefaultMaxHandshakes = 1024
+	// DefaultSendTimeout is how long one write of a response may block (the client grants
+	// no flow-control credit) before the stream is reset, 60s (NGINX's send_timeout).
+	DefaultSendTimeout = 60 * time.Second
 )
 
 // Server serves HTTP/3 on a [Socket], presenting each request stream as a
@@ -76,6 +79,16 @@ type Server struct {
 	// MaxHeaderBytes bounds a request's HEADERS frame; larger requests get 431. Zero means
 	// DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
+	// MaxBodySize bounds a request body in bytes. A request whose content-length is larger is
+	// answered 413 without reaching Handler; a body that grows past it fails the handler's
+	// body read with a RequestTooLarge fault after exactly MaxBodySize bytes. Zero or
+	// negative means no limit.
+	MaxBodySize int64
+	// SendTimeout bounds how long one write of a response may block because the client
+	// grants no flow-control credit; the write then fails with a downstream WriteTimeout
+	// fault and the stream is reset, so a proxy releases its upstream connection. Zero means
+	// DefaultSendTimeout; negative means no limit.
+	SendTimeout time.Duration
 	// InitialPacketSize is the size of the first packets sent and the floor of the packet
 	// size, between 1200 and 1452 bytes (quic-go's largest UDP payload). Path MTU discovery
 	// grows packets from there up to 1452 bytes unless DisablePathMTUDiscovery is set. Zero
@@ -125,7 +138,9 @@ type serverState struct {
 	logger     *slog.Logger
 	maxHS      int64
 	retryAt    int64
-	handshakes atomic.Int64 // in flight
+	maxBody    int64         // 0: none
+	sendTO     time.Duration // 0: none
+	handshakes atomic.Int64  // in flight
 
 	mu       sync.Mutex
 	ln       listener
@@ -186,11 +201,18 @@ func newServerState(s *Server) *serverState {
 		q.Tracer = qlogTracer(dir, logger)
 	}
 	st := &serverState{
-		srv:    s,
-		quic:   q,
-		logger: logger,
-		maxHS:  int64(orDefault(s.MaxHandshakes, DefaultMaxHandshakes)),
-		conns:  make(map[*quic.Conn]struct{}),
+		srv:     s,
+		quic:    q,
+		logger:  logger,
+		maxHS:   int64(orDefault(s.MaxHandshakes, DefaultMaxHandshakes)),
+		conns:   make(map[*quic.Conn]struct{}),
+		maxBody: max(s.MaxBodySize, 0),
+	}
+	switch {
+	case s.SendTimeout == 0:
+		st.sendTO = DefaultSendTimeout
+	case s.SendTimeout > 0:
+		st.sendTO = s.SendTimeout
 	}
 	switch {
 	case s.RetryThreshold < 0:
@@ -240,12 +262,35 @@ func (s *Server) Serve(sock *Socket) error {
 	}
 	st.ln = ln
 	st.mu.Unlock()
+	// quic-go refuses a connection whose handshake completed while its accept queue (32
+	// connections) is full, so several acceptors wait in Accept at once: each takes a
+	// connection straight from the handshake, does no more than start its goroutine, and
+	// together they widen the queue in proportion to the handshake cap.
+	n := acceptors(st.maxHS)
+	errs := make(chan error, n)
+	for range n {
+		go func() { errs <- st.acceptLoop(ln) }()
+	}
+	err = <-errs
+	ln.Close()
+	for range n - 1 {
+		<-errs
+	}
+	if errors.Is(err, quic.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// acceptors is the number of goroutines that accept connections for a handshake cap of maxHS.
+func acceptors(maxHS int64) int { return int(min(max(maxHS/16, 4), 64)) }
+
+// acceptLoop accepts connections until the listener closes, handing each to a goroutine of
+// its own.
+func (st *serverState) acceptLoop(ln listener) error {
 	for {
 		conn, err := ln.Accept(context.Background())
 		if err != nil {
-			if errors.Is(err, quic.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
-				return ErrServerClosed
-			}
 			return err
 		}
 		if !st.track(conn) {
@@ -367,8 +412,9 @@ func (s *Server) ActiveConns() int {
 
 // connData is what every request of one connection shares, found through the request context.
 type connData struct {
-	conn *quic.Conn
-	info message.ConnInfo
+	conn   *quic.Conn
+	info   message.ConnInfo
+	resets resetBudget // streams the client canceled before their response
 }
 
 type connDataKey struct{}

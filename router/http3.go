@@ -48,6 +48,8 @@ func (rt *Runtime) startH3(ls *lstate, l *config.Listener, inst *Instance) {
 		MaxStreamWindow:  uint64(max(h.StreamWindow, 0)),
 		MaxConnWindow:    uint64(max(h.ConnWindow, 0)),
 		MaxHeaderBytes:   int(l.Limits.MaxHeaderBytes),
+		MaxBodySize:      int64(l.Limits.MaxBody),
+		SendTimeout:      l.Timeouts.Write.Std(),
 		MaxHandshakes:    h.MaxHandshakes,
 		RetryThreshold:   h.RetryThreshold,
 		Allow0RTT:        h.ZeroRTT,
