@@ -244,6 +244,11 @@ func (c *Cache) get(hash uint64, key []byte) *object {
 			c.mem.Set(hash, o)
 			return o
 		}
+		if err != nil {
+			// A corrupt file has been deleted: a miss.
+			c.log.Warn("cache: reading disk object", "err", err)
+			return nil
+		}
 	}
 	return newObject(m, b)
 }

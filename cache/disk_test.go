@@ -71,3 +71,138 @@ func TestDiskIgnoresLeftoversAndCorruptFiles(t *testing.T) {
 		t.Fatal("partial file not removed")
 	}
 }
+
+// TestDiskOnlyRevalidationChangingHeadLength is the regression test for a disk-only object
+// served with a corrupted body by the request that revalidated it, when the 304 made the
+// stored head longer or shorter: the body was read at the old head's offset in the rewritten
+// file. Each 304 grows or shrinks the head; a restart comes in between.
+func TestDiskOnlyRevalidationChangingHeadLength(t *testing.T) {
+	dir := t.TempDir()
+	body := strings.Repeat("0123456789abcdef", 64<<10/16) // 64 KiB, disk only
+	extra := ""
+	var n304 int
+	h := func(r *message.Request) originResp {
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			n304++
+			return originResp{status: 304, header: []string{"Cache-Control", "max-age=2", "ETag", `"v1"`, "X-Extra", extra}}
+		}
+		return originResp{status: 200, header: []string{"Cache-Control", "max-age=2", "ETag", `"v1"`, "X-Extra", "a"}, body: body}
+	}
+	opts := Options{Dir: dir, MemorySize: 1 << 20, MemoryMaxObject: 1000}
+	e := newEnv(t, opts, h)
+	e.expect(e.do("GET", "/big"), 200, body, 1)
+	check := func(e *env, want int64) {
+		t.Helper()
+		ex := e.do("GET", "/big")
+		e.expect(ex, 200, body, want)
+		if ex.cl != int64(len(body)) {
+			t.Fatalf("Content-Length %d, want %d", ex.cl, len(body))
+		}
+		if got := ex.header.Get("X-Extra"); got != extra {
+			t.Fatalf("X-Extra %q, want %q", got, extra)
+		}
+	}
+	for i, x := range []string{strings.Repeat("g", 300), "s", strings.Repeat("G", 5000)} {
+		extra = x
+		e.clock.advance(3 * time.Second)
+		check(e, int64(2+i)) // the revalidating request itself
+		check(e, int64(2+i)) // a later hit
+		if i == 1 {
+			// Restart on the same directory, clock carried over.
+			now := e.clock.Now()
+			e.c.Close()
+			e = newEnv(t, opts, h)
+			e.o.n.Store(int64(2 + i))
+			e.clock.t = now
+			check(e, int64(2+i))
+		}
+	}
+	if n304 != 3 {
+		t.Fatalf("origin answered %d 304s, want 3", n304)
+	}
+}
+
+// corruptObject flips one byte at offset off from the end of the only object file in dir.
+func corruptObject(t *testing.T, dir string, fromEnd int64) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "objects", "*", "*.obj"))
+	if len(files) != 1 {
+		t.Fatalf("%d object files, want 1", len(files))
+	}
+	f, err := os.OpenFile(files[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	var b [1]byte
+	f.ReadAt(b[:], fi.Size()-fromEnd)
+	b[0] ^= 0x20
+	f.WriteAt(b[:], fi.Size()-fromEnd)
+	return files[0]
+}
+
+// TestDiskCorruptBodyIsNeverServed flips a body byte of a stored object: a small object (read
+// whole into memory) becomes a miss; a disk-only one is cut short before its last bytes. Either
+// way the file is deleted and the next request goes to the origin.
+func TestDiskCorruptBodyIsNeverServed(t *testing.T) {
+	for _, size := range []int{100, 200 << 10} {
+		dir := t.TempDir()
+		body := strings.Repeat("x", size)
+		opts := Options{Dir: dir, MemorySize: 1 << 20, MemoryMaxObject: 1000}
+		h := fixed(originResp{status: 200, header: []string{"Cache-Control", "max-age=1000"}, body: body})
+		e := newEnv(t, opts, h)
+		e.expect(e.do("GET", "/c"), 200, body, 1)
+		e.c.Close()
+		path := corruptObject(t, dir, 10)
+		e = newEnv(t, opts, h)
+		ex := e.do("GET", "/c")
+		switch {
+		case size <= 1000:
+			e.expect(ex, 200, body, 1) // a miss, fetched again
+		case ex.body.String() == body:
+			t.Fatalf("size %d: corrupt body served in full", size)
+		case ex.abort == nil && ex.body.Len() == size:
+			t.Fatalf("size %d: corrupt body served without an abort", size)
+		default:
+			if strings.Contains(ex.body.String(), "X") {
+				t.Fatalf("size %d: the corrupted byte reached the client", size)
+			}
+			if _, err := os.Stat(path); err == nil && e.hits() == 0 {
+				t.Fatalf("size %d: corrupt file kept", size)
+			}
+			e.expect(e.do("GET", "/c"), 200, body, 1)
+		}
+	}
+}
+
+// TestDiskTornFilesAreDropped truncates an object file and damages a meta: both are dropped
+// at start.
+func TestDiskTornFilesAreDropped(t *testing.T) {
+	for _, damage := range []string{"truncate", "meta"} {
+		dir := t.TempDir()
+		opts := Options{Dir: dir}
+		h := fixed(originResp{status: 200, header: []string{"Cache-Control", "max-age=1000"}, body: "some body"})
+		e := newEnv(t, opts, h)
+		e.expect(e.do("GET", "/t"), 200, "some body", 1)
+		e.c.Close()
+		files, _ := filepath.Glob(filepath.Join(dir, "objects", "*", "*.obj"))
+		if len(files) != 1 {
+			t.Fatalf("%d files", len(files))
+		}
+		fi, _ := os.Stat(files[0])
+		switch damage {
+		case "truncate":
+			os.Truncate(files[0], fi.Size()-1)
+		case "meta":
+			f, _ := os.OpenFile(files[0], os.O_RDWR, 0)
+			f.WriteAt([]byte("Z"), diskHeaderSize+2)
+			f.Close()
+		}
+		e = newEnv(t, opts, h)
+		if _, disk := e.c.Usage(); disk != 0 {
+			t.Fatalf("%s: disk usage %d, want 0", damage, disk)
+		}
+		e.expect(e.do("GET", "/t"), 200, "some body", 1)
+	}
+}
