@@ -291,6 +291,7 @@ func (r *bodyReader) readFile(p []byte) (int, error) {
 	r.off += int64(n)
 	return n, err
 }
+
 // Close releases the file a disk-backed read opened.
 func (r *bodyReader) Close() error {
 	var err error
