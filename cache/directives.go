@@ -10,6 +10,7 @@ import (
 type directives struct {
 	noStore, noCache, private, public   bool
 	mustRevalidate, proxyRevalidate     bool
+	mustUnderstand                      bool
 	onlyIfCached, maxStaleAny           bool
 	maxAge, sMaxAge, maxStale, minFresh int64
 	staleWhileRevalidate, staleIfError  int64
@@ -74,6 +75,8 @@ func (d *directives) apply(name, val string, hasVal bool) {
 	case 15:
 		if message.EqualFold(name, "must-revalidate") {
 			d.mustRevalidate = true
+		} else if message.EqualFold(name, "must-understand") {
+			d.mustUnderstand = true
 		}
 	case 16:
 		if message.EqualFold(name, "proxy-revalidate") {
