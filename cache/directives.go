@@ -15,6 +15,7 @@ type directives struct {
 	maxAge, sMaxAge, maxStale, minFresh int64
 	staleWhileRevalidate, staleIfError  int64
 	present                             bool // a Cache-Control field was seen
+	targeted                            bool // read from a targeted field (RFC 9213)
 }
 
 const maxDelta = 1 << 31 // RFC 9111 section 1.2.2: delta-seconds saturate at 2^31

@@ -21,7 +21,7 @@ func freshnessLifetime(h *message.Header, cc *directives, status int, p *Policy,
 	case cc.maxAge >= 0:
 		return time.Duration(cc.maxAge) * time.Second
 	}
-	if v, ok := h.Lookup("Expires"); ok {
+	if v, ok := h.Lookup("Expires"); ok && !cc.targeted {
 		exp, ok := parseHTTPDate(v)
 		if !ok || h.Count("Expires") > 1 {
 			return 0 // an invalid Expires means already expired
@@ -42,7 +42,7 @@ func freshnessLifetime(h *message.Header, cc *directives, status int, p *Policy,
 // explicitFreshness reports whether a response states its freshness or lets a shared cache
 // store it otherwise (RFC 9111 section 3, the last condition).
 func explicitFreshness(h *message.Header, cc *directives) bool {
-	return cc.sMaxAge >= 0 || cc.maxAge >= 0 || cc.public || h.Has("Expires")
+	return cc.sMaxAge >= 0 || cc.maxAge >= 0 || cc.public || (h.Has("Expires") && !cc.targeted)
 }
 
 // storable decides whether a shared cache may store resp, the answer to req (RFC 9111

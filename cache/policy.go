@@ -51,6 +51,12 @@ type Policy struct {
 	// fetches it; on timeout they go to the origin themselves. Zero means DefaultLockTimeout;
 	// negative disables the lock.
 	LockTimeout time.Duration
+	// TargetedField names Verge's own targeted cache-control field (RFC 9213): when an origin
+	// response carries it, its directives replace Cache-Control and Expires for this cache,
+	// ahead of CDN-Cache-Control (which is honoured the same way and forwarded). The field is
+	// removed from responses before they leave. Empty means DefaultTargetedField
+	// ("Verge-CDN-Cache-Control").
+	TargetedField string
 }
 
 var defaultPolicy = &Policy{}

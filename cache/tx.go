@@ -147,6 +147,17 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 		}
 		f, mine := c.acquire(t.hash)
 		if mine {
+			if t.stale == nil && !refresh {
+				// Another request may have stored the response and ended its lock between
+				// the lookup above and acquire: look once more before going to the origin.
+				if o := c.get(t.hash, t.key); o != nil && o.m.VaryKey == string(t.vary) {
+					if u, ttl := evaluate(o.m, &t.reqCC, now); u == useFresh {
+						c.publish(t.hash, f, nil, true)
+						t.result = "hit"
+						return t.serve(s, o, "hit", ttl)
+					}
+				}
+			}
 			t.flight = f
 			return nil
 		}
@@ -228,7 +239,7 @@ func (t *tx) Decide(s *proxy.Session, resp *message.Response, d *proxy.CacheDeci
 		return
 	}
 	var cc directives
-	parseDirectives(&resp.Header, &cc)
+	responseDirectives(&resp.Header, &cc, t.pol)
 	if r := storable(s.Req, &t.reqCC, resp, &cc, t.pol); r != "" {
 		d.Reason = r
 		return
@@ -244,9 +255,11 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 		if resp.Status < 400 {
 			t.invalidate(s, resp)
 		}
+		stripOwnTargeted(&resp.Header, t.pol)
 		t.status(&resp.Header, "", 0)
 		return resp, nil
 	case modeBypass:
+		stripOwnTargeted(&resp.Header, t.pol)
 		t.status(&resp.Header, "", 0)
 		return resp, nil
 	}
@@ -269,6 +282,7 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 	}
 	if !d.Store {
 		t.release(nil)
+		stripOwnTargeted(&resp.Header, t.pol)
 		t.status(&resp.Header, d.Reason, resp.Status)
 		return resp, nil
 	}
@@ -281,7 +295,8 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 func (t *tx) store(s *proxy.Session, resp *message.Response, d *proxy.CacheDecision, respAt time.Time) {
 	c := t.c
 	var cc directives
-	parseDirectives(&resp.Header, &cc)
+	responseDirectives(&resp.Header, &cc, t.pol)
+	stripOwnTargeted(&resp.Header, t.pol)
 	names := varyNames(&resp.Header)
 	varyKey := appendVary(nil, s.Req, names)
 	hash := variantHash(t.primary, varyKey)
@@ -385,7 +400,8 @@ func (t *tx) updateFrom304(resp *message.Response, respAt time.Time) *object {
 		hdr.Add(cloneString(f.Name), cloneString(f.Value))
 	}
 	var cc directives
-	parseDirectives(&hdr, &cc)
+	responseDirectives(&hdr, &cc, t.pol)
+	stripOwnTargeted(&hdr, t.pol)
 	m := *old.m
 	m.Header = nil
 	m.ReqTime, m.RespTime = t.reqAt.UnixNano(), respAt.UnixNano()
