@@ -274,7 +274,7 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 		ttl := time.Duration(o.m.Lifetime) - o.m.age(c.now().UnixNano())
 		return t.serveWith(s, o, "fwd="+t.fwd+";fwd-status=304", ttl), nil
 	}
-	if t.stale != nil && resp.Status >= 500 && staleIfError(t.stale.m, &t.reqCC, c.now().UnixNano()) {
+	if t.stale != nil && t.staleOnError(fault.Unknown, resp.Status) {
 		closeBody(resp)
 		t.release(nil)
 		t.result = "stale"
@@ -486,10 +486,27 @@ func sameOriginTarget(ref string, req *message.Request) (string, bool) {
 	return "/" + path, true
 }
 
-// UpstreamError implements proxy.CacheTx: stale-if-error.
+// staleOnError reports whether the stored response kept in t.stale may answer the request
+// instead of an origin failure: an error of kind, or a response with status. RFC 5861's
+// stale-if-error covers errors and 5xx; the policy's UseStale adds its conditions.
+func (t *tx) staleOnError(kind fault.Kind, status int) bool {
+	m := t.stale.m
+	if status == 0 || status >= 500 {
+		if staleIfError(m, &t.reqCC, t.c.now().UnixNano()) {
+			return true
+		}
+	}
+	if m.MustRevalidate || m.NoCache || len(t.pol.UseStale) == 0 {
+		return false
+	}
+	cond := staleCondition(kind, status)
+	return cond != "" && t.pol.useStale(cond)
+}
+
+// UpstreamError implements proxy.CacheTx: stale-if-error and the policy's UseStale.
 func (t *tx) UpstreamError(s *proxy.Session, err *fault.Error) *message.Response {
 	t.release(nil)
-	if t.mode != modeLookup || t.stale == nil || !staleIfError(t.stale.m, &t.reqCC, t.c.now().UnixNano()) {
+	if t.mode != modeLookup || t.stale == nil || !t.staleOnError(err.Kind, 0) {
 		return nil
 	}
 	t.result = "stale"
