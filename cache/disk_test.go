@@ -26,7 +26,7 @@ func TestDiskTierSurvivesRestart(t *testing.T) {
 		t.Fatalf("Age %q, want 10", ex.header.Get("Age"))
 	}
 	e2.expect(e2.do("GET", "/p", "Accept", "image/png"), 200, "persisted", 1)
-	if n := e2.c.PurgeTag("t1"); n != 2 {
+	if n := e2.c.PurgeTag("t1"); n.Objects != 2 || n.Disk != 2 {
 		t.Fatalf("PurgeTag after restart removed %d, want 2", n)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "objects", "*", "*.obj"))
@@ -205,4 +205,38 @@ func TestDiskTornFilesAreDropped(t *testing.T) {
 		}
 		e.expect(e.do("GET", "/t"), 200, "some body", 1)
 	}
+}
+
+// TestPurgeCountsTiersAndRejectsRelativeURLs: purges report per-tier counts, PurgeAll empties
+// both tiers, and a relative URL is an error rather than a silent zero.
+func TestPurgeCountsTiersAndRejectsRelativeURLs(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnv(t, Options{Dir: dir, MemorySize: 1 << 20, MemoryMaxObject: 100}, func(r *message.Request) originResp {
+		body := "small"
+		if strings.HasPrefix(r.Target, "/big") {
+			body = strings.Repeat("b", 1000) // disk only
+		}
+		return originResp{status: 200, header: []string{"Cache-Control", "max-age=1000"}, body: body}
+	})
+	for _, p := range []string{"/c/1", "/c/2", "/big/1"} {
+		e.do("GET", p)
+	}
+	for _, rel := range []string{"/c/1", "c/1", "example.test/c/1", "http:///c/1", ""} {
+		if _, err := e.c.PurgeURL(rel); err == nil {
+			t.Errorf("PurgeURL(%q): no error", rel)
+		}
+		if _, err := e.c.PurgePrefix(rel); err == nil {
+			t.Errorf("PurgePrefix(%q): no error", rel)
+		}
+	}
+	if n, err := e.c.PurgeURL("http://example.test/c/1"); err != nil || n != (Purged{Objects: 1, Memory: 1, Disk: 1}) {
+		t.Fatalf("PurgeURL: %+v %v", n, err)
+	}
+	if n := e.c.PurgeAll(); n != (Purged{Objects: 2, Memory: 1, Disk: 2}) {
+		t.Fatalf("PurgeAll: %+v", n)
+	}
+	if mem, disk := e.c.Usage(); disk != 0 {
+		t.Fatalf("usage after PurgeAll: memory %d, disk %d", mem, disk)
+	}
+	e.expect(e.do("GET", "/c/2"), 200, "small", 4)
 }

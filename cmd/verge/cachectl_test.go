@@ -90,13 +90,30 @@ upstreams: [{name: app, servers: [{address: %s}]}]
 		t.Fatalf("origin saw %d requests, want 4 (second round cached)", n.Load())
 	}
 	host := strings.TrimPrefix(base, "http://")
-	purge(`{"urls":["http://`+host+`/a"]}`, `{"purged":1}`)
-	purge(`{"prefixes":["http://`+host+`/img/"]}`, `{"purged":2}`)
-	purge(`{"tags":["k-css-x"]}`, `{"purged":1}`)
+	for _, rel := range []string{`{"urls":["/a"]}`, `{"prefixes":["/img/"]}`} {
+		resp, err := http.Post(admURL, "application/json", strings.NewReader(rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("purge %s: status %d, want 400", rel, resp.StatusCode)
+		}
+	}
+	purge(`{"urls":["http://`+host+`/a"]}`, `{"purged":1,"memory":1,"disk":0}`)
+	purge(`{"prefixes":["http://`+host+`/img/"]}`, `{"purged":2,"memory":2,"disk":0}`)
+	purge(`{"tags":["k-css-x"]}`, `{"purged":1,"memory":1,"disk":0}`)
 	for _, p := range paths {
 		get(p)
 	}
 	if n.Load() != 8 {
 		t.Fatalf("origin saw %d requests, want 8 (all purged)", n.Load())
+	}
+	purge(`{"all":true}`, `{"purged":4,"memory":4,"disk":0}`)
+	for _, p := range paths {
+		get(p)
+	}
+	if n.Load() != 12 {
+		t.Fatalf("origin saw %d requests, want 12 (all purged)", n.Load())
 	}
 }
