@@ -53,12 +53,14 @@ func storable(req *message.Request, reqCC *directives, resp *message.Response, c
 		return "method"
 	case reqCC.noStore:
 		return "request-no-store"
-	case resp.Status < 200 || resp.Status == 304 || resp.Status == 206:
+	case resp.Status < 200 || resp.Status == 304:
+		return "status"
+	case resp.Status == 206 && !partialStorable(resp):
 		return "status"
 	case cc.mustUnderstand && !understoodStatus(resp.Status):
 		// RFC 9111 section 5.2.2.3: only a cache that understands the status may store it.
 		return "must-understand"
-	case !p.statusAllowed(resp.Status):
+	case !p.statusAllowed(resp.Status) && (resp.Status != 206 || !p.statusAllowed(200)):
 		return "status"
 	case cc.noStore && !cc.mustUnderstand:
 		// With must-understand and a status Verge understands, no-store is ignored (it is

@@ -55,6 +55,11 @@ type meta struct {
 	Tags         []string `json:"tags"`
 	// BodyLen is the declared body length, -1 when unknown until the body is complete.
 	BodyLen int64 `json:"body_len"`
+	// RangeStart and RangeTotal describe a stored 206 (partial content): the offset of the
+	// stored bytes in the full representation, and the full representation's length. Both
+	// are zero for complete responses.
+	RangeStart int64 `json:"range_start,omitempty"`
+	RangeTotal int64 `json:"range_total,omitempty"`
 }
 
 // age returns the current age of the response at now (RFC 9111 section 4.2.3).

@@ -195,7 +195,7 @@ func heuristicStatus(status int) bool {
 // (RFC 9111 section 3: the cache must understand the status code).
 func understoodStatus(status int) bool {
 	switch status {
-	case 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501, 400, 403, 500, 502, 503, 504:
+	case 200, 203, 204, 206, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501, 400, 403, 500, 502, 503, 504:
 		return true
 	}
 	return false

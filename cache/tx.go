@@ -34,6 +34,7 @@ type tx struct {
 	names   []string // Vary names the key was computed with
 
 	stale      *object // stored response being revalidated, or kept for stale-if-error
+	partial    *object // stored partial response that could not answer, to combine with
 	validating bool    // validators from stale were sent upstream
 	fwd        string  // Cache-Status fwd parameter
 	flight     *flight // the lock, held when this request fetches for others
@@ -113,7 +114,13 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 		t.names = names
 		t.vary = appendVary(t.vary[:0], req, names)
 		t.hash = variantHash(t.primary, t.vary)
-		if o := c.get(t.hash, t.key); o != nil && o.m.VaryKey == string(t.vary) {
+		o := c.get(t.hash, t.key)
+		if o != nil && o.m.VaryKey == string(t.vary) && !o.usableFor(req) {
+			// A partial response without the requested bytes: fetch, then combine.
+			t.partial, o = o, nil
+			t.fwd = "partial"
+		}
+		if o != nil && o.m.VaryKey == string(t.vary) {
 			u, ttl := evaluate(o.m, &t.reqCC, now)
 			switch {
 			case refresh:
@@ -135,7 +142,7 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 					t.fwd = "request"
 				}
 			}
-		} else if known {
+		} else if known && t.partial == nil {
 			t.fwd = "vary-miss"
 		}
 		if t.reqCC.onlyIfCached && !refresh {
@@ -150,7 +157,7 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 			if t.stale == nil && !refresh {
 				// Another request may have stored the response and ended its lock between
 				// the lookup above and acquire: look once more before going to the origin.
-				if o := c.get(t.hash, t.key); o != nil && o.m.VaryKey == string(t.vary) {
+				if o := c.get(t.hash, t.key); o != nil && o.m.VaryKey == string(t.vary) && o.usableFor(req) {
 					if u, ttl := evaluate(o.m, &t.reqCC, now); u == useFresh {
 						c.publish(t.hash, f, nil, true)
 						t.result = "hit"
@@ -163,11 +170,14 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 		}
 		if refresh {
 			// Someone is already fetching the key: this refresh has nothing to do.
+			if t.stale == nil {
+				return nil // the object went meanwhile: fetch without the lock
+			}
 			t.result = "hit"
 			return t.serve(s, t.stale, "hit", 0)
 		}
 		if o, ok := t.wait(s, f); ok {
-			if o != nil && o.m.Primary == t.primary && o.m.VaryKey == string(appendVary(t.vary[:0], req, o.m.Vary)) {
+			if o != nil && o.m.Primary == t.primary && o.m.VaryKey == string(appendVary(t.vary[:0], req, o.m.Vary)) && o.usableFor(req) {
 				if u, ttl := evaluate(o.m, &t.reqCC, t.c.now().UnixNano()); u == useFresh || u == useStale {
 					t.result = "collapsed"
 					return t.serve(s, o, "collapsed", ttl)
@@ -306,6 +316,10 @@ func (t *tx) store(s *proxy.Session, resp *message.Response, d *proxy.CacheDecis
 	if d.TTL > 0 {
 		m.Lifetime = int64(d.TTL)
 	}
+	if resp.Status == 206 {
+		a, b, total, _ := parseContentRange(resp.Header.Get("Content-Range"))
+		m.RangeStart, m.RangeTotal, m.BodyLen = a, total, b-a+1
+	}
 	if m.Lifetime <= 0 && m.ETag == "" && m.LastModified == "" && m.SWR < 0 && m.SIE < 0 {
 		// Never usable without a validator: not worth storing.
 		t.release(nil)
@@ -348,6 +362,16 @@ func (t *tx) complete() {
 	if o.m.BodyLen >= 0 && n != o.m.BodyLen {
 		t.abandon(errIncomplete)
 		return
+	}
+	if t.partial != nil && o.m.Status == 206 {
+		if merged := combine(t.partial, o); merged != nil {
+			o = merged
+			if t.dw != nil {
+				t.dw.abort()
+				t.dw = nil
+				t.rewriteDisk(o)
+			}
+		}
 	}
 	if t.dw != nil {
 		if err := t.dw.commit(); err != nil {
@@ -534,7 +558,7 @@ func (t *tx) Done(s *proxy.Session, err *fault.Error) bool {
 
 func (t *tx) reset() {
 	t.pol, t.mode, t.result, t.fwd = nil, modeLookup, "", ""
-	t.stale, t.validating, t.flight, t.refresh = nil, false, nil, false
+	t.stale, t.validating, t.flight, t.refresh, t.partial = nil, false, nil, false, nil
 	t.obj, t.dw, t.names = nil, nil, nil
 	t.tee = teeBody{}
 	t.resp.Reset()
