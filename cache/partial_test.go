@@ -64,7 +64,7 @@ func TestPartialCombined(t *testing.T) {
 		}
 		e := newEnv(t, opts, rangeOrigin(full, `"v1"`))
 		e.expectRange(e.do("GET", "/c", "Range", "bytes=0-7"), 206, full[:8], "bytes 0-7/20", 1)
-		e.expectRange(e.do("GET", "/c", "Range", "bytes=12-"), 206, full[12:], "bytes 12-19/20", 2) // a gap: replaces
+		e.expectRange(e.do("GET", "/c", "Range", "bytes=12-"), 206, full[12:], "bytes 12-19/20", 2)  // a gap: replaces
 		e.expectRange(e.do("GET", "/c", "Range", "bytes=5-13"), 206, full[5:14], "bytes 5-13/20", 3) // joins 12-19
 		e.expectRange(e.do("GET", "/c", "Range", "bytes=6-19"), 206, full[6:], "bytes 6-19/20", 3)   // from 5-19
 		e.expectRange(e.do("GET", "/c", "Range", "bytes=0-5"), 206, full[:6], "bytes 0-5/20", 4)     // completes it
