@@ -155,7 +155,8 @@ func decodeHeader(b []byte) (fileHeader, error) {
 	return h, nil
 }
 
-// readHeader reads and checks the fixed header of an open object file against its size.
+// readHeader reads and checks the fixed header of an open object file. A file shorter than
+// its header says is caught by the reads that follow.
 func readHeader(f *os.File) (fileHeader, error) {
 	var b [diskHeaderSize]byte
 	if _, err := f.ReadAt(b[:], 0); err != nil {
@@ -164,35 +165,41 @@ func readHeader(f *os.File) (fileHeader, error) {
 		}
 		return fileHeader{}, err
 	}
-	h, err := decodeHeader(b[:])
-	if err != nil {
-		return h, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return h, err
-	}
-	if fi.Size() != h.bodyOff()+h.bodyLen {
-		return h, fmt.Errorf("size %d, header says %d: %w", fi.Size(), h.bodyOff()+h.bodyLen, errCorrupt)
-	}
-	return h, nil
+	return decodeHeader(b[:])
 }
 
-// readMeta reads and checks the header and meta of an object file; it returns the meta, the
-// header and the file size.
+// readMeta reads and checks the header and meta of an object file, and that the file has
+// the size its header says; it returns the meta and the header.
 func readMeta(path string) (*meta, fileHeader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fileHeader{}, err
 	}
 	defer f.Close()
-	h, err := readHeader(f)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fileHeader{}, err
+	}
+	// One read covers the header and, usually, the meta.
+	first := make([]byte, min(fi.Size(), 4096))
+	if _, err := f.ReadAt(first, 0); err != nil && err != io.EOF {
+		return nil, fileHeader{}, fmt.Errorf("cache: %s: %w", path, err)
+	}
+	h, err := decodeHeader(first)
+	if err == nil && fi.Size() != h.bodyOff()+h.bodyLen {
+		err = fmt.Errorf("size %d, header says %d: %w", fi.Size(), h.bodyOff()+h.bodyLen, errCorrupt)
+	}
 	if err != nil {
 		return nil, h, fmt.Errorf("cache: %s: %w", path, err)
 	}
-	buf := make([]byte, h.metaLen)
-	if _, err := f.ReadAt(buf, diskHeaderSize); err != nil {
-		return nil, h, fmt.Errorf("cache: %s: %w", path, err)
+	var buf []byte
+	if end := h.bodyOff(); end <= int64(len(first)) {
+		buf = first[diskHeaderSize:end]
+	} else {
+		buf = make([]byte, h.metaLen)
+		if _, err := f.ReadAt(buf, diskHeaderSize); err != nil {
+			return nil, h, fmt.Errorf("cache: %s: %w", path, err)
+		}
 	}
 	if crc32.Checksum(buf, castagnoli) != h.metaCRC {
 		return nil, h, fmt.Errorf("cache: %s: meta checksum: %w", path, errCorrupt)
