@@ -38,8 +38,12 @@ func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Dura
 	start, end := int64(0), int64(-1)
 	withBody := true
 	if o.m.Status == 206 {
-		// A partial object answers only ranges it holds (lookup checked).
-		a, b, _ := partialRange(req, o)
+		// A partial object answers only ranges it holds (lookup checked); should it be asked
+		// otherwise, it sends all it holds.
+		a, b, ok := partialRange(req, o)
+		if !ok && known && n > 0 {
+			a, b = o.m.RangeStart, o.m.RangeStart+n-1
+		}
 		cr := append(t.scratch, "bytes "...)
 		cr = strconv.AppendInt(cr, a, 10)
 		cr = append(cr, '-')

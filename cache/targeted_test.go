@@ -98,3 +98,33 @@ func TestTargetedFieldForwarding(t *testing.T) {
 		check(e.do("GET", "/nostore"), "not stored")
 	}
 }
+
+// FuzzTargetedField checks the Structured Field Dictionary parser never panics and that what
+// it accepts gives sane directives.
+func FuzzTargetedField(f *testing.F) {
+	for _, s := range []string{"max-age=3600", `max-age=3600;a=1, x=(1 "b" tok);q, y=:aGk=:, z=?0, w=1.5`, "no-store", "max-age =1", `private="x"`, "a,", "*k=-12"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		var h message.Header
+		h.Add("CDN-Cache-Control", v)
+		var d directives
+		if parseTargeted(&h, "CDN-Cache-Control", &d) {
+			if !d.targeted || d.maxAge < -1 || d.maxAge > maxDelta || d.sMaxAge > maxDelta {
+				t.Fatalf("%q: directives %+v", v, d)
+			}
+		}
+	})
+}
+
+// FuzzContentRange checks parseContentRange never panics and returns consistent ranges.
+func FuzzContentRange(f *testing.F) {
+	for _, s := range []string{"bytes 0-4/10", "bytes 5-4/10", "bytes */10", "bytes 0-9/10"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if a, b, n, ok := parseContentRange(v); ok && (a < 0 || a > b || b >= n) {
+			t.Fatalf("%q: %d-%d/%d", v, a, b, n)
+		}
+	})
+}
