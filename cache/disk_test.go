@@ -1,9 +1,11 @@
 package cache
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,4 +241,44 @@ func TestPurgeCountsTiersAndRejectsRelativeURLs(t *testing.T) {
 		t.Fatalf("usage after PurgeAll: memory %d, disk %d", mem, disk)
 	}
 	e.expect(e.do("GET", "/c/2"), 200, "small", 4)
+}
+
+// TestDiskOnlyConcurrentRevalidations revalidates a disk-only object from many goroutines at
+// once while each 304 changes the head's length: every response carries the exact body.
+func TestDiskOnlyConcurrentRevalidations(t *testing.T) {
+	body := strings.Repeat("0123456789", 20<<10/10)
+	var mu sync.Mutex
+	k := 0
+	e := newEnv(t, Options{Dir: t.TempDir(), MemorySize: 1 << 20, MemoryMaxObject: 1000}, func(r *message.Request) originResp {
+		h := []string{"Cache-Control", "max-age=0", "ETag", `"v"`}
+		if r.Header.Get("If-None-Match") == `"v"` {
+			mu.Lock()
+			k++
+			n := k % 7 * 200
+			mu.Unlock()
+			return originResp{status: 304, header: append(h, "X-Pad", strings.Repeat("p", n+1))}
+		}
+		return originResp{status: 200, header: h, body: body}
+	})
+	e.do("GET", "/r")
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 15 {
+				ex := e.do("GET", "/r")
+				if ex.status != 200 || ex.body.String() != body {
+					errs <- fmt.Sprintf("status %d, %d bytes, Cache-Status %q", ex.status, ex.body.Len(), cacheStatus(ex))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for msg := range errs {
+		t.Fatal(msg)
+	}
 }
