@@ -1,9 +1,11 @@
 package cache
 
 import (
+	"io"
 	"strconv"
 
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/proxy"
 )
 
 // Partial content (RFC 9111 sections 3.3 and 3.4). A 206 answer to a single byte range is
@@ -119,4 +121,75 @@ func combine(prev, next *object) *object {
 	}
 	m.Header = append(m.Header[:0], hdr.Fields()...)
 	return newObject(&m, completeBody(data))
+}
+
+// completeRequest turns the upstream request for a whole response into one for the bytes
+// after those of t.partial, when they are the representation's beginning under a strong
+// ETag and the client sent no range or conditional of its own.
+func (t *tx) completeRequest(req *message.Request) {
+	pm := t.partial.m
+	if req.Method != "GET" || pm.RangeStart != 0 || pm.BodyLen <= 0 || pm.BodyLen >= pm.RangeTotal ||
+		pm.ETag == "" || pm.ETag[0] != '"' {
+		return
+	}
+	for _, h := range [...]string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"} {
+		if req.Header.Has(h) {
+			return
+		}
+	}
+	req.Header.Add("Range", "bytes="+strconv.FormatInt(pm.BodyLen, 10)+"-")
+	req.Header.Add("If-Range", pm.ETag)
+	t.completing = true
+}
+
+// completeResponse turns the origin's answer to completeRequest into the whole response: a
+// 206 with exactly the missing bytes under the same ETag becomes a 200 whose body is the
+// stored bytes followed by the origin's. A 200 (the representation changed) is left alone.
+// It reports false for an answer that is neither (the client then gets it unstored).
+func (t *tx) completeResponse(s *proxy.Session, resp *message.Response) bool {
+	if resp.Status != 206 {
+		return resp.Status != 416
+	}
+	pm := t.partial.m
+	a, b, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || a != pm.BodyLen || b != total-1 || total != pm.RangeTotal || resp.Header.Get("ETag") != pm.ETag ||
+		resp.Header.Count("Content-Range") != 1 || (resp.ContentLength >= 0 && resp.ContentLength != b-a+1) || resp.Body == nil {
+		return false
+	}
+	resp.Status = 200
+	resp.Header.Del("Content-Range")
+	resp.ContentLength = total
+	t.rd.init(s.Context(), t.partial.b, 0, pm.BodyLen)
+	resp.Body = &joinBody{head: &t.rd, tail: resp.Body}
+	return true
+}
+
+// joinBody reads a stored beginning, then the origin's rest.
+type joinBody struct {
+	head     *bodyReader
+	tail     io.ReadCloser
+	headDone bool
+}
+
+func (j *joinBody) Read(p []byte) (int, error) {
+	if !j.headDone {
+		n, err := j.head.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		j.headDone = true
+		j.head.Close()
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return j.tail.Read(p)
+}
+
+func (j *joinBody) Close() error {
+	if !j.headDone {
+		j.headDone = true
+		j.head.Close()
+	}
+	return j.tail.Close()
 }

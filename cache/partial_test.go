@@ -13,7 +13,7 @@ func rangeOrigin(full, etag string) func(*message.Request) originResp {
 	return func(r *message.Request) originResp {
 		h := []string{"Cache-Control", "max-age=3600", "ETag", etag}
 		rg := r.Header.Get("Range")
-		if rg == "" {
+		if ir := r.Header.Get("If-Range"); rg == "" || (ir != "" && ir != etag) {
 			return originResp{status: 200, header: h, body: full}
 		}
 		a, b, ok, sat := parseRange(rg, int64(len(full)))
@@ -99,5 +99,45 @@ func TestPartialNotStored(t *testing.T) {
 		if e.hits() != 2 {
 			t.Errorf("Content-Range %q: stored", cr)
 		}
+	}
+}
+
+// TestPartialCompletedByFullRequest: with the beginning of a response stored, a request for
+// the whole asks the origin for the rest only and gets the whole 200; it is then stored
+// complete. Memory and disk-only.
+func TestPartialCompletedByFullRequest(t *testing.T) {
+	const full = "0123456789abcdefghij"
+	for _, opts := range []Options{{}, {Dir: t.TempDir(), MemorySize: 1 << 20, MemoryMaxObject: 4}} {
+		e := newEnv(t, opts, rangeOrigin(full, `"v1"`))
+		e.expectRange(e.do("GET", "/c", "Range", "bytes=0-7"), 206, full[:8], "bytes 0-7/20", 1)
+		ex := e.do("GET", "/c")
+		e.expectRange(ex, 200, full, "", 2)
+		if got, want := e.o.lastHeader("Range"), "bytes=8-"; got != want {
+			t.Fatalf("origin got Range %q, want %q", got, want)
+		}
+		if got := e.o.lastHeader("If-Range"); got != `"v1"` {
+			t.Fatalf("origin got If-Range %q", got)
+		}
+		if ex.cl != int64(len(full)) {
+			t.Fatalf("Content-Length %d", ex.cl)
+		}
+		e.expectRange(e.do("GET", "/c"), 200, full, "", 2)
+		e.expectRange(e.do("GET", "/c", "Range", "bytes=10-"), 206, full[10:], "bytes 10-19/20", 2)
+	}
+
+	// The representation changed meanwhile: If-Range makes the origin send the whole new one.
+	etag := `"old"`
+	e := newEnv(t, Options{}, func(r *message.Request) originResp { return rangeOrigin(full, etag)(r) })
+	e.do("GET", "/n", "Range", "bytes=0-7")
+	etag = `"new"`
+	e.expectRange(e.do("GET", "/n"), 200, full, "", 2)
+	e.expectRange(e.do("GET", "/n"), 200, full, "", 2)
+
+	// A weak ETag, or a client conditional, asks for the whole response.
+	e = newEnv(t, Options{}, rangeOrigin(full, `W/"w"`))
+	e.do("GET", "/w", "Range", "bytes=0-7")
+	e.expectRange(e.do("GET", "/w"), 200, full, "", 2)
+	if e.o.lastHeader("Range") != "" {
+		t.Fatalf("weak ETag: origin got Range %q", e.o.lastHeader("Range"))
 	}
 }

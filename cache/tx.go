@@ -36,6 +36,7 @@ type tx struct {
 	stale      *object // stored response being revalidated, or kept for stale-if-error
 	partial    *object // stored partial response that could not answer, to combine with
 	validating bool    // validators from stale were sent upstream
+	completing bool    // asked the origin for the bytes after t.partial's (completeRequest)
 	fwd        string  // Cache-Status fwd parameter
 	flight     *flight // the lock, held when this request fetches for others
 	refresh    bool    // serve-stale-while-revalidate: ask for a background refresh
@@ -216,6 +217,10 @@ func (t *tx) wait(s *proxy.Session, f *flight) (*object, bool) {
 // UpstreamRequest implements proxy.CacheTx: a revalidation carries the stored validators.
 func (t *tx) UpstreamRequest(_ *proxy.Session, req *message.Request) {
 	t.reqAt = t.c.now()
+	if t.mode == modeLookup && t.partial != nil && t.stale == nil {
+		t.completeRequest(req)
+		return
+	}
 	if t.mode != modeLookup || t.stale == nil || t.stale.m.Status != 200 {
 		return
 	}
@@ -289,6 +294,11 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 		t.release(nil)
 		t.result = "stale"
 		return t.serveWith(s, t.stale, "fwd="+t.fwd+";fwd-status="+itoa(resp.Status), 0), nil
+	}
+	if t.completing && !t.completeResponse(s, resp) {
+		// Not the rest of the stored bytes: the client asked for the whole response and
+		// gets the origin's answer as it is, unstored.
+		d.Store, d.Reason = false, "partial"
 	}
 	if !d.Store {
 		t.release(nil)
@@ -559,6 +569,7 @@ func (t *tx) Done(s *proxy.Session, err *fault.Error) bool {
 func (t *tx) reset() {
 	t.pol, t.mode, t.result, t.fwd = nil, modeLookup, "", ""
 	t.stale, t.validating, t.flight, t.refresh, t.partial = nil, false, nil, false, nil
+	t.completing = false
 	t.obj, t.dw, t.names = nil, nil, nil
 	t.tee = teeBody{}
 	t.resp.Reset()
