@@ -140,3 +140,26 @@ func BenchmarkParse(b *testing.B) {
 		ParseAt("Sun, 06 Nov 1994 08:49:37 GMT", now)
 	}
 }
+
+func TestRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"120", 120 * time.Second, true},
+		{" 0 ", 0, true},
+		{"99999999999999", (1 << 31) * time.Second, true},
+		{"Tue, 01 Dec 2026 00:01:00 GMT", time.Minute, true},
+		{"Mon, 30 Nov 2026 00:00:00 GMT", 0, true},
+		{"-1", 0, false},
+		{"1.5", 0, false},
+		{"Tue, 01 Dec 2026 00:01:00 UTC", 0, false},
+		{"", 0, false},
+	} {
+		got, ok := RetryAfter(tc.in, now)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("RetryAfter(%q) = %v %v, want %v %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
