@@ -63,3 +63,28 @@ func BenchmarkKey(b *testing.B) {
 		_ = hashKey(buf)
 	}
 }
+
+// BenchmarkDiskHit measures a 64 KiB hit served from the disk tier (too large for memory).
+func BenchmarkDiskHit(b *testing.B) {
+	c, err := New(Options{Dir: b.TempDir(), MemorySize: 1 << 20, MemoryMaxObject: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	o := &origin{handler: fixed(originResp{status: 200, header: []string{"Cache-Control", "max-age=100000", "Content-Type", "text/plain"}, body: string(make([]byte, 64<<10))})}
+	p := &proxy.Proxy[struct{}]{Phases: testPhases{}, Transport: o, Cache: c}
+	ex := &benchExchange{info: message.ConnInfo{RemoteAddr: netip.MustParseAddrPort("127.0.0.1:40000")}}
+	run := func() {
+		ex.req.Reset()
+		ex.req.Method, ex.req.Target, ex.req.Authority, ex.req.Proto, ex.req.Scheme = "GET", "/big.bin", "example.test", message.HTTP11, "http"
+		p.ServeExchange(ex)
+	}
+	run()
+	b.ReportAllocs()
+	for b.Loop() {
+		run()
+	}
+	if o.n.Load() != 1 {
+		b.Fatalf("origin saw %d requests, want 1", o.n.Load())
+	}
+}

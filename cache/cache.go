@@ -244,6 +244,11 @@ func (c *Cache) get(hash uint64, key []byte) *object {
 			c.mem.Set(hash, o)
 			return o
 		}
+		if err != nil {
+			// A corrupt file has been deleted: a miss.
+			c.log.Warn("cache: reading disk object", "err", err)
+			return nil
+		}
 	}
 	return newObject(m, b)
 }
@@ -304,42 +309,54 @@ func (c *Cache) insert(o *object) {
 	}
 }
 
-// removeHash deletes one object from every tier and the index.
-func (c *Cache) removeHash(hash uint64) bool {
-	_, inMem := c.mem.Invalidate(hash)
-	onDisk := c.disk != nil && c.disk.remove(hash)
+// removeHash deletes one object from every tier and the index, reporting which tiers held
+// it.
+func (c *Cache) removeHash(hash uint64) (inMem, onDisk bool) {
+	_, inMem = c.mem.Invalidate(hash)
+	onDisk = c.disk != nil && c.disk.remove(hash)
 	c.idx.remove(hash)
-	return inMem || onDisk
+	return inMem, onDisk
 }
 
 // invalidatePrimary deletes every variant stored under a primary key.
-func (c *Cache) invalidatePrimary(primary uint64) int {
-	n := 0
+func (c *Cache) invalidatePrimary(primary uint64) {
 	for _, h := range c.idx.variantsOf(primary) {
-		if c.removeHash(h) {
-			n++
-		}
+		c.removeHash(h)
 	}
-	return n
 }
 
-// PurgeURL deletes the objects stored for a URL ("https://host/path?query"), every variant.
-// The scheme is not compared, the host is compared case-insensitively. It returns how many
-// objects were deleted.
-func (c *Cache) PurgeURL(url string) int {
+// Purged counts the objects a purge deleted: in all, and per tier (an object held by both
+// tiers counts once in Objects and once in each tier).
+type Purged struct {
+	Objects, Memory, Disk int
+}
+
+// ErrRelativeURL is returned by PurgeURL and PurgePrefix for a URL without scheme and host.
+var ErrRelativeURL = errors.New("cache: purge needs an absolute URL (http://host/path or https://host/path)")
+
+// PurgeURL deletes the objects stored for an absolute URL ("https://host/path?query"), every
+// variant. The scheme is not compared, the host is compared case-insensitively. A relative
+// URL ("/path") is an error: it matches no object.
+func (c *Cache) PurgeURL(url string) (Purged, error) {
+	if !absoluteURL(url) {
+		return Purged{}, ErrRelativeURL
+	}
 	want := urlRest(url)
-	return c.purge(func(m *entry) bool { return urlRest(m.url) == want })
+	return c.purge(func(m *entry) bool { return urlRest(m.url) == want }), nil
 }
 
-// PurgePrefix deletes the objects whose URL starts with prefix (scheme ignored as for
-// PurgeURL), e.g. "https://example.com/images/".
-func (c *Cache) PurgePrefix(prefix string) int {
+// PurgePrefix deletes the objects whose URL starts with prefix, an absolute URL (scheme
+// ignored as for PurgeURL), e.g. "https://example.com/images/".
+func (c *Cache) PurgePrefix(prefix string) (Purged, error) {
+	if !absoluteURL(prefix) {
+		return Purged{}, ErrRelativeURL
+	}
 	want := urlRest(prefix)
-	return c.purge(func(m *entry) bool { return strings.HasPrefix(urlRest(m.url), want) })
+	return c.purge(func(m *entry) bool { return strings.HasPrefix(urlRest(m.url), want) }), nil
 }
 
 // PurgeTag deletes the objects tagged tag by their Cache-Tag or Surrogate-Key fields.
-func (c *Cache) PurgeTag(tag string) int {
+func (c *Cache) PurgeTag(tag string) Purged {
 	return c.purge(func(m *entry) bool {
 		for _, t := range m.tags {
 			if t == tag {
@@ -351,16 +368,37 @@ func (c *Cache) PurgeTag(tag string) int {
 }
 
 // PurgeAll deletes every object.
-func (c *Cache) PurgeAll() int { return c.purge(func(*entry) bool { return true }) }
+func (c *Cache) PurgeAll() Purged { return c.purge(func(*entry) bool { return true }) }
 
-func (c *Cache) purge(match func(*entry) bool) int {
-	n := 0
+func (c *Cache) purge(match func(*entry) bool) Purged {
+	var n Purged
 	for _, h := range c.idx.matching(match) {
-		if c.removeHash(h) {
-			n++
+		inMem, onDisk := c.removeHash(h)
+		if inMem || onDisk {
+			n.Objects++
+		}
+		if inMem {
+			n.Memory++
+		}
+		if onDisk {
+			n.Disk++
 		}
 	}
 	return n
+}
+
+// absoluteURL reports whether u is "http://host..." or "https://host..." with a host.
+func absoluteURL(u string) bool {
+	var rest string
+	switch {
+	case len(u) >= 7 && strings.EqualFold(u[:7], "http://"):
+		rest = u[7:]
+	case len(u) >= 8 && strings.EqualFold(u[:8], "https://"):
+		rest = u[8:]
+	default:
+		return false
+	}
+	return rest != "" && rest[0] != '/'
 }
 
 // urlRest lowercases a URL's host and drops its scheme.

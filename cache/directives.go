@@ -10,10 +10,12 @@ import (
 type directives struct {
 	noStore, noCache, private, public   bool
 	mustRevalidate, proxyRevalidate     bool
+	mustUnderstand                      bool
 	onlyIfCached, maxStaleAny           bool
 	maxAge, sMaxAge, maxStale, minFresh int64
 	staleWhileRevalidate, staleIfError  int64
 	present                             bool // a Cache-Control field was seen
+	targeted                            bool // read from a targeted field (RFC 9213)
 }
 
 const maxDelta = 1 << 31 // RFC 9111 section 1.2.2: delta-seconds saturate at 2^31
@@ -74,6 +76,8 @@ func (d *directives) apply(name, val string, hasVal bool) {
 	case 15:
 		if message.EqualFold(name, "must-revalidate") {
 			d.mustRevalidate = true
+		} else if message.EqualFold(name, "must-understand") {
+			d.mustUnderstand = true
 		}
 	case 16:
 		if message.EqualFold(name, "proxy-revalidate") {

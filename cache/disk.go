@@ -1,12 +1,12 @@
 package cache
 
 import (
-	"bufio"
 	"container/list"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,14 +15,29 @@ import (
 	"sync"
 )
 
-// Disk format: one file per object, objects/<2 hex digits>/<16 hex digits>.obj, holding
+// Disk format: one file per object, objects/<2 hex digits>/<16 hex digits>.obj, holding a
+// fixed 32-byte header, the meta and the body:
 //
-//	"VRGCACH1" | uint32 big-endian length of the meta | meta as JSON | body
+//	"VRGCACH2" | uint32 meta length | uint32 CRC-32C of the meta |
+//	uint64 body length | uint32 CRC-32C of the body | uint32 zero | meta as JSON | body
 //
-// A file is written under tmp/ as the response streams in and renamed into place once the
-// body is complete, so a crash leaves no partial object behind; the body length is the file
-// size minus the header. The index is rebuilt from the headers at start.
-const diskMagic = "VRGCACH1"
+// (integers big-endian). A file is written under tmp/ as the response streams in; the body
+// length and checksum are filled in once the body is complete and the file is then renamed
+// into place, so a crash leaves no partial object behind. Every file checks itself: a file
+// whose size, meta checksum or body checksum disagrees with its header is treated as a miss
+// and deleted, never served. A revalidation (304) rewrites the file with a new meta, whose
+// length may differ: readers locate the body from the header of the file they open, never
+// from an offset remembered earlier, and check that it holds the body they expect (same
+// length and checksum). The index is rebuilt from the headers at start.
+const diskMagic = "VRGCACH2"
+
+// diskHeaderSize is the fixed part of an object file before the meta.
+const diskHeaderSize = 32
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errCorrupt reports an object file that fails its own checks.
+var errCorrupt = errors.New("cache: disk object is corrupt")
 
 const maxMetaSize = 1 << 20
 
@@ -104,44 +119,113 @@ func (t *diskTier) pathOf(hash uint64) string {
 	return filepath.Join(t.dir, "objects", h[:2], h+".obj")
 }
 
-// readMeta reads the header of an object file; it returns the meta and the body offset.
-func readMeta(path string) (*meta, int64, error) {
+// fileHeader is the fixed part of an object file.
+type fileHeader struct {
+	metaLen uint32
+	metaCRC uint32
+	bodyLen int64
+	bodyCRC uint32
+}
+
+func (h *fileHeader) bodyOff() int64 { return diskHeaderSize + int64(h.metaLen) }
+
+func (h *fileHeader) encode(b []byte) {
+	copy(b, diskMagic)
+	binary.BigEndian.PutUint32(b[8:], h.metaLen)
+	binary.BigEndian.PutUint32(b[12:], h.metaCRC)
+	binary.BigEndian.PutUint64(b[16:], uint64(h.bodyLen))
+	binary.BigEndian.PutUint32(b[24:], h.bodyCRC)
+	binary.BigEndian.PutUint32(b[28:], 0)
+}
+
+// decodeHeader checks and decodes the fixed header of an object file.
+func decodeHeader(b []byte) (fileHeader, error) {
+	if len(b) < diskHeaderSize || string(b[:8]) != diskMagic {
+		return fileHeader{}, fmt.Errorf("not a cache object: %w", errCorrupt)
+	}
+	h := fileHeader{
+		metaLen: binary.BigEndian.Uint32(b[8:]),
+		metaCRC: binary.BigEndian.Uint32(b[12:]),
+		bodyLen: int64(binary.BigEndian.Uint64(b[16:])),
+		bodyCRC: binary.BigEndian.Uint32(b[24:]),
+	}
+	if h.metaLen > maxMetaSize || h.bodyLen < 0 || binary.BigEndian.Uint32(b[28:]) != 0 {
+		return fileHeader{}, fmt.Errorf("bad header: %w", errCorrupt)
+	}
+	return h, nil
+}
+
+// readHeader reads and checks the fixed header of an open object file. A file shorter than
+// its header says is caught by the reads that follow.
+func readHeader(f *os.File) (fileHeader, error) {
+	var b [diskHeaderSize]byte
+	if _, err := f.ReadAt(b[:], 0); err != nil {
+		if err == io.EOF {
+			err = fmt.Errorf("short file: %w", errCorrupt)
+		}
+		return fileHeader{}, err
+	}
+	return decodeHeader(b[:])
+}
+
+// readMeta reads and checks the header and meta of an object file, and that the file has
+// the size its header says; it returns the meta and the header.
+func readMeta(path string) (*meta, fileHeader, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, 0, err
+		return nil, fileHeader{}, err
 	}
 	defer f.Close()
-	br := bufio.NewReaderSize(f, 4096)
-	var head [12]byte
-	if _, err := io.ReadFull(br, head[:]); err != nil {
-		return nil, 0, fmt.Errorf("cache: %s: %w", path, err)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fileHeader{}, err
 	}
-	if string(head[:8]) != diskMagic {
-		return nil, 0, fmt.Errorf("cache: %s: not a cache object", path)
+	// One read covers the header and, usually, the meta.
+	first := make([]byte, min(fi.Size(), 4096))
+	if _, err := f.ReadAt(first, 0); err != nil && err != io.EOF {
+		return nil, fileHeader{}, fmt.Errorf("cache: %s: %w", path, err)
 	}
-	n := binary.BigEndian.Uint32(head[8:])
-	if n > maxMetaSize {
-		return nil, 0, fmt.Errorf("cache: %s: meta too large", path)
+	h, err := decodeHeader(first)
+	if err == nil && fi.Size() != h.bodyOff()+h.bodyLen {
+		err = fmt.Errorf("size %d, header says %d: %w", fi.Size(), h.bodyOff()+h.bodyLen, errCorrupt)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(br, buf); err != nil {
-		return nil, 0, fmt.Errorf("cache: %s: %w", path, err)
+	if err != nil {
+		return nil, h, fmt.Errorf("cache: %s: %w", path, err)
+	}
+	var buf []byte
+	if end := h.bodyOff(); end <= int64(len(first)) {
+		buf = first[diskHeaderSize:end]
+	} else {
+		buf = make([]byte, h.metaLen)
+		if _, err := f.ReadAt(buf, diskHeaderSize); err != nil {
+			return nil, h, fmt.Errorf("cache: %s: %w", path, err)
+		}
+	}
+	if crc32.Checksum(buf, castagnoli) != h.metaCRC {
+		return nil, h, fmt.Errorf("cache: %s: meta checksum: %w", path, errCorrupt)
 	}
 	m := new(meta)
 	if err := json.Unmarshal(buf, m); err != nil {
-		return nil, 0, fmt.Errorf("cache: %s: %w", path, err)
+		return nil, h, fmt.Errorf("cache: %s: %w: %w", path, errCorrupt, err)
 	}
-	return m, int64(12 + n), nil
+	if m.BodyLen >= 0 && m.BodyLen != h.bodyLen {
+		return nil, h, fmt.Errorf("cache: %s: body length %d, meta says %d: %w", path, h.bodyLen, m.BodyLen, errCorrupt)
+	}
+	return m, h, nil
 }
 
+// encodeMeta returns the header (body length and checksum still zero) and meta of a file.
 func encodeMeta(m *meta) ([]byte, error) {
 	js, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 12, 12+len(js))
-	copy(out, diskMagic)
-	binary.BigEndian.PutUint32(out[8:], uint32(len(js)))
+	if len(js) > maxMetaSize {
+		return nil, errors.New("cache: disk tier: response head too large")
+	}
+	out := make([]byte, diskHeaderSize, diskHeaderSize+len(js))
+	h := fileHeader{metaLen: uint32(len(js)), metaCRC: crc32.Checksum(js, castagnoli)}
+	h.encode(out)
 	return append(out, js...), nil
 }
 
@@ -150,6 +234,8 @@ type diskWriter struct {
 	t   *diskTier
 	f   *os.File
 	m   *meta
+	n   int64  // body bytes written
+	crc uint32 // of the body bytes written
 	err error
 }
 
@@ -172,7 +258,10 @@ func (t *diskTier) create(m *meta) (*diskWriter, error) {
 
 func (w *diskWriter) write(p []byte) {
 	if w.err == nil {
-		_, w.err = w.f.Write(p)
+		var n int
+		n, w.err = w.f.Write(p)
+		w.crc = crc32.Update(w.crc, castagnoli, p[:n])
+		w.n += int64(n)
 	}
 }
 
@@ -181,17 +270,23 @@ func (w *diskWriter) abort() {
 	os.Remove(w.f.Name())
 }
 
-// commit moves the complete file into place and evicts older objects over the size limit.
+// commit seals the file (body length and checksum in its header) and moves it into place,
+// then evicts older objects over the size limit.
 func (w *diskWriter) commit() error {
 	if w.err != nil {
 		w.abort()
 		return w.err
 	}
-	fi, err := w.f.Stat()
+	var tail [12]byte
+	binary.BigEndian.PutUint64(tail[:], uint64(w.n))
+	binary.BigEndian.PutUint32(tail[8:], w.crc)
+	_, err := w.f.WriteAt(tail[:], 16)
+	var fi os.FileInfo
 	if err == nil {
-		err = w.f.Close()
-	} else {
-		w.f.Close()
+		fi, err = w.f.Stat()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		os.Remove(w.f.Name())
@@ -257,7 +352,8 @@ func (t *diskTier) has(hash uint64) bool {
 	return t.entries[hash] != nil
 }
 
-// load reads an object's meta and returns its body as a file-backed body.
+// load reads an object's meta and returns its body as a file-backed body. A file that fails
+// its checks is deleted and reported as absent.
 func (t *diskTier) load(hash uint64) (*meta, *body, error) {
 	t.mu.Lock()
 	e := t.entries[hash]
@@ -268,15 +364,46 @@ func (t *diskTier) load(hash uint64) (*meta, *body, error) {
 	if e == nil {
 		return nil, nil, nil
 	}
-	m, off, err := readMeta(e.path)
+	m, h, err := readMeta(e.path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			t.remove(hash)
+			t.removeEntry(e)
 			return nil, nil, nil
+		}
+		if errors.Is(err, errCorrupt) {
+			t.removeEntry(e)
 		}
 		return nil, nil, err
 	}
-	return m, fileBody(e.path, off, e.size-off), nil
+	return m, fileBody(t, e, h.bodyLen, h.bodyCRC), nil
+}
+
+// removeEntry deletes e's file if e is still the hash's current entry (a newer file may have
+// replaced it meanwhile).
+func (t *diskTier) removeEntry(e *diskEntry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.entries[e.hash] == e {
+		t.removeLocked(e)
+	}
+}
+
+// open opens the file of a file-backed body and checks it still holds that body; it returns
+// the body's offset in the file.
+func (t *diskTier) open(b *body) (*os.File, int64, error) {
+	f, err := os.Open(b.path)
+	if err != nil {
+		return nil, 0, err
+	}
+	h, err := readHeader(f)
+	if err == nil && (h.bodyLen != b.size || h.bodyCRC != b.crc) {
+		err = fmt.Errorf("file replaced: %w", errCorrupt)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("cache: %s: %w", b.path, err)
+	}
+	return f, h.bodyOff(), nil
 }
 
 // usage returns the bytes held on disk.

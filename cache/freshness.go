@@ -4,19 +4,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/verge-edge/verge/internal/httpdate"
 	"github.com/verge-edge/verge/message"
 )
 
 // parseHTTPDate parses an HTTP-date in any of the three formats of RFC 9110 section 5.6.7.
-func parseHTTPDate(s string) (time.Time, bool) {
-	s = message.TrimOWS(s)
-	for _, layout := range [...]string{time.RFC1123, "Monday, 02-Jan-06 15:04:05 MST", time.ANSIC} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, true
-		}
-	}
-	return time.Time{}, false
-}
+func parseHTTPDate(s string) (time.Time, bool) { return httpdate.Parse(s) }
 
 // freshnessLifetime computes how long a response stays fresh (RFC 9111 section 4.2.1): a
 // shared cache uses s-maxage, then max-age, then Expires minus Date; without any of them the
@@ -28,7 +21,7 @@ func freshnessLifetime(h *message.Header, cc *directives, status int, p *Policy,
 	case cc.maxAge >= 0:
 		return time.Duration(cc.maxAge) * time.Second
 	}
-	if v, ok := h.Lookup("Expires"); ok {
+	if v, ok := h.Lookup("Expires"); ok && !cc.targeted {
 		exp, ok := parseHTTPDate(v)
 		if !ok || h.Count("Expires") > 1 {
 			return 0 // an invalid Expires means already expired
@@ -49,7 +42,7 @@ func freshnessLifetime(h *message.Header, cc *directives, status int, p *Policy,
 // explicitFreshness reports whether a response states its freshness or lets a shared cache
 // store it otherwise (RFC 9111 section 3, the last condition).
 func explicitFreshness(h *message.Header, cc *directives) bool {
-	return cc.sMaxAge >= 0 || cc.maxAge >= 0 || cc.public || h.Has("Expires")
+	return cc.sMaxAge >= 0 || cc.maxAge >= 0 || cc.public || (h.Has("Expires") && !cc.targeted)
 }
 
 // storable decides whether a shared cache may store resp, the answer to req (RFC 9111
@@ -60,11 +53,18 @@ func storable(req *message.Request, reqCC *directives, resp *message.Response, c
 		return "method"
 	case reqCC.noStore:
 		return "request-no-store"
-	case resp.Status == 206 || resp.Status < 200 || !understoodStatus(resp.Status):
+	case resp.Status < 200 || resp.Status == 304:
 		return "status"
-	case !p.statusAllowed(resp.Status):
+	case resp.Status == 206 && !partialStorable(resp):
 		return "status"
-	case cc.noStore:
+	case cc.mustUnderstand && !understoodStatus(resp.Status):
+		// RFC 9111 section 5.2.2.3: only a cache that understands the status may store it.
+		return "must-understand"
+	case !p.statusAllowed(resp.Status) && (resp.Status != 206 || !p.statusAllowed(200)):
+		return "status"
+	case cc.noStore && !cc.mustUnderstand:
+		// With must-understand and a status Verge understands, no-store is ignored (it is
+		// there for caches that do not implement must-understand).
 		return "no-store"
 	case cc.private:
 		return "private"
@@ -74,8 +74,13 @@ func storable(req *message.Request, reqCC *directives, resp *message.Response, c
 	if resp.Header.HasToken("Vary", "*") {
 		return "vary-star"
 	}
-	if !explicitFreshness(&resp.Header, cc) && !heuristicStatus(resp.Status) {
-		if _, ok := p.defaultTTL(resp.Status); !ok {
+	if !explicitFreshness(&resp.Header, cc) {
+		// RFC 9111 section 3: a status Verge does not know (299, 499, 599) is stored only
+		// with explicit freshness; a known one also by heuristics or the route's TTLs.
+		if !understoodStatus(resp.Status) {
+			return "status"
+		}
+		if _, ok := p.defaultTTL(resp.Status); !ok && !heuristicStatus(resp.Status) {
 			return "no-freshness"
 		}
 	}
@@ -120,7 +125,10 @@ func setHeaderFacts(m *meta, hdr *message.Header, cc *directives, p *Policy, res
 	}
 	m.AgeValue = 0
 	if v, ok := hdr.Lookup("Age"); ok {
-		if n, ok := parseDelta(message.TrimOWS(v)); ok {
+		// A list ("7200, 0", or several fields) counts by its first member (RFC 9111
+		// section 5.1); an invalid value is ignored.
+		first, _ := cutByte(v, ',')
+		if n, ok := parseDelta(message.TrimOWS(first)); ok {
 			m.AgeValue = n
 		}
 	}

@@ -122,7 +122,7 @@ type env struct {
 
 func newEnv(t *testing.T, opts Options, h func(req *message.Request) originResp) *env {
 	t.Helper()
-	ck := &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	ck := &clock{t: clockStart}
 	if opts.Now == nil {
 		opts.Now = ck.Now
 	}
@@ -184,3 +184,6 @@ func (o *streamOrigin) RoundTrip(context.Context, *upstream.Peer, *message.Reque
 	r.Header.Add("Cache-Control", "max-age=100")
 	return r, nil
 }
+
+// clockStart is the test clock's initial time.
+var clockStart = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -119,24 +119,41 @@ func queryKept(name string, p *Policy) bool {
 func hashKey(key []byte) uint64 { return xxhash.Sum64(key) }
 
 // appendVary appends the normalized values of the request fields named by a response's Vary
-// (RFC 9111 section 4.1): whitespace around values is trimmed and multiple fields are joined
-// with commas.
+// (RFC 9111 section 4.1): every field is read as a comma-separated list whose members are
+// trimmed of whitespace, and the members of all the fields are joined with single commas, so
+// "en, de", " en ,   de" and two fields "en" and "de" select the same response.
 func appendVary(dst []byte, req *message.Request, names []string) []byte {
 	for _, n := range names {
 		dst = append(dst, n...)
 		dst = append(dst, 0)
 		first := true
 		req.Header.Values(n, func(v string) bool {
-			if !first {
-				dst = append(dst, ',')
+			for {
+				member, rest, more := cutComma(v)
+				if !first {
+					dst = append(dst, ',')
+				}
+				first = false
+				dst = append(dst, message.TrimOWS(member)...)
+				if !more {
+					return true
+				}
+				v = rest
 			}
-			first = false
-			dst = append(dst, message.TrimOWS(v)...)
-			return true
 		})
 		dst = append(dst, 0)
 	}
 	return dst
+}
+
+// cutComma cuts s at its first comma.
+func cutComma(s string) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
 }
 
 // variantHash combines a primary key hash with the request's Vary values.

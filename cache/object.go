@@ -3,6 +3,8 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"sync"
@@ -53,6 +55,11 @@ type meta struct {
 	Tags         []string `json:"tags"`
 	// BodyLen is the declared body length, -1 when unknown until the body is complete.
 	BodyLen int64 `json:"body_len"`
+	// RangeStart and RangeTotal describe a stored 206 (partial content): the offset of the
+	// stored bytes in the full representation, and the full representation's length. Both
+	// are zero for complete responses.
+	RangeStart int64 `json:"range_start,omitempty"`
+	RangeTotal int64 `json:"range_total,omitempty"`
 }
 
 // age returns the current age of the response at now (RFC 9111 section 4.2.3).
@@ -112,8 +119,13 @@ type body struct {
 	err   error
 	wake  chan struct{} // closed and replaced whenever size, done or err changes
 
-	path string // disk file holding the body when data is nil
-	off  int64  // offset of the body in path
+	// A body loaded from disk without its bytes in memory: its file, tier entry and
+	// checksum. The body's offset in the file is read from the file when it is opened (a
+	// revalidation may have rewritten the file with a head of another length).
+	path  string
+	crc   uint32
+	disk  *diskTier
+	entry *diskEntry
 }
 
 func newBody(limit int64, sizeHint int64) *body {
@@ -129,9 +141,9 @@ func completeBody(data []byte) *body {
 	return &body{data: data, size: int64(len(data)), limit: int64(len(data)), done: true}
 }
 
-// fileBody returns a finished body read from a disk file.
-func fileBody(path string, off, size int64) *body {
-	return &body{path: path, off: off, size: size, limit: size, done: true}
+// fileBody returns a finished body read from the disk file of e.
+func fileBody(t *diskTier, e *diskEntry, size int64, crc uint32) *body {
+	return &body{path: e.path, size: size, limit: size, done: true, crc: crc, disk: t, entry: e}
 }
 
 func (b *body) notify() {
@@ -212,17 +224,22 @@ func (b *body) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 }
 
 // bodyReader reads an object's body from off up to end (exclusive; -1 means to the end). It
-// is embedded in a transaction and reused.
+// is embedded in a transaction and reused. A read of a whole file-backed body checks the
+// body's checksum before it returns the last bytes: a corrupt file ends the read with an
+// error (the client sees a short body, never a wrong one) and is deleted.
 type bodyReader struct {
-	ctx context.Context
-	b   *body
-	off int64
-	end int64
-	f   *os.File
+	ctx  context.Context
+	b    *body
+	off  int64
+	end  int64
+	f    *os.File
+	base int64  // offset of the body in f
+	crc  uint32 // of the bytes read so far, when the read started at 0
+	full bool   // the read covers the whole body, so its checksum can be checked
 }
 
 func (r *bodyReader) init(ctx context.Context, b *body, off, end int64) {
-	*r = bodyReader{ctx: ctx, b: b, off: off, end: end}
+	*r = bodyReader{ctx: ctx, b: b, off: off, end: end, full: off == 0 && (end < 0 || end >= b.size)}
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
@@ -235,27 +252,47 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 		}
 	}
 	if r.b.data == nil && r.b.path != "" {
-		if r.f == nil {
-			f, err := os.Open(r.b.path)
-			if err != nil {
-				return 0, err
-			}
-			r.f = f
-		}
-		if r.off >= r.b.size {
-			return 0, io.EOF
-		}
-		if rem := r.b.size - r.off; int64(len(p)) > rem {
-			p = p[:rem]
-		}
-		n, err := r.f.ReadAt(p, r.b.off+r.off)
-		r.off += int64(n)
-		if err == io.EOF && n > 0 {
-			err = nil
-		}
-		return n, err
+		return r.readFile(p)
 	}
 	n, err := r.b.readAt(r.ctx, p, r.off)
+	r.off += int64(n)
+	return n, err
+}
+
+func (r *bodyReader) readFile(p []byte) (int, error) {
+	b := r.b
+	if r.f == nil {
+		f, base, err := b.disk.open(b)
+		if err != nil {
+			if errors.Is(err, errCorrupt) {
+				b.disk.removeEntry(b.entry)
+			}
+			return 0, err
+		}
+		r.f, r.base = f, base
+	}
+	if r.off >= b.size {
+		return 0, io.EOF
+	}
+	if rem := b.size - r.off; int64(len(p)) > rem {
+		p = p[:rem]
+	}
+	n, err := r.f.ReadAt(p, r.base+r.off)
+	if err == io.EOF {
+		if int64(n) < int64(len(p)) {
+			err = fmt.Errorf("cache: %s: truncated: %w", b.path, errCorrupt)
+			b.disk.removeEntry(b.entry)
+			return 0, err
+		}
+		err = nil
+	}
+	if r.full {
+		r.crc = crc32.Update(r.crc, castagnoli, p[:n])
+		if r.off+int64(n) == b.size && r.crc != b.crc {
+			b.disk.removeEntry(b.entry)
+			return 0, fmt.Errorf("cache: %s: body checksum: %w", b.path, errCorrupt)
+		}
+	}
 	r.off += int64(n)
 	return n, err
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"time"
 
+	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/message"
 )
 
@@ -51,6 +52,55 @@ type Policy struct {
 	// fetches it; on timeout they go to the origin themselves. Zero means DefaultLockTimeout;
 	// negative disables the lock.
 	LockTimeout time.Duration
+	// TargetedField names Verge's own targeted cache-control field (RFC 9213): when an origin
+	// response carries it, its directives replace Cache-Control and Expires for this cache,
+	// ahead of CDN-Cache-Control (which is honoured the same way and forwarded). The field is
+	// removed from responses before they leave. Empty means DefaultTargetedField
+	// ("Verge-CDN-Cache-Control").
+	TargetedField string
+	// UseStale lists the origin failures in which a stored response that has gone stale is
+	// served instead of the failure, like NGINX's proxy_cache_use_stale: "error" (the
+	// connection failed or closed early), "timeout", "invalid_header" (a malformed response)
+	// and "http_500", "http_502", "http_503", "http_504", "http_403", "http_404",
+	// "http_429" (the origin answered so). Responses marked must-revalidate, proxy-revalidate,
+	// s-maxage or no-cache are never served stale. Empty means only what RFC 5861 allows:
+	// within a stale-if-error window of the response or the request, for errors and 5xx.
+	UseStale []string
+}
+
+// UseStaleConditions are the values Policy.UseStale accepts.
+var UseStaleConditions = []string{"error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504", "http_403", "http_404", "http_429"}
+
+// useStale reports whether the policy serves stale responses on cond.
+func (p *Policy) useStale(cond string) bool {
+	for _, c := range p.UseStale {
+		if c == cond {
+			return true
+		}
+	}
+	return false
+}
+
+// staleCondition names the UseStale condition of an origin failure: an error kind, or a
+// status when kind is fault.Unknown and status is set. It returns "" for none.
+func staleCondition(kind fault.Kind, status int) string {
+	if status != 0 {
+		switch status {
+		case 500, 502, 503, 504, 403, 404, 429:
+			return "http_" + itoa(status)
+		}
+		return ""
+	}
+	switch kind {
+	case fault.Canceled, fault.InvalidRequest, fault.RequestTooLarge, fault.HeaderTooLarge, fault.URITooLong,
+		fault.Forbidden, fault.MethodNotAllowed, fault.TooManyRequests:
+		return ""
+	case fault.ConnectTimeout, fault.ReadTimeout, fault.WriteTimeout, fault.IdleTimeout, fault.TotalTimeout:
+		return "timeout"
+	case fault.InvalidResponse:
+		return "invalid_header"
+	}
+	return "error"
 }
 
 var defaultPolicy = &Policy{}
@@ -145,7 +195,7 @@ func heuristicStatus(status int) bool {
 // (RFC 9111 section 3: the cache must understand the status code).
 func understoodStatus(status int) bool {
 	switch status {
-	case 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501, 400, 403, 500, 502, 503, 504:
+	case 200, 203, 204, 206, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501, 400, 403, 500, 502, 503, 504:
 		return true
 	}
 	return false

@@ -422,15 +422,15 @@ func TestPurge(t *testing.T) {
 	for _, p := range []string{"/img/a", "/img/b", "/css/c"} {
 		e.do("GET", p)
 	}
-	if n := e.c.PurgeURL("https://EXAMPLE.test/img/a"); n != 1 {
+	if n, err := e.c.PurgeURL("https://EXAMPLE.test/img/a"); err != nil || n.Objects != 1 {
 		t.Fatalf("PurgeURL removed %d, want 1", n)
 	}
 	e.expect(e.do("GET", "/img/a"), 200, "/img/a", 4)
-	if n := e.c.PurgePrefix("http://example.test/img/"); n != 2 {
+	if n, err := e.c.PurgePrefix("http://example.test/img/"); err != nil || n.Objects != 2 {
 		t.Fatalf("PurgePrefix removed %d, want 2", n)
 	}
 	e.expect(e.do("GET", "/css/c"), 200, "/css/c", 4)
-	if n := e.c.PurgeTag("css/c"); n != 1 {
+	if n := e.c.PurgeTag("css/c"); n.Objects != 1 {
 		t.Fatalf("PurgeTag removed %d, want 1", n)
 	}
 	e.expect(e.do("GET", "/css/c"), 200, "/css/c", 5)

@@ -37,6 +37,23 @@ func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Dura
 	}
 	start, end := int64(0), int64(-1)
 	withBody := true
+	if o.m.Status == 206 {
+		// A partial object answers only ranges it holds (lookup checked); should it be asked
+		// otherwise, it sends all it holds.
+		a, b, ok := partialRange(req, o)
+		if !ok && known && n > 0 {
+			a, b = o.m.RangeStart, o.m.RangeStart+n-1
+		}
+		cr := append(t.scratch, "bytes "...)
+		cr = strconv.AppendInt(cr, a, 10)
+		cr = append(cr, '-')
+		cr = strconv.AppendInt(cr, b, 10)
+		cr = append(cr, '/')
+		cr = strconv.AppendInt(cr, o.m.RangeTotal, 10)
+		r.Header.Set("Content-Range", t.str(cr))
+		start, end = a-o.m.RangeStart, b+1-o.m.RangeStart
+		r.ContentLength = end - start
+	}
 	if o.m.Status == 200 {
 		switch {
 		case notModified(req, o):

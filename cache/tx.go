@@ -34,7 +34,9 @@ type tx struct {
 	names   []string // Vary names the key was computed with
 
 	stale      *object // stored response being revalidated, or kept for stale-if-error
+	partial    *object // stored partial response that could not answer, to combine with
 	validating bool    // validators from stale were sent upstream
+	completing bool    // asked the origin for the bytes after t.partial's (completeRequest)
 	fwd        string  // Cache-Status fwd parameter
 	flight     *flight // the lock, held when this request fetches for others
 	refresh    bool    // serve-stale-while-revalidate: ask for a background refresh
@@ -113,7 +115,13 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 		t.names = names
 		t.vary = appendVary(t.vary[:0], req, names)
 		t.hash = variantHash(t.primary, t.vary)
-		if o := c.get(t.hash, t.key); o != nil && o.m.VaryKey == string(t.vary) {
+		o := c.get(t.hash, t.key)
+		if o != nil && o.m.VaryKey == string(t.vary) && !o.usableFor(req) {
+			// A partial response without the requested bytes: fetch, then combine.
+			t.partial, o = o, nil
+			t.fwd = "partial"
+		}
+		if o != nil && o.m.VaryKey == string(t.vary) {
 			u, ttl := evaluate(o.m, &t.reqCC, now)
 			switch {
 			case refresh:
@@ -135,7 +143,7 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 					t.fwd = "request"
 				}
 			}
-		} else if known {
+		} else if known && t.partial == nil {
 			t.fwd = "vary-miss"
 		}
 		if t.reqCC.onlyIfCached && !refresh {
@@ -147,16 +155,30 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 		}
 		f, mine := c.acquire(t.hash)
 		if mine {
+			if t.stale == nil && !refresh {
+				// Another request may have stored the response and ended its lock between
+				// the lookup above and acquire: look once more before going to the origin.
+				if o := c.get(t.hash, t.key); o != nil && o.m.VaryKey == string(t.vary) && o.usableFor(req) {
+					if u, ttl := evaluate(o.m, &t.reqCC, now); u == useFresh {
+						c.publish(t.hash, f, nil, true)
+						t.result = "hit"
+						return t.serve(s, o, "hit", ttl)
+					}
+				}
+			}
 			t.flight = f
 			return nil
 		}
 		if refresh {
 			// Someone is already fetching the key: this refresh has nothing to do.
+			if t.stale == nil {
+				return nil // the object went meanwhile: fetch without the lock
+			}
 			t.result = "hit"
 			return t.serve(s, t.stale, "hit", 0)
 		}
 		if o, ok := t.wait(s, f); ok {
-			if o != nil && o.m.Primary == t.primary && o.m.VaryKey == string(appendVary(t.vary[:0], req, o.m.Vary)) {
+			if o != nil && o.m.Primary == t.primary && o.m.VaryKey == string(appendVary(t.vary[:0], req, o.m.Vary)) && o.usableFor(req) {
 				if u, ttl := evaluate(o.m, &t.reqCC, t.c.now().UnixNano()); u == useFresh || u == useStale {
 					t.result = "collapsed"
 					return t.serve(s, o, "collapsed", ttl)
@@ -195,6 +217,10 @@ func (t *tx) wait(s *proxy.Session, f *flight) (*object, bool) {
 // UpstreamRequest implements proxy.CacheTx: a revalidation carries the stored validators.
 func (t *tx) UpstreamRequest(_ *proxy.Session, req *message.Request) {
 	t.reqAt = t.c.now()
+	if t.mode == modeLookup && t.partial != nil && t.stale == nil {
+		t.completeRequest(req)
+		return
+	}
 	if t.mode != modeLookup || t.stale == nil || t.stale.m.Status != 200 {
 		return
 	}
@@ -228,7 +254,7 @@ func (t *tx) Decide(s *proxy.Session, resp *message.Response, d *proxy.CacheDeci
 		return
 	}
 	var cc directives
-	parseDirectives(&resp.Header, &cc)
+	responseDirectives(&resp.Header, &cc, t.pol)
 	if r := storable(s.Req, &t.reqCC, resp, &cc, t.pol); r != "" {
 		d.Reason = r
 		return
@@ -244,9 +270,11 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 		if resp.Status < 400 {
 			t.invalidate(s, resp)
 		}
+		stripOwnTargeted(&resp.Header, t.pol)
 		t.status(&resp.Header, "", 0)
 		return resp, nil
 	case modeBypass:
+		stripOwnTargeted(&resp.Header, t.pol)
 		t.status(&resp.Header, "", 0)
 		return resp, nil
 	}
@@ -261,14 +289,20 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 		ttl := time.Duration(o.m.Lifetime) - o.m.age(c.now().UnixNano())
 		return t.serveWith(s, o, "fwd="+t.fwd+";fwd-status=304", ttl), nil
 	}
-	if t.stale != nil && resp.Status >= 500 && staleIfError(t.stale.m, &t.reqCC, c.now().UnixNano()) {
+	if t.stale != nil && t.staleOnError(fault.Unknown, resp.Status) {
 		closeBody(resp)
 		t.release(nil)
 		t.result = "stale"
 		return t.serveWith(s, t.stale, "fwd="+t.fwd+";fwd-status="+itoa(resp.Status), 0), nil
 	}
+	if t.completing && !t.completeResponse(s, resp) {
+		// Not the rest of the stored bytes: the client asked for the whole response and
+		// gets the origin's answer as it is, unstored.
+		d.Store, d.Reason = false, "partial"
+	}
 	if !d.Store {
 		t.release(nil)
+		stripOwnTargeted(&resp.Header, t.pol)
 		t.status(&resp.Header, d.Reason, resp.Status)
 		return resp, nil
 	}
@@ -281,7 +315,8 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 func (t *tx) store(s *proxy.Session, resp *message.Response, d *proxy.CacheDecision, respAt time.Time) {
 	c := t.c
 	var cc directives
-	parseDirectives(&resp.Header, &cc)
+	responseDirectives(&resp.Header, &cc, t.pol)
+	stripOwnTargeted(&resp.Header, t.pol)
 	names := varyNames(&resp.Header)
 	varyKey := appendVary(nil, s.Req, names)
 	hash := variantHash(t.primary, varyKey)
@@ -290,6 +325,10 @@ func (t *tx) store(s *proxy.Session, resp *message.Response, d *proxy.CacheDecis
 	m := buildMeta(t.key, url, t.primary, hash, resp, hdr, &cc, t.pol, t.reqAt, respAt, names, varyKey)
 	if d.TTL > 0 {
 		m.Lifetime = int64(d.TTL)
+	}
+	if resp.Status == 206 {
+		a, b, total, _ := parseContentRange(resp.Header.Get("Content-Range"))
+		m.RangeStart, m.RangeTotal, m.BodyLen = a, total, b-a+1
 	}
 	if m.Lifetime <= 0 && m.ETag == "" && m.LastModified == "" && m.SWR < 0 && m.SIE < 0 {
 		// Never usable without a validator: not worth storing.
@@ -333,6 +372,16 @@ func (t *tx) complete() {
 	if o.m.BodyLen >= 0 && n != o.m.BodyLen {
 		t.abandon(errIncomplete)
 		return
+	}
+	if t.partial != nil && o.m.Status == 206 {
+		if merged := combine(t.partial, o); merged != nil {
+			o = merged
+			if t.dw != nil {
+				t.dw.abort()
+				t.dw = nil
+				t.rewriteDisk(o)
+			}
+		}
 	}
 	if t.dw != nil {
 		if err := t.dw.commit(); err != nil {
@@ -385,7 +434,8 @@ func (t *tx) updateFrom304(resp *message.Response, respAt time.Time) *object {
 		hdr.Add(cloneString(f.Name), cloneString(f.Value))
 	}
 	var cc directives
-	parseDirectives(&hdr, &cc)
+	responseDirectives(&hdr, &cc, t.pol)
+	stripOwnTargeted(&hdr, t.pol)
 	m := *old.m
 	m.Header = nil
 	m.ReqTime, m.RespTime = t.reqAt.UnixNano(), respAt.UnixNano()
@@ -470,10 +520,27 @@ func sameOriginTarget(ref string, req *message.Request) (string, bool) {
 	return "/" + path, true
 }
 
-// UpstreamError implements proxy.CacheTx: stale-if-error.
+// staleOnError reports whether the stored response kept in t.stale may answer the request
+// instead of an origin failure: an error of kind, or a response with status. RFC 5861's
+// stale-if-error covers errors and 5xx; the policy's UseStale adds its conditions.
+func (t *tx) staleOnError(kind fault.Kind, status int) bool {
+	m := t.stale.m
+	if status == 0 || status >= 500 {
+		if staleIfError(m, &t.reqCC, t.c.now().UnixNano()) {
+			return true
+		}
+	}
+	if m.MustRevalidate || m.NoCache || len(t.pol.UseStale) == 0 {
+		return false
+	}
+	cond := staleCondition(kind, status)
+	return cond != "" && t.pol.useStale(cond)
+}
+
+// UpstreamError implements proxy.CacheTx: stale-if-error and the policy's UseStale.
 func (t *tx) UpstreamError(s *proxy.Session, err *fault.Error) *message.Response {
 	t.release(nil)
-	if t.mode != modeLookup || t.stale == nil || !staleIfError(t.stale.m, &t.reqCC, t.c.now().UnixNano()) {
+	if t.mode != modeLookup || t.stale == nil || !t.staleOnError(err.Kind, 0) {
 		return nil
 	}
 	t.result = "stale"
@@ -501,7 +568,8 @@ func (t *tx) Done(s *proxy.Session, err *fault.Error) bool {
 
 func (t *tx) reset() {
 	t.pol, t.mode, t.result, t.fwd = nil, modeLookup, "", ""
-	t.stale, t.validating, t.flight, t.refresh = nil, false, nil, false
+	t.stale, t.validating, t.flight, t.refresh, t.partial = nil, false, nil, false, nil
+	t.completing = false
 	t.obj, t.dw, t.names = nil, nil, nil
 	t.tee = teeBody{}
 	t.resp.Reset()

@@ -59,7 +59,20 @@ type RouteCache struct {
 	LockTimeout Duration `yaml:"lock_timeout"`
 	// LockDisabled sends concurrent misses to the origin each (no cache lock).
 	LockDisabled bool `yaml:"lock_disabled"`
+	// UseStale lists the origin failures in which a stale stored response is served instead,
+	// like NGINX's proxy_cache_use_stale: error, timeout, invalid_header, http_500, http_502,
+	// http_503, http_504, http_403, http_404, http_429. Empty means only what the response's
+	// or request's stale-if-error allows (RFC 5861).
+	UseStale []string `yaml:"use_stale"`
+	// TargetedField names Verge's own targeted cache-control field (RFC 9213), honoured
+	// before CDN-Cache-Control and removed from responses. Empty means
+	// "Verge-CDN-Cache-Control".
+	TargetedField string `yaml:"targeted_field"`
 }
+
+// CacheUseStaleConditions are the values routes[].cache.use_stale accepts (the cache
+// package's UseStaleConditions).
+var CacheUseStaleConditions = []string{"error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504", "http_403", "http_404", "http_429"}
 
 // CacheKey adjusts the cache key.
 type CacheKey struct {
@@ -157,8 +170,37 @@ func (v *validator) cache() {
 				v.errf(p, "invalid header name %q (entry %d)", h, j)
 			}
 		}
+	use:
+		for j, u := range rc.UseStale {
+			for _, ok := range CacheUseStaleConditions {
+				if u == ok {
+					continue use
+				}
+			}
+			v.errf(fmt.Sprintf("%s.use_stale[%d]", p, j), "unknown condition %q (want one of %s)", u, strings.Join(CacheUseStaleConditions, ", "))
+		}
+		if f := rc.TargetedField; f != "" && !validFieldName(f) {
+			v.errf(p+".targeted_field", "invalid header name %q", f)
+		}
 		if int64(rc.MaxObjectSize) > int64(c.Cache.MemorySize) && c.Cache.Disk == nil {
 			v.errf(p+".max_object_size", "larger than cache.memory_size without a disk tier")
 		}
 	}
+}
+
+// validFieldName reports whether s is a field name (an RFC 9110 token).
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -20,6 +20,8 @@ routes:
       statuses: [200, 404]
       key: {exclude_query: [utm_source], headers: [Accept-Language]}
       bypass: {cookies: [session], headers: [Authorization]}
+      use_stale: [error, timeout, http_503]
+      targeted_field: Acme-Cache-Control
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -30,6 +32,9 @@ routes:
 	rc := c.Routes[0].Cache
 	if !rc.On() || rc.MaxObjectSize != DefaultCacheMaxObjectSize || rc.LockTimeout.Std() != DefaultCacheLockTimeout {
 		t.Fatalf("route cache defaults %+v", rc)
+	}
+	if strings.Join(rc.UseStale, ",") != "error,timeout,http_503" || rc.TargetedField != "Acme-Cache-Control" {
+		t.Fatalf("use_stale %q, targeted_field %q", rc.UseStale, rc.TargetedField)
 	}
 	ttl := rc.StatusTTLs()
 	if ttl[200] != 10*time.Minute || ttl[0] != 30*time.Second {
@@ -47,12 +52,15 @@ routes:
       ttl: {abc: 1s}
       statuses: [99]
       key: {include_query: [a], exclude_query: [b]}
+      use_stale: [error, http_418]
+      targeted_field: "Bad Field"
 `))
 	if err == nil {
 		t.Fatal("want errors")
 	}
 	for _, want := range []string{"cache.disk.path: path is required", "routes[0].cache: caching needs an upstream route",
-		`routes[0].cache.ttl.abc: want a status code`, "routes[0].cache.statuses[0]: invalid status 99", "include_query and exclude_query are exclusive"} {
+		`routes[0].cache.ttl.abc: want a status code`, "routes[0].cache.statuses[0]: invalid status 99", "include_query and exclude_query are exclusive",
+		`routes[0].cache.use_stale[1]: unknown condition "http_418"`, `routes[0].cache.targeted_field: invalid header name "Bad Field"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("errors lack %q:\n%v", want, err)
 		}

@@ -23,6 +23,8 @@ func compileCache(rc *config.RouteCache) *cache.Policy {
 		BypassCookies: rc.Bypass.Cookies,
 		BypassHeaders: rc.Bypass.Headers,
 		LockTimeout:   rc.LockTimeout.Std(),
+		UseStale:      rc.UseStale,
+		TargetedField: rc.TargetedField,
 	}
 	if rc.LockDisabled {
 		p.LockTimeout = -1

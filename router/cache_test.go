@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/verge-edge/verge/cache"
+	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/upstream"
 )
@@ -79,5 +80,73 @@ upstreams:
 	fetch("/other")
 	if _, cs := fetch("/other"); cs != "" || n.Load() != 4 {
 		t.Fatalf("uncached route: Cache-Status %q, origin %d; want no caching", cs, n.Load())
+	}
+}
+
+// TestRouteCacheUseStaleAndTargetedField runs use_stale and targeted_field from a config: the
+// route's own targeted field makes a no-store response storable (and is removed before the
+// client sees it); when the origin then answers 503, the stale response is served.
+func TestRouteCacheUseStaleAndTargetedField(t *testing.T) {
+	for i, c := range config.CacheUseStaleConditions {
+		if i >= len(cache.UseStaleConditions) || cache.UseStaleConditions[i] != c {
+			t.Fatalf("config and cache use_stale conditions differ: %q vs %q", config.CacheUseStaleConditions, cache.UseStaleConditions)
+		}
+	}
+	var n atomic.Int64
+	var down atomic.Bool
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		if down.Load() {
+			w.WriteHeader(503)
+			io.WriteString(w, "down")
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Acme-Cache-Control", "max-age=0")
+		w.Header().Set("ETag", `"1"`)
+		io.WriteString(w, "page")
+	}))
+	t.Cleanup(o.Close)
+	y := fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
+access_log: {output: "off"}
+admin: {disabled: true}
+routes:
+  - upstream: app
+    cache: {use_stale: [http_503], targeted_field: Acme-Cache-Control}
+upstreams:
+  - name: app
+    servers: [{address: %s}]
+`, strings.TrimPrefix(o.URL, "http://"))
+	c, err := cache.New(cache.Options{MemorySize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	tr := &upstream.Transport{}
+	t.Cleanup(func() { tr.Close() })
+	rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c}})
+	if err := rt.Apply(mustConfig(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	get := func() (*http.Response, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + rt.Addr("main").String() + "/s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, body := get()
+	if resp.StatusCode != 200 || body != "page" || resp.Header.Get("Acme-Cache-Control") != "" {
+		t.Fatalf("first: %d %q, Acme-Cache-Control %q", resp.StatusCode, body, resp.Header.Get("Acme-Cache-Control"))
+	}
+	down.Store(true)
+	resp, body = get()
+	if resp.StatusCode != 200 || body != "page" || n.Load() != 2 {
+		t.Fatalf("origin down: got %d %q after %d origin requests, want the stale 200 after 2 (Cache-Status %q)",
+			resp.StatusCode, body, n.Load(), resp.Header.Get("Cache-Status"))
 	}
 }

@@ -28,26 +28,40 @@ func newCache(cfg *config.Config, m *observe.Metrics) (*cache.Cache, error) {
 	return c, nil
 }
 
-// PurgeURL deletes the cached objects of a URL.
-func (s *serverProc) PurgeURL(url string) int {
-	if s.cache == nil {
-		return 0
-	}
-	return s.cache.PurgeURL(url)
+func purgeCount(n cache.Purged) admin.PurgeCount {
+	return admin.PurgeCount{Objects: n.Objects, Memory: n.Memory, Disk: n.Disk}
 }
 
-// PurgePrefix deletes the cached objects under a URL prefix.
-func (s *serverProc) PurgePrefix(prefix string) int {
+// PurgeURL deletes the cached objects of an absolute URL.
+func (s *serverProc) PurgeURL(url string) (admin.PurgeCount, error) {
 	if s.cache == nil {
-		return 0
+		return admin.PurgeCount{}, nil
 	}
-	return s.cache.PurgePrefix(prefix)
+	n, err := s.cache.PurgeURL(url)
+	return purgeCount(n), err
+}
+
+// PurgePrefix deletes the cached objects under an absolute URL prefix.
+func (s *serverProc) PurgePrefix(prefix string) (admin.PurgeCount, error) {
+	if s.cache == nil {
+		return admin.PurgeCount{}, nil
+	}
+	n, err := s.cache.PurgePrefix(prefix)
+	return purgeCount(n), err
 }
 
 // PurgeTag deletes the cached objects with a Cache-Tag or Surrogate-Key.
-func (s *serverProc) PurgeTag(tag string) int {
+func (s *serverProc) PurgeTag(tag string) admin.PurgeCount {
 	if s.cache == nil {
-		return 0
+		return admin.PurgeCount{}
 	}
-	return s.cache.PurgeTag(tag)
+	return purgeCount(s.cache.PurgeTag(tag))
+}
+
+// PurgeAll deletes every cached object.
+func (s *serverProc) PurgeAll() admin.PurgeCount {
+	if s.cache == nil {
+		return admin.PurgeCount{}
+	}
+	return purgeCount(s.cache.PurgeAll())
 }
