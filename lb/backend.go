@@ -76,16 +76,24 @@ func newBackend(c BackendConfig, tmpl *upstream.Peer) (*Backend, error) {
 func (b *Backend) Key() Key { return b.key }
 
 // Available reports whether the backend may take a new request: healthy, not draining and
-// not ejected (or past its ejection cool-down, on trial).
+// not ejected (or past its ejection cool-down, on trial). With passive ejection disabled in
+// its Balancer an ejection (carried over a reload, or made by another Balancer sharing the
+// state) does not count.
 func (b *Backend) Available() bool {
 	s := b.st
 	if !s.healthy.Load() || s.draining.Load() {
 		return false
 	}
-	if u := s.ejectedUntil.Load(); u != 0 && time.Now().UnixNano() < u {
+	if u := s.ejectedUntil.Load(); u != 0 && time.Now().UnixNano() < u && b.bal.passive.MaxFails >= 0 {
 		return false
 	}
 	return true
+}
+
+// usable reports whether the backend could take a request if ejections were ignored:
+// healthy and not draining. Select's panic mode uses it.
+func (b *Backend) usable() bool {
+	return b.st.healthy.Load() && !b.st.draining.Load()
 }
 
 // InFlight returns the number of requests selected for the backend and not yet finished,
