@@ -215,6 +215,13 @@ func (p *Proxy[C]) connect(st *state[C]) (*message.Response, *fault.Error) {
 		if isConnectFailure(fe) {
 			fe = p.Phases.FailToConnect(s, peer, fe, c)
 		} else {
+			if fe.Retry && !idempotent(s.Req.Method) {
+				// The request may have reached the origin (a reused connection that looked
+				// alive can be closed by the origin after reading it): RFC 9112 section 9.3.1
+				// forbids an automatic retry of a non-idempotent request. A phase may still
+				// ask for one by setting Retry again.
+				fe.Retry = false
+			}
 			fe = p.Phases.ErrorWhileProxy(s, peer, fe, c)
 		}
 		if fe == nil || !p.mayRetry(s, fe) {
@@ -235,17 +242,16 @@ func isConnectFailure(e *fault.Error) bool {
 	return false
 }
 
-// mayRetry applies the engine's retry rules on top of the phase's decision: a retry budget, an
-// untouched request body, and either a failure before anything was sent (connect), a stale
-// reused connection, or an idempotent method.
+// mayRetry applies the engine's retry rules on top of the phase's decision: the phase's result
+// asks for a retry, the budget allows one, the client is still there and no byte of the request
+// body was consumed. Which failures arrive at the phase retryable is decided in connect: a
+// connect failure (nothing was sent) for any method; a failure after sending (a stale reused
+// connection before any response byte) only for an idempotent method.
 func (p *Proxy[C]) mayRetry(s *Session, e *fault.Error) bool {
 	if !e.Retry || s.Attempts > p.maxRetries() || s.ctx.Err() != nil {
 		return false
 	}
-	if s.reqBody.started {
-		return false
-	}
-	return isConnectFailure(e) || e.Reused || idempotent(s.Req.Method)
+	return !s.reqBody.started
 }
 
 func idempotent(m string) bool {

@@ -119,22 +119,28 @@ func TestRetries(t *testing.T) {
 		maxRetries int
 		wantCalls  int
 		wantStatus int
+		forceRetry bool
 	}{
-		{"connect failure retried", "POST", "", false, []*fault.Error{refused}, 0, 2, 200},
-		{"idempotent retried", "GET", "", false, []*fault.Error{closedFresh}, 0, 2, 200},
-		{"non-idempotent fresh conn not retried", "POST", "", false, []*fault.Error{closedFresh}, 0, 1, 502},
-		{"non-idempotent reused conn retried", "POST", "", false, []*fault.Error{closedReused}, 0, 2, 200},
-		{"body already sent not retried", "PUT", "payload", true, []*fault.Error{closedReused}, 0, 1, 502},
-		{"retry budget", "GET", "", false, []*fault.Error{refused, refused, refused, refused}, 2, 3, 502},
-		{"retries disabled", "GET", "", false, []*fault.Error{refused}, -1, 1, 502},
-		{"not marked retryable", "GET", "", false, []*fault.Error{{Source: fault.Upstream, Kind: fault.ConnectRefused}}, 0, 1, 502},
+		{"connect failure retried", "POST", "", false, []*fault.Error{refused}, 0, 2, 200, false},
+		{"idempotent retried", "GET", "", false, []*fault.Error{closedFresh}, 0, 2, 200, false},
+		{"non-idempotent fresh conn not retried", "POST", "", false, []*fault.Error{closedFresh}, 0, 1, 502, false},
+		// RFC 9112 section 9.3.1: the origin may have received it (issue 12: a POST was sent
+		// twice when the origin closed the reused connection after reading it).
+		{"non-idempotent reused conn not retried", "POST", "", false, []*fault.Error{closedReused}, 0, 1, 502, false},
+		{"non-idempotent reused conn, PATCH", "PATCH", "", false, []*fault.Error{closedReused}, 0, 1, 502, false},
+		{"idempotent reused conn retried", "DELETE", "", false, []*fault.Error{closedReused}, 0, 2, 200, false},
+		{"phase asks for a non-idempotent retry", "POST", "", false, []*fault.Error{closedReused}, 0, 2, 200, true},
+		{"body already sent not retried", "PUT", "payload", true, []*fault.Error{closedReused}, 0, 1, 502, false},
+		{"retry budget", "GET", "", false, []*fault.Error{refused, refused, refused, refused}, 2, 3, 502, false},
+		{"retries disabled", "GET", "", false, []*fault.Error{refused}, -1, 1, 502, false},
+		{"not marked retryable", "GET", "", false, []*fault.Error{{Source: fault.Upstream, Kind: fault.ConnectRefused}}, 0, 1, 502, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var logged []string
 			calls := 0
 			p := &Proxy[recordCtx]{
-				Phases:     &recorder{peer: testPeer, logged: &logged},
+				Phases:     &recorder{peer: testPeer, logged: &logged, forceRetry: tc.forceRetry},
 				MaxRetries: tc.maxRetries,
 				Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
 					calls++
