@@ -198,14 +198,32 @@ func Classify(src Source, err error) *Error {
 	switch {
 	case errors.Is(err, context.Canceled):
 		kind = Canceled
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
 		kind = ReadTimeout
-	case isTimeout(err):
-		kind = ReadTimeout
+		if isWriteOp(err) {
+			kind = WriteTimeout
+		}
 	case errors.Is(err, net.ErrClosed), isEOF(err), isReset(err):
 		kind = ConnectionClosed
 	}
 	return &Error{Source: src, Kind: kind, Cause: err}
+}
+
+// ClassifyWrite is Classify for an error met while writing to src: a timeout is a
+// WriteTimeout (a client that stopped reading, an origin that stopped taking the request
+// body), whatever the error value says.
+func ClassifyWrite(src Source, err error) *Error {
+	fe := Classify(src, err)
+	if fe != nil && fe.Kind == ReadTimeout && fe.Cause == err {
+		fe.Kind = WriteTimeout
+	}
+	return fe
+}
+
+// isWriteOp reports whether err came from a socket write (*net.OpError with Op "write").
+func isWriteOp(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "write"
 }
 
 func isTimeout(err error) bool {

@@ -294,7 +294,7 @@ func (p *Proxy[C]) respond(st *state[C], resp *message.Response, stored bool) *f
 		return fault.As(err)
 	}
 	if err := s.ex.WriteHeader(resp); err != nil {
-		return fault.Classify(fault.Downstream, err)
+		return fault.ClassifyWrite(fault.Downstream, err)
 	}
 	s.Status = resp.Status
 	if resp.Body == nil || s.Req.Method == "HEAD" {
@@ -321,13 +321,13 @@ func (p *Proxy[C]) respond(st *state[C], resp *message.Response, stored bool) *f
 				w, werr := s.ex.Write(out)
 				s.BytesSent += int64(w)
 				if werr != nil {
-					return fault.Classify(fault.Downstream, werr)
+					return fault.ClassifyWrite(fault.Downstream, werr)
 				}
 				// Stream promptly: flush when the origin has nothing more right now, unless
 				// the body is complete (Finish flushes then).
 				if !eos && n < len(buf) && !(resp.ContentLength >= 0 && s.BytesSent >= resp.ContentLength) {
 					if err := s.ex.Flush(); err != nil {
-						return fault.Classify(fault.Downstream, err)
+						return fault.ClassifyWrite(fault.Downstream, err)
 					}
 				}
 			}
@@ -344,7 +344,7 @@ func finish(s *Session, resp *message.Response) *fault.Error {
 		tr = &resp.Trailer
 	}
 	if err := s.ex.Finish(tr); err != nil {
-		return fault.Classify(fault.Downstream, err)
+		return fault.ClassifyWrite(fault.Downstream, err)
 	}
 	return nil
 }

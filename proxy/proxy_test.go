@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -373,5 +374,26 @@ func TestClientGoneIs499(t *testing.T) {
 	p.ServeExchange(ex)
 	if status != 499 || ex.wrote || ex.aborted == nil {
 		t.Fatalf("logged %d, wrote a response %v, aborted %v; want 499, no response, aborted", status, ex.wrote, ex.aborted)
+	}
+}
+
+// stalledExchange is a client that stopped reading: every body write times out.
+type stalledExchange struct{ *fakeExchange }
+
+func (stalledExchange) Write([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
+
+// A stalled write to the client is a downstream write timeout, not a read timeout (issue 12).
+func TestStalledDownstreamWriteIsWriteTimeout(t *testing.T) {
+	var logged []string
+	var logErr *fault.Error
+	p := &Proxy[recordCtx]{
+		Phases: &recorder{peer: testPeer, logged: &logged, logErr: &logErr},
+		Transport: funcTransport(func(context.Context, *upstream.Peer, *message.Request) (*message.Response, error) {
+			return okResponse("a body the client will not take"), nil
+		}),
+	}
+	p.ServeExchange(stalledExchange{newExchange("GET", "/", "")})
+	if logErr == nil || logErr.Source != fault.Downstream || logErr.Kind != fault.WriteTimeout {
+		t.Fatalf("got %v, want a downstream write timeout", logErr)
 	}
 }
