@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -414,5 +415,47 @@ upstreams:
 		if !strings.Contains(log, want) {
 			t.Errorf("error log %q: want a line with %q", log, want)
 		}
+	}
+}
+
+// A client that stops reading is a downstream write timeout in the access log (issue 12: it
+// was logged as a read timeout).
+func TestStalledClientWriteLoggedAsWriteTimeout(t *testing.T) {
+	chunk := make([]byte, 64<<10)
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range (256 << 20) / len(chunk) { // far more than the socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(big.Close)
+	y := strings.Replace(runtimeConfig("", big.URL),
+		`listeners: [{name: main, address: "127.0.0.1:0"}]`,
+		`listeners: [{name: main, address: "127.0.0.1:0", timeouts: {write: 200ms}}]`, 1)
+	o := startObserved(t, y)
+	c, err := net.Dial("tcp", o.rt.Addr("main").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read nothing: the server's writes stall once the socket buffers are full. Wait for the
+	// access-log line the failed request leaves.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		log := o.accessLog(t)
+		if strings.Contains(log, `"path":"/big"`) {
+			if !strings.Contains(log, "downstream write timeout") {
+				t.Fatalf("access log %q: want a downstream write timeout", log)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no access-log line for the stalled request: %q", log)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
