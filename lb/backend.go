@@ -131,7 +131,8 @@ type Status struct {
 	Weight   int
 	Healthy  bool
 	Draining bool
-	// Ejected is true while a passive-health cool-down runs; EjectedUntil is when it ends.
+	// Ejected is true while a passive-health cool-down runs (never with passive ejection
+	// disabled in the backend's Balancer); EjectedUntil is when it ends.
 	Ejected      bool
 	EjectedUntil time.Time
 	InFlight     int64
@@ -161,7 +162,7 @@ func (b *Backend) Status() Status {
 	}
 	if u := s.ejectedUntil.Load(); u != 0 {
 		st.EjectedUntil = time.Unix(0, u)
-		st.Ejected = time.Now().UnixNano() < u
+		st.Ejected = time.Now().UnixNano() < u && b.bal.passive.MaxFails >= 0
 	}
 	s.mu.Lock()
 	st.LastCheck, st.LastError = s.lastProbe, s.lastErr
