@@ -102,6 +102,11 @@ type Error struct {
 	// Reused records that the failure happened on a pooled connection that had served earlier
 	// requests.
 	Reused bool
+	// Unprocessed records that the peer certainly did not process the request (an HTTP/2
+	// stream refused or excluded by GOAWAY, RFC 9113 section 8.7), so that repeating it is
+	// safe whatever its method. A failure on a reused HTTP/1 connection is never Unprocessed:
+	// the origin may have read the request before closing.
+	Unprocessed bool
 	// Status, when non-zero, overrides the status derived from Source and Kind.
 	Status int
 	// Cause is the underlying error.

@@ -215,7 +215,7 @@ func (p *Proxy[C]) connect(st *state[C]) (*message.Response, *fault.Error) {
 		if isConnectFailure(fe) {
 			fe = p.Phases.FailToConnect(s, peer, fe, c)
 		} else {
-			if fe.Retry && !idempotent(s.Req.Method) {
+			if fe.Retry && !fe.Unprocessed && !idempotent(s.Req.Method) {
 				// The request may have reached the origin (a reused connection that looked
 				// alive can be closed by the origin after reading it): RFC 9112 section 9.3.1
 				// forbids an automatic retry of a non-idempotent request. A phase may still

@@ -111,6 +111,7 @@ func TestRetries(t *testing.T) {
 	refused := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectRefused, Retry: true}
 	closedFresh := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectionClosed, Retry: true}
 	closedReused := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectionClosed, Retry: true, Reused: true}
+	unprocessed := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectionClosed, Retry: true, Reused: true, Unprocessed: true}
 	cases := []struct {
 		name       string
 		method     string
@@ -130,6 +131,7 @@ func TestRetries(t *testing.T) {
 		{"non-idempotent reused conn not retried", "POST", "", false, []*fault.Error{closedReused}, 0, 1, 502, false},
 		{"non-idempotent reused conn, PATCH", "PATCH", "", false, []*fault.Error{closedReused}, 0, 1, 502, false},
 		{"idempotent reused conn retried", "DELETE", "", false, []*fault.Error{closedReused}, 0, 2, 200, false},
+		{"non-idempotent, known unprocessed (h2 GOAWAY), retried", "POST", "", false, []*fault.Error{unprocessed}, 0, 2, 200, false},
 		{"phase asks for a non-idempotent retry", "POST", "", false, []*fault.Error{closedReused}, 0, 2, 200, true},
 		{"body already sent not retried", "PUT", "payload", true, []*fault.Error{closedReused}, 0, 1, 502, false},
 		{"retry budget", "GET", "", false, []*fault.Error{refused, refused, refused, refused}, 2, 3, 502, false},
