@@ -338,9 +338,10 @@ type HealthCheck struct {
 }
 
 // Passive configures passive health: ejecting a server after consecutive failed requests.
+// The last available server of a group is never ejected.
 type Passive struct {
 	// MaxFails is how many consecutive failures eject a server. Zero means 3; negative
-	// disables ejection.
+	// disables ejection (and a reload to a negative value ends the ejections in force).
 	MaxFails int `yaml:"max_fails"`
 	// FailTimeout is both the window in which failures count as consecutive and how long an
 	// ejected server gets no requests. Zero means 10s.

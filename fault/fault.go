@@ -102,6 +102,11 @@ type Error struct {
 	// Reused records that the failure happened on a pooled connection that had served earlier
 	// requests.
 	Reused bool
+	// Unprocessed records that the peer certainly did not process the request (an HTTP/2
+	// stream refused or excluded by GOAWAY, RFC 9113 section 8.7), so that repeating it is
+	// safe whatever its method. A failure on a reused HTTP/1 connection is never Unprocessed:
+	// the origin may have read the request before closing.
+	Unprocessed bool
 	// Status, when non-zero, overrides the status derived from Source and Kind.
 	Status int
 	// Cause is the underlying error.
@@ -198,14 +203,32 @@ func Classify(src Source, err error) *Error {
 	switch {
 	case errors.Is(err, context.Canceled):
 		kind = Canceled
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
 		kind = ReadTimeout
-	case isTimeout(err):
-		kind = ReadTimeout
+		if isWriteOp(err) {
+			kind = WriteTimeout
+		}
 	case errors.Is(err, net.ErrClosed), isEOF(err), isReset(err):
 		kind = ConnectionClosed
 	}
 	return &Error{Source: src, Kind: kind, Cause: err}
+}
+
+// ClassifyWrite is Classify for an error met while writing to src: a timeout is a
+// WriteTimeout (a client that stopped reading, an origin that stopped taking the request
+// body), whatever the error value says.
+func ClassifyWrite(src Source, err error) *Error {
+	fe := Classify(src, err)
+	if fe != nil && fe.Kind == ReadTimeout && fe.Cause == err {
+		fe.Kind = WriteTimeout
+	}
+	return fe
+}
+
+// isWriteOp reports whether err came from a socket write (*net.OpError with Op "write").
+func isWriteOp(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "write"
 }
 
 func isTimeout(err error) bool {

@@ -1,7 +1,11 @@
 package fault
 
 import (
+	"fmt"
 	"io"
+	"net"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -23,5 +27,31 @@ func TestStatusCodeClientGone(t *testing.T) {
 		if got := tc.err.StatusCode(); got != tc.want {
 			t.Errorf("%v: status %d, want %d", tc.err, got, tc.want)
 		}
+	}
+}
+
+// A timeout met while writing is a write timeout (issue 12: a stalled write to a client was
+// logged as a read timeout).
+func TestClassifyWriteTimeout(t *testing.T) {
+	writeErr := &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	readErr := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		name string
+		got  *Error
+		want Kind
+	}{
+		{"socket write", Classify(Downstream, writeErr), WriteTimeout},
+		{"socket read", Classify(Downstream, readErr), ReadTimeout},
+		{"write without op", ClassifyWrite(Downstream, os.ErrDeadlineExceeded), WriteTimeout},
+		{"write, wrapped", ClassifyWrite(Downstream, fmt.Errorf("flush: %w", writeErr)), WriteTimeout},
+		{"write, reset", ClassifyWrite(Downstream, syscall.EPIPE), ConnectionClosed},
+		{"classified stays", ClassifyWrite(Upstream, &Error{Source: Upstream, Kind: ReadTimeout}), ReadTimeout},
+	} {
+		if tc.got.Kind != tc.want {
+			t.Errorf("%s: got kind %v, want %v", tc.name, tc.got.Kind, tc.want)
+		}
+	}
+	if got := ClassifyWrite(Downstream, writeErr).Error(); !strings.HasPrefix(got, "downstream write timeout") {
+		t.Errorf("got %q, want it to say downstream write timeout", got)
 	}
 }

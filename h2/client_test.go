@@ -356,7 +356,7 @@ func TestClientGoAwayBeforeStreamIsRetryable(t *testing.T) {
 	}
 	_, err = cc.RoundTrip(context.Background(), newReq("GET", "o", "/", nil, 0))
 	fe := fault.As(err)
-	if !fe.Retry || fe.Kind != fault.ConnectionClosed || !fe.Reused {
+	if !fe.Retry || !fe.Unprocessed || fe.Kind != fault.ConnectionClosed || !fe.Reused {
 		t.Fatalf("after GOAWAY: got %v retry=%v kind %v reused=%v, want a retryable connection-closed error on a reused conn", err, fe.Retry, fe.Kind, fe.Reused)
 	}
 }

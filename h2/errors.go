@@ -65,7 +65,7 @@ func upstreamError(err error, reused, retryable bool) *fault.Error {
 		fe.Kind = fault.ReadTimeout
 	case notProcessed(err):
 		fe.Kind = fault.ConnectionClosed
-		fe.Retry = retryable
+		fe.Retry, fe.Unprocessed = retryable, true
 	case err.Error() == msgRequestCanceled:
 		fe.Kind = fault.Canceled
 	case err.Error() == msgHeaderListTooBig:

@@ -562,7 +562,12 @@ func (cc *ClientConn) readHead(waitContinue bool, limit int) (timedOut bool, siz
 	for {
 		n, perr := scan.scan(in.buf[in.r:in.w], limit, limit, cc.opts.MaxHeaders)
 		if perr != nil {
-			return false, 0, cc.invalid(errResponseTooLarge)
+			return false, 0, cc.invalid(responseScanError(perr, in.buf[in.r:in.w]))
+		}
+		if n == 0 && !statusLinePrefix(in.buf[in.r:in.w]) {
+			// Not an HTTP/1 response at all: say so now rather than wait for more bytes
+			// and then blame the size.
+			return false, 0, cc.invalid(errNotHTTPResponse)
 		}
 		if n > 0 {
 			head := in.buf[in.r+scan.skip : in.r+n]
@@ -647,6 +652,35 @@ func (cc *ClientConn) setupBody(req *message.Request) error {
 	cc.body.br.init(&cc.in, mode, cl, &cc.lim, &resp.Trailer, fault.Upstream)
 	resp.Body = &cc.body
 	return nil
+}
+
+// responseScanError classifies what the head scanner found wrong with a response: bytes that
+// do not start with an HTTP/1 status line are a malformed response; a head that is one but
+// grows past the limits is too large; other framing errors are malformed too.
+func responseScanError(perr *protoError, data []byte) *protoError {
+	if !statusLinePrefix(data) {
+		return errNotHTTPResponse
+	}
+	switch perr {
+	case errHeadTooLarge, errRequestLineTooLong:
+		return errResponseTooLarge
+	case errTooManyHeaders:
+		return errTooManyRespFields
+	}
+	return errMalformedResponse
+}
+
+// statusLinePrefix reports whether data, after any empty lines, is consistent with the
+// start of a status line ("HTTP/"); fewer bytes than that are consistent if they match.
+func statusLinePrefix(data []byte) bool {
+	i := 0
+	for i < len(data) && (data[i] == '\r' || data[i] == '\n') {
+		i++
+	}
+	data = data[i:]
+	const p = "HTTP/"
+	n := min(len(data), len(p))
+	return string(data[:n]) == p[:n]
 }
 
 func (cc *ClientConn) invalid(perr *protoError) error {

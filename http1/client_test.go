@@ -737,3 +737,42 @@ func TestClientBodyTopUpStopsAtBodyEnd(t *testing.T) {
 		t.Fatalf("second body %q, want %q", got, second)
 	}
 }
+
+// Bytes that are not an HTTP/1 response are reported as a malformed response, not as a head
+// that is too large (issue 12: random bytes from an origin were "response head too large").
+func TestClientMalformedResponseClassified(t *testing.T) {
+	random := make([]byte, 64<<10)
+	x := uint32(2463534242)
+	for i := range random {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		random[i] = byte(x)
+	}
+	noLF := []byte(strings.Repeat("garbage without a line end ", 4096))
+	big := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("x", 128<<10) + "\r\n\r\n"
+	cases := []struct {
+		name     string
+		response []byte
+		want     string
+	}{
+		{"random bytes", random, "malformed response from origin"},
+		{"text without line ends", noLF, "malformed response from origin"},
+		{"another protocol", []byte("SSH-2.0-OpenSSH_9.6\r\n"), "malformed response from origin"},
+		{"head too large", []byte(big), "response head too large"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+				readRequestHead(br)
+				c.Write(tc.response)
+			})
+			cc := newClient(t, addr, &releases{})
+			_, err := cc.RoundTrip(context.Background(), get("GET", "/"))
+			var fe *fault.Error
+			if !errors.As(err, &fe) || fe.Kind != fault.InvalidResponse || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an invalid response saying %q", err, tc.want)
+			}
+		})
+	}
+}

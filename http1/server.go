@@ -58,6 +58,11 @@ type Server struct {
 	// Logger receives debug records about rejected requests and broken connections. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// OnReject, when set, is called for every request the server answers itself because it
+	// cannot be parsed or breaks a limit (400, 408, 414, 417, 431, 501, 505), after the error
+	// response was written, so that access logs and metrics count requests the Handler never
+	// sees. It runs on the connection's goroutine; the Reject is valid only during the call.
+	OnReject func(Reject)
 	// DrainContext, when done, starts a graceful stop: idle connections close at once and busy
 	// ones after their current response. Nil means the ctx given to ServeConn. Keeping the two
 	// apart lets exchanges (whose Context is ServeConn's ctx) finish their upstream requests
@@ -76,6 +81,7 @@ type serverConfig struct {
 	readHeader, idle, bodyRead, write time.Duration
 	log                               *slog.Logger
 	handler                           func(*Exchange)
+	onReject                          func(Reject)
 	scheme                            string
 	holdIdleBuffer                    bool
 }
@@ -99,6 +105,7 @@ func (s *Server) config(c net.Conn, info *message.ConnInfo) serverConfig {
 		write:      timeoutOr(s.WriteTimeout, DefaultWriteTimeout),
 		log:        s.logger(),
 		handler:    s.Handler,
+		onReject:   s.OnReject,
 		scheme:     s.Scheme,
 		// holdIdleBuffer is only set by benchmarks, to measure what releasing costs.
 		holdIdleBuffer: s.holdIdleBuffer,
@@ -451,19 +458,58 @@ func (sc *serverConn) endExchange() bool {
 	return true
 }
 
-// reject answers a request that cannot be served with a minimal response and closes the
-// connection after letting the client read it (RFC 9112 section 9.6).
+// Reject describes a request the server refused before it reached the Handler.
+type Reject struct {
+	// Status is the status sent, e.g. 431.
+	Status int
+	// Reason is the short reason sent in the response body, e.g. "request head too large".
+	Reason string
+	// Err is the parse error; its text is "http1: " and the reason.
+	Err error
+	// Conn describes the client connection.
+	Conn *message.ConnInfo
+	// Time is when the response was sent.
+	Time time.Time
+}
+
+// reject answers a request that cannot be served with a short plain-text response naming the
+// reason and closes the connection after letting the client read it (RFC 9112 section 9.6).
 func (sc *serverConn) reject(perr *protoError) {
 	if sc.cfg.log.Enabled(sc.ctx, slog.LevelDebug) {
 		sc.cfg.log.LogAttrs(sc.ctx, slog.LevelDebug, "http1: rejecting request",
 			slog.Int("status", perr.status), slog.String("reason", perr.msg),
 			slog.String("remote", sc.info.RemoteAddr.String()))
 	}
-	sc.writeSimple(perr.status, true)
-	if sc.out.flush() != nil {
+	sc.writeReject(perr)
+	err := sc.out.flush()
+	if f := sc.cfg.onReject; f != nil {
+		f(Reject{Status: perr.status, Reason: perr.msg, Err: perr, Conn: sc.info, Time: time.Now()})
+	}
+	if err != nil {
 		return
 	}
 	sc.lingerClose()
+}
+
+// writeReject writes the error response for perr: "431 Request Header Fields Too Large:
+// request head too large" and a newline, as text/plain, with Connection: close.
+func (sc *serverConn) writeReject(perr *protoError) {
+	w := &sc.out
+	text := message.StatusText(perr.status)
+	n := 3 + 1 + len(text) + 2 + len(perr.msg) + 1
+	w.writeString("HTTP/1.1 ")
+	w.writeInt(int64(perr.status), false)
+	w.writeByte(' ')
+	w.writeString(text)
+	w.writeString("\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ")
+	w.writeInt(int64(n), false)
+	w.writeString("\r\nConnection: close\r\n\r\n")
+	w.writeInt(int64(perr.status), false)
+	w.writeByte(' ')
+	w.writeString(text)
+	w.writeString(": ")
+	w.writeString(perr.msg)
+	w.writeByte('\n')
 }
 
 // writeSimple writes a response with no body.

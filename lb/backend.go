@@ -76,16 +76,24 @@ func newBackend(c BackendConfig, tmpl *upstream.Peer) (*Backend, error) {
 func (b *Backend) Key() Key { return b.key }
 
 // Available reports whether the backend may take a new request: healthy, not draining and
-// not ejected (or past its ejection cool-down, on trial).
+// not ejected (or past its ejection cool-down, on trial). With passive ejection disabled in
+// its Balancer an ejection (carried over a reload, or made by another Balancer sharing the
+// state) does not count.
 func (b *Backend) Available() bool {
 	s := b.st
 	if !s.healthy.Load() || s.draining.Load() {
 		return false
 	}
-	if u := s.ejectedUntil.Load(); u != 0 && time.Now().UnixNano() < u {
+	if u := s.ejectedUntil.Load(); u != 0 && time.Now().UnixNano() < u && b.bal.passive.MaxFails >= 0 {
 		return false
 	}
 	return true
+}
+
+// usable reports whether the backend could take a request if ejections were ignored:
+// healthy and not draining. Select's panic mode uses it.
+func (b *Backend) usable() bool {
+	return b.st.healthy.Load() && !b.st.draining.Load()
 }
 
 // InFlight returns the number of requests selected for the backend and not yet finished,
@@ -123,7 +131,8 @@ type Status struct {
 	Weight   int
 	Healthy  bool
 	Draining bool
-	// Ejected is true while a passive-health cool-down runs; EjectedUntil is when it ends.
+	// Ejected is true while a passive-health cool-down runs (never with passive ejection
+	// disabled in the backend's Balancer); EjectedUntil is when it ends.
 	Ejected      bool
 	EjectedUntil time.Time
 	InFlight     int64
@@ -153,7 +162,7 @@ func (b *Backend) Status() Status {
 	}
 	if u := s.ejectedUntil.Load(); u != 0 {
 		st.EjectedUntil = time.Unix(0, u)
-		st.Ejected = time.Now().UnixNano() < u
+		st.Ejected = time.Now().UnixNano() < u && b.bal.passive.MaxFails >= 0
 	}
 	s.mu.Lock()
 	st.LastCheck, st.LastError = s.lastProbe, s.lastErr

@@ -70,6 +70,9 @@ type Balancer struct {
 	mu     sync.Mutex // serializes Update and Close
 	closed bool
 
+	ejectMu sync.Mutex    // serializes passive ejection decisions (never eject the last)
+	panicRR atomic.Uint64 // rotates panic-mode picks
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	done   chan struct{}
@@ -127,6 +130,8 @@ func New(opts Options) (*Balancer, error) {
 	if err := lb.Update(opts.Backends); err != nil {
 		return nil, err
 	}
+	// State carried over from the previous configuration follows this one's passive settings.
+	lb.reevaluate()
 	ctx, cancel := context.WithCancel(context.Background())
 	lb.cancel = cancel
 	if lb.health != nil {
@@ -141,14 +146,37 @@ func New(opts Options) (*Balancer, error) {
 }
 
 // Select chooses an available backend for a request and counts it in flight; key feeds
-// hashing policies and may be nil. It returns nil when no backend is available (answer 503).
-// Every non-nil result must be finished with Report or Done. Select does not allocate.
+// hashing policies and may be nil. When the policy finds none available because passive
+// health ejected them all, Select is in panic mode: it picks, in turn, among the ejected
+// backends that are healthy and not draining, since a request that may fail beats a certain
+// 503. It returns nil when no backend can take the request (answer 503). Every non-nil
+// result must be finished with Report or Done. Select does not allocate.
 func (lb *Balancer) Select(key []byte) *Backend {
-	b := lb.sel.Select(lb.snap.Load().backends, key)
+	backends := lb.snap.Load().backends
+	b := lb.sel.Select(backends, key)
+	if b == nil {
+		b = lb.panicSelect(backends)
+	}
 	if b != nil {
 		b.st.inflight.Add(1)
 	}
 	return b
+}
+
+// panicSelect picks among the ejected backends that are otherwise usable, in turn.
+func (lb *Balancer) panicSelect(backends []*Backend) *Backend {
+	n := uint64(len(backends))
+	if n == 0 {
+		return nil
+	}
+	start := lb.panicRR.Add(1) - 1
+	for i := uint64(0); i < n; i++ {
+		if b := backends[(start+i)%n]; b.usable() {
+			b.st.panicked.Store(true)
+			return b
+		}
+	}
+	return nil
 }
 
 // Backends returns the current backend set, in configuration order. The slice is a copy;

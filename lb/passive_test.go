@@ -143,3 +143,118 @@ func TestPassiveDisabled(t *testing.T) {
 		t.Fatalf("got available=%v fails=%d, want available with 10 counted", a.Available(), a.Status().Fails)
 	}
 }
+
+// A group of one server never ejects it: requests keep going to it, so it answers again as
+// soon as it is back (issue 12: a 2 s origin restart made every request 503 for 10 s).
+func TestPassiveNeverEjectsOnlyBackend(t *testing.T) {
+	var ev eventLog
+	lb, err := New(Options{Backends: []BackendConfig{{Address: "127.0.0.1:10001"}}, Observer: &ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lb.Close() })
+	a := lb.Backends()[0]
+	failN(t, lb, a, 10*DefaultMaxFails, errConnect)
+	if !a.Available() || a.Status().Ejected || ev.count(BackendEjected) != 0 {
+		t.Fatalf("got available=%v status %+v ejections=%d, want the only backend kept", a.Available(), a.Status(), ev.count(BackendEjected))
+	}
+	if got := lb.Select(nil); got != a {
+		t.Fatalf("got %v, want the only backend", got)
+	}
+	a.Done(true)
+	if st := a.Status(); st.Fails != uint64(10*DefaultMaxFails) || st.ConsecutiveFails != 0 {
+		t.Fatalf("got %+v, want the failures counted and the streak reset by the success", st)
+	}
+}
+
+// The last available backend of a larger group is not ejected either.
+func TestPassiveNeverEjectsLastAvailable(t *testing.T) {
+	lb := passiveBalancer(t, PassiveHealth{MaxFails: 2, Cooldown: time.Hour}, nil)
+	bs := lb.Backends()
+	failN(t, lb, bs[0], 2, errConnect)
+	if bs[0].Available() {
+		t.Fatal("first backend not ejected while the second was available")
+	}
+	failN(t, lb, bs[1], 10, errConnect)
+	if !bs[1].Available() {
+		t.Fatal("the last available backend was ejected")
+	}
+	for range 4 {
+		if b := lb.Select(nil); b != bs[1] {
+			t.Fatalf("got %v, want the last available backend", b)
+		} else {
+			b.Done(false)
+		}
+	}
+}
+
+// With every backend ejected or down, Select falls back to the ejected ones that are healthy
+// (panic mode), and a success there restores the backend at once.
+func TestPassivePanicMode(t *testing.T) {
+	var ev eventLog
+	lb := passiveBalancer(t, PassiveHealth{MaxFails: 1, Cooldown: time.Hour}, &ev)
+	bs := lb.Backends()
+	failN(t, lb, bs[0], 1, errConnect) // ejected for an hour
+	bs[1].st.healthy.Store(false)      // an active check takes the other down
+	b := lb.Select(nil)
+	if b != bs[0] {
+		t.Fatalf("got %v, want the ejected but healthy backend in panic mode", b)
+	}
+	if bs[0].Available() {
+		t.Fatal("ejected backend available before any success")
+	}
+	b.Done(true)
+	if !bs[0].Available() || ev.count(BackendRestored) != 1 {
+		t.Fatalf("got available=%v restored=%d, want restored by the panic-mode success", bs[0].Available(), ev.count(BackendRestored))
+	}
+	bs[0].Drain()
+	if got := lb.Select(nil); got != nil {
+		t.Fatalf("got %v, want nil with one backend draining and the other down", got)
+	}
+}
+
+// A reload that disables passive ejection ends the ejections it carries over; one that
+// shortens the cool-down shortens the running ones.
+func TestPassiveReloadReevaluates(t *testing.T) {
+	store := NewStateStore()
+	cfg := []BackendConfig{{Address: "127.0.0.1:10001"}, {Address: "127.0.0.1:10002"}}
+	old, err := New(Options{Backends: cfg, Store: store, Passive: PassiveHealth{MaxFails: 1, Cooldown: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	failN(t, old, old.Backends()[0], 1, errConnect)
+	if !old.Backends()[0].Status().Ejected {
+		t.Fatal("not ejected")
+	}
+
+	shorter, err := New(Options{Backends: cfg, Store: store, Passive: PassiveHealth{MaxFails: 1, Cooldown: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shorter.Close()
+	st := shorter.Backends()[0].Status()
+	if !st.Ejected || time.Until(st.EjectedUntil) > time.Minute {
+		t.Fatalf("got %+v, want still ejected for at most the new minute", st)
+	}
+
+	var ev eventLog
+	off, err := New(Options{Backends: cfg, Store: store, Passive: PassiveHealth{MaxFails: -1}, Observer: &ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	a := off.Backends()[0]
+	if !a.Available() || a.Status().Ejected || ev.count(BackendRestored) != 1 {
+		t.Fatalf("got available=%v status %+v restored=%d, want the ejection cleared by the reload", a.Available(), a.Status(), ev.count(BackendRestored))
+	}
+	seen := map[*Backend]int{}
+	for range 4 {
+		b := off.Select(nil)
+		seen[b]++
+		b.Done(true)
+	}
+	if seen[a] != 2 {
+		t.Fatalf("got %v, want both backends used in turn", seen)
+	}
+}

@@ -38,6 +38,7 @@ type hostState struct {
 	draining     atomic.Bool
 	inflight     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds; 0 means not ejected
+	panicked     atomic.Bool  // selected in panic mode while ejected: a success restores it
 	consecutive  atomic.Int32 // consecutive passive failures in the current streak
 	fails        atomic.Uint64
 	ejections    atomic.Uint64

@@ -90,6 +90,8 @@ type recorder struct {
 	logged   *[]string
 	logErr   **fault.Error
 	peerErrs int
+	// forceRetry makes ErrorWhileProxy ask for a retry whatever the method.
+	forceRetry bool
 }
 
 func (r *recorder) EarlyRequest(s *Session, c *recordCtx) error {
@@ -137,6 +139,9 @@ func (r *recorder) FailToConnect(s *Session, p *upstream.Peer, err *fault.Error,
 }
 func (r *recorder) ErrorWhileProxy(s *Session, p *upstream.Peer, err *fault.Error, c *recordCtx) *fault.Error {
 	c.order = append(c.order, "error_while_proxy")
+	if r.forceRetry {
+		err.Retry = true
+	}
 	return err
 }
 func (r *recorder) FailToProxy(s *Session, err *fault.Error, c *recordCtx) int {

@@ -64,7 +64,9 @@ type Phases[C any] interface {
 	FailToConnect(s *Session, peer *upstream.Peer, err *fault.Error, c *C) *fault.Error
 
 	// ErrorWhileProxy runs when the exchange with a connected peer failed before the response
-	// head arrived. Like FailToConnect, its result decides about a retry.
+	// head arrived. Like FailToConnect, its result decides about a retry. err arrives with
+	// Retry cleared for a non-idempotent method (RFC 9112 section 9.3.1: the origin may have
+	// received the request); a phase that knows the request is safe to repeat may set it.
 	ErrorWhileProxy(s *Session, peer *upstream.Peer, err *fault.Error, c *C) *fault.Error
 
 	// FailToProxy answers a request that failed and returns the status sent. The default writes

@@ -220,6 +220,13 @@ func (p *Proxy[C]) connect(st *state[C]) (*message.Response, *fault.Error) {
 		if isConnectFailure(fe) {
 			fe = p.Phases.FailToConnect(s, peer, fe, c)
 		} else {
+			if fe.Retry && !fe.Unprocessed && !idempotent(s.Req.Method) {
+				// The request may have reached the origin (a reused connection that looked
+				// alive can be closed by the origin after reading it): RFC 9112 section 9.3.1
+				// forbids an automatic retry of a non-idempotent request. A phase may still
+				// ask for one by setting Retry again.
+				fe.Retry = false
+			}
 			fe = p.Phases.ErrorWhileProxy(s, peer, fe, c)
 		}
 		if fe == nil || !p.mayRetry(s, fe) {
@@ -240,17 +247,16 @@ func isConnectFailure(e *fault.Error) bool {
 	return false
 }
 
-// mayRetry applies the engine's retry rules on top of the phase's decision: a retry budget, an
-// untouched request body, and either a failure before anything was sent (connect), a stale
-// reused connection, or an idempotent method.
+// mayRetry applies the engine's retry rules on top of the phase's decision: the phase's result
+// asks for a retry, the budget allows one, the client is still there and no byte of the request
+// body was consumed. Which failures arrive at the phase retryable is decided in connect: a
+// connect failure (nothing was sent) for any method; a failure after sending (a stale reused
+// connection before any response byte) only for an idempotent method.
 func (p *Proxy[C]) mayRetry(s *Session, e *fault.Error) bool {
 	if !e.Retry || s.Attempts > p.maxRetries() || s.ctx.Err() != nil {
 		return false
 	}
-	if s.reqBody.started {
-		return false
-	}
-	return isConnectFailure(e) || e.Reused || idempotent(s.Req.Method)
+	return !s.reqBody.started
 }
 
 func idempotent(m string) bool {
@@ -293,7 +299,7 @@ func (p *Proxy[C]) respond(st *state[C], resp *message.Response, stored bool) *f
 		return fault.As(err)
 	}
 	if err := s.ex.WriteHeader(resp); err != nil {
-		return fault.Classify(fault.Downstream, err)
+		return fault.ClassifyWrite(fault.Downstream, err)
 	}
 	s.Status = resp.Status
 	if resp.Body == nil || s.Req.Method == "HEAD" {
@@ -320,13 +326,13 @@ func (p *Proxy[C]) respond(st *state[C], resp *message.Response, stored bool) *f
 				w, werr := s.ex.Write(out)
 				s.BytesSent += int64(w)
 				if werr != nil {
-					return fault.Classify(fault.Downstream, werr)
+					return fault.ClassifyWrite(fault.Downstream, werr)
 				}
 				// Stream promptly: flush when the origin has nothing more right now, unless
 				// the body is complete (Finish flushes then).
 				if !eos && n < len(buf) && !(resp.ContentLength >= 0 && s.BytesSent >= resp.ContentLength) {
 					if err := s.ex.Flush(); err != nil {
-						return fault.Classify(fault.Downstream, err)
+						return fault.ClassifyWrite(fault.Downstream, err)
 					}
 				}
 			}
@@ -343,7 +349,7 @@ func finish(s *Session, resp *message.Response) *fault.Error {
 		tr = &resp.Trailer
 	}
 	if err := s.ex.Finish(tr); err != nil {
-		return fault.Classify(fault.Downstream, err)
+		return fault.ClassifyWrite(fault.Downstream, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -110,6 +111,7 @@ func TestRetries(t *testing.T) {
 	refused := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectRefused, Retry: true}
 	closedFresh := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectionClosed, Retry: true}
 	closedReused := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectionClosed, Retry: true, Reused: true}
+	unprocessed := &fault.Error{Source: fault.Upstream, Kind: fault.ConnectionClosed, Retry: true, Reused: true, Unprocessed: true}
 	cases := []struct {
 		name       string
 		method     string
@@ -119,22 +121,29 @@ func TestRetries(t *testing.T) {
 		maxRetries int
 		wantCalls  int
 		wantStatus int
+		forceRetry bool
 	}{
-		{"connect failure retried", "POST", "", false, []*fault.Error{refused}, 0, 2, 200},
-		{"idempotent retried", "GET", "", false, []*fault.Error{closedFresh}, 0, 2, 200},
-		{"non-idempotent fresh conn not retried", "POST", "", false, []*fault.Error{closedFresh}, 0, 1, 502},
-		{"non-idempotent reused conn retried", "POST", "", false, []*fault.Error{closedReused}, 0, 2, 200},
-		{"body already sent not retried", "PUT", "payload", true, []*fault.Error{closedReused}, 0, 1, 502},
-		{"retry budget", "GET", "", false, []*fault.Error{refused, refused, refused, refused}, 2, 3, 502},
-		{"retries disabled", "GET", "", false, []*fault.Error{refused}, -1, 1, 502},
-		{"not marked retryable", "GET", "", false, []*fault.Error{{Source: fault.Upstream, Kind: fault.ConnectRefused}}, 0, 1, 502},
+		{"connect failure retried", "POST", "", false, []*fault.Error{refused}, 0, 2, 200, false},
+		{"idempotent retried", "GET", "", false, []*fault.Error{closedFresh}, 0, 2, 200, false},
+		{"non-idempotent fresh conn not retried", "POST", "", false, []*fault.Error{closedFresh}, 0, 1, 502, false},
+		// RFC 9112 section 9.3.1: the origin may have received it (issue 12: a POST was sent
+		// twice when the origin closed the reused connection after reading it).
+		{"non-idempotent reused conn not retried", "POST", "", false, []*fault.Error{closedReused}, 0, 1, 502, false},
+		{"non-idempotent reused conn, PATCH", "PATCH", "", false, []*fault.Error{closedReused}, 0, 1, 502, false},
+		{"idempotent reused conn retried", "DELETE", "", false, []*fault.Error{closedReused}, 0, 2, 200, false},
+		{"non-idempotent, known unprocessed (h2 GOAWAY), retried", "POST", "", false, []*fault.Error{unprocessed}, 0, 2, 200, false},
+		{"phase asks for a non-idempotent retry", "POST", "", false, []*fault.Error{closedReused}, 0, 2, 200, true},
+		{"body already sent not retried", "PUT", "payload", true, []*fault.Error{closedReused}, 0, 1, 502, false},
+		{"retry budget", "GET", "", false, []*fault.Error{refused, refused, refused, refused}, 2, 3, 502, false},
+		{"retries disabled", "GET", "", false, []*fault.Error{refused}, -1, 1, 502, false},
+		{"not marked retryable", "GET", "", false, []*fault.Error{{Source: fault.Upstream, Kind: fault.ConnectRefused}}, 0, 1, 502, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var logged []string
 			calls := 0
 			p := &Proxy[recordCtx]{
-				Phases:     &recorder{peer: testPeer, logged: &logged},
+				Phases:     &recorder{peer: testPeer, logged: &logged, forceRetry: tc.forceRetry},
 				MaxRetries: tc.maxRetries,
 				Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
 					calls++
@@ -367,5 +376,26 @@ func TestClientGoneIs499(t *testing.T) {
 	p.ServeExchange(ex)
 	if status != 499 || ex.wrote || ex.aborted == nil {
 		t.Fatalf("logged %d, wrote a response %v, aborted %v; want 499, no response, aborted", status, ex.wrote, ex.aborted)
+	}
+}
+
+// stalledExchange is a client that stopped reading: every body write times out.
+type stalledExchange struct{ *fakeExchange }
+
+func (stalledExchange) Write([]byte) (int, error) { return 0, os.ErrDeadlineExceeded }
+
+// A stalled write to the client is a downstream write timeout, not a read timeout (issue 12).
+func TestStalledDownstreamWriteIsWriteTimeout(t *testing.T) {
+	var logged []string
+	var logErr *fault.Error
+	p := &Proxy[recordCtx]{
+		Phases: &recorder{peer: testPeer, logged: &logged, logErr: &logErr},
+		Transport: funcTransport(func(context.Context, *upstream.Peer, *message.Request) (*message.Response, error) {
+			return okResponse("a body the client will not take"), nil
+		}),
+	}
+	p.ServeExchange(stalledExchange{newExchange("GET", "/", "")})
+	if logErr == nil || logErr.Source != fault.Downstream || logErr.Kind != fault.WriteTimeout {
+		t.Fatalf("got %v, want a downstream write timeout", logErr)
 	}
 }

@@ -70,18 +70,18 @@ func (s *Session) Respond(status int, header *message.Header, body []byte) error
 	}
 	r.ContentLength = int64(len(body))
 	if err := s.ex.WriteHeader(r); err != nil {
-		return fault.Classify(fault.Downstream, err)
+		return fault.ClassifyWrite(fault.Downstream, err)
 	}
 	s.Status = status
 	if len(body) > 0 && s.Req.Method != "HEAD" {
 		n, err := s.ex.Write(body)
 		s.BytesSent += int64(n)
 		if err != nil {
-			return fault.Classify(fault.Downstream, err)
+			return fault.ClassifyWrite(fault.Downstream, err)
 		}
 	}
 	if err := s.ex.Finish(nil); err != nil {
-		return fault.Classify(fault.Downstream, err)
+		return fault.ClassifyWrite(fault.Downstream, err)
 	}
 	return nil
 }

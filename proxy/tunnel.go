@@ -36,7 +36,7 @@ func (p *Proxy[C]) tunnel(s *Session, c *C, resp *message.Response) *fault.Error
 	}
 	down, err := u.Upgrade(resp)
 	if err != nil {
-		return fault.Classify(fault.Downstream, err)
+		return fault.ClassifyWrite(fault.Downstream, err)
 	}
 	s.Status = resp.Status
 	defer down.Close()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/http1"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/observe"
@@ -69,6 +70,7 @@ type Instance struct {
 	tls      map[string]*tls.Config
 	access   *observe.AccessLog
 	log      *slog.Logger
+	metric   Metrics
 	inflight atomic.Int64
 	closed   atomic.Bool
 	cached   bool // a route has caching enabled
@@ -108,6 +110,7 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 		handlers: map[string]*handler{},
 		tls:      map[string]*tls.Config{},
 		log:      d.Logger,
+		metric:   d.Metrics,
 	}
 	defer func() {
 		if err != nil {
@@ -148,7 +151,7 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 			}
 			t.add(r, rc.Match.Host)
 		}
-		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics}
+		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics, log: d.Logger}
 		if in.access != nil {
 			ph.access = in.access
 		}
@@ -217,6 +220,20 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// logReject counts a request the HTTP/1 codec answered itself (malformed, or over a limit)
+// and writes its access-log line, like any other request; its route is "none".
+func (in *Instance) logReject(r http1.Reject) {
+	in.metric.ObserveRequest(noRoute, message.HTTP11, r.Status, 0)
+	if in.access == nil {
+		return
+	}
+	rec := observe.Record{Time: r.Time, Proto: message.HTTP11, Status: r.Status, Route: noRoute, Error: r.Err}
+	if r.Conn != nil {
+		rec.RemoteAddr = r.Conn.RemoteAddr
+	}
+	in.access.Log(&rec)
 }
 
 // Handler returns the handler for the named listener, or nil if the config has none.

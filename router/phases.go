@@ -1,6 +1,7 @@
 package router
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
@@ -49,7 +50,12 @@ type phases struct {
 	tls    bool
 	metric Metrics
 	access AccessLogger // nil: no access log
+	log    *slog.Logger // the error log
 }
+
+// noRoute is the route name logged and counted for requests no route matched, and for
+// requests the protocol layer rejected before routing.
+const noRoute = "none"
 
 var _ proxy.Phases[reqCtx] = (*phases)(nil)
 
@@ -162,7 +168,7 @@ func (p *phases) failed(s *proxy.Session, peer *upstream.Peer, err *fault.Error,
 
 // Logging finishes the balancer bookkeeping and records metrics and the access-log line.
 func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
-	name := "none"
+	name := noRoute
 	if r := c.route; r != nil {
 		name = r.name
 		if b := c.backend; b != nil {
@@ -175,6 +181,9 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 			p.metric.ObserveUpstream(r.group.name, b.Address, s.UpstreamWait, rerr != nil)
 		}
 	}
+	if err != nil && err.Source == fault.Upstream && err.Kind != fault.Canceled {
+		p.logUpstreamFailure(s, name, err)
+	}
 	p.metric.ObserveRequest(name, s.Req.Proto, s.Status, time.Since(s.Start))
 	if p.access != nil {
 		rec := &c.rec
@@ -186,4 +195,31 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 		p.access.Log(rec)
 		*rec = observe.Record{}
 	}
+}
+
+// logUpstreamFailure writes the error-log line of a request that an upstream failure ended or
+// cut short (a 502, 503 or 504 answer, or a response broken off mid-body), as NGINX does, so
+// that these leave a trace with the access log off.
+func (p *phases) logUpstreamFailure(s *proxy.Session, route string, err *fault.Error) {
+	ctx := s.Context()
+	if !p.log.Enabled(ctx, slog.LevelError) {
+		return
+	}
+	status := s.Status
+	if status == 0 {
+		status = err.StatusCode()
+	}
+	var upstreamAddr, client string
+	if s.Peer != nil {
+		upstreamAddr = s.Peer.Address
+	}
+	if ci := s.Conn(); ci != nil && ci.RemoteAddr.IsValid() {
+		client = ci.RemoteAddr.String()
+	}
+	p.log.LogAttrs(ctx, slog.LevelError, "upstream request failed",
+		slog.Int("status", status), slog.String("route", route),
+		slog.String("method", s.Req.Method), slog.String("host", s.Req.Authority),
+		slog.String("path", s.Req.Path()), slog.String("upstream", upstreamAddr),
+		slog.Int("attempts", s.Attempts), slog.String("client", client),
+		slog.String("err", err.Error()))
 }

@@ -290,6 +290,7 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 			BodyReadTimeout:   t.BodyRead.Std(),
 			WriteTimeout:      t.Write.Std(),
 			Logger:            rt.log,
+			OnReject:          rt.logReject,
 		},
 		HTTP2: h2.Server{
 			MaxHeaderListSize:  uint32(min(int64(lim.MaxHeaderBytes), 1<<30)),
@@ -323,6 +324,13 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 	rt.bg.Add(1)
 	go rt.serve(ls)
 	return ls
+}
+
+// logReject counts and logs a request the HTTP/1 codec rejected, in the generation in effect.
+func (rt *Runtime) logReject(r http1.Reject) {
+	if in := rt.cur.Load(); in != nil {
+		in.logReject(r)
+	}
 }
 
 // serve runs one listener's server until it is shut down.

@@ -542,9 +542,26 @@ func (w *Worker) callObject(ctx context.Context, binding string, b *doBinding, i
 		return nil
 	})
 	if err != nil {
+		w.logObjectFailure(binding, b.class, id, err)
 		return nil, fmt.Errorf("durable object %s: %w", id, err)
 	}
 	return resp, nil
+}
+
+// logObjectFailure writes the error-log line of a failed Durable Object request, as a failed
+// worker invocation gets one: the calling worker sees the error, the operator the line.
+func (w *Worker) logObjectFailure(binding, class string, id durable.ID, err error) {
+	log := w.reg.svc.Logger.With("worker", w.name)
+	if v := w.cur.Load(); v != nil {
+		log = v.log
+	}
+	kind := "error"
+	var we *Error
+	if errors.As(err, &we) {
+		kind = we.Kind.String()
+	}
+	log.Warn("durable object request failed", "binding", binding, "class", class,
+		"object", id.String(), "kind", kind, "err", err)
 }
 
 var errAlarmFailed = errors.New("alarm handler failed")

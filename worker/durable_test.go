@@ -1,9 +1,12 @@
 package worker_test
 
 import (
+	"bytes"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,5 +81,46 @@ func TestFetchAndSubrequestLimit(t *testing.T) {
 	rec, _ = serve(t, w, "GET", "/fetch?u=ftp://nope", "")
 	if rec.status != 502 {
 		t.Fatalf("bad scheme: got %v", rec)
+	}
+}
+
+// lockedBuffer collects log output from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A failed Durable Object request leaves a line in the error log, as a failed worker
+// invocation does (issue 12: only the latter were logged).
+func TestDurableObjectFailureLogged(t *testing.T) {
+	var logs lockedBuffer
+	e := newEnv(t, t.TempDir(), worker.Services{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	cfg := misbehaveConfig(t, worker.Limits{})
+	cfg.Durable = map[string]worker.DurableBinding{"BOMB": {Class: "Bomb"}}
+	w := e.deploy(t, cfg)
+	rec, err := serve(t, w, "GET", "/dopanic", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.status != 502 {
+		t.Fatalf("got %v, want the worker's 502 for the failed object", rec)
+	}
+	got := logs.String()
+	for _, want := range []string{`msg="durable object request failed"`, "worker=misbehave", "binding=BOMB", "class=Bomb", "kind=crashed"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("error log %q: want %q", got, want)
+		}
 	}
 }

@@ -225,7 +225,8 @@ func (s *Storage) GetMany(keys []string) (map[string][]byte, error) {
 	return m, d.Err
 }
 
-// Put stores value under key (keys up to 2 KiB, values up to 128 KiB).
+// Put stores value under key (keys up to 2 KiB, values up to 2 MiB; larger ones fail with
+// ErrInvalid).
 func (s *Storage) Put(key string, value []byte) error {
 	return s.PutMany([]StorageEntry{{Key: key, Value: value}})
 }
@@ -338,9 +339,12 @@ type Cursor struct {
 	RowsWritten int64
 }
 
-// SQL runs one SQL statement on the object's database with positional arguments (?),
-// which may be nil, bool, ints, floats, string or []byte. Table names starting with
-// "_verge" are reserved.
+// SQL runs SQL on the object's database with positional arguments (?), which may be nil,
+// bool, ints, floats, string or []byte. The query may hold several statements separated by
+// ';': they run in order, the Cursor holds the last statement's rows and RowsWritten counts
+// the rows all of them changed; each statement binds the arguments from the first on, so
+// pass arguments only with a single statement. Table names starting with "_verge" are
+// reserved.
 func (s *Storage) SQL(query string, args ...any) (*Cursor, error) {
 	var e workerabi.Encoder
 	e.Str(query)

@@ -12,7 +12,13 @@ import (
 
 var sink [][]byte
 
+// bomb is a Durable Object class whose every request panics.
+type bomb struct{}
+
+func (bomb) Fetch(sdk.ResponseWriter, *sdk.Request) { panic("durable object panics on purpose") }
+
 func init() {
+	sdk.DefineDurableObject("Bomb", func(*sdk.DurableObjectState) sdk.DurableObjectHandler { return bomb{} })
 	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
 		p := r.Path() // the last segment selects the behaviour: /x/loop acts as /loop
 		if i := strings.LastIndexByte(p, '/'); i >= 0 {
@@ -39,6 +45,13 @@ func init() {
 		case "/waituntil":
 			sdk.WaitUntil(func() { sdk.KV("KV").Put("late", []byte("done")) })
 			w.Write([]byte("early"))
+		case "/dopanic":
+			req, _ := sdk.NewRequest("GET", "http://bomb/", nil)
+			if _, err := sdk.DurableObject("BOMB").IDFromName("b").Fetch(req); err != nil {
+				sdk.ErrorResponse(w, err.Error(), 502)
+				return
+			}
+			w.Write([]byte("no failure"))
 		case "/fetch":
 			req, err := sdk.NewRequest("GET", r.URL().Query().Get("u"), nil)
 			if err != nil {
