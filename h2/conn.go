@@ -52,6 +52,8 @@ type serverConn struct {
 	running       int       // handlers running
 	queue         []*stream // streams waiting for a handler slot
 	goAway        bool      // GOAWAY sent: no new streams
+	draining      bool      // first GOAWAY of a graceful shutdown sent, PING ack awaited (drain.go)
+	drainTimer    *time.Timer
 	unackedSet    int       // our SETTINGS frames not yet acknowledged
 	sendWindow    int64     // connection send window
 	peerWindow    int32     // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -549,6 +551,9 @@ func (sc *serverConn) onPing(flags byte, id uint32, p []byte) error {
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	if flags&flagAck != 0 && sc.drainAckLocked(p) {
+		return nil
+	}
 	if flags&flagAck != 0 {
 		sc.pingAt = time.Time{}
 		return nil
