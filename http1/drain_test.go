@@ -20,6 +20,12 @@ import (
 // ended receives once per connection that ended.
 func drainServer(t *testing.T, s *Server) (addr string, drain func(), ended chan struct{}) {
 	t.Helper()
+	return drainServerWrap(t, s, nil)
+}
+
+// drainServerWrap is drainServer with each accepted connection passed through wrap (nil: none).
+func drainServerWrap(t *testing.T, s *Server, wrap func(net.Conn) net.Conn) (addr string, drain func(), ended chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +44,9 @@ func drainServer(t *testing.T, s *Server) (addr string, drain func(), ended chan
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if wrap != nil {
+				c = wrap(c)
 			}
 			wg.Add(1)
 			go s.ServeConnAsync(ctx, c, nil, nil, func() { ended <- struct{}{}; wg.Done() })
@@ -103,6 +112,27 @@ func TestDrainServesRequestArrivingAfterDrain(t *testing.T) {
 	}
 	if r.header["connection"] != "close" {
 		t.Errorf("response during the drain: Connection %q, want close", r.header["connection"])
+	}
+	wantCleanEnd(t, c, br)
+	waitEnded(t, ended)
+}
+
+// opaqueConn hides the socket, as crypto/tls does: the idle wait is then a one-byte read.
+type opaqueConn struct{ net.Conn }
+
+// The same on a connection whose socket the server cannot reach (TLS).
+func TestDrainServesRequestArrivingAfterDrainOpaqueConn(t *testing.T) {
+	wrap := func(c net.Conn) net.Conn { return opaqueConn{c} }
+	addr, drain, ended := drainServerWrap(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace}, wrap)
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/first"))
+	readRawResponse(t, br, false)
+	drain()
+	io.WriteString(c, getReq("/after-drain"))
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || !strings.HasPrefix(r.body, "GET /after-drain ") || r.header["connection"] != "close" {
+		t.Fatalf("request sent after the drain began: %d %v %q", r.status, r.header, r.body)
 	}
 	wantCleanEnd(t, c, br)
 	waitEnded(t, ended)
