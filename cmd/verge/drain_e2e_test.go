@@ -271,6 +271,92 @@ func TestNoRequestLostOnUpgradeAndReload(t *testing.T) {
 	}
 }
 
+// childOf returns the pid of a child process of parent, or 0 (Linux /proc).
+func childOf(parent int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(s[i+1:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(parent) {
+			pid, _ := strconv.Atoi(strings.Fields(s)[0])
+			return pid
+		}
+	}
+	return 0
+}
+
+// TestNoRequestLostOnProxyUpgrade is the same check for `verge proxy`, which has no pid file:
+// the process an upgrade starts is found as the old one's child.
+func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("needs /proc to find the upgraded process")
+	}
+	const clients, step = 16, 300
+	origin := testOrigin(t, "same")
+	addr := freePort(t)
+	cmd := exec.Command(verge(t), "proxy", "--listen", addr, "--upstream", "http://"+origin, "--access-log", "off")
+	log := newLogFile(t)
+	cmd.Stderr = log.f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		syscall.Kill(pid, syscall.SIGINT)
+		cmd.Process.Signal(syscall.SIGINT)
+		<-exited
+		if t.Failed() {
+			t.Logf("verge proxy stderr:\n%s", log.String())
+		}
+	})
+	waitFor(t, "verge proxy to serve", 30*time.Second, func() bool {
+		got, _ := (&proc{addr: addr}).get(http.DefaultClient, "/")
+		return got == "same"
+	})
+	l := startRawLoad(t, addr, clients)
+	l.await(t, step)
+	for i := range 2 {
+		old := pid
+		var next int
+		if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the new process", 30*time.Second, func() bool { next = childOf(old); return next != 0 })
+		if i == 0 {
+			waitFor(t, "the old process to drain and exit", 30*time.Second, func() bool {
+				select {
+				case <-exited:
+					return true
+				default:
+					return false
+				}
+			})
+		} else {
+			waitFor(t, "the old process to drain and exit", 30*time.Second, func() bool { return syscall.Kill(old, 0) != nil })
+		}
+		pid = next
+		l.await(t, step)
+	}
+	l.halt()
+	if errs := l.errors(); len(errs) > 0 {
+		t.Errorf("%d of the clients failed; first failures:\n%s", len(errs), strings.Join(errs, "\n"))
+	}
+	t.Logf("%d responses, %d with Connection: close", l.done.Load(), l.closes.Load())
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitFor(t, "the last process to exit", 30*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+}
+
 // TestReloadTargetsItsOwnServerAndReportsResult runs two servers from two config files that set
 // no pid_file: each gets its own pid file, `verge reload -c` reloads the right one and says
 // whether the reload was applied or refused, and a third server given a pid file in use is
