@@ -136,7 +136,7 @@ func (s *Server) logger() *slog.Logger {
 // Connection states seen by the shutdown callback. A connection is idle while it waits for
 // a request (hibernating included); stateWaking is set by onShutdown while it moves an idle
 // connection's deadline, so that the connection, which waits for it to finish before it
-// becomes active (connLife.activate), never has its deadline moved while it serves.
+// becomes active (serverConn.activate), never has its deadline moved while it serves.
 const (
 	stateActive int32 = iota
 	stateIdle
@@ -287,6 +287,14 @@ func (sc *serverConn) waitIdle() bool {
 		sc.armPark()
 	}
 	l.state.Store(stateIdle)
+	if l.shutdown.Load() {
+		// A drain that began before the state said idle did not move the deadline.
+		if l.grace <= 0 {
+			sc.activate()
+			return false
+		}
+		sc.armDrain()
+	}
 	if l.raw == nil {
 		return sc.waitIdleRead()
 	}
