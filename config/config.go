@@ -45,7 +45,7 @@ type Config struct {
 	// at start: a reload does not change it.
 	Cache CacheStorage `yaml:"cache"`
 	// PIDFile is where `verge run` writes its process id, read by `verge reload`. Empty means
-	// DefaultPIDFile().
+	// DefaultPIDFileFor(the config file), a name of its own for every config file.
 	PIDFile string `yaml:"pid_file"`
 	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
 	Workers []Worker `yaml:"workers"`

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,14 +41,37 @@ const (
 	DefaultGracePeriod           = 30 * time.Second
 )
 
-// DefaultPIDFile is where `verge run` writes its pid when the config sets no pid_file:
-// $XDG_RUNTIME_DIR/verge.pid when XDG_RUNTIME_DIR is set (systemd sets it for user services;
-// RuntimeDirectory= gives system services /run/<dir>), else <os.TempDir()>/verge-<uid>.pid.
-func DefaultPIDFile() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "verge.pid")
+// DefaultPIDFile is where `verge run` writes its pid when the config sets no pid_file and
+// the config does not come from a file: $XDG_RUNTIME_DIR/verge.pid when XDG_RUNTIME_DIR is
+// set (systemd sets it for user services; RuntimeDirectory= gives system services
+// /run/<dir>), else <os.TempDir()>/verge-<uid>.pid.
+func DefaultPIDFile() string { return pidFileIn("verge") }
+
+// DefaultPIDFileFor is the pid file of a server run from the config file at path when the
+// config sets no pid_file: in the directory DefaultPIDFile uses, named after a hash of the
+// file's absolute path (verge-<hash>.pid, or verge-<uid>-<hash>.pid in the temporary
+// directory), so that servers run from different config files never share one and
+// `verge reload -c FILE` finds the server run with the same FILE.
+func DefaultPIDFileFor(path string) string {
+	if path == "" {
+		return DefaultPIDFile()
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("verge-%d.pid", os.Getuid()))
+	p, err := filepath.Abs(path)
+	if err != nil {
+		p = path
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	sum := sha256.Sum256([]byte(p))
+	return pidFileIn("verge-" + hex.EncodeToString(sum[:6]))
+}
+
+func pidFileIn(name string) string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, name+".pid")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("verge-%d%s.pid", os.Getuid(), strings.TrimPrefix(name, "verge")))
 }
 
 func (c *Config) setDefaults() {
@@ -73,7 +98,7 @@ func (c *Config) setDefaults() {
 		}
 	}
 	if c.PIDFile == "" {
-		c.PIDFile = DefaultPIDFile()
+		c.PIDFile = DefaultPIDFileFor(c.File)
 	}
 }
 

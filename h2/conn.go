@@ -56,6 +56,8 @@ type serverConn struct {
 	queue         []*stream // streams waiting for a handler slot
 	goAway        bool      // GOAWAY sent: no new streams
 	sentSincePing bool      // response frames were queued since the client's last PING
+	draining      bool      // first GOAWAY of a graceful shutdown sent, PING ack awaited (drain.go)
+	drainTimer    *time.Timer
 	unackedSet    int       // our SETTINGS frames not yet acknowledged
 	sendWindow    int64     // connection send window
 	peerWindow    int32     // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -617,6 +619,9 @@ func (sc *serverConn) onPing(flags byte, id uint32, p []byte) error {
 		sc.sentSincePing = false
 	} else {
 		sc.charge(costFrame, "ping_flood")
+	}
+	if flags&flagAck != 0 && sc.drainAckLocked(p) {
+		return nil
 	}
 	if flags&flagAck != 0 {
 		sc.pingAt = time.Time{}

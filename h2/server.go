@@ -232,8 +232,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnIn
 	sc.serve()
 }
 
-// Shutdown stops the server gracefully: every connection gets a GOAWAY, streams in flight run
-// to completion, and Shutdown returns once all connections have closed. When ctx ends first,
+// Shutdown stops the server gracefully: every connection gets a GOAWAY in two steps (see
+// drain.go: streams the client sent before it saw the first one are still served), streams in
+// flight run to completion, and Shutdown returns once all connections have closed. When ctx ends first,
 // the remaining connections are closed at once and ctx's error is returned. Connections
 // handed to ServeConn after Shutdown started are closed immediately.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -249,7 +250,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	drained := st.drained
 	for sc := range st.conns {
 		sc.mu.Lock()
-		sc.startShutdownLocked()
+		sc.startDrainLocked()
 		sc.mu.Unlock()
 	}
 	st.mu.Unlock()

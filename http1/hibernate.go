@@ -39,8 +39,14 @@ type connLife struct {
 	done func()
 	// stopDrain unregisters the DrainContext callback.
 	stopDrain func() bool
-	state     atomic.Int32 // stateActive or stateIdle, read by onShutdown
+	state     atomic.Int32 // stateActive, stateIdle or stateWaking (see stateWaking)
 	shutdown  atomic.Bool
+	// grace is the server's DrainIdleGrace in force for this connection: zero when idle
+	// connections close at once on a drain.
+	grace time.Duration
+	// drainBy is when the drain that began gives up waiting for a request on an idle
+	// connection (mono); it is written before shutdown is set.
+	drainBy int64
 	// idleUntil is the idle deadline a hibernating connection keeps (zero: none).
 	idleUntil time.Time
 	peekCalls int
@@ -67,6 +73,7 @@ func (s *Server) start(ctx context.Context, c net.Conn, info *message.ConnInfo, 
 	}
 	switch {
 	case s.DrainContext != nil:
+		l.grace = timeoutOr(s.DrainIdleGrace, DefaultDrainIdleGrace)
 		s.drains.add(s.DrainContext, l)
 	case ctx.Done() != nil:
 		l.stopDrain = context.AfterFunc(ctx, l.onShutdown)
@@ -137,54 +144,93 @@ func (l *connLife) end(upgraded bool) {
 	}
 }
 
-// resume serves a connection the sleeper saw readable, on a new goroutine.
+// resume serves a connection the sleeper saw readable, on a new goroutine. While the server
+// drains, what arrived is served too, with "Connection: close".
 func (l *connLife) resume() {
-	l.state.Store(stateActive)
-	if l.shutdown.Load() {
+	if l.shutdown.Load() && l.grace <= 0 {
 		l.end(false)
 		return
 	}
 	sc := l.attach()
+	sc.activate()
 	sc.in.acquire()
 	sc.run(true)
 }
 
-// sleep is a hibernating connection's goroutine where there is no sleeper: it waits for the next request holding no
-// buffer and no serverConn, then serves on. It keeps its frames small so that the wait fits
-// the runtime's minimal stack.
+// sleep is a hibernating connection's goroutine where there is no sleeper: it waits for the
+// next request holding no buffer and no serverConn, then serves on. It keeps its frames small
+// so that the wait fits the runtime's minimal stack.
 func (l *connLife) sleep() {
 	l.conn.SetReadDeadline(l.idleUntil)
-	if l.shutdown.Load() {
-		l.end(false)
-		return
-	}
-	l.peekCalls, l.peekErr = 0, nil
-	err := l.raw.Read(l.peekReady)
-	if err == nil {
-		err = l.peekErr
-	}
-	if err != nil {
-		l.state.Store(stateActive)
+	for {
+		// Checked after the deadline is set: a drain that began before it was set may have
+		// had its own deadline overridden by it.
+		if l.shutdown.Load() {
+			if l.grace <= 0 {
+				l.end(false)
+				return
+			}
+			l.conn.SetReadDeadline(epoch.Add(time.Duration(l.drainBy)))
+		}
+		l.peekCalls, l.peekErr = 0, nil
+		err := l.raw.Read(l.peekReady)
+		if err == nil {
+			err = l.peekErr
+		}
+		if err == nil {
+			l.resume()
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && l.shutdown.Load() && l.grace > 0 {
+			if mono() < l.drainBy {
+				continue // woken early: wait on until the drain's deadline
+			}
+			if l.pending() {
+				l.resume() // the deadline and a request came together
+				return
+			}
+		}
 		if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			l.debug(err)
 		}
 		l.end(false)
 		return
 	}
-	l.resume()
 }
 
-// onShutdown runs when the drain context is done: it wakes an idle (or hibernating)
-// connection so that it closes, and makes a busy one close after its response.
+// drainTime returns the earlier of idle deadline until (zero: none) and the drain's.
+func (l *connLife) drainTime(until time.Time) time.Time {
+	d := epoch.Add(time.Duration(l.drainBy))
+	if until.IsZero() || d.Before(until) {
+		return d
+	}
+	return until
+}
+
+// onShutdown runs when the drain context is done. A busy connection learns of it from the
+// shutdown flag: its next response says "Connection: close". An idle (or hibernating) one
+// gets the drain's deadline for its wait, and closes at once when the server has no grace
+// for idle connections.
 func (l *connLife) onShutdown() {
+	if l.grace > 0 {
+		l.drainBy = mono() + int64(l.grace)
+	}
 	l.shutdown.Store(true)
-	if l.state.Load() == stateIdle {
+	if !l.state.CompareAndSwap(stateIdle, stateWaking) {
+		return // busy: the connection sees the flag itself
+	}
+	if l.grace <= 0 {
 		if unhibernate(l) {
 			l.end(false)
 			return
 		}
 		l.conn.SetReadDeadline(time.Unix(1, 0))
+	} else if !drainHibernated(l) {
+		// Waiting on its own goroutine: shorten (or lengthen, past a short idle or
+		// hibernation deadline) the wait to the drain's deadline.
+		l.conn.SetReadDeadline(epoch.Add(time.Duration(l.drainBy)))
 	}
+	l.state.Store(stateIdle)
 }
 
 // drainList is a Server's set of connections to wake when its DrainContext is done: one
@@ -194,6 +240,8 @@ type drainList struct {
 	ctx     context.Context // the DrainContext the registration is for
 	head    *connLife
 	drained bool
+	// after, when set (by tests), is called once every connection was told of the drain.
+	after func()
 }
 
 // add links l in, registering the Server's callback on the first use of ctx.
@@ -205,6 +253,9 @@ func (d *drainList) add(ctx context.Context, l *connLife) {
 	}
 	if d.drained {
 		d.mu.Unlock()
+		if l.grace > 0 {
+			l.drainBy = mono() + int64(l.grace)
+		}
 		l.shutdown.Store(true)
 		return
 	}
@@ -246,6 +297,9 @@ func (d *drainList) drain(ctx context.Context) {
 	d.mu.Unlock()
 	for _, l := range ls {
 		l.onShutdown()
+	}
+	if d.after != nil {
+		d.after()
 	}
 }
 

@@ -12,3 +12,7 @@ func (l *connLife) peekReady(uintptr) bool { return true }
 func (b *inbuf) topRead(uintptr) bool { return true }
 
 func (cc *ClientConn) rawSendAwait(uintptr) bool { return true }
+
+func (sc *serverConn) lastLook() bool { return false }
+
+func (l *connLife) pending() bool { return false }

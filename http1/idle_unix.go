@@ -4,6 +4,7 @@ package http1
 
 import (
 	"io"
+	"os"
 	"syscall"
 )
 
@@ -30,9 +31,13 @@ func (sc *serverConn) ready(fd uintptr) bool {
 		in.release()
 		if sc.readyCalls == 1 {
 			sc.armPark()
-			// A drain that began before the deadline was set would have been overridden
-			// by it: look again, now that the deadline is in place.
-			return sc.life.shutdown.Load()
+			// A drain that closes idle connections at once and began before the deadline
+			// was set would have been overridden by it: look again, now that the deadline
+			// is in place. (A drain with a grace is handled by armPark itself.)
+			if l := sc.life; l.shutdown.Load() && l.grace <= 0 {
+				sc.idleErr = os.ErrDeadlineExceeded
+				return true
+			}
 		}
 		return false
 	case err == syscall.EINTR:
@@ -43,6 +48,35 @@ func (sc *serverConn) ready(fd uintptr) bool {
 		sc.idleErr = err
 	}
 	return true
+}
+
+// lastLook reads, without waiting, what arrived on a draining connection whose idle wait
+// reached its deadline, and reports whether there is a request to serve: the deadline and
+// the request may have come together.
+func (sc *serverConn) lastLook() bool {
+	in := &sc.in
+	in.acquire()
+	n := 0
+	sc.life.raw.Control(func(fd uintptr) {
+		n, _ = syscall.Read(int(fd), in.buf[in.w:])
+	})
+	if n <= 0 {
+		in.release()
+		return false
+	}
+	in.w += n
+	return true
+}
+
+// pending reports whether bytes wait to be read on l's connection, without taking them and
+// without waiting.
+func (l *connLife) pending() bool {
+	var b [1]byte
+	n := 0
+	l.raw.Control(func(fd uintptr) {
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	})
+	return n > 0
 }
 
 // peekReady is the RawConn.Read callback of sleep. Its first call looks for bytes that

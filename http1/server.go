@@ -23,6 +23,9 @@ const (
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultBodyReadTimeout   = 60 * time.Second
 	DefaultWriteTimeout      = 60 * time.Second
+	// DefaultDrainIdleGrace is how long a draining server waits on a keep-alive connection
+	// for a request the client may already have sent (see Server.DrainIdleGrace).
+	DefaultDrainIdleGrace = time.Second
 	// maxDrain is how much of a request body the server reads and discards after a handler
 	// that did not read it, to keep the connection; with more left it closes instead.
 	maxDrain = 256 << 10
@@ -63,11 +66,21 @@ type Server struct {
 	// response was written, so that access logs and metrics count requests the Handler never
 	// sees. It runs on the connection's goroutine; the Reject is valid only during the call.
 	OnReject func(Reject)
-	// DrainContext, when done, starts a graceful stop: idle connections close at once and busy
-	// ones after their current response. Nil means the ctx given to ServeConn. Keeping the two
-	// apart lets exchanges (whose Context is ServeConn's ctx) finish their upstream requests
-	// while the server drains.
+	// DrainContext, when done, starts a graceful stop (see docs/http1.md, Draining): a
+	// response that has not started yet is sent with "Connection: close", and a keep-alive
+	// connection waits up to DrainIdleGrace for one more request, which it answers with
+	// "Connection: close", before it closes. Nil means the ctx given to ServeConn, and then
+	// idle connections close at once, since their exchanges' Context is done as well. Keeping
+	// the two apart lets exchanges (whose Context is ServeConn's ctx) finish their upstream
+	// requests while the server drains.
 	DrainContext context.Context
+	// DrainIdleGrace is how long, once DrainContext is done, a keep-alive connection with no
+	// request in progress waits for one before it closes: a client may have sent its next
+	// request before it could learn of the stop, and closing under it would lose that
+	// request. It counts from the start of the drain for connections that were idle then, and
+	// from the end of the response for connections that were busy. Zero means
+	// DefaultDrainIdleGrace (1s); negative means idle connections close at once.
+	DrainIdleGrace time.Duration
 
 	// holdIdleBuffer keeps the read buffer across keep-alive waits (benchmarks only).
 	holdIdleBuffer bool
@@ -127,10 +140,14 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// Connection states seen by the shutdown callback.
+// Connection states seen by the shutdown callback. A connection is idle while it waits for
+// a request (hibernating included); stateWaking is set by onShutdown while it moves an idle
+// connection's deadline, so that the connection, which waits for it to finish before it
+// becomes active (serverConn.activate), never has its deadline moved while it serves.
 const (
 	stateActive int32 = iota
 	stateIdle
+	stateWaking
 )
 
 // serverConn is the working state of one downstream connection: buffers, exchange, resolved
@@ -156,6 +173,9 @@ type serverConn struct {
 	// deadline (zero: none). Both are set by armPark.
 	parkHibernate bool
 	parkUntil     time.Time
+	// drainUntil is when a draining connection's idle wait gives up (mono; zero: not yet
+	// known, see drainDeadline).
+	drainUntil int64
 }
 
 var serverConnPool = sync.Pool{New: func() any {
@@ -250,64 +270,153 @@ func (sc *serverConn) runHandler() {
 	sc.cfg.handler(&sc.ex)
 }
 
-// waitIdle waits for the first byte of the next request without holding a buffer.
+// waitIdle waits for the first byte of the next request without holding a buffer. It
+// reports whether a request is there to be read; false means the connection must close or,
+// with sc.hibernate set, hibernate.
+//
+// While the server drains, the wait lasts until the connection's drain deadline
+// (drainDeadline) instead of the idle timeout, and never hibernates: whatever arrives until
+// then is served, with "Connection: close".
 func (sc *serverConn) waitIdle() bool {
-	c, l := sc.conn, sc.life
+	l := sc.life
 	// With a done callback, wait only hibernateAfter on this goroutine.
 	sc.parkHibernate = l.done != nil && l.raw != nil && (sc.cfg.idle == 0 || sc.cfg.idle > 2*hibernateAfter)
+	sc.drainUntil = 0
+	if l.shutdown.Load() {
+		if l.grace <= 0 {
+			return false
+		}
+		// The response just sent may not have said "Connection: close" (its head went out
+		// before the drain began): the client may be sending its next request now.
+		sc.drainUntil = mono() + int64(l.grace)
+	}
 	if l.raw == nil {
 		sc.armPark()
 	}
 	l.state.Store(stateIdle)
 	if l.shutdown.Load() {
-		return false
-	}
-	if l.raw != nil {
-		// Read what is there, or wait for readability holding no buffer; the wait's deadline
-		// is set only when it waits (see ready).
-		sc.readyCalls, sc.idleErr = 0, nil
-		err := l.raw.Read(sc.readyFn)
-		if sc.readyCalls == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
-			// A deadline left by the last request ran out before the wait began.
-			sc.armPark()
-			err = l.raw.Read(sc.readyFn)
-		}
-		if sc.parkHibernate && sc.idleErr == nil && errors.Is(err, os.ErrDeadlineExceeded) && !l.shutdown.Load() {
-			// Still idle: give this goroutine up (run hands the connection on). The state
-			// stays idle, so a shutdown meanwhile still wakes the connection.
-			sc.hibernate, l.idleUntil = true, sc.parkUntil
+		// A drain that began before the state said idle did not move the deadline.
+		if l.grace <= 0 {
+			sc.activate()
 			return false
 		}
-		l.state.Store(stateActive)
+		sc.armDrain()
+	}
+	if l.raw == nil {
+		return sc.waitIdleRead()
+	}
+	for {
+		// Read what is there, or wait for readability holding no buffer; the wait's
+		// deadline is set only when it waits (see ready).
+		sc.readyCalls, sc.idleErr = 0, nil
+		err := l.raw.Read(sc.readyFn)
 		if err == nil {
 			err = sc.idleErr
 		}
-		if err != nil || l.shutdown.Load() {
-			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case sc.in.w > sc.in.r, err == nil:
+			// Bytes arrived (or a read was interrupted, which the head parser retries).
+			sc.activate()
+			sc.in.acquire()
+			return true
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			sc.activate()
+			if !errors.Is(err, io.EOF) {
 				sc.debug("waiting for a request", err)
 			}
 			return false
+		case l.shutdown.Load():
+			if l.grace <= 0 {
+				sc.activate()
+				return false
+			}
+			if mono() < sc.drainDeadline() {
+				// Woken early (by the drain moving the deadline, or by a deadline set
+				// before the drain): wait on until the drain deadline.
+				sc.armDrain()
+				continue
+			}
+			sc.activate()
+			// The deadline and a request may have come together: look once more.
+			return sc.lastLook()
+		case sc.readyCalls == 0:
+			// A deadline left by the last request ran out before the wait began.
+			sc.armPark()
+		case sc.parkHibernate && sc.idleErr == nil:
+			// Still idle: give this goroutine up (run hands the connection on). The state
+			// stays idle, so a drain meanwhile still finds the connection.
+			sc.hibernate, l.idleUntil = true, sc.parkUntil
+			return false
+		default:
+			sc.activate()
+			return false // idle timeout
 		}
-		sc.in.acquire()
-		return true
 	}
-	n, err := c.Read(sc.idle[:])
-	l.state.Store(stateActive)
-	if n == 0 || l.shutdown.Load() {
+}
+
+// waitIdleRead is waitIdle for a connection whose socket is not reachable (TLS, or no raw
+// idle wait on this platform): it waits with a one-byte read.
+func (sc *serverConn) waitIdleRead() bool {
+	l := sc.life
+	for {
+		n, err := sc.conn.Read(sc.idle[:])
+		if n > 0 {
+			sc.activate()
+			sc.in.acquire()
+			sc.in.buf[0] = sc.idle[0]
+			sc.in.r, sc.in.w = 0, 1
+			return true
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && l.shutdown.Load() && l.grace > 0 && mono() < sc.drainDeadline() {
+			sc.armDrain()
+			continue
+		}
+		sc.activate()
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			sc.debug("read failed", err)
 		}
 		return false
 	}
-	sc.in.acquire()
-	sc.in.buf[0] = sc.idle[0]
-	sc.in.r, sc.in.w = 0, 1
-	return true
+}
+
+// activate ends an idle wait (see stateWaking). When the server drains, the read deadline
+// may have been moved by onShutdown, so the lazily kept per-read deadline is set again.
+func (sc *serverConn) activate() {
+	l := sc.life
+	for !l.state.CompareAndSwap(stateIdle, stateActive) {
+		runtime.Gosched() // onShutdown is moving the deadline
+	}
+	if l.shutdown.Load() {
+		sc.in.rdl.forget()
+	}
+}
+
+// drainDeadline returns when the current idle wait of a draining connection ends: a grace
+// from the end of the last response when that came after the drain began, else the grace
+// from the start of the drain.
+func (sc *serverConn) drainDeadline() int64 {
+	if sc.drainUntil == 0 {
+		sc.drainUntil = sc.life.drainBy
+	}
+	return sc.drainUntil
+}
+
+// armDrain sets the read deadline of a draining connection's idle wait.
+func (sc *serverConn) armDrain() {
+	sc.parkHibernate = false
+	sc.conn.SetReadDeadline(epoch.Add(time.Duration(sc.drainDeadline())))
+	sc.in.rdl.forget()
 }
 
 // armPark sets the deadline of an idle wait: the idle timeout, or hibernateAfter when the
-// connection may hibernate (parkUntil keeps the idle deadline for later).
+// connection may hibernate (parkUntil keeps the idle deadline for later); the drain deadline
+// once the server drains.
 func (sc *serverConn) armPark() {
+	l := sc.life
+	if l.shutdown.Load() && l.grace > 0 {
+		sc.armDrain()
+		return
+	}
 	now := time.Now()
 	sc.parkUntil = time.Time{}
 	if sc.cfg.idle > 0 {
@@ -319,6 +428,11 @@ func (sc *serverConn) armPark() {
 		sc.conn.SetReadDeadline(sc.parkUntil)
 	}
 	sc.in.rdl.forget()
+	// A drain that began before the deadline was set may have had its deadline overridden
+	// by it: set the drain's.
+	if l.shutdown.Load() && l.grace > 0 {
+		sc.armDrain()
+	}
 }
 
 // waitIdleBuffered is waitIdle for a connection that keeps its buffer while idle.
@@ -330,11 +444,12 @@ func (sc *serverConn) waitIdleBuffered() bool {
 	}
 	sc.life.state.Store(stateIdle)
 	if sc.life.shutdown.Load() {
+		sc.activate()
 		return false
 	}
 	err := sc.in.fill()
-	sc.life.state.Store(stateActive)
-	return err == nil && !sc.life.shutdown.Load()
+	sc.activate()
+	return err == nil
 }
 
 // readRequest reads and parses the next request head and prepares the Exchange. It reports
@@ -438,7 +553,15 @@ func (sc *serverConn) endExchange() bool {
 		}
 	}
 	sc.out.release()
-	if ex.aborted || ex.closeAfter || sc.out.err != nil || sc.life.shutdown.Load() {
+	if ex.aborted || ex.closeAfter || sc.out.err != nil {
+		if ex.closeAfter && !ex.aborted && sc.out.err == nil && sc.life.shutdown.Load() {
+			// The drain's "Connection: close" went out: let the client read it before
+			// the close, even if it sent more meanwhile.
+			sc.lingerClose()
+		}
+		return false
+	}
+	if sc.life.shutdown.Load() && sc.life.grace <= 0 {
 		return false
 	}
 	if !ex.body.done {

@@ -106,9 +106,37 @@ func hibernateConn(l *connLife) bool {
 		}
 	}
 	sl.mu.Unlock()
-	// A shutdown that started before l was in the set did not find it there.
-	if l.shutdown.Load() && unhibernate(l) {
-		l.end(false)
+	// A drain that started before l was in the set did not find it there.
+	if l.shutdown.Load() {
+		if l.grace > 0 {
+			drainHibernated(l)
+		} else if unhibernate(l) {
+			l.end(false)
+		}
+	}
+	return true
+}
+
+// drainHibernated brings l's idle deadline in the sleeper forward to the drain's, when l is
+// there, and reports whether it was. Until then a request that arrives is served (with
+// "Connection: close"), like on any other draining connection.
+func drainHibernated(l *connLife) bool {
+	sl := &sleepers
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if l.slot < 0 || int(l.slot) >= len(sl.slots) || sl.slots[l.slot] != l {
+		return false
+	}
+	d := l.drainTime(l.idleUntil)
+	l.idleUntil = d
+	if l.dueIdx >= 0 {
+		heap.Fix(&sl.due, int(l.dueIdx))
+	} else {
+		heap.Push(&sl.due, l)
+	}
+	if sl.armed.IsZero() || d.Before(sl.armed) {
+		sl.armed = d
+		sl.ep.SetReadDeadline(d)
 	}
 	return true
 }
@@ -196,7 +224,12 @@ func (sl *sleeper) loop() {
 			woken[i] = nil
 		}
 		for i, l := range expired {
-			l.end(false)
+			if l.shutdown.Load() && l.grace > 0 && l.pending() {
+				// A draining connection's request came with its deadline: serve it.
+				sl.wake(l)
+			} else {
+				l.end(false)
+			}
 			expired[i] = nil
 		}
 		woken, expired = woken[:0], expired[:0]

@@ -6,3 +6,5 @@ package http1
 func hibernateConn(*connLife) bool { return false }
 
 func unhibernate(*connLife) bool { return false }
+
+func drainHibernated(*connLife) bool { return false }

@@ -160,7 +160,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	}
 }
 
-// Shutdown closes idle keep-alive connections at once.
+// Shutdown closes idle keep-alive connections (after the drain grace: http1.Server.DrainIdleGrace).
 func TestShutdownClosesIdle(t *testing.T) {
 	s := &Server{Handler: HandlerFunc(answer)}
 	addr := start(t, s)

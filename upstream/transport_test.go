@@ -196,7 +196,20 @@ func ptr[T any](v T) *T { return &v }
 
 func TestOriginClosedIdleConn(t *testing.T) {
 	o := newOrigin(t, nil, nil, false)
-	tr := newTestTransport(t, nil)
+	// The dialer hands the transport the *net.TCPConn itself (so that its liveness check
+	// applies) and keeps it, for the test to see the origin's FIN arrive.
+	var d net.Dialer
+	var dialedMu sync.Mutex
+	var dialed []net.Conn
+	tr := newTestTransport(t, &Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			dialedMu.Lock()
+			dialed = append(dialed, c)
+			dialedMu.Unlock()
+		}
+		return c, err
+	}})
 	p := &Peer{Address: o.Listener.Addr().String()}
 	for range 2 {
 		resp, err := tr.RoundTrip(context.Background(), p, get("/"))
@@ -206,7 +219,17 @@ func TestOriginClosedIdleConn(t *testing.T) {
 		readAll(t, resp)
 	}
 	o.ln.closeAccepted()
-	time.Sleep(20 * time.Millisecond) // let the FIN arrive
+	// Wait for the FIN to reach the pooled conn (the only one dialed so far): the checkout's
+	// liveness check then must find the conn closed. The conn holds nothing else to read, so
+	// this read ends with the end of file, which later reads see again.
+	dialedMu.Lock()
+	pooled := dialed[0]
+	dialedMu.Unlock()
+	pooled.SetReadDeadline(time.Now().Add(10 * time.Second)) // a guard, not a wait
+	if n, err := pooled.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("pooled conn after the origin closed it: %d bytes, %v; want end of file", n, err)
+	}
+	pooled.SetReadDeadline(time.Time{})
 	// A request with a body cannot be retried once sent, so the pooled conn is probed first.
 	post := get("/")
 	post.Method, post.Body, post.ContentLength = "POST", strings.NewReader("payload"), 7

@@ -480,7 +480,7 @@ func (w *Worker) actorFor(ctx context.Context, t *durable.Turn) (*actor, error) 
 		t.Object.Actor = nil
 		a.close()
 	}
-	if cur == nil || !cur.acquire() {
+	if cur = w.acquireCurrent(cur); cur == nil {
 		return nil, &Error{Kind: Unavailable, Worker: w.name}
 	}
 	in, err := cur.newInstance(ctx)

@@ -49,8 +49,8 @@ type Result struct {
 // whether a response head was already written (then only aborting is left); otherwise the
 // caller answers (Error.StatusCode) or passes the request on.
 func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (Result, error) {
-	v := w.cur.Load()
-	if v == nil || !v.acquire() {
+	v := w.acquireCurrent(w.cur.Load())
+	if v == nil {
 		return Result{}, &Error{Kind: Unavailable, Worker: w.name}
 	}
 	defer v.release()

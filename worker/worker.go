@@ -340,3 +340,22 @@ func (w *Worker) close(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// acquireCurrent takes a ref on the worker's current version, starting from v, a version
+// just loaded from w.cur. A deploy between that load and the ref swaps the version and
+// retires the loaded one, which closes if it had no refs: the ref is then taken on the version
+// that replaced it, so that a deploy never fails a request. It returns nil when there is no
+// version to serve (the worker was removed).
+func (w *Worker) acquireCurrent(v *version) *version {
+	for v != nil {
+		if v.acquire() {
+			return v
+		}
+		next := w.cur.Load()
+		if next == v {
+			return nil
+		}
+		v = next
+	}
+	return nil
+}

@@ -42,7 +42,7 @@ const fastStopTimeout = time.Second
 func cmdRun(args []string, stderr io.Writer) error {
 	fs := newFlags("run", "run -c FILE", stderr)
 	file := fs.String("c", "verge.yaml", "config `file`")
-	pidFile := fs.String("pid-file", "", "write the pid to this `file` (default: the config's pid_file, else "+config.DefaultPIDFile()+")")
+	pidFile := fs.String("pid-file", "", "write the pid to this `file` (default: the config's pid_file, else one named after the config file's path, e.g. "+config.DefaultPIDFileFor("verge.yaml")+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -121,6 +121,14 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		}
 	}
 
+	if s.pidFile != "" {
+		lock, err := lockPIDFile(s.pidFile, s.upg)
+		if err != nil {
+			return err
+		}
+		defer lock.Close()
+	}
+
 	s.metrics = observe.NewMetrics()
 	s.transport = &upstream.Transport{
 		MaxIdlePerPeer: cfg.UpstreamPool.MaxIdlePerServer,
@@ -166,6 +174,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	defer signal.Stop(sigs)
 
 	var exit <-chan struct{}
+	reloads := 0              // SIGHUP reloads so far, numbered in the reload status file
 	var handover *h3.Handover // set once an upgrade started a new process
 	defer func() {
 		if handover != nil {
@@ -204,8 +213,16 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				if err := s.Reload(context.Background()); err != nil {
+				err := s.Reload(context.Background())
+				if err != nil {
 					s.log.Error("reload refused; the previous configuration keeps serving", "err", err)
+				}
+				if s.pidFile != "" {
+					// `verge reload` waits for this to report the result.
+					reloads++
+					if werr := writeReloadStatus(s.pidFile, reloads, err); werr != nil {
+						s.log.Warn("cannot write the reload status", "path", reloadStatusPath(s.pidFile), "err", werr)
+					}
 				}
 			case syscall.SIGUSR2:
 				if ho := s.upgrade(); ho != nil {
@@ -354,21 +371,4 @@ func (s *serverProc) apply(name string, data []byte) error {
 	s.metrics.Reloaded(true)
 	s.log.Info("configuration reloaded", "file", name, "routes", len(cfg.Routes), "upstreams", len(cfg.Upstreams))
 	return nil
-}
-
-// writePIDFile writes the pid atomically (used when the upgrader, which writes it itself,
-// is unavailable).
-func writePIDFile(path string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// removeOwnPIDFile removes the pid file if it still names this process.
-func removeOwnPIDFile(path string) {
-	if pid, err := readPID(path); err == nil && pid == os.Getpid() {
-		os.Remove(path)
-	}
 }

@@ -251,6 +251,9 @@ workers:
     module: %q
     kv: [{binding: KV}]
     durable_objects: [{binding: COUNTER, class: Counter}]
+    # What this test checks is deploys: a CPU limit met on a machine saturated by the
+    # deploy's compilation is another matter (worker CPU accounting has its own tests).
+    limits: {cpu_time: 10s}
 `, listen, adminAddr, filepath.Join(dir, "verge.pid"), hello)
 	os.WriteFile(cfg, []byte(y), 0o644)
 	stderr := newLogFile(t)
@@ -278,7 +281,9 @@ workers:
 		t.Fatalf("before deploy: %q\n%s", body, stderr)
 	}
 	var failed, total atomic.Int64
+	var lastFailure atomic.Value
 	stop := make(chan struct{})
+	progress := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
@@ -290,31 +295,53 @@ workers:
 					return
 				default:
 				}
-				code, _ := get("/kv/x")
+				code, body := get("/kv/x")
 				total.Add(1)
 				if code != 200 && code != 404 {
 					failed.Add(1)
+					lastFailure.Store(fmt.Sprintf("%d %s", code, body))
+				}
+				select {
+				case progress <- struct{}{}:
+				default:
 				}
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
-	req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/workers/app", bytes.NewReader(counter))
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// awaitRequests waits until n more requests were answered (the guard only catches a stall).
+	awaitRequests := func(n int64) {
+		target := total.Load() + n
+		guard := time.After(60 * time.Second)
+		for total.Load() < target {
+			select {
+			case <-progress:
+			case <-guard:
+				t.Fatalf("load stalled at %d requests", total.Load())
+			}
+		}
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("deploy: %d %s", resp.StatusCode, b)
+	awaitRequests(50)
+	// Deploy several times under load: each deploy swaps the version that requests in flight
+	// were about to take.
+	for _, module := range [][]byte{counter, helloModule(t, hello), counter} {
+		req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/workers/app", bytes.NewReader(module))
+		// Compiling a module on a busy machine may take a while: a guard, not a limit.
+		resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("deploy: %d %s", resp.StatusCode, b)
+		}
+		t.Logf("deploy answer: %s", b)
+		awaitRequests(50)
 	}
-	t.Logf("deploy answer: %s", b)
-	time.Sleep(100 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed during the deploy", failed.Load(), total.Load())
+		t.Fatalf("%d of %d requests failed during the deploys; last: %v\nverge log:\n%s", failed.Load(), total.Load(), lastFailure.Load(), stderr)
 	}
 	if code, body := get("/counter/a"); code != 200 || body != "1" {
 		t.Fatalf("after deploy: %d %q, want the counter", code, body)
@@ -354,4 +381,14 @@ func TestKVCommand(t *testing.T) {
 	if _, err := run("", "frob", "ns"); err == nil {
 		t.Fatal("unknown subcommand accepted")
 	}
+}
+
+// helloModule reads the hello worker's module built at path.
+func helloModule(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -1,0 +1,380 @@
+package http1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/verge-edge/verge/message"
+)
+
+// drainServer serves s with ServeConnAsync on a loopback listener, as package server does.
+// drain starts the graceful stop and returns once every connection has been told of it;
+// ended receives once per connection that ended.
+func drainServer(t *testing.T, s *Server) (addr string, drain func(), ended chan struct{}) {
+	t.Helper()
+	return drainServerWrap(t, s, nil)
+}
+
+// drainServerWrap is drainServer with each accepted connection passed through wrap (nil: none).
+func drainServerWrap(t *testing.T, s *Server, wrap func(net.Conn) net.Conn) (addr string, drain func(), ended chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	dctx, dcancel := context.WithCancel(context.Background())
+	s.DrainContext = dctx
+	told := make(chan struct{})
+	s.drains.after = func() { close(told) }
+	ended = make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if wrap != nil {
+				c = wrap(c)
+			}
+			wg.Add(1)
+			go s.ServeConnAsync(ctx, c, nil, nil, func() { ended <- struct{}{}; wg.Done() })
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); dcancel(); cancel(); wg.Wait() })
+	drain = func() {
+		dcancel()
+		select {
+		case <-told:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the drain did not reach the connections")
+		}
+	}
+	return ln.Addr().String(), drain, ended
+}
+
+// longGrace is a drain grace no test request can miss, however slow the machine: the tests
+// below never wait for it to pass.
+const longGrace = time.Minute
+
+func getReq(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n" }
+
+// wantCleanEnd reads from the client side until the server's end of the connection: it must
+// be an end of file (FIN), not a reset and not the guard deadline.
+func wantCleanEnd(t *testing.T, c net.Conn, br *bufio.Reader) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rest, err := io.ReadAll(br)
+	switch {
+	case len(rest) > 0:
+		t.Fatalf("unexpected bytes after the last response: %q", rest)
+	case err != nil:
+		t.Fatalf("connection end: %v, want a clean end of file", err)
+	}
+}
+
+func waitEnded(t *testing.T, ended chan struct{}) {
+	t.Helper()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection did not end after the drain")
+	}
+}
+
+// A request whose bytes arrive after the drain began, on a keep-alive connection that was idle
+// then, is answered, with "Connection: close", and only then is the connection closed. This is
+// the request a client sends right after a response, before it can know of the stop.
+func TestDrainServesRequestArrivingAfterDrain(t *testing.T) {
+	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/first"))
+	if r := readRawResponse(t, br, false); r.status != 200 || r.header["connection"] != "" {
+		t.Fatalf("before the drain: %d %v", r.status, r.header)
+	}
+	drain()
+	io.WriteString(c, getReq("/after-drain"))
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || !strings.HasPrefix(r.body, "GET /after-drain ") {
+		t.Fatalf("request sent after the drain began: %d %q", r.status, r.body)
+	}
+	if r.header["connection"] != "close" {
+		t.Errorf("response during the drain: Connection %q, want close", r.header["connection"])
+	}
+	wantCleanEnd(t, c, br)
+	waitEnded(t, ended)
+}
+
+// opaqueConn hides the socket, as crypto/tls does: the idle wait is then a one-byte read.
+type opaqueConn struct{ net.Conn }
+
+// The same on a connection whose socket the server cannot reach (TLS).
+func TestDrainServesRequestArrivingAfterDrainOpaqueConn(t *testing.T) {
+	wrap := func(c net.Conn) net.Conn { return opaqueConn{c} }
+	addr, drain, ended := drainServerWrap(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace}, wrap)
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/first"))
+	readRawResponse(t, br, false)
+	drain()
+	io.WriteString(c, getReq("/after-drain"))
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || !strings.HasPrefix(r.body, "GET /after-drain ") || r.header["connection"] != "close" {
+		t.Fatalf("request sent after the drain began: %d %v %q", r.status, r.header, r.body)
+	}
+	wantCleanEnd(t, c, br)
+	waitEnded(t, ended)
+}
+
+// A connection that stays idle through the grace is closed with a FIN.
+func TestDrainClosesIdleConnectionAfterGrace(t *testing.T) {
+	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: 20 * time.Millisecond})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/"))
+	if r := readRawResponse(t, br, false); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	drain()
+	wantCleanEnd(t, c, br)
+	waitEnded(t, ended)
+}
+
+// blockingHandler answers /slow in two steps: with headFirst it writes the head and a first
+// chunk before it tells started and waits for release, else it waits before writing anything.
+// Other paths are echoed.
+type blockingHandler struct {
+	headFirst        bool
+	started, release chan struct{}
+}
+
+func (h *blockingHandler) serve(ex *Exchange) {
+	if ex.Request().Target != "/slow" {
+		echoHandler(ex)
+		return
+	}
+	if h.headFirst {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: -1})
+		ex.Write([]byte("part1-"))
+		ex.Flush()
+	}
+	close(h.started)
+	<-h.release
+	if !h.headFirst {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: -1})
+		ex.Write([]byte("part1-"))
+	}
+	ex.Write([]byte("part2"))
+	ex.Finish(nil)
+}
+
+// A response whose head was sent before the drain began cannot say "Connection: close". The
+// connection is not closed under the client after it: it completes, and the client's next
+// request (sent as soon as it read the response) is answered with "Connection: close".
+func TestDrainAfterHeadSentServesNextRequest(t *testing.T) {
+	h := &blockingHandler{headFirst: true, started: make(chan struct{}), release: make(chan struct{})}
+	addr, drain, ended := drainServer(t, &Server{Handler: h.serve, DrainIdleGrace: longGrace})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/slow"))
+	<-h.started
+	drain()
+	close(h.release)
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || r.body != "part1-part2" {
+		t.Fatalf("response in progress at the drain: %d %q", r.status, r.body)
+	}
+	if r.header["connection"] != "" {
+		t.Fatalf("head sent before the drain has Connection %q", r.header["connection"])
+	}
+	io.WriteString(c, getReq("/next"))
+	r = readRawResponse(t, br, false)
+	if r.status != 200 || !strings.HasPrefix(r.body, "GET /next ") || r.header["connection"] != "close" {
+		t.Fatalf("next request: %d %v %q, want 200 with Connection: close", r.status, r.header, r.body)
+	}
+	wantCleanEnd(t, c, br)
+	waitEnded(t, ended)
+}
+
+// The same connection, when the client sends nothing more, ends cleanly after the response
+// and the grace: a complete response, then end of file.
+func TestDrainAfterHeadSentEndsCleanly(t *testing.T) {
+	h := &blockingHandler{headFirst: true, started: make(chan struct{}), release: make(chan struct{})}
+	addr, drain, ended := drainServer(t, &Server{Handler: h.serve, DrainIdleGrace: 20 * time.Millisecond})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/slow"))
+	<-h.started
+	drain()
+	close(h.release)
+	if r := readRawResponse(t, br, false); r.status != 200 || r.body != "part1-part2" {
+		t.Fatalf("response in progress at the drain: %d %q", r.status, r.body)
+	}
+	wantCleanEnd(t, c, br)
+	waitEnded(t, ended)
+}
+
+// A response that had not started when the drain began says "Connection: close" and the
+// connection closes after it.
+func TestDrainBeforeHeadSentSaysClose(t *testing.T) {
+	h := &blockingHandler{started: make(chan struct{}), release: make(chan struct{})}
+	addr, drain, ended := drainServer(t, &Server{Handler: h.serve, DrainIdleGrace: longGrace})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/slow"))
+	<-h.started
+	drain()
+	close(h.release)
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || r.body != "part1-part2" || r.header["connection"] != "close" {
+		t.Fatalf("got %d %v %q, want the whole body with Connection: close", r.status, r.header, r.body)
+	}
+	wantCleanEnd(t, c, br)
+	waitEnded(t, ended)
+}
+
+// Pipelined requests that arrive during the drain: the first is answered with
+// "Connection: close"; the connection then ends with a FIN, not a reset that could destroy
+// that response in the client's buffer.
+func TestDrainPipelinedGetsCloseAndCleanEnd(t *testing.T) {
+	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/first"))
+	readRawResponse(t, br, false)
+	drain()
+	io.WriteString(c, getReq("/a")+getReq("/b"))
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || !strings.HasPrefix(r.body, "GET /a ") || r.header["connection"] != "close" {
+		t.Fatalf("first pipelined request: %d %v %q", r.status, r.header, r.body)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		if errors.Is(err, syscall.ECONNRESET) {
+			t.Fatal("connection reset after the last response")
+		}
+		t.Fatalf("after the last response: %v, want end of file", err)
+	}
+	c.Close()
+	waitEnded(t, ended)
+}
+
+// Without a grace (negative), idle connections close as soon as the drain begins.
+func TestDrainNoGraceClosesIdleAtOnce(t *testing.T) {
+	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: -1})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/"))
+	readRawResponse(t, br, false)
+	drain()
+	waitEnded(t, ended)
+	wantCleanEnd(t, c, br)
+}
+
+// Many keep-alive clients sending back-to-back requests through a drain lose none: every
+// request is answered, and each connection ends only after a response that said
+// "Connection: close" (or before any request was sent on it).
+func TestDrainUnderLoadLosesNoRequest(t *testing.T) {
+	const clients, perClient = 16, 200
+	addr, drain, _ := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	sent := make(chan struct{}, clients*perClient)
+	fail := func(f string) {
+		mu.Lock()
+		failures = append(failures, f)
+		mu.Unlock()
+	}
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				fail(err.Error())
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(c)
+			for n := range perClient {
+				if _, err := io.WriteString(c, getReq("/")); err != nil {
+					fail("client " + itoa(i) + " write: " + err.Error())
+					return
+				}
+				line, err := br.ReadString('\n')
+				if err != nil {
+					fail("client " + itoa(i) + " request " + itoa(n) + ": " + err.Error())
+					return
+				}
+				if !strings.HasPrefix(line, "HTTP/1.1 200 ") {
+					fail("status line " + line)
+					return
+				}
+				closing, length := false, 0
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						fail("head: " + err.Error())
+						return
+					}
+					if l == "\r\n" {
+						break
+					}
+					k, v, _ := strings.Cut(strings.TrimRight(l, "\r\n"), ": ")
+					switch strings.ToLower(k) {
+					case "connection":
+						closing = v == "close"
+					case "content-length":
+						for _, d := range v {
+							length = length*10 + int(d-'0')
+						}
+					}
+				}
+				if _, err := br.Discard(length); err != nil {
+					fail("body: " + err.Error())
+					return
+				}
+				sent <- struct{}{}
+				if closing {
+					return // the server said so: this connection is done
+				}
+			}
+		}()
+	}
+	// Drain once a quarter of the requests were answered, with every client mid-stream.
+	for range clients * perClient / 4 {
+		<-sent
+	}
+	drain()
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for ; n > 0; n /= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+	}
+	return string(b[i:])
+}
