@@ -25,8 +25,8 @@ func (p *purgingController) PurgeTag(t string) int    { return p.record("tag:" +
 
 func TestPurge(t *testing.T) {
 	pc := &purgingController{fakeController: &fakeController{ready: true}}
-	base := startServer(t, &Server{Controller: pc, Token: "s3cret"})
-	code, _, body := do(t, "POST", base+"/cache/purge", "s3cret",
+	base := startServer(t, &Server{Controller: pc, Token: "s3cret-token-0123456789"})
+	code, _, body := do(t, "POST", base+"/cache/purge", "s3cret-token-0123456789",
 		strings.NewReader(`{"urls":["https://a.test/x"],"prefixes":["https://a.test/img/"],"tags":["product-1"]}`))
 	if code != 200 || strings.TrimSpace(body) != `{"purged":6}` {
 		t.Fatalf("got %d %s", code, body)
@@ -42,7 +42,7 @@ func TestPurge(t *testing.T) {
 		{`{"url":"x"}`, 400},
 		{`not json`, 400},
 	} {
-		if code, _, body := do(t, "POST", base+"/cache/purge", "s3cret", strings.NewReader(tc.body)); code != tc.code {
+		if code, _, body := do(t, "POST", base+"/cache/purge", "s3cret-token-0123456789", strings.NewReader(tc.body)); code != tc.code {
 			t.Errorf("%s: got %d %s, want %d", tc.body, code, body, tc.code)
 		}
 	}

@@ -396,11 +396,20 @@ type Admin struct {
 	// Address is host:port. Empty means "127.0.0.1:9901".
 	Address string `yaml:"address"`
 	// Token, when set, is required as "Authorization: Bearer <token>" on every endpoint but
-	// /healthz and /readyz. Exclusive with TokenFile.
+	// /healthz. At least MinAdminTokenBytes long. Exclusive with TokenFile. Empty (with no
+	// TokenFile) is allowed only on a loopback Address.
 	Token string `yaml:"token"`
 	// TokenFile is a file whose first line is the token.
 	TokenFile string `yaml:"token_file"`
+	// AllowedHosts are extra host names (optionally with ":port") the API accepts in the Host
+	// and Origin fields, e.g. the name of a proxy in front of it. The listen address and, on a
+	// loopback or wildcard address, localhost, 127.0.0.1 and [::1] with the admin port are
+	// always accepted. Empty means none beyond those.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
+
+// MinAdminTokenBytes is the shortest admin token accepted.
+const MinAdminTokenBytes = 16
 
 // AccessLog configures the access log.
 type AccessLog struct {
