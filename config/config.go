@@ -49,6 +49,9 @@ type Config struct {
 	PIDFile string `yaml:"pid_file"`
 	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
 	Workers []Worker `yaml:"workers"`
+	// TrustedProxies is the trusted_proxies of every listener that sets none of its own.
+	// Empty means none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// WorkerData is the directory holding KV namespaces, Durable Objects and compiled
 	// worker code. Empty means ".verge" next to the config file. It is fixed at start.
 	WorkerData string `yaml:"worker_data"`
@@ -79,8 +82,15 @@ type Listener struct {
 	// MaxConns caps concurrent connections; further connections wait in the kernel's accept
 	// queue. Zero means no cap.
 	MaxConns int `yaml:"max_conns"`
-	// TrustForwarded keeps X-Forwarded-For/-Proto/-Host from clients and appends to them;
-	// set it only behind another proxy. Default false: they are replaced.
+	// TrustedProxies lists the peers (CIDRs or addresses, or "private_ranges") whose
+	// forwarding fields (X-Forwarded-For, -Proto, -Host, X-Real-IP, Forwarded) are kept and
+	// appended to, and through whose X-Forwarded-For the client address is resolved. Empty
+	// means the top-level trusted_proxies; both empty means no peer is trusted, and every
+	// client's forwarding fields are replaced.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// TrustForwarded trusts every peer, as if trusted_proxies held every address; set it only
+	// when nothing but a proxy can reach the listener. Default false. Exclusive with
+	// TrustedProxies.
 	TrustForwarded bool `yaml:"trust_forwarded"`
 	// HTTP3 serves HTTP/3 over QUIC on the UDP port with the same number (needs tls) and
 	// advertises it with Alt-Svc on HTTP/1.1 and h2 responses. Zero means off.
@@ -211,6 +221,13 @@ type Route struct {
 	Retries *int `yaml:"retries"`
 	// Cache enables and configures HTTP caching of the route's responses. Nil means none.
 	Cache *RouteCache `yaml:"cache"`
+	// Upgrades lists the protocols (Upgrade tokens) a request may switch to, e.g. [websocket].
+	// A request offering another protocol is forwarded as a plain request without Upgrade.
+	// h2c, h2 and http are refused: they would hand the client a connection to the origin
+	// past the proxy. Nil means [websocket]; an empty list allows none.
+	Upgrades *StringList `yaml:"upgrades"`
+	// AllowTrace forwards TRACE requests. Default false: TRACE is answered 405 with Allow.
+	AllowTrace bool `yaml:"allow_trace"`
 }
 
 // Match is the set of conditions a request must meet; all given conditions must hold.

@@ -29,6 +29,7 @@ func (c *Config) validate() ErrorList {
 	groups := v.upstreams()
 	v.workerNames = v.workers()
 	v.routes(groups)
+	v.trustedProxies("trusted_proxies", c.TrustedProxies)
 	v.admin()
 	v.accessLog()
 	v.log()
@@ -85,6 +86,10 @@ func (v *validator) listeners() {
 		}
 		if l.MaxConns < 0 {
 			v.errf(p+".max_conns", "must not be negative")
+		}
+		v.trustedProxies(p+".trusted_proxies", l.TrustedProxies)
+		if l.TrustForwarded && len(l.TrustedProxies) > 0 {
+			v.errf(p+".trust_forwarded", "trust_forwarded trusts every peer; use it or trusted_proxies, not both")
 		}
 		if l.Limits.MaxHeaders < 0 {
 			v.errf(p+".limits.max_headers", "must not be negative")
@@ -343,6 +348,11 @@ func (v *validator) routes(groups map[string]bool) {
 		v.headerOps(p+".response_headers", &r.ResponseHeaders)
 		if *r.Retries < 0 || *r.Retries > 10 {
 			v.errf(p+".retries", "retries %d out of range 0..10", *r.Retries)
+		}
+		for j, u := range *r.Upgrades {
+			if err := validUpgrade(u); err != nil {
+				v.errf(fmt.Sprintf("%s.upgrades[%d]", p, j), "%v", err)
+			}
 		}
 	}
 }
