@@ -300,6 +300,7 @@ workers:
 	}
 	time.Sleep(100 * time.Millisecond)
 	req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/workers/app", bytes.NewReader(counter))
+	req.Header.Set("Content-Type", "application/wasm") // the admin API requires it
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
