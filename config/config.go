@@ -92,6 +92,10 @@ type Listener struct {
 	// when nothing but a proxy can reach the listener. Default false. Exclusive with
 	// TrustedProxies.
 	TrustForwarded bool `yaml:"trust_forwarded"`
+	// ForwardedHeader also sends the standard Forwarded field (RFC 7239), appended to a
+	// trusted proxy's. Default false: X-Forwarded-*/X-Real-IP only; an untrusted client's
+	// Forwarded is dropped either way.
+	ForwardedHeader bool `yaml:"forwarded_header"`
 	// HTTP3 serves HTTP/3 over QUIC on the UDP port with the same number (needs tls) and
 	// advertises it with Alt-Svc on HTTP/1.1 and h2 responses. Zero means off.
 	HTTP3 ListenerHTTP3 `yaml:"http3"`

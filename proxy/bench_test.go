@@ -85,11 +85,12 @@ func BenchmarkEngine(b *testing.B) {
 }
 
 // BenchmarkEngineTrustedProxy is BenchmarkEngine behind a trusted proxy: the client address is
-// resolved from X-Forwarded-For and the forwarding fields are appended to, without allocating.
+// resolved from X-Forwarded-For and the forwarding fields (Forwarded too) are appended to,
+// without allocating.
 func BenchmarkEngineTrustedProxy(b *testing.B) {
 	tr := &benchTransport{body: cannedBody{data: make([]byte, 1024)}}
 	p := &Proxy[struct{ route int }]{Phases: benchPhases{}, Transport: tr,
-		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Forwarded: true}
 	ex := &benchExchange{info: message.ConnInfo{RemoteAddr: netip.MustParseAddrPort("10.1.2.3:40000")}}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -27,13 +27,15 @@ func (p *Proxy[C]) trusts(a netip.Addr) bool {
 // address, so the client is then the last address that could be read (NGINX's real_ip with
 // real_ip_recursive, Caddy's trusted_proxies).
 func (p *Proxy[C]) resolveClient(s *Session) {
+	if !p.TrustForwarded && len(p.TrustedProxies) == 0 {
+		return // the client is the peer: Session.ClientAddr reads it from the connection
+	}
 	peer := s.ex.Conn().RemoteAddr
 	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	s.client, s.trusted = peer, false
-	if !p.TrustForwarded && len(p.TrustedProxies) == 0 || !peer.IsValid() || !p.trusts(peer.Addr()) {
+	if !peer.IsValid() || !p.trusts(peer.Addr()) {
 		return
 	}
-	s.trusted = true
+	s.client, s.trusted = peer, true
 	fields := s.Req.Header.Fields()
 	for i := len(fields) - 1; i >= 0; i-- {
 		if len(fields[i].Name) != len("X-Forwarded-For") || !message.EqualFold(fields[i].Name, "X-Forwarded-For") {
@@ -103,10 +105,11 @@ func isForwardingField(name string) bool {
 }
 
 // addForwarded sets the fields that tell the origin about the client: X-Forwarded-For,
-// X-Forwarded-Proto, X-Forwarded-Host, X-Real-IP and Forwarded (RFC 7239). From an untrusted
-// peer every such field it sent is dropped first, so a client cannot forge its address. From
-// a trusted proxy X-Forwarded-For and Forwarded are appended to, X-Forwarded-Proto and
-// X-Forwarded-Host are kept when present, and X-Real-IP becomes the resolved client address.
+// X-Forwarded-Proto, X-Forwarded-Host, X-Real-IP and, with Proxy.Forwarded, Forwarded (RFC
+// 7239). From an untrusted peer every such field it sent (Forwarded included) is dropped
+// first, so a client cannot forge its address. From a trusted proxy X-Forwarded-For (and
+// Forwarded with Proxy.Forwarded) are appended to, X-Forwarded-Proto and X-Forwarded-Host are
+// kept when present, and X-Real-IP becomes the resolved client address.
 func (p *Proxy[C]) addForwarded(s *Session, req *message.Request) {
 	d := s.Req
 	info := s.ex.Conn()
@@ -130,7 +133,9 @@ func (p *Proxy[C]) addForwarded(s *Session, req *message.Request) {
 		if d.Authority != "" {
 			h.Add("X-Forwarded-Host", d.Authority)
 		}
-		h.Add("Forwarded", s.forwardedElement("", info, d.Authority, proto))
+		if p.Forwarded {
+			h.Add("Forwarded", s.forwardedElement("", info, d.Authority, proto))
+		}
 		return
 	}
 	// The peer is trusted, hence valid.
@@ -140,7 +145,9 @@ func (p *Proxy[C]) addForwarded(s *Session, req *message.Request) {
 	} else {
 		h.Set("X-Forwarded-For", addr)
 	}
-	if prev := s.joinValues(h, "Forwarded"); prev != "" {
+	if !p.Forwarded {
+		// The trusted proxy's Forwarded passes unchanged.
+	} else if prev := s.joinValues(h, "Forwarded"); prev != "" {
 		h.Set("Forwarded", s.forwardedElement(s.appendString(prev, ", "), info, d.Authority, proto))
 	} else {
 		h.Set("Forwarded", s.forwardedElement("", info, d.Authority, proto))
@@ -211,9 +218,18 @@ func (s *Session) forwardedElement(prefix string, info *message.ConnInfo, author
 // quotable reports whether v can go in a quoted-string without escapes.
 func quotable(v string) bool {
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 || c == 0x7f || c == '"' || c == '\\' {
+		if unquotable[v[i]] {
 			return false
 		}
 	}
 	return true
 }
+
+// unquotable marks the bytes a quoted-string cannot hold unescaped.
+var unquotable = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t[0x7f], t['"'], t['\\'] = true, true, true
+	return t
+}()

@@ -51,7 +51,25 @@ func TestForwardedFields(t *testing.T) {
 		want       map[string]string // every forwarding field the origin gets; absent ones must be absent
 		wantClient string
 		wantTrust  bool
+		noFwd      bool // Proxy.Forwarded off (the default)
 	}{
+		{
+			name: "default: untrusted peer's Forwarded dropped, none added", peer: "192.0.2.7:5555", in: forged, noFwd: true,
+			want: map[string]string{
+				"X-Forwarded-For": "192.0.2.7", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "example.test",
+				"X-Real-IP": "192.0.2.7",
+			},
+			wantClient: "192.0.2.7:5555",
+		},
+		{
+			name: "default: trusted proxy's Forwarded passes unchanged", peer: "10.1.1.1:4000", trusted: trusted, noFwd: true,
+			in: [][2]string{{"X-Forwarded-For", "198.51.100.9"}, {"Forwarded", "for=198.51.100.9;proto=https"}},
+			want: map[string]string{
+				"X-Forwarded-For": "198.51.100.9, 10.1.1.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "example.test",
+				"X-Real-IP": "198.51.100.9", "Forwarded": "for=198.51.100.9;proto=https",
+			},
+			wantClient: "198.51.100.9:0", wantTrust: true,
+		},
 		{
 			name: "untrusted peer forging every field", peer: "192.0.2.7:5555", in: forged,
 			want: map[string]string{
@@ -163,6 +181,7 @@ func TestForwardedFields(t *testing.T) {
 				Phases:         clientPhases{seen: &seen, trusted: &seenTrust},
 				TrustedProxies: tc.trusted,
 				TrustForwarded: tc.trustAll,
+				Forwarded:      !tc.noFwd,
 				Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
 					got = r.Header.Clone()
 					return okResponse(""), nil

@@ -50,6 +50,10 @@ type Proxy[C any] struct {
 	// client address is resolved (Session.ClientAddr). From any other peer those fields are
 	// dropped and replaced. Empty means no peer is trusted.
 	TrustedProxies []netip.Prefix
+	// Forwarded also sends the standard Forwarded field (RFC 7239, for=;host=;proto=), appended
+	// to a trusted proxy's. Off by default: an untrusted peer's Forwarded is still dropped,
+	// and a trusted proxy's passes unchanged.
+	Forwarded bool
 	// TrustForwarded trusts every peer, as if TrustedProxies held every address: set it only
 	// when nothing but a proxy can reach the listener. Off by default.
 	TrustForwarded bool

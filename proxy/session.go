@@ -45,7 +45,7 @@ type Session struct {
 	scratch []byte
 	reqBody bodyReader
 
-	client      netip.AddrPort // resolved client address
+	client      netip.AddrPort // the client address resolved through trusted proxies
 	trusted     bool           // the peer is a trusted proxy
 	upgrades    []string       // protocols this request may switch to, when upgradesSet
 	upgradesSet bool
@@ -56,7 +56,13 @@ type Session struct {
 // proxy (Proxy.TrustedProxies), the address resolved from X-Forwarded-For, with port 0 as the
 // field carries none. Access logs, consistent hashing on the client address and rate limits
 // use it.
-func (s *Session) ClientAddr() netip.AddrPort { return s.client }
+func (s *Session) ClientAddr() netip.AddrPort {
+	if s.trusted || s.ex == nil {
+		return s.client
+	}
+	peer := s.ex.Conn().RemoteAddr
+	return netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+}
 
 // PeerTrusted reports whether the connection's peer is a trusted proxy, whose X-Forwarded-*,
 // X-Real-IP and Forwarded fields were kept and appended to.

@@ -165,6 +165,7 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 			MaxRetries:     maxEngineRetries,
 			TrustForwarded: l.TrustForwarded,
 			TrustedProxies: cfg.TrustedProxiesFor(l),
+			Forwarded:      l.ForwardedHeader,
 			AllowTrace:     allowTrace,
 			Logger:         d.Logger,
 		}}

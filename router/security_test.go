@@ -374,10 +374,13 @@ func TestForwardedThroughConfig(t *testing.T) {
 		wantLog       string
 	}{
 		{"untrusted", "", map[string][]string{
+			"xff": {"127.0.0.1"}, "real": {"127.0.0.1"}, "host": {"HOST"}, "proto": {"http"}, "fwd": nil,
+		}, `"remote_addr":"127.0.0.1:`},
+		{"untrusted with forwarded_header", "FWD", map[string][]string{
 			"xff": {"127.0.0.1"}, "real": {"127.0.0.1"}, "host": {"HOST"}, "proto": {"http"},
 			"fwd": {`for=127.0.0.1;host="HOST";proto=http`},
 		}, `"remote_addr":"127.0.0.1:`},
-		{"trusted", "trusted_proxies: [127.0.0.0/8]\n", map[string][]string{
+		{"trusted", "trusted_proxies: [127.0.0.0/8]\nFWD", map[string][]string{
 			"xff": {"198.51.100.9, 127.0.0.1"}, "real": {"198.51.100.9"}, "host": {"shop.example"}, "proto": {"https"},
 			"fwd": {`for=198.51.100.9, for=127.0.0.1;host="HOST";proto=http`},
 		}, `"remote_addr":"198.51.100.9"`},
@@ -387,12 +390,16 @@ func TestForwardedThroughConfig(t *testing.T) {
 			tr := &upstream.Transport{}
 			t.Cleanup(func() { tr.Close() })
 			rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore(), AccessLogWriter: logs}})
-			y := fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
+			fwd := ""
+			if strings.Contains(tc.trusted, "FWD") {
+				fwd = ", forwarded_header: true"
+			}
+			y := fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"%s}]
 admin: {disabled: true}
 access_log: {fields: [remote_addr]}
 routes: [{upstream: app}]
 upstreams: [{name: app, servers: [{address: %q}]}]
-%s`, strings.TrimPrefix(o.URL, "http://"), tc.trusted)
+%s`, fwd, strings.TrimPrefix(o.URL, "http://"), strings.ReplaceAll(tc.trusted, "FWD", ""))
 			if err := rt.Apply(mustConfig(t, y)); err != nil {
 				t.Fatal(err)
 			}
