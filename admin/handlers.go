@@ -7,26 +7,79 @@ import (
 	"net/http"
 )
 
-// Handler returns the API's HTTP handler, with authentication applied; Start and Serve use
-// it, and it can be mounted on another server. It is built once.
+// Handler returns the API's HTTP handler, with its guards applied in this order: the Host
+// and Origin check (403), authentication (401), routing (JSON 404 and 405), and for
+// state-changing endpoints the Content-Type check (415). Start and Serve use it, and it can
+// be mounted on another server (then the Host check uses Addr and AllowedHosts). It is
+// built once.
 func (s *Server) Handler() http.Handler {
 	s.once.Do(func() {
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", s.healthz)
 		mux.HandleFunc("GET /readyz", s.readyz)
 		mux.HandleFunc("GET /config", s.getConfig)
-		mux.HandleFunc("POST /config", s.postConfig)
-		mux.HandleFunc("POST /reload", s.reload)
+		mux.HandleFunc("POST /config", accepts(configTypes, s.postConfig))
+		mux.HandleFunc("POST /reload", accepts(jsonTypes, s.reload))
 		mux.HandleFunc("GET /upstreams", s.upstreams)
-		mux.HandleFunc("POST /upstreams/{group}/{address}/drain", s.drain(true))
-		mux.HandleFunc("POST /upstreams/{group}/{address}/undrain", s.drain(false))
+		mux.HandleFunc("POST /upstreams/{group}/{address}/drain", accepts(jsonTypes, s.drain(true)))
+		mux.HandleFunc("POST /upstreams/{group}/{address}/undrain", accepts(jsonTypes, s.drain(false)))
 		mux.HandleFunc("GET /metrics", s.metrics)
-		mux.HandleFunc("POST /cache/purge", s.purge)
+		mux.HandleFunc("POST /cache/purge", accepts(jsonTypes, s.purge))
 		mux.HandleFunc("GET /workers", s.workers)
-		mux.HandleFunc("PUT /workers/{name}", s.deployWorker)
-		s.handler = s.authenticate(mux)
+		mux.HandleFunc("PUT /workers/{name}", accepts(wasmTypes, s.deployWorker))
+		s.handler = s.guard(s.authenticate(jsonErrors(mux)))
 	})
 	return s.handler
+}
+
+// jsonErrors answers the requests the mux has no handler for (unknown path: 404; known path,
+// other method: 405 with Allow) with a JSON error body like every other error.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r) // sets the path values
+			return
+		}
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		status := rec.status
+		if status == 0 {
+			status = http.StatusNotFound
+		}
+		for _, k := range []string{"Allow", "Location"} {
+			if v := rec.header.Values(k); len(v) > 0 {
+				w.Header()[k] = v
+			}
+		}
+		msg := "no such endpoint"
+		if status == http.StatusMethodNotAllowed {
+			msg = "method " + r.Method + " not allowed here"
+		} else if status != http.StatusNotFound {
+			msg = http.StatusText(status)
+		}
+		writeError(w, status, msg)
+	})
+}
+
+// statusRecorder captures the status and header of the mux's own error answers; their
+// plain-text body is dropped.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header { return r.header }
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(p), nil
+}
+func (r *statusRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
 }
 
 // authenticate requires the bearer token on every path but /healthz, answering 401 with a

@@ -30,8 +30,8 @@ func (p *purgingController) PurgeAll() PurgeCount         { return p.record("all
 
 func TestPurge(t *testing.T) {
 	pc := &purgingController{fakeController: &fakeController{ready: true}}
-	base := startServer(t, &Server{Controller: pc, Token: "s3cret"})
-	code, _, body := do(t, "POST", base+"/cache/purge", "s3cret",
+	base := startServer(t, &Server{Controller: pc, Token: "s3cret-token-0123456789"})
+	code, _, body := do(t, "POST", base+"/cache/purge", "s3cret-token-0123456789",
 		strings.NewReader(`{"urls":["https://a.test/x"],"prefixes":["https://a.test/img/"],"tags":["product-1"]}`))
 	if code != 200 || strings.TrimSpace(body) != `{"purged":6,"memory":6,"disk":3}` {
 		t.Fatalf("got %d %s", code, body)
@@ -59,7 +59,7 @@ func TestPurge(t *testing.T) {
 		{`{"urls":["https://a.test/ok"],"prefixes":["/c/"]}`, 400},
 		{`{"all":false}`, 400},
 	} {
-		if code, _, body := do(t, "POST", base+"/cache/purge", "s3cret", strings.NewReader(tc.body)); code != tc.code {
+		if code, _, body := do(t, "POST", base+"/cache/purge", "s3cret-token-0123456789", strings.NewReader(tc.body)); code != tc.code {
 			t.Errorf("%s: got %d %s, want %d", tc.body, code, body, tc.code)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,9 +38,16 @@ type Server struct {
 	// Addr is the TCP address to listen on. Empty means DefaultAddr (127.0.0.1:9901).
 	Addr string
 	// Token is the bearer token every endpoint but /healthz requires, sent as
-	// "Authorization: Bearer <token>". Empty means no authentication, which is only allowed
-	// on a loopback address: Start and Serve refuse any other address without a token.
+	// "Authorization: Bearer <token>", at least MinTokenBytes long. Empty means no
+	// authentication, which is only allowed on a loopback address: Start and Serve refuse any
+	// other address without a token.
 	Token string
+	// AllowedHosts are extra host names, optionally with ":port", accepted in the Host and
+	// Origin fields (for example the name of a TLS proxy in front). Without them only the
+	// listen address and, on a loopback or wildcard address, localhost, 127.0.0.1 and [::1]
+	// (and on a wildcard address the machine's interface addresses) with the listening port
+	// are accepted: a web page that rebinds its DNS name to the admin address is refused.
+	AllowedHosts []string
 	// Controller is the running server the API drives. Required.
 	Controller Controller
 	// Metrics serves GET /metrics (observe.Metrics.Handler). Nil means /metrics answers 404.
@@ -55,6 +63,7 @@ type Server struct {
 	ln      net.Listener
 	handler http.Handler
 	once    sync.Once
+	hosts   atomic.Pointer[hostPolicy]
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -83,19 +92,22 @@ func (s *Server) check() error {
 	if s.Controller == nil {
 		return errors.New("admin: Server.Controller is nil")
 	}
+	if s.Token != "" && len(s.Token) < MinTokenBytes {
+		return fmt.Errorf("admin: the token is %d bytes; at least %d are required", len(s.Token), MinTokenBytes)
+	}
 	return nil
 }
 
 // Start validates the configuration, listens on Addr and serves in the background until
 // Shutdown. ctx bounds only the listen call. It refuses a non-loopback Addr when Token is
-// empty.
+// empty, and a Token shorter than MinTokenBytes.
 func (s *Server) Start(ctx context.Context) error {
 	if err := s.check(); err != nil {
 		return err
 	}
 	addr := s.addr()
-	if s.Token == "" && !isLoopbackAddr(addr) {
-		return errNotLoopback(addr)
+	if err := checkExposure(addr, s.Token); err != nil {
+		return err
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
@@ -157,6 +169,7 @@ func (s *Server) prepare(ln net.Listener) (*http.Server, error) {
 		ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelWarn),
 	}
 	s.ln = ln
+	s.hosts.Store(newHostPolicy(ln.Addr(), s.addr(), s.AllowedHosts))
 	return s.srv, nil
 }
 

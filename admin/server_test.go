@@ -110,6 +110,9 @@ func do(t *testing.T, method, url, token string, body io.Reader) (int, http.Head
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if ct := contentTypeFor(method, req.URL.Path); ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -119,8 +122,20 @@ func do(t *testing.T, method, url, token string, body io.Reader) (int, http.Head
 	return resp.StatusCode, resp.Header, string(b)
 }
 
+// contentTypeFor is the Content-Type a well-behaved client sends: YAML for /config, JSON for
+// the other state-changing endpoints.
+func contentTypeFor(method, path string) string {
+	switch {
+	case method == "GET" || method == "HEAD":
+		return ""
+	case path == "/config":
+		return "application/yaml"
+	}
+	return "application/json"
+}
+
 func TestAuthentication(t *testing.T) {
-	const token = "s3cret-token"
+	const token = "s3cret-token-0123456789"
 	base := startServer(t, &Server{Token: token, Controller: &fakeController{ready: true, config: []byte("a: 1\n")}})
 	for _, tc := range []struct {
 		name, path, auth string
@@ -129,8 +144,8 @@ func TestAuthentication(t *testing.T) {
 	}{
 		{"healthz open without token", "/healthz", "", 200, ""},
 		{"no token", "/config", "", 401, `Bearer realm="verge-admin"`},
-		{"wrong token", "/config", "Bearer s3cret-tokeN", 401, `Bearer realm="verge-admin", error="invalid_token"`},
-		{"token prefix", "/config", "Bearer s3cret", 401, `Bearer realm="verge-admin", error="invalid_token"`},
+		{"wrong token", "/config", "Bearer s3cret-token-012345678X", 401, `Bearer realm="verge-admin", error="invalid_token"`},
+		{"token prefix", "/config", "Bearer s3cret-token", 401, `Bearer realm="verge-admin", error="invalid_token"`},
 		{"wrong scheme", "/config", "Basic " + token, 401, `Bearer realm="verge-admin", error="invalid_token"`},
 		{"right token", "/config", "Bearer " + token, 200, ""},
 		{"scheme is case-insensitive", "/readyz", "bearer " + token, 200, ""},
@@ -198,7 +213,7 @@ func TestRefusesNonLoopbackWithoutToken(t *testing.T) {
 		t.Errorf("Serve on 0.0.0.0 without token = %v, want refusal", err)
 	}
 	// With a token, any address is accepted.
-	s2 := &Server{Addr: "0.0.0.0:0", Token: "t", Controller: &fakeController{}}
+	s2 := &Server{Addr: "0.0.0.0:0", Token: "0123456789abcdef", Controller: &fakeController{}}
 	if err := s2.Start(t.Context()); err != nil {
 		t.Errorf("Start on 0.0.0.0 with token: %v", err)
 	}

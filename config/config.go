@@ -49,6 +49,9 @@ type Config struct {
 	PIDFile string `yaml:"pid_file"`
 	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
 	Workers []Worker `yaml:"workers"`
+	// TrustedProxies is the trusted_proxies of every listener that sets none of its own.
+	// Empty means none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// WorkerData is the directory holding KV namespaces, Durable Objects and compiled
 	// worker code. Empty means ".verge" next to the config file. It is fixed at start.
 	WorkerData string `yaml:"worker_data"`
@@ -79,9 +82,20 @@ type Listener struct {
 	// MaxConns caps concurrent connections; further connections wait in the kernel's accept
 	// queue. Zero means no cap.
 	MaxConns int `yaml:"max_conns"`
-	// TrustForwarded keeps X-Forwarded-For/-Proto/-Host from clients and appends to them;
-	// set it only behind another proxy. Default false: they are replaced.
+	// TrustedProxies lists the peers (CIDRs or addresses, or "private_ranges") whose
+	// forwarding fields (X-Forwarded-For, -Proto, -Host, X-Real-IP, Forwarded) are kept and
+	// appended to, and through whose X-Forwarded-For the client address is resolved. Empty
+	// means the top-level trusted_proxies; both empty means no peer is trusted, and every
+	// client's forwarding fields are replaced.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// TrustForwarded trusts every peer, as if trusted_proxies held every address; set it only
+	// when nothing but a proxy can reach the listener. Default false. Exclusive with
+	// TrustedProxies.
 	TrustForwarded bool `yaml:"trust_forwarded"`
+	// ForwardedHeader also sends the standard Forwarded field (RFC 7239), appended to a
+	// trusted proxy's. Default false: X-Forwarded-*/X-Real-IP only; an untrusted client's
+	// Forwarded is dropped either way.
+	ForwardedHeader bool `yaml:"forwarded_header"`
 	// HTTP3 serves HTTP/3 over QUIC on the UDP port with the same number (needs tls) and
 	// advertises it with Alt-Svc on HTTP/1.1 and h2 responses. Zero means off.
 	HTTP3 ListenerHTTP3 `yaml:"http3"`
@@ -211,6 +225,13 @@ type Route struct {
 	Retries *int `yaml:"retries"`
 	// Cache enables and configures HTTP caching of the route's responses. Nil means none.
 	Cache *RouteCache `yaml:"cache"`
+	// Upgrades lists the protocols (Upgrade tokens) a request may switch to, e.g. [websocket].
+	// A request offering another protocol is forwarded as a plain request without Upgrade.
+	// h2c, h2 and http are refused: they would hand the client a connection to the origin
+	// past the proxy. Nil means [websocket]; an empty list allows none.
+	Upgrades *StringList `yaml:"upgrades"`
+	// AllowTrace forwards TRACE requests. Default false: TRACE is answered 405 with Allow.
+	AllowTrace bool `yaml:"allow_trace"`
 }
 
 // Match is the set of conditions a request must meet; all given conditions must hold.
@@ -397,11 +418,20 @@ type Admin struct {
 	// Address is host:port. Empty means "127.0.0.1:9901".
 	Address string `yaml:"address"`
 	// Token, when set, is required as "Authorization: Bearer <token>" on every endpoint but
-	// /healthz and /readyz. Exclusive with TokenFile.
+	// /healthz. At least MinAdminTokenBytes long. Exclusive with TokenFile. Empty (with no
+	// TokenFile) is allowed only on a loopback Address.
 	Token string `yaml:"token"`
 	// TokenFile is a file whose first line is the token.
 	TokenFile string `yaml:"token_file"`
+	// AllowedHosts are extra host names (optionally with ":port") the API accepts in the Host
+	// and Origin fields, e.g. the name of a proxy in front of it. The listen address and, on a
+	// loopback or wildcard address, localhost, 127.0.0.1 and [::1] with the admin port are
+	// always accepted. Empty means none beyond those.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
+
+// MinAdminTokenBytes is the shortest admin token accepted.
+const MinAdminTokenBytes = 16
 
 // AccessLog configures the access log.
 type AccessLog struct {

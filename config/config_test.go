@@ -1,8 +1,11 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,7 +151,7 @@ func TestExamplesValidate(t *testing.T) {
 
 func TestRelativePathsFollowTheConfigFile(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("s3cret-admin-token-0123\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	y := minimal + "admin:\n  token_file: token\n"
@@ -160,5 +163,105 @@ func TestRelativePathsFollowTheConfigFile(t *testing.T) {
 	}
 	if got := c.Admin.TokenFile; got != filepath.Join(dir, "token") {
 		t.Errorf("token_file = %q, want it next to the config", got)
+	}
+}
+
+// TestAdminExposureRefused: an admin API off loopback without a token, or with a token too
+// short to resist guessing, is a validation error naming the file, position and field.
+func TestAdminExposureRefused(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short.token")
+	os.WriteFile(short, []byte("abc\n"), 0o600)
+	long := filepath.Join(dir, "long.token")
+	os.WriteFile(long, []byte("0123456789abcdef0123\n"), 0o600)
+	for _, tc := range []struct {
+		name, admin, want string
+	}{
+		{"wildcard without token", "admin:\n  address: 0.0.0.0:9901\n",
+			`t.yaml:10:12: admin.address: admin address 0.0.0.0:9901 is not loopback and no admin.token or admin.token_file is set`},
+		{"empty host without token", "admin:\n  address: \":9901\"\n",
+			`t.yaml:10:12: admin.address: admin address :9901 is not loopback`},
+		{"ipv6 wildcard without token", "admin:\n  address: \"[::]:9901\"\n",
+			`t.yaml:10:12: admin.address: admin address [::]:9901 is not loopback`},
+		{"public ip without token", "admin: {address: 192.0.2.10:9901}\n",
+			`t.yaml:9:18: admin.address: admin address 192.0.2.10:9901 is not loopback`},
+		{"host name without token", "admin: {address: admin.example.com:9901}\n",
+			`t.yaml:9:18: admin.address: admin address admin.example.com:9901 is not loopback`},
+		{"short token", "admin:\n  address: 127.0.0.1:9901\n  token: abc\n",
+			`t.yaml:11:10: admin.token: token is 3 bytes; at least 16 are required`},
+		{"short token off loopback", "admin:\n  address: 0.0.0.0:9901\n  token: fifteen-bytes!!\n",
+			`t.yaml:11:10: admin.token: token is 15 bytes; at least 16 are required`},
+		{"short token file", "admin:\n  address: 0.0.0.0:9901\n  token_file: " + short + "\n",
+			`t.yaml:11:15: admin.token_file: the token in ` + short + ` is 3 bytes; at least 16 are required`},
+		{"bad allowed host", "admin:\n  allowed_hosts: [\"http://x/\"]\n",
+			`t.yaml:10:19: admin.allowed_hosts[0]: invalid host "http://x/"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(minimal+tc.admin))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v\nwant %s", err, tc.want)
+			}
+		})
+	}
+	for _, ok := range []string{
+		"",
+		"admin: {address: localhost:9901}\n",
+		"admin: {address: \"[::1]:9901\"}\n",
+		"admin: {address: 127.0.0.5:9901}\n",
+		"admin: {address: 0.0.0.0:9901, token: 0123456789abcdef}\n",
+		"admin: {address: 0.0.0.0:9901, token_file: " + long + "}\n",
+		"admin: {address: 0.0.0.0:9901, disabled: true}\n",
+		"admin: {allowed_hosts: [admin.example.com, \"ops.example:8443\", \"[::1]:9901\", 10.0.0.1]}\n",
+	} {
+		if _, err := Parse("t.yaml", []byte(minimal+ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
+
+func TestForwardingAndUpgradeFields(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(strings.Replace(minimal, "  - upstream: api\n",
+		"  - upstream: api\n  - upstream: api\n    upgrades: []\n  - upstream: api\n    upgrades: websocket\n    allow_trace: true\n  - upstream: api\n    upgrades: [websocket, foo/2]\n", 1)+
+		"trusted_proxies: [10.0.0.0/8, 192.0.2.1, \"2001:db8::/32\", \"::ffff:172.16.0.0/108\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][]string{{"websocket"}, {}, {"websocket"}, {"websocket", "foo/2"}} {
+		if got := []string(*c.Routes[i].Upgrades); !slices.Equal(got, want) {
+			t.Errorf("routes[%d].upgrades = %q, want %q", i, got, want)
+		}
+	}
+	if c.Routes[0].AllowTrace || !c.Routes[2].AllowTrace {
+		t.Errorf("allow_trace = %v %v, want false true", c.Routes[0].AllowTrace, c.Routes[2].AllowTrace)
+	}
+	got := fmt.Sprint(c.TrustedProxiesFor(&c.Listeners[0]))
+	if want := "[10.0.0.0/8 192.0.2.1/32 2001:db8::/32 172.16.0.0/12]"; got != want {
+		t.Errorf("inherited trusted proxies = %s, want %s", got, want)
+	}
+	own := &Listener{TrustedProxies: []string{"private_ranges"}}
+	if got := c.TrustedProxiesFor(own); len(got) != 6 || !got[0].Contains(netip.MustParseAddr("127.0.0.1")) {
+		t.Errorf("private_ranges = %v", got)
+	}
+
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"h2c upgrade", strings.Replace(minimal, "  - upstream: api\n", "  - upstream: api\n    upgrades: [websocket, h2c]\n", 1),
+			`t.yaml:5:27: routes[0].upgrades[1]: upgrade "h2c" is never forwarded`},
+		{"HTTP/2.0 upgrade", strings.Replace(minimal, "  - upstream: api\n", "  - upstream: api\n    upgrades: HTTP/2.0\n", 1),
+			`t.yaml:5:15: routes[0].upgrades[0]: upgrade "HTTP/2.0" is never forwarded`},
+		{"bad upgrade token", strings.Replace(minimal, "  - upstream: api\n", "  - upstream: api\n    upgrades: [\"web socket\"]\n", 1),
+			`t.yaml:5:16: routes[0].upgrades[0]: invalid upgrade protocol "web socket"`},
+		{"bad trusted proxy", minimal + "trusted_proxies: [10.0.0.0/33]\n",
+			`t.yaml:9:19: trusted_proxies[0]: invalid trusted proxy "10.0.0.0/33"`},
+		{"bad listener trusted proxy", strings.Replace(minimal, "address: 127.0.0.1:8080", "address: 127.0.0.1:8080\n    trusted_proxies: [proxy.example]", 1),
+			`t.yaml:3:23: listeners[0].trusted_proxies[0]: invalid trusted proxy "proxy.example"`},
+		{"trust_forwarded with trusted_proxies", strings.Replace(minimal, "address: 127.0.0.1:8080", "address: 127.0.0.1:8080\n    trusted_proxies: [10.0.0.1]\n    trust_forwarded: true", 1),
+			`t.yaml:4:22: listeners[0].trust_forwarded: trust_forwarded trusts every peer; use it or trusted_proxies, not both`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v\nwant %s", err, tc.want)
+			}
+		})
 	}
 }

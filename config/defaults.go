@@ -149,6 +149,9 @@ func (r *Route) setDefaults(index int) {
 	if r.Retries == nil {
 		r.Retries = ptr(DefaultRetries)
 	}
+	if r.Upgrades == nil {
+		r.Upgrades = &StringList{"websocket"}
+	}
 	for i, h := range r.Match.Host {
 		r.Match.Host[i] = strings.ToLower(h)
 	}

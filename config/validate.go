@@ -29,6 +29,7 @@ func (c *Config) validate() ErrorList {
 	groups := v.upstreams()
 	v.workerNames = v.workers()
 	v.routes(groups)
+	v.trustedProxies("trusted_proxies", c.TrustedProxies)
 	v.admin()
 	v.accessLog()
 	v.log()
@@ -85,6 +86,10 @@ func (v *validator) listeners() {
 		}
 		if l.MaxConns < 0 {
 			v.errf(p+".max_conns", "must not be negative")
+		}
+		v.trustedProxies(p+".trusted_proxies", l.TrustedProxies)
+		if l.TrustForwarded && len(l.TrustedProxies) > 0 {
+			v.errf(p+".trust_forwarded", "trust_forwarded trusts every peer; use it or trusted_proxies, not both")
 		}
 		if l.Limits.MaxHeaders < 0 {
 			v.errf(p+".limits.max_headers", "must not be negative")
@@ -344,6 +349,11 @@ func (v *validator) routes(groups map[string]bool) {
 		if *r.Retries < 0 || *r.Retries > 10 {
 			v.errf(p+".retries", "retries %d out of range 0..10", *r.Retries)
 		}
+		for j, u := range *r.Upgrades {
+			if err := validUpgrade(u); err != nil {
+				v.errf(fmt.Sprintf("%s.upgrades[%d]", p, j), "%v", err)
+			}
+		}
 	}
 }
 
@@ -401,9 +411,24 @@ func (v *validator) admin() {
 	if a.Token != "" && a.TokenFile != "" {
 		v.errf("admin.token_file", "token and token_file are exclusive")
 	}
+	if a.Token != "" && len(a.Token) < MinAdminTokenBytes {
+		v.errf("admin.token", "token is %d bytes; at least %d are required", len(a.Token), MinAdminTokenBytes)
+	}
 	if a.TokenFile != "" {
-		if _, err := ReadToken(a.TokenFile); err != nil {
+		if tok, err := ReadToken(a.TokenFile); err != nil {
 			v.errf("admin.token_file", "%v", err)
+		} else if len(tok) < MinAdminTokenBytes {
+			v.errf("admin.token_file", "the token in %s is %d bytes; at least %d are required", a.TokenFile, len(tok), MinAdminTokenBytes)
+		}
+	}
+	if host, _, err := splitAddr(a.Address); err == nil && a.Token == "" && a.TokenFile == "" && !isLoopbackHost(host) {
+		v.errf("admin.address", "admin address %s is not loopback and no admin.token or admin.token_file is set: "+
+			"the admin API can replace the configuration, so Verge refuses to expose it without a token "+
+			"(set a token of at least %d bytes, or listen on 127.0.0.1)", a.Address, MinAdminTokenBytes)
+	}
+	for i, h := range a.AllowedHosts {
+		if err := checkAllowedHost(h); err != nil {
+			v.errf(fmt.Sprintf("admin.allowed_hosts[%d]", i), "%v", err)
 		}
 	}
 	for i, l := range v.c.Listeners {
@@ -478,6 +503,45 @@ func isWildcard(host string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsUnspecified()
+}
+
+// isLoopbackHost reports whether a listen host names only loopback interfaces: "localhost"
+// or a loopback IP. An empty or unspecified host (all interfaces) and other names are not.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// checkAllowedHost accepts a host name, an IP literal ("[::1]" for IPv6) and either with
+// ":port".
+func checkAllowedHost(h string) error {
+	if strings.ContainsAny(h, "/@ ") {
+		return fmt.Errorf("invalid host %q: want a name like admin.example.com, optionally with :port", h)
+	}
+	host := h
+	if hp, port, err := net.SplitHostPort(h); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+			return fmt.Errorf("invalid port in %q", h)
+		}
+		host = hp
+	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		host = h[1 : len(h)-1]
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if host == "" || strings.Trim(host, ".") == "" {
+		return fmt.Errorf("invalid host %q: want a name like admin.example.com, optionally with :port", h)
+	}
+	for _, c := range []byte(strings.ToLower(host)) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return fmt.Errorf("invalid host %q: want a name like admin.example.com, optionally with :port", h)
+		}
+	}
+	return nil
 }
 
 // checkHostPattern accepts "example.com" and "*.example.com".

@@ -15,8 +15,9 @@ import (
 type Record struct {
 	// Time is when the request head arrived; zero means the time Log is called.
 	Time time.Time
-	// RemoteAddr is the client's address and port; IPv4-mapped IPv6 addresses are logged
-	// as IPv4.
+	// RemoteAddr is the client's address and port (proxy.Session.ClientAddr: behind trusted
+	// proxies the forwarded address, whose port 0 is not logged); IPv4-mapped IPv6
+	// addresses are logged as IPv4.
 	RemoteAddr netip.AddrPort
 	// Method is the request method.
 	Method string
@@ -73,7 +74,7 @@ func (r *Record) FromSession(s *proxy.Session) {
 		r.Duration = time.Since(s.Start)
 	}
 	if s.Exchange() != nil {
-		r.RemoteAddr = s.Conn().RemoteAddr
+		r.RemoteAddr = s.ClientAddr()
 	}
 	if s.Peer != nil {
 		r.UpstreamAddr = s.Peer.Address
@@ -198,7 +199,9 @@ func appendValue(b []byte, f field, r *Record, json bool) []byte {
 		if json {
 			b = append(b, '"')
 		}
-		if ap := r.RemoteAddr; ap.IsValid() {
+		if ap := r.RemoteAddr; ap.IsValid() && ap.Port() == 0 {
+			b = ap.Addr().Unmap().AppendTo(b)
+		} else if ap.IsValid() {
 			b = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).AppendTo(b)
 		} else if !json {
 			b = append(b, `""`...)

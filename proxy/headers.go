@@ -15,7 +15,11 @@ func hopByHop(name string) bool {
 // stripHopByHop removes hop-by-hop fields and those named by Connection. With upgrade set it
 // keeps Upgrade (the HTTP/1.1 writers then send Connection: Upgrade). "TE: trailers" is kept:
 // it is how gRPC clients say they accept trailers, and every hop must honour it.
-func stripHopByHop(h *message.Header, upgrade bool) {
+func stripHopByHop(h *message.Header, upgrade bool) { stripFields(h, upgrade, false) }
+
+// stripFields is stripHopByHop that, with forwarding set, also drops the forwarding fields
+// (isForwardingField) in the same pass over the header.
+func stripFields(h *message.Header, upgrade, forwarding bool) {
 	// Fields named by Connection go first, from every Connection field line however many
 	// there are. Deleting compacts the field list, so the k-th Connection field is looked up
 	// again each round; Connection fields themselves stay until DeleteFunc below.
@@ -43,7 +47,7 @@ func stripHopByHop(h *message.Header, upgrade bool) {
 			}
 			return true
 		}
-		return hopByHop(f.Name)
+		return hopByHop(f.Name) || forwarding && isForwardingField(f.Name)
 	})
 }
 
@@ -117,7 +121,8 @@ func (p *Proxy[C]) buildUpstreamRequest(s *Session, peer *upstream.Peer, req *me
 	}
 	req.Proto = message.HTTP11
 	req.Header.CopyFrom(&d.Header)
-	stripHopByHop(&req.Header, isUpgrade(d))
+	s.upgrade = isUpgrade(d) && p.upgradeAllowed(s, d)
+	stripFields(&req.Header, s.upgrade, !s.trusted)
 	req.ContentLength = d.ContentLength
 	if d.Body != nil {
 		req.Body = &s.reqBody
@@ -128,40 +133,62 @@ func (p *Proxy[C]) buildUpstreamRequest(s *Session, peer *upstream.Peer, req *me
 	}
 }
 
-func (p *Proxy[C]) addForwarded(s *Session, req *message.Request) {
-	d := s.Req
-	info := s.ex.Conn()
-	proto := d.Scheme
-	if proto == "" {
-		proto = "http"
-		if info.TLS != nil {
-			proto = "https"
-		}
+// DefaultUpgrades are the protocols a request may switch to when Proxy.Upgrades is nil.
+var DefaultUpgrades = []string{"websocket"}
+
+// upgradeAllowed reports whether every protocol the request's Upgrade offers is allowed (by
+// Session.AllowUpgrades, else Proxy.Upgrades, else DefaultUpgrades). A switch to h2c (or any
+// other HTTP version) is never forwarded: it would hand the client an HTTP/2 connection to the
+// origin on which Verge sees, routes and filters nothing more (h2c smuggling).
+func (p *Proxy[C]) upgradeAllowed(s *Session, r *message.Request) bool {
+	allowed := p.Upgrades
+	if s.upgradesSet {
+		allowed = s.upgrades
+	} else if allowed == nil {
+		allowed = DefaultUpgrades
 	}
-	if p.TrustForwarded && req.Header.Has("X-Forwarded-For") {
-		prev := ""
-		req.Header.Values("X-Forwarded-For", func(v string) bool {
-			if prev == "" {
-				prev = v
-			} else {
-				prev = s.appendString(prev, ", ", v)
+	ok := false
+	r.Header.Values("Upgrade", func(v string) bool {
+		for v != "" {
+			var tok string
+			tok, v = nextToken(v)
+			if tok == "" {
+				continue
 			}
-			return true
-		})
-		req.Header.Set("X-Forwarded-For", s.appendAddr(s.appendString(prev, ", "), *info))
-	} else if info.RemoteAddr.IsValid() {
-		req.Header.Set("X-Forwarded-For", s.appendAddr("", *info))
-	} else {
-		req.Header.Del("X-Forwarded-For")
-	}
-	if !p.TrustForwarded || !req.Header.Has("X-Forwarded-Proto") {
-		req.Header.Set("X-Forwarded-Proto", proto)
-	}
-	if !p.TrustForwarded || !req.Header.Has("X-Forwarded-Host") {
-		if d.Authority != "" {
-			req.Header.Set("X-Forwarded-Host", d.Authority)
-		} else {
-			req.Header.Del("X-Forwarded-Host")
+			if !upgradeListed(allowed, tok) {
+				ok = false
+				return false
+			}
+			ok = true
+		}
+		return true
+	})
+	return ok
+}
+
+// upgradeListed reports whether the Upgrade token proto ("name" or "name/version") is in list
+// and is not an HTTP version.
+func upgradeListed(list []string, proto string) bool {
+	name := proto
+	for i := 0; i < len(proto); i++ {
+		if proto[i] == '/' {
+			name = proto[:i]
+			break
 		}
 	}
+	if NeverUpgrade(name) {
+		return false
+	}
+	for _, a := range list {
+		if message.EqualFold(a, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// NeverUpgrade reports whether an Upgrade protocol name is one Verge never forwards, whatever
+// the configuration: h2c, h2 and HTTP (a switch to another HTTP version).
+func NeverUpgrade(name string) bool {
+	return message.EqualFold(name, "h2c") || message.EqualFold(name, "h2") || message.EqualFold(name, "HTTP")
 }

@@ -2,14 +2,21 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
+)
+
+var (
+	errConnectRefused = errors.New("CONNECT is not enabled")
+	errTraceRefused   = errors.New("TRACE is not enabled")
 )
 
 // RoundTripper sends a request to a peer and returns the streamed response. *upstream.Transport
@@ -27,10 +34,28 @@ type Proxy[C any] struct {
 	Transport RoundTripper
 	// MaxRetries bounds the retries after a retryable failure. Zero means 2; negative means none.
 	MaxRetries int
-	// AllowConnect enables the CONNECT method. Off by default: CONNECT is answered 405.
+	// AllowConnect enables the CONNECT method. Off by default: CONNECT is answered 405 with
+	// Allow.
 	AllowConnect bool
-	// TrustForwarded keeps the client's X-Forwarded-For/-Proto/-Host and appends to them.
-	// Off by default: they are replaced, so a client cannot forge its address.
+	// AllowTrace forwards the TRACE method. Off by default: TRACE is answered 405 with Allow,
+	// since echoing a request back can reveal what this proxy added to it.
+	AllowTrace bool
+	// Upgrades lists the protocols (Upgrade tokens, e.g. "websocket") a request may switch to;
+	// a request offering anything else is forwarded as a plain request without Upgrade. Nil
+	// means DefaultUpgrades (websocket only); h2c and other HTTP versions are never
+	// forwarded. Session.AllowUpgrades overrides it per request.
+	Upgrades []string
+	// TrustedProxies are the peers whose forwarding fields (X-Forwarded-For, -Proto, -Host,
+	// X-Real-IP, Forwarded) are kept and appended to, and through whose X-Forwarded-For the
+	// client address is resolved (Session.ClientAddr). From any other peer those fields are
+	// dropped and replaced. Empty means no peer is trusted.
+	TrustedProxies []netip.Prefix
+	// Forwarded also sends the standard Forwarded field (RFC 7239, for=;host=;proto=), appended
+	// to a trusted proxy's. Off by default: an untrusted peer's Forwarded is still dropped,
+	// and a trusted proxy's passes unchanged.
+	Forwarded bool
+	// TrustForwarded trusts every peer, as if TrustedProxies held every address: set it only
+	// when nothing but a proxy can reach the listener. Off by default.
 	TrustForwarded bool
 	// Pseudonym names this proxy in Via fields. Empty means "verge".
 	Pseudonym string
@@ -127,6 +152,7 @@ func (p *Proxy[C]) ServeExchange(ex message.ServerExchange) {
 	s.interim.init(s)
 	st.pf = phaseFilter[C]{ph: p.Phases, c: &st.c}
 	s.reqBody.init(s, &st.pf)
+	p.resolveClient(s)
 
 	err := p.run(st)
 	if err != nil {
@@ -150,8 +176,15 @@ func (p *Proxy[C]) run(st *state[C]) *fault.Error {
 	if err := p.Phases.EarlyRequest(s, c); err != nil {
 		return fault.As(err)
 	}
-	if s.Req.Method == "CONNECT" && !p.AllowConnect {
-		return &fault.Error{Source: fault.Downstream, Kind: fault.MethodNotAllowed}
+	switch s.Req.Method {
+	case "CONNECT":
+		if !p.AllowConnect {
+			return &fault.Error{Source: fault.Downstream, Kind: fault.MethodNotAllowed, Cause: errConnectRefused}
+		}
+	case "TRACE":
+		if !p.AllowTrace {
+			return &fault.Error{Source: fault.Downstream, Kind: fault.MethodNotAllowed, Cause: errTraceRefused}
+		}
 	}
 	handled, err := p.Phases.Request(s, c)
 	if err != nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 	"time"
 	"unsafe"
@@ -44,6 +45,37 @@ type Session struct {
 	scratch []byte
 	reqBody bodyReader
 	interim interimState
+
+	client      netip.AddrPort // the client address resolved through trusted proxies
+	trusted     bool           // the peer is a trusted proxy
+	upgrades    []string       // protocols this request may switch to, when upgradesSet
+	upgradesSet bool
+	upgrade     bool // the upstream request was sent as a protocol switch
+}
+
+// ClientAddr is the client's address: the connection's peer, or, when the peer is a trusted
+// proxy (Proxy.TrustedProxies), the address resolved from X-Forwarded-For, with port 0 as the
+// field carries none. Access logs, consistent hashing on the client address and rate limits
+// use it.
+func (s *Session) ClientAddr() netip.AddrPort {
+	if s.trusted || s.ex == nil {
+		return s.client
+	}
+	peer := s.ex.Conn().RemoteAddr
+	return netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+}
+
+// PeerTrusted reports whether the connection's peer is a trusted proxy, whose X-Forwarded-*,
+// X-Real-IP and Forwarded fields were kept and appended to.
+func (s *Session) PeerTrusted() bool { return s.trusted }
+
+// AllowUpgrades sets the protocols (Upgrade tokens such as "websocket", compared without case
+// and without a "/version") this request may switch to, in place of Proxy.Upgrades. nil or
+// empty allows none. h2c and other HTTP versions are never forwarded, whatever the list. A
+// refused upgrade is sent upstream as a plain request without Upgrade. Call it before
+// UpstreamPeer, typically from Request.
+func (s *Session) AllowUpgrades(protocols []string) {
+	s.upgrades, s.upgradesSet = protocols, true
 }
 
 // Context is canceled when the client goes away or the server shuts down.
@@ -106,9 +138,22 @@ func (s *Session) RespondError(err *fault.Error) int {
 		s.ex.Abort(err)
 		return status
 	}
-	_ = s.Respond(status, plainText, errorBody(status))
+	h := plainText
+	if status == 405 {
+		h = notAllowed
+	}
+	_ = s.Respond(status, h, errorBody(status))
 	return status
 }
+
+// AllowedMethods is the Allow field of the 405 answered to a refused TRACE or CONNECT.
+const AllowedMethods = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
+
+var notAllowed = func() *message.Header {
+	h := plainText.Clone()
+	h.Add("Allow", AllowedMethods)
+	return &h
+}()
 
 var errorBodies = map[int][]byte{}
 
@@ -155,7 +200,24 @@ func (s *Session) appendAddr(prefix string, ap message.ConnInfo) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
+// appendIP is appendAddr for an address without a port.
+func (s *Session) appendIP(prefix string, a netip.Addr) string {
+	if cap(s.scratch)-len(s.scratch) < len(prefix)+48 {
+		s.scratch = make([]byte, 0, max(2*cap(s.scratch), 512))
+	}
+	start := len(s.scratch)
+	s.scratch = append(s.scratch, prefix...)
+	s.scratch = a.AppendTo(s.scratch)
+	return unsafeString(s.scratch[start:])
+}
+
+// unsafeString views b as a string; b must not change afterwards (scratch is append-only
+// until reset).
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
 func (s *Session) reset() {
+	s.client, s.trusted = netip.AddrPort{}, false
+	s.upgrades, s.upgradesSet, s.upgrade = nil, false, false
 	s.ex, s.ctx, s.Req, s.Peer = nil, nil, nil, nil
 	s.Start = time.Time{}
 	s.Attempts, s.Status, s.UpstreamStatus = 0, 0, 0

@@ -21,7 +21,7 @@ func (p *Proxy[C]) tunnel(s *Session, c *C, resp *message.Response) *fault.Error
 	up, ok := resp.Body.(io.ReadWriteCloser)
 	u, canUpgrade := s.ex.(message.Upgrader)
 	connect := s.Req.Method == "CONNECT"
-	if !ok || !canUpgrade || !connect && !isUpgrade(s.Req) {
+	if !ok || !canUpgrade || !connect && !s.upgrade {
 		return &fault.Error{Source: fault.Upstream, Kind: fault.InvalidResponse, Cause: errNoUpgrade}
 	}
 	stripHopByHop(&resp.Header, !connect)

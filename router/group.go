@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 
 	"github.com/verge-edge/verge/config"
@@ -29,11 +30,12 @@ const (
 	hashHeader
 )
 
-// hashKey returns the consistent-hash key of req, using buf for the client address.
-func (g *group) hashKey(buf []byte, req *message.Request, conn *message.ConnInfo) []byte {
+// hashKey returns the consistent-hash key of req, using buf for the client address (the
+// resolved one: behind trusted proxies, the address they forwarded).
+func (g *group) hashKey(buf []byte, req *message.Request, client netip.AddrPort) []byte {
 	switch g.hash {
 	case hashClientIP:
-		return conn.RemoteAddr.Addr().Unmap().AppendTo(buf[:0])
+		return client.Addr().Unmap().AppendTo(buf[:0])
 	case hashPath:
 		return append(buf[:0], req.Path()...)
 	case hashHeader:

@@ -155,11 +155,21 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 		if in.access != nil {
 			ph.access = in.access
 		}
+		allowTrace := false // the engine lets TRACE through when a route may take it
+		for i, r := range routes {
+			rc := &cfg.Routes[i]
+			if r.allowTrace && (len(rc.Listeners) == 0 || contains(rc.Listeners, l.Name)) {
+				allowTrace = true
+			}
+		}
 		in.handlers[l.Name] = &handler{in: in, proxy: &proxy.Proxy[reqCtx]{
 			Phases:         ph,
 			Transport:      d.Transport,
 			MaxRetries:     maxEngineRetries,
 			TrustForwarded: l.TrustForwarded,
+			TrustedProxies: cfg.TrustedProxiesFor(l),
+			Forwarded:      l.ForwardedHeader,
+			AllowTrace:     allowTrace,
 			Logger:         d.Logger,
 		}}
 		if d.Cache != nil && in.cached {
@@ -178,15 +188,17 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 
 func (in *Instance) compileRoute(i int, c *config.Route) *route {
 	r := &route{
-		name:    c.Name,
-		index:   i,
-		path:    c.Match.Path,
-		prefix:  c.Match.PathPrefix,
-		methods: c.Match.Methods,
-		headers: sortedFields(c.Match.Headers),
-		reqOps:  compileOps(c.RequestHeaders),
-		respOps: compileOps(c.ResponseHeaders),
-		retries: *c.Retries,
+		name:       c.Name,
+		index:      i,
+		path:       c.Match.Path,
+		prefix:     c.Match.PathPrefix,
+		methods:    c.Match.Methods,
+		headers:    sortedFields(c.Match.Headers),
+		reqOps:     compileOps(c.RequestHeaders),
+		respOps:    compileOps(c.ResponseHeaders),
+		retries:    *c.Retries,
+		upgrades:   upgradesOf(c),
+		allowTrace: c.AllowTrace,
 		timeouts: upstream.Timeouts{
 			Connect: c.Timeouts.Connect.Std(),
 			Read:    c.Timeouts.Read.Std(),
@@ -211,6 +223,15 @@ func (in *Instance) compileRoute(i int, c *config.Route) *route {
 		r.respond = compileRespond(c.Respond, r.respOps)
 	}
 	return r
+}
+
+// upgradesOf returns the route's allowed Upgrade protocols, never nil so that the engine
+// takes the route's list and not its own default.
+func upgradesOf(c *config.Route) []string {
+	if c.Upgrades == nil {
+		return proxy.DefaultUpgrades
+	}
+	return append([]string{}, (*c.Upgrades)...)
 }
 
 func contains(list []string, s string) bool {

@@ -2,6 +2,7 @@ package router
 
 import (
 	"log/slog"
+	"errors"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
@@ -59,6 +60,9 @@ const noRoute = "none"
 
 var _ proxy.Phases[reqCtx] = (*phases)(nil)
 
+// errTraceRefused answers TRACE on a route without allow_trace: 405 with Allow.
+var errTraceRefused = &fault.Error{Source: fault.Downstream, Kind: fault.MethodNotAllowed, Cause: errors.New("TRACE is not enabled on this route")}
+
 var notFound = []byte("404 Not Found: no route matches this request\n")
 
 var plainHeader = func() *message.Header {
@@ -74,6 +78,10 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 		return true, s.Respond(404, plainHeader, notFound)
 	}
 	c.route = r
+	if s.Req.Method == "TRACE" && !r.allowTrace {
+		return false, errTraceRefused
+	}
+	s.AllowUpgrades(r.upgrades)
 	switch {
 	case r.worker != nil:
 		return p.serveWorker(s, r)
@@ -98,7 +106,7 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 func (p *phases) UpstreamPeer(s *proxy.Session, c *reqCtx) (*upstream.Peer, error) {
 	r := c.route
 	g := r.group
-	b := g.bal.Select(g.hashKey(c.hashBuf[:], s.Req, s.Conn()))
+	b := g.bal.Select(g.hashKey(c.hashBuf[:], s.Req, s.ClientAddr()))
 	if b == nil {
 		return nil, &fault.Error{Source: fault.Upstream, Kind: fault.NoUpstream, Cause: errNoServer}
 	}

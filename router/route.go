@@ -30,10 +30,12 @@ type route struct {
 	reqOps  headerOps
 	respOps headerOps
 
-	retries  int
-	cache    *cache.Policy     // nil: not cached
-	timeouts upstream.Timeouts // overrides of the group's; zero fields keep the group's
-	peers    sync.Map          // *lb.Backend -> *upstream.Peer with timeouts applied
+	retries    int
+	upgrades   []string          // Upgrade protocols requests may switch to (never nil)
+	allowTrace bool              // TRACE is forwarded, not answered 405
+	cache      *cache.Policy     // nil: not cached
+	timeouts   upstream.Timeouts // overrides of the group's; zero fields keep the group's
+	peers      sync.Map          // *lb.Backend -> *upstream.Peer with timeouts applied
 
 	worker *worker.Worker // worker action; nil when none
 	// workerFallback passes requests to group when the worker fails before responding.

@@ -121,8 +121,8 @@ var errWorkerGone = errors.New("worker was removed")
 // route says so and the worker did not consume the request body.
 func (p *phases) serveWorker(s *proxy.Session, r *route) (bool, error) {
 	req := &worker.Request{Message: s.Req, TLS: p.tls}
-	if ci := s.Conn(); ci != nil && ci.RemoteAddr.IsValid() {
-		req.RemoteAddr = ci.RemoteAddr.Addr().Unmap().String()
+	if ca := s.ClientAddr(); ca.IsValid() {
+		req.RemoteAddr = ca.Addr().Unmap().String()
 	}
 	res, err := r.worker.Serve(s.Context(), s.Exchange(), req)
 	s.BytesSent += res.BytesSent

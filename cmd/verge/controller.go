@@ -82,7 +82,24 @@ func adminKey(cfg *config.Config) (string, error) {
 		}
 		tok = t
 	}
-	return fmt.Sprintf("%s\x00%s\x00%v", a.Address, tok, *cfg.Metrics.Enabled), nil
+	return fmt.Sprintf("%s\x00%s\x00%v\x00%q", a.Address, tok, *cfg.Metrics.Enabled, a.AllowedHosts), nil
+}
+
+// checkAdminExposure refuses a config whose admin API would serve without a token off
+// loopback, or with a short token (config validation refuses these too, with the position).
+func checkAdminExposure(cfg *config.Config) error {
+	if cfg.Admin.Disabled {
+		return nil
+	}
+	tok := cfg.Admin.Token
+	if cfg.Admin.TokenFile != "" {
+		t, err := config.ReadToken(cfg.Admin.TokenFile)
+		if err != nil {
+			return fmt.Errorf("admin.token_file: %w", err)
+		}
+		tok = t
+	}
+	return admin.CheckExposure(cfg.Admin.Address, tok)
 }
 
 func (s *serverProc) startAdmin(cfg *config.Config) error {
@@ -102,6 +119,18 @@ func (s *serverProc) restartAdminLocked(cfg *config.Config) error {
 	if key == s.admKey && (s.adm != nil || key == "") {
 		return nil
 	}
+	var tok string
+	if key != "" {
+		tok = cfg.Admin.Token
+		if cfg.Admin.TokenFile != "" {
+			tok, _ = config.ReadToken(cfg.Admin.TokenFile)
+		}
+		// The server is served in the background: refuse here what it would refuse there,
+		// so that a start or reload fails instead of leaving a dead admin port.
+		if err := admin.CheckExposure(cfg.Admin.Address, tok); err != nil {
+			return err
+		}
+	}
 	var sock *router.Handoff
 	if key != "" {
 		if s.admSock != nil && s.admAddr == cfg.Admin.Address {
@@ -119,11 +148,7 @@ func (s *serverProc) restartAdminLocked(cfg *config.Config) error {
 	if key == "" {
 		return nil
 	}
-	tok := cfg.Admin.Token
-	if cfg.Admin.TokenFile != "" {
-		tok, _ = config.ReadToken(cfg.Admin.TokenFile)
-	}
-	srv := &admin.Server{Addr: cfg.Admin.Address, Token: tok, Controller: s, Logger: s.log}
+	srv := &admin.Server{Addr: cfg.Admin.Address, Token: tok, AllowedHosts: cfg.Admin.AllowedHosts, Controller: s, Logger: s.log}
 	if *cfg.Metrics.Enabled {
 		srv.Metrics = s.metrics.Handler()
 	}

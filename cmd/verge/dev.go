@@ -201,8 +201,8 @@ var errNoOrigin = errors.New("verge dev has no origin")
 // Request runs the worker.
 func (p *devPhases) Request(s *proxy.Session, _ *struct{}) (bool, error) {
 	req := &worker.Request{Message: s.Req}
-	if ci := s.Conn(); ci != nil && ci.RemoteAddr.IsValid() {
-		req.RemoteAddr = ci.RemoteAddr.Addr().Unmap().String()
+	if ca := s.ClientAddr(); ca.IsValid() {
+		req.RemoteAddr = ca.Addr().Unmap().String()
 	}
 	res, err := p.w.Serve(s.Context(), s.Exchange(), req)
 	s.BytesSent += res.BytesSent

@@ -92,6 +92,8 @@ func reloadByAdmin(base, token string, stdout io.Writer) error {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	// The admin API takes state-changing requests only with a declared JSON body type.
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("admin api: %w", err)

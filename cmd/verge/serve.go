@@ -88,6 +88,9 @@ type serverProc struct {
 var _ admin.Controller = (*serverProc)(nil)
 
 func (s *serverProc) serve(cfg *config.Config) error {
+	if err := checkAdminExposure(cfg); err != nil {
+		return err
+	}
 	errLog, err := observe.NewErrorLog(observe.ErrorLogConfig{Level: cfg.Log.Level, Format: cfg.Log.Format, Output: cfg.Log.Output})
 	if err != nil {
 		return err
@@ -355,6 +358,10 @@ func (s *serverProc) apply(name string, data []byte) error {
 	}
 	cfg, err := config.Parse(name, data)
 	if err != nil {
+		s.metrics.Reloaded(false)
+		return err
+	}
+	if err := checkAdminExposure(cfg); err != nil {
 		s.metrics.Reloaded(false)
 		return err
 	}

@@ -325,6 +325,7 @@ workers:
 	// were about to take.
 	for _, module := range [][]byte{counter, helloModule(t, hello), counter} {
 		req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/workers/app", bytes.NewReader(module))
+		req.Header.Set("Content-Type", "application/wasm") // the admin API requires it
 		// Compiling a module on a busy machine may take a while: a guard, not a limit.
 		resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
 		if err != nil {
