@@ -1,8 +1,8 @@
 package router
 
 import (
-	"log/slog"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
