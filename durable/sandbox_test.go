@@ -223,6 +223,9 @@ func TestSQLReservedTables(t *testing.T) {
 		"SELECT (SELECT value FROM _verge_kv LIMIT 1)",
 		"CREATE VIRTUAL TABLE r USING rtree(id, a, b)",
 		"CREATE VIRTUAL TABLE _verge_f USING fts5(x)",
+		"CREATE TABLE c (k BLOB REFERENCES _verge_kv (key) ON DELETE CASCADE)",
+		"CREATE TABLE c (k BLOB, FOREIGN KEY (k) REFERENCES main.\"_VERGE_KV\" ON UPDATE CASCADE)",
+		"ALTER TABLE t ADD COLUMN k BLOB REFERENCES _verge_kv",
 	} {
 		mustDeny(t, ns, id, q)
 	}
@@ -402,6 +405,35 @@ func TestSQLStatementTimeLimit(t *testing.T) {
 	putKV(t, ns, id, "next", "ok")
 	if getKV(t, ns, id, "next") != "ok" {
 		t.Fatal("the object does not work after an interrupted batch")
+	}
+
+	// DeleteAll drops the object's tables with Verge's own statements; the foreign-key
+	// cascade of a drop fires the object's trigger, which must not run unbounded.
+	for _, q := range []string{
+		"CREATE TABLE p (id INTEGER PRIMARY KEY)",
+		"CREATE TABLE c (pid INTEGER REFERENCES p (id) ON DELETE CASCADE)",
+		"CREATE TABLE sink (x)", // dropped after p, whose drop cascades
+		"CREATE TRIGGER spin AFTER DELETE ON c BEGIN INSERT INTO sink " + forever + "SELECT x FROM c; END",
+		"INSERT INTO p VALUES (1)",
+		"INSERT INTO c VALUES (1)",
+	} {
+		mustSQL(t, ns, id, q)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(context.Background(), id, func(t *Turn) error { return t.DeleteAll(context.Background()) })
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrSQLTimeLimit) {
+			t.Fatalf("DeleteAll with a spinning cascade: got %v, want ErrSQLTimeLimit", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("DeleteAll's cascade was not interrupted")
+	}
+	putKV(t, ns, id, "after-delete-all", "ok")
+	if getKV(t, ns, id, "after-delete-all") != "ok" {
+		t.Fatal("the object does not work after the interrupted DeleteAll")
 	}
 }
 

@@ -347,6 +347,16 @@ func (t *sqliteTxn) DeleteAll() error {
 	if t.aborted != nil {
 		return t.aborted
 	}
+	// Dropping the object's tables runs their foreign-key actions and the triggers those
+	// fire: code of the object's, so under the statement time limit.
+	err := t.o.sandbox.Bound(t.deleteAll)
+	if err != nil && !t.o.sandbox.InTransaction() {
+		t.aborted = fmt.Errorf("durable: the write batch was rolled back by SQLite (%w)", err)
+	}
+	return err
+}
+
+func (t *sqliteTxn) deleteAll() error {
 	rows, err := t.tx.Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '_verge_kv'")
 	if err != nil {
 		return fmt.Errorf("durable: delete all: %w", err)

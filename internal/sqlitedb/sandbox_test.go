@@ -29,6 +29,10 @@ func TestCheckStatement(t *testing.T) {
 		{"VACUUM", false},
 		{" vacuum INTO '/tmp/x'", false},
 		{"SELECT 1\x00; DROP TABLE t", false},
+		{"CREATE TABLE c (k BLOB REFERENCES _verge_kv (key) ON DELETE CASCADE)", false},
+		{"CREATE TABLE c (k, FOREIGN KEY (k) REFERENCES main.\"_Verge_kv\")", false},
+		{"ALTER TABLE c ADD COLUMN k REFERENCES sqlite_master", false},
+		{"CREATE TABLE c (k REFERENCES p (id) ON DELETE CASCADE)", true},
 	} {
 		err := checkStatement(c.q, reserved)
 		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrDenied)) {
