@@ -378,10 +378,7 @@ func (inv *invocation) sql(t *durable.Turn, d *workerabi.Decoder) (uint32, []byt
 // remote, header) and a body; the result is status, header and body.
 func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	v := inv.inst.v
-	tr := v.w.reg.svc.Transport
-	if tr == nil {
-		return fail(workerabi.StatusUnavailable, errors.New("subrequests are not available"))
-	}
+	tr := v.w.reg.svc.Transport // never nil: NewRegistry supplies its own
 	if inv.subrequests >= v.limits.Subrequests {
 		return fail(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
 	}

@@ -9,7 +9,8 @@
 //
 // Bindings reach KV namespaces (package kv), Durable Objects (package durable, whose class
 // code runs in dedicated instances of the same module), environment variables, secrets, and
-// outgoing HTTP through the proxy's upstream transport.
+// outgoing HTTP through an upstream transport of the registry's own, limited by each
+// worker's FetchPolicy (the public internet only, unless the operator allows more).
 package worker
 
 import (
