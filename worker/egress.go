@@ -59,10 +59,11 @@ func ParseFetchAllow(s string) (prefix netip.Prefix, addrPort netip.AddrPort, ho
 		return p.Masked(), netip.AddrPort{}, "", nil
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), netip.AddrPort{}, "", nil
+		a = a.Unmap().WithZone("")
+		return netip.PrefixFrom(a, a.BitLen()), netip.AddrPort{}, "", nil
 	}
 	if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 {
-		return netip.Prefix{}, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), "", nil
+		return netip.Prefix{}, netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port()), "", nil
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil || host == "" || strings.ContainsAny(host, "/[]") {

@@ -180,3 +180,27 @@ func TestGuardedDialChecksResolvedAddress(t *testing.T) {
 		t.Fatalf("the listener saw %d connections, want the allowed one", n)
 	}
 }
+
+func FuzzParseFetchAllow(f *testing.F) {
+	for _, s := range []string{"10.0.0.0/8", "127.0.0.1", "[::1]:8080", "api.internal:8443", "host:0", "::ffff:1.2.3.4/104", "[fe80::1%eth0]:80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		prefix, ap, hp, err := ParseFetchAllow(s)
+		if err != nil {
+			return
+		}
+		n := 0
+		for _, ok := range []bool{prefix.IsValid(), ap.IsValid(), hp != ""} {
+			if ok {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%q: parsed as %v %v %q", s, prefix, ap, hp)
+		}
+		if ap.IsValid() && ap.Port() == 0 {
+			t.Fatalf("%q: port 0 accepted", s)
+		}
+	})
+}
