@@ -2,10 +2,14 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -39,6 +43,43 @@ type Worker struct {
 	DurableObjects []WorkerDurable `yaml:"durable_objects"`
 	// Limits bound each invocation.
 	Limits WorkerLimits `yaml:"limits"`
+	// Fetch decides where the worker's subrequests may connect. Empty means the public
+	// internet only.
+	Fetch WorkerFetch `yaml:"fetch"`
+}
+
+// WorkerFetch is a worker's subrequest policy. By default loopback, private, link-local
+// (cloud metadata included), carrier-grade NAT, multicast and other special-purpose
+// addresses, and Verge's own listeners, are refused (docs/workers.md, Subrequests).
+type WorkerFetch struct {
+	// Allow opens destinations: CIDR prefixes ("10.0.0.0/8"), addresses ("127.0.0.1"),
+	// address and port ("127.0.0.1:8080", "[::1]:8080") or host name and port
+	// ("api.internal:8443"). The admin listener is never reachable. Empty by default.
+	Allow []string `yaml:"allow"`
+}
+
+// checkFetchAllow validates one WorkerFetch.Allow entry (the worker package applies it).
+func checkFetchAllow(s string) error {
+	if _, err := netip.ParsePrefix(s); err == nil {
+		return nil
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return nil
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		if ap.Port() == 0 {
+			return fmt.Errorf("fetch allow %q: port 0", s)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || strings.ContainsAny(host, "/[]") {
+		return fmt.Errorf("fetch allow %q: want a CIDR prefix, an IP address, ip:port or host:port", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("fetch allow %q: bad port %q", s, port)
+	}
+	return nil
 }
 
 // WorkerSecret is one secret variable: from a file (its content, without a trailing newline)
@@ -220,6 +261,11 @@ func (v *validator) workers() map[string]bool {
 		}
 		if l.Memory < 1<<20 || l.Memory > 4<<30 {
 			v.errf(p+".limits.memory", "memory %d out of range 1MiB..4GiB", l.Memory)
+		}
+		for j, a := range w.Fetch.Allow {
+			if err := checkFetchAllow(a); err != nil {
+				v.errf(fmt.Sprintf("%s.fetch.allow[%d]", p, j), "%v", err)
+			}
 		}
 		if l.Subrequests > 10000 {
 			v.errf(p+".limits.subrequests", "subrequests %d exceed 10000", l.Subrequests)

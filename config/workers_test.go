@@ -30,6 +30,7 @@ workers:
     kv: [{binding: KV}]
     durable_objects: [{binding: COUNTER, class: Counter}]
     limits: {cpu_time: 20ms, memory: 64MiB}
+    fetch: {allow: ["10.0.0.0/8", "127.0.0.1", "[::1]:8080", "api.internal:8443"]}
 `
 	c, err := Parse(filepath.Join(dir, "v.yaml"), []byte(src))
 	if err != nil {
@@ -41,6 +42,9 @@ workers:
 	}
 	if w.Limits.CPUTime.Std() != 20*time.Millisecond || w.Limits.Memory != 64<<20 || w.Secrets[0].File != filepath.Join(dir, "token") {
 		t.Fatalf("limits/secrets: got %+v", w)
+	}
+	if len(w.Fetch.Allow) != 4 || w.Fetch.Allow[3] != "api.internal:8443" {
+		t.Fatalf("fetch: got %+v", w.Fetch)
 	}
 	if c.Routes[1].WorkerOnError != WorkerOnErrorFail || c.WorkerData != filepath.Join(dir, ".verge") {
 		t.Fatalf("route default %q, data %q", c.Routes[1].WorkerOnError, c.WorkerData)
@@ -58,6 +62,10 @@ func TestWorkersErrors(t *testing.T) {
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., kv: [{binding: A}, {binding: A}]}]", `duplicate binding "A"`},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., secrets: [{name: S, from_env: VERGE_TEST_UNSET_VAR}]}]", "VERGE_TEST_UNSET_VAR is not set"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., durable_objects: [{binding: D}]}]", "class is required"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {allow: [\"10.0.0.0/33\"]}}]", "workers[0].fetch.allow[0]"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {allow: [\"host:0\"]}}]", "bad port"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {allow: [justahost]}}]", "want a CIDR prefix"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {deny: [x]}}]", "deny"},
 	}
 	for _, c := range cases {
 		_, err := Parse(filepath.Join(dir, "t.yaml"), []byte(base+c.yaml))

@@ -216,7 +216,7 @@ func (ns *Namespace) Do(ctx context.Context, id ID, fn func(t *Turn) error) erro
 	if err = ctx.Err(); err == nil {
 		b, err = o.turn(ctx, fn)
 	}
-	if ob := o.batch; ob != nil && (o.waiting.Load() == 0 || ob.members >= ns.opts.MaxBatch) {
+	if ob := o.batch; ob != nil && (o.waiting.Load() == 0 || ob.members >= ns.opts.MaxBatch || aborted(ob.txn)) {
 		o.batch = nil
 		ob.err = ob.txn.Commit()
 		close(ob.done)
@@ -229,6 +229,14 @@ func (ns *Namespace) Do(ctx context.Context, id ID, fn func(t *Turn) error) erro
 		}
 	}
 	return err
+}
+
+// aborted reports whether the storage rolled txn back under the batch (Txn implementations
+// that can tell implement Aborted): the batch then ends at once, failing its members,
+// rather than taking in more requests.
+func aborted(txn Txn) bool {
+	a, ok := txn.(interface{ Aborted() bool })
+	return ok && a.Aborted()
 }
 
 // turn runs fn in a savepoint of the current batch.

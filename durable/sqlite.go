@@ -21,7 +21,18 @@ var validName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 // that each object has its own SQL database, as Cloudflare's SQLite-backed objects do), and
 // each namespace's alarms in <Dir>/<namespace>/_alarms.sqlite. Files are in WAL mode with
 // synchronous=FULL: a committed batch survives a crash.
+//
+// The SQL a Durable Object's code runs (Txn.SQL) is confined to the object's own database
+// by an SQLite authorizer and per-connection limits (see sqlitedb.Sandbox): no ATTACH,
+// VACUUM, extension loading, temp objects, transaction control or pragmas beyond read-only
+// schema queries; the reserved tables (_verge_*, sqlite_*) can be neither read, written,
+// created nor dropped; each statement runs at most SQLStatementTime and returns at most
+// MaxSQLResultBytes.
 type SQLiteStore struct {
+	// SQLStatementTime bounds one statement of Txn.SQL, every row of its result included.
+	// Zero means DefaultSQLStatementTime. Set it before the first Open.
+	SQLStatementTime time.Duration
+
 	dir string
 
 	mu     sync.Mutex
@@ -44,12 +55,37 @@ func checkNamespace(ns string) error {
 
 const objectSchema = `CREATE TABLE IF NOT EXISTS _verge_kv (key BLOB NOT NULL PRIMARY KEY, value BLOB NOT NULL)`
 
+// ReservedPrefix starts the names of Verge's own tables in an object's database; the
+// object's SQL can neither read, write, create nor drop tables so named (nor SQLite's own
+// "sqlite_" ones).
+const ReservedPrefix = "_verge_"
+
+// Limits of Txn.SQL on the SQLite store.
+const (
+	// DefaultSQLStatementTime is SQLiteStore.SQLStatementTime's default.
+	DefaultSQLStatementTime = sqlitedb.DefaultStatementTime
+	// MaxSQLResultBytes bounds one statement's result (values plus 16 bytes per value).
+	MaxSQLResultBytes = 16 << 20
+	// MaxSQLValueBytes bounds one string or blob, and one row, in SQL (SQLITE_LIMIT_LENGTH):
+	// what a key-value entry needs.
+	MaxSQLValueBytes = MaxValueBytes + 64<<10
+)
+
+// Errors of Txn.SQL on the SQLite store, wrapped with the reason.
+var (
+	// ErrSQLDenied: the statement reaches outside the object's own tables.
+	ErrSQLDenied = sqlitedb.ErrDenied
+	// ErrSQLTimeLimit: the statement ran longer than SQLStatementTime.
+	ErrSQLTimeLimit = sqlitedb.ErrTimeLimit
+)
+
 // Open opens the object's database file.
 func (s *SQLiteStore) Open(ctx context.Context, namespace string, id ID) (ObjectStore, error) {
 	if err := checkNamespace(namespace); err != nil {
 		return nil, err
 	}
-	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, namespace, id.String()+".sqlite"), sqlitedb.Options{MaxConns: 1})
+	sb := &sqlitedb.Sandbox{Reserved: []string{ReservedPrefix}, StatementTime: s.SQLStatementTime, MaxLength: MaxSQLValueBytes}
+	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, namespace, id.String()+".sqlite"), sqlitedb.Options{MaxConns: 1, Sandbox: sb})
 	if err != nil {
 		return nil, fmt.Errorf("durable: %w", err)
 	}
@@ -57,7 +93,7 @@ func (s *SQLiteStore) Open(ctx context.Context, namespace string, id ID) (Object
 		db.Close()
 		return nil, fmt.Errorf("durable: %w", err)
 	}
-	o := &sqliteObject{db: db, stmts: map[string]*sql.Stmt{}}
+	o := &sqliteObject{db: db, sandbox: sb, stmts: map[string]*sql.Stmt{}}
 	for _, q := range preparedQueries {
 		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
@@ -121,12 +157,15 @@ func (s *SQLiteStore) Close() error {
 // sqliteObject is one object's database. Its frequent statements are prepared once: the
 // database has a single connection, so a transaction reuses them without preparing again.
 type sqliteObject struct {
-	db    *sql.DB
-	stmts map[string]*sql.Stmt // used from one goroutine at a time (the object's turns)
+	db      *sql.DB
+	sandbox *sqlitedb.Sandbox
+	stmts   map[string]*sql.Stmt // used from one goroutine at a time (the object's turns)
 }
 
 func (o *sqliteObject) Begin(ctx context.Context) (Txn, error) {
-	tx, err := o.db.BeginTx(ctx, nil)
+	// The batch outlives the request that opened it (later requests join it and it commits
+	// after the last): the request's cancellation must not roll it back.
+	tx, err := o.db.BeginTx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return nil, fmt.Errorf("durable: begin: %w", err)
 	}
@@ -143,10 +182,21 @@ func (o *sqliteObject) Close() error {
 type sqliteTxn struct {
 	tx *sql.Tx
 	o  *sqliteObject
+	// aborted is set when SQLite rolled the whole batch back (an interrupted or failed
+	// writing statement); every later call fails with it.
+	aborted error
 }
+
+var _ interface{ Aborted() bool } = (*sqliteTxn)(nil)
+
+// Aborted reports whether the batch was rolled back under the caller and can only fail.
+func (t *sqliteTxn) Aborted() bool { return t.aborted != nil }
 
 // exec runs a statement, through the prepared one when there is one.
 func (t *sqliteTxn) exec(query string, args ...any) (sql.Result, error) {
+	if t.aborted != nil {
+		return nil, t.aborted
+	}
 	if st := t.o.stmts[query]; st != nil {
 		return t.tx.Stmt(st).Exec(args...)
 	}
@@ -166,6 +216,9 @@ func checkKeys(keys []string) error {
 }
 
 func (t *sqliteTxn) Get(keys []string) ([][]byte, error) {
+	if t.aborted != nil {
+		return nil, t.aborted
+	}
 	if err := checkKeys(keys); err != nil {
 		return nil, err
 	}
@@ -240,6 +293,9 @@ func prefixEnd(p string) []byte {
 }
 
 func (t *sqliteTxn) List(o ListOptions) ([]Entry, error) {
+	if t.aborted != nil {
+		return nil, t.aborted
+	}
 	var where []string
 	var args []any
 	lo := o.Prefix
@@ -288,6 +344,19 @@ func (t *sqliteTxn) List(o ListOptions) ([]Entry, error) {
 }
 
 func (t *sqliteTxn) DeleteAll() error {
+	if t.aborted != nil {
+		return t.aborted
+	}
+	// Dropping the object's tables runs their foreign-key actions and the triggers those
+	// fire: code of the object's, so under the statement time limit.
+	err := t.o.sandbox.Bound(t.deleteAll)
+	if err != nil && !t.o.sandbox.InTransaction() {
+		t.aborted = fmt.Errorf("durable: the write batch was rolled back by SQLite (%w)", err)
+	}
+	return err
+}
+
+func (t *sqliteTxn) deleteAll() error {
 	rows, err := t.tx.Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '_verge_kv'")
 	if err != nil {
 		return fmt.Errorf("durable: delete all: %w", err)
@@ -314,19 +383,40 @@ func (t *sqliteTxn) DeleteAll() error {
 }
 
 func (t *sqliteTxn) SQL(query string, args []Value) (*SQLResult, error) {
+	if t.aborted != nil {
+		return nil, t.aborted
+	}
 	var before int64
 	if err := t.tx.QueryRow("SELECT total_changes()").Scan(&before); err != nil {
 		return nil, fmt.Errorf("durable: sql: %w", err)
 	}
+	res := &SQLResult{}
+	err := t.o.sandbox.Run(query, func() error { return t.query(res, query, args) })
+	if err != nil {
+		if !t.o.sandbox.InTransaction() {
+			t.aborted = fmt.Errorf("durable: the write batch was rolled back by SQLite (%w)", err)
+		}
+		return nil, fmt.Errorf("durable: sql: %w", err)
+	}
+	var after int64
+	if err := t.tx.QueryRow("SELECT total_changes()").Scan(&after); err != nil {
+		return nil, fmt.Errorf("durable: sql: %w", err)
+	}
+	res.RowsWritten = after - before
+	return res, nil
+}
+
+// query runs the statement and collects its result, at most MaxSQLResultBytes of it.
+func (t *sqliteTxn) query(res *SQLResult, query string, args []Value) error {
 	rows, err := t.tx.Query(query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("durable: sql: %w", err)
+		return err
 	}
-	res := &SQLResult{}
+	defer rows.Close()
 	if res.Columns, err = rows.Columns(); err != nil {
-		rows.Close()
-		return nil, fmt.Errorf("durable: sql: %w", err)
+		return err
 	}
+	size := 0
 	for rows.Next() {
 		row := make([]Value, len(res.Columns))
 		ptrs := make([]any, len(row))
@@ -334,10 +424,10 @@ func (t *sqliteTxn) SQL(query string, args []Value) (*SQLResult, error) {
 			ptrs[i] = &row[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("durable: sql: %w", err)
+			return err
 		}
 		for i, v := range row {
+			size += 16
 			switch x := v.(type) {
 			case int:
 				row[i] = int64(x)
@@ -349,21 +439,18 @@ func (t *sqliteTxn) SQL(query string, args []Value) (*SQLResult, error) {
 				}
 			case time.Time:
 				row[i] = x.Format(time.RFC3339Nano)
+			case string:
+				size += len(x)
+			case []byte:
+				size += len(x)
 			}
+		}
+		if size > MaxSQLResultBytes {
+			return fmt.Errorf("result exceeds %d bytes: %w", MaxSQLResultBytes, ErrInvalid)
 		}
 		res.Rows = append(res.Rows, row)
 	}
-	if err := rows.Err(); err != nil {
-		rows.Close()
-		return nil, fmt.Errorf("durable: sql: %w", err)
-	}
-	rows.Close()
-	var after int64
-	if err := t.tx.QueryRow("SELECT total_changes()").Scan(&after); err != nil {
-		return nil, fmt.Errorf("durable: sql: %w", err)
-	}
-	res.RowsWritten = after - before
-	return res, nil
+	return rows.Err()
 }
 
 func (t *sqliteTxn) Savepoint(name string) error {
@@ -385,6 +472,10 @@ func (t *sqliteTxn) RollbackTo(name string) error {
 }
 
 func (t *sqliteTxn) Commit() error {
+	if t.aborted != nil {
+		_ = t.tx.Rollback() // releases the connection; SQLite has no transaction left
+		return t.aborted
+	}
 	if err := t.tx.Commit(); err != nil {
 		return fmt.Errorf("durable: commit: %w", err)
 	}

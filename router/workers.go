@@ -50,6 +50,7 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 			Subrequests:  w.Limits.Subrequests,
 			MaxInstances: w.Limits.MaxInstances,
 		},
+		Fetch: worker.FetchPolicy{Allow: w.Fetch.Allow},
 	}
 	for k, v := range w.Env {
 		wc.Env[k] = v

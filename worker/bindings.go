@@ -8,7 +8,6 @@ import (
 	"github.com/verge-edge/verge/internal/workerabi"
 	"io"
 	"math"
-	"net"
 	"net/url"
 	"time"
 
@@ -379,10 +378,7 @@ func (inv *invocation) sql(t *durable.Turn, d *workerabi.Decoder) (uint32, []byt
 // remote, header) and a body; the result is status, header and body.
 func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	v := inv.inst.v
-	tr := v.w.reg.svc.Transport
-	if tr == nil {
-		return fail(workerabi.StatusUnavailable, errors.New("subrequests are not available"))
-	}
+	tr := v.w.reg.svc.Transport // never nil: NewRegistry supplies its own
 	if inv.subrequests >= v.limits.Subrequests {
 		return fail(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
 	}
@@ -406,16 +402,26 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fail(workerabi.StatusInvalid, fmt.Errorf("fetch: invalid URL %q (want http or https with a host)", rawURL))
 	}
-	peer := &upstream.Peer{Address: u.Host}
-	if u.Port() == "" {
-		port := "80"
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "80"
 		if u.Scheme == "https" {
 			port = "443"
 		}
-		peer.Address = net.JoinHostPort(u.Hostname(), port)
 	}
+	// The policy is checked on the resolved address, which is then dialed (not the name
+	// again); the transport's dialer checks the connection once more.
+	ctx := inv.io()
+	ap, byName, err := v.egress.resolveFetch(ctx, host, port)
+	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			return fail(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))
+		}
+		return fail(workerabi.StatusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
+	}
+	peer := &upstream.Peer{Address: ap.String()}
 	if u.Scheme == "https" {
-		peer.TLS = &upstream.TLSOptions{ServerName: u.Hostname()}
+		peer.TLS = &upstream.TLSOptions{ServerName: host}
 	}
 	req.Scheme, req.Authority = u.Scheme, u.Host
 	req.Target = u.RequestURI()
@@ -426,8 +432,13 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	if req.Method == "" {
 		req.Method = "GET"
 	}
-	resp, err := tr.RoundTrip(inv.io(), peer, req)
+	// Redirects are not followed: a 3xx goes back to the worker, whose next fetch of the
+	// Location is checked like this one.
+	resp, err := tr.RoundTrip(context.WithValue(ctx, egressKey{}, &egressCtx{e: v.egress, byName: byName}), peer, req)
 	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			return fail(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))
+		}
 		return fail(workerabi.StatusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
 	}
 	defer resp.Body.Close()

@@ -67,6 +67,7 @@ func TestFetchAndSubrequestLimit(t *testing.T) {
 	t.Cleanup(func() { tr.Close() })
 	e := newEnv(t, t.TempDir(), worker.Services{Transport: tr})
 	cfg := misbehaveConfig(t, worker.Limits{Subrequests: 3})
+	cfg.Fetch.Allow = []string{"127.0.0.1"} // the httptest origin is on loopback
 	w := e.deploy(t, cfg)
 	u := origin.URL + "/x"
 	rec, err := serve(t, w, "GET", "/fetch?n=3&u="+u, "")

@@ -25,6 +25,7 @@ type version struct {
 	id      string
 	cfgHash [32]byte
 	limits  Limits
+	egress  *egress // where subrequests may connect
 	log     *slog.Logger
 	rt      *wasm.Runtime
 	mod     *wasm.Module
@@ -62,6 +63,11 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
 		slots: make(chan struct{}, cfg.Limits.MaxInstances),
 	}
 	v.log = svc.Logger.With("worker", w.name, "version", v.id)
+	eg, err := newEgress(cfg.Fetch, svc.Listeners)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", w.name, err)
+	}
+	v.egress = eg
 	var e workerabi.Encoder
 	keys := make([]string, 0, len(cfg.Env))
 	for k := range cfg.Env {

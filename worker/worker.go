@@ -9,7 +9,8 @@
 //
 // Bindings reach KV namespaces (package kv), Durable Objects (package durable, whose class
 // code runs in dedicated instances of the same module), environment variables, secrets, and
-// outgoing HTTP through the proxy's upstream transport.
+// outgoing HTTP through an upstream transport of the registry's own, limited by each
+// worker's FetchPolicy (the public internet only, unless the operator allows more).
 package worker
 
 import (
@@ -101,6 +102,9 @@ type Config struct {
 	Durable map[string]DurableBinding
 	// Limits bound each invocation.
 	Limits Limits
+	// Fetch decides where subrequests may connect. The zero value reaches only the public
+	// internet (see FetchPolicy).
+	Fetch FetchPolicy
 }
 
 // RoundTripper sends subrequests; *upstream.Transport implements it.
@@ -118,8 +122,15 @@ type Services struct {
 	Durable durable.Store
 	// Placement places Durable Objects. Nil means durable.Local.
 	Placement durable.Placement
-	// Transport sends subrequests. Nil makes Fetch fail with ErrUnavailable.
+	// Transport sends subrequests, to the address the fetch policy checked (a name in the
+	// URL is resolved and checked first; Peer.Address is the allowed IP). Nil means the
+	// registry's own transport, whose dialer also checks every connection's address after
+	// resolution (FetchPolicy); a caller's transport is trusted to dial what it is given.
 	Transport RoundTripper
+	// Listeners returns the addresses Verge itself listens on; subrequests to them are
+	// refused (the admin API's always, the others unless allowed as ip:port). Nil means
+	// none are known.
+	Listeners func() []Listener
 	// Logger receives guest logs and output and runtime events. Nil means slog.Default().
 	Logger *slog.Logger
 	// ObjectIdleTimeout is how long an idle Durable Object stays live. Zero means
@@ -130,6 +141,8 @@ type Services struct {
 // Registry holds the deployed workers by name.
 type Registry struct {
 	svc Services
+	// fetch is the registry's own subrequest transport (Services.Transport nil).
+	fetch *upstream.Transport
 
 	mu      sync.Mutex
 	workers map[string]*Worker
@@ -144,7 +157,12 @@ func NewRegistry(svc Services) *Registry {
 	if svc.Placement == nil {
 		svc.Placement = durable.Local{}
 	}
-	return &Registry{svc: svc, workers: map[string]*Worker{}}
+	r := &Registry{svc: svc, workers: map[string]*Worker{}}
+	if svc.Transport == nil {
+		r.fetch = newFetchTransport()
+		r.svc.Transport = r.fetch
+	}
+	return r
 }
 
 // Get returns the worker name, or nil.
@@ -216,7 +234,7 @@ func (r *Registry) Ensure(ctx context.Context, cfg Config) (bool, error) {
 func configHash(cfg *Config) [32]byte {
 	h := sha256.New()
 	h.Write(cfg.Module)
-	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, len(cfg.Durable))
+	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%q\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, cfg.Fetch.Allow, len(cfg.Durable))
 	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
 	}
@@ -255,6 +273,9 @@ func (r *Registry) Close(ctx context.Context) error {
 	var errs []error
 	for _, w := range ws {
 		errs = append(errs, w.close(ctx))
+	}
+	if r.fetch != nil {
+		errs = append(errs, r.fetch.Close())
 	}
 	return errors.Join(errs...)
 }

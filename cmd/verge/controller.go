@@ -112,6 +112,8 @@ func (s *serverProc) startAdmin(cfg *config.Config) error {
 // changed. The socket comes from the upgrader, so a binary upgrade hands it over too, and it
 // stays open while only the token or metrics setting changes.
 func (s *serverProc) restartAdminLocked(cfg *config.Config) error {
+	// Called after every Apply as well: the workers' view of Verge's own listeners follows.
+	defer s.refreshSelf(cfg)
 	key, err := adminKey(cfg)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -51,7 +52,8 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	}
 	tr := &upstream.Transport{}
 	defer tr.Close()
-	stack, err := newWorkerStack(*data, tr, log)
+	var self selfAddrs
+	stack, err := newWorkerStack(*data, self.get, log)
 	if err != nil {
 		return err
 	}
@@ -65,6 +67,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
+	}
+	if x, ok := listenerAddr(ln.Addr(), false); ok {
+		self.set([]worker.Listener{x})
 	}
 	srv := &server.Server{
 		Handler: &proxy.Proxy[struct{}]{Phases: &devPhases{w: w}, Transport: tr, Logger: log},
@@ -182,6 +187,10 @@ func (d *devServer) build() error {
 	if wc.Module, err = os.ReadFile(out); err != nil {
 		return err
 	}
+	// On the developer's own machine the worker may fetch local services: loopback is
+	// allowed (verge dev's own listener still is not). Other private ranges need fetch.allow
+	// in worker.yaml, as in production.
+	wc.Fetch.Allow = append(slices.Clone(devFetchAllow), wc.Fetch.Allow...)
 	v, err := d.stack.reg.Deploy(ctx, wc)
 	if err != nil {
 		return err
@@ -189,6 +198,9 @@ func (d *devServer) build() error {
 	d.log.Info("worker ready", "worker", d.def.Name, "version", v.ID, "build", built.Round(time.Millisecond), "compile", v.Compile.Round(time.Millisecond))
 	return nil
 }
+
+// devFetchAllow is what verge dev adds to a worker's fetch allow list.
+var devFetchAllow = []string{"127.0.0.0/8", "::1"}
 
 // devPhases sends every request to the worker.
 type devPhases struct {

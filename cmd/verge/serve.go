@@ -71,6 +71,7 @@ type serverProc struct {
 	store     *lb.StateStore
 	cache     *cache.Cache // nil until serve builds it
 	workers   *workerStack // nil until serve builds it
+	self      selfAddrs    // own listeners, for the workers' fetch policy
 	rt        *router.Runtime
 	upg       *tableflip.Upgrader // nil where upgrades are not supported
 	listen    func(network, addr string) (net.Listener, error)
@@ -144,7 +145,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		return err
 	}
 	defer s.cache.Close()
-	if s.workers, err = newWorkerStack(cfg.WorkerData, s.transport, s.log); err != nil {
+	if s.workers, err = newWorkerStack(cfg.WorkerData, s.self.get, s.log); err != nil {
 		return err
 	}
 	defer s.workers.close()

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/verge-edge/verge/admin"
+	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/router"
@@ -25,7 +28,9 @@ type workerStack struct {
 	do  *durable.SQLiteStore
 }
 
-func newWorkerStack(dataDir string, tr worker.RoundTripper, log *slog.Logger) (*workerStack, error) {
+// Subrequests go through the registry's own transport (its dialer enforces each worker's
+// fetch policy), not the proxy's; listeners tells the policy which addresses are Verge's own.
+func newWorkerStack(dataDir string, listeners func() []worker.Listener, log *slog.Logger) (*workerStack, error) {
 	kvs, err := kv.OpenSQLite(filepath.Join(dataDir, "kv"))
 	if err != nil {
 		return nil, err
@@ -35,7 +40,7 @@ func newWorkerStack(dataDir string, tr worker.RoundTripper, log *slog.Logger) (*
 		CacheDir:  filepath.Join(dataDir, "cache"),
 		KV:        kvs,
 		Durable:   dos,
-		Transport: tr,
+		Listeners: listeners,
 		Logger:    log,
 	})
 	return &workerStack{reg: reg, kv: kvs, do: dos}, nil
@@ -47,6 +52,52 @@ func (w *workerStack) close() {
 	w.reg.Close(ctx)
 	w.do.Close()
 	w.kv.Close()
+}
+
+// selfAddrs is what the workers' fetch policy knows of this process's own listeners: the
+// proxy listeners and the admin API's, refreshed whenever either changes.
+type selfAddrs struct {
+	p atomic.Pointer[[]worker.Listener]
+}
+
+func (a *selfAddrs) get() []worker.Listener {
+	if p := a.p.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (a *selfAddrs) set(ls []worker.Listener) { a.p.Store(&ls) }
+
+// listenerAddr converts a bound address for the fetch policy.
+func listenerAddr(a net.Addr, admin bool) (worker.Listener, bool) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return worker.Listener{}, false
+	}
+	return worker.Listener{Addr: ta.AddrPort(), Admin: admin}, true
+}
+
+// refreshSelf records the listeners of cfg and the admin API's; s.mu is held.
+func (s *serverProc) refreshSelf(cfg *config.Config) {
+	var ls []worker.Listener
+	for _, l := range cfg.Listeners {
+		name := l.Name
+		if name == "" {
+			name = l.Address
+		}
+		if a := s.rt.Addr(name); a != nil {
+			if x, ok := listenerAddr(a, false); ok {
+				ls = append(ls, x)
+			}
+		}
+	}
+	if s.admSock != nil && s.adm != nil {
+		if x, ok := listenerAddr(s.admSock.Addr(), true); ok {
+			ls = append(ls, x)
+		}
+	}
+	s.self.set(ls)
 }
 
 var _ admin.WorkerDeployer = (*serverProc)(nil)

@@ -18,7 +18,7 @@ import (
 	"os"
 	"path/filepath"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite" // also registers the "sqlite" database/sql driver
 )
 
 // Options configure Open.
@@ -26,6 +26,9 @@ type Options struct {
 	// MaxConns caps open connections. Zero means 1: a single connection, which serializes
 	// every statement (what a Durable Object's database wants).
 	MaxConns int
+	// Sandbox, when non-nil, confines the statements run through its Run method (see
+	// Sandbox); its policy is installed on every connection the database opens.
+	Sandbox *Sandbox
 }
 
 // Open opens (creating when missing, with its directory) the database file at path.
@@ -38,9 +41,23 @@ func Open(ctx context.Context, path string, o Options) (*sql.DB, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	var db *sql.DB
+	if o.Sandbox != nil {
+		// Defensive mode makes writable_schema and journal_mode=OFF no-ops even for a
+		// statement that got past the authorizer; trusted_schema=OFF keeps functions with
+		// side effects out of views and triggers.
+		q.Set("_defensive", "1")
+		q.Add("_pragma", "trusted_schema(0)")
+		c, err := sqlite.NewConnector("file:" + path + "?" + q.Encode())
+		if err != nil {
+			return nil, fmt.Errorf("sqlite %s: %w", path, err)
+		}
+		db = sql.OpenDB(&sandboxConnector{inner: c, s: o.Sandbox})
+	} else {
+		var err error
+		if db, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode()); err != nil {
+			return nil, fmt.Errorf("sqlite %s: %w", path, err)
+		}
 	}
 	n := o.MaxConns
 	if n <= 0 {

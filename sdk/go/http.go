@@ -366,6 +366,9 @@ func decodeResponse(res []byte) (*Response, error) {
 
 // Fetch sends r to its URL through the host's upstream transport (connection pooling, TLS)
 // and returns the whole response. Each call counts against the worker's subrequest limit.
+// Loopback, private and other non-public addresses, and the host's own listeners, are
+// refused (ErrUnavailable) unless the worker's fetch.allow opens them; redirects are
+// returned, not followed.
 func Fetch(r *Request) (*Response, error) {
 	var e workerabi.Encoder
 	if err := encodeRequest(&e, r); err != nil {

@@ -2,6 +2,9 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -17,8 +20,25 @@ type bomb struct{}
 
 func (bomb) Fetch(sdk.ResponseWriter, *sdk.Request) { panic("durable object panics on purpose") }
 
+// attack is a Durable Object class that runs its request body as SQL (bound as SQLDO by
+// the sandbox tests).
+type attack struct{ st *sdk.Storage }
+
+func (a *attack) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
+	q, _ := io.ReadAll(r.Body)
+	c, err := a.st.SQL(string(q))
+	if err != nil {
+		sdk.ErrorResponse(w, err.Error(), 400)
+		return
+	}
+	fmt.Fprintf(w, "%d rows", len(c.Rows))
+}
+
 func init() {
 	sdk.DefineDurableObject("Bomb", func(*sdk.DurableObjectState) sdk.DurableObjectHandler { return bomb{} })
+	sdk.DefineDurableObject("Attack", func(s *sdk.DurableObjectState) sdk.DurableObjectHandler {
+		return &attack{st: s.Storage()}
+	})
 	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
 		p := r.Path() // the last segment selects the behaviour: /x/loop acts as /loop
 		if i := strings.LastIndexByte(p, '/'); i >= 0 {
@@ -40,6 +60,16 @@ func init() {
 			os.Exit(3)
 		case "/sleep":
 			time.Sleep(10 * time.Second)
+		case "/sql":
+			body, _ := io.ReadAll(r.Body)
+			req, _ := sdk.NewRequest("POST", "http://object/sql", bytes.NewReader(body))
+			resp, err := sdk.DurableObject("SQLDO").IDFromName(r.URL().Query().Get("o")).Fetch(req)
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 502)
+				return
+			}
+			w.WriteHeader(resp.StatusCode)
+			w.Write(resp.Body)
 		case "/env":
 			w.Write([]byte(sdk.Env("GREETING") + "," + sdk.Env("TOKEN")))
 		case "/waituntil":
