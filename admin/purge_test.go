@@ -40,7 +40,7 @@ func TestPurge(t *testing.T) {
 		t.Fatalf("calls %q", got)
 	}
 	pc.calls = nil
-	code, _, body = do(t, "POST", base+"/cache/purge", "s3cret", strings.NewReader(`{"all":true}`))
+	code, _, body = do(t, "POST", base+"/cache/purge", "s3cret-token-0123456789", strings.NewReader(`{"all":true}`))
 	if code != 200 || strings.TrimSpace(body) != `{"purged":2,"memory":2,"disk":1}` || len(pc.calls) != 1 || pc.calls[0] != "all" {
 		t.Fatalf("purge all: got %d %s, calls %q", code, body, pc.calls)
 	}
