@@ -84,11 +84,15 @@ workers:
 
 	// Reload with the origin allowed: the origin answers, the admin API still refuses.
 	write(`"127.0.0.1/32"`)
-	resp, err := c.Post("http://"+adminAddr+"/reload", "", nil)
+	resp, err := c.Post("http://"+adminAddr+"/reload", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rb, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("reload: %d %s", resp.StatusCode, rb)
+	}
 	waitFor(t, "the reload to allow the origin", 30*time.Second, func() bool {
 		code, body := viaWorker("http://" + origin + "/")
 		return code == 200 && body == "origin body"
