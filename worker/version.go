@@ -131,15 +131,26 @@ type instance struct {
 	v   *version
 	in  *wasm.Instance
 	inv invocation
-	// cpu and wall fire at the limits. They stop a guest blocked in a sleep or host call,
-	// and an uninstrumented one; an instrumented guest running its own code also checks
-	// the limits itself (invocation.Yield), as a timer cannot fire while a GC waits for it.
+	// instrumented is true when the guest checks its limits itself (invocation.Yield).
+	instrumented bool
+	// wall fires at the wall time limit: it stops a guest blocked in a sleep or host call.
+	// cpu fires when an uninstrumented guest may have spent its CPU time: it reads the
+	// guest thread's clock and stops the guest or re-arms itself for the rest. An
+	// instrumented guest checks its CPU time itself (invocation.Yield), as a timer cannot
+	// fire while a garbage collection waits for the guest's goroutine; one blocked in a host
+	// call uses no CPU time.
 	cpu  *time.Timer
 	wall *time.Timer
-	// state is stateIdle, stateRunning, or the exit code (exitCPU, exitWall) of the
-	// interrupt that stopped the instance; a timer firing just after an invocation ended
-	// finds stateIdle and does nothing.
-	state atomic.Uint32
+	// state is the invocation's generation (high 32 bits, one per run) and stateIdle,
+	// stateRunning, or the exit code (exitCPU, exitWall) of the interrupt that stopped it
+	// (low 32 bits). An interrupt takes effect only on the generation it was decided for,
+	// so a timer firing late never stops a later invocation.
+	state atomic.Uint64
+	// cpuClock and cpuDeadline let the cpu timer read the guest thread's CPU clock: the
+	// clock's id, and the reading at which the budget is spent (0 while the guest waits in
+	// a host call). Set for uninstrumented guests only.
+	cpuClock    atomic.Int32
+	cpuDeadline atomic.Int64
 	// poisoned is set when an interrupt raced with the end of an invocation: the instance
 	// must not be reused.
 	poisoned bool
@@ -149,6 +160,7 @@ type instance struct {
 const (
 	stateIdle    = 0
 	stateRunning = 1
+	stateMask    = 1<<32 - 1
 )
 
 // Exit codes used to interrupt instances.
@@ -162,25 +174,50 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	defer cancel()
 	out := &logWriter{log: v.log, level: slog.LevelInfo, stream: "stdout"}
 	errw := &logWriter{log: v.log, level: slog.LevelWarn, stream: "stderr"}
-	i := &instance{v: v, stop: make(chan struct{})}
+	i := &instance{v: v, stop: make(chan struct{}), instrumented: v.mod.Instrumented()}
 	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep})
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: %w", v.w.name, err)
 	}
 	i.in = in
 	i.inv.inst = i
-	i.cpu = time.AfterFunc(time.Hour, func() { i.interrupt(exitCPU) })
+	i.cpu = time.AfterFunc(time.Hour, i.cpuTimerFired)
 	i.cpu.Stop()
-	i.wall = time.AfterFunc(time.Hour, func() { i.interrupt(exitWall) })
+	i.wall = time.AfterFunc(time.Hour, func() { i.interruptRun(i.state.Load(), exitWall) })
 	i.wall.Stop()
 	return i, nil
 }
 
-func (i *instance) interrupt(code uint32) {
-	if i.state.CompareAndSwap(stateRunning, code) {
-		close(i.stop)
-		i.in.Interrupt(code)
+// interruptRun stops the invocation whose state was s with code, unless it already ended
+// or was stopped. It reports whether it stopped it.
+func (i *instance) interruptRun(s uint64, code uint32) bool {
+	if s&stateMask != stateRunning || !i.state.CompareAndSwap(s, s&^stateMask|uint64(code)) {
+		return false
 	}
+	close(i.stop)
+	i.in.Interrupt(code)
+	return true
+}
+
+// interrupt stops the current invocation with code.
+func (i *instance) interrupt(code uint32) { i.interruptRun(i.state.Load(), code) }
+
+// cpuTimerFired checks an uninstrumented guest's CPU time from the timer's goroutine.
+func (i *instance) cpuTimerFired() {
+	s := i.state.Load()
+	if s&stateMask != stateRunning {
+		return
+	}
+	d := i.cpuDeadline.Load()
+	if d == 0 {
+		return // in a host call; resume re-arms the timer
+	}
+	now, ok := readThreadClock(i.cpuClock.Load())
+	if !ok || now >= d {
+		i.interruptRun(s, exitCPU)
+		return
+	}
+	i.cpu.Reset(time.Duration(d - now))
 }
 
 // sleep serves the guest's sleeps: they count as wall time, not CPU time, and end when the
@@ -196,20 +233,29 @@ func (i *instance) sleep(ns int64) {
 	i.resume()
 }
 
-// pause stops the CPU budget while the guest waits for the host.
+// pause ends a stretch of guest CPU time before a host operation that does work of its own
+// (storage, subrequests, Durable Object calls, which may run other guests on this thread).
 func (i *instance) pause() {
-	i.cpu.Stop()
-	i.inv.cpuLeft -= time.Since(i.inv.segStart)
+	inv := &i.inv
+	inv.cpuLeft -= time.Duration(threadCPU() - inv.segCPU)
+	if !i.instrumented {
+		i.cpuDeadline.Store(0)
+		i.cpu.Stop()
+	}
 }
 
-// resume restarts the CPU budget, interrupting at once when it is spent.
+// resume starts a stretch of guest CPU time, interrupting at once when the budget is spent.
 func (i *instance) resume() {
-	if i.inv.cpuLeft <= 0 {
+	inv := &i.inv
+	if inv.cpuLeft <= 0 {
 		i.interrupt(exitCPU)
 		return
 	}
-	i.inv.segStart = time.Now()
-	i.cpu.Reset(i.inv.cpuLeft)
+	inv.startSegment()
+	if !i.instrumented {
+		i.cpuDeadline.Store(inv.segCPU + int64(inv.cpuLeft))
+		i.cpu.Reset(inv.cpuLeft)
+	}
 }
 
 func (i *instance) close() {

@@ -44,10 +44,11 @@ const (
 
 // Limits bound each invocation of a worker. Zero fields take the defaults.
 type Limits struct {
-	// CPUTime bounds the time the guest executes per request, excluding time blocked in
-	// host calls (storage, subrequests, Durable Object calls). It is measured as wall time
-	// outside host calls, an upper bound of the CPU the guest uses, so a busy machine reaches
-	// it sooner, never later. Zero means DefaultCPUTime (100ms).
+	// CPUTime bounds the CPU time the guest uses per request: the CPU clock of the thread
+	// running it (on Linux; wall time elsewhere), excluding host operations that do work of
+	// their own (storage, subrequests, Durable Object calls, sleeps). Time spent waiting, for
+	// a CPU on a busy machine or for the client, is not counted. Zero means DefaultCPUTime
+	// (100ms).
 	CPUTime time.Duration
 	// WallTime bounds a whole invocation including host calls and waitUntil work. Zero
 	// means DefaultWallTime (30s).

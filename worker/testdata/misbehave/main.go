@@ -12,6 +12,9 @@ import (
 
 var sink [][]byte
 
+// held keeps the last /alloc allocation alive.
+var held []byte
+
 func init() {
 	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
 		p := r.Path() // the last segment selects the behaviour: /x/loop acts as /loop
@@ -24,6 +27,24 @@ func init() {
 			for {
 				n++
 			}
+		case "/spin":
+			// A bounded computation: n iterations of arithmetic the compiler cannot drop.
+			n, _ := strconv.Atoi(r.URL().Query().Get("n"))
+			x := uint64(1)
+			for i := 0; i < n; i++ {
+				x = x*6364136223846793005 + 1442695040888963407
+			}
+			w.Write([]byte("spun " + strconv.FormatUint(x>>60, 10)))
+		case "/alloc":
+			// Allocates and touches mb MiB, kept until the next /alloc, so that the
+			// instance's linear memory grows by as much.
+			mb, _ := strconv.Atoi(r.URL().Query().Get("mb"))
+			b := make([]byte, mb<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			held = b
+			w.Write([]byte("allocated " + strconv.Itoa(mb)))
 		case "/panic":
 			panic("worker panics on purpose")
 		case "/oom":
