@@ -427,8 +427,10 @@ func (inv *invocation) respond(op uint32, arg []byte) (uint32, []byte) {
 		if err := inv.decodeHead(&d); err != nil {
 			return fail(workerabi.StatusInvalid, err)
 		}
+		// A streamed response's length is unknown, for HEAD as for GET: HEAD answers with
+		// the header fields GET would (RFC 9110 section 9.3.2), not Content-Length: 0.
 		inv.resp.ContentLength = -1
-		if !bodyAllowed(inv.resp.Status, inv.isHead) {
+		if !bodyAllowed(inv.resp.Status, false) {
 			inv.resp.ContentLength = 0
 		}
 		return inv.writeHead()

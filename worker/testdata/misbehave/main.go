@@ -45,6 +45,11 @@ func init() {
 			}
 			held = b
 			w.Write([]byte("allocated " + strconv.Itoa(mb)))
+		case "/stream":
+			// More than the SDK buffers: the head goes out before the end, length unknown.
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write([]byte(strings.Repeat("x", 64<<10)))
+			w.Write([]byte("end"))
 		case "/panic":
 			panic("worker panics on purpose")
 		case "/oom":
