@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -353,5 +354,45 @@ func TestKVCommand(t *testing.T) {
 	}
 	if _, err := run("", "frob", "ns"); err == nil {
 		t.Fatal("unknown subcommand accepted")
+	}
+	if out, err := run("", "list", "--data", data, "ns", "--cursor", "zzzz"); err == nil || !strings.Contains(out, "invalid cursor") {
+		t.Fatalf("list with an invalid cursor: %q %v, want an error", out, err)
+	}
+}
+
+// TestKVCommandReadOnly: get, list and delete of a namespace that does not exist report
+// it and exit non-zero, creating neither the namespace nor the data directory.
+func TestKVCommandReadOnly(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	for _, args := range [][]string{{"get", "missing", "k"}, {"list", "missing"}, {"delete", "missing", "k"}} {
+		cmd := exec.Command(verge(t), append([]string{"kv", args[0], "--data", data}, args[1:]...)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), `namespace "missing" not found`) {
+			t.Fatalf("kv %v: %q %v, want namespace not found and exit status 1", args, out, err)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("kv %v created %s (%v)", args, data, err)
+		}
+	}
+	// An existing namespace is read without being changed: its file stays as it was.
+	put := exec.Command(verge(t), "kv", "put", "--data", data, "ns", "a", "one")
+	if out, err := put.CombinedOutput(); err != nil {
+		t.Fatalf("put: %v %s", err, out)
+	}
+	file := filepath.Join(data, "kv", "ns.sqlite")
+	before, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"get", "ns", "a"}, {"list", "ns"}, {"get", "ns", "absent"}} {
+		out, _ := exec.Command(verge(t), append([]string{"kv", args[0], "--data", data}, args[1:]...)...).CombinedOutput()
+		if args[0] == "get" && args[2] == "a" && string(out) != "one" {
+			t.Fatalf("kv %v: %q", args, out)
+		}
+	}
+	after, err := os.ReadFile(file)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("reading changed %s (%v)", file, err)
 	}
 }
