@@ -50,7 +50,8 @@ type Config struct {
 	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
 	Workers []Worker `yaml:"workers"`
 	// WorkerData is the directory holding KV namespaces, Durable Objects and compiled
-	// worker code. Empty means ".verge" next to the config file. It is fixed at start.
+	// worker code. Empty means $STATE_DIRECTORY when set (systemd's StateDirectory=), else
+	// ".verge" next to the config file. It is fixed at start.
 	WorkerData string `yaml:"worker_data"`
 
 	// File is the name the config was loaded from.

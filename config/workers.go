@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -105,6 +106,11 @@ func (c *Config) resolveWorkerPaths(dir string) {
 	}
 	if c.WorkerData == "" {
 		c.WorkerData = DefaultWorkerData
+		// systemd's StateDirectory= names the unit's writable state directory; next to
+		// the config is read-only there (ProtectSystem=strict).
+		if sd, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); filepath.IsAbs(sd) {
+			c.WorkerData = sd
+		}
 	}
 	abs(&c.WorkerData)
 	for i := range c.Workers {

@@ -85,3 +85,26 @@ func TestParseWorker(t *testing.T) {
 		t.Fatal("unknown field accepted")
 	}
 }
+
+// TestWorkerDataFromStateDirectory: under systemd's StateDirectory= (ProtectSystem=strict
+// makes the config's directory read-only), worker data defaults to $STATE_DIRECTORY; an
+// explicit worker_data wins.
+func TestWorkerDataFromStateDirectory(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/var/lib/verge:/var/lib/other")
+	c := &Config{}
+	c.resolveWorkerPaths("/etc/verge")
+	if c.WorkerData != "/var/lib/verge" {
+		t.Fatalf("worker data %q, want /var/lib/verge", c.WorkerData)
+	}
+	c = &Config{WorkerData: "data"}
+	c.resolveWorkerPaths("/etc/verge")
+	if c.WorkerData != "/etc/verge/data" {
+		t.Fatalf("worker data %q, want /etc/verge/data", c.WorkerData)
+	}
+	t.Setenv("STATE_DIRECTORY", "")
+	c = &Config{}
+	c.resolveWorkerPaths("/etc/verge")
+	if c.WorkerData != "/etc/verge/.verge" {
+		t.Fatalf("worker data %q, want /etc/verge/.verge", c.WorkerData)
+	}
+}

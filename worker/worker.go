@@ -27,6 +27,7 @@ import (
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
+	"github.com/verge-edge/verge/worker/internal/wasm"
 )
 
 // Defaults of Limits.
@@ -145,8 +146,17 @@ func NewRegistry(svc Services) *Registry {
 	if svc.Placement == nil {
 		svc.Placement = durable.Local{}
 	}
+	compilerWarning.Do(func() {
+		if err := wasm.CompilerAvailable(); err != nil {
+			svc.Logger.Warn("WebAssembly compiler unavailable: workers will run in the interpreter, about 40 times slower", "cause", err)
+		}
+	})
 	return &Registry{svc: svc, workers: map[string]*Worker{}}
 }
+
+// compilerWarning makes the first registry of the process say when workers cannot be
+// compiled to machine code (see wasm.CompilerAvailable).
+var compilerWarning sync.Once
 
 // Get returns the worker name, or nil.
 func (r *Registry) Get(name string) *Worker {

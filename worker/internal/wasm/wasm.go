@@ -442,3 +442,10 @@ func hostResult(ctx context.Context, mod api.Module, stack []uint64) {
 	}
 	c.in.pending = nil
 }
+
+var compilerOnce = sync.OnceValue(compilerCheck)
+
+// CompilerAvailable returns nil when modules are compiled to machine code, and otherwise why
+// not: the runtime then interprets them, tens of times slower, without failing. The reason
+// is checked once per process.
+func CompilerAvailable() error { return compilerOnce() }
