@@ -140,6 +140,9 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 	case exitWall:
 		return 0, &Error{Kind: WallLimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v (limit %v)", l.WallTime, l.WallTime)}
 	}
+	if errors.Is(err, wasm.ErrMemoryDenied) {
+		return 0, &Error{Kind: MemoryLimit, Worker: i.v.w.name, Cause: fmt.Errorf("growing the instance's memory: %w", i.v.w.reg.memory.exhausted())}
+	}
 	var ee *wasm.ExitError
 	if errors.As(err, &ee) {
 		return 0, &Error{Kind: Crashed, Worker: i.v.w.name, Cause: fmt.Errorf("guest exited with code %d (a Go panic or fatal error, e.g. out of memory, exits with 2)", ee.Code)}

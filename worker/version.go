@@ -3,10 +3,12 @@ package worker
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"github.com/verge-edge/verge/internal/workerabi"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -36,9 +38,16 @@ type version struct {
 	inst0   time.Duration
 
 	slots chan struct{} // one per pooled instance allowed
+	// poolMemory is the most linear memory an instance may hold and still be pooled: the
+	// larger of half of Limits.Memory and twice the first instance's initial memory. One
+	// that grew beyond it is closed after its request, giving its memory back.
+	poolMemory int64
+	// initMemory is the first instance's memory after initialization, what admitting a new
+	// instance under the registry's memory limit waits for.
+	initMemory int64
 
 	mu      sync.Mutex
-	idle    []*instance
+	idle    []*instance // least recently used first
 	total   int
 	refs    int // requests in flight, live actors
 	retired bool
@@ -114,6 +123,8 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
 		return nil, err
 	}
 	v.inst0 = time.Since(start)
+	v.initMemory = int64(in.in.MemorySize())
+	v.poolMemory = max(cfg.Limits.Memory/2, 2*v.initMemory)
 	v.total = 1
 	v.idle = append(v.idle, in)
 	return v, nil
@@ -155,6 +166,8 @@ type instance struct {
 	// must not be reused.
 	poisoned bool
 	stop     chan struct{} // closed on interrupt, to end sleeps
+	// idleSince is when the instance was last returned to the pool.
+	idleSince time.Time
 }
 
 const (
@@ -175,7 +188,14 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	out := &logWriter{log: v.log, level: slog.LevelInfo, stream: "stdout"}
 	errw := &logWriter{log: v.log, level: slog.LevelWarn, stream: "stderr"}
 	i := &instance{v: v, stop: make(chan struct{}), instrumented: v.mod.Instrumented()}
-	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep})
+	mem := v.w.reg.memory
+	if !mem.admit(ctx, v.initMemory) {
+		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: mem.exhausted()}
+	}
+	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep, Memory: mem})
+	if errors.Is(err, wasm.ErrMemoryDenied) {
+		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: fmt.Errorf("initializing an instance: %w", mem.exhausted())}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: %w", v.w.name, err)
 	}
@@ -336,14 +356,18 @@ func (v *version) get(ctx context.Context) (*instance, error) {
 		v.total--
 		v.mu.Unlock()
 		<-v.slots
+		if we, ok := err.(*Error); ok {
+			return nil, we
+		}
 		return nil, &Error{Kind: Crashed, Worker: v.w.name, Cause: err}
 	}
 	return in, nil
 }
 
-// put returns a healthy instance to the pool.
+// put returns a healthy instance to the pool, or closes it when it holds more memory than
+// a pooled instance may.
 func (v *version) put(in *instance) {
-	if in.poisoned {
+	if in.poisoned || int64(in.in.MemorySize()) > v.poolMemory {
 		v.discard(in)
 		return
 	}
@@ -353,10 +377,36 @@ func (v *version) put(in *instance) {
 		v.mu.Unlock()
 		in.close()
 	} else {
+		in.idleSince = time.Now()
 		v.idle = append(v.idle, in)
 		v.mu.Unlock()
 	}
 	<-v.slots
+}
+
+// trim closes the idle instances pooled before cutoff, keeping the most recently used one;
+// a zero cutoff closes them all.
+func (v *version) trim(cutoff time.Time) {
+	v.mu.Lock()
+	n := 0
+	for n < len(v.idle) && (cutoff.IsZero() || v.idle[n].idleSince.Before(cutoff)) {
+		n++
+	}
+	if !cutoff.IsZero() && n == len(v.idle) {
+		n-- // keep the most recently used
+	}
+	if n <= 0 {
+		v.mu.Unlock()
+		return
+	}
+	old := slices.Clone(v.idle[:n])
+	v.idle = slices.Delete(v.idle, 0, n)
+	v.total -= n
+	v.mu.Unlock()
+	for _, in := range old {
+		in.close()
+	}
+	v.log.Debug("idle worker instances closed", "closed", n)
 }
 
 // discard drops a failed instance.
