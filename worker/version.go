@@ -3,8 +3,8 @@ package worker
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"github.com/verge-edge/verge/internal/workerabi"
 	"log/slog"
