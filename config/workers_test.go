@@ -30,6 +30,7 @@ workers:
     kv: [{binding: KV}]
     durable_objects: [{binding: COUNTER, class: Counter}]
     limits: {cpu_time: 20ms, memory: 64MiB}
+worker_memory_limit: 2GiB
 `
 	c, err := Parse(filepath.Join(dir, "v.yaml"), []byte(src))
 	if err != nil {
@@ -41,6 +42,9 @@ workers:
 	}
 	if w.Limits.CPUTime.Std() != 20*time.Millisecond || w.Limits.Memory != 64<<20 || w.Secrets[0].File != filepath.Join(dir, "token") {
 		t.Fatalf("limits/secrets: got %+v", w)
+	}
+	if c.WorkerMemoryLimit != 2<<30 {
+		t.Fatalf("worker_memory_limit %d, want 2GiB", c.WorkerMemoryLimit)
 	}
 	if c.Routes[1].WorkerOnError != WorkerOnErrorFail || c.WorkerData != filepath.Join(dir, ".verge") {
 		t.Fatalf("route default %q, data %q", c.Routes[1].WorkerOnError, c.WorkerData)
@@ -58,6 +62,7 @@ func TestWorkersErrors(t *testing.T) {
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., kv: [{binding: A}, {binding: A}]}]", `duplicate binding "A"`},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., secrets: [{name: S, from_env: VERGE_TEST_UNSET_VAR}]}]", "VERGE_TEST_UNSET_VAR is not set"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., durable_objects: [{binding: D}]}]", "class is required"},
+		{"routes: [{upstream: app}]\nworker_memory_limit: 1MiB", "t.yaml:4:22: worker_memory_limit: worker_memory_limit 1048576 is below 16MiB"},
 	}
 	for _, c := range cases {
 		_, err := Parse(filepath.Join(dir, "t.yaml"), []byte(base+c.yaml))

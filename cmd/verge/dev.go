@@ -51,7 +51,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	}
 	tr := &upstream.Transport{}
 	defer tr.Close()
-	stack, err := newWorkerStack(*data, tr, log)
+	stack, err := newWorkerStack(*data, 0, tr, log)
 	if err != nil {
 		return err
 	}

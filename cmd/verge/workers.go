@@ -25,18 +25,19 @@ type workerStack struct {
 	do  *durable.SQLiteStore
 }
 
-func newWorkerStack(dataDir string, tr worker.RoundTripper, log *slog.Logger) (*workerStack, error) {
+func newWorkerStack(dataDir string, memoryLimit int64, tr worker.RoundTripper, log *slog.Logger) (*workerStack, error) {
 	kvs, err := kv.OpenSQLite(filepath.Join(dataDir, "kv"))
 	if err != nil {
 		return nil, err
 	}
 	dos := durable.OpenSQLite(filepath.Join(dataDir, "do"))
 	reg := worker.NewRegistry(worker.Services{
-		CacheDir:  filepath.Join(dataDir, "cache"),
-		KV:        kvs,
-		Durable:   dos,
-		Transport: tr,
-		Logger:    log,
+		CacheDir:    filepath.Join(dataDir, "cache"),
+		KV:          kvs,
+		Durable:     dos,
+		Transport:   tr,
+		Logger:      log,
+		MemoryLimit: memoryLimit,
 	})
 	return &workerStack{reg: reg, kv: kvs, do: dos}, nil
 }
