@@ -151,3 +151,43 @@ func serveRes(t testing.TB, w *worker.Worker, method, target string) (*recorder,
 	res, err := w.Serve(context.Background(), rec, &worker.Request{Message: req, RemoteAddr: "127.0.0.1"})
 	return rec, res, err
 }
+
+// spinModule is a module the sandbox cannot instrument (it uses a SIMD instruction), whose
+// verge_handle loops forever: its CPU time is checked by the timer reading the guest
+// thread's CPU clock from another thread.
+func spinModule() []byte {
+	code := append([]byte{0x00, 0xfd, 0x0c}, make([]byte, 16)...) // no locals; v128.const 0
+	code = append(code, 0x1a, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x41, 0x00, 0x0b)
+	sec := func(id byte, body ...byte) []byte { return append([]byte{id, byte(len(body))}, body...) }
+	var m []byte
+	m = append(m, 0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00)
+	m = append(m, sec(1, 0x01, 0x60, 0x01, 0x7f, 0x01, 0x7f)...)
+	m = append(m, sec(3, 0x01, 0x00)...)
+	m = append(m, sec(5, 0x01, 0x00, 0x01)...)
+	exp := []byte{0x02, 12}
+	exp = append(exp, "verge_handle"...)
+	exp = append(exp, 0x00, 0x00, 6)
+	exp = append(exp, "memory"...)
+	exp = append(exp, 0x02, 0x00)
+	m = append(m, sec(7, exp...)...)
+	return append(m, sec(10, append([]byte{0x01, byte(len(code))}, code...)...)...)
+}
+
+// TestCPULimitUninstrumented: a spinning guest that is not instrumented is stopped for CPU
+// by its timer, loaded or not.
+func TestCPULimitUninstrumented(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, worker.Config{Name: "spin", Module: spinModule(), Limits: worker.Limits{CPUTime: 50 * time.Millisecond, WallTime: 20 * time.Second}})
+	for _, loaded := range []bool{false, true} {
+		if loaded {
+			saturate(t)
+		}
+		start := time.Now()
+		_, res, err := serveRes(t, w, "GET", "/")
+		var we *worker.Error
+		if !errors.As(err, &we) || we.Kind != worker.CPULimit {
+			t.Fatalf("loaded=%v: got %v, want a CPU limit error", loaded, err)
+		}
+		t.Logf("loaded=%v: stopped after %v of CPU, %v of wall time", loaded, res.CPU, time.Since(start))
+	}
+}

@@ -316,7 +316,11 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 		// Bound the guest's initialization by ctx: stop it when ctx ends.
 		stop := context.AfterFunc(ctx, func() { in.Interrupt(ExitDeadlineExceeded) })
 		_, err := init.Call(ictx)
-		stop()
+		if !stop() && err == nil {
+			// The deadline passed as _initialize returned: the interrupt is on its way and
+			// would stop the instance's first invocation instead.
+			err = sys.NewExitError(ExitDeadlineExceeded)
+		}
 		if err != nil {
 			err = in.classify(err)
 			in.Close(context.Background())
