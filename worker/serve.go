@@ -106,26 +106,25 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 	defer runtime.UnlockOSThread()
 	inv := &i.inv
 	l := &i.v.limits
-	inv.cpuLeft = l.CPUTime
-	inv.startSegment()
-	inv.wallEnd = inv.segWall.Add(l.WallTime)
+	now := time.Now()
+	inv.cpu.start(l.CPUTime, !i.instrumented, now)
+	inv.wallEnd = now.Add(l.WallTime)
 	s := (i.state.Load()>>32+1)<<32 | stateRunning
 	if !i.instrumented {
 		i.cpuClock.Store(currentThreadClock())
-		i.cpuDeadline.Store(inv.segCPU + int64(inv.cpuLeft))
+		i.cpuDeadline.Store(inv.cpu.deadline())
 	}
 	i.state.Store(s)
 	i.wall.Reset(l.WallTime)
 	if !i.instrumented {
-		i.cpu.Reset(inv.cpuLeft)
+		i.cpu.Reset(l.CPUTime)
 	}
 	rc, err := i.in.Handle(ctx, kind, inv)
 	if !i.instrumented {
 		i.cpu.Stop()
 	}
 	i.wall.Stop()
-	inv.cpuLeft -= time.Duration(threadCPU() - inv.segCPU)
-	inv.cpuUsed = l.CPUTime - inv.cpuLeft
+	inv.cpuUsed = inv.cpu.finish()
 	stopped := uint32(stateIdle)
 	if !i.state.CompareAndSwap(s, s&^stateMask|stateIdle) {
 		stopped = uint32(i.state.Load() & stateMask)
@@ -180,24 +179,10 @@ type invocation struct {
 	ioCtx       context.Context
 	ioCancel    context.CancelFunc
 
-	e workerabi.Encoder
-	// segCPU and segWall are the thread's CPU clock and the wall clock at the start of the
-	// current stretch of guest execution; checkAt is the wall time into it after which
-	// Yield reads the CPU clock (CPU time cannot pass faster than wall time, so before that
-	// the budget cannot be spent).
-	segCPU  int64
-	segWall time.Time
-	checkAt time.Duration
+	e       workerabi.Encoder
+	cpu     cpuMeter
 	wallEnd time.Time
-	cpuLeft time.Duration
 	cpuUsed time.Duration
-}
-
-// startSegment starts a stretch of guest execution.
-func (inv *invocation) startSegment() {
-	inv.segCPU = threadCPU()
-	inv.segWall = time.Now()
-	inv.checkAt = inv.cpuLeft
 }
 
 func (inv *invocation) reset(ctx context.Context, kind uint32) {
@@ -272,15 +257,8 @@ func (inv *invocation) encodeHead(r *Request) {
 	inv.head = e.B
 }
 
-// Call serves one host operation. Operations that do work of their own (storage,
-// subrequests, Durable Object calls) do not count as guest CPU time; the cheap ones that
-// only move the request and response (whose waits for the client use no CPU time) do.
+// Call serves one host operation. The time spent here does not count as guest CPU time.
 func (inv *invocation) Call(op uint32, arg []byte) (uint32, []byte) {
-	switch op {
-	case workerabi.OpReqHead, workerabi.OpReqBody, workerabi.OpRespHead, workerabi.OpRespBody, workerabi.OpRespEnd,
-		workerabi.OpLog, workerabi.OpEnv:
-		return inv.dispatch(op, arg)
-	}
 	inv.inst.pause()
 	status, res := inv.dispatch(op, arg)
 	inv.inst.resume()
@@ -290,24 +268,17 @@ func (inv *invocation) Call(op uint32, arg []byte) (uint32, []byte) {
 // Yield enforces the CPU and wall time limits. The guest calls it periodically while it
 // runs (wasm.Host), so a looping guest stops at its limits even when timers cannot fire in
 // time: with one P, or with a garbage collection waiting for the guest's goroutine to stop.
-// It reads the thread's CPU clock (a system call) only once the wall time of the current
-// stretch could hold the rest of the budget, then at most once per rest of the budget.
+// It reads the wall clock, and the thread's CPU clock only when the budget could be spent
+// (see cpuMeter).
 func (inv *invocation) Yield() {
 	now := time.Now()
 	if !now.Before(inv.wallEnd) {
 		inv.inst.interrupt(exitWall)
 		return
 	}
-	el := now.Sub(inv.segWall)
-	if el < inv.checkAt {
-		return
-	}
-	used := time.Duration(threadCPU() - inv.segCPU)
-	if used >= inv.cpuLeft {
+	if !inv.cpu.check(now) {
 		inv.inst.interrupt(exitCPU)
-		return
 	}
-	inv.checkAt = el + inv.cpuLeft - used
 }
 
 func fail(status uint32, err error) (uint32, []byte) { return status, []byte(err.Error()) }

@@ -256,8 +256,7 @@ func (i *instance) sleep(ns int64) {
 // pause ends a stretch of guest CPU time before a host operation that does work of its own
 // (storage, subrequests, Durable Object calls, which may run other guests on this thread).
 func (i *instance) pause() {
-	inv := &i.inv
-	inv.cpuLeft -= time.Duration(threadCPU() - inv.segCPU)
+	i.inv.cpu.pause()
 	if !i.instrumented {
 		i.cpuDeadline.Store(0)
 		i.cpu.Stop()
@@ -266,15 +265,14 @@ func (i *instance) pause() {
 
 // resume starts a stretch of guest CPU time, interrupting at once when the budget is spent.
 func (i *instance) resume() {
-	inv := &i.inv
-	if inv.cpuLeft <= 0 {
+	m := &i.inv.cpu
+	if !m.resume() {
 		i.interrupt(exitCPU)
 		return
 	}
-	inv.startSegment()
 	if !i.instrumented {
-		i.cpuDeadline.Store(inv.segCPU + int64(inv.cpuLeft))
-		i.cpu.Reset(inv.cpuLeft)
+		i.cpuDeadline.Store(m.deadline())
+		i.cpu.Reset(m.budget - m.counted)
 	}
 }
 
@@ -377,7 +375,7 @@ func (v *version) put(in *instance) {
 		v.mu.Unlock()
 		in.close()
 	} else {
-		in.idleSince = time.Now()
+		in.idleSince = in.inv.cpu.segWall // when its last invocation's last stretch began
 		v.idle = append(v.idle, in)
 		v.mu.Unlock()
 	}

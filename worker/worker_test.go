@@ -339,3 +339,19 @@ func TestHeadOfStreamedResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestKVListInvalidCursor: a worker listing with a cursor KV did not make gets an error,
+// not an empty and complete listing.
+func TestKVListInvalidCursor(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, misbehaveConfig(t, worker.Limits{CPUTime: time.Second}))
+	rec, err := serve(t, w, "GET", "/kvlist?cursor=zzzz", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.status != 400 || !strings.Contains(rec.body.String(), "invalid cursor") {
+		t.Fatalf("list with a bad cursor: got %s, want 400 and the error", rec)
+	}
+	rec, _ = serve(t, w, "GET", "/kvlist", "")
+	rec.check(t, 200, "keys 0")
+}

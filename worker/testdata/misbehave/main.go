@@ -50,6 +50,13 @@ func init() {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Write([]byte(strings.Repeat("x", 64<<10)))
 			w.Write([]byte("end"))
+		case "/kvlist":
+			res, err := sdk.KV("KV").List(sdk.KVListOptions{Cursor: r.URL().Query().Get("cursor")})
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 400)
+				return
+			}
+			w.Write([]byte("keys " + strconv.Itoa(len(res.Keys))))
 		case "/panic":
 			panic("worker panics on purpose")
 		case "/oom":
