@@ -40,7 +40,8 @@ type Result struct {
 	Status int
 	// BytesSent counts response body bytes written.
 	BytesSent int64
-	// CPU is the guest's execution time (see Limits.CPUTime).
+	// CPU is the guest's CPU time (see Limits.CPUTime), or for an invocation whose guest
+	// executed for less than a millisecond, its execution wall time (an upper bound).
 	CPU time.Duration
 	// BodyRead is true when the guest read from the request body.
 	BodyRead bool

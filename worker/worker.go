@@ -46,9 +46,10 @@ const (
 // Limits bound each invocation of a worker. Zero fields take the defaults.
 type Limits struct {
 	// CPUTime bounds the CPU time the guest uses per request: the CPU clock of the thread
-	// running it (on Linux; wall time elsewhere), excluding host operations that do work of
-	// their own (storage, subrequests, Durable Object calls, sleeps). Time spent waiting, for
-	// a CPU on a busy machine or for the client, is not counted. Zero means DefaultCPUTime
+	// running it (on Linux; wall time elsewhere), excluding host calls (storage,
+	// subrequests, Durable Object calls, sleeps, response writes). Time spent waiting for a
+	// CPU on a busy machine is not counted; neither is the first millisecond of guest
+	// execution, before the clock is first read (see cpuMeter). Zero means DefaultCPUTime
 	// (100ms).
 	CPUTime time.Duration
 	// WallTime bounds a whole invocation including host calls and waitUntil work. Zero
