@@ -26,7 +26,7 @@ func TestCPUMeterCountsCPUNotWaiting(t *testing.T) {
 	var m cpuMeter
 	t0 := time.Now()
 	m.start(budget, false, t0)
-	if !m.check(t0.Add(100 * time.Microsecond)) || m.exact {
+	if !m.check(t0.Add(100*time.Microsecond)) || m.exact {
 		t.Fatal("the CPU clock was read before the probe time")
 	}
 	// Far more wall time than the budget, with no CPU used: not spent.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -510,5 +511,31 @@ func main() {}
 	})
 	if !strings.Contains(p.stderr.String(), "GET / 503 ") {
 		t.Fatalf("no log line for the 503 answers:\n%s", p.stderr)
+	}
+}
+
+// TestDevHeadOfStreamedResponse is issue 12's HEAD report, through the binary: HEAD on a
+// worker response that GET streams chunked answers without Content-Length (it answered
+// Content-Length: 0).
+func TestDevHeadOfStreamedResponse(t *testing.T) {
+	p := startDev(t, t.TempDir(), filepath.Join(testwasm.Root(), "worker", "testdata", "misbehave"))
+	head := func(method string) string {
+		conn, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(conn, "%s /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", method)
+		b, _ := io.ReadAll(conn)
+		h, _, _ := strings.Cut(string(b), "\r\n\r\n")
+		return strings.ToLower(h)
+	}
+	get, hd := head("GET"), head("HEAD")
+	if !strings.HasPrefix(get, "http/1.1 200") || !strings.Contains(get, "transfer-encoding: chunked") {
+		t.Fatalf("GET head:\n%s", get)
+	}
+	if !strings.HasPrefix(hd, "http/1.1 200") || strings.Contains(hd, "content-length") || !strings.Contains(hd, "content-type: text/plain") {
+		t.Fatalf("HEAD head (want GET's fields, no Content-Length):\n%s", hd)
 	}
 }
