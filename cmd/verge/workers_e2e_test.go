@@ -32,9 +32,6 @@ type devProc struct {
 func startDev(t *testing.T, data, pkg string, extra ...string) *devProc {
 	t.Helper()
 	p := launchDev(t, data, pkg, extra...)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	c := &http.Client{Timeout: time.Second}
 	waitFor(t, "verge dev to serve", 90*time.Second, func() bool {
 		select {
@@ -53,16 +50,12 @@ func startDev(t *testing.T, data, pkg string, extra ...string) *devProc {
 	return p
 }
 
-// launchDev starts `verge dev` on pkg ("" for none: the current directory, dir) without
-// waiting for it.
+// launchDev starts `verge dev` on pkg without waiting for it to serve.
 func launchDev(t *testing.T, data, pkg string, extra ...string) *devProc {
 	t.Helper()
 	p := &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
 	args := append([]string{"dev", "--data", data, "--listen", p.addr, "--poll", "100ms"}, extra...)
-	if pkg != "" {
-		args = append(args, pkg)
-	}
-	p.cmd = exec.Command(verge(t), args...)
+	p.cmd = exec.Command(verge(t), append(args, pkg)...)
 	p.cmd.Stderr, p.cmd.Stdout = p.stderr.f, p.stderr.f
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
