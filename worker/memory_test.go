@@ -97,20 +97,23 @@ func TestWorkerMemoryIsGivenBack(t *testing.T) {
 }
 
 // TestIdleInstancesTrimmed: pooled instances unused for InstanceIdleTimeout are closed,
-// but for the most recently used one.
+// but for the most recently used one, and their memory is given back.
 func TestIdleInstancesTrimmed(t *testing.T) {
-	e := newEnv(t, t.TempDir(), worker.Services{InstanceIdleTimeout: 20 * time.Millisecond})
+	e := newEnv(t, t.TempDir(), worker.Services{InstanceIdleTimeout: 500 * time.Millisecond})
 	w := e.deploy(t, misbehaveConfig(t, worker.Limits{CPUTime: 10 * time.Second, Memory: 64 << 20, MaxInstances: 8}))
 	for i, err := range allocConcurrently(t, w, 8, 4) {
 		if err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
 	}
+	info, _ := w.Version()
 	grown := e.reg.MemoryInUse()
+	if info.Instances < 2 {
+		t.Skipf("%d instance pooled after 8 concurrent requests: trimmed already, or the requests did not overlap", info.Instances)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		info, _ := w.Version()
-		if info.Instances == 1 {
+		if info, _ = w.Version(); info.Instances == 1 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -309,7 +309,8 @@ workers:
 	}
 	time.Sleep(100 * time.Millisecond)
 	req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/workers/app", bytes.NewReader(counter))
-	resp, err := c.Do(req)
+	// A deploy compiles the module: seconds on a busy machine, beyond c's timeout.
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
