@@ -53,8 +53,14 @@ type Config struct {
 	// Empty means none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// WorkerData is the directory holding KV namespaces, Durable Objects and compiled
-	// worker code. Empty means ".verge" next to the config file. It is fixed at start.
+	// worker code. Empty means $STATE_DIRECTORY when set (systemd's StateDirectory=), else
+	// ".verge" next to the config file. It is fixed at start.
 	WorkerData string `yaml:"worker_data"`
+	// WorkerMemoryLimit caps the linear memory of all worker instances together (pooled,
+	// running and Durable Objects'). Zero means half of the machine's memory or of the
+	// process's cgroup limit, at least 256MiB (worker.DefaultMemoryLimit). At least 16MiB
+	// when set. It is fixed at start.
+	WorkerMemoryLimit Size `yaml:"worker_memory_limit"`
 
 	// File is the name the config was loaded from.
 	File string `yaml:"-"`

@@ -20,6 +20,8 @@ const (
 	DefaultWorkerData = ".verge"
 	// DefaultWorkerMemory is an instance's memory cap.
 	DefaultWorkerMemory = 128 << 20
+	// MinWorkerMemoryLimit is the least worker_memory_limit accepted.
+	MinWorkerMemoryLimit = 16 << 20
 )
 
 // Worker is a WebAssembly worker that routes can send requests to (route field worker).
@@ -146,6 +148,11 @@ func (c *Config) resolveWorkerPaths(dir string) {
 	}
 	if c.WorkerData == "" {
 		c.WorkerData = DefaultWorkerData
+		// systemd's StateDirectory= names the unit's writable state directory; next to
+		// the config is read-only there (ProtectSystem=strict).
+		if sd, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); filepath.IsAbs(sd) {
+			c.WorkerData = sd
+		}
 	}
 	abs(&c.WorkerData)
 	for i := range c.Workers {
@@ -185,6 +192,9 @@ func (c *Config) setWorkerDefaults() {
 
 // workers validates the workers section and returns the worker names.
 func (v *validator) workers() map[string]bool {
+	if m := v.c.WorkerMemoryLimit; m != 0 && m < MinWorkerMemoryLimit {
+		v.errf("worker_memory_limit", "worker_memory_limit %d is below %s: no instance could start", m, "16MiB")
+	}
 	names := map[string]bool{}
 	for i := range v.c.Workers {
 		w := &v.c.Workers[i]

@@ -31,6 +31,7 @@ workers:
     durable_objects: [{binding: COUNTER, class: Counter}]
     limits: {cpu_time: 20ms, memory: 64MiB}
     fetch: {allow: ["10.0.0.0/8", "127.0.0.1", "[::1]:8080", "api.internal:8443"]}
+worker_memory_limit: 2GiB
 `
 	c, err := Parse(filepath.Join(dir, "v.yaml"), []byte(src))
 	if err != nil {
@@ -45,6 +46,9 @@ workers:
 	}
 	if len(w.Fetch.Allow) != 4 || w.Fetch.Allow[3] != "api.internal:8443" {
 		t.Fatalf("fetch: got %+v", w.Fetch)
+	}
+	if c.WorkerMemoryLimit != 2<<30 {
+		t.Fatalf("worker_memory_limit %d, want 2GiB", c.WorkerMemoryLimit)
 	}
 	if c.Routes[1].WorkerOnError != WorkerOnErrorFail || c.WorkerData != filepath.Join(dir, ".verge") {
 		t.Fatalf("route default %q, data %q", c.Routes[1].WorkerOnError, c.WorkerData)
@@ -66,6 +70,7 @@ func TestWorkersErrors(t *testing.T) {
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {allow: [\"host:0\"]}}]", "bad port"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {allow: [justahost]}}]", "want a CIDR prefix"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {deny: [x]}}]", "deny"},
+		{"routes: [{upstream: app}]\nworker_memory_limit: 1MiB", "t.yaml:4:22: worker_memory_limit: worker_memory_limit 1048576 is below 16MiB"},
 	}
 	for _, c := range cases {
 		_, err := Parse(filepath.Join(dir, "t.yaml"), []byte(base+c.yaml))
@@ -91,5 +96,28 @@ func TestParseWorker(t *testing.T) {
 	}
 	if _, err := ParseWorker(name, []byte("name: x\nbogus: 1\n")); err == nil {
 		t.Fatal("unknown field accepted")
+	}
+}
+
+// TestWorkerDataFromStateDirectory: under systemd's StateDirectory= (ProtectSystem=strict
+// makes the config's directory read-only), worker data defaults to $STATE_DIRECTORY; an
+// explicit worker_data wins.
+func TestWorkerDataFromStateDirectory(t *testing.T) {
+	t.Setenv("STATE_DIRECTORY", "/var/lib/verge:/var/lib/other")
+	c := &Config{}
+	c.resolveWorkerPaths("/etc/verge")
+	if c.WorkerData != "/var/lib/verge" {
+		t.Fatalf("worker data %q, want /var/lib/verge", c.WorkerData)
+	}
+	c = &Config{WorkerData: "data"}
+	c.resolveWorkerPaths("/etc/verge")
+	if c.WorkerData != "/etc/verge/data" {
+		t.Fatalf("worker data %q, want /etc/verge/data", c.WorkerData)
+	}
+	t.Setenv("STATE_DIRECTORY", "")
+	c = &Config{}
+	c.resolveWorkerPaths("/etc/verge")
+	if c.WorkerData != "/etc/verge/.verge" {
+		t.Fatalf("worker data %q, want /etc/verge/.verge", c.WorkerData)
 	}
 }

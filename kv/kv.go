@@ -7,8 +7,12 @@ package kv
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"strings"
 	"time"
 )
 
@@ -150,4 +154,37 @@ func CheckList(o ListOptions) (int, error) {
 		return 0, fmt.Errorf("kv: list limit %d out of range 1..%d: %w", o.Limit, MaxListLimit, ErrInvalid)
 	}
 	return o.Limit, nil
+}
+
+// cursorVersion is the first byte of a decoded cursor.
+const cursorVersion = 1
+
+// EncodeCursor returns the opaque cursor continuing a listing after key: the key with a
+// version byte and a checksum, URL-safe base64 without padding.
+func EncodeCursor(key string) string {
+	b := make([]byte, 0, 1+len(key)+4)
+	b = append(b, cursorVersion)
+	b = append(b, key...)
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// DecodeCursor returns the key a cursor made by EncodeCursor continues after. A cursor that
+// was not made by EncodeCursor (bad encoding, version or checksum), or for a listing with a
+// different prefix, is an error wrapping ErrInvalid: listing on from it would silently return
+// the wrong keys, or none.
+func DecodeCursor(cursor, prefix string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	if err != nil || len(b) < 5 || b[0] != cursorVersion {
+		return "", fmt.Errorf("kv: invalid cursor %.64q: %w", cursor, ErrInvalid)
+	}
+	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)) != sum {
+		return "", fmt.Errorf("kv: invalid cursor %.64q: %w", cursor, ErrInvalid)
+	}
+	key := string(body[1:])
+	if !strings.HasPrefix(key, prefix) {
+		return "", fmt.Errorf("kv: cursor %.64q does not belong to a listing of prefix %q: %w", cursor, prefix, ErrInvalid)
+	}
+	return key, nil
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +201,77 @@ func BenchmarkGet(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		n.Get(context.Background(), "k")
+	}
+}
+
+// TestListInvalidCursor: a cursor List did not make, or made for another prefix, is an
+// invalid argument, not an empty and complete listing.
+func TestListInvalidCursor(t *testing.T) {
+	ctx := context.Background()
+	_, n := openNS(t)
+	for i := range 5 {
+		if err := n.Put(ctx, fmt.Sprintf("k%d", i), []byte("v"), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := n.List(ctx, ListOptions{Prefix: "k", Limit: 2})
+	if err != nil || res.ListComplete || res.Cursor == "" {
+		t.Fatalf("first page: %+v %v", res, err)
+	}
+	good := res.Cursor
+	for _, c := range []struct{ cursor, prefix string }{
+		{"zzzz", "k"},                   // base64 of bytes sorting after every key
+		{"not base64!", "k"},            // not base64 at all
+		{good[:len(good)-1] + "A", "k"}, // a damaged cursor
+		{good, "j"},                     // another listing's cursor
+		{EncodeCursor("x") + "", "k"},   // a well-formed cursor outside the prefix
+		{"AQ", ""},                      // too short for its checksum
+	} {
+		res, err := n.List(ctx, ListOptions{Prefix: c.prefix, Cursor: c.cursor})
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("cursor %q prefix %q: got %+v, %v; want an invalid argument error", c.cursor, c.prefix, res, err)
+		}
+	}
+	res, err = n.List(ctx, ListOptions{Prefix: "k", Cursor: good})
+	if err != nil || len(res.Keys) != 3 || res.Keys[0].Name != "k2" || !res.ListComplete {
+		t.Fatalf("second page: %+v %v", res, err)
+	}
+}
+
+// TestOpenExistingIsReadOnly: OpenExisting creates nothing for a missing namespace, reads an
+// existing one (beside a writer), and refuses writes.
+func TestOpenExistingIsReadOnly(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "kv")
+	s, err := OpenSQLite(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.OpenExisting(ctx, "absent"); !errors.Is(err, ErrNamespaceNotFound) {
+		t.Fatalf("missing namespace: got %v, want ErrNamespaceNotFound", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("OpenExisting created %s (%v)", dir, err)
+	}
+	w, err := s.Namespace(ctx, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Put(ctx, "a", []byte("1"), PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.OpenExisting(ctx, "ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := r.Get(ctx, "a"); err != nil || e == nil || string(e.Value) != "1" {
+		t.Fatalf("read-only get: %+v %v", e, err)
+	}
+	if err := r.Put(ctx, "b", []byte("2"), PutOptions{}); err == nil {
+		t.Fatal("put through a read-only namespace succeeded")
+	}
+	if err := r.Delete(ctx, "a"); err == nil {
+		t.Fatal("delete through a read-only namespace succeeded")
 	}
 }

@@ -3,7 +3,6 @@ package kv
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,6 +31,7 @@ type SQLiteStore struct {
 
 	mu     sync.Mutex
 	ns     map[string]*sqliteNS
+	ro     map[string]*sqliteNS // opened by OpenExisting
 	closed bool
 	stop   chan struct{}
 	done   chan struct{}
@@ -99,6 +99,39 @@ func (s *SQLiteStore) Namespace(ctx context.Context, name string) (Namespace, er
 	return n, nil
 }
 
+// ErrNamespaceNotFound is returned by OpenExisting for a namespace that does not exist.
+var ErrNamespaceNotFound = errors.New("namespace not found")
+
+// OpenExisting opens an existing namespace for reading only, as tools that inspect data do:
+// it creates no file or directory (a missing namespace is ErrNamespaceNotFound), and its Put
+// and Delete fail. It may run beside a server writing the same namespace.
+func (s *SQLiteStore) OpenExisting(ctx context.Context, name string) (Namespace, error) {
+	if !validName.MatchString(name) {
+		return nil, fmt.Errorf("kv: invalid namespace name %q: %w", name, ErrInvalid)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("kv: store closed")
+	}
+	if n := s.ro[name]; n != nil {
+		return n, nil
+	}
+	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, name+".sqlite"), sqlitedb.Options{MaxConns: 4, ReadOnly: true})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("kv: %w: %s (in %s)", ErrNamespaceNotFound, name, s.dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kv: namespace %s: %w", name, err)
+	}
+	n := &sqliteNS{name: name, db: db, now: s.now}
+	if s.ro == nil {
+		s.ro = map[string]*sqliteNS{}
+	}
+	s.ro[name] = n
+	return n, nil
+}
+
 // Close closes every namespace.
 func (s *SQLiteStore) Close() error {
 	s.mu.Lock()
@@ -114,6 +147,9 @@ func (s *SQLiteStore) Close() error {
 	defer s.mu.Unlock()
 	var errs []error
 	for _, n := range s.ns {
+		errs = append(errs, n.db.Close())
+	}
+	for _, n := range s.ro {
 		errs = append(errs, n.db.Close())
 	}
 	return errors.Join(errs...)
@@ -230,13 +266,11 @@ func (n *sqliteNS) List(ctx context.Context, o ListOptions) (*ListResult, error)
 	after := []byte(o.Prefix)
 	op := ">="
 	if o.Cursor != "" {
-		c, err := base64.RawURLEncoding.DecodeString(o.Cursor)
+		c, err := DecodeCursor(o.Cursor, o.Prefix)
 		if err != nil {
-			return nil, fmt.Errorf("kv: invalid cursor: %w", ErrInvalid)
+			return nil, err
 		}
-		if string(c) >= o.Prefix {
-			after, op = c, ">"
-		}
+		after, op = []byte(c), ">"
 	}
 	q := "SELECT key, metadata, expiration FROM kv WHERE key " + op + " ? AND (expiration = 0 OR expiration > ?)"
 	args := []any{after, n.now().Unix()}
@@ -260,7 +294,7 @@ func (n *sqliteNS) List(ctx context.Context, o ListOptions) (*ListResult, error)
 			return nil, fmt.Errorf("kv: list %s: %w", n.name, err)
 		}
 		if len(res.Keys) == limit {
-			res.Cursor = base64.RawURLEncoding.EncodeToString([]byte(res.Keys[limit-1].Name))
+			res.Cursor = EncodeCursor(res.Keys[limit-1].Name)
 			return res, nil
 		}
 		key := Key{Name: string(k), Metadata: meta}

@@ -497,6 +497,9 @@ func (w *Worker) actorFor(ctx context.Context, t *durable.Turn) (*actor, error) 
 	in, err := cur.newInstance(ctx)
 	if err != nil {
 		cur.release()
+		if we, ok := err.(*Error); ok {
+			return nil, we
+		}
 		return nil, &Error{Kind: Crashed, Worker: w.name, Cause: err}
 	}
 	a := &actor{v: cur, inst: in}

@@ -54,10 +54,22 @@ func BuildGo(ctx context.Context, dir, out string, o BuildOptions) error {
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build %s: %w\n%s", dir, err, strings.TrimSpace(stderr.String()))
+		return &BuildError{Dir: dir, Err: err, Output: strings.TrimSpace(stderr.String())}
 	}
 	return nil
 }
+
+// BuildError is a failed BuildGo: the go command's error and its output, verbatim (compiler
+// messages with file:line:column).
+type BuildError struct {
+	Dir    string
+	Err    error
+	Output string
+}
+
+func (e *BuildError) Error() string { return fmt.Sprintf("build %s: %v\n%s", e.Dir, e.Err, e.Output) }
+
+func (e *BuildError) Unwrap() error { return e.Err }
 
 // SourceStamp summarizes the Go sources under dir (names, sizes and modification times of
 // .go files, go.mod and go.sum), so that a watcher can tell when to rebuild. It walks at most

@@ -20,6 +20,10 @@ const (
 	Overloaded
 	// Unavailable: the worker has no version deployed, or it was removed.
 	Unavailable
+	// MemoryLimit: the registry's memory limit for all instances (Services.MemoryLimit)
+	// left no room for the request's instance, or for its growth, in time. An instance that
+	// failed to grow was discarded.
+	MemoryLimit
 )
 
 func (k ErrorKind) String() string {
@@ -36,6 +40,8 @@ func (k ErrorKind) String() string {
 		return "overloaded"
 	case Unavailable:
 		return "unavailable"
+	case MemoryLimit:
+		return "workers memory limit reached"
 	}
 	return "unknown"
 }
@@ -63,10 +69,10 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Cause }
 
 // StatusCode is the status to answer the client with: 503 when the worker is overloaded,
-// unavailable or over a limit (as Cloudflare answers exceeded resource limits), 500 otherwise.
+// unavailable, out of shared memory or over a limit (as Cloudflare answers exceeded resource limits), 500 otherwise.
 func (e *Error) StatusCode() int {
 	switch e.Kind {
-	case Overloaded, Unavailable, CPULimit, WallLimit:
+	case Overloaded, Unavailable, CPULimit, WallLimit, MemoryLimit:
 		return 503
 	}
 	return 500

@@ -88,8 +88,10 @@ func TestLoopingWorkerDoesNotFreezeTheProcess(t *testing.T) {
 	if !errors.As(err, &we) || we.Kind != worker.CPULimit {
 		t.Fatalf("got %v, want a CPU limit error", err)
 	}
-	if took < cpu || took > cpu+300*time.Millisecond {
-		t.Errorf("stopped after %v, want just after the %v CPU limit", took, cpu)
+	// The guest's CPU time cannot exceed the wall time; how much longer than the limit the
+	// wall time is depends on how much of the one P and the machine the guest got.
+	if took < cpu {
+		t.Errorf("stopped after %v, before the %v CPU limit", took, cpu)
 	}
 	t.Logf("stopped after %v (limit %v); meanwhile %d collections and %d ticks of 5ms", took, cpu, cycles, ticksDuring)
 	if cycles < 1 || ticksDuring < int64(cpu/(5*time.Millisecond))/4 {

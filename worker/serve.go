@@ -7,6 +7,7 @@ import (
 	"github.com/verge-edge/verge/internal/workerabi"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"time"
 
@@ -39,7 +40,8 @@ type Result struct {
 	Status int
 	// BytesSent counts response body bytes written.
 	BytesSent int64
-	// CPU is the guest's execution time (see Limits.CPUTime).
+	// CPU is the guest's CPU time (see Limits.CPUTime), or for an invocation whose guest
+	// executed for less than a millisecond, its execution wall time (an upper bound).
 	CPU time.Duration
 	// BodyRead is true when the guest read from the request body.
 	BodyRead bool
@@ -98,24 +100,35 @@ func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (R
 	return res, nil
 }
 
-// run calls verge_handle under the CPU and wall time limits.
+// run calls verge_handle under the CPU and wall time limits. The goroutine stays on its OS
+// thread meanwhile, so that the thread's CPU clock measures the guest (see threadCPU).
 func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	inv := &i.inv
 	l := &i.v.limits
-	inv.cpuLeft = l.CPUTime
+	now := time.Now()
+	inv.cpu.start(l.CPUTime, !i.instrumented, now)
+	inv.wallEnd = now.Add(l.WallTime)
+	s := (i.state.Load()>>32+1)<<32 | stateRunning
+	if !i.instrumented {
+		i.cpuClock.Store(currentThreadClock())
+		i.cpuDeadline.Store(inv.cpu.deadline())
+	}
+	i.state.Store(s)
 	i.wall.Reset(l.WallTime)
-	inv.segStart = time.Now()
-	inv.wallEnd = inv.segStart.Add(l.WallTime)
-	i.state.Store(stateRunning)
-	i.cpu.Reset(inv.cpuLeft)
+	if !i.instrumented {
+		i.cpu.Reset(l.CPUTime)
+	}
 	rc, err := i.in.Handle(ctx, kind, inv)
-	i.cpu.Stop()
+	if !i.instrumented {
+		i.cpu.Stop()
+	}
 	i.wall.Stop()
-	inv.cpuLeft -= time.Since(inv.segStart)
-	inv.cpuUsed = l.CPUTime - inv.cpuLeft
+	inv.cpuUsed = inv.cpu.finish()
 	stopped := uint32(stateIdle)
-	if !i.state.CompareAndSwap(stateRunning, stateIdle) {
-		stopped = i.state.Load()
+	if !i.state.CompareAndSwap(s, s&^stateMask|stateIdle) {
+		stopped = uint32(i.state.Load() & stateMask)
 		i.poisoned = true
 	}
 	if err == nil {
@@ -126,6 +139,9 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 		return 0, &Error{Kind: CPULimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v of CPU time (limit %v)", inv.cpuUsed.Round(time.Millisecond), l.CPUTime)}
 	case exitWall:
 		return 0, &Error{Kind: WallLimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v (limit %v)", l.WallTime, l.WallTime)}
+	}
+	if errors.Is(err, wasm.ErrMemoryDenied) {
+		return 0, &Error{Kind: MemoryLimit, Worker: i.v.w.name, Cause: fmt.Errorf("growing the instance's memory: %w", i.v.w.reg.memory.exhausted())}
 	}
 	var ee *wasm.ExitError
 	if errors.As(err, &ee) {
@@ -164,11 +180,10 @@ type invocation struct {
 	ioCtx       context.Context
 	ioCancel    context.CancelFunc
 
-	e        workerabi.Encoder
-	segStart time.Time // start of the current stretch of guest CPU time
-	wallEnd  time.Time
-	cpuLeft  time.Duration
-	cpuUsed  time.Duration
+	e       workerabi.Encoder
+	cpu     cpuMeter
+	wallEnd time.Time
+	cpuUsed time.Duration
 }
 
 func (inv *invocation) reset(ctx context.Context, kind uint32) {
@@ -251,16 +266,19 @@ func (inv *invocation) Call(op uint32, arg []byte) (uint32, []byte) {
 	return status, res
 }
 
-// Yield enforces the CPU and wall time limits against the clock. The guest calls it
-// periodically while it runs (wasm.Host), so a looping guest stops at its limits even when
-// the timers cannot fire in time: with one P, or with a garbage collection waiting for the
-// guest's goroutine to stop.
+// Yield enforces the CPU and wall time limits. The guest calls it periodically while it
+// runs (wasm.Host), so a looping guest stops at its limits even when timers cannot fire in
+// time: with one P, or with a garbage collection waiting for the guest's goroutine to stop.
+// It reads the wall clock, and the thread's CPU clock only when the budget could be spent
+// (see cpuMeter).
 func (inv *invocation) Yield() {
 	now := time.Now()
-	if now.Sub(inv.segStart) >= inv.cpuLeft {
-		inv.inst.interrupt(exitCPU)
-	} else if !now.Before(inv.wallEnd) {
+	if !now.Before(inv.wallEnd) {
 		inv.inst.interrupt(exitWall)
+		return
+	}
+	if !inv.cpu.check(now) {
+		inv.inst.interrupt(exitCPU)
 	}
 }
 
@@ -384,8 +402,10 @@ func (inv *invocation) respond(op uint32, arg []byte) (uint32, []byte) {
 		if err := inv.decodeHead(&d); err != nil {
 			return fail(workerabi.StatusInvalid, err)
 		}
+		// A streamed response's length is unknown, for HEAD as for GET: HEAD answers with
+		// the header fields GET would (RFC 9110 section 9.3.2), not Content-Length: 0.
 		inv.resp.ContentLength = -1
-		if !bodyAllowed(inv.resp.Status, inv.isHead) {
+		if !bodyAllowed(inv.resp.Status, false) {
 			inv.resp.ContentLength = 0
 		}
 		return inv.writeHead()

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"github.com/verge-edge/verge/internal/workerabi"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -37,9 +39,16 @@ type version struct {
 	inst0   time.Duration
 
 	slots chan struct{} // one per pooled instance allowed
+	// poolMemory is the most linear memory an instance may hold and still be pooled: the
+	// larger of half of Limits.Memory and twice the first instance's initial memory. One
+	// that grew beyond it is closed after its request, giving its memory back.
+	poolMemory int64
+	// initMemory is the first instance's memory after initialization, what admitting a new
+	// instance under the registry's memory limit waits for.
+	initMemory int64
 
 	mu      sync.Mutex
-	idle    []*instance
+	idle    []*instance // least recently used first
 	total   int
 	refs    int // requests in flight, live actors
 	retired bool
@@ -120,6 +129,8 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
 		return nil, err
 	}
 	v.inst0 = time.Since(start)
+	v.initMemory = int64(in.in.MemorySize())
+	v.poolMemory = max(cfg.Limits.Memory/2, 2*v.initMemory)
 	v.total = 1
 	v.idle = append(v.idle, in)
 	return v, nil
@@ -137,24 +148,38 @@ type instance struct {
 	v   *version
 	in  *wasm.Instance
 	inv invocation
-	// cpu and wall fire at the limits. They stop a guest blocked in a sleep or host call,
-	// and an uninstrumented one; an instrumented guest running its own code also checks
-	// the limits itself (invocation.Yield), as a timer cannot fire while a GC waits for it.
+	// instrumented is true when the guest checks its limits itself (invocation.Yield).
+	instrumented bool
+	// wall fires at the wall time limit: it stops a guest blocked in a sleep or host call.
+	// cpu fires when an uninstrumented guest may have spent its CPU time: it reads the
+	// guest thread's clock and stops the guest or re-arms itself for the rest. An
+	// instrumented guest checks its CPU time itself (invocation.Yield), as a timer cannot
+	// fire while a garbage collection waits for the guest's goroutine; one blocked in a host
+	// call uses no CPU time.
 	cpu  *time.Timer
 	wall *time.Timer
-	// state is stateIdle, stateRunning, or the exit code (exitCPU, exitWall) of the
-	// interrupt that stopped the instance; a timer firing just after an invocation ended
-	// finds stateIdle and does nothing.
-	state atomic.Uint32
+	// state is the invocation's generation (high 32 bits, one per run) and stateIdle,
+	// stateRunning, or the exit code (exitCPU, exitWall) of the interrupt that stopped it
+	// (low 32 bits). An interrupt takes effect only on the generation it was decided for,
+	// so a timer firing late never stops a later invocation.
+	state atomic.Uint64
+	// cpuClock and cpuDeadline let the cpu timer read the guest thread's CPU clock: the
+	// clock's id, and the reading at which the budget is spent (0 while the guest waits in
+	// a host call). Set for uninstrumented guests only.
+	cpuClock    atomic.Int32
+	cpuDeadline atomic.Int64
 	// poisoned is set when an interrupt raced with the end of an invocation: the instance
 	// must not be reused.
 	poisoned bool
 	stop     chan struct{} // closed on interrupt, to end sleeps
+	// idleSince is when the instance was last returned to the pool.
+	idleSince time.Time
 }
 
 const (
 	stateIdle    = 0
 	stateRunning = 1
+	stateMask    = 1<<32 - 1
 )
 
 // Exit codes used to interrupt instances.
@@ -168,25 +193,57 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	defer cancel()
 	out := &logWriter{log: v.log, level: slog.LevelInfo, stream: "stdout"}
 	errw := &logWriter{log: v.log, level: slog.LevelWarn, stream: "stderr"}
-	i := &instance{v: v, stop: make(chan struct{})}
-	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep})
+	i := &instance{v: v, stop: make(chan struct{}), instrumented: v.mod.Instrumented()}
+	mem := v.w.reg.memory
+	if !mem.admit(ctx, v.initMemory) {
+		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: mem.exhausted()}
+	}
+	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep, Memory: mem})
+	if errors.Is(err, wasm.ErrMemoryDenied) {
+		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: fmt.Errorf("initializing an instance: %w", mem.exhausted())}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: %w", v.w.name, err)
 	}
 	i.in = in
 	i.inv.inst = i
-	i.cpu = time.AfterFunc(time.Hour, func() { i.interrupt(exitCPU) })
+	i.cpu = time.AfterFunc(time.Hour, i.cpuTimerFired)
 	i.cpu.Stop()
-	i.wall = time.AfterFunc(time.Hour, func() { i.interrupt(exitWall) })
+	i.wall = time.AfterFunc(time.Hour, func() { i.interruptRun(i.state.Load(), exitWall) })
 	i.wall.Stop()
 	return i, nil
 }
 
-func (i *instance) interrupt(code uint32) {
-	if i.state.CompareAndSwap(stateRunning, code) {
-		close(i.stop)
-		i.in.Interrupt(code)
+// interruptRun stops the invocation whose state was s with code, unless it already ended
+// or was stopped. It reports whether it stopped it.
+func (i *instance) interruptRun(s uint64, code uint32) bool {
+	if s&stateMask != stateRunning || !i.state.CompareAndSwap(s, s&^stateMask|uint64(code)) {
+		return false
 	}
+	close(i.stop)
+	i.in.Interrupt(code)
+	return true
+}
+
+// interrupt stops the current invocation with code.
+func (i *instance) interrupt(code uint32) { i.interruptRun(i.state.Load(), code) }
+
+// cpuTimerFired checks an uninstrumented guest's CPU time from the timer's goroutine.
+func (i *instance) cpuTimerFired() {
+	s := i.state.Load()
+	if s&stateMask != stateRunning {
+		return
+	}
+	d := i.cpuDeadline.Load()
+	if d == 0 {
+		return // in a host call; resume re-arms the timer
+	}
+	now, ok := readThreadClock(i.cpuClock.Load())
+	if !ok || now >= d {
+		i.interruptRun(s, exitCPU)
+		return
+	}
+	i.cpu.Reset(time.Duration(d - now))
 }
 
 // sleep serves the guest's sleeps: they count as wall time, not CPU time, and end when the
@@ -202,20 +259,27 @@ func (i *instance) sleep(ns int64) {
 	i.resume()
 }
 
-// pause stops the CPU budget while the guest waits for the host.
+// pause ends a stretch of guest CPU time before a host operation that does work of its own
+// (storage, subrequests, Durable Object calls, which may run other guests on this thread).
 func (i *instance) pause() {
-	i.cpu.Stop()
-	i.inv.cpuLeft -= time.Since(i.inv.segStart)
+	i.inv.cpu.pause()
+	if !i.instrumented {
+		i.cpuDeadline.Store(0)
+		i.cpu.Stop()
+	}
 }
 
-// resume restarts the CPU budget, interrupting at once when it is spent.
+// resume starts a stretch of guest CPU time, interrupting at once when the budget is spent.
 func (i *instance) resume() {
-	if i.inv.cpuLeft <= 0 {
+	m := &i.inv.cpu
+	if !m.resume() {
 		i.interrupt(exitCPU)
 		return
 	}
-	i.inv.segStart = time.Now()
-	i.cpu.Reset(i.inv.cpuLeft)
+	if !i.instrumented {
+		i.cpuDeadline.Store(m.deadline())
+		i.cpu.Reset(m.budget - m.counted)
+	}
 }
 
 func (i *instance) close() {
@@ -296,14 +360,18 @@ func (v *version) get(ctx context.Context) (*instance, error) {
 		v.total--
 		v.mu.Unlock()
 		<-v.slots
+		if we, ok := err.(*Error); ok {
+			return nil, we
+		}
 		return nil, &Error{Kind: Crashed, Worker: v.w.name, Cause: err}
 	}
 	return in, nil
 }
 
-// put returns a healthy instance to the pool.
+// put returns a healthy instance to the pool, or closes it when it holds more memory than
+// a pooled instance may.
 func (v *version) put(in *instance) {
-	if in.poisoned {
+	if in.poisoned || int64(in.in.MemorySize()) > v.poolMemory {
 		v.discard(in)
 		return
 	}
@@ -313,10 +381,36 @@ func (v *version) put(in *instance) {
 		v.mu.Unlock()
 		in.close()
 	} else {
+		in.idleSince = in.inv.cpu.segWall // when its last invocation's last stretch began
 		v.idle = append(v.idle, in)
 		v.mu.Unlock()
 	}
 	<-v.slots
+}
+
+// trim closes the idle instances pooled before cutoff, keeping the most recently used one;
+// a zero cutoff closes them all.
+func (v *version) trim(cutoff time.Time) {
+	v.mu.Lock()
+	n := 0
+	for n < len(v.idle) && (cutoff.IsZero() || v.idle[n].idleSince.Before(cutoff)) {
+		n++
+	}
+	if !cutoff.IsZero() && n == len(v.idle) {
+		n-- // keep the most recently used
+	}
+	if n <= 0 {
+		v.mu.Unlock()
+		return
+	}
+	old := slices.Clone(v.idle[:n])
+	v.idle = slices.Delete(v.idle, 0, n)
+	v.total -= n
+	v.mu.Unlock()
+	for _, in := range old {
+		in.close()
+	}
+	v.log.Debug("idle worker instances closed", "closed", n)
 }
 
 // discard drops a failed instance.

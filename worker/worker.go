@@ -28,6 +28,7 @@ import (
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
+	"github.com/verge-edge/verge/worker/internal/wasm"
 )
 
 // Defaults of Limits.
@@ -45,10 +46,12 @@ const (
 
 // Limits bound each invocation of a worker. Zero fields take the defaults.
 type Limits struct {
-	// CPUTime bounds the time the guest executes per request, excluding time blocked in
-	// host calls (storage, subrequests, Durable Object calls). It is measured as wall time
-	// outside host calls, an upper bound of the CPU the guest uses, so a busy machine reaches
-	// it sooner, never later. Zero means DefaultCPUTime (100ms).
+	// CPUTime bounds the CPU time the guest uses per request: the CPU clock of the thread
+	// running it (on Linux; wall time elsewhere), excluding host calls (storage,
+	// subrequests, Durable Object calls, sleeps, response writes). Time spent waiting for a
+	// CPU on a busy machine is not counted; neither is the first millisecond of guest
+	// execution, before the clock is first read (see cpuMeter). Zero means DefaultCPUTime
+	// (100ms).
 	CPUTime time.Duration
 	// WallTime bounds a whole invocation including host calls and waitUntil work. Zero
 	// means DefaultWallTime (30s).
@@ -136,13 +139,26 @@ type Services struct {
 	// ObjectIdleTimeout is how long an idle Durable Object stays live. Zero means
 	// durable.DefaultIdleTimeout.
 	ObjectIdleTimeout time.Duration
+	// MemoryLimit caps the sum of the linear memory of all instances of the registry, in
+	// bytes. A request whose new instance, or whose instance's growth, would exceed it
+	// waits up to DefaultMemoryWait for memory (idle pooled instances are closed first) and
+	// then fails with MemoryLimit (503). Zero means DefaultMemoryLimit() (half the machine's
+	// or cgroup's memory); negative means no limit.
+	MemoryLimit int64
+	// InstanceIdleTimeout is how long a pooled instance may stay unused before it is closed,
+	// giving its memory back; each version keeps its most recently used instance. Zero
+	// means DefaultInstanceIdleTimeout (30s); negative means never.
+	InstanceIdleTimeout time.Duration
 }
 
 // Registry holds the deployed workers by name.
 type Registry struct {
 	svc Services
 	// fetch is the registry's own subrequest transport (Services.Transport nil).
-	fetch *upstream.Transport
+	fetch  *upstream.Transport
+	memory *memoryBudget
+	stop   chan struct{} // closed by Close: ends trimLoop
+	done   chan struct{} // closed when trimLoop has ended
 
 	mu      sync.Mutex
 	workers map[string]*Worker
@@ -157,13 +173,67 @@ func NewRegistry(svc Services) *Registry {
 	if svc.Placement == nil {
 		svc.Placement = durable.Local{}
 	}
-	r := &Registry{svc: svc, workers: map[string]*Worker{}}
+	compilerWarning.Do(func() {
+		if err := wasm.CompilerAvailable(); err != nil {
+			svc.Logger.Warn("WebAssembly compiler unavailable: workers will run in the interpreter, about 40 times slower", "cause", err)
+		}
+	})
+	if svc.MemoryLimit == 0 {
+		svc.MemoryLimit = DefaultMemoryLimit()
+	}
+	if svc.InstanceIdleTimeout == 0 {
+		svc.InstanceIdleTimeout = DefaultInstanceIdleTimeout
+	}
+	r := &Registry{svc: svc, workers: map[string]*Worker{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if svc.Transport == nil {
 		r.fetch = newFetchTransport()
 		r.svc.Transport = r.fetch
 	}
+	r.memory = newMemoryBudget(svc.MemoryLimit, DefaultMemoryWait, func() { r.trim(time.Time{}) })
+	go r.trimLoop()
 	return r
 }
+
+// MemoryInUse returns the bytes of linear memory held by the registry's instances (pooled,
+// running and Durable Objects'), what Services.MemoryLimit caps.
+func (r *Registry) MemoryInUse() int64 { return r.memory.inUse() }
+
+// trimLoop closes instances idle for longer than Services.InstanceIdleTimeout until Close.
+func (r *Registry) trimLoop() {
+	defer close(r.done)
+	timeout := r.svc.InstanceIdleTimeout
+	if timeout < 0 {
+		<-r.stop
+		return
+	}
+	t := time.NewTicker(max(timeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case now := <-t.C:
+			r.trim(now.Add(-timeout))
+		}
+	}
+}
+
+// trim closes the pooled instances idle since before cutoff, keeping each version's most
+// recently used one; a zero cutoff (memory is short) closes every idle instance.
+func (r *Registry) trim(cutoff time.Time) {
+	r.mu.Lock()
+	ws := slices.Collect(maps.Values(r.workers))
+	r.mu.Unlock()
+	for _, w := range ws {
+		if v := w.cur.Load(); v != nil {
+			v.trim(cutoff)
+		}
+	}
+}
+
+// compilerWarning makes the first registry of the process say when workers cannot be
+// compiled to machine code (see wasm.CompilerAvailable).
+var compilerWarning sync.Once
 
 // Get returns the worker name, or nil.
 func (r *Registry) Get(name string) *Worker {
@@ -266,10 +336,14 @@ func (r *Registry) Remove(ctx context.Context, name string) error {
 // Close releases every worker, waiting for requests in flight until ctx ends.
 func (r *Registry) Close(ctx context.Context) error {
 	r.mu.Lock()
+	if !r.closed {
+		close(r.stop)
+	}
 	r.closed = true
 	ws := slices.Collect(maps.Values(r.workers))
 	r.workers = map[string]*Worker{}
 	r.mu.Unlock()
+	<-r.done
 	var errs []error
 	for _, w := range ws {
 		errs = append(errs, w.close(ctx))

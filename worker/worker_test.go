@@ -309,3 +309,49 @@ func TestUnknownModule(t *testing.T) {
 		t.Fatal("failed first deploy left a worker behind")
 	}
 }
+
+// TestHeadOfStreamedResponse: HEAD answers with the framing GET would have. A streamed
+// response (head sent before the body ends) has no known length for GET, so HEAD must not
+// claim Content-Length: 0; a buffered one has its length for both.
+func TestHeadOfStreamedResponse(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, misbehaveConfig(t, worker.Limits{}))
+	for _, c := range []struct {
+		path   string
+		length int64
+	}{{"/stream", -1}, {"/", int64(len("ok 0"))}} {
+		get, err := serve(t, w, "GET", c.path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, err := serve(t, w, "HEAD", c.path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if get.length != c.length || head.length != get.length {
+			t.Errorf("%s: GET length %d, HEAD length %d; want both %d", c.path, get.length, head.length, c.length)
+		}
+		if head.status != get.status || head.header.Get("Content-Type") != get.header.Get("Content-Type") {
+			t.Errorf("%s: HEAD %d %q, GET %d %q", c.path, head.status, head.header.Get("Content-Type"), get.status, get.header.Get("Content-Type"))
+		}
+		if head.body.Len() != 0 || !head.finished {
+			t.Errorf("%s: HEAD body %d bytes (finished %v), want none", c.path, head.body.Len(), head.finished)
+		}
+	}
+}
+
+// TestKVListInvalidCursor: a worker listing with a cursor KV did not make gets an error,
+// not an empty and complete listing.
+func TestKVListInvalidCursor(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, misbehaveConfig(t, worker.Limits{CPUTime: time.Second}))
+	rec, err := serve(t, w, "GET", "/kvlist?cursor=zzzz", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.status != 400 || !strings.Contains(rec.body.String(), "invalid cursor") {
+		t.Fatalf("list with a bad cursor: got %s, want 400 and the error", rec)
+	}
+	rec, _ = serve(t, w, "GET", "/kvlist", "")
+	rec.check(t, 200, "keys 0")
+}

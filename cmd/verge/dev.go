@@ -12,11 +12,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/server"
@@ -27,10 +29,12 @@ import (
 // devShutdownTimeout bounds draining `verge dev` on a signal.
 const devShutdownTimeout = 5 * time.Second
 
-// cmdDev builds the Go worker package at PATH, serves it with local KV and Durable Objects,
-// and rebuilds and redeploys it when its sources change (polling modification times).
+// cmdDev builds the Go worker package at PATH (default: the current directory), serves it
+// with local KV and Durable Objects, and rebuilds and redeploys it when its sources change
+// (polling modification times). It binds its address first: until a build succeeds, clients
+// get 503 with "building" or the compiler's output, and a failed build waits for a fix.
 func cmdDev(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", "dev [--listen ADDR] [--data DIR] [--poll DURATION] PATH", stderr)
+	fs := newFlags("dev", "dev [--listen ADDR] [--data DIR] [--poll DURATION] [PATH]", stderr)
 	listen := fs.String("listen", "127.0.0.1:8787", "`address` to serve the worker on")
 	data := fs.String("data", ".verge", "`directory` for KV namespaces, Durable Objects and compiled code")
 	poll := fs.Duration("poll", 500*time.Millisecond, "how often to look for changed sources")
@@ -50,49 +54,46 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		return exitError(1)
 	}
-	tr := &upstream.Transport{}
-	defer tr.Close()
-	var self selfAddrs
-	stack, err := newWorkerStack(*data, self.get, log)
-	if err != nil {
-		return err
-	}
-	defer stack.close()
-	d := &devServer{def: def, dir: path, data: *data, stack: stack, log: log}
-	if err := d.build(); err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitError(1)
-	}
-	w := stack.reg.Get(def.Name)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
+	var self selfAddrs
 	if x, ok := listenerAddr(ln.Addr(), false); ok {
 		self.set([]worker.Listener{x})
 	}
+	tr := &upstream.Transport{}
+	defer tr.Close()
+	stack, err := newWorkerStack(*data, 0, self.get, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stack.close()
+	d := &devServer{def: def, dir: path, data: *data, stack: stack, log: log, stderr: stderr}
+	d.state.Store(&devState{building: true})
 	srv := &server.Server{
-		Handler: &proxy.Proxy[struct{}]{Phases: &devPhases{w: w}, Transport: tr, Logger: log},
+		Handler: &proxy.Proxy[struct{}]{Phases: &devPhases{d: d}, Transport: tr, Logger: log},
 		Logger:  log,
 	}
 	served := make(chan error, 1)
 	go serveDev(srv, ln, served)
 	fmt.Fprintf(stdout, "verge dev: worker %s on http://%s (data in %s; rebuilding on change)\n", def.Name, ln.Addr(), *data)
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	stamp, _ := worker.SourceStamp(path)
+	d.build(ctx)
 	tick := time.NewTicker(*poll)
 	defer tick.Stop()
 	for {
 		select {
 		case err := <-served:
 			return fmt.Errorf("dev: %w", err)
-		case <-sigs:
-			ctx, cancel := context.WithTimeout(context.Background(), devShutdownTimeout)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), devShutdownTimeout)
 			defer cancel()
-			return srv.Shutdown(ctx)
+			return srv.Shutdown(sctx)
 		case <-tick.C:
 			s, err := worker.SourceStamp(path)
 			if err != nil || s == stamp {
@@ -100,9 +101,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			}
 			stamp = s
 			log.Info("sources changed; rebuilding", "worker", def.Name)
-			if err := d.build(); err != nil {
-				log.Error("rebuild failed; the previous version keeps serving", "err", err)
-			}
+			d.build(ctx)
 		}
 	}
 }
@@ -114,7 +113,8 @@ func serveDev(srv *server.Server, ln net.Listener, done chan<- error) {
 	}
 }
 
-// parseWithPath parses flags placed before or after the one positional PATH argument.
+// parseWithPath parses flags placed before or after the one optional positional PATH
+// argument (default: the current directory).
 func parseWithPath(fs *flag.FlagSet, args []string) (string, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -122,14 +122,17 @@ func parseWithPath(fs *flag.FlagSet, args []string) (string, error) {
 		}
 		return "", errUsage
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintf(fs.Output(), "verge %s: PATH is required\n", fs.Name())
-		fs.Usage()
-		return "", errUsage
-	}
-	path := fs.Arg(0)
-	if err := parseFlags(fs, fs.Args()[1:]); err != nil {
-		return "", err
+	path := "."
+	if fs.NArg() > 0 {
+		path = fs.Arg(0)
+		if err := parseFlags(fs, fs.Args()[1:]); err != nil {
+			return "", err
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(fs.Output(), "verge %s: one PATH only (got %q too)\n", fs.Name(), fs.Arg(0))
+			fs.Usage()
+			return "", errUsage
+		}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -162,15 +165,54 @@ func loadWorkerDef(dir string) (*config.Worker, error) {
 
 // devServer builds and deploys the worker under development.
 type devServer struct {
-	def   *config.Worker
-	dir   string
-	data  string
-	stack *workerStack
-	log   *slog.Logger
+	def    *config.Worker
+	dir    string
+	data   string
+	stack  *workerStack
+	log    *slog.Logger
+	stderr io.Writer
+	state  atomic.Pointer[devState]
 }
 
-func (d *devServer) build() error {
-	ctx := context.Background()
+// devState is what requests are answered with.
+type devState struct {
+	w        *worker.Worker // nil until a build succeeded
+	building bool           // the first build is running
+	failed   string         // the first builds' compiler output, until one succeeds
+}
+
+// build builds and deploys the worker. A failure prints the compiler's output verbatim;
+// the previous version, if any, keeps serving, and otherwise clients get the output.
+func (d *devServer) build(ctx context.Context) {
+	cur := d.state.Load()
+	if cur.w == nil {
+		d.state.Store(&devState{building: true})
+	}
+	err := d.deploy(ctx)
+	if err == nil {
+		d.state.Store(&devState{w: d.stack.reg.Get(d.def.Name)})
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	text := err.Error()
+	var be *worker.BuildError
+	if errors.As(err, &be) {
+		text = be.Output
+		if text == "" {
+			text = be.Err.Error()
+		}
+	}
+	if cur.w != nil {
+		fmt.Fprintf(d.stderr, "verge dev: build failed; the previous version keeps serving:\n%s\n", text)
+		return
+	}
+	fmt.Fprintf(d.stderr, "verge dev: build failed; waiting for a fix:\n%s\n", text)
+	d.state.Store(&devState{failed: text})
+}
+
+func (d *devServer) deploy(ctx context.Context) error {
 	out := filepath.Join(d.data, "build", d.def.Name+".wasm")
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
@@ -202,21 +244,37 @@ func (d *devServer) build() error {
 // devFetchAllow is what verge dev adds to a worker's fetch allow list.
 var devFetchAllow = []string{"127.0.0.0/8", "::1"}
 
-// devPhases sends every request to the worker.
+// devPhases sends every request to the worker and prints a line per request.
 type devPhases struct {
 	proxy.Base[struct{}]
-	w *worker.Worker
+	d *devServer
 }
 
 var errNoOrigin = errors.New("verge dev has no origin")
 
-// Request runs the worker.
+// Request runs the worker, or answers 503 while there is no built version.
 func (p *devPhases) Request(s *proxy.Session, _ *struct{}) (bool, error) {
+	st := p.d.state.Load()
+	if st.w == nil {
+		h := &message.Header{}
+		h.Add("Content-Type", "text/plain; charset=utf-8")
+		h.Add("Cache-Control", "no-store")
+		h.Add("Retry-After", "1")
+		var body string
+		if st.building {
+			h.Add("X-Verge-Dev", "building")
+			body = fmt.Sprintf("verge dev: building worker %s...\n", p.d.def.Name)
+		} else {
+			h.Add("X-Verge-Dev", "build-failed")
+			body = fmt.Sprintf("verge dev: worker %s failed to build; fix it and it is rebuilt:\n\n%s\n", p.d.def.Name, st.failed)
+		}
+		return true, s.Respond(503, h, []byte(body))
+	}
 	req := &worker.Request{Message: s.Req}
 	if ca := s.ClientAddr(); ca.IsValid() {
 		req.RemoteAddr = ca.Addr().Unmap().String()
 	}
-	res, err := p.w.Serve(s.Context(), s.Exchange(), req)
+	res, err := st.w.Serve(s.Context(), s.Exchange(), req)
 	s.BytesSent += res.BytesSent
 	if res.Status != 0 {
 		s.Status = res.Status
@@ -235,4 +293,16 @@ func (p *devPhases) Request(s *proxy.Session, _ *struct{}) (bool, error) {
 // UpstreamPeer is never reached: Request answers every request.
 func (p *devPhases) UpstreamPeer(*proxy.Session, *struct{}) (*upstream.Peer, error) {
 	return nil, errNoOrigin
+}
+
+// Logging prints one line per request: method, target, status and duration.
+func (p *devPhases) Logging(s *proxy.Session, ferr *fault.Error, _ *struct{}) {
+	if s.Req == nil {
+		return
+	}
+	status := s.Status
+	if status == 0 && ferr != nil {
+		status = ferr.StatusCode()
+	}
+	fmt.Fprintf(p.d.stderr, "%s %s %d %v\n", s.Req.Method, s.Req.Target, status, time.Since(s.Start).Round(10*time.Microsecond))
 }

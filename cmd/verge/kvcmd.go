@@ -74,7 +74,19 @@ func cmdKV(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	ns, err := store.Namespace(ctx, pos[0])
+	// Only put creates a namespace; the other commands open an existing one, get and list
+	// read-only, so that looking creates nothing.
+	var ns kv.Namespace
+	if sub != "put" {
+		ns, err = store.OpenExisting(ctx, pos[0])
+		if errors.Is(err, kv.ErrNamespaceNotFound) {
+			fmt.Fprintf(stderr, "verge kv %s: namespace %q not found in %s\n", sub, pos[0], filepath.Join(*data, "kv"))
+			return exitError(1)
+		}
+	}
+	if sub == "put" || sub == "delete" {
+		ns, err = store.Namespace(ctx, pos[0])
+	}
 	if err != nil {
 		return err
 	}

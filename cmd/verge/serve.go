@@ -145,7 +145,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		return err
 	}
 	defer s.cache.Close()
-	if s.workers, err = newWorkerStack(cfg.WorkerData, s.self.get, s.log); err != nil {
+	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log); err != nil {
 		return err
 	}
 	defer s.workers.close()

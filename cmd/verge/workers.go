@@ -30,18 +30,20 @@ type workerStack struct {
 
 // Subrequests go through the registry's own transport (its dialer enforces each worker's
 // fetch policy), not the proxy's; listeners tells the policy which addresses are Verge's own.
-func newWorkerStack(dataDir string, listeners func() []worker.Listener, log *slog.Logger) (*workerStack, error) {
+// memoryLimit caps the linear memory of all instances together (0: the default).
+func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger) (*workerStack, error) {
 	kvs, err := kv.OpenSQLite(filepath.Join(dataDir, "kv"))
 	if err != nil {
 		return nil, err
 	}
 	dos := durable.OpenSQLite(filepath.Join(dataDir, "do"))
 	reg := worker.NewRegistry(worker.Services{
-		CacheDir:  filepath.Join(dataDir, "cache"),
-		KV:        kvs,
-		Durable:   dos,
-		Listeners: listeners,
-		Logger:    log,
+		CacheDir:    filepath.Join(dataDir, "cache"),
+		KV:          kvs,
+		Durable:     dos,
+		Listeners:   listeners,
+		Logger:      log,
+		MemoryLimit: memoryLimit,
 	})
 	return &workerStack{reg: reg, kv: kvs, do: dos}, nil
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,18 +31,7 @@ type devProc struct {
 
 func startDev(t *testing.T, data, pkg string, extra ...string) *devProc {
 	t.Helper()
-	p := &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
-	args := append([]string{"dev", "--data", data, "--listen", p.addr, "--poll", "100ms"}, extra...)
-	p.cmd = exec.Command(verge(t), append(args, pkg)...)
-	p.cmd.Stderr, p.cmd.Stdout = p.stderr.f, p.stderr.f
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-	})
+	p := launchDev(t, data, pkg, extra...)
 	c := &http.Client{Timeout: time.Second}
 	waitFor(t, "verge dev to serve", 90*time.Second, func() bool {
 		select {
@@ -54,7 +45,25 @@ func startDev(t *testing.T, data, pkg string, extra ...string) *devProc {
 			return false
 		}
 		resp.Body.Close()
-		return true
+		return resp.Header.Get("X-Verge-Dev") == "" // not the building page
+	})
+	return p
+}
+
+// launchDev starts `verge dev` on pkg without waiting for it to serve.
+func launchDev(t *testing.T, data, pkg string, extra ...string) *devProc {
+	t.Helper()
+	p := &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
+	args := append([]string{"dev", "--data", data, "--listen", p.addr, "--poll", "100ms"}, extra...)
+	p.cmd = exec.Command(verge(t), append(args, pkg)...)
+	p.cmd.Stderr, p.cmd.Stdout = p.stderr.f, p.stderr.f
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
 	})
 	return p
 }
@@ -381,6 +390,174 @@ func TestKVCommand(t *testing.T) {
 	}
 	if _, err := run("", "frob", "ns"); err == nil {
 		t.Fatal("unknown subcommand accepted")
+	}
+	if out, err := run("", "list", "--data", data, "ns", "--cursor", "zzzz"); err == nil || !strings.Contains(out, "invalid cursor") {
+		t.Fatalf("list with an invalid cursor: %q %v, want an error", out, err)
+	}
+}
+
+// TestKVCommandReadOnly: get, list and delete of a namespace that does not exist report
+// it and exit non-zero, creating neither the namespace nor the data directory.
+func TestKVCommandReadOnly(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	for _, args := range [][]string{{"get", "missing", "k"}, {"list", "missing"}, {"delete", "missing", "k"}} {
+		cmd := exec.Command(verge(t), append([]string{"kv", args[0], "--data", data}, args[1:]...)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), `namespace "missing" not found`) {
+			t.Fatalf("kv %v: %q %v, want namespace not found and exit status 1", args, out, err)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("kv %v created %s (%v)", args, data, err)
+		}
+	}
+	// An existing namespace is read without being changed: its file stays as it was.
+	put := exec.Command(verge(t), "kv", "put", "--data", data, "ns", "a", "one")
+	if out, err := put.CombinedOutput(); err != nil {
+		t.Fatalf("put: %v %s", err, out)
+	}
+	file := filepath.Join(data, "kv", "ns.sqlite")
+	before, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"get", "ns", "a"}, {"list", "ns"}, {"get", "ns", "absent"}} {
+		out, _ := exec.Command(verge(t), append([]string{"kv", args[0], "--data", data}, args[1:]...)...).CombinedOutput()
+		if args[0] == "get" && args[2] == "a" && string(out) != "one" {
+			t.Fatalf("kv %v: %q", args, out)
+		}
+	}
+	after, err := os.ReadFile(file)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("reading changed %s (%v)", file, err)
+	}
+}
+
+// TestDevWaitsForAFix is issue 12's `verge dev` report. Started with no PATH in a package
+// that does not compile, `verge dev` binds its port at once and answers 503 (building, then
+// the compiler's output) instead of exiting; the go build output appears verbatim on stderr;
+// once the source is fixed it serves the worker, printing one line per request.
+func TestDevWaitsForAFix(t *testing.T) {
+	pkg := t.TempDir()
+	root := testwasm.Root()
+	sum, err := os.ReadFile(filepath.Join(root, "go.sum"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"go.mod": "module devtest\n\ngo 1.26\n\nrequire github.com/verge-edge/verge v0.0.0\n\nreplace github.com/verge-edge/verge => " + root + "\n",
+		"go.sum": string(sum),
+		"main.go": `package main
+
+import sdk "github.com/verge-edge/verge/sdk/go"
+
+func init() {
+	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
+		w.Write([]byte(greeting()))
+	})
+}
+
+func main() {}
+`,
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(pkg, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
+	p.cmd = exec.Command(verge(t), "dev", "--data", t.TempDir(), "--listen", p.addr, "--poll", "50ms")
+	p.cmd.Dir = pkg // no PATH: the current directory
+	// The test module lists only verge: let go complete its requirements from the local
+	// module cache, offline.
+	p.cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off")
+	p.cmd.Stderr, p.cmd.Stdout = p.stderr.f, p.stderr.f
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("verge dev output:\n%s", p.stderr)
+		}
+	})
+	c := &http.Client{Timeout: 5 * time.Second}
+	get := func() (int, string, string) {
+		resp, err := c.Get("http://" + p.addr + "/")
+		if err != nil {
+			return 0, "", ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("X-Verge-Dev"), string(b)
+	}
+	seen := map[string]bool{}
+	var body string
+	waitFor(t, "the compile error page", 120*time.Second, func() bool {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			t.Fatalf("verge dev exited on a compile error: %v", err)
+		default:
+		}
+		code, state, b := get()
+		if code != 0 {
+			if code != 503 || state == "" {
+				t.Fatalf("before any build succeeded: %d %q %q, want 503 with X-Verge-Dev", code, state, b)
+			}
+			seen[state] = true
+		}
+		body = b
+		return state == "build-failed"
+	})
+	t.Logf("pages seen while building: %v", seen)
+	if !strings.Contains(body, "undefined: greeting") {
+		t.Fatalf("error page lacks the compiler's message:\n%s", body)
+	}
+	if out := p.stderr.String(); !strings.Contains(out, "\n./main.go:7:18: undefined: greeting\n") {
+		t.Fatalf("the go build output is not on stderr verbatim:\n%s", out)
+	}
+	fixed := strings.Replace(files["main.go"], "func main() {}", "func greeting() string { return \"fixed\" }\n\nfunc main() {}", 1)
+	if err := os.WriteFile(filepath.Join(pkg, "main.go"), []byte(fixed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the fixed worker", 120*time.Second, func() bool {
+		code, _, b := get()
+		return code == 200 && b == "fixed"
+	})
+	waitFor(t, "a request log line", 10*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "GET / 200 ")
+	})
+	if !strings.Contains(p.stderr.String(), "GET / 503 ") {
+		t.Fatalf("no log line for the 503 answers:\n%s", p.stderr)
+	}
+}
+
+// TestDevHeadOfStreamedResponse is issue 12's HEAD report, through the binary: HEAD on a
+// worker response that GET streams chunked answers without Content-Length (it answered
+// Content-Length: 0).
+func TestDevHeadOfStreamedResponse(t *testing.T) {
+	p := startDev(t, t.TempDir(), filepath.Join(testwasm.Root(), "worker", "testdata", "misbehave"))
+	head := func(method string) string {
+		conn, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprintf(conn, "%s /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", method)
+		b, _ := io.ReadAll(conn)
+		h, _, _ := strings.Cut(string(b), "\r\n\r\n")
+		return strings.ToLower(h)
+	}
+	get, hd := head("GET"), head("HEAD")
+	if !strings.HasPrefix(get, "http/1.1 200") || !strings.Contains(get, "transfer-encoding: chunked") {
+		t.Fatalf("GET head:\n%s", get)
+	}
+	if !strings.HasPrefix(hd, "http/1.1 200") || strings.Contains(hd, "content-length") || !strings.Contains(hd, "content-type: text/plain") {
+		t.Fatalf("HEAD head (want GET's fields, no Content-Length):\n%s", hd)
 	}
 }
 

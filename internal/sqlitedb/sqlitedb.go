@@ -29,18 +29,32 @@ type Options struct {
 	// Sandbox, when non-nil, confines the statements run through its Run method (see
 	// Sandbox); its policy is installed on every connection the database opens.
 	Sandbox *Sandbox
+	// ReadOnly opens an existing database for reading only: nothing is created (a missing
+	// file is an error wrapping fs.ErrNotExist) and every write fails.
+	ReadOnly bool
 }
 
-// Open opens (creating when missing, with its directory) the database file at path.
+// Open opens (creating when missing, with its directory, unless o.ReadOnly) the database
+// file at path.
 func Open(ctx context.Context, path string, o Options) (*sql.DB, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("sqlite %s: %w", path, err)
-	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
-		q.Add("_pragma", p)
+	if o.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("sqlite %s: %w", path, err)
+		}
+		q.Set("mode", "ro")
+		for _, p := range []string{"busy_timeout(10000)", "query_only(1)"} {
+			q.Add("_pragma", p)
+		}
+	} else {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("sqlite %s: %w", path, err)
+		}
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+			q.Add("_pragma", p)
+		}
+		q.Set("_txlock", "immediate")
 	}
-	q.Set("_txlock", "immediate")
 	var db *sql.DB
 	if o.Sandbox != nil {
 		// Defensive mode makes writable_schema and journal_mode=OFF no-ops even for a

@@ -12,12 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 )
@@ -203,6 +205,8 @@ type InstanceConfig struct {
 	Stdout, Stderr io.Writer
 	// Args are the guest's command-line arguments. Nil means ["worker"].
 	Args []string
+	// Memory is charged for the instance's linear memory. Nil means no accounting.
+	Memory MemoryAccount
 	// Sleep implements the guest's sleeps (WASI poll_oneoff on clocks). Nil means a plain
 	// sleep. The runtime cannot interrupt a sleep, so a Sleep that returns early when the
 	// instance is interrupted keeps sleeping guests within their limits.
@@ -213,6 +217,7 @@ type InstanceConfig struct {
 // invocation at a time.
 type Instance struct {
 	mod  api.Module
+	mem  *linearMemory
 	fuel api.MutableGlobal // nil when the module is not instrumented
 	// stopped is the exit code given to Interrupt, 0 before; the guest's next yield traps.
 	stopped atomic.Uint32
@@ -287,20 +292,23 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 	if cfg.Stderr != nil {
 		mc = mc.WithStderr(cfg.Stderr)
 	}
-	in := &Instance{}
+	in := &Instance{mem: &linearMemory{acct: cfg.Memory}}
 	in.call.in = in
 	// wazero may watch this context after instantiation returns, so it is not the reusable
 	// per-call context.
-	ictx := &callCtx{Context: ctx, in: in}
+	ictx := &callCtx{Context: experimental.WithMemoryAllocator(ctx, in.mem), in: in}
 	mod, err := m.rt.InstantiateModule(ictx, m.cm, mc)
 	if err != nil {
-		return nil, fmt.Errorf("wasm: instantiate: %w", classify(err))
+		in.mem.release()
+		return nil, fmt.Errorf("wasm: instantiate: %w", in.classify(err))
 	}
 	in.mod = mod
+	// Should an instance be dropped without Close, its memory is still given back.
+	runtime.AddCleanup(in, func(m *linearMemory) { m.release() }, in.mem)
 	in.handle = mod.ExportedFunction("verge_handle")
 	if m.instrumented {
 		if in.fuel, _ = mod.ExportedGlobal(FuelGlobal).(api.MutableGlobal); in.fuel == nil {
-			mod.Close(context.Background())
+			in.Close(context.Background())
 			return nil, errors.New("wasm: instrumented module lacks its fuel global")
 		}
 	}
@@ -308,10 +316,15 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 		// Bound the guest's initialization by ctx: stop it when ctx ends.
 		stop := context.AfterFunc(ctx, func() { in.Interrupt(ExitDeadlineExceeded) })
 		_, err := init.Call(ictx)
-		stop()
+		if !stop() && err == nil {
+			// The deadline passed as _initialize returned: the interrupt is on its way and
+			// would stop the instance's first invocation instead.
+			err = sys.NewExitError(ExitDeadlineExceeded)
+		}
 		if err != nil {
-			mod.Close(context.Background())
-			return nil, fmt.Errorf("wasm: _initialize: %w", classify(err))
+			err = in.classify(err)
+			in.Close(context.Background())
+			return nil, fmt.Errorf("wasm: _initialize: %w", err)
 		}
 	}
 	return in, nil
@@ -327,7 +340,7 @@ func (in *Instance) Handle(ctx context.Context, kind uint32, host Host) (uint32,
 	err := in.handle.CallWithStack(&in.call, in.stack[:])
 	in.call.Context, in.call.host, in.pending = nil, nil, nil
 	if err != nil {
-		return 0, classify(err)
+		return 0, in.classify(err)
 	}
 	return uint32(in.stack[0]), nil
 }
@@ -346,8 +359,13 @@ func (in *Instance) Interrupt(code uint32) {
 	_ = in.mod.CloseWithExitCode(context.Background(), code)
 }
 
-// Close releases the instance.
-func (in *Instance) Close(ctx context.Context) error { return in.mod.Close(ctx) }
+// Close releases the instance and gives its memory back. It must not run while the
+// instance runs (an interrupted invocation must have returned).
+func (in *Instance) Close(ctx context.Context) error {
+	err := in.mod.Close(ctx)
+	in.mem.release()
+	return err
+}
 
 // MemorySize returns the instance's current linear memory size in bytes.
 func (in *Instance) MemorySize() uint32 { return in.mod.Memory().Size() }
@@ -366,7 +384,14 @@ const (
 	ExitDeadlineExceeded = sys.ExitCodeDeadlineExceeded
 )
 
-func classify(err error) error {
+// ErrMemoryDenied is an invocation or instantiation that failed after its MemoryAccount
+// refused to let the instance's memory grow.
+var ErrMemoryDenied = errors.New("wasm: memory growth refused by the memory account")
+
+func (in *Instance) classify(err error) error {
+	if in.mem.denied.Load() {
+		return fmt.Errorf("%w (%v)", ErrMemoryDenied, err)
+	}
 	var ee *sys.ExitError
 	if errors.As(err, &ee) {
 		return &ExitError{Code: ee.ExitCode()}
@@ -442,3 +467,10 @@ func hostResult(ctx context.Context, mod api.Module, stack []uint64) {
 	}
 	c.in.pending = nil
 }
+
+var compilerOnce = sync.OnceValue(compilerCheck)
+
+// CompilerAvailable returns nil when modules are compiled to machine code, and otherwise why
+// not: the runtime then interprets them, tens of times slower, without failing. The reason
+// is checked once per process.
+func CompilerAvailable() error { return compilerOnce() }

@@ -34,6 +34,9 @@ func (a *attack) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 	fmt.Fprintf(w, "%d rows", len(c.Rows))
 }
 
+// held keeps the last /alloc allocation alive.
+var held []byte
+
 func init() {
 	sdk.DefineDurableObject("Bomb", func(*sdk.DurableObjectState) sdk.DurableObjectHandler { return bomb{} })
 	sdk.DefineDurableObject("Attack", func(s *sdk.DurableObjectState) sdk.DurableObjectHandler {
@@ -50,6 +53,36 @@ func init() {
 			for {
 				n++
 			}
+		case "/spin":
+			// A bounded computation: n iterations of arithmetic the compiler cannot drop.
+			n, _ := strconv.Atoi(r.URL().Query().Get("n"))
+			x := uint64(1)
+			for i := 0; i < n; i++ {
+				x = x*6364136223846793005 + 1442695040888963407
+			}
+			w.Write([]byte("spun " + strconv.FormatUint(x>>60, 10)))
+		case "/alloc":
+			// Allocates and touches mb MiB, kept until the next /alloc, so that the
+			// instance's linear memory grows by as much.
+			mb, _ := strconv.Atoi(r.URL().Query().Get("mb"))
+			b := make([]byte, mb<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			held = b
+			w.Write([]byte("allocated " + strconv.Itoa(mb)))
+		case "/stream":
+			// More than the SDK buffers: the head goes out before the end, length unknown.
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write([]byte(strings.Repeat("x", 64<<10)))
+			w.Write([]byte("end"))
+		case "/kvlist":
+			res, err := sdk.KV("KV").List(sdk.KVListOptions{Cursor: r.URL().Query().Get("cursor")})
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 400)
+				return
+			}
+			w.Write([]byte("keys " + strconv.Itoa(len(res.Keys))))
 		case "/panic":
 			panic("worker panics on purpose")
 		case "/oom":
