@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -271,8 +272,10 @@ func TestNoRequestLostOnUpgradeAndReload(t *testing.T) {
 	}
 }
 
-// childOf returns the pid of a child process of parent, or 0 (Linux /proc).
-func childOf(parent int) int {
+// upgradedFrom returns the pid of a live process, other than old, whose command line is want
+// (the process an upgrade of old started: the same arguments), or 0 (Linux /proc). It does
+// not rely on the parent: once old exits, its child belongs to another parent.
+func upgradedFrom(old int, want []byte) int {
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, f := range stats {
 		b, err := os.ReadFile(f)
@@ -286,8 +289,11 @@ func childOf(parent int) int {
 			continue
 		}
 		fields := strings.Fields(s[i+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(parent) {
-			pid, _ := strconv.Atoi(strings.Fields(s)[0])
+		pid, _ := strconv.Atoi(strings.Fields(s)[0])
+		if pid == old || len(fields) == 0 || fields[0] == "Z" || fields[0] == "X" {
+			continue
+		}
+		if cl, err := os.ReadFile(filepath.Join(filepath.Dir(f), "cmdline")); err == nil && bytes.Equal(cl, want) {
 			return pid
 		}
 	}
@@ -312,6 +318,10 @@ func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	pid := cmd.Process.Pid
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(cmdline) == 0 {
+		t.Fatalf("reading the command line of verge proxy: %v", err)
+	}
 	t.Cleanup(func() {
 		syscall.Kill(pid, syscall.SIGINT)
 		cmd.Process.Signal(syscall.SIGINT)
@@ -332,7 +342,7 @@ func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
 		if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the new process", 30*time.Second, func() bool { next = childOf(old); return next != 0 })
+		waitFor(t, "the new process", 30*time.Second, func() bool { next = upgradedFrom(old, cmdline); return next != 0 })
 		if i == 0 {
 			waitFor(t, "the old process to drain and exit", 30*time.Second, func() bool {
 				select {
