@@ -242,6 +242,23 @@ func TestSQLReservedTables(t *testing.T) {
 	}
 	mustSQL(t, ns, id, "CREATE TABLE seq (id INTEGER PRIMARY KEY AUTOINCREMENT)")
 	mustDeny(t, ns, id, "SELECT * FROM sqlite_sequence")
+	// sqlite_sequence is an ordinary table to SQLite (defensive mode lets it be written):
+	// the sandbox refuses writes to it itself.
+	for _, q := range []string{
+		"INSERT INTO sqlite_sequence VALUES ('_verge_kv', 1)",
+		"INSERT INTO main.\"SQLITE_SEQUENCE\" (name, seq) VALUES ('seq', 1)",
+		"UPDATE sqlite_sequence SET seq = 5",
+		"DELETE FROM sqlite_sequence",
+		"REPLACE INTO sqlite_sequence VALUES ('seq', 9)",
+	} {
+		mustDeny(t, ns, id, q)
+	}
+	mustSQL(t, ns, id, "CREATE TRIGGER reseq AFTER INSERT ON seq BEGIN UPDATE sqlite_sequence SET seq = 0; END")
+	mustDeny(t, ns, id, "INSERT INTO seq VALUES (NULL)")
+	mustSQL(t, ns, id, "DROP TRIGGER reseq")
+	mustSQL(t, ns, id, "INSERT INTO seq VALUES (NULL)")
+	mustSQL(t, ns, id, "ALTER TABLE seq RENAME TO seq2")
+	mustSQL(t, ns, id, "DROP TABLE seq2")
 	// Through objects created while nothing reserved was touched: a view and a trigger
 	// run with the policy of the statement that uses them.
 	mustSQL(t, ns, id, "CREATE VIEW peek AS SELECT * FROM _verge_kv")

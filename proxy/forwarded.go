@@ -89,19 +89,39 @@ func parseNodeAddr(el string) (netip.Addr, bool) {
 }
 
 // isForwardingField reports whether name is one of the fields that say who the client is and
-// how it connected; an untrusted peer's are dropped.
+// how it connected; an untrusted peer's are dropped. Spellings with "_" for "-"
+// (X_Forwarded_For) count too: CGI-style origins (PHP, WSGI, Rack) read both as the same
+// variable, HTTP_X_FORWARDED_FOR, so a forged underscore spelling would pass as the real one.
 func isForwardingField(name string) bool {
 	switch len(name) {
 	case 9:
-		return message.EqualFold(name, "Forwarded") || message.EqualFold(name, "X-Real-IP")
+		return message.EqualFold(name, "Forwarded") || sameFieldName(name, "x-real-ip")
 	case 15:
-		return message.EqualFold(name, "X-Forwarded-For")
+		return sameFieldName(name, "x-forwarded-for")
 	case 16:
-		return message.EqualFold(name, "X-Forwarded-Host")
+		return sameFieldName(name, "x-forwarded-host")
 	case 17:
-		return message.EqualFold(name, "X-Forwarded-Proto")
+		return sameFieldName(name, "x-forwarded-proto")
 	}
 	return false
+}
+
+// sameFieldName reports whether name equals lower (lower case, of the same length) ignoring
+// ASCII case and taking "_" for "-".
+func sameFieldName(name, lower string) bool {
+	for i := 0; i < len(lower); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // addForwarded sets the fields that tell the origin about the client: X-Forwarded-For,

@@ -215,6 +215,42 @@ func TestForwardedFields(t *testing.T) {
 	}
 }
 
+// TestForwardedFieldsUnderscoreSpellings: an untrusted client's forwarding fields spelled with
+// underscores (which CGI-style origins read as the real ones) are dropped like the real
+// spellings; other underscore fields pass.
+func TestForwardedFieldsUnderscoreSpellings(t *testing.T) {
+	var got message.Header
+	p := &Proxy[clientCtx]{
+		Phases: clientPhases{seen: new(netip.AddrPort), trusted: new(bool)},
+		Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
+			got = r.Header.Clone()
+			return okResponse(""), nil
+		}),
+	}
+	ex := newExchange("GET", "/", "")
+	ex.req.Scheme = ""
+	ex.info.RemoteAddr = netip.MustParseAddrPort("192.0.2.7:5555")
+	forged := []string{"X_Forwarded_For", "x_forwarded_for", "X-Forwarded_For", "X_Real_IP", "x_real-ip", "X_Forwarded_Host", "X_Forwarded_Proto"}
+	for _, name := range forged {
+		ex.req.Header.Add(name, "1.2.3.4")
+	}
+	ex.req.Header.Add("X_Custom_Field", "kept")
+	p.ServeExchange(ex)
+	for _, f := range got.Fields() {
+		for _, name := range forged {
+			if f.Name == name {
+				t.Errorf("forged %s: %q reached the origin", f.Name, f.Value)
+			}
+		}
+	}
+	if v := got.Get("X_Custom_Field"); v != "kept" {
+		t.Errorf("X_Custom_Field = %q, want it forwarded", v)
+	}
+	if v := got.Get("X-Forwarded-For"); v != "192.0.2.7" {
+		t.Errorf("X-Forwarded-For = %q, want the peer", v)
+	}
+}
+
 // TestUpgradePolicy: only allowed protocols are forwarded as a switch; anything else (h2c
 // above all) goes upstream as a plain request without Upgrade, and an origin answering 101 to
 // it is refused.

@@ -190,8 +190,8 @@ func (in *Instance) compileRoute(i int, c *config.Route) *route {
 	r := &route{
 		name:       c.Name,
 		index:      i,
-		path:       c.Match.Path,
-		prefix:     c.Match.PathPrefix,
+		path:       configPath(c.Match.Path),
+		prefix:     configPath(c.Match.PathPrefix),
 		methods:    c.Match.Methods,
 		headers:    sortedFields(c.Match.Headers),
 		reqOps:     compileOps(c.RequestHeaders),

@@ -115,6 +115,24 @@ func (t *table) match(req *message.Request) *route {
 	// A fully qualified name's trailing dot does not change the host.
 	host = strings.TrimSuffix(host, ".")
 	path := req.Path()
+	if needsNormalizing(path) {
+		return t.matchNormalized(host, path, req)
+	}
+	return t.matchPath(host, path, req)
+}
+
+// matchNormalized matches the normalized form of path (normalize.go); it holds the buffer,
+// so the common path without anything to normalize does not pay for it.
+func (t *table) matchNormalized(host, path string, req *message.Request) *route {
+	var scratch [2 * maxStackPath]byte
+	n, slash := normalizePathSlash(path, scratch[:])
+	if slash && ambiguousSlashes(n) {
+		return nil
+	}
+	return t.matchPath(host, n, req)
+}
+
+func (t *table) matchPath(host, path string, req *message.Request) *route {
 	if len(t.exact) > 0 {
 		if r := t.exact[host].match(path, req); r != nil {
 			return r

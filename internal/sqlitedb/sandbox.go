@@ -308,9 +308,18 @@ func (s *Sandbox) check(action sqlite.AuthorizerActionCode, arg1, arg2, db strin
 		}
 		return table("reading", arg1)
 	case sqlite.AuthInsert, sqlite.AuthUpdate, sqlite.AuthDelete:
-		if schemaTable(arg1) || strings.EqualFold(arg1, "sqlite_sequence") {
+		if strings.EqualFold(arg1, "sqlite_sequence") {
+			// An ordinary table to SQLite, even in defensive mode: a direct write would
+			// succeed. Only SQLite's own bookkeeping inside DDL (DROP or RENAME of an
+			// AUTOINCREMENT table) writes it; AUTOINCREMENT inserts bypass the authorizer.
+			if s.ddl != 0 {
+				return ""
+			}
+			return fmt.Sprintf("writing %q: the name is reserved", arg1)
+		}
+		if schemaTable(arg1) {
 			// Direct writes fail in SQLite itself (writable_schema is denied, defensive
-			// mode is on); these are its own for DDL and AUTOINCREMENT.
+			// mode is on); these are its own for DDL.
 			return ""
 		}
 		return table("writing", arg1)
