@@ -373,21 +373,46 @@ func TestValidateCommand(t *testing.T) {
 
 func TestProxyCommand(t *testing.T) {
 	origin := testOrigin(t, "via proxy command")
-	addr := freePort(t)
-	cmd := exec.Command(verge(t), "proxy", "--listen", addr, "--upstream", "http://"+origin, "--access-log", "off")
+	// Port 0: the process picks its port and logs it, so no other process can take a port
+	// the test picked and freed, and the log line is the readiness event (a successful
+	// request could come before the line is written: the listener serves as soon as it binds).
+	cmd := exec.Command(verge(t), "proxy", "--listen", "127.0.0.1:0", "--upstream", "http://"+origin, "--access-log", "off")
 	stderr := newLogFile(t)
 	cmd.Stderr = stderr.f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
-	p := &proc{addr: addr}
-	waitFor(t, "verge proxy to serve", 10*time.Second, func() bool {
-		got, _ := p.get(http.DefaultClient, "/")
-		return got == "via proxy command"
-	})
-	if !strings.Contains(stderr.String(), "listening") {
-		t.Errorf("no listening line in the log:\n%s", stderr.String())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); <-exited })
+	p := &proc{addr: listeningAddr(t, stderr, "proxy", exited)}
+	if got, err := p.get(http.DefaultClient, "/"); got != "via proxy command" {
+		t.Errorf("request through verge proxy: got %q, %v", got, err)
+	}
+}
+
+// listeningAddr waits for the "listening" log line of the named listener in a verge
+// process's stderr and returns the address it gives. It fails if the process exits first.
+func listeningAddr(t *testing.T, stderr *logFile, listener string, exited <-chan struct{}) string {
+	t.Helper()
+	prefix := "msg=listening listener=" + listener + " url="
+	guard := time.Now().Add(30 * time.Second) // a failure guard for a busy machine
+	for {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			if _, rest, ok := strings.Cut(line, prefix); ok {
+				url, _, _ := strings.Cut(rest, " ")
+				_, addr, _ := strings.Cut(url, "://")
+				return addr
+			}
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("no listening line for %q in the log:\n%s", listener, stderr.String())
+		}
+		select {
+		case <-exited:
+			t.Fatalf("verge exited before listening:\n%s", stderr.String())
+		case <-time.After(10 * time.Millisecond): // poll interval
+		}
 	}
 }
 
