@@ -381,7 +381,9 @@ func TestConnectTimeoutDial(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Kind != fault.ConnectTimeout || !fe.Retry {
 		t.Fatalf("err = %v, want connect timeout with Retry", err)
 	}
-	if el := time.Since(start); el > time.Second {
+	// The hook returns only when the dial's context ends, and the error kind says which limit
+	// ended it; the bound is a generous guard, not a measurement.
+	if el := time.Since(start); el > 20*time.Second {
 		t.Errorf("took %v, want about the 30ms connect timeout", el)
 	}
 }
@@ -493,7 +495,9 @@ func TestTotalTimeout(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Kind != fault.TotalTimeout {
 		t.Fatalf("body read err = %v, want total timeout", err)
 	}
-	if el := time.Since(start); el > time.Second {
+	// The error kind proves the total timeout ended the read (the origin would finish the body
+	// after 2 s); the bound is a generous guard, not a measurement.
+	if el := time.Since(start); el > 20*time.Second {
 		t.Errorf("body read took %v, want about 100ms", el)
 	}
 	if s := tr.Stats(); s.OpenConns != 0 {
