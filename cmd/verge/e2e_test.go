@@ -129,7 +129,7 @@ shutdown: {grace_period: 5s}
 func startVerge(t *testing.T, origin string) *proc {
 	t.Helper()
 	p := launchVerge(t, func(p *proc) { writeConfig(t, p.cfgFile, p.addr, p.pidFile, origin) })
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // a failure guard for a busy machine
 	for {
 		if _, err := p.get(http.DefaultClient, "/"); err == nil {
 			return p
