@@ -24,8 +24,11 @@ go build -o "$work/h2spectarget" ./h2/internal/h2spectarget
 # The target listens on free loopback ports and prints them.
 "$work/h2spectarget" -h2c 127.0.0.1:0 -tls 127.0.0.1:0 >"$work/target.log" 2>&1 &
 target_pid=$!
-for _ in $(seq 1 100); do
+# Wait for its "listening" lines (the target listens before it prints), up to 60 s on a busy
+# machine, and stop waiting at once if it died.
+for _ in $(seq 1 600); do
   if grep -q "listening tls" "$work/target.log" 2>/dev/null; then break; fi
+  kill -0 "$target_pid" 2>/dev/null || break
   sleep 0.1
 done
 h2c_port="$(sed -n 's/^listening h2c .*:\([0-9]*\)$/\1/p' "$work/target.log")"

@@ -72,6 +72,7 @@ type recExchange struct {
 	cl     int64
 	body   bytes.Buffer
 	abort  error
+	wrote  chan struct{} // when set, gets a token (never blocking) on each Write
 }
 
 func (e *recExchange) Request() *message.Request { return &e.req }
@@ -81,7 +82,16 @@ func (e *recExchange) WriteHeader(r *message.Response) error {
 	e.status, e.cl, e.header = r.Status, r.ContentLength, r.Header.Clone()
 	return nil
 }
-func (e *recExchange) Write(p []byte) (int, error)  { return e.body.Write(p) }
+func (e *recExchange) Write(p []byte) (int, error) {
+	n, err := e.body.Write(p)
+	if e.wrote != nil {
+		select {
+		case e.wrote <- struct{}{}:
+		default:
+		}
+	}
+	return n, err
+}
 func (e *recExchange) Flush() error                 { return nil }
 func (e *recExchange) Finish(*message.Header) error { return nil }
 func (e *recExchange) Abort(err error)              { e.abort = err }
@@ -138,7 +148,11 @@ func newEnv(t *testing.T, opts Options, h func(req *message.Request) originResp)
 
 // do sends one request through the engine; hdr are name, value pairs.
 func (e *env) do(method, target string, hdr ...string) *recExchange {
-	ex := &recExchange{}
+	return e.doEx(&recExchange{}, method, target, hdr...)
+}
+
+// doEx is do with an exchange the caller made (to watch its writes).
+func (e *env) doEx(ex *recExchange, method, target string, hdr ...string) *recExchange {
 	ex.req = message.Request{Method: method, Target: target, Scheme: "http", Authority: "example.test", Proto: message.HTTP11}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		ex.req.Header.Add(hdr[i], hdr[i+1])

@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,18 +38,38 @@ func TestThousandConcurrentMissesReachOriginOnce(t *testing.T) {
 }
 
 func TestLockTimeoutGoesUpstream(t *testing.T) {
-	e := newEnv(t, Options{Policy: &Policy{LockTimeout: 20 * time.Millisecond}},
-		fixed(originResp{status: 200, header: []string{"Cache-Control", "max-age=100"}, body: "slow", delay: 200 * time.Millisecond}))
+	// The first request holds the origin (and so the cache lock) until the test lets it go;
+	// the second must give up waiting after LockTimeout and fetch on its own while the first
+	// is still held. Events only: no sleeps, no duration bounds.
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var calls atomic.Int64
+	e := newEnv(t, Options{Policy: &Policy{LockTimeout: 20 * time.Millisecond}}, func(*message.Request) originResp {
+		if calls.Add(1) == 1 {
+			entered <- struct{}{}
+			<-release
+		}
+		return originResp{status: 200, header: []string{"Cache-Control", "max-age=100"}, body: "slow"}
+	})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); e.do("GET", "/") }()
-	time.Sleep(50 * time.Millisecond)
-	start := time.Now()
-	e.expect(e.do("GET", "/"), 200, "slow", 2)
-	if d := time.Since(start); d > 400*time.Millisecond {
-		t.Fatalf("waiter took %v", d)
+	defer wg.Wait()
+	defer close(release)
+	guard := time.After(10 * time.Second) // a failure guard, not a wait
+	select {
+	case <-entered:
+	case <-guard:
+		t.Fatal("the first request never reached the origin")
 	}
-	wg.Wait()
+	second := make(chan *recExchange, 1)
+	go func() { second <- e.do("GET", "/") }()
+	select {
+	case ex := <-second:
+		e.expect(ex, 200, "slow", 2)
+	case <-guard:
+		t.Fatal("the waiter did not go upstream after the lock timeout while the first fetch hung")
+	}
 }
 
 func TestUncacheableReleasesWaiters(t *testing.T) {
@@ -88,9 +109,16 @@ func TestStreamingReadersOfObjectInProgress(t *testing.T) {
 	go func() { first <- e.do("GET", "/big") }()
 	gate.chunks <- "part1-"
 	// A second request arrives while the object is still streaming in.
+	// It joins the object in progress: the test waits for it to write the first part (an
+	// event, not a span of time) before letting the rest in.
 	second := make(chan *recExchange)
-	go func() { second <- e.do("GET", "/big") }()
-	time.Sleep(20 * time.Millisecond)
+	ex2 := &recExchange{wrote: make(chan struct{}, 1)}
+	go func() { second <- e.doEx(ex2, "GET", "/big") }()
+	select {
+	case <-ex2.wrote:
+	case <-time.After(10 * time.Second): // a failure guard
+		t.Fatal("the second request did not stream the part already fetched")
+	}
 	gate.chunks <- "part2"
 	close(gate.chunks)
 	a, b := <-first, <-second

@@ -15,8 +15,6 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -589,14 +587,7 @@ func TestInterimAndTransferCodingThroughBinary(t *testing.T) {
 		return err == nil
 	})
 	bin := buildVerge(t)
-	addr := freePort(t)
-	cmd := exec.Command(bin, "proxy", "--listen", addr, "--upstream", "http://"+originAddr)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	waitListening(t, addr)
+	addr, _ := startProxy(t, bin, "--upstream", "http://"+originAddr)
 
 	heads, resp, body := readInterims(t, addr, "GET /page HTTP/1.1\r\nHost: example.com\r\n\r\n")
 	var early http.Header

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,15 +27,6 @@ func buildVerge(t *testing.T) string {
 		t.Fatalf("building verge: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // peakRSS reads the high-water mark of a process's resident memory, in bytes.
@@ -85,14 +75,7 @@ func TestGiBStreamsWithBoundedMemory(t *testing.T) {
 	defer origin.Close()
 
 	bin := buildVerge(t)
-	addr := freePort(t)
-	cmd := exec.Command(bin, "proxy", "--listen", addr, "--upstream", origin.URL)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	waitListening(t, addr)
+	addr, pid := startProxy(t, bin, "--upstream", origin.URL)
 
 	client := &http.Client{Timeout: 120 * time.Second}
 	resp, err := client.Get("http://" + addr + "/big")
@@ -118,24 +101,57 @@ func TestGiBStreamsWithBoundedMemory(t *testing.T) {
 		t.Fatalf("origin received %d bytes, want %d", got, gib)
 	}
 
-	rss := peakRSS(t, cmd.Process.Pid)
+	rss := peakRSS(t, pid)
 	t.Logf("verge peak RSS after 2 GiB streamed: %.1f MiB", float64(rss)/(1<<20))
 	if rss > 64<<20 {
 		t.Fatalf("peak RSS %d MiB, want < 64 MiB", rss>>20)
 	}
 }
 
-func waitListening(t *testing.T, addr string) {
-	deadline := time.Now().Add(10 * time.Second)
+// startProxy runs `verge proxy` on a port it picks itself (127.0.0.1:0: no port the test
+// picked and freed for another process on the machine to take) and returns the address from
+// its "listening" log line, the readiness event, and the process id. The process is killed
+// when t ends.
+func startProxy(t *testing.T, bin string, args ...string) (addr string, pid int) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "stderr")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"proxy", "--listen", "127.0.0.1:0"}, args...)...)
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("verge stderr:\n%s", b)
+		}
+	})
+	const prefix = "msg=listening listener=proxy url=http://"
+	guard := time.Now().Add(30 * time.Second) // a failure guard for a busy machine
 	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
+		b, _ := os.ReadFile(logPath)
+		for _, line := range strings.Split(string(b), "\n") {
+			if _, rest, ok := strings.Cut(line, prefix); ok {
+				addr, _, _ = strings.Cut(rest, " ")
+				return addr, cmd.Process.Pid
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("verge did not start listening on %s", addr)
+		if time.Now().After(guard) {
+			t.Fatalf("verge proxy did not log its listener:\n%s", b)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-exited:
+			t.Fatalf("verge proxy exited before listening:\n%s", b)
+		case <-time.After(10 * time.Millisecond): // poll interval
+		}
 	}
 }

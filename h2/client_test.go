@@ -376,7 +376,10 @@ func TestClientRejectsWrongALPN(t *testing.T) {
 
 func TestClientIdleTimeout(t *testing.T) {
 	srv := startOrigin(t, http.HandlerFunc(originHandler), false)
-	cc := dialOrigin(t, srv, ClientOptions{IdleTimeout: 50 * time.Millisecond})
+	// The idle timer runs from the conn's start, before the first stream: 50 ms could pass
+	// before the first request on a busy machine (under the race detector), closing the conn
+	// under it. 500 ms keeps the test about the idle close.
+	cc := dialOrigin(t, srv, ClientOptions{IdleTimeout: 500 * time.Millisecond})
 	resp, err := cc.RoundTrip(context.Background(), newReq("GET", "o", "/", nil, 0))
 	if err != nil {
 		t.Fatal(err)
@@ -385,7 +388,7 @@ func TestClientIdleTimeout(t *testing.T) {
 	if st := cc.State(); st.IdleSince.IsZero() {
 		t.Errorf("IdleSince: zero after the only stream ended")
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(20 * time.Second) // a failure guard
 	for !cc.State().Closed && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

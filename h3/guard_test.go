@@ -77,6 +77,22 @@ func (r *delayRelay) run() {
 	}
 }
 
+// notifyingSessionCache signals each session ticket the client stores.
+type notifyingSessionCache struct {
+	tls.ClientSessionCache
+	put chan struct{}
+}
+
+func (c *notifyingSessionCache) Put(key string, cs *tls.ClientSessionState) {
+	c.ClientSessionCache.Put(key, cs)
+	if cs != nil {
+		select {
+		case c.put <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // TestZeroRTT resumes a session with 0-RTT: a GET sent in early data reaches the handler
 // marked "Early-Data: 1", a POST sent in early data is answered 425 without reaching it.
 func TestZeroRTT(t *testing.T) {
@@ -91,8 +107,9 @@ func TestZeroRTT(t *testing.T) {
 		echo(ex)
 	}, func(s *Server) { s.Allow0RTT = true })
 	_, pool := testCertificate(t)
+	tickets := &notifyingSessionCache{ClientSessionCache: tls.NewLRUClientSessionCache(4), put: make(chan struct{}, 1)}
 	tlsConf := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{http3.NextProtoH3},
-		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+		ClientSessionCache: tickets}
 	ctx := ctxTimeout(t, 10*time.Second)
 
 	// First connection: full handshake, gets a session ticket that allows early data.
@@ -112,7 +129,11 @@ func TestZeroRTT(t *testing.T) {
 	if res.Header.Get("X-Early-Data") != "" {
 		t.Fatalf("full handshake request marked as early data")
 	}
-	time.Sleep(50 * time.Millisecond) // let the ticket arrive
+	select { // wait for the session ticket to arrive (the event, not a span of time)
+	case <-tickets.put:
+	case <-ctx.Done():
+		t.Fatal("no session ticket arrived")
+	}
 	qc.CloseWithError(0, "")
 
 	// Second connection through a relay that holds the client's handshake completion back.

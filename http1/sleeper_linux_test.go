@@ -109,11 +109,13 @@ func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 	}
 	defer idle.Close()
 	br := bufio.NewReader(idle)
+	// Timed from before the request: the server's idle timer starts after its response, so
+	// however late this test reads the response, the close comes at least a timeout later.
+	start := time.Now()
 	io.WriteString(idle, req)
 	if r := readRawResponse(t, br, false); r.status != 200 {
 		t.Fatalf("status %d", r.status)
 	}
-	start := time.Now()
 	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle connection: %v, want EOF from the idle timeout", err)
@@ -123,6 +125,9 @@ func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 	}
 	<-ended
 
+	// A client close while hibernating is noticed by itself: with an idle timeout of an hour,
+	// only the close can end the connection (no duration to measure on a busy machine).
+	addr, ended = serveAsync(t, &Server{Handler: echoHandler, IdleTimeout: time.Hour}, context.Background())
 	gone, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -131,14 +136,12 @@ func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 	if r := readRawResponse(t, bufio.NewReader(gone), false); r.status != 200 {
 		t.Fatalf("status %d", r.status)
 	}
-	// Hibernated after hibernateAfter; the idle timeout is 3*hibernateAfter after the
-	// response, so a close at 2*hibernateAfter must be noticed well before it.
-	answered := time.Now()
-	time.Sleep(2 * hibernateAfter)
+	time.Sleep(2 * hibernateAfter) // time to hibernate (longer on a busy machine is fine)
 	gone.Close()
-	<-ended
-	if d := time.Since(answered); d > 3*hibernateAfter-50*time.Millisecond {
-		t.Fatalf("a client close while hibernating was noticed after %v, at the idle timeout", d)
+	select {
+	case <-ended:
+	case <-time.After(30 * time.Second): // a failure guard
+		t.Fatal("a client close while hibernating was not noticed")
 	}
 }
 

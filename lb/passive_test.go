@@ -124,10 +124,18 @@ func TestPassiveWindow(t *testing.T) {
 	lb := passiveBalancer(t, PassiveHealth{MaxFails: 2, Window: 10 * time.Millisecond}, nil)
 	a := lb.Backends()[0]
 	failN(t, lb, a, 1, errConnect)
-	time.Sleep(15 * time.Millisecond)
+	time.Sleep(15 * time.Millisecond) // the window passes (a longer sleep under load is fine)
 	failN(t, lb, a, 1, errConnect)
 	if !a.Available() {
 		t.Fatal("failures further apart than the window ejected the backend")
+	}
+	// Two failures within the window eject. The window is an hour here: with 10 ms, a test
+	// descheduled between the two failures on a busy machine would see them apart.
+	lb = passiveBalancer(t, PassiveHealth{MaxFails: 2, Window: time.Hour}, nil)
+	a = lb.Backends()[0]
+	failN(t, lb, a, 1, errConnect)
+	if !a.Available() {
+		t.Fatal("one failure ejected the backend (MaxFails 2)")
 	}
 	failN(t, lb, a, 1, errConnect)
 	if a.Available() {

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,19 +113,34 @@ func TestTLSALPN(t *testing.T) {
 }
 
 // Shutdown lets in-flight requests on both protocols finish, and returns once they have.
+// The handlers hold each request until the test has seen Shutdown begin (the listener
+// closed) and not return; no sleeps, no durations.
 func TestShutdownDrainsInFlight(t *testing.T) {
-	s := &Server{Handler: HandlerFunc(answer)}
-	addr := start(t, s)
+	entered := make(chan struct{}, 2)
+	release := make(chan struct{})
+	var finished atomic.Int32
+	s := &Server{Handler: HandlerFunc(func(ex message.ServerExchange) {
+		entered <- struct{}{}
+		<-release
+		answer(ex)
+		finished.Add(1)
+	})}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &closeNotifyListener{Listener: raw, closed: make(chan struct{})}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	addr := ln.Addr().String()
 	type result struct {
 		body string
 		err  error
 	}
-	slow := func(c *http.Client) chan result {
+	inFlight := func(c *http.Client) chan result {
 		ch := make(chan result, 1)
 		go func() {
-			req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-			req.Header.Set("X-Delay", "300ms")
-			resp, err := c.Do(req)
+			resp, err := c.Get("http://" + addr + "/")
 			if err != nil {
 				ch <- result{err: err}
 				return
@@ -134,17 +151,39 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 		}()
 		return ch
 	}
-	h1 := slow(http.DefaultClient)
-	h2 := slow(h2cClient())
-	time.Sleep(100 * time.Millisecond) // both requests are in the handler now
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	t0 := time.Now()
-	if err := s.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
+	h1 := inFlight(http.DefaultClient)
+	h2 := inFlight(h2cClient())
+	guard := time.After(10 * time.Second) // a failure guard, not a wait
+	for range 2 {
+		select {
+		case <-entered:
+		case <-guard:
+			t.Fatal("the requests never reached the handler")
+		}
 	}
-	if d := time.Since(t0); d < 100*time.Millisecond {
-		t.Errorf("Shutdown returned after %v, before the in-flight requests could finish", d)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shutdown := make(chan error, 1)
+	go func() {
+		err := s.Shutdown(ctx)
+		if n := finished.Load(); n != 2 && err == nil {
+			err = fmt.Errorf("Shutdown returned with %d of 2 in-flight handlers finished", n)
+		}
+		shutdown <- err
+	}()
+	select {
+	case <-ln.closed:
+	case <-guard:
+		t.Fatal("Shutdown never closed the listener")
+	}
+	select {
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned (%v) while two requests were still in the handler", err)
+	default:
+	}
+	close(release)
+	if err := <-shutdown; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 	for name, ch := range map[string]chan result{"HTTP/1.1": h1, "HTTP/2": h2} {
 		r := <-ch
@@ -158,6 +197,19 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Error("listener still accepting after Shutdown")
 	}
+}
+
+// closeNotifyListener closes its channel when the server closes it.
+type closeNotifyListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *closeNotifyListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
 }
 
 // Shutdown closes idle keep-alive connections (after the drain grace: http1.Server.DrainIdleGrace).

@@ -236,14 +236,18 @@ func concurrent(t *testing.T, tr *Transport, p *Peer, n int, proto string) {
 func TestH2IdleExpiry(t *testing.T) {
 	o := newOrigin(t, nil, nil, true)
 	tr := newTestTransport(t, nil)
-	p := &Peer{Address: o.Listener.Addr().String(), Protocol: HTTP2, Timeouts: Timeouts{Idle: 40 * time.Millisecond}}
+	// The idle timeout also bounds a new conn's setup: the HTTP/2 client's idle timer runs
+	// from the conn's start, before the first stream. 40 ms was shorter than a TLS handshake
+	// plus the peer's SETTINGS under the race detector on a busy machine, and the conn was
+	// closed before its first request ("client conn could not be established").
+	p := &Peer{Address: o.Listener.Addr().String(), Protocol: HTTP2, Timeouts: Timeouts{Idle: 500 * time.Millisecond}}
 	if resp := roundTripOK(t, tr, p); resp.Proto != message.HTTP2 {
 		t.Fatalf("proto %q, want HTTP/2.0", resp.Proto)
 	}
 	if s := tr.Stats(); s.H2Conns != 1 {
 		t.Fatalf("h2 conns %d, want 1", s.H2Conns)
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(20 * time.Second) // a failure guard for a busy machine
 	for tr.Stats().H2Conns != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -308,8 +308,8 @@ func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
 	}
 	const clients, step = 16, 300
 	origin := testOrigin(t, "same")
-	addr := freePort(t)
-	cmd := exec.Command(verge(t), "proxy", "--listen", addr, "--upstream", "http://"+origin, "--access-log", "off")
+	// Port 0: verge picks its port (which no other process can take in between) and logs it.
+	cmd := exec.Command(verge(t), "proxy", "--listen", "127.0.0.1:0", "--upstream", "http://"+origin, "--access-log", "off")
 	log := newLogFile(t)
 	cmd.Stderr = log.f
 	if err := cmd.Start(); err != nil {
@@ -330,6 +330,7 @@ func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
 			t.Logf("verge proxy stderr:\n%s", log.String())
 		}
 	})
+	addr := listeningAddr(t, log, "proxy", exited)
 	waitFor(t, "verge proxy to serve", 30*time.Second, func() bool {
 		got, _ := (&proc{addr: addr}).get(http.DefaultClient, "/")
 		return got == "same"

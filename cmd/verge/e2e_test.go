@@ -129,7 +129,7 @@ shutdown: {grace_period: 5s}
 func startVerge(t *testing.T, origin string) *proc {
 	t.Helper()
 	p := launchVerge(t, func(p *proc) { writeConfig(t, p.cfgFile, p.addr, p.pidFile, origin) })
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // a failure guard for a busy machine
 	for {
 		if _, err := p.get(http.DefaultClient, "/"); err == nil {
 			return p
@@ -222,6 +222,20 @@ func startLoad(p *proc, n int) *load {
 	return l
 }
 
+// waitRequests waits until the clients completed n more requests: an event that paces a test
+// by traffic, not by time, however busy the machine is.
+func (l *load) waitRequests(t *testing.T, n int64) {
+	t.Helper()
+	want := l.total.Load() + n
+	guard := time.Now().Add(30 * time.Second) // a failure guard
+	for l.total.Load() < want {
+		if time.Now().After(guard) {
+			t.Fatalf("load stalled at %d requests", l.total.Load())
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
 func (l *load) stop(t *testing.T) {
 	close(l.stopc)
 	l.wg.Wait()
@@ -251,14 +265,14 @@ func TestReloadUnderLoadAndRefusedConfig(t *testing.T) {
 		t.Fatalf("proxied request: got %q, %v; want \"one\"", got, err)
 	}
 	l := startLoad(p, 4)
-	time.Sleep(100 * time.Millisecond)
+	l.waitRequests(t, 20)
 
 	writeConfig(t, p.cfgFile, p.addr, p.pidFile, o2)
 	out, err := exec.Command(verge(t), "reload", "-c", p.cfgFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("verge reload: %v\n%s", err, out)
 	}
-	waitFor(t, "the reloaded config to serve", 5*time.Second, func() bool {
+	waitFor(t, "the reloaded config to serve", 30*time.Second, func() bool {
 		got, _ := p.get(http.DefaultClient, "/")
 		return got == "two"
 	})
@@ -266,13 +280,13 @@ func TestReloadUnderLoadAndRefusedConfig(t *testing.T) {
 	// A broken config is refused and the running one keeps serving.
 	os.WriteFile(p.cfgFile, []byte("listeners:\n  - address: 127.0.0.1:1\nroutes:\n  - upstream: nope\n"), 0o644)
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "the refusal in the log", 5*time.Second, func() bool {
+	waitFor(t, "the refusal in the log", 30*time.Second, func() bool {
 		return strings.Contains(p.stderr.String(), "reload refused")
 	})
 	if !strings.Contains(p.stderr.String(), `verge.yaml:4:15: routes[0].upstream: unknown upstream group \"nope\"`) {
 		t.Errorf("refusal does not name the position and field:\n%s", p.stderr.String())
 	}
-	time.Sleep(100 * time.Millisecond)
+	l.waitRequests(t, 20) // traffic after the refusal, on the running config
 	l.stop(t)
 	if got, err := p.get(http.DefaultClient, "/"); got != "two" {
 		t.Errorf("after a refused reload: got %q, %v; want \"two\"", got, err)
@@ -280,23 +294,54 @@ func TestReloadUnderLoadAndRefusedConfig(t *testing.T) {
 }
 
 func TestGracefulDrainOnSIGTERM(t *testing.T) {
-	p := startVerge(t, testOrigin(t, "slow but complete"))
+	// The origin holds the request until verge has logged the start of its drain: events,
+	// not sleeps, so a busy machine cannot reorder the request and the signal.
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" { // startVerge's readiness probe
+			io.WriteString(w, "ready")
+			return
+		}
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "slow but complete")
+	}))
+	t.Cleanup(o.Close)
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	p := startVerge(t, strings.TrimPrefix(o.URL, "http://"))
 	res := make(chan string, 1)
 	go func() {
-		got, err := p.get(http.DefaultClient, "/?sleep=700ms")
+		got, err := p.get(http.DefaultClient, "/slow")
 		if err != nil {
 			got = err.Error()
 		}
 		res <- got
 	}()
-	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-entered:
+	case <-time.After(30 * time.Second): // a failure guard
+		t.Fatal("the request never reached the origin")
+	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, "verge to log its graceful shutdown", 30*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "graceful shutdown")
+	})
+	releaseOnce.Do(func() { close(release) })
 	select {
 	case got := <-res:
 		if got != "slow but complete" {
 			t.Errorf("in-flight request during SIGTERM: got %q", got)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("in-flight request did not finish")
 	}
 	select {
@@ -305,7 +350,7 @@ func TestGracefulDrainOnSIGTERM(t *testing.T) {
 			t.Errorf("verge exited with %v after SIGTERM, want 0", err)
 		}
 		p.exited <- err
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("verge did not exit after draining")
 	}
 	if _, err := net.DialTimeout("tcp", p.addr, 200*time.Millisecond); err == nil {
@@ -321,7 +366,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		return err == nil && pid == oldPID
 	})
 	l := startLoad(p, 4)
-	time.Sleep(150 * time.Millisecond)
+	l.waitRequests(t, 20)
 	p.cmd.Process.Signal(syscall.SIGUSR2)
 	var newPID int
 	waitFor(t, "the new process to write its pid", 10*time.Second, func() bool {
@@ -335,7 +380,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("old process did not exit after the upgrade")
 	}
-	time.Sleep(150 * time.Millisecond)
+	l.waitRequests(t, 20) // traffic on the new process alone
 	l.stop(t)
 	if got, err := p.get(http.DefaultClient, "/"); got != "same" {
 		t.Errorf("after the upgrade: got %q, %v", got, err)
@@ -373,21 +418,46 @@ func TestValidateCommand(t *testing.T) {
 
 func TestProxyCommand(t *testing.T) {
 	origin := testOrigin(t, "via proxy command")
-	addr := freePort(t)
-	cmd := exec.Command(verge(t), "proxy", "--listen", addr, "--upstream", "http://"+origin, "--access-log", "off")
+	// Port 0: the process picks its port and logs it, so no other process can take a port
+	// the test picked and freed, and the log line is the readiness event (a successful
+	// request could come before the line is written: the listener serves as soon as it binds).
+	cmd := exec.Command(verge(t), "proxy", "--listen", "127.0.0.1:0", "--upstream", "http://"+origin, "--access-log", "off")
 	stderr := newLogFile(t)
 	cmd.Stderr = stderr.f
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
-	p := &proc{addr: addr}
-	waitFor(t, "verge proxy to serve", 10*time.Second, func() bool {
-		got, _ := p.get(http.DefaultClient, "/")
-		return got == "via proxy command"
-	})
-	if !strings.Contains(stderr.String(), "listening") {
-		t.Errorf("no listening line in the log:\n%s", stderr.String())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); <-exited })
+	p := &proc{addr: listeningAddr(t, stderr, "proxy", exited)}
+	if got, err := p.get(http.DefaultClient, "/"); got != "via proxy command" {
+		t.Errorf("request through verge proxy: got %q, %v", got, err)
+	}
+}
+
+// listeningAddr waits for the "listening" log line of the named listener in a verge
+// process's stderr and returns the address it gives. It fails if the process exits first.
+func listeningAddr(t *testing.T, stderr *logFile, listener string, exited <-chan struct{}) string {
+	t.Helper()
+	prefix := "msg=listening listener=" + listener + " url="
+	guard := time.Now().Add(30 * time.Second) // a failure guard for a busy machine
+	for {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			if _, rest, ok := strings.Cut(line, prefix); ok {
+				url, _, _ := strings.Cut(rest, " ")
+				_, addr, _ := strings.Cut(url, "://")
+				return addr
+			}
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("no listening line for %q in the log:\n%s", listener, stderr.String())
+		}
+		select {
+		case <-exited:
+			t.Fatalf("verge exited before listening:\n%s", stderr.String())
+		case <-time.After(10 * time.Millisecond): // poll interval
+		}
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -19,33 +21,55 @@ import (
 	"github.com/quic-go/quic-go/http3"
 )
 
-// streamChunks and streamEvery shape the slow response that spans the upgrade.
+// streamChunk and streamEvery shape the slow response that spans the upgrade.
 const (
-	streamChunks = 150
-	streamChunk  = 1024
-	streamEvery  = 10 * time.Millisecond
+	streamChunk = 1024
+	streamEvery = 10 * time.Millisecond
 )
 
-// streamingOrigin answers /stream with streamChunks chunks, one every streamEvery.
-func streamingOrigin(t *testing.T) string {
+// slowStream is the origin's /stream answer: a chunk every streamEvery from its start until
+// finish is closed. The test ends it only once the upgrade is done, so the response spans the
+// upgrade however long a busy machine takes for it (a fixed length could end before).
+type slowStream struct {
+	started chan struct{} // closed with the first chunk
+	finish  chan struct{}
+	end     func()       // closes finish, once
+	sent    atomic.Int64 // bytes written
+}
+
+// streamingOrigin answers /stream with a slowStream.
+func streamingOrigin(t *testing.T) (string, *slowStream) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	st := &slowStream{started: make(chan struct{}), finish: make(chan struct{})}
+	var once sync.Once
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		chunk := []byte(strings.Repeat("x", streamChunk))
-		for range streamChunks {
-			if _, err := w.Write(chunk); err != nil {
+		for {
+			n, err := w.Write(chunk)
+			st.sent.Add(int64(n))
+			if err != nil {
 				return
 			}
 			w.(http.Flusher).Flush()
-			time.Sleep(streamEvery)
+			once.Do(func() { close(st.started) })
+			select {
+			case <-st.finish:
+				return
+			case <-r.Context().Done():
+				return
+			case <-time.After(streamEvery):
+			}
 		}
 	})}
 	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	var finishOnce sync.Once
+	st.end = func() { finishOnce.Do(func() { close(st.finish) }) }
+	t.Cleanup(func() { st.end(); srv.Close() })
+	return ln.Addr().String(), st
 }
 
 func writeH3Config(t *testing.T, path, listen, pidFile, origin, who string) {
@@ -118,7 +142,7 @@ func h3Get(c *http.Client, addr, path string) (string, error) {
 // intact (its datagrams reach the old process through the new one), new QUIC connections
 // are served by the new process, and the old process exits once its connection is done.
 func TestUpgradeHTTP3(t *testing.T) {
-	origin := streamingOrigin(t)
+	origin, stream := streamingOrigin(t)
 	p := launchVerge(t, func(p *proc) { writeH3Config(t, p.cfgFile, p.addr, p.pidFile, origin, "old") })
 	oldPID := p.cmd.Process.Pid
 	waitFor(t, "the old process's pid file", 10*time.Second, func() bool {
@@ -149,7 +173,11 @@ func TestUpgradeHTTP3(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		streamed <- result{len(b), err, time.Since(start)}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	select { // the response is streaming on the old process's connection
+	case <-stream.started:
+	case <-time.After(30 * time.Second): // a failure guard
+		t.Fatal("the streamed response never started")
+	}
 
 	writeH3Config(t, p.cfgFile, p.addr, p.pidFile, origin, "new")
 	p.cmd.Process.Signal(syscall.SIGUSR2)
@@ -164,16 +192,22 @@ func TestUpgradeHTTP3(t *testing.T) {
 			t.Fatalf("new connection %d after the upgrade: got %q, %v; want new", i, got, err)
 		}
 	}
+	// The upgrade is done and new connections go to the new process: let the origin finish.
 	select {
 	case r := <-streamed:
-		want := streamChunks * streamChunk
+		t.Fatalf("response ended during the upgrade: %d bytes, %v", r.n, r.err)
+	default:
+	}
+	stream.end()
+	select {
+	case r := <-streamed:
+		want := int(stream.sent.Load())
 		if r.err != nil || r.n != want {
-			t.Fatalf("response across the upgrade: %d bytes, %v; want %d bytes", r.n, r.err, want)
+			t.Fatalf("response across the upgrade: %d bytes, %v; want the %d bytes the origin sent", r.n, r.err, want)
 		}
-		// Unhindered, it takes streamChunks*streamEvery (1.5s plus scheduling); lost
-		// datagrams would add retransmission timeouts.
+		// Lost datagrams would add retransmission timeouts to its time.
 		t.Logf("response across the upgrade: %d bytes in %v", r.n, r.d)
-	case <-time.After(10 * time.Second):
+	case <-time.After(30 * time.Second): // a failure guard
 		t.Fatal("response across the upgrade did not finish")
 	}
 	select {

