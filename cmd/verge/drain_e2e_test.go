@@ -318,10 +318,12 @@ func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	pid := cmd.Process.Pid
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || len(cmdline) == 0 {
-		t.Fatalf("reading the command line of verge proxy: %v", err)
-	}
+	// The command line shows in /proc once the exec has completed in the child.
+	var cmdline []byte
+	waitFor(t, "the command line of verge proxy", 30*time.Second, func() bool {
+		cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return bytes.Contains(cmdline, []byte("proxy"))
+	})
 	t.Cleanup(func() {
 		syscall.Kill(pid, syscall.SIGINT)
 		cmd.Process.Signal(syscall.SIGINT)
