@@ -318,12 +318,6 @@ func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	pid := cmd.Process.Pid
-	// The command line shows in /proc once the exec has completed in the child.
-	var cmdline []byte
-	waitFor(t, "the command line of verge proxy", 30*time.Second, func() bool {
-		cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		return bytes.Contains(cmdline, []byte("proxy"))
-	})
 	t.Cleanup(func() {
 		syscall.Kill(pid, syscall.SIGINT)
 		cmd.Process.Signal(syscall.SIGINT)
@@ -331,6 +325,12 @@ func TestNoRequestLostOnProxyUpgrade(t *testing.T) {
 		if t.Failed() {
 			t.Logf("verge proxy stderr:\n%s", log.String())
 		}
+	})
+	// The command line shows in /proc once the exec has completed in the child.
+	var cmdline []byte
+	waitFor(t, "the command line of verge proxy", 30*time.Second, func() bool {
+		cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return bytes.Contains(cmdline, []byte("proxy"))
 	})
 	addr := listeningAddr(t, log, "proxy", exited)
 	waitFor(t, "verge proxy to serve", 30*time.Second, func() bool {
