@@ -275,30 +275,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // rawServer accepts connections and runs fn on each.
 func rawServer(t testing.TB, fn func(c net.Conn, br *bufio.Reader)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				fn(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+	return serveLoopback(t, func(c net.Conn, done func()) {
+		defer done()
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fn(c, bufio.NewReader(c))
+	})
 }
 
 // readRequestHead consumes a request head.

@@ -1,7 +1,6 @@
 package http1
 
 import (
-	"bufio"
 	"io"
 	"strings"
 	"testing"
@@ -27,10 +26,7 @@ func TestDrainHibernatedConnection(t *testing.T) {
 		}
 		addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: grace})
 		before := sleeping()
-		c := dial(t, addr)
-		br := bufio.NewReader(c)
-		io.WriteString(c, getReq("/first"))
-		readRawResponse(t, br, false)
+		c, br := servedConn(t, addr)
 		deadline := time.Now().Add(10 * time.Second)
 		for sleeping() <= before {
 			if time.Now().After(deadline) {

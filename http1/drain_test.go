@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,33 +27,13 @@ func drainServer(t *testing.T, s *Server) (addr string, drain func(), ended chan
 // drainServerWrap is drainServer with each accepted connection passed through wrap (nil: none).
 func drainServerWrap(t *testing.T, s *Server, wrap func(net.Conn) net.Conn) (addr string, drain func(), ended chan struct{}) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	dctx, dcancel := context.WithCancel(context.Background())
 	s.DrainContext = dctx
 	told := make(chan struct{})
 	s.drains.after = func() { close(told) }
-	ended = make(chan struct{}, 64)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if wrap != nil {
-				c = wrap(c)
-			}
-			wg.Add(1)
-			go s.ServeConnAsync(ctx, c, nil, nil, func() { ended <- struct{}{}; wg.Done() })
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); dcancel(); cancel(); wg.Wait() })
+	addr, ended = serveAsync(t, s, ctx, wrap)
+	t.Cleanup(func() { dcancel(); cancel() })
 	drain = func() {
 		dcancel()
 		select {
@@ -61,7 +42,7 @@ func drainServerWrap(t *testing.T, s *Server, wrap func(net.Conn) net.Conn) (add
 			t.Fatal("the drain did not reach the connections")
 		}
 	}
-	return ln.Addr().String(), drain, ended
+	return addr, drain, ended
 }
 
 // longGrace is a drain grace no test request can miss, however slow the machine: the tests
@@ -69,6 +50,19 @@ func drainServerWrap(t *testing.T, s *Server, wrap func(net.Conn) net.Conn) (add
 const longGrace = time.Minute
 
 func getReq(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n" }
+
+// servedConn dials addr and has one request answered, a plain keep-alive response, on the
+// connection, which then stays open.
+func servedConn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	io.WriteString(c, getReq("/first"))
+	if r := readRawResponse(t, br, false); r.status != 200 || r.header["connection"] != "" {
+		t.Fatalf("first request: %d %v, want 200 without Connection", r.status, r.header)
+	}
+	return c, br
+}
 
 // wantCleanEnd reads from the client side until the server's end of the connection: it must
 // be an end of file (FIN), not a reset and not the guard deadline.
@@ -98,12 +92,7 @@ func waitEnded(t *testing.T, ended chan struct{}) {
 // the request a client sends right after a response, before it can know of the stop.
 func TestDrainServesRequestArrivingAfterDrain(t *testing.T) {
 	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace})
-	c := dial(t, addr)
-	br := bufio.NewReader(c)
-	io.WriteString(c, getReq("/first"))
-	if r := readRawResponse(t, br, false); r.status != 200 || r.header["connection"] != "" {
-		t.Fatalf("before the drain: %d %v", r.status, r.header)
-	}
+	c, br := servedConn(t, addr)
 	drain()
 	io.WriteString(c, getReq("/after-drain"))
 	r := readRawResponse(t, br, false)
@@ -124,10 +113,7 @@ type opaqueConn struct{ net.Conn }
 func TestDrainServesRequestArrivingAfterDrainOpaqueConn(t *testing.T) {
 	wrap := func(c net.Conn) net.Conn { return opaqueConn{c} }
 	addr, drain, ended := drainServerWrap(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace}, wrap)
-	c := dial(t, addr)
-	br := bufio.NewReader(c)
-	io.WriteString(c, getReq("/first"))
-	readRawResponse(t, br, false)
+	c, br := servedConn(t, addr)
 	drain()
 	io.WriteString(c, getReq("/after-drain"))
 	r := readRawResponse(t, br, false)
@@ -141,12 +127,7 @@ func TestDrainServesRequestArrivingAfterDrainOpaqueConn(t *testing.T) {
 // A connection that stays idle through the grace is closed with a FIN.
 func TestDrainClosesIdleConnectionAfterGrace(t *testing.T) {
 	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: 20 * time.Millisecond})
-	c := dial(t, addr)
-	br := bufio.NewReader(c)
-	io.WriteString(c, getReq("/"))
-	if r := readRawResponse(t, br, false); r.status != 200 {
-		t.Fatalf("status %d", r.status)
-	}
+	c, br := servedConn(t, addr)
 	drain()
 	wantCleanEnd(t, c, br)
 	waitEnded(t, ended)
@@ -180,18 +161,26 @@ func (h *blockingHandler) serve(ex *Exchange) {
 	ex.Finish(nil)
 }
 
-// A response whose head was sent before the drain began cannot say "Connection: close". The
-// connection is not closed under the client after it: it completes, and the client's next
-// request (sent as soon as it read the response) is answered with "Connection: close".
-func TestDrainAfterHeadSentServesNextRequest(t *testing.T) {
-	h := &blockingHandler{headFirst: true, started: make(chan struct{}), release: make(chan struct{})}
-	addr, drain, ended := drainServer(t, &Server{Handler: h.serve, DrainIdleGrace: longGrace})
+// drainDuringSlow sends /slow to a blockingHandler (with headFirst as given) on a server with
+// the given drain grace, starts the drain while the handler waits, and then lets it finish.
+func drainDuringSlow(t *testing.T, headFirst bool, grace time.Duration) (net.Conn, *bufio.Reader, chan struct{}) {
+	t.Helper()
+	h := &blockingHandler{headFirst: headFirst, started: make(chan struct{}), release: make(chan struct{})}
+	addr, drain, ended := drainServer(t, &Server{Handler: h.serve, DrainIdleGrace: grace})
 	c := dial(t, addr)
 	br := bufio.NewReader(c)
 	io.WriteString(c, getReq("/slow"))
 	<-h.started
 	drain()
 	close(h.release)
+	return c, br, ended
+}
+
+// A response whose head was sent before the drain began cannot say "Connection: close". The
+// connection is not closed under the client after it: it completes, and the client's next
+// request (sent as soon as it read the response) is answered with "Connection: close".
+func TestDrainAfterHeadSentServesNextRequest(t *testing.T) {
+	c, br, ended := drainDuringSlow(t, true, longGrace)
 	r := readRawResponse(t, br, false)
 	if r.status != 200 || r.body != "part1-part2" {
 		t.Fatalf("response in progress at the drain: %d %q", r.status, r.body)
@@ -211,14 +200,7 @@ func TestDrainAfterHeadSentServesNextRequest(t *testing.T) {
 // The same connection, when the client sends nothing more, ends cleanly after the response
 // and the grace: a complete response, then end of file.
 func TestDrainAfterHeadSentEndsCleanly(t *testing.T) {
-	h := &blockingHandler{headFirst: true, started: make(chan struct{}), release: make(chan struct{})}
-	addr, drain, ended := drainServer(t, &Server{Handler: h.serve, DrainIdleGrace: 20 * time.Millisecond})
-	c := dial(t, addr)
-	br := bufio.NewReader(c)
-	io.WriteString(c, getReq("/slow"))
-	<-h.started
-	drain()
-	close(h.release)
+	c, br, ended := drainDuringSlow(t, true, 20*time.Millisecond)
 	if r := readRawResponse(t, br, false); r.status != 200 || r.body != "part1-part2" {
 		t.Fatalf("response in progress at the drain: %d %q", r.status, r.body)
 	}
@@ -229,14 +211,7 @@ func TestDrainAfterHeadSentEndsCleanly(t *testing.T) {
 // A response that had not started when the drain began says "Connection: close" and the
 // connection closes after it.
 func TestDrainBeforeHeadSentSaysClose(t *testing.T) {
-	h := &blockingHandler{started: make(chan struct{}), release: make(chan struct{})}
-	addr, drain, ended := drainServer(t, &Server{Handler: h.serve, DrainIdleGrace: longGrace})
-	c := dial(t, addr)
-	br := bufio.NewReader(c)
-	io.WriteString(c, getReq("/slow"))
-	<-h.started
-	drain()
-	close(h.release)
+	c, br, ended := drainDuringSlow(t, false, longGrace)
 	r := readRawResponse(t, br, false)
 	if r.status != 200 || r.body != "part1-part2" || r.header["connection"] != "close" {
 		t.Fatalf("got %d %v %q, want the whole body with Connection: close", r.status, r.header, r.body)
@@ -250,10 +225,7 @@ func TestDrainBeforeHeadSentSaysClose(t *testing.T) {
 // that response in the client's buffer.
 func TestDrainPipelinedGetsCloseAndCleanEnd(t *testing.T) {
 	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace})
-	c := dial(t, addr)
-	br := bufio.NewReader(c)
-	io.WriteString(c, getReq("/first"))
-	readRawResponse(t, br, false)
+	c, br := servedConn(t, addr)
 	drain()
 	io.WriteString(c, getReq("/a")+getReq("/b"))
 	r := readRawResponse(t, br, false)
@@ -274,10 +246,7 @@ func TestDrainPipelinedGetsCloseAndCleanEnd(t *testing.T) {
 // Without a grace (negative), idle connections close as soon as the drain begins.
 func TestDrainNoGraceClosesIdleAtOnce(t *testing.T) {
 	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: -1})
-	c := dial(t, addr)
-	br := bufio.NewReader(c)
-	io.WriteString(c, getReq("/"))
-	readRawResponse(t, br, false)
+	c, br := servedConn(t, addr)
 	drain()
 	waitEnded(t, ended)
 	wantCleanEnd(t, c, br)
@@ -312,12 +281,12 @@ func TestDrainUnderLoadLosesNoRequest(t *testing.T) {
 			br := bufio.NewReader(c)
 			for n := range perClient {
 				if _, err := io.WriteString(c, getReq("/")); err != nil {
-					fail("client " + itoa(i) + " write: " + err.Error())
+					fail("client " + strconv.Itoa(i) + " write: " + err.Error())
 					return
 				}
 				line, err := br.ReadString('\n')
 				if err != nil {
-					fail("client " + itoa(i) + " request " + itoa(n) + ": " + err.Error())
+					fail("client " + strconv.Itoa(i) + " request " + strconv.Itoa(n) + ": " + err.Error())
 					return
 				}
 				if !strings.HasPrefix(line, "HTTP/1.1 200 ") {
@@ -364,17 +333,4 @@ func TestDrainUnderLoadLosesNoRequest(t *testing.T) {
 	for _, f := range failures {
 		t.Error(f)
 	}
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for ; n > 0; n /= 10 {
-		i--
-		b[i] = byte('0' + n%10)
-	}
-	return string(b[i:])
 }

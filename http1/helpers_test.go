@@ -15,14 +15,16 @@ import (
 	"github.com/verge-edge/verge/message"
 )
 
-// startServer serves s on a loopback listener until the test ends and returns its address.
-func startServer(t testing.TB, s *Server) string {
+// serveLoopback accepts loopback connections until the test ends and hands each to serve on a
+// goroutine of its own; serve calls done once it is finished with the connection, which may be
+// after it returned (ServeConnAsync). The test's cleanup closes the listener and waits for
+// every done; cleanups registered after this one (such as a context's cancel) run before.
+func serveLoopback(t testing.TB, serve func(c net.Conn, done func())) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -33,18 +35,41 @@ func startServer(t testing.TB, s *Server) string {
 				return
 			}
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.ServeConn(ctx, c, nil)
-			}()
+			go serve(c, wg.Done)
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		cancel()
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// startServer serves s on a loopback listener until the test ends and returns its address.
+func startServer(t testing.TB, s *Server) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := serveLoopback(t, func(c net.Conn, done func()) {
+		defer done()
+		s.ServeConn(ctx, c, nil)
+	})
+	t.Cleanup(cancel)
+	return addr
+}
+
+// serveAsync serves s with ServeConnAsync, as package server does, on a loopback listener
+// until the test ends, with each accepted connection passed through wrap (nil: none). ended
+// receives once per connection that ended.
+func serveAsync(t testing.TB, s *Server, ctx context.Context, wrap func(net.Conn) net.Conn) (addr string, ended chan struct{}) {
+	t.Helper()
+	ended = make(chan struct{}, 1024)
+	addr = serveLoopback(t, func(c net.Conn, done func()) {
+		if wrap != nil {
+			c = wrap(c)
+		}
+		s.ServeConnAsync(ctx, c, nil, nil, func() { ended <- struct{}{}; done() })
+	})
+	return addr, ended
 }
 
 // echoHandler reads the whole request body and answers 200 with a description of the

@@ -10,35 +10,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// serveAsync accepts on a loopback listener and serves every connection with ServeConnAsync;
-// ended receives one value per connection whose done was called.
-func serveAsync(t *testing.T, s *Server, ctx context.Context) (addr string, ended chan struct{}) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ended = make(chan struct{}, 1024)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go s.ServeConnAsync(ctx, c, nil, nil, func() { ended <- struct{}{} })
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String(), ended
-}
 
 // Hibernating connections wait in the sleeper's epoll set without a goroutine each, and
 // still serve their next request.
@@ -47,7 +21,7 @@ func TestSleeperHoldsNoGoroutines(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &Server{Handler: echoHandler, DrainContext: ctx}
-	addr, ended := serveAsync(t, s, ctx)
+	addr, ended := serveAsync(t, s, ctx, nil)
 	base := runtime.NumGoroutine()
 	conns := make([]net.Conn, n)
 	readers := make([]*bufio.Reader, n)
@@ -100,7 +74,7 @@ func TestSleeperHoldsNoGoroutines(t *testing.T) {
 func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 	// Longer than 2*hibernateAfter, so that the connection hibernates before it expires.
 	s := &Server{Handler: echoHandler, IdleTimeout: 3 * hibernateAfter}
-	addr, ended := serveAsync(t, s, context.Background())
+	addr, ended := serveAsync(t, s, context.Background(), nil)
 	req := "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 
 	idle, err := net.Dial("tcp", addr)
@@ -127,7 +101,7 @@ func TestSleeperIdleTimeoutAndClientClose(t *testing.T) {
 
 	// A client close while hibernating is noticed by itself: with an idle timeout of an hour,
 	// only the close can end the connection (no duration to measure on a busy machine).
-	addr, ended = serveAsync(t, &Server{Handler: echoHandler, IdleTimeout: time.Hour}, context.Background())
+	addr, ended = serveAsync(t, &Server{Handler: echoHandler, IdleTimeout: time.Hour}, context.Background(), nil)
 	gone, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +128,7 @@ func TestSleeperReusesWorkers(t *testing.T) {
 		ids <- id
 		echoHandler(ex)
 	}}
-	addr, _ := serveAsync(t, s, context.Background())
+	addr, _ := serveAsync(t, s, context.Background(), nil)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
