@@ -23,13 +23,16 @@ func (e *altSvcExchange) WriteHeader(resp *message.Response) error {
 	if resp.Status < 200 || resp.Header.Has("Alt-Svc") {
 		return e.ServerExchange.WriteHeader(resp)
 	}
+	// Every field of resp is kept (a new one cannot be forgotten here), except the header,
+	// copied into the scratch storage, and what the head does not carry: the body and the
+	// trailer, whose storage is the handler's.
 	r := &e.resp
-	*r = message.Response{Status: resp.Status, Reason: resp.Reason, Proto: resp.Proto,
-		ContentLength: resp.ContentLength, TransferCoding: resp.TransferCoding, Header: r.Header}
+	h := r.Header
+	*r = *resp
+	r.Header, r.Trailer, r.Body = h, message.Header{}, nil
 	r.Header.CopyFrom(&resp.Header)
 	r.Header.Add("Alt-Svc", e.value)
-	err := e.ServerExchange.WriteHeader(r)
-	return err
+	return e.ServerExchange.WriteHeader(r)
 }
 
 // WriteInterim sends an informational response through the wrapped exchange (HTTP/1.1 and

@@ -324,7 +324,8 @@ func addrPort(a net.Addr) netip.AddrPort {
 // Shutdown stops accepting and lets open connections finish without losing a request that
 // reaches them: HTTP/1.1 responses carry "Connection: close" and idle keep-alive connections
 // close after serving a request that arrives within HTTP1.DrainIdleGrace (docs/http1.md,
-// Draining); HTTP/2 connections get a two-step GOAWAY and close once their streams are done. It waits for that or for ctx to expire, after which it closes what is left.
+// Draining); HTTP/2 connections get a two-step GOAWAY and close once their streams are done.
+// It waits for that or for ctx to expire, after which it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.mu.Lock()
