@@ -4,7 +4,6 @@ package http1
 
 import (
 	"io"
-	"os"
 	"syscall"
 )
 
@@ -30,14 +29,7 @@ func (sc *serverConn) ready(fd uintptr) bool {
 	case err == syscall.EAGAIN:
 		in.release()
 		if sc.readyCalls == 1 {
-			sc.armPark()
-			// A drain that closes idle connections at once and began before the deadline
-			// was set would have been overridden by it: look again, now that the deadline
-			// is in place. (A drain with a grace is handled by armPark itself.)
-			if l := sc.life; l.shutdown.Load() && l.grace <= 0 {
-				sc.idleErr = os.ErrDeadlineExceeded
-				return true
-			}
+			sc.armPark() // the drain's deadline, when the server drains
 		}
 		return false
 	case err == syscall.EINTR:

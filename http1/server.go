@@ -401,22 +401,22 @@ func (sc *serverConn) drainDeadline() int64 {
 	return sc.drainUntil
 }
 
-// armDrain sets the read deadline of a draining connection's idle wait.
+// armDrain sets the read deadline of a draining connection's idle wait: the drain deadline,
+// or one already past when the server has no grace for idle connections.
 func (sc *serverConn) armDrain() {
 	sc.parkHibernate = false
-	sc.conn.SetReadDeadline(epoch.Add(time.Duration(sc.drainDeadline())))
+	d := time.Unix(1, 0)
+	if sc.life.grace > 0 {
+		d = epoch.Add(time.Duration(sc.drainDeadline()))
+	}
+	sc.conn.SetReadDeadline(d)
 	sc.in.rdl.forget()
 }
 
 // armPark sets the deadline of an idle wait: the idle timeout, or hibernateAfter when the
-// connection may hibernate (parkUntil keeps the idle deadline for later); the drain deadline
-// once the server drains.
+// connection may hibernate (parkUntil keeps the idle deadline for later); the drain's
+// (armDrain) once the server drains.
 func (sc *serverConn) armPark() {
-	l := sc.life
-	if l.shutdown.Load() && l.grace > 0 {
-		sc.armDrain()
-		return
-	}
 	now := time.Now()
 	sc.parkUntil = time.Time{}
 	if sc.cfg.idle > 0 {
@@ -428,9 +428,9 @@ func (sc *serverConn) armPark() {
 		sc.conn.SetReadDeadline(sc.parkUntil)
 	}
 	sc.in.rdl.forget()
-	// A drain that began before the deadline was set may have had its deadline overridden
-	// by it: set the drain's.
-	if l.shutdown.Load() && l.grace > 0 {
+	// Checked after the deadline is set: a drain that began before may have had its own
+	// deadline overridden by it.
+	if sc.life.shutdown.Load() {
 		sc.armDrain()
 	}
 }
