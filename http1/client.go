@@ -291,8 +291,9 @@ func (cc *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mes
 		if !timedOut && cc.resp.Status < 200 && cc.resp.Status != 101 {
 			budget -= n
 			if req.Interim != nil {
-				if err := cc.deliverInterim(req); err != nil {
-					return nil, cc.failWith(err)
+				// An error that is not a *fault.Error counts as an internal one.
+				if fe := fault.As(req.Interim(cc.resp.Status, &cc.resp.Header)); fe != nil {
+					return nil, cc.failWith(fe)
 				}
 			}
 		}
@@ -524,19 +525,6 @@ func (cc *ClientConn) peekAfterWriteError() bool {
 	err := cc.in.fill()
 	cc.in.err = nil
 	return err == nil && cc.in.buffered() > 0
-}
-
-// deliverInterim hands the informational response in cc.resp to req.Interim. An error from it
-// that is not a *fault.Error is classified as an internal one.
-func (cc *ClientConn) deliverInterim(req *message.Request) error {
-	err := req.Interim(cc.resp.Status, &cc.resp.Header)
-	if err == nil {
-		return nil
-	}
-	if fe, ok := err.(*fault.Error); ok {
-		return fe
-	}
-	return fault.New(fault.Internal, fault.Unknown, err)
 }
 
 // readHead reads one response head of at most limit bytes into cc.resp and reports its size.
