@@ -78,6 +78,18 @@ func wantCleanEnd(t *testing.T, c net.Conn, br *bufio.Reader) {
 	}
 }
 
+// wantClosingAnswer sends a GET for path on c, whose server drains, and checks that it is
+// answered with "Connection: close" and that the connection then ends with a FIN.
+func wantClosingAnswer(t *testing.T, c net.Conn, br *bufio.Reader, path string) {
+	t.Helper()
+	io.WriteString(c, getReq(path))
+	r := readRawResponse(t, br, false)
+	if r.status != 200 || !strings.HasPrefix(r.body, "GET "+path+" ") || r.header["connection"] != "close" {
+		t.Fatalf("%s during the drain: %d %v %q, want 200 with Connection: close", path, r.status, r.header, r.body)
+	}
+	wantCleanEnd(t, c, br)
+}
+
 func waitEnded(t *testing.T, ended chan struct{}) {
 	t.Helper()
 	select {
@@ -94,15 +106,7 @@ func TestDrainServesRequestArrivingAfterDrain(t *testing.T) {
 	addr, drain, ended := drainServer(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace})
 	c, br := servedConn(t, addr)
 	drain()
-	io.WriteString(c, getReq("/after-drain"))
-	r := readRawResponse(t, br, false)
-	if r.status != 200 || !strings.HasPrefix(r.body, "GET /after-drain ") {
-		t.Fatalf("request sent after the drain began: %d %q", r.status, r.body)
-	}
-	if r.header["connection"] != "close" {
-		t.Errorf("response during the drain: Connection %q, want close", r.header["connection"])
-	}
-	wantCleanEnd(t, c, br)
+	wantClosingAnswer(t, c, br, "/after-drain")
 	waitEnded(t, ended)
 }
 
@@ -115,12 +119,7 @@ func TestDrainServesRequestArrivingAfterDrainOpaqueConn(t *testing.T) {
 	addr, drain, ended := drainServerWrap(t, &Server{Handler: echoHandler, DrainIdleGrace: longGrace}, wrap)
 	c, br := servedConn(t, addr)
 	drain()
-	io.WriteString(c, getReq("/after-drain"))
-	r := readRawResponse(t, br, false)
-	if r.status != 200 || !strings.HasPrefix(r.body, "GET /after-drain ") || r.header["connection"] != "close" {
-		t.Fatalf("request sent after the drain began: %d %v %q", r.status, r.header, r.body)
-	}
-	wantCleanEnd(t, c, br)
+	wantClosingAnswer(t, c, br, "/after-drain")
 	waitEnded(t, ended)
 }
 
@@ -188,12 +187,7 @@ func TestDrainAfterHeadSentServesNextRequest(t *testing.T) {
 	if r.header["connection"] != "" {
 		t.Fatalf("head sent before the drain has Connection %q", r.header["connection"])
 	}
-	io.WriteString(c, getReq("/next"))
-	r = readRawResponse(t, br, false)
-	if r.status != 200 || !strings.HasPrefix(r.body, "GET /next ") || r.header["connection"] != "close" {
-		t.Fatalf("next request: %d %v %q, want 200 with Connection: close", r.status, r.header, r.body)
-	}
-	wantCleanEnd(t, c, br)
+	wantClosingAnswer(t, c, br, "/next")
 	waitEnded(t, ended)
 }
 
