@@ -212,10 +212,7 @@ func (l *connLife) drainTime(until time.Time) time.Time {
 // gets the drain's deadline for its wait, and closes at once when the server has no grace
 // for idle connections.
 func (l *connLife) onShutdown() {
-	if l.grace > 0 {
-		l.drainBy = mono() + int64(l.grace)
-	}
-	l.shutdown.Store(true)
+	l.markDraining()
 	if !l.state.CompareAndSwap(stateIdle, stateWaking) {
 		return // busy: the connection sees the flag itself
 	}
@@ -231,6 +228,15 @@ func (l *connLife) onShutdown() {
 		l.conn.SetReadDeadline(epoch.Add(time.Duration(l.drainBy)))
 	}
 	l.state.Store(stateIdle)
+}
+
+// markDraining sets the drain's deadline for idle waits (with a grace) and then the shutdown
+// flag, whose store publishes the deadline to the connection's goroutine.
+func (l *connLife) markDraining() {
+	if l.grace > 0 {
+		l.drainBy = mono() + int64(l.grace)
+	}
+	l.shutdown.Store(true)
 }
 
 // drainList is a Server's set of connections to wake when its DrainContext is done: one
@@ -253,10 +259,7 @@ func (d *drainList) add(ctx context.Context, l *connLife) {
 	}
 	if d.drained {
 		d.mu.Unlock()
-		if l.grace > 0 {
-			l.drainBy = mono() + int64(l.grace)
-		}
-		l.shutdown.Store(true)
+		l.markDraining()
 		return
 	}
 	l.prev, l.next = nil, d.head
