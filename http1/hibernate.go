@@ -198,15 +198,6 @@ func (l *connLife) sleep() {
 	}
 }
 
-// drainTime returns the earlier of idle deadline until (zero: none) and the drain's.
-func (l *connLife) drainTime(until time.Time) time.Time {
-	d := epoch.Add(time.Duration(l.drainBy))
-	if until.IsZero() || d.Before(until) {
-		return d
-	}
-	return until
-}
-
 // onShutdown runs when the drain context is done. A busy connection learns of it from the
 // shutdown flag: its next response says "Connection: close". An idle (or hibernating) one
 // gets the drain's deadline for its wait, and closes at once when the server has no grace

@@ -124,10 +124,13 @@ func drainHibernated(l *connLife) bool {
 	sl := &sleepers
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	if l.slot < 0 || int(l.slot) >= len(sl.slots) || sl.slots[l.slot] != l {
+	if !sl.holdsLocked(l) {
 		return false
 	}
-	d := l.drainTime(l.idleUntil)
+	d := epoch.Add(time.Duration(l.drainBy))
+	if !l.idleUntil.IsZero() && l.idleUntil.Before(d) {
+		d = l.idleUntil // the idle timeout comes first
+	}
 	l.idleUntil = d
 	if l.dueIdx >= 0 {
 		heap.Fix(&sl.due, int(l.dueIdx))
@@ -150,8 +153,13 @@ func unhibernate(l *connLife) bool {
 	return sl.removeLocked(l)
 }
 
+// holdsLocked reports whether l is in the sleeper.
+func (sl *sleeper) holdsLocked(l *connLife) bool {
+	return l.slot >= 0 && int(l.slot) < len(sl.slots) && sl.slots[l.slot] == l
+}
+
 func (sl *sleeper) removeLocked(l *connLife) bool {
-	if l.slot < 0 || int(l.slot) >= len(sl.slots) || sl.slots[l.slot] != l {
+	if !sl.holdsLocked(l) {
 		return false
 	}
 	// Control fails on a connection closed meanwhile, whose close already took it out of
