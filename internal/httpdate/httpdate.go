@@ -16,10 +16,11 @@ import "time"
 // An RFC 850 date's two-digit year is read as the nearest such year not more than 50 years
 // ahead of the current one (RFC 9110 section 5.6.7).
 func Parse(s string) (time.Time, bool) {
-	return ParseAt(s, time.Now())
+	return ParseAt(s, time.Time{})
 }
 
-// ParseAt is Parse with the current time given, for the RFC 850 format's century.
+// ParseAt is Parse with the current time given, for the RFC 850 format's century. A zero now
+// means the current time, read only for a date in that format.
 func ParseAt(s string, now time.Time) (time.Time, bool) {
 	s = trim(s)
 	switch {
@@ -91,6 +92,9 @@ func parse850(s string, now time.Time) (time.Time, bool) {
 	h, m, sec, ok3 := clock(s[12:20])
 	if !ok1 || !ok2 || !ok3 || mon < 0 || !gmt(s[21:]) {
 		return time.Time{}, false
+	}
+	if now.IsZero() {
+		now = time.Now()
 	}
 	cur := now.UTC().Year()
 	year := cur - cur%100 + yy

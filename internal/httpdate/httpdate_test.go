@@ -94,6 +94,17 @@ func TestRFC850Century(t *testing.T) {
 	}
 }
 
+// TestParseReadsClockForRFC850 checks that Parse, which reads the clock only for the RFC 850
+// format, gives that format the current century.
+func TestParseReadsClockForRFC850(t *testing.T) {
+	const s = "Sunday, 06-Nov-94 08:49:37 GMT"
+	got, ok := Parse(s)
+	want, _ := ParseAt(s, time.Now())
+	if !ok || !got.Equal(want) {
+		t.Fatalf("Parse(%q) = %v %v, want %v", s, got, ok, want)
+	}
+}
+
 func TestAppendRoundTrip(t *testing.T) {
 	ts := time.Date(2031, 3, 4, 5, 6, 7, 0, time.FixedZone("x", 3600))
 	b := Append(nil, ts)
@@ -161,5 +172,14 @@ func TestRetryAfter(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("RetryAfter(%q) = %v %v, want %v %v", tc.in, got, ok, tc.want, tc.ok)
 		}
+	}
+}
+
+// BenchmarkParseNow measures Parse, the cache's entry point, which reads the clock only for
+// an RFC 850 date.
+func BenchmarkParseNow(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		Parse("Sun, 06 Nov 1994 08:49:37 GMT")
 	}
 }
