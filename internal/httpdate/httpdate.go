@@ -203,33 +203,3 @@ func trim(s string) string {
 	}
 	return s
 }
-
-// Append appends t in IMF-fixdate form ("Sun, 06 Nov 1994 08:49:37 GMT"), in UTC.
-func Append(dst []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(dst, "Mon, 02 Jan 2006 15:04:05 GMT")
-}
-
-// RetryAfter parses a Retry-After field value (RFC 9110 section 10.2.3): delay-seconds or
-// an HTTP-date, returned as the wait from now (zero for a date in the past). ok is false for
-// anything else.
-func RetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = trim(v)
-	if v != "" && v[0] >= '0' && v[0] <= '9' {
-		var n int64
-		for i := 0; i < len(v); i++ {
-			c := v[i]
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			if n < 1<<31 {
-				n = n*10 + int64(c-'0')
-			}
-		}
-		return time.Duration(min(n, 1<<31)) * time.Second, true
-	}
-	t, ok := ParseAt(v, now)
-	if !ok {
-		return 0, false
-	}
-	return max(0, t.Sub(now)), true
-}
