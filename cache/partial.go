@@ -103,23 +103,19 @@ func combine(prev, next *object) *object {
 	}
 	copy(data[ns-lo:], next.b.data)
 	m := *nm
-	m.Header = append([]message.Field(nil), nm.Header...)
 	m.BodyLen = hi - lo
 	m.RangeStart = lo
-	cr := "bytes " + strconv.FormatInt(lo, 10) + "-" + strconv.FormatInt(hi-1, 10) + "/" + strconv.FormatInt(m.RangeTotal, 10)
-	if lo == 0 && hi == m.RangeTotal {
-		m.Status, m.RangeStart, m.RangeTotal, cr = 200, 0, 0, ""
-	}
-	hdr := message.Header{}
-	for _, f := range m.Header {
+	m.Header = make([]message.Field, 0, len(nm.Header)+1)
+	for _, f := range nm.Header {
 		if !message.EqualFold(f.Name, "Content-Range") {
-			hdr.Add(f.Name, f.Value)
+			m.Header = append(m.Header, f)
 		}
 	}
-	if cr != "" {
-		hdr.Add("Content-Range", cr)
+	if lo == 0 && hi == m.RangeTotal {
+		m.Status, m.RangeStart, m.RangeTotal = 200, 0, 0
+	} else {
+		m.Header = append(m.Header, message.Field{Name: "Content-Range", Value: string(appendContentRange(nil, lo, hi-1, m.RangeTotal))})
 	}
-	m.Header = append(m.Header[:0], hdr.Fields()...)
 	return newObject(&m, completeBody(data))
 }
 
