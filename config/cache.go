@@ -67,7 +67,7 @@ type RouteCache struct {
 	UseStale []string `yaml:"use_stale"`
 	// TargetedField names Verge's own targeted cache-control field (RFC 9213), honoured
 	// before CDN-Cache-Control and removed from responses. Empty means
-	// "Verge-CDN-Cache-Control".
+	// "Verge-CDN-Cache-Control". Cache-Control itself is refused.
 	TargetedField string `yaml:"targeted_field"`
 }
 
@@ -178,6 +178,8 @@ func (v *validator) cache() {
 		}
 		if f := rc.TargetedField; f != "" && !validToken(f) {
 			v.errf(p+".targeted_field", "invalid header name %q", f)
+		} else if strings.EqualFold(f, "Cache-Control") {
+			v.errf(p+".targeted_field", "%s is not a targeted field: Verge would remove it from every response of the route (name a field of its own, such as Verge-CDN-Cache-Control)", f)
 		}
 		if int64(rc.MaxObjectSize) > int64(c.Cache.MemorySize) && c.Cache.Disk == nil {
 			v.errf(p+".max_object_size", "larger than cache.memory_size without a disk tier")
