@@ -92,10 +92,7 @@ func (s *Server) check() error {
 	if s.Controller == nil {
 		return errors.New("admin: Server.Controller is nil")
 	}
-	if s.Token != "" && len(s.Token) < MinTokenBytes {
-		return fmt.Errorf("admin: the token is %d bytes; at least %d are required", len(s.Token), MinTokenBytes)
-	}
-	return nil
+	return checkToken(s.Token)
 }
 
 // Start validates the configuration, listens on Addr and serves in the background until
@@ -106,8 +103,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	addr := s.addr()
-	if err := checkExposure(addr, s.Token); err != nil {
-		return err
+	if s.Token == "" && !isLoopbackAddr(addr) {
+		return errNotLoopback(addr)
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)

@@ -168,6 +168,13 @@ func readHeader(f *os.File) (fileHeader, error) {
 	return decodeHeader(b[:])
 }
 
+// firstReadSize is how much of an object file readMeta reads at once.
+const firstReadSize = 4096
+
+// firstBufs are readMeta's buffers for a file's first bytes, reused across disk hits: the
+// meta decoded from them copies what it keeps.
+var firstBufs = sync.Pool{New: func() any { return new([firstReadSize]byte) }}
+
 // readMeta reads and checks the header and meta of an object file, and that the file has
 // the size its header says; it returns the meta and the header.
 func readMeta(path string) (*meta, fileHeader, error) {
@@ -181,7 +188,9 @@ func readMeta(path string) (*meta, fileHeader, error) {
 		return nil, fileHeader{}, err
 	}
 	// One read covers the header and, usually, the meta.
-	first := make([]byte, min(fi.Size(), 4096))
+	fb := firstBufs.Get().(*[firstReadSize]byte)
+	defer firstBufs.Put(fb)
+	first := fb[:min(fi.Size(), firstReadSize)]
 	if _, err := f.ReadAt(first, 0); err != nil && err != io.EOF {
 		return nil, fileHeader{}, fmt.Errorf("cache: %s: %w", path, err)
 	}

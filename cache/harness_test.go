@@ -178,6 +178,20 @@ func (e *env) expect(ex *recExchange, status int, body string, originCount int64
 	}
 }
 
+// expectCached checks, after two requests for one URL, whether the second came from the
+// cache (the origin saw one request) or not (two). what names the case; ex is the second
+// answer, whose Cache-Status the message shows.
+func (e *env) expectCached(ex *recExchange, cached bool, what string) {
+	e.t.Helper()
+	want := int64(2)
+	if cached {
+		want = 1
+	}
+	if got := e.hits(); got != want {
+		e.t.Errorf("%s: origin saw %d requests, want %d (%s)", what, got, want, cacheStatus(ex))
+	}
+}
+
 func cacheStatus(ex *recExchange) string {
 	var all []string
 	ex.header.Values("Cache-Status", func(v string) bool { all = append(all, v); return true })

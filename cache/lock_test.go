@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"io"
 	"strings"
 	"sync"
@@ -130,5 +131,37 @@ func TestStreamingReadersOfObjectInProgress(t *testing.T) {
 	}
 	if cs := cacheStatus(b); !strings.Contains(cs, "collapsed") {
 		t.Fatalf("second Cache-Status %q, want collapsed", cs)
+	}
+}
+
+// TestReaderOfGrowingBody starts range readers of a body while it is written, as requests
+// that waited on the lock do. Under the race detector it fails if starting a read looks at
+// the body's size without the lock.
+func TestReaderOfGrowingBody(t *testing.T) {
+	b := newBody(1<<20, 0)
+	const n = 10000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range n {
+			b.write([]byte("x"))
+		}
+		b.finish()
+	}()
+	var r bodyReader
+	for reading := true; reading; {
+		select {
+		case <-done:
+			reading = false
+		default:
+		}
+		r.init(context.Background(), b, 0, 10)
+		r.Close()
+	}
+	r.init(context.Background(), b, 0, -1)
+	got, err := io.ReadAll(&r)
+	r.Close()
+	if err != nil || len(got) != n {
+		t.Fatalf("read %d bytes, %v; want %d", len(got), err, n)
 	}
 }

@@ -239,7 +239,7 @@ type bodyReader struct {
 }
 
 func (r *bodyReader) init(ctx context.Context, b *body, off, end int64) {
-	*r = bodyReader{ctx: ctx, b: b, off: off, end: end, full: off == 0 && (end < 0 || end >= b.size)}
+	*r = bodyReader{ctx: ctx, b: b, off: off, end: end}
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
@@ -269,7 +269,10 @@ func (r *bodyReader) readFile(p []byte) (int, error) {
 			}
 			return 0, err
 		}
+		// A file-backed body is complete and does not change, so its size can be read
+		// without the lock (an in-memory body still growing can not).
 		r.f, r.base = f, base
+		r.full = r.off == 0 && (r.end < 0 || r.end >= b.size)
 	}
 	if r.off >= b.size {
 		return 0, io.EOF

@@ -80,9 +80,10 @@ func strongETag(a, b *meta) bool {
 
 // combine merges the partial object prev, stored before, with next, a partial object just
 // received in full, when they may be combined (RFC 9111 section 3.4: the same strong
-// validator and length) and their ranges touch. It returns the combined object (a complete
-// 200 when it covers everything), or nil.
-func combine(prev, next *object) *object {
+// validator and length), their ranges touch and the result holds at most limit bytes (the
+// policy's largest object: each piece is within it, their union need not be). It returns
+// the combined object (a complete 200 when it covers everything), or nil.
+func combine(prev, next *object, limit int64) *object {
 	pm, nm := prev.m, next.m
 	if pm.Status != 206 || nm.Status != 206 || pm.RangeTotal != nm.RangeTotal || !strongETag(pm, nm) || next.b.data == nil {
 		return nil
@@ -93,6 +94,9 @@ func combine(prev, next *object) *object {
 		return nil // a gap between them
 	}
 	lo, hi := min(ps, ns), max(pe, ne)
+	if hi-lo > limit {
+		return nil
+	}
 	data := make([]byte, hi-lo)
 	var r bodyReader
 	r.init(nil, prev.b, 0, -1)
@@ -103,23 +107,19 @@ func combine(prev, next *object) *object {
 	}
 	copy(data[ns-lo:], next.b.data)
 	m := *nm
-	m.Header = append([]message.Field(nil), nm.Header...)
 	m.BodyLen = hi - lo
 	m.RangeStart = lo
-	cr := "bytes " + strconv.FormatInt(lo, 10) + "-" + strconv.FormatInt(hi-1, 10) + "/" + strconv.FormatInt(m.RangeTotal, 10)
-	if lo == 0 && hi == m.RangeTotal {
-		m.Status, m.RangeStart, m.RangeTotal, cr = 200, 0, 0, ""
-	}
-	hdr := message.Header{}
-	for _, f := range m.Header {
+	m.Header = make([]message.Field, 0, len(nm.Header)+1)
+	for _, f := range nm.Header {
 		if !message.EqualFold(f.Name, "Content-Range") {
-			hdr.Add(f.Name, f.Value)
+			m.Header = append(m.Header, f)
 		}
 	}
-	if cr != "" {
-		hdr.Add("Content-Range", cr)
+	if lo == 0 && hi == m.RangeTotal {
+		m.Status, m.RangeStart, m.RangeTotal = 200, 0, 0
+	} else {
+		m.Header = append(m.Header, message.Field{Name: "Content-Range", Value: string(appendContentRange(nil, lo, hi-1, m.RangeTotal))})
 	}
-	m.Header = append(m.Header[:0], hdr.Fields()...)
 	return newObject(&m, completeBody(data))
 }
 

@@ -90,6 +90,19 @@ func TestPartialCombined(t *testing.T) {
 	}
 }
 
+// TestPartialCombinedWithinMaxObjectSize: two partials whose union would be larger than the
+// policy's largest object are not combined; the later one replaces the earlier. (Combining
+// them let a client that fetches a large file by ranges, as video players do, grow one
+// object past the limit, each step copying it whole in memory.)
+func TestPartialCombinedWithinMaxObjectSize(t *testing.T) {
+	const full = "0123456789abcdefghij"
+	e := newEnv(t, Options{Policy: &Policy{MaxObjectSize: 10}}, rangeOrigin(full, `"v1"`))
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=0-7"), 206, full[:8], "bytes 0-7/20", 1)
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=5-13"), 206, full[5:14], "bytes 5-13/20", 2) // 0-13 would be 14 bytes
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=6-13"), 206, full[6:14], "bytes 6-13/20", 2)
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=0-3"), 206, full[:4], "bytes 0-3/20", 3)
+}
+
 // TestPartialNotStored: 206s that cannot be used later are passed through unstored.
 func TestPartialNotStored(t *testing.T) {
 	for _, cr := range []string{"bytes 0-4/*", "bytes 0-4", "bytes 5-4/10", "bytes 0-10/10", "items 0-4/10"} {

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -35,14 +36,7 @@ func TestExpiresDateFormats(t *testing.T) {
 		})
 		e.do("GET", "/")
 		e.clock.advance(time.Second)
-		e.do("GET", "/")
-		want := int64(2)
-		if tc.cached {
-			want = 1
-		}
-		if e.hits() != want {
-			t.Errorf("Expires %q: origin saw %d requests, want %d", tc.expires, e.hits(), want)
-		}
+		e.expectCached(e.do("GET", "/"), tc.cached, "Expires "+tc.expires)
 	}
 }
 
@@ -68,14 +62,7 @@ func TestAgeListUsesFirstMember(t *testing.T) {
 			return originResp{status: 200, header: h, body: "x"}
 		})
 		e.do("GET", "/")
-		e.do("GET", "/")
-		want := int64(2)
-		if tc.cached {
-			want = 1
-		}
-		if e.hits() != want {
-			t.Errorf("Age %q: origin saw %d requests, want %d", tc.age, e.hits(), want)
-		}
+		e.expectCached(e.do("GET", "/"), tc.cached, fmt.Sprintf("Age %q", tc.age))
 	}
 }
 
@@ -104,13 +91,7 @@ func TestUnknownStatusWithExplicitFreshness(t *testing.T) {
 		if ex.status != tc.status {
 			t.Fatalf("status %d, want %d", ex.status, tc.status)
 		}
-		want := int64(2)
-		if tc.cached {
-			want = 1
-		}
-		if e.hits() != want {
-			t.Errorf("%d %q: origin saw %d requests, want %d (%s)", tc.status, tc.header, e.hits(), want, cacheStatus(ex))
-		}
+		e.expectCached(ex, tc.cached, fmt.Sprintf("%d %q", tc.status, tc.header))
 	}
 }
 

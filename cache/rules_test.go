@@ -123,14 +123,7 @@ func TestNoStorePrivateAuthorization(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, Options{}, fixed(originResp{status: 200, header: []string{"Cache-Control", tc.cc}, body: "x"}))
 			e.do("GET", "/", tc.reqHdr...)
-			e.do("GET", "/", tc.reqHdr...)
-			want := int64(2)
-			if tc.stored {
-				want = 1
-			}
-			if e.hits() != want {
-				t.Fatalf("origin saw %d, want %d", e.hits(), want)
-			}
+			e.expectCached(e.do("GET", "/", tc.reqHdr...), tc.stored, tc.name)
 		})
 	}
 }

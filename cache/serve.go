@@ -44,13 +44,7 @@ func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Dura
 		if !ok && known && n > 0 {
 			a, b = o.m.RangeStart, o.m.RangeStart+n-1
 		}
-		cr := append(t.scratch, "bytes "...)
-		cr = strconv.AppendInt(cr, a, 10)
-		cr = append(cr, '-')
-		cr = strconv.AppendInt(cr, b, 10)
-		cr = append(cr, '/')
-		cr = strconv.AppendInt(cr, o.m.RangeTotal, 10)
-		r.Header.Set("Content-Range", t.str(cr))
+		r.Header.Set("Content-Range", t.str(appendContentRange(t.scratch, a, b, o.m.RangeTotal)))
 		start, end = a-o.m.RangeStart, b+1-o.m.RangeStart
 		r.ContentLength = end - start
 	}
@@ -70,13 +64,7 @@ func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Dura
 				withBody = false
 			case ok:
 				r.Status = 206
-				cr := append(t.scratch, "bytes "...)
-				cr = strconv.AppendInt(cr, a, 10)
-				cr = append(cr, '-')
-				cr = strconv.AppendInt(cr, b, 10)
-				cr = append(cr, '/')
-				cr = strconv.AppendInt(cr, n, 10)
-				r.Header.Set("Content-Range", t.str(cr))
+				r.Header.Set("Content-Range", t.str(appendContentRange(t.scratch, a, b, n)))
 				start, end = a, b+1
 				r.ContentLength = end - start
 			}
@@ -88,6 +76,16 @@ func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Dura
 		r.Body = &t.rd
 	}
 	return r
+}
+
+// appendContentRange appends the Content-Range value "bytes a-b/total" (b inclusive).
+func appendContentRange(dst []byte, a, b, total int64) []byte {
+	dst = append(dst, "bytes "...)
+	dst = strconv.AppendInt(dst, a, 10)
+	dst = append(dst, '-')
+	dst = strconv.AppendInt(dst, b, 10)
+	dst = append(dst, '/')
+	return strconv.AppendInt(dst, total, 10)
 }
 
 // gatewayTimeout answers an only-if-cached request the cache cannot satisfy.

@@ -79,11 +79,8 @@ func parseSFDict(s string, d *directives) bool {
 	}
 	for {
 		start := i
-		if i >= len(s) || !(isLower(s[i]) || s[i] == '*') {
+		if i = skipKey(s, i); i < 0 {
 			return false
-		}
-		for i < len(s) && isKeyChar(s[i]) {
-			i++
 		}
 		key := s[start:i]
 		typ, intVal := sfBoolTrue, int64(0)
@@ -265,11 +262,8 @@ func skipParams(s string, i int) int {
 		for i < len(s) && s[i] == ' ' {
 			i++
 		}
-		if i >= len(s) || !(isLower(s[i]) || s[i] == '*') {
+		if i = skipKey(s, i); i < 0 {
 			return -1
-		}
-		for i < len(s) && isKeyChar(s[i]) {
-			i++
 		}
 		if i < len(s) && s[i] == '=' {
 			var typ sfItem
@@ -307,13 +301,23 @@ func skipInnerList(s string, i int) int {
 	}
 }
 
-// isLower accepts key letters in either case: Verge is as tolerant of a targeted field's
-// directive names as of Cache-Control's.
-func isLower(c byte) bool { return isAlpha(c) }
+// skipKey skips the dictionary or parameter key at s[i:] and returns the index after it, or
+// -1. RFC 8941 keys are lower case; Verge accepts either case, as tolerant of a targeted
+// field's directive names as of Cache-Control's.
+func skipKey(s string, i int) int {
+	if i >= len(s) || !(isAlpha(s[i]) || s[i] == '*') {
+		return -1
+	}
+	for i < len(s) && isKeyChar(s[i]) {
+		i++
+	}
+	return i
+}
+
 func isAlpha(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 func isKeyChar(c byte) bool {
-	return isLower(c) || isDigit(c) || c == '_' || c == '-' || c == '.' || c == '*'
+	return isAlpha(c) || isDigit(c) || c == '_' || c == '-' || c == '.' || c == '*'
 }
 
 func isTchar(c byte) bool {

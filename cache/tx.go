@@ -116,12 +116,15 @@ func (t *tx) lookup(s *proxy.Session, refresh bool) *message.Response {
 		t.vary = appendVary(t.vary[:0], req, names)
 		t.hash = variantHash(t.primary, t.vary)
 		o := c.get(t.hash, t.key)
-		if o != nil && o.m.VaryKey == string(t.vary) && !o.usableFor(req) {
+		if o != nil && o.m.VaryKey != string(t.vary) {
+			o = nil
+		}
+		if o != nil && !o.usableFor(req) {
 			// A partial response without the requested bytes: fetch, then combine.
 			t.partial, o = o, nil
 			t.fwd = "partial"
 		}
-		if o != nil && o.m.VaryKey == string(t.vary) {
+		if o != nil {
 			u, ttl := evaluate(o.m, &t.reqCC, now)
 			switch {
 			case refresh:
@@ -374,7 +377,7 @@ func (t *tx) complete() {
 		return
 	}
 	if t.partial != nil && o.m.Status == 206 {
-		if merged := combine(t.partial, o); merged != nil {
+		if merged := combine(t.partial, o, t.pol.maxObjectSize()); merged != nil {
 			o = merged
 			if t.dw != nil {
 				t.dw.abort()

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,7 +67,7 @@ type RouteCache struct {
 	UseStale []string `yaml:"use_stale"`
 	// TargetedField names Verge's own targeted cache-control field (RFC 9213), honoured
 	// before CDN-Cache-Control and removed from responses. Empty means
-	// "Verge-CDN-Cache-Control".
+	// "Verge-CDN-Cache-Control". Cache-Control itself is refused.
 	TargetedField string `yaml:"targeted_field"`
 }
 
@@ -170,37 +171,18 @@ func (v *validator) cache() {
 				v.errf(p, "invalid header name %q (entry %d)", h, j)
 			}
 		}
-	use:
 		for j, u := range rc.UseStale {
-			for _, ok := range CacheUseStaleConditions {
-				if u == ok {
-					continue use
-				}
+			if !slices.Contains(CacheUseStaleConditions, u) {
+				v.errf(fmt.Sprintf("%s.use_stale[%d]", p, j), "unknown condition %q (want one of %s)", u, strings.Join(CacheUseStaleConditions, ", "))
 			}
-			v.errf(fmt.Sprintf("%s.use_stale[%d]", p, j), "unknown condition %q (want one of %s)", u, strings.Join(CacheUseStaleConditions, ", "))
 		}
-		if f := rc.TargetedField; f != "" && !validFieldName(f) {
+		if f := rc.TargetedField; f != "" && !validToken(f) {
 			v.errf(p+".targeted_field", "invalid header name %q", f)
+		} else if strings.EqualFold(f, "Cache-Control") {
+			v.errf(p+".targeted_field", "%s is not a targeted field: Verge would remove it from every response of the route (name a field of its own, such as Verge-CDN-Cache-Control)", f)
 		}
 		if int64(rc.MaxObjectSize) > int64(c.Cache.MemorySize) && c.Cache.Disk == nil {
 			v.errf(p+".max_object_size", "larger than cache.memory_size without a disk tier")
 		}
 	}
-}
-
-// validFieldName reports whether s is a field name (an RFC 9110 token).
-func validFieldName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

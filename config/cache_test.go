@@ -54,13 +54,16 @@ routes:
       key: {include_query: [a], exclude_query: [b]}
       use_stale: [error, http_418]
       targeted_field: "Bad Field"
+  - respond: {status: 200}
+    cache: {targeted_field: cache-control}
 `))
 	if err == nil {
 		t.Fatal("want errors")
 	}
 	for _, want := range []string{"cache.disk.path: path is required", "routes[0].cache: caching needs an upstream route",
 		`routes[0].cache.ttl.abc: want a status code`, "routes[0].cache.statuses[0]: invalid status 99", "include_query and exclude_query are exclusive",
-		`routes[0].cache.use_stale[1]: unknown condition "http_418"`, `routes[0].cache.targeted_field: invalid header name "Bad Field"`} {
+		`routes[0].cache.use_stale[1]: unknown condition "http_418"`, `routes[0].cache.targeted_field: invalid header name "Bad Field"`,
+		"routes[1].cache.targeted_field: cache-control is not a targeted field"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("errors lack %q:\n%v", want, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/verge-edge/verge/admin"
+	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/observe"
@@ -30,29 +31,7 @@ func TestPurgeThroughAdminAPI(t *testing.T) {
 		io.WriteString(w, r.URL.Path)
 	}))
 	t.Cleanup(o.Close)
-	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
-access_log: {output: "off"}
-admin: {disabled: true}
-routes: [{upstream: app, cache: {}}]
-upstreams: [{name: app, servers: [{address: %s}]}]
-`, strings.TrimPrefix(o.URL, "http://"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := observe.NewMetrics()
-	c, err := newCache(cfg, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	tr := &upstream.Transport{}
-	t.Cleanup(func() { tr.Close() })
-	rt := router.NewRuntime(router.Options{Deps: router.Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c, Metrics: m}})
-	if err := rt.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	base := "http://" + rt.Addr("main").String()
+	c, base := cachedRuntime(t, o.URL, "")
 	adm := &admin.Server{Addr: "127.0.0.1:0", Controller: &serverProc{cache: c}, Logger: slog.New(slog.DiscardHandler)}
 	if err := adm.Start(t.Context()); err != nil {
 		t.Fatal(err)
@@ -146,30 +125,8 @@ func TestDiskOnlyRevalidationEndToEnd(t *testing.T) {
 		w.Write(body)
 	}))
 	t.Cleanup(o.Close)
-	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
-access_log: {output: "off"}
-admin: {disabled: true}
-cache: {memory_size: 4MiB, memory_max_object: 64KiB, disk: {path: %s, size: 64MiB}}
-routes: [{upstream: app, cache: {}}]
-upstreams: [{name: app, servers: [{address: %s}]}]
-`, t.TempDir(), strings.TrimPrefix(o.URL, "http://"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := observe.NewMetrics()
-	c, err := newCache(cfg, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	tr := &upstream.Transport{}
-	t.Cleanup(func() { tr.Close() })
-	rt := router.NewRuntime(router.Options{Deps: router.Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c, Metrics: m}})
-	if err := rt.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
-	url := "http://" + rt.Addr("main").String() + "/big.bin"
+	c, base := cachedRuntime(t, o.URL, fmt.Sprintf("cache: {memory_size: 4MiB, memory_max_object: 64KiB, disk: {path: %s, size: 64MiB}}\n", t.TempDir()))
+	url := base + "/big.bin"
 	for i := range 6 {
 		resp, err := http.Get(url)
 		if err != nil {
@@ -192,4 +149,34 @@ upstreams: [{name: app, servers: [{address: %s}]}]
 	if mem, _ := c.Usage(); mem > 1<<20 {
 		t.Fatalf("memory tier holds %d bytes: the object was not disk-only", mem)
 	}
+}
+
+// cachedRuntime runs a config-built runtime with a cache in front of the origin at originURL,
+// listening on loopback; extra is added to the config (a cache: section). It returns the
+// cache and the runtime's base URL.
+func cachedRuntime(t *testing.T, originURL, extra string) (*cache.Cache, string) {
+	t.Helper()
+	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
+access_log: {output: "off"}
+admin: {disabled: true}
+%sroutes: [{upstream: app, cache: {}}]
+upstreams: [{name: app, servers: [{address: %s}]}]
+`, extra, strings.TrimPrefix(originURL, "http://"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := observe.NewMetrics()
+	c, err := newCache(cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	tr := &upstream.Transport{}
+	t.Cleanup(func() { tr.Close() })
+	rt := router.NewRuntime(router.Options{Deps: router.Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c, Metrics: m}})
+	if err := rt.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return c, "http://" + rt.Addr("main").String()
 }

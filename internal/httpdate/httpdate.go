@@ -10,18 +10,23 @@
 // (RFC 9111 section 5.3). Parsing does not allocate.
 package httpdate
 
-import "time"
+import (
+	"time"
+
+	"github.com/verge-edge/verge/message"
+)
 
 // Parse parses an HTTP-date in any of the three formats, ignoring surrounding spaces and tabs.
 // An RFC 850 date's two-digit year is read as the nearest such year not more than 50 years
 // ahead of the current one (RFC 9110 section 5.6.7).
 func Parse(s string) (time.Time, bool) {
-	return ParseAt(s, time.Now())
+	return ParseAt(s, time.Time{})
 }
 
-// ParseAt is Parse with the current time given, for the RFC 850 format's century.
+// ParseAt is Parse with the current time given, for the RFC 850 format's century. A zero now
+// means the current time, read only for a date in that format.
 func ParseAt(s string, now time.Time) (time.Time, bool) {
-	s = trim(s)
+	s = message.TrimOWS(s)
 	switch {
 	case len(s) == len("Sun, 06 Nov 1994 08:49:37 GMT") && s[3] == ',':
 		return parseIMF(s)
@@ -92,6 +97,9 @@ func parse850(s string, now time.Time) (time.Time, bool) {
 	if !ok1 || !ok2 || !ok3 || mon < 0 || !gmt(s[21:]) {
 		return time.Time{}, false
 	}
+	if now.IsZero() {
+		now = time.Now()
+	}
 	cur := now.UTC().Year()
 	year := cur - cur%100 + yy
 	if year > cur+50 {
@@ -139,7 +147,7 @@ func digits(s string) (int, bool) {
 	return n, len(s) > 0
 }
 
-func gmt(s string) bool { return equalFold(s, "gmt") }
+func gmt(s string) bool { return message.EqualFold(s, "gmt") }
 
 const days = "sunmontuewedthufrisat"
 const months = "janfebmaraprmayjunjulaugsepoctnovdec"
@@ -154,7 +162,7 @@ func month(s string) int { return index3(months, s) }
 
 func longDayName(s string) int {
 	for i, d := range longDays {
-		if equalFold(s, d) {
+		if message.EqualFold(s, d) {
 			return i
 		}
 	}
@@ -166,66 +174,9 @@ func index3(list, s string) int {
 		return -1
 	}
 	for i := 0; i+3 <= len(list); i += 3 {
-		if equalFold(s, list[i:i+3]) {
+		if message.EqualFold(s, list[i:i+3]) {
 			return i / 3
 		}
 	}
 	return -1
-}
-
-// equalFold compares s with lower, which is in lowercase, without regard to ASCII case.
-func equalFold(s, lower string) bool {
-	if len(s) != len(lower) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func trim(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// Append appends t in IMF-fixdate form ("Sun, 06 Nov 1994 08:49:37 GMT"), in UTC.
-func Append(dst []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(dst, "Mon, 02 Jan 2006 15:04:05 GMT")
-}
-
-// RetryAfter parses a Retry-After field value (RFC 9110 section 10.2.3): delay-seconds or
-// an HTTP-date, returned as the wait from now (zero for a date in the past). ok is false for
-// anything else.
-func RetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = trim(v)
-	if v != "" && v[0] >= '0' && v[0] <= '9' {
-		var n int64
-		for i := 0; i < len(v); i++ {
-			c := v[i]
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			if n < 1<<31 {
-				n = n*10 + int64(c-'0')
-			}
-		}
-		return time.Duration(min(n, 1<<31)) * time.Second, true
-	}
-	t, ok := ParseAt(v, now)
-	if !ok {
-		return 0, false
-	}
-	return max(0, t.Sub(now)), true
 }
