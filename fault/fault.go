@@ -191,7 +191,16 @@ func As(err error) *Error {
 
 // Classify turns an I/O error met while talking to src into an *Error, recognising timeouts,
 // cancellations and closed connections. An *Error is returned unchanged.
-func Classify(src Source, err error) *Error {
+func Classify(src Source, err error) *Error { return classify(src, err, false) }
+
+// ClassifyWrite is Classify for an error met while writing to src: a timeout is a
+// WriteTimeout (a client that stopped reading, an origin that stopped taking the request
+// body), whatever the error value says.
+func ClassifyWrite(src Source, err error) *Error { return classify(src, err, true) }
+
+// classify is Classify; write says the error came from a write. A timeout from a socket write
+// (*net.OpError with Op "write") is a WriteTimeout either way.
+func classify(src Source, err error, write bool) *Error {
 	if err == nil {
 		return nil
 	}
@@ -205,24 +214,13 @@ func Classify(src Source, err error) *Error {
 		kind = Canceled
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
 		kind = ReadTimeout
-		if isWriteOp(err) {
+		if write || isWriteOp(err) {
 			kind = WriteTimeout
 		}
 	case errors.Is(err, net.ErrClosed), isEOF(err), isReset(err):
 		kind = ConnectionClosed
 	}
 	return &Error{Source: src, Kind: kind, Cause: err}
-}
-
-// ClassifyWrite is Classify for an error met while writing to src: a timeout is a
-// WriteTimeout (a client that stopped reading, an origin that stopped taking the request
-// body), whatever the error value says.
-func ClassifyWrite(src Source, err error) *Error {
-	fe := Classify(src, err)
-	if fe != nil && fe.Kind == ReadTimeout && fe.Cause == err {
-		fe.Kind = WriteTimeout
-	}
-	return fe
 }
 
 // isWriteOp reports whether err came from a socket write (*net.OpError with Op "write").
