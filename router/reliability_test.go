@@ -403,7 +403,7 @@ func TestUpstreamFailuresInErrorLog(t *testing.T) {
 	}()
 	t.Cleanup(func() { ln.Close(); close(stop); held.Wait() })
 
-	y := `listeners: [{name: main, address: "127.0.0.1:0"}]
+	y := `listeners: [{name: main, address: "127.0.0.1:0", trusted_proxies: [127.0.0.1]}]
 access_log: {output: "off"}
 admin: {disabled: true}
 routes:
@@ -423,14 +423,27 @@ upstreams:
 `
 	o := startObserved(t, y)
 	c := &http.Client{Timeout: 10 * time.Second}
-	if st, _ := send(t, c, "GET", o.base+"/refused"); st != 502 {
-		t.Fatalf("got %d, want 502", st)
+	// The peer is a trusted proxy: the line names the client it forwarded, as the access log
+	// does.
+	req, err := http.NewRequest("GET", o.base+"/refused", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-For", "198.51.100.7")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Fatalf("got %d, want 502", resp.StatusCode)
 	}
 	if st, _ := send(t, c, "GET", o.base+"/slow"); st != 504 {
 		t.Fatalf("got %d, want 504", st)
 	}
 	for _, want := range []string{
 		"level=ERROR msg=\"upstream request failed\" status=502 route=refused method=GET",
+		"client=198.51.100.7 ",
 		"level=ERROR msg=\"upstream request failed\" status=504 route=slow method=GET",
 	} {
 		eventually(t, "an error-log line with "+want, func() bool { return strings.Contains(o.errLog.String(), want) })
