@@ -214,60 +214,41 @@ func TestSingleServerGroupSurvivesOriginRestart(t *testing.T) {
 // POST arriving on a connection that already served a request: it counts it and closes the
 // connection without answering, as an origin whose keep-alive timer fired just then would.
 func postCountingOrigin(t *testing.T) (addr string, posts *atomic.Int64) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	posts = new(atomic.Int64)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
+	addr = loopbackOrigin(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cl := 0
-					for {
-						h, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						if h == "\r\n" {
-							break
-						}
-						if name, v, ok := strings.Cut(h, ":"); ok && strings.EqualFold(name, "Content-Length") {
-							cl, _ = strconv.Atoi(strings.TrimSpace(v))
-						}
-					}
-					if _, err := io.CopyN(io.Discard, br, int64(cl)); err != nil {
-						return
-					}
-					if strings.HasPrefix(line, "POST ") {
-						posts.Add(1)
-						if i > 0 {
-							return
-						}
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			cl := 0
+			for {
+				h, err := br.ReadString('\n')
+				if err != nil {
+					return
 				}
-			}()
+				if h == "\r\n" {
+					break
+				}
+				if name, v, ok := strings.Cut(h, ":"); ok && strings.EqualFold(name, "Content-Length") {
+					cl, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			if _, err := io.CopyN(io.Discard, br, int64(cl)); err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "POST ") {
+				posts.Add(1)
+				if i > 0 {
+					return
+				}
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String(), posts
+	})
+	return addr, posts
 }
 
 // A body-less POST that fails on a reused upstream connection after it was sent is not sent
