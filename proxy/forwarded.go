@@ -27,15 +27,12 @@ func (p *Proxy[C]) trusts(a netip.Addr) bool {
 // address, so the client is then the last address that could be read (NGINX's real_ip with
 // real_ip_recursive, Caddy's trusted_proxies).
 func (p *Proxy[C]) resolveClient(s *Session) {
-	if !p.TrustForwarded && len(p.TrustedProxies) == 0 {
-		return // the client is the peer: Session.ClientAddr reads it from the connection
-	}
 	peer := s.ex.Conn().RemoteAddr
-	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	if !peer.IsValid() || !p.trusts(peer.Addr()) {
-		return
+	s.client = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	if !p.TrustForwarded && len(p.TrustedProxies) == 0 || !s.client.IsValid() || !p.trusts(s.client.Addr()) {
+		return // the client is the peer
 	}
-	s.client, s.trusted = peer, true
+	s.trusted = true
 	fields := s.Req.Header.Fields()
 	for i := len(fields) - 1; i >= 0; i-- {
 		if len(fields[i].Name) != len("X-Forwarded-For") || !message.EqualFold(fields[i].Name, "X-Forwarded-For") {
