@@ -202,11 +202,16 @@ func TestForwardedFields(t *testing.T) {
 }
 
 // TestForwardedFieldsUnderscoreSpellings: an untrusted client's forwarding fields spelled with
-// underscores (which CGI-style origins read as the real ones) are dropped like the real
-// spellings; other underscore fields pass.
+// underscores (which CGI-style origins read as the real ones), and the other fields origins
+// read for the scheme, port, prefix and client address (X-Forwarded-Ssl: on means https to
+// Rack, ahead of X-Forwarded-Proto), are dropped like the real spellings; other underscore
+// fields pass.
 func TestForwardedFieldsUnderscoreSpellings(t *testing.T) {
 	p := &Proxy[clientCtx]{Phases: clientPhases{seen: new(netip.AddrPort), trusted: new(bool)}}
-	forged := []string{"X_Forwarded_For", "x_forwarded_for", "X-Forwarded_For", "X_Real_IP", "x_real-ip", "X_Forwarded_Host", "X_Forwarded_Proto"}
+	forged := []string{"X_Forwarded_For", "x_forwarded_for", "X-Forwarded_For", "X_Real_IP", "x_real-ip", "X_Forwarded_Host", "X_Forwarded_Proto",
+		// Other fields origins read for the scheme, port, path prefix and client address.
+		"X-Forwarded-Ssl", "Front-End-Https", "X-Forwarded-Scheme", "X_Forwarded_Port", "X-Forwarded-Prefix",
+		"Client-IP", "X-Client-IP", "True-Client-IP", "X-Cluster-Client-IP"}
 	var in [][2]string
 	for _, name := range forged {
 		in = append(in, [2]string{name, "1.2.3.4"})
