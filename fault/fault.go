@@ -103,8 +103,9 @@ type Error struct {
 	// requests.
 	Reused bool
 	// Unprocessed records that the peer certainly did not process the request (an HTTP/2
-	// stream refused or excluded by GOAWAY, RFC 9113 section 8.7), so that repeating it is
-	// safe whatever its method. A failure on a reused HTTP/1 connection is never Unprocessed:
+	// stream refused or excluded by GOAWAY, RFC 9113 section 8.7; a new connection whose
+	// HTTP/2 client failed to start), so that repeating it is safe whatever its method.
+	// Connect failures (ConnectTimeout, ConnectRefused, TLSHandshake) need not set it. A failure on a reused HTTP/1 connection is never Unprocessed:
 	// the origin may have read the request before closing.
 	Unprocessed bool
 	// Status, when non-zero, overrides the status derived from Source and Kind.
@@ -191,7 +192,16 @@ func As(err error) *Error {
 
 // Classify turns an I/O error met while talking to src into an *Error, recognising timeouts,
 // cancellations and closed connections. An *Error is returned unchanged.
-func Classify(src Source, err error) *Error {
+func Classify(src Source, err error) *Error { return classify(src, err, false) }
+
+// ClassifyWrite is Classify for an error met while writing to src: a timeout is a
+// WriteTimeout (a client that stopped reading, an origin that stopped taking the request
+// body), whatever the error value says.
+func ClassifyWrite(src Source, err error) *Error { return classify(src, err, true) }
+
+// classify is Classify; write says the error came from a write. A timeout from a socket write
+// (*net.OpError with Op "write") is a WriteTimeout either way.
+func classify(src Source, err error, write bool) *Error {
 	if err == nil {
 		return nil
 	}
@@ -205,24 +215,13 @@ func Classify(src Source, err error) *Error {
 		kind = Canceled
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
 		kind = ReadTimeout
-		if isWriteOp(err) {
+		if write || isWriteOp(err) {
 			kind = WriteTimeout
 		}
 	case errors.Is(err, net.ErrClosed), isEOF(err), isReset(err):
 		kind = ConnectionClosed
 	}
 	return &Error{Source: src, Kind: kind, Cause: err}
-}
-
-// ClassifyWrite is Classify for an error met while writing to src: a timeout is a
-// WriteTimeout (a client that stopped reading, an origin that stopped taking the request
-// body), whatever the error value says.
-func ClassifyWrite(src Source, err error) *Error {
-	fe := Classify(src, err)
-	if fe != nil && fe.Kind == ReadTimeout && fe.Cause == err {
-		fe.Kind = WriteTimeout
-	}
-	return fe
 }
 
 // isWriteOp reports whether err came from a socket write (*net.OpError with Op "write").

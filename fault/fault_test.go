@@ -55,3 +55,18 @@ func TestClassifyWriteTimeout(t *testing.T) {
 		t.Errorf("got %q, want it to say downstream write timeout", got)
 	}
 }
+
+// timeoutErr is a timeout error whose type cannot be compared with ==.
+type timeoutErr struct{ ops []string }
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+// ClassifyWrite must not compare errors with ==: an error of an uncomparable type made it
+// panic.
+func TestClassifyWriteUncomparable(t *testing.T) {
+	if got := ClassifyWrite(Downstream, timeoutErr{ops: []string{"write"}}).Kind; got != WriteTimeout {
+		t.Errorf("got kind %v, want %v", got, WriteTimeout)
+	}
+}

@@ -49,6 +49,16 @@ type Request struct {
 	Interim func(status int, h *Header) error
 }
 
+// Idempotent reports whether method is idempotent (RFC 9110 section 9.2.2): repeating a
+// request with it has the same effect as sending it once, so it may be retried automatically.
+func Idempotent(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
 // Path returns the target up to the first '?'.
 func (r *Request) Path() string {
 	for i := 0; i < len(r.Target); i++ {

@@ -27,15 +27,12 @@ func (p *Proxy[C]) trusts(a netip.Addr) bool {
 // address, so the client is then the last address that could be read (NGINX's real_ip with
 // real_ip_recursive, Caddy's trusted_proxies).
 func (p *Proxy[C]) resolveClient(s *Session) {
-	if !p.TrustForwarded && len(p.TrustedProxies) == 0 {
-		return // the client is the peer: Session.ClientAddr reads it from the connection
-	}
 	peer := s.ex.Conn().RemoteAddr
-	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	if !peer.IsValid() || !p.trusts(peer.Addr()) {
-		return
+	s.client = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	if !p.TrustForwarded && len(p.TrustedProxies) == 0 || !s.client.IsValid() || !p.trusts(s.client.Addr()) {
+		return // the client is the peer
 	}
-	s.client, s.trusted = peer, true
+	s.trusted = true
 	fields := s.Req.Header.Fields()
 	for i := len(fields) - 1; i >= 0; i-- {
 		if len(fields[i].Name) != len("X-Forwarded-For") || !message.EqualFold(fields[i].Name, "X-Forwarded-For") {
@@ -89,19 +86,34 @@ func parseNodeAddr(el string) (netip.Addr, bool) {
 }
 
 // isForwardingField reports whether name is one of the fields that say who the client is and
-// how it connected; an untrusted peer's are dropped. Spellings with "_" for "-"
-// (X_Forwarded_For) count too: CGI-style origins (PHP, WSGI, Rack) read both as the same
-// variable, HTTP_X_FORWARDED_FOR, so a forged underscore spelling would pass as the real one.
+// how it connected; an untrusted peer's are dropped. Besides the fields Verge sets, that is
+// the other spellings origins read for the same facts: the scheme (X-Forwarded-Ssl: on and
+// Front-End-Https: on mean https to Rack, Symfony and others, ahead of X-Forwarded-Proto;
+// X-Forwarded-Scheme), the port and path prefix the client used (X-Forwarded-Port,
+// X-Forwarded-Prefix) and the client address (Client-IP, X-Client-IP, True-Client-IP,
+// X-Cluster-Client-IP). Spellings with "_" for "-" (X_Forwarded_For) count too: CGI-style
+// origins (PHP, WSGI, Rack) read both as the same variable, HTTP_X_FORWARDED_FOR, so a forged
+// underscore spelling would pass as the real one.
 func isForwardingField(name string) bool {
 	switch len(name) {
 	case 9:
-		return message.EqualFold(name, "Forwarded") || sameFieldName(name, "x-real-ip")
+		return message.EqualFold(name, "Forwarded") || sameFieldName(name, "x-real-ip") ||
+			sameFieldName(name, "client-ip")
+	case 11:
+		return sameFieldName(name, "x-client-ip")
+	case 14:
+		return sameFieldName(name, "true-client-ip")
 	case 15:
-		return sameFieldName(name, "x-forwarded-for")
+		return sameFieldName(name, "x-forwarded-for") || sameFieldName(name, "x-forwarded-ssl") ||
+			sameFieldName(name, "front-end-https")
 	case 16:
-		return sameFieldName(name, "x-forwarded-host")
+		return sameFieldName(name, "x-forwarded-host") || sameFieldName(name, "x-forwarded-port")
 	case 17:
 		return sameFieldName(name, "x-forwarded-proto")
+	case 18:
+		return sameFieldName(name, "x-forwarded-scheme") || sameFieldName(name, "x-forwarded-prefix")
+	case 19:
+		return sameFieldName(name, "x-cluster-client-ip")
 	}
 	return false
 }

@@ -174,7 +174,6 @@ func TestForwardedFields(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got message.Header
 			var seen netip.AddrPort
 			var seenTrust bool
 			p := &Proxy[clientCtx]{
@@ -182,21 +181,8 @@ func TestForwardedFields(t *testing.T) {
 				TrustedProxies: tc.trusted,
 				TrustForwarded: tc.trustAll,
 				Forwarded:      !tc.noFwd,
-				Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
-					got = r.Header.Clone()
-					return okResponse(""), nil
-				}),
 			}
-			ex := newExchange("GET", "/", "")
-			ex.req.Scheme = ""
-			ex.info.RemoteAddr = netip.MustParseAddrPort(tc.peer)
-			if tc.tls {
-				ex.info.TLS = &tls.ConnectionState{}
-			}
-			for _, f := range tc.in {
-				ex.req.Header.Add(f[0], f[1])
-			}
-			p.ServeExchange(ex)
+			got := originHeader(p, tc.peer, tc.tls, tc.in)
 			for _, name := range forwardingNames {
 				var vals []string
 				got.Values(name, func(v string) bool { vals = append(vals, v); return true })
@@ -216,26 +202,22 @@ func TestForwardedFields(t *testing.T) {
 }
 
 // TestForwardedFieldsUnderscoreSpellings: an untrusted client's forwarding fields spelled with
-// underscores (which CGI-style origins read as the real ones) are dropped like the real
-// spellings; other underscore fields pass.
+// underscores (which CGI-style origins read as the real ones), and the other fields origins
+// read for the scheme, port, prefix and client address (X-Forwarded-Ssl: on means https to
+// Rack, ahead of X-Forwarded-Proto), are dropped like the real spellings; other underscore
+// fields pass.
 func TestForwardedFieldsUnderscoreSpellings(t *testing.T) {
-	var got message.Header
-	p := &Proxy[clientCtx]{
-		Phases: clientPhases{seen: new(netip.AddrPort), trusted: new(bool)},
-		Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
-			got = r.Header.Clone()
-			return okResponse(""), nil
-		}),
-	}
-	ex := newExchange("GET", "/", "")
-	ex.req.Scheme = ""
-	ex.info.RemoteAddr = netip.MustParseAddrPort("192.0.2.7:5555")
-	forged := []string{"X_Forwarded_For", "x_forwarded_for", "X-Forwarded_For", "X_Real_IP", "x_real-ip", "X_Forwarded_Host", "X_Forwarded_Proto"}
+	p := &Proxy[clientCtx]{Phases: clientPhases{seen: new(netip.AddrPort), trusted: new(bool)}}
+	forged := []string{"X_Forwarded_For", "x_forwarded_for", "X-Forwarded_For", "X_Real_IP", "x_real-ip", "X_Forwarded_Host", "X_Forwarded_Proto",
+		// Other fields origins read for the scheme, port, path prefix and client address.
+		"X-Forwarded-Ssl", "Front-End-Https", "X-Forwarded-Scheme", "X_Forwarded_Port", "X-Forwarded-Prefix",
+		"Client-IP", "X-Client-IP", "True-Client-IP", "X-Cluster-Client-IP"}
+	var in [][2]string
 	for _, name := range forged {
-		ex.req.Header.Add(name, "1.2.3.4")
+		in = append(in, [2]string{name, "1.2.3.4"})
 	}
-	ex.req.Header.Add("X_Custom_Field", "kept")
-	p.ServeExchange(ex)
+	in = append(in, [2]string{"X_Custom_Field", "kept"})
+	got := originHeader(p, "192.0.2.7:5555", false, in)
 	for _, f := range got.Fields() {
 		for _, name := range forged {
 			if f.Name == name {
@@ -249,6 +231,27 @@ func TestForwardedFieldsUnderscoreSpellings(t *testing.T) {
 	if v := got.Get("X-Forwarded-For"); v != "192.0.2.7" {
 		t.Errorf("X-Forwarded-For = %q, want the peer", v)
 	}
+}
+
+// originHeader serves a GET for / from peer (over TLS with overTLS) carrying the fields in
+// through p, whose Transport it sets, and returns the header the origin got.
+func originHeader(p *Proxy[clientCtx], peer string, overTLS bool, in [][2]string) message.Header {
+	var got message.Header
+	p.Transport = funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
+		got = r.Header.Clone()
+		return okResponse(""), nil
+	})
+	ex := newExchange("GET", "/", "")
+	ex.req.Scheme = ""
+	ex.info.RemoteAddr = netip.MustParseAddrPort(peer)
+	if overTLS {
+		ex.info.TLS = &tls.ConnectionState{}
+	}
+	for _, f := range in {
+		ex.req.Header.Add(f[0], f[1])
+	}
+	p.ServeExchange(ex)
+	return got
 }
 
 // TestUpgradePolicy: only allowed protocols are forwarded as a switch; anything else (h2c

@@ -176,7 +176,7 @@ func upgradeListed(list []string, proto string) bool {
 			break
 		}
 	}
-	if NeverUpgrade(name) {
+	if neverUpgrade(name) {
 		return false
 	}
 	for _, a := range list {
@@ -187,8 +187,9 @@ func upgradeListed(list []string, proto string) bool {
 	return false
 }
 
-// NeverUpgrade reports whether an Upgrade protocol name is one Verge never forwards, whatever
-// the configuration: h2c, h2 and HTTP (a switch to another HTTP version).
-func NeverUpgrade(name string) bool {
+// neverUpgrade reports whether an Upgrade protocol name is one Verge never forwards, whatever
+// the configuration: h2c, h2 and HTTP (a switch to another HTTP version). config.validUpgrade
+// refuses the same names in routes[].upgrades.
+func neverUpgrade(name string) bool {
 	return message.EqualFold(name, "h2c") || message.EqualFold(name, "h2") || message.EqualFold(name, "HTTP")
 }

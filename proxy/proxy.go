@@ -253,7 +253,7 @@ func (p *Proxy[C]) connect(st *state[C]) (*message.Response, *fault.Error) {
 		if isConnectFailure(fe) {
 			fe = p.Phases.FailToConnect(s, peer, fe, c)
 		} else {
-			if fe.Retry && !fe.Unprocessed && !idempotent(s.Req.Method) {
+			if fe.Retry && !fe.Unprocessed && !message.Idempotent(s.Req.Method) {
 				// The request may have reached the origin (a reused connection that looked
 				// alive can be closed by the origin after reading it): RFC 9112 section 9.3.1
 				// forbids an automatic retry of a non-idempotent request. A phase may still
@@ -290,14 +290,6 @@ func (p *Proxy[C]) mayRetry(s *Session, e *fault.Error) bool {
 		return false
 	}
 	return !s.reqBody.started
-}
-
-func idempotent(m string) bool {
-	switch m {
-	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
-		return true
-	}
-	return false
 }
 
 // respond sends a response downstream through the response phases: an upstream response, or

@@ -46,7 +46,7 @@ type Session struct {
 	reqBody bodyReader
 	interim interimState
 
-	client      netip.AddrPort // the client address resolved through trusted proxies
+	client      netip.AddrPort // the peer, or the client resolved through trusted proxies
 	trusted     bool           // the peer is a trusted proxy
 	upgrades    []string       // protocols this request may switch to, when upgradesSet
 	upgradesSet bool
@@ -57,13 +57,7 @@ type Session struct {
 // proxy (Proxy.TrustedProxies), the address resolved from X-Forwarded-For, with port 0 as the
 // field carries none. Access logs, consistent hashing on the client address and rate limits
 // use it.
-func (s *Session) ClientAddr() netip.AddrPort {
-	if s.trusted || s.ex == nil {
-		return s.client
-	}
-	peer := s.ex.Conn().RemoteAddr
-	return netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-}
+func (s *Session) ClientAddr() netip.AddrPort { return s.client }
 
 // PeerTrusted reports whether the connection's peer is a trusted proxy, whose X-Forwarded-*,
 // X-Real-IP and Forwarded fields were kept and appended to.

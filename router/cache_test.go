@@ -41,18 +41,7 @@ upstreams:
   - name: app
     servers: [{address: %s}]
 `, strings.TrimPrefix(o.URL, "http://"))
-	c, err := cache.New(cache.Options{MemorySize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	tr := &upstream.Transport{}
-	t.Cleanup(func() { tr.Close() })
-	rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c}})
-	if err := rt.Apply(mustConfig(t, y)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
+	rt := startCached(t, y)
 	base := "http://" + rt.Addr("main").String()
 
 	fetch := func(path string, hdr ...string) (string, string) {
@@ -117,18 +106,7 @@ upstreams:
   - name: app
     servers: [{address: %s}]
 `, strings.TrimPrefix(o.URL, "http://"))
-	c, err := cache.New(cache.Options{MemorySize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	tr := &upstream.Transport{}
-	t.Cleanup(func() { tr.Close() })
-	rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c}})
-	if err := rt.Apply(mustConfig(t, y)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
+	rt := startCached(t, y)
 	get := func() (*http.Response, string) {
 		t.Helper()
 		resp, err := http.Get("http://" + rt.Addr("main").String() + "/s")
@@ -149,4 +127,22 @@ upstreams:
 		t.Fatalf("origin down: got %d %q after %d origin requests, want the stale 200 after 2 (Cache-Status %q)",
 			resp.StatusCode, body, n.Load(), resp.Header.Get("Cache-Status"))
 	}
+}
+
+// startCached runs the config y on a runtime with a 1 MiB memory cache.
+func startCached(t *testing.T, y string) *Runtime {
+	t.Helper()
+	c, err := cache.New(cache.Options{MemorySize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	tr := &upstream.Transport{}
+	t.Cleanup(func() { tr.Close() })
+	rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore(), Cache: c}})
+	if err := rt.Apply(mustConfig(t, y)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	return rt
 }

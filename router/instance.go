@@ -144,23 +144,18 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
 		t := newTable()
+		allowTrace := false // the engine lets TRACE through when a route may take it
 		for i, r := range routes {
 			rc := &cfg.Routes[i]
 			if len(rc.Listeners) > 0 && !contains(rc.Listeners, l.Name) {
 				continue
 			}
 			t.add(r, rc.Match.Host)
+			allowTrace = allowTrace || r.allowTrace
 		}
 		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics, log: d.Logger}
 		if in.access != nil {
 			ph.access = in.access
-		}
-		allowTrace := false // the engine lets TRACE through when a route may take it
-		for i, r := range routes {
-			rc := &cfg.Routes[i]
-			if r.allowTrace && (len(rc.Listeners) == 0 || contains(rc.Listeners, l.Name)) {
-				allowTrace = true
-			}
 		}
 		in.handlers[l.Name] = &handler{in: in, proxy: &proxy.Proxy[reqCtx]{
 			Phases:         ph,

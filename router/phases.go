@@ -221,8 +221,10 @@ func (p *phases) logUpstreamFailure(s *proxy.Session, route string, err *fault.E
 	if s.Peer != nil {
 		upstreamAddr = s.Peer.Address
 	}
-	if ci := s.Conn(); ci != nil && ci.RemoteAddr.IsValid() {
-		client = ci.RemoteAddr.String()
+	if ca := s.ClientAddr(); ca.Port() != 0 {
+		client = ca.String()
+	} else if ca.IsValid() {
+		client = ca.Addr().String() // resolved through trusted proxies: no port
 	}
 	p.log.LogAttrs(ctx, slog.LevelError, "upstream request failed",
 		slog.Int("status", status), slog.String("route", route),

@@ -214,60 +214,41 @@ func TestSingleServerGroupSurvivesOriginRestart(t *testing.T) {
 // POST arriving on a connection that already served a request: it counts it and closes the
 // connection without answering, as an origin whose keep-alive timer fired just then would.
 func postCountingOrigin(t *testing.T) (addr string, posts *atomic.Int64) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	posts = new(atomic.Int64)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
+	addr = loopbackOrigin(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					cl := 0
-					for {
-						h, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						if h == "\r\n" {
-							break
-						}
-						if name, v, ok := strings.Cut(h, ":"); ok && strings.EqualFold(name, "Content-Length") {
-							cl, _ = strconv.Atoi(strings.TrimSpace(v))
-						}
-					}
-					if _, err := io.CopyN(io.Discard, br, int64(cl)); err != nil {
-						return
-					}
-					if strings.HasPrefix(line, "POST ") {
-						posts.Add(1)
-						if i > 0 {
-							return
-						}
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			cl := 0
+			for {
+				h, err := br.ReadString('\n')
+				if err != nil {
+					return
 				}
-			}()
+				if h == "\r\n" {
+					break
+				}
+				if name, v, ok := strings.Cut(h, ":"); ok && strings.EqualFold(name, "Content-Length") {
+					cl, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			if _, err := io.CopyN(io.Discard, br, int64(cl)); err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "POST ") {
+				posts.Add(1)
+				if i > 0 {
+					return
+				}
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String(), posts
+	})
+	return addr, posts
 }
 
 // A body-less POST that fails on a reused upstream connection after it was sent is not sent
@@ -403,7 +384,7 @@ func TestUpstreamFailuresInErrorLog(t *testing.T) {
 	}()
 	t.Cleanup(func() { ln.Close(); close(stop); held.Wait() })
 
-	y := `listeners: [{name: main, address: "127.0.0.1:0"}]
+	y := `listeners: [{name: main, address: "127.0.0.1:0", trusted_proxies: [127.0.0.1]}]
 access_log: {output: "off"}
 admin: {disabled: true}
 routes:
@@ -423,14 +404,27 @@ upstreams:
 `
 	o := startObserved(t, y)
 	c := &http.Client{Timeout: 10 * time.Second}
-	if st, _ := send(t, c, "GET", o.base+"/refused"); st != 502 {
-		t.Fatalf("got %d, want 502", st)
+	// The peer is a trusted proxy: the line names the client it forwarded, as the access log
+	// does.
+	req, err := http.NewRequest("GET", o.base+"/refused", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Forwarded-For", "198.51.100.7")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Fatalf("got %d, want 502", resp.StatusCode)
 	}
 	if st, _ := send(t, c, "GET", o.base+"/slow"); st != 504 {
 		t.Fatalf("got %d, want 504", st)
 	}
 	for _, want := range []string{
 		"level=ERROR msg=\"upstream request failed\" status=502 route=refused method=GET",
+		"client=198.51.100.7 ",
 		"level=ERROR msg=\"upstream request failed\" status=504 route=slow method=GET",
 	} {
 		eventually(t, "an error-log line with "+want, func() bool { return strings.Contains(o.errLog.String(), want) })

@@ -32,6 +32,49 @@ func origin(t *testing.T, body string) *httptest.Server {
 	return s
 }
 
+// loopbackOrigin accepts connections on a loopback port and runs serve on each in its own
+// goroutine (serve need not close it). The test's cleanup closes the listener and every
+// connection and waits for the goroutines.
+func loopbackOrigin(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
 func runtimeConfig(body string, origins ...string) string {
 	var b strings.Builder
 	b.WriteString("listeners: [{name: main, address: \"127.0.0.1:0\"}]\naccess_log: {output: \"off\"}\nadmin: {disabled: true}\nshutdown: {grace_period: 5s}\n")

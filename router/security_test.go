@@ -41,41 +41,8 @@ func h2cOrigin(t *testing.T) (addr string, internalHits *atomic.Int64) {
 		internalHits.Add(1)
 		io.WriteString(w, internalSecret)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				serveLenientH2C(c, mux)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String(), internalHits
+	addr = loopbackOrigin(t, func(c net.Conn) { serveLenientH2C(c, mux) })
+	return addr, internalHits
 }
 
 // serveLenientH2C serves HTTP/1.1 requests on c until one offers h2c, then switches.

@@ -361,8 +361,9 @@ func (p *Pool) dialConn(ctx context.Context, b *bucket, to *resolvedTimeouts) (*
 		mc, err := codecs.http2(d.conn, &b.opts)
 		if err != nil {
 			d.conn.Close()
+			// Nothing of the request was sent: any method may go elsewhere.
 			fe := fault.Classify(fault.Upstream, err)
-			fe.Retry = true
+			fe.Retry, fe.Unprocessed = true, true
 			return nil, fe
 		}
 		pc.h2 = mc

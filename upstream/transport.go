@@ -194,14 +194,7 @@ func (t *Transport) exchange(ctx context.Context, pc *pconn, reused bool, req *m
 // retryable reports whether req may be sent again transparently: no body to replay and an
 // idempotent method (RFC 9110 section 9.2.2).
 func retryable(req *message.Request) bool {
-	if req.Body != nil {
-		return false
-	}
-	switch req.Method {
-	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
-		return true
-	}
-	return false
+	return req.Body == nil && message.Idempotent(req.Method)
 }
 
 // totalBody ends the total-timeout context with the body and reports reads cut short by it

@@ -641,3 +641,20 @@ func TestTunnelStreamWithTotalTimeout(t *testing.T) {
 		rw.Close()
 	}
 }
+
+// A connection whose HTTP/2 client could not be started carried nothing of the request: the
+// failure is Unprocessed, so the engine may retry it elsewhere whatever the method.
+func TestH2StartFailureUnprocessed(t *testing.T) {
+	codecs := nullCodecs
+	codecs.http2 = func(net.Conn, *codecOptions) (muxCodec, error) { return nil, io.ErrClosedPipe }
+	tr := &Transport{codecs: &codecs}
+	t.Cleanup(func() { tr.Close() })
+	p := &Peer{Address: silentOrigin(t), Protocol: HTTP2}
+	req := get("/")
+	req.Method = "POST"
+	_, err := tr.RoundTrip(context.Background(), p, req)
+	var fe *fault.Error
+	if !errors.As(err, &fe) || !fe.Retry || !fe.Unprocessed {
+		t.Fatalf("got %#v, want a retryable, unprocessed *fault.Error", err)
+	}
+}
