@@ -40,9 +40,43 @@ func TestServerWriteInterim(t *testing.T) {
 		ex.Write(body)
 		ex.Finish(nil)
 	}}, false)
+	codes, link, status, body := postWithInterim(t, addr)
+	if !slices.Equal(codes, []int{103, 100, 102}) || !slices.Equal(link, []string{"</s.css>; rel=preload", ""}) {
+		t.Errorf("interim %v 103 fields %q; want [103 100 102] with the Link only", codes, link)
+	}
+	if status != 200 || body != "body" {
+		t.Errorf("final %d %q", status, body)
+	}
+}
+
+// WriteHeader with a 1xx status sends it as WriteInterim does: a 100 Continue written that
+// way is not sent a second time when the body is read.
+func TestServerWriteHeaderInterim(t *testing.T) {
+	addr := serve(t, &Server{Handler: func(ex message.ServerExchange) {
+		resp := &message.Response{Status: 103}
+		resp.Header.Add("Link", "</s.css>; rel=preload")
+		for _, st := range []int{103, 100} {
+			resp.Status = st
+			if err := ex.WriteHeader(resp); err != nil {
+				t.Errorf("WriteHeader(%d): %v", st, err)
+			}
+		}
+		echoHandler(ex)
+	}}, false)
+	codes, link, status, body := postWithInterim(t, addr)
+	if !slices.Equal(codes, []int{103, 100}) || !slices.Equal(link, []string{"</s.css>; rel=preload", ""}) {
+		t.Errorf("interim %v 103 fields %q; want [103 100] with the Link only", codes, link)
+	}
+	if status != 200 || body != "body" {
+		t.Errorf("final %d %q", status, body)
+	}
+}
+
+// postWithInterim POSTs "body" with Expect: 100-continue and returns the interim statuses
+// the client saw, the Link and Connection fields of each 103, and the final response.
+func postWithInterim(t *testing.T, addr string) (codes []int, link []string, status int, body string) {
+	t.Helper()
 	var mu sync.Mutex
-	var codes []int
-	var link []string
 	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 			mu.Lock()
@@ -60,16 +94,11 @@ func TestServerWriteInterim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	mu.Lock()
 	defer mu.Unlock()
-	if !slices.Equal(codes, []int{103, 100, 102}) || !slices.Equal(link, []string{"</s.css>; rel=preload", ""}) {
-		t.Errorf("interim %v 103 fields %q; want [103 100 102] with the Link only", codes, link)
-	}
-	if resp.StatusCode != 200 || string(body) != "body" {
-		t.Errorf("final %d %q", resp.StatusCode, body)
-	}
+	return codes, link, resp.StatusCode, string(b)
 }
 
 // BenchmarkClientRoundTripWithInterim is BenchmarkClientRoundTrip with req.Interim set, as the

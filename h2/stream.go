@@ -271,14 +271,10 @@ func (s *stream) Context() context.Context {
 
 // WriteHeader records the response head. A final head is sent with the first body bytes,
 // on Flush or on Finish (as one HEADERS frame with END_STREAM when there is no body).
-// Informational heads (1xx except 101) are sent at once.
+// Informational heads (1xx except 101) are sent at once, as WriteInterim sends them.
 func (s *stream) WriteHeader(resp *message.Response) error {
-	switch s.xstate.Load() {
-	case exIdle:
-	case exAborted:
-		return errAborted
-	default:
-		return errHeadWritten
+	if err := s.headErr(); err != nil {
+		return err
 	}
 	status := resp.Status
 	if status < 100 || status > 999 {
@@ -287,24 +283,30 @@ func (s *stream) WriteHeader(resp *message.Response) error {
 	if status == 101 {
 		return errSwitchProtos
 	}
+	if status < 200 {
+		return s.WriteInterim(status, &resp.Header)
+	}
 	cl := resp.ContentLength
-	if status < 200 || status == 204 {
+	if status == 204 {
 		cl = -1
 	}
 	s.hblock = appendResponseHead(s.hblock[:0], status, &resp.Header, cl)
-	sc := s.c
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if status < 200 {
-		if err := s.writableLocked(); err != nil {
-			return err
-		}
-		sc.appendHeadersLocked(s, s.hblock, false)
-		return nil
-	}
+	s.c.mu.Lock()
 	s.headPending = true
 	s.xstate.Store(exHead)
+	s.c.mu.Unlock()
 	return nil
+}
+
+// headErr says why no response head can be written any more, if so.
+func (s *stream) headErr() error {
+	switch s.xstate.Load() {
+	case exIdle:
+		return nil
+	case exAborted:
+		return errAborted
+	}
+	return errHeadWritten
 }
 
 var (
@@ -329,12 +331,8 @@ func (s *stream) WriteInterim(status int, h *message.Header) error {
 	sc := s.c
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	switch s.xstate.Load() {
-	case exIdle:
-	case exAborted:
-		return errAborted
-	default:
-		return errHeadWritten
+	if err := s.headErr(); err != nil {
+		return err
 	}
 	if err := s.writableLocked(); err != nil {
 		return err

@@ -169,12 +169,8 @@ func (ex *Exchange) Context() context.Context { return ex.r.Context() }
 // on Finish. Connection-specific fields are dropped. Informational heads (1xx except 101) are
 // sent at once and may be followed by the final one.
 func (ex *Exchange) WriteHeader(resp *message.Response) error {
-	switch ex.state.Load() {
-	case stateIdle:
-	case stateAborted:
-		return ex.p.errAborted
-	default:
-		return ex.p.errHeadWritten
+	if err := ex.headErr(); err != nil {
+		return err
 	}
 	status := resp.Status
 	if status < 100 || status > 999 {
@@ -215,12 +211,8 @@ func (ex *Exchange) WriteInterim(status int, h *message.Header) error {
 	if status < 100 || status > 199 || status == http.StatusSwitchingProtocols {
 		return ex.p.errStatus
 	}
-	switch ex.state.Load() {
-	case stateIdle:
-	case stateAborted:
-		return ex.p.errAborted
-	default:
-		return ex.p.errHeadWritten
+	if err := ex.headErr(); err != nil {
+		return err
 	}
 	if status == http.StatusContinue {
 		if ex.sent100 {
@@ -235,6 +227,17 @@ func (ex *Exchange) WriteInterim(status int, h *message.Header) error {
 	ex.w.WriteHeader(status)
 	clear(m)
 	return nil
+}
+
+// headErr says why no response head can be written any more, if so.
+func (ex *Exchange) headErr() error {
+	switch ex.state.Load() {
+	case stateIdle:
+		return nil
+	case stateAborted:
+		return ex.p.errAborted
+	}
+	return ex.p.errHeadWritten
 }
 
 func (ex *Exchange) stateErr() error {
