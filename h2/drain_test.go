@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -16,12 +15,7 @@ func TestServerShutdownTwoStepGoAway(t *testing.T) {
 	srv := &Server{Handler: echoHandler}
 	addr := serve(t, srv, false)
 	rc := dialRaw(t, addr)
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		shut <- srv.Shutdown(ctx)
-	}()
+	shut := shutdownAsync(srv, 20*time.Second)
 	var first *http2.GoAwayFrame
 	var ping *http2.PingFrame
 	err := rc.readUntil(func(f http2.Frame) bool {
@@ -89,12 +83,7 @@ func TestServerShutdownWithoutPingAck(t *testing.T) {
 	srv := &Server{Handler: echoHandler}
 	addr := serve(t, srv, false)
 	rc := dialRaw(t, addr)
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		shut <- srv.Shutdown(ctx)
-	}()
+	shut := shutdownAsync(srv, 20*time.Second)
 	var last []uint32
 	rc.readUntil(func(f http2.Frame) bool {
 		if g, ok := f.(*http2.GoAwayFrame); ok {

@@ -3,7 +3,6 @@ package h2
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -99,41 +98,4 @@ func postWithInterim(t *testing.T, addr string) (codes []int, link []string, sta
 	mu.Lock()
 	defer mu.Unlock()
 	return codes, link, resp.StatusCode, string(b)
-}
-
-// BenchmarkClientRoundTripWithInterim is BenchmarkClientRoundTrip with req.Interim set, as the
-// proxy engine sets it on every upstream request whose client can receive 1xx responses: it
-// measures what the relay costs when no interim response arrives.
-func BenchmarkClientRoundTripWithInterim(b *testing.B) {
-	addr := serve(b, &Server{Handler: kibHandler}, false)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc, err := NewClientConn(c, ClientOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cc.Close() })
-	req := &message.Request{Method: "GET", Target: "/bench", Authority: "bench", Scheme: "http"}
-	req.Header.Add("accept", "*/*")
-	req.Interim = func(int, *message.Header) error { return nil }
-	ctx := context.Background()
-	buf := make([]byte, 4096)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		resp, err := cc.RoundTrip(ctx, req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for {
-			if _, err := resp.Body.Read(buf); err == io.EOF {
-				break
-			} else if err != nil {
-				b.Fatal(err)
-			}
-		}
-		resp.Body.Close()
-	}
 }
