@@ -57,7 +57,7 @@ type serverConn struct {
 	goAway        bool      // GOAWAY sent: no new streams
 	sentSincePing bool      // response frames were queued since the client's last PING
 	draining      bool      // first GOAWAY of a graceful shutdown sent, PING ack awaited (drain.go)
-	drainTimer    *time.Timer
+	drainAt       time.Time // when the final GOAWAY goes out without the PING ack
 	unackedSet    int       // our SETTINGS frames not yet acknowledged
 	sendWindow    int64     // connection send window
 	peerWindow    int32     // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -181,10 +181,11 @@ func (sc *serverConn) serve() {
 // teardown releases what the connection holds once reader and writer are gone.
 func (sc *serverConn) teardown() {
 	sc.cancel()
+	sc.mu.Lock()
 	if sc.timer != nil {
+		// Under mu: Shutdown may arm it for the drain until the connection is dead.
 		sc.timer.Stop()
 	}
-	sc.mu.Lock()
 	// Handlers see the client gone: a downstream ConnectionClosed fault, logged as 499.
 	for id, s := range sc.streams {
 		sc.resetLocked(s, codeCancel, false, errConnGone)
