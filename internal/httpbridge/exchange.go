@@ -23,7 +23,7 @@ const (
 	stateIdle     uint32 = iota // no response head yet
 	stateHead                   // final head written, body may follow
 	stateFinished               // Finish called
-	stateAborted                // Abort called or a write failed for good
+	stateAborted                // Abort called
 )
 
 // ProtocolConfig describes what differs between the adapters that use Exchange.
@@ -326,6 +326,9 @@ func (ex *Exchange) Abort(err error) {
 		l.Debug(ex.p.msgAborted, "remote", ex.r.RemoteAddr, "path", ex.req.Target, "err", err)
 	}
 }
+
+// Aborted reports whether Abort was called.
+func (ex *Exchange) Aborted() bool { return ex.state.Load() == stateAborted }
 
 // requestBody streams the request body and fills the request's Trailer at EOF.
 type requestBody struct {
