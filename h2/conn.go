@@ -700,7 +700,8 @@ const minFreeWindowUpdate = 1024
 
 // maxPendingControl bounds the write buffer while the reader queues frames in answer to the
 // client (SETTINGS and PING acknowledgements, RST_STREAM, WINDOW_UPDATE, 431 and 413
-// answers): a client that sends such frames and does not read the answers has its
+// answers) or admits a request (whose response head, if the response has no body, waits for
+// nothing): a client that sends such frames and does not read the answers has its
 // connection closed with GOAWAY ENHANCE_YOUR_CALM once this much is pending. Handlers' DATA
 // stays far below it (maxPendingWrite).
 const maxPendingControl = 256 << 10

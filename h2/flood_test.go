@@ -281,6 +281,69 @@ func TestAbuseControlFramesUnread(t *testing.T) {
 	}
 }
 
+// TestAbuseResponsesUnread sends requests whose responses are head-only and never reads:
+// no flow control or write backpressure holds those heads back, so each request grew the
+// write buffer until the write timeout. The connection ends with GOAWAY ENHANCE_YOUR_CALM
+// once the unread answers pass maxPendingControl, as for unread control frames.
+func TestAbuseResponsesUnread(t *testing.T) {
+	var counted sync.Map
+	big := strings.Repeat("v", 1024)
+	// The flood score and the stream limit must not be what ends it here.
+	srv := &Server{Logger: quietLogger(), floodLimit: 1 << 40, MaxConcurrentStreams: 1 << 20,
+		CountError: func(e string) { counted.Store(e, true) },
+		Handler: func(ex message.ServerExchange) {
+			resp := &message.Response{Status: 200}
+			resp.Header.Add("x-big", big)
+			ex.WriteHeader(resp)
+			ex.Finish(nil)
+		}}
+	client, server := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeConn(t.Context(), server, nil)
+	}()
+	t.Cleanup(func() { client.Close(); <-done })
+	fr := http2.NewFramer(client, client)
+	client.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(client, http2.ClientPreface)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hbuf bytes.Buffer
+	henc := hpack.NewEncoder(&hbuf)
+	for _, f := range [...]hpack.HeaderField{
+		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: "/"}, {Name: ":authority", Value: "a"},
+	} {
+		henc.WriteField(f)
+	}
+	block := hbuf.Bytes() // static-table fields only: the same bytes for every request
+	const limit = 1 << 16 // requests: 64 MiB of response heads
+	sent := 0
+	for ; sent < limit; sent++ {
+		err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*sent + 1),
+			BlockFragment: block, EndStream: true, EndHeaders: true})
+		if err != nil {
+			break
+		}
+		if sent%256 == 0 {
+			if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_responses_unread"); ok {
+				break
+			}
+		}
+	}
+	if sent == limit {
+		t.Fatalf("server accepted %d requests without their responses being read", sent)
+	}
+	client.Close()
+	<-done
+	if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_responses_unread"); !ok {
+		t.Error("CountError did not see conn_ENHANCE_YOUR_CALM_responses_unread")
+	}
+	t.Logf("connection ended after %d requests with unread responses", sent)
+}
+
 // zeroWindowClient dials addr with SETTINGS_INITIAL_WINDOW_SIZE 0 and never grants window.
 func zeroWindowClient(t *testing.T, addr string) *rawClient {
 	t.Helper()

@@ -349,6 +349,14 @@ func (sc *serverConn) endBlock() error {
 		return nil
 	}
 	sc.mu.Lock()
+	if len(sc.wbuf) > maxPendingControl {
+		// The client sends requests and does not read the answers: head-only responses
+		// wait for no window and no write backpressure, so the buffer is bounded here.
+		s.closed, s.handlerDone = true, true
+		s.recycleLocked()
+		sc.mu.Unlock()
+		return connError{codeEnhanceYourCalm, "responses_unread"}
+	}
 	if sc.open >= int(sc.st.maxStreams) {
 		code := codeProtocol
 		if sc.unackedSet > 0 {
