@@ -344,6 +344,46 @@ func TestAbuseResponsesUnread(t *testing.T) {
 	t.Logf("connection ended after %d requests with unread responses", sent)
 }
 
+// A client may allow frames of up to 16 MiB (SETTINGS_MAX_FRAME_SIZE), but one Write's DATA
+// frame is at most maxPendingWrite: a 512 KiB Write once went into the write buffer as one
+// frame, past the maxPendingControl bound, and the client's next PING or request (while the
+// writer waited on the socket) ended its connection as not reading.
+func TestDataFrameAtMostMaxPendingWrite(t *testing.T) {
+	payload := make([]byte, 512<<10)
+	addr := serve(t, &Server{Handler: func(ex message.ServerExchange) {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: int64(len(payload))})
+		ex.Write(payload)
+		ex.Finish(nil)
+	}}, false)
+	rc := dialRaw(t, addr)
+	rc.fr.SetMaxReadFrameSize(1 << 20)
+	if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteWindowUpdate(0, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.openStream(1, true); err != nil {
+		t.Fatal(err)
+	}
+	got, largest := 0, 0
+	err := rc.readUntil(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			got += len(d.Data())
+			largest = max(largest, len(d.Data()))
+			return d.StreamEnded()
+		}
+		return false
+	})
+	if err != nil || got != len(payload) {
+		t.Fatalf("read %d of %d body bytes: %v", got, len(payload), err)
+	}
+	if largest > maxPendingWrite {
+		t.Errorf("largest DATA frame %d bytes, want at most maxPendingWrite (%d)", largest, maxPendingWrite)
+	}
+}
+
 // zeroWindowClient dials addr with SETTINGS_INITIAL_WINDOW_SIZE 0 and never grants window.
 func zeroWindowClient(t *testing.T, addr string) *rawClient {
 	t.Helper()

@@ -423,7 +423,9 @@ func (s *stream) writeLocked(p []byte) (int, error) {
 		if len(p) == 0 {
 			return total, nil
 		}
-		n := int64(min(len(p), sc.peerMaxFrame))
+		// At most maxPendingWrite per frame, whatever frame size the client allows, so
+		// DATA keeps within the write buffer's bound (maxPendingControl).
+		n := int64(min(len(p), sc.peerMaxFrame, maxPendingWrite))
 		n = min(n, s.sendWindow, sc.sendWindow)
 		if n <= 0 {
 			if s.stallSince.IsZero() {
