@@ -489,17 +489,17 @@ func TestAbuseConnWindowStall(t *testing.T) {
 	w.wait(t, http2.ErrCodeEnhanceYourCalm)
 }
 
-// TestMaxRequestBodySize: a content-length over the limit gets 413 without reaching the
+// TestMaxBodySize: a content-length over the limit gets 413 without reaching the
 // handler; a streamed body that grows past it fails the handler's read with a
 // RequestTooLarge fault after exactly the limit.
-func TestMaxRequestBodySize(t *testing.T) {
+func TestMaxBodySize(t *testing.T) {
 	const limit = 64 << 10
 	type result struct {
 		n   int64
 		err error
 	}
 	results := make(chan result, 4)
-	srv := &Server{MaxRequestBodySize: limit, Handler: func(ex message.ServerExchange) {
+	srv := &Server{MaxBodySize: limit, Handler: func(ex message.ServerExchange) {
 		n, err := io.Copy(io.Discard, ex.Request().Body)
 		results <- result{n, err}
 		status := 200

@@ -95,11 +95,11 @@ type Server struct {
 	// closed, the connection is closed with GOAWAY ENHANCE_YOUR_CALM. Zero means
 	// DefaultSendTimeout; negative means no limit.
 	SendTimeout time.Duration
-	// MaxRequestBodySize bounds a request body in bytes. A request whose content-length is
+	// MaxBodySize bounds a request body in bytes. A request whose content-length is
 	// larger is answered 413 without reaching Handler; a body that grows past it while
 	// streaming fails the handler's body read with a RequestTooLarge fault after exactly
-	// MaxRequestBodySize bytes, and the rest is discarded. Zero or negative means no limit.
-	MaxRequestBodySize int64
+	// MaxBodySize bytes, and the rest is discarded. Zero or negative means no limit.
+	MaxBodySize int64
 
 	// CountError, when non-nil, is called for each protocol error the server detects, with
 	// a word-character name of the form scope_CODE_reason, such as
@@ -163,7 +163,7 @@ func newServerState(s *Server) *serverState {
 		pingTimeout:  s.PingTimeout,
 		writeTimeout: duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
 		sendTimeout:  duration(s.SendTimeout, DefaultSendTimeout),
-		maxBody:      max(s.MaxRequestBodySize, 0),
+		maxBody:      max(s.MaxBodySize, 0),
 		floodLimit:   s.floodLimit,
 		conns:        make(map[*serverConn]struct{}),
 	}

@@ -35,7 +35,7 @@ var (
 // errContentLength is what reads of a body whose DATA contradicted content-length return.
 var errContentLength = &fault.Error{Source: fault.Downstream, Kind: fault.InvalidRequest, Cause: errContentLen}
 
-// errBodyTooLarge is what reads of a body that grew past Server.MaxRequestBodySize return.
+// errBodyTooLarge is what reads of a body that grew past Server.MaxBodySize return.
 var errBodyTooLarge = &fault.Error{Source: fault.Downstream, Kind: fault.RequestTooLarge,
 	Cause: errors.New("h2: request body larger than the limit")}
 
@@ -92,7 +92,7 @@ type stream struct {
 	lastGen     uint64    // c.wgen when it was appended; 0 means none
 	headPending bool      // the final head waits in hblock for the first body bytes or Finish
 	stallSince  time.Time // when a Write started waiting for flow-control window; zero if none
-	bodyErr     error     // the body grew past Server.MaxRequestBodySize: what reads return
+	bodyErr     error     // the body grew past Server.MaxBodySize: what reads return
 
 	// Handler side.
 	xstate atomic.Uint32
