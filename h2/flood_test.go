@@ -231,51 +231,15 @@ func TestAbuseFloodBudgetFitsNormalUse(t *testing.T) {
 func TestAbuseControlFramesUnread(t *testing.T) {
 	for _, kind := range []string{"ping", "settings"} {
 		t.Run(kind, func(t *testing.T) {
-			var counted sync.Map
 			// The flood score must not be what ends it here.
-			srv := &Server{Handler: echoHandler, Logger: quietLogger(), floodLimit: 1 << 40,
-				CountError: func(e string) { counted.Store(e, true) }}
-			client, server := net.Pipe()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				srv.ServeConn(t.Context(), server, nil)
-			}()
-			t.Cleanup(func() { client.Close(); <-done })
-			fr := http2.NewFramer(client, client)
-			client.SetWriteDeadline(time.Now().Add(20 * time.Second))
-			io.WriteString(client, http2.ClientPreface)
-			if err := fr.WriteSettings(); err != nil {
-				t.Fatal(err)
-			}
+			srv := &Server{Handler: echoHandler, Logger: quietLogger(), floodLimit: 1 << 40}
 			const limit = 1 << 20 // frames: far more than the queue may hold
-			sent := 0
-			for ; sent < limit; sent++ {
-				var err error
+			sent := floodUnread(t, srv, "control_frames_unread", limit, 1024, func(fr *http2.Framer, _ int) error {
 				if kind == "ping" {
-					err = fr.WritePing(false, [8]byte{})
-				} else {
-					err = fr.WriteSettings()
+					return fr.WritePing(false, [8]byte{})
 				}
-				if err != nil {
-					break
-				}
-				// After the cut the server drains what the client still sends for a while
-				// (finishWrites), so a fast client may keep writing: the cut is what counts.
-				if sent%1024 == 0 {
-					if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_control_frames_unread"); ok {
-						break
-					}
-				}
-			}
-			if sent == limit {
-				t.Fatalf("server accepted %d frames without their answers being read", sent)
-			}
-			client.Close()
-			<-done
-			if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_control_frames_unread"); !ok {
-				t.Error("CountError did not see conn_ENHANCE_YOUR_CALM_control_frames_unread")
-			}
+				return fr.WriteSettings()
+			})
 			t.Logf("connection ended after %d unread %s frames", sent, kind)
 		})
 	}
@@ -286,17 +250,41 @@ func TestAbuseControlFramesUnread(t *testing.T) {
 // write buffer until the write timeout. The connection ends with GOAWAY ENHANCE_YOUR_CALM
 // once the unread answers pass maxPendingControl, as for unread control frames.
 func TestAbuseResponsesUnread(t *testing.T) {
-	var counted sync.Map
 	big := strings.Repeat("v", 1024)
 	// The flood score and the stream limit must not be what ends it here.
 	srv := &Server{Logger: quietLogger(), floodLimit: 1 << 40, MaxConcurrentStreams: 1 << 20,
-		CountError: func(e string) { counted.Store(e, true) },
 		Handler: func(ex message.ServerExchange) {
 			resp := &message.Response{Status: 200}
 			resp.Header.Add("x-big", big)
 			ex.WriteHeader(resp)
 			ex.Finish(nil)
 		}}
+	var hbuf bytes.Buffer
+	henc := hpack.NewEncoder(&hbuf)
+	for _, f := range [...]hpack.HeaderField{
+		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: "/"}, {Name: ":authority", Value: "a"},
+	} {
+		henc.WriteField(f)
+	}
+	block := hbuf.Bytes() // static-table fields only: the same bytes for every request
+	const limit = 1 << 16 // requests: 64 MiB of response heads
+	sent := floodUnread(t, srv, "responses_unread", limit, 256, func(fr *http2.Framer, i int) error {
+		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1),
+			BlockFragment: block, EndStream: true, EndHeaders: true})
+	})
+	t.Logf("connection ended after %d requests with unread responses", sent)
+}
+
+// floodUnread serves srv on a synchronous pipe and, reading nothing, calls send with frame
+// numbers 0, 1, ... until it fails or, checked every `every` frames, srv counted the GOAWAY
+// ENHANCE_YOUR_CALM with reason. It fails the test unless the server cut the connection before
+// limit frames for that reason, and returns how many frames were sent. It sets srv.CountError.
+func floodUnread(t *testing.T, srv *Server, reason string, limit, every int, send func(fr *http2.Framer, i int) error) int {
+	t.Helper()
+	var counted sync.Map
+	srv.CountError = func(e string) { counted.Store(e, true) }
+	want := "conn_ENHANCE_YOUR_CALM_" + reason
 	client, server := net.Pipe()
 	done := make(chan struct{})
 	go func() {
@@ -310,38 +298,28 @@ func TestAbuseResponsesUnread(t *testing.T) {
 	if err := fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
-	var hbuf bytes.Buffer
-	henc := hpack.NewEncoder(&hbuf)
-	for _, f := range [...]hpack.HeaderField{
-		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
-		{Name: ":path", Value: "/"}, {Name: ":authority", Value: "a"},
-	} {
-		henc.WriteField(f)
-	}
-	block := hbuf.Bytes() // static-table fields only: the same bytes for every request
-	const limit = 1 << 16 // requests: 64 MiB of response heads
 	sent := 0
 	for ; sent < limit; sent++ {
-		err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*sent + 1),
-			BlockFragment: block, EndStream: true, EndHeaders: true})
-		if err != nil {
+		if err := send(fr, sent); err != nil {
 			break
 		}
-		if sent%256 == 0 {
-			if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_responses_unread"); ok {
+		// After the cut the server drains what the client still sends for a while
+		// (finishWrites), so a fast client may keep writing: the cut is what counts.
+		if sent%every == 0 {
+			if _, ok := counted.Load(want); ok {
 				break
 			}
 		}
 	}
 	if sent == limit {
-		t.Fatalf("server accepted %d requests without their responses being read", sent)
+		t.Fatalf("server accepted %d frames without their answers being read", sent)
 	}
 	client.Close()
 	<-done
-	if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_responses_unread"); !ok {
-		t.Error("CountError did not see conn_ENHANCE_YOUR_CALM_responses_unread")
+	if _, ok := counted.Load(want); !ok {
+		t.Errorf("CountError did not see %s", want)
 	}
-	t.Logf("connection ended after %d requests with unread responses", sent)
+	return sent
 }
 
 // A client may allow frames of up to 16 MiB (SETTINGS_MAX_FRAME_SIZE), but one Write's DATA
