@@ -234,9 +234,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnIn
 
 // Shutdown stops the server gracefully: every connection gets a GOAWAY in two steps (see
 // drain.go: streams the client sent before it saw the first one are still served), streams in
-// flight run to completion, and Shutdown returns once all connections have closed. When ctx ends first,
-// the remaining connections are closed at once and ctx's error is returned. Connections
-// handed to ServeConn after Shutdown started are closed immediately.
+// flight run to completion, and Shutdown returns once all connections have closed. When ctx
+// ends first, the remaining connections are closed at once and ctx's error is returned.
+// Connections handed to ServeConn after Shutdown started are closed immediately.
 func (s *Server) Shutdown(ctx context.Context) error {
 	st := s.config()
 	st.mu.Lock()
