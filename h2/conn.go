@@ -433,8 +433,6 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	end := flags&flagEndStream != 0
 	if len(data) == 0 && !end {
 		sc.charge(costFrame, "empty_data_flood")
-	} else {
-		sc.credit(int64(len(data)) >> 10)
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
@@ -499,6 +497,9 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		s.wakeBodyLocked()
 	}
 	if len(data) > 0 {
+		// Body bytes for a handler are useful work; dropped ones (closed streams, past
+		// the body limit) pay nothing back.
+		sc.credit(int64(len(data)) >> 10)
 		s.pushBodyLocked(data)
 	}
 	if end {

@@ -7,7 +7,7 @@ import "time"
 // PRIORITY, RST_STREAM, empty DATA, CONTINUATION, WINDOW_UPDATE of less than 1 KiB, unknown
 // frame types, and header blocks or streams the server has to reject. Each adds to a
 // per-connection score; the score leaks away with time (floodLeakPerSecond) and useful work
-// (a request that reaches its handler, request body bytes) pays it back. A connection whose
+// (a request that reaches its handler, request body bytes that reach it) pays it back. A connection whose
 // score passes floodLimit is closed with GOAWAY ENHANCE_YOUR_CALM. The accounting is a few
 // integer operations per frame on the reader goroutine only; the time it leaks by is that of
 // the last read (lastRead), not a clock read per frame.

@@ -123,6 +123,23 @@ func TestAbuseFloods(t *testing.T) {
 				return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1),
 					BlockFragment: rc.headerBlock(extra...), EndStream: true, EndHeaders: true})
 			}},
+		{name: "pings paid with ignored data", reason: "ping_flood",
+			setup: func(rc *rawClient) error {
+				// Stream 1 contradicts its content-length: the server resets it, and DATA
+				// the client sends on it afterwards is dropped.
+				if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1,
+					BlockFragment: rc.headerBlock(hpack.HeaderField{Name: "content-length", Value: "1"}), EndHeaders: true}); err != nil {
+					return err
+				}
+				return rc.fr.WriteData(1, false, []byte("xx"))
+			},
+			send: func(rc *rawClient, i int) error {
+				// Dropped body bytes are no useful work: they must not pay for the PINGs.
+				if err := rc.fr.WritePing(false, [8]byte{byte(i)}); err != nil {
+					return err
+				}
+				return rc.fr.WriteData(1, false, kib)
+			}},
 		{name: "refused streams", reason: "stream_error_flood", send: func(rc *rawClient, i int) error {
 			// Malformed requests (no :path): each is reset with PROTOCOL_ERROR.
 			rc.hbuf.Reset()
