@@ -439,6 +439,9 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	if n > sc.recvWindow {
 		return connError{codeFlowControl, "data_over_conn_window"}
 	}
+	// The frame counts against the connection window; what is dropped below is returned at
+	// once with creditConnLocked.
+	sc.recvWindow -= n
 	s := sc.streams[id]
 	if s == nil || s.remoteDone {
 		if s == nil {
@@ -446,7 +449,6 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 			if idle {
 				return connError{codeProtocol, "data_on_idle"}
 			}
-			// The connection window is returned at once.
 			sc.creditConnLocked(n)
 			if resetUs {
 				return nil
@@ -460,7 +462,6 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		sc.kick = true
 		return nil
 	}
-	sc.recvWindow -= n
 	if n > s.recvWindow {
 		sc.creditConnLocked(n)
 		sc.countError("stream", codeFlowControl, "data_over_stream_window")
@@ -477,6 +478,7 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	}
 	s.bodyBytes += int64(len(data))
 	if s.declared >= 0 && (s.bodyBytes > s.declared || end && s.bodyBytes != s.declared) {
+		sc.creditConnLocked(int32(len(data)))
 		sc.countError("stream", codeProtocol, "content_length_mismatch")
 		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeProtocol, true, errContentLength)

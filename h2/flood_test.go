@@ -650,3 +650,58 @@ func TestAbuseBDPPingsAreFree(t *testing.T) {
 		t.Errorf("got %d bytes and sent %d PINGs, want %d and %d", got, pings, bursts*64, bursts)
 	}
 }
+
+// DATA the server drops counts against the connection's receive window like any other until
+// the WINDOW_UPDATE that returns it. DATA on a closed stream once grew the server's window by
+// every byte (its check against a client overrunning the window loosened, and after 2 GiB
+// over a connection's life the int32 window wrapped negative and the next DATA frame ended the
+// connection with FLOW_CONTROL_ERROR), and the frame that contradicted content-length was
+// never returned (each such stream shrank the connection's window for good).
+func TestDroppedDataKeepsConnWindow(t *testing.T) {
+	srv := &Server{Handler: echoHandler}
+	addr := serve(t, srv, false)
+	rc := dialRaw(t, addr)
+	synced := make(chan struct{})
+	watchGoAway(rc, func(f http2.Frame) {
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && string(p.Data[:]) == "syncsync" {
+			close(synced)
+		}
+	})
+	// Stream 1 contradicts its content-length: the server resets it, and drops what follows.
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1,
+		BlockFragment: rc.headerBlock(hpack.HeaderField{Name: "content-length", Value: "1"}), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteData(1, false, []byte("xx")); err != nil {
+		t.Fatal(err)
+	}
+	// The server returns the window of dropped DATA at once, so the client stays within it.
+	for range 3 * DefaultMaxUploadBufferPerConnection / len(kib) {
+		if err := rc.fr.WriteData(1, false, kib); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server handles frames in order: once it answered this PING it has seen the DATA.
+	if err := rc.fr.WritePing(false, [8]byte{'s', 'y', 'n', 'c', 's', 'y', 'n', 'c'}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-synced:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no PING acknowledgement")
+	}
+	st := srv.config()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.conns) != 1 {
+		t.Fatalf("%d connections, want 1", len(st.conns))
+	}
+	for sc := range st.conns {
+		sc.mu.Lock()
+		if got := sc.recvWindow + sc.recvUnacked; got != st.connWindow {
+			t.Errorf("receive window %d + unacknowledged %d = %d, want the connection window %d",
+				sc.recvWindow, sc.recvUnacked, got, st.connWindow)
+		}
+		sc.mu.Unlock()
+	}
+}
