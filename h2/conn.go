@@ -703,11 +703,18 @@ const minFreeWindowUpdate = 1024
 
 // maxPendingControl bounds the write buffer while the reader queues frames in answer to the
 // client (SETTINGS and PING acknowledgements, RST_STREAM, WINDOW_UPDATE, 431 and 413
-// answers) or admits a request (whose response head, if the response has no body, waits for
-// nothing): a client that sends such frames and does not read the answers has its
+// answers): a client that sends such frames and does not read the answers has its
 // connection closed with GOAWAY ENHANCE_YOUR_CALM once this much is pending. Handlers' DATA
 // stays far below it (maxPendingWrite).
 const maxPendingControl = 256 << 10
+
+// maxPendingResponses bounds the write buffer when the reader admits a request. Response
+// heads wait for no flow-control window and no write backpressure, so a client that sends
+// requests and reads nothing would grow the buffer by one head per request; past this much
+// pending, its connection is closed with GOAWAY ENHANCE_YOUR_CALM. It is well above what a
+// slow reader queues with MaxConcurrentStreams responses in flight (heads of a few KiB each,
+// handlers' DATA under 128 KiB).
+const maxPendingResponses = 1 << 20
 
 // creditConnLocked returns n bytes of connection receive window, sending WINDOW_UPDATE once
 // half the window is due.

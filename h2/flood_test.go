@@ -265,7 +265,7 @@ func TestAbuseControlFramesUnread(t *testing.T) {
 // TestAbuseResponsesUnread sends requests whose responses are head-only and never reads:
 // no flow control or write backpressure holds those heads back, so each request grew the
 // write buffer until the write timeout. The connection ends with GOAWAY ENHANCE_YOUR_CALM
-// once the unread answers pass maxPendingControl, as for unread control frames.
+// once the unread answers pass maxPendingResponses, as for unread control frames.
 func TestAbuseResponsesUnread(t *testing.T) {
 	big := strings.Repeat("v", 1024)
 	// The flood score and the stream limit must not be what ends it here.

@@ -349,9 +349,8 @@ func (sc *serverConn) endBlock() error {
 		return nil
 	}
 	sc.mu.Lock()
-	if len(sc.wbuf) > maxPendingControl {
-		// The client sends requests and does not read the answers: head-only responses
-		// wait for no window and no write backpressure, so the buffer is bounded here.
+	if len(sc.wbuf) > maxPendingResponses {
+		// The client sends requests and does not read the answers (see maxPendingResponses).
 		s.closed, s.handlerDone = true, true
 		s.recycleLocked()
 		sc.mu.Unlock()
