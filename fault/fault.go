@@ -103,10 +103,12 @@ type Error struct {
 	// requests.
 	Reused bool
 	// Unprocessed records that the peer certainly did not process the request (an HTTP/2
-	// stream refused or excluded by GOAWAY, RFC 9113 section 8.7; a new connection whose
-	// HTTP/2 client failed to start), so that repeating it is safe whatever its method.
-	// Connect failures (ConnectTimeout, ConnectRefused, TLSHandshake) need not set it. A failure on a reused HTTP/1 connection is never Unprocessed:
-	// the origin may have read the request before closing.
+	// stream refused or excluded by GOAWAY, RFC 9113 section 8.7; an HTTP/3 stream rejected
+	// with H3_REQUEST_REJECTED or excluded by GOAWAY, RFC 9114 section 4.1.1; a new
+	// connection whose HTTP/2 client failed to start), so that repeating it is safe whatever
+	// its method. Connect failures (ConnectTimeout, ConnectRefused, TLSHandshake) need not set
+	// it. A failure on a reused HTTP/1 connection is never Unprocessed: the origin may have
+	// read the request before closing.
 	Unprocessed bool
 	// Status, when non-zero, overrides the status derived from Source and Kind.
 	Status int

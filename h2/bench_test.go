@@ -70,7 +70,16 @@ func BenchmarkServerRequest(b *testing.B) {
 
 // BenchmarkClientRoundTrip measures one upstream GET with a 1 KiB response over one
 // ClientConn; the origin is this package's Server, so allocations of both sides count.
-func BenchmarkClientRoundTrip(b *testing.B) {
+func BenchmarkClientRoundTrip(b *testing.B) { benchClientRoundTrip(b, nil) }
+
+// BenchmarkClientRoundTripWithInterim is BenchmarkClientRoundTrip with req.Interim set, as the
+// proxy engine sets it on every upstream request whose client can receive 1xx responses: it
+// measures what the relay costs when no interim response arrives.
+func BenchmarkClientRoundTripWithInterim(b *testing.B) {
+	benchClientRoundTrip(b, func(int, *message.Header) error { return nil })
+}
+
+func benchClientRoundTrip(b *testing.B, interim func(int, *message.Header) error) {
 	addr := serve(b, &Server{Handler: kibHandler}, false)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -83,6 +92,7 @@ func BenchmarkClientRoundTrip(b *testing.B) {
 	b.Cleanup(func() { cc.Close() })
 	req := &message.Request{Method: "GET", Target: "/bench", Authority: "bench", Scheme: "http"}
 	req.Header.Add("accept", "*/*")
+	req.Interim = interim
 	ctx := context.Background()
 	buf := make([]byte, 4096)
 	b.ReportAllocs()

@@ -215,14 +215,7 @@ func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mess
 		return nil, &fault.Error{Source: fault.Upstream, Kind: fault.InvalidRequest, Cause: err}
 	}
 	res, err := c.cc.RoundTrip(hr)
-	relay.Stop()
-	if err == nil {
-		if rerr := relay.Err(); rerr != nil {
-			res.Body.Close()
-			err = rerr
-		}
-	}
-	if err != nil {
+	if err = relay.End(res, err); err != nil {
 		untouched := body == nil || body.BytesRead() == 0
 		return nil, upstreamError(err, reused, untouched)
 	}

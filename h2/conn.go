@@ -57,7 +57,7 @@ type serverConn struct {
 	goAway        bool      // GOAWAY sent: no new streams
 	sentSincePing bool      // response frames were queued since the client's last PING
 	draining      bool      // first GOAWAY of a graceful shutdown sent, PING ack awaited (drain.go)
-	drainTimer    *time.Timer
+	drainAt       time.Time // when the final GOAWAY goes out without the PING ack
 	unackedSet    int       // our SETTINGS frames not yet acknowledged
 	sendWindow    int64     // connection send window
 	peerWindow    int32     // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -181,10 +181,11 @@ func (sc *serverConn) serve() {
 // teardown releases what the connection holds once reader and writer are gone.
 func (sc *serverConn) teardown() {
 	sc.cancel()
+	sc.mu.Lock()
 	if sc.timer != nil {
+		// Under mu: Shutdown may arm it for the drain until the connection is dead.
 		sc.timer.Stop()
 	}
-	sc.mu.Lock()
 	// Handlers see the client gone: a downstream ConnectionClosed fault, logged as 499.
 	for id, s := range sc.streams {
 		sc.resetLocked(s, codeCancel, false, errConnGone)
@@ -432,14 +433,15 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	end := flags&flagEndStream != 0
 	if len(data) == 0 && !end {
 		sc.charge(costFrame, "empty_data_flood")
-	} else {
-		sc.credit(int64(len(data)) >> 10)
 	}
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if n > sc.recvWindow {
 		return connError{codeFlowControl, "data_over_conn_window"}
 	}
+	// The frame counts against the connection window; what is dropped below is returned at
+	// once with creditConnLocked.
+	sc.recvWindow -= n
 	s := sc.streams[id]
 	if s == nil || s.remoteDone {
 		if s == nil {
@@ -447,7 +449,6 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 			if idle {
 				return connError{codeProtocol, "data_on_idle"}
 			}
-			// The connection window is returned at once.
 			sc.creditConnLocked(n)
 			if resetUs {
 				return nil
@@ -461,7 +462,6 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		sc.kick = true
 		return nil
 	}
-	sc.recvWindow -= n
 	if n > s.recvWindow {
 		sc.creditConnLocked(n)
 		sc.countError("stream", codeFlowControl, "data_over_stream_window")
@@ -478,6 +478,7 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 	}
 	s.bodyBytes += int64(len(data))
 	if s.declared >= 0 && (s.bodyBytes > s.declared || end && s.bodyBytes != s.declared) {
+		sc.creditConnLocked(int32(len(data)))
 		sc.countError("stream", codeProtocol, "content_length_mismatch")
 		sc.charge(costReject, "stream_error_flood")
 		sc.resetLocked(s, codeProtocol, true, errContentLength)
@@ -498,6 +499,9 @@ func (sc *serverConn) onData(flags byte, id uint32, p []byte) error {
 		s.wakeBodyLocked()
 	}
 	if len(data) > 0 {
+		// Body bytes for a handler are useful work; dropped ones (closed streams, past
+		// the body limit) pay nothing back.
+		sc.credit(int64(len(data)) >> 10)
 		s.pushBodyLocked(data)
 	}
 	if end {
@@ -703,6 +707,14 @@ const minFreeWindowUpdate = 1024
 // connection closed with GOAWAY ENHANCE_YOUR_CALM once this much is pending. Handlers' DATA
 // stays far below it (maxPendingWrite).
 const maxPendingControl = 256 << 10
+
+// maxPendingResponses bounds the write buffer when the reader admits a request. Response
+// heads wait for no flow-control window and no write backpressure, so a client that sends
+// requests and reads nothing would grow the buffer by one head per request; past this much
+// pending, its connection is closed with GOAWAY ENHANCE_YOUR_CALM. It is well above what a
+// slow reader queues with MaxConcurrentStreams responses in flight (heads of a few KiB each,
+// handlers' DATA under 128 KiB).
+const maxPendingResponses = 1 << 20
 
 // creditConnLocked returns n bytes of connection receive window, sending WINDOW_UPDATE once
 // half the window is due.

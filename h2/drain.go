@@ -35,22 +35,18 @@ func (sc *serverConn) startDrainLocked() {
 	b := appendGoAway(sc.wbufLocked(), maxStreamID, codeNo)
 	sc.wbuf = appendPing(b, false, drainPingData[:])
 	sc.wakeLocked()
-	sc.drainTimer = time.AfterFunc(drainPingTimeout, sc.endDrain)
+	// The connection's timer (onTimer) sends the final GOAWAY if the ack does not come.
+	now := time.Now()
+	sc.drainAt = now.Add(drainPingTimeout)
+	sc.armLocked(now, sc.drainAt)
 }
 
-// endDrain sends the final GOAWAY when the PING was not acknowledged in time.
-func (sc *serverConn) endDrain() {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	sc.endDrainLocked()
-}
-
+// endDrainLocked sends the final GOAWAY: the PING was acknowledged, or not in time.
 func (sc *serverConn) endDrainLocked() {
 	if !sc.draining {
 		return
 	}
 	sc.draining = false
-	sc.drainTimer.Stop()
 	sc.startShutdownLocked()
 }
 

@@ -1,7 +1,6 @@
 package h2
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -16,12 +15,7 @@ func TestServerShutdownTwoStepGoAway(t *testing.T) {
 	srv := &Server{Handler: echoHandler}
 	addr := serve(t, srv, false)
 	rc := dialRaw(t, addr)
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		shut <- srv.Shutdown(ctx)
-	}()
+	shut := shutdownAsync(srv, 20*time.Second)
 	var first *http2.GoAwayFrame
 	var ping *http2.PingFrame
 	err := rc.readUntil(func(f http2.Frame) bool {
@@ -84,28 +78,28 @@ func TestServerShutdownTwoStepGoAway(t *testing.T) {
 }
 
 // A client that never acknowledges the PING still gets the final GOAWAY, after
-// drainPingTimeout, and the connection closes.
+// drainPingTimeout, and the connection closes; also when no idle or keep-alive timeout had
+// the connection's timer running.
 func TestServerShutdownWithoutPingAck(t *testing.T) {
-	srv := &Server{Handler: echoHandler}
-	addr := serve(t, srv, false)
-	rc := dialRaw(t, addr)
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		shut <- srv.Shutdown(ctx)
-	}()
-	var last []uint32
-	rc.readUntil(func(f http2.Frame) bool {
-		if g, ok := f.(*http2.GoAwayFrame); ok {
-			last = append(last, g.LastStreamID)
+	for _, srv := range []*Server{
+		{Handler: echoHandler},
+		{Handler: echoHandler, IdleTimeout: -1, ReadIdleTimeout: -1},
+	} {
+		addr := serve(t, srv, false)
+		rc := dialRaw(t, addr)
+		shut := shutdownAsync(srv, 20*time.Second)
+		var last []uint32
+		rc.readUntil(func(f http2.Frame) bool {
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				last = append(last, g.LastStreamID)
+			}
+			return false
+		})
+		if len(last) != 2 || last[0] != maxStreamID || last[1] != 0 {
+			t.Errorf("idle timeout %v: GOAWAY last stream ids: %v, want [%d 0]", srv.IdleTimeout, last, maxStreamID)
 		}
-		return false
-	})
-	if len(last) != 2 || last[0] != maxStreamID || last[1] != 0 {
-		t.Errorf("GOAWAY last stream ids: %v, want [%d 0]", last, maxStreamID)
-	}
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
+		if err := <-shut; err != nil {
+			t.Errorf("idle timeout %v: Shutdown: %v", srv.IdleTimeout, err)
+		}
 	}
 }

@@ -3,13 +3,14 @@ package h2
 import "time"
 
 // Flood accounting. Some frames cost the server work but carry no request progress: PING
-// (except the first after response frames were sent, as bandwidth probes do),
-// SETTINGS, PRIORITY, RST_STREAM, empty DATA, CONTINUATION, WINDOW_UPDATE of less than 1 KiB,
-// unknown frame types, and header blocks or streams the server has to reject. Each adds to a per-connection score; the score
-// leaks away with time (floodLeakPerSecond) and useful work (a request that reaches its
-// handler, request body bytes) pays it back. A connection whose score passes floodLimit is
-// closed with GOAWAY ENHANCE_YOUR_CALM. The accounting is a few integer operations per frame
-// and runs on the reader goroutine only.
+// (except the first after response frames were sent, as bandwidth probes do), SETTINGS,
+// PRIORITY, RST_STREAM, empty DATA, CONTINUATION, WINDOW_UPDATE of less than 1 KiB, unknown
+// frame types, and header blocks or streams the server has to reject. Each adds to a
+// per-connection score; the score leaks away with time (floodLeakPerSecond) and useful work
+// (a request that reaches its handler, request body bytes that reach it) pays it back. A connection whose
+// score passes floodLimit is closed with GOAWAY ENHANCE_YOUR_CALM. The accounting is a few
+// integer operations per frame on the reader goroutine only; the time it leaks by is that of
+// the last read (lastRead), not a clock read per frame.
 const (
 	// floodLimit is the score at which the connection is closed: ten thousand cheap frames
 	// in a burst, or a hundred rejected header blocks.

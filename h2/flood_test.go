@@ -123,6 +123,23 @@ func TestAbuseFloods(t *testing.T) {
 				return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1),
 					BlockFragment: rc.headerBlock(extra...), EndStream: true, EndHeaders: true})
 			}},
+		{name: "pings paid with ignored data", reason: "ping_flood",
+			setup: func(rc *rawClient) error {
+				// Stream 1 contradicts its content-length: the server resets it, and DATA
+				// the client sends on it afterwards is dropped.
+				if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1,
+					BlockFragment: rc.headerBlock(hpack.HeaderField{Name: "content-length", Value: "1"}), EndHeaders: true}); err != nil {
+					return err
+				}
+				return rc.fr.WriteData(1, false, []byte("xx"))
+			},
+			send: func(rc *rawClient, i int) error {
+				// Dropped body bytes are no useful work: they must not pay for the PINGs.
+				if err := rc.fr.WritePing(false, [8]byte{byte(i)}); err != nil {
+					return err
+				}
+				return rc.fr.WriteData(1, false, kib)
+			}},
 		{name: "refused streams", reason: "stream_error_flood", send: func(rc *rawClient, i int) error {
 			// Malformed requests (no :path): each is reset with PROTOCOL_ERROR.
 			rc.hbuf.Reset()
@@ -231,53 +248,134 @@ func TestAbuseFloodBudgetFitsNormalUse(t *testing.T) {
 func TestAbuseControlFramesUnread(t *testing.T) {
 	for _, kind := range []string{"ping", "settings"} {
 		t.Run(kind, func(t *testing.T) {
-			var counted sync.Map
 			// The flood score must not be what ends it here.
-			srv := &Server{Handler: echoHandler, Logger: quietLogger(), floodLimit: 1 << 40,
-				CountError: func(e string) { counted.Store(e, true) }}
-			client, server := net.Pipe()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				srv.ServeConn(t.Context(), server, nil)
-			}()
-			t.Cleanup(func() { client.Close(); <-done })
-			fr := http2.NewFramer(client, client)
-			client.SetWriteDeadline(time.Now().Add(20 * time.Second))
-			io.WriteString(client, http2.ClientPreface)
-			if err := fr.WriteSettings(); err != nil {
-				t.Fatal(err)
-			}
+			srv := &Server{Handler: echoHandler, Logger: quietLogger(), floodLimit: 1 << 40}
 			const limit = 1 << 20 // frames: far more than the queue may hold
-			sent := 0
-			for ; sent < limit; sent++ {
-				var err error
+			sent := floodUnread(t, srv, "control_frames_unread", limit, 1024, func(fr *http2.Framer, _ int) error {
 				if kind == "ping" {
-					err = fr.WritePing(false, [8]byte{})
-				} else {
-					err = fr.WriteSettings()
+					return fr.WritePing(false, [8]byte{})
 				}
-				if err != nil {
-					break
-				}
-				// After the cut the server drains what the client still sends for a while
-				// (finishWrites), so a fast client may keep writing: the cut is what counts.
-				if sent%1024 == 0 {
-					if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_control_frames_unread"); ok {
-						break
-					}
-				}
-			}
-			if sent == limit {
-				t.Fatalf("server accepted %d frames without their answers being read", sent)
-			}
-			client.Close()
-			<-done
-			if _, ok := counted.Load("conn_ENHANCE_YOUR_CALM_control_frames_unread"); !ok {
-				t.Error("CountError did not see conn_ENHANCE_YOUR_CALM_control_frames_unread")
-			}
+				return fr.WriteSettings()
+			})
 			t.Logf("connection ended after %d unread %s frames", sent, kind)
 		})
+	}
+}
+
+// TestAbuseResponsesUnread sends requests whose responses are head-only and never reads:
+// no flow control or write backpressure holds those heads back, so each request grew the
+// write buffer until the write timeout. The connection ends with GOAWAY ENHANCE_YOUR_CALM
+// once the unread answers pass maxPendingResponses, as for unread control frames.
+func TestAbuseResponsesUnread(t *testing.T) {
+	big := strings.Repeat("v", 1024)
+	// The flood score and the stream limit must not be what ends it here.
+	srv := &Server{Logger: quietLogger(), floodLimit: 1 << 40, MaxConcurrentStreams: 1 << 20,
+		Handler: func(ex message.ServerExchange) {
+			resp := &message.Response{Status: 200}
+			resp.Header.Add("x-big", big)
+			ex.WriteHeader(resp)
+			ex.Finish(nil)
+		}}
+	var hbuf bytes.Buffer
+	henc := hpack.NewEncoder(&hbuf)
+	for _, f := range [...]hpack.HeaderField{
+		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: "/"}, {Name: ":authority", Value: "a"},
+	} {
+		henc.WriteField(f)
+	}
+	block := hbuf.Bytes() // static-table fields only: the same bytes for every request
+	const limit = 1 << 16 // requests: 64 MiB of response heads
+	sent := floodUnread(t, srv, "responses_unread", limit, 256, func(fr *http2.Framer, i int) error {
+		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1),
+			BlockFragment: block, EndStream: true, EndHeaders: true})
+	})
+	t.Logf("connection ended after %d requests with unread responses", sent)
+}
+
+// floodUnread serves srv on a synchronous pipe and, reading nothing, calls send with frame
+// numbers 0, 1, ... until it fails or, checked every `every` frames, srv counted the GOAWAY
+// ENHANCE_YOUR_CALM with reason. It fails the test unless the server cut the connection before
+// limit frames for that reason, and returns how many frames were sent. It sets srv.CountError.
+func floodUnread(t *testing.T, srv *Server, reason string, limit, every int, send func(fr *http2.Framer, i int) error) int {
+	t.Helper()
+	var counted sync.Map
+	srv.CountError = func(e string) { counted.Store(e, true) }
+	want := "conn_ENHANCE_YOUR_CALM_" + reason
+	client, server := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.ServeConn(t.Context(), server, nil)
+	}()
+	t.Cleanup(func() { client.Close(); <-done })
+	fr := http2.NewFramer(client, client)
+	client.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(client, http2.ClientPreface)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	for ; sent < limit; sent++ {
+		if err := send(fr, sent); err != nil {
+			break
+		}
+		// After the cut the server drains what the client still sends for a while
+		// (finishWrites), so a fast client may keep writing: the cut is what counts.
+		if sent%every == 0 {
+			if _, ok := counted.Load(want); ok {
+				break
+			}
+		}
+	}
+	if sent == limit {
+		t.Fatalf("server accepted %d frames without their answers being read", sent)
+	}
+	client.Close()
+	<-done
+	if _, ok := counted.Load(want); !ok {
+		t.Errorf("CountError did not see %s", want)
+	}
+	return sent
+}
+
+// A client may allow frames of up to 16 MiB (SETTINGS_MAX_FRAME_SIZE), but one Write's DATA
+// frame is at most maxPendingWrite: a 512 KiB Write once went into the write buffer as one
+// frame, past the maxPendingControl bound, and the client's next PING or request (while the
+// writer waited on the socket) ended its connection as not reading.
+func TestDataFrameAtMostMaxPendingWrite(t *testing.T) {
+	payload := make([]byte, 512<<10)
+	addr := serve(t, &Server{Handler: func(ex message.ServerExchange) {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: int64(len(payload))})
+		ex.Write(payload)
+		ex.Finish(nil)
+	}}, false)
+	rc := dialRaw(t, addr)
+	rc.fr.SetMaxReadFrameSize(1 << 20)
+	if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1 << 20},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteWindowUpdate(0, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.openStream(1, true); err != nil {
+		t.Fatal(err)
+	}
+	got, largest := 0, 0
+	err := rc.readUntil(func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			got += len(d.Data())
+			largest = max(largest, len(d.Data()))
+			return d.StreamEnded()
+		}
+		return false
+	})
+	if err != nil || got != len(payload) {
+		t.Fatalf("read %d of %d body bytes: %v", got, len(payload), err)
+	}
+	if largest > maxPendingWrite {
+		t.Errorf("largest DATA frame %d bytes, want at most maxPendingWrite (%d)", largest, maxPendingWrite)
 	}
 }
 
@@ -386,17 +484,17 @@ func TestAbuseConnWindowStall(t *testing.T) {
 	w.wait(t, http2.ErrCodeEnhanceYourCalm)
 }
 
-// TestMaxRequestBodySize: a content-length over the limit gets 413 without reaching the
+// TestMaxBodySize: a content-length over the limit gets 413 without reaching the
 // handler; a streamed body that grows past it fails the handler's read with a
 // RequestTooLarge fault after exactly the limit.
-func TestMaxRequestBodySize(t *testing.T) {
+func TestMaxBodySize(t *testing.T) {
 	const limit = 64 << 10
 	type result struct {
 		n   int64
 		err error
 	}
 	results := make(chan result, 4)
-	srv := &Server{MaxRequestBodySize: limit, Handler: func(ex message.ServerExchange) {
+	srv := &Server{MaxBodySize: limit, Handler: func(ex message.ServerExchange) {
 		n, err := io.Copy(io.Discard, ex.Request().Body)
 		results <- result{n, err}
 		status := 200
@@ -550,5 +648,60 @@ func TestAbuseBDPPingsAreFree(t *testing.T) {
 	}
 	if got != bursts*64 || pings != bursts {
 		t.Errorf("got %d bytes and sent %d PINGs, want %d and %d", got, pings, bursts*64, bursts)
+	}
+}
+
+// DATA the server drops counts against the connection's receive window like any other until
+// the WINDOW_UPDATE that returns it. DATA on a closed stream once grew the server's window by
+// every byte (its check against a client overrunning the window loosened, and after 2 GiB
+// over a connection's life the int32 window wrapped negative and the next DATA frame ended the
+// connection with FLOW_CONTROL_ERROR), and the frame that contradicted content-length was
+// never returned (each such stream shrank the connection's window for good).
+func TestDroppedDataKeepsConnWindow(t *testing.T) {
+	srv := &Server{Handler: echoHandler}
+	addr := serve(t, srv, false)
+	rc := dialRaw(t, addr)
+	synced := make(chan struct{})
+	watchGoAway(rc, func(f http2.Frame) {
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && string(p.Data[:]) == "syncsync" {
+			close(synced)
+		}
+	})
+	// Stream 1 contradicts its content-length: the server resets it, and drops what follows.
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1,
+		BlockFragment: rc.headerBlock(hpack.HeaderField{Name: "content-length", Value: "1"}), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteData(1, false, []byte("xx")); err != nil {
+		t.Fatal(err)
+	}
+	// The server returns the window of dropped DATA at once, so the client stays within it.
+	for range 3 * DefaultMaxUploadBufferPerConnection / len(kib) {
+		if err := rc.fr.WriteData(1, false, kib); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server handles frames in order: once it answered this PING it has seen the DATA.
+	if err := rc.fr.WritePing(false, [8]byte{'s', 'y', 'n', 'c', 's', 'y', 'n', 'c'}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-synced:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no PING acknowledgement")
+	}
+	st := srv.config()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.conns) != 1 {
+		t.Fatalf("%d connections, want 1", len(st.conns))
+	}
+	for sc := range st.conns {
+		sc.mu.Lock()
+		if got := sc.recvWindow + sc.recvUnacked; got != st.connWindow {
+			t.Errorf("receive window %d + unacknowledged %d = %d, want the connection window %d",
+				sc.recvWindow, sc.recvUnacked, got, st.connWindow)
+		}
+		sc.mu.Unlock()
 	}
 }

@@ -349,6 +349,13 @@ func (sc *serverConn) endBlock() error {
 		return nil
 	}
 	sc.mu.Lock()
+	if len(sc.wbuf) > maxPendingResponses {
+		// The client sends requests and does not read the answers (see maxPendingResponses).
+		s.closed, s.handlerDone = true, true
+		s.recycleLocked()
+		sc.mu.Unlock()
+		return connError{codeEnhanceYourCalm, "responses_unread"}
+	}
 	if sc.open >= int(sc.st.maxStreams) {
 		code := codeProtocol
 		if sc.unackedSet > 0 {

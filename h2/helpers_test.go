@@ -196,3 +196,15 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 func slogTo(mu *sync.Mutex, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(lockedWriter{mu, w}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// shutdownAsync runs srv.Shutdown with a timeout on its own goroutine; the channel receives
+// its result.
+func shutdownAsync(srv *Server, timeout time.Duration) <-chan error {
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		shut <- srv.Shutdown(ctx)
+	}()
+	return shut
+}

@@ -3,7 +3,6 @@ package h2
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -40,9 +39,43 @@ func TestServerWriteInterim(t *testing.T) {
 		ex.Write(body)
 		ex.Finish(nil)
 	}}, false)
+	codes, link, status, body := postWithInterim(t, addr)
+	if !slices.Equal(codes, []int{103, 100, 102}) || !slices.Equal(link, []string{"</s.css>; rel=preload", ""}) {
+		t.Errorf("interim %v 103 fields %q; want [103 100 102] with the Link only", codes, link)
+	}
+	if status != 200 || body != "body" {
+		t.Errorf("final %d %q", status, body)
+	}
+}
+
+// WriteHeader with a 1xx status sends it as WriteInterim does: a 100 Continue written that
+// way is not sent a second time when the body is read.
+func TestServerWriteHeaderInterim(t *testing.T) {
+	addr := serve(t, &Server{Handler: func(ex message.ServerExchange) {
+		resp := &message.Response{Status: 103}
+		resp.Header.Add("Link", "</s.css>; rel=preload")
+		for _, st := range []int{103, 100} {
+			resp.Status = st
+			if err := ex.WriteHeader(resp); err != nil {
+				t.Errorf("WriteHeader(%d): %v", st, err)
+			}
+		}
+		echoHandler(ex)
+	}}, false)
+	codes, link, status, body := postWithInterim(t, addr)
+	if !slices.Equal(codes, []int{103, 100}) || !slices.Equal(link, []string{"</s.css>; rel=preload", ""}) {
+		t.Errorf("interim %v 103 fields %q; want [103 100] with the Link only", codes, link)
+	}
+	if status != 200 || body != "body" {
+		t.Errorf("final %d %q", status, body)
+	}
+}
+
+// postWithInterim POSTs "body" with Expect: 100-continue and returns the interim statuses
+// the client saw, the Link and Connection fields of each 103, and the final response.
+func postWithInterim(t *testing.T, addr string) (codes []int, link []string, status int, body string) {
+	t.Helper()
 	var mu sync.Mutex
-	var codes []int
-	var link []string
 	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 			mu.Lock()
@@ -60,51 +93,9 @@ func TestServerWriteInterim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	mu.Lock()
 	defer mu.Unlock()
-	if !slices.Equal(codes, []int{103, 100, 102}) || !slices.Equal(link, []string{"</s.css>; rel=preload", ""}) {
-		t.Errorf("interim %v 103 fields %q; want [103 100 102] with the Link only", codes, link)
-	}
-	if resp.StatusCode != 200 || string(body) != "body" {
-		t.Errorf("final %d %q", resp.StatusCode, body)
-	}
-}
-
-// BenchmarkClientRoundTripWithInterim is BenchmarkClientRoundTrip with req.Interim set, as the
-// proxy engine sets it on every upstream request whose client can receive 1xx responses: it
-// measures what the relay costs when no interim response arrives.
-func BenchmarkClientRoundTripWithInterim(b *testing.B) {
-	addr := serve(b, &Server{Handler: kibHandler}, false)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc, err := NewClientConn(c, ClientOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cc.Close() })
-	req := &message.Request{Method: "GET", Target: "/bench", Authority: "bench", Scheme: "http"}
-	req.Header.Add("accept", "*/*")
-	req.Interim = func(int, *message.Header) error { return nil }
-	ctx := context.Background()
-	buf := make([]byte, 4096)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		resp, err := cc.RoundTrip(ctx, req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for {
-			if _, err := resp.Body.Read(buf); err == io.EOF {
-				break
-			} else if err != nil {
-				b.Fatal(err)
-			}
-		}
-		resp.Body.Close()
-	}
+	return codes, link, resp.StatusCode, string(b)
 }

@@ -95,11 +95,11 @@ type Server struct {
 	// closed, the connection is closed with GOAWAY ENHANCE_YOUR_CALM. Zero means
 	// DefaultSendTimeout; negative means no limit.
 	SendTimeout time.Duration
-	// MaxRequestBodySize bounds a request body in bytes. A request whose content-length is
+	// MaxBodySize bounds a request body in bytes. A request whose content-length is
 	// larger is answered 413 without reaching Handler; a body that grows past it while
 	// streaming fails the handler's body read with a RequestTooLarge fault after exactly
-	// MaxRequestBodySize bytes, and the rest is discarded. Zero or negative means no limit.
-	MaxRequestBodySize int64
+	// MaxBodySize bytes, and the rest is discarded. Zero or negative means no limit.
+	MaxBodySize int64
 
 	// CountError, when non-nil, is called for each protocol error the server detects, with
 	// a word-character name of the form scope_CODE_reason, such as
@@ -163,7 +163,7 @@ func newServerState(s *Server) *serverState {
 		pingTimeout:  s.PingTimeout,
 		writeTimeout: duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
 		sendTimeout:  duration(s.SendTimeout, DefaultSendTimeout),
-		maxBody:      max(s.MaxRequestBodySize, 0),
+		maxBody:      max(s.MaxBodySize, 0),
 		floodLimit:   s.floodLimit,
 		conns:        make(map[*serverConn]struct{}),
 	}
@@ -234,9 +234,9 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, info *message.ConnIn
 
 // Shutdown stops the server gracefully: every connection gets a GOAWAY in two steps (see
 // drain.go: streams the client sent before it saw the first one are still served), streams in
-// flight run to completion, and Shutdown returns once all connections have closed. When ctx ends first,
-// the remaining connections are closed at once and ctx's error is returned. Connections
-// handed to ServeConn after Shutdown started are closed immediately.
+// flight run to completion, and Shutdown returns once all connections have closed. When ctx
+// ends first, the remaining connections are closed at once and ctx's error is returned.
+// Connections handed to ServeConn after Shutdown started are closed immediately.
 func (s *Server) Shutdown(ctx context.Context) error {
 	st := s.config()
 	st.mu.Lock()

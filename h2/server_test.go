@@ -440,12 +440,7 @@ func TestServerShutdownIsGraceful(t *testing.T) {
 		res <- result{string(b), err}
 	}()
 	<-started
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		shut <- srv.Shutdown(ctx)
-	}()
+	shut := shutdownAsync(srv, 5*time.Second)
 	time.Sleep(50 * time.Millisecond)
 	close(release)
 	if r := <-res; r.err != nil || r.body != "done" {

@@ -35,7 +35,7 @@ var (
 // errContentLength is what reads of a body whose DATA contradicted content-length return.
 var errContentLength = &fault.Error{Source: fault.Downstream, Kind: fault.InvalidRequest, Cause: errContentLen}
 
-// errBodyTooLarge is what reads of a body that grew past Server.MaxRequestBodySize return.
+// errBodyTooLarge is what reads of a body that grew past Server.MaxBodySize return.
 var errBodyTooLarge = &fault.Error{Source: fault.Downstream, Kind: fault.RequestTooLarge,
 	Cause: errors.New("h2: request body larger than the limit")}
 
@@ -92,7 +92,7 @@ type stream struct {
 	lastGen     uint64    // c.wgen when it was appended; 0 means none
 	headPending bool      // the final head waits in hblock for the first body bytes or Finish
 	stallSince  time.Time // when a Write started waiting for flow-control window; zero if none
-	bodyErr     error     // the body grew past Server.MaxRequestBodySize: what reads return
+	bodyErr     error     // the body grew past Server.MaxBodySize: what reads return
 
 	// Handler side.
 	xstate atomic.Uint32
@@ -271,14 +271,10 @@ func (s *stream) Context() context.Context {
 
 // WriteHeader records the response head. A final head is sent with the first body bytes,
 // on Flush or on Finish (as one HEADERS frame with END_STREAM when there is no body).
-// Informational heads (1xx except 101) are sent at once.
+// Informational heads (1xx except 101) are sent at once, as WriteInterim sends them.
 func (s *stream) WriteHeader(resp *message.Response) error {
-	switch s.xstate.Load() {
-	case exIdle:
-	case exAborted:
-		return errAborted
-	default:
-		return errHeadWritten
+	if err := s.headErr(); err != nil {
+		return err
 	}
 	status := resp.Status
 	if status < 100 || status > 999 {
@@ -287,24 +283,30 @@ func (s *stream) WriteHeader(resp *message.Response) error {
 	if status == 101 {
 		return errSwitchProtos
 	}
+	if status < 200 {
+		return s.WriteInterim(status, &resp.Header)
+	}
 	cl := resp.ContentLength
-	if status < 200 || status == 204 {
+	if status == 204 {
 		cl = -1
 	}
 	s.hblock = appendResponseHead(s.hblock[:0], status, &resp.Header, cl)
-	sc := s.c
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	if status < 200 {
-		if err := s.writableLocked(); err != nil {
-			return err
-		}
-		sc.appendHeadersLocked(s, s.hblock, false)
-		return nil
-	}
+	s.c.mu.Lock()
 	s.headPending = true
 	s.xstate.Store(exHead)
+	s.c.mu.Unlock()
 	return nil
+}
+
+// headErr says why no response head can be written any more, if so.
+func (s *stream) headErr() error {
+	switch s.xstate.Load() {
+	case exIdle:
+		return nil
+	case exAborted:
+		return errAborted
+	}
+	return errHeadWritten
 }
 
 var (
@@ -329,12 +331,8 @@ func (s *stream) WriteInterim(status int, h *message.Header) error {
 	sc := s.c
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	switch s.xstate.Load() {
-	case exIdle:
-	case exAborted:
-		return errAborted
-	default:
-		return errHeadWritten
+	if err := s.headErr(); err != nil {
+		return err
 	}
 	if err := s.writableLocked(); err != nil {
 		return err
@@ -425,7 +423,9 @@ func (s *stream) writeLocked(p []byte) (int, error) {
 		if len(p) == 0 {
 			return total, nil
 		}
-		n := int64(min(len(p), sc.peerMaxFrame))
+		// At most maxPendingWrite per frame, whatever frame size the client allows, so
+		// DATA keeps within the write buffer's bound (maxPendingControl).
+		n := int64(min(len(p), sc.peerMaxFrame, maxPendingWrite))
 		n = min(n, s.sendWindow, sc.sendWindow)
 		if n <= 0 {
 			if s.stallSince.IsZero() {

@@ -118,6 +118,10 @@ func (sc *serverConn) startShutdownLocked() {
 	}
 }
 
+// The connection has one timer, run by onTimer, for every deadline it keeps: the idle
+// timeout, the keep-alive PING and its answer, responses stalled on flow control
+// (Server.SendTimeout) and the PING acknowledgement of a graceful shutdown (drain.go).
+
 // armTimer starts the keep-alive and idle timer, if either is enabled.
 func (sc *serverConn) armTimer() {
 	st := sc.st
@@ -127,9 +131,16 @@ func (sc *serverConn) armTimer() {
 	}
 	if d > 0 {
 		sc.mu.Lock()
-		sc.timerAt = time.Now().Add(d)
-		sc.timer = time.AfterFunc(d, sc.onTimer)
+		now := time.Now()
+		sc.armLocked(now, now.Add(d))
 		sc.mu.Unlock()
+	}
+}
+
+// armLocked makes sure the timer fires no later than at.
+func (sc *serverConn) armLocked(now, at time.Time) {
+	if sc.timer == nil || sc.timerAt.IsZero() || at.Before(sc.timerAt) {
+		sc.resetTimerLocked(at.Sub(now), at)
 	}
 }
 
@@ -143,9 +154,7 @@ func (sc *serverConn) stallLocked(s *stream) {
 	now := time.Now()
 	s.stallSince = now
 	sc.stalled++
-	if at := now.Add(d); sc.timer == nil || sc.timerAt.IsZero() || at.Before(sc.timerAt) {
-		sc.resetTimerLocked(d, at)
-	}
+	sc.armLocked(now, now.Add(d))
 }
 
 // unstallLocked records that s's Write no longer waits for window.
@@ -168,8 +177,8 @@ func (sc *serverConn) resetTimerLocked(d time.Duration, at time.Time) {
 var errSendTimeout = &fault.Error{Source: fault.Downstream, Kind: fault.WriteTimeout,
 	Cause: errors.New("h2: no flow-control window granted within the send timeout")}
 
-// onTimer checks the idle timeout, the keep-alive PING and streams stalled on flow control,
-// and re-arms itself.
+// onTimer checks the drain's PING acknowledgement, the idle timeout, the keep-alive PING and
+// streams stalled on flow control, and re-arms itself.
 func (sc *serverConn) onTimer() {
 	st := sc.st
 	now := time.Now()
@@ -181,16 +190,27 @@ func (sc *serverConn) onTimer() {
 	}
 	const never = time.Duration(1<<63 - 1)
 	next := never
+	if sc.draining {
+		d := sc.drainAt.Sub(now)
+		if d <= 0 {
+			sc.endDrainLocked()
+			if sc.closing {
+				return
+			}
+		} else {
+			next = d
+		}
+	}
 	if st.idleTimeout > 0 {
 		if sc.open == 0 && sc.running == 0 {
 			if d := now.Sub(sc.idleSince); d >= st.idleTimeout {
 				sc.startShutdownLocked()
 				return
 			} else {
-				next = st.idleTimeout - d
+				next = min(next, st.idleTimeout-d)
 			}
 		} else {
-			next = st.idleTimeout
+			next = min(next, st.idleTimeout)
 		}
 	}
 	if st.readIdle > 0 {

@@ -209,18 +209,10 @@ func (c *ClientConn) RoundTrip(ctx context.Context, req *message.Request) (*mess
 		timer = time.AfterFunc(c.headerWait, cancel)
 	}
 	res, err := c.cc.RoundTrip(hr)
-	relay.Stop()
 	if timer != nil && !timer.Stop() && err != nil {
 		err = fmt.Errorf("h3: no response head within %v: %w", c.headerWait, context.DeadlineExceeded)
 	}
-	if err == nil {
-		// The library does not act on the trace's error: a relay that failed (too many
-		// or too large interim heads) fails the round trip here.
-		if rerr := relay.Err(); rerr != nil {
-			res.Body.Close()
-			err = rerr
-		}
-	}
+	err = relay.End(res, err)
 	if err != nil {
 		cancel()
 		untouched := body == nil || body.BytesRead() == 0

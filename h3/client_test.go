@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/verge-edge/verge/fault"
@@ -130,5 +131,19 @@ func TestDialFailureIsRetryable(t *testing.T) {
 	fe, ok := err.(*fault.Error)
 	if !ok || fe.Source != fault.Upstream || !fe.Retry {
 		t.Fatalf("got %#v, want a retryable upstream fault", err)
+	}
+}
+
+// An origin that rejected the stream (H3_REQUEST_REJECTED, RFC 9114 section 4.1.1) certainly
+// did not process the request: the fault says Unprocessed, as HTTP/2's REFUSED_STREAM does,
+// so the engine may repeat even a non-idempotent request; Retry still depends on the body.
+func TestRequestRejectedIsUnprocessed(t *testing.T) {
+	rejected := &quic.StreamError{ErrorCode: quic.StreamErrorCode(http3.ErrCodeRequestRejected), Remote: true}
+	for _, untouched := range []bool{true, false} {
+		fe := upstreamError(rejected, true, untouched)
+		if fe.Kind != fault.ConnectionClosed || !fe.Unprocessed || fe.Retry != untouched {
+			t.Errorf("body untouched %v: kind %v unprocessed %v retry %v; want connection-closed, unprocessed, retry %v",
+				untouched, fe.Kind, fe.Unprocessed, fe.Retry, untouched)
+		}
 	}
 }

@@ -76,7 +76,7 @@ func upstreamError(err error, reused, retryable bool) *fault.Error {
 		fe.Kind = fault.IdleTimeout
 	case notProcessed(err, code, hasCode):
 		fe.Kind = fault.ConnectionClosed
-		fe.Retry = retryable
+		fe.Retry, fe.Unprocessed = retryable, true
 	case hasCode && (code == http3.ErrCodeMessageError || code == http3.ErrCodeFrameError ||
 		code == http3.ErrCodeGeneralProtocolError || code == http3.ErrCodeFrameUnexpected ||
 		code == http3.ErrCodeQPACKDecompressionFailed):

@@ -142,7 +142,6 @@ type exchange struct {
 	sendTO    time.Duration // 0: none
 	wdl       time.Time     // the write deadline set last
 	malformed atomic.Bool   // the body contradicted content-length: reset with H3_MESSAGE_ERROR
-	aborted   atomic.Bool   // Abort was called
 }
 
 var (
@@ -187,12 +186,6 @@ func (ex *exchange) Flush() error {
 	return ex.writeErr(ex.Exchange.Flush())
 }
 
-// Abort resets the stream (see httpbridge.Exchange.Abort).
-func (ex *exchange) Abort(err error) {
-	ex.aborted.Store(true)
-	ex.Exchange.Abort(err)
-}
-
 // armWrite moves the write deadline to a full send timeout from now once a sixteenth of it
 // has passed, so a blocked write gets between 15/16 of the send timeout and all of it while
 // most writes do not touch the stream's deadline.
@@ -210,15 +203,16 @@ func (ex *exchange) armWrite() {
 	}
 	ex.wdl = now.Add(ex.sendTO)
 	d.SetWriteDeadline(ex.wdl)
-	if ex.aborted.Load() {
-		d.SetWriteDeadline(time.Unix(1, 0)) // Abort raced with the new deadline
+	if ex.Aborted() {
+		// Abort, which sets a past deadline after marking the exchange, raced with the new one.
+		d.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
 
 // writeErr turns a write that hit the send timeout (rather than Abort's past deadline) into
 // errSendTimeout.
 func (ex *exchange) writeErr(err error) error {
-	if err == nil || ex.sendTO <= 0 || ex.aborted.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err == nil || ex.sendTO <= 0 || ex.Aborted() || !errors.Is(err, os.ErrDeadlineExceeded) {
 		return err
 	}
 	return errSendTimeout

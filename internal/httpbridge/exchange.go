@@ -23,7 +23,7 @@ const (
 	stateIdle     uint32 = iota // no response head yet
 	stateHead                   // final head written, body may follow
 	stateFinished               // Finish called
-	stateAborted                // Abort called or a write failed for good
+	stateAborted                // Abort called
 )
 
 // ProtocolConfig describes what differs between the adapters that use Exchange.
@@ -169,12 +169,8 @@ func (ex *Exchange) Context() context.Context { return ex.r.Context() }
 // on Finish. Connection-specific fields are dropped. Informational heads (1xx except 101) are
 // sent at once and may be followed by the final one.
 func (ex *Exchange) WriteHeader(resp *message.Response) error {
-	switch ex.state.Load() {
-	case stateIdle:
-	case stateAborted:
-		return ex.p.errAborted
-	default:
-		return ex.p.errHeadWritten
+	if err := ex.headErr(); err != nil {
+		return err
 	}
 	status := resp.Status
 	if status < 100 || status > 999 {
@@ -215,12 +211,8 @@ func (ex *Exchange) WriteInterim(status int, h *message.Header) error {
 	if status < 100 || status > 199 || status == http.StatusSwitchingProtocols {
 		return ex.p.errStatus
 	}
-	switch ex.state.Load() {
-	case stateIdle:
-	case stateAborted:
-		return ex.p.errAborted
-	default:
-		return ex.p.errHeadWritten
+	if err := ex.headErr(); err != nil {
+		return err
 	}
 	if status == http.StatusContinue {
 		if ex.sent100 {
@@ -235,6 +227,17 @@ func (ex *Exchange) WriteInterim(status int, h *message.Header) error {
 	ex.w.WriteHeader(status)
 	clear(m)
 	return nil
+}
+
+// headErr says why no response head can be written any more, if so.
+func (ex *Exchange) headErr() error {
+	switch ex.state.Load() {
+	case stateIdle:
+		return nil
+	case stateAborted:
+		return ex.p.errAborted
+	}
+	return ex.p.errHeadWritten
 }
 
 func (ex *Exchange) stateErr() error {
@@ -323,6 +326,9 @@ func (ex *Exchange) Abort(err error) {
 		l.Debug(ex.p.msgAborted, "remote", ex.r.RemoteAddr, "path", ex.req.Target, "err", err)
 	}
 }
+
+// Aborted reports whether Abort was called.
+func (ex *Exchange) Aborted() bool { return ex.state.Load() == stateAborted }
 
 // requestBody streams the request body and fills the request's Trailer at EOF.
 type requestBody struct {

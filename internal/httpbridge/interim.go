@@ -24,7 +24,7 @@ var (
 // InterimRelay passes the informational responses an HTTP library reports through
 // httptrace.ClientTrace.Got1xxResponse to a neutral request's Interim callback, and keeps the
 // callback's contract (message.Request.Interim): calls are serialized and none happens after
-// Stop, which the adapter calls when the library's RoundTrip returned. Interim heads are
+// End, which the adapter calls when the library's RoundTrip returned. Interim heads are
 // bounded in number (MaxInterim) and in total size (the response header limit).
 type InterimRelay struct {
 	mu    sync.Mutex
@@ -43,7 +43,7 @@ type InterimRelay struct {
 // WithInterim returns ctx with a client trace relaying req's 1xx responses to req.Interim,
 // and the relay. maxBytes bounds the interim heads together (each field counts its name and
 // value and 32 bytes, as HPACK and QPACK do). When req.Interim is nil it returns ctx and nil;
-// Stop and Err accept a nil relay.
+// End accepts a nil relay.
 func WithInterim(ctx context.Context, req *message.Request, name string, maxBytes int) (context.Context, *InterimRelay) {
 	if req.Interim == nil {
 		return ctx, nil
@@ -85,24 +85,22 @@ func (r *InterimRelay) got1xx(code int, mh textproto.MIMEHeader) error {
 	return r.err
 }
 
-// Stop ends the relay: a later report from the library is ignored. It waits for a call in
-// progress.
-func (r *InterimRelay) Stop() {
+// End stops the relay, waiting for a call in progress; a later report from the library is
+// ignored. It returns the round trip's outcome: err from the library's RoundTrip, or, when
+// that succeeded but the relay failed (a limit was exceeded or the callback failed), the
+// relay's error, with res's body closed. The adapter calls it as soon as RoundTrip returned:
+// the HTTP/3 library does not act on the trace's error, so the relay fails the round trip.
+func (r *InterimRelay) End(res *http.Response, err error) error {
 	if r == nil {
-		return
+		return err
 	}
 	r.mu.Lock()
 	r.done = true
+	rerr := r.err
 	r.mu.Unlock()
-}
-
-// Err returns the error that ended the relay: a limit was exceeded or the callback failed. The
-// HTTP/3 library does not act on the trace's error, so the adapter fails the round trip itself.
-func (r *InterimRelay) Err() error {
-	if r == nil {
-		return nil
+	if err == nil && rerr != nil {
+		res.Body.Close()
+		return rerr
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.err
+	return err
 }
