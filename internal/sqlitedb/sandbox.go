@@ -108,8 +108,18 @@ func (s *Sandbox) Run(query string, fn func() error) error {
 	if err := checkStatement(query, s.reserved); err != nil {
 		return err
 	}
+	return s.run(true, fn)
+}
+
+// Bound runs fn, the caller's own statements on the sandboxed database, under the time
+// limit only (no policy). Use it where the caller's statement can run code of the tenant's:
+// dropping the tenant's tables runs their foreign-key actions and the triggers those fire.
+func (s *Sandbox) Bound(fn func() error) error { return s.run(false, fn) }
+
+// run runs fn under the time limit, and under the policy when untrusted.
+func (s *Sandbox) run(untrusted bool, fn func() error) error {
 	s.mu.Lock()
-	s.untrusted, s.running, s.timedOut, s.denied, s.ddl = true, true, false, "", 0
+	s.untrusted, s.running, s.timedOut, s.denied, s.ddl = untrusted, true, false, "", 0
 	s.mu.Unlock()
 	limit := s.statementTime()
 	timer := time.AfterFunc(limit, s.interrupt)
@@ -122,30 +132,9 @@ func (s *Sandbox) Run(query string, fn func() error) error {
 	switch {
 	case err == nil:
 		return nil
-	case denied != "":
+	case denied != "": // only ever set while untrusted
 		return fmt.Errorf("%s: %w", denied, ErrDenied)
 	case timedOut:
-		return fmt.Errorf("statement ran longer than %v: %w", limit, ErrTimeLimit)
-	}
-	return err
-}
-
-// Bound runs fn, the caller's own statements on the sandboxed database, under the time
-// limit only (no policy). Use it where the caller's statement can run code of the tenant's:
-// dropping the tenant's tables runs their foreign-key actions and the triggers those fire.
-func (s *Sandbox) Bound(fn func() error) error {
-	s.mu.Lock()
-	s.running, s.timedOut = true, false
-	s.mu.Unlock()
-	limit := s.statementTime()
-	timer := time.AfterFunc(limit, s.interrupt)
-	err := fn()
-	timer.Stop()
-	s.mu.Lock()
-	s.running = false
-	timedOut := s.timedOut
-	s.mu.Unlock()
-	if err != nil && timedOut {
 		return fmt.Errorf("statement ran longer than %v: %w", limit, ErrTimeLimit)
 	}
 	return err
