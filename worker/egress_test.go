@@ -204,3 +204,22 @@ func FuzzParseFetchAllow(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkEgressCheckListenerPort is a subrequest to a public address on the port of a
+// listener bound to every address (":443"): the check asks whether the address is one of
+// this machine's.
+func BenchmarkEgressCheckListenerPort(b *testing.B) {
+	e, err := newEgress(FetchPolicy{}, func() []Listener {
+		return []Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:443")}}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort("8.8.8.8:443")
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := e.check(ap, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
