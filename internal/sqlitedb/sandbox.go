@@ -89,6 +89,7 @@ type Sandbox struct {
 	handle    uintptr // the connection's sqlite3*, set by Connect
 	untrusted bool    // statements compiled now are the tenant's
 	running   bool    // an untrusted statement is running: the timer may interrupt it
+	seq       uint64  // counts runs: a timer interrupts only the run it was armed for
 	timedOut  bool
 	denied    string                      // why the authorizer refused, for the error
 	ddl       sqlite.AuthorizerActionCode // the DDL action of the current statement (0: none)
@@ -120,9 +121,11 @@ func (s *Sandbox) Bound(fn func() error) error { return s.run(false, fn) }
 func (s *Sandbox) run(untrusted bool, fn func() error) error {
 	s.mu.Lock()
 	s.untrusted, s.running, s.timedOut, s.denied, s.ddl = untrusted, true, false, "", 0
+	s.seq++
+	seq := s.seq
 	s.mu.Unlock()
 	limit := s.statementTime()
-	timer := time.AfterFunc(limit, s.interrupt)
+	timer := time.AfterFunc(limit, func() { s.interrupt(seq) })
 	err := fn()
 	timer.Stop()
 	s.mu.Lock()
@@ -140,11 +143,12 @@ func (s *Sandbox) run(untrusted bool, fn func() error) error {
 	return err
 }
 
-// interrupt stops the running untrusted statement (the time limit's timer).
-func (s *Sandbox) interrupt() {
+// interrupt stops the statements of run seq (the time limit's timer), unless that run has
+// ended: a timer that fired as its run ended may get here after the next run started.
+func (s *Sandbox) interrupt(seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.running || s.handle == 0 {
+	if !s.running || s.seq != seq || s.handle == 0 {
 		return
 	}
 	s.timedOut = true
