@@ -43,8 +43,8 @@ type version struct {
 	// larger of half of Limits.Memory and twice the first instance's initial memory. One
 	// that grew beyond it is closed after its request, giving its memory back.
 	poolMemory int64
-	// initMemory is the first instance's memory after initialization, what admitting a new
-	// instance under the registry's memory limit waits for.
+	// initMemory is the first instance's memory after initialization, what a new instance
+	// reserves under the registry's memory limit before it is created.
 	initMemory int64
 
 	mu      sync.Mutex
@@ -200,10 +200,12 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	errw := &logWriter{log: v.log, level: slog.LevelWarn, stream: "stderr"}
 	i := &instance{v: v, stop: make(chan struct{}), instrumented: v.mod.Instrumented()}
 	mem := v.w.reg.memory
-	if !mem.admit(ctx, v.initMemory) {
+	res := mem.reserve(ctx, v.initMemory)
+	if res == nil {
 		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: mem.exhausted()}
 	}
-	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep, Memory: mem})
+	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep, Memory: res})
+	res.done()
 	if errors.Is(err, wasm.ErrMemoryDenied) {
 		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: fmt.Errorf("initializing an instance: %w", mem.exhausted())}
 	}
