@@ -350,10 +350,16 @@ func (t *sqliteTxn) DeleteAll() error {
 	// Dropping the object's tables runs their foreign-key actions and the triggers those
 	// fire: code of the object's, so under the statement time limit.
 	err := t.o.sandbox.Bound(t.deleteAll)
+	t.checkAborted(err)
+	return err
+}
+
+// checkAborted records, after a statement of the object's failed with err, whether SQLite
+// rolled the whole batch back (an interrupted or failed writing statement does).
+func (t *sqliteTxn) checkAborted(err error) {
 	if err != nil && !t.o.sandbox.InTransaction() {
 		t.aborted = fmt.Errorf("durable: the write batch was rolled back by SQLite (%w)", err)
 	}
-	return err
 }
 
 func (t *sqliteTxn) deleteAll() error {
@@ -393,9 +399,7 @@ func (t *sqliteTxn) SQL(query string, args []Value) (*SQLResult, error) {
 	res := &SQLResult{}
 	err := t.o.sandbox.Run(query, func() error { return t.query(res, query, args) })
 	if err != nil {
-		if !t.o.sandbox.InTransaction() {
-			t.aborted = fmt.Errorf("durable: the write batch was rolled back by SQLite (%w)", err)
-		}
+		t.checkAborted(err)
 		return nil, fmt.Errorf("durable: sql: %w", err)
 	}
 	var after int64

@@ -69,34 +69,7 @@ func (s *SQLiteStore) Names() ([]string, error) {
 // Namespace opens the namespace name, creating its file when missing. Names are 1 to 128
 // characters of letters, digits, '_', '-' and '.', not starting with '-' or '.'.
 func (s *SQLiteStore) Namespace(ctx context.Context, name string) (Namespace, error) {
-	if !validName.MatchString(name) {
-		return nil, fmt.Errorf("kv: invalid namespace name %q: %w", name, ErrInvalid)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("kv: store closed")
-	}
-	if n := s.ns[name]; n != nil {
-		return n, nil
-	}
-	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, name+".sqlite"), sqlitedb.Options{MaxConns: 4})
-	if err != nil {
-		return nil, fmt.Errorf("kv: namespace %s: %w", name, err)
-	}
-	const schema = `CREATE TABLE IF NOT EXISTS kv (
-		key BLOB NOT NULL PRIMARY KEY,
-		value BLOB NOT NULL,
-		metadata BLOB,
-		expiration INTEGER NOT NULL DEFAULT 0
-	)`
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("kv: namespace %s: %w", name, err)
-	}
-	n := &sqliteNS{name: name, db: db, now: s.now}
-	s.ns[name] = n
-	return n, nil
+	return s.open(ctx, name, false)
 }
 
 // ErrNamespaceNotFound is returned by OpenExisting for a namespace that does not exist.
@@ -106,6 +79,11 @@ var ErrNamespaceNotFound = errors.New("namespace not found")
 // it creates no file or directory (a missing namespace is ErrNamespaceNotFound), and its Put
 // and Delete fail. It may run beside a server writing the same namespace.
 func (s *SQLiteStore) OpenExisting(ctx context.Context, name string) (Namespace, error) {
+	return s.open(ctx, name, true)
+}
+
+// open returns the namespace's open handle, read-write or read-only, opening it first.
+func (s *SQLiteStore) open(ctx context.Context, name string, readOnly bool) (Namespace, error) {
 	if !validName.MatchString(name) {
 		return nil, fmt.Errorf("kv: invalid namespace name %q: %w", name, ErrInvalid)
 	}
@@ -114,21 +92,37 @@ func (s *SQLiteStore) OpenExisting(ctx context.Context, name string) (Namespace,
 	if s.closed {
 		return nil, errors.New("kv: store closed")
 	}
-	if n := s.ro[name]; n != nil {
+	open := &s.ns
+	if readOnly {
+		open = &s.ro
+	}
+	if n := (*open)[name]; n != nil {
 		return n, nil
 	}
-	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, name+".sqlite"), sqlitedb.Options{MaxConns: 4, ReadOnly: true})
-	if errors.Is(err, fs.ErrNotExist) {
+	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, name+".sqlite"), sqlitedb.Options{MaxConns: 4, ReadOnly: readOnly})
+	if readOnly && errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("kv: %w: %s (in %s)", ErrNamespaceNotFound, name, s.dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kv: namespace %s: %w", name, err)
 	}
-	n := &sqliteNS{name: name, db: db, now: s.now}
-	if s.ro == nil {
-		s.ro = map[string]*sqliteNS{}
+	if !readOnly {
+		const schema = `CREATE TABLE IF NOT EXISTS kv (
+		key BLOB NOT NULL PRIMARY KEY,
+		value BLOB NOT NULL,
+		metadata BLOB,
+		expiration INTEGER NOT NULL DEFAULT 0
+	)`
+		if _, err := db.ExecContext(ctx, schema); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("kv: namespace %s: %w", name, err)
+		}
 	}
-	s.ro[name] = n
+	n := &sqliteNS{name: name, db: db, now: s.now}
+	if *open == nil {
+		*open = map[string]*sqliteNS{}
+	}
+	(*open)[name] = n
 	return n, nil
 }
 

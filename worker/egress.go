@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -168,7 +169,29 @@ func (e *egress) ownListener(ap netip.AddrPort) (Listener, bool) {
 	return Listener{}, false
 }
 
+// localAddrRefresh is how long the machine's interface addresses are remembered: listing
+// them (a netlink dump, about 90 µs and 44 allocations) for each check would cost every
+// subrequest to the port of a listener bound to all addresses (":443") twice that. An
+// address added to an interface is known as Verge's own within this time.
+const localAddrRefresh = time.Second
+
+var localCache struct {
+	sync.Mutex
+	at    time.Time
+	addrs []netip.Addr
+}
+
+// localAddrs returns the addresses of this machine's interfaces.
 func localAddrs() []netip.Addr {
+	localCache.Lock()
+	defer localCache.Unlock()
+	if now := time.Now(); localCache.addrs == nil || now.Sub(localCache.at) >= localAddrRefresh {
+		localCache.addrs, localCache.at = listLocalAddrs(), now
+	}
+	return localCache.addrs
+}
+
+func listLocalAddrs() []netip.Addr {
 	out := []netip.Addr{}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -184,12 +207,15 @@ func localAddrs() []netip.Addr {
 	return out
 }
 
-// specialV4 are IPv4 ranges that are not the public internet (RFC 6890 and successors),
-// besides those netip classifies (loopback, private, link-local, multicast, unspecified).
-var specialV4 = []struct {
+// specialRange is a range of addresses that are not the public internet, and why.
+type specialRange struct {
 	p   netip.Prefix
 	why string
-}{
+}
+
+// specialV4 are IPv4 ranges that are not the public internet (RFC 6890 and successors),
+// besides those netip classifies (loopback, private, link-local, multicast, unspecified).
+var specialV4 = []specialRange{
 	{netip.MustParsePrefix("0.0.0.0/8"), `in "this network" (0.0.0.0/8)`},
 	{netip.MustParsePrefix("100.64.0.0/10"), "a carrier-grade NAT address (100.64.0.0/10)"},
 	{netip.MustParsePrefix("192.0.0.0/24"), "an IETF protocol assignment (192.0.0.0/24)"},
@@ -201,10 +227,7 @@ var specialV4 = []struct {
 	{netip.MustParsePrefix("240.0.0.0/4"), "a reserved address (240.0.0.0/4, broadcast included)"},
 }
 
-var specialV6 = []struct {
-	p   netip.Prefix
-	why string
-}{
+var specialV6 = []specialRange{
 	{netip.MustParsePrefix("::/96"), "an IPv4-compatible IPv6 address"},
 	{netip.MustParsePrefix("64:ff9b:1::/48"), "a local-use NAT64 address"},
 	{netip.MustParsePrefix("100::/64"), "a discard-only address"},
@@ -215,8 +238,10 @@ var specialV6 = []struct {
 }
 
 var (
-	nat64 = netip.MustParsePrefix("64:ff9b::/96")
-	sixTo = netip.MustParsePrefix("2002::/16")
+	metadataV4 = netip.MustParseAddr("169.254.169.254") // cloud metadata services
+	metadataV6 = netip.MustParseAddr("fd00:ec2::254")
+	nat64      = netip.MustParsePrefix("64:ff9b::/96")
+	sixTo      = netip.MustParsePrefix("2002::/16")
 )
 
 // special returns why a is not a public internet address, or "" when it is.
@@ -229,7 +254,7 @@ func special(a netip.Addr) string {
 		return "the unspecified address"
 	case a.IsLoopback():
 		return "a loopback address"
-	case a == netip.MustParseAddr("169.254.169.254") || a == netip.MustParseAddr("fd00:ec2::254"):
+	case a == metadataV4 || a == metadataV6:
 		return "the cloud metadata address"
 	case a.IsLinkLocalUnicast():
 		return "a link-local address"
@@ -238,18 +263,17 @@ func special(a netip.Addr) string {
 	case a.IsMulticast():
 		return "a multicast address"
 	}
+	ranges := specialV6
 	if a.Is4() {
-		for _, s := range specialV4 {
-			if s.p.Contains(a) {
-				return s.why
-			}
-		}
-		return ""
+		ranges = specialV4
 	}
-	for _, s := range specialV6 {
+	for _, s := range ranges {
 		if s.p.Contains(a) {
 			return s.why
 		}
+	}
+	if a.Is4() {
+		return ""
 	}
 	b := a.As16()
 	switch {

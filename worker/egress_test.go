@@ -88,29 +88,30 @@ func TestEgressCheck(t *testing.T) {
 	}
 }
 
-// probe is a listener on 127.0.0.1 that must not be reached: it counts connections, and
-// settle proves the count is final by making one connection of its own and waiting until
+// Probe is a listener on 127.0.0.1 that must not be reached: it counts connections, and
+// Settle proves the count is final by making one connection of its own and waiting until
 // the listener has seen it (connections are accepted in arrival order).
-type probe struct {
+type Probe struct {
 	ln      net.Listener
 	n       atomic.Int32
 	markers int32
 	marker  chan struct{}
 }
 
-func newProbe(t *testing.T) *probe {
+// NewProbe starts a Probe, closed at cleanup. (Exported for the package's external tests.)
+func NewProbe(t *testing.T) *Probe {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &probe{ln: ln, marker: make(chan struct{}, 1)}
+	p := &Probe{ln: ln, marker: make(chan struct{}, 1)}
 	go p.serve()
 	t.Cleanup(func() { ln.Close() })
 	return p
 }
 
-func (p *probe) serve() {
+func (p *Probe) serve() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -127,10 +128,13 @@ func (p *probe) serve() {
 	}
 }
 
-func (p *probe) port() string { return strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port) }
+func (p *Probe) Port() string { return strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port) }
 
-// settle returns the connections seen besides its own marker connections.
-func (p *probe) settle(t *testing.T) int32 {
+// AddrPort is the probe's address.
+func (p *Probe) AddrPort() netip.AddrPort { return p.ln.Addr().(*net.TCPAddr).AddrPort() }
+
+// Settle returns the connections seen besides its own marker connections.
+func (p *Probe) Settle(t *testing.T) int32 {
 	t.Helper()
 	c, err := net.Dial("tcp", p.ln.Addr().String())
 	if err != nil {
@@ -150,11 +154,11 @@ func (p *probe) settle(t *testing.T) int32 {
 // TestGuardedDialChecksResolvedAddress: the dialer's Control hook sees the address after
 // name resolution, so a name that resolves (or rebinds) to loopback is refused at connect.
 func TestGuardedDialChecksResolvedAddress(t *testing.T) {
-	p := newProbe(t)
+	p := NewProbe(t)
 	dial := guardedDial(&net.Dialer{})
 	e, _ := newEgress(FetchPolicy{}, nil)
 	ctx := context.WithValue(context.Background(), egressKey{}, &egressCtx{e: e})
-	for _, addr := range []string{"localhost:" + p.port(), "127.0.0.1:" + p.port(), "[::ffff:127.0.0.1]:" + p.port()} {
+	for _, addr := range []string{"localhost:" + p.Port(), "127.0.0.1:" + p.Port(), "[::ffff:127.0.0.1]:" + p.Port()} {
 		c, err := dial(ctx, "tcp", addr)
 		if err == nil {
 			c.Close()
@@ -164,19 +168,19 @@ func TestGuardedDialChecksResolvedAddress(t *testing.T) {
 			t.Fatalf("%s: got %v, want ErrRefused", addr, err)
 		}
 	}
-	if _, err := dial(context.Background(), "tcp", "127.0.0.1:"+p.port()); !errors.Is(err, ErrRefused) {
+	if _, err := dial(context.Background(), "tcp", "127.0.0.1:"+p.Port()); !errors.Is(err, ErrRefused) {
 		t.Fatalf("a dial without a policy: got %v, want ErrRefused", err)
 	}
-	if n := p.settle(t); n != 0 {
+	if n := p.Settle(t); n != 0 {
 		t.Fatalf("the listener saw %d refused connections", n)
 	}
-	open, _ := newEgress(FetchPolicy{Allow: []string{"127.0.0.1:" + p.port()}}, nil)
-	c, err := dial(context.WithValue(context.Background(), egressKey{}, &egressCtx{e: open}), "tcp", "127.0.0.1:"+p.port())
+	open, _ := newEgress(FetchPolicy{Allow: []string{"127.0.0.1:" + p.Port()}}, nil)
+	c, err := dial(context.WithValue(context.Background(), egressKey{}, &egressCtx{e: open}), "tcp", "127.0.0.1:"+p.Port())
 	if err != nil {
 		t.Fatalf("allowed dial: %v", err)
 	}
 	c.Close()
-	if n := p.settle(t); n != 1 {
+	if n := p.Settle(t); n != 1 {
 		t.Fatalf("the listener saw %d connections, want the allowed one", n)
 	}
 }
@@ -203,4 +207,23 @@ func FuzzParseFetchAllow(f *testing.F) {
 			t.Fatalf("%q: port 0 accepted", s)
 		}
 	})
+}
+
+// BenchmarkEgressCheckListenerPort is a subrequest to a public address on the port of a
+// listener bound to every address (":443"): the check asks whether the address is one of
+// this machine's.
+func BenchmarkEgressCheckListenerPort(b *testing.B) {
+	e, err := newEgress(FetchPolicy{}, func() []Listener {
+		return []Listener{{Addr: netip.MustParseAddrPort("0.0.0.0:443")}}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ap := netip.MustParseAddrPort("8.8.8.8:443")
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := e.check(ap, false); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -15,71 +14,15 @@ import (
 	"github.com/verge-edge/verge/worker"
 )
 
-// adminProbe stands in for the admin API on 127.0.0.1: it counts connections and must see
-// none from a worker. settle makes a marker connection of its own and waits until it is
-// accepted, so that every earlier connection has been counted.
-type adminProbe struct {
-	ln      net.Listener
-	n       atomic.Int32
-	markers int32
-	marker  chan struct{}
-}
-
-func newAdminProbe(t *testing.T) *adminProbe {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &adminProbe{ln: ln, marker: make(chan struct{}, 1)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.n.Add(1)
-			go func() {
-				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := c.Read(b); err == nil && b[0] == 'M' {
-					p.marker <- struct{}{}
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return p
-}
-
-func (p *adminProbe) addr() netip.AddrPort { return p.ln.Addr().(*net.TCPAddr).AddrPort() }
-
-func (p *adminProbe) settle(t *testing.T) int32 {
-	t.Helper()
-	c, err := net.Dial("tcp", p.ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.Write([]byte("M"))
-	select {
-	case <-p.marker:
-	case <-time.After(time.Minute):
-		t.Fatal("the probe did not see its marker connection")
-	}
-	p.markers++
-	return p.n.Load() - p.markers
-}
-
 // TestFetchRefusesLoopbackAndAdmin attacks as reported: a worker fetches the admin API on
 // loopback (GET /config), by IP, by name and in IPv6 forms, the cloud metadata address, and
 // through an allowed origin's redirect. Nothing reaches the admin listener; the allow list
 // opens the origin but never the admin API.
 func TestFetchRefusesLoopbackAndAdmin(t *testing.T) {
-	admin := newAdminProbe(t)
+	admin := worker.NewProbe(t) // stands in for the admin API: it must see no connection
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/redirect" {
-			http.Redirect(w, r, "http://"+admin.addr().String()+"/config", http.StatusFound)
+			http.Redirect(w, r, "http://"+admin.AddrPort().String()+"/config", http.StatusFound)
 			return
 		}
 		w.Write([]byte("from origin " + r.URL.Path))
@@ -88,7 +31,7 @@ func TestFetchRefusesLoopbackAndAdmin(t *testing.T) {
 	originPort := origin.Listener.Addr().(*net.TCPAddr).Port
 	var ownOrigin atomic.Bool // whether the origin poses as one of Verge's own listeners
 	e := newEnv(t, t.TempDir(), worker.Services{Listeners: func() []worker.Listener {
-		ls := []worker.Listener{{Addr: admin.addr(), Admin: true}}
+		ls := []worker.Listener{{Addr: admin.AddrPort(), Admin: true}}
 		if ownOrigin.Load() {
 			ls = append(ls, worker.Listener{Addr: origin.Listener.Addr().(*net.TCPAddr).AddrPort()})
 		}
@@ -114,7 +57,7 @@ func TestFetchRefusesLoopbackAndAdmin(t *testing.T) {
 		}
 	}
 	port := func(p int) string { return ":" + itoa(p) }
-	adminPort := port(int(admin.addr().Port()))
+	adminPort := port(int(admin.AddrPort().Port()))
 
 	w := deploy()
 	for _, u := range []string{
@@ -138,7 +81,7 @@ func TestFetchRefusesLoopbackAndAdmin(t *testing.T) {
 	} {
 		refused(w, u)
 	}
-	if n := admin.settle(t); n != 0 {
+	if n := admin.Settle(t); n != 0 {
 		t.Fatalf("the admin listener saw %d connections from the worker", n)
 	}
 
@@ -157,7 +100,7 @@ func TestFetchRefusesLoopbackAndAdmin(t *testing.T) {
 	refused(w, "http://127.0.0.1"+adminPort+"/config")
 	w = deploy("localhost" + adminPort)
 	refused(w, "http://localhost"+adminPort+"/config")
-	if n := admin.settle(t); n != 0 {
+	if n := admin.Settle(t); n != 0 {
 		t.Fatalf("the admin listener saw %d connections from the worker", n)
 	}
 

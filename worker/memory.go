@@ -71,17 +71,66 @@ func (b *memoryBudget) Release(n int64) {
 }
 
 // Grow implements wasm.MemoryAccount.
-func (b *memoryBudget) Grow(n int64) bool { return b.await(context.Background(), n, true) }
+func (b *memoryBudget) Grow(n int64) bool { return b.await(context.Background(), n) }
 
-// admit waits until n more bytes fit, without taking them: a new instance's initial memory
-// is charged when it is created.
-func (b *memoryBudget) admit(ctx context.Context, n int64) bool { return b.await(ctx, n, false) }
+// reserve waits until n more bytes fit and takes them for a new instance, whose initial
+// memory and growth during initialization draw on them (the reservation is its
+// wasm.MemoryAccount); nil when they did not fit in time. Taking them at once, not when the
+// instance charges its memory, is what keeps concurrent new instances within the limit.
+func (b *memoryBudget) reserve(ctx context.Context, n int64) *reservation {
+	if !b.await(ctx, n) {
+		return nil
+	}
+	return &reservation{b: b, left: n}
+}
 
-func (b *memoryBudget) await(ctx context.Context, n int64, take bool) bool {
+// reservation is a new instance's account: it charges the budget for what exceeds the bytes
+// reserved for it, and done gives back what the instance did not use.
+type reservation struct {
+	b    *memoryBudget
+	left int64 // reserved, not yet used; 0 once done
+}
+
+var _ wasm.MemoryAccount = (*reservation)(nil)
+
+// use takes up to n bytes from the reservation and returns how many it could not cover.
+func (r *reservation) use(n int64) (taken, rest int64) {
+	taken = min(n, r.left)
+	r.left -= taken
+	return taken, n - taken
+}
+
+// Charge implements wasm.MemoryAccount.
+func (r *reservation) Charge(n int64) {
+	if _, rest := r.use(n); rest > 0 {
+		r.b.Charge(rest)
+	}
+}
+
+// Grow implements wasm.MemoryAccount.
+func (r *reservation) Grow(n int64) bool {
+	taken, rest := r.use(n)
+	if rest == 0 || r.b.Grow(rest) {
+		return true
+	}
+	r.left += taken
+	return false
+}
+
+// Release implements wasm.MemoryAccount.
+func (r *reservation) Release(n int64) { r.b.Release(n) }
+
+// done ends the instantiation: the reservation's unused bytes go back to the budget.
+func (r *reservation) done() {
+	if r.left > 0 {
+		r.b.Release(r.left)
+		r.left = 0
+	}
+}
+
+func (b *memoryBudget) await(ctx context.Context, n int64) bool {
 	if b.limit <= 0 {
-		if take {
-			b.Charge(n)
-		}
+		b.Charge(n)
 		return true
 	}
 	var timer *time.Timer
@@ -89,9 +138,7 @@ func (b *memoryBudget) await(ctx context.Context, n int64, take bool) bool {
 	for {
 		b.mu.Lock()
 		if b.used+n <= b.limit {
-			if take {
-				b.used += n
-			}
+			b.used += n
 			b.mu.Unlock()
 			if timer != nil {
 				timer.Stop()

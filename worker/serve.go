@@ -110,6 +110,7 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 	now := time.Now()
 	inv.cpu.start(l.CPUTime, !i.instrumented, now)
 	inv.wallEnd = now.Add(l.WallTime)
+	i.wallDeadline.Store(int64(inv.wallEnd.Sub(clockBase)))
 	s := (i.state.Load()>>32+1)<<32 | stateRunning
 	if !i.instrumented {
 		i.cpuClock.Store(currentThreadClock())

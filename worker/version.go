@@ -43,8 +43,8 @@ type version struct {
 	// larger of half of Limits.Memory and twice the first instance's initial memory. One
 	// that grew beyond it is closed after its request, giving its memory back.
 	poolMemory int64
-	// initMemory is the first instance's memory after initialization, what admitting a new
-	// instance under the registry's memory limit waits for.
+	// initMemory is the first instance's memory after initialization, what a new instance
+	// reserves under the registry's memory limit before it is created.
 	initMemory int64
 
 	mu      sync.Mutex
@@ -160,14 +160,19 @@ type instance struct {
 	wall *time.Timer
 	// state is the invocation's generation (high 32 bits, one per run) and stateIdle,
 	// stateRunning, or the exit code (exitCPU, exitWall) of the interrupt that stopped it
-	// (low 32 bits). An interrupt takes effect only on the generation it was decided for,
-	// so a timer firing late never stops a later invocation.
+	// (low 32 bits). An interrupt takes effect only on the generation it was decided for:
+	// one decided on a state read just before the invocation ended is dropped. (A timer
+	// firing late, after the next invocation started, checks that one's deadline.)
 	state atomic.Uint64
 	// cpuClock and cpuDeadline let the cpu timer read the guest thread's CPU clock: the
 	// clock's id, and the reading at which the budget is spent (0 while the guest waits in
 	// a host call). Set for uninstrumented guests only.
 	cpuClock    atomic.Int32
 	cpuDeadline atomic.Int64
+	// wallDeadline is when the current invocation reaches its wall time limit (monotonic
+	// nanoseconds since clockBase): the wall timer stops an invocation only past it, so that
+	// a timer of an earlier invocation firing late leaves the next one alone.
+	wallDeadline atomic.Int64
 	// poisoned is set when an interrupt raced with the end of an invocation: the instance
 	// must not be reused.
 	poisoned bool
@@ -195,10 +200,12 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	errw := &logWriter{log: v.log, level: slog.LevelWarn, stream: "stderr"}
 	i := &instance{v: v, stop: make(chan struct{}), instrumented: v.mod.Instrumented()}
 	mem := v.w.reg.memory
-	if !mem.admit(ctx, v.initMemory) {
+	res := mem.reserve(ctx, v.initMemory)
+	if res == nil {
 		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: mem.exhausted()}
 	}
-	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep, Memory: mem})
+	in, err := v.mod.Instantiate(ctx, wasm.InstanceConfig{Stdout: out, Stderr: errw, Args: []string{v.w.name}, Sleep: i.sleep, Memory: res})
+	res.done()
 	if errors.Is(err, wasm.ErrMemoryDenied) {
 		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: fmt.Errorf("initializing an instance: %w", mem.exhausted())}
 	}
@@ -209,7 +216,7 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	i.inv.inst = i
 	i.cpu = time.AfterFunc(time.Hour, i.cpuTimerFired)
 	i.cpu.Stop()
-	i.wall = time.AfterFunc(time.Hour, func() { i.interruptRun(i.state.Load(), exitWall) })
+	i.wall = time.AfterFunc(time.Hour, i.wallTimerFired)
 	i.wall.Stop()
 	return i, nil
 }
@@ -227,6 +234,21 @@ func (i *instance) interruptRun(s uint64, code uint32) bool {
 
 // interrupt stops the current invocation with code.
 func (i *instance) interrupt(code uint32) { i.interruptRun(i.state.Load(), code) }
+
+// clockBase anchors the monotonic readings of instance.wallDeadline.
+var clockBase = time.Now()
+
+// wallTimerFired stops the current invocation if it is past its wall time limit. The timer
+// may have been armed for an earlier invocation and fired as it ended: the state is read
+// before the deadline (run stores the deadline first), so a later invocation's state is
+// never judged by an earlier deadline.
+func (i *instance) wallTimerFired() {
+	s := i.state.Load()
+	if int64(time.Since(clockBase)) < i.wallDeadline.Load() {
+		return
+	}
+	i.interruptRun(s, exitWall)
+}
 
 // cpuTimerFired checks an uninstrumented guest's CPU time from the timer's goroutine.
 func (i *instance) cpuTimerFired() {

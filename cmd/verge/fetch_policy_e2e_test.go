@@ -6,10 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,12 +18,10 @@ import (
 // refused with a clear error and the admin API keeps its configuration; the worker's
 // fetch.allow opens a loopback origin but never the admin API.
 func TestRunWorkerCannotReachAdminOrLoopback(t *testing.T) {
-	dir := t.TempDir()
 	module := testwasm.BuildFile(t, "worker/testdata/misbehave")
 	origin := testOrigin(t, "origin body")
-	listen, adminAddr := freePort(t), freePort(t)
-	cfg := filepath.Join(dir, "verge.yaml")
-	write := func(allow string) {
+	adminAddr := freePort(t)
+	write := func(p *proc, allow string) {
 		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
 admin: {address: %q}
 access_log: {output: "off"}
@@ -37,25 +32,13 @@ workers:
     module: %q
     limits: {cpu_time: 1s}
     fetch: {allow: [%s]}
-`, listen, adminAddr, filepath.Join(dir, "verge.pid"), module, allow)
-		if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
+`, p.addr, adminAddr, p.pidFile, module, allow)
+		if err := os.WriteFile(p.cfgFile, []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("")
-	stderr := newLogFile(t)
-	cmd := exec.Command(verge(t), "run", "-c", cfg)
-	cmd.Stderr = stderr.f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("verge stderr:\n%s", stderr)
-		}
-	})
+	p := launchVerge(t, func(p *proc) { write(p, "") })
+	listen := p.addr
 	c := &http.Client{Timeout: 10 * time.Second}
 	get := func(u string) (int, string) {
 		resp, err := c.Get(u)
@@ -83,7 +66,7 @@ workers:
 	refused("http://" + origin + "/")
 
 	// Reload with the origin allowed: the origin answers, the admin API still refuses.
-	write(`"127.0.0.1/32"`)
+	write(p, `"127.0.0.1/32"`)
 	resp, err := c.Post("http://"+adminAddr+"/reload", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)

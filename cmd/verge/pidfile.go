@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,9 +34,15 @@ func lockPIDFile(path string, upg *tableflip.Upgrader) (*os.File, error) {
 	}
 	inherited := f != nil
 	if f == nil {
+		// Not a link, and only the owner may open it: another user could hold a lock even
+		// through a read-only descriptor.
 		var err error
-		f, err = os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+		f, err = os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
+			return nil, fmt.Errorf("pid file lock: %w", err)
+		}
+		if err := checkOwner(f, path+".lock"); err != nil {
+			f.Close()
 			return nil, fmt.Errorf("pid file lock: %w", err)
 		}
 	}
@@ -64,12 +72,70 @@ func writePIDFile(path string) error {
 	return writeFileAtomic(path, []byte(fmt.Sprintf("%d\n", os.Getpid())))
 }
 
+// writeFileAtomic replaces path with a file holding data. The new file is created under a
+// random name (O_EXCL: never through a link or into a file someone placed there, which the
+// pid file's directory, by default the temporary directory, would allow) and renamed over
+// path; a path owned by another user in a sticky directory is not replaced (rename fails).
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// readOwnFile reads a file verge wrote, refusing one another user could have put there (see
+// checkOwner) and a link.
+func readOwnFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := checkOwner(f, path); err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.LimitReader(f, 1<<16))
+}
+
+// checkOwner refuses f, opened from path, when it is not a regular file, or when another
+// user owns it and others than its directory's owner may create files in that directory
+// (the temporary directory, where the default pid file lives): someone there could have
+// planted it to have `verge reload` signal another process or report a wrong result. A file
+// of the service's user in a directory of its own (/run/verge) is fine for root.
+func checkOwner(f *os.File, path string) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.Mode().IsRegular() || !ok {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if int(st.Uid) == os.Geteuid() {
+		return nil
+	}
+	di, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	if di.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s belongs to uid %d, not to this user, in a directory others can write to; remove it, or use a pid_file in a directory of verge's own", path, st.Uid)
+	}
+	return nil
 }
 
 // removeOwnPIDFile removes the pid file if it still names this process.
@@ -83,7 +149,7 @@ func removeOwnPIDFile(path string) {
 }
 
 func readPID(path string) (int, error) {
-	data, err := os.ReadFile(path)
+	data, err := readOwnFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("read pid file: %w (is verge running? pass --pid-file or -c)", err)
 	}
@@ -115,10 +181,11 @@ func writeReloadStatus(pidFile string, seq int, err error) error {
 	return writeFileAtomic(reloadStatusPath(pidFile), append(data, '\n'))
 }
 
-// readReloadStatus reads the status file; a missing or unreadable one is the zero status.
+// readReloadStatus reads the status file; a missing or unreadable one is the zero status,
+// and so is one another user could have written (checkOwner).
 func readReloadStatus(pidFile string) reloadStatus {
 	var st reloadStatus
-	data, err := os.ReadFile(reloadStatusPath(pidFile))
+	data, err := readOwnFile(reloadStatusPath(pidFile))
 	if err == nil {
 		json.Unmarshal(data, &st)
 	}

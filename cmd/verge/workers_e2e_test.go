@@ -53,19 +53,34 @@ func startDev(t *testing.T, data, pkg string, extra ...string) *devProc {
 // launchDev starts `verge dev` on pkg without waiting for it to serve.
 func launchDev(t *testing.T, data, pkg string, extra ...string) *devProc {
 	t.Helper()
-	p := &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
+	p := newDevProc(t)
 	args := append([]string{"dev", "--data", data, "--listen", p.addr, "--poll", "100ms"}, extra...)
-	p.cmd = exec.Command(verge(t), append(args, pkg)...)
-	p.cmd.Stderr, p.cmd.Stdout = p.stderr.f, p.stderr.f
-	if err := p.cmd.Start(); err != nil {
+	p.start(t, exec.Command(verge(t), append(args, pkg)...))
+	return p
+}
+
+// newDevProc picks the address and output file of a `verge dev` to start.
+func newDevProc(t *testing.T) *devProc {
+	return &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
+}
+
+// start runs cmd, a `verge dev` serving on p.addr; cleanup kills it and, when the test
+// failed, logs its output.
+func (p *devProc) start(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	p.cmd = cmd
+	cmd.Stderr, cmd.Stdout = p.stderr.f, p.stderr.f
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.exited <- p.cmd.Wait() }()
+	go func() { p.exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		p.cmd.Process.Kill()
+		cmd.Process.Kill()
 		<-p.exited
+		if t.Failed() {
+			t.Logf("verge dev output:\n%s", p.stderr)
+		}
 	})
-	return p
 }
 
 func (p *devProc) do(c *http.Client, method, path, body string) (int, string, error) {
@@ -245,12 +260,11 @@ func main() {}
 
 // TestRunDeploysWorkerThroughAdmin deploys a new module into a running server under load.
 func TestRunDeploysWorkerThroughAdmin(t *testing.T) {
-	dir := t.TempDir()
 	hello := testwasm.BuildFile(t, "examples/workers/hello")
 	counter := testwasm.Build(t, "examples/workers/counter")
-	listen, adminAddr := freePort(t), freePort(t)
-	cfg := filepath.Join(dir, "verge.yaml")
-	y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+	adminAddr := freePort(t)
+	p := launchVerge(t, func(p *proc) {
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
 admin: {address: %q}
 access_log: {output: "off"}
 pid_file: %q
@@ -263,18 +277,10 @@ workers:
     # What this test checks is deploys: a CPU limit met on a machine saturated by the
     # deploy's compilation is another matter (worker CPU accounting has its own tests).
     limits: {cpu_time: 10s}
-`, listen, adminAddr, filepath.Join(dir, "verge.pid"), hello)
-	os.WriteFile(cfg, []byte(y), 0o644)
-	stderr := newLogFile(t)
-	cmd := exec.Command(verge(t), "run", "-c", cfg)
-	cmd.Stderr = stderr.f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGINT)
-		cmd.Wait()
+`, p.addr, adminAddr, p.pidFile, hello)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
 	})
+	listen, stderr := p.addr, p.stderr
 	c := &http.Client{Timeout: 5 * time.Second}
 	get := func(path string) (int, string) {
 		resp, err := c.Get("http://" + listen + path)
@@ -465,24 +471,13 @@ func main() {}
 			t.Fatal(err)
 		}
 	}
-	p := &devProc{addr: freePort(t), stderr: newLogFile(t), exited: make(chan error, 1)}
-	p.cmd = exec.Command(verge(t), "dev", "--data", t.TempDir(), "--listen", p.addr, "--poll", "50ms")
-	p.cmd.Dir = pkg // no PATH: the current directory
+	p := newDevProc(t)
+	cmd := exec.Command(verge(t), "dev", "--data", t.TempDir(), "--listen", p.addr, "--poll", "50ms")
+	cmd.Dir = pkg // no PATH: the current directory
 	// The test module lists only verge: let go complete its requirements from the local
 	// module cache, offline.
-	p.cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off")
-	p.cmd.Stderr, p.cmd.Stdout = p.stderr.f, p.stderr.f
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("verge dev output:\n%s", p.stderr)
-		}
-	})
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off")
+	p.start(t, cmd)
 	c := &http.Client{Timeout: 5 * time.Second}
 	get := func() (int, string, string) {
 		resp, err := c.Get("http://" + p.addr + "/")

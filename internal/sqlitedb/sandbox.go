@@ -89,6 +89,7 @@ type Sandbox struct {
 	handle    uintptr // the connection's sqlite3*, set by Connect
 	untrusted bool    // statements compiled now are the tenant's
 	running   bool    // an untrusted statement is running: the timer may interrupt it
+	seq       uint64  // counts runs: a timer interrupts only the run it was armed for
 	timedOut  bool
 	denied    string                      // why the authorizer refused, for the error
 	ddl       sqlite.AuthorizerActionCode // the DDL action of the current statement (0: none)
@@ -108,11 +109,23 @@ func (s *Sandbox) Run(query string, fn func() error) error {
 	if err := checkStatement(query, s.reserved); err != nil {
 		return err
 	}
+	return s.run(true, fn)
+}
+
+// Bound runs fn, the caller's own statements on the sandboxed database, under the time
+// limit only (no policy). Use it where the caller's statement can run code of the tenant's:
+// dropping the tenant's tables runs their foreign-key actions and the triggers those fire.
+func (s *Sandbox) Bound(fn func() error) error { return s.run(false, fn) }
+
+// run runs fn under the time limit, and under the policy when untrusted.
+func (s *Sandbox) run(untrusted bool, fn func() error) error {
 	s.mu.Lock()
-	s.untrusted, s.running, s.timedOut, s.denied, s.ddl = true, true, false, "", 0
+	s.untrusted, s.running, s.timedOut, s.denied, s.ddl = untrusted, true, false, "", 0
+	s.seq++
+	seq := s.seq
 	s.mu.Unlock()
 	limit := s.statementTime()
-	timer := time.AfterFunc(limit, s.interrupt)
+	timer := time.AfterFunc(limit, func() { s.interrupt(seq) })
 	err := fn()
 	timer.Stop()
 	s.mu.Lock()
@@ -122,7 +135,7 @@ func (s *Sandbox) Run(query string, fn func() error) error {
 	switch {
 	case err == nil:
 		return nil
-	case denied != "":
+	case denied != "": // only ever set while untrusted
 		return fmt.Errorf("%s: %w", denied, ErrDenied)
 	case timedOut:
 		return fmt.Errorf("statement ran longer than %v: %w", limit, ErrTimeLimit)
@@ -130,32 +143,12 @@ func (s *Sandbox) Run(query string, fn func() error) error {
 	return err
 }
 
-// Bound runs fn, the caller's own statements on the sandboxed database, under the time
-// limit only (no policy). Use it where the caller's statement can run code of the tenant's:
-// dropping the tenant's tables runs their foreign-key actions and the triggers those fire.
-func (s *Sandbox) Bound(fn func() error) error {
-	s.mu.Lock()
-	s.running, s.timedOut = true, false
-	s.mu.Unlock()
-	limit := s.statementTime()
-	timer := time.AfterFunc(limit, s.interrupt)
-	err := fn()
-	timer.Stop()
-	s.mu.Lock()
-	s.running = false
-	timedOut := s.timedOut
-	s.mu.Unlock()
-	if err != nil && timedOut {
-		return fmt.Errorf("statement ran longer than %v: %w", limit, ErrTimeLimit)
-	}
-	return err
-}
-
-// interrupt stops the running untrusted statement (the time limit's timer).
-func (s *Sandbox) interrupt() {
+// interrupt stops the statements of run seq (the time limit's timer), unless that run has
+// ended: a timer that fired as its run ended may get here after the next run started.
+func (s *Sandbox) interrupt(seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.running || s.handle == 0 {
+	if !s.running || s.seq != seq || s.handle == 0 {
 		return
 	}
 	s.timedOut = true

@@ -1,8 +1,11 @@
 package sqlitedb
 
 import (
+	"context"
 	"errors"
+	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestCheckStatement(t *testing.T) {
@@ -51,4 +54,40 @@ func FuzzCheckStatement(f *testing.F) {
 			t.Fatalf("%q: %v does not wrap ErrDenied", q, err)
 		}
 	})
+}
+
+// TestLateTimerSparesNextStatement: a statement's time-limit timer that fired just as its
+// run ended, and gets to interrupt only once the next run's statement is executing, leaves
+// that statement alone.
+func TestLateTimerSparesNextStatement(t *testing.T) {
+	s := &Sandbox{StatementTime: time.Minute}
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "db.sqlite"), Options{Sandbox: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := s.Run("SELECT 1", func() error { return db.QueryRow("SELECT 1").Scan(new(int)) }); err != nil {
+		t.Fatal(err)
+	}
+	const q = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 100000) SELECT x FROM c"
+	n := 0
+	err = s.Run(q, func() error {
+		rows, err := db.Query(q)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if n++; n == 1 {
+				s.mu.Lock()
+				previous := s.seq - 1
+				s.mu.Unlock()
+				s.interrupt(previous) // the first run's timer, late
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil || n != 100000 {
+		t.Fatalf("got %d rows, %v; want 100000 rows", n, err)
+	}
 }

@@ -339,12 +339,11 @@ type Cursor struct {
 	RowsWritten int64
 }
 
-// SQL runs SQL on the object's database with positional arguments (?), which may be nil,
-// bool, ints, floats, string or []byte. The query may hold several statements separated by
-// ';': they run in order, the Cursor holds the last statement's rows and RowsWritten counts
-// the rows all of them changed; each statement binds the arguments from the first on, so
-// pass arguments only with a single statement. Table names starting with "_verge" are
-// reserved.
+// SQL runs one SQL statement on the object's database with positional arguments (?), which
+// may be nil, bool, ints, floats, string or []byte. Trailing semicolons and comments are
+// fine; a second statement is refused (ErrInvalid), as is anything reaching outside the
+// object's own tables: table names starting with "_verge" and "sqlite_" are reserved (see
+// docs/workers.md, SQL).
 func (s *Storage) SQL(query string, args ...any) (*Cursor, error) {
 	var e workerabi.Encoder
 	e.Str(query)
