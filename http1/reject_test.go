@@ -46,6 +46,9 @@ func TestRejectReasonAndHook(t *testing.T) {
 			if r.Status != tt.status || r.Reason != tt.reason || r.Err == nil || r.Time.IsZero() {
 				t.Errorf("OnReject got %+v, want status %d reason %q", r, tt.status, tt.reason)
 			}
+			if r.BodyBytes != int64(len(resp.body)) {
+				t.Errorf("OnReject got BodyBytes %d, want the %d bytes of the body sent", r.BodyBytes, len(resp.body))
+			}
 		})
 	}
 }

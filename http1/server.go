@@ -589,6 +589,9 @@ type Reject struct {
 	Reason string
 	// Err is the parse error; its text is "http1: " and the reason.
 	Err error
+	// BodyBytes is the length of the response body sent; 0 when the response could not be
+	// written.
+	BodyBytes int64
 	// Conn describes the client connection.
 	Conn *message.ConnInfo
 	// Time is when the response was sent.
@@ -603,10 +606,13 @@ func (sc *serverConn) reject(perr *protoError) {
 			slog.Int("status", perr.status), slog.String("reason", perr.msg),
 			slog.String("remote", sc.info.RemoteAddr.String()))
 	}
-	sc.writeReject(perr)
+	n := sc.writeReject(perr)
 	err := sc.out.flush()
+	if err != nil {
+		n = 0
+	}
 	if f := sc.cfg.onReject; f != nil {
-		f(Reject{Status: perr.status, Reason: perr.msg, Err: perr, Conn: sc.info, Time: time.Now()})
+		f(Reject{Status: perr.status, Reason: perr.msg, Err: perr, BodyBytes: int64(n), Conn: sc.info, Time: time.Now()})
 	}
 	if err != nil {
 		return
@@ -615,8 +621,9 @@ func (sc *serverConn) reject(perr *protoError) {
 }
 
 // writeReject writes the error response for perr: "431 Request Header Fields Too Large:
-// request head too large" and a newline, as text/plain, with Connection: close.
-func (sc *serverConn) writeReject(perr *protoError) {
+// request head too large" and a newline, as text/plain, with Connection: close. It returns
+// the length of the body.
+func (sc *serverConn) writeReject(perr *protoError) int {
 	w := &sc.out
 	text := message.StatusText(perr.status)
 	n := 3 + 1 + len(text) + 2 + len(perr.msg) + 1
@@ -633,6 +640,7 @@ func (sc *serverConn) writeReject(perr *protoError) {
 	w.writeString(": ")
 	w.writeString(perr.msg)
 	w.writeByte('\n')
+	return n
 }
 
 // writeSimple writes a response with no body.

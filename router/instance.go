@@ -245,7 +245,7 @@ func (in *Instance) logReject(r http1.Reject) {
 	if in.access == nil {
 		return
 	}
-	rec := observe.Record{Time: r.Time, Proto: message.HTTP11, Status: r.Status, Route: noRoute, Error: r.Err}
+	rec := observe.Record{Time: r.Time, Proto: message.HTTP11, Status: r.Status, Route: noRoute, BytesSent: r.BodyBytes, Error: r.Err}
 	if r.Conn != nil {
 		rec.RemoteAddr = r.Conn.RemoteAddr
 	}

@@ -285,7 +285,8 @@ func TestPostNotRetriedOnReusedConnection(t *testing.T) {
 }
 
 // Requests the HTTP/1 codec rejects are counted and logged like others, with the reason in
-// the body (issue 12: verge_connections_total 13 against verge_requests_total 4).
+// the body and its length as bytes_sent (issue 12: verge_connections_total 13 against
+// verge_requests_total 4).
 func TestParserRejectionsCountedAndLogged(t *testing.T) {
 	o := startObserved(t, runtimeConfig("fixed"))
 	addr := o.rt.Addr("main").String()
@@ -299,7 +300,8 @@ func TestParserRejectionsCountedAndLogged(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400, "invalid header field name"},
 		{"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505, "unsupported HTTP version"},
 	}
-	for _, tt := range tests {
+	bodies := make([]int, len(tests))
+	for i, tt := range tests {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -311,6 +313,8 @@ func TestParserRejectionsCountedAndLogged(t *testing.T) {
 		if want := fmt.Sprintf("HTTP/1.1 %d ", tt.status); !strings.HasPrefix(string(b), want) || !strings.Contains(string(b), tt.reason) {
 			t.Fatalf("got %q, want %q... with the reason %q in the body", b, want, tt.reason)
 		}
+		_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+		bodies[i] = len(body)
 		// OnReject runs before the connection closes, so the count is there once the client
 		// read to the end.
 		if m := fmt.Sprintf("none HTTP/1.1 %d", tt.status); !o.metrics.has(m) {
@@ -318,7 +322,7 @@ func TestParserRejectionsCountedAndLogged(t *testing.T) {
 		}
 	}
 	log := o.accessLog(t)
-	for _, tt := range tests {
+	for i, tt := range tests {
 		line := ""
 		for _, l := range strings.Split(log, "\n") {
 			if strings.Contains(l, fmt.Sprintf(`"status":%d,`, tt.status)) {
@@ -327,6 +331,10 @@ func TestParserRejectionsCountedAndLogged(t *testing.T) {
 		}
 		if !strings.Contains(line, `"route":"none"`) || !strings.Contains(line, tt.reason) || !strings.Contains(line, `"remote_addr":"127.0.0.1:`) {
 			t.Errorf("access log has no line for the %d with route none, client and reason: %q", tt.status, log)
+		}
+		// bytes_sent counts the body with the reason, as for any other response.
+		if want := fmt.Sprintf(`"bytes_sent":%d,`, bodies[i]); !strings.Contains(line, want) {
+			t.Errorf("access log line %q: want %s", line, want)
 		}
 	}
 }
