@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +35,7 @@ func lockPIDFile(path string, upg *tableflip.Upgrader) (*os.File, error) {
 	inherited := f != nil
 	if f == nil {
 		var err error
-		f, err = os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
+		f, err = openOwn(path+".lock", os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("pid file lock: %w", err)
 		}
@@ -64,12 +66,73 @@ func writePIDFile(path string) error {
 	return writeFileAtomic(path, []byte(fmt.Sprintf("%d\n", os.Getpid())))
 }
 
+// writeFileAtomic replaces path with a file holding data. The temporary file has a random
+// name and is created exclusively: in a shared directory such as /tmp, another user could
+// otherwise plant a symbolic link under a fixed temporary name and have this process write
+// through it into any file it may write.
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	dir, base := filepath.Split(path)
+	f, err := os.CreateTemp(dir, base+".*.tmp")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// openOwn opens one of the pid file's companions without following a symbolic link, and in
+// a directory every user may write to (the default pid file's /tmp) only when the file
+// belongs to this process's user: another local user could create it first, to feed
+// `verge reload` a pid or a result, or to make `verge run` lock a file they hold.
+func openOwn(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW, perm)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOwner(f, path); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func checkOwner(f *os.File, path string) error {
+	dir, err := os.Stat(filepath.Dir(path))
+	if err != nil || dir.Mode().Perm()&0o002 == 0 {
+		return err // only the directory's writers could have made the file
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || int(st.Uid) != os.Geteuid() || !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a file of this user in a directory shared with other users; remove it or choose another pid_file", path)
+	}
+	return nil
+}
+
+// readOwn reads a file opened by openOwn.
+func readOwn(path string) ([]byte, error) {
+	f, err := openOwn(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 1<<16))
 }
 
 // removeOwnPIDFile removes the pid file if it still names this process.
@@ -83,7 +146,7 @@ func removeOwnPIDFile(path string) {
 }
 
 func readPID(path string) (int, error) {
-	data, err := os.ReadFile(path)
+	data, err := readOwn(path)
 	if err != nil {
 		return 0, fmt.Errorf("read pid file: %w (is verge running? pass --pid-file or -c)", err)
 	}
@@ -118,7 +181,7 @@ func writeReloadStatus(pidFile string, seq int, err error) error {
 // readReloadStatus reads the status file; a missing or unreadable one is the zero status.
 func readReloadStatus(pidFile string) reloadStatus {
 	var st reloadStatus
-	data, err := os.ReadFile(reloadStatusPath(pidFile))
+	data, err := readOwn(reloadStatusPath(pidFile))
 	if err == nil {
 		json.Unmarshal(data, &st)
 	}
