@@ -80,9 +80,11 @@ func strongETag(a, b *meta) bool {
 
 // combine merges the partial object prev, stored before, with next, a partial object just
 // received in full, when they may be combined (RFC 9111 section 3.4: the same strong
-// validator and length) and their ranges touch. It returns the combined object (a complete
-// 200 when it covers everything), or nil.
-func combine(prev, next *object) *object {
+// validator and length), their ranges touch and the result holds at most limit bytes (the
+// policy's largest object: else a client could grow one object, range by range, to the whole
+// of a large representation). It returns the combined object (a complete 200 when it covers
+// everything), or nil.
+func combine(prev, next *object, limit int64) *object {
 	pm, nm := prev.m, next.m
 	if pm.Status != 206 || nm.Status != 206 || pm.RangeTotal != nm.RangeTotal || !strongETag(pm, nm) || next.b.data == nil {
 		return nil
@@ -93,6 +95,9 @@ func combine(prev, next *object) *object {
 		return nil // a gap between them
 	}
 	lo, hi := min(ps, ns), max(pe, ne)
+	if hi-lo > limit {
+		return nil
+	}
 	data := make([]byte, hi-lo)
 	var r bodyReader
 	r.init(nil, prev.b, 0, -1)

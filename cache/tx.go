@@ -374,7 +374,7 @@ func (t *tx) complete() {
 		return
 	}
 	if t.partial != nil && o.m.Status == 206 {
-		if merged := combine(t.partial, o); merged != nil {
+		if merged := combine(t.partial, o, t.pol.maxObjectSize()); merged != nil {
 			o = merged
 			if t.dw != nil {
 				t.dw.abort()
