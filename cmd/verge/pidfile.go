@@ -71,8 +71,7 @@ func writePIDFile(path string) error {
 // otherwise plant a symbolic link under a fixed temporary name and have this process write
 // through it into any file it may write.
 func writeFileAtomic(path string, data []byte) error {
-	dir, base := filepath.Split(path)
-	f, err := os.CreateTemp(dir, base+".*.tmp")
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}

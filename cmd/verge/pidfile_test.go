@@ -106,3 +106,19 @@ func TestPIDFileOfAnotherUserInSharedDir(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A pid file named without a directory is written in the working directory (its temporary
+// file too, not in $TMPDIR).
+func TestPIDFileRelative(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
+	if err := writePIDFile("verge.pid"); err != nil {
+		t.Fatal(err)
+	}
+	if pid, err := readPID("verge.pid"); err != nil || pid != os.Getpid() {
+		t.Fatalf("readPID = %d, %v", pid, err)
+	}
+	if left, _ := filepath.Glob("verge.pid.*"); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+}
