@@ -187,6 +187,46 @@ func (ex *exchange) Flush() error {
 	return ex.writeErr(ex.Exchange.Flush())
 }
 
+// WriteInterim sends an informational head (see httpbridge.Exchange.WriteInterim) within
+// interimSendTimeout (or the send timeout, if shorter). An interim head goes out from the
+// relay of an HTTP/2 or HTTP/3 upstream, on that connection's reader, which other requests
+// share: a client that grants no flow-control credit must not hold it. A head not written in
+// time aborts the stream (quic-go does not report the failure, and a partly written frame
+// would corrupt the stream).
+func (ex *exchange) WriteInterim(status int, h *message.Header) error {
+	if ex.malformed.Load() {
+		return errMalformed
+	}
+	d, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error })
+	if !ok {
+		return ex.Exchange.WriteInterim(status, h)
+	}
+	to := interimSendTimeout
+	if ex.sendTO > 0 && ex.sendTO < to {
+		to = ex.sendTO
+	}
+	deadline := time.Now().Add(to)
+	d.SetWriteDeadline(deadline)
+	err := ex.Exchange.WriteInterim(status, h)
+	if err == nil && !time.Now().Before(deadline) {
+		ex.Abort(errSendTimeout)
+		return errSendTimeout
+	}
+	// The next Write arms the send timeout again.
+	ex.wdl = time.Time{}
+	d.SetWriteDeadline(time.Time{})
+	if ex.aborted.Load() {
+		d.SetWriteDeadline(pastDeadline) // Abort raced with the deadline
+	}
+	return err
+}
+
+// interimSendTimeout bounds the write of an interim head, as HTTP/1's does.
+const interimSendTimeout = 5 * time.Second
+
+// pastDeadline makes blocked and later writes fail at once.
+var pastDeadline = time.Unix(1, 0)
+
 // Abort resets the stream (see httpbridge.Exchange.Abort).
 func (ex *exchange) Abort(err error) {
 	ex.aborted.Store(true)
@@ -211,7 +251,7 @@ func (ex *exchange) armWrite() {
 	ex.wdl = now.Add(ex.sendTO)
 	d.SetWriteDeadline(ex.wdl)
 	if ex.aborted.Load() {
-		d.SetWriteDeadline(time.Unix(1, 0)) // Abort raced with the new deadline
+		d.SetWriteDeadline(pastDeadline) // Abort raced with the new deadline
 	}
 }
 
