@@ -55,7 +55,7 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	early := st.quic.Allow0RTT && !handshakeDone(cd)
-	if early && !idempotent(r.Method) {
+	if early && !message.Idempotent(r.Method) { // a replayable request (RFC 9110 section 9.2.2) may come in 0-RTT
 		// RFC 8470 section 5.2: the client retries once the handshake is complete.
 		plainAnswer(w, http.StatusTooEarly, tooEarlyBody)
 		return
@@ -349,16 +349,6 @@ func (ex *exchange) Conn() *message.ConnInfo { return &ex.cd.info }
 func bodilessMethod(method string) bool {
 	switch method {
 	case "GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT":
-		return true
-	}
-	return false
-}
-
-// idempotent reports whether method is idempotent (RFC 9110 section 9.2.2): a request with it
-// may be replayed, so it is allowed in 0-RTT early data.
-func idempotent(method string) bool {
-	switch method {
-	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
 		return true
 	}
 	return false
