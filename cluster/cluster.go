@@ -78,6 +78,9 @@ type Embedded struct {
 	Token string
 	// ReadyTimeout bounds waiting for the server to accept connections; zero means 10s.
 	ReadyTimeout time.Duration
+	// RetryStart keeps trying to start the server in the background when it cannot start
+	// now (the process was started by an upgrade and its parent still holds the ports).
+	RetryStart bool
 }
 
 // Node is this process's membership in a cluster.
@@ -92,12 +95,14 @@ type Node struct {
 	version  string
 	admin    func() string
 	external []string
+	embedded bool
 
 	pingSub *nats.Subscription
 
-	mu        sync.Mutex
-	onConnect []func()
-	closed    atomic.Bool
+	mu         sync.Mutex
+	serverDone chan struct{} // closed when retryServer ends; nil when it never ran
+	onConnect  []func()
+	closed     atomic.Bool
 }
 
 // Start starts the embedded server (if configured) and connects. It fails only for errors
@@ -143,19 +148,33 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			n.log.Warn("cluster: NATS error", "subject", subj, "err", err)
 		}),
 	}
+	url := strings.Join(o.URLs, ",")
 	if e := o.Embedded; e != nil {
+		n.embedded = true
+		// The node's own client reaches its server over loopback TCP, not in-process: while
+		// the server restarts (an upgrade hands the ports from the old process to the new
+		// one) the client keeps working through the other servers it learned of.
 		srv, err := startEmbedded(o.Node, e, log)
-		if err != nil {
+		switch {
+		case err == nil:
+			n.srv = srv
+			url = srv.ClientURL()
+		case e.RetryStart:
+			// Started by an upgrade: the old process holds the ports and the store until it
+			// hands over; meanwhile its server answers on the same address.
+			log.Warn("cluster: embedded NATS server not started yet; retrying until the ports are free", "err", err)
+			n.serverDone = make(chan struct{})
+			go n.retryServer(o.Node, e)
+			url = "nats://" + e.Listen
+		default:
 			return nil, err
 		}
-		n.srv = srv
 		// The servers are this one and the distinct routes (which may list this one).
 		seen := map[string]bool{e.ClusterListen: true}
 		for _, r := range e.Routes {
 			seen[r.Host] = true
 		}
 		servers = len(seen)
-		copts = append(copts, nats.InProcessServer(srv))
 		if e.Token != "" {
 			copts = append(copts, nats.Token(e.Token))
 		}
@@ -173,10 +192,6 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 			copts = append(copts, nats.Secure(o.TLS))
 		}
 	}
-	url := strings.Join(o.URLs, ",")
-	if n.srv != nil {
-		url = n.srv.ClientURL()
-	}
 	nc, err := nats.Connect(url, copts...)
 	if err != nil {
 		n.shutdownServer()
@@ -186,7 +201,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if !nc.IsConnected() {
 		log.Warn("cluster: cannot reach NATS yet; KV, deployments and purges that need the cluster fail until it is reachable", "urls", url)
 	}
-	if n.srv == nil {
+	if o.Embedded == nil {
 		if d := len(nc.Servers()); d > servers {
 			servers = d
 		}
@@ -303,15 +318,59 @@ func (n *Node) JetStream() jetstream.JetStream { return n.js }
 // Replicas returns the replica count for new buckets and streams.
 func (n *Node) Replicas() int { return n.replicas }
 
-// Server returns the embedded NATS server, or nil when joined to an external cluster.
-func (n *Node) Server() *server.Server { return n.srv }
+// Server returns the embedded NATS server, or nil when joined to an external cluster (or
+// while an upgraded process waits for its parent to free the ports).
+func (n *Node) Server() *server.Server {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.srv
+}
+
+func (n *Node) retryServer(node string, e *Embedded) {
+	defer close(n.serverDone)
+	for !n.closed.Load() {
+		t := time.NewTimer(250 * time.Millisecond)
+		<-t.C
+		r := *e
+		r.ReadyTimeout = 2 * time.Second
+		srv, err := startEmbedded(node, &r, slog.New(slog.DiscardHandler))
+		if err != nil {
+			continue
+		}
+		srv.SetLoggerV2(natsLogger{n.log.With("component", "nats")}, false, false, false)
+		n.mu.Lock()
+		if n.closed.Load() {
+			n.mu.Unlock()
+			srv.Shutdown()
+			return
+		}
+		n.srv = srv
+		n.mu.Unlock()
+		n.log.Info("cluster: embedded NATS server started", "listen", e.Listen)
+		return
+	}
+}
+
+// StopServer stops the embedded server but keeps the client connection, which moves to the
+// other servers of the cluster (and back to this address once a new server answers on it).
+// An upgrade calls it in the old process as soon as the new one is ready.
+func (n *Node) StopServer() {
+	n.mu.Lock()
+	srv := n.srv
+	n.srv = nil
+	n.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+}
 
 // ClientURL returns the embedded server's client URL ("" when external).
 func (n *Node) ClientURL() string {
-	if n.srv == nil {
-		return ""
+	if srv := n.Server(); srv != nil {
+		return srv.ClientURL()
 	}
-	return n.srv.ClientURL()
+	return ""
 }
 
 // Connected reports whether the NATS connection is up.
@@ -449,10 +508,13 @@ func (n *Node) Close() {
 }
 
 func (n *Node) shutdownServer() {
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
+	n.mu.Lock()
+	done := n.serverDone
+	n.mu.Unlock()
+	if done != nil {
+		<-done
 	}
+	n.StopServer()
 }
 
 func sortMembers(ms []Member) {

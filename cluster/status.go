@@ -74,27 +74,29 @@ func ownStream(name string) bool {
 func (n *Node) Status(ctx context.Context, wait time.Duration) Status {
 	st := Status{Node: n.name, Mode: "external", Role: "client", Replicas: n.replicas,
 		Connected: n.nc.IsConnected(), Server: n.nc.ConnectedServerName()}
-	if n.srv != nil {
+	if n.embedded {
 		st.Mode = "embedded"
 		st.Role = "standalone"
-		if js, err := n.srv.Jsz(&server.JSzOptions{}); err == nil && js.Meta != nil {
+	}
+	if srv := n.Server(); srv != nil {
+		if js, err := srv.Jsz(&server.JSzOptions{}); err == nil && js.Meta != nil {
 			st.MetaLeader = js.Meta.Leader
 			switch {
-			case n.srv.JetStreamIsLeader():
+			case srv.JetStreamIsLeader():
 				st.Role = "leader"
 			default:
 				st.Role = "follower"
 			}
 			selfListed := false
 			for _, p := range js.Meta.Replicas {
-				selfListed = selfListed || p.Name == n.srv.Name()
+				selfListed = selfListed || p.Name == srv.Name()
 				st.Peers = append(st.Peers, Peer{Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag, ActiveMillis: ms(p.Active)})
 			}
 			if !selfListed {
-				st.Peers = append(st.Peers, Peer{Name: n.srv.Name(), Current: true})
+				st.Peers = append(st.Peers, Peer{Name: srv.Name(), Current: true})
 			}
 			slices.SortFunc(st.Peers, func(a, b Peer) int { return strings.Compare(a.Name, b.Name) })
-		} else if n.srv.JetStreamIsClustered() {
+		} else if srv.JetStreamIsClustered() {
 			st.Role = "follower"
 		}
 	}
