@@ -300,11 +300,27 @@ func splitHostPort(s string) (string, int, error) {
 type natsLogger struct{ l *slog.Logger }
 
 func (g natsLogger) Noticef(f string, v ...any) { g.l.Debug(fmt.Sprintf(f, v...)) }
-func (g natsLogger) Warnf(f string, v ...any)   { g.l.Warn(fmt.Sprintf(f, v...)) }
-func (g natsLogger) Fatalf(f string, v ...any)  { g.l.Error(fmt.Sprintf(f, v...)) }
-func (g natsLogger) Errorf(f string, v ...any)  { g.l.Error(fmt.Sprintf(f, v...)) }
-func (g natsLogger) Debugf(f string, v ...any)  {}
-func (g natsLogger) Tracef(f string, v ...any)  {}
+func (g natsLogger) Warnf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if strings.HasPrefix(msg, "Maximum payloads over") {
+		// Verge raises the payload limit for 25 MiB KV values on purpose.
+		g.l.Debug(msg)
+		return
+	}
+	g.l.Warn(msg)
+}
+func (g natsLogger) Fatalf(f string, v ...any) { g.l.Error(fmt.Sprintf(f, v...)) }
+func (g natsLogger) Errorf(f string, v ...any) {
+	msg := fmt.Sprintf(f, v...)
+	if strings.Contains(msg, "trying to connect to route") {
+		// Routine while the other nodes start, or while one is down: the server retries.
+		g.l.Warn(msg)
+		return
+	}
+	g.l.Error(msg)
+}
+func (g natsLogger) Debugf(f string, v ...any) {}
+func (g natsLogger) Tracef(f string, v ...any) {}
 
 // Name returns this node's name.
 func (n *Node) Name() string { return n.name }

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/verge-edge/verge/cluster/clustertest"
+	"github.com/verge-edge/verge/internal/testwasm"
+)
+
+// clusterProc is one `verge run` of a three-node cluster with embedded JetStream.
+type clusterProc struct {
+	t      *testing.T
+	i      int
+	cmd    *exec.Cmd
+	cfg    string
+	addr   string // public listener
+	admin  string
+	stderr *logFile
+	exited chan error
+}
+
+// clusterProcs writes the configs of an n-node cluster whose nodes run worker (a compiled
+// module) on every path, and starts them.
+type clusterProcs struct {
+	t     *testing.T
+	procs []*clusterProc
+}
+
+func startClusterProcs(t *testing.T, n int, module string) *clusterProcs {
+	t.Helper()
+	ports := clustertest.FreePorts(t, 4*n)
+	var routes []string
+	for i := 0; i < n; i++ {
+		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", ports[n+i]))
+	}
+	cs := &clusterProcs{t: t}
+	for i := 0; i < n; i++ {
+		dir := t.TempDir()
+		p := &clusterProc{t: t, i: i, cfg: filepath.Join(dir, "verge.yaml"),
+			addr: fmt.Sprintf("127.0.0.1:%d", ports[2*n+i]), admin: fmt.Sprintf("127.0.0.1:%d", ports[3*n+i])}
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {address: %q}
+access_log: {output: "off"}
+pid_file: %q
+worker_data: %q
+shutdown: {grace_period: 2s}
+cluster:
+  node: node%d
+  embedded:
+    listen: "127.0.0.1:%d"
+    cluster_listen: %q
+    routes: [%s]
+routes: [{name: w, worker: app}]
+workers:
+  - name: app
+    module: %q
+    kv: [{binding: KV, namespace: counter-kv}]
+    durable_objects: [{binding: COUNTER, class: Counter}]
+    limits: {cpu_time: 10s}
+`, p.addr, p.admin, filepath.Join(dir, "verge.pid"), filepath.Join(dir, "data"), i+1, ports[i], routes[i], strings.Join(routes, ", "), module)
+		if err := os.WriteFile(p.cfg, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cs.procs = append(cs.procs, p)
+		p.start()
+	}
+	t.Cleanup(func() {
+		for _, p := range cs.procs {
+			p.stop()
+		}
+	})
+	return cs
+}
+
+func (p *clusterProc) start() {
+	p.stderr = newLogFile(p.t)
+	p.exited = make(chan error, 1)
+	p.cmd = exec.Command(verge(p.t), "run", "-c", p.cfg)
+	p.cmd.Stderr = p.stderr.f
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+}
+
+// kill stops the process with SIGKILL: no drain, no goodbye to the cluster.
+func (p *clusterProc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+func (p *clusterProc) stop() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	if p.t.Failed() {
+		p.t.Logf("node%d stderr:\n%s", p.i+1, p.stderr.String())
+	}
+}
+
+var clusterClient = &http.Client{Timeout: 10 * time.Second}
+
+func (p *clusterProc) do(method, path, body string) (int, string, error) {
+	req, _ := http.NewRequest(method, "http://"+p.addr+path, strings.NewReader(body))
+	resp, err := clusterClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// waitKV waits until every node answers a KV write: the cluster has formed and the
+// buckets exist.
+func (cs *clusterProcs) waitKV(t *testing.T) {
+	t.Helper()
+	for _, p := range cs.procs {
+		key := fmt.Sprintf("/kv/ready-%d", p.i)
+		waitFor(t, fmt.Sprintf("node%d to write KV", p.i+1), 90*time.Second, func() bool {
+			code, _, _ := p.do("PUT", key, "ok")
+			return code == 204
+		})
+	}
+}
+
+// TestClusterKVAcrossNodesE2E: a KV write through node 1 is read through nodes 2 and 3.
+func TestClusterKVAcrossNodesE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three verge processes")
+	}
+	cs := startClusterProcs(t, 3, testwasm.BuildFile(t, "examples/workers/counter"))
+	cs.waitKV(t)
+	if code, body, err := cs.procs[0].do("PUT", "/kv/greeting", "hello from node1"); code != 204 {
+		t.Fatalf("put: %d %q %v", code, body, err)
+	}
+	for _, p := range cs.procs[1:] {
+		waitFor(t, fmt.Sprintf("node%d to read the write", p.i+1), 30*time.Second, func() bool {
+			code, body, _ := p.do("GET", "/kv/greeting", "")
+			return code == 200 && body == "hello from node1"
+		})
+	}
+}
+
+// TestClusterKVSurvivesKill9E2E writes KV through two nodes while a third is killed with
+// SIGKILL: no acknowledged write is lost, writes go on, and the killed node, restarted,
+// catches up. Each node is killed once in turn.
+func TestClusterKVSurvivesKill9E2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three verge processes")
+	}
+	cs := startClusterProcs(t, 3, testwasm.BuildFile(t, "examples/workers/counter"))
+	cs.waitKV(t)
+	var acked sync.Map // key -> value of acknowledged writes
+	var nacked atomic.Int64
+	for round, victim := range []int{0, 1, 2} {
+		others := []*clusterProc{}
+		for _, p := range cs.procs {
+			if p.i != victim {
+				others = append(others, p)
+			}
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var okAfterKill atomic.Int64
+		var killed atomic.Bool
+		var lastOK, killedAt atomic.Int64 // unix nanos
+		var maxGap atomic.Int64
+		for w, p := range others {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 100000; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					key := fmt.Sprintf("r%d-w%d-%d", round, w, i)
+					code, _, _ := p.do("PUT", "/kv/"+key, key)
+					if code != 204 {
+						continue
+					}
+					now := time.Now().UnixNano()
+					acked.Store(key, key)
+					nacked.Add(1)
+					if killed.Load() {
+						okAfterKill.Add(1)
+						if prev := lastOK.Swap(now); prev != 0 {
+							if g := now - max(prev, killedAt.Load()); g > maxGap.Load() {
+								maxGap.Store(g)
+							}
+						}
+					}
+				}
+			}()
+		}
+		waitFor(t, "writes before the kill", 60*time.Second, func() bool { return nacked.Load() > int64(50*(round+1)) })
+		killedAt.Store(time.Now().UnixNano())
+		cs.procs[victim].kill()
+		killed.Store(true)
+		waitFor(t, "writes after the kill", 60*time.Second, func() bool { return okAfterKill.Load() > 100 })
+		close(stop)
+		wg.Wait()
+		t.Logf("round %d: node%d killed; longest pause in acknowledged writes after the kill %v; %d acknowledged so far",
+			round, victim+1, time.Duration(maxGap.Load()).Round(time.Millisecond), nacked.Load())
+		cs.procs[victim].start()
+		waitFor(t, "the restarted node to serve", 90*time.Second, func() bool {
+			code, _, _ := cs.procs[victim].do("GET", "/kv/ready-0", "")
+			return code == 200
+		})
+	}
+	// Every acknowledged write is readable through every node, the restarted ones included.
+	for _, p := range cs.procs {
+		missing := 0
+		acked.Range(func(k, v any) bool {
+			var code int
+			var body string
+			// A restarted node may still be catching up: wait for the key, bounded.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				code, body, _ = p.do("GET", "/kv/"+k.(string), "")
+				if code == 200 && body == v.(string) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if code != 200 || body != v.(string) {
+				missing++
+				if missing < 5 {
+					t.Errorf("node%d: acknowledged key %s: %d %q", p.i+1, k, code, body)
+				}
+			}
+			return true
+		})
+		if missing > 0 {
+			t.Fatalf("node%d: %d of %d acknowledged writes missing", p.i+1, missing, nacked.Load())
+		}
+	}
+	t.Logf("%d acknowledged writes, none lost", nacked.Load())
+}
