@@ -257,3 +257,28 @@ func TestClusterKVSurvivesKill9E2E(t *testing.T) {
 	}
 	t.Logf("%d acknowledged writes, none lost", nacked.Load())
 }
+
+// TestClusterUnreachableAtStartE2E: a node whose cluster cannot be reached starts anyway,
+// says so, and serves what does not need the cluster.
+func TestClusterUnreachableAtStartE2E(t *testing.T) {
+	closed := freePort(t) // nothing listens there
+	p := launchVerge(t, func(p *proc) {
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {disabled: true}
+access_log: {output: "off"}
+pid_file: %q
+cluster:
+  node: lonely
+  nats: {urls: ["nats://%s"]}
+routes: [{name: r, respond: {body: "still serving\n"}}]
+`, p.addr, p.pidFile, closed)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
+	})
+	waitFor(t, "verge to serve", 30*time.Second, func() bool {
+		body, err := p.get(clusterClient, "/")
+		return err == nil && body == "still serving\n"
+	})
+	if log := p.stderr.String(); !strings.Contains(log, "cannot reach NATS yet") || !strings.Contains(log, closed) {
+		t.Fatalf("the log does not say the cluster is unreachable:\n%s", log)
+	}
+}
