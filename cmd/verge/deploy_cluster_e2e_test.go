@@ -323,4 +323,27 @@ func TestClusterDeployServesEverywhere(t *testing.T) {
 	if code, b := n2.api("DELETE", "/workers/app/deployment", "", nil); code != 404 {
 		t.Fatalf("second drop: %d %s, want 404", code, b)
 	}
+
+	// A module put into the store behind Verge's back whose content does not match its
+	// metadata is refused by every node: the old version keeps serving.
+	hello2 := helloModule(t, hello2Path)
+	sum := sha256Hex(hello2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs, err := js.ObjectStore(ctx, deployBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: "app", Metadata: map[string]string{
+		metaVersion: sum[:12], metaSHA256: sum, metaNode: "intruder", metaDeployed: time.Now().Format(time.RFC3339Nano),
+		metaConfigured: sha256Hex(helloModule(t, helloPath)),
+	}}, bytes.NewReader(counter)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n3 to refuse the tampered module", 60*time.Second, func() bool {
+		return strings.Contains(n3.worker().ClusterNote, "SHA-256")
+	})
+	if got, w := flavor(n3.get("/kv/x")), n3.worker(); got != "hello" || w.Version != helloID || w.Source != "config" {
+		t.Fatalf("n3 after a tampered put: answers %s, %+v; want its configured module", got, w)
+	}
 }

@@ -203,17 +203,23 @@ func (d *deploySync) source(name, id string) (src, clusterVersion, note string) 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.stored[name]
-	if st == nil {
-		return sourceConfig, "", ""
+	f, failed := d.failed[name]
+	if st == nil || failed && f.nuid != st.nuid {
+		if failed { // a later put than st was refused
+			note = "cluster version " + f.version + " not deployed: " + f.err
+		}
+		if st == nil {
+			return sourceConfig, "", note
+		}
 	}
 	c := d.conf[name]
 	switch {
 	case st.configured != c.sha:
 		return sourceConfig, st.id, reasonConfigDiffers
 	case st.id == id:
-		return sourceCluster, st.id, ""
-	case d.failed[name].nuid == st.nuid:
-		return sourceConfig, st.id, d.failed[name].err
+		return sourceCluster, st.id, note
+	case failed && f.nuid == st.nuid:
+		return sourceConfig, st.id, f.err
 	}
 	return sourceConfig, st.id, "deploying"
 }
