@@ -34,9 +34,6 @@ const (
 	// deployCheckSubject is where the deploying node asks every node whether it runs a
 	// version (deployCheck); each answers once it does, or once it knows it will not.
 	deployCheckSubject = cluster.SubjectPrefix + "deploy.check"
-	// deployConfirmWait bounds how long a deploy through the admin API waits for the other
-	// nodes to report the new version running; nodes slower than that are not counted.
-	deployConfirmWait = 20 * time.Second
 	// deployMembersWait is how long a deploy waits for the members to answer a ping.
 	deployMembersWait = time.Second
 	// deployStoreTimeout bounds storing or deleting a deployment.
@@ -47,6 +44,11 @@ const (
 	// with the state of the moment.
 	maxDeployChecks = 16
 )
+
+// deployConfirmWait bounds how long a deploy through the admin API waits for the other nodes
+// to report the new version running; nodes slower than that are not counted. (A variable
+// for tests.)
+var deployConfirmWait = 20 * time.Second
 
 // Metadata keys of a stored deployment.
 const (
