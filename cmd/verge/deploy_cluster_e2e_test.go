@@ -306,7 +306,7 @@ func TestClusterDeployServesEverywhere(t *testing.T) {
 	}
 
 	// Dropping the deployment returns every node to its configured module.
-	code, b = n2.api("DELETE", "/workers/app/deployment", "", nil)
+	code, b = n2.api("DELETE", "/workers/app/deployment", "application/json", nil)
 	if code != 200 {
 		t.Fatalf("drop: %d %s", code, b)
 	}
@@ -320,7 +320,7 @@ func TestClusterDeployServesEverywhere(t *testing.T) {
 	if w := n1.worker(); w.Version != hello2ID {
 		t.Fatalf("n1 after the drop: %+v, want its configured %s", w, hello2ID)
 	}
-	if code, b := n2.api("DELETE", "/workers/app/deployment", "", nil); code != 404 {
+	if code, b := n2.api("DELETE", "/workers/app/deployment", "application/json", nil); code != 404 {
 		t.Fatalf("second drop: %d %s, want 404", code, b)
 	}
 
