@@ -112,6 +112,8 @@ type deploySync struct {
 	kick   chan struct{} // (re)start the watch: the connection came up or back
 	checks chan struct{} // semaphore of waiting check answers
 	sub    *nats.Subscription
+	// watchFailing is set while the watch cannot be established (watchLoop's own).
+	watchFailing bool
 
 	mu      sync.Mutex
 	conf    map[string]configuredModule // as of the last config applied
@@ -296,7 +298,13 @@ func (d *deploySync) watchLoop() {
 			if err == nil || d.ctx.Err() != nil {
 				break // a new connection: wait for its kick (pending already when it came)
 			}
-			d.log.Warn("cluster deployments: watch failed; retrying", "err", err)
+			// One warning per outage, not one a second.
+			level := slog.LevelWarn
+			if d.watchFailing {
+				level = slog.LevelDebug
+			}
+			d.watchFailing = true
+			d.log.Log(d.ctx, level, "cluster deployments: watch failed; retrying every second", "err", err)
 			t := time.NewTimer(deployRetryWait)
 			select {
 			case <-d.ctx.Done():
@@ -325,6 +333,10 @@ func (d *deploySync) watch() error {
 		return fmt.Errorf("cluster deployments: watch: %w", err)
 	}
 	defer stopWatch(w)
+	if d.watchFailing {
+		d.watchFailing = false
+		d.log.Info("cluster deployments: watching the object store again")
+	}
 	for {
 		select {
 		case <-d.ctx.Done():
@@ -373,6 +385,7 @@ func (d *deploySync) update(obs jetstream.ObjectStore, info *jetstream.ObjectInf
 		d.mu.Lock()
 		had := d.stored[name] != nil
 		delete(d.stored, name)
+		delete(d.failed, name)
 		d.changedLocked()
 		d.mu.Unlock()
 		if had {
@@ -513,6 +526,9 @@ func isHex(s string) bool {
 // configured module whose SHA-256 is configured) and records it as known, so that this
 // node's watch does not fetch it again.
 func (d *deploySync) put(ctx context.Context, name, id string, module []byte, configured string) (*storedVersion, error) {
+	if !d.node.Connected() {
+		return nil, d.unavailable(errors.New("not connected to NATS"))
+	}
 	ctx, cancel := context.WithTimeout(ctx, deployStoreTimeout)
 	defer cancel()
 	obs, err := d.bucket(ctx)
@@ -544,6 +560,9 @@ func (d *deploySync) put(ctx context.Context, name, id string, module []byte, co
 
 // drop deletes the stored version of worker name. It reports false when none is stored.
 func (d *deploySync) drop(ctx context.Context, name string) (bool, error) {
+	if !d.node.Connected() {
+		return false, d.unavailable(errors.New("not connected to NATS"))
+	}
 	ctx, cancel := context.WithTimeout(ctx, deployStoreTimeout)
 	defer cancel()
 	obs, err := d.bucket(ctx)

@@ -190,6 +190,11 @@ func (s *serverProc) deployCluster(ctx context.Context, name string, module []by
 		}
 		return admin.WorkerStatus{}, fmt.Errorf("worker %s: not deployed, this node serves its previous version again: %w", name, err)
 	}
+	// A reload between the local deploy and the store went back to the previous version:
+	// deploy the stored one again (nothing to do when it runs).
+	if err := s.syncWorker(ctx, name); err != nil {
+		s.log.Error("cluster deployments: cannot deploy the stored version", "worker", name, "err", err)
+	}
 	s.deploys.notify()
 	st := workerStatus(*v)
 	st.Source, st.ClusterVersion, st.ClusterNote = s.deploys.source(name, v.ID)
