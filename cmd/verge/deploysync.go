@@ -122,6 +122,7 @@ type deploySync struct {
 	failed  map[string]deployOutcome
 	changed chan struct{} // closed and replaced on every change of the state above
 	store   jetstream.ObjectStore
+	closed  bool // set by close: no more check goroutines
 }
 
 func newDeploySync(node *cluster.Node, log *slog.Logger, apply func(context.Context, string) error, running func(string) string) *deploySync {
@@ -251,6 +252,9 @@ func (d *deploySync) close() {
 	if d.sub != nil {
 		_ = d.sub.Unsubscribe()
 	}
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
 }
@@ -664,7 +668,14 @@ func (d *deploySync) answerCheck(msg *nats.Msg) {
 		return
 	}
 	wait := min(time.Duration(c.WaitMillis)*time.Millisecond, deployConfirmWait)
+	d.mu.Lock()
+	if d.closed { // close is waiting for the goroutines: start no more
+		d.mu.Unlock()
+		<-d.checks
+		return
+	}
 	d.wg.Add(1)
+	d.mu.Unlock()
 	go d.awaitCheck(c, wait, reply)
 }
 
