@@ -108,6 +108,9 @@ func TestCrossSiteRequestsCannotChangeState(t *testing.T) {
 			contentType: "text/plain", body: "\x00asm\x01", want: 415},
 		{name: "worker deploy from a foreign origin", method: "PUT", path: "/workers/counter",
 			origin: "http://evil.example", contentType: "application/wasm", body: "\x00asm\x01", want: 403},
+		{name: "deployment drop without content type", method: "DELETE", path: "/workers/counter/deployment", want: 415},
+		{name: "deployment drop from a foreign origin", method: "DELETE", path: "/workers/counter/deployment",
+			origin: "http://evil.example", contentType: "application/json", want: 403},
 		{name: "config read after rebinding", method: "GET", path: "/config", host: "evil.example:%p", want: 403},
 		{name: "config read from a foreign origin", method: "GET", path: "/config", origin: "http://evil.example", want: 403},
 	} {
@@ -127,8 +130,8 @@ func TestCrossSiteRequestsCannotChangeState(t *testing.T) {
 	if fc.loads != 0 || fc.reloads != 0 || len(fc.drains) != 0 || string(fc.config) != before {
 		t.Errorf("state changed: loads=%d reloads=%d drains=%v config=%q", fc.loads, fc.reloads, fc.drains, fc.config)
 	}
-	if string(dc.deployed["counter"]) != "old" {
-		t.Errorf("worker deployed by a refused request: %q", dc.deployed["counter"])
+	if string(dc.deployed["counter"]) != "old" || dc.drops != 0 {
+		t.Errorf("worker deployed or dropped by a refused request: %q, %d drops", dc.deployed["counter"], dc.drops)
 	}
 }
 

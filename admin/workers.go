@@ -20,6 +20,41 @@ type WorkerDeployer interface {
 	DeployWorker(ctx context.Context, name string, module []byte) (WorkerStatus, error)
 }
 
+// ClusterDeployer is implemented by Controllers whose servers share worker deployments
+// across a cluster. Without it DELETE /workers/{name}/deployment answers 501.
+type ClusterDeployer interface {
+	// DropDeployment deletes the cluster's stored version of worker name, so that every
+	// node serves its configured module again. No stored version: an error wrapping
+	// ErrNotFound; a server outside a cluster: an error wrapping errors.ErrUnsupported;
+	// the cluster unreachable: an error wrapping ErrClusterUnavailable.
+	DropDeployment(ctx context.Context, name string) (*ClusterDeploy, error)
+}
+
+// ErrClusterUnavailable is wrapped by WorkerDeployer and ClusterDeployer errors when the
+// cluster's store did not answer; the API answers 503.
+var ErrClusterUnavailable = errors.New("cluster unavailable")
+
+// ClusterDeploy is how a deployment through a cluster node went.
+type ClusterDeploy struct {
+	// Stored is true when the version is in the cluster's store (false after a drop).
+	Stored bool `json:"stored"`
+	// Version is the stored version's id; empty after a drop.
+	Version string `json:"version,omitempty"`
+	// Nodes counts the nodes that reported running it (after a drop: their configured
+	// module) within the deploy's wait.
+	Nodes int `json:"nodes"`
+	// Members counts the nodes that answered a ping just before.
+	Members int `json:"members"`
+	// NotRunning lists the members that did not report running it, with their reason.
+	NotRunning []NodeNote `json:"not_running,omitempty"`
+}
+
+// NodeNote is one node with a reason.
+type NodeNote struct {
+	Node   string `json:"node"`
+	Reason string `json:"reason"`
+}
+
 // WorkerStatus describes a worker's current version.
 type WorkerStatus struct {
 	// Name is the worker's name.
@@ -34,6 +69,16 @@ type WorkerStatus struct {
 	InstantiateMillis float64 `json:"instantiate_ms"`
 	// Instances counts the pooled instances.
 	Instances int `json:"instances"`
+	// Source says where the running version came from on a cluster node: "config" (the
+	// configured module) or "cluster" (a version deployed through a node's admin API and
+	// stored in the cluster). Empty outside a cluster.
+	Source string `json:"source,omitempty"`
+	// ClusterVersion is the id of the version stored in the cluster, when there is one.
+	ClusterVersion string `json:"cluster_version,omitempty"`
+	// ClusterNote says why this node does not run the stored version, when it does not.
+	ClusterNote string `json:"cluster_note,omitempty"`
+	// Cluster is set in the answer of a deploy through a cluster node.
+	Cluster *ClusterDeploy `json:"cluster,omitempty"`
 }
 
 // MaxWorkerModuleBytes bounds a module uploaded to PUT /workers/{name}.
@@ -79,10 +124,40 @@ func (s *Server) deployWorker(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 		return
+	case errors.Is(err, ErrClusterUnavailable):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
 	case err != nil:
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
 	s.logger().Info("admin: worker deployed", "remote", r.RemoteAddr, "worker", name, "version", st.Version, "bytes", len(module))
 	writeJSON(w, http.StatusOK, st)
+}
+
+// dropDeployment deletes the cluster's stored version of a worker.
+func (s *Server) dropDeployment(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.Controller.(ClusterDeployer)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this server shares no deployments")
+		return
+	}
+	name := r.PathValue("name")
+	res, err := d.DropDeployment(r.Context(), name)
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		writeError(w, http.StatusNotImplemented, err.Error())
+		return
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	case errors.Is(err, ErrClusterUnavailable):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.logger().Info("admin: cluster deployment dropped", "remote", r.RemoteAddr, "worker", name)
+	writeJSON(w, http.StatusOK, res)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,23 @@ import (
 type deployController struct {
 	fakeController
 	deployed map[string][]byte
+	stored   map[string]bool // cluster deployments
+	drops    int
+	down     bool // the cluster is unreachable
+}
+
+func (d *deployController) DropDeployment(_ context.Context, name string) (*ClusterDeploy, error) {
+	switch {
+	case d.stored == nil:
+		return nil, fmt.Errorf("not in a cluster: %w", errors.ErrUnsupported)
+	case d.down:
+		return nil, fmt.Errorf("storing: %w", ErrClusterUnavailable)
+	case !d.stored[name]:
+		return nil, fmt.Errorf("worker %q has no cluster deployment: %w", name, ErrNotFound)
+	}
+	delete(d.stored, name)
+	d.drops++
+	return &ClusterDeploy{Nodes: 3, Members: 3}, nil
 }
 
 func (d *deployController) Workers() []WorkerStatus {
@@ -30,6 +48,9 @@ func (d *deployController) DeployWorker(_ context.Context, name string, module [
 	}
 	if !bytes.HasPrefix(module, []byte("\x00asm")) {
 		return WorkerStatus{}, fmt.Errorf("not a WebAssembly module")
+	}
+	if d.down {
+		return WorkerStatus{}, fmt.Errorf("storing: %w", ErrClusterUnavailable)
 	}
 	d.deployed[name] = module
 	return WorkerStatus{Name: name, Version: "new"}, nil
@@ -81,5 +102,55 @@ func TestWorkerDeploy(t *testing.T) {
 	plain := startServer(t, &Server{Controller: &fakeController{}})
 	if resp, _ := http.Get(plain + "/workers"); resp.StatusCode != 501 {
 		t.Fatalf("without workers: got %d, want 501", resp.StatusCode)
+	}
+}
+
+// TestClusterDeploymentEndpoints checks DELETE /workers/{name}/deployment and the 503 of a
+// deploy the cluster cannot store.
+func TestClusterDeploymentEndpoints(t *testing.T) {
+	dc := &deployController{deployed: map[string][]byte{"app": nil}, stored: map[string]bool{"app": true}}
+	base := startServer(t, &Server{Controller: dc})
+	send := func(method, path, ctype string, body []byte) (int, string) {
+		req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := send("DELETE", "/workers/app/deployment", "application/json", nil)
+	var res ClusterDeploy
+	if code != 200 || json.Unmarshal([]byte(body), &res) != nil || res.Stored || res.Nodes != 3 || dc.drops != 1 {
+		t.Fatalf("drop: %d %s (drops %d)", code, body, dc.drops)
+	}
+	if code, body := send("DELETE", "/workers/app/deployment", "application/json", nil); code != 404 {
+		t.Errorf("drop again: %d %s, want 404", code, body)
+	}
+	dc.down = true
+	dc.stored["app"] = true
+	if code, body := send("DELETE", "/workers/app/deployment", "application/json", nil); code != 503 {
+		t.Errorf("drop, cluster down: %d %s, want 503", code, body)
+	}
+	if code, body := send("PUT", "/workers/app", "application/wasm", []byte("\x00asm\x01")); code != 503 {
+		t.Errorf("deploy, cluster down: %d %s, want 503", code, body)
+	}
+	dc.stored = nil
+	if code, body := send("DELETE", "/workers/app/deployment", "application/json", nil); code != 501 {
+		t.Errorf("drop outside a cluster: %d %s, want 501", code, body)
+	}
+	// A controller without the capability.
+	base2 := startServer(t, &Server{Controller: &fakeController{ready: true}})
+	req, _ := http.NewRequest("DELETE", base2+"/workers/app/deployment", nil)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 501 {
+		t.Errorf("controller without deployments: %d, want 501", resp.StatusCode)
 	}
 }

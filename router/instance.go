@@ -52,6 +52,9 @@ type Deps struct {
 	// keep their instances and Durable Objects across reloads. Nil means a config with
 	// workers fails to build.
 	Workers *worker.Registry
+	// WorkerModules, when non-nil, picks the module each configured worker runs (a cluster
+	// deployment in place of the configured one). Nil means the configured module.
+	WorkerModules WorkerModules
 	// Cache serves and stores responses of routes with caching enabled. Nil means no
 	// caching (routes' cache settings are ignored).
 	Cache *cache.Cache
@@ -134,7 +137,7 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 			return nil, err
 		}
 	}
-	if err := in.deployWorkers(cfg, d.Workers); err != nil {
+	if err := in.deployWorkers(cfg, d.Workers, d.WorkerModules); err != nil {
 		return nil, err
 	}
 	routes := make([]*route, len(cfg.Routes))

@@ -90,8 +90,17 @@ func buildPackage(ctx context.Context, dir string) ([]byte, error) {
 	return os.ReadFile(name)
 }
 
+// WorkerModules picks the module a configured worker runs when a config is applied.
+type WorkerModules interface {
+	// WorkerModule returns the module to deploy for the worker name, given the module its
+	// configuration names (read from the file or built from the package). It is called
+	// once per worker for every config built, before the worker is deployed; returning
+	// configured keeps today's behaviour.
+	WorkerModule(name string, configured []byte) []byte
+}
+
 // deployWorkers deploys the config's workers that changed and resolves them for the routes.
-func (in *Instance) deployWorkers(cfg *config.Config, reg *worker.Registry) error {
+func (in *Instance) deployWorkers(cfg *config.Config, reg *worker.Registry, mods WorkerModules) error {
 	if len(cfg.Workers) == 0 {
 		return nil
 	}
@@ -106,6 +115,9 @@ func (in *Instance) deployWorkers(cfg *config.Config, reg *worker.Registry) erro
 		wc, err := WorkerConfig(ctx, w)
 		if err != nil {
 			return err
+		}
+		if mods != nil {
+			wc.Module = mods.WorkerModule(w.Name, wc.Module)
 		}
 		if _, err := reg.Ensure(ctx, wc); err != nil {
 			return err

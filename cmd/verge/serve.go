@@ -86,6 +86,7 @@ type serverProc struct {
 	// admPublic is admAddr for readers that do not hold mu (the cluster's member answers).
 	admPublic atomic.Pointer[string]
 	cluster   *cluster.Node // nil without a cluster section
+	deploys   *deploySync   // cluster worker deployments; nil without a cluster section
 	ready     atomic.Bool
 	stopping  atomic.Bool
 }
@@ -159,14 +160,21 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		return err
 	}
 	defer s.workers.close()
+	var modules router.WorkerModules // nil: the configured modules
+	if s.cluster != nil {
+		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)
+		defer s.deploys.close() // before the workers close
+		modules = s.deploys
+	}
 	s.rt = router.NewRuntime(router.Options{
 		Deps: router.Deps{
-			Transport: s.transport,
-			Store:     s.store,
-			Cache:     s.cache,
-			Workers:   s.workers.reg,
-			Metrics:   s.metrics,
-			Logger:    s.log,
+			Transport:     s.transport,
+			Store:         s.store,
+			Cache:         s.cache,
+			Workers:       s.workers.reg,
+			WorkerModules: modules,
+			Metrics:       s.metrics,
+			Logger:        s.log,
 		},
 		Listen:        s.listen,
 		ListenPacket:  s.listenUDP,
@@ -176,6 +184,13 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	if err := s.rt.Apply(cfg); err != nil {
 		s.rt.Close()
 		return err
+	}
+	if s.deploys != nil {
+		s.deploys.commit(true)
+		if err := s.deploys.start(); err != nil {
+			s.rt.Close()
+			return err
+		}
 	}
 	if err := s.startAdmin(cfg); err != nil {
 		s.rt.Close()
@@ -381,7 +396,11 @@ func (s *serverProc) apply(name string, data []byte) error {
 		s.metrics.Reloaded(false)
 		return err
 	}
-	if err := s.rt.Apply(cfg); err != nil {
+	err = s.rt.Apply(cfg)
+	if s.deploys != nil {
+		s.deploys.commit(err == nil)
+	}
+	if err != nil {
 		s.metrics.Reloaded(false)
 		return err
 	}

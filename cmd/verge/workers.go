@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -104,13 +105,18 @@ func (s *serverProc) refreshSelf(cfg *config.Config) {
 
 var _ admin.WorkerDeployer = (*serverProc)(nil)
 
-// Workers lists the deployed workers.
+// Workers lists the deployed workers; on a cluster node each says where its version came
+// from.
 func (s *serverProc) Workers() []admin.WorkerStatus {
 	var out []admin.WorkerStatus
 	for _, name := range s.workers.reg.Names() {
 		if w := s.workers.reg.Get(name); w != nil {
 			if v, ok := w.Version(); ok {
-				out = append(out, workerStatus(v))
+				st := workerStatus(v)
+				if s.deploys != nil {
+					st.Source, st.ClusterVersion, st.ClusterNote = s.deploys.source(name, v.ID)
+				}
+				out = append(out, st)
 			}
 		}
 	}
@@ -125,28 +131,128 @@ func workerStatus(v worker.VersionInfo) admin.WorkerStatus {
 	}
 }
 
+// configuredWorker returns the configuration of worker name in the config in effect.
+func (s *serverProc) configuredWorker(name string) (*config.Worker, error) {
+	if in := s.rt.Current(); in != nil {
+		for i := range in.Config.Workers {
+			if w := &in.Config.Workers[i]; w.Name == name {
+				return w, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("worker %q is not configured: %w", name, admin.ErrNotFound)
+}
+
+// deployLocked deploys module as worker name's new version with its configured bindings and
+// limits; s.mu is held.
+func (s *serverProc) deployLocked(ctx context.Context, name string, module []byte) (*worker.VersionInfo, error) {
+	w, err := s.configuredWorker(name)
+	if err != nil {
+		return nil, err
+	}
+	wc, err := router.WorkerBindings(w)
+	if err != nil {
+		return nil, err
+	}
+	wc.Module = module
+	return s.workers.reg.Deploy(ctx, wc)
+}
+
 // DeployWorker deploys module as the new version of a configured worker, keeping its
-// configured bindings and limits. The next reload deploys the configured module again.
+// configured bindings and limits. Outside a cluster the next reload deploys the configured
+// module again; on a cluster node the version is stored in the cluster and every node
+// deploys it (docs/cluster.md#deployments).
 func (s *serverProc) DeployWorker(ctx context.Context, name string, module []byte) (admin.WorkerStatus, error) {
-	in := s.rt.Current()
-	if in == nil {
-		return admin.WorkerStatus{}, fmt.Errorf("worker %q: %w", name, admin.ErrNotFound)
+	if s.deploys != nil {
+		return s.deployCluster(ctx, name, module)
 	}
-	for i := range in.Config.Workers {
-		w := &in.Config.Workers[i]
-		if w.Name != name {
-			continue
-		}
-		wc, err := router.WorkerBindings(w)
-		if err != nil {
-			return admin.WorkerStatus{}, err
-		}
-		wc.Module = module
-		v, err := s.workers.reg.Deploy(ctx, wc)
-		if err != nil {
-			return admin.WorkerStatus{}, err
-		}
-		return workerStatus(*v), nil
+	v, err := s.deployLocked(ctx, name, module)
+	if err != nil {
+		return admin.WorkerStatus{}, err
 	}
-	return admin.WorkerStatus{}, fmt.Errorf("worker %q is not configured: %w", name, admin.ErrNotFound)
+	return workerStatus(*v), nil
+}
+
+// deployCluster deploys module on this node first (a module that does not deploy is refused
+// and not stored), then stores it in the cluster and waits, bounded, for the members to
+// report it running. When it cannot be stored this node goes back to what it ran.
+func (s *serverProc) deployCluster(ctx context.Context, name string, module []byte) (admin.WorkerStatus, error) {
+	s.mu.Lock()
+	v, err := s.deployLocked(ctx, name, module)
+	configured, _ := s.deploys.configuredSHA(name)
+	s.mu.Unlock()
+	if err != nil {
+		return admin.WorkerStatus{}, err
+	}
+	if _, err := s.deploys.put(ctx, name, v.ID, module, configured); err != nil {
+		if rerr := s.syncWorker(context.WithoutCancel(ctx), name); rerr != nil {
+			s.log.Error("cluster deployments: cannot go back to the previous version", "worker", name, "err", rerr)
+		}
+		return admin.WorkerStatus{}, fmt.Errorf("worker %s: not deployed, this node serves its previous version again: %w", name, err)
+	}
+	// A reload between the local deploy and the store went back to the previous version:
+	// deploy the stored one again (nothing to do when it runs).
+	if err := s.syncWorker(ctx, name); err != nil {
+		s.log.Error("cluster deployments: cannot deploy the stored version", "worker", name, "err", err)
+	}
+	s.deploys.notify()
+	st := workerStatus(*v)
+	st.Source, st.ClusterVersion, st.ClusterNote = s.deploys.source(name, v.ID)
+	st.Cluster = s.deploys.confirm(ctx, name, v.ID)
+	st.Cluster.Stored = true
+	return st, nil
+}
+
+var _ admin.ClusterDeployer = (*serverProc)(nil)
+
+// DropDeployment deletes the cluster's stored version of worker name: every node returns to
+// its configured module.
+func (s *serverProc) DropDeployment(ctx context.Context, name string) (*admin.ClusterDeploy, error) {
+	if s.deploys == nil {
+		return nil, fmt.Errorf("this server is not in a cluster (no cluster section): %w", errors.ErrUnsupported)
+	}
+	ok, err := s.deploys.drop(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("worker %q has no cluster deployment: %w", name, admin.ErrNotFound)
+	}
+	return s.deploys.confirm(ctx, name, ""), nil
+}
+
+// syncWorker deploys the module worker name should run now (a stored cluster version or the
+// configured module; deploySync.desired) with its configured bindings and limits, unless it
+// runs it already. Reloads hold s.mu as well, so the two never interleave.
+func (s *serverProc) syncWorker(ctx context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping.Load() {
+		return nil
+	}
+	w, err := s.configuredWorker(name)
+	if err != nil {
+		return nil // not configured here: nothing to run
+	}
+	module := s.deploys.desired(name)
+	if module == nil {
+		return nil
+	}
+	wc, err := router.WorkerBindings(w)
+	if err != nil {
+		return err
+	}
+	wc.Module = module
+	_, err = s.workers.reg.Ensure(ctx, wc)
+	return err
+}
+
+// runningVersion returns the id of the version worker name runs, "" when none.
+func (s *serverProc) runningVersion(name string) string {
+	if w := s.workers.reg.Get(name); w != nil {
+		if v, ok := w.Version(); ok {
+			return v.ID
+		}
+	}
+	return ""
 }
