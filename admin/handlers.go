@@ -27,6 +27,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("POST /cache/purge", accepts(jsonTypes, s.purge))
 		mux.HandleFunc("GET /workers", s.workers)
 		mux.HandleFunc("PUT /workers/{name}", accepts(wasmTypes, s.deployWorker))
+		mux.HandleFunc("GET /cluster", s.clusterStatus)
 		s.handler = s.guard(s.authenticate(jsonErrors(mux)))
 	})
 	return s.handler
