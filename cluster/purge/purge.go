@@ -134,6 +134,7 @@ type Bus struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	ready  chan struct{} // closed once the stream is read
 
 	streamOK atomic.Bool
 
@@ -168,7 +169,7 @@ func Start(o Options) (*Bus, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{o: o, node: o.Node, log: log, done: make(chan struct{}), changed: make(chan struct{})}
+	b := &Bus{o: o, node: o.Node, log: log, done: make(chan struct{}), ready: make(chan struct{}), changed: make(chan struct{})}
 	if o.StateFile != "" {
 		seq, ok, err := readState(o.StateFile)
 		switch {
@@ -192,6 +193,10 @@ func (b *Bus) Close() {
 	b.cancel()
 	<-b.done
 }
+
+// Ready is closed once the bus reads the stream: purges published from then on are
+// confirmed by this node.
+func (b *Bus) Ready() <-chan struct{} { return b.ready }
 
 // Applied returns the stream sequence of the last purge this node applied, and whether it
 // has one.
@@ -225,9 +230,11 @@ func (b *Bus) WaitApplied(ctx context.Context, seq uint64) error {
 // consume is the goroutine that reads the stream, set up again after errors, until Close.
 func (b *Bus) consume() {
 	defer close(b.done)
+	readyOnce := sync.OnceFunc(func() { close(b.ready) })
 	for {
 		cc, restart, err := b.startConsumer()
 		if err == nil {
+			readyOnce()
 			select {
 			case <-b.ctx.Done():
 				cc.Stop()
@@ -288,7 +295,12 @@ func (b *Bus) startConsumer() (jetstream.ConsumeContext, <-chan struct{}, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("purge stream: %w", err)
 	}
-	cfg := jetstream.OrderedConsumerConfig{NamePrefix: "verge_purges_" + b.node.Name()}
+	// The name is new on each start: the consumer of a process that died lingers on the
+	// server until InactiveThreshold, and its settings cannot be changed.
+	cfg := jetstream.OrderedConsumerConfig{
+		NamePrefix:        fmt.Sprintf("verge_purges_%s_%x", b.node.Name(), time.Now().UnixNano()),
+		InactiveThreshold: time.Minute,
+	}
 	b.mu.Lock()
 	switch {
 	case b.resync:
