@@ -57,6 +57,12 @@ const (
 	// long before it started (an object it cached meanwhile may be stale already; the
 	// stream's clock may differ from this one's).
 	startSlack = time.Minute
+	// publishRetryWait is the pause between attempts to store a purge while the stream has
+	// no leader.
+	publishRetryWait = 250 * time.Millisecond
+	// consumerHeartbeat is how often the server signals an idle consumer: two missed ones
+	// (its server died) make the consumer start again elsewhere.
+	consumerHeartbeat = time.Second
 	// retryWait is the pause between attempts to set up the stream and consumer.
 	retryWait = time.Second
 )
@@ -327,7 +333,7 @@ func (b *Bus) startConsumer() (jetstream.ConsumeContext, <-chan struct{}, error)
 		return nil, nil, fmt.Errorf("purge consumer: %w", err)
 	}
 	restart := make(chan struct{}, 1)
-	cc, err := cons.Consume(b.handle, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	cc, err := cons.Consume(b.handle, jetstream.PullHeartbeat(consumerHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) && !b.streamExists() {
 			select {
 			case restart <- struct{}{}:
@@ -462,7 +468,11 @@ func (b *Bus) Publish(ctx context.Context, req Request, local Count) (Result, er
 	m.Header.Set(hdrOrigin, self.Node)
 	m.Header.Set(hdrReply, inbox)
 	m.Data = data
-	ack, err := b.node.JetStream().PublishMsg(pctx, m, jetstream.WithMsgID(inbox), jetstream.WithExpectStream(StreamName))
+	// While the stream elects a new leader (its old one's node just died) there are no
+	// responders for a moment: keep trying within the wait. The message ID makes retries
+	// harmless.
+	ack, err := b.node.JetStream().PublishMsg(pctx, m, jetstream.WithMsgID(inbox), jetstream.WithExpectStream(StreamName),
+		jetstream.WithRetryWait(publishRetryWait), jetstream.WithRetryAttempts(int(b.o.AckWait/publishRetryWait)))
 	if err != nil {
 		return fail(err)
 	}

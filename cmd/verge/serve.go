@@ -20,6 +20,7 @@ import (
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/cluster"
+	"github.com/verge-edge/verge/cluster/purge"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/lb"
@@ -86,6 +87,7 @@ type serverProc struct {
 	// admPublic is admAddr for readers that do not hold mu (the cluster's member answers).
 	admPublic atomic.Pointer[string]
 	cluster   *cluster.Node // nil without a cluster section
+	purges    *purge.Bus    // the cluster's cache purges; nil without a cluster
 	ready     atomic.Bool
 	stopping  atomic.Bool
 }
@@ -154,6 +156,10 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	}
 	if s.cluster != nil {
 		defer s.cluster.Close()
+		if s.purges, err = s.startPurges(purgeStateFile(cfg)); err != nil {
+			return err
+		}
+		defer s.purges.Close()
 	}
 	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log); err != nil {
 		return err
