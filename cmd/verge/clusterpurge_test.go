@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -296,5 +297,69 @@ func TestClusterPurgeThroughAdminAPI(t *testing.T) {
 	errOut.Reset()
 	if rc := run([]string{"cache", "purge", "--admin", nodes[0].admin, "--tag", "k-keep"}, &out, &errOut); rc != 1 || !strings.Contains(errOut.String(), "did not reach the cluster") {
 		t.Fatalf("verge cache purge on a node cut off: exit %d:\n%s%s", rc, out.String(), errOut.String())
+	}
+}
+
+// TestClusterPurgeThroughBinary runs `verge run` as a cluster of one (an embedded JetStream
+// server on loopback) with a disk cache: `verge cache purge` answers for 1 of 1 nodes and
+// the object is gone, `verge cluster status` lists the purge stream, and the purge position
+// is kept beside the disk cache.
+func TestClusterPurgeThroughBinary(t *testing.T) {
+	origin := &countingOrigin{n: map[string]int{}}
+	o := httptest.NewServer(origin)
+	t.Cleanup(o.Close)
+	adminAddr, natsAddr := freePort(t), freePort(t)
+	var cacheDir string
+	p := launchVerge(t, func(p *proc) {
+		cacheDir = filepath.Join(p.dir, "cache")
+		y := fmt.Sprintf(`listeners: [{name: main, address: %s}]
+routes: [{upstream: app, cache: {}}]
+upstreams: [{name: app, servers: [{address: %q}]}]
+admin: {address: %s}
+access_log: {output: "off"}
+pid_file: %q
+worker_data: %q
+cache: {disk: {path: %q, size: 16MiB}}
+cluster:
+  node: solo
+  embedded: {listen: %s}
+`, p.addr, strings.TrimPrefix(o.URL, "http://"), adminAddr, p.pidFile, filepath.Join(p.dir, "data"), cacheDir, natsAddr)
+		if err := os.WriteFile(p.cfgFile, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	adminURL := "http://" + adminAddr
+	// The purge stream exists once the node has read it; `verge cluster status` shows it.
+	var out, errOut bytes.Buffer
+	waitFor(t, "the purge stream", 60*time.Second, func() bool {
+		out.Reset()
+		errOut.Reset()
+		return run([]string{"cluster", "status", "--admin", adminURL}, &out, &errOut) == 0 && strings.Contains(out.String(), "verge_purges")
+	})
+	if !strings.Contains(out.String(), "solo (this node)") || !strings.Contains(out.String(), "role:         standalone") {
+		t.Fatalf("verge cluster status:\n%s", out.String())
+	}
+	for range 2 {
+		if _, err := p.get(http.DefaultClient, "/x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := origin.count("/x"); n != 1 {
+		t.Fatalf("origin saw /x %d times, want 1 (cached)", n)
+	}
+	out.Reset()
+	if rc := run([]string{"cache", "purge", "--admin", adminURL, "--url", "http://" + p.addr + "/x"}, &out, &errOut); rc != 0 ||
+		!strings.Contains(out.String(), "purged 1 objects on solo") || !strings.Contains(out.String(), "cluster: applied on 1 of 1 nodes") {
+		t.Fatalf("verge cache purge: exit %d\n%s%s", rc, out.String(), errOut.String())
+	}
+	if _, err := p.get(http.DefaultClient, "/x"); err != nil {
+		t.Fatal(err)
+	}
+	if n := origin.count("/x"); n != 2 {
+		t.Fatalf("origin saw /x %d times after the purge, want 2", n)
+	}
+	seq, err := os.ReadFile(filepath.Join(cacheDir, purgeStateFileName))
+	if err != nil || strings.TrimSpace(string(seq)) == "" {
+		t.Fatalf("purge position file: %q %v", seq, err)
 	}
 }
