@@ -70,6 +70,9 @@ const (
 // Header fields of a purge message.
 const (
 	hdrOrigin = "Verge-Purge-Origin"
+	// hdrSender names the Bus that sent it: during an upgrade two processes share a node
+	// name, and the one that did not send a purge must still apply it to its memory tier.
+	hdrSender = "Verge-Purge-Sender"
 	hdrReply  = "Verge-Purge-Reply"
 )
 
@@ -142,6 +145,7 @@ type Bus struct {
 	done   chan struct{}
 	ready  chan struct{} // closed once the stream is read
 
+	id       string // this Bus, in hdrSender
 	streamOK atomic.Bool
 
 	mu      sync.Mutex
@@ -175,7 +179,7 @@ func Start(o Options) (*Bus, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{o: o, node: o.Node, log: log, done: make(chan struct{}), ready: make(chan struct{}), changed: make(chan struct{})}
+	b := &Bus{o: o, node: o.Node, log: log, id: nats.NewInbox()[len(nats.InboxPrefix):], done: make(chan struct{}), ready: make(chan struct{}), changed: make(chan struct{})}
 	if o.StateFile != "" {
 		seq, ok, err := readState(o.StateFile)
 		switch {
@@ -394,7 +398,7 @@ func (b *Bus) handle(msg jetstream.Msg) {
 		b.resyncLocked("purges were removed from the stream before this node read them", seq-1)
 	}
 	origin := msg.Headers().Get(hdrOrigin)
-	if origin == b.node.Name() {
+	if msg.Headers().Get(hdrSender) == b.id {
 		// Applied by Publish before it was sent.
 		b.setLastLocked(seq)
 		return
@@ -466,6 +470,7 @@ func (b *Bus) Publish(ctx context.Context, req Request, local Count) (Result, er
 	defer sub.Unsubscribe()
 	m := nats.NewMsg(Subject)
 	m.Header.Set(hdrOrigin, self.Node)
+	m.Header.Set(hdrSender, b.id)
 	m.Header.Set(hdrReply, inbox)
 	m.Data = data
 	// While the stream elects a new leader (its old one's node just died) there are no
