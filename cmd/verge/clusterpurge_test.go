@@ -19,6 +19,7 @@ import (
 
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cluster/clustertest"
+	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/observe"
 )
 
@@ -361,5 +362,28 @@ cluster:
 	seq, err := os.ReadFile(filepath.Join(cacheDir, purgeStateFileName))
 	if err != nil || strings.TrimSpace(string(seq)) == "" {
 		t.Fatalf("purge position file: %q %v", seq, err)
+	}
+}
+
+// TestClusterTokenFileTooShort: a short embedded token read from token_file is refused at
+// start, as an inline one is by validation.
+func TestClusterTokenFileTooShort(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "nats.token")
+	os.WriteFile(tok, []byte("short\n"), 0o600)
+	cfg, err := config.Parse(filepath.Join(dir, "v.yaml"), []byte(fmt.Sprintf(`listeners: [{address: "127.0.0.1:0"}]
+routes: [{respond: {body: x}}]
+worker_data: %q
+cluster: {node: a, embedded: {listen: "0.0.0.0:4222", token_file: %q}}
+`, dir, tok)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clusterOptions(cfg, false); err == nil || !strings.Contains(err.Error(), "at least 16 are required") {
+		t.Fatalf("clusterOptions with a 5-byte token file: %v", err)
+	}
+	os.WriteFile(tok, []byte("s3cret-token-0123456789\n"), 0o600)
+	if o, err := clusterOptions(cfg, false); err != nil || o.Embedded.Token != "s3cret-token-0123456789" {
+		t.Fatalf("clusterOptions with a long token file: %+v %v", o.Embedded, err)
 	}
 }
