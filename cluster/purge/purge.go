@@ -144,15 +144,18 @@ type Bus struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	ready  chan struct{} // closed once the stream is read
+	caught chan struct{} // closed once the purges published before the first read are applied
 
 	id       string // this Bus, in hdrSender
 	streamOK atomic.Bool
 
-	mu      sync.Mutex
-	known   bool   // last is meaningful
-	resync  bool   // the state file was unreadable: drop the cache before reading on
-	last    uint64 // stream sequence of the last purge applied (or skipped as our own)
-	changed chan struct{}
+	mu       sync.Mutex
+	known    bool   // last is meaningful
+	resync   bool   // the state file was unreadable: drop the cache before reading on
+	last     uint64 // stream sequence of the last purge applied (or skipped as our own)
+	changed  chan struct{}
+	target   uint64 // caught closes when last reaches it
+	isCaught bool
 
 	sent, received, applied, publishFailures, applyFailures, resyncs atomic.Uint64
 }
@@ -179,7 +182,7 @@ func Start(o Options) (*Bus, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bus{o: o, node: o.Node, log: log, id: nats.NewInbox()[len(nats.InboxPrefix):], done: make(chan struct{}), ready: make(chan struct{}), changed: make(chan struct{})}
+	b := &Bus{o: o, node: o.Node, log: log, id: nats.NewInbox()[len(nats.InboxPrefix):], done: make(chan struct{}), ready: make(chan struct{}), caught: make(chan struct{}), changed: make(chan struct{})}
 	if o.StateFile != "" {
 		seq, ok, err := readState(o.StateFile)
 		switch {
@@ -207,6 +210,11 @@ func (b *Bus) Close() {
 // Ready is closed once the bus reads the stream: purges published from then on are
 // confirmed by this node.
 func (b *Bus) Ready() <-chan struct{} { return b.ready }
+
+// CaughtUp is closed once this node has applied the purges that were in the stream when it
+// first read it: what it serves from a cache that survived a restart is no longer stale.
+// A node without a recorded position (its cache starts empty) is caught up at once.
+func (b *Bus) CaughtUp() <-chan struct{} { return b.caught }
 
 // Applied returns the stream sequence of the last purge this node applied, and whether it
 // has one.
@@ -312,6 +320,9 @@ func (b *Bus) startConsumer() (jetstream.ConsumeContext, <-chan struct{}, error)
 		InactiveThreshold: time.Minute,
 	}
 	b.mu.Lock()
+	if !b.isCaught {
+		b.target = info.State.LastSeq
+	}
 	switch {
 	case b.resync:
 		b.resync = false
@@ -331,6 +342,7 @@ func (b *Bus) startConsumer() (jetstream.ConsumeContext, <-chan struct{}, error)
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = b.last + 1
 	}
+	b.checkCaughtLocked()
 	b.mu.Unlock()
 	cons, err := b.node.JetStream().OrderedConsumer(ctx, StreamName, cfg)
 	if err != nil {
@@ -369,8 +381,18 @@ func (b *Bus) resyncLocked(why string, seq uint64) {
 	b.setLastLocked(seq)
 }
 
+// checkCaughtLocked closes caught when the purges up to target are applied (or there is no
+// position to catch up from).
+func (b *Bus) checkCaughtLocked() {
+	if !b.isCaught && (!b.known || b.last >= b.target) {
+		b.isCaught = true
+		close(b.caught)
+	}
+}
+
 func (b *Bus) setLastLocked(seq uint64) {
 	b.last, b.known = seq, true
+	b.checkCaughtLocked()
 	close(b.changed)
 	b.changed = make(chan struct{})
 	if b.o.StateFile != "" {

@@ -48,6 +48,24 @@ func (s *serverProc) startPurges(stateFile string) (*purge.Bus, error) {
 	return b, nil
 }
 
+// purgeCatchUpWait bounds how long a starting node waits, before it serves, to apply the
+// purges it missed while it was away.
+const purgeCatchUpWait = 10 * time.Second
+
+// waitPurgeCatchUp delays serving until the purges published while this node was away are
+// applied to its disk cache, or purgeCatchUpWait has passed (the cluster is unreachable:
+// serve anyway, as a node that cannot reach the cluster does).
+func (s *serverProc) waitPurgeCatchUp() {
+	t := time.NewTimer(purgeCatchUpWait)
+	defer t.Stop()
+	select {
+	case <-s.purges.CaughtUp():
+	case <-t.C:
+		s.log.Warn("cluster purges: could not read the purges published while this node was away; serving anyway, and applying them once the cluster is reachable",
+			"waited", purgeCatchUpWait)
+	}
+}
+
 // applyClusterPurge applies a purge another node published.
 func (s *serverProc) applyClusterPurge(r purge.Request) (purge.Count, error) {
 	n, err := s.purgeLocal(admin.PurgeRequest{URLs: r.URLs, Prefixes: r.Prefixes, Tags: r.Tags, All: r.All})

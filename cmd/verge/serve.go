@@ -160,6 +160,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 			return err
 		}
 		defer s.purges.Close()
+		s.waitPurgeCatchUp()
 	}
 	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log); err != nil {
 		return err
