@@ -51,6 +51,11 @@ func (s *store) apply(r purge.Request) (purge.Count, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var n purge.Count
+	for _, u := range append(slices.Clip(r.URLs), r.Prefixes...) {
+		if !strings.HasPrefix(u, "https://") {
+			return n, fmt.Errorf("purge needs an absolute URL, not %q", u)
+		}
+	}
 	for u := range s.urls {
 		match := r.All || slices.Contains(r.URLs, u)
 		for _, p := range r.Prefixes {
@@ -130,6 +135,27 @@ func TestPurgesReachEveryNode(t *testing.T) {
 	for i, s := range stores {
 		if got := s.list(); got != "https://a.test/img/1 https://a.test/y" {
 			t.Fatalf("n%d holds %q after the purge", i+1, got)
+		}
+	}
+
+	// Whoever holds the NATS token can write into the stream: garbage and a request the
+	// admin API would refuse are counted as failures and skipped, and the next purge is
+	// applied as usual.
+	for _, bad := range []string{"garbage", `{"urls":["/relative"]}`} {
+		if _, err := c.Nodes[0].JetStream().Publish(ctx, purge.Subject, []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err = buses[1].Publish(ctx, purge.Request{Prefixes: []string{"https://a.test/none/"}}, purge.Count{})
+	if err != nil || len(res.Nodes) != 3 {
+		t.Fatalf("purge after bad messages: %+v %v", res, err)
+	}
+	for i, b := range buses {
+		if err := b.WaitApplied(ctx, res.Sequence); err != nil {
+			t.Fatal(err)
+		}
+		if st := b.Stats(); st.ApplyFailures != 2 {
+			t.Fatalf("n%d stats %+v, want the 2 bad messages counted as failures", i+1, st)
 		}
 	}
 
