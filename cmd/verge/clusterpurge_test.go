@@ -390,3 +390,48 @@ cluster: {node: a, embedded: {listen: "0.0.0.0:4222", token_file: %q}}
 		t.Fatalf("clusterOptions with a long token file: %+v %v", o.Embedded, err)
 	}
 }
+
+// TestCacheAndClusterCommandsWithoutCluster: on a server without a cluster section, `verge
+// cache purge` purges and prints this node's counts (the admin answer unchanged), and `verge
+// cluster status` says there is no cluster and exits 1; usage mistakes exit 2.
+func TestCacheAndClusterCommandsWithoutCluster(t *testing.T) {
+	origin := &countingOrigin{n: map[string]int{}}
+	o := httptest.NewServer(origin)
+	t.Cleanup(o.Close)
+	c, base := cachedRuntime(t, o.URL, "")
+	adm := &admin.Server{Addr: "127.0.0.1:0", Controller: &serverProc{cache: c}, Logger: slog.New(slog.DiscardHandler)}
+	if err := adm.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { adm.Shutdown(context.Background()) })
+	admURL := "http://" + adm.ListenAddr().String()
+	for range 2 {
+		resp, err := http.Get(base + "/p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var out, errOut bytes.Buffer
+	if rc := run([]string{"cache", "purge", "--admin", admURL, "--url", base + "/p"}, &out, &errOut); rc != 0 ||
+		strings.TrimSpace(out.String()) != "purged 1 objects on this node (memory 1, disk 0)" {
+		t.Fatalf("verge cache purge: exit %d: %q %s", rc, out.String(), errOut.String())
+	}
+	out.Reset()
+	if rc := run([]string{"cache", "purge", "--admin", admURL, "--all", "--json"}, &out, &errOut); rc != 0 || strings.TrimSpace(out.String()) != `{"purged":0,"memory":0,"disk":0}` {
+		t.Fatalf("verge cache purge --json: exit %d: %q", rc, out.String())
+	}
+	errOut.Reset()
+	if rc := run([]string{"cache", "purge", "--admin", admURL, "--url", "/relative"}, &out, &errOut); rc != 1 || !strings.Contains(errOut.String(), "400") || !strings.Contains(errOut.String(), "not absolute") {
+		t.Fatalf("relative URL: exit %d: %s", rc, errOut.String())
+	}
+	errOut.Reset()
+	if rc := run([]string{"cluster", "status", "--admin", admURL}, &out, &errOut); rc != 1 || !strings.Contains(errOut.String(), "not part of a cluster") {
+		t.Fatalf("verge cluster status without a cluster: exit %d: %s", rc, errOut.String())
+	}
+	for _, args := range [][]string{{"cache"}, {"cache", "purge"}, {"cluster"}, {"cluster", "bogus"}} {
+		if rc := run(append(args, "--admin", admURL), &out, &errOut); rc != 2 {
+			t.Errorf("verge %v: exit %d, want 2", args, rc)
+		}
+	}
+}
