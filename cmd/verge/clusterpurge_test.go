@@ -362,6 +362,17 @@ cluster:
 	if n := origin.count("/x"); n != 2 {
 		t.Fatalf("origin saw /x %d times after the purge, want 2", n)
 	}
+	resp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"verge_cluster_connected 1", "verge_cluster_members 1", "verge_cluster_purges_sent_total 1", `verge_cluster_stream_healthy{stream="verge_purges"} 1`} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("the binary's /metrics lacks %q", want)
+		}
+	}
 	seq, err := os.ReadFile(filepath.Join(cacheDir, purgeStateFileName))
 	if err != nil || strings.TrimSpace(string(seq)) == "" {
 		t.Fatalf("purge position file: %q %v", seq, err)
