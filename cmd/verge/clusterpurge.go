@@ -37,7 +37,8 @@ func purgeStateFile(cfg *config.Config) string {
 
 // startPurges connects the cache to the cluster's purges; s.cluster is set.
 func (s *serverProc) startPurges(stateFile string) (*purge.Bus, error) {
-	b, err := purge.Start(purge.Options{Node: s.cluster, Apply: s.applyClusterPurge, StateFile: stateFile, Logger: s.log})
+	b, err := purge.Start(purge.Options{Node: s.cluster, Apply: s.applyClusterPurge, StateFile: stateFile, Logger: s.log,
+		AckWait: s.purgeAckWait})
 	if err != nil {
 		return nil, err
 	}

@@ -67,7 +67,9 @@ func startEdgeNode(t *testing.T, c *clustertest.Cluster, i int, origin *counting
 	t.Cleanup(o.Close)
 	ch, base := cachedRuntime(t, o.URL, extra)
 	m := observe.NewMetrics()
-	sp := &serverProc{cache: ch, cluster: c.Nodes[i], metrics: m, log: slog.New(slog.DiscardHandler)}
+	// The confirmations of three nodes up arrive in milliseconds; the long wait only guards a
+	// busy machine (and is waited out once, while n3 is down).
+	sp := &serverProc{cache: ch, cluster: c.Nodes[i], metrics: m, log: slog.New(slog.DiscardHandler), purgeAckWait: 15 * time.Second}
 	if err := m.Register(sp.cluster.Collector()); err != nil {
 		t.Fatal(err)
 	}

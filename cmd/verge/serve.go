@@ -88,8 +88,11 @@ type serverProc struct {
 	admPublic atomic.Pointer[string]
 	cluster   *cluster.Node // nil without a cluster section
 	purges    *purge.Bus    // the cluster's cache purges; nil without a cluster
-	ready     atomic.Bool
-	stopping  atomic.Bool
+	// purgeAckWait bounds waiting for the other nodes' confirmations of a purge; zero means
+	// purge.DefaultAckWait (tests on a busy machine wait longer).
+	purgeAckWait time.Duration
+	ready        atomic.Bool
+	stopping     atomic.Bool
 }
 
 var _ admin.Controller = (*serverProc)(nil)
