@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,8 +50,65 @@ type PurgeRequest struct {
 	All bool `json:"all"`
 }
 
-// PurgeResult is the answer of POST /cache/purge: {"purged":N,"memory":M,"disk":D}.
-type PurgeResult = PurgeCount
+// ClusterPurger is implemented by Controllers of a cluster node: after a purge is applied
+// on this node, PublishPurge sends it to the other nodes.
+type ClusterPurger interface {
+	// PublishPurge sends req, already applied on this node (local is its count), to every
+	// node of the cluster and waits a bounded time for their confirmations. It returns an
+	// error wrapping ErrNoCluster when this node is not in a cluster (the purge is then a
+	// single node's, as without this interface). Any other error means the purge reached
+	// this node only; the result still says what is known.
+	PublishPurge(ctx context.Context, req PurgeRequest, local PurgeCount) (ClusterPurgeResult, error)
+}
+
+// ErrNoCluster is returned (possibly wrapped) by ClusterPurger and ClusterStatuser methods
+// of a node that is not part of a cluster.
+var ErrNoCluster = errors.New("this node is not part of a cluster (its configuration has no cluster section)")
+
+// ClusterPurgeResult is what a purge did across a cluster.
+type ClusterPurgeResult struct {
+	// Node is this node's name.
+	Node string
+	// Sequence is the purge's position in the cluster's purge stream (0: not stored).
+	Sequence uint64
+	// Nodes are the confirmations received within the wait, this node's included.
+	Nodes []NodePurge
+	// Members are the nodes known to be in the cluster.
+	Members []string
+	// Missing are the members that did not confirm in time; they apply the purge when they
+	// read it (a node that is down does when it is back).
+	Missing []string
+}
+
+// NodePurge is one node's count in a cluster purge.
+type NodePurge struct {
+	Node string `json:"node"`
+	PurgeCount
+	// Error says why the node could not apply the purge.
+	Error string `json:"error,omitempty"`
+}
+
+// PurgeResult is the answer of POST /cache/purge: {"purged":N,"memory":M,"disk":D} on a
+// single node. PurgeCount is always this node's count; on a cluster node the other fields say
+// how far the purge got.
+type PurgeResult struct {
+	PurgeCount
+	// Node is this node's name (cluster only).
+	Node string `json:"node,omitempty"`
+	// Nodes counts the nodes that applied the purge within the wait, this one included
+	// (cluster only).
+	Nodes int `json:"nodes,omitempty"`
+	// Members counts the nodes known to be in the cluster (cluster only).
+	Members int `json:"members,omitempty"`
+	// Sequence is the purge's position in the cluster's purge stream (cluster only).
+	Sequence uint64 `json:"sequence,omitempty"`
+	// PerNode lists each confirming node's count, sorted by name (cluster only).
+	PerNode []NodePurge `json:"per_node,omitempty"`
+	// Missing names the members that did not confirm in time (cluster only).
+	Missing []string `json:"missing,omitempty"`
+	// Error says why the purge did not reach the rest of the cluster (with status 503).
+	Error string `json:"error,omitempty"`
+}
 
 // maxPurgeBody bounds a purge request body.
 const maxPurgeBody = 1 << 20
@@ -112,7 +170,35 @@ func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logger().Info("admin: cache purged", "remote", r.RemoteAddr, "all", req.All, "urls", len(req.URLs),
 		"prefixes", len(req.Prefixes), "tags", len(req.Tags), "objects", n.Objects, "memory", n.Memory, "disk", n.Disk)
-	writeJSON(w, http.StatusOK, n)
+	res := PurgeResult{PurgeCount: n}
+	cp, ok := s.Controller.(ClusterPurger)
+	if !ok {
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	cr, err := cp.PublishPurge(r.Context(), req, n)
+	if errors.Is(err, ErrNoCluster) {
+		writeJSON(w, http.StatusOK, res)
+		return
+	}
+	res.Node, res.Sequence, res.PerNode, res.Missing = cr.Node, cr.Sequence, cr.Nodes, cr.Missing
+	res.Members = len(cr.Members)
+	for _, c := range cr.Nodes {
+		if c.Error == "" {
+			res.Nodes++
+		}
+	}
+	if err != nil {
+		// Applied here, unknown elsewhere: the operator must retry (purges are idempotent).
+		res.Error = "purged on this node only: " + err.Error()
+		s.logger().Warn("admin: cache purge did not reach the cluster", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, res)
+		return
+	}
+	if len(cr.Missing) > 0 {
+		s.logger().Info("admin: cache purge not confirmed by every node yet", "missing", cr.Missing, "sequence", cr.Sequence)
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // absoluteHTTPURL reports whether u is an http or https URL with a host.

@@ -86,6 +86,8 @@ const (
 	DefaultClusterName = "verge"
 	// MaxClusterReplicas is JetStream's limit on replicas.
 	MaxClusterReplicas = 5
+	// MinClusterTokenBytes is the shortest embedded server token accepted.
+	MinClusterTokenBytes = 16
 )
 
 func (c *Cluster) setDefaults(workerData string) {
@@ -238,6 +240,9 @@ func (v *validator) cluster() {
 		}
 		if e.Token != "" && e.TokenFile != "" {
 			v.errf("cluster.embedded.token_file", "give token or token_file, not both")
+		}
+		if e.Token != "" && len(e.Token) < MinClusterTokenBytes {
+			v.errf("cluster.embedded.token", "token is %d bytes; at least %d are required (whoever has it can purge every cache and read every KV value)", len(e.Token), MinClusterTokenBytes)
 		}
 		if public && e.Token == "" && e.TokenFile == "" {
 			v.errf("cluster.embedded", "listen or cluster_listen is not a loopback address: set token (or token_file); whoever reaches the embedded server can read every KV value and deploy workers")

@@ -42,6 +42,7 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster: {node: \"a.b\", embedded: {}}", "cluster.node: node name \"a.b\""},
 		{"cluster: {node: a, replicas: 7, embedded: {}}", "cluster.replicas: replicas 7 is out of range"},
 		{"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\"}}", "cluster.embedded: listen or cluster_listen is not a loopback address: set token"},
+		{"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\", token: short}}", "cluster.embedded.token: token is 5 bytes; at least 16 are required"},
 		{"cluster: {node: a, embedded: {routes: [\"127.0.0.1:6222\"]}}", "routes need cluster_listen"},
 		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"http://h:1\"]}}", "cluster.embedded.routes[0]: route"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], token: t, user: u, password: p}}", "give one of token, user/password and credentials"},
@@ -53,7 +54,7 @@ func TestClusterErrors(t *testing.T) {
 		}
 	}
 	// A public embedded listener with a token is accepted.
-	if _, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\", token: s3cret}}\n")); err != nil {
+	if _, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\", token: s3cret-token-0123456789}}\n")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,13 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
@@ -64,4 +71,70 @@ func (s *serverProc) PurgeAll() admin.PurgeCount {
 		return admin.PurgeCount{}
 	}
 	return purgeCount(s.cache.PurgeAll())
+}
+
+// cmdCache runs `verge cache purge`.
+func cmdCache(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "purge" {
+		fmt.Fprint(stderr, "Usage: verge cache purge [--url URL]... [--prefix URL]... [--tag TAG]... [--all] [--admin URL] [--token T] [--json]\n")
+		return errUsage
+	}
+	fs := newFlags("cache purge", "cache purge [--url URL]... [--prefix URL]... [--tag TAG]... [--all] [--admin URL] [--token T] [--json]", stderr)
+	var req admin.PurgeRequest
+	fs.Var((*listFlag)(&req.URLs), "url", "purge this absolute `URL` (every variant); repeatable")
+	fs.Var((*listFlag)(&req.Prefixes), "prefix", "purge every URL starting with this absolute `URL`; repeatable")
+	fs.Var((*listFlag)(&req.Tags), "tag", "purge the objects with this Cache-Tag / Surrogate-Key `tag`; repeatable")
+	fs.BoolVar(&req.All, "all", false, "purge every cached object")
+	asJSON := fs.Bool("json", false, "print the admin API's answer as JSON")
+	client := adminFlags(fs)
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if len(req.URLs)+len(req.Prefixes)+len(req.Tags) == 0 && !req.All {
+		fmt.Fprintln(stderr, "verge cache purge: nothing to purge: give --url, --prefix, --tag or --all")
+		return errUsage
+	}
+	status, body, err := client().call(http.MethodPost, "/cache/purge", req)
+	if err != nil {
+		return err
+	}
+	var res admin.PurgeResult
+	if status != http.StatusOK && status != http.StatusServiceUnavailable || json.Unmarshal(body, &res) != nil {
+		return adminError(status, body)
+	}
+	if *asJSON {
+		stdout.Write(body)
+	} else {
+		printPurge(stdout, res)
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("%s (retry when the cluster is reachable: purging again is harmless)", res.Error)
+	}
+	return nil
+}
+
+// printPurge prints a purge answer for people.
+func printPurge(w io.Writer, r admin.PurgeResult) {
+	where := "this node"
+	if r.Node != "" {
+		where = r.Node
+	}
+	fmt.Fprintf(w, "purged %d objects on %s (memory %d, disk %d)\n", r.Objects, where, r.Memory, r.Disk)
+	if r.Members == 0 {
+		return
+	}
+	fmt.Fprintf(w, "cluster: applied on %d of %d nodes", r.Nodes, r.Members)
+	if r.Sequence != 0 {
+		fmt.Fprintf(w, " (purge stream sequence %d)", r.Sequence)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tPURGED\tMEMORY\tDISK\tERROR")
+	for _, n := range r.PerNode {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", n.Node, n.Objects, n.Memory, n.Disk, n.Error)
+	}
+	tw.Flush()
+	if len(r.Missing) > 0 {
+		fmt.Fprintf(w, "not confirmed yet: %s (each applies the purge when it reads the purge stream, after a restart too)\n", strings.Join(r.Missing, ", "))
+	}
 }

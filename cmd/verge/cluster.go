@@ -21,6 +21,9 @@ func clusterOptions(cfg *config.Config, upgraded bool) (cluster.Options, error) 
 		if err != nil {
 			return o, fmt.Errorf("cluster.embedded.token_file: %w", err)
 		}
+		if tok != "" && len(tok) < config.MinClusterTokenBytes {
+			return o, fmt.Errorf("cluster.embedded.token_file: the token is %d bytes; at least %d are required", len(tok), config.MinClusterTokenBytes)
+		}
 		emb := &cluster.Embedded{Listen: e.Listen, ClusterListen: e.ClusterListen, StoreDir: e.StoreDir,
 			Name: e.Name, Token: tok, RetryStart: upgraded}
 		for _, r := range e.Routes {

@@ -8,6 +8,8 @@
 //	                                 tell a running server to reload its configuration
 //	verge dev PATH                   build and serve a Go worker locally, rebuilding on change
 //	verge kv get|put|delete|list     read and change local KV namespaces
+//	verge cache purge ...            purge cached objects through the admin API
+//	verge cluster status             show the cluster through the admin API
 //	verge version                    print the version
 //
 // Signals to `verge run`: SIGHUP reloads the configuration (a bad one is refused and the old
@@ -62,6 +64,10 @@ Usage:
                                     build the Go worker at PATH and serve it with local
                                     KV and Durable Objects, rebuilding on change
   verge kv get|put|delete|list ...  read and change local KV namespaces
+  verge cache purge [--url U] [--prefix P] [--tag T] [--all] [--admin URL]
+                                    purge cached objects (on every node of a cluster)
+  verge cluster status [--admin URL] [--json]
+                                    members, roles, streams and replication lag
   verge version                     print the version
 
 Run "verge COMMAND --help" for a command's flags.
@@ -91,6 +97,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDev(args[1:], stdout, stderr)
 	case "kv":
 		err = cmdKV(args[1:], os.Stdin, stdout, stderr)
+	case "cache":
+		err = cmdCache(args[1:], stdout, stderr)
+	case "cluster":
+		err = cmdCluster(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "verge", versionString())
 		return 0

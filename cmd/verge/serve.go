@@ -20,6 +20,7 @@ import (
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/cluster"
+	"github.com/verge-edge/verge/cluster/purge"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/lb"
@@ -87,8 +88,12 @@ type serverProc struct {
 	admPublic atomic.Pointer[string]
 	cluster   *cluster.Node // nil without a cluster section
 	deploys   *deploySync   // cluster worker deployments; nil without a cluster section
-	ready     atomic.Bool
-	stopping  atomic.Bool
+	purges    *purge.Bus    // the cluster's cache purges; nil without a cluster
+	// purgeAckWait bounds waiting for the other nodes' confirmations of a purge; zero means
+	// purge.DefaultAckWait (tests on a busy machine wait longer).
+	purgeAckWait time.Duration
+	ready        atomic.Bool
+	stopping     atomic.Bool
 }
 
 var _ admin.Controller = (*serverProc)(nil)
@@ -155,6 +160,11 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	}
 	if s.cluster != nil {
 		defer s.cluster.Close()
+		if s.purges, err = s.startPurges(purgeStateFile(cfg)); err != nil {
+			return err
+		}
+		defer s.purges.Close()
+		s.waitPurgeCatchUp()
 	}
 	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log); err != nil {
 		return err
