@@ -267,7 +267,8 @@ func startEmbedded(node string, e *Embedded, log *slog.Logger) (*server.Server, 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: embedded NATS server: %w", err)
 	}
-	srv.SetLoggerV2(natsLogger{log.With("component", "nats")}, false, false, false)
+	var lastErr atomic.Pointer[string]
+	srv.SetLoggerV2(natsLogger{l: log.With("component", "nats"), lastErr: &lastErr}, false, false, false)
 	srv.Start()
 	wait := e.ReadyTimeout
 	if wait == 0 {
@@ -275,6 +276,9 @@ func startEmbedded(node string, e *Embedded, log *slog.Logger) (*server.Server, 
 	}
 	if !srv.ReadyForConnections(wait) {
 		srv.Shutdown()
+		if m := lastErr.Load(); m != nil {
+			return nil, fmt.Errorf("cluster: embedded NATS server on %s did not start: %s", e.Listen, *m)
+		}
 		return nil, fmt.Errorf("cluster: embedded NATS server on %s did not start within %v (port in use, or store_dir %s unusable? see the log)", e.Listen, wait, e.StoreDir)
 	}
 	return srv, nil
@@ -297,7 +301,10 @@ func splitHostPort(s string) (string, int, error) {
 
 // natsLogger sends the embedded server's log to slog: notices at debug level (they are
 // many and routine), warnings and errors as such.
-type natsLogger struct{ l *slog.Logger }
+type natsLogger struct {
+	l       *slog.Logger
+	lastErr *atomic.Pointer[string] // the last error logged, for start failures; may be nil
+}
 
 func (g natsLogger) Noticef(f string, v ...any) { g.l.Debug(fmt.Sprintf(f, v...)) }
 func (g natsLogger) Warnf(f string, v ...any) {
@@ -309,13 +316,16 @@ func (g natsLogger) Warnf(f string, v ...any) {
 	}
 	g.l.Warn(msg)
 }
-func (g natsLogger) Fatalf(f string, v ...any) { g.l.Error(fmt.Sprintf(f, v...)) }
+func (g natsLogger) Fatalf(f string, v ...any) { g.Errorf(f, v...) }
 func (g natsLogger) Errorf(f string, v ...any) {
 	msg := fmt.Sprintf(f, v...)
 	if strings.Contains(msg, "trying to connect to route") {
 		// Routine while the other nodes start, or while one is down: the server retries.
 		g.l.Warn(msg)
 		return
+	}
+	if g.lastErr != nil {
+		g.lastErr.Store(&msg)
 	}
 	g.l.Error(msg)
 }
@@ -353,7 +363,7 @@ func (n *Node) retryServer(node string, e *Embedded) {
 		if err != nil {
 			continue
 		}
-		srv.SetLoggerV2(natsLogger{n.log.With("component", "nats")}, false, false, false)
+		srv.SetLoggerV2(natsLogger{l: n.log.With("component", "nats")}, false, false, false)
 		n.mu.Lock()
 		if n.closed.Load() {
 			n.mu.Unlock()

@@ -230,6 +230,9 @@ func (v *validator) cluster() {
 			if e.ClusterListen == e.Listen {
 				v.errf("cluster.embedded.cluster_listen", "cluster_listen %s is the same as listen", e.ClusterListen)
 			}
+			if len(e.Routes) == 0 {
+				v.errf("cluster.embedded.routes", "cluster_listen needs routes: list every node's cluster_listen (this one's may be included); JetStream refuses a cluster without routes")
+			}
 		} else if len(e.Routes) > 0 {
 			v.errf("cluster.embedded.cluster_listen", "routes need cluster_listen: the address the other nodes connect to")
 		}

@@ -44,6 +44,7 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\"}}", "cluster.embedded: listen or cluster_listen is not a loopback address: set token"},
 		{"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\", token: short}}", "cluster.embedded.token: token is 5 bytes; at least 16 are required"},
 		{"cluster: {node: a, embedded: {routes: [\"127.0.0.1:6222\"]}}", "routes need cluster_listen"},
+		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\"}}", "cluster.embedded.routes: cluster_listen needs routes"},
 		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"http://h:1\"]}}", "cluster.embedded.routes[0]: route"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], token: t, user: u, password: p}}", "give one of token, user/password and credentials"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], user: u}}", "user and password go together"},
