@@ -125,10 +125,11 @@ func combine(prev, next *object, limit int64) *object {
 
 // completeRequest turns the upstream request for a whole response into one for the bytes
 // after those of t.partial, when they are the representation's beginning under a strong
-// ETag and the client sent no range or conditional of its own.
+// ETag and the client sent no range, conditional or body of its own (a body could not be
+// sent again if the answer has to be asked for once more, see completeResponse).
 func (t *tx) completeRequest(req *message.Request) {
 	pm := t.partial.m
-	if req.Method != "GET" || pm.RangeStart != 0 || pm.BodyLen <= 0 || pm.BodyLen >= pm.RangeTotal ||
+	if req.Method != "GET" || req.Body != nil || pm.RangeStart != 0 || pm.BodyLen <= 0 || pm.BodyLen >= pm.RangeTotal ||
 		pm.ETag == "" || pm.ETag[0] != '"' {
 		return
 	}
@@ -144,8 +145,10 @@ func (t *tx) completeRequest(req *message.Request) {
 
 // completeResponse turns the origin's answer to completeRequest into the whole response: a
 // 206 with exactly the missing bytes under the same ETag becomes a 200 whose body is the
-// stored bytes followed by the origin's. A 200 (the representation changed) is left alone.
-// It reports false for an answer that is neither (the client then gets it unstored).
+// stored bytes followed by the origin's. Any other status but 416 (a 200: the
+// representation changed; an error) is left alone, to be served and stored as usual. It
+// reports false for a 416 or a 206 that cannot be joined to the stored bytes: the client,
+// who sent no Range, must get neither, and Response asks the origin again without Range.
 func (t *tx) completeResponse(s *proxy.Session, resp *message.Response) bool {
 	if resp.Status != 206 {
 		return resp.Status != 416

@@ -299,9 +299,12 @@ func (t *tx) Response(s *proxy.Session, resp *message.Response, d *proxy.CacheDe
 		return t.serveWith(s, t.stale, "fwd="+t.fwd+";fwd-status="+itoa(resp.Status), 0), nil
 	}
 	if t.completing && !t.completeResponse(s, resp) {
-		// Not the rest of the stored bytes: the client asked for the whole response and
-		// gets the origin's answer as it is, unstored.
-		d.Store, d.Reason = false, "partial"
+		// A 206 that does not continue the stored bytes, or a 416: the client sent no
+		// Range and must not get either (RFC 9110 section 15.3.7). Ask the origin once
+		// more, for the whole response this time.
+		closeBody(resp)
+		t.partial, t.completing = nil, false
+		return nil, proxy.ErrRefetch
 	}
 	if !d.Store {
 		t.release(nil)

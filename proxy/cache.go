@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/verge-edge/verge/fault"
@@ -35,7 +36,10 @@ type CacheTx interface {
 	// Response applies d and returns the response to send downstream: resp itself, with its
 	// body teed into storage when stored, or a stored response that replaces it (a 304 that
 	// revalidated it, an error answered with stale-if-error), in which case Response closes
-	// resp's body.
+	// resp's body. It may instead close resp's body and return ErrRefetch: the engine then
+	// sends the request upstream once more (UpstreamRequest, the UpstreamRequest phase, and
+	// for the new answer UpstreamResponse, Decide and Response again). A transaction asks
+	// this at most once.
 	Response(s *Session, resp *message.Response, d *CacheDecision) (*message.Response, error)
 	// UpstreamError is told that no response could be had from the origin. A non-nil result
 	// (a stale response allowed by stale-if-error) is sent instead of the error page.
@@ -46,6 +50,11 @@ type CacheTx interface {
 	// with CacheControl.Refresh set.
 	Done(s *Session, err *fault.Error) (refresh bool)
 }
+
+// ErrRefetch is returned by CacheTx.Response to have the request sent upstream once more, e.g.
+// when the origin's answer to a request the cache narrowed (a Range asking for the rest of a
+// stored beginning) cannot be used and the client needs the whole response.
+var ErrRefetch = errors.New("proxy: the cache asks for the origin's response again")
 
 // CacheControl holds the per-request choices made before the lookup. The engine zeroes it
 // for every request.
@@ -156,7 +165,8 @@ func (p *Proxy[C]) lookup(st *state[C]) (*message.Response, *fault.Error) {
 	return resp, nil
 }
 
-// cacheResponse runs the cache's store step on an origin response.
+// cacheResponse runs the cache's store step on an origin response. It returns a nil response
+// and error when the cache asked for the origin's response again (ErrRefetch, once).
 func (p *Proxy[C]) cacheResponse(st *state[C], resp *message.Response) (*message.Response, *fault.Error) {
 	s := &st.s
 	var d CacheDecision
@@ -173,6 +183,10 @@ func (p *Proxy[C]) cacheResponse(st *state[C], resp *message.Response) (*message
 		d.Store, d.Reason = false, "transfer-coding"
 	}
 	out, err := st.tx.Response(s, resp, &d)
+	if err == ErrRefetch && !st.refetched {
+		st.refetched = true
+		return nil, nil
+	}
 	if err != nil {
 		return resp, fault.As(err)
 	}
@@ -182,7 +196,7 @@ func (p *Proxy[C]) cacheResponse(st *state[C], resp *message.Response) (*message
 // cacheDone ends the transaction and starts a background refresh when asked to.
 func (p *Proxy[C]) cacheDone(st *state[C], err *fault.Error) {
 	tx := st.tx
-	st.tx = nil
+	st.tx, st.refetched = nil, false
 	if tx.Done(&st.s, err) {
 		ex := newRefreshExchange(&st.s)
 		go p.ServeExchange(ex)

@@ -82,6 +82,8 @@ type state[C any] struct {
 	pf  phaseFilter[C]
 	ctl CacheControl
 	tx  CacheTx // nil unless the cache takes part in the request
+
+	refetched bool // tx asked for the origin's response again (ErrRefetch)
 }
 
 var bufPools sync.Map // size -> *sync.Pool of *[]byte
@@ -205,10 +207,15 @@ func (p *Proxy[C]) run(st *state[C]) *fault.Error {
 			return p.respond(st, hit, true)
 		}
 	}
+	return p.fetch(st)
+}
+
+// fetch gets the origin's response and sends it downstream.
+func (p *Proxy[C]) fetch(st *state[C]) *fault.Error {
 	resp, ferr := p.connect(st)
 	if ferr != nil {
 		if st.tx != nil {
-			if stale := st.tx.UpstreamError(s, ferr); stale != nil {
+			if stale := st.tx.UpstreamError(&st.s, ferr); stale != nil {
 				return p.respond(st, stale, true)
 			}
 		}
@@ -314,6 +321,10 @@ func (p *Proxy[C]) respond(st *state[C], resp *message.Response, stored bool) *f
 		}
 		if st.tx != nil {
 			out, err := p.cacheResponse(st, resp)
+			if out == nil && err == nil {
+				// The cache closed resp's body and asks for the origin's answer again.
+				return p.fetch(st)
+			}
 			resp = out
 			if err != nil {
 				return err
