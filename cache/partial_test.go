@@ -154,3 +154,18 @@ func TestPartialCompletedByFullRequest(t *testing.T) {
 		t.Fatalf("weak ETag: origin got Range %q", e.o.lastHeader("Range"))
 	}
 }
+
+// TestPartialAdjacentRangesWithinMaxObjectSize: combining never makes an object larger than the
+// policy's max_object_size, however many adjacent ranges a client asks for.
+func TestPartialAdjacentRangesWithinMaxObjectSize(t *testing.T) {
+	const full = "0123456789abcdefghij"
+	e := newEnv(t, Options{Policy: &Policy{MaxObjectSize: 10}}, rangeOrigin(full, `"v1"`))
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=0-7"), 206, full[:8], "bytes 0-7/20", 1)
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=8-15"), 206, full[8:16], "bytes 8-15/20", 2) // 16 bytes together: kept apart
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=8-15"), 206, full[8:16], "bytes 8-15/20", 2)
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=0-15"), 206, full[:16], "bytes 0-15/20", 3)
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=16-19"), 206, full[16:], "bytes 16-19/20", 4)
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=12-19"), 206, full[12:], "bytes 12-19/20", 5) // 16-19 and 12-19 combine to 8 bytes
+	e.expectRange(e.do("GET", "/c", "Range", "bytes=14-17"), 206, full[14:18], "bytes 14-17/20", 5)
+	e.expectRange(e.do("GET", "/c"), 200, full, "", 6)
+}

@@ -61,6 +61,9 @@ type Config struct {
 	// process's cgroup limit, at least 256MiB (worker.DefaultMemoryLimit). At least 16MiB
 	// when set. It is fixed at start.
 	WorkerMemoryLimit Size `yaml:"worker_memory_limit"`
+	// Cluster makes this Verge one node of many sharing state over NATS JetStream
+	// (cluster.go). Unset means a single node with embedded storage.
+	Cluster Cluster `yaml:"cluster"`
 
 	// File is the name the config was loaded from.
 	File string `yaml:"-"`

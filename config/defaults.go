@@ -92,6 +92,7 @@ func (c *Config) setDefaults() {
 	c.UpstreamPool.setDefaults()
 	c.Cache.setDefaults()
 	c.setWorkerDefaults()
+	c.Cluster.setDefaults(c.WorkerData)
 	for i := range c.Routes {
 		if rc := c.Routes[i].Cache; rc != nil {
 			rc.setDefaults()
@@ -292,6 +293,7 @@ func (c *Config) resolvePaths() {
 	abs(&c.Admin.TokenFile)
 	abs(&c.PIDFile)
 	c.resolveWorkerPaths(dir)
+	c.Cluster.resolvePaths(abs)
 	if c.Cache.Disk != nil {
 		abs(&c.Cache.Disk.Path)
 	}

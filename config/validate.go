@@ -34,6 +34,7 @@ func (c *Config) validate() ErrorList {
 	v.accessLog()
 	v.log()
 	v.cache()
+	v.cluster()
 	return v.errs
 }
 

@@ -99,3 +99,33 @@ func postWithInterim(t *testing.T, addr string) (codes []int, link []string, sta
 	defer mu.Unlock()
 	return codes, link, resp.StatusCode, string(b)
 }
+
+// Interim heads are not flow controlled: for a client that reads nothing, those beyond
+// maxPendingWrite waiting in the write buffer are dropped instead of piling up.
+func TestServerWriteInterimBoundedForStalledClient(t *testing.T) {
+	var h message.Header
+	h.Add("Link", "</"+strings.Repeat("a", 8<<10)+">; rel=preload")
+	const heads = 2000 // 16 MiB: more than the sockets absorb
+	pending := make(chan int, 1)
+	addr := serve(t, &Server{Handler: func(ex message.ServerExchange) {
+		iw := ex.(message.InterimWriter)
+		for range heads {
+			if err := iw.WriteInterim(103, &h); err != nil {
+				t.Errorf("WriteInterim: %v", err)
+				break
+			}
+		}
+		sc := ex.(*stream).c
+		sc.mu.Lock()
+		pending <- len(sc.wbuf)
+		sc.mu.Unlock()
+		ex.Finish(nil)
+	}}, false)
+	rc := dialRaw(t, addr)
+	if err := rc.openStream(1, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-pending; n > maxPendingWrite+16<<10 {
+		t.Fatalf("%d bytes of interim heads queued for a client that reads nothing; want at most about %d", n, maxPendingWrite)
+	}
+}

@@ -322,7 +322,8 @@ var (
 // WriteInterim sends an informational response head (100-199 except 101) with the fields of h
 // at once, in a HEADERS frame without END_STREAM. It fails once the final head was written. A
 // 100 Continue is sent at most once per stream (the body reader sends one on its own when the
-// request asked for it). It may run on another goroutine than the handler's while the handler
+// request asked for it); other interim heads are dropped while maxPendingWrite bytes wait for
+// the client. It may run on another goroutine than the handler's while the handler
 // waits for an upstream.
 func (s *stream) WriteInterim(status int, h *message.Header) error {
 	if status < 100 || status > 199 || status == 101 {
@@ -347,6 +348,11 @@ func (s *stream) WriteInterim(status int, h *message.Header) error {
 			return nil
 		}
 		s.sent100 = true
+	} else if len(sc.wbuf) >= maxPendingWrite {
+		// HEADERS have no flow control: a client that reads nothing would have every
+		// stream's interim heads (from an origin, up to the header limit each) pile up in
+		// the write buffer. They are only hints; with maxPendingWrite queued, drop them.
+		return nil
 	}
 	sc.appendHeadersLocked(s, block, false)
 	return nil

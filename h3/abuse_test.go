@@ -446,3 +446,48 @@ func TestQPACKBombH3(t *testing.T) {
 		t.Error("handler ran for a header section over the limit")
 	}
 }
+
+// TestInterimToStalledClient: a client that grants no flow-control credit on its request
+// stream cannot block WriteInterim (which runs on a shared upstream connection's reader when
+// relaying): the write gives up after the send timeout and the stream is aborted.
+func TestInterimToStalledClient(t *testing.T) {
+	done := make(chan error, 1)
+	_, addr := startServer(t, func(ex message.ServerExchange) {
+		iw := ex.(message.InterimWriter)
+		var h message.Header
+		h.Add("Link", "</"+strings.Repeat("a", 4<<10)+">; rel=preload")
+		var err error
+		for i := 0; i < 64 && err == nil; i++ { // 256 KiB: beyond the client's window
+			err = iw.WriteInterim(103, &h)
+		}
+		done <- err
+		ex.Finish(nil)
+	}, func(s *Server) { s.SendTimeout = 100 * time.Millisecond })
+	_, pool := testCertificate(t)
+	conn, err := quic.DialAddr(ctxTimeout(t, 5*time.Second), addr,
+		&tls.Config{RootCAs: pool, NextProtos: []string{http3.NextProtoH3}},
+		&quic.Config{MaxIdleTimeout: 30 * time.Second, InitialStreamReceiveWindow: 16 << 10, MaxStreamReceiveWindow: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	ctrl, err := conn.OpenUniStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl.Write([]byte{0x00, 0x04, 0x00})
+	str, err := conn.OpenStreamSync(ctxTimeout(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	str.Write(headersFrame("GET", "/"))
+	str.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("256 KiB of interim heads went to a client that granted 16 KiB")
+		}
+	case <-time.After(20 * time.Second): // a guard, not a measurement
+		t.Fatal("WriteInterim blocked on a client that grants no flow-control credit")
+	}
+}

@@ -55,7 +55,7 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	early := st.quic.Allow0RTT && !handshakeDone(cd)
-	if early && !idempotent(r.Method) {
+	if early && !message.Idempotent(r.Method) { // a replayable request (RFC 9110 section 9.2.2) may come in 0-RTT
 		// RFC 8470 section 5.2: the client retries once the handshake is complete.
 		plainAnswer(w, http.StatusTooEarly, tooEarlyBody)
 		return
@@ -186,6 +186,46 @@ func (ex *exchange) Flush() error {
 	return ex.writeErr(ex.Exchange.Flush())
 }
 
+// WriteInterim sends an informational head (see httpbridge.Exchange.WriteInterim) within
+// interimSendTimeout (or the send timeout, if shorter). An interim head goes out from the
+// relay of an HTTP/2 or HTTP/3 upstream, on that connection's reader, which other requests
+// share: a client that grants no flow-control credit must not hold it. A head not written in
+// time aborts the stream (quic-go does not report the failure, and a partly written frame
+// would corrupt the stream).
+func (ex *exchange) WriteInterim(status int, h *message.Header) error {
+	if ex.malformed.Load() {
+		return errMalformed
+	}
+	d, ok := ex.rw.(interface{ SetWriteDeadline(time.Time) error })
+	if !ok {
+		return ex.Exchange.WriteInterim(status, h)
+	}
+	to := interimSendTimeout
+	if ex.sendTO > 0 && ex.sendTO < to {
+		to = ex.sendTO
+	}
+	deadline := time.Now().Add(to)
+	d.SetWriteDeadline(deadline)
+	err := ex.Exchange.WriteInterim(status, h)
+	if err == nil && !time.Now().Before(deadline) {
+		ex.Abort(errSendTimeout)
+		return errSendTimeout
+	}
+	// The next Write arms the send timeout again.
+	ex.wdl = time.Time{}
+	d.SetWriteDeadline(time.Time{})
+	if ex.Aborted() {
+		d.SetWriteDeadline(pastDeadline) // Abort raced with the deadline
+	}
+	return err
+}
+
+// interimSendTimeout bounds the write of an interim head, as HTTP/1's does.
+const interimSendTimeout = 5 * time.Second
+
+// pastDeadline makes blocked and later writes fail at once.
+var pastDeadline = time.Unix(1, 0)
+
 // armWrite moves the write deadline to a full send timeout from now once a sixteenth of it
 // has passed, so a blocked write gets between 15/16 of the send timeout and all of it while
 // most writes do not touch the stream's deadline.
@@ -205,7 +245,7 @@ func (ex *exchange) armWrite() {
 	d.SetWriteDeadline(ex.wdl)
 	if ex.Aborted() {
 		// Abort, which sets a past deadline after marking the exchange, raced with the new one.
-		d.SetWriteDeadline(time.Unix(1, 0))
+		d.SetWriteDeadline(pastDeadline)
 	}
 }
 
@@ -309,16 +349,6 @@ func (ex *exchange) Conn() *message.ConnInfo { return &ex.cd.info }
 func bodilessMethod(method string) bool {
 	switch method {
 	case "GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT":
-		return true
-	}
-	return false
-}
-
-// idempotent reports whether method is idempotent (RFC 9110 section 9.2.2): a request with it
-// may be replayed, so it is allowed in 0-RTT early data.
-func idempotent(method string) bool {
-	switch method {
-	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
 		return true
 	}
 	return false

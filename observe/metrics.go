@@ -373,3 +373,7 @@ func lenOf[K comparable, V any](m *map[K]*V) int {
 	}
 	return len(*m)
 }
+
+// Register adds a collector of another package (the cluster's, for one) to the metrics
+// served by Handler.
+func (m *Metrics) Register(c prometheus.Collector) error { return m.reg.Register(c) }

@@ -19,19 +19,35 @@ var errInterimStatus = errors.New("proxy: interim status must be 100-199 and not
 // interimState sends informational responses to the downstream exchange: relayed from the
 // origin through the upstream request's Interim callback, or written by a phase. Nothing of
 // it runs unless a 1xx response arrives or a phase writes one.
+//
+// Relayed responses are written by a goroutine of their own, started at the first one: an
+// HTTP/2 or HTTP/3 upstream calls the Interim callback on its connection's reader, which every
+// request on that connection shares, and a client that takes no bytes would hold it for as
+// long as the downstream write may block (up to the exchange's interim write timeout, per
+// request). The callback only queues; wait ends the goroutine before the final head.
 type interimState struct {
-	// mu orders writes: an HTTP/2 or HTTP/3 upstream relays from its connection's reader, and
-	// a RequestBody phase may run on the upstream codec's body goroutine.
+	// mu guards the counters and the queue.
 	mu sync.Mutex
+	// wmu orders the writes to the exchange: the relay goroutine's and a phase's (a
+	// RequestBody phase may run on the upstream codec's body goroutine).
+	wmu sync.Mutex
 	// w is the downstream exchange's InterimWriter; nil when the downstream cannot carry
 	// interim responses (HTTP/1.0 client, an exchange without the capability).
 	w      message.InterimWriter
+	queued int  // interim responses queued or written, against MaxInterimResponses
 	sent   int  // interim responses written
 	broken bool // a write failed: send no more
-	h      message.Header
+	queue  chan *interimHead
+	done   chan struct{} // closed when the relay goroutine has ended
 	// relay is Session.relayInterim, bound once for the pooled session so that setting the
 	// callback on an upstream request does not allocate.
 	relay func(status int, h *message.Header) error
+}
+
+// interimHead is a relayed interim response waiting for the relay goroutine.
+type interimHead struct {
+	status int
+	h      message.Header
 }
 
 func (st *interimState) init(s *Session) {
@@ -48,15 +64,55 @@ func (st *interimState) init(s *Session) {
 }
 
 func (st *interimState) reset() {
-	st.w, st.sent, st.broken = nil, 0, false
-	st.h.Reset()
+	if st.w != nil {
+		st.wait()
+	}
+	st.w, st.queued, st.sent, st.broken = nil, 0, 0, false
+}
+
+// wait ends the relay goroutine, if one runs, once it wrote what was queued. The upstream
+// codecs make no Interim call after their RoundTrip returned, and the engine calls wait then,
+// before anything else is written downstream.
+func (st *interimState) wait() {
+	st.mu.Lock()
+	q, done := st.queue, st.done
+	st.queue, st.done = nil, nil
+	st.mu.Unlock()
+	if q != nil {
+		close(q)
+		<-done
+	}
+}
+
+// run writes the queued interim responses downstream.
+func (st *interimState) run(w message.InterimWriter, q <-chan *interimHead, done chan<- struct{}) {
+	defer close(done)
+	for ih := range q {
+		st.mu.Lock()
+		broken := st.broken
+		st.mu.Unlock()
+		if broken {
+			continue
+		}
+		st.wmu.Lock()
+		err := w.WriteInterim(ih.status, &ih.h)
+		st.wmu.Unlock()
+		st.mu.Lock()
+		if err != nil {
+			st.broken = true
+		} else {
+			st.sent++
+		}
+		st.mu.Unlock()
+	}
 }
 
 // relayInterim forwards an origin's informational response downstream (RFC 9110 section
 // 15.2): hop-by-hop fields are removed, 101 is never relayed (it is the answer to an upgrade,
 // handled as a final response), and a 100 Continue the downstream adapter already sent on its
-// own is not repeated (the adapter drops it). A failed downstream write stops the relaying
-// but not the request: the final response meets the same failure.
+// own is not repeated (the adapter drops it). It only queues the response for the relay
+// goroutine, so it never blocks the upstream codec. A failed downstream write stops the
+// relaying but not the request: the final response meets the same failure.
 func (s *Session) relayInterim(status int, h *message.Header) error {
 	if status < 100 || status > 199 || status == 101 {
 		return nil
@@ -64,18 +120,20 @@ func (s *Session) relayInterim(status int, h *message.Header) error {
 	st := &s.interim
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.w == nil || st.broken || st.sent >= MaxInterimResponses {
+	if st.w == nil || st.broken || st.queued >= MaxInterimResponses {
 		return nil
 	}
-	st.h.CopyFrom(h)
-	stripHopByHop(&st.h, false)
-	err := st.w.WriteInterim(status, &st.h)
-	st.h.Reset()
-	if err != nil {
-		st.broken = true
-		return nil
+	st.queued++
+	ih := &interimHead{status: status}
+	ih.h.CopyFrom(h)
+	stripHopByHop(&ih.h, false)
+	if st.queue == nil {
+		// Room for every response the cap lets through: sending never blocks.
+		st.queue = make(chan *interimHead, MaxInterimResponses)
+		st.done = make(chan struct{})
+		go st.run(st.w, st.queue, st.done)
 	}
-	st.sent++
+	st.queue <- ih
 	return nil
 }
 
@@ -97,11 +155,18 @@ func (s *Session) WriteInterim(status int, h *message.Header) error {
 	}
 	st := &s.interim
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.w == nil || st.sent >= MaxInterimResponses {
+	if st.w == nil || st.queued >= MaxInterimResponses {
+		st.mu.Unlock()
 		return nil
 	}
-	if err := st.w.WriteInterim(status, h); err != nil {
+	st.queued++
+	st.mu.Unlock()
+	st.wmu.Lock()
+	err := st.w.WriteInterim(status, h)
+	st.wmu.Unlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err != nil {
 		st.broken = true
 		return fault.Classify(fault.Downstream, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
@@ -166,5 +167,49 @@ func TestSessionWriteEarlyHints(t *testing.T) {
 		if ph.errs[0] != nil {
 			t.Fatalf("dropped Early Hints returned %v", ph.errs[0])
 		}
+	}
+}
+
+// blockingInterimExchange is an interimExchange whose interim writes wait for unblock, as
+// writes to a client that reads nothing do.
+type blockingInterimExchange struct {
+	*interimExchange
+	unblock chan struct{}
+}
+
+func (e *blockingInterimExchange) WriteInterim(status int, h *message.Header) error {
+	<-e.unblock
+	return e.interimExchange.WriteInterim(status, h)
+}
+
+// The Interim callback runs on an HTTP/2 or HTTP/3 upstream connection's reader, shared by
+// every request on it: it must return while the downstream write of the interim response
+// blocks, and the final head still comes after the interim ones.
+func TestInterimRelayDoesNotBlockUpstream(t *testing.T) {
+	ex := &blockingInterimExchange{interimExchange: newInterimExchange(message.HTTP11), unblock: make(chan struct{})}
+	returned := make(chan struct{})
+	p := &Proxy[recordCtx]{Phases: &recorder{peer: testPeer, logged: new([]string)},
+		Transport: funcTransport(func(_ context.Context, _ *upstream.Peer, r *message.Request) (*message.Response, error) {
+			var h message.Header
+			h.Add("Link", "</a>")
+			r.Interim(103, &h)
+			r.Interim(103, &h)
+			close(returned)
+			return okResponse("final"), nil
+		})}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		p.ServeExchange(ex)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(20 * time.Second): // a guard, not a measurement
+		t.Error("the Interim callback blocked on the downstream write")
+	}
+	close(ex.unblock)
+	<-served
+	if !slices.Equal(ex.interim, []int{103, 103}) || ex.resp.Status != 200 || ex.body.String() != "final" {
+		t.Fatalf("interim %v, final %d %q", ex.interim, ex.resp.Status, ex.body.String())
 	}
 }

@@ -245,6 +245,9 @@ func (p *Proxy[C]) connect(st *state[C]) (*message.Response, *fault.Error) {
 		t0 := time.Now()
 		resp, rerr := p.Transport.RoundTrip(s.ctx, peer, req)
 		s.UpstreamWait = time.Since(t0)
+		if s.interim.w != nil {
+			s.interim.wait() // the relayed 1xx are written: the final head may follow
+		}
 		if rerr == nil {
 			s.UpstreamStatus = resp.Status
 			return resp, nil

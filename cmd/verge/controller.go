@@ -155,6 +155,7 @@ func (s *serverProc) restartAdminLocked(cfg *config.Config) error {
 		srv.Metrics = s.metrics.Handler()
 	}
 	s.adm, s.admSock, s.admAddr = srv, sock, cfg.Admin.Address
+	s.admPublic.Store(&s.admAddr)
 	go s.serveAdmin(srv, sock.Attach())
 	return nil
 }
@@ -170,6 +171,7 @@ func (s *serverProc) stopAdminLocked(ctx context.Context, closeSock bool) {
 	if closeSock && s.admSock != nil {
 		s.admSock.Close()
 		s.admSock, s.admAddr = nil, ""
+		s.admPublic.Store(nil)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cache"
+	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/lb"
@@ -77,13 +78,16 @@ type serverProc struct {
 	listen    func(network, addr string) (net.Listener, error)
 	listenUDP func(network, addr string) (net.PacketConn, error)
 
-	mu       sync.Mutex // serializes reloads and admin restarts
-	adm      *admin.Server
-	admKey   string
-	admSock  *router.Handoff
-	admAddr  string
-	ready    atomic.Bool
-	stopping atomic.Bool
+	mu      sync.Mutex // serializes reloads and admin restarts
+	adm     *admin.Server
+	admKey  string
+	admSock *router.Handoff
+	admAddr string
+	// admPublic is admAddr for readers that do not hold mu (the cluster's member answers).
+	admPublic atomic.Pointer[string]
+	cluster   *cluster.Node // nil without a cluster section
+	ready     atomic.Bool
+	stopping  atomic.Bool
 }
 
 var _ admin.Controller = (*serverProc)(nil)
@@ -145,6 +149,12 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		return err
 	}
 	defer s.cache.Close()
+	if s.cluster, err = s.startCluster(cfg); err != nil {
+		return err
+	}
+	if s.cluster != nil {
+		defer s.cluster.Close()
+	}
 	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log); err != nil {
 		return err
 	}
@@ -204,6 +214,11 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		case <-exit:
 			// A new process is serving on the inherited sockets: drain and leave.
 			s.log.Info("upgrade: new process is ready; draining")
+			if s.cluster != nil {
+				// The new process starts its embedded server on the same ports once they
+				// are free; this one's client moves to the other servers meanwhile.
+				s.cluster.StopServer()
+			}
 			if handover == nil {
 				return s.drain()
 			}

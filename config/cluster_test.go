@@ -1,0 +1,59 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const clusterBase = `
+listeners: [{address: "127.0.0.1:8080"}]
+routes: [{match: {path: /}, respond: {status: 200}}]
+`
+
+func TestClusterDefaults(t *testing.T) {
+	c, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+`
+cluster:
+  node: a
+  embedded:
+    cluster_listen: 127.0.0.1:6222
+    routes: [127.0.0.1:6222, 127.0.0.1:6223, "nats-route://127.0.0.1:6224"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Cluster.Embedded
+	if e.Listen != DefaultClusterClientListen || e.Name != "verge" || e.StoreDir != "/etc/verge/.verge/jetstream" {
+		t.Fatalf("defaults: %+v", e)
+	}
+	if !c.Cluster.Enabled() {
+		t.Fatal("not enabled")
+	}
+	c, err = Parse("/etc/verge/verge.yaml", []byte(clusterBase))
+	if err != nil || c.Cluster.Enabled() || c.Cluster.Node != "" {
+		t.Fatalf("no cluster: %v %+v", err, c.Cluster)
+	}
+}
+
+func TestClusterErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"cluster: {node: a}", "verge.yaml:5:10: cluster: cluster needs nats"},
+		{"cluster: {node: a, nats: {urls: []}, embedded: {}}", "give nats or embedded, not both"},
+		{"cluster:\n  nats: {urls: [\"http://x:1\"]}", "verge.yaml:6:17: cluster.nats.urls[0]: NATS URL \"http://x:1\": scheme must be"},
+		{"cluster: {node: \"a.b\", embedded: {}}", "cluster.node: node name \"a.b\""},
+		{"cluster: {node: a, replicas: 7, embedded: {}}", "cluster.replicas: replicas 7 is out of range"},
+		{"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\"}}", "cluster.embedded: listen or cluster_listen is not a loopback address: set token"},
+		{"cluster: {node: a, embedded: {routes: [\"127.0.0.1:6222\"]}}", "routes need cluster_listen"},
+		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"http://h:1\"]}}", "cluster.embedded.routes[0]: route"},
+		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], token: t, user: u, password: p}}", "give one of token, user/password and credentials"},
+		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], user: u}}", "user and password go together"},
+	} {
+		_, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"\n"+tc.yaml+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant %s", tc.yaml, err, tc.want)
+		}
+	}
+	// A public embedded listener with a token is accepted.
+	if _, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\", token: s3cret}}\n")); err != nil {
+		t.Fatal(err)
+	}
+}
