@@ -179,8 +179,9 @@ type ListenerTimeouts struct {
 	ReadHeader Duration `yaml:"read_header"`
 	// Idle is how long a keep-alive connection may wait for its next request. Zero means 60s.
 	Idle Duration `yaml:"idle"`
-	// BodyRead bounds each wait for request body bytes. Zero means 60s.
-	BodyRead Duration `yaml:"body_read"`
+	// BodyRead bounds each wait for request body bytes, on HTTP/1.1, HTTP/2 and HTTP/3. Zero
+	// means 60s; negative means no limit (long-lived gRPC client streams).
+	BodyRead SignedDuration `yaml:"body_read"`
 	// Write bounds each write to the client. Zero means 60s.
 	Write Duration `yaml:"write"`
 }

@@ -265,3 +265,32 @@ func TestForwardingAndUpgradeFields(t *testing.T) {
 		})
 	}
 }
+
+// TestBodyReadTimeoutValues: timeouts.body_read defaults to 60s and takes a negative value
+// (no limit, for long client streams), which the other timeouts refuse.
+func TestBodyReadTimeoutValues(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want time.Duration
+	}{{"", 60 * time.Second}, {"0", 60 * time.Second}, {"5s", 5 * time.Second}, {"-1", -1}, {"-1s", -time.Second}} {
+		y := minimal
+		if tc.v != "" {
+			y = strings.Replace(minimal, "address: 127.0.0.1:8080", "address: 127.0.0.1:8080\n    timeouts: {body_read: "+tc.v+"}", 1)
+		}
+		c, err := Parse("t.yaml", []byte(y))
+		if err != nil {
+			t.Fatalf("body_read %q: %v", tc.v, err)
+		}
+		if got := c.Listeners[0].Timeouts.BodyRead.Std(); got != tc.want {
+			t.Errorf("body_read %q: got %v, want %v", tc.v, got, tc.want)
+		}
+	}
+	y := strings.Replace(minimal, "address: 127.0.0.1:8080", "address: 127.0.0.1:8080\n    timeouts: {body_read: soon}", 1)
+	if _, err := Parse("t.yaml", []byte(y)); err == nil || !strings.Contains(err.Error(), "t.yaml:3:") || !strings.Contains(err.Error(), "body_read") {
+		t.Errorf("body_read: soon: got %v, want an error naming the field", err)
+	}
+	y = strings.Replace(minimal, "address: 127.0.0.1:8080", "address: 127.0.0.1:8080\n    timeouts: {idle: -1s}", 1)
+	if _, err := Parse("t.yaml", []byte(y)); err == nil {
+		t.Error("idle: -1s was accepted")
+	}
+}

@@ -81,6 +81,16 @@ func (d Duration) Std() time.Duration { return time.Duration(d) }
 // String formats d like time.Duration.
 func (d Duration) String() string { return time.Duration(d).String() }
 
+// SignedDuration is a Duration that may be negative, for limits where a negative value means
+// none ("-1s", or a bare -1).
+type SignedDuration time.Duration
+
+// Std returns d as a time.Duration.
+func (d SignedDuration) Std() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration.
+func (d SignedDuration) String() string { return time.Duration(d).String() }
+
 // Size is a byte count written as an integer with an optional unit: B, KB, MB, GB (powers of
 // 1000) or KiB, MiB, GiB (powers of 1024), e.g. "32KiB", "1MiB", "4096".
 type Size int64
@@ -119,6 +129,7 @@ type StringList []string
 
 var (
 	durationType   = reflect.TypeFor[Duration]()
+	signedDurType  = reflect.TypeFor[SignedDuration]()
 	sizeType       = reflect.TypeFor[Size]()
 	stringListType = reflect.TypeFor[StringList]()
 )
@@ -178,6 +189,25 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		dur, err := time.ParseDuration(n.Value)
 		if err != nil || dur < 0 {
 			d.errorf(n, path, "invalid duration %q (use e.g. 250ms, 5s, 1m)", n.Value)
+			return
+		}
+		v.SetInt(int64(dur))
+		return
+	case signedDurType:
+		if !d.scalar(n, path, "a duration") {
+			return
+		}
+		var dur time.Duration
+		var err error
+		switch n.Value {
+		case "0":
+		case "-1":
+			dur = -1
+		default:
+			dur, err = time.ParseDuration(n.Value)
+		}
+		if err != nil {
+			d.errorf(n, path, "invalid duration %q (use e.g. 250ms, 5s, 1m; negative means no limit)", n.Value)
 			return
 		}
 		v.SetInt(int64(dur))

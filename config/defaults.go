@@ -116,7 +116,9 @@ func (l *Listener) setDefaults() {
 	t := &l.Timeouts
 	t.ReadHeader = orDuration(t.ReadHeader, DefaultReadHeaderTimeout)
 	t.Idle = orDuration(t.Idle, DefaultIdleTimeout)
-	t.BodyRead = orDuration(t.BodyRead, DefaultBodyReadTimeout)
+	if t.BodyRead == 0 {
+		t.BodyRead = SignedDuration(DefaultBodyReadTimeout)
+	}
 	t.Write = orDuration(t.Write, DefaultWriteTimeout)
 	m := &l.Limits
 	if m.MaxRequestLine == 0 {

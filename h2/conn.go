@@ -70,6 +70,7 @@ type serverConn struct {
 	timer         *time.Timer
 	timerAt       time.Time // when timer fires; zero when it is not armed
 	stalled       int       // streams whose Write waits for flow-control window
+	bodyWaits     int       // streams whose body Read waits for DATA (with a BodyReadTimeout)
 	writerDone    chan struct{}
 
 	lastRead atomic.Int64 // unix nanoseconds of the last read, for the keep-alive timer

@@ -484,6 +484,55 @@ func TestAbuseConnWindowStall(t *testing.T) {
 	w.wait(t, http2.ErrCodeEnhanceYourCalm)
 }
 
+// TestAbuseBodyReadStall sends a request body's first bytes and then nothing, without
+// END_STREAM: the handler's Read that waits for more fails with a downstream ReadTimeout
+// fault after BodyReadTimeout, and the stream is reset with CANCEL, so a proxy releases its
+// upstream connection instead of holding it for as long as the client keeps the stream.
+func TestAbuseBodyReadStall(t *testing.T) {
+	rerr := make(chan error, 1)
+	srv := &Server{BodyReadTimeout: 200 * time.Millisecond, Handler: func(ex message.ServerExchange) {
+		b, err := io.ReadAll(ex.Request().Body)
+		if err == nil {
+			err = errors.New("body read to its end: " + string(b))
+		}
+		rerr <- err
+		ex.Abort(err)
+	}}
+	addr := serve(t, srv, false)
+	rc := dialRaw(t, addr)
+	resets := make(chan *http2.RSTStreamFrame, 1)
+	w := watchGoAway(rc, func(f http2.Frame) {
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			resets <- r
+		}
+	})
+	if err := rc.openStream(1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteData(1, false, []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-rerr:
+		fe, ok := errors.AsType[*fault.Error](err)
+		if !ok || fe.Source != fault.Downstream || fe.Kind != fault.ReadTimeout {
+			t.Errorf("stalled body Read returned %v, want a downstream read timeout fault", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("a body Read stayed blocked on a client that sends nothing")
+	}
+	select {
+	case r := <-resets:
+		if r.StreamID != 1 || r.ErrCode != http2.ErrCodeCancel {
+			t.Errorf("stream %d reset with %v, want stream 1 with CANCEL", r.StreamID, r.ErrCode)
+		}
+	case <-w.ended:
+		t.Fatal("connection ended instead of the stream being reset")
+	case <-time.After(15 * time.Second):
+		t.Fatal("stalled stream not reset")
+	}
+}
+
 // TestMaxBodySize: a content-length over the limit gets 413 without reaching the
 // handler; a streamed body that grows past it fails the handler's read with a
 // RequestTooLarge fault after exactly the limit.

@@ -41,6 +41,9 @@ const (
 	// DefaultSendTimeout is how long a response may wait for flow-control window before its
 	// stream is reset, 60s (NGINX's send_timeout).
 	DefaultSendTimeout = 60 * time.Second
+	// DefaultBodyReadTimeout is how long a read of a request body may wait for the next
+	// bytes before its stream is reset, 60s (NGINX's client_body_timeout).
+	DefaultBodyReadTimeout = 60 * time.Second
 )
 
 // Server serves HTTP/2 connections, presenting each stream as a [message.ServerExchange].
@@ -95,6 +98,14 @@ type Server struct {
 	// closed, the connection is closed with GOAWAY ENHANCE_YOUR_CALM. Zero means
 	// DefaultSendTimeout; negative means no limit.
 	SendTimeout time.Duration
+	// BodyReadTimeout bounds each wait of the handler's Read of a request body for the next
+	// bytes (or the end of the stream), as NGINX's client_body_timeout does: a client that
+	// trickles or stops sending a body would otherwise hold the stream, the handler and a
+	// proxy's upstream connection. On expiry the stream is reset with RST_STREAM CANCEL and
+	// the blocked Read fails with a downstream ReadTimeout fault. Zero means
+	// DefaultBodyReadTimeout; negative means no limit (long-lived gRPC client streams may
+	// want that, or a larger value).
+	BodyReadTimeout time.Duration
 	// MaxBodySize bounds a request body in bytes. A request whose content-length is
 	// larger is answered 413 without reaching Handler; a body that grows past it while
 	// streaming fails the handler's body read with a RequestTooLarge fault after exactly
@@ -134,6 +145,7 @@ type serverState struct {
 	pingTimeout   time.Duration
 	writeTimeout  time.Duration // 0: none
 	sendTimeout   time.Duration // 0: none
+	bodyRead      time.Duration // 0: none
 	maxBody       int64         // 0: none
 	floodLimit    int64
 
@@ -163,6 +175,7 @@ func newServerState(s *Server) *serverState {
 		pingTimeout:  s.PingTimeout,
 		writeTimeout: duration(s.WriteByteTimeout, DefaultWriteByteTimeout),
 		sendTimeout:  duration(s.SendTimeout, DefaultSendTimeout),
+		bodyRead:     duration(s.BodyReadTimeout, DefaultBodyReadTimeout),
 		maxBody:      max(s.MaxBodySize, 0),
 		floodLimit:   s.floodLimit,
 		conns:        make(map[*serverConn]struct{}),

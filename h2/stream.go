@@ -92,6 +92,7 @@ type stream struct {
 	lastGen     uint64    // c.wgen when it was appended; 0 means none
 	headPending bool      // the final head waits in hblock for the first body bytes or Finish
 	stallSince  time.Time // when a Write started waiting for flow-control window; zero if none
+	readSince   time.Time // when a body Read started waiting for DATA; zero if none
 	bodyErr     error     // the body grew past Server.MaxBodySize: what reads return
 
 	// Handler side.
@@ -111,6 +112,10 @@ func (sc *serverConn) newStream(id uint32) *stream {
 
 // recycleLocked returns s to the pool; its handler has returned and it is closed.
 func (s *stream) recycleLocked() {
+	if !s.readSince.IsZero() {
+		// A body Read on another goroutine than the handler's still waits.
+		s.c.unwaitBodyLocked(s)
+	}
 	s.gen.Add(1)
 	s.req.Reset()
 	s.trailerIn.Reset()
@@ -547,10 +552,22 @@ type bodyReader struct {
 	cond sync.Cond // on c.mu: data, end of stream or reset
 }
 
+// Read returns request body bytes, waiting for DATA when none are buffered. A wait longer
+// than the Server's BodyReadTimeout resets the stream and fails the Read (see
+// Server.BodyReadTimeout).
 func (b *bodyReader) Read(p []byte) (int, error) {
 	sc := b.c
 	sc.mu.Lock()
-	defer sc.mu.Unlock()
+	n, err := b.readLocked(p)
+	if s := b.s; !s.readSince.IsZero() && s.gen.Load() == b.gen {
+		sc.unwaitBodyLocked(s)
+	}
+	sc.mu.Unlock()
+	return n, err
+}
+
+func (b *bodyReader) readLocked(p []byte) (int, error) {
+	sc := b.c
 	s := b.s
 	if s.gen.Load() != b.gen {
 		return 0, errBodyGone
@@ -594,6 +611,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 		}
 		if len(p) == 0 {
 			return 0, nil
+		}
+		if s.readSince.IsZero() {
+			sc.waitBodyLocked(s)
 		}
 		b.cond.Wait()
 	}

@@ -120,7 +120,8 @@ func (sc *serverConn) startShutdownLocked() {
 
 // The connection has one timer, run by onTimer, for every deadline it keeps: the idle
 // timeout, the keep-alive PING and its answer, responses stalled on flow control
-// (Server.SendTimeout) and the PING acknowledgement of a graceful shutdown (drain.go).
+// (Server.SendTimeout), body reads waiting for DATA (Server.BodyReadTimeout) and the PING
+// acknowledgement of a graceful shutdown (drain.go).
 
 // armTimer starts the keep-alive and idle timer, if either is enabled.
 func (sc *serverConn) armTimer() {
@@ -163,6 +164,25 @@ func (sc *serverConn) unstallLocked(s *stream) {
 	sc.stalled--
 }
 
+// waitBodyLocked records that a Read of s's request body waits for DATA, and makes sure the
+// timer fires when the wait reaches the BodyReadTimeout.
+func (sc *serverConn) waitBodyLocked(s *stream) {
+	d := sc.st.bodyRead
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	s.readSince = now
+	sc.bodyWaits++
+	sc.armLocked(now, now.Add(d))
+}
+
+// unwaitBodyLocked records that the Read of s's request body no longer waits.
+func (sc *serverConn) unwaitBodyLocked(s *stream) {
+	s.readSince = time.Time{}
+	sc.bodyWaits--
+}
+
 // resetTimerLocked (re)arms the connection's timer to fire in d, at at.
 func (sc *serverConn) resetTimerLocked(d time.Duration, at time.Time) {
 	sc.timerAt = at
@@ -177,8 +197,13 @@ func (sc *serverConn) resetTimerLocked(d time.Duration, at time.Time) {
 var errSendTimeout = &fault.Error{Source: fault.Downstream, Kind: fault.WriteTimeout,
 	Cause: errors.New("h2: no flow-control window granted within the send timeout")}
 
-// onTimer checks the drain's PING acknowledgement, the idle timeout, the keep-alive PING and
-// streams stalled on flow control, and re-arms itself.
+// errBodyReadTimeout is what a body Read that waited for DATA for longer than BodyReadTimeout
+// returns.
+var errBodyReadTimeout = &fault.Error{Source: fault.Downstream, Kind: fault.ReadTimeout,
+	Cause: errors.New("h2: no request body bytes received within the body read timeout")}
+
+// onTimer checks the drain's PING acknowledgement, the idle timeout, the keep-alive PING,
+// streams stalled on flow control and body reads waiting for DATA, and re-arms itself.
 func (sc *serverConn) onTimer() {
 	st := sc.st
 	now := time.Now()
@@ -235,8 +260,8 @@ func (sc *serverConn) onTimer() {
 			}
 		}
 	}
-	if sc.stalled > 0 {
-		if d, stop := sc.expireStalledLocked(now); stop {
+	if sc.stalled > 0 || sc.bodyWaits > 0 {
+		if d, stop := sc.expireWaitsLocked(now); stop {
 			return
 		} else {
 			next = min(next, d)
@@ -247,34 +272,40 @@ func (sc *serverConn) onTimer() {
 	}
 }
 
-// expireStalledLocked resets the streams whose Write waited for window for SendTimeout. When
-// the connection's own window is the one that stayed closed, the whole connection goes:
-// GOAWAY ENHANCE_YOUR_CALM (stop is true then). Otherwise it returns when the next stall
-// expires.
-func (sc *serverConn) expireStalledLocked(now time.Time) (next time.Duration, stop bool) {
-	limit := sc.st.sendTimeout
-	next = limit
+// expireWaitsLocked resets the streams whose Write waited for window for SendTimeout, or
+// whose body Read waited for DATA for BodyReadTimeout (RST_STREAM CANCEL both). When the
+// connection's own window is the one that stayed closed, the whole connection goes: GOAWAY
+// ENHANCE_YOUR_CALM (stop is true then). Otherwise it returns when the next wait expires.
+func (sc *serverConn) expireWaitsLocked(now time.Time) (next time.Duration, stop bool) {
+	sendLimit, readLimit := sc.st.sendTimeout, sc.st.bodyRead
+	next = max(sendLimit, readLimit)
 	for _, s := range sc.streams {
-		if s.stallSince.IsZero() {
-			continue
-		}
-		waited := now.Sub(s.stallSince)
-		if waited < limit {
-			next = min(next, limit-waited)
-			continue
-		}
-		if sc.sendWindow <= 0 {
-			sc.countError("conn", codeEnhanceYourCalm, "send_window_stalled")
-			sc.goAwayLocked(codeEnhanceYourCalm)
-			sc.closing = true
-			for _, s := range sc.streams {
-				sc.resetLocked(s, codeCancel, false, errSendTimeout)
+		if !s.stallSince.IsZero() {
+			if waited := now.Sub(s.stallSince); waited < sendLimit {
+				next = min(next, sendLimit-waited)
+			} else if sc.sendWindow <= 0 {
+				sc.countError("conn", codeEnhanceYourCalm, "send_window_stalled")
+				sc.goAwayLocked(codeEnhanceYourCalm)
+				sc.closing = true
+				for _, s := range sc.streams {
+					sc.resetLocked(s, codeCancel, false, errSendTimeout)
+				}
+				sc.wakeLocked()
+				return 0, true
+			} else {
+				sc.countError("stream", codeCancel, "send_window_stalled")
+				sc.resetLocked(s, codeCancel, true, errSendTimeout)
+				continue
 			}
-			sc.wakeLocked()
-			return 0, true
 		}
-		sc.countError("stream", codeCancel, "send_window_stalled")
-		sc.resetLocked(s, codeCancel, true, errSendTimeout)
+		if !s.readSince.IsZero() {
+			if waited := now.Sub(s.readSince); waited < readLimit {
+				next = min(next, readLimit-waited)
+			} else {
+				sc.countError("stream", codeCancel, "body_read_timeout")
+				sc.resetLocked(s, codeCancel, true, errBodyReadTimeout)
+			}
+		}
 	}
 	return next, false
 }

@@ -491,3 +491,74 @@ func TestInterimToStalledClient(t *testing.T) {
 		t.Fatal("WriteInterim blocked on a client that grants no flow-control credit")
 	}
 }
+
+// TestBodyReadStallH3 sends the first bytes of a request body and then nothing: the handler's
+// read fails with a downstream ReadTimeout fault after BodyReadTimeout and the client is told
+// to stop sending (STOP_SENDING H3_REQUEST_CANCELLED). A handler that then answers sends 408;
+// one that gives up (Abort) gets its stream reset with H3_REQUEST_CANCELLED.
+func TestBodyReadStallH3(t *testing.T) {
+	errs := make(chan error, 2)
+	_, addr := startServer(t, func(ex message.ServerExchange) {
+		b, err := io.ReadAll(ex.Request().Body)
+		if err == nil {
+			err = errors.New("body read to its end: " + string(b))
+		}
+		errs <- err
+		if ex.Request().Target == "/abort" {
+			ex.Abort(err)
+			return
+		}
+		respond(ex, fault.Classify(fault.Downstream, err).StatusCode(), nil, []byte("timeout\n"))
+	}, func(s *Server) { s.BodyReadTimeout = 200 * time.Millisecond })
+	wantTimeout := func() {
+		t.Helper()
+		select {
+		case err := <-errs:
+			if fe, ok := errors.AsType[*fault.Error](err); !ok || fe.Source != fault.Downstream || fe.Kind != fault.ReadTimeout {
+				t.Errorf("stalled body read returned %v, want a downstream read timeout fault", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("a body read stayed blocked on a client that sends nothing")
+		}
+	}
+
+	// The handler answers: 408.
+	c, _ := newClient(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("abc"))
+	req, _ := http.NewRequestWithContext(ctxTimeout(t, 15*time.Second), "POST", "https://"+addr+"/", pr)
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 408 {
+		t.Errorf("status %d, want 408", res.StatusCode)
+	}
+	wantTimeout()
+
+	// The handler gives up: the stream is reset with H3_REQUEST_CANCELLED both ways.
+	rc := dialRawH3(t, addr)
+	str, err := rc.conn.OpenStreamSync(ctxTimeout(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := str.Write(append(headersFrame("POST", "/abort"), dataFrame([]byte("abc"))...)); err != nil {
+		t.Fatal(err)
+	}
+	wantTimeout()
+	if code, ok := streamResetCode(t, str); !ok || code != http3.ErrCodeRequestCanceled {
+		t.Errorf("stream ended with code %v (reset %v), want H3_REQUEST_CANCELLED", code, ok)
+	}
+	// STOP_SENDING: more body bytes are refused (the window fills, then the write fails).
+	str.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	chunk := dataFrame(make([]byte, 16<<10))
+	var werr error
+	for i := 0; i < 1000 && werr == nil; i++ {
+		_, werr = str.Write(chunk)
+	}
+	if se, ok := errors.AsType[*quic.StreamError](werr); !ok || http3.ErrCode(se.ErrorCode) != http3.ErrCodeRequestCanceled {
+		t.Errorf("writing more body: %v, want STOP_SENDING H3_REQUEST_CANCELLED", werr)
+	}
+}

@@ -72,7 +72,7 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex := &exchange{cd: cd, rw: w, sendTO: st.sendTO}
-	ex.body = checkedBody{ex: ex, rc: r.Body, max: st.maxBody}
+	ex.body = checkedBody{ex: ex, rc: r.Body, max: st.maxBody, readTO: st.readTO}
 	r.Body = &ex.body
 	ex.Init(bridge, st.logger, w, r, "https", message.HTTP3)
 	if early && !ex.Request().Header.Has("early-data") {
@@ -88,6 +88,11 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reset := ex.Run(ex, fn)
 	if ex.malformed.Load() && resetStream(w, http3.ErrCodeMessageError) {
+		return
+	}
+	if reset && ex.body.timedOut.Load() && resetStream(w, http3.ErrCodeRequestCanceled) {
+		// The client stopped sending its body (Server.BodyReadTimeout): not a client's
+		// cancellation, so the reset budget is left alone.
 		return
 	}
 	if !reset {
@@ -261,11 +266,39 @@ func (ex *exchange) writeErr(err error) error {
 // checkedBody is the request body as quic-go delivers it, checked against the body limit and
 // for a length that contradicts content-length.
 type checkedBody struct {
-	ex  *exchange
-	rc  io.ReadCloser
-	max int64 // 0: none
-	n   int64
-	err error
+	ex       *exchange
+	rc       io.ReadCloser
+	max      int64         // 0: none
+	readTO   time.Duration // Server.BodyReadTimeout; 0: none
+	rdl      time.Time     // the read deadline set last
+	n        int64
+	err      error
+	timedOut atomic.Bool // a read waited for longer than readTO
+}
+
+// errBodyReadTimeout is what a body read that waited longer than Server.BodyReadTimeout for
+// the client's next bytes returns.
+var errBodyReadTimeout = &fault.Error{Source: fault.Downstream, Kind: fault.ReadTimeout,
+	Cause: errors.New("h3: no request body bytes received within the body read timeout")}
+
+// armRead moves the read deadline to a full body read timeout from now once a sixteenth of
+// it has passed (as armWrite does for writes), so a read that waits gets between 15/16 of
+// the timeout and all of it while most reads do not touch the stream's deadline.
+func (b *checkedBody) armRead() {
+	now := time.Now()
+	if b.rdl.Sub(now) > b.readTO-b.readTO/16 {
+		return
+	}
+	d, ok := b.ex.rw.(interface{ SetReadDeadline(time.Time) error })
+	if !ok {
+		return
+	}
+	b.rdl = now.Add(b.readTO)
+	d.SetReadDeadline(b.rdl)
+	if b.ex.Aborted() {
+		// Abort, which sets a past deadline after marking the exchange, raced with the new one.
+		d.SetReadDeadline(pastDeadline)
+	}
 }
 
 // errBodyTooLarge is what reads of a body past Server.MaxBodySize return.
@@ -280,6 +313,9 @@ func (b *checkedBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
+	if b.readTO > 0 {
+		b.armRead()
+	}
 	n, err := b.rc.Read(p)
 	b.n += int64(n)
 	if b.max > 0 && b.n > b.max {
@@ -291,6 +327,15 @@ func (b *checkedBody) Read(p []byte) (int, error) {
 		return n, b.err
 	}
 	if err != nil && err != io.EOF {
+		if b.readTO > 0 && !b.ex.Aborted() && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The client sent nothing for readTO: stop its sending (STOP_SENDING
+			// H3_REQUEST_CANCELLED, from the body's Close) and fail the read; the handler may
+			// still answer (408) if it sent nothing yet.
+			b.timedOut.Store(true)
+			b.err = errBodyReadTimeout
+			b.rc.Close()
+			return n, b.err
+		}
 		if errors.Is(err, io.ErrUnexpectedEOF) || err.Error() == msgTooMuchData {
 			// RFC 9114 section 4.1.2: a body whose length differs from content-length is
 			// malformed: the stream is reset with H3_MESSAGE_ERROR.

@@ -48,6 +48,9 @@ const (
 	// DefaultSendTimeout is how long one write of a response may block (the client grants
 	// no flow-control credit) before the stream is reset, 60s (NGINX's send_timeout).
 	DefaultSendTimeout = 60 * time.Second
+	// DefaultBodyReadTimeout is how long one read of a request body may wait for the next
+	// bytes before the stream is cancelled, 60s (NGINX's client_body_timeout).
+	DefaultBodyReadTimeout = 60 * time.Second
 )
 
 // Server serves HTTP/3 on a [Socket], presenting each request stream as a
@@ -89,6 +92,14 @@ type Server struct {
 	// fault and the stream is reset, so a proxy releases its upstream connection. Zero means
 	// DefaultSendTimeout; negative means no limit.
 	SendTimeout time.Duration
+	// BodyReadTimeout bounds how long one read of a request body may wait for the client's
+	// next bytes (or the end of the body), as NGINX's client_body_timeout does. On expiry the
+	// read fails with a downstream ReadTimeout fault and reading is cancelled with
+	// H3_REQUEST_CANCELLED (STOP_SENDING): a handler that sent nothing yet may answer (a
+	// proxy sends 408); otherwise the stream is reset with H3_REQUEST_CANCELLED when the
+	// handler returns. Zero means DefaultBodyReadTimeout; negative means no limit (long-lived
+	// gRPC client streams may want that, or a larger value).
+	BodyReadTimeout time.Duration
 	// InitialPacketSize is the size of the first packets sent and the floor of the packet
 	// size, between 1200 and 1452 bytes (quic-go's largest UDP payload). Path MTU discovery
 	// grows packets from there up to 1452 bytes unless DisablePathMTUDiscovery is set. Zero
@@ -140,6 +151,7 @@ type serverState struct {
 	retryAt    int64
 	maxBody    int64         // 0: none
 	sendTO     time.Duration // 0: none
+	readTO     time.Duration // 0: none
 	handshakes atomic.Int64  // in flight
 
 	mu       sync.Mutex
@@ -213,6 +225,12 @@ func newServerState(s *Server) *serverState {
 		st.sendTO = DefaultSendTimeout
 	case s.SendTimeout > 0:
 		st.sendTO = s.SendTimeout
+	}
+	switch {
+	case s.BodyReadTimeout == 0:
+		st.readTO = DefaultBodyReadTimeout
+	case s.BodyReadTimeout > 0:
+		st.readTO = s.BodyReadTimeout
 	}
 	switch {
 	case s.RetryThreshold < 0:

@@ -50,6 +50,7 @@ func (rt *Runtime) startH3(ls *lstate, l *config.Listener, inst *Instance) {
 		MaxHeaderBytes:   int(l.Limits.MaxHeaderBytes),
 		MaxBodySize:      int64(l.Limits.MaxBody),
 		SendTimeout:      l.Timeouts.Write.Std(),
+		BodyReadTimeout:  l.Timeouts.BodyRead.Std(),
 		MaxHandshakes:    h.MaxHandshakes,
 		RetryThreshold:   h.RetryThreshold,
 		Allow0RTT:        h.ZeroRTT,

@@ -298,6 +298,7 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 			IdleTimeout:       t.Idle.Std(),
 			WriteByteTimeout:  t.Write.Std(),
 			SendTimeout:       t.Write.Std(),
+			BodyReadTimeout:   t.BodyRead.Std(),
 		},
 		DisableHTTP2: !key.h2,
 		MaxConns:     l.MaxConns,
