@@ -176,3 +176,92 @@ func TestMemoryLimitForAllWorkers(t *testing.T) {
 		t.Fatalf("%d MiB in use, over the %d MiB limit", n>>20, limit>>20)
 	}
 }
+
+// TestMemoryNoisyNeighbour is the noisy-neighbour report: one tenant floods its worker with
+// concurrent requests that each hold 40 MiB, filling the registry's memory limit. Its
+// shortage handling closed every worker's warm instances, and the other tenant's next
+// request, needing a new instance with no memory left, failed with 503. Now each worker has
+// a fair share: the flooder is refused beyond it and the quiet worker keeps being served.
+func TestMemoryNoisyNeighbour(t *testing.T) {
+	const limit = 160 << 20
+	e := newEnv(t, t.TempDir(), worker.Services{MemoryLimit: limit})
+	lim := worker.Limits{CPUTime: 10 * time.Second, Memory: 256 << 20, MaxInstances: 16}
+	qc, fc := misbehaveConfig(t, lim), misbehaveConfig(t, lim)
+	qc.Name, fc.Name = "quiet", "flood"
+	quiet, flood := e.deploy(t, qc), e.deploy(t, fc)
+	// /count answers how many requests its instance served: the quiet worker's warm
+	// instance must survive the flood.
+	count := 0
+	quietOK := func(what string) {
+		t.Helper()
+		rec, err := serve(t, quiet, "GET", "/count", "")
+		if err != nil {
+			t.Fatalf("%s: the quiet worker failed: %v", what, err)
+		}
+		count++
+		rec.check(t, 200, "count "+strconv.Itoa(count))
+	}
+	quietOK("before the flood")
+
+	const n = 16
+	results := make(chan error, n)
+	for range n {
+		go func() {
+			rec, err := serve(t, flood, "GET", "/hold?mb=40&ms=3000", "")
+			if err == nil && rec.status != 200 {
+				err = errors.New(rec.String())
+			}
+			results <- err
+		}()
+	}
+	// Wait until the flood has filled the memory: its first refusal.
+	ok, refused := 0, 0
+	var we *worker.Error
+	check := func(err error) {
+		switch {
+		case err == nil:
+			ok++
+		case errors.As(err, &we) && we.Kind == worker.MemoryLimit:
+			refused++
+		default:
+			t.Fatalf("flood request: %v, want success or a memory limit error", err)
+		}
+	}
+	guard := time.After(60 * time.Second)
+	for refused == 0 && ok+refused < n {
+		select {
+		case err := <-results:
+			check(err)
+		case <-guard:
+			t.Fatal("the flood did not finish")
+		}
+	}
+	if refused == 0 {
+		t.Fatalf("all %d flood requests were served: the test did not fill the %d MiB limit", n, limit>>20)
+	}
+	// While the flood holds the memory, the quiet worker is served from its warm instance.
+	for i := range 5 {
+		quietOK("during the flood, request " + strconv.Itoa(i))
+	}
+	for ok+refused < n {
+		select {
+		case err := <-results:
+			check(err)
+		case <-guard:
+			t.Fatal("the flood did not finish")
+		}
+	}
+	t.Logf("flood: %d served, %d refused; %d MiB in use", ok, refused, e.reg.MemoryInUse()>>20)
+	if ok == 0 {
+		t.Fatal("no flood request was served: the flooder lost even its fair share")
+	}
+	if u := e.reg.MemoryInUse(); u > limit {
+		t.Fatalf("%d MiB in use, over the %d MiB limit", u>>20, limit>>20)
+	}
+	// The quiet worker can also grow within its share while the flooder's instances idle.
+	rec, err := serve(t, quiet, "GET", "/alloc?mb=16", "")
+	if err != nil {
+		t.Fatalf("the quiet worker could not grow within its share: %v", err)
+	}
+	rec.check(t, 200, "allocated 16")
+}

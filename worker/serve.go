@@ -142,7 +142,7 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 		return 0, &Error{Kind: WallLimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v (limit %v)", l.WallTime, l.WallTime)}
 	}
 	if errors.Is(err, wasm.ErrMemoryDenied) {
-		return 0, &Error{Kind: MemoryLimit, Worker: i.v.w.name, Cause: fmt.Errorf("growing the instance's memory: %w", i.v.w.reg.memory.exhausted())}
+		return 0, &Error{Kind: MemoryLimit, Worker: i.v.w.name, Cause: fmt.Errorf("growing the instance's memory: %w", i.v.w.mem.exhausted())}
 	}
 	var ee *wasm.ExitError
 	if errors.As(err, &ee) {

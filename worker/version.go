@@ -199,7 +199,7 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	out := &logWriter{log: v.log, level: slog.LevelInfo, stream: "stdout"}
 	errw := &logWriter{log: v.log, level: slog.LevelWarn, stream: "stderr"}
 	i := &instance{v: v, stop: make(chan struct{}), instrumented: v.mod.Instrumented()}
-	mem := v.w.reg.memory
+	mem := v.w.mem
 	res := mem.reserve(ctx, v.initMemory)
 	if res == nil {
 		return nil, &Error{Kind: MemoryLimit, Worker: v.w.name, Cause: mem.exhausted()}
@@ -391,9 +391,10 @@ func (v *version) get(ctx context.Context) (*instance, error) {
 }
 
 // put returns a healthy instance to the pool, or closes it when it holds more memory than
-// a pooled instance may.
+// a pooled instance may, or when other requests wait for memory and the worker holds more
+// than its fair share of the registry's memory limit (memShare.shed).
 func (v *version) put(in *instance) {
-	if in.poisoned || int64(in.in.MemorySize()) > v.poolMemory {
+	if in.poisoned || int64(in.in.MemorySize()) > v.poolMemory || v.w.mem.shed() {
 		v.discard(in)
 		return
 	}

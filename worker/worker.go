@@ -189,7 +189,7 @@ func NewRegistry(svc Services) *Registry {
 		r.fetch = newFetchTransport()
 		r.svc.Transport = r.fetch
 	}
-	r.memory = newMemoryBudget(svc.MemoryLimit, DefaultMemoryWait, func() { r.trim(time.Time{}) })
+	r.memory = newMemoryBudget(svc.MemoryLimit, DefaultMemoryWait)
 	go r.trimLoop()
 	return r
 }
@@ -265,6 +265,7 @@ func (r *Registry) Deploy(ctx context.Context, cfg Config) (*VersionInfo, error)
 	w := r.workers[cfg.Name]
 	if w == nil {
 		w = &Worker{name: cfg.Name, reg: r, namespaces: map[string]*durable.Namespace{}}
+		w.mem = r.memory.share(w.trimIdle)
 		r.workers[cfg.Name] = w
 	}
 	r.mu.Unlock()
@@ -358,11 +359,20 @@ func (r *Registry) Close(ctx context.Context) error {
 type Worker struct {
 	name     string
 	reg      *Registry
+	mem      *memShare // the worker's account under Services.MemoryLimit
 	deployMu sync.Mutex
 	cur      atomicVersion
 
 	nsMu       sync.Mutex
 	namespaces map[string]*durable.Namespace // by storage name
+}
+
+// trimIdle closes the idle pooled instances of the worker's current version (memory is
+// short).
+func (w *Worker) trimIdle() {
+	if v := w.cur.Load(); v != nil {
+		v.trim(time.Time{})
+	}
 }
 
 // Name returns the worker's name.

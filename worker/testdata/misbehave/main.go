@@ -37,6 +37,10 @@ func (a *attack) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 // held keeps the last /alloc allocation alive.
 var held []byte
 
+// served counts the /count requests this instance served: it restarts at 1 in a new
+// instance, which shows whether a warm instance was kept.
+var served int
+
 func init() {
 	sdk.DefineDurableObject("Bomb", func(*sdk.DurableObjectState) sdk.DurableObjectHandler { return bomb{} })
 	sdk.DefineDurableObject("Attack", func(s *sdk.DurableObjectState) sdk.DurableObjectHandler {
@@ -71,6 +75,20 @@ func init() {
 			}
 			held = b
 			w.Write([]byte("allocated " + strconv.Itoa(mb)))
+		case "/count":
+			served++
+			w.Write([]byte("count " + strconv.Itoa(served)))
+		case "/hold":
+			// Allocates and touches mb MiB and keeps it for ms milliseconds: a request that
+			// holds memory while it runs.
+			mb, _ := strconv.Atoi(r.URL().Query().Get("mb"))
+			ms, _ := strconv.Atoi(r.URL().Query().Get("ms"))
+			b := make([]byte, mb<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+			w.Write([]byte("held " + strconv.Itoa(len(b)>>20)))
 		case "/stream":
 			// More than the SDK buffers: the head goes out before the end, length unknown.
 			w.Header().Set("Content-Type", "text/plain")
