@@ -155,7 +155,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	if s.cluster != nil {
 		defer s.cluster.Close()
 	}
-	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log); err != nil {
+	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, clusterKV(s.cluster, &cfg.Cluster, s.log)); err != nil {
 		return err
 	}
 	defer s.workers.close()
