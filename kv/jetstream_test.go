@@ -24,6 +24,8 @@ type watcher struct {
 	seen    map[string]uint64 // ns/key -> highest sequence applied
 	healthy map[string]bool
 	changed chan struct{}
+	// extra, when set, also receives every applied revision.
+	extra atomic.Pointer[func(ns, key string, seq uint64)]
 }
 
 func watch(s *JetStreamStore) *watcher {
@@ -32,6 +34,9 @@ func watch(s *JetStreamStore) *watcher {
 		w.mu.Lock()
 		w.seen[ns+"/"+key] = max(w.seen[ns+"/"+key], seq)
 		w.mu.Unlock()
+		if f := w.extra.Load(); f != nil {
+			(*f)(ns, key, seq)
+		}
 		w.notify()
 	}
 	s.onHealth = func(ns string, ok bool) {
@@ -260,6 +265,46 @@ func TestJetStreamCluster(t *testing.T) {
 			if !found {
 				t.Fatalf("namespaces %v lack %q", names, want)
 			}
+		}
+	})
+
+	t.Run("Attacks", func(t *testing.T) {
+		// Metadata that would be a header line if it were written as one, and a value that
+		// looks like a delete marker: both are stored as data.
+		meta := []byte("x\r\nKV-Operation: DEL\r\nNats-TTL: 1s\r\n\r\n")
+		if err := n1.Put(ctx, "inj", []byte("KV-Operation: DEL"), PutOptions{Metadata: meta}); err != nil {
+			t.Fatal(err)
+		}
+		w2.applied(t, "shared", "inj", 0)
+		e, err := n2.Get(ctx, "inj")
+		if err != nil || e == nil || !bytes.Equal(e.Metadata, meta) || string(e.Value) != "KV-Operation: DEL" {
+			t.Fatalf("header injection: got %+v, %v", e, err)
+		}
+		// A key naming another bucket's subject stays in this namespace.
+		if err := n1.Put(ctx, "$KV.verge_kv_other.aw", []byte("x"), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		direct := NewJetStreamStoreConn(c.Nodes[0].Conn(), c.Nodes[0].JetStream(), JetStreamOptions{Direct: true})
+		defer direct.Close()
+		if res, err := mustNS(t, direct, "other").List(ctx, ListOptions{}); err != nil || len(res.Keys) != 0 {
+			t.Fatalf("a key of shared reached namespace other: %+v, %v", res, err)
+		}
+		// The largest value there is: replicated, read on another node (too large for
+		// its cache, so from JetStream), and one byte more is refused before it is sent.
+		huge := bytes.Repeat([]byte("v"), MaxValueBytes)
+		huge[0], huge[len(huge)-1] = 'a', 'z'
+		if err := n1.Put(ctx, "huge", huge, PutOptions{}); err != nil {
+			t.Fatalf("put of %d bytes: %v", len(huge), err)
+		}
+		w3.applied(t, "shared", "huge", 0)
+		if e, err := n3.Get(ctx, "huge"); err != nil || e == nil || !bytes.Equal(e.Value, huge) {
+			t.Fatalf("huge value on n3: %v (%d bytes)", err, len(e.Value))
+		}
+		if err := n1.Put(ctx, "huge", append(huge, 'x'), PutOptions{}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("put of %d bytes: got %v, want ErrInvalid", len(huge)+1, err)
+		}
+		if err := n1.Delete(ctx, "huge"); err != nil {
+			t.Fatal(err)
 		}
 	})
 
