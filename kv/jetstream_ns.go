@@ -114,7 +114,7 @@ func (n *jsNS) setUnhealthy(err error) {
 		if f := n.s.onHealth; f != nil {
 			f(n.name, false)
 		}
-		n.s.log.Warn("kv: watch of the namespace's bucket stopped; reads answer from this node's cache for up to cache_ttl", "namespace", n.name, "err", err)
+		n.s.log.Warn("kv: watch of the namespace's bucket stopped; reads answer from this node's cache for up to kv_cache_ttl", "namespace", n.name, "err", err)
 	}
 }
 
@@ -135,26 +135,22 @@ func (n *jsNS) Get(ctx context.Context, key string) (*Entry, error) {
 					return e.entry(v, n.s.now), nil
 				}
 			}
-			return n.getJS(ctx, key, nil)
+			return n.getJS(ctx, key, nil, nil)
 		}
 		now := n.s.now()
-		var stale *jsEntry // what the cache knows, served when JetStream cannot answer
 		if e != nil {
 			if v := e.value(); v != nil || e.deleted {
 				if n.fresh(now) || now.UnixNano()-e.loaded.Load() < int64(n.s.o.CacheTTL) {
-					if e.deleted {
-						return nil, nil
-					}
 					return e.entry(v, n.s.now), nil
 				}
-				stale = e
+				// Older than the cache TTL: ask JetStream, and serve this if it cannot answer.
+				return n.getJS(ctx, key, e, v)
 			}
 		} else if complete && n.fresh(now) {
 			return nil, nil
 		}
-		return n.getJS(ctx, key, stale)
 	}
-	return n.getJS(ctx, key, nil)
+	return n.getJS(ctx, key, nil, nil)
 }
 
 // entry returns a copy of e as an Entry, or nil when it expired.
@@ -172,13 +168,13 @@ func (e *jsEntry) entry(v []byte, now func() time.Time) *Entry {
 	return out
 }
 
-// getJS reads key from JetStream. When JetStream cannot answer and stale is set, stale is
-// served.
-func (n *jsNS) getJS(ctx context.Context, key string, stale *jsEntry) (*Entry, error) {
+// getJS reads key from JetStream. When JetStream cannot answer and stale is set, stale
+// (with its value staleV) is served.
+func (n *jsNS) getJS(ctx context.Context, key string, stale *jsEntry, staleV []byte) (*Entry, error) {
 	serveStale := func(err error) (*Entry, error) {
 		if stale != nil {
-			n.s.log.Debug("kv: JetStream unreachable; serving a cached entry older than cache_ttl", "namespace", n.name, "err", err)
-			return stale.entry(stale.value(), n.s.now), nil
+			n.s.log.Debug("kv: JetStream unreachable; serving a cached entry older than kv_cache_ttl", "namespace", n.name, "err", err)
+			return stale.entry(staleV, n.s.now), nil
 		}
 		return nil, err
 	}
@@ -460,6 +456,8 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 		FilterSubjects: []string{n.subject + ">"},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 		HeadersOnly:    true,
+		// The server drops the consumer this long after the listing stopped pulling.
+		InactiveThreshold: 30 * time.Second,
 	})
 	if err != nil {
 		return nil, err

@@ -111,6 +111,8 @@ func (n *jsNS) watch() error {
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{n.subject + ">"},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		// The server drops the consumer of a stopped watch this long after.
+		InactiveThreshold: 30 * time.Second,
 	})
 	if err != nil {
 		n.forget()
