@@ -108,6 +108,39 @@ func mustNS(t testing.TB, s Store, name string) Namespace {
 	return n
 }
 
+func TestValueCacheBound(t *testing.T) {
+	c := newValueCache(1000)
+	var es []*jsEntry
+	for i := range 100 {
+		e := &jsEntry{seq: uint64(i)}
+		c.add(e, make([]byte, 100))
+		es = append(es, e)
+		if b, _ := c.stats(); b > 1000 {
+			t.Fatalf("after %d adds: %d bytes cached, bound 1000", i+1, b)
+		}
+	}
+	// A recently read entry survives the next eviction (CLOCK's second chance).
+	hot := es[99]
+	hot.value()
+	c.add(&jsEntry{}, make([]byte, 100))
+	if hot.value() == nil {
+		t.Fatal("a just-read entry was evicted first")
+	}
+	// Too large for the cache: indexed, not cached.
+	big := &jsEntry{}
+	c.add(big, make([]byte, 200))
+	if big.value() != nil {
+		t.Fatal("a value over an eighth of the cache was cached")
+	}
+	for _, e := range es {
+		c.drop(e)
+	}
+	c.drop(hot)
+	if b, n := c.stats(); b > 100 || n > 1 {
+		t.Fatalf("after dropping: %d bytes in %d values", b, n)
+	}
+}
+
 func TestBucketNames(t *testing.T) {
 	names := []string{"TEST", "my_ns", "a-b", "a.b", "a_b", "a-_b", "MY.NS", "my.ns", "_x", "x.",
 		strings.Repeat("a.", 64), strings.Repeat(".-", 63) + "a."}
@@ -377,11 +410,72 @@ func (n *jsNS) idxHas(key string) bool {
 	return n.idx[key] != nil
 }
 
-// TestJetStreamUnreachable: with the only node gone, cached keys still answer, misses
-// and writes fail with cluster.ErrUnavailable, and opening a namespace does not block.
+// TestJetStreamUnreachable, on a one-node cluster: the cache TTL bounds staleness while the
+// watch is down; a small cache still answers right; then, with the only node gone, cached
+// keys still answer, misses and writes fail with cluster.ErrUnavailable, and opening a
+// namespace does not block.
 func TestJetStreamUnreachable(t *testing.T) {
 	c := clustertest.Start(t, 1)
 	ctx := context.Background()
+
+	t.Run("CacheTTL", func(t *testing.T) {
+		// While the watch is down, a cached entry is served for up to the cache TTL, then
+		// read from JetStream again.
+		a, wa := newStore(t, c.Nodes[0], JetStreamOptions{CacheTTL: time.Minute})
+		b, _ := newStore(t, c.Nodes[0], JetStreamOptions{Direct: true})
+		na, nb := mustNS(t, a, "ttl"), mustNS(t, b, "ttl")
+		wa.health(t, "ttl", true)
+		if err := na.Put(ctx, "k", []byte("old"), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		a.now = func() time.Time { return now }
+		ns := na.(*jsNS)
+		ns.mu.Lock()
+		ns.active = nil // the watch's deliveries are ignored from now on, as a stopped watch's
+		ns.mu.Unlock()
+		ns.setUnhealthy(errors.New("test"))
+		if err := nb.Put(ctx, "k", []byte("new"), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(59 * time.Second)
+		if e, err := na.Get(ctx, "k"); err != nil || e == nil || string(e.Value) != "old" {
+			t.Fatalf("within the cache TTL: got %+v, %v; want the cached value", e, err)
+		}
+		now = now.Add(2 * time.Second)
+		if e, err := na.Get(ctx, "k"); err != nil || e == nil || string(e.Value) != "new" {
+			t.Fatalf("after the cache TTL: got %+v, %v; want the value read from JetStream", e, err)
+		}
+		if res, err := na.List(ctx, ListOptions{}); err != nil || len(res.Keys) != 1 {
+			t.Fatalf("list after the cache TTL: %+v, %v", res, err)
+		}
+	})
+
+	t.Run("CacheSize", func(t *testing.T) {
+		// A cache smaller than the values: every read is still right, and the cache stays
+		// within its bound.
+		const size = 4 << 10
+		a, wa := newStore(t, c.Nodes[0], JetStreamOptions{CacheSize: size})
+		na := mustNS(t, a, "small")
+		wa.health(t, "small", true)
+		for i := range 64 {
+			if err := na.Put(ctx, fmt.Sprint("k", i), bytes.Repeat([]byte{byte(i)}, 300), PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for round := range 2 {
+			for i := range 64 {
+				e, err := na.Get(ctx, fmt.Sprint("k", i))
+				if err != nil || e == nil || !bytes.Equal(e.Value, bytes.Repeat([]byte{byte(i)}, 300)) {
+					t.Fatalf("round %d key %d: %v, %v", round, i, e, err)
+				}
+				if got, _ := a.cache.stats(); got > size {
+					t.Fatalf("cache holds %d bytes, bound %d", got, size)
+				}
+			}
+		}
+	})
+
 	s, w := newStore(t, c.Nodes[0], JetStreamOptions{})
 	sTTL, wTTL := newStore(t, c.Nodes[0], JetStreamOptions{CacheTTL: time.Nanosecond})
 	n, nTTL := mustNS(t, s, "ns"), mustNS(t, sTTL, "ns")
