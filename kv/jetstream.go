@@ -27,6 +27,9 @@ const (
 	DefaultCacheSize = 64 << 20
 	// JetStreamWriteTimeout bounds a Put or Delete waiting for JetStream's acknowledgement.
 	JetStreamWriteTimeout = 5 * time.Second
+	// publishAttemptTimeout bounds one attempt of a write; a write retries until
+	// JetStreamWriteTimeout.
+	publishAttemptTimeout = 2 * time.Second
 	// JetStreamReadTimeout bounds a read from JetStream (a cache miss or a refresh).
 	JetStreamReadTimeout = 3 * time.Second
 	// JetStreamListTimeout bounds a listing read from JetStream.

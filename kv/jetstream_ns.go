@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/verge-edge/verge/cluster"
 )
@@ -197,7 +198,7 @@ func (n *jsNS) getJS(ctx context.Context, key string, stale *jsEntry, staleV []b
 	}
 	if !n.s.o.Direct {
 		e.loaded.Store(n.s.now().UnixNano())
-		n.applyRead(key, e, v)
+		e, v = n.applyRead(key, e, v)
 	}
 	return e.entry(v, n.s.now), nil
 }
@@ -306,21 +307,41 @@ func (n *jsNS) Delete(ctx context.Context, key string) error {
 }
 
 // publish stores m in the bucket and returns its sequence once JetStream acknowledged it.
+// It retries within JetStreamWriteTimeout while the bucket's stream has no leader (a server
+// was lost and the others are electing one); a message ID makes the retries idempotent,
+// as JetStream stores a message once per ID within its duplicate window.
 func (n *jsNS) publish(ctx context.Context, op string, m *nats.Msg, opts []jetstream.PublishOpt) (uint64, error) {
 	c, cancel := context.WithTimeout(ctx, JetStreamWriteTimeout)
 	defer cancel()
-	if _, err := n.ensure(c); err != nil {
-		return 0, jsError(ctx, op+" "+n.name, err)
-	}
-	opts = append(opts, jetstream.WithExpectStream(n.stream))
-	ack, err := n.s.js.PublishMsg(c, m, opts...)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
-			n.forget()
+	opts = append(opts, jetstream.WithExpectStream(n.stream), jetstream.WithMsgID(nuid.Next()))
+	wait := 50 * time.Millisecond
+	for {
+		_, err := n.ensure(c)
+		if err == nil {
+			a, cancelA := context.WithTimeout(c, publishAttemptTimeout)
+			var ack *jetstream.PubAck
+			ack, err = n.s.js.PublishMsg(a, m, opts...)
+			cancelA()
+			if err == nil {
+				return ack.Sequence, nil
+			}
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				n.forget()
+			}
 		}
-		return 0, jsError(ctx, op+" "+n.name, err)
+		var apiErr *jetstream.APIError
+		if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &apiErr) && apiErr.Code == 400 {
+			return 0, jsError(ctx, op+" "+n.name, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-c.Done():
+			t.Stop()
+			return 0, jsError(ctx, op+" "+n.name, err)
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
 	}
-	return ack.Sequence, nil
 }
 
 func (n *jsNS) List(ctx context.Context, o ListOptions) (*ListResult, error) {

@@ -312,16 +312,21 @@ func (n *jsNS) applyLocal(key string, e *jsEntry, v []byte) {
 }
 
 // applyRead records a revision read from JetStream outside the watch, or fills the value
-// of the indexed revision.
-func (n *jsNS) applyRead(key string, e *jsEntry, v []byte) {
+// of the indexed revision, and returns the revision to serve: the index's when it is newer
+// (a replica answering a read may lag what this node already applied).
+func (n *jsNS) applyRead(key string, e *jsEntry, v []byte) (*jsEntry, []byte) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	cur := n.idx[key]
 	switch {
+	case cur != nil && cur.seq > e.seq:
+		if cv := cur.value(); cv != nil || cur.deleted {
+			return cur, cv
+		}
 	case cur != nil && cur.seq == e.seq:
 		cur.loaded.Store(e.loaded.Load())
 		n.s.cache.add(cur, v)
-	case cur == nil || cur.seq < e.seq:
+	default:
 		n.idx[key] = e
 		if cur == nil || cur.deleted {
 			n.sorted = nil
@@ -331,6 +336,7 @@ func (n *jsNS) applyRead(key string, e *jsEntry, v []byte) {
 		}
 		n.s.cache.add(e, v)
 	}
+	return e, v
 }
 
 // finish makes a loaded snapshot the index; n.mu is held.
