@@ -25,11 +25,9 @@ const (
 	DefaultCacheTTL = 60 * time.Second
 	// DefaultCacheSize bounds the bytes of values a node caches (all namespaces together).
 	DefaultCacheSize = 64 << 20
-	// JetStreamWriteTimeout bounds a Put or Delete waiting for JetStream's acknowledgement.
+	// JetStreamWriteTimeout bounds a Put or Delete waiting for JetStream's acknowledgement,
+	// plus 200 ms per MiB of the value.
 	JetStreamWriteTimeout = 5 * time.Second
-	// publishAttemptTimeout bounds one attempt of a write; a write retries until
-	// JetStreamWriteTimeout.
-	publishAttemptTimeout = 2 * time.Second
 	// JetStreamReadTimeout bounds a read from JetStream (a cache miss or a refresh).
 	JetStreamReadTimeout = 3 * time.Second
 	// JetStreamListTimeout bounds a listing read from JetStream.

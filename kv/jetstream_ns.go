@@ -306,22 +306,26 @@ func (n *jsNS) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// writeTimeout bounds a write of size bytes: JetStreamWriteTimeout, and 200 ms more per MiB
+// (a 25 MiB value is copied to every replica).
+func writeTimeout(size int) time.Duration {
+	return JetStreamWriteTimeout + time.Duration(size>>20)*200*time.Millisecond
+}
+
 // publish stores m in the bucket and returns its sequence once JetStream acknowledged it.
-// It retries within JetStreamWriteTimeout while the bucket's stream has no leader (a server
+// It retries within its write timeout while the bucket's stream has no leader (a server
 // was lost and the others are electing one); a message ID makes the retries idempotent,
 // as JetStream stores a message once per ID within its duplicate window.
 func (n *jsNS) publish(ctx context.Context, op string, m *nats.Msg, opts []jetstream.PublishOpt) (uint64, error) {
-	c, cancel := context.WithTimeout(ctx, JetStreamWriteTimeout)
+	c, cancel := context.WithTimeout(ctx, writeTimeout(len(m.Data)))
 	defer cancel()
 	opts = append(opts, jetstream.WithExpectStream(n.stream), jetstream.WithMsgID(nuid.Next()))
 	wait := 50 * time.Millisecond
 	for {
 		_, err := n.ensure(c)
 		if err == nil {
-			a, cancelA := context.WithTimeout(c, publishAttemptTimeout)
 			var ack *jetstream.PubAck
-			ack, err = n.s.js.PublishMsg(a, m, opts...)
-			cancelA()
+			ack, err = n.s.js.PublishMsg(c, m, opts...)
 			if err == nil {
 				return ack.Sequence, nil
 			}
