@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Cluster makes this Verge one node of many that share KV namespaces, worker deployments and
@@ -24,6 +25,12 @@ type Cluster struct {
 	// Replicas is how many copies JetStream keeps of every bucket and stream Verge creates,
 	// 1 to 5. Zero means 3 when the cluster has at least 3 servers, else 1.
 	Replicas int `yaml:"replicas"`
+	// KVCacheTTL bounds how stale a KV entry this node caches may be served while the watch
+	// that keeps the cache current is down (docs/cluster.md). Zero means DefaultKVCacheTTL.
+	KVCacheTTL Duration `yaml:"kv_cache_ttl"`
+	// KVCacheSize bounds the bytes of KV values this node caches. Zero means
+	// DefaultKVCacheSize.
+	KVCacheSize Size `yaml:"kv_cache_size"`
 }
 
 // ClusterNATS is how to reach an existing NATS cluster.
@@ -88,6 +95,12 @@ const (
 	MaxClusterReplicas = 5
 	// MinClusterTokenBytes is the shortest embedded server token accepted.
 	MinClusterTokenBytes = 16
+	// DefaultKVCacheTTL is kv_cache_ttl's default.
+	DefaultKVCacheTTL = Duration(60 * time.Second)
+	// DefaultKVCacheSize is kv_cache_size's default.
+	DefaultKVCacheSize = Size(64 << 20)
+	// MinKVCacheSize is the least kv_cache_size accepted.
+	MinKVCacheSize = Size(1 << 20)
 )
 
 func (c *Cluster) setDefaults(workerData string) {
@@ -95,6 +108,14 @@ func (c *Cluster) setDefaults(workerData string) {
 		c.Node, _ = os.Hostname()
 		// A host name may hold dots; NATS server names and subjects do not want them.
 		c.Node, _, _ = strings.Cut(c.Node, ".")
+	}
+	if c.Enabled() {
+		if c.KVCacheTTL == 0 {
+			c.KVCacheTTL = DefaultKVCacheTTL
+		}
+		if c.KVCacheSize == 0 {
+			c.KVCacheSize = DefaultKVCacheSize
+		}
 	}
 	if e := c.Embedded; e != nil {
 		if e.Listen == "" {
@@ -160,7 +181,7 @@ var clusterNodeName = func(s string) bool {
 func (v *validator) cluster() {
 	c := &v.c.Cluster
 	if !c.Enabled() {
-		if c.Node != "" || c.Replicas != 0 {
+		if c.Node != "" || c.Replicas != 0 || c.KVCacheTTL != 0 || c.KVCacheSize != 0 {
 			v.errf("cluster", "cluster needs nats (an existing NATS cluster) or embedded (a JetStream server in this process)")
 		}
 		return
@@ -173,6 +194,12 @@ func (v *validator) cluster() {
 	}
 	if c.Replicas < 0 || c.Replicas > MaxClusterReplicas {
 		v.errf("cluster.replicas", "replicas %d is out of range 1..%d", c.Replicas, MaxClusterReplicas)
+	}
+	if c.KVCacheTTL < Duration(time.Second) || c.KVCacheTTL > Duration(24*time.Hour) {
+		v.errf("cluster.kv_cache_ttl", "kv_cache_ttl %v is out of range 1s..24h", c.KVCacheTTL)
+	}
+	if c.KVCacheSize < MinKVCacheSize {
+		v.errf("cluster.kv_cache_size", "kv_cache_size %d is below 1MiB", c.KVCacheSize)
 	}
 	if n := c.NATS; n != nil {
 		if len(n.URLs) == 0 {

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 const clusterBase = `
@@ -28,6 +29,9 @@ cluster:
 	if !c.Cluster.Enabled() {
 		t.Fatal("not enabled")
 	}
+	if c.Cluster.KVCacheTTL != DefaultKVCacheTTL || c.Cluster.KVCacheSize != DefaultKVCacheSize {
+		t.Fatalf("kv cache defaults: ttl %v size %d", c.Cluster.KVCacheTTL, c.Cluster.KVCacheSize)
+	}
 	c, err = Parse("/etc/verge/verge.yaml", []byte(clusterBase))
 	if err != nil || c.Cluster.Enabled() || c.Cluster.Node != "" {
 		t.Fatalf("no cluster: %v %+v", err, c.Cluster)
@@ -48,11 +52,18 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"http://h:1\"]}}", "cluster.embedded.routes[0]: route"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], token: t, user: u, password: p}}", "give one of token, user/password and credentials"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], user: u}}", "user and password go together"},
+		{"cluster: {node: a, kv_cache_ttl: 500ms, embedded: {}}", "verge.yaml:5:34: cluster.kv_cache_ttl: kv_cache_ttl 500ms is out of range 1s..24h"},
+		{"cluster: {node: a, kv_cache_size: 1KiB, embedded: {}}", "cluster.kv_cache_size: kv_cache_size 1024 is below 1MiB"},
+		{"cluster: {kv_cache_ttl: 5s}", "cluster needs nats"},
 	} {
 		_, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"\n"+tc.yaml+"\n"))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s:\n got %v\nwant %s", tc.yaml, err, tc.want)
 		}
+	}
+	c, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"cluster: {node: a, kv_cache_ttl: 5s, kv_cache_size: 8MiB, embedded: {}}\n"))
+	if err != nil || c.Cluster.KVCacheTTL != Duration(5*time.Second) || c.Cluster.KVCacheSize != 8<<20 {
+		t.Fatalf("kv cache fields: %v %+v", err, c.Cluster)
 	}
 	// A public embedded listener with a token is accepted.
 	if _, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"cluster: {node: a, embedded: {listen: \"0.0.0.0:4222\", token: s3cret-token-0123456789}}\n")); err != nil {

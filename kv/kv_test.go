@@ -26,9 +26,44 @@ func openNS(t *testing.T) (*SQLiteStore, Namespace) {
 	return s, n
 }
 
-func TestPutGetDelete(t *testing.T) {
+// backend is a Namespace implementation under the shared behaviour tests: every backend
+// must pass them.
+type backend struct {
+	// open returns a new, empty namespace, released when the test ends.
+	open func(t *testing.T) Namespace
+	// setNow replaces the clock of the namespace's store.
+	setNow func(n Namespace, now func() time.Time)
+}
+
+var sqliteBackend = backend{
+	open: func(t *testing.T) Namespace {
+		_, n := openNS(t)
+		return n
+	},
+	setNow: func(n Namespace, now func() time.Time) { n.(*sqliteNS).now = now },
+}
+
+// runConformance runs the shared behaviour tests against b.
+func runConformance(t *testing.T, b backend) {
+	for _, c := range []struct {
+		name string
+		f    func(*testing.T, backend)
+	}{
+		{"PutGetDelete", testPutGetDelete},
+		{"Limits", testLimits},
+		{"Expiration", testExpiration},
+		{"ListPrefixCursor", testListPrefixCursor},
+		{"ListInvalidCursor", testListInvalidCursor},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.f(t, b) })
+	}
+}
+
+func TestPutGetDelete(t *testing.T) { testPutGetDelete(t, sqliteBackend) }
+
+func testPutGetDelete(t *testing.T, b backend) {
 	ctx := context.Background()
-	_, n := openNS(t)
+	n := b.open(t)
 	if e, err := n.Get(ctx, "a"); e != nil || err != nil {
 		t.Fatalf("get missing: got %v, %v; want nil, nil", e, err)
 	}
@@ -62,9 +97,11 @@ func TestPutGetDelete(t *testing.T) {
 	}
 }
 
-func TestLimits(t *testing.T) {
+func TestLimits(t *testing.T) { testLimits(t, sqliteBackend) }
+
+func testLimits(t *testing.T, b backend) {
 	ctx := context.Background()
-	_, n := openNS(t)
+	n := b.open(t)
 	now := time.Now()
 	cases := []struct {
 		name  string
@@ -92,12 +129,13 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-func TestExpiration(t *testing.T) {
+func TestExpiration(t *testing.T) { testExpiration(t, sqliteBackend) }
+
+func testExpiration(t *testing.T, b backend) {
 	ctx := context.Background()
-	s, n := openNS(t)
+	n := b.open(t)
 	now := time.Unix(1_700_000_000, 0)
-	n.(*sqliteNS).now = func() time.Time { return now }
-	_ = s
+	b.setNow(n, func() time.Time { return now })
 	if err := n.Put(ctx, "ttl", []byte("x"), PutOptions{ExpirationTTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +156,11 @@ func TestExpiration(t *testing.T) {
 	}
 }
 
-func TestListPrefixCursor(t *testing.T) {
+func TestListPrefixCursor(t *testing.T) { testListPrefixCursor(t, sqliteBackend) }
+
+func testListPrefixCursor(t *testing.T, b backend) {
 	ctx := context.Background()
-	_, n := openNS(t)
+	n := b.open(t)
 	for i := range 25 {
 		if err := n.Put(ctx, fmt.Sprintf("user:%03d", i), []byte("v"), PutOptions{Metadata: []byte{byte(i)}}); err != nil {
 			t.Fatal(err)
@@ -206,9 +246,11 @@ func BenchmarkGet(b *testing.B) {
 
 // TestListInvalidCursor: a cursor List did not make, or made for another prefix, is an
 // invalid argument, not an empty and complete listing.
-func TestListInvalidCursor(t *testing.T) {
+func TestListInvalidCursor(t *testing.T) { testListInvalidCursor(t, sqliteBackend) }
+
+func testListInvalidCursor(t *testing.T, b backend) {
 	ctx := context.Background()
-	_, n := openNS(t)
+	n := b.open(t)
 	for i := range 5 {
 		if err := n.Put(ctx, fmt.Sprintf("k%d", i), []byte("v"), PutOptions{}); err != nil {
 			t.Fatal(err)

@@ -166,7 +166,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		defer s.purges.Close()
 		s.waitPurgeCatchUp()
 	}
-	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log); err != nil {
+	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, clusterKV(s.cluster, &cfg.Cluster, s.log)); err != nil {
 		return err
 	}
 	defer s.workers.close()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/verge-edge/verge/admin"
+	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
@@ -22,20 +23,25 @@ import (
 const workerStopTimeout = 10 * time.Second
 
 // workerStack is the worker registry with the embedded storage under one data directory:
-// <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/cache (compiled code).
+// <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/cache (compiled code). In a
+// cluster, KV namespaces are JetStream buckets instead.
 type workerStack struct {
 	reg *worker.Registry
-	kv  *kv.SQLiteStore
+	kv  kv.Store
 	do  *durable.SQLiteStore
 }
 
 // Subrequests go through the registry's own transport (its dialer enforces each worker's
 // fetch policy), not the proxy's; listeners tells the policy which addresses are Verge's own.
-// memoryLimit caps the linear memory of all instances together (0: the default).
-func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger) (*workerStack, error) {
-	kvs, err := kv.OpenSQLite(filepath.Join(dataDir, "kv"))
-	if err != nil {
-		return nil, err
+// memoryLimit caps the linear memory of all instances together (0: the default). kvs is
+// the KV store; nil means SQLite files under dataDir.
+func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger, kvs kv.Store) (*workerStack, error) {
+	if kvs == nil {
+		s, err := kv.OpenSQLite(filepath.Join(dataDir, "kv"))
+		if err != nil {
+			return nil, err
+		}
+		kvs = s
 	}
 	dos := durable.OpenSQLite(filepath.Join(dataDir, "do"))
 	reg := worker.NewRegistry(worker.Services{
@@ -55,6 +61,19 @@ func (w *workerStack) close() {
 	w.reg.Close(ctx)
 	w.do.Close()
 	w.kv.Close()
+}
+
+// clusterKV returns the KV store of a cluster node: JetStream buckets, read through this
+// node's cache; nil without a cluster (SQLite files then).
+func clusterKV(node *cluster.Node, c *config.Cluster, log *slog.Logger) kv.Store {
+	if node == nil {
+		return nil
+	}
+	return kv.NewJetStreamStore(node, kv.JetStreamOptions{
+		CacheTTL:  c.KVCacheTTL.Std(),
+		CacheSize: int64(c.KVCacheSize),
+		Logger:    log,
+	})
 }
 
 // selfAddrs is what the workers' fetch policy knows of this process's own listeners: the
