@@ -312,6 +312,11 @@ func writeTimeout(size int) time.Duration {
 	return JetStreamWriteTimeout + time.Duration(size>>20)*200*time.Millisecond
 }
 
+// attemptTimeout bounds one publish attempt of size bytes.
+func attemptTimeout(size int) time.Duration {
+	return time.Second + time.Duration(size>>20)*200*time.Millisecond
+}
+
 // publish stores m in the bucket and returns its sequence once JetStream acknowledged it.
 // It retries within its write timeout while the bucket's stream has no leader (a server
 // was lost and the others are electing one); a message ID makes the retries idempotent,
@@ -324,8 +329,13 @@ func (n *jsNS) publish(ctx context.Context, op string, m *nats.Msg, opts []jetst
 	for {
 		_, err := n.ensure(c)
 		if err == nil {
+			// One attempt waits at most a second (more for big values): a stream leader that
+			// died with the message never answers, and the new one is elected within about
+			// 3 s (cluster/raft_timers.go), so the retry, not the first wait, succeeds.
+			a, acancel := context.WithTimeout(c, attemptTimeout(len(m.Data)))
 			var ack *jetstream.PubAck
-			ack, err = n.s.js.PublishMsg(c, m, opts...)
+			ack, err = n.s.js.PublishMsg(a, m, opts...)
+			acancel()
 			if err == nil {
 				return ack.Sequence, nil
 			}
