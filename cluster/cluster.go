@@ -154,7 +154,15 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		// The node's own client reaches its server over loopback TCP, not in-process: while
 		// the server restarts (an upgrade hands the ports from the old process to the new
 		// one) the client keeps working through the other servers it learned of.
-		srv, err := startEmbedded(o.Node, e, log)
+		var srv *server.Server
+		var err error
+		if e.RetryStart && !portsFree(e) {
+			// The parent process still runs its server on these ports and store: starting
+			// one here would open the same store (JetStream opens it before it binds).
+			err = fmt.Errorf("ports %s and %s are still held by the old process", e.Listen, e.ClusterListen)
+		} else {
+			srv, err = startEmbedded(o.Node, e, log)
+		}
 		switch {
 		case err == nil:
 			n.srv = srv
@@ -357,6 +365,9 @@ func (n *Node) retryServer(node string, e *Embedded) {
 	for !n.closed.Load() {
 		t := time.NewTimer(250 * time.Millisecond)
 		<-t.C
+		if !portsFree(e) {
+			continue
+		}
 		r := *e
 		r.ReadyTimeout = 2 * time.Second
 		srv, err := startEmbedded(node, &r, slog.New(slog.DiscardHandler))
@@ -375,6 +386,21 @@ func (n *Node) retryServer(node string, e *Embedded) {
 		n.log.Info("cluster: embedded NATS server started", "listen", e.Listen)
 		return
 	}
+}
+
+// portsFree reports whether the embedded server's addresses can be bound now.
+func portsFree(e *Embedded) bool {
+	for _, a := range []string{e.Listen, e.ClusterListen} {
+		if a == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
 }
 
 // StopServer stops the embedded server but keeps the client connection, which moves to the

@@ -25,7 +25,9 @@ type Status struct {
 	// MetaLeader is the JetStream meta group's leader; empty when unknown (external NATS
 	// without access to the system account) or while there is none.
 	MetaLeader string `json:"meta_leader"`
-	// Peers are the JetStream servers of the meta group, as the embedded server sees them.
+	// Peers are the JetStream servers of the meta group, as the embedded server sees them:
+	// only the meta leader tracks whether the others are current, so on a follower Current
+	// may be false for a healthy peer; Offline is meaningful on every node.
 	Peers []Peer `json:"peers,omitempty"`
 	// Replicas is the replica count of the buckets and streams Verge creates.
 	Replicas int `json:"replicas"`

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,10 +25,11 @@ type clusterProc struct {
 	i      int
 	cmd    *exec.Cmd
 	cfg    string
+	pid    string // pid file
 	addr   string // public listener
 	admin  string
 	stderr *logFile
-	exited chan error
+	exited chan struct{} // closed when the started process exits
 }
 
 // clusterProcs writes the configs of an n-node cluster whose nodes run worker (a compiled
@@ -47,7 +49,7 @@ func startClusterProcs(t *testing.T, n int, module string) *clusterProcs {
 	cs := &clusterProcs{t: t}
 	for i := 0; i < n; i++ {
 		dir := t.TempDir()
-		p := &clusterProc{t: t, i: i, cfg: filepath.Join(dir, "verge.yaml"),
+		p := &clusterProc{t: t, i: i, cfg: filepath.Join(dir, "verge.yaml"), pid: filepath.Join(dir, "verge.pid"),
 			addr: fmt.Sprintf("127.0.0.1:%d", ports[2*n+i]), admin: fmt.Sprintf("127.0.0.1:%d", ports[3*n+i])}
 		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
 admin: {address: %q}
@@ -85,13 +87,13 @@ workers:
 
 func (p *clusterProc) start() {
 	p.stderr = newLogFile(p.t)
-	p.exited = make(chan error, 1)
+	p.exited = make(chan struct{})
 	p.cmd = exec.Command(verge(p.t), "run", "-c", p.cfg)
 	p.cmd.Stderr = p.stderr.f
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
 	}
-	go func() { p.exited <- p.cmd.Wait() }()
+	go func() { p.cmd.Wait(); close(p.exited) }()
 }
 
 // kill stops the process with SIGKILL: no drain, no goodbye to the cluster.
@@ -101,15 +103,20 @@ func (p *clusterProc) kill() {
 }
 
 func (p *clusterProc) stop() {
-	if p.cmd.ProcessState != nil {
-		return
+	// An upgrade may have replaced the process started here: stop the pid file's too.
+	if pid, err := readPID(p.pid); err == nil && pid != p.cmd.Process.Pid {
+		syscall.Kill(pid, syscall.SIGINT)
 	}
-	p.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.exited
+	default:
+		p.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
 	}
 	if p.t.Failed() {
 		p.t.Logf("node%d stderr:\n%s", p.i+1, p.stderr.String())
@@ -280,5 +287,120 @@ routes: [{name: r, respond: {body: "still serving\n"}}]
 	})
 	if log := p.stderr.String(); !strings.Contains(log, "cannot reach NATS yet") || !strings.Contains(log, closed) {
 		t.Fatalf("the log does not say the cluster is unreachable:\n%s", log)
+	}
+}
+
+// TestClusterNodeUpgradeE2E upgrades a cluster node's binary (SIGUSR2) while a client writes
+// and reads KV through that very node: the old process hands the embedded server's ports to
+// the new one, whose client keeps working through the other nodes' servers meanwhile. Every
+// acknowledged write is readable afterwards, and the new process runs the embedded server
+// (the meta group counts three current peers again).
+func TestClusterNodeUpgradeE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three verge processes")
+	}
+	cs := startClusterProcs(t, 3, testwasm.BuildFile(t, "examples/workers/counter"))
+	cs.waitKV(t)
+	p := cs.procs[0]
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var acked []string
+	var failures atomic.Int64
+	go func() {
+		defer close(done)
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			key := fmt.Sprintf("up-%d", i)
+			if code, _, _ := p.do("PUT", "/kv/"+key, key); code == 204 {
+				acked = append(acked, key)
+			} else {
+				failures.Add(1)
+			}
+		}
+	}()
+	waitFor(t, "writes before the upgrade", 60*time.Second, func() bool { return failures.Load() > 0 || len(cs.procs) > 0 && p.cmd.Process != nil })
+	oldPID := p.cmd.Process.Pid
+	if err := syscall.Kill(oldPID, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	var newPID int
+	waitFor(t, "the new process to write the pid file", 60*time.Second, func() bool {
+		got, err := readPID(p.pid)
+		newPID = got
+		return err == nil && got != oldPID
+	})
+	waitFor(t, "the old process to exit", 60*time.Second, func() bool {
+		select {
+		case <-p.exited:
+			return true
+		default:
+			return false
+		}
+	})
+	// The new process's embedded server answers: its status shows the meta group whole.
+	var lastStatus string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last GET /cluster: %s", lastStatus)
+		}
+	}()
+	waitFor(t, "the new process's embedded server to rejoin", 60*time.Second, func() bool {
+		resp, err := clusterClient.Get("http://" + p.admin + "/cluster")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Peers []struct {
+				Name    string `json:"name"`
+				Offline bool   `json:"offline"`
+			} `json:"peers"`
+			Streams []struct {
+				Healthy   bool   `json:"healthy"`
+				Leader    string `json:"leader"`
+				Followers []struct {
+					Name string `json:"name"`
+				} `json:"followers"`
+			} `json:"streams"`
+		}
+		b, _ := io.ReadAll(resp.Body)
+		lastStatus = string(b)
+		if json.Unmarshal(b, &st) != nil || len(st.Peers) != 3 || len(st.Streams) == 0 {
+			return false
+		}
+		for _, peer := range st.Peers {
+			if peer.Offline {
+				return false
+			}
+		}
+		// Every stream is healthy (a leader, every follower current: the stream leader's
+		// view) with this node among its replicas.
+		for _, s := range st.Streams {
+			has := s.Leader == "node1"
+			for _, f := range s.Followers {
+				has = has || f.Name == "node1"
+			}
+			if !s.Healthy || !has {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	<-done
+	t.Logf("upgrade %d -> %d: %d writes acknowledged through the upgraded node, %d failed", oldPID, newPID, len(acked), failures.Load())
+	if len(acked) == 0 {
+		t.Fatal("no write was acknowledged")
+	}
+	for _, key := range acked {
+		for _, q := range cs.procs {
+			if code, body, err := q.do("GET", "/kv/"+key, ""); code != 200 || body != key {
+				t.Fatalf("node%d: acknowledged key %s: %d %q %v", q.i+1, key, code, body, err)
+			}
+		}
 	}
 }
