@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/verge-edge/verge/admin"
+	"github.com/verge-edge/verge/config"
 )
 
 // adminCallTimeout bounds one CLI call to the admin API (a cluster purge waits up to 5 s for
@@ -27,20 +28,40 @@ type adminClient struct {
 	base, token string
 }
 
-// adminFlags adds --admin and --token to fs; call client() after parsing.
-func adminFlags(fs *flag.FlagSet) func() adminClient {
+// adminFlags adds --admin, --token and -c to fs; call client() after parsing.
+func adminFlags(fs *flag.FlagSet) func() (adminClient, error) {
 	base := fs.String("admin", "http://"+admin.DefaultAddr, "admin API `URL` of the running server")
 	token := fs.String("token", "", "admin API bearer `token` (default: $VERGE_ADMIN_TOKEN)")
-	return func() adminClient {
+	file := fs.String("c", "", "the running server's config `file`: its admin address and token (instead of --admin, --token)")
+	return func() (adminClient, error) {
 		tok := *token
+		b := *base
+		if *file != "" {
+			cfg, err := config.Load(*file)
+			if err != nil {
+				return adminClient{}, err
+			}
+			if cfg.Admin.Disabled {
+				return adminClient{}, fmt.Errorf("%s: the admin API is disabled", *file)
+			}
+			b = cfg.Admin.Address
+			if tok == "" {
+				tok = cfg.Admin.Token
+				if tok == "" && cfg.Admin.TokenFile != "" {
+					if tok, err = config.ReadToken(cfg.Admin.TokenFile); err != nil {
+						return adminClient{}, fmt.Errorf("%s: admin.token_file: %w", *file, err)
+					}
+				}
+			}
+		}
 		if tok == "" {
 			tok = os.Getenv("VERGE_ADMIN_TOKEN")
 		}
-		b := strings.TrimSuffix(*base, "/")
+		b = strings.TrimSuffix(b, "/")
 		if !strings.Contains(b, "://") {
 			b = "http://" + b
 		}
-		return adminClient{base: b, token: tok}
+		return adminClient{base: b, token: tok}, nil
 	}
 }
 

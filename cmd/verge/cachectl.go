@@ -76,10 +76,10 @@ func (s *serverProc) PurgeAll() admin.PurgeCount {
 // cmdCache runs `verge cache purge`.
 func cmdCache(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "purge" {
-		fmt.Fprint(stderr, "Usage: verge cache purge [--url URL]... [--prefix URL]... [--tag TAG]... [--all] [--admin URL] [--token T] [--json]\n")
+		fmt.Fprint(stderr, "Usage: verge cache purge [--url URL]... [--prefix URL]... [--tag TAG]... [--all] [-c FILE | --admin URL [--token T]] [--json]\n")
 		return errUsage
 	}
-	fs := newFlags("cache purge", "cache purge [--url URL]... [--prefix URL]... [--tag TAG]... [--all] [--admin URL] [--token T] [--json]", stderr)
+	fs := newFlags("cache purge", "cache purge [--url URL]... [--prefix URL]... [--tag TAG]... [--all] [-c FILE | --admin URL [--token T]] [--json]", stderr)
 	var req admin.PurgeRequest
 	fs.Var((*listFlag)(&req.URLs), "url", "purge this absolute `URL` (every variant); repeatable")
 	fs.Var((*listFlag)(&req.Prefixes), "prefix", "purge every URL starting with this absolute `URL`; repeatable")
@@ -94,7 +94,11 @@ func cmdCache(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "verge cache purge: nothing to purge: give --url, --prefix, --tag or --all")
 		return errUsage
 	}
-	status, body, err := client().call(http.MethodPost, "/cache/purge", req)
+	ac, err := client()
+	if err != nil {
+		return err
+	}
+	status, body, err := ac.call(http.MethodPost, "/cache/purge", req)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 
 // cmdCluster runs `verge cluster status`.
 func cmdCluster(args []string, stdout, stderr io.Writer) error {
-	const synopsis = "cluster status [--admin URL] [--token T] [--json]"
+	const synopsis = "cluster status [-c FILE | --admin URL [--token T]] [--json]"
 	if len(args) == 0 || args[0] != "status" {
 		fmt.Fprintf(stderr, "Usage: verge %s\n", synopsis)
 		return errUsage
@@ -23,7 +23,11 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	status, body, err := client().call(http.MethodGet, "/cluster", nil)
+	ac, err := client()
+	if err != nil {
+		return err
+	}
+	status, body, err := ac.call(http.MethodGet, "/cluster", nil)
 	if err != nil {
 		return err
 	}

@@ -340,7 +340,8 @@ cluster:
 	waitFor(t, "the purge stream", 60*time.Second, func() bool {
 		out.Reset()
 		errOut.Reset()
-		return run([]string{"cluster", "status", "--admin", adminURL}, &out, &errOut) == 0 && strings.Contains(out.String(), "verge_purges")
+		// -c reads the admin address from the running server's config file.
+		return run([]string{"cluster", "status", "-c", p.cfgFile}, &out, &errOut) == 0 && strings.Contains(out.String(), "verge_purges")
 	})
 	if !strings.Contains(out.String(), "solo (this node)") || !strings.Contains(out.String(), "role:         standalone") {
 		t.Fatalf("verge cluster status:\n%s", out.String())

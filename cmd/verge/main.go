@@ -63,10 +63,10 @@ Usage:
   verge dev [--listen ADDR] [--data DIR] PATH
                                     build the Go worker at PATH and serve it with local
                                     KV and Durable Objects, rebuilding on change
-  verge kv get|put|delete|list ...  read and change local KV namespaces
-  verge cache purge [--url U] [--prefix P] [--tag T] [--all] [--admin URL]
+  verge kv get|put|delete|list ...  read and change KV namespaces (local, or a cluster's)
+  verge cache purge [--url U] [--prefix P] [--tag T] [--all] [-c FILE | --admin URL]
                                     purge cached objects (on every node of a cluster)
-  verge cluster status [--admin URL] [--json]
+  verge cluster status [-c FILE | --admin URL] [--json]
                                     members, roles, streams and replication lag
   verge version                     print the version
 
