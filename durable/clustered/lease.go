@@ -199,7 +199,22 @@ func (p *Placement) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, classify("open lease bucket", err)
 	}
-	st, err := kv.Status(ctx)
+	// A bucket created a moment ago (here or by another node at the same time) may not
+	// answer yet while its stream elects a leader: a few tries, bounded by ctx.
+	var st jetstream.KeyValueStatus
+	for try := 0; ; try++ {
+		st, err = kv.Status(ctx)
+		if err == nil || try == 20 || !errors.Is(err, jetstream.ErrStreamNotFound) {
+			break
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, classify("read lease bucket", ctx.Err())
+		case <-t.C:
+		}
+	}
 	if err != nil {
 		return nil, classify("read lease bucket", err)
 	}
@@ -290,43 +305,82 @@ func (p *Placement) Acquire(ctx context.Context, namespace string, id durable.ID
 		return nil, err
 	}
 	value, _ := json.Marshal(leaseValue{Node: p.name, Incarnation: p.incarnation})
-	// A key that expires between Create and Get is tried again; twice is enough for a key
-	// that keeps changing hands to show an owner.
-	for range 3 {
-		sent := time.Now()
-		rev, err := kv.Create(ctx, key, value)
-		if err == nil {
-			return p.hold(kv, &Lease{p: p, ns: namespace, id: id, key: key, value: value, token: rev, rev: rev, sent: sent, lost: make(chan struct{})})
-		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, classify("acquire lease", err)
-		}
-		e, err := kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	// A key that changes hands between the Create and the Get is tried again; three times
+	// is enough for a key that keeps changing hands to show an owner. Failures that
+	// waiting mends (a stream electing its leader) are tried again until ctx ends.
+	for changed := 0; changed < 3; {
+		l, err := p.tryAcquire(ctx, kv, namespace, id, key, value)
+		switch {
+		case err == nil:
+			return l, nil
+		case errors.Is(err, errKeyChanged):
+			changed++
 			continue
+		case !errors.Is(err, cluster.ErrUnavailable) || ctx.Err() != nil:
+			return nil, err
 		}
-		if err != nil {
-			return nil, classify("read lease", err)
-		}
-		var v leaseValue
-		if err := json.Unmarshal(e.Value(), &v); err != nil || v.Node == "" {
-			return nil, fmt.Errorf("durable: lease of %s: unreadable value %q", id, e.Value())
-		}
-		if v.Incarnation != p.incarnation {
-			return nil, &NotOwnerError{Owner: v.Node, Incarnation: v.Incarnation, Revision: e.Revision()}
-		}
-		// This process's own key, from a Create whose acknowledgement was lost: a
-		// compare-and-set on it proves nobody wrote since, and starts the lease afresh.
-		sent = time.Now()
-		rev, err = kv.Update(ctx, key, value, e.Revision())
-		if err == nil {
-			return p.hold(kv, &Lease{p: p, ns: namespace, id: id, key: key, value: value, token: e.Revision(), rev: rev, sent: sent, lost: make(chan struct{})})
-		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return nil, classify("acquire lease", err)
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
 		}
 	}
 	return nil, fmt.Errorf("durable: lease of %s keeps changing hands: %w", id, cluster.ErrUnavailable)
+}
+
+// leaseOpTimeout bounds one JetStream call of Acquire: a stream without a leader does
+// not answer at all, and the caller's deadline may be far.
+const leaseOpTimeout = 2 * time.Second
+
+var errKeyChanged = errors.New("lease key changed during acquire")
+
+// isWrongLastSeq reports whether err is JetStream's compare-and-set conflict.
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// tryAcquire is one attempt of Acquire.
+func (p *Placement) tryAcquire(ctx context.Context, kv jetstream.KeyValue, namespace string, id durable.ID, key string, value []byte) (*Lease, error) {
+	octx, cancel := context.WithTimeout(ctx, leaseOpTimeout)
+	defer cancel()
+	sent := time.Now()
+	rev, err := kv.Create(octx, key, value)
+	if err == nil {
+		return p.hold(kv, &Lease{p: p, ns: namespace, id: id, key: key, value: value, token: rev, rev: rev, sent: sent, lost: make(chan struct{})})
+	}
+	if !isWrongLastSeq(err) {
+		return nil, classify("acquire lease", err)
+	}
+	e, err := kv.Get(octx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, errKeyChanged
+	}
+	if err != nil {
+		return nil, classify("read lease", err)
+	}
+	var v leaseValue
+	if err := json.Unmarshal(e.Value(), &v); err != nil || v.Node == "" {
+		return nil, fmt.Errorf("durable: lease of %s: unreadable value %q", id, e.Value())
+	}
+	if v.Incarnation != p.incarnation {
+		return nil, &NotOwnerError{Owner: v.Node, Incarnation: v.Incarnation, Revision: e.Revision()}
+	}
+	// This process's own key, from a Create whose acknowledgement was lost: a
+	// compare-and-set on it proves nobody wrote since, and starts the lease afresh.
+	sent = time.Now()
+	rev, err = kv.Update(octx, key, value, e.Revision())
+	if err == nil {
+		return p.hold(kv, &Lease{p: p, ns: namespace, id: id, key: key, value: value, token: e.Revision(), rev: rev, sent: sent, lost: make(chan struct{})})
+	}
+	if isWrongLastSeq(err) {
+		return nil, errKeyChanged
+	}
+	return nil, classify("acquire lease", err)
 }
 
 // hold registers a lease just acquired, for renewal.
@@ -374,39 +428,39 @@ func (p *Placement) Owner(ctx context.Context, namespace string, id durable.ID) 
 
 // WaitFree waits until nobody holds the object's lease (it was released or expired), or
 // ctx ends. An Acquire after it may still lose the race to another node.
+//
+// It reads the key, and while the key is held sleeps until the holder's last write would
+// expire (from the write's timestamp and the bucket's TTL, at least 100 ms), then reads
+// again: a few reads per wait and no consumer, so that many waiters during a failover do
+// not add to the JetStream API's load while it elects leaders.
 func (p *Placement) WaitFree(ctx context.Context, namespace string, id durable.ID) error {
 	kv, err := p.bucket(ctx)
 	if err != nil {
 		return err
 	}
-	w, err := kv.Watch(ctx, LeaseKey(namespace, id), jetstream.MetaOnly())
-	if err != nil {
-		return classify("watch lease", err)
-	}
-	defer w.Stop()
-	held, initial := false, true
+	key := LeaseKey(namespace, id)
+	ttl := time.Duration(p.ttl.Load())
+	t := time.NewTimer(0)
+	defer t.Stop()
+	<-t.C
 	for {
+		rctx, cancel := context.WithTimeout(ctx, ttl)
+		e, err := kv.Get(rctx, key)
+		cancel()
+		wait := ttl / 4
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			return nil
+		case err == nil:
+			wait = min(max(time.Until(e.Created().Add(ttl)), 100*time.Millisecond), ttl)
+		case ctx.Err() != nil:
+			return classify("wait for lease", ctx.Err())
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return classify("wait for lease", ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("durable: watch of lease ended: %w", cluster.ErrUnavailable)
-			}
-			switch {
-			case e == nil: // the end of the initial values
-				initial = false
-				if !held {
-					return nil
-				}
-			case e.Operation() == jetstream.KeyValuePut:
-				held = true
-			default: // a delete, a purge or an expiry marker
-				held = false
-				if !initial {
-					return nil
-				}
-			}
+		case <-t.C:
 		}
 	}
 }
