@@ -83,6 +83,7 @@ type Object struct {
 	ns       *Namespace
 	store    ObjectStore
 	release  func()
+	lease    Lease // nil unless the placement is a LeasePlacement
 	gate     chan struct{}
 	waiting  atomic.Int32
 	refs     int // under ns.mu
@@ -151,8 +152,13 @@ func (ns *Namespace) acquire(ctx context.Context, id ID) (*Object, error) {
 		return nil, ErrClosed
 	}
 	if o := ns.objects[id]; o != nil {
-		o.refs++
-		return o, nil
+		if o.refs > 0 || !o.lost() {
+			o.refs++
+			return o, nil
+		}
+		// The lease is gone: drop this instance and claim the object again.
+		delete(ns.objects, id)
+		ns.evict(o)
 	}
 	if len(ns.objects) >= ns.opts.MaxLive {
 		var lru *Object
@@ -166,7 +172,16 @@ func (ns *Namespace) acquire(ctx context.Context, id ID) (*Object, error) {
 			ns.evict(lru)
 		}
 	}
-	release, err := ns.opts.Placement.Claim(ctx, ns.opts.Name, id)
+	var lease Lease
+	var release func()
+	var err error
+	if lp, ok := ns.opts.Placement.(LeasePlacement); ok {
+		if lease, err = lp.ClaimLease(ctx, ns.opts.Name, id); err == nil {
+			release = lease.Release
+		}
+	} else {
+		release, err = ns.opts.Placement.Claim(ctx, ns.opts.Name, id)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("durable: claim %s: %w", id, err)
 	}
@@ -175,10 +190,26 @@ func (ns *Namespace) acquire(ctx context.Context, id ID) (*Object, error) {
 		release()
 		return nil, err
 	}
-	o := &Object{ID: id, ns: ns, store: st, release: release, gate: make(chan struct{}, 1), refs: 1}
+	o := &Object{ID: id, ns: ns, store: st, release: release, lease: lease, gate: make(chan struct{}, 1), refs: 1}
 	ns.objects[id] = o
 	return o, nil
 }
+
+// lost reports whether the object's lease was lost.
+func (o *Object) lost() bool {
+	if o.lease == nil {
+		return false
+	}
+	select {
+	case <-o.lease.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// leaseValid reports whether the object may be served here now.
+func (o *Object) leaseValid() bool { return o.lease == nil || o.lease.Valid() }
 
 func (ns *Namespace) unref(o *Object) {
 	ns.mu.Lock()
@@ -214,11 +245,20 @@ func (ns *Namespace) Do(ctx context.Context, id ID, fn func(t *Turn) error) erro
 	o.waiting.Add(-1)
 	var b *batch
 	if err = ctx.Err(); err == nil {
-		b, err = o.turn(ctx, fn)
+		if !o.leaseValid() {
+			err = fmt.Errorf("durable: object %s: %w", id, ErrLeaseLost)
+		} else {
+			b, err = o.turn(ctx, fn)
+		}
 	}
-	if ob := o.batch; ob != nil && (o.waiting.Load() == 0 || ob.members >= ns.opts.MaxBatch || aborted(ob.txn)) {
+	if ob := o.batch; ob != nil && (o.waiting.Load() == 0 || ob.members >= ns.opts.MaxBatch || aborted(ob.txn) || !o.leaseValid()) {
 		o.batch = nil
-		ob.err = ob.txn.Commit()
+		if o.leaseValid() {
+			ob.err = ob.txn.Commit()
+		} else {
+			// Another process may serve the object by now: its writes must not land.
+			ob.err = errors.Join(ErrLeaseLost, ob.txn.Rollback())
+		}
 		close(ob.done)
 	}
 	<-o.gate

@@ -134,6 +134,31 @@ type Placement interface {
 	Claim(ctx context.Context, namespace string, id ID) (release func(), err error)
 }
 
+// Lease is a claim that can end by itself: a multi-node placement's lease, which lapses
+// when it cannot be renewed and is lost when another process takes the object over.
+type Lease interface {
+	// Valid reports whether the object may be served here now.
+	Valid() bool
+	// Lost is closed when the lease ended without Release; the object must be dropped.
+	Lost() <-chan struct{}
+	// Release gives the lease back after the object stopped being served.
+	Release()
+}
+
+// LeasePlacement is a Placement whose claims are leases. A namespace whose placement is one
+// runs a turn only while the object's lease is Valid, commits a batch only if it still is
+// (otherwise the batch is rolled back and its requests fail with ErrLeaseLost), and
+// activates the object again (claiming anew) once the lease is lost.
+type LeasePlacement interface {
+	Placement
+	// ClaimLease claims the object as Claim does and returns the lease.
+	ClaimLease(ctx context.Context, namespace string, id ID) (Lease, error)
+}
+
+// ErrLeaseLost is wrapped by errors of requests refused or undone because this process's
+// lease on the object lapsed or was lost; another process may serve the object now.
+var ErrLeaseLost = errors.New("durable: object lease lost")
+
 // Local is the single-process placement: every claim succeeds.
 type Local struct{}
 

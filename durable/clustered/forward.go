@@ -92,6 +92,9 @@ type Forwarder struct {
 
 	out, in, refused atomic.Uint64
 
+	// onRoute, set by tests before the first Call, observes each failed attempt of Call.
+	onRoute func(owner string, err error)
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -143,6 +146,11 @@ func (f *Forwarder) Call(ctx context.Context, namespace string, id durable.ID, p
 		owner := f.owner(key)
 		if owner == "" || owner == f.name {
 			resp, err := h(ctx, id, payload)
+			if errors.Is(err, durable.ErrLeaseLost) {
+				// The lease lapsed under the request: claim again, or find the new owner.
+				last = err
+				continue
+			}
 			var no *NotOwnerError
 			if !errors.As(err, &no) {
 				return resp, err
@@ -151,7 +159,7 @@ func (f *Forwarder) Call(ctx context.Context, namespace string, id durable.ID, p
 				// An earlier incarnation of this node (a restart within the lease TTL)
 				// holds it: wait until its lease expires.
 				last = err
-				if werr := f.p.WaitFree(ctx, namespace, id); werr != nil {
+				if werr := f.p.WaitReleased(ctx, namespace, id, f.name); werr != nil {
 					return nil, errors.Join(err, werr)
 				}
 				continue
@@ -165,18 +173,22 @@ func (f *Forwarder) Call(ctx context.Context, namespace string, id durable.ID, p
 		case err == nil:
 			return resp, nil
 		case errors.As(err, &no):
-			// The object moved (or was free and is now here): ask again.
+			// The object moved, or its owner lost the lease under the request (no owner
+			// named): ask again.
 			f.setOwner(key, no.Owner)
 		case errors.Is(err, errNoOwner):
 			// The owner is gone: wait for its lease to expire, then try to acquire.
 			f.setOwner(key, "")
-			if werr := f.p.WaitFree(ctx, namespace, id); werr != nil {
+			if werr := f.p.WaitReleased(ctx, namespace, id, owner); werr != nil {
 				return nil, errors.Join(err, werr)
 			}
 		default:
 			return nil, err
 		}
 		last = err
+		if f.onRoute != nil {
+			f.onRoute(owner, err)
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -228,9 +240,14 @@ func (f *Forwarder) Forward(ctx context.Context, owner, namespace string, id dur
 	m.Header.Set(hdrDeadline, strconv.FormatInt(dl.UnixNano(), 10))
 	m.Data = payload
 	f.out.Add(1)
-	r, err := f.nc.RequestMsgWithContext(ctx, m)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var gone atomic.Bool
+	f.wg.Add(1)
+	go f.watchOwner(rctx, cancel, &gone, owner, namespace, id)
+	r, err := f.nc.RequestMsgWithContext(rctx, m)
 	switch {
-	case errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, nats.ErrNoResponders), err != nil && gone.Load():
 		return nil, fmt.Errorf("durable: forward to node %s: %w (%w)", owner, errNoOwner, cluster.ErrUnavailable)
 	case err != nil:
 		return nil, fmt.Errorf("durable: forward to node %s: %w (%w)", owner, cluster.ErrUnavailable, err)
@@ -246,6 +263,30 @@ func (f *Forwarder) Forward(ctx context.Context, owner, namespace string, id dur
 		return nil, fmt.Errorf("durable: on node %s: %s: %w", owner, r.Data, cluster.ErrUnavailable)
 	default:
 		return nil, fmt.Errorf("durable: on node %s: %s: %w", owner, r.Data, ErrRemote)
+	}
+}
+
+// watchOwner cancels a forwarded request when owner no longer holds the object's lease:
+// a dead or partitioned owner does not always show as "no responders" (the servers may
+// keep its interest until their routes time out), but its lease expires within the TTL.
+func (f *Forwarder) watchOwner(ctx context.Context, cancel context.CancelFunc, gone *atomic.Bool, owner, namespace string, id durable.ID) {
+	defer f.wg.Done()
+	t := time.NewTicker(f.p.o.Renew)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := f.p.Owner(ctx, namespace, id)
+		if err == nil && cur != owner {
+			gone.Store(true)
+			cancel()
+			return
+		}
 	}
 }
 
@@ -310,6 +351,9 @@ func (f *Forwarder) reply(m *nats.Msg, resp []byte, err error) {
 		case errors.As(err, &no):
 			r.Header.Set(hdrError, errClassNotOwner)
 			r.Header.Set(hdrOwner, no.Owner)
+		case errors.Is(err, durable.ErrLeaseLost):
+			// Nothing of the request was committed: the caller asks again.
+			r.Header.Set(hdrError, errClassNotOwner)
 		case errors.Is(err, durable.ErrInvalid):
 			r.Header.Set(hdrError, errClassInvalid)
 		case errors.Is(err, cluster.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):

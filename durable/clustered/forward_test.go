@@ -3,12 +3,12 @@ package clustered
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -29,7 +29,7 @@ const counterNS = "counter"
 
 func startCounterNode(t *testing.T, node *cluster.Node) *counterNode {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", node.Name())
 	store := durable.OpenSQLite(t.TempDir())
 	t.Cleanup(func() { store.Close() })
 	p, err := NewPlacement(node, LeaseOptions{Logger: log})
@@ -68,6 +68,14 @@ func startCounterNode(t *testing.T, node *cluster.Node) *counterNode {
 		return []byte(strconv.FormatInt(n, 10)), nil
 	})
 	return &counterNode{p: p, ns: ns, f: f}
+}
+
+// testWriter logs to the test.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", p)
+	return len(p), nil
 }
 
 // increments runs clients × perClient sequential increments of object id through each of
@@ -191,15 +199,27 @@ func TestForwardCounter(t *testing.T) {
 	})
 
 	t.Run("owner killed", func(t *testing.T) {
-		c.Kill(oi)
 		var survivors []*counterNode
 		for i, n := range nodes {
 			if i != oi {
 				survivors = append(survivors, n)
 			}
 		}
-		// The survivors' own storage starts empty: the values start again at 1.
-		checkExactlyOnce(t, increments(t, ctx, survivors, id, clients, perClient), 0)
+		start := time.Now()
+		survivors[0].f.onRoute = func(owner string, err error) {
+			t.Logf("%v after the kill: %s: %v", time.Since(start).Round(time.Millisecond), owner, err)
+		}
+		c.Kill(oi)
+		b, err := survivors[0].f.Call(ctx, counterNS, id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("served again %v after the kill", time.Since(start).Round(time.Millisecond))
+		// The survivors' own storage started empty: the values start again at 1.
+		if string(b) != "1" {
+			t.Fatalf("first value after the kill: got %s, want 1", b)
+		}
+		checkExactlyOnce(t, increments(t, ctx, survivors, id, clients, perClient), 1)
 		live := 0
 		for _, n := range survivors {
 			live += n.ns.Live()

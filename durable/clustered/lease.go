@@ -134,7 +134,10 @@ type Placement struct {
 	bg   sync.WaitGroup // deleteKey
 }
 
-var _ durable.Placement = (*Placement)(nil)
+var (
+	_ durable.LeasePlacement = (*Placement)(nil)
+	_ durable.Lease          = (*Lease)(nil)
+)
 
 // NewPlacement returns the placement of node and starts its renewal loop; Close stops it.
 func NewPlacement(node *cluster.Node, o LeaseOptions) (*Placement, error) {
@@ -383,6 +386,13 @@ func (p *Placement) tryAcquire(ctx context.Context, kv jetstream.KeyValue, names
 	return nil, classify("acquire lease", err)
 }
 
+// holder returns the node named in a lease entry.
+func holder(e jetstream.KeyValueEntry) string {
+	var v leaseValue
+	_ = json.Unmarshal(e.Value(), &v)
+	return v.Node
+}
+
 // hold registers a lease just acquired, for renewal.
 func (p *Placement) hold(kv jetstream.KeyValue, l *Lease) (*Lease, error) {
 	p.mu.Lock()
@@ -406,6 +416,15 @@ func (p *Placement) Claim(ctx context.Context, namespace string, id durable.ID) 
 	return l.Release, nil
 }
 
+// ClaimLease acquires the object's lease (durable.LeasePlacement).
+func (p *Placement) ClaimLease(ctx context.Context, namespace string, id durable.ID) (durable.Lease, error) {
+	l, err := p.Acquire(ctx, namespace, id)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
 // Owner returns the node holding the object's lease, or "" when none does.
 func (p *Placement) Owner(ctx context.Context, namespace string, id durable.ID) (string, error) {
 	kv, err := p.bucket(ctx)
@@ -426,14 +445,16 @@ func (p *Placement) Owner(ctx context.Context, namespace string, id durable.ID) 
 	return v.Node, nil
 }
 
-// WaitFree waits until nobody holds the object's lease (it was released or expired), or
-// ctx ends. An Acquire after it may still lose the race to another node.
+// WaitReleased waits until node owner no longer holds the object's lease (it was released,
+// it expired, or another node took it over), or ctx ends. An empty owner means any node:
+// it waits until nobody holds the lease. An Acquire after it may still lose the race to
+// another node.
 //
-// It reads the key, and while the key is held sleeps until the holder's last write would
-// expire (from the write's timestamp and the bucket's TTL, at least 100 ms), then reads
-// again: a few reads per wait and no consumer, so that many waiters during a failover do
-// not add to the JetStream API's load while it elects leaders.
-func (p *Placement) WaitFree(ctx context.Context, namespace string, id durable.ID) error {
+// It reads the key, and while the key is held reads it again every 250 ms (sooner when
+// the holder's last write expires before): a few reads per wait and no consumer, so that
+// many waiters during a failover do not add to the JetStream API's load while it elects
+// leaders.
+func (p *Placement) WaitReleased(ctx context.Context, namespace string, id durable.ID, owner string) error {
 	kv, err := p.bucket(ctx)
 	if err != nil {
 		return err
@@ -451,8 +472,11 @@ func (p *Placement) WaitFree(ctx context.Context, namespace string, id durable.I
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 			return nil
+		case err == nil && owner != "" && holder(e) != owner:
+			return nil
 		case err == nil:
-			wait = min(max(time.Until(e.Created().Add(ttl)), 100*time.Millisecond), ttl)
+			// Until the holder's write expires, looking every 250 ms for a release.
+			wait = min(max(time.Until(e.Created().Add(ttl)), 50*time.Millisecond), 250*time.Millisecond)
 		case ctx.Err() != nil:
 			return classify("wait for lease", ctx.Err())
 		}

@@ -162,7 +162,7 @@ func TestLeaseCluster(t *testing.T) {
 		if lease.Valid() {
 			t.Fatal("released lease still valid")
 		}
-		if err := ps[1].WaitFree(ctx, ns, idA); err != nil {
+		if err := ps[1].WaitReleased(ctx, ns, idA, ""); err != nil {
 			t.Fatal(err)
 		}
 		var err error
@@ -243,7 +243,7 @@ func TestLeaseCluster(t *testing.T) {
 				t.Fatal("no acquire after the owner died")
 			}
 			wctx, wcancel := context.WithTimeout(ctx, wait)
-			err := ps[0].WaitFree(wctx, ns, idK)
+			err := ps[0].WaitReleased(wctx, ns, idK, "n3")
 			wcancel()
 			if err != nil && !errors.Is(err, cluster.ErrUnavailable) {
 				t.Fatal(err)
