@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeLease is a lease the test ends by hand.
@@ -103,5 +104,64 @@ func TestLeaseGatesTurnsAndCommits(t *testing.T) {
 	}
 	if _, claims := p.last(); claims != 2 || !l1.released.Load() {
 		t.Fatalf("after the loss: claims %d (want 2), first lease released %v", claims, l1.released.Load())
+	}
+}
+
+// slowPlacement blocks claims of one ID until release is closed, then fails them.
+type slowPlacement struct {
+	slow    ID
+	entered chan struct{}
+	release chan struct{}
+}
+
+var errSlowClaim = errors.New("claim refused")
+
+func (p *slowPlacement) Claim(_ context.Context, _ string, id ID) (func(), error) {
+	if id != p.slow {
+		return func() {}, nil
+	}
+	select {
+	case p.entered <- struct{}{}:
+	default:
+	}
+	<-p.release
+	return nil, errSlowClaim
+}
+
+// TestSlowClaimDelaysNoOtherObject checks that an object's activation runs outside the
+// namespace's lock: while one object's claim hangs (a cluster round trip), other objects
+// are served, and a failed activation leaves no object behind.
+func TestSlowClaimDelaysNoOtherObject(t *testing.T) {
+	ctx := context.Background()
+	p := &slowPlacement{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	ns := newNS(t, t.TempDir(), Options{Placement: p})
+	p.slow = ns.IDFromName("slow")
+	errs := make(chan error, 2)
+	go func() { errs <- ns.Do(ctx, p.slow, func(*Turn) error { return nil }) }()
+	<-p.entered
+	go func() { errs <- ns.Do(ctx, p.slow, func(*Turn) error { return nil }) }()
+
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(ctx, ns.IDFromName("other"), func(t *Turn) error { _, err := increment(t); return err })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-errs:
+		t.Fatal("a request for the slow object ended before its claim did")
+	case <-time.After(time.Minute):
+		t.Fatal("another object's request waited for the slow claim")
+	}
+	close(p.release)
+	for range 2 {
+		if err := <-errs; !errors.Is(err, errSlowClaim) {
+			t.Fatalf("request for the slow object: got %v, want the claim's error", err)
+		}
+	}
+	if live := ns.Live(); live != 1 {
+		t.Fatalf("live objects: got %d, want 1 (the failed one must not stay)", live)
 	}
 }

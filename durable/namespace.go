@@ -80,15 +80,19 @@ type Object struct {
 	// runs it). It is read and written only inside the input gate (Do).
 	Actor any
 
-	ns       *Namespace
-	store    ObjectStore
-	release  func()
-	lease    Lease // nil unless the placement is a LeasePlacement
-	gate     chan struct{}
-	waiting  atomic.Int32
-	refs     int // under ns.mu
-	lastUsed time.Time
-	batch    *batch // under the gate
+	ns      *Namespace
+	store   ObjectStore
+	release func()
+	lease   Lease // nil unless the placement is a LeasePlacement
+	// activating is closed when the claim and open of a new object end (nil after);
+	// activateErr is their failure, read after activating is closed.
+	activating  chan struct{} // under ns.mu
+	activateErr error
+	gate        chan struct{}
+	waiting     atomic.Int32
+	refs        int // under ns.mu
+	lastUsed    time.Time
+	batch       *batch // under the gate
 }
 
 type batch struct {
@@ -145,20 +149,42 @@ func (ns *Namespace) ParseID(s string) (ID, error) { return ParseID(ns.opts.Name
 var ErrClosed = errors.New("durable: namespace closed")
 
 // acquire returns the live object for id, activating it when needed, with a reference held.
+// Activation (the placement's claim, a network round trip on a cluster, and opening the
+// storage) runs outside ns.mu, so that it delays no other object: a placeholder holds the
+// ID meanwhile, and concurrent requests for it wait for its outcome.
 func (ns *Namespace) acquire(ctx context.Context, id ID) (*Object, error) {
 	ns.mu.Lock()
-	defer ns.mu.Unlock()
-	if ns.closed {
-		return nil, ErrClosed
-	}
-	if o := ns.objects[id]; o != nil {
+	for {
+		if ns.closed {
+			ns.mu.Unlock()
+			return nil, ErrClosed
+		}
+		o := ns.objects[id]
+		if o == nil {
+			break
+		}
+		if ch := o.activating; ch != nil {
+			ns.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("durable: waiting for object %s to activate: %w", id, ctx.Err())
+			}
+			if o.activateErr != nil {
+				return nil, o.activateErr
+			}
+			ns.mu.Lock()
+			continue
+		}
 		if o.refs > 0 || !o.lost() {
 			o.refs++
+			ns.mu.Unlock()
 			return o, nil
 		}
 		// The lease is gone: drop this instance and claim the object again.
 		delete(ns.objects, id)
 		ns.evict(o)
+		break
 	}
 	if len(ns.objects) >= ns.opts.MaxLive {
 		var lru *Object
@@ -172,27 +198,46 @@ func (ns *Namespace) acquire(ctx context.Context, id ID) (*Object, error) {
 			ns.evict(lru)
 		}
 	}
-	var lease Lease
-	var release func()
-	var err error
-	if lp, ok := ns.opts.Placement.(LeasePlacement); ok {
-		if lease, err = lp.ClaimLease(ctx, ns.opts.Name, id); err == nil {
-			release = lease.Release
-		}
-	} else {
-		release, err = ns.opts.Placement.Claim(ctx, ns.opts.Name, id)
-	}
+	o := &Object{ID: id, ns: ns, gate: make(chan struct{}, 1), refs: 1, activating: make(chan struct{})}
+	ns.objects[id] = o
+	ns.mu.Unlock()
+
+	err := o.activate(ctx)
+
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	ch := o.activating
+	o.activating = nil
 	if err != nil {
-		return nil, fmt.Errorf("durable: claim %s: %w", id, err)
+		o.activateErr = err
+		delete(ns.objects, id)
 	}
-	st, err := ns.opts.Store.Open(ctx, ns.opts.Name, id)
+	close(ch)
 	if err != nil {
-		release()
 		return nil, err
 	}
-	o := &Object{ID: id, ns: ns, store: st, release: release, lease: lease, gate: make(chan struct{}, 1), refs: 1}
-	ns.objects[id] = o
 	return o, nil
+}
+
+// activate claims the object and opens its storage.
+func (o *Object) activate(ctx context.Context) error {
+	ns := o.ns
+	var err error
+	if lp, ok := ns.opts.Placement.(LeasePlacement); ok {
+		if o.lease, err = lp.ClaimLease(ctx, ns.opts.Name, o.ID); err == nil {
+			o.release = o.lease.Release
+		}
+	} else {
+		o.release, err = ns.opts.Placement.Claim(ctx, ns.opts.Name, o.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("durable: claim %s: %w", o.ID, err)
+	}
+	if o.store, err = ns.opts.Store.Open(ctx, ns.opts.Name, o.ID); err != nil {
+		o.release()
+		return err
+	}
+	return nil
 }
 
 // lost reports whether the object's lease was lost.
