@@ -416,6 +416,13 @@ func (p *Placement) Claim(ctx context.Context, namespace string, id durable.ID) 
 	return l.Release, nil
 }
 
+// held returns this process's lease on the object, nil when it holds none.
+func (p *Placement) held(namespace string, id durable.ID) *Lease {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.leases[LeaseKey(namespace, id)]
+}
+
 // ClaimLease acquires the object's lease (durable.LeasePlacement).
 func (p *Placement) ClaimLease(ctx context.Context, namespace string, id durable.ID) (durable.Lease, error) {
 	l, err := p.Acquire(ctx, namespace, id)

@@ -1,0 +1,164 @@
+package clustered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/verge-edge/verge/durable"
+)
+
+// replicateTimeout bounds appending one write batch to the log (JetStream's acknowledgement
+// from a quorum of replicas).
+const replicateTimeout = 10 * time.Second
+
+// Store is the replicated Durable Object store: an object's SQLite database lives on its
+// owner's disk (in an inner SQLiteStore under dir), and each batch it commits is appended to
+// the object's log (its WAL pages) before Commit returns, so the namespace's output gate
+// releases a response only once the batch is on a quorum of replicas. Opening an object
+// requires this process's lease on it, rebuilds the database from the log, and appends a
+// takeover record that fences every earlier owner.
+//
+// Not built yet (docs/durable-cluster-design.md): snapshots (the whole log is replayed at
+// each activation), batches above one record's size, and replicated alarms (Alarms is the
+// node's local index).
+type Store struct {
+	dir   string
+	inner *durable.SQLiteStore
+	p     *Placement
+	log   *Log
+}
+
+var _ durable.Store = (*Store)(nil)
+
+// NewStore returns a replicated store keeping local databases under dir.
+func NewStore(dir string, p *Placement, log *Log) *Store {
+	return &Store{dir: dir, inner: durable.OpenSQLite(dir), p: p, log: log}
+}
+
+// Alarms returns the node's local alarm index (not replicated yet).
+func (s *Store) Alarms(ctx context.Context, namespace string) (durable.AlarmStore, error) {
+	return s.inner.Alarms(ctx, namespace)
+}
+
+// Close closes the local alarm indexes.
+func (s *Store) Close() error { return s.inner.Close() }
+
+// Open rebuilds the object's database from its log and opens it.
+func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (durable.ObjectStore, error) {
+	l := s.p.held(namespace, id)
+	if l == nil || !l.Valid() {
+		return nil, fmt.Errorf("durable: open %s without its lease: %w", id, durable.ErrLeaseLost)
+	}
+	path := filepath.Join(s.dir, namespace, id.String()+".sqlite")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("durable: %w", err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("durable: %w", err)
+		}
+	}
+	last, err := s.log.Replay(ctx, namespace, id, 0, func(d WALDelta) error { return ApplyWAL(path, d) })
+	if err != nil {
+		return nil, err
+	}
+	seq, err := s.log.Takeover(ctx, namespace, id, l.Token(), last)
+	if err != nil {
+		if errors.Is(err, ErrFenced) {
+			l.lose("another owner wrote the object's log", err)
+			return nil, fmt.Errorf("durable: %w (%w)", durable.ErrLeaseLost, err)
+		}
+		return nil, err
+	}
+	obj, err := s.inner.Open(ctx, namespace, id)
+	if err != nil {
+		return nil, err
+	}
+	o := &replObject{ObjectStore: obj, s: s, ns: namespace, id: id, lease: l, wal: path + "-wal", expect: seq}
+	// Opening a new database creates its schema: that is a batch too.
+	if err := o.ship(ctx); err != nil {
+		obj.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// replObject is an object's local database whose commits are shipped to the log.
+type replObject struct {
+	durable.ObjectStore
+	s     *Store
+	ns    string
+	id    durable.ID
+	lease *Lease
+	wal   string
+
+	mu     sync.Mutex // guards the shipment state below
+	pos    WALPosition
+	expect uint64
+	failed error
+}
+
+// ship appends what the WAL gained since the last shipment. Any failure leaves the local
+// database ahead of the log: the object is then unusable here (its lease is dropped, so that
+// the next activation rebuilds it from the log, here or on another node).
+func (o *replObject) ship(ctx context.Context) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.failed != nil {
+		return o.failed
+	}
+	d, next, err := ReadWAL(o.wal, o.pos)
+	if err == nil && len(d.Pages) > 0 {
+		var seq uint64
+		if seq, err = o.s.log.Append(ctx, o.ns, o.id, o.lease.Token(), o.expect, d); err == nil {
+			o.expect = seq
+		}
+	}
+	if err != nil {
+		o.failed = fmt.Errorf("durable: write batch of %s not replicated: %w (%w)", o.id, durable.ErrLeaseLost, err)
+		o.lease.lose("write batch not replicated", err)
+		return o.failed
+	}
+	o.pos = next
+	return nil
+}
+
+func (o *replObject) Begin(ctx context.Context) (durable.Txn, error) {
+	o.mu.Lock()
+	failed := o.failed
+	o.mu.Unlock()
+	if failed != nil {
+		return nil, failed
+	}
+	t, err := o.ObjectStore.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &replTxn{Txn: t, o: o}, nil
+}
+
+// replTxn ships its batch to the log after committing it locally.
+type replTxn struct {
+	durable.Txn
+	o *replObject
+}
+
+func (t *replTxn) Commit() error {
+	if err := t.Txn.Commit(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), replicateTimeout)
+	defer cancel()
+	return t.o.ship(ctx)
+}
+
+// Aborted passes the inner batch's state on (see durable.Namespace.Do).
+func (t *replTxn) Aborted() bool {
+	a, ok := t.Txn.(interface{ Aborted() bool })
+	return ok && a.Aborted()
+}
