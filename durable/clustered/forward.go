@@ -131,8 +131,10 @@ func (f *Forwarder) Handle(namespace string, h Handler) {
 
 // Call runs a request for object id of namespace: here, through the namespace's Handler,
 // when this node owns the object or can acquire it; otherwise on its owner, whose answer
-// is returned. An owner that does not answer (it died) is waited out: its lease expires
-// and the object is acquired again, here or elsewhere. ctx bounds the whole call.
+// is returned. An owner that is gone (no responders: the request was not delivered) is
+// waited out: its lease expires and the object is acquired again, here or elsewhere. An
+// owner lost while it had the request fails the call (outcome unknown: the request is not
+// repeated). ctx bounds the whole call.
 func (f *Forwarder) Call(ctx context.Context, namespace string, id durable.ID, payload []byte) ([]byte, error) {
 	f.mu.Lock()
 	h := f.handlers[namespace]
@@ -247,8 +249,13 @@ func (f *Forwarder) Forward(ctx context.Context, owner, namespace string, id dur
 	go f.watchOwner(rctx, cancel, &gone, owner, namespace, id)
 	r, err := f.nc.RequestMsgWithContext(rctx, m)
 	switch {
-	case errors.Is(err, nats.ErrNoResponders), err != nil && gone.Load():
+	case errors.Is(err, nats.ErrNoResponders):
+		// Not delivered: safe to try elsewhere.
 		return nil, fmt.Errorf("durable: forward to node %s: %w (%w)", owner, errNoOwner, cluster.ErrUnavailable)
+	case err != nil && gone.Load():
+		// Delivered, perhaps run and committed: the outcome is unknown, and a request is
+		// not repeated behind its caller's back.
+		return nil, fmt.Errorf("durable: node %s lost the object while running the request; its outcome is unknown: %w", owner, cluster.ErrUnavailable)
 	case err != nil:
 		return nil, fmt.Errorf("durable: forward to node %s: %w (%w)", owner, cluster.ErrUnavailable, err)
 	}
@@ -269,6 +276,7 @@ func (f *Forwarder) Forward(ctx context.Context, owner, namespace string, id dur
 // watchOwner cancels a forwarded request when owner no longer holds the object's lease:
 // a dead or partitioned owner does not always show as "no responders" (the servers may
 // keep its interest until their routes time out), but its lease expires within the TTL.
+// The request then fails (outcome unknown) rather than waiting for the caller's deadline.
 func (f *Forwarder) watchOwner(ctx context.Context, cancel context.CancelFunc, gone *atomic.Bool, owner, namespace string, id durable.ID) {
 	defer f.wg.Done()
 	t := time.NewTicker(f.p.o.Renew)
