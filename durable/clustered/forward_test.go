@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -36,6 +37,7 @@ func startCounterNode(t *testing.T, node *cluster.Node) *counterNode {
 	}
 	t.Cleanup(p.Close)
 	store := NewStore(t.TempDir(), p, NewLog(node))
+	store.SnapshotEvery = 16
 	t.Cleanup(func() { store.Close() })
 	ns, err := durable.New(context.Background(), durable.Options{Name: counterNS, Store: store, Placement: p, Logger: log})
 	if err != nil {
@@ -196,6 +198,27 @@ func TestForwardCounter(t *testing.T) {
 		}
 		if got := r.Header.Get(hdrError); got != errClassInvalid {
 			t.Fatalf("error class: got %q, want %q (%s)", got, errClassInvalid, r.Data)
+		}
+	})
+
+	t.Run("snapshot", func(t *testing.T) {
+		// 180 increments make more than 16 batches: the owner has snapshotted and purged
+		// its log before the snapshot.
+		path := filepath.Join(t.TempDir(), "snap")
+		seq, err := NewLog(c.Nodes[(oi+1)%3]).GetSnapshot(ctx, counterNS, id, path)
+		if err != nil || seq == 0 {
+			t.Fatalf("snapshot: seq %d, %v", seq, err)
+		}
+		st, err := c.Nodes[(oi+1)%3].JetStream().Stream(ctx, LogStreamName(counterNS))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.FirstSeq < seq {
+			t.Fatalf("log starts at %d, before the snapshot's %d: not purged", info.State.FirstSeq, seq)
 		}
 	})
 

@@ -62,11 +62,12 @@ type Log struct {
 
 	mu      sync.Mutex
 	streams map[string]jetstream.Stream
+	snaps   map[string]jetstream.ObjectStore
 }
 
 // NewLog returns the log of node's cluster; its streams have node.Replicas() replicas.
 func NewLog(node *cluster.Node) *Log {
-	return &Log{js: node.JetStream(), nc: node.Conn(), replicas: max(node.Replicas(), 1), streams: map[string]jetstream.Stream{}}
+	return &Log{js: node.JetStream(), nc: node.Conn(), replicas: max(node.Replicas(), 1), streams: map[string]jetstream.Stream{}, snaps: map[string]jetstream.ObjectStore{}}
 }
 
 // stream returns namespace's log stream, creating it when needed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -23,10 +24,17 @@ const replicateTimeout = 10 * time.Second
 // requires this process's lease on it, rebuilds the database from the log, and appends a
 // takeover record that fences every earlier owner.
 //
-// Not built yet (docs/durable-cluster-design.md): snapshots (the whole log is replayed at
-// each activation), batches above one record's size, and replicated alarms (Alarms is the
-// node's local index).
+// The owner also applies each shipped batch to a shadow copy of the database and uploads it
+// as the object's snapshot every SnapshotEvery batches, purging the log before it; an
+// activation restores the latest snapshot and replays the records after it.
+//
+// Not built yet (docs/durable-cluster-design.md): batches above one record's size, and
+// replicated alarms (Alarms is the node's local index).
 type Store struct {
+	// SnapshotEvery is how many batches an object ships between snapshots. Zero means
+	// DefaultSnapshotEvery. Set it before the first Open.
+	SnapshotEvery int
+
 	dir   string
 	inner *durable.SQLiteStore
 	p     *Placement
@@ -58,12 +66,27 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("durable: %w", err)
 	}
-	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+	shadow := path + ".shadow"
+	for _, p := range []string{path, path + "-wal", path + "-shm", shadow} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("durable: %w", err)
 		}
 	}
-	last, err := s.log.Replay(ctx, namespace, id, 0, func(d WALDelta) error { return ApplyWAL(path, d) })
+	after, err := s.log.GetSnapshot(ctx, namespace, id, shadow)
+	if err != nil {
+		return nil, err
+	}
+	if after > 0 {
+		if err := copyFile(path, shadow); err != nil {
+			return nil, err
+		}
+	}
+	last, err := s.log.Replay(ctx, namespace, id, after, func(d WALDelta) error {
+		if err := ApplyWAL(path, d); err != nil {
+			return err
+		}
+		return ApplyWAL(shadow, d)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +102,7 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 	if err != nil {
 		return nil, err
 	}
-	o := &replObject{ObjectStore: obj, s: s, ns: namespace, id: id, lease: l, wal: path + "-wal", expect: seq}
+	o := &replObject{ObjectStore: obj, s: s, ns: namespace, id: id, lease: l, wal: path + "-wal", shadow: shadow, expect: seq}
 	// Opening a new database creates its schema: that is a batch too.
 	if err := o.ship(ctx); err != nil {
 		obj.Close()
@@ -91,16 +114,18 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 // replObject is an object's local database whose commits are shipped to the log.
 type replObject struct {
 	durable.ObjectStore
-	s     *Store
-	ns    string
-	id    durable.ID
-	lease *Lease
-	wal   string
+	s      *Store
+	ns     string
+	id     durable.ID
+	lease  *Lease
+	wal    string
+	shadow string // "" once it failed: no more snapshots from this activation
 
-	mu     sync.Mutex // guards the shipment state below
-	pos    WALPosition
-	expect uint64
-	failed error
+	mu        sync.Mutex // guards the shipment state below
+	pos       WALPosition
+	expect    uint64
+	failed    error
+	sinceSnap int
 }
 
 // ship appends what the WAL gained since the last shipment. Any failure leaves the local
@@ -125,6 +150,57 @@ func (o *replObject) ship(ctx context.Context) error {
 		return o.failed
 	}
 	o.pos = next
+	if len(d.Pages) > 0 {
+		o.snapshot(ctx, d)
+	}
+	return nil
+}
+
+// snapshot applies a shipped batch to the shadow copy and uploads the shadow every
+// SnapshotEvery batches. Failures cost only log length: they are logged.
+func (o *replObject) snapshot(ctx context.Context, d WALDelta) {
+	if o.shadow == "" {
+		return
+	}
+	log := o.s.p.o.Logger
+	if err := ApplyWAL(o.shadow, d); err != nil {
+		log.Warn("durable: snapshot copy failed; no more snapshots until the object is activated again", "object", o.id.String(), "err", err)
+		o.shadow = ""
+		return
+	}
+	o.sinceSnap++
+	every := o.s.SnapshotEvery
+	if every <= 0 {
+		every = DefaultSnapshotEvery
+	}
+	if o.sinceSnap < every {
+		return
+	}
+	if err := o.s.log.PutSnapshot(ctx, o.ns, o.id, o.expect, o.shadow); err != nil {
+		log.Warn("durable: snapshot failed", "object", o.id.String(), "err", err)
+		return
+	}
+	o.sinceSnap = 0
+}
+
+// copyFile copies src to dst.
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("durable: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("durable: %w", err)
+	}
 	return nil
 }
 

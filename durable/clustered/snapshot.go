@@ -1,0 +1,105 @@
+package clustered
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/verge-edge/verge/durable"
+)
+
+// Snapshots: each namespace has a JetStream object store; object <id hex> is the database
+// of that object as of log sequence metaSeq (its metadata). The owner keeps a shadow file
+// to which it applies every batch it ships, so the shadow is a consistent copy at any point
+// between batches, and uploading it needs nothing from SQLite.
+const (
+	snapStorePrefix        = "verge_do_snap_"
+	snapStorePrefixEncoded = "verge_do_snap-"
+	metaSeq                = "verge_log_seq"
+	// DefaultSnapshotEvery is how many batches an owner ships between snapshots.
+	DefaultSnapshotEvery = 256
+)
+
+// SnapshotStoreName returns the object store of namespace's snapshots.
+func SnapshotStoreName(namespace string) string {
+	if !strings.Contains(namespace, ".") {
+		return snapStorePrefix + namespace
+	}
+	return snapStorePrefixEncoded + logB32.EncodeToString([]byte(namespace))
+}
+
+func (l *Log) snapshots(ctx context.Context, namespace string) (jetstream.ObjectStore, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.snaps[namespace]; s != nil {
+		return s, nil
+	}
+	s, err := l.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      SnapshotStoreName(namespace),
+		Description: "Verge Durable Object snapshots of namespace " + namespace,
+		Storage:     jetstream.FileStorage,
+		Replicas:    l.replicas,
+		Metadata:    map[string]string{"verge_namespace": namespace},
+	})
+	if err != nil {
+		return nil, classify("open snapshot store", err)
+	}
+	l.snaps[namespace] = s
+	return s, nil
+}
+
+// PutSnapshot uploads the database file at path as object id's snapshot at log sequence
+// seq, then purges the object's log records before seq (the record at seq stays: it is
+// what the next append expects).
+func (l *Log) PutSnapshot(ctx context.Context, namespace string, id durable.ID, seq uint64, path string) error {
+	s, err := l.snapshots(ctx, namespace)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("durable: snapshot: %w", err)
+	}
+	defer f.Close()
+	meta := jetstream.ObjectMeta{Name: id.String(), Metadata: map[string]string{metaSeq: strconv.FormatUint(seq, 10)}}
+	if _, err := s.Put(ctx, meta, f); err != nil {
+		return classify("put snapshot", err)
+	}
+	st, err := l.stream(ctx, namespace)
+	if err != nil {
+		return err
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(logSubject(namespace, id)), jetstream.WithPurgeSequence(seq)); err != nil {
+		return classify("purge object log", err)
+	}
+	return nil
+}
+
+// GetSnapshot writes object id's latest snapshot to path and returns its log sequence; 0
+// (and no file) when there is none.
+func (l *Log) GetSnapshot(ctx context.Context, namespace string, id durable.ID, path string) (uint64, error) {
+	s, err := l.snapshots(ctx, namespace)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.GetInfo(ctx, id.String())
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, classify("read snapshot", err)
+	}
+	seq, err := strconv.ParseUint(info.Metadata[metaSeq], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("durable: snapshot of %s without a log sequence", id)
+	}
+	if err := s.GetFile(ctx, id.String(), path); err != nil {
+		return 0, classify("get snapshot", err)
+	}
+	return seq, nil
+}
