@@ -245,7 +245,7 @@ func (f *Forwarder) Forward(ctx context.Context, owner, namespace string, id dur
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var gone atomic.Bool
-	f.wg.Add(1)
+	// The watchdog ends with rctx, when Forward returns.
 	go f.watchOwner(rctx, cancel, &gone, owner, namespace, id)
 	r, err := f.nc.RequestMsgWithContext(rctx, m)
 	switch {
@@ -278,14 +278,11 @@ func (f *Forwarder) Forward(ctx context.Context, owner, namespace string, id dur
 // keep its interest until their routes time out), but its lease expires within the TTL.
 // The request then fails (outcome unknown) rather than waiting for the caller's deadline.
 func (f *Forwarder) watchOwner(ctx context.Context, cancel context.CancelFunc, gone *atomic.Bool, owner, namespace string, id durable.ID) {
-	defer f.wg.Done()
 	t := time.NewTicker(f.p.o.Renew)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
-		case <-f.ctx.Done():
 			return
 		case <-t.C:
 		}
