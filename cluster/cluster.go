@@ -188,17 +188,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		}
 	} else {
 		n.external = o.URLs
-		switch {
-		case o.Token != "":
-			copts = append(copts, nats.Token(o.Token))
-		case o.User != "":
-			copts = append(copts, nats.UserInfo(o.User, o.Password))
-		case o.Credentials != "":
-			copts = append(copts, nats.UserCredentials(o.Credentials))
-		}
-		if o.TLS != nil {
-			copts = append(copts, nats.Secure(o.TLS))
-		}
+		copts = append(copts, o.authOptions()...)
 	}
 	nc, err := nats.Connect(url, copts...)
 	if err != nil {
@@ -571,4 +561,22 @@ func (n *Node) shutdownServer() {
 
 func sortMembers(ms []Member) {
 	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
+}
+
+// authOptions are the client options that authenticate with an external cluster: one of
+// Token, User/Password and Credentials, and TLS.
+func (o *Options) authOptions() []nats.Option {
+	var opts []nats.Option
+	switch {
+	case o.Token != "":
+		opts = append(opts, nats.Token(o.Token))
+	case o.User != "":
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	case o.Credentials != "":
+		opts = append(opts, nats.UserCredentials(o.Credentials))
+	}
+	if o.TLS != nil {
+		opts = append(opts, nats.Secure(o.TLS))
+	}
+	return opts
 }
