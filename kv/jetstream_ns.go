@@ -285,7 +285,13 @@ func (n *jsNS) Put(ctx context.Context, key string, value []byte, o PutOptions) 
 	}
 	e.seq = seq
 	if !n.s.o.Direct {
-		n.applyLocal(key, e, value)
+		// The cache keeps the value beyond this call: copy it, as the caller may reuse its
+		// buffer (a worker's KV call passes a slice of the instance's memory).
+		var v []byte
+		if n.s.cache.fits(len(value)) {
+			v = append(make([]byte, 0, len(value)), value...)
+		}
+		n.applyLocal(key, e, v)
 	}
 	return nil
 }
