@@ -521,6 +521,15 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 			return out, err
 		}
 	}
+	// One pull iterator for the whole listing: the ordered consumer makes a new server-side
+	// consumer on every Fetch, and a pull sent to a consumer just made on another server
+	// may find it not yet listening ("no responders"): listings of a few thousand keys
+	// failed that way. The iterator re-creates its consumer itself when one is lost.
+	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
 	for {
 		wait := 2 * time.Second
 		if d, ok := ctx.Deadline(); ok {
@@ -529,30 +538,8 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 		if wait <= 0 {
 			return nil, context.DeadlineExceeded
 		}
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			return nil, err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, err
-			}
-			key, ok := decodeKey(strings.TrimPrefix(m.Subject(), n.subject))
-			if ok {
-				out[key] = parseEntry(md.Sequence.Stream, m.Headers(), len(m.Data()))
-			}
-			seen = max(seen, md.Sequence.Stream)
-			if ok, err := done(md.NumPending); ok || err != nil {
-				return out, err
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return nil, err
-		}
-		if got == 0 {
+		m, err := it.Next(jetstream.NextMaxWait(wait))
+		if errors.Is(err, nats.ErrTimeout) {
 			// Nothing came: the keys pending at the start may have expired since.
 			info, err := cons.Info(ctx)
 			if err != nil {
@@ -561,6 +548,22 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 			if ok, err := done(info.NumPending); ok || err != nil {
 				return out, err
 			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		key, ok := decodeKey(strings.TrimPrefix(m.Subject(), n.subject))
+		if ok {
+			out[key] = parseEntry(md.Sequence.Stream, m.Headers(), len(m.Data()))
+		}
+		seen = max(seen, md.Sequence.Stream)
+		if ok, err := done(md.NumPending); ok || err != nil {
+			return out, err
 		}
 	}
 }
