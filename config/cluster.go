@@ -269,10 +269,17 @@ func (v *validator) cluster() {
 		} else if len(e.Routes) > 0 {
 			v.errf("cluster.embedded.cluster_listen", "routes need cluster_listen: the address the other nodes connect to")
 		}
+		others := 0
 		for i, r := range e.Routes {
-			if _, err := RouteURL(r); err != nil {
+			if u, err := RouteURL(r); err != nil {
 				v.errf(fmt.Sprintf("cluster.embedded.routes[%d]", i), "%v", err)
+				others++ // reported already
+			} else if u.Host != e.ClusterListen {
+				others++
 			}
+		}
+		if len(e.Routes) > 0 && others == 0 {
+			v.errf("cluster.embedded.routes", "routes name only this node's cluster_listen %s: list the other nodes' cluster_listen too (a single node needs neither cluster_listen nor routes)", e.ClusterListen)
 		}
 		if e.Token != "" && e.TokenFile != "" {
 			v.errf("cluster.embedded.token_file", "give token or token_file, not both")

@@ -52,6 +52,7 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster: {node: a, embedded: {routes: [\"127.0.0.1:6222\"]}}", "routes need cluster_listen"},
 		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\"}}", "cluster.embedded.routes: cluster_listen needs routes"},
 		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"http://h:1\"]}}", "cluster.embedded.routes[0]: route"},
+		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"127.0.0.1:6222\"]}}", "verge.yaml:5:73: cluster.embedded.routes: routes name only this node's cluster_listen 127.0.0.1:6222"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], token: t, user: u, password: p}}", "give one of token, user/password and credentials"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], user: u}}", "user and password go together"},
 		{"cluster: {node: a, kv_cache_ttl: 500ms, embedded: {}}", "verge.yaml:5:34: cluster.kv_cache_ttl: kv_cache_ttl 500ms is out of range 1s..24h"},
