@@ -476,8 +476,15 @@ func (n *jsNS) listJS(ctx context.Context, prefix, after string, hasCursor bool,
 	return res, nil
 }
 
+// errScanStalled: a listing's consumer delivered nothing for a while although messages
+// were pending.
+var errScanStalled = errors.New("kv: listing consumer stalled")
+
 // scan reads the headers of the latest revision of every key with a temporary ordered
-// consumer.
+// consumer. A consumer that delivers nothing at first although messages are pending (its
+// first pull reached it before its server listened and was lost; the iterator would notice
+// only after missing heartbeats for longer than a listing may take) is replaced by a new
+// one, within ctx.
 func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 	st, err := n.ensure(ctx)
 	if err != nil {
@@ -489,10 +496,21 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	var floor, seen uint64
+	var floor uint64
 	if si.State.Msgs > 0 {
 		floor = si.State.LastSeq
 	}
+	for {
+		out, err := n.scanOnce(ctx, st, floor)
+		if !errors.Is(err, errScanStalled) {
+			return out, err
+		}
+		n.s.log.Debug("kv: listing consumer stalled; starting another", "namespace", n.name)
+	}
+}
+
+// scanOnce is one attempt of scan with one consumer.
+func (n *jsNS) scanOnce(ctx context.Context, st jetstream.Stream, floor uint64) (map[string]*jsEntry, error) {
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{n.subject + ">"},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
@@ -504,6 +522,7 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 		return nil, err
 	}
 	out := map[string]*jsEntry{}
+	var seen uint64
 	// done reports whether nothing is pending and the listing reached the floor (or the
 	// leader no longer has the floor's message).
 	done := func(pending uint64) (bool, error) {
@@ -524,14 +543,15 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 	// One pull iterator for the whole listing: the ordered consumer makes a new server-side
 	// consumer on every Fetch, and a pull sent to a consumer just made on another server
 	// may find it not yet listening ("no responders"): listings of a few thousand keys
-	// failed that way. The iterator re-creates its consumer itself when one is lost.
+	// failed that way.
 	it, err := cons.Messages(jetstream.PullMaxMessages(500))
 	if err != nil {
 		return nil, err
 	}
 	defer it.Stop()
+	got := 0
 	for {
-		wait := 2 * time.Second
+		wait := time.Second
 		if d, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(d))
 		}
@@ -540,7 +560,8 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 		}
 		m, err := it.Next(jetstream.NextMaxWait(wait))
 		if errors.Is(err, nats.ErrTimeout) {
-			// Nothing came: the keys pending at the start may have expired since.
+			// Nothing came: the keys pending at the start may have expired since, or the
+			// consumer stalled.
 			info, err := cons.Info(ctx)
 			if err != nil {
 				return nil, err
@@ -548,11 +569,16 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 			if ok, err := done(info.NumPending); ok || err != nil {
 				return out, err
 			}
+			if got == 0 && info.NumPending > 0 {
+				// Pending messages, and not one delivered: the first pull was lost.
+				return nil, errScanStalled
+			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
+		got++
 		md, err := m.Metadata()
 		if err != nil {
 			return nil, err
