@@ -263,13 +263,20 @@ func startEmbedded(node string, e *Embedded, log *slog.Logger) (*server.Server, 
 			so.Cluster.Username = "verge"
 			so.Cluster.Password = e.Token
 		}
+		// The configs list every node, this one too; nats-server counts each route as one
+		// more peer to expect before the first meta leader, so a route to itself made two
+		// fresh nodes of three wait for a third vote forever. Routes naming only this
+		// server are kept (config validation refuses them; JetStream refuses none at all).
+		routes := make([]*url.URL, 0, len(e.Routes))
 		for _, r := range e.Routes {
-			if routeToSelf(r.Host, e.ClusterListen) {
-				// The configs list every node, this one too; nats-server counts each route
-				// as one more peer to expect before the first meta leader, so a route to
-				// itself made two fresh nodes of three wait for a third vote forever.
-				continue
+			if !routeToSelf(r.Host, e.ClusterListen) {
+				routes = append(routes, r)
 			}
+		}
+		if len(routes) == 0 {
+			routes = e.Routes
+		}
+		for _, r := range routes {
 			u := *r
 			u.Scheme = "nats-route"
 			if e.Token != "" {
