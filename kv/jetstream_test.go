@@ -560,3 +560,13 @@ func TestJetStreamUnreachable(t *testing.T) {
 		t.Fatalf("get from a namespace never loaded: got %v, want cluster.ErrUnavailable", err)
 	}
 }
+
+// TestPlacementErrorNamesTheCause: a bucket that JetStream cannot place (fewer servers up
+// than replicas, a new cluster with one node started) fails with a message that says what
+// to do, still as cluster.ErrUnavailable.
+func TestPlacementErrorNamesTheCause(t *testing.T) {
+	err := jsError(context.Background(), "put to ns", errors.New("nats: API error: code=503 err_code=10005 description=insufficient resources: no suitable peers for placement"))
+	if !errors.Is(err, cluster.ErrUnavailable) || !strings.Contains(err.Error(), "fewer JetStream servers are up than the bucket's replicas") {
+		t.Fatalf("got %v", err)
+	}
+}
