@@ -165,7 +165,7 @@ func (n *ClusterNATS) NATSToken() (string, error) {
 	return n.Token, nil
 }
 
-var clusterNodeName = func(s string) bool {
+func clusterNodeName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

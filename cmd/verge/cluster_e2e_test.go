@@ -126,14 +126,7 @@ func (p *clusterProc) stop() {
 var clusterClient = &http.Client{Timeout: 10 * time.Second}
 
 func (p *clusterProc) do(method, path, body string) (int, string, error) {
-	req, _ := http.NewRequest(method, "http://"+p.addr+path, strings.NewReader(body))
-	resp, err := clusterClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return doRequest(clusterClient, p.addr, method, path, body)
 }
 
 // waitKV waits until every node answers a KV write: the cluster has formed and the
