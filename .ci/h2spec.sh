@@ -40,11 +40,11 @@ fi
 # check NAME OUT: prints the summary of one run; fails unless it ran and every case passed.
 check() {
   local name="$1" out="$2" summary
-  summary="$(grep -E '^[0-9]+ tests, ' "$out" || true)"
+  summary="$(grep -aE '^[0-9]+ tests, ' "$out" || true)"
   echo "== h2spec $name: ${summary:-no summary}"
   if [ -z "$summary" ] || ! grep -qE '^[0-9]+ tests, [0-9]+ passed, 0 skipped, 0 failed$' <<<"$summary"; then
     echo "   FAILED:"
-    if grep -q '^Failures:' "$out"; then sed -n '/^Failures:/,$p' "$out"; else tail -n 40 "$out"; fi
+    if grep -aq '^Failures:' "$out"; then sed -n '/^Failures:/,$p' "$out"; else tail -n 40 "$out"; fi
     return 1
   fi
 }

@@ -120,15 +120,8 @@ func (s *Server) deployWorker(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := d.DeployWorker(r.Context(), name, module)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-		return
-	case errors.Is(err, ErrClusterUnavailable):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	case err != nil:
-		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	if err != nil {
+		writeError(w, deployStatus(err, http.StatusUnprocessableEntity), err.Error())
 		return
 	}
 	s.logger().Info("admin: worker deployed", "remote", r.RemoteAddr, "worker", name, "version", st.Version, "bytes", len(module))
@@ -144,20 +137,24 @@ func (s *Server) dropDeployment(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	res, err := d.DropDeployment(r.Context(), name)
-	switch {
-	case errors.Is(err, errors.ErrUnsupported):
-		writeError(w, http.StatusNotImplemented, err.Error())
-		return
-	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err.Error())
-		return
-	case errors.Is(err, ErrClusterUnavailable):
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	case err != nil:
-		writeError(w, http.StatusInternalServerError, err.Error())
+	if err != nil {
+		writeError(w, deployStatus(err, http.StatusInternalServerError), err.Error())
 		return
 	}
 	s.logger().Info("admin: cluster deployment dropped", "remote", r.RemoteAddr, "worker", name)
 	writeJSON(w, http.StatusOK, res)
+}
+
+// deployStatus is the status of a failed deployment operation: 501 unsupported, 404 unknown
+// worker or nothing stored, 503 cluster unreachable, otherwise other.
+func deployStatus(err error, other int) int {
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		return http.StatusNotImplemented
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrClusterUnavailable):
+		return http.StatusServiceUnavailable
+	}
+	return other
 }

@@ -25,18 +25,7 @@ func Dial(ctx context.Context, o Options) (*Client, error) {
 	if len(o.URLs) == 0 {
 		return nil, errors.New("cluster: no NATS URL to connect to")
 	}
-	opts := []nats.Option{nats.Name("verge client"), nats.Timeout(5 * time.Second), nats.MaxReconnects(5)}
-	switch {
-	case o.Token != "":
-		opts = append(opts, nats.Token(o.Token))
-	case o.User != "":
-		opts = append(opts, nats.UserInfo(o.User, o.Password))
-	case o.Credentials != "":
-		opts = append(opts, nats.UserCredentials(o.Credentials))
-	}
-	if o.TLS != nil {
-		opts = append(opts, nats.Secure(o.TLS))
-	}
+	opts := append([]nats.Option{nats.Name("verge client"), nats.Timeout(5 * time.Second), nats.MaxReconnects(5)}, o.authOptions()...)
 	url := strings.Join(o.URLs, ",")
 	type result struct {
 		nc  *nats.Conn

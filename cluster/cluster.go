@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -188,17 +189,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		}
 	} else {
 		n.external = o.URLs
-		switch {
-		case o.Token != "":
-			copts = append(copts, nats.Token(o.Token))
-		case o.User != "":
-			copts = append(copts, nats.UserInfo(o.User, o.Password))
-		case o.Credentials != "":
-			copts = append(copts, nats.UserCredentials(o.Credentials))
-		}
-		if o.TLS != nil {
-			copts = append(copts, nats.Secure(o.TLS))
-		}
+		copts = append(copts, o.authOptions()...)
 	}
 	nc, err := nats.Connect(url, copts...)
 	if err != nil {
@@ -262,7 +253,20 @@ func startEmbedded(node string, e *Embedded, log *slog.Logger) (*server.Server, 
 			so.Cluster.Username = "verge"
 			so.Cluster.Password = e.Token
 		}
+		// The configs list every node, this one too; nats-server counts each route as one
+		// more peer to expect before the first meta leader, so a route to itself made two
+		// fresh nodes of three wait for a third vote forever. Routes naming only this
+		// server are kept (config validation refuses them; JetStream refuses none at all).
+		routes := make([]*url.URL, 0, len(e.Routes))
 		for _, r := range e.Routes {
+			if !routeToSelf(r.Host, e.ClusterListen) {
+				routes = append(routes, r)
+			}
+		}
+		if len(routes) == 0 {
+			routes = e.Routes
+		}
+		for _, r := range routes {
 			u := *r
 			u.Scheme = "nats-route"
 			if e.Token != "" {
@@ -290,6 +294,44 @@ func startEmbedded(node string, e *Embedded, log *slog.Logger) (*server.Server, 
 		return nil, fmt.Errorf("cluster: embedded NATS server on %s did not start within %v (port in use, or store_dir %s unusable? see the log)", e.Listen, wait, e.StoreDir)
 	}
 	return srv, nil
+}
+
+// routeToSelf reports whether route (host:port) names this server's cluster_listen: the
+// same address, or, when cluster_listen is a wildcard, its port on an address of this host.
+func routeToSelf(route, clusterListen string) bool {
+	if route == clusterListen {
+		return true
+	}
+	rh, rp, err := net.SplitHostPort(route)
+	if err != nil {
+		return false
+	}
+	lh, lp, err := net.SplitHostPort(clusterListen)
+	if err != nil || rp != lp {
+		return false
+	}
+	ra, err := netip.ParseAddr(rh)
+	if err != nil {
+		return false
+	}
+	if la, err := netip.ParseAddr(lh); err == nil && !la.IsUnspecified() {
+		return ra.Unmap() == la.Unmap()
+	}
+	if lh != "" && lh != "0.0.0.0" && lh != "::" {
+		return false
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if p, ok := a.(*net.IPNet); ok {
+			if ia, ok := netip.AddrFromSlice(p.IP); ok && ia.Unmap() == ra.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func splitHostPort(s string) (string, int, error) {
@@ -571,4 +613,22 @@ func (n *Node) shutdownServer() {
 
 func sortMembers(ms []Member) {
 	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
+}
+
+// authOptions are the client options that authenticate with an external cluster: one of
+// Token, User/Password and Credentials, and TLS.
+func (o *Options) authOptions() []nats.Option {
+	var opts []nats.Option
+	switch {
+	case o.Token != "":
+		opts = append(opts, nats.Token(o.Token))
+	case o.User != "":
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	case o.Credentials != "":
+		opts = append(opts, nats.UserCredentials(o.Credentials))
+	}
+	if o.TLS != nil {
+		opts = append(opts, nats.Secure(o.TLS))
+	}
+	return opts
 }

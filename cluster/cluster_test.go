@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/cluster/clustertest"
 )
 
@@ -61,5 +62,55 @@ func TestThreeNodesShareJetStream(t *testing.T) {
 	}
 	if leaders != 1 {
 		t.Fatalf("%d meta leaders", leaders)
+	}
+}
+
+// TestTwoOfThreeFreshNodesFormJetStream: the first two nodes of a new three-node cluster
+// start (the third is not there yet) with routes listing every node, this one included, as
+// docs/cluster.md's configs do: JetStream must answer. nats-server counted the route to
+// itself as one more expected peer, so two fresh nodes waited forever for a third vote.
+func TestTwoOfThreeFreshNodesFormJetStream(t *testing.T) {
+	opts := clustertest.Options(t, 3, t.TempDir())
+	var nodes []*cluster.Node
+	for _, o := range opts[:2] {
+		n, err := cluster.Start(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+		defer n.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, n := range nodes {
+		if err := n.WaitJetStream(ctx); err != nil {
+			t.Fatalf("%s: %v", n.Name(), err)
+		}
+	}
+	kv, err := nodes[0].JetStream().CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "verge_two", Replicas: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	// The third node joins the group the first two formed.
+	third, err := cluster.Start(context.Background(), opts[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	if err := third.WaitJetStream(ctx); err != nil {
+		t.Fatalf("third node: %v", err)
+	}
+	for {
+		st := nodes[0].Status(ctx, time.Second)
+		if st.MetaLeader != "" && len(st.Peers) == 3 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the third node never joined the meta group: %+v", st.Peers)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

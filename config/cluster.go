@@ -165,7 +165,7 @@ func (n *ClusterNATS) NATSToken() (string, error) {
 	return n.Token, nil
 }
 
-var clusterNodeName = func(s string) bool {
+func clusterNodeName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
@@ -216,6 +216,12 @@ func (v *validator) cluster() {
 		}
 		if n.Token != "" && n.TokenFile != "" {
 			v.errf("cluster.nats.token_file", "give token or token_file, not both")
+		} else if n.TokenFile != "" {
+			if tok, err := ReadToken(n.TokenFile); err != nil {
+				v.errf("cluster.nats.token_file", "%v", err)
+			} else if tok == "" {
+				v.errf("cluster.nats.token_file", "%s holds no token", n.TokenFile)
+			}
 		}
 		if n.User != "" || n.Password != "" {
 			auth++
@@ -263,13 +269,28 @@ func (v *validator) cluster() {
 		} else if len(e.Routes) > 0 {
 			v.errf("cluster.embedded.cluster_listen", "routes need cluster_listen: the address the other nodes connect to")
 		}
+		others := 0
 		for i, r := range e.Routes {
-			if _, err := RouteURL(r); err != nil {
+			if u, err := RouteURL(r); err != nil {
 				v.errf(fmt.Sprintf("cluster.embedded.routes[%d]", i), "%v", err)
+				others++ // reported already
+			} else if u.Host != e.ClusterListen {
+				others++
 			}
+		}
+		if len(e.Routes) > 0 && others == 0 {
+			v.errf("cluster.embedded.routes", "routes name only this node's cluster_listen %s: list the other nodes' cluster_listen too (a single node needs neither cluster_listen nor routes)", e.ClusterListen)
 		}
 		if e.Token != "" && e.TokenFile != "" {
 			v.errf("cluster.embedded.token_file", "give token or token_file, not both")
+		} else if e.TokenFile != "" {
+			// Read here, as the admin token file is, so that verge validate and a start
+			// refuse it alike, with the field's position.
+			if tok, err := ReadToken(e.TokenFile); err != nil {
+				v.errf("cluster.embedded.token_file", "%v", err)
+			} else if len(tok) < MinClusterTokenBytes {
+				v.errf("cluster.embedded.token_file", "the token in %s is %d bytes; at least %d are required (whoever has it can purge every cache and read every KV value)", e.TokenFile, len(tok), MinClusterTokenBytes)
+			}
 		}
 		if e.Token != "" && len(e.Token) < MinClusterTokenBytes {
 			v.errf("cluster.embedded.token", "token is %d bytes; at least %d are required (whoever has it can purge every cache and read every KV value)", len(e.Token), MinClusterTokenBytes)

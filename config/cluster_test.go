@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,7 @@ func TestClusterErrors(t *testing.T) {
 		{"cluster: {node: a, embedded: {routes: [\"127.0.0.1:6222\"]}}", "routes need cluster_listen"},
 		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\"}}", "cluster.embedded.routes: cluster_listen needs routes"},
 		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"http://h:1\"]}}", "cluster.embedded.routes[0]: route"},
+		{"cluster: {node: a, embedded: {cluster_listen: \"127.0.0.1:6222\", routes: [\"127.0.0.1:6222\"]}}", "verge.yaml:5:73: cluster.embedded.routes: routes name only this node's cluster_listen 127.0.0.1:6222"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], token: t, user: u, password: p}}", "give one of token, user/password and credentials"},
 		{"cluster: {node: a, nats: {urls: [\"nats://h:4222\"], user: u}}", "user and password go together"},
 		{"cluster: {node: a, kv_cache_ttl: 500ms, embedded: {}}", "verge.yaml:5:34: cluster.kv_cache_ttl: kv_cache_ttl 500ms is out of range 1s..24h"},
@@ -60,6 +63,31 @@ func TestClusterErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s:\n got %v\nwant %s", tc.yaml, err, tc.want)
 		}
+	}
+	// Token files are read at validation, as the admin's is: verge validate refuses what a
+	// start would, with the field's position (validate once said ok to a missing file).
+	dir := t.TempDir()
+	short, long := filepath.Join(dir, "short.token"), filepath.Join(dir, "long.token")
+	if err := os.WriteFile(short, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(long, []byte("s3cret-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"cluster:\n  embedded:\n    token_file: " + filepath.Join(dir, "missing") + "\n", "verge.yaml:7:17: cluster.embedded.token_file: "},
+		{"cluster:\n  embedded:\n    token_file: " + short + "\n", "verge.yaml:7:17: cluster.embedded.token_file: the token in " + short + " is 5 bytes; at least 16 are required"},
+		{"cluster:\n  nats:\n    urls: [nats://h:4222]\n    token_file: " + filepath.Join(dir, "missing") + "\n", "verge.yaml:8:17: cluster.nats.token_file: "},
+	} {
+		_, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"\n"+tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant %s", tc.yaml, err, tc.want)
+		}
+	}
+	if c, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"cluster: {embedded: {listen: \"0.0.0.0:4222\", token_file: "+long+"}}\n")); err != nil {
+		t.Fatal(err)
+	} else if tok, err := c.Cluster.Embedded.EmbeddedToken(); err != nil || tok != "s3cret-token-0123456789" {
+		t.Fatalf("token from file: %q, %v", tok, err)
 	}
 	c, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+"cluster: {node: a, kv_cache_ttl: 5s, kv_cache_size: 8MiB, embedded: {}}\n"))
 	if err != nil || c.Cluster.KVCacheTTL != Duration(5*time.Second) || c.Cluster.KVCacheSize != 8<<20 {

@@ -559,7 +559,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	sc := b.c
 	sc.mu.Lock()
 	n, err := b.readLocked(p)
-	if s := b.s; !s.readSince.IsZero() && s.gen.Load() == b.gen {
+	// The generation first: once the exchange ended the stream may serve another
+	// connection's request, whose fields are not ours to read.
+	if s := b.s; s.gen.Load() == b.gen && !s.readSince.IsZero() {
 		sc.unwaitBodyLocked(s)
 	}
 	sc.mu.Unlock()

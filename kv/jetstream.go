@@ -285,6 +285,10 @@ func jsError(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("kv: %s: %w", op, ctx.Err())
 	case errors.Is(err, nats.ErrMaxPayload):
 		return fmt.Errorf("kv: %s: the value is larger than the NATS server's max_payload: %w (%w)", op, ErrInvalid, err)
+	case strings.Contains(err.Error(), "no suitable peers"):
+		// JetStream places a bucket's replicas on distinct servers: a new cluster needs as
+		// many servers running as it has replicas before its first bucket can exist.
+		return fmt.Errorf("kv: %s: fewer JetStream servers are up than the bucket's replicas (cluster.replicas): start the other nodes: %w: %w", op, cluster.ErrUnavailable, err)
 	}
 	return fmt.Errorf("kv: %s: JetStream did not answer: %w: %w", op, cluster.ErrUnavailable, err)
 }

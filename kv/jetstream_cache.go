@@ -47,7 +47,7 @@ func newValueCache(max int64) *valueCache { return &valueCache{max: max} }
 // add caches v as e's value, evicting others to stay within the bound. Values larger than
 // an eighth of the cache are not cached (the key stays indexed; reads fetch the value).
 func (c *valueCache) add(e *jsEntry, v []byte) {
-	if int64(len(v)) > c.max/8 {
+	if !c.fits(len(v)) {
 		return
 	}
 	c.mu.Lock()
@@ -67,6 +67,9 @@ func (c *valueCache) add(e *jsEntry, v []byte) {
 		c.compact()
 	}
 }
+
+// fits reports whether a value of size bytes is small enough to be cached.
+func (c *valueCache) fits(size int) bool { return int64(size) <= c.max/8 }
 
 // drop removes e's value from the cache (e was replaced or deleted).
 func (c *valueCache) drop(e *jsEntry) {

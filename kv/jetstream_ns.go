@@ -285,7 +285,13 @@ func (n *jsNS) Put(ctx context.Context, key string, value []byte, o PutOptions) 
 	}
 	e.seq = seq
 	if !n.s.o.Direct {
-		n.applyLocal(key, e, value)
+		// The cache keeps the value beyond this call: copy it, as the caller may reuse its
+		// buffer (a worker's KV call passes a slice of the instance's memory).
+		var v []byte
+		if n.s.cache.fits(len(value)) {
+			v = append(make([]byte, 0, len(value)), value...)
+		}
+		n.applyLocal(key, e, v)
 	}
 	return nil
 }
@@ -470,8 +476,15 @@ func (n *jsNS) listJS(ctx context.Context, prefix, after string, hasCursor bool,
 	return res, nil
 }
 
+// errScanStalled: a listing's consumer delivered nothing for a while although messages
+// were pending.
+var errScanStalled = errors.New("kv: listing consumer stalled")
+
 // scan reads the headers of the latest revision of every key with a temporary ordered
-// consumer.
+// consumer. A consumer that delivers nothing at first although messages are pending (its
+// first pull reached it before its server listened and was lost; the iterator would notice
+// only after missing heartbeats for longer than a listing may take) is replaced by a new
+// one, within ctx.
 func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 	st, err := n.ensure(ctx)
 	if err != nil {
@@ -483,10 +496,21 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	var floor, seen uint64
+	var floor uint64
 	if si.State.Msgs > 0 {
 		floor = si.State.LastSeq
 	}
+	for {
+		out, err := n.scanOnce(ctx, st, floor)
+		if !errors.Is(err, errScanStalled) {
+			return out, err
+		}
+		n.s.log.Debug("kv: listing consumer stalled; starting another", "namespace", n.name)
+	}
+}
+
+// scanOnce is one attempt of scan with one consumer.
+func (n *jsNS) scanOnce(ctx context.Context, st jetstream.Stream, floor uint64) (map[string]*jsEntry, error) {
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{n.subject + ">"},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
@@ -498,6 +522,7 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 		return nil, err
 	}
 	out := map[string]*jsEntry{}
+	var seen uint64
 	// done reports whether nothing is pending and the listing reached the floor (or the
 	// leader no longer has the floor's message).
 	done := func(pending uint64) (bool, error) {
@@ -515,39 +540,28 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 			return out, err
 		}
 	}
+	// One pull iterator for the whole listing: the ordered consumer makes a new server-side
+	// consumer on every Fetch, and a pull sent to a consumer just made on another server
+	// may find it not yet listening ("no responders"): listings of a few thousand keys
+	// failed that way.
+	it, err := cons.Messages(jetstream.PullMaxMessages(500))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	got := 0
 	for {
-		wait := 2 * time.Second
+		wait := time.Second
 		if d, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(d))
 		}
 		if wait <= 0 {
 			return nil, context.DeadlineExceeded
 		}
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(wait))
-		if err != nil {
-			return nil, err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, err
-			}
-			key, ok := decodeKey(strings.TrimPrefix(m.Subject(), n.subject))
-			if ok {
-				out[key] = parseEntry(md.Sequence.Stream, m.Headers(), len(m.Data()))
-			}
-			seen = max(seen, md.Sequence.Stream)
-			if ok, err := done(md.NumPending); ok || err != nil {
-				return out, err
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return nil, err
-		}
-		if got == 0 {
-			// Nothing came: the keys pending at the start may have expired since.
+		m, err := it.Next(jetstream.NextMaxWait(wait))
+		if errors.Is(err, nats.ErrTimeout) {
+			// Nothing came: the keys pending at the start may have expired since, or the
+			// consumer stalled.
 			info, err := cons.Info(ctx)
 			if err != nil {
 				return nil, err
@@ -555,6 +569,27 @@ func (n *jsNS) scan(ctx context.Context) (map[string]*jsEntry, error) {
 			if ok, err := done(info.NumPending); ok || err != nil {
 				return out, err
 			}
+			if got == 0 && info.NumPending > 0 {
+				// Pending messages, and not one delivered: the first pull was lost.
+				return nil, errScanStalled
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		got++
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		key, ok := decodeKey(strings.TrimPrefix(m.Subject(), n.subject))
+		if ok {
+			out[key] = parseEntry(md.Sequence.Stream, m.Headers(), len(m.Data()))
+		}
+		seen = max(seen, md.Sequence.Stream)
+		if ok, err := done(md.NumPending); ok || err != nil {
+			return out, err
 		}
 	}
 }

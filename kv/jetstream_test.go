@@ -341,6 +341,46 @@ func TestJetStreamCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("DirectListOfManyKeys", func(t *testing.T) {
+		// A listing read from JetStream (verge kv list, or a node whose watch is down) of
+		// more keys than one pull brings: it once made a new consumer for every 500 keys,
+		// and a pull that reached one before its server listened failed the listing with
+		// "no responders" (verge kv list of a few thousand keys failed every time).
+		const keys, writers = 3000, 16
+		many := mustNS(t, s1, "many")
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := 0; w < writers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < keys; i += writers {
+					if err := many.Put(ctx, fmt.Sprintf("k%05d", i), []byte("v"), PutOptions{}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for i, node := range c.Nodes {
+			direct := NewJetStreamStoreConn(node.Conn(), node.JetStream(), JetStreamOptions{Direct: true})
+			ns := mustNS(t, direct, "many")
+			for round := 0; round < 20; round++ {
+				res, err := ns.List(ctx, ListOptions{Prefix: "k0", Limit: 10})
+				if err != nil || len(res.Keys) != 10 || res.Keys[0].Name != "k00000" || res.ListComplete {
+					direct.Close()
+					t.Fatalf("node %d, listing %d: got %+v, %v; want the first 10 of %d keys", i, round, res, err, keys)
+				}
+			}
+			direct.Close()
+		}
+	})
+
 	t.Run("NodeLost", func(t *testing.T) {
 		c.Kill(2)
 		for i := range 5 {
@@ -518,5 +558,15 @@ func TestJetStreamUnreachable(t *testing.T) {
 	nn := mustNS(t, s, "new")
 	if _, err := nn.Get(ctx, "k"); !errors.Is(err, cluster.ErrUnavailable) {
 		t.Fatalf("get from a namespace never loaded: got %v, want cluster.ErrUnavailable", err)
+	}
+}
+
+// TestPlacementErrorNamesTheCause: a bucket that JetStream cannot place (fewer servers up
+// than replicas, a new cluster with one node started) fails with a message that says what
+// to do, still as cluster.ErrUnavailable.
+func TestPlacementErrorNamesTheCause(t *testing.T) {
+	err := jsError(context.Background(), "put to ns", errors.New("nats: API error: code=503 err_code=10005 description=insufficient resources: no suitable peers for placement"))
+	if !errors.Is(err, cluster.ErrUnavailable) || !strings.Contains(err.Error(), "fewer JetStream servers are up than the bucket's replicas") {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -277,7 +277,8 @@ func applyWatched(idx map[string]*jsEntry, key string, e *jsEntry) bool {
 // applyLocal applies a revision this node wrote (acknowledged with its sequence), before
 // the watch delivers it: this node reads its own writes at once. A delete the watch has not
 // passed yet stays as a tombstone, so that an older revision still on its way does not
-// bring the key back.
+// bring the key back. v is the value to cache (owned by the cache from now on), or nil to
+// cache none.
 func (n *jsNS) applyLocal(key string, e *jsEntry, v []byte) {
 	e.loaded.Store(n.s.now().UnixNano())
 	n.mu.Lock()
@@ -306,7 +307,7 @@ func (n *jsNS) applyLocal(key string, e *jsEntry, v []byte) {
 			n.s.cache.drop(cur)
 		}
 	}
-	if !e.deleted && (n.idx[key] == e || n.next != nil && n.next.idx[key] == e) {
+	if v != nil && !e.deleted && (n.idx[key] == e || n.next != nil && n.next.idx[key] == e) {
 		n.s.cache.add(e, v)
 	}
 }

@@ -90,7 +90,8 @@ type ListResult struct {
 type Namespace interface {
 	// Get returns the entry of key, or nil (and no error) when it is absent or expired.
 	Get(ctx context.Context, key string) (*Entry, error)
-	// Put stores value under key; it is durable when Put returns.
+	// Put stores value under key; it is durable when Put returns. Put keeps no reference
+	// to value or to o.Metadata once it returns.
 	Put(ctx context.Context, key string, value []byte, o PutOptions) error
 	// Delete removes key; a missing key is not an error.
 	Delete(ctx context.Context, key string) error

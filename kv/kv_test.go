@@ -54,6 +54,7 @@ func runConformance(t *testing.T, b backend) {
 		{"Expiration", testExpiration},
 		{"ListPrefixCursor", testListPrefixCursor},
 		{"ListInvalidCursor", testListInvalidCursor},
+		{"PutCopiesCallerBuffers", testPutCopiesCallerBuffers},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.f(t, b) })
 	}
@@ -94,6 +95,27 @@ func testPutGetDelete(t *testing.T, b backend) {
 	}
 	if e, _ := n.Get(ctx, "empty"); e == nil || len(e.Value) != 0 {
 		t.Fatalf("empty value: got %+v", e)
+	}
+}
+
+func TestPutCopiesCallerBuffers(t *testing.T) { testPutCopiesCallerBuffers(t, sqliteBackend) }
+
+// testPutCopiesCallerBuffers reuses the value and metadata buffers after Put returns, as a
+// worker's KV call does (its arguments live in the instance's memory, which the next
+// request overwrites): the namespace must have kept copies. A cluster node that cached the
+// caller's slice served the next request's bytes (and faulted once the memory was freed).
+func testPutCopiesCallerBuffers(t *testing.T, b backend) {
+	ctx := context.Background()
+	n := b.open(t)
+	val, meta := []byte("value-one"), []byte(`{"m":1}`)
+	if err := n.Put(ctx, "reused", val, PutOptions{Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	copy(val, "XXXXXXXXX")
+	copy(meta, `{"m":2}`)
+	e, err := n.Get(ctx, "reused")
+	if err != nil || e == nil || string(e.Value) != "value-one" || string(e.Metadata) != `{"m":1}` {
+		t.Fatalf("get after the caller reused its buffers: got %+v, %v; want value-one with {\"m\":1}", e, err)
 	}
 }
 

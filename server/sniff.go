@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net"
 	"time"
 )
@@ -40,4 +41,15 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes the connection when the underlying one can, so that a graceful
+// close (h2's GOAWAY, then FIN) does not turn into a reset while the client still sends:
+// without it an h2c connection could only be closed whole, and a close with unread input
+// resets the connection, which can discard the GOAWAY before the client reads it.
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }

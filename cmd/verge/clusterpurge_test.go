@@ -382,26 +382,33 @@ cluster:
 	}
 }
 
-// TestClusterTokenFileTooShort: a short embedded token read from token_file is refused at
-// start, as an inline one is by validation.
+// TestClusterTokenFileTooShort: a short embedded token read from token_file is refused by
+// validation with the field's position, as an inline one is, and at start when the file
+// changed since the config was loaded.
 func TestClusterTokenFileTooShort(t *testing.T) {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "nats.token")
-	os.WriteFile(tok, []byte("short\n"), 0o600)
-	cfg, err := config.Parse(filepath.Join(dir, "v.yaml"), []byte(fmt.Sprintf(`listeners: [{address: "127.0.0.1:0"}]
+	yaml := []byte(fmt.Sprintf(`listeners: [{address: "127.0.0.1:0"}]
 routes: [{respond: {body: x}}]
 worker_data: %q
 cluster: {node: a, embedded: {listen: "0.0.0.0:4222", token_file: %q}}
-`, dir, tok)))
+`, dir, tok))
+	os.WriteFile(tok, []byte("short\n"), 0o600)
+	if _, err := config.Parse(filepath.Join(dir, "v.yaml"), yaml); err == nil || !strings.Contains(err.Error(), "v.yaml:4:") ||
+		!strings.Contains(err.Error(), "cluster.embedded.token_file") || !strings.Contains(err.Error(), "at least 16 are required") {
+		t.Fatalf("parse with a 5-byte token file: %v", err)
+	}
+	os.WriteFile(tok, []byte("s3cret-token-0123456789\n"), 0o600)
+	cfg, err := config.Parse(filepath.Join(dir, "v.yaml"), yaml)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := clusterOptions(cfg, false); err == nil || !strings.Contains(err.Error(), "at least 16 are required") {
-		t.Fatalf("clusterOptions with a 5-byte token file: %v", err)
-	}
-	os.WriteFile(tok, []byte("s3cret-token-0123456789\n"), 0o600)
 	if o, err := clusterOptions(cfg, false); err != nil || o.Embedded.Token != "s3cret-token-0123456789" {
 		t.Fatalf("clusterOptions with a long token file: %+v %v", o.Embedded, err)
+	}
+	os.WriteFile(tok, []byte("short\n"), 0o600)
+	if _, err := clusterOptions(cfg, false); err == nil || !strings.Contains(err.Error(), "at least 16 are required") {
+		t.Fatalf("clusterOptions with a 5-byte token file: %v", err)
 	}
 }
 

@@ -84,7 +84,12 @@ func (p *devProc) start(t *testing.T, cmd *exec.Cmd) {
 }
 
 func (p *devProc) do(c *http.Client, method, path, body string) (int, string, error) {
-	req, _ := http.NewRequest(method, "http://"+p.addr+path, strings.NewReader(body))
+	return doRequest(c, p.addr, method, path, body)
+}
+
+// doRequest sends one request to addr and returns the status and the whole body.
+func doRequest(c *http.Client, addr, method, path, body string) (int, string, error) {
+	req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", err

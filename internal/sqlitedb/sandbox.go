@@ -157,7 +157,14 @@ func (s *Sandbox) interrupt(seq uint64) {
 	tls := libc.NewTLS()
 	sqlite3.Xsqlite3_interrupt(tls, s.handle)
 	tls.Close()
+	// SQLite clears that flag when a statement starts on a connection running none: an
+	// interrupt that lands between statements, or before the run's first step, is lost.
+	// Repeat it until the run ends.
+	time.AfterFunc(interruptRepeat, func() { s.interrupt(seq) })
 }
+
+// interruptRepeat is how often a timed-out run is interrupted again until it ends.
+const interruptRepeat = 10 * time.Millisecond
 
 // InTransaction reports whether the connection has a transaction open. SQLite rolls the
 // whole transaction back when a writing statement is interrupted or runs out of memory or

@@ -91,3 +91,40 @@ func TestLateTimerSparesNextStatement(t *testing.T) {
 		t.Fatalf("got %d rows, %v; want 100000 rows", n, err)
 	}
 }
+
+// TestTimeLimitBeforeFirstStep: a time limit that expires before the run's statement takes
+// its first step (SQLite forgets an interrupt made while no statement runs) still stops the
+// statement. Without the repeated interrupt the endless query below never returns.
+func TestTimeLimitBeforeFirstStep(t *testing.T) {
+	s := &Sandbox{StatementTime: 20 * time.Millisecond}
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "db.sqlite"), Options{Sandbox: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const q = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(q, func() error {
+			// The run's timer fires while no statement runs: wait for its first interrupt.
+			for {
+				s.mu.Lock()
+				fired := s.timedOut
+				s.mu.Unlock()
+				if fired {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			return db.QueryRow(q).Scan(new(int))
+		})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrTimeLimit) {
+			t.Fatalf("got %v, want ErrTimeLimit", err)
+		}
+	case <-time.After(60 * time.Second): // a failure guard: the statement was never stopped
+		t.Fatal("the endless statement was not interrupted")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -128,6 +129,14 @@ func serveOne(ctx context.Context, c net.Conn, srv *h2.Server) {
 type peekedConn struct {
 	net.Conn
 	r *bufio.Reader
+}
+
+// CloseWrite half-closes the TCP connection, as h2 does after its last GOAWAY.
+func (c *peekedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) {
