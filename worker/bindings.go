@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/durable"
+	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
@@ -174,18 +176,11 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	if d.Err != nil {
 		return fail(workerabi.StatusInvalid, d.Err)
 	}
-	resp, err := inv.inst.v.w.callObject(inv.io(), binding, b, id, head, body)
+	out, err := inv.inst.v.w.callObject(inv.io(), binding, b, id, head, body, e.B)
 	if err != nil {
-		return fail(workerabi.StatusInternal, err)
+		return fail(objectErrorStatus(err), err)
 	}
-	e.U32(uint32(resp.status))
-	fs := resp.header.Fields()
-	e.U32(uint32(len(fs)))
-	for _, f := range fs {
-		e.Str(f.Name)
-		e.Str(f.Value)
-	}
-	e.Bytes(resp.body.Bytes())
+	e.B = out
 	return workerabi.StatusOK, e.B
 }
 
@@ -524,9 +519,44 @@ func (r *objResponse) Write(p []byte) (int, error) { return r.body.Write(p) }
 
 func (r *objResponse) Finish(*message.Header) error { return nil }
 
-// callObject delivers a request to a Durable Object through its input gate and returns its
-// response once the object's writes are durable.
-func (w *Worker) callObject(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte) (*objResponse, error) {
+// callObject delivers a request to a Durable Object through its input gate and appends its
+// encoded response (status, header fields, body, as workerabi.OpDOFetch returns them) to
+// dst once the object's writes are durable. With a cluster (Services.Router), the request
+// runs on the node that owns the object, here or elsewhere.
+func (w *Worker) callObject(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body, dst []byte) ([]byte, error) {
+	if r := w.reg.svc.Router; r != nil {
+		out, err := r.Call(ctx, b.ns.Name(), id, encodeObjRequest(head, body))
+		if err != nil {
+			// Failures of the object's code were logged where it ran; what is left is
+			// the cluster's (no owner reachable, request too large).
+			if errors.Is(err, cluster.ErrUnavailable) || errors.Is(err, durable.ErrInvalid) {
+				w.logObjectFailure(binding, b.class, id, err)
+			}
+			return nil, fmt.Errorf("durable object %s: %w", id, err)
+		}
+		return append(dst, out...), nil
+	}
+	resp, err := w.runObject(ctx, binding, b, id, head, body)
+	if err != nil {
+		w.logObjectFailure(binding, b.class, id, err)
+		return nil, fmt.Errorf("durable object %s: %w", id, err)
+	}
+	return resp.appendTo(dst), nil
+}
+
+// objectErrorStatus is the ABI status of a failed Durable Object request.
+func objectErrorStatus(err error) uint32 {
+	switch {
+	case errors.Is(err, durable.ErrInvalid):
+		return workerabi.StatusInvalid
+	case errors.Is(err, cluster.ErrUnavailable):
+		return workerabi.StatusUnavailable
+	}
+	return workerabi.StatusInternal
+}
+
+// runObject runs a request in the object on this node, through its input gate.
+func (w *Worker) runObject(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte) (*objResponse, error) {
 	resp := &objResponse{}
 	err := b.ns.Do(ctx, id, func(t *durable.Turn) error {
 		a, err := w.actorFor(ctx, t)
@@ -556,10 +586,76 @@ func (w *Worker) callObject(ctx context.Context, binding string, b *doBinding, i
 		return nil
 	})
 	if err != nil {
-		w.logObjectFailure(binding, b.class, id, err)
-		return nil, fmt.Errorf("durable object %s: %w", id, err)
+		return nil, err
 	}
 	return resp, nil
+}
+
+// appendTo appends the response as workerabi.OpDOFetch returns it.
+func (r *objResponse) appendTo(dst []byte) []byte {
+	e := workerabi.Encoder{B: dst}
+	e.U32(uint32(r.status))
+	fs := r.header.Fields()
+	e.U32(uint32(len(fs)))
+	for _, f := range fs {
+		e.Str(f.Name)
+		e.Str(f.Value)
+	}
+	e.Bytes(r.body.Bytes())
+	return e.B
+}
+
+// encodeObjRequest packs a Durable Object request (its encoded head and its body) for
+// Services.Router; decodeObjRequest unpacks it.
+func encodeObjRequest(head, body []byte) []byte {
+	e := workerabi.Encoder{B: make([]byte, 0, 8+len(head)+len(body))}
+	e.Bytes(head)
+	e.Bytes(body)
+	return e.B
+}
+
+func decodeObjRequest(p []byte) (head, body []byte, err error) {
+	d := workerabi.Decoder{B: p}
+	head, body = d.Raw(), d.Raw()
+	if d.Err == nil && len(d.B) != 0 {
+		d.Err = errors.New("trailing bytes")
+	}
+	if d.Err != nil {
+		return nil, nil, fmt.Errorf("worker: bad durable object request: %v: %w", d.Err, durable.ErrInvalid)
+	}
+	return head, body, nil
+}
+
+// objectHandler runs requests for objects of namespace nsName that Services.Router
+// delivers to this node: from this node's own workers, or forwarded by another node.
+func (w *Worker) objectHandler(nsName string) func(ctx context.Context, id durable.ID, payload []byte) ([]byte, error) {
+	return func(ctx context.Context, id durable.ID, payload []byte) ([]byte, error) {
+		head, body, err := decodeObjRequest(payload)
+		if err != nil {
+			return nil, err
+		}
+		var binding string
+		var b *doBinding
+		if cur := w.cur.Load(); cur != nil {
+			for name, db := range cur.durable {
+				if db.ns.Name() == nsName {
+					binding, b = name, db
+					break
+				}
+			}
+		}
+		if b == nil {
+			return nil, fmt.Errorf("worker %s: no binding for namespace %s here: %w", w.name, nsName, cluster.ErrUnavailable)
+		}
+		resp, err := w.runObject(ctx, binding, b, id, head, body)
+		if err != nil {
+			if !errors.Is(err, clustered.ErrNotOwner) && !errors.Is(err, durable.ErrLeaseLost) {
+				w.logObjectFailure(binding, b.class, id, err)
+			}
+			return nil, err
+		}
+		return resp.appendTo(nil), nil
+	}
 }
 
 // logObjectFailure writes the error-log line of a failed Durable Object request, as a failed

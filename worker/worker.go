@@ -115,6 +115,17 @@ type RoundTripper interface {
 	RoundTrip(ctx context.Context, peer *upstream.Peer, req *message.Request) (*message.Response, error)
 }
 
+// ObjectRouter delivers Durable Object requests to the node that owns the object. Each
+// namespace's requests run on the owner through the handler registered for it; payloads
+// and responses are opaque to the router.
+type ObjectRouter interface {
+	// Call runs a request for object id of namespace, here or on its owner, and returns
+	// the handler's response.
+	Call(ctx context.Context, namespace string, id durable.ID, payload []byte) ([]byte, error)
+	// Handle sets the handler of a namespace's requests; nil removes it.
+	Handle(namespace string, h func(ctx context.Context, id durable.ID, payload []byte) ([]byte, error))
+}
+
 // Services are what workers share: storage, the compilation cache, the transport.
 type Services struct {
 	// CacheDir keeps compiled machine code across processes. Empty means in memory only.
@@ -125,6 +136,9 @@ type Services struct {
 	Durable durable.Store
 	// Placement places Durable Objects. Nil means durable.Local.
 	Placement durable.Placement
+	// Router runs Durable Object requests on the node that owns the object, in a
+	// cluster (*clustered.Forwarder implements it). Nil means every object runs here.
+	Router ObjectRouter
 	// Transport sends subrequests, to the address the fetch policy checked (a name in the
 	// URL is resolved and checked first; Peer.Address is the allowed IP). Nil means the
 	// registry's own transport, whose dialer also checks every connection's address after
@@ -429,6 +443,9 @@ func (w *Worker) namespace(ctx context.Context, name string) (*durable.Namespace
 		return nil, fmt.Errorf("worker %s: durable object namespace %s: %w", w.name, name, err)
 	}
 	w.namespaces[name] = ns
+	if svc.Router != nil {
+		svc.Router.Handle(name, w.objectHandler(name))
+	}
 	return ns, nil
 }
 
@@ -436,6 +453,9 @@ func (w *Worker) close(ctx context.Context) error {
 	var errs []error
 	w.nsMu.Lock()
 	for name, ns := range w.namespaces {
+		if r := w.reg.svc.Router; r != nil {
+			r.Handle(name, nil)
+		}
 		errs = append(errs, ns.Close(ctx))
 		delete(w.namespaces, name)
 	}

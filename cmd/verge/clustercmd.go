@@ -113,6 +113,12 @@ func printClusterStatus(w io.Writer, st *clusterStatus) {
 	}
 	tw.Flush()
 
+	if d := st.Durable; d != nil {
+		fmt.Fprintf(w, "\ndurable objects: %d owned here; leases acquired %d, released %d, lost %d; forwarded out %d, in %d, refused %d\n",
+			d.Owned, d.LeasesAcquired, d.LeasesReleased, d.LeasesLost, d.ForwardedOut, d.ForwardedIn, d.ForwardRefused)
+		fmt.Fprintf(w, "  replicated %d batches (%d bytes, mean %.2f ms to a quorum); restored %d objects (%d records, mean %.1f ms)\n",
+			d.Replicated, d.ReplicatedBytes, d.ReplicationMeanMillis, d.Restores, d.RestoredRecords, d.RestoreMeanMillis)
+	}
 	if p := st.Purges; p != nil {
 		fmt.Fprintf(w, "\ncache purges: last applied sequence %d; sent %d, received %d, applied %d, failed %d (publish) %d (apply), whole-cache resyncs %d\n",
 			p.AppliedSequence, p.Sent, p.Received, p.Applied, p.PublishFailures, p.ApplyFailures, p.Resyncs)

@@ -10,6 +10,7 @@ import (
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/cluster/purge"
+	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/config"
 )
 
@@ -128,6 +129,8 @@ func (s *serverProc) PublishPurge(ctx context.Context, req admin.PurgeRequest, l
 type clusterStatus struct {
 	cluster.Status
 	Purges *purgeStatus `json:"purges,omitempty"`
+	// Durable is this node's side of the Durable Objects: leases, forwarding, replication.
+	Durable *clustered.Status `json:"durable_objects,omitempty"`
 }
 
 // purgeStatus is this node's side of the cluster purges.
@@ -153,6 +156,10 @@ func (s *serverProc) ClusterStatus(ctx context.Context) (any, error) {
 		x := b.Stats()
 		st.Purges = &purgeStatus{AppliedSequence: seq, Sent: x.Sent, Received: x.Received, Applied: x.Applied,
 			PublishFailures: x.PublishFailures, ApplyFailures: x.ApplyFailures, Resyncs: x.Resyncs}
+	}
+	if w := s.workers; w != nil && w.dc != nil {
+		d := w.dc.Status()
+		st.Durable = &d
 	}
 	return st, nil
 }

@@ -64,7 +64,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	}
 	tr := &upstream.Transport{}
 	defer tr.Close()
-	stack, err := newWorkerStack(*data, 0, self.get, log, nil)
+	stack, err := newWorkerStack(*data, 0, self.get, log, nil, nil)
 	if err != nil {
 		ln.Close()
 		return err

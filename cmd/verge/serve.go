@@ -166,10 +166,15 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		defer s.purges.Close()
 		s.waitPurgeCatchUp()
 	}
-	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, clusterKV(s.cluster, &cfg.Cluster, s.log)); err != nil {
+	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, s.cluster, &cfg.Cluster); err != nil {
 		return err
 	}
 	defer s.workers.close()
+	if dc := s.workers.dc; dc != nil {
+		if err := s.metrics.Register(dc.Collector()); err != nil {
+			return fmt.Errorf("durable object metrics: %w", err)
+		}
+	}
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)

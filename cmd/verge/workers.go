@@ -14,6 +14,7 @@ import (
 	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/durable"
+	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/worker"
@@ -24,56 +25,70 @@ const workerStopTimeout = 10 * time.Second
 
 // workerStack is the worker registry with the embedded storage under one data directory:
 // <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/cache (compiled code). In a
-// cluster, KV namespaces are JetStream buckets instead.
+// cluster, KV namespaces are JetStream buckets and Durable Objects are placed by leases,
+// their batches replicated through JetStream, their owner's copies under <data>/do-cluster.
 type workerStack struct {
 	reg *worker.Registry
 	kv  kv.Store
-	do  *durable.SQLiteStore
+	do  durable.Store
+	dc  *clustered.Service // nil without a cluster
 }
 
 // Subrequests go through the registry's own transport (its dialer enforces each worker's
 // fetch policy), not the proxy's; listeners tells the policy which addresses are Verge's own.
-// memoryLimit caps the linear memory of all instances together (0: the default). kvs is
-// the KV store; nil means SQLite files under dataDir.
-func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger, kvs kv.Store) (*workerStack, error) {
-	if kvs == nil {
+// memoryLimit caps the linear memory of all instances together (0: the default). node is
+// the cluster node, nil without a cluster (storage is then SQLite files under dataDir).
+func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger, node *cluster.Node, c *config.Cluster) (*workerStack, error) {
+	ws := &workerStack{}
+	svc := worker.Services{
+		CacheDir:    filepath.Join(dataDir, "cache"),
+		Listeners:   listeners,
+		Logger:      log,
+		MemoryLimit: memoryLimit,
+	}
+	if node == nil {
 		s, err := kv.OpenSQLite(filepath.Join(dataDir, "kv"))
 		if err != nil {
 			return nil, err
 		}
-		kvs = s
+		ws.kv = s
+		ws.do = durable.OpenSQLite(filepath.Join(dataDir, "do"))
+	} else {
+		ws.kv = kv.NewJetStreamStore(node, kv.JetStreamOptions{
+			CacheTTL:  c.KVCacheTTL.Std(),
+			CacheSize: int64(c.KVCacheSize),
+			Logger:    log,
+		})
+		// The owner's copies live apart from a single node's databases: an activation
+		// rebuilds its object's file from the log, which must never overwrite the data
+		// of a node that ran without a cluster before.
+		dc, err := clustered.Open(node, clustered.Options{Dir: filepath.Join(dataDir, "do-cluster"), Logger: log})
+		if err != nil {
+			ws.kv.Close()
+			return nil, err
+		}
+		ws.dc, ws.do = dc, dc.Store
+		svc.Placement, svc.Router = dc.Placement, dc.Forwarder
 	}
-	dos := durable.OpenSQLite(filepath.Join(dataDir, "do"))
-	reg := worker.NewRegistry(worker.Services{
-		CacheDir:    filepath.Join(dataDir, "cache"),
-		KV:          kvs,
-		Durable:     dos,
-		Listeners:   listeners,
-		Logger:      log,
-		MemoryLimit: memoryLimit,
-	})
-	return &workerStack{reg: reg, kv: kvs, do: dos}, nil
+	svc.KV, svc.Durable = ws.kv, ws.do
+	ws.reg = worker.NewRegistry(svc)
+	return ws, nil
 }
 
 func (w *workerStack) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), workerStopTimeout)
 	defer cancel()
-	w.reg.Close(ctx)
-	w.do.Close()
-	w.kv.Close()
-}
-
-// clusterKV returns the KV store of a cluster node: JetStream buckets, read through this
-// node's cache; nil without a cluster (SQLite files then).
-func clusterKV(node *cluster.Node, c *config.Cluster, log *slog.Logger) kv.Store {
-	if node == nil {
-		return nil
+	if w.dc != nil {
+		// Requests forwarded here finish before the objects close and their leases go.
+		w.dc.Drain(ctx)
 	}
-	return kv.NewJetStreamStore(node, kv.JetStreamOptions{
-		CacheTTL:  c.KVCacheTTL.Std(),
-		CacheSize: int64(c.KVCacheSize),
-		Logger:    log,
-	})
+	w.reg.Close(ctx)
+	if w.dc != nil {
+		w.dc.Close()
+	} else {
+		w.do.Close()
+	}
+	w.kv.Close()
 }
 
 // selfAddrs is what the workers' fetch policy knows of this process's own listeners: the

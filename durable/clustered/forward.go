@@ -50,13 +50,18 @@ const (
 // ErrRemote is wrapped by errors a forwarded request failed with on its owner.
 var ErrRemote = errors.New("durable object request failed on its owner")
 
-// ForwardSubject returns the subject on which node receives forwarded object requests.
-func ForwardSubject(node string) string { return cluster.SubjectPrefix + "do." + node }
+// ForwardSubject returns the subject on which the process at addr (HolderAddr: node name
+// and incarnation) receives forwarded object requests. Each process has its own subject,
+// so that during an upgrade, when a node's old and new processes both run, a request
+// reaches the process that holds the object's lease.
+func ForwardSubject(addr string) string { return cluster.SubjectPrefix + "do." + addr }
 
 // Handler runs one object request on this node (through the namespace's input and output
 // gates) and returns its encoded response. It returns an error wrapping a *NotOwnerError
 // when another node owns the object.
-type Handler func(ctx context.Context, id durable.ID, payload []byte) ([]byte, error)
+// (An alias, so that packages that use a Forwarder through an interface need not import
+// this one.)
+type Handler = func(ctx context.Context, id durable.ID, payload []byte) ([]byte, error)
 
 // ForwardOptions configure a Forwarder. Zero fields take their defaults.
 type ForwardOptions struct {
@@ -75,11 +80,12 @@ type ForwardStats struct {
 }
 
 // Forwarder carries object requests between nodes over NATS request/reply: each node
-// subscribes to ForwardSubject(its name) and runs what arrives through the Handler of the
+// subscribes to ForwardSubject(its holder address) and runs what arrives through the Handler of the
 // request's namespace; Call runs a request here or on the object's owner.
 type Forwarder struct {
 	nc   *nats.Conn
-	name string
+	name string // node name
+	addr string // holder address (node and incarnation)
 	p    *Placement
 	o    ForwardOptions
 	sub  *nats.Subscription
@@ -109,11 +115,11 @@ func NewForwarder(node *cluster.Node, p *Placement, o ForwardOptions) (*Forwarde
 		o.Logger = slog.Default()
 	}
 	f := &Forwarder{
-		nc: node.Conn(), name: node.Name(), p: p, o: o, sem: make(chan struct{}, o.MaxInFlight),
+		nc: node.Conn(), name: node.Name(), addr: p.Addr(), p: p, o: o, sem: make(chan struct{}, o.MaxInFlight),
 		handlers: map[string]Handler{}, owners: map[string]string{},
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
-	sub, err := f.nc.Subscribe(ForwardSubject(f.name), f.receive)
+	sub, err := f.nc.Subscribe(ForwardSubject(f.addr), f.receive)
 	if err != nil {
 		f.cancel()
 		return nil, fmt.Errorf("durable: subscribe to forwarded requests: %w", err)
@@ -122,10 +128,14 @@ func NewForwarder(node *cluster.Node, p *Placement, o ForwardOptions) (*Forwarde
 	return f, nil
 }
 
-// Handle sets the handler of namespace's requests.
+// Handle sets the handler of namespace's requests; nil removes it.
 func (f *Forwarder) Handle(namespace string, h Handler) {
 	f.mu.Lock()
-	f.handlers[namespace] = h
+	if h == nil {
+		delete(f.handlers, namespace)
+	} else {
+		f.handlers[namespace] = h
+	}
 	f.mu.Unlock()
 }
 
@@ -146,7 +156,7 @@ func (f *Forwarder) Call(ctx context.Context, namespace string, id durable.ID, p
 	var last error
 	for range maxRouteAttempts {
 		owner := f.owner(key)
-		if owner == "" || owner == f.name {
+		if owner == "" || owner == f.addr {
 			resp, err := h(ctx, id, payload)
 			if errors.Is(err, durable.ErrLeaseLost) {
 				// The lease lapsed under the request: claim again, or find the new owner.
@@ -157,16 +167,10 @@ func (f *Forwarder) Call(ctx context.Context, namespace string, id durable.ID, p
 			if !errors.As(err, &no) {
 				return resp, err
 			}
-			if no.Owner == f.name {
-				// An earlier incarnation of this node (a restart within the lease TTL)
-				// holds it: wait until its lease expires.
-				last = err
-				if werr := f.p.WaitReleased(ctx, namespace, id, f.name); werr != nil {
-					return nil, errors.Join(err, werr)
-				}
-				continue
-			}
-			owner = no.Owner
+			// Another process holds it: another node, or this node's previous
+			// process (a restart within the lease TTL, which answers nothing and is
+			// waited out below, or an upgrade's old process, which serves it).
+			owner = no.Addr()
 			f.setOwner(key, owner)
 		}
 		resp, err := f.Forward(ctx, owner, namespace, id, payload)
@@ -177,7 +181,7 @@ func (f *Forwarder) Call(ctx context.Context, namespace string, id durable.ID, p
 		case errors.As(err, &no):
 			// The object moved, or its owner lost the lease under the request (no owner
 			// named): ask again.
-			f.setOwner(key, no.Owner)
+			f.setOwner(key, no.Addr())
 		case errors.Is(err, errNoOwner):
 			// The owner is gone: wait for its lease to expire, then try to acquire.
 			f.setOwner(key, "")
@@ -263,7 +267,8 @@ func (f *Forwarder) Forward(ctx context.Context, owner, namespace string, id dur
 	case "":
 		return r.Data, nil
 	case errClassNotOwner:
-		return nil, &NotOwnerError{Owner: r.Header.Get(hdrOwner)}
+		node, inc := splitHolderAddr(r.Header.Get(hdrOwner))
+		return nil, &NotOwnerError{Owner: node, Incarnation: inc}
 	case errClassInvalid:
 		return nil, fmt.Errorf("durable: on node %s: %s: %w", owner, r.Data, durable.ErrInvalid)
 	case errClassUnavailable:
@@ -286,7 +291,7 @@ func (f *Forwarder) watchOwner(ctx context.Context, cancel context.CancelFunc, g
 			return
 		case <-t.C:
 		}
-		cur, err := f.p.Owner(ctx, namespace, id)
+		cur, err := f.p.OwnerAddr(ctx, namespace, id)
 		if err == nil && cur != owner {
 			gone.Store(true)
 			cancel()
@@ -355,7 +360,7 @@ func (f *Forwarder) reply(m *nats.Msg, resp []byte, err error) {
 		switch {
 		case errors.As(err, &no):
 			r.Header.Set(hdrError, errClassNotOwner)
-			r.Header.Set(hdrOwner, no.Owner)
+			r.Header.Set(hdrOwner, no.Addr())
 		case errors.Is(err, durable.ErrLeaseLost):
 			// Nothing of the request was committed: the caller asks again.
 			r.Header.Set(hdrError, errClassNotOwner)
@@ -380,13 +385,28 @@ func (f *Forwarder) Stats() ForwardStats {
 	return ForwardStats{Out: f.out.Load(), In: f.in.Load(), Refused: f.refused.Load()}
 }
 
+// Shutdown stops receiving and waits until the forwarded requests running here have
+// answered or ctx ends; then it cancels those still running, and waits for them.
+func (f *Forwarder) Shutdown(ctx context.Context) {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	_ = f.sub.Unsubscribe()
+	done := make(chan struct{})
+	go func() {
+		f.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	f.Close()
+}
+
 // Close stops receiving, cancels the forwarded requests running here and waits for them.
 func (f *Forwarder) Close() {
 	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		return
-	}
 	f.closed = true
 	f.mu.Unlock()
 	_ = f.sub.Unsubscribe()

@@ -168,6 +168,7 @@ func TestForwardCounter(t *testing.T) {
 	if oi < 0 {
 		t.Fatalf("owner %q is no node", owner)
 	}
+	ownerAddr := nodes[oi].p.Addr()
 	var out, in uint64
 	for i, n := range nodes {
 		st := n.f.Stats()
@@ -184,13 +185,13 @@ func TestForwardCounter(t *testing.T) {
 	t.Run("request too large", func(t *testing.T) {
 		big := make([]byte, c.Nodes[0].Conn().MaxPayload())
 		other := nodes[(oi+1)%3]
-		if _, err := other.f.Forward(ctx, owner, counterNS, id, big); !errors.Is(err, durable.ErrInvalid) {
+		if _, err := other.f.Forward(ctx, ownerAddr, counterNS, id, big); !errors.Is(err, durable.ErrInvalid) {
 			t.Fatalf("got %v, want ErrInvalid", err)
 		}
 	})
 
 	t.Run("bad id", func(t *testing.T) {
-		m := nats.NewMsg(ForwardSubject(owner))
+		m := nats.NewMsg(ForwardSubject(ownerAddr))
 		m.Header.Set(hdrNamespace, counterNS)
 		m.Header.Set(hdrID, durable.IDFromName("other", "c").String())
 		m.Header.Set(hdrDeadline, "0")

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,26 @@ func (e *NotOwnerError) Error() string {
 
 // Unwrap returns ErrNotOwner.
 func (e *NotOwnerError) Unwrap() error { return ErrNotOwner }
+
+// Addr returns the holder's address, "<node>.<incarnation>" (forwarded requests go to that
+// process, not to whichever process of the node answers first), or "" when no holder is
+// named.
+func (e *NotOwnerError) Addr() string {
+	if e.Owner == "" {
+		return ""
+	}
+	return HolderAddr(e.Owner, e.Incarnation)
+}
+
+// HolderAddr returns the address of a process holding leases: its node name (letters,
+// digits, '-' and '_') and its incarnation, joined by a dot.
+func HolderAddr(node, incarnation string) string { return node + "." + incarnation }
+
+// splitHolderAddr is HolderAddr's inverse.
+func splitHolderAddr(addr string) (node, incarnation string) {
+	node, incarnation, _ = strings.Cut(addr, ".")
+	return node, incarnation
+}
 
 // LeaseOptions configure a Placement. Zero fields take their defaults.
 type LeaseOptions struct {
@@ -386,12 +407,15 @@ func (p *Placement) tryAcquire(ctx context.Context, kv jetstream.KeyValue, names
 	return nil, classify("acquire lease", err)
 }
 
-// holder returns the node named in a lease entry.
-func holder(e jetstream.KeyValueEntry) string {
+// holder returns the node named in a lease entry and the holder's address.
+func holder(e jetstream.KeyValueEntry) (node, addr string) {
 	var v leaseValue
 	_ = json.Unmarshal(e.Value(), &v)
-	return v.Node
+	return v.Node, HolderAddr(v.Node, v.Incarnation)
 }
+
+// Addr returns this process's holder address (HolderAddr of its node and incarnation).
+func (p *Placement) Addr() string { return HolderAddr(p.name, p.incarnation) }
 
 // hold registers a lease just acquired, for renewal.
 func (p *Placement) hold(kv jetstream.KeyValue, l *Lease) (*Lease, error) {
@@ -434,26 +458,42 @@ func (p *Placement) ClaimLease(ctx context.Context, namespace string, id durable
 
 // Owner returns the node holding the object's lease, or "" when none does.
 func (p *Placement) Owner(ctx context.Context, namespace string, id durable.ID) (string, error) {
+	node, _, err := p.owner(ctx, namespace, id)
+	return node, err
+}
+
+// OwnerAddr returns the address (HolderAddr) of the process holding the object's lease, or
+// "" when none does.
+func (p *Placement) OwnerAddr(ctx context.Context, namespace string, id durable.ID) (string, error) {
+	node, addr, err := p.owner(ctx, namespace, id)
+	if node == "" {
+		return "", err
+	}
+	return addr, err
+}
+
+func (p *Placement) owner(ctx context.Context, namespace string, id durable.ID) (node, addr string, err error) {
 	kv, err := p.bucket(ctx)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	e, err := kv.Get(ctx, LeaseKey(namespace, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return "", nil
+		return "", "", nil
 	}
 	if err != nil {
-		return "", classify("read lease", err)
+		return "", "", classify("read lease", err)
 	}
 	var v leaseValue
 	if err := json.Unmarshal(e.Value(), &v); err != nil {
-		return "", fmt.Errorf("durable: lease of %s: unreadable value %q", id, e.Value())
+		return "", "", fmt.Errorf("durable: lease of %s: unreadable value %q", id, e.Value())
 	}
-	return v.Node, nil
+	return v.Node, HolderAddr(v.Node, v.Incarnation), nil
 }
 
-// WaitReleased waits until node owner no longer holds the object's lease (it was released,
-// it expired, or another node took it over), or ctx ends. An empty owner means any node:
+// WaitReleased waits until owner (a node name: any of its processes; or a holder address:
+// that process) no longer holds the object's lease (it was released, it expired, or
+// another process took it over), or ctx ends. An empty owner means anyone:
 // it waits until nobody holds the lease. An Acquire after it may still lose the race to
 // another node.
 //
@@ -479,7 +519,7 @@ func (p *Placement) WaitReleased(ctx context.Context, namespace string, id durab
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 			return nil
-		case err == nil && owner != "" && holder(e) != owner:
+		case err == nil && owner != "" && !holds(e, owner):
 			return nil
 		case err == nil:
 			// Until the holder's write expires, looking every 250 ms for a release.
@@ -494,6 +534,13 @@ func (p *Placement) WaitReleased(ctx context.Context, namespace string, id durab
 		case <-t.C:
 		}
 	}
+}
+
+// holds reports whether the lease entry is held by owner: a node name (any of its
+// processes) or a holder address.
+func holds(e jetstream.KeyValueEntry, owner string) bool {
+	node, addr := holder(e)
+	return node == owner || addr == owner
 }
 
 // Release gives the lease back; the caller has stopped serving the object. Releasing a
