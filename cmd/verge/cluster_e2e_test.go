@@ -28,6 +28,7 @@ type clusterProc struct {
 	pid    string // pid file
 	addr   string // public listener
 	admin  string
+	nats   string // the embedded NATS server's client address
 	stderr *logFile
 	exited chan struct{} // closed when the started process exits
 }
@@ -50,7 +51,8 @@ func startClusterProcs(t *testing.T, n int, module string) *clusterProcs {
 	for i := 0; i < n; i++ {
 		dir := t.TempDir()
 		p := &clusterProc{t: t, i: i, cfg: filepath.Join(dir, "verge.yaml"), pid: filepath.Join(dir, "verge.pid"),
-			addr: fmt.Sprintf("127.0.0.1:%d", ports[2*n+i]), admin: fmt.Sprintf("127.0.0.1:%d", ports[3*n+i])}
+			addr: fmt.Sprintf("127.0.0.1:%d", ports[2*n+i]), admin: fmt.Sprintf("127.0.0.1:%d", ports[3*n+i]),
+			nats: fmt.Sprintf("127.0.0.1:%d", ports[i])}
 		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
 admin: {address: %q}
 access_log: {output: "off"}
