@@ -33,12 +33,12 @@ const LeaseBucket = "verge_do_leases"
 const (
 	// DefaultLeaseTTL is how long a lease key lives after its last write: the bucket's
 	// MaxAge. A dead owner's objects are free at most this long after its last renewal.
-	DefaultLeaseTTL = 4 * time.Second
+	DefaultLeaseTTL = 3 * time.Second
 	// DefaultLeaseRenew is the heartbeat: how often an owner rewrites its lease keys.
-	DefaultLeaseRenew = time.Second
+	DefaultLeaseRenew = 750 * time.Millisecond
 	// DefaultLeaseMargin is how long before the key can expire an owner stops serving: it
 	// covers the difference between the NATS servers' clocks and scheduling delays.
-	DefaultLeaseMargin = time.Second
+	DefaultLeaseMargin = 750 * time.Millisecond
 	// minLeaseMarkerTTL is JetStream's minimum for the TTL of expiry markers.
 	minLeaseMarkerTTL = time.Second
 )
