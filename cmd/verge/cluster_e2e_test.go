@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -352,6 +353,20 @@ func TestClusterNodeUpgradeE2E(t *testing.T) {
 			}
 		}
 	}()
+	// A Durable Object owned by the node being upgraded (its first request went through
+	// it), incremented through it and through node 2 during the upgrade.
+	if code, body, err := p.do("GET", "/counter/upgrade", ""); code != 200 || body != "1" {
+		t.Fatalf("first increment: %d %q %v", code, body, err)
+	}
+	doResults := make([]counterResult, 2)
+	var doWG sync.WaitGroup
+	for j, q := range []*clusterProc{p, cs.procs[1]} {
+		doWG.Add(1)
+		go func() {
+			defer doWG.Done()
+			doResults[j] = hammerCounter(q, "upgrade", 100000, stop, nil)
+		}()
+	}
 	waitFor(t, "writes before the upgrade", 60*time.Second, func() bool { return failures.Load() > 0 || len(cs.procs) > 0 && p.cmd.Process != nil })
 	oldPID := p.cmd.Process.Pid
 	if err := syscall.Kill(oldPID, syscall.SIGUSR2); err != nil {
@@ -422,7 +437,15 @@ func TestClusterNodeUpgradeE2E(t *testing.T) {
 	})
 	close(stop)
 	<-done
+	doWG.Wait()
 	t.Logf("upgrade %d -> %d: %d writes acknowledged through the upgraded node, %d failed", oldPID, newPID, len(acked), failures.Load())
+	doAcked, doFailed, highest := checkCounter(t, "upgrade", doResults)
+	code, body, _ := cs.procs[1].do("GET", "/counter/upgrade", "")
+	final, _ := strconv.Atoi(body)
+	t.Logf("durable object during the upgrade: %d increments acknowledged, %d failed, highest %d, stored %d", doAcked+1, doFailed, highest, final-1)
+	if code != 200 || final-1 < doAcked+1 || final-1 < highest || final-1 > doAcked+1+doFailed {
+		t.Errorf("after the upgrade: %d %q; want between %d and %d increments stored", code, body, doAcked+1, doAcked+1+doFailed)
+	}
 	if len(acked) == 0 {
 		t.Fatal("no write was acknowledged")
 	}
