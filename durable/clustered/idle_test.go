@@ -72,9 +72,6 @@ func TestIdleObjectReleasesLease(t *testing.T) {
 	if len(ops) != 2 || ops[0] != jetstream.KeyValuePut || ops[1] != jetstream.KeyValueDelete {
 		t.Fatalf("lease key changes: %v; want a put (acquired) then a delete (released)", ops)
 	}
-	if ctx.Err() != nil {
-		t.Fatal("the idle object's lease was not released")
-	}
 	if st := p.Stats(); st.Owned != 0 || st.Released != 1 || st.Lost != 0 || ns.Live() != 0 {
 		t.Fatalf("after the idle time: %+v, %d live; want 0 owned, 1 released, 0 lost, none live", st, ns.Live())
 	}
