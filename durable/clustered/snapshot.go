@@ -55,11 +55,22 @@ func (l *Log) snapshots(ctx context.Context, namespace string) (jetstream.Object
 
 // PutSnapshot uploads the database file at path as object id's snapshot at log sequence
 // seq, then purges the object's log records before seq (the record at seq stays: it is
-// what the next append expects).
+// what the next append expects). seq must be the sequence of a whole record (the last part
+// of a batch split into parts), so that no purge falls between the parts of a batch. A
+// stored snapshot at seq or later is kept (nothing is done).
 func (l *Log) PutSnapshot(ctx context.Context, namespace string, id durable.ID, seq uint64, path string) error {
 	s, err := l.snapshots(ctx, namespace)
 	if err != nil {
 		return err
+	}
+	switch info, err := s.GetInfo(ctx, id.String()); {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+	case err != nil:
+		return classify("read snapshot", err)
+	default:
+		if have, err := strconv.ParseUint(info.Metadata[metaSeq], 10, 64); err == nil && have >= seq {
+			return nil
+		}
 	}
 	f, err := os.Open(path)
 	if err != nil {

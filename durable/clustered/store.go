@@ -24,16 +24,31 @@ const replicateTimeout = 10 * time.Second
 // requires this process's lease on it, rebuilds the database from the log, and appends a
 // takeover record that fences every earlier owner.
 //
-// The owner also applies each shipped batch to a shadow copy of the database and uploads it
-// as the object's snapshot every SnapshotEvery batches, purging the log before it; an
+// The owner also applies each shipped batch to a shadow copy of the database and, every
+// SnapshotEvery batches, copies the shadow and uploads the copy as the object's snapshot in
+// the background (one upload per object at a time), purging the log before it; an
 // activation restores the latest snapshot and replays the records after it.
 //
-// Not built yet (docs/durable-cluster-design.md): batches above one record's size, and
-// replicated alarms (Alarms is the node's local index).
+// Not built yet (docs/durable-cluster-design.md): replicated alarms (Alarms is the node's
+// local index).
 type Store struct {
 	// SnapshotEvery is how many batches an object ships between snapshots. Zero means
 	// DefaultSnapshotEvery. Set it before the first Open.
 	SnapshotEvery int
+
+	// OnReplicate, when not nil, is called after each batch an owner appended to the log
+	// with the time from the start of the append to the acknowledgement of its last part,
+	// and the record's size in bytes. It runs on the commit's path, under the object's
+	// gate: it must be quick (a histogram observation). Set it before the first Open.
+	OnReplicate func(d time.Duration, bytes int)
+	// OnRestore, when not nil, is called after each activation that rebuilt an object from
+	// the log, with the time the rebuild took (snapshot fetch, replay, takeover record) and
+	// the number of batches replayed after the snapshot. Set it before the first Open.
+	OnRestore func(d time.Duration, records int)
+
+	// snapshotted, when not nil, is called by an object's uploader after each snapshot
+	// attempt (tests wait on it).
+	snapshotted func(namespace string, id durable.ID, seq uint64, err error)
 
 	dir   string
 	inner *durable.SQLiteStore
@@ -66,8 +81,9 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("durable: %w", err)
 	}
+	start := time.Now()
 	shadow := path + ".shadow"
-	for _, p := range []string{path, path + "-wal", path + "-shm", shadow} {
+	for _, p := range []string{path, path + "-wal", path + "-shm", shadow, shadow + snapUploadSuffix} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("durable: %w", err)
 		}
@@ -81,7 +97,9 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 			return nil, err
 		}
 	}
+	records := 0
 	last, err := s.log.Replay(ctx, namespace, id, after, func(d WALDelta) error {
+		records++
 		if err := ApplyWAL(path, d); err != nil {
 			return err
 		}
@@ -98,6 +116,9 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 		}
 		return nil, err
 	}
+	if s.OnRestore != nil {
+		s.OnRestore(time.Since(start), records)
+	}
 	obj, err := s.inner.Open(ctx, namespace, id)
 	if err != nil {
 		return nil, err
@@ -108,6 +129,7 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 		obj.Close()
 		return nil, err
 	}
+	o.startUploader()
 	return o, nil
 }
 
@@ -126,6 +148,20 @@ type replObject struct {
 	expect    uint64
 	failed    error
 	sinceSnap int
+	uploading bool // a copy of the shadow is handed to the uploader and not done yet
+
+	// The uploader: one goroutine per object (snapshotUploader), started by Open, stopped
+	// and waited for by Close.
+	uploads      chan snapJob // capacity 1: at most one job, sent only when !uploading
+	uploadPath   string       // the copy of the shadow an upload reads
+	stopUploads  context.CancelFunc
+	uploaderDone chan struct{}
+}
+
+// snapJob is one snapshot to upload: a copy of the shadow as of log sequence seq.
+type snapJob struct {
+	seq  uint64
+	path string
 }
 
 // ship appends what the WAL gained since the last shipment. Any failure leaves the local
@@ -139,9 +175,13 @@ func (o *replObject) ship(ctx context.Context) error {
 	}
 	d, next, err := ReadWAL(o.wal, o.pos)
 	if err == nil && len(d.Pages) > 0 {
+		start := time.Now()
 		var seq uint64
 		if seq, err = o.s.log.Append(ctx, o.ns, o.id, o.lease.Token(), o.expect, d); err == nil {
 			o.expect = seq
+			if o.s.OnReplicate != nil {
+				o.s.OnReplicate(time.Since(start), recordSize(d))
+			}
 		}
 	}
 	if err != nil {
@@ -151,14 +191,16 @@ func (o *replObject) ship(ctx context.Context) error {
 	}
 	o.pos = next
 	if len(d.Pages) > 0 {
-		o.snapshot(ctx, d)
+		o.snapshot(d)
 	}
 	return nil
 }
 
-// snapshot applies a shipped batch to the shadow copy and uploads the shadow every
-// SnapshotEvery batches. Failures cost only log length: they are logged.
-func (o *replObject) snapshot(ctx context.Context, d WALDelta) {
+// snapshot applies a shipped batch to the shadow copy and, every SnapshotEvery batches,
+// hands a copy of the shadow (consistent as of o.expect) to the object's uploader. While
+// an upload is in progress no new one starts: the next commit tries again. Failures cost
+// only log length: they are logged. The caller holds o.mu.
+func (o *replObject) snapshot(d WALDelta) {
 	if o.shadow == "" {
 		return
 	}
@@ -173,15 +215,87 @@ func (o *replObject) snapshot(ctx context.Context, d WALDelta) {
 	if every <= 0 {
 		every = DefaultSnapshotEvery
 	}
-	if o.sinceSnap < every {
+	if o.sinceSnap < every || o.uploading || o.uploads == nil {
 		return
 	}
-	if err := o.s.log.PutSnapshot(ctx, o.ns, o.id, o.expect, o.shadow); err != nil {
+	job := snapJob{seq: o.expect, path: o.uploadPath}
+	if err := copyFile(job.path, o.shadow); err != nil {
 		log.Warn("durable: snapshot failed", "object", o.id.String(), "err", err)
 		return
 	}
+	o.uploading = true
 	o.sinceSnap = 0
+	o.uploads <- job
 }
+
+// snapUploadSuffix names the copy of the shadow an upload reads (next to the shadow).
+const snapUploadSuffix = ".upload"
+
+// snapshotTimeout bounds one snapshot upload and the purge after it.
+const snapshotTimeout = 2 * time.Minute
+
+// startUploader starts the object's snapshot uploader (none when snapshots are off).
+func (o *replObject) startUploader() {
+	if o.shadow == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	o.mu.Lock()
+	o.uploads = make(chan snapJob, 1)
+	o.uploadPath = o.shadow + snapUploadSuffix
+	o.mu.Unlock()
+	o.stopUploads = cancel
+	o.uploaderDone = make(chan struct{})
+	go o.snapshotUploader(ctx)
+}
+
+// snapshotUploader uploads the snapshots snapshot hands it, one at a time, until Close.
+func (o *replObject) snapshotUploader(ctx context.Context) {
+	defer close(o.uploaderDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case job := <-o.uploads:
+			err := o.upload(ctx, job)
+			if err != nil && ctx.Err() == nil {
+				o.s.p.o.Logger.Warn("durable: snapshot failed", "object", o.id.String(), "err", err)
+			}
+			if f := o.s.snapshotted; f != nil {
+				f(o.ns, o.id, job.seq, err)
+			}
+			o.mu.Lock()
+			o.uploading = false
+			o.mu.Unlock()
+		}
+	}
+}
+
+// upload uploads one snapshot and purges the log before it, while this process holds the
+// object's lease (a snapshot from an owner that lost it could replace a newer owner's).
+func (o *replObject) upload(ctx context.Context, job snapJob) error {
+	defer os.Remove(job.path)
+	if !o.lease.Valid() {
+		return fmt.Errorf("durable: snapshot of %s skipped: %w", o.id, durable.ErrLeaseLost)
+	}
+	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
+	defer cancel()
+	return o.s.log.PutSnapshot(ctx, o.ns, o.id, job.seq, job.path)
+}
+
+// Close stops the snapshot uploader (an upload in progress is abandoned: the log keeps
+// what it would have purged) and closes the database.
+func (o *replObject) Close() error {
+	if o.stopUploads != nil {
+		o.stopUploads()
+		<-o.uploaderDone
+		os.Remove(o.uploadPath)
+	}
+	return o.ObjectStore.Close()
+}
+
+// recordSize is the size of d's log record (encodeDelta).
+func recordSize(d WALDelta) int { return 12 + len(d.Pages)*(4+d.PageSize) }
 
 // copyFile copies src to dst.
 func copyFile(dst, src string) error {
