@@ -100,10 +100,11 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 	records := 0
 	last, err := s.log.Replay(ctx, namespace, id, after, func(d WALDelta) error {
 		records++
-		if err := ApplyWAL(path, d); err != nil {
+		// No sync: a crash before the object is open leaves files the next Open deletes.
+		if err := applyWAL(path, d, false); err != nil {
 			return err
 		}
-		return ApplyWAL(shadow, d)
+		return applyWAL(shadow, d, false)
 	})
 	if err != nil {
 		return nil, err
@@ -205,7 +206,8 @@ func (o *replObject) snapshot(d WALDelta) {
 		return
 	}
 	log := o.s.p.o.Logger
-	if err := ApplyWAL(o.shadow, d); err != nil {
+	// No sync: the shadow only feeds snapshots, and Open deletes it.
+	if err := applyWAL(o.shadow, d, false); err != nil {
 		log.Warn("durable: snapshot copy failed; no more snapshots until the object is activated again", "object", o.id.String(), "err", err)
 		o.shadow = ""
 		return
