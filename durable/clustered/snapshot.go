@@ -7,7 +7,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/verge-edge/verge/durable"
@@ -63,7 +65,7 @@ func (l *Log) PutSnapshot(ctx context.Context, namespace string, id durable.ID, 
 	if err != nil {
 		return err
 	}
-	switch info, err := s.GetInfo(ctx, id.String()); {
+	switch info, err := snapshotInfo(ctx, s, id.String()); {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 	case err != nil:
 		return classify("read snapshot", err)
@@ -98,7 +100,7 @@ func (l *Log) GetSnapshot(ctx context.Context, namespace string, id durable.ID, 
 	if err != nil {
 		return 0, err
 	}
-	info, err := s.GetInfo(ctx, id.String())
+	info, err := snapshotInfo(ctx, s, id.String())
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return 0, nil
 	}
@@ -113,4 +115,23 @@ func (l *Log) GetSnapshot(ctx context.Context, namespace string, id durable.ID, 
 		return 0, classify("get snapshot", err)
 	}
 	return seq, nil
+}
+
+// snapshotInfo reads the info of snapshot name. Its metadata is read with a direct get,
+// which the replicas of a store created a moment ago may not answer yet (no responders):
+// that is tried again, for about 1.5 s at most, within ctx.
+func snapshotInfo(ctx context.Context, s jetstream.ObjectStore, name string) (*jetstream.ObjectInfo, error) {
+	for wait := 25 * time.Millisecond; ; wait *= 2 {
+		info, err := s.GetInfo(ctx, name)
+		if !errors.Is(err, nats.ErrNoResponders) || wait > time.Second {
+			return info, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }

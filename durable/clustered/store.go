@@ -25,9 +25,10 @@ const replicateTimeout = 10 * time.Second
 // takeover record that fences every earlier owner.
 //
 // The owner also applies each shipped batch to a shadow copy of the database and, every
-// SnapshotEvery batches, copies the shadow and uploads the copy as the object's snapshot in
-// the background (one upload per object at a time), purging the log before it; an
-// activation restores the latest snapshot and replays the records after it.
+// SnapshotEvery batches, uploads the shadow as the object's snapshot in the background (one
+// upload per object at a time; batches shipped meanwhile are applied to the shadow after
+// it), purging the log before it; an activation restores the latest snapshot and replays
+// the records after it.
 //
 // Not built yet (docs/durable-cluster-design.md): replicated alarms (Alarms is the node's
 // local index).
@@ -47,8 +48,9 @@ type Store struct {
 	OnRestore func(d time.Duration, records int)
 
 	// snapshotted, when not nil, is called by an object's uploader after each snapshot
-	// attempt (tests wait on it).
-	snapshotted func(namespace string, id durable.ID, seq uint64, err error)
+	// attempt (tests wait on it); beforeUpload before each upload (tests hold it).
+	snapshotted  func(namespace string, id durable.ID, seq uint64, err error)
+	beforeUpload func()
 
 	dir   string
 	inner *durable.SQLiteStore
@@ -83,7 +85,7 @@ func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (dura
 	}
 	start := time.Now()
 	shadow := path + ".shadow"
-	for _, p := range []string{path, path + "-wal", path + "-shm", shadow, shadow + snapUploadSuffix} {
+	for _, p := range []string{path, path + "-wal", path + "-shm", shadow} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("durable: %w", err)
 		}
@@ -149,21 +151,34 @@ type replObject struct {
 	expect    uint64
 	failed    error
 	sinceSnap int
-	uploading bool // a copy of the shadow is handed to the uploader and not done yet
+	// While the uploader reads the shadow (uploading), shipped batches wait in pending;
+	// the uploader applies them to the shadow when it is done. cancelUpload ends the
+	// upload in progress (when pending grows past maxPendingSnapshotBytes).
+	uploading    bool
+	pending      []WALDelta
+	pendingBytes int
+	cancelUpload context.CancelFunc
 
 	// The uploader: one goroutine per object (snapshotUploader), started by Open, stopped
 	// and waited for by Close.
 	uploads      chan snapJob // capacity 1: at most one job, sent only when !uploading
-	uploadPath   string       // the copy of the shadow an upload reads
+	uploadCtx    context.Context
 	stopUploads  context.CancelFunc
 	uploaderDone chan struct{}
 }
 
-// snapJob is one snapshot to upload: a copy of the shadow as of log sequence seq.
+// snapJob is one snapshot to upload: the shadow file as of log sequence seq.
 type snapJob struct {
-	seq  uint64
-	path string
+	ctx    context.Context
+	cancel context.CancelFunc
+	seq    uint64
+	path   string
 }
+
+// maxPendingSnapshotBytes bounds the batches an object keeps in memory while its shadow is
+// uploaded: past it the upload is abandoned (the next one starts SnapshotEvery batches
+// later) rather than the memory growing with a slow upload.
+const maxPendingSnapshotBytes = 64 << 20
 
 // ship appends what the WAL gained since the last shipment. Any failure leaves the local
 // database ahead of the log: the object is then unusable here (its lease is dropped, so that
@@ -198,40 +213,50 @@ func (o *replObject) ship(ctx context.Context) error {
 }
 
 // snapshot applies a shipped batch to the shadow copy and, every SnapshotEvery batches,
-// hands a copy of the shadow (consistent as of o.expect) to the object's uploader. While
-// an upload is in progress no new one starts: the next commit tries again. Failures cost
-// only log length: they are logged. The caller holds o.mu.
+// hands the shadow (consistent as of o.expect) to the object's uploader. While the
+// uploader reads it, batches are kept in pending instead. Failures cost only log length:
+// they are logged. The caller holds o.mu.
 func (o *replObject) snapshot(d WALDelta) {
 	if o.shadow == "" {
 		return
 	}
-	log := o.s.p.o.Logger
-	// No sync: the shadow only feeds snapshots, and Open deletes it.
-	if err := applyWAL(o.shadow, d, false); err != nil {
-		log.Warn("durable: snapshot copy failed; no more snapshots until the object is activated again", "object", o.id.String(), "err", err)
-		o.shadow = ""
+	o.sinceSnap++
+	if o.uploading {
+		o.pending = append(o.pending, d)
+		o.pendingBytes += recordSize(d)
+		if o.pendingBytes > maxPendingSnapshotBytes && o.cancelUpload != nil {
+			o.cancelUpload()
+			o.cancelUpload = nil
+		}
 		return
 	}
-	o.sinceSnap++
+	if !o.applyShadow(d) {
+		return
+	}
 	every := o.s.SnapshotEvery
 	if every <= 0 {
 		every = DefaultSnapshotEvery
 	}
-	if o.sinceSnap < every || o.uploading || o.uploads == nil {
+	if o.sinceSnap < every || o.uploads == nil {
 		return
 	}
-	job := snapJob{seq: o.expect, path: o.uploadPath}
-	if err := copyFile(job.path, o.shadow); err != nil {
-		log.Warn("durable: snapshot failed", "object", o.id.String(), "err", err)
-		return
-	}
-	o.uploading = true
+	ctx, cancel := context.WithTimeout(o.uploadCtx, snapshotTimeout)
+	o.uploading, o.cancelUpload = true, cancel
 	o.sinceSnap = 0
-	o.uploads <- job
+	o.uploads <- snapJob{ctx: ctx, cancel: cancel, seq: o.expect, path: o.shadow}
 }
 
-// snapUploadSuffix names the copy of the shadow an upload reads (next to the shadow).
-const snapUploadSuffix = ".upload"
+// applyShadow applies a batch to the shadow; on failure it turns snapshots off for this
+// activation. The caller holds o.mu.
+func (o *replObject) applyShadow(d WALDelta) bool {
+	// No sync: the shadow only feeds snapshots, and Open deletes it.
+	if err := applyWAL(o.shadow, d, false); err != nil {
+		o.s.p.o.Logger.Warn("durable: snapshot copy failed; no more snapshots until the object is activated again", "object", o.id.String(), "err", err)
+		o.shadow = ""
+		return false
+	}
+	return true
+}
 
 // snapshotTimeout bounds one snapshot upload and the purge after it.
 const snapshotTimeout = 2 * time.Minute
@@ -244,14 +269,15 @@ func (o *replObject) startUploader() {
 	ctx, cancel := context.WithCancel(context.Background())
 	o.mu.Lock()
 	o.uploads = make(chan snapJob, 1)
-	o.uploadPath = o.shadow + snapUploadSuffix
+	o.uploadCtx = ctx
 	o.mu.Unlock()
 	o.stopUploads = cancel
 	o.uploaderDone = make(chan struct{})
 	go o.snapshotUploader(ctx)
 }
 
-// snapshotUploader uploads the snapshots snapshot hands it, one at a time, until Close.
+// snapshotUploader uploads the snapshots snapshot hands it, one at a time, until Close,
+// and after each applies the batches shipped meanwhile to the shadow.
 func (o *replObject) snapshotUploader(ctx context.Context) {
 	defer close(o.uploaderDone)
 	for {
@@ -259,7 +285,8 @@ func (o *replObject) snapshotUploader(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case job := <-o.uploads:
-			err := o.upload(ctx, job)
+			err := o.upload(job)
+			job.cancel()
 			if err != nil && ctx.Err() == nil {
 				o.s.p.o.Logger.Warn("durable: snapshot failed", "object", o.id.String(), "err", err)
 			}
@@ -267,7 +294,13 @@ func (o *replObject) snapshotUploader(ctx context.Context) {
 				f(o.ns, o.id, job.seq, err)
 			}
 			o.mu.Lock()
-			o.uploading = false
+			for _, d := range o.pending {
+				if ctx.Err() != nil || o.shadow == "" || !o.applyShadow(d) {
+					break
+				}
+			}
+			o.pending, o.pendingBytes = nil, 0
+			o.uploading, o.cancelUpload = false, nil
 			o.mu.Unlock()
 		}
 	}
@@ -275,14 +308,14 @@ func (o *replObject) snapshotUploader(ctx context.Context) {
 
 // upload uploads one snapshot and purges the log before it, while this process holds the
 // object's lease (a snapshot from an owner that lost it could replace a newer owner's).
-func (o *replObject) upload(ctx context.Context, job snapJob) error {
-	defer os.Remove(job.path)
+func (o *replObject) upload(job snapJob) error {
+	if o.s.beforeUpload != nil {
+		o.s.beforeUpload()
+	}
 	if !o.lease.Valid() {
 		return fmt.Errorf("durable: snapshot of %s skipped: %w", o.id, durable.ErrLeaseLost)
 	}
-	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
-	defer cancel()
-	return o.s.log.PutSnapshot(ctx, o.ns, o.id, job.seq, job.path)
+	return o.s.log.PutSnapshot(job.ctx, o.ns, o.id, job.seq, job.path)
 }
 
 // Close stops the snapshot uploader (an upload in progress is abandoned: the log keeps
@@ -291,7 +324,6 @@ func (o *replObject) Close() error {
 	if o.stopUploads != nil {
 		o.stopUploads()
 		<-o.uploaderDone
-		os.Remove(o.uploadPath)
 	}
 	return o.ObjectStore.Close()
 }

@@ -110,7 +110,8 @@ func handOver(t *testing.T, ctx context.Context, from, to *storeNode, id durable
 // batches of several 2 MiB values (far above the forced 64 KiB log message) are appended
 // as parts and restored byte-exactly on another node; the timing hooks see each batch and
 // each restore; a snapshot uploaded in the background is what the next activation restores
-// from, replaying only the batches after it.
+// from, replaying only the batches after it, also when batches were committed during the
+// upload; closing an object while it uploads loses nothing.
 func TestStoreReplication(t *testing.T) {
 	c := clustertest.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
@@ -244,6 +245,72 @@ func TestStoreReplication(t *testing.T) {
 		defer b.mu.Unlock()
 		if len(b.restore) != 1 || b.restore[0].records != 3 {
 			t.Fatalf("OnRestore: %v, want one restore replaying the 3 batches after the snapshot", b.restore)
+		}
+	})
+
+	t.Run("commits during an upload", func(t *testing.T) {
+		// The uploader holds the shadow while it uploads: batches shipped meanwhile wait
+		// and are applied to the shadow after it, so the next snapshot holds them too.
+		const name = "during"
+		a := startStoreNode(t, c.Nodes[0], name, 0, 3)
+		b := startStoreNode(t, c.Nodes[1], name, 0, 3)
+		started, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		a.store.beforeUpload = func() { once.Do(func() { close(started); <-release }) }
+		id := durable.IDFromName(name, "x")
+		// Values of 8 KiB: each lives in overflow pages of its own, which no later batch
+		// writes again, so a batch missing from the shadow stays missing from it.
+		value := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i)}, 8<<10) }
+		put := func(i int) {
+			t.Helper()
+			if err := a.put(ctx, id, durable.Entry{Key: fmt.Sprint("k", i), Value: value(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nextSnapshot := func() uint64 {
+			t.Helper()
+			select {
+			case seq := <-a.snapshots:
+				return seq
+			case <-ctx.Done():
+				t.Fatal("no snapshot uploaded")
+				return 0
+			}
+		}
+		// The schema and two batches: the third hands the shadow to the uploader, which
+		// waits.
+		put(0)
+		put(1)
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatal("no upload started")
+		}
+		for i := 2; i < 6; i++ {
+			put(i)
+		}
+		close(release)
+		first := nextSnapshot()
+		put(6) // five batches since the first snapshot: the second one starts
+		if second := nextSnapshot(); second <= first {
+			t.Fatalf("second snapshot at %d, the first at %d", second, first)
+		}
+		put(7)
+
+		handOver(t, ctx, a, b, id)
+		for i := range 8 {
+			vs, err := b.get(ctx, id, fmt.Sprint("k", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(vs[0], value(i)) {
+				t.Fatalf("restored k%d: %d bytes differ from the %d written", i, len(vs[0]), len(value(i)))
+			}
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if len(b.restore) != 1 || b.restore[0].records != 1 {
+			t.Fatalf("OnRestore: %v, want one restore replaying the 1 batch after the second snapshot", b.restore)
 		}
 	})
 
