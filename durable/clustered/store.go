@@ -51,6 +51,8 @@ type Store struct {
 	// attempt (tests wait on it); beforeUpload before each upload (tests hold it).
 	snapshotted  func(namespace string, id durable.ID, seq uint64, err error)
 	beforeUpload func()
+	// maxPending is maxPendingSnapshotBytes unless tests set it.
+	maxPending int
 
 	dir   string
 	inner *durable.SQLiteStore
@@ -224,7 +226,11 @@ func (o *replObject) snapshot(d WALDelta) {
 	if o.uploading {
 		o.pending = append(o.pending, d)
 		o.pendingBytes += recordSize(d)
-		if o.pendingBytes > maxPendingSnapshotBytes && o.cancelUpload != nil {
+		limit := o.s.maxPending
+		if limit <= 0 {
+			limit = maxPendingSnapshotBytes
+		}
+		if o.pendingBytes > limit && o.cancelUpload != nil {
 			o.cancelUpload()
 			o.cancelUpload = nil
 		}
@@ -287,7 +293,11 @@ func (o *replObject) snapshotUploader(ctx context.Context) {
 		case job := <-o.uploads:
 			err := o.upload(job)
 			job.cancel()
-			if err != nil && ctx.Err() == nil {
+			switch {
+			case err == nil, ctx.Err() != nil:
+			case errors.Is(err, context.Canceled):
+				o.s.p.o.Logger.Info("durable: snapshot abandoned: the batches written during its upload passed the memory limit", "object", o.id.String())
+			default:
 				o.s.p.o.Logger.Warn("durable: snapshot failed", "object", o.id.String(), "err", err)
 			}
 			if f := o.s.snapshotted; f != nil {

@@ -3,6 +3,7 @@ package clustered
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -29,6 +30,7 @@ type storeNode struct {
 	replicate []replicateCall
 	restore   []restoreCall
 	snapshots chan uint64 // sequences of successful snapshots
+	failures  chan error  // errors of failed ones
 }
 
 type replicateCall struct {
@@ -53,7 +55,7 @@ func startStoreNode(t *testing.T, node *cluster.Node, name string, partBytes, sn
 	t.Cleanup(p.Close)
 	l := NewLog(node)
 	l.PartBytes = partBytes
-	n := &storeNode{node: node, p: p, store: NewStore(t.TempDir(), p, l), snapshots: make(chan uint64, 64)}
+	n := &storeNode{node: node, p: p, store: NewStore(t.TempDir(), p, l), snapshots: make(chan uint64, 64), failures: make(chan error, 64)}
 	n.store.SnapshotEvery = snapEvery
 	n.store.OnReplicate = func(d time.Duration, bytes int) {
 		n.mu.Lock()
@@ -68,6 +70,8 @@ func startStoreNode(t *testing.T, node *cluster.Node, name string, partBytes, sn
 	n.store.snapshotted = func(_ string, _ durable.ID, seq uint64, err error) {
 		if err == nil {
 			n.snapshots <- seq
+		} else {
+			n.failures <- err
 		}
 	}
 	t.Cleanup(func() { n.store.Close() })
@@ -311,6 +315,68 @@ func TestStoreReplication(t *testing.T) {
 		defer b.mu.Unlock()
 		if len(b.restore) != 1 || b.restore[0].records != 1 {
 			t.Fatalf("OnRestore: %v, want one restore replaying the 1 batch after the second snapshot", b.restore)
+		}
+	})
+
+	t.Run("upload cancelled past the pending limit", func(t *testing.T) {
+		// Batches shipped during an upload beyond the memory limit cancel it; they are
+		// still applied to the shadow, and the next snapshot holds them.
+		const name = "cancelled"
+		a := startStoreNode(t, c.Nodes[2], name, 0, 2)
+		b := startStoreNode(t, c.Nodes[0], name, 0, 2)
+		a.store.maxPending = 1
+		started, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		a.store.beforeUpload = func() { once.Do(func() { close(started); <-release }) }
+		id := durable.IDFromName(name, "x")
+		value := func(i int) []byte { return bytes.Repeat([]byte{byte('A' + i)}, 8<<10) }
+		put := func(i int) {
+			t.Helper()
+			if err := a.put(ctx, id, durable.Entry{Key: fmt.Sprint("k", i), Value: value(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put(0) // with the schema, two batches: the upload starts and waits
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatal("no upload started")
+		}
+		put(1) // pending past 1 byte: the upload is cancelled
+		close(release)
+		select {
+		case err := <-a.failures:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("cancelled upload: got %v, want context.Canceled", err)
+			}
+		case seq := <-a.snapshots:
+			t.Fatalf("upload at %d not cancelled", seq)
+		case <-ctx.Done():
+			t.Fatal("upload did not end")
+		}
+		put(2) // two batches since the cancelled snapshot: the next one starts
+		select {
+		case <-a.snapshots:
+		case err := <-a.failures:
+			t.Fatal(err)
+		case <-ctx.Done():
+			t.Fatal("no snapshot uploaded")
+		}
+		put(3)
+		handOver(t, ctx, a, b, id)
+		for i := range 4 {
+			vs, err := b.get(ctx, id, fmt.Sprint("k", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(vs[0], value(i)) {
+				t.Fatalf("restored k%d: %d bytes differ from the %d written", i, len(vs[0]), len(value(i)))
+			}
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if len(b.restore) != 1 || b.restore[0].records != 1 {
+			t.Fatalf("OnRestore: %v, want one restore replaying the 1 batch after the snapshot", b.restore)
 		}
 	})
 
