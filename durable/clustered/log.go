@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,6 +47,10 @@ const (
 	// server's 32 MiB max_payload that is far beyond any database; at 1 MiB, 64 GiB.
 	maxRecordParts = 1 << 16
 )
+
+// appendTimeout bounds appending one log message (a whole record or one part of a batch):
+// JetStream's acknowledgement from a quorum of the replicas.
+const appendTimeout = 10 * time.Second
 
 // ErrFenced is wrapped by errors of appends refused because another owner appended to the
 // object's log since this owner's last record: this process must stop serving the object.
@@ -232,6 +237,8 @@ func (l *Log) publish(ctx context.Context, s jetstream.Stream, namespace string,
 		m.Header.Set(hdrPart, part)
 	}
 	m.Data = data
+	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
 	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.CachedInfo().Config.Name), jetstream.WithExpectLastSequencePerSubject(expect))
 	if isWrongLastSeq(err) {
 		return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, ErrFenced, err)

@@ -13,10 +13,6 @@ import (
 	"github.com/verge-edge/verge/durable"
 )
 
-// replicateTimeout bounds appending one write batch to the log (JetStream's acknowledgement
-// from a quorum of replicas).
-const replicateTimeout = 10 * time.Second
-
 // Store is the replicated Durable Object store: an object's SQLite database lives on its
 // owner's disk (in an inner SQLiteStore under dir), and each batch it commits is appended to
 // the object's log (its WAL pages) before Commit returns, so the namespace's output gate
@@ -386,9 +382,10 @@ func (t *replTxn) Commit() error {
 	if err := t.Txn.Commit(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), replicateTimeout)
-	defer cancel()
-	return t.o.ship(ctx)
+	// Not one deadline for the whole batch: each message of the append (a whole record or
+	// one part) is bounded by appendTimeout, so a batch of many parts takes what it needs
+	// as long as every part makes progress.
+	return t.o.ship(context.Background())
 }
 
 // Aborted passes the inner batch's state on (see durable.Namespace.Do).

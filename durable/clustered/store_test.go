@@ -155,7 +155,7 @@ func TestStoreReplication(t *testing.T) {
 			t.Fatalf("OnReplicate called %d times, want 5 (schema + 4 batches): %v", len(calls), calls)
 		}
 		for i, c := range calls {
-			if c.d <= 0 || c.d > replicateTimeout || c.bytes < 12+4+512 {
+			if c.d <= 0 || c.d > wait || c.bytes < 12+4+512 {
 				t.Fatalf("OnReplicate call %d: %v for %d bytes", i, c.d, c.bytes)
 			}
 		}
