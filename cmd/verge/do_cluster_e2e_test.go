@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -149,6 +150,40 @@ func TestClusterDurableObjectsE2E(t *testing.T) {
 	}
 	if t.Failed() {
 		return
+	}
+	// GET /cluster and /metrics show it: one owner, the others forwarding to it.
+	var owned, out, in int
+	for _, p := range cs.procs {
+		var st struct {
+			Durable *struct {
+				Owned int `json:"objects_owned"`
+				Out   int `json:"forwarded_out"`
+				In    int `json:"forwarded_in"`
+				Repl  int `json:"batches_replicated"`
+			} `json:"durable_objects"`
+		}
+		code, body, err := doRequest(clusterClient, p.admin, "GET", "/cluster", "")
+		if code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.Durable == nil {
+			t.Fatalf("node%d: GET /cluster: %d %v %.300s", p.i+1, code, err, body)
+		}
+		owned += st.Durable.Owned
+		out += st.Durable.Out
+		in += st.Durable.In
+		if st.Durable.Owned > 0 && st.Durable.Repl == 0 {
+			t.Errorf("node%d owns %d objects but replicated no batch", p.i+1, st.Durable.Owned)
+		}
+		code, body, _ = doRequest(clusterClient, p.admin, "GET", "/metrics", "")
+		for _, m := range []string{"verge_do_objects_owned", `verge_do_forwarded_requests_total{direction="out"}`, "verge_do_replication_seconds_bucket"} {
+			if code != 200 || !strings.Contains(body, m) {
+				t.Errorf("node%d: /metrics lacks %s", p.i+1, m)
+			}
+		}
+	}
+	// Both counters are owned (on one node or two); every request through the other
+	// nodes was forwarded.
+	if owned != 2 || out < 2*clients*perClient || in != out {
+		t.Errorf("across the nodes: %d objects owned, %d forwarded out, %d in; want 2, at least %d, as many in as out",
+			owned, out, in, 2*clients*perClient)
 	}
 
 	for round := range 3 {

@@ -3,6 +3,7 @@ package clustered
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,23 @@ type counterNode struct {
 	p  *Placement
 	ns *durable.Namespace
 	f  *Forwarder
+	// snapped is the log sequence of the latest snapshot this node uploaded and purged the
+	// log before; snapshots is signalled after each.
+	snapped   atomic.Uint64
+	snapshots chan struct{}
+}
+
+// waitSnapshot waits until this node uploaded a snapshot at seq or later and purged the
+// log before it.
+func (n *counterNode) waitSnapshot(ctx context.Context, seq uint64) error {
+	for n.snapped.Load() < seq {
+		select {
+		case <-n.snapshots:
+		case <-ctx.Done():
+			return fmt.Errorf("no snapshot at %d or later (last %d): %w", seq, n.snapped.Load(), ctx.Err())
+		}
+	}
+	return nil
 }
 
 const counterNS = "counter"
@@ -39,6 +57,18 @@ func startCounterNode(t *testing.T, node *cluster.Node) *counterNode {
 	t.Cleanup(p.Close)
 	store := NewStore(t.TempDir(), p, NewLog(node))
 	store.SnapshotEvery = 16
+	cn := &counterNode{p: p, snapshots: make(chan struct{}, 1)}
+	store.snapshotted = func(_ string, _ durable.ID, seq uint64, err error) {
+		if err != nil {
+			return
+		}
+		for old := cn.snapped.Load(); seq > old && !cn.snapped.CompareAndSwap(old, seq); old = cn.snapped.Load() {
+		}
+		select {
+		case cn.snapshots <- struct{}{}:
+		default:
+		}
+	}
 	t.Cleanup(func() { store.Close() })
 	ns, err := durable.New(context.Background(), durable.Options{Name: counterNS, Store: store, Placement: p, Logger: log})
 	if err != nil {
@@ -70,7 +100,8 @@ func startCounterNode(t *testing.T, node *cluster.Node) *counterNode {
 		}
 		return []byte(strconv.FormatInt(n, 10)), nil
 	})
-	return &counterNode{p: p, ns: ns, f: f}
+	cn.ns, cn.f = ns, f
+	return cn
 }
 
 // testWriter logs to the test.
@@ -211,6 +242,10 @@ func TestForwardCounter(t *testing.T) {
 		seq, err := NewLog(c.Nodes[(oi+1)%3]).GetSnapshot(ctx, counterNS, id, path)
 		if err != nil || seq == 0 {
 			t.Fatalf("snapshot: seq %d, %v", seq, err)
+		}
+		// Snapshots are uploaded in the background: the purge follows the upload.
+		if err := nodes[oi].waitSnapshot(ctx, seq); err != nil {
+			t.Fatal(err)
 		}
 		st, err := c.Nodes[(oi+1)%3].JetStream().Stream(ctx, LogStreamName(counterNS))
 		if err != nil {

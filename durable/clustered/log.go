@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,9 +20,16 @@ import (
 )
 
 // The write-batch log: one JetStream stream per namespace, one subject per object, one
-// message per committed batch (its WAL pages) or takeover (no pages). Every append names the
-// sequence of the object's previous record (expected last subject sequence), so an owner
+// record per committed batch (its WAL pages) or takeover (no pages). Every append names the
+// sequence of the object's previous message (expected last subject sequence), so an owner
 // that lost its object to a takeover cannot append any more: JetStream refuses, not a clock.
+//
+// A batch record longer than one message may carry (Log.PartBytes) is appended as parts,
+// each a message of its own in the same chain (so a stale owner's part is refused like a
+// whole record) with the header Verge-Do-Part: i/n. The batch is committed when its last
+// part is stored; a reader applies it only when it has read all n parts in order. An
+// owner that dies between parts leaves a torn batch at the tail of the subject: it was
+// never acknowledged, the next owner's takeover record follows it, and replay skips it.
 const (
 	logStreamPrefix        = "verge_do_log_"
 	logStreamPrefixEncoded = "verge_do_log-"
@@ -30,9 +38,19 @@ const (
 	hdrKind                = "Verge-Do-Kind"
 	kindBatch              = "batch"
 	kindTakeover           = "takeover"
+	// hdrPart numbers the parts of a batch whose record is split: "i/n", from 1/n to n/n.
+	// A record of one part has no such header.
+	hdrPart = "Verge-Do-Part"
 	// logRecordRoom is what a record must leave of max_payload for its headers.
 	logRecordRoom = 64 << 10
+	// maxRecordParts bounds the parts of one batch a reader accepts: at the embedded
+	// server's 32 MiB max_payload that is far beyond any database; at 1 MiB, 64 GiB.
+	maxRecordParts = 1 << 16
 )
+
+// appendTimeout bounds appending one log message (a whole record or one part of a batch):
+// JetStream's acknowledgement from a quorum of the replicas.
+const appendTimeout = 10 * time.Second
 
 // ErrFenced is wrapped by errors of appends refused because another owner appended to the
 // object's log since this owner's last record: this process must stop serving the object.
@@ -56,6 +74,11 @@ func logSubject(namespace string, id durable.ID) string {
 
 // Log appends objects' write batches to JetStream and reads them back.
 type Log struct {
+	// PartBytes is the largest record body of one message: a batch whose record is longer
+	// is split into parts. Zero, or more than the connection's max_payload minus 64 KiB (for
+	// the headers), means that limit. Set it before the first Append.
+	PartBytes int
+
 	js       jetstream.JetStream
 	nc       *nats.Conn
 	replicas int
@@ -129,30 +152,93 @@ func decodeDelta(b []byte) (WALDelta, error) {
 }
 
 // Append appends a batch of object id under lease token; expect is the sequence of the
-// object's previous record (0 when it has none). It returns the record's sequence, which the
-// next Append expects. It fails with ErrFenced when another record was appended since.
+// object's previous record (0 when it has none). A batch longer than PartBytes is appended
+// as several parts, one after the other, each naming the previous one's sequence; Append
+// returns once the last one is acknowledged. It returns the sequence of the (last part of
+// the) record, which the next Append expects. It fails with ErrFenced when another record
+// was appended since, before any part or between two parts (the parts already stored are a
+// torn batch that replay skips).
 func (l *Log) Append(ctx context.Context, namespace string, id durable.ID, token, expect uint64, d WALDelta) (uint64, error) {
-	return l.append(ctx, namespace, id, token, expect, kindBatch, encodeDelta(d))
+	s, err := l.stream(ctx, namespace)
+	if err != nil {
+		return 0, err
+	}
+	data := encodeDelta(d)
+	limit := l.partLimit()
+	if len(data) <= limit {
+		return l.publish(ctx, s, namespace, id, token, expect, kindBatch, "", data)
+	}
+	parts := splitRecord(data, limit)
+	if len(parts) > maxRecordParts {
+		return 0, fmt.Errorf("durable: write batch of %d bytes needs %d log records, more than %d: %w", len(data), len(parts), maxRecordParts, durable.ErrInvalid)
+	}
+	for i, p := range parts {
+		if expect, err = l.publish(ctx, s, namespace, id, token, expect, kindBatch, formatPart(i+1, len(parts)), p); err != nil {
+			return 0, err
+		}
+	}
+	return expect, nil
+}
+
+// splitRecord cuts a record into parts of at most limit bytes.
+func splitRecord(data []byte, limit int) [][]byte {
+	parts := make([][]byte, 0, (len(data)+limit-1)/limit)
+	for len(data) > 0 {
+		k := min(limit, len(data))
+		parts = append(parts, data[:k])
+		data = data[k:]
+	}
+	return parts
+}
+
+// partLimit is the largest body of one log message.
+func (l *Log) partLimit() int {
+	limit := int(max(l.nc.MaxPayload()-logRecordRoom, 4096))
+	if l.PartBytes > 0 && l.PartBytes < limit {
+		return l.PartBytes
+	}
+	return limit
+}
+
+// formatPart and parsePart write and read the Verge-Do-Part header.
+func formatPart(i, n int) string { return strconv.Itoa(i) + "/" + strconv.Itoa(n) }
+
+func parsePart(h string) (i, n int, err error) {
+	a, b, ok := strings.Cut(h, "/")
+	if ok {
+		i, err = strconv.Atoi(a)
+		if err == nil {
+			n, err = strconv.Atoi(b)
+		}
+	}
+	if !ok || err != nil || n < 2 || n > maxRecordParts || i < 1 || i > n || a != strconv.Itoa(i) || b != strconv.Itoa(n) {
+		return 0, 0, fmt.Errorf("durable: object log record with bad part %q", h)
+	}
+	return i, n, nil
 }
 
 // Takeover appends the record with which a new owner (lease token) fences every earlier one;
 // expect is the sequence of the last record it replayed.
 func (l *Log) Takeover(ctx context.Context, namespace string, id durable.ID, token, expect uint64) (uint64, error) {
-	return l.append(ctx, namespace, id, token, expect, kindTakeover, nil)
-}
-
-func (l *Log) append(ctx context.Context, namespace string, id durable.ID, token, expect uint64, kind string, data []byte) (uint64, error) {
-	if limit := l.nc.MaxPayload() - logRecordRoom; int64(len(data)) > limit {
-		return 0, fmt.Errorf("durable: write batch of %d bytes exceeds the %d bytes of one log record: %w", len(data), limit, durable.ErrInvalid)
-	}
 	s, err := l.stream(ctx, namespace)
 	if err != nil {
 		return 0, err
 	}
+	return l.publish(ctx, s, namespace, id, token, expect, kindTakeover, "", nil)
+}
+
+// publish appends one message to object id's subject of stream s if the subject's last
+// message is at sequence expect, and returns its sequence.
+func (l *Log) publish(ctx context.Context, s jetstream.Stream, namespace string, id durable.ID, token, expect uint64, kind, part string, data []byte) (uint64, error) {
 	m := nats.NewMsg(logSubject(namespace, id))
 	m.Header.Set(hdrLease, strconv.FormatUint(token, 10))
 	m.Header.Set(hdrKind, kind)
+	if part != "" {
+		m.Header.Set(hdrPart, part)
+	}
 	m.Data = data
+	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
 	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.CachedInfo().Config.Name), jetstream.WithExpectLastSequencePerSubject(expect))
 	if isWrongLastSeq(err) {
 		return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, ErrFenced, err)
@@ -164,8 +250,11 @@ func (l *Log) append(ctx context.Context, namespace string, id durable.ID, token
 }
 
 // Replay calls apply with each batch of object id recorded after sequence after, in order,
-// and returns the sequence of the object's last record (takeovers included), which is what
-// the next Append or Takeover expects; after when there is none.
+// and returns the sequence of the object's last message (takeovers and the parts of a torn
+// batch included), which is what the next Append or Takeover expects; after when there is
+// none. A batch split into parts is applied once its last part is read; parts not followed
+// by the rest of their batch (an owner that died between two parts) are skipped. after
+// must be the sequence of a whole record (a snapshot's), never of a part before the last.
 func (l *Log) Replay(ctx context.Context, namespace string, id durable.ID, after uint64, apply func(WALDelta) error) (uint64, error) {
 	s, err := l.stream(ctx, namespace)
 	if err != nil {
@@ -173,6 +262,7 @@ func (l *Log) Replay(ctx context.Context, namespace string, id durable.ID, after
 	}
 	subj := logSubject(namespace, id)
 	last := after
+	var r partReader
 	for {
 		m, err := s.GetMsg(ctx, last+1, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -181,8 +271,12 @@ func (l *Log) Replay(ctx context.Context, namespace string, id durable.ID, after
 		if err != nil {
 			return last, classify("read object log", err)
 		}
-		if m.Header.Get(hdrKind) == kindBatch {
-			d, err := decodeDelta(m.Data)
+		rec, err := r.add(m.Header.Get(hdrKind), m.Header.Get(hdrPart), m.Data)
+		if err != nil {
+			return last, err
+		}
+		if rec != nil {
+			d, err := decodeDelta(rec)
 			if err != nil {
 				return last, err
 			}
@@ -192,4 +286,49 @@ func (l *Log) Replay(ctx context.Context, namespace string, id durable.ID, after
 		}
 		last = m.Sequence
 	}
+}
+
+// partReader joins the parts of batch records read in log order.
+type partReader struct {
+	buf  []byte // the parts read so far of the current batch; nil when none
+	have int    // how many
+	n    int    // of how many
+}
+
+// add takes the next message of a subject and returns a whole batch record once it has
+// one: the message itself when it is not split, the joined parts after the last one. A
+// message that does not continue the current batch (a takeover, a whole record, a part 1,
+// a part out of order) drops the parts read so far: they are a torn batch.
+func (r *partReader) add(kind, part string, data []byte) ([]byte, error) {
+	if kind != kindBatch {
+		r.buf, r.have, r.n = nil, 0, 0
+		return nil, nil
+	}
+	if part == "" {
+		r.buf, r.have, r.n = nil, 0, 0
+		if data == nil {
+			data = []byte{}
+		}
+		return data, nil
+	}
+	i, n, err := parsePart(part)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case i == 1:
+		r.buf, r.have, r.n = append([]byte(nil), data...), 1, n
+	case r.buf != nil && i == r.have+1 && n == r.n:
+		r.buf = append(r.buf, data...)
+		r.have++
+	default:
+		r.buf, r.have, r.n = nil, 0, 0
+		return nil, nil
+	}
+	if r.have < r.n {
+		return nil, nil
+	}
+	rec := r.buf
+	r.buf, r.have, r.n = nil, 0, 0
+	return rec, nil
 }

@@ -66,7 +66,8 @@ func Open(node *cluster.Node, o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{Placement: p, Store: st, Forwarder: f, Log: log, m: newMetrics()}
-	// MERGE: st.OnReplicate = s.m.observeReplicate; st.OnRestore = s.m.observeRestore
+	st.OnReplicate = s.m.observeReplicate
+	st.OnRestore = s.m.observeRestore
 	return s, nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/verge-edge/verge/durable"
@@ -55,11 +57,22 @@ func (l *Log) snapshots(ctx context.Context, namespace string) (jetstream.Object
 
 // PutSnapshot uploads the database file at path as object id's snapshot at log sequence
 // seq, then purges the object's log records before seq (the record at seq stays: it is
-// what the next append expects).
+// what the next append expects). seq must be the sequence of a whole record (the last part
+// of a batch split into parts), so that no purge falls between the parts of a batch. A
+// stored snapshot at seq or later is kept (nothing is done).
 func (l *Log) PutSnapshot(ctx context.Context, namespace string, id durable.ID, seq uint64, path string) error {
 	s, err := l.snapshots(ctx, namespace)
 	if err != nil {
 		return err
+	}
+	switch info, err := snapshotInfo(ctx, s, id.String()); {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+	case err != nil:
+		return classify("read snapshot", err)
+	default:
+		if have, err := strconv.ParseUint(info.Metadata[metaSeq], 10, 64); err == nil && have >= seq {
+			return nil
+		}
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -87,7 +100,7 @@ func (l *Log) GetSnapshot(ctx context.Context, namespace string, id durable.ID, 
 	if err != nil {
 		return 0, err
 	}
-	info, err := s.GetInfo(ctx, id.String())
+	info, err := snapshotInfo(ctx, s, id.String())
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return 0, nil
 	}
@@ -102,4 +115,23 @@ func (l *Log) GetSnapshot(ctx context.Context, namespace string, id durable.ID, 
 		return 0, classify("get snapshot", err)
 	}
 	return seq, nil
+}
+
+// snapshotInfo reads the info of snapshot name. Its metadata is read with a direct get,
+// which the replicas of a store created a moment ago may not answer yet (no responders):
+// that is tried again, for about 1.5 s at most, within ctx.
+func snapshotInfo(ctx context.Context, s jetstream.ObjectStore, name string) (*jetstream.ObjectInfo, error) {
+	for wait := 25 * time.Millisecond; ; wait *= 2 {
+		info, err := s.GetInfo(ctx, name)
+		if !errors.Is(err, nats.ErrNoResponders) || wait > time.Second {
+			return info, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
 }

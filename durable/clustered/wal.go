@@ -121,12 +121,14 @@ func ReadWAL(path string, pos WALPosition) (WALDelta, WALPosition, error) {
 }
 
 // ApplyWAL writes a delta into the database file at path, which SQLite does not have open:
-// each page at its place, then the file cut to the database size. Applied in order to a
-// copy of the database as it was at the delta's starting position, the deltas make it the
-// database as committed. It does not sync: the copies it writes (an owner's shadow for
-// snapshots, a database being restored) are rebuilt from the log after a crash, never
-// reused, and a sync per batch cost more than the SQLite commit itself on the commit path.
-func ApplyWAL(path string, d WALDelta) (err error) {
+// each page at its place, the file cut to the database size, then synced. Applied in order
+// to a copy of the database as it was at the delta's starting position, the deltas make it
+// the database as committed.
+func ApplyWAL(path string, d WALDelta) error { return applyWAL(path, d, true) }
+
+// applyWAL is ApplyWAL, with the sync only when sync is set. The replicated store's local
+// files need none: the log is what survives a crash, and Open rebuilds them from it.
+func applyWAL(path string, d WALDelta, sync bool) (err error) {
 	if len(d.Pages) == 0 {
 		return nil
 	}
@@ -148,6 +150,12 @@ func ApplyWAL(path string, d WALDelta) (err error) {
 		}
 	}
 	if err := f.Truncate(int64(d.DBPages) * int64(d.PageSize)); err != nil {
+		return fmt.Errorf("durable: apply wal: %w", err)
+	}
+	if !sync {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
 		return fmt.Errorf("durable: apply wal: %w", err)
 	}
 	return nil
