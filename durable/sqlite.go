@@ -32,6 +32,11 @@ type SQLiteStore struct {
 	// SQLStatementTime bounds one statement of Txn.SQL, every row of its result included.
 	// Zero means DefaultSQLStatementTime. Set it before the first Open.
 	SQLStatementTime time.Duration
+	// NoSync commits objects' batches without fsync (the alarm index keeps it). Only for a
+	// store whose object files are rebuilt from a replicated log after a crash (the
+	// cluster's, package clustered): there the log's acknowledgement, not the local file,
+	// makes a batch durable. Set it before the first Open.
+	NoSync bool
 
 	dir string
 
@@ -85,7 +90,7 @@ func (s *SQLiteStore) Open(ctx context.Context, namespace string, id ID) (Object
 		return nil, err
 	}
 	sb := &sqlitedb.Sandbox{Reserved: []string{ReservedPrefix}, StatementTime: s.SQLStatementTime, MaxLength: MaxSQLValueBytes}
-	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, namespace, id.String()+".sqlite"), sqlitedb.Options{MaxConns: 1, Sandbox: sb})
+	db, err := sqlitedb.Open(ctx, filepath.Join(s.dir, namespace, id.String()+".sqlite"), sqlitedb.Options{MaxConns: 1, Sandbox: sb, NoSync: s.NoSync})
 	if err != nil {
 		return nil, fmt.Errorf("durable: %w", err)
 	}

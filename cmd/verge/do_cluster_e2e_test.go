@@ -122,6 +122,14 @@ func TestClusterDurableObjectsE2E(t *testing.T) {
 	}
 	cs := startClusterProcs(t, 3, testwasm.BuildFile(t, "examples/workers/counter"))
 	cs.waitKV(t)
+	// The cluster's Durable Object streams exist and have leaders (they are created when
+	// a node starts and when a namespace is first used).
+	for _, p := range cs.procs {
+		waitFor(t, fmt.Sprintf("node%d to serve a Durable Object", p.i+1), 90*time.Second, func() bool {
+			code, _, _ := p.do("GET", "/counter/ready", "")
+			return code == 200
+		})
+	}
 
 	// Through all three nodes at once.
 	const clients, perClient = 2, 40

@@ -38,6 +38,9 @@ type Service struct {
 	Log       *Log
 
 	m *metrics
+
+	stop chan struct{}
+	wg   sync.WaitGroup // prepare
 }
 
 // Open starts the Durable Object side of node. It needs no reachable cluster: leases,
@@ -65,10 +68,46 @@ func Open(node *cluster.Node, o Options) (*Service, error) {
 		p.Close()
 		return nil, err
 	}
-	s := &Service{Placement: p, Store: st, Forwarder: f, Log: log, m: newMetrics()}
+	s := &Service{Placement: p, Store: st, Forwarder: f, Log: log, m: newMetrics(), stop: make(chan struct{})}
 	st.OnReplicate = s.m.observeReplicate
 	st.OnRestore = s.m.observeRestore
+	s.wg.Add(1)
+	go s.prepare(o.Logger)
 	return s, nil
+}
+
+// prepare opens (creating it if needed) the lease bucket ahead of the first request, so that
+// no request waits for JetStream to place a new stream; it tries again until it succeeds
+// or the service closes.
+func (s *Service) prepare(log *slog.Logger) {
+	defer s.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for try := 0; ; try++ {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := s.Placement.bucket(actx)
+		acancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if try == 2 {
+			log.Warn("durable: the lease bucket is not ready yet; Durable Object requests wait for it", "err", err)
+		}
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Drain stops taking forwarded requests and waits, until ctx ends, for those running
@@ -79,6 +118,8 @@ func (s *Service) Drain(ctx context.Context) { s.Forwarder.Shutdown(ctx) }
 // Close releases the leases still held (after the namespaces have closed their objects)
 // and stops the service.
 func (s *Service) Close() error {
+	close(s.stop)
+	s.wg.Wait()
 	s.Forwarder.Close()
 	err := s.Store.Close()
 	s.Placement.Close()

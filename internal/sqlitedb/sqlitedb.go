@@ -32,6 +32,10 @@ type Options struct {
 	// ReadOnly opens an existing database for reading only: nothing is created (a missing
 	// file is an error wrapping fs.ErrNotExist) and every write fails.
 	ReadOnly bool
+	// NoSync opens the database with synchronous=OFF: commits are not fsync'ed, so a crash
+	// of the machine may lose or tear them. Only for files that are rebuilt from elsewhere
+	// after a crash (a clustered Durable Object's copy, whose batches a replicated log holds).
+	NoSync bool
 }
 
 // Open opens (creating when missing, with its directory, unless o.ReadOnly) the database
@@ -50,7 +54,11 @@ func Open(ctx context.Context, path string, o Options) (*sql.DB, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("sqlite %s: %w", path, err)
 		}
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		sync := "synchronous(FULL)"
+		if o.NoSync {
+			sync = "synchronous(OFF)"
+		}
+		for _, p := range []string{"journal_mode(WAL)", sync, "busy_timeout(10000)", "foreign_keys(1)"} {
 			q.Add("_pragma", p)
 		}
 		q.Set("_txlock", "immediate")
