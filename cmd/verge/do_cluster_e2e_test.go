@@ -187,10 +187,10 @@ func TestClusterDurableObjectsE2E(t *testing.T) {
 			}
 		}
 	}
-	// The three counters ("ready" and both above) are owned, each by one node; every
-	// request through the other nodes was forwarded.
-	if owned != 3 || out < 2*clients*perClient || in != out {
-		t.Errorf("across the nodes: %d objects owned, %d forwarded out, %d in; want 3, at least %d, as many in as out",
+	// The three counters ("ready" and both above) are owned, each by one node, unless
+	// idle for 30 s already; every request through the other nodes was forwarded.
+	if owned < 1 || owned > 3 || out < 2*clients*perClient || in != out {
+		t.Errorf("across the nodes: %d objects owned, %d forwarded out, %d in; want 1 to 3, at least %d, as many in as out",
 			owned, out, in, 2*clients*perClient)
 	}
 
