@@ -43,6 +43,15 @@ type clusterProcs struct {
 
 func startClusterProcs(t *testing.T, n int, module string) *clusterProcs {
 	t.Helper()
+	return startClusterProcsWith(t, n, module, `
+    kv: [{binding: KV, namespace: counter-kv}]
+    durable_objects: [{binding: COUNTER, class: Counter}]`)
+}
+
+// startClusterProcsWith is startClusterProcs with the worker's bindings given as YAML
+// lines of the worker's entry.
+func startClusterProcsWith(t *testing.T, n int, module, bindings string) *clusterProcs {
+	t.Helper()
 	ports := clustertest.FreePorts(t, 4*n)
 	var routes []string
 	for i := 0; i < n; i++ {
@@ -69,11 +78,9 @@ cluster:
 routes: [{name: w, worker: app}]
 workers:
   - name: app
-    module: %q
-    kv: [{binding: KV, namespace: counter-kv}]
-    durable_objects: [{binding: COUNTER, class: Counter}]
+    module: %q%s
     limits: {cpu_time: 10s}
-`, p.addr, p.admin, filepath.Join(dir, "verge.pid"), filepath.Join(dir, "data"), i+1, ports[i], routes[i], strings.Join(routes, ", "), module)
+`, p.addr, p.admin, filepath.Join(dir, "verge.pid"), filepath.Join(dir, "data"), i+1, ports[i], routes[i], strings.Join(routes, ", "), module, bindings)
 		if err := os.WriteFile(p.cfg, []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}

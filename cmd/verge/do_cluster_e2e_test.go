@@ -84,6 +84,12 @@ func checkCounter(t *testing.T, name string, rs []counterResult) (acked, failed,
 // node holds counter name's lease; "" when none does.
 func counterOwner(t *testing.T, p *clusterProc, name string) string {
 	t.Helper()
+	return objectOwner(t, p, counterNamespace, name)
+}
+
+// objectOwner reads which node holds the lease of object name of namespace.
+func objectOwner(t *testing.T, p *clusterProc, namespace, name string) string {
+	t.Helper()
 	nc, err := nats.Connect("nats://"+p.nats, nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +105,7 @@ func counterOwner(t *testing.T, p *clusterProc, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := kv.Get(ctx, clustered.LeaseKey(counterNamespace, durable.IDFromName(counterNamespace, name)))
+	e, err := kv.Get(ctx, clustered.LeaseKey(namespace, durable.IDFromName(namespace, name)))
 	if err != nil {
 		return ""
 	}
@@ -288,5 +294,65 @@ func TestClusterDurableObjectsE2E(t *testing.T) {
 			code, _, _ := cs.procs[victim].do("GET", "/counter/rejoined", "")
 			return code == 200
 		})
+	}
+}
+
+// TestClusterDurableObjectAlarmsE2E: an alarm fires once across three nodes, on the owner;
+// and an alarm whose owner is killed before it is due fires once on a survivor, which sees
+// the storage the dead owner wrote. The notes example counts its alarms in storage.
+func TestClusterDurableObjectAlarmsE2E(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three verge processes")
+	}
+	const ns = "app-Notebook"
+	cs := startClusterProcsWith(t, 3, testwasm.BuildFile(t, "examples/workers/notes"), `
+    durable_objects: [{binding: NOTES, class: Notebook}]`)
+	for _, p := range cs.procs {
+		waitFor(t, fmt.Sprintf("node%d to serve a Durable Object", p.i+1), 90*time.Second, func() bool {
+			code, _, _ := p.do("POST", fmt.Sprintf("/notes/ready-%d", p.i), "hello")
+			return code == 200
+		})
+	}
+	stats := func(p *clusterProc, name string) string {
+		_, body, _ := p.do("GET", "/notes/"+name+"/stats", "")
+		return body
+	}
+
+	// Set through a node that does not own the object: the alarm fires once, on the owner.
+	if code, body, err := cs.procs[0].do("POST", "/notes/once", "first"); code != 200 {
+		t.Fatalf("add a note: %d %q %v", code, body, err)
+	}
+	if code, body, err := cs.procs[1].do("POST", "/notes/once/remind?ms=500", ""); code != 202 {
+		t.Fatalf("set the alarm: %d %q %v", code, body, err)
+	}
+	waitFor(t, "the alarm to fire", 60*time.Second, func() bool {
+		return stats(cs.procs[2], "once") == "notes=2 alarms=1 pending=false"
+	})
+
+	// Kill the owner before its alarm is due: a survivor fires it once, after restoring
+	// the object with the note the dead owner wrote.
+	if code, body, err := cs.procs[0].do("POST", "/notes/orphan", "before the kill"); code != 200 {
+		t.Fatalf("add a note: %d %q %v", code, body, err)
+	}
+	if code, body, err := cs.procs[0].do("POST", "/notes/orphan/remind?ms=2000", ""); code != 202 {
+		t.Fatalf("set the alarm: %d %q %v", code, body, err)
+	}
+	owner := objectOwner(t, cs.procs[1], ns, "orphan")
+	victim := slices.IndexFunc(cs.procs, func(p *clusterProc) bool { return fmt.Sprintf("node%d", p.i+1) == owner })
+	if victim < 0 {
+		t.Fatalf("owner %q is no node", owner)
+	}
+	cs.procs[victim].kill()
+	survivor := cs.procs[(victim+1)%3]
+	waitFor(t, "the orphaned alarm to fire on a survivor", 60*time.Second, func() bool {
+		return stats(survivor, "orphan") == "notes=2 alarms=1 pending=false"
+	})
+	_, notes, _ := survivor.do("GET", "/notes/orphan", "")
+	if !strings.Contains(notes, "before the kill") || !strings.Contains(notes, "reminder") {
+		t.Fatalf("notes after failover: %q", notes)
+	}
+	// Once: the other alarm did not fire again on the survivors either.
+	if got := stats(survivor, "once"); got != "notes=2 alarms=1 pending=false" {
+		t.Fatalf("first alarm after the kill: %q", got)
 	}
 }
