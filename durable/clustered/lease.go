@@ -137,7 +137,7 @@ type Placement struct {
 	o           LeaseOptions
 	incarnation string
 
-	ensureMu sync.Mutex
+	ensure   chan struct{} // a lock held while opening the bucket, which a caller's ctx can abandon
 	kv       atomic.Pointer[jetstream.KeyValue]
 	ttl      atomic.Int64 // the bucket's TTL in use
 
@@ -174,7 +174,7 @@ func newPlacement(name string, js jetstream.JetStream, replicas int, o LeaseOpti
 	_, _ = rand.Read(inc[:])
 	p := &Placement{
 		name: name, js: js, replicas: max(replicas, 1), o: o, incarnation: hex.EncodeToString(inc[:]),
-		leases: map[string]*Lease{}, stop: make(chan struct{}),
+		leases: map[string]*Lease{}, stop: make(chan struct{}), ensure: make(chan struct{}, 1),
 	}
 	p.ttl.Store(int64(o.TTL))
 	p.done.Add(1)
@@ -199,8 +199,12 @@ func (p *Placement) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if kv := p.kv.Load(); kv != nil {
 		return *kv, nil
 	}
-	p.ensureMu.Lock()
-	defer p.ensureMu.Unlock()
+	select {
+	case p.ensure <- struct{}{}:
+	case <-ctx.Done():
+		return nil, classify("open lease bucket", ctx.Err())
+	}
+	defer func() { <-p.ensure }()
 	if kv := p.kv.Load(); kv != nil {
 		return *kv, nil
 	}
