@@ -28,6 +28,11 @@ const (
 	MaxAlarmRetries = 6
 	// AlarmBackoff is the first retry delay; it doubles with each retry.
 	AlarmBackoff = 2 * time.Second
+	// AlarmOwnedElsewhereDelay is how long a process whose claim of a due alarm's object
+	// failed with ErrOwnedElsewhere leaves the alarm to the owner before trying again (on
+	// an AlarmDeferrer store): about a lease's renewal interval, so that a dead owner's
+	// alarms are taken over soon after its lease expires.
+	AlarmOwnedElsewhereDelay = time.Second
 )
 
 // Options configure a Namespace.
@@ -127,6 +132,9 @@ func New(ctx context.Context, o Options) (*Namespace, error) {
 		return nil, err
 	}
 	ns := &Namespace{opts: o, alarms: alarms, objects: map[ID]*Object{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	if n, ok := alarms.(AlarmNotifier); ok {
+		n.Notify(ns.poke)
+	}
 	ns.done.Add(2)
 	go ns.alarmLoop()
 	go ns.evictLoop()

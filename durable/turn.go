@@ -102,6 +102,8 @@ func (ns *Namespace) poke() {
 // alarmLoop fires due alarms one at a time: at least once, retried with exponential backoff
 // (AlarmBackoff, doubling) up to MaxAlarmRetries times. An alarm is removed from the index
 // only after its run succeeded, so a crash during a run makes it fire again after restart.
+// On a shared index (AlarmDeferrer) an alarm whose object another process owns is left to
+// that process for AlarmOwnedElsewhereDelay at a time.
 func (ns *Namespace) alarmLoop() {
 	defer ns.done.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -154,6 +156,12 @@ func (ns *Namespace) fire(ctx context.Context, a Alarm) {
 		if err := ns.alarms.Done(ctx, a.ID, a.At); err != nil {
 			ns.opts.Logger.Error("durable: alarm done", "namespace", ns.opts.Name, "id", a.ID.String(), "err", err)
 		}
+		return
+	}
+	if d, ok := ns.alarms.(AlarmDeferrer); ok && errors.Is(err, ErrOwnedElsewhere) {
+		// Another process owns the object and fires the alarm; this one looks again later
+		// in case that owner dies with the alarm unfired. Not a failed attempt.
+		d.Defer(a.ID, a.At, time.Now().Add(AlarmOwnedElsewhereDelay))
 		return
 	}
 	retries := a.Retries + 1

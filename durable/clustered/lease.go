@@ -60,8 +60,9 @@ func (e *NotOwnerError) Error() string {
 	return fmt.Sprintf("durable: object owned by node %s", e.Owner)
 }
 
-// Unwrap returns ErrNotOwner.
-func (e *NotOwnerError) Unwrap() error { return ErrNotOwner }
+// Unwrap returns ErrNotOwner and durable.ErrOwnedElsewhere (so that a namespace defers,
+// rather than retries, an alarm of an object another node owns).
+func (e *NotOwnerError) Unwrap() []error { return []error{ErrNotOwner, durable.ErrOwnedElsewhere} }
 
 // LeaseOptions configure a Placement. Zero fields take their defaults.
 type LeaseOptions struct {
