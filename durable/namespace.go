@@ -67,6 +67,7 @@ type Options struct {
 type Namespace struct {
 	opts   Options
 	alarms AlarmStore
+	shared AlarmDeferrer // alarms, when it is an index shared with other processes
 
 	mu      sync.Mutex
 	objects map[ID]*Object
@@ -132,6 +133,7 @@ func New(ctx context.Context, o Options) (*Namespace, error) {
 		return nil, err
 	}
 	ns := &Namespace{opts: o, alarms: alarms, objects: map[ID]*Object{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	ns.shared, _ = alarms.(AlarmDeferrer)
 	if n, ok := alarms.(AlarmNotifier); ok {
 		n.Notify(ns.poke)
 	}

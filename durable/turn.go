@@ -155,18 +155,18 @@ func (ns *Namespace) fire(ctx context.Context, a Alarm) {
 	if ctx.Err() != nil {
 		return
 	}
-	d, shared := ns.alarms.(AlarmDeferrer)
+	d := ns.shared
 	if err == nil {
 		if err := ns.alarms.Done(ctx, a.ID, a.At); err != nil {
 			ns.opts.Logger.Error("durable: alarm done", "namespace", ns.opts.Name, "id", a.ID.String(), "err", err)
-			if shared {
+			if d != nil {
 				// The index is unreachable: not run again at once (it fires again later).
 				d.Defer(a.ID, a.At, time.Now().Add(AlarmBackoff))
 			}
 		}
 		return
 	}
-	if shared && errors.Is(err, ErrOwnedElsewhere) {
+	if d != nil && errors.Is(err, ErrOwnedElsewhere) {
 		// Another process owns the object and fires the alarm; this one looks again later
 		// in case that owner dies with the alarm unfired. Not a failed attempt.
 		d.Defer(a.ID, a.At, time.Now().Add(AlarmOwnedElsewhereDelay))
@@ -182,7 +182,7 @@ func (ns *Namespace) fire(ctx context.Context, a Alarm) {
 	ns.opts.Logger.Warn("durable: alarm failed; retrying", "namespace", ns.opts.Name, "id", a.ID.String(), "in", delay, "err", err)
 	if err := ns.alarms.Reschedule(ctx, a.ID, a.At, time.Now().Add(delay), retries); err != nil {
 		ns.opts.Logger.Error("durable: alarm reschedule", "namespace", ns.opts.Name, "err", err)
-		if shared {
+		if d != nil {
 			d.Defer(a.ID, a.At, time.Now().Add(delay))
 		}
 	}

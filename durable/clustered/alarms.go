@@ -33,7 +33,8 @@ const (
 	// the key is gone, so that the bucket does not grow with every object that ever had an
 	// alarm. A node whose watch is cut off for longer could miss a removal.
 	alarmMarkerTTL = 24 * time.Hour
-	// alarmValueSize is a value's size: due time (Unix ns) and retries, big-endian.
+	// alarmValueSize is a value's size: due time (Unix ms, as the SQLite index keeps it)
+	// and retries, big-endian.
 	alarmValueSize = 12
 )
 
@@ -248,14 +249,17 @@ func (a *Alarms) applyWatched(kve jetstream.KeyValueEntry) bool {
 // applyOwn applies this node's acknowledged write of revision rev.
 func (a *Alarms) applyOwn(id durable.ID, at time.Time, retries int, rev uint64) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if rev <= a.pos {
+		a.mu.Unlock()
 		return // the watch delivered it already, or a later change
 	}
 	if e := a.idx[id]; e != nil && !e.pending && rev <= e.rev {
+		a.mu.Unlock()
 		return
 	}
 	a.put(id, at, retries, rev)
+	a.mu.Unlock()
+	a.wake()
 }
 
 // put makes the entry of id live with these values; the caller holds a.mu.
@@ -292,7 +296,7 @@ func (a *Alarms) markPending(e *alarmEntry) {
 
 func encodeAlarm(at time.Time, retries int) []byte {
 	b := make([]byte, alarmValueSize)
-	binary.BigEndian.PutUint64(b, uint64(at.UnixNano()))
+	binary.BigEndian.PutUint64(b, uint64(at.UnixMilli()))
 	binary.BigEndian.PutUint32(b[8:], uint32(retries))
 	return b
 }
@@ -301,7 +305,7 @@ func decodeAlarm(b []byte) (time.Time, int, error) {
 	if len(b) != alarmValueSize {
 		return time.Time{}, 0, fmt.Errorf("alarm value of %d bytes, want %d", len(b), alarmValueSize)
 	}
-	return time.Unix(0, int64(binary.BigEndian.Uint64(b))), int(binary.BigEndian.Uint32(b[8:])), nil
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(b))), int(binary.BigEndian.Uint32(b[8:])), nil
 }
 
 // Get returns the object's alarm from memory.
@@ -319,7 +323,7 @@ func (a *Alarms) Get(_ context.Context, id durable.ID) (durable.Alarm, bool, err
 func (a *Alarms) Set(ctx context.Context, id durable.ID, at time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, alarmOpTimeout)
 	defer cancel()
-	at = time.Unix(0, at.UnixNano())
+	at = time.UnixMilli(at.UnixMilli()) // what the entry holds
 	rev, err := a.kv.Put(ctx, id.String(), encodeAlarm(at, 0))
 	if err != nil {
 		return classify("set alarm", err)
@@ -340,6 +344,7 @@ func (a *Alarms) Delete(ctx context.Context, id durable.ID) error {
 	was := *e
 	a.markPending(e)
 	a.mu.Unlock()
+	a.wake()
 	ctx, cancel := context.WithTimeout(ctx, alarmOpTimeout)
 	defer cancel()
 	if err := a.kv.Purge(ctx, id.String(), jetstream.PurgeTTL(alarmMarkerTTL)); err != nil {
@@ -388,7 +393,7 @@ func (a *Alarms) Reschedule(ctx context.Context, id durable.ID, prev, at time.Ti
 	}
 	ctx, cancel := context.WithTimeout(ctx, alarmOpTimeout)
 	defer cancel()
-	at = time.Unix(0, at.UnixNano())
+	at = time.UnixMilli(at.UnixMilli()) // what the entry holds
 	nrev, err := a.kv.Update(ctx, id.String(), encodeAlarm(at, retries), rev)
 	switch {
 	case isWrongLastSeq(err):
@@ -417,10 +422,15 @@ func (a *Alarms) Done(ctx context.Context, id durable.ID, prev time.Time) error 
 		return classify("alarm done", err)
 	}
 	a.mu.Lock()
-	if e := a.idx[id]; e != nil && !e.pending && e.rev == rev {
+	e := a.idx[id]
+	done := e != nil && !e.pending && e.rev == rev
+	if done {
 		a.markPending(e)
 	}
 	a.mu.Unlock()
+	if done {
+		a.wake()
+	}
 	return nil
 }
 
@@ -448,8 +458,8 @@ func (a *Alarms) Defer(id durable.ID, at, until time.Time) {
 	heap.Fix(&a.due, e.index)
 }
 
-// Notify registers f, called whenever another node's change or the end of a deferral may
-// change what Next returns. f must not block.
+// Notify registers f, called whenever a change of the index (this node's or another's) or
+// the end of a deferral may change what Next returns. f must not block.
 func (a *Alarms) Notify(f func()) {
 	a.mu.Lock()
 	a.notify = append(a.notify, f)

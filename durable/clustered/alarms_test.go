@@ -148,7 +148,7 @@ func TestAlarmsFireOnceOnOwner(t *testing.T) {
 		}
 		for _, n := range nodes[1:] {
 			waitAlarm(t, ctx, n.alarmIndex(t, ctx, alarmNS), id, "the alarm on "+n.name, func(a durable.Alarm, ok bool) bool {
-				return ok && a.At.Equal(time.Unix(0, at.UnixNano()))
+				return ok && a.At.Equal(time.UnixMilli(at.UnixMilli()))
 			})
 		}
 		var f firing
@@ -203,7 +203,7 @@ func TestAlarmsFireOnceOnOwner(t *testing.T) {
 			t.Fatalf("bucket %s: %v", AlarmBucketName(ns), err)
 		}
 		id := durable.IDFromName(ns, "x")
-		base := time.Now().Add(time.Hour)
+		base := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
 		t1, t2, t3 := base, base.Add(time.Minute), base.Add(2*time.Minute)
 		if err := a0.Set(ctx, id, t1); err != nil {
 			t.Fatal(err)
@@ -264,6 +264,17 @@ func TestAlarmsFireOnceOnOwner(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitAlarm(t, ctx, a1, id, "the last Set on the other node", func(a durable.Alarm, ok bool) bool { return ok && a.At.Equal(t2) })
+		// A node that opens the index later reads every entry before it is used.
+		a2, err := openAlarms(ctx, c.Nodes[2].JetStream(), 3, ns, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, ok, _ := a2.Get(ctx, id); !ok || !a.At.Equal(t2) {
+			t.Fatalf("index opened later: got %+v (set %v), want %v", a, ok, t2)
+		}
+		if err := a2.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if err := a1.Delete(ctx, id); err != nil {
 			t.Fatal(err)
 		}
