@@ -25,10 +25,11 @@ type sharedAlarms struct {
 	reschedules chan int       // each Reschedule's retries
 }
 
-func (s *sharedAlarms) Notify(f func()) {
+func (s *sharedAlarms) Notify(f func()) func() {
 	s.mu.Lock()
 	s.notify = append(s.notify, f)
 	s.mu.Unlock()
+	return func() {}
 }
 
 func (s *sharedAlarms) wake() {

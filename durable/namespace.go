@@ -68,6 +68,7 @@ type Namespace struct {
 	opts   Options
 	alarms AlarmStore
 	shared AlarmDeferrer // alarms, when it is an index shared with other processes
+	unwake func()        // ends the AlarmNotifier registration; nil without one
 
 	mu      sync.Mutex
 	objects map[ID]*Object
@@ -135,7 +136,7 @@ func New(ctx context.Context, o Options) (*Namespace, error) {
 	ns := &Namespace{opts: o, alarms: alarms, objects: map[ID]*Object{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	ns.shared, _ = alarms.(AlarmDeferrer)
 	if n, ok := alarms.(AlarmNotifier); ok {
-		n.Notify(ns.poke)
+		ns.unwake = n.Notify(ns.poke)
 	}
 	ns.done.Add(2)
 	go ns.alarmLoop()
@@ -377,6 +378,9 @@ func (ns *Namespace) Close(ctx context.Context) error {
 	close(ns.stop)
 	ns.mu.Unlock()
 	ns.done.Wait()
+	if ns.unwake != nil {
+		ns.unwake()
+	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -140,8 +140,8 @@ type AlarmDeferrer interface {
 // its scheduler's wake-up with Notify; the store calls it (without blocking, from any
 // goroutine) whenever Next may return something else than before.
 type AlarmNotifier interface {
-	// Notify registers f to be called on every such change.
-	Notify(f func())
+	// Notify registers f to be called on every such change until stop is called.
+	Notify(f func()) (stop func())
 }
 
 // ErrOwnedElsewhere is wrapped by the errors of claims (Placement.Claim,

@@ -157,7 +157,7 @@ func (ns *Namespace) fire(ctx context.Context, a Alarm) {
 	}
 	d := ns.shared
 	if err == nil {
-		if err := ns.alarms.Done(ctx, a.ID, a.At); err != nil {
+		if err := ns.alarms.Done(ctx, a.ID, a.At); err != nil && ctx.Err() == nil {
 			ns.opts.Logger.Error("durable: alarm done", "namespace", ns.opts.Name, "id", a.ID.String(), "err", err)
 			if d != nil {
 				// The index is unreachable: not run again at once (it fires again later).

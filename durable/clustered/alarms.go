@@ -65,14 +65,15 @@ type Alarms struct {
 	ready chan struct{} // closed when the watch delivered every entry present at its start
 	done  chan struct{} // closed when watchLoop ends
 
-	mu      sync.Mutex
-	idx     map[durable.ID]*alarmEntry
-	due     alarmHeap   // live entries by due time
-	pos     uint64      // the last revision the watch delivered
-	notify  []func()    // the namespaces' wake-ups
-	timer   *time.Timer // wakes the namespaces when the earliest deferral ends
-	timerAt time.Time
-	closed  bool
+	mu         sync.Mutex
+	idx        map[durable.ID]*alarmEntry
+	due        alarmHeap      // live entries by due time
+	pos        uint64         // the last revision the watch delivered
+	notify     map[int]func() // the namespaces' wake-ups
+	nextNotify int
+	timer      *time.Timer // wakes the namespaces when the earliest deferral ends
+	timerAt    time.Time
+	closed     bool
 }
 
 var (
@@ -460,16 +461,29 @@ func (a *Alarms) Defer(id durable.ID, at, until time.Time) {
 
 // Notify registers f, called whenever a change of the index (this node's or another's) or
 // the end of a deferral may change what Next returns. f must not block.
-func (a *Alarms) Notify(f func()) {
+func (a *Alarms) Notify(f func()) (stop func()) {
 	a.mu.Lock()
-	a.notify = append(a.notify, f)
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	if a.notify == nil {
+		a.notify = map[int]func(){}
+	}
+	k := a.nextNotify
+	a.nextNotify++
+	a.notify[k] = f
+	return func() {
+		a.mu.Lock()
+		delete(a.notify, k)
+		a.mu.Unlock()
+	}
 }
 
 // wake calls the registered wake-ups.
 func (a *Alarms) wake() {
 	a.mu.Lock()
-	fs := a.notify
+	fs := make([]func(), 0, len(a.notify))
+	for _, f := range a.notify {
+		fs = append(fs, f)
+	}
 	a.mu.Unlock()
 	for _, f := range fs {
 		f()

@@ -85,12 +85,13 @@ func (n *alarmNode) alarmIndex(t *testing.T, ctx context.Context, namespace stri
 func waitAlarm(t *testing.T, ctx context.Context, a *Alarms, id durable.ID, what string, want func(durable.Alarm, bool) bool) {
 	t.Helper()
 	changed := make(chan struct{}, 1)
-	a.Notify(func() {
+	stop := a.Notify(func() {
 		select {
 		case changed <- struct{}{}:
 		default:
 		}
 	})
+	defer stop()
 	for {
 		al, ok, err := a.Get(ctx, id)
 		if err != nil {
