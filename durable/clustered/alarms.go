@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,11 +60,12 @@ func AlarmBucketName(namespace string) string {
 type Alarms struct {
 	namespace string
 	kv        jetstream.KeyValue
-	w         jetstream.KeyWatcher
+	prefix    string // of the bucket's subjects, before the key
+	cc        jetstream.ConsumeContext
 	log       *slog.Logger
 
-	ready chan struct{} // closed when the watch delivered every entry present at its start
-	done  chan struct{} // closed when watchLoop ends
+	ready     chan struct{} // closed when the watch delivered every entry present at its start
+	readyOnce sync.Once
 
 	mu         sync.Mutex
 	idx        map[durable.ID]*alarmEntry
@@ -104,6 +106,11 @@ func (e *alarmEntry) dueAt() time.Time {
 	return e.at
 }
 
+// alarmWatchHeartbeat is the idle heartbeat of a node's watch of the index: two missed
+// heartbeats (the server that held the watch's consumer died) make the watch be recreated
+// where it stopped.
+const alarmWatchHeartbeat = time.Second
+
 // openAlarms opens namespace's index (creating its bucket with replicas replicas), reads it
 // and starts following it.
 func openAlarms(ctx context.Context, js jetstream.JetStream, replicas int, namespace string, log *slog.Logger) (*Alarms, error) {
@@ -132,11 +139,14 @@ func openAlarms(ctx context.Context, js jetstream.JetStream, replicas int, names
 	if err != nil {
 		return nil, classify("open alarm index", err)
 	}
+	a := &Alarms{
+		namespace: namespace, kv: kv, log: log, prefix: "$KV." + name + ".",
+		ready: make(chan struct{}), idx: map[durable.ID]*alarmEntry{},
+	}
 	// A bucket created a moment ago (here or by another node at the same time) may not
 	// answer yet while its stream elects a leader: tried again until ctx ends.
-	var w jetstream.KeyWatcher
 	for {
-		if w, err = watchAlarms(kv); err == nil || ctx.Err() != nil {
+		if err = a.follow(ctx, js, name); err == nil || ctx.Err() != nil {
 			break
 		}
 		t := time.NewTimer(100 * time.Millisecond)
@@ -149,11 +159,6 @@ func openAlarms(ctx context.Context, js jetstream.JetStream, replicas int, names
 	if err != nil {
 		return nil, classify("watch alarm index", err)
 	}
-	a := &Alarms{
-		namespace: namespace, kv: kv, w: w, log: log,
-		ready: make(chan struct{}), done: make(chan struct{}), idx: map[durable.ID]*alarmEntry{},
-	}
-	go a.watchLoop()
 	select {
 	case <-a.ready:
 		return a, nil
@@ -163,42 +168,69 @@ func openAlarms(ctx context.Context, js jetstream.JetStream, replicas int, names
 	}
 }
 
-// watchAlarms starts a watch of the whole bucket. The watch lives as long as the context
-// it is created with, so that context is not canceled once the watch exists; its creation
-// is bounded by alarmOpTimeout.
-func watchAlarms(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	t := time.AfterFunc(alarmOpTimeout, cancel)
-	w, err := kv.WatchAll(ctx)
-	if !t.Stop() {
-		if err == nil {
-			_ = w.Stop()
-		}
-		return nil, fmt.Errorf("no answer within %v: %w", alarmOpTimeout, context.DeadlineExceeded)
-	}
+// follow starts the watch: an ordered consumer of the bucket's stream, from the last value
+// of every key on, with a short heartbeat (the KV client's own watch keeps a 5 s one, which
+// left a node's index about 15 s behind when the server holding its consumer died).
+func (a *Alarms) follow(ctx context.Context, js jetstream.JetStream, bucket string) error {
+	octx, cancel := context.WithTimeout(ctx, alarmOpTimeout)
+	defer cancel()
+	st, err := js.Stream(octx, "KV_"+bucket)
 	if err != nil {
-		cancel()
-		return nil, err
+		return err
 	}
-	return w, nil
+	cons, err := st.OrderedConsumer(octx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{a.prefix + ">"},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(a.onMessage, jetstream.PullHeartbeat(alarmWatchHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			a.log.Debug("durable: alarm index watch", "namespace", a.namespace, "err", err)
+		}))
+	if err != nil {
+		return err
+	}
+	a.cc = cc
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		a.loaded() // an empty bucket: nothing to read first
+	}
+	go a.watchEnded(cc)
+	return nil
 }
 
-// watchLoop applies the bucket's changes to the memory index until the watch stops.
-func (a *Alarms) watchLoop() {
-	defer close(a.done)
-	loaded := false
-	for e := range a.w.Updates() {
-		if e == nil {
-			if !loaded {
-				loaded = true
-				close(a.ready)
-			}
-			continue
-		}
-		if a.applyWatched(e) && loaded {
-			a.wake()
-		}
+// loaded marks the first reading of the index complete.
+func (a *Alarms) loaded() { a.readyOnce.Do(func() { close(a.ready) }) }
+
+// onMessage applies one message of the watch.
+func (a *Alarms) onMessage(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return
 	}
+	op := m.Headers().Get("KV-Operation")
+	marker := op == "DEL" || op == "PURGE" || m.Headers().Get(jetstream.MarkerReasonHeader) != ""
+	if a.applyWatched(strings.TrimPrefix(m.Subject(), a.prefix), m.Data(), meta.Sequence.Stream, marker) && a.isReady() {
+		a.wake()
+	}
+	if meta.NumPending == 0 {
+		a.loaded()
+	}
+}
+
+func (a *Alarms) isReady() bool {
+	select {
+	case <-a.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// watchEnded logs the end of the watch unless the index was closed.
+func (a *Alarms) watchEnded(cc jetstream.ConsumeContext) {
+	<-cc.Closed()
 	a.mu.Lock()
 	closed := a.closed
 	a.mu.Unlock()
@@ -207,22 +239,20 @@ func (a *Alarms) watchLoop() {
 	}
 }
 
-// applyWatched applies one change delivered by the watch; it reports whether Next may
-// answer differently now.
-func (a *Alarms) applyWatched(kve jetstream.KeyValueEntry) bool {
-	id, err := durable.ParseID(a.namespace, kve.Key())
-	marker := kve.Operation() != jetstream.KeyValuePut
+// applyWatched applies one change delivered by the watch (key, value, revision, and
+// whether it is a removal's marker); it reports whether Next may answer differently now.
+func (a *Alarms) applyWatched(key string, value []byte, rev uint64, marker bool) bool {
+	id, err := durable.ParseID(a.namespace, key)
 	var at time.Time
 	var retries int
 	if err == nil && !marker {
-		at, retries, err = decodeAlarm(kve.Value())
+		at, retries, err = decodeAlarm(value)
 	}
-	rev := kve.Revision()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.pos = max(a.pos, rev)
 	if err != nil {
-		a.log.Warn("durable: ignoring an unreadable alarm index entry", "namespace", a.namespace, "key", kve.Key(), "err", err)
+		a.log.Warn("durable: ignoring an unreadable alarm index entry", "namespace", a.namespace, "key", key, "err", err)
 		return false
 	}
 	e := a.idx[id]
@@ -518,15 +548,10 @@ func (a *Alarms) Close() error {
 		a.timer.Stop()
 	}
 	a.mu.Unlock()
-	err := a.w.Stop()
-	t := time.NewTimer(alarmOpTimeout)
-	defer t.Stop()
-	select {
-	case <-a.done:
-	case <-t.C:
-		return fmt.Errorf("durable: alarm index watch of %s did not stop", a.namespace)
+	if a.cc != nil {
+		a.cc.Stop()
 	}
-	return err
+	return nil
 }
 
 // alarmHeap orders live entries by when they may fire here.

@@ -6,26 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/verge-edge/verge/durable"
 )
-
-// watched is a KV change as the watch delivers it.
-type watched struct {
-	key   string
-	value []byte
-	rev   uint64
-	op    jetstream.KeyValueOp
-}
-
-func (w watched) Bucket() string                  { return "test" }
-func (w watched) Key() string                     { return w.key }
-func (w watched) Value() []byte                   { return w.value }
-func (w watched) Revision() uint64                { return w.rev }
-func (w watched) Created() time.Time              { return time.Time{} }
-func (w watched) Delta() uint64                   { return 0 }
-func (w watched) Operation() jetstream.KeyValueOp { return w.op }
 
 // TestAlarmIndexOrdering checks the memory index's rules without a cluster: this node's
 // acknowledged writes and the watch's changes are ordered by revision, a removal made here
@@ -43,8 +25,8 @@ func TestAlarmIndexOrdering(t *testing.T) {
 	x, y := durable.IDFromName(ns, "x"), durable.IDFromName(ns, "y")
 	base := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
 	t1, t2, t3 := base, base.Add(time.Minute), base.Add(2*time.Minute)
-	put := func(id durable.ID, at time.Time, rev uint64) watched {
-		return watched{key: id.String(), value: encodeAlarm(at, 0), rev: rev, op: jetstream.KeyValuePut}
+	put := func(id durable.ID, at time.Time, rev uint64) bool {
+		return a.applyWatched(id.String(), encodeAlarm(at, 0), rev, false)
 	}
 	get := func(id durable.ID) (time.Time, bool) {
 		al, ok, _ := a.Get(ctx, id)
@@ -56,36 +38,35 @@ func TestAlarmIndexOrdering(t *testing.T) {
 	}
 
 	a.applyOwn(x, t1, 0, 5)
-	if a.applyWatched(put(x, t1, 5)) {
+	if put(x, t1, 5) {
 		t.Fatal("the watch's copy of this node's own write counted as a change")
 	}
 	// Removed here; the watch still delivers a value written before the removal.
 	a.mu.Lock()
 	a.markPending(a.idx[x])
 	a.mu.Unlock()
-	a.applyWatched(put(x, t2, 6))
+	put(x, t2, 6)
 	if at, ok := get(x); ok {
 		t.Fatalf("a value older than this node's removal came back: %v", at)
 	}
-	a.applyWatched(watched{key: x.String(), rev: 7, op: jetstream.KeyValuePurge})
+	a.applyWatched(x.String(), nil, 7, true)
 	if _, held := a.idx[x]; held {
 		t.Fatal("the removal's marker did not end the pending entry")
 	}
-	if !a.applyWatched(put(x, t3, 8)) {
+	if !put(x, t3, 8) {
 		t.Fatal("another node's later Set not applied")
 	}
 	if at, ok := get(x); !ok || !at.Equal(t3) {
 		t.Fatalf("after another node's Set: got %v, %v; want %v", at, ok, t3)
 	}
 	// A write of this node acknowledged after the watch passed its revision is stale.
-	a.applyWatched(put(y, t2, 10))
+	put(y, t2, 10)
 	a.applyOwn(y, t1, 0, 9)
 	if at, _ := get(y); !at.Equal(t2) {
 		t.Fatalf("a stale own write replaced a newer value: got %v, want %v", at, t2)
 	}
 	// Unreadable entries are ignored.
-	if a.applyWatched(watched{key: "not-an-id", value: []byte{1}, rev: 11, op: jetstream.KeyValuePut}) ||
-		a.applyWatched(watched{key: x.String(), value: []byte{1, 2}, rev: 12, op: jetstream.KeyValuePut}) {
+	if a.applyWatched("not-an-id", []byte{1}, 11, false) || a.applyWatched(x.String(), []byte{1, 2}, 12, false) {
 		t.Fatal("an unreadable entry counted as a change")
 	}
 
@@ -110,7 +91,7 @@ func TestAlarmIndexOrdering(t *testing.T) {
 	if a.timer == nil {
 		t.Fatal("no wake-up armed for the end of the deferral")
 	}
-	a.applyWatched(put(y, t1, 13))
+	put(y, t1, 13)
 	if id, ok := next(); !ok || id != y {
 		t.Fatalf("Next after y changed: got %v, %v; want y (its deferral ended)", id, ok)
 	}

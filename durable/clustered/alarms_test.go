@@ -111,14 +111,26 @@ func waitAlarm(t *testing.T, ctx context.Context, a *Alarms, id durable.ID, what
 func noAlarm(_ durable.Alarm, ok bool) bool { return !ok }
 
 // setWith stores k = value in object id and sets its alarm to at, through node n (which
-// then owns the object).
+// then owns the object). Like a client, it tries again while the cluster is unavailable
+// (a fresh cluster's streams may not answer yet when the first object is activated).
 func setWith(ctx context.Context, n *alarmNode, id durable.ID, value string, at time.Time) error {
-	return n.ns.Do(ctx, id, func(tn *durable.Turn) error {
-		if err := tn.Put([]durable.Entry{{Key: "k", Value: []byte(value)}}); err != nil {
+	for {
+		err := n.ns.Do(ctx, id, func(tn *durable.Turn) error {
+			if err := tn.Put([]durable.Entry{{Key: "k", Value: []byte(value)}}); err != nil {
+				return err
+			}
+			return tn.SetAlarm(ctx, at)
+		})
+		if err == nil || !errors.Is(err, cluster.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}
-		return tn.SetAlarm(ctx, at)
-	})
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }
 
 // TestAlarmsFireOnceOnOwner runs the namespace on three nodes over one shared alarm index:
@@ -326,6 +338,7 @@ func TestAlarmsSurviveOwnerDeath(t *testing.T) {
 	for _, n := range nodes[1:] {
 		waitAlarm(t, ctx, n.alarmIndex(t, ctx, alarmNS), id, "the alarm removed on "+n.name, noAlarm)
 	}
+	t.Logf("removed from both survivors' indexes %v after the kill", time.Since(killed).Round(time.Millisecond))
 	// Stop the survivors' schedulers, then nothing more may have fired.
 	for _, n := range nodes[1:] {
 		if err := n.ns.Close(ctx); err != nil {
