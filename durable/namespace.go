@@ -28,6 +28,11 @@ const (
 	MaxAlarmRetries = 6
 	// AlarmBackoff is the first retry delay; it doubles with each retry.
 	AlarmBackoff = 2 * time.Second
+	// AlarmOwnedElsewhereDelay is how long a process whose claim of a due alarm's object
+	// failed with ErrOwnedElsewhere leaves the alarm to the owner before trying again (on
+	// an AlarmDeferrer store): about a lease's renewal interval, so that a dead owner's
+	// alarms are taken over soon after its lease expires.
+	AlarmOwnedElsewhereDelay = time.Second
 )
 
 // Options configure a Namespace.
@@ -62,6 +67,8 @@ type Options struct {
 type Namespace struct {
 	opts   Options
 	alarms AlarmStore
+	shared AlarmDeferrer // alarms, when it is an index shared with other processes
+	unwake func()        // ends the AlarmNotifier registration; nil without one
 
 	mu      sync.Mutex
 	objects map[ID]*Object
@@ -127,6 +134,10 @@ func New(ctx context.Context, o Options) (*Namespace, error) {
 		return nil, err
 	}
 	ns := &Namespace{opts: o, alarms: alarms, objects: map[ID]*Object{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	ns.shared, _ = alarms.(AlarmDeferrer)
+	if n, ok := alarms.(AlarmNotifier); ok {
+		ns.unwake = n.Notify(ns.poke)
+	}
 	ns.done.Add(2)
 	go ns.alarmLoop()
 	go ns.evictLoop()
@@ -367,6 +378,9 @@ func (ns *Namespace) Close(ctx context.Context) error {
 	close(ns.stop)
 	ns.mu.Unlock()
 	ns.done.Wait()
+	if ns.unwake != nil {
+		ns.unwake()
+	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -125,6 +125,30 @@ type AlarmStore interface {
 	Done(ctx context.Context, id ID, prev time.Time) error
 }
 
+// AlarmDeferrer is an AlarmStore shared by several processes (a cluster's alarm index, which
+// every node's namespace runs its scheduler over). When firing an alarm fails because
+// another process owns the object (the claim's error wraps ErrOwnedElsewhere), the
+// namespace calls Defer instead of counting a failed attempt: the owner fires it.
+type AlarmDeferrer interface {
+	// Defer hides the alarm of id, if it is still due at at, from this process's Next
+	// until until, without changing the shared entry; the store wakes the scheduler (see
+	// AlarmNotifier) when the deferral ends.
+	Defer(id ID, at, until time.Time)
+}
+
+// AlarmNotifier is an AlarmStore that other processes change too. The namespace registers
+// its scheduler's wake-up with Notify; the store calls it (without blocking, from any
+// goroutine) whenever Next may return something else than before.
+type AlarmNotifier interface {
+	// Notify registers f to be called on every such change until stop is called.
+	Notify(f func()) (stop func())
+}
+
+// ErrOwnedElsewhere is wrapped by the errors of claims (Placement.Claim,
+// LeasePlacement.ClaimLease) refused because another process owns the object. An alarm
+// whose firing fails with it is deferred (AlarmDeferrer), not retried as a failure.
+var ErrOwnedElsewhere = errors.New("durable: object owned by another process")
+
 // Placement decides which process serves an object. The embedded deployment places every
 // object here (Local); a multi-node backend claims ownership with fencing so that an object
 // has one live instance across nodes.

@@ -102,6 +102,8 @@ func (ns *Namespace) poke() {
 // alarmLoop fires due alarms one at a time: at least once, retried with exponential backoff
 // (AlarmBackoff, doubling) up to MaxAlarmRetries times. An alarm is removed from the index
 // only after its run succeeded, so a crash during a run makes it fire again after restart.
+// On a shared index (AlarmDeferrer) an alarm whose object another process owns is left to
+// that process for AlarmOwnedElsewhereDelay at a time.
 func (ns *Namespace) alarmLoop() {
 	defer ns.done.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -127,6 +129,9 @@ func (ns *Namespace) alarmLoop() {
 		}
 		if wait <= 0 {
 			ns.fire(ctx, a)
+			if ctx.Err() != nil {
+				return
+			}
 			continue
 		}
 		timer.Reset(wait)
@@ -150,10 +155,21 @@ func (ns *Namespace) fire(ctx context.Context, a Alarm) {
 	if ctx.Err() != nil {
 		return
 	}
+	d := ns.shared
 	if err == nil {
-		if err := ns.alarms.Done(ctx, a.ID, a.At); err != nil {
+		if err := ns.alarms.Done(ctx, a.ID, a.At); err != nil && ctx.Err() == nil {
 			ns.opts.Logger.Error("durable: alarm done", "namespace", ns.opts.Name, "id", a.ID.String(), "err", err)
+			if d != nil {
+				// The index is unreachable: not run again at once (it fires again later).
+				d.Defer(a.ID, a.At, time.Now().Add(AlarmBackoff))
+			}
 		}
+		return
+	}
+	if d != nil && errors.Is(err, ErrOwnedElsewhere) {
+		// Another process owns the object and fires the alarm; this one looks again later
+		// in case that owner dies with the alarm unfired. Not a failed attempt.
+		d.Defer(a.ID, a.At, time.Now().Add(AlarmOwnedElsewhereDelay))
 		return
 	}
 	retries := a.Retries + 1
@@ -166,5 +182,8 @@ func (ns *Namespace) fire(ctx context.Context, a Alarm) {
 	ns.opts.Logger.Warn("durable: alarm failed; retrying", "namespace", ns.opts.Name, "id", a.ID.String(), "in", delay, "err", err)
 	if err := ns.alarms.Reschedule(ctx, a.ID, a.At, time.Now().Add(delay), retries); err != nil {
 		ns.opts.Logger.Error("durable: alarm reschedule", "namespace", ns.opts.Name, "err", err)
+		if d != nil {
+			d.Defer(a.ID, a.At, time.Now().Add(delay))
+		}
 	}
 }

@@ -61,8 +61,9 @@ func (e *NotOwnerError) Error() string {
 	return fmt.Sprintf("durable: object owned by node %s", e.Owner)
 }
 
-// Unwrap returns ErrNotOwner.
-func (e *NotOwnerError) Unwrap() error { return ErrNotOwner }
+// Unwrap returns ErrNotOwner and durable.ErrOwnedElsewhere (so that a namespace defers,
+// rather than retries, an alarm of an object another node owns).
+func (e *NotOwnerError) Unwrap() []error { return []error{ErrNotOwner, durable.ErrOwnedElsewhere} }
 
 // Addr returns the holder's address, "<node>.<incarnation>" (forwarded requests go to that
 // process, not to whichever process of the node answers first), or "" when no holder is

@@ -26,8 +26,8 @@ import (
 // it), purging the log before it; an activation restores the latest snapshot and replays
 // the records after it.
 //
-// Not built yet (docs/durable-cluster-design.md): replicated alarms (Alarms is the node's
-// local index).
+// A namespace's alarm index is the cluster's (Alarms, a JetStream KV bucket per namespace),
+// shared by every node's namespace of that name.
 type Store struct {
 	// SnapshotEvery is how many batches an object ships between snapshots. Zero means
 	// DefaultSnapshotEvery. Set it before the first Open.
@@ -54,26 +54,51 @@ type Store struct {
 	inner *durable.SQLiteStore
 	p     *Placement
 	log   *Log
+
+	alarmsMu sync.Mutex
+	alarms   map[string]*Alarms
 }
 
 var _ durable.Store = (*Store)(nil)
 
-// NewStore returns a replicated store keeping local databases under dir.
+// NewStore returns a replicated store keeping local databases under dir. Its alarm indexes
+// live in the cluster of p's node, with p's replicas.
 func NewStore(dir string, p *Placement, log *Log) *Store {
 	inner := durable.OpenSQLite(dir)
 	// The log's acknowledgement makes a batch durable; the local copy is rebuilt from the
 	// log at every activation, so its commits need no fsync.
 	inner.NoSync = true
-	return &Store{dir: dir, inner: inner, p: p, log: log}
+	return &Store{dir: dir, inner: inner, p: p, log: log, alarms: map[string]*Alarms{}}
 }
 
-// Alarms returns the node's local alarm index (not replicated yet).
+// Alarms returns the namespace's alarm index shared by the cluster's nodes, opening it (and
+// reading it whole) on first use.
 func (s *Store) Alarms(ctx context.Context, namespace string) (durable.AlarmStore, error) {
-	return s.inner.Alarms(ctx, namespace)
+	s.alarmsMu.Lock()
+	defer s.alarmsMu.Unlock()
+	if a := s.alarms[namespace]; a != nil {
+		return a, nil
+	}
+	a, err := openAlarms(ctx, s.p.js, s.p.replicas, namespace, s.p.o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	s.alarms[namespace] = a
+	return a, nil
 }
 
-// Close closes the local alarm indexes.
-func (s *Store) Close() error { return s.inner.Close() }
+// Close stops the alarm indexes; objects are closed by their namespaces (which must be
+// closed first).
+func (s *Store) Close() error {
+	s.alarmsMu.Lock()
+	var errs []error
+	for k, a := range s.alarms {
+		errs = append(errs, a.Close())
+		delete(s.alarms, k)
+	}
+	s.alarmsMu.Unlock()
+	return errors.Join(append(errs, s.inner.Close())...)
+}
 
 // Open rebuilds the object's database from its log and opens it.
 func (s *Store) Open(ctx context.Context, namespace string, id durable.ID) (durable.ObjectStore, error) {
