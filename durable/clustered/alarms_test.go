@@ -77,7 +77,11 @@ func (n *alarmNode) alarmIndex(t *testing.T, ctx context.Context, namespace stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a.(*Alarms)
+	idx, err := a.(*lazyAlarms).index(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
 }
 
 // waitAlarm waits until a's entry of id satisfies want, re-reading it whenever another

@@ -56,7 +56,7 @@ type Store struct {
 	log   *Log
 
 	alarmsMu sync.Mutex
-	alarms   map[string]*Alarms
+	alarms   map[string]*lazyAlarms
 }
 
 var _ durable.Store = (*Store)(nil)
@@ -68,21 +68,19 @@ func NewStore(dir string, p *Placement, log *Log) *Store {
 	// The log's acknowledgement makes a batch durable; the local copy is rebuilt from the
 	// log at every activation, so its commits need no fsync.
 	inner.NoSync = true
-	return &Store{dir: dir, inner: inner, p: p, log: log, alarms: map[string]*Alarms{}}
+	return &Store{dir: dir, inner: inner, p: p, log: log, alarms: map[string]*lazyAlarms{}}
 }
 
-// Alarms returns the namespace's alarm index shared by the cluster's nodes, opening it (and
-// reading it whole) on first use.
+// Alarms returns the namespace's alarm index shared by the cluster's nodes. The index is
+// opened (and read whole) in the background, so that a namespace can be created while the
+// cluster cannot be reached; its methods wait for it within their context.
 func (s *Store) Alarms(ctx context.Context, namespace string) (durable.AlarmStore, error) {
 	s.alarmsMu.Lock()
 	defer s.alarmsMu.Unlock()
 	if a := s.alarms[namespace]; a != nil {
 		return a, nil
 	}
-	a, err := openAlarms(ctx, s.p.js, s.p.replicas, namespace, s.p.o.Logger)
-	if err != nil {
-		return nil, err
-	}
+	a := newLazyAlarms(s.p.js, s.p.replicas, namespace, s.p.o.Logger)
 	s.alarms[namespace] = a
 	return a, nil
 }
