@@ -450,6 +450,11 @@ func TestClusterNodeUpgradeE2E(t *testing.T) {
 	code, body, _ := cs.procs[1].do("GET", "/counter/upgrade", "")
 	final, _ := strconv.Atoi(body)
 	t.Logf("durable object during the upgrade: %d increments acknowledged, %d failed, highest %d, stored %d", doAcked+1, doFailed, highest, final-1)
+	for _, r := range doResults {
+		for _, e := range r.errs {
+			t.Logf("through node%d: %s", r.node+1, e)
+		}
+	}
 	if code != 200 || final-1 < doAcked+1 || final-1 < highest || final-1 > doAcked+1+doFailed {
 		t.Errorf("after the upgrade: %d %q; want between %d and %d increments stored", code, body, doAcked+1, doAcked+1+doFailed)
 	}

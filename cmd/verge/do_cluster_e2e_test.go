@@ -30,6 +30,7 @@ type counterResult struct {
 	node   int
 	values []int
 	failed int
+	errs   []string // the first failures, for the log
 }
 
 // hammerCounter increments counter name through node p until stop is closed or n
@@ -44,10 +45,13 @@ func hammerCounter(p *clusterProc, name string, n int, stop <-chan struct{}, okA
 		default:
 		}
 		start := time.Now()
-		code, body, _ := p.do("GET", "/counter/"+name, "")
+		code, body, rerr := p.do("GET", "/counter/"+name, "")
 		v, err := strconv.Atoi(body)
 		if code != 200 || err != nil {
 			r.failed++
+			if len(r.errs) < 3 {
+				r.errs = append(r.errs, fmt.Sprintf("%s: %d %.200q %v", start.Format("15:04:05.000"), code, body, rerr))
+			}
 			continue
 		}
 		r.values = append(r.values, v)

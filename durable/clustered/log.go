@@ -237,17 +237,54 @@ func (l *Log) publish(ctx context.Context, s jetstream.Stream, namespace string,
 		m.Header.Set(hdrPart, part)
 	}
 	m.Data = data
+	// The message ID names this append (the owner's lease and the position it appends at):
+	// an attempt whose acknowledgement was lost is sent again, and JetStream, which checks
+	// message IDs before the expected sequence, answers the repeat with the stored
+	// message's sequence instead of storing it twice or refusing it as out of sequence.
+	m.Header.Set(jetstream.MsgIDHeader, id.String()+":"+strconv.FormatUint(token, 10)+":"+strconv.FormatUint(expect, 10))
 	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
 	defer cancel()
-	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.CachedInfo().Config.Name), jetstream.WithExpectLastSequencePerSubject(expect))
-	if isWrongLastSeq(err) {
-		return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, ErrFenced, err)
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(s.CachedInfo().Config.Name), jetstream.WithExpectLastSequencePerSubject(expect)}
+	sent := false
+	for {
+		actx, acancel := context.WithTimeout(ctx, appendAttempt)
+		ack, err := l.js.PublishMsg(actx, m, opts...)
+		acancel()
+		switch {
+		case err == nil:
+			return ack.Sequence, nil
+		case isWrongLastSeq(err):
+			return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, ErrFenced, err)
+		case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
+			// Not received (the stream has no leader yet): try again.
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+			// Perhaps stored: try again under the same message ID.
+			sent = true
+		default:
+			// Perhaps sent (a connection lost under it): not repeated, outcome unknown.
+			return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, errAppendUnknown, classify("append to object log", err))
+		}
+		if ctx.Err() != nil {
+			if sent {
+				return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, errAppendUnknown, classify("append to object log", err))
+			}
+			return 0, classify("append to object log", err)
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
 	}
-	if err != nil {
-		return 0, classify("append to object log", err)
-	}
-	return ack.Sequence, nil
 }
+
+// appendAttempt bounds one attempt of an append: a stream electing a leader answers
+// nothing, and the next attempt may reach its new leader.
+const appendAttempt = time.Second
+
+// errAppendUnknown is wrapped by the errors of appends that may have been stored.
+var errAppendUnknown = errors.New("outcome unknown")
 
 // Replay calls apply with each batch of object id recorded after sequence after, in order,
 // and returns the sequence of the object's last message (takeovers and the parts of a torn

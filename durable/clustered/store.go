@@ -225,9 +225,20 @@ func (o *replObject) ship(ctx context.Context) error {
 			}
 		}
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+	case !errors.Is(err, errAppendUnknown):
+		// Not in the log (another owner fenced it, or nothing was sent): the batch's
+		// requests may be tried again, elsewhere.
 		o.failed = fmt.Errorf("durable: write batch of %s not replicated: %w (%w)", o.id, durable.ErrLeaseLost, err)
 		o.lease.lose("write batch not replicated", err)
+		return o.failed
+	default:
+		// Perhaps in the log (an acknowledgement that never came): the batch's requests
+		// fail with an outcome-unknown error and are not repeated; the next activation
+		// rebuilds the object from the log, with or without the batch.
+		o.failed = fmt.Errorf("durable: write batch of %s: replication outcome unknown: %w", o.id, err)
+		o.lease.lose("write batch's replication unknown", err)
 		return o.failed
 	}
 	o.pos = next
@@ -390,7 +401,9 @@ func (o *replObject) Begin(ctx context.Context) (durable.Txn, error) {
 	failed := o.failed
 	o.mu.Unlock()
 	if failed != nil {
-		return nil, failed
+		// Nothing of this batch ran: its requests may be tried again once the object is
+		// rebuilt (the failure dropped its lease).
+		return nil, fmt.Errorf("durable: object %s dropped after a failed replication: %w (%w)", o.id, durable.ErrLeaseLost, failed)
 	}
 	t, err := o.ObjectStore.Begin(ctx)
 	if err != nil {
