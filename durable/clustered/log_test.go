@@ -65,8 +65,18 @@ func TestLogReplayAndFencing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if last, err = logA.Append(ctx, ns, id, tokenA, last, d); err != nil {
+		prev := last
+		if last, err = logA.Append(ctx, ns, id, tokenA, prev, d); err != nil {
 			t.Fatal(err)
+		}
+		if b == 0 {
+			// The same append again (an attempt whose acknowledgement was lost, sent
+			// again): answered with the stored message's sequence, not stored twice and
+			// not refused as out of sequence (JetStream checks the message ID first).
+			again, err := logA.Append(ctx, ns, id, tokenA, prev, d)
+			if err != nil || again != last {
+				t.Fatalf("repeated append: seq %d, %v; want %d, nil", again, err, last)
+			}
 		}
 	}
 
