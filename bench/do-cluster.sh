@@ -26,7 +26,11 @@ mkdir -p "$BIN"
 (cd "$ROOT/examples/workers/counter" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o "$BIN/counter.wasm" .)
 W=$(mktemp -d /tmp/vdb.XXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+cleanup() {
+  [ -n "${WORKERD:-}" ] && pkill -f "$WORKERD serve config.capnp" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true; rm -rf "$W"
+}
 trap cleanup EXIT
 fail_log() { for f in "$W"/*.err; do echo "== $f" >&2; tail -5 "$f" >&2; done; }
 
@@ -60,7 +64,7 @@ wait_ok() { # URL
     [ "$code" = 200 ] && return 0
     sleep 0.1
   done
-  echo "do-cluster.sh: $1 never answered 200" >&2; fail_log; exit 1
+  echo "do-cluster.sh: $1 never answered 200 (last: $code)" >&2; fail_log; exit 1
 }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -111,6 +115,7 @@ wait_ok "http://127.0.0.1:$((P+1))/counter/bench"
 wait_ok "http://127.0.0.1:$((P+2))/counter/bench"
 [ -n "$WD" ] && wait_ok "http://127.0.0.1:$((P+40))/counter/bench"
 # workerd's own pid (the subshell that started it is its parent).
+WDP=""
 [ -n "$WD" ] && WDP=$(pgrep -f "$WORKERD serve config.capnp" | head -1)
 for r in $(seq "$ROUNDS"); do
   measure single "$SINGLE" "http://127.0.0.1:$P/counter/bench"

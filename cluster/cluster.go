@@ -82,6 +82,9 @@ type Embedded struct {
 	// RetryStart keeps trying to start the server in the background when it cannot start
 	// now (the process was started by an upgrade and its parent still holds the ports).
 	RetryStart bool
+	// SyncAlways syncs every stored message to disk before it is acknowledged (NATS's
+	// sync_interval: always); false syncs every 2 minutes.
+	SyncAlways bool
 }
 
 // Node is this process's membership in a cluster.
@@ -239,6 +242,7 @@ func startEmbedded(node string, e *Embedded, log *slog.Logger) (*server.Server, 
 		NoLog:                 false,
 		MaxPayload:            32 << 20, // a KV value is up to 25 MiB
 		DisableShortFirstPing: true,
+		SyncAlways:            e.SyncAlways,
 	}
 	if e.Token != "" {
 		so.Authorization = e.Token

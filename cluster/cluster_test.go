@@ -114,3 +114,18 @@ func TestTwoOfThreeFreshNodesFormJetStream(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestEmbeddedSyncAlways: Embedded.SyncAlways reaches the embedded server's options.
+func TestEmbeddedSyncAlways(t *testing.T) {
+	for _, always := range []bool{false, true} {
+		n, err := cluster.Start(context.Background(), cluster.Options{Node: "s", Embedded: &cluster.Embedded{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), SyncAlways: always}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := n.Server().JetStreamConfig().SyncAlways
+		n.Close()
+		if got != always {
+			t.Errorf("SyncAlways %v: the server's JetStream config says %v", always, got)
+		}
+	}
+}

@@ -83,6 +83,11 @@ type ClusterEmbedded struct {
 	// can read every KV value and deploy workers. TokenFile reads it from a file instead.
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
+	// SyncAlways makes JetStream sync every stored message to disk before acknowledging
+	// it. False (NATS's default) syncs every 2 minutes: an acknowledged write is on a
+	// majority of nodes (and survives a kill -9 of any of them) but a power loss that hits
+	// a majority at once may lose the last writes.
+	SyncAlways bool `yaml:"sync_always"`
 }
 
 // Cluster defaults.

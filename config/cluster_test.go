@@ -25,8 +25,16 @@ cluster:
 		t.Fatal(err)
 	}
 	e := c.Cluster.Embedded
-	if e.Listen != DefaultClusterClientListen || e.Name != "verge" || e.StoreDir != "/etc/verge/.verge/jetstream" {
+	if e.Listen != DefaultClusterClientListen || e.Name != "verge" || e.StoreDir != "/etc/verge/.verge/jetstream" || e.SyncAlways {
 		t.Fatalf("defaults: %+v", e)
+	}
+	c2, err := Parse("/etc/verge/verge.yaml", []byte(clusterBase+`
+cluster:
+  node: a
+  embedded: {sync_always: true}
+`))
+	if err != nil || !c2.Cluster.Embedded.SyncAlways {
+		t.Fatalf("sync_always: %v %+v", err, c2.Cluster.Embedded)
 	}
 	if !c.Cluster.Enabled() {
 		t.Fatal("not enabled")

@@ -25,7 +25,7 @@ func clusterOptions(cfg *config.Config, upgraded bool) (cluster.Options, error) 
 			return o, fmt.Errorf("cluster.embedded.token_file: the token is %d bytes; at least %d are required", len(tok), config.MinClusterTokenBytes)
 		}
 		emb := &cluster.Embedded{Listen: e.Listen, ClusterListen: e.ClusterListen, StoreDir: e.StoreDir,
-			Name: e.Name, Token: tok, RetryStart: upgraded}
+			Name: e.Name, Token: tok, RetryStart: upgraded, SyncAlways: e.SyncAlways}
 		for _, r := range e.Routes {
 			u, err := config.RouteURL(r)
 			if err != nil {
