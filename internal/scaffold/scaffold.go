@@ -303,7 +303,7 @@ func writeSDK(dir string, d *data, force bool) ([]string, error) {
 		return nil, err
 	}
 	if exists && !force && !IsSDKCopy(dst) {
-		return nil, fmt.Errorf("%s is not a copy of the verge SDK (its go.mod does not declare module %s); move it away or use force", dst, verge.SDKModule)
+		return nil, fmt.Errorf("%s is not a copy of the verge SDK (its go.mod does not declare module %s); move it away, or --force replaces it", dst, verge.SDKModule)
 	}
 	tmp, err := os.MkdirTemp(dir, "."+SDKDir+"-new-")
 	if err != nil {
@@ -390,7 +390,7 @@ func UpdateSDK(o Options, goCmd string) (Update, error) {
 	}
 	gomod := filepath.Join(o.Dir, "go.mod")
 	if _, err := os.Stat(gomod); err != nil {
-		return u, fmt.Errorf("%w: no Go module to update: %v", ErrUsage, err)
+		return u, fmt.Errorf("%w: %s: no Go module to update (%v)", ErrUsage, o.Dir, err)
 	}
 	if u.Wrote, err = writeSDK(o.Dir, d, o.Force); err != nil {
 		return u, err
