@@ -148,13 +148,36 @@ func Init(o Options) ([]string, error) {
 	}
 	var wrote []string
 	for _, f := range files {
-		if err := os.WriteFile(filepath.Join(o.Dir, f.name), out[f.name], 0o644); err != nil {
+		if err := writeFile(filepath.Join(o.Dir, f.name), out[f.name]); err != nil {
 			return wrote, err
 		}
 		wrote = append(wrote, f.name)
 	}
 	sdk, err := writeSDK(o.Dir, d, o.Force)
 	return append(wrote, sdk...), err
+}
+
+// writeFile writes a file through a temporary one renamed over it: a forced overwrite
+// replaces a symbolic link instead of writing where it points, and an interrupted write
+// leaves the previous file.
+func writeFile(name string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".new-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // a no-op once renamed
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), name)
 }
 
 // data validates the options and applies their defaults.

@@ -158,11 +158,26 @@ func TestInitRefusesToOverwrite(t *testing.T) {
 		t.Fatalf("Init over a project: %v; want the 6 files and %s named", err, SDKDir)
 	}
 
+	// A forced overwrite replaces a symbolic link, not the file it points to.
+	outside := filepath.Join(t.TempDir(), "outside.txt")
+	os.WriteFile(outside, []byte("outside"), 0o644)
+	if err := os.Symlink(outside, filepath.Join(dir, "README.md")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Init(Options{Dir: dir, Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	if got := readFile(t, mine); !strings.Contains(got, "sdk.Serve") {
 		t.Fatalf("Force did not overwrite main.go:\n%s", got)
+	}
+	ents, _ = os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") && e.Name() != ".gitignore" {
+			t.Errorf("Init left %s behind", e.Name())
+		}
+	}
+	if readFile(t, outside) != "outside" {
+		t.Fatal("a forced Init wrote through a symbolic link")
 	}
 	if readFile(t, filepath.Join(dir, "notes.txt")) != "kept" {
 		t.Fatal("Init touched a file it does not write")
