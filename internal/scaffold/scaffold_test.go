@@ -44,8 +44,9 @@ func readFile(t *testing.T, p string) string {
 	return string(b)
 }
 
-// TestInitProjectsResolveTheSDKOffline: each template's project type-checks for wasip1 with
-// the go command cut off from any module proxy, and is tidy (go mod tidy changes nothing),
+// TestInitProjectsResolveTheSDKOffline: each template's project, and the SDK copy at its
+// declared Go version, vet clean for wasip1 and the host with the go command cut off from
+// any module proxy, and the project is tidy (go mod tidy changes nothing),
 // so a machine with only Go and the verge binary can build it. (The wasm builds and the
 // requests run in cmd/verge's TestInit* end-to-end tests.)
 func TestInitProjectsResolveTheSDKOffline(t *testing.T) {
@@ -81,8 +82,16 @@ func TestInitProjectsResolveTheSDKOffline(t *testing.T) {
 			if err != nil || len(c.Workers) != 1 || c.Workers[0].Package != dir || len(c.Workers[0].KV) != len(w.KV) || len(c.Workers[0].DurableObjects) != len(w.DurableObjects) {
 				t.Fatalf("verge.yaml: %v; want one worker, the package in %s, the bindings of worker.yaml", err, dir)
 			}
+			// Vetting the SDK's packages from the project checks them against the copy's go
+			// directive (stdversion): a standard library symbol newer than SDKGoVersion would
+			// break the build on the oldest Go the project says it supports.
 			env := offlineEnv("GOOS=wasip1", "GOARCH=wasm")
-			goCmd(t, dir, env, "vet", "./...")
+			vet := []string{"vet", "./..."}
+			for _, p := range verge.SDKPackages {
+				vet = append(vet, verge.SDKModule+"/"+p)
+			}
+			goCmd(t, dir, env, vet...)
+			goCmd(t, dir, offlineEnv(), vet...)
 			goCmd(t, dir, env, "mod", "tidy")
 			if after := readFile(t, filepath.Join(dir, "go.mod")); after != gomod {
 				t.Errorf("go mod tidy changed go.mod:\n%s\nwas:\n%s", after, gomod)
