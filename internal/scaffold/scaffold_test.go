@@ -3,6 +3,7 @@ package scaffold
 import (
 	"bytes"
 	"errors"
+	"go/format"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -305,4 +306,49 @@ func TestInitRefusesBadOptions(t *testing.T) {
 			t.Errorf("Init(%+v) created the directory", o)
 		}
 	}
+}
+
+// TestHelloExampleCompiles: the KV and Durable Object example commented in the hello
+// template's main.go is gofmt-clean Go that compiles next to the handler (with the import it
+// names), so the documentation a new project starts from cannot rot.
+func TestHelloExampleCompiles(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	src := readFile(t, filepath.Join(dir, "main.go"))
+	_, rest, ok := strings.Cut(src, "\n//\tfunc visit(")
+	if !ok {
+		t.Fatal("main.go has no commented visit example")
+	}
+	var code strings.Builder
+	code.WriteString("func visit(")
+	for i, line := range strings.Split(rest, "\n") {
+		if i == 0 {
+			code.WriteString(line + "\n")
+			continue
+		}
+		switch {
+		case line == "//":
+			code.WriteString("\n")
+		case strings.HasPrefix(line, "//\t"):
+			code.WriteString(strings.TrimPrefix(line, "//\t") + "\n")
+		case line == "":
+		default:
+			t.Fatalf("unexpected line after the example: %q", line)
+		}
+	}
+	if !strings.HasPrefix(rest, "w sdk.ResponseWriter") {
+		t.Fatalf("visit's signature changed: %.40q", rest)
+	}
+	file := "package main\n\nimport (\n\t\"strconv\"\n\n\tsdk \"github.com/verge-edge/verge/sdk/go\"\n)\n\n" + code.String()
+	formatted, err := format.Source([]byte(file))
+	if err != nil {
+		t.Fatalf("the example does not parse: %v\n%s", err, file)
+	}
+	if string(formatted) != file {
+		t.Errorf("the example is not gofmt-clean:\n%s\nwant:\n%s", file, formatted)
+	}
+	os.WriteFile(filepath.Join(dir, "example.go"), []byte(file), 0o644)
+	goCmd(t, dir, offlineEnv("GOOS=wasip1", "GOARCH=wasm"), "vet", ".")
 }
