@@ -18,6 +18,7 @@ import (
 
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/internal/scaffold"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/router"
@@ -33,8 +34,10 @@ const devShutdownTimeout = 5 * time.Second
 // with local KV and Durable Objects, and rebuilds and redeploys it when its sources change
 // (polling modification times). It binds its address first: until a build succeeds, clients
 // get 503 with "building" or the compiler's output, and a failed build waits for a fix.
+// With --init, a PATH without go.mod first gets a hello worker project (see cmdInit).
 func cmdDev(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", "dev [--listen ADDR] [--data DIR] [--poll DURATION] [PATH]", stderr)
+	fs := newFlags("dev", "dev [--init] [--listen ADDR] [--data DIR] [--poll DURATION] [PATH]", stderr)
+	initProj := fs.Bool("init", false, "when PATH has no go.mod, first write a hello worker project there (as verge init does)")
 	listen := fs.String("listen", "127.0.0.1:8787", "`address` to serve the worker on")
 	data := fs.String("data", ".verge", "`directory` for KV namespaces, Durable Objects and compiled code")
 	poll := fs.Duration("poll", 500*time.Millisecond, "how often to look for changed sources")
@@ -49,6 +52,13 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *initProj {
+		if _, err := os.Stat(filepath.Join(path, "go.mod")); errors.Is(err, os.ErrNotExist) {
+			if err := initProject(scaffold.Options{Dir: path, Version: versionString()}, "dev", stderr, stderr); err != nil {
+				return err
+			}
+		}
+	}
 	def, err := loadWorkerDef(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -6,6 +6,7 @@
 //	                                 a reverse proxy without a config file
 //	verge reload [-c FILE | --pid-file FILE]
 //	                                 tell a running server to reload its configuration
+//	verge init [DIR]                 write a new Go worker project (with its own SDK copy)
 //	verge dev PATH                   build and serve a Go worker locally, rebuilding on change
 //	verge kv get|put|delete|list     read and change local KV namespaces
 //	verge cache purge ...            purge cached objects through the admin API
@@ -60,7 +61,10 @@ Usage:
                                     reverse proxy without a config file
   verge reload [-c FILE | --pid-file FILE | --admin URL]
                                     make a running server reload its configuration
-  verge dev [--listen ADDR] [--data DIR] PATH
+  verge init [--template hello|counter] [--sdk-only] [DIR]
+                                    write a Go worker project that builds offline with
+                                    only Go and this binary (--sdk-only: refresh its SDK)
+  verge dev [--init] [--listen ADDR] [--data DIR] PATH
                                     build the Go worker at PATH and serve it with local
                                     KV and Durable Objects, rebuilding on change
   verge kv get|put|delete|list ...  read and change KV namespaces (local, or a cluster's)
@@ -93,6 +97,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdProxy(args[1:], stdout, stderr)
 	case "reload":
 		err = cmdReload(args[1:], stdout, stderr)
+	case "init":
+		err = cmdInit(args[1:], stdout, stderr)
 	case "dev":
 		err = cmdDev(args[1:], stdout, stderr)
 	case "kv":
