@@ -10,8 +10,8 @@ import (
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/cluster/purge"
-	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/durable/clustered"
 )
 
 var (

@@ -228,7 +228,7 @@ func TestClusterDurableObjectsE2E(t *testing.T) {
 		}
 
 		stop := make(chan struct{})
-		var killedAt atomic.Int64  // unix nanos
+		var killedAt atomic.Int64   // unix nanos
 		var firstAfter atomic.Int64 // unix nanos of the first success of a request sent after the kill
 		var okAfterKill atomic.Int64
 		okAt := func(start time.Time) {

@@ -138,9 +138,9 @@ type Placement struct {
 	o           LeaseOptions
 	incarnation string
 
-	ensure   chan struct{} // a lock held while opening the bucket, which a caller's ctx can abandon
-	kv       atomic.Pointer[jetstream.KeyValue]
-	ttl      atomic.Int64 // the bucket's TTL in use
+	ensure chan struct{} // a lock held while opening the bucket, which a caller's ctx can abandon
+	kv     atomic.Pointer[jetstream.KeyValue]
+	ttl    atomic.Int64 // the bucket's TTL in use
 
 	mu     sync.Mutex
 	leases map[string]*Lease

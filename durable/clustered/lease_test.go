@@ -25,7 +25,7 @@ func TestLeaseOptions(t *testing.T) {
 	}{
 		{LeaseOptions{}, true},
 		{LeaseOptions{TTL: 10 * time.Second, Renew: 2 * time.Second, Margin: 2 * time.Second}, true},
-		{LeaseOptions{TTL: time.Second}, false},                             // below 2s
+		{LeaseOptions{TTL: time.Second}, false},                                     // below 2s
 		{LeaseOptions{TTL: 4 * time.Second, Renew: 3500 * time.Millisecond}, false}, // renew >= ttl - margin
 	} {
 		_, err := c.o.withDefaults()
