@@ -150,13 +150,19 @@ func TestAlarmsFireOnceOnOwner(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
 	defer cancel()
+	// Every node's index is open (they open in the background) before an alarm is set,
+	// so that every node sees it.
+	for _, n := range nodes {
+		n.alarmIndex(t, ctx, alarmNS)
+	}
 
 	t.Run("fires once on the owner", func(t *testing.T) {
 		id := durable.IDFromName(alarmNS, "a")
-		// Far enough ahead for every node to see it before it is due, so that all three
-		// schedulers try to fire it.
-		at := time.Now().Add(2 * time.Second)
-		if err := setWith(ctx, nodes[0], id, "v", at); err != nil {
+		// First an hour ahead, until every node holds it (so that all three schedulers
+		// know it and try to fire it), then moved to half a second ahead. Waiting for
+		// every node to see a near alarm would race its firing on a slow machine.
+		far := time.Now().Add(time.Hour)
+		if err := setWith(ctx, nodes[0], id, "v", far); err != nil {
 			t.Fatal(err)
 		}
 		owner, err := nodes[1].p.Owner(ctx, alarmNS, id)
@@ -165,8 +171,11 @@ func TestAlarmsFireOnceOnOwner(t *testing.T) {
 		}
 		for _, n := range nodes[1:] {
 			waitAlarm(t, ctx, n.alarmIndex(t, ctx, alarmNS), id, "the alarm on "+n.name, func(a durable.Alarm, ok bool) bool {
-				return ok && a.At.Equal(time.UnixMilli(at.UnixMilli()))
+				return ok && a.At.Equal(time.UnixMilli(far.UnixMilli()))
 			})
+		}
+		if err := setWith(ctx, nodes[0], id, "v", time.Now().Add(500*time.Millisecond)); err != nil {
+			t.Fatal(err)
 		}
 		var f firing
 		select {
@@ -315,6 +324,9 @@ func TestAlarmsSurviveOwnerDeath(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
 	defer cancel()
+	for _, n := range nodes {
+		n.alarmIndex(t, ctx, alarmNS)
+	}
 	id := durable.IDFromName(alarmNS, "b")
 
 	// The owner counts as dead from here on: its scheduler (the process lives on in the
