@@ -199,7 +199,9 @@ func (lb *Balancer) Backend(address string) *Backend {
 // Update replaces the backend set. Backends whose Key stays keep their live state; new ones
 // start healthy (or unhealthy with HealthCheck.StartUnhealthy) unless the shared store
 // already knows them. Two configs with the same Key are an error (ErrDuplicateBackend) and
-// leave the set unchanged. Update after Close is an error.
+// leave the set unchanged. An Update that changes nothing (same backends, weights, peers
+// and order) keeps the current snapshot, so selection state is not disturbed. Update after
+// Close is an error.
 func (lb *Balancer) Update(configs []BackendConfig) error {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
@@ -224,6 +226,12 @@ func (lb *Balancer) Update(configs []BackendConfig) error {
 		}
 		next.backends = append(next.backends, b)
 		next.byKey[b.key] = b
+	}
+	if sameBackends(old.backends, next.backends) {
+		// Nothing changed (a discovery round that resolved the same set): keep the published
+		// snapshot, so policies that key their state by it (WeightedRoundRobin's scores,
+		// ConsistentHash's ring) carry on instead of restarting mid-cycle.
+		return nil
 	}
 	// Bind the new objects to their state before publishing them; reused objects are already
 	// bound and may be in use concurrently.
@@ -280,6 +288,19 @@ func (lb *Balancer) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("lb: shutdown: %w", ctx.Err())
 	}
+}
+
+// sameBackends reports whether a and b hold the same Backend objects in the same order.
+func sameBackends(a, b []*Backend) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // waitStopped closes done once the health-check and discovery goroutines have returned.

@@ -180,6 +180,8 @@ func TestSRVDiscoveryWeights(t *testing.T) {
 	if err := lb.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	// The discovery goroutine's first round starts in New and may land anywhere in this loop;
+	// it resolves the same set and must not move a pick.
 	counts := map[string]int{}
 	for range 400 {
 		b := lb.Select(nil)
@@ -188,5 +190,77 @@ func TestSRVDiscoveryWeights(t *testing.T) {
 	}
 	if counts["10.0.0.1:80"] != 300 || counts["10.0.0.2:80"] != 100 {
 		t.Errorf("got %v, want 300/100 by SRV weight", counts)
+	}
+}
+
+// TestSRVDiscoveryRefreshKeepsCycle refreshes the discovered set between every two picks, as
+// a background round landing mid-cycle does. An unchanged answer must leave the smooth
+// weighted round robin where it was (it used to restart the cycle, giving 301/99 or worse);
+// a changed weight must take effect.
+func TestSRVDiscoveryRefreshKeepsCycle(t *testing.T) {
+	r := &fakeResolver{srvs: map[string][]*net.SRV{"_http._tcp.api.test": {
+		{Target: "10.0.0.1.", Port: 80, Priority: 1, Weight: 3},
+		{Target: "10.0.0.2.", Port: 80, Priority: 1, Weight: 1},
+	}}}
+	lb, err := New(Options{
+		Discovery:         &DNS{Name: "api.test", SRV: true, Service: "http", Resolver: r},
+		DiscoveryInterval: time.Hour, // only the first background round, which Refresh races
+		Selector:          &WeightedRoundRobin{},
+		Logger:            quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lb.Close() })
+	pick := func() string {
+		b := lb.Select(nil)
+		if b == nil {
+			t.Fatal("no backend selected")
+		}
+		b.Done(true)
+		return b.Address
+	}
+	if err := lb.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := lb.Backends()
+	// Smooth order for weights 3,1: a a b a.
+	want := []string{"10.0.0.1:80", "10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:80"}
+	for i := range 400 {
+		if got := pick(); got != want[i%4] {
+			t.Fatalf("pick %d: got %s, want %s", i, got, want[i%4])
+		}
+		if i%2 == 1 {
+			if err := lb.Refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	after := lb.Backends()
+	if len(after) != len(before) {
+		t.Fatalf("got %d backends, want %d", len(after), len(before))
+	}
+	for i := range after {
+		if after[i] != before[i] {
+			t.Errorf("backend %d: unchanged answer replaced %p with %p", i, before[i], after[i])
+		}
+	}
+
+	// Weights 1,1 now: the set changes and the policy alternates.
+	r.set(func(f *fakeResolver) {
+		f.srvs["_http._tcp.api.test"] = []*net.SRV{
+			{Target: "10.0.0.1.", Port: 80, Priority: 1, Weight: 1},
+			{Target: "10.0.0.2.", Port: 80, Priority: 1, Weight: 1},
+		}
+	})
+	if err := lb.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for range 100 {
+		counts[pick()]++
+	}
+	if counts["10.0.0.1:80"] != 50 || counts["10.0.0.2:80"] != 50 {
+		t.Errorf("after weight change: got %v, want 50/50", counts)
 	}
 }
