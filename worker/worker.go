@@ -362,6 +362,7 @@ type Worker struct {
 	mem      *memShare // the worker's account under Services.MemoryLimit
 	deployMu sync.Mutex
 	cur      atomicVersion
+	stats    workerStats // invocation counters for metrics (stats.go)
 
 	nsMu       sync.Mutex
 	namespaces map[string]*durable.Namespace // by storage name

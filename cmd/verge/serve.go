@@ -170,6 +170,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		return err
 	}
 	defer s.workers.close()
+	s.metrics.SetWorkerStats(workerMetrics{s.workers.reg})
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)

@@ -367,6 +367,51 @@ workers:
 	if code, body := get("/counter/a"); code != 200 || body != "1" {
 		t.Fatalf("after deploy: %d %q, want the counter", code, body)
 	}
+	checkWorkerMetrics(t, adminAddr, "app", total.Load())
+}
+
+// checkWorkerMetrics scrapes the admin API's /metrics and checks the worker's series: at
+// least minFetches fetch invocations, a live Durable Object, and every error kind present.
+func checkWorkerMetrics(t *testing.T, adminAddr, name string, minFetches int64) {
+	t.Helper()
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	series := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "verge_worker_") {
+			if i := strings.LastIndexByte(line, ' '); i > 0 {
+				v, _ := strconv.ParseFloat(line[i+1:], 64)
+				series[line[:i]] = v
+			}
+		}
+	}
+	w := `worker="` + name + `"`
+	if got := series[`verge_worker_invocations_total{kind="fetch",`+w+`}`]; got < float64(minFetches) {
+		t.Errorf("fetch invocations = %v, want >= %d\n%s", got, minFetches, b)
+	}
+	if got := series[`verge_worker_invocations_total{kind="object",`+w+`}`]; got < 1 {
+		t.Errorf("object invocations = %v, want >= 1", got)
+	}
+	if got := series[`verge_worker_durable_objects{`+w+`}`]; got != 1 {
+		t.Errorf("live durable objects = %v, want 1", got)
+	}
+	if got := series[`verge_worker_cpu_seconds_total{`+w+`}`]; got <= 0 {
+		t.Errorf("cpu seconds = %v, want > 0", got)
+	}
+	for _, k := range []string{"crashed", "cpu_limit", "wall_limit", "no_response", "overloaded", "unavailable", "memory_limit"} {
+		if _, ok := series[`verge_worker_errors_total{kind="`+k+`",`+w+`}`]; !ok {
+			t.Errorf("/metrics lacks the %s errors of worker %s", k, name)
+		}
+	}
+	for _, n := range []string{`verge_worker_instances{state="idle",` + w + `}`, `verge_worker_memory_bytes{` + w + `}`, `verge_worker_durable_object_evictions_total{` + w + `}`} {
+		if _, ok := series[n]; !ok {
+			t.Errorf("/metrics lacks %s", n)
+		}
+	}
 }
 
 func TestKVCommand(t *testing.T) {
