@@ -53,8 +53,12 @@ type Result struct {
 func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (Result, error) {
 	v := w.acquireCurrent(w.cur.Load())
 	if v == nil {
-		w.stats.fail(Unavailable)
-		return Result{}, &Error{Kind: Unavailable, Worker: w.name}
+		// No version yet (the first one is compiling) or none any more.
+		var err error
+		if v, err = w.awaitVersion(ctx); v == nil {
+			w.stats.fail(Unavailable)
+			return Result{}, &Error{Kind: Unavailable, Worker: w.name, Cause: err}
+		}
 	}
 	defer v.release()
 	in, err := v.get(ctx)

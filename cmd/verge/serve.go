@@ -191,6 +191,9 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		ListenPacket:  s.listenUDP,
 		ConnHook:      s.metrics.ConnHook,
 		HandshakeHook: s.metrics.QUICHandshake,
+		// Serve while the workers compile, unless a process being upgraded serves them
+		// meanwhile (it stops once this one is ready, after the compiles).
+		StartBeforeWorkers: s.upg == nil || !s.upg.HasParent(),
 	})
 	if err := s.rt.Apply(cfg); err != nil {
 		s.rt.Close()

@@ -9,6 +9,7 @@ package wasm
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,9 @@ type Config struct {
 	// MemoryLimit caps each instance's linear memory in bytes, rounded down to whole pages.
 	// Zero means the WebAssembly maximum (4 GiB).
 	MemoryLimit int64
+	// CompileWorkers is how many goroutines compile a module's functions to machine code
+	// in parallel. Zero means GOMAXPROCS; 1 compiles on the caller's goroutine only.
+	CompileWorkers int
 }
 
 var (
@@ -152,11 +156,17 @@ type Module struct {
 // requires: memory and verge_handle(i32) -> i32. The module is instrumented for cheap
 // interruption (see instrument) when possible.
 func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
+	return r.CompileSum(ctx, bin, sha256.Sum256(bin))
+}
+
+// CompileSum is Compile for a caller that knows the module's SHA-256, sum: it keys the
+// cache of instrumented modules (see instrumentCached).
+func (r *Runtime) CompileSum(ctx context.Context, bin []byte, sum [32]byte) (*Module, error) {
 	if err := checkSizes(bin); err != nil {
 		return nil, err
 	}
 	m := &Module{rt: r.rt, instrumented: true}
-	code, err := instrument(bin)
+	code, err := instrumentCached(r.cfg.CacheDir, bin, sum)
 	if errors.Is(err, errUninstrumentable) {
 		r.mu.Lock()
 		if r.safe == nil {
@@ -170,7 +180,11 @@ func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	cm, err := m.rt.CompileModule(ctx, code)
+	workers := r.cfg.CompileWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	cm, err := m.rt.CompileModule(experimental.WithCompilationWorkers(ctx, workers), code)
 	if err != nil {
 		return nil, fmt.Errorf("wasm: compile: %w", err)
 	}
