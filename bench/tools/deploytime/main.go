@@ -14,10 +14,12 @@
 // each, the time from sending the deploy to the first 200 answer from url after it (the
 // deploy answers once the new version serves), with the compile time the server reported.
 // Variants differ by a custom section appended to the module, so each is a distinct version
-// with its own compilation: without -fresh the n variants are deployed once first (compiled
+// with its own compilation: without -fresh two variants are deployed once first (compiled
 // and cached) and measured when deployed again, alternately, so every measured deploy switches
 // versions and finds its compiled code cached; with -fresh each measured variant is new
-// (never compiled).
+// (never compiled). With -salt S the variants are the same in every run given S, so that a
+// later process finds them in the on-disk cache only (-warm=false measures its first
+// deploys).
 package main
 
 import (
@@ -121,14 +123,18 @@ func deploy(args []string) error {
 	file := fs.String("module", "", "module to deploy (variants of it)")
 	n := fs.Int("n", 5, "measured deploys")
 	fresh := fs.Bool("fresh", false, "measure never-compiled variants")
+	salt := fs.Int64("salt", 0, "names the variants (0: unique to this run); the same salt in a later process makes the same variants, found in the on-disk cache")
+	warm := fs.Bool("warm", true, "deploy the two variants once before measuring (without -fresh)")
 	fs.Parse(args)
 	mod, err := os.ReadFile(*file)
 	if err != nil {
 		return err
 	}
-	salt := time.Now().UnixNano() // variants unique to this run
-	variant := func(i int) []byte { return withCustomSection(mod, fmt.Sprintf("deploytime-%d-%d", salt, i)) }
-	if !*fresh {
+	if *salt == 0 {
+		*salt = time.Now().UnixNano()
+	}
+	variant := func(i int) []byte { return withCustomSection(mod, fmt.Sprintf("deploytime-%d-%d", *salt, i)) }
+	if !*fresh && *warm {
 		for i := 0; i < 2; i++ {
 			if _, _, err := put(*admin, *name, variant(i)); err != nil {
 				return err
