@@ -86,7 +86,7 @@ type Runtime struct {
 	cfg  Config
 	rt   *sharedRuntime // for instrumented modules: no termination checks of its own
 	mu   sync.Mutex
-	safe *sharedRuntime // for modules instrument refuses: the runtime's own checks; lazily
+	safe *sharedRuntime  // for modules instrument refuses: the runtime's own checks; lazily
 	mods []*sharedModule // compiled through this runtime, released by Close
 }
 
