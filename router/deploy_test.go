@@ -3,10 +3,13 @@ package router
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/verge-edge/verge/internal/testwasm"
 	"github.com/verge-edge/verge/lb"
@@ -75,18 +78,26 @@ func TestStartBeforeWorkers(t *testing.T) {
 	type answer struct {
 		code int
 		body string
+		err  error
 	}
 	waiting := make(chan answer, 1)
 	go func() {
-		code, body := do(t, "GET", base+"/app/x", "")
-		waiting <- answer{code, body}
+		// Compiling may take long on a busy machine (or under -race): a guard, not a limit.
+		resp, err := (&http.Client{Timeout: 5 * time.Minute}).Get(base + "/app/x")
+		if err != nil {
+			waiting <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		waiting <- answer{resp.StatusCode, string(b), err}
 	}()
 	close(gate.release)
 	if err := <-applied; err != nil {
 		t.Fatal(err)
 	}
-	if a := <-waiting; a.code != 200 || a.body != "hello from /app/x\n" {
-		t.Fatalf("request that waited for the worker: %d %q", a.code, a.body)
+	if a := <-waiting; a.err != nil || a.code != 200 || a.body != "hello from /app/x\n" {
+		t.Fatalf("request that waited for the worker: %d %q %v", a.code, a.body, a.err)
 	}
 }
 
