@@ -1,9 +1,9 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"time"
 )
@@ -105,7 +105,14 @@ func (s *Server) deployWorker(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	module, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxWorkerModuleBytes))
+	// Sized from Content-Length when given: a module is megabytes, which io.ReadAll would
+	// copy over and over as it grows.
+	var buf bytes.Buffer
+	if n := r.ContentLength; n > 0 && n <= MaxWorkerModuleBytes {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxWorkerModuleBytes))
+	module := buf.Bytes()
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {

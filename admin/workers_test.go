@@ -76,6 +76,11 @@ func TestWorkerDeploy(t *testing.T) {
 	if string(dc.deployed["counter"]) != "\x00asm\x01" {
 		t.Fatal("module not handed to the controller")
 	}
+	// A module of megabytes (read into a buffer sized from Content-Length) arrives whole.
+	big := append([]byte("\x00asm"), bytes.Repeat([]byte{7}, 3<<20)...)
+	if code, body := put("counter", big); code != 200 || !bytes.Equal(dc.deployed["counter"], big) {
+		t.Fatalf("deploy of %d bytes: %d %s, module intact: %v", len(big), code, body, bytes.Equal(dc.deployed["counter"], big))
+	}
 	cases := []struct {
 		name string
 		body []byte
@@ -84,10 +89,11 @@ func TestWorkerDeploy(t *testing.T) {
 		{"nope", []byte("\x00asm"), 404},
 		{"counter", []byte("garbage"), 422},
 		{"counter", nil, 400},
+		{"counter", append([]byte("\x00asm"), make([]byte, MaxWorkerModuleBytes)...), 413},
 	}
 	for _, c := range cases {
 		if code, body := put(c.name, c.body); code != c.want {
-			t.Errorf("PUT %s %q: got %d %s, want %d", c.name, c.body, code, body, c.want)
+			t.Errorf("PUT %s (%d bytes): got %d %s, want %d", c.name, len(c.body), code, body, c.want)
 		}
 	}
 	resp, err := http.Get(base + "/workers")

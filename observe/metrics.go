@@ -63,6 +63,7 @@ type Metrics struct {
 	reloadOK        prometheus.Gauge
 	reloadTime      prometheus.Gauge
 	pools           *poolCollector
+	workers         *workerCollector
 	cacheM          *cacheMetrics
 
 	reqCache  cache[reqKey, reqEntry]
@@ -123,6 +124,7 @@ func NewMetrics() *Metrics {
 		Help: "Unix time of the last successful configuration load.",
 	})
 	m.pools = &poolCollector{}
+	m.workers = &workerCollector{}
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	// Failures are rare; pre-create both results so rate() works from the first scrape.
@@ -134,6 +136,7 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestDuration, m.upstreamReqs, m.upstreamWait, m.upstreamHealthy,
 		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.reloadOK, m.reloadTime, m.pools,
+		m.workers,
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	return m

@@ -78,6 +78,12 @@ type Instance struct {
 	closed   atomic.Bool
 	cached   bool // a route has caching enabled
 	workers  map[string]*worker.Worker
+	// staged are the new worker versions, committed when the generation is built and
+	// discarded when it fails.
+	staged []*worker.Staged
+	// pending deploys the reserved workers of a generation built before its workers
+	// (Options.StartBeforeWorkers); nil otherwise.
+	pending func() error
 }
 
 // handler serves one listener's exchanges with an instance's routes.
@@ -93,8 +99,15 @@ func (h *handler) ServeExchange(ex message.ServerExchange) {
 	h.proxy.ServeExchange(ex)
 }
 
-// NewInstance builds a generation from a validated config. On error nothing is left running.
-func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
+// NewInstance builds a generation from a validated config, deploying its workers that changed
+// (all or none: on error none of them is switched). On error nothing is left running.
+func NewInstance(cfg *config.Config, d Deps) (*Instance, error) {
+	return newInstance(cfg, d, false)
+}
+
+// newInstance is NewInstance; with laterWorkers the workers are only reserved and
+// Instance.pending deploys them.
+func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, err error) {
 	if d.Transport == nil {
 		return nil, errors.New("router: Deps.Transport is required")
 	}
@@ -117,6 +130,9 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 	}
 	defer func() {
 		if err != nil {
+			for _, s := range in.staged {
+				s.Discard()
+			}
 			in.release()
 		}
 	}()
@@ -137,7 +153,7 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 			return nil, err
 		}
 	}
-	if err := in.deployWorkers(cfg, d.Workers, d.WorkerModules); err != nil {
+	if err := in.deployWorkers(cfg, d.Workers, d.WorkerModules, laterWorkers); err != nil {
 		return nil, err
 	}
 	routes := make([]*route, len(cfg.Routes))
@@ -181,6 +197,10 @@ func NewInstance(cfg *config.Config, d Deps) (_ *Instance, err error) {
 			in.tls[l.Name] = tc
 		}
 	}
+	for _, s := range in.staged {
+		s.Commit()
+	}
+	in.staged = nil
 	return in, nil
 }
 

@@ -35,6 +35,16 @@ type Options struct {
 	// HandshakeHook is told the outcome of every QUIC handshake: "ok", "failed" or
 	// "refused". Nil means none.
 	HandshakeHook func(result string)
+	// StartBeforeWorkers makes the first Apply start serving before the config's workers
+	// are deployed: the listeners accept at once, routes without a worker answer, and a
+	// request for a worker waits until that worker is ready (each worker is switched in as
+	// soon as it is, in parallel; a request waits at most worker.DefaultPendingWait). Apply
+	// still returns only when every worker is deployed, or with the error of those that
+	// failed, whose routes then answer 503 (the listeners stay up: Close the runtime to
+	// stop). False means the first Apply deploys the workers before it listens, as every
+	// later Apply does (the verge binary sets it unless it takes over from a process it
+	// upgrades, which serves meanwhile).
+	StartBeforeWorkers bool
 }
 
 // Runtime runs the listeners of the current config generation and swaps generations on
@@ -147,12 +157,32 @@ var ErrStopped = errors.New("router: runtime stopped")
 
 // Apply makes cfg the configuration in effect. The first call opens the listeners; later
 // calls are reloads. If building the new generation or opening a new socket fails, nothing
-// changes and the error is returned: the old configuration keeps serving.
+// changes and the error is returned: the old configuration keeps serving. The workers that
+// changed are compiled while the old configuration (and their old versions) keep serving,
+// and switched over with the new routes. (With Options.StartBeforeWorkers the first call
+// serves first and deploys the workers after.)
 func (rt *Runtime) Apply(cfg *config.Config) error {
+	pending, err := rt.apply(cfg)
+	if err != nil || pending == nil {
+		return err
+	}
+	// Serving already: the workers of the first configuration are deployed now, without
+	// holding rt.mu (a Close need not wait for them).
+	start := time.Now()
+	if err := pending(); err != nil {
+		return fmt.Errorf("deploying the workers: %w", err)
+	}
+	rt.log.Info("workers deployed", "workers", len(cfg.Workers), "took", time.Since(start))
+	return nil
+}
+
+// apply is Apply under rt.mu; it returns the deploys still to do of a first configuration
+// started before its workers.
+func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if rt.stopped {
-		return ErrStopped
+		return nil, ErrStopped
 	}
 	// Open the sockets for new addresses first, so a failure changes nothing, and so that
 	// health checks of backends served by this process find them bound. Connections wait in
@@ -171,7 +201,7 @@ func (rt *Runtime) Apply(cfg *config.Config) error {
 		ln, err := rt.opts.Listen("tcp", addr)
 		if err != nil {
 			closeOpened()
-			return fmt.Errorf("listener %q: %w", cfg.Listeners[i].Name, err)
+			return nil, fmt.Errorf("listener %q: %w", cfg.Listeners[i].Name, err)
 		}
 		opened[addr] = newHandoff(ln, rt.log)
 	}
@@ -195,15 +225,15 @@ func (rt *Runtime) Apply(cfg *config.Config) error {
 		if err != nil {
 			closeOpened()
 			closeOpenedUDP()
-			return fmt.Errorf("listener %q: http3: %w", l.Name, err)
+			return nil, fmt.Errorf("listener %q: http3: %w", l.Name, err)
 		}
 		openedUDP[l.Address] = h3.NewSocket(pc)
 	}
-	inst, err := NewInstance(cfg, rt.opts.Deps)
+	inst, err := newInstance(cfg, rt.opts.Deps, rt.opts.StartBeforeWorkers && rt.cur.Load() == nil)
 	if err != nil {
 		closeOpened()
 		closeOpenedUDP()
-		return err
+		return nil, err
 	}
 	for a, s := range opened {
 		rt.sockets[a] = s
@@ -269,7 +299,7 @@ func (rt *Runtime) Apply(cfg *config.Config) error {
 		rt.bg.Add(1)
 		go rt.closeInstance(prev, grace)
 	}
-	return nil
+	return inst.pending, nil
 }
 
 // newListener builds and starts the server of one listener on its socket.

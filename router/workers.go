@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/verge-edge/verge/config"
@@ -100,31 +102,120 @@ type WorkerModules interface {
 }
 
 // deployWorkers deploys the config's workers that changed and resolves them for the routes.
-func (in *Instance) deployWorkers(cfg *config.Config, reg *worker.Registry, mods WorkerModules) error {
+// The workers are read (or built) and compiled in parallel, while the versions they replace
+// keep serving; once every one is ready they are switched over together, so that a config
+// whose workers do not all deploy changes none of them (NewInstance commits them last). With later set (a server's first
+// configuration, started before its workers: Options.StartBeforeWorkers) the workers are only
+// reserved, so that routes can refer to them, and in.pending deploys them, each switched in as
+// soon as it is ready.
+func (in *Instance) deployWorkers(cfg *config.Config, reg *worker.Registry, mods WorkerModules, later bool) error {
 	if len(cfg.Workers) == 0 {
 		return nil
 	}
 	if reg == nil {
 		return errors.New("router: the config has workers but Deps.Workers is nil")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), workerDeployTimeout)
-	defer cancel()
 	in.workers = map[string]*worker.Worker{}
+	if later {
+		for i := range cfg.Workers {
+			w, err := reg.Reserve(cfg.Workers[i].Name)
+			if err != nil {
+				return err
+			}
+			in.workers[w.Name()] = w
+		}
+		in.pending = func() error {
+			_, err := stageWorkers(cfg, reg, mods, true)
+			return err
+		}
+		return nil
+	}
+	staged, err := stageWorkers(cfg, reg, mods, false)
+	if err != nil {
+		return err
+	}
+	in.staged = staged // committed when the whole generation is built
+	for _, s := range staged {
+		in.workers[s.Worker().Name()] = s.Worker()
+	}
 	for i := range cfg.Workers {
-		w := &cfg.Workers[i]
-		wc, err := WorkerConfig(ctx, w)
-		if err != nil {
-			return err
+		name := cfg.Workers[i].Name
+		if in.workers[name] == nil {
+			in.workers[name] = reg.Get(name)
 		}
-		if mods != nil {
-			wc.Module = mods.WorkerModule(w.Name, wc.Module)
-		}
-		if _, err := reg.Ensure(ctx, wc); err != nil {
-			return err
-		}
-		in.workers[w.Name] = reg.Get(w.Name)
 	}
 	return nil
+}
+
+// stageWorkers reads and stages the config's workers that changed, in parallel (at most
+// GOMAXPROCS at a time, each compile using every core as well). With commit set each is
+// committed when ready and the errors of all are returned; otherwise the staged versions
+// are returned for the caller to commit, or, when one fails, discarded with the first error.
+func stageWorkers(cfg *config.Config, reg *worker.Registry, mods WorkerModules, commit bool) ([]*worker.Staged, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), workerDeployTimeout)
+	defer cancel()
+	staged := make([]*worker.Staged, len(cfg.Workers))
+	errs := make([]error, len(cfg.Workers))
+	sem := make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+	var wg sync.WaitGroup
+	for i := range cfg.Workers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			staged[i], errs[i] = stageWorker(ctx, &cfg.Workers[i], reg, mods)
+			if errs[i] != nil && !commit {
+				cancel() // the others will be discarded: stop compiling them
+			}
+			switch {
+			case commit && staged[i] != nil:
+				staged[i].Commit()
+			case commit && errs[i] != nil:
+				// Requests waiting for the reserved worker stop waiting.
+				reg.Abandon(cfg.Workers[i].Name, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	if commit {
+		return nil, errors.Join(errs...)
+	}
+	// The first failure in config order; the others may be its cancellation.
+	var first error
+	for _, err := range errs {
+		if err != nil && (first == nil || errors.Is(first, context.Canceled)) {
+			first = err
+		}
+	}
+	if first != nil {
+		for _, s := range staged {
+			if s != nil {
+				s.Discard()
+			}
+		}
+		return nil, first
+	}
+	out := staged[:0]
+	for _, s := range staged {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// stageWorker reads (or builds) one worker's module and stages it; nil when the worker runs
+// this configuration already.
+func stageWorker(ctx context.Context, w *config.Worker, reg *worker.Registry, mods WorkerModules) (*worker.Staged, error) {
+	wc, err := WorkerConfig(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	if mods != nil {
+		wc.Module = mods.WorkerModule(w.Name, wc.Module)
+	}
+	return reg.StageIfChanged(ctx, wc)
 }
 
 var errWorkerGone = errors.New("worker was removed")

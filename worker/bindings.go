@@ -472,6 +472,7 @@ func (a *actor) close() {
 func evictActor(o *durable.Object) {
 	if a, ok := o.Actor.(*actor); ok {
 		o.Actor = nil
+		a.v.w.stats.evictions.Add(1)
 		a.close()
 	}
 }

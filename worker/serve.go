@@ -53,11 +53,17 @@ type Result struct {
 func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (Result, error) {
 	v := w.acquireCurrent(w.cur.Load())
 	if v == nil {
-		return Result{}, &Error{Kind: Unavailable, Worker: w.name}
+		// No version yet (the first one is compiling) or none any more.
+		var err error
+		if v, err = w.awaitVersion(ctx); v == nil {
+			w.stats.fail(Unavailable)
+			return Result{}, &Error{Kind: Unavailable, Worker: w.name, Cause: err}
+		}
 	}
 	defer v.release()
 	in, err := v.get(ctx)
 	if err != nil {
+		w.stats.fail(err.(*Error).Kind)
 		return Result{}, err
 	}
 	inv := &in.inv
@@ -69,14 +75,17 @@ func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (R
 	inv.proto = req.Message.Proto
 	rc, err := in.run(ctx, workerabi.KindFetch)
 	res := Result{Status: inv.status, BytesSent: inv.sent, CPU: inv.cpuUsed, BodyRead: inv.bodyRead}
+	// run counted its own failures; these two are the request's.
 	if err == nil && rc != workerabi.RCOK {
 		err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("verge_handle returned %d", rc)}
+		w.stats.fail(Crashed)
 	}
 	if err == nil && !inv.ended {
 		err = &Error{Kind: NoResponse, Worker: w.name}
 		if inv.started {
 			err = &Error{Kind: NoResponse, Worker: w.name, Cause: errors.New("response not ended")}
 		}
+		w.stats.fail(NoResponse)
 	}
 	if err != nil {
 		var we *Error
@@ -132,23 +141,35 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 		stopped = uint32(i.state.Load() & stateMask)
 		i.poisoned = true
 	}
+	st := &i.v.w.stats
+	st.ran(kind, inv.cpuUsed)
 	if err == nil {
 		return rc, nil
 	}
+	we := i.runError(err, stopped)
+	st.fail(we.Kind)
+	return 0, we
+}
+
+// runError classifies the error that ended an invocation; stopped is the exit code of the
+// interrupt that stopped it, or stateIdle.
+func (i *instance) runError(err error, stopped uint32) *Error {
+	l := &i.v.limits
+	inv := &i.inv
 	switch stopped {
 	case exitCPU:
-		return 0, &Error{Kind: CPULimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v of CPU time (limit %v)", inv.cpuUsed.Round(time.Millisecond), l.CPUTime)}
+		return &Error{Kind: CPULimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v of CPU time (limit %v)", inv.cpuUsed.Round(time.Millisecond), l.CPUTime)}
 	case exitWall:
-		return 0, &Error{Kind: WallLimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v (limit %v)", l.WallTime, l.WallTime)}
+		return &Error{Kind: WallLimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v (limit %v)", l.WallTime, l.WallTime)}
 	}
 	if errors.Is(err, wasm.ErrMemoryDenied) {
-		return 0, &Error{Kind: MemoryLimit, Worker: i.v.w.name, Cause: fmt.Errorf("growing the instance's memory: %w", i.v.w.mem.exhausted())}
+		return &Error{Kind: MemoryLimit, Worker: i.v.w.name, Cause: fmt.Errorf("growing the instance's memory: %w", i.v.w.mem.exhausted())}
 	}
 	var ee *wasm.ExitError
 	if errors.As(err, &ee) {
-		return 0, &Error{Kind: Crashed, Worker: i.v.w.name, Cause: fmt.Errorf("guest exited with code %d (a Go panic or fatal error, e.g. out of memory, exits with 2)", ee.Code)}
+		return &Error{Kind: Crashed, Worker: i.v.w.name, Cause: fmt.Errorf("guest exited with code %d (a Go panic or fatal error, e.g. out of memory, exits with 2)", ee.Code)}
 	}
-	return 0, &Error{Kind: Crashed, Worker: i.v.w.name, Cause: err}
+	return &Error{Kind: Crashed, Worker: i.v.w.name, Cause: err}
 }
 
 // invocation is the host side of one call into an instance; it is reused by the instance.

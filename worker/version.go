@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -61,11 +60,11 @@ type doBinding struct {
 	ns    *durable.Namespace
 }
 
-func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
+// newVersion compiles cfg, whose module's SHA-256 is sum and whose configHash is hash, and
+// creates its first instance.
+func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte) (*version, error) {
 	svc := &w.reg.svc
-	hash := configHash(&cfg)
 	cfg.Limits.setDefaults()
-	sum := sha256.Sum256(cfg.Module)
 	v := &version{
 		w: w, id: hex.EncodeToString(sum[:6]), cfgHash: hash, limits: cfg.Limits, created: time.Now(),
 		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{},
@@ -116,7 +115,7 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config) (*version, error) {
 	}
 	start := time.Now()
 	v.rt = rt
-	if v.mod, err = rt.Compile(ctx, cfg.Module); err != nil {
+	if v.mod, err = rt.CompileSum(ctx, cfg.Module, sum); err != nil {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("worker %s: %w", w.name, err)
 	}

@@ -264,41 +264,28 @@ func (r *Registry) Names() []string {
 }
 
 // Deploy compiles cfg and makes it the worker's current version, creating the worker if
-// needed. Requests in flight finish on the previous version, which is released afterwards;
-// new requests use the new one at once. Its first instance is created before Deploy returns,
-// so the first request finds it warm. On error the previous version keeps serving.
+// needed: Stage then Commit. The previous version keeps serving while the new one compiles;
+// then new requests use the new one at once and requests in flight finish on the previous
+// version, which is released afterwards. Its first instance is created before Deploy
+// returns, so the first request finds it warm. On error the previous version keeps serving.
+// Deploys of one worker are serialized: the last one called wins.
 func (r *Registry) Deploy(ctx context.Context, cfg Config) (*VersionInfo, error) {
-	if cfg.Name == "" {
-		return nil, errors.New("worker: Config.Name is required")
-	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, errors.New("worker: registry closed")
-	}
-	w := r.workers[cfg.Name]
-	if w == nil {
-		w = &Worker{name: cfg.Name, reg: r, namespaces: map[string]*durable.Namespace{}}
-		w.mem = r.memory.share(w.trimIdle)
-		r.workers[cfg.Name] = w
-	}
-	r.mu.Unlock()
-	w.deployMu.Lock()
-	defer w.deployMu.Unlock()
-	v, err := w.newVersion(ctx, cfg)
+	sum := sha256.Sum256(cfg.Module)
+	return r.deploy(ctx, cfg, sum, configHash(&cfg, sum))
+}
+
+func (r *Registry) deploy(ctx context.Context, cfg Config, sum, hash [32]byte) (*VersionInfo, error) {
+	w, err := r.reserve(cfg.Name)
 	if err != nil {
-		if w.cur.Load() == nil {
-			r.mu.Lock()
-			delete(r.workers, cfg.Name)
-			r.mu.Unlock()
-		}
 		return nil, err
 	}
-	if old := w.cur.Swap(v); old != nil {
-		old.retire()
+	w.deployMu.Lock()
+	defer w.deployMu.Unlock()
+	s, err := r.stageOn(ctx, w, cfg, sum, hash)
+	if err != nil {
+		return nil, err
 	}
-	info := v.info()
-	r.svc.Logger.Info("worker deployed", "worker", cfg.Name, "version", info.ID, "compile", info.Compile, "instantiate", info.Instantiate)
+	info := s.commitLocked()
 	return &info, nil
 }
 
@@ -306,26 +293,60 @@ func (r *Registry) Deploy(ctx context.Context, cfg Config) (*VersionInfo, error)
 // Config (same module, bindings, variables and limits), and reports whether it deployed.
 // Config reloads use it so that unchanged workers keep their warm instances.
 func (r *Registry) Ensure(ctx context.Context, cfg Config) (bool, error) {
-	if w := r.Get(cfg.Name); w != nil {
-		if v := w.cur.Load(); v != nil && v.cfgHash == configHash(&cfg) {
-			return false, nil
-		}
+	sum := sha256.Sum256(cfg.Module)
+	hash := configHash(&cfg, sum)
+	if !r.changed(cfg.Name, hash) {
+		return false, nil
 	}
-	_, err := r.Deploy(ctx, cfg)
+	_, err := r.deploy(ctx, cfg, sum, hash)
 	return err == nil, err
 }
 
-// configHash summarizes a Config for Ensure.
-func configHash(cfg *Config) [32]byte {
+// StageIfChanged is Ensure's Stage: nil (and no error) when the worker's current version was
+// deployed from an identical Config.
+func (r *Registry) StageIfChanged(ctx context.Context, cfg Config) (*Staged, error) {
+	sum := sha256.Sum256(cfg.Module)
+	hash := configHash(&cfg, sum)
+	if !r.changed(cfg.Name, hash) {
+		return nil, nil
+	}
+	w, err := r.reserve(cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	return r.stageOn(ctx, w, cfg, sum, hash)
+}
+
+// changed reports whether worker name's current version was deployed from a Config other
+// than the one summarized by hash (or there is none).
+func (r *Registry) changed(name string, hash [32]byte) bool {
+	if w := r.Get(name); w != nil {
+		if v := w.cur.Load(); v != nil && v.cfgHash == hash {
+			return false
+		}
+	}
+	return true
+}
+
+// newWorker returns a worker without a version; r.mu is held.
+func (r *Registry) newWorker(name string) *Worker {
+	w := &Worker{name: name, reg: r, namespaces: map[string]*durable.Namespace{}}
+	w.dep.ready = make(chan struct{})
+	w.mem = r.memory.share(w.trimIdle)
+	return w
+}
+
+// configHash summarizes a Config for Ensure; sum is the module's SHA-256.
+func configHash(cfg *Config, sum [32]byte) [32]byte {
 	h := sha256.New()
-	h.Write(cfg.Module)
+	h.Write(sum[:])
 	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%q\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, cfg.Fetch.Allow, len(cfg.Durable))
 	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
 	}
-	var sum [32]byte
-	h.Sum(sum[:0])
-	return sum
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }
 
 func sortedPairs(m map[string]string) []string {
@@ -345,6 +366,7 @@ func (r *Registry) Remove(ctx context.Context, name string) error {
 	if w == nil {
 		return nil
 	}
+	w.dep.settle(errNotDeployed)
 	return w.close(ctx)
 }
 
@@ -361,6 +383,7 @@ func (r *Registry) Close(ctx context.Context) error {
 	<-r.done
 	var errs []error
 	for _, w := range ws {
+		w.dep.settle(errNotDeployed)
 		errs = append(errs, w.close(ctx))
 	}
 	if r.fetch != nil {
@@ -376,6 +399,8 @@ type Worker struct {
 	mem      *memShare // the worker's account under Services.MemoryLimit
 	deployMu sync.Mutex
 	cur      atomicVersion
+	stats    workerStats // invocation counters for metrics (stats.go)
+	dep      deployState // versions being staged, the first version's arrival (deploy.go)
 
 	nsMu       sync.Mutex
 	namespaces map[string]*durable.Namespace // by storage name

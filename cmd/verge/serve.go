@@ -175,6 +175,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 			return fmt.Errorf("durable object metrics: %w", err)
 		}
 	}
+	s.metrics.SetWorkerStats(workerMetrics{s.workers.reg})
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)
@@ -195,6 +196,9 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		ListenPacket:  s.listenUDP,
 		ConnHook:      s.metrics.ConnHook,
 		HandshakeHook: s.metrics.QUICHandshake,
+		// Serve while the workers compile, unless a process being upgraded serves them
+		// meanwhile (it stops once this one is ready, after the compiles).
+		StartBeforeWorkers: s.upg == nil || !s.upg.HasParent(),
 	})
 	if err := s.rt.Apply(cfg); err != nil {
 		s.rt.Close()

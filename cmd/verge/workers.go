@@ -16,6 +16,7 @@ import (
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/kv"
+	"github.com/verge-edge/verge/observe"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/worker"
 )
@@ -289,4 +290,17 @@ func (s *serverProc) runningVersion(name string) string {
 		}
 	}
 	return ""
+}
+
+// workerMetrics feeds the workers' counters to the verge_worker_* metrics at each scrape.
+type workerMetrics struct{ reg *worker.Registry }
+
+func (m workerMetrics) EachWorker(fn func(observe.WorkerSample)) {
+	for _, st := range m.reg.Stats() {
+		fn(observe.WorkerSample{
+			Worker: st.Worker, Invocations: st.Invocations, Errors: st.Errors, CPU: st.CPU,
+			IdleInstances: st.IdleInstances, BusyInstances: st.BusyInstances,
+			LiveObjects: st.LiveObjects, Evictions: st.Evictions, Memory: st.Memory,
+		})
+	}
 }

@@ -359,6 +359,20 @@ workers:
 		t.Logf("deploy answer: %s", b)
 		awaitRequests(50)
 	}
+	// A module that does not compile is refused with the reason; the version deployed last
+	// keeps serving (the load above counts any failure).
+	req, _ := http.NewRequest("PUT", "http://"+adminAddr+"/workers/app", bytes.NewReader([]byte("\x00asm\x01\x00\x00\x00")))
+	req.Header.Set("Content-Type", "application/wasm")
+	resp, err := (&http.Client{Timeout: 2 * time.Minute}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 422 || !strings.Contains(string(b), "verge_handle") {
+		t.Fatalf("deploy of a bad module: %d %s, want 422 with the reason", resp.StatusCode, b)
+	}
+	awaitRequests(50)
 	close(stop)
 	wg.Wait()
 	if failed.Load() != 0 {
@@ -367,6 +381,81 @@ workers:
 	if code, body := get("/counter/a"); code != 200 || body != "1" {
 		t.Fatalf("after deploy: %d %q, want the counter", code, body)
 	}
+	checkWorkerMetrics(t, adminAddr, "app", total.Load())
+}
+
+// checkWorkerMetrics scrapes the admin API's /metrics and checks the worker's series: at
+// least minFetches fetch invocations, a live Durable Object, and every error kind present.
+func checkWorkerMetrics(t *testing.T, adminAddr, name string, minFetches int64) {
+	t.Helper()
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	series := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "verge_worker_") {
+			if i := strings.LastIndexByte(line, ' '); i > 0 {
+				v, _ := strconv.ParseFloat(line[i+1:], 64)
+				series[line[:i]] = v
+			}
+		}
+	}
+	w := `worker="` + name + `"`
+	if got := series[`verge_worker_invocations_total{kind="fetch",`+w+`}`]; got < float64(minFetches) {
+		t.Errorf("fetch invocations = %v, want >= %d\n%s", got, minFetches, b)
+	}
+	if got := series[`verge_worker_invocations_total{kind="object",`+w+`}`]; got < 1 {
+		t.Errorf("object invocations = %v, want >= 1", got)
+	}
+	if got := series[`verge_worker_durable_objects{`+w+`}`]; got != 1 {
+		t.Errorf("live durable objects = %v, want 1", got)
+	}
+	if got := series[`verge_worker_cpu_seconds_total{`+w+`}`]; got <= 0 {
+		t.Errorf("cpu seconds = %v, want > 0", got)
+	}
+	for _, k := range []string{"crashed", "cpu_limit", "wall_limit", "no_response", "overloaded", "unavailable", "memory_limit"} {
+		if _, ok := series[`verge_worker_errors_total{kind="`+k+`",`+w+`}`]; !ok {
+			t.Errorf("/metrics lacks the %s errors of worker %s", k, name)
+		}
+	}
+	for _, n := range []string{`verge_worker_instances{state="idle",` + w + `}`, `verge_worker_memory_bytes{` + w + `}`, `verge_worker_durable_object_evictions_total{` + w + `}`} {
+		if _, ok := series[n]; !ok {
+			t.Errorf("/metrics lacks %s", n)
+		}
+	}
+}
+
+// TestRunServesWhileWorkersCompile starts `verge run` with an empty compilation cache: the
+// listener answers while the worker compiles, and a request for the worker sent as soon as
+// the server answers waits for it instead of failing.
+func TestRunServesWhileWorkersCompile(t *testing.T) {
+	hello := testwasm.BuildFile(t, "examples/workers/hello")
+	p := launchVerge(t, func(p *proc) {
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {disabled: true}
+access_log: {output: "off"}
+pid_file: %q
+worker_data: %q
+routes:
+  - {name: plain, match: {path: /plain}, respond: {status: 200, body: "plain"}}
+  - {name: w, match: {path_prefix: /w/}, worker: app}
+workers:
+  - {name: app, module: %q}
+`, p.addr, p.pidFile, filepath.Join(p.dir, "data"), hello)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
+	})
+	waitFor(t, "verge run to answer", 30*time.Second, func() bool { body, err := p.get(http.DefaultClient, "/plain"); return err == nil && body == "plain" })
+	// Compiling on a busy machine may take a while: a guard, not a limit.
+	body, err := p.get(&http.Client{Timeout: 2 * time.Minute}, "/w/x")
+	if err != nil || body != "hello from /w/x\n" {
+		t.Fatalf("worker request sent as the server started: %q %v\n%s", body, err, p.stderr)
+	}
+	waitFor(t, "the start-up deploy to be logged", 30*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "workers deployed")
+	})
 }
 
 func TestKVCommand(t *testing.T) {

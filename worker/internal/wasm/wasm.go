@@ -9,10 +9,12 @@ package wasm
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,9 @@ type Config struct {
 	// MemoryLimit caps each instance's linear memory in bytes, rounded down to whole pages.
 	// Zero means the WebAssembly maximum (4 GiB).
 	MemoryLimit int64
+	// CompileWorkers is how many goroutines compile a module's functions to machine code
+	// in parallel. Zero means GOMAXPROCS; 1 compiles on the caller's goroutine only.
+	CompileWorkers int
 }
 
 var (
@@ -74,17 +79,20 @@ func cacheFor(dir string) (wazero.CompilationCache, error) {
 	return c, nil
 }
 
-// Runtime compiles and instantiates modules under one memory limit.
+// Runtime compiles and instantiates modules under one memory limit. Runtimes with the same
+// configuration share one wazero runtime and its compiled modules (see shared.go): compiling
+// a module already compiled in the process costs a map lookup.
 type Runtime struct {
 	cfg  Config
-	rt   wazero.Runtime // for instrumented modules: no termination checks of its own
-	safe wazero.Runtime // for modules instrument refuses: the runtime's own checks; lazily
+	rt   *sharedRuntime // for instrumented modules: no termination checks of its own
 	mu   sync.Mutex
+	safe *sharedRuntime  // for modules instrument refuses: the runtime's own checks; lazily
+	mods []*sharedModule // compiled through this runtime, released by Close
 }
 
 // NewRuntime returns a runtime with WASI preview 1 and the verge host module.
 func NewRuntime(ctx context.Context, cfg Config) (*Runtime, error) {
-	rt, err := newWazero(ctx, cfg, false)
+	rt, err := sharedFor(ctx, cfg, false)
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +108,7 @@ func newWazero(ctx context.Context, cfg Config, ensureTermination bool) (wazero.
 		WithCompilationCache(cache).
 		WithCloseOnContextDone(ensureTermination)
 	if cfg.MemoryLimit > 0 {
-		pages := uint32(min(cfg.MemoryLimit/PageSize, 65536))
-		rc = rc.WithMemoryLimitPages(max(pages, 1))
+		rc = rc.WithMemoryLimitPages(limitPages(cfg.MemoryLimit))
 	}
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
@@ -130,15 +137,22 @@ func newWazero(ctx context.Context, cfg Config, ensureTermination bool) (wazero.
 	return rt, nil
 }
 
-// Close releases the runtime and every instance made from it.
+// limitPages converts a memory limit in bytes to whole pages, at least one.
+func limitPages(limit int64) uint32 {
+	return max(uint32(min(limit/PageSize, 65536)), 1)
+}
+
+// Close releases the modules compiled through the runtime. Instances made from them must be
+// closed first (the wazero runtime is shared: it does not close them).
 func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	var errs []error
-	if r.safe != nil {
-		errs = append(errs, r.safe.Close(ctx))
+	mods := r.mods
+	r.mods = nil
+	r.mu.Unlock()
+	for _, m := range mods {
+		m.release()
 	}
-	return errors.Join(append(errs, r.rt.Close(ctx))...)
+	return nil
 }
 
 // Module is a compiled worker module.
@@ -146,31 +160,55 @@ type Module struct {
 	rt           wazero.Runtime
 	cm           wazero.CompiledModule
 	instrumented bool
+	shared       *sharedModule
+	owner        *Runtime
 }
 
 // Compile compiles (or loads from the cache) a module and checks that it exports what the ABI
 // requires: memory and verge_handle(i32) -> i32. The module is instrumented for cheap
 // interruption (see instrument) when possible.
 func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
+	return r.CompileSum(ctx, bin, sha256.Sum256(bin))
+}
+
+// CompileSum is Compile for a caller that knows the module's SHA-256, sum: it keys the
+// modules compiled in the process and the cache of instrumented modules (instrumentCached).
+func (r *Runtime) CompileSum(ctx context.Context, bin []byte, sum [32]byte) (*Module, error) {
 	if err := checkSizes(bin); err != nil {
 		return nil, err
 	}
-	m := &Module{rt: r.rt, instrumented: true}
-	code, err := instrument(bin)
+	if sm := r.rt.lookup(sum); sm != nil {
+		return r.adopt(r.rt, sm), nil
+	}
+	r.mu.Lock()
+	safe := r.safe
+	r.mu.Unlock()
+	if safe != nil {
+		if sm := safe.lookup(sum); sm != nil {
+			return r.adopt(safe, sm), nil
+		}
+	}
+	shared := r.rt
+	code, err := instrumentCached(r.cfg.CacheDir, bin, sum)
 	if errors.Is(err, errUninstrumentable) {
 		r.mu.Lock()
 		if r.safe == nil {
-			r.safe, err = newWazero(ctx, r.cfg, true)
+			r.safe, err = sharedFor(ctx, r.cfg, true)
 		}
+		shared = r.safe
 		r.mu.Unlock()
 		if err != nil {
 			return nil, err
 		}
-		m.rt, m.instrumented, code = r.safe, false, bin
+		code = bin
 	} else if err != nil {
 		return nil, err
 	}
-	cm, err := m.rt.CompileModule(ctx, code)
+	workers := r.cfg.CompileWorkers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	cm, err := shared.rt.CompileModule(experimental.WithCompilationWorkers(ctx, workers), code)
 	if err != nil {
 		return nil, fmt.Errorf("wasm: compile: %w", err)
 	}
@@ -188,16 +226,36 @@ func (r *Runtime) Compile(ctx context.Context, bin []byte) (*Module, error) {
 		cm.Close(ctx)
 		return nil, errors.New("wasm: module does not export its memory")
 	}
-	m.cm = cm
-	return m, nil
+	return r.adopt(shared, shared.add(sum, cm, shared != r.rt)), nil
+}
+
+// adopt returns the Module of sm (on which a ref is held) and records it for Close.
+func (r *Runtime) adopt(shared *sharedRuntime, sm *sharedModule) *Module {
+	r.mu.Lock()
+	r.mods = append(r.mods, sm)
+	r.mu.Unlock()
+	return &Module{rt: shared.rt, cm: sm.cm, instrumented: !sm.safe, shared: sm, owner: r}
 }
 
 // Instrumented reports whether the module was instrumented for interruption (otherwise the
 // slower checks of the runtime itself stop it).
 func (m *Module) Instrumented() bool { return m.instrumented }
 
-// Close releases the compiled code; instances made from it must be closed first.
-func (m *Module) Close(ctx context.Context) error { return m.cm.Close(ctx) }
+// Close releases the compiled code (Runtime.Close releases it as well); instances made from
+// it must be closed first.
+func (m *Module) Close(ctx context.Context) error {
+	r := m.owner
+	r.mu.Lock()
+	i := slices.Index(r.mods, m.shared)
+	if i >= 0 {
+		r.mods = slices.Delete(r.mods, i, i+1)
+	}
+	r.mu.Unlock()
+	if i >= 0 {
+		m.shared.release()
+	}
+	return nil
+}
 
 // InstanceConfig configures one instance.
 type InstanceConfig struct {

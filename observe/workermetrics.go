@@ -1,0 +1,115 @@
+package observe
+
+import (
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// WorkerSample is a point-in-time view of one worker (worker.Stats, converted by the
+// binary). Counters are totals since the worker was deployed; they must not go down.
+type WorkerSample struct {
+	// Worker is the worker's name, the worker label.
+	Worker string
+	// Invocations counts guest invocations by kind (fetch, object, alarm).
+	Invocations map[string]uint64
+	// Errors counts failed invocations by kind (crashed, cpu_limit, wall_limit,
+	// no_response, overloaded, unavailable, memory_limit).
+	Errors map[string]uint64
+	// CPU is the guest CPU time of all invocations.
+	CPU time.Duration
+	// IdleInstances and BusyInstances count the pooled instances waiting for and running a
+	// request.
+	IdleInstances, BusyInstances int
+	// LiveObjects counts the live Durable Objects (each holding an instance).
+	LiveObjects int
+	// Evictions counts Durable Objects evicted.
+	Evictions uint64
+	// Memory is the linear memory the worker's instances hold, in bytes.
+	Memory int64
+}
+
+// WorkerStats is a source of worker samples. EachWorker calls fn once per worker; it is
+// called on every scrape, from the scraping goroutine, and must not block for long.
+type WorkerStats interface {
+	EachWorker(fn func(WorkerSample))
+}
+
+// WorkerStatsFunc adapts a function to WorkerStats.
+type WorkerStatsFunc func(fn func(WorkerSample))
+
+// EachWorker calls f(fn).
+func (f WorkerStatsFunc) EachWorker(fn func(WorkerSample)) { f(fn) }
+
+// SetWorkerStats makes src the source of the verge_worker_* metrics; nil removes them.
+func (m *Metrics) SetWorkerStats(src WorkerStats) {
+	if src == nil {
+		m.workers.src.Store(nil)
+		return
+	}
+	m.workers.src.Store(&src)
+}
+
+var (
+	workerInvocationsDesc = prometheus.NewDesc("verge_worker_invocations_total",
+		"Worker invocations run, by worker and kind (fetch, object: a Durable Object request, alarm).", []string{"worker", "kind"}, nil)
+	workerErrorsDesc = prometheus.NewDesc("verge_worker_errors_total",
+		"Failed worker invocations, by worker and kind (crashed, cpu_limit, wall_limit, no_response, overloaded, unavailable, memory_limit).", []string{"worker", "kind"}, nil)
+	workerCPUDesc = prometheus.NewDesc("verge_worker_cpu_seconds_total",
+		"Guest CPU time of the worker's invocations (what its CPU time limit bounds).", []string{"worker"}, nil)
+	workerInstancesDesc = prometheus.NewDesc("verge_worker_instances",
+		"Pooled instances of the worker's current version, by state (idle, busy).", []string{"worker", "state"}, nil)
+	workerObjectsDesc = prometheus.NewDesc("verge_worker_durable_objects",
+		"Live Durable Objects of the worker, each holding an instance.", []string{"worker"}, nil)
+	workerEvictionsDesc = prometheus.NewDesc("verge_worker_durable_object_evictions_total",
+		"Durable Objects of the worker evicted (idle, over the live cap, or at shutdown).", []string{"worker"}, nil)
+	workerMemoryDesc = prometheus.NewDesc("verge_worker_memory_bytes",
+		"Linear memory held by the worker's instances.", []string{"worker"}, nil)
+)
+
+// workerCollector exports the samples of the current WorkerStats source on each scrape.
+type workerCollector struct {
+	src atomic.Pointer[WorkerStats]
+}
+
+// Describe sends the worker metric descriptors.
+func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{workerInvocationsDesc, workerErrorsDesc, workerCPUDesc,
+		workerInstancesDesc, workerObjectsDesc, workerEvictionsDesc, workerMemoryDesc} {
+		ch <- d
+	}
+}
+
+// Collect reads the source once and sends every worker's series.
+func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
+	p := c.src.Load()
+	if p == nil {
+		return
+	}
+	(*p).EachWorker(func(s WorkerSample) {
+		w := s.Worker
+		for _, k := range sortedKeys(s.Invocations) {
+			ch <- prometheus.MustNewConstMetric(workerInvocationsDesc, prometheus.CounterValue, float64(s.Invocations[k]), w, k)
+		}
+		for _, k := range sortedKeys(s.Errors) {
+			ch <- prometheus.MustNewConstMetric(workerErrorsDesc, prometheus.CounterValue, float64(s.Errors[k]), w, k)
+		}
+		ch <- prometheus.MustNewConstMetric(workerCPUDesc, prometheus.CounterValue, s.CPU.Seconds(), w)
+		ch <- prometheus.MustNewConstMetric(workerInstancesDesc, prometheus.GaugeValue, float64(s.IdleInstances), w, "idle")
+		ch <- prometheus.MustNewConstMetric(workerInstancesDesc, prometheus.GaugeValue, float64(s.BusyInstances), w, "busy")
+		ch <- prometheus.MustNewConstMetric(workerObjectsDesc, prometheus.GaugeValue, float64(s.LiveObjects), w)
+		ch <- prometheus.MustNewConstMetric(workerEvictionsDesc, prometheus.CounterValue, float64(s.Evictions), w)
+		ch <- prometheus.MustNewConstMetric(workerMemoryDesc, prometheus.GaugeValue, float64(s.Memory), w)
+	})
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
