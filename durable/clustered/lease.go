@@ -209,22 +209,25 @@ func (p *Placement) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if kv := p.kv.Load(); kv != nil {
 		return *kv, nil
 	}
-	kv, err := p.js.KeyValue(ctx, LeaseBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = p.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:         LeaseBucket,
-			Description:    "Verge Durable Object leases",
-			History:        1,
-			TTL:            p.o.TTL,
-			MaxValueSize:   1024,
-			Replicas:       p.replicas,
-			Storage:        jetstream.FileStorage,
-			LimitMarkerTTL: max(p.o.TTL, minLeaseMarkerTTL),
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = p.js.KeyValue(ctx, LeaseBucket)
+	kv, err := retryJS(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		kv, err := p.js.KeyValue(ctx, LeaseBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = p.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:         LeaseBucket,
+				Description:    "Verge Durable Object leases",
+				History:        1,
+				TTL:            p.o.TTL,
+				MaxValueSize:   1024,
+				Replicas:       p.replicas,
+				Storage:        jetstream.FileStorage,
+				LimitMarkerTTL: max(p.o.TTL, minLeaseMarkerTTL),
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = p.js.KeyValue(ctx, LeaseBucket)
+			}
 		}
-	}
+		return kv, err
+	})
 	if err != nil {
 		return nil, classify("open lease bucket", err)
 	}
@@ -232,8 +235,10 @@ func (p *Placement) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	// answer yet while its stream elects a leader: a few tries, bounded by ctx.
 	var st jetstream.KeyValueStatus
 	for try := 0; ; try++ {
-		st, err = kv.Status(ctx)
-		if err == nil || try == 20 || !errors.Is(err, jetstream.ErrStreamNotFound) {
+		sctx, scancel := context.WithTimeout(ctx, jsAttempt)
+		st, err = kv.Status(sctx)
+		scancel()
+		if err == nil || try == 20 || ctx.Err() != nil || !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, context.DeadlineExceeded) {
 			break
 		}
 		t := time.NewTimer(100 * time.Millisecond)

@@ -100,15 +100,17 @@ func (l *Log) stream(ctx context.Context, namespace string) (jetstream.Stream, e
 	if s := l.streams[namespace]; s != nil {
 		return s, nil
 	}
-	s, err := l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        LogStreamName(namespace),
-		Description: "Verge Durable Object write batches of namespace " + namespace,
-		Subjects:    []string{logSubjectPrefix + base64.RawURLEncoding.EncodeToString([]byte(namespace)) + ".*"},
-		Storage:     jetstream.FileStorage,
-		Replicas:    l.replicas,
-		Discard:     jetstream.DiscardNew,
-		MaxMsgSize:  -1,
-		Metadata:    map[string]string{"verge_namespace": namespace},
+	s, err := retryJS(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		return l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        LogStreamName(namespace),
+			Description: "Verge Durable Object write batches of namespace " + namespace,
+			Subjects:    []string{logSubjectPrefix + base64.RawURLEncoding.EncodeToString([]byte(namespace)) + ".*"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    l.replicas,
+			Discard:     jetstream.DiscardNew,
+			MaxMsgSize:  -1,
+			Metadata:    map[string]string{"verge_namespace": namespace},
+		})
 	})
 	if err != nil {
 		return nil, classify("open object log", err)

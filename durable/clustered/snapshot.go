@@ -41,12 +41,14 @@ func (l *Log) snapshots(ctx context.Context, namespace string) (jetstream.Object
 	if s := l.snaps[namespace]; s != nil {
 		return s, nil
 	}
-	s, err := l.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      SnapshotStoreName(namespace),
-		Description: "Verge Durable Object snapshots of namespace " + namespace,
-		Storage:     jetstream.FileStorage,
-		Replicas:    l.replicas,
-		Metadata:    map[string]string{"verge_namespace": namespace},
+	s, err := retryJS(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) {
+		return l.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      SnapshotStoreName(namespace),
+			Description: "Verge Durable Object snapshots of namespace " + namespace,
+			Storage:     jetstream.FileStorage,
+			Replicas:    l.replicas,
+			Metadata:    map[string]string{"verge_namespace": namespace},
+		})
 	})
 	if err != nil {
 		return nil, classify("open snapshot store", err)
