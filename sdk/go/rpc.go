@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"unicode/utf8"
 )
 
 // RPC to Durable Objects: a worker (or another object) calls a method of an object with
@@ -178,6 +179,29 @@ func callMethod(s *DurableObjectState, name string, args []byte) (out []byte, er
 // runInTxn runs a method in a nested transaction; tests without a host replace it.
 var runInTxn = (*Storage).Transaction
 
+// asRPCError is errors.As for *RPCError, written out so that the object's side of RPC does
+// not link the reflection errors.As uses into every worker.
+func asRPCError(err error) *RPCError {
+	for depth := 0; err != nil && depth < 100; depth++ {
+		switch e := err.(type) {
+		case *RPCError:
+			return e
+		case interface{ Unwrap() []error }:
+			for _, sub := range e.Unwrap() {
+				if re := asRPCError(sub); re != nil {
+					return re
+				}
+			}
+			return nil
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
 // rpcStatus maps an RPC error code to the status of its answer.
 func rpcStatus(code string) int {
 	switch code {
@@ -206,15 +230,18 @@ func serveRPC(s *DurableObjectState, w ResponseWriter, r *Request) {
 // rpcAnswer returns the status and body answering an RPC request.
 func rpcAnswer(s *DurableObjectState, r *Request) (int, []byte) {
 	fail := func(err error) (int, []byte) {
-		var re *RPCError
-		if !errors.As(err, &re) {
+		re := asRPCError(err)
+		if re == nil {
 			re = &RPCError{Code: RPCCodeError, Message: err.Error()}
 		}
-		if re.Code == "" {
-			re = &RPCError{Code: RPCCodeError, Message: re.Message}
+		code := re.Code
+		if code == "" {
+			code = RPCCodeError
 		}
-		b, _ := json.Marshal(re)
-		return rpcStatus(re.Code), b
+		b := append([]byte(`{"code":`), jsonString(code)...)
+		b = append(b, `,"message":`...)
+		b = append(append(b, jsonString(re.Message)...), '}')
+		return rpcStatus(code), b
 	}
 	if r.Method != "POST" {
 		return fail(&RPCError{Code: RPCCodeProtocol, Message: "rpc call with method " + r.Method})
@@ -228,6 +255,26 @@ func rpcAnswer(s *DurableObjectState, r *Request) (int, []byte) {
 		return fail(err)
 	}
 	return 200, out
+}
+
+// jsonString returns s as a JSON string. The object's side of RPC encodes its errors with it
+// rather than with encoding/json, so that a worker that uses no RPC method and no JSON
+// helper does not link encoding/json (about half a megabyte of WebAssembly).
+func jsonString(s string) []byte {
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	for _, c := range s { // invalid UTF-8 arrives as U+FFFD
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', byte(c))
+		case c < 0x20 || c == 0x2028 || c == 0x2029:
+			b = append(b, '\\', 'u', hex[c>>12&0xf], hex[c>>8&0xf], hex[c>>4&0xf], hex[c&0xf])
+		default:
+			b = utf8.AppendRune(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // newRPCRequest builds the request of a call.

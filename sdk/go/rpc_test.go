@@ -2,7 +2,9 @@ package sdk
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -277,4 +279,38 @@ func TestWriteJSONAndResponseJSON(t *testing.T) {
 	if w.status != 422 {
 		t.Fatalf("WriteJSONError of an RPC error: %d", w.status)
 	}
+}
+
+// TestRPCErrorEncoding: the object's hand-written JSON for errors decodes to the same text
+// with encoding/json, whatever the message holds.
+func TestRPCErrorEncoding(t *testing.T) {
+	for _, msg := range []string{"", "plain", `quote " and \ backslash`, "ctl \x00\x01\n\t\x1f", "bad utf8 \xff\xfe", "sep \u2028\u2029", "ünïcödé ✓"} {
+		status, body := rpcAnswerFor(t, &RPCError{Code: "c\"x", Message: msg})
+		var got RPCError
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatalf("%q: %s does not decode: %v", msg, body, err)
+		}
+		want := string([]rune(msg)) // each invalid byte becomes U+FFFD
+		if got.Code != "c\"x" || got.Message != want || status != 422 {
+			t.Errorf("%q: decoded %+v status %d, want message %q", msg, got, status, want)
+		}
+	}
+	// An *RPCError wrapped or joined (a failed rollback joins its error) keeps its code.
+	wrapped := fmt.Errorf("outer: %w", errors.Join(errors.New("rollback failed"), &RPCError{Code: "overdraft", Message: "m"}))
+	if re := asRPCError(wrapped); re == nil || re.Code != "overdraft" {
+		t.Fatalf("asRPCError(wrapped) = %v", re)
+	}
+	if re := asRPCError(errors.New("plain")); re != nil {
+		t.Fatalf("asRPCError(plain) = %v", re)
+	}
+}
+
+// rpcAnswerFor answers a call of a method that fails with err.
+func rpcAnswerFor(t *testing.T, err error) (int, []byte) {
+	t.Helper()
+	noHostTxn(t)
+	s := &DurableObjectState{}
+	HandleRPC(s, "m", func(struct{}) (int, error) { return 0, err })
+	r, _ := newRPCRequest("m", nil)
+	return rpcAnswer(s, r)
 }
