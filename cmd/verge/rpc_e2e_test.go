@@ -128,3 +128,85 @@ workers:
 	})
 	checkBank(t, p.addr, p.stderr)
 }
+
+// panicWorker's object has a method that writes and then panics, and one that reports the
+// stored value and how many calls its live instance has served.
+const panicWorker = `package main
+
+import (
+	"strconv"
+
+	sdk "github.com/verge-edge/verge/sdk/go"
+)
+
+type obj struct {
+	s     *sdk.DurableObjectState
+	calls int
+}
+
+func (o *obj) Fetch(w sdk.ResponseWriter, r *sdk.Request) { sdk.ErrorResponse(w, "fetch", 404) }
+
+func (o *obj) boom(struct{}) (int, error) {
+	o.calls++
+	o.s.Storage().Put("v", []byte("written before the panic"))
+	var m map[string]int
+	m["x"] = 1 // nil map: panics
+	return 0, nil
+}
+
+func (o *obj) get(struct{}) (map[string]string, error) {
+	o.calls++
+	v, _, err := o.s.Storage().Get("v")
+	return map[string]string{"v": string(v), "calls": strconv.Itoa(o.calls)}, err
+}
+
+func init() {
+	sdk.DefineDurableObject("P", func(s *sdk.DurableObjectState) sdk.DurableObjectHandler {
+		o := &obj{s: s}
+		sdk.HandleRPC(s, "boom", o.boom)
+		sdk.HandleRPC(s, "get", o.get)
+		return o
+	})
+	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
+		id := sdk.DurableObject("P").IDFromName("one")
+		res, err := sdk.Call[map[string]string](id, r.Path()[1:], nil)
+		if err != nil {
+			sdk.WriteJSONError(w, err)
+			return
+		}
+		sdk.WriteJSON(w, 200, res)
+	})
+}
+
+func main() {}
+`
+
+// TestDevRPCPanicKeepsInstance: a method that panics gives the caller a "panic" error, its
+// storage write is rolled back, and the object's live instance goes on serving (its
+// in-memory call count continues).
+func TestDevRPCPanicKeepsInstance(t *testing.T) {
+	// Inside the module, so the package can import the SDK; testdata keeps it out of ./...
+	parent := filepath.Join(testwasm.Root(), "cmd", "verge", "testdata")
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(parent, "rpcpanic-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte(panicWorker), 0o644)
+	os.WriteFile(filepath.Join(dir, "worker.yaml"), []byte("name: rpcpanic\ndurable_objects: [{binding: P, class: P}]\n"), 0o644)
+	p := startDev(t, t.TempDir(), dir)
+	c := &http.Client{Timeout: 30 * time.Second}
+	if code, body, err := p.do(c, "GET", "/get", ""); code != 200 || body != `{"calls":"1","v":""}`+"\n" {
+		t.Fatalf("get: %d %q %v\n%s", code, body, err, p.stderr)
+	}
+	code, body, err := p.do(c, "GET", "/boom", "")
+	if code != 500 || !strings.Contains(body, `"error":"panic: boom: assignment to entry in nil map"`) {
+		t.Fatalf("boom: %d %q %v, want 500 with the panic\n%s", code, body, err, p.stderr)
+	}
+	if code, body, err := p.do(c, "GET", "/get", ""); code != 200 || body != `{"calls":"3","v":""}`+"\n" {
+		t.Fatalf("get after the panic: %d %q %v, want the same instance (calls 3) and no write\n%s", code, body, err, p.stderr)
+	}
+}
