@@ -52,8 +52,9 @@ const (
 	RPCCodeError = "error"
 	// RPCCodePanic: the method panicked; Message is the panic value.
 	RPCCodePanic = "panic"
-	// RPCCodeProtocol: the object did not answer as an RPC (for instance, its instance
-	// failed and the host answered 500, or its class was built with an SDK without RPC).
+	// RPCCodeProtocol: the object's answer was not an RPC answer (for instance, its class
+	// was built with an SDK without RPC). A failed object invocation is the *Error of
+	// ObjectID.Fetch instead.
 	RPCCodeProtocol = "protocol"
 )
 
