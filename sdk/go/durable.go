@@ -61,11 +61,28 @@ func (ns *DurableObjectNamespace) IDFromString(s string) (ObjectID, error) {
 
 // Fetch sends r to the object and returns its response. Requests to one object are
 // delivered one at a time, and the response is released only after the object's storage
-// writes made while handling r are durable.
+// writes made while handling r are durable. The Verge-RPC header is reserved for Call and
+// removed from r's copy that is sent.
 func (id ObjectID) Fetch(r *Request) (*Response, error) {
 	if id.err != nil {
 		return nil, id.err
 	}
+	if r.Header.Get(rpcHeader) != "" {
+		// The RPC marker is reserved for Call: a request forwarded from a client must not
+		// reach an object's methods by carrying it.
+		c := *r
+		c.Header = Header{fields: append([]Field(nil), r.Header.fields...)}
+		c.Header.Del(rpcHeader)
+		r = &c
+	}
+	return objectFetch(id, r)
+}
+
+// objectFetch sends a request to an object; tests without a host replace it.
+var objectFetch = ObjectID.fetch
+
+// fetch sends r to the object as it is.
+func (id ObjectID) fetch(r *Request) (*Response, error) {
 	var e workerabi.Encoder
 	e.Str(id.ns)
 	e.Str(id.id)
@@ -105,6 +122,7 @@ type DurableObjectState struct {
 	id      string
 	ns      string
 	storage Storage
+	methods map[string]rpcMethod // registered with HandleRPC
 }
 
 // ID returns the object's ID in its String form.
@@ -118,8 +136,14 @@ func (s *DurableObjectState) Storage() *Storage { return &s.storage }
 
 var (
 	classes = map[string]func(*DurableObjectState) DurableObjectHandler{}
-	objects = map[string]DurableObjectHandler{}
+	objects = map[string]*liveObject{}
 )
+
+// liveObject is an object's instance with the state it was made with.
+type liveObject struct {
+	h     DurableObjectHandler
+	state *DurableObjectState
+}
 
 // DefineDurableObject registers the Durable Object class named class (the class name
 // configured for a namespace). The host makes one live instance per object ID by calling
@@ -129,7 +153,7 @@ func DefineDurableObject(class string, newObject func(state *DurableObjectState)
 }
 
 // objectContext loads the current invocation's object, creating its instance when needed.
-func objectContext() (DurableObjectHandler, AlarmInfo, error) {
+func objectContext() (*liveObject, AlarmInfo, error) {
 	res, err := rawCall(workerabi.OpDOContext, nil)
 	if err != nil {
 		return nil, AlarmInfo{}, err
@@ -148,17 +172,26 @@ func objectContext() (DurableObjectHandler, AlarmInfo, error) {
 	if newObject == nil {
 		return nil, info, fmt.Errorf("durable object class %q is not defined (sdk.DefineDurableObject)", class)
 	}
-	o := newObject(&DurableObjectState{id: id, ns: ns})
+	state := &DurableObjectState{id: id, ns: ns}
+	o := &liveObject{h: newObject(state), state: state}
 	objects[id] = o
 	return o, info, nil
 }
 
+// serveObject answers a request to an object: an RPC call (see rpc.go) goes to the method
+// registered with HandleRPC, anything else to the class's Fetch.
 func serveObject() error {
 	o, _, err := objectContext()
 	if err != nil {
 		return err
 	}
-	return serveRequest(HandlerFunc(o.Fetch))
+	return serveRequest(HandlerFunc(func(w ResponseWriter, r *Request) {
+		if isRPC(r) {
+			serveRPC(o.state, w, r)
+			return
+		}
+		o.h.Fetch(w, r)
+	}))
 }
 
 // errAlarmFailed is the alarm handler's failure: the host retries, keeping the instance.
@@ -169,7 +202,7 @@ func runAlarm() error {
 	if err != nil {
 		return err
 	}
-	a, ok := o.(AlarmHandler)
+	a, ok := o.h.(AlarmHandler)
 	if !ok {
 		return nil
 	}
