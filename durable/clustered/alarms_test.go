@@ -35,7 +35,7 @@ type firing struct {
 // placement; OnAlarm records each run on fired unless dead says the node is gone.
 func startAlarmNode(t *testing.T, node *cluster.Node, fired chan<- firing, dead *atomic.Bool) *alarmNode {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", node.Name())
+	log := nodeLogger(t, node)
 	p, err := NewPlacement(node, LeaseOptions{Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ const counterNS = "counter"
 
 func startCounterNode(t *testing.T, node *cluster.Node) *counterNode {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", node.Name())
+	log := nodeLogger(t, node)
 	p, err := NewPlacement(node, LeaseOptions{Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +102,11 @@ func startCounterNode(t *testing.T, node *cluster.Node) *counterNode {
 	})
 	cn.ns, cn.f = ns, f
 	return cn
+}
+
+// nodeLogger is a test's logger of node: warnings and errors, named by node.
+func nodeLogger(t *testing.T, node *cluster.Node) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", node.Name())
 }
 
 // testWriter logs to the test.

@@ -46,14 +46,14 @@ func TestLogReplayAndFencing(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pos WALPosition
-	want := map[string]string{}
+	want := map[string][]byte{}
 	for b := range 5 {
 		txn, err := obj.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		k, v := fmt.Sprintf("k%d", b), fmt.Sprintf("v%d", b)
-		want[k] = v
+		want[k] = []byte(v)
 		if err := txn.Put([]durable.Entry{{Key: k, Value: []byte(v)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -118,28 +118,5 @@ func TestLogReplayAndFencing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, ns, id.String()+".sqlite"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rst := durable.OpenSQLite(dir)
-	defer rst.Close()
-	robj, err := rst.Open(ctx, ns, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer robj.Close()
-	txn, err := robj.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer txn.Rollback()
-	got, err := txn.List(durable.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != len(want) {
-		t.Fatalf("rebuilt keys: got %d, want %d", len(got), len(want))
-	}
-	for _, e := range got {
-		if string(e.Value) != want[e.Key] {
-			t.Fatalf("rebuilt %s: got %q, want %q", e.Key, e.Value, want[e.Key])
-		}
-	}
+	checkValues(t, dir, ns, id, want)
 }

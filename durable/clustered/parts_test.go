@@ -98,8 +98,9 @@ func replayAll(t *testing.T, ctx context.Context, l *Log, dir, ns string, id dur
 	return got, last
 }
 
-// checkValues opens the database in dir and checks it holds exactly want.
-func checkValues(t *testing.T, dir, ns string, id durable.ID, want map[string][]byte) {
+// checkValues opens the database in dir and checks it holds exactly want; then each of
+// more checks the same batch.
+func checkValues(t *testing.T, dir, ns string, id durable.ID, want map[string][]byte, more ...func(durable.Txn)) {
 	t.Helper()
 	st := durable.OpenSQLite(dir)
 	defer st.Close()
@@ -124,6 +125,9 @@ func checkValues(t *testing.T, dir, ns string, id durable.ID, want map[string][]
 		if !bytes.Equal(e.Value, want[e.Key]) {
 			t.Fatalf("rebuilt %s: %d bytes differ from the %d written", e.Key, len(e.Value), len(want[e.Key]))
 		}
+	}
+	for _, f := range more {
+		f(txn)
 	}
 }
 

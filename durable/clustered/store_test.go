@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -47,7 +46,7 @@ type restoreCall struct {
 // partBytes long (0: the default) and which snapshots every snapEvery batches.
 func startStoreNode(t *testing.T, node *cluster.Node, name string, partBytes, snapEvery int) *storeNode {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("node", node.Name())
+	log := nodeLogger(t, node)
 	p, err := NewPlacement(node, LeaseOptions{Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +87,27 @@ func (n *storeNode) put(ctx context.Context, id durable.ID, entries ...durable.E
 }
 
 // get reads keys of object id.
+// checkRestored checks that node b, which took object id over, holds k0..k(n-1) as written
+// (value(i))
+// and restored it by replaying the one batch after snap.
+func checkRestored(t *testing.T, ctx context.Context, b *storeNode, id durable.ID, n int, value func(int) []byte, snap string) {
+	t.Helper()
+	for i := range n {
+		vs, err := b.get(ctx, id, fmt.Sprint("k", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(vs[0], value(i)) {
+			t.Fatalf("restored k%d: %d bytes differ from the %d written", i, len(vs[0]), len(value(i)))
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.restore) != 1 || b.restore[0].records != 1 {
+		t.Fatalf("OnRestore: %v, want one restore replaying the 1 batch after %s", b.restore, snap)
+	}
+}
+
 func (n *storeNode) get(ctx context.Context, id durable.ID, keys ...string) ([][]byte, error) {
 	var vs [][]byte
 	err := n.ns.Do(ctx, id, func(t *durable.Turn) error {
@@ -302,20 +322,7 @@ func TestStoreReplication(t *testing.T) {
 		put(7)
 
 		handOver(t, ctx, a, b, id)
-		for i := range 8 {
-			vs, err := b.get(ctx, id, fmt.Sprint("k", i))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(vs[0], value(i)) {
-				t.Fatalf("restored k%d: %d bytes differ from the %d written", i, len(vs[0]), len(value(i)))
-			}
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if len(b.restore) != 1 || b.restore[0].records != 1 {
-			t.Fatalf("OnRestore: %v, want one restore replaying the 1 batch after the second snapshot", b.restore)
-		}
+		checkRestored(t, ctx, b, id, 8, value, "the second snapshot")
 	})
 
 	t.Run("upload cancelled past the pending limit", func(t *testing.T) {
@@ -364,20 +371,7 @@ func TestStoreReplication(t *testing.T) {
 		}
 		put(3)
 		handOver(t, ctx, a, b, id)
-		for i := range 4 {
-			vs, err := b.get(ctx, id, fmt.Sprint("k", i))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(vs[0], value(i)) {
-				t.Fatalf("restored k%d: %d bytes differ from the %d written", i, len(vs[0]), len(value(i)))
-			}
-		}
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if len(b.restore) != 1 || b.restore[0].records != 1 {
-			t.Fatalf("OnRestore: %v, want one restore replaying the 1 batch after the snapshot", b.restore)
-		}
+		checkRestored(t, ctx, b, id, 4, value, "the snapshot")
 	})
 
 	t.Run("close during upload", func(t *testing.T) {

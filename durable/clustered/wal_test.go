@@ -93,35 +93,13 @@ func TestWALReplay(t *testing.T) {
 	}
 	obj.Close()
 
-	rst := durable.OpenSQLite(dst)
-	defer rst.Close()
-	robj, err := rst.Open(ctx, "ns", id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer robj.Close()
-	txn, err := robj.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer txn.Rollback()
-	got, err := txn.List(durable.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != len(want) {
-		t.Fatalf("replica keys: got %d, want %d", len(got), len(want))
-	}
-	for _, e := range got {
-		if !bytes.Equal(e.Value, want[e.Key]) {
-			t.Fatalf("replica key %q: got %d bytes, want %d", e.Key, len(e.Value), len(want[e.Key]))
+	checkValues(t, dst, "ns", id, want, func(txn durable.Txn) {
+		r, err := txn.SQL("SELECT count(*), sum(n) FROM t", nil)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	r, err := txn.SQL("SELECT count(*), sum(n) FROM t", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, sum := r.Rows[0][0], r.Rows[0][1]; n != int64(batches) || sum != int64(batches*(batches-1)/2) {
-		t.Fatalf("replica rows: count %v, sum %v", n, sum)
-	}
+		if n, sum := r.Rows[0][0], r.Rows[0][1]; n != int64(batches) || sum != int64(batches*(batches-1)/2) {
+			t.Fatalf("replica rows: count %v, sum %v", n, sum)
+		}
+	})
 }
