@@ -232,23 +232,8 @@ func (p *Placement) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		return nil, classify("open lease bucket", err)
 	}
 	// A bucket created a moment ago (here or by another node at the same time) may not
-	// answer yet while its stream elects a leader: a few tries, bounded by ctx.
-	var st jetstream.KeyValueStatus
-	for try := 0; ; try++ {
-		sctx, scancel := context.WithTimeout(ctx, jsAttempt)
-		st, err = kv.Status(sctx)
-		scancel()
-		if err == nil || try == 20 || ctx.Err() != nil || !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, context.DeadlineExceeded) {
-			break
-		}
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, classify("read lease bucket", ctx.Err())
-		case <-t.C:
-		}
-	}
+	// answer yet while its stream elects a leader: tried again, bounded by ctx.
+	st, err := retryJS(ctx, func(ctx context.Context) (jetstream.KeyValueStatus, error) { return kv.Status(ctx) })
 	if err != nil {
 		return nil, classify("read lease bucket", err)
 	}
