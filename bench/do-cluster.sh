@@ -20,54 +20,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORKERD_DIR=${WORKERD_DIR:-$ROOT/../shared/bench/workerd}
 BIN=${BIN:-/tmp/verge-dobench}; DUR=${DUR:-8}; ROUNDS=${ROUNDS:-3}; PORT_BASE=${PORT_BASE:-39080}
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-mkdir -p "$BIN"
-(cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN/verge" ./cmd/verge)
-(cd "$ROOT/examples/workers/counter" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o "$BIN/counter.wasm" .)
-W=$(mktemp -d /tmp/vdb.XXXX)
-PIDS=()
-cleanup() {
-  [ -n "${WORKERD:-}" ] && pkill -f "$WORKERD serve config.capnp" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true; rm -rf "$W"
-}
-trap cleanup EXIT
-fail_log() { for f in "$W"/*.err; do echo "== $f" >&2; tail -5 "$f" >&2; done; }
-
-# config NAME PUBLIC ADMIN [CLUSTER-YAML]
-config() {
-  cat > "$W/$1.yaml" <<EOF
-listeners: [{address: "127.0.0.1:$2"}]
-admin: {address: "127.0.0.1:$3"}
-access_log: {output: "off"}
-log: {level: warn}
-pid_file: $W/$1.pid
-worker_data: $W/$1-data
-routes: [{worker: counter}]
-workers:
-  - name: counter
-    module: $BIN/counter.wasm
-    kv: [{binding: KV, namespace: bench}]
-    durable_objects: [{binding: COUNTER, class: Counter}]
-${4:-}
-EOF
-}
-# start NAME CPU: sets LAST to the pid
-start() {
-  GOMAXPROCS=1 taskset -c "$2" "$BIN/verge" run -c "$W/$1.yaml" >/dev/null 2>"$W/$1.err" &
-  LAST=$!
-  PIDS+=("$LAST")
-}
-wait_ok() { # URL
-  for _ in $(seq 900); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)
-    [ "$code" = 200 ] && return 0
-    sleep 0.1
-  done
-  echo "do-cluster.sh: $1 never answered 200 (last: $code)" >&2; fail_log; exit 1
-}
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+. "$ROOT/bench/lib-cluster.sh"
+# workerd, when started, is not a child of this shell: stop it by name.
+cleanup_extra() { [ -n "${WORKERD:-}" ] && pkill -f "$WORKERD serve config.capnp" 2>/dev/null || true; }
 
 # measure SETUP PID URL [OWNER-PID]
 measure() {
@@ -75,28 +30,14 @@ measure() {
   local t0 o0=0; t0=$(cpu_ticks "$pid"); [ -n "$owner" ] && o0=$(cpu_ticks "$owner")
   local out; out=$(taskset -c 1 wrk -t1 -c16 -d"${DUR}s" --latency "$url" 2>&1)
   local t1 o1=0; t1=$(cpu_ticks "$pid"); [ -n "$owner" ] && o1=$(cpu_ticks "$owner")
-  local req; req=$(awk '/requests in/ {print $1}' <<<"$out")
-  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out"); non2xx=${non2xx:-0}
-  local p50; p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  local p99; p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  local cpu; cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" -v n="$req" 'BEGIN { printf "%.1f", (b-a)/hz*1e6/n }')
+  wrk_stats "$out"
   local extra=""
-  [ -n "$owner" ] && extra=" owner_cpu_us=$(awk -v a="$o0" -v b="$o1" -v hz="$HZ" -v n="$req" 'BEGIN { printf "%.1f", (b-a)/hz*1e6/n }')"
-  echo "setup=$setup rps=$rps cpu_us=$cpu$extra p50=$p50 p99=$p99 requests=$req non2xx=$non2xx"
+  [ -n "$owner" ] && extra=" owner_cpu_us=$(cpu_us "$o0" "$o1" "$REQ")"
+  echo "setup=$setup rps=$RPS cpu_us=$(cpu_us "$t0" "$t1" "$REQ")$extra p50=$P50 p99=$P99 requests=$REQ non2xx=$NON2XX"
 }
 
 P=$PORT_BASE
-config single $P $((P+10))
-for i in 1 2 3; do
-  C="cluster:
-  node: n$i
-  embedded:
-    listen: 127.0.0.1:$((P+20+i))
-    cluster_listen: 127.0.0.1:$((P+30+i))
-    routes: [127.0.0.1:$((P+31)), 127.0.0.1:$((P+32)), 127.0.0.1:$((P+33))]"
-  config n$i $((P+i)) $((P+10+i)) "$C"
-done
+configs
 start single 0; SINGLE=$LAST
 start n1 0; N1=$LAST
 start n2 1; N2=$LAST
@@ -109,11 +50,11 @@ if [ -n "${WORKERD:-}" ]; then
   (cd "$W/wd" && taskset -c 0 "$WORKERD" serve config.capnp >/dev/null 2>"$W/workerd.err") &
   WD=$!; PIDS+=("$WD")
 fi
-wait_ok "http://127.0.0.1:$P/counter/bench"
+wait_code "http://127.0.0.1:$P/counter/bench" 200
 # The cluster's object is placed on n1 by its first request through n1.
-wait_ok "http://127.0.0.1:$((P+1))/counter/bench"
-wait_ok "http://127.0.0.1:$((P+2))/counter/bench"
-[ -n "$WD" ] && wait_ok "http://127.0.0.1:$((P+40))/counter/bench"
+wait_code "http://127.0.0.1:$((P+1))/counter/bench" 200
+wait_code "http://127.0.0.1:$((P+2))/counter/bench" 200
+[ -n "$WD" ] && wait_code "http://127.0.0.1:$((P+40))/counter/bench" 200
 # workerd's own pid (the subshell that started it is its parent).
 WDP=""
 [ -n "$WD" ] && WDP=$(pgrep -f "$WORKERD serve config.capnp" | head -1)
