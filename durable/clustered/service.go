@@ -90,23 +90,15 @@ func (s *Service) prepare(log *slog.Logger) {
 		case <-ctx.Done():
 		}
 	}()
-	for try := 0; ; try++ {
-		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := s.Placement.bucket(actx)
-		acancel()
+	// bucket retries within each 30 s round (retryJS); a round that fails is logged.
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, jsOpenTimeout)
+		_, err := s.Placement.bucket(rctx)
+		rcancel()
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		if try == 2 {
-			log.Warn("durable: the lease bucket is not ready yet; Durable Object requests wait for it", "err", err)
-		}
-		t := time.NewTimer(time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+		log.Warn("durable: the lease bucket is not ready yet; Durable Object requests wait for it", "err", err)
 	}
 }
 
