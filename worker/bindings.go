@@ -638,12 +638,7 @@ func (w *Worker) objectHandler(nsName string) func(ctx context.Context, id durab
 		var binding string
 		var b *doBinding
 		if cur := w.cur.Load(); cur != nil {
-			for name, db := range cur.durable {
-				if db.ns.Name() == nsName {
-					binding, b = name, db
-					break
-				}
-			}
+			binding, b = cur.bindingOf(nsName)
 		}
 		if b == nil {
 			return nil, fmt.Errorf("worker %s: no binding for namespace %s here: %w", w.name, nsName, cluster.ErrUnavailable)
@@ -683,16 +678,11 @@ func (w *Worker) runAlarm(ctx context.Context, nsName string, t *durable.Turn, r
 	if cur == nil {
 		return &Error{Kind: Unavailable, Worker: w.name}
 	}
-	var binding, class string
-	for name, b := range cur.durable {
-		if b.ns.Name() == nsName {
-			binding, class = name, b.class
-			break
-		}
-	}
-	if class == "" {
+	binding, b := cur.bindingOf(nsName)
+	if b == nil {
 		return fmt.Errorf("worker %s: no binding for namespace %s", w.name, nsName)
 	}
+	class := b.class
 	a, err := w.actorFor(ctx, t)
 	if err != nil {
 		return err

@@ -60,6 +60,17 @@ type doBinding struct {
 	ns    *durable.Namespace
 }
 
+// bindingOf returns the binding (its name and itself) through which the version reaches
+// the Durable Object namespace stored as nsName; nil when none does.
+func (v *version) bindingOf(nsName string) (string, *doBinding) {
+	for name, b := range v.durable {
+		if b.ns.Name() == nsName {
+			return name, b
+		}
+	}
+	return "", nil
+}
+
 // newVersion compiles cfg, whose module's SHA-256 is sum and whose configHash is hash, and
 // creates its first instance.
 func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte) (*version, error) {
