@@ -303,8 +303,19 @@ func (l *Log) Replay(ctx context.Context, namespace string, id durable.ID, after
 	last := after
 	var r partReader
 	for {
-		m, err := s.GetMsg(ctx, last+1, jetstream.WithGetMsgSubject(subj))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// A stream electing a leader (its last one died with the object's owner) answers
+		// "temporarily unavailable" or nothing: read again, within ctx, rather than fail
+		// the takeover.
+		end := false
+		m, err := retryJS(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+			m, err := s.GetMsg(ctx, last+1, jetstream.WithGetMsgSubject(subj))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				end = true
+				return nil, nil
+			}
+			return m, err
+		})
+		if end {
 			return last, nil
 		}
 		if err != nil {
