@@ -428,7 +428,11 @@ func (a *Alarms) Reschedule(ctx context.Context, id durable.ID, prev, at time.Ti
 	nrev, err := a.kv.Update(ctx, id.String(), encodeAlarm(at, retries), rev)
 	switch {
 	case isWrongLastSeq(err):
-		return nil // set again (or removed) meanwhile
+		// Set again, removed, or rescheduled by another node meanwhile, and this node's
+		// index does not show it yet: it must not fire the entry it still holds again at
+		// once (three nodes did so hundreds of times a second while a takeover failed).
+		a.Defer(id, prev, at)
+		return nil
 	case err != nil:
 		return classify("reschedule alarm", err)
 	}
