@@ -280,6 +280,7 @@ type Turn struct {
 	Object *Object
 	txn    Txn
 	depth  int
+	sync   turnSync // Sync's state (sync.go)
 }
 
 // Do runs fn for object id inside its input gate: calls for one object run one at a time, in
@@ -349,10 +350,16 @@ func (o *Object) turn(ctx context.Context, fn func(t *Turn) error) (*batch, erro
 	if err := b.txn.Savepoint("verge_turn"); err != nil {
 		return b, fmt.Errorf("durable: savepoint: %w", err)
 	}
-	t := &Turn{Object: o, txn: b.txn}
+	t := &Turn{Object: o, txn: b.txn, sync: turnSync{batch: b}}
 	err := fn(t)
 	for t.depth > 0 {
 		_ = t.Rollback()
+	}
+	if t.sync.batch != b {
+		// Sync committed b; the rest of the turn ran in a new batch (nil if none began).
+		if b = t.sync.batch; b == nil {
+			return nil, errors.Join(err, t.sync.err)
+		}
 	}
 	if err != nil {
 		if rerr := b.txn.RollbackTo("verge_turn"); rerr != nil {

@@ -11,19 +11,23 @@ import (
 func (t *Turn) Get(keys []string) ([][]byte, error) { return t.txn.Get(keys) }
 
 // Put stores entries.
-func (t *Turn) Put(entries []Entry) error { return t.txn.Put(entries) }
+func (t *Turn) Put(entries []Entry) error { t.sync.dirty = true; return t.txn.Put(entries) }
 
 // Delete removes keys and returns how many existed.
-func (t *Turn) Delete(keys []string) (int, error) { return t.txn.Delete(keys) }
+func (t *Turn) Delete(keys []string) (int, error) { t.sync.dirty = true; return t.txn.Delete(keys) }
 
 // List returns entries in key order.
 func (t *Turn) List(o ListOptions) ([]Entry, error) { return t.txn.List(o) }
 
 // SQL runs one statement on the object's database.
-func (t *Turn) SQL(query string, args []Value) (*SQLResult, error) { return t.txn.SQL(query, args) }
+func (t *Turn) SQL(query string, args []Value) (*SQLResult, error) {
+	t.sync.dirty = true
+	return t.txn.SQL(query, args)
+}
 
 // DeleteAll removes all keys, all SQL tables and the alarm.
 func (t *Turn) DeleteAll(ctx context.Context) error {
+	t.sync.dirty = true
 	if err := t.txn.DeleteAll(); err != nil {
 		return err
 	}

@@ -44,6 +44,23 @@ const (
 	OpFetch         = 64
 )
 
+// Host operation codes of streamed responses and bodies (docs/workers-abi.md, "Streaming").
+const (
+	// OpRespFlush sends the response head (when not sent yet) and the given body bytes, and
+	// pushes them to the client at once.
+	OpRespFlush = 8
+	// OpBodyRead reads the next bytes of a streamed body by handle; an empty result is the
+	// end of the body, and the handle is then released.
+	OpBodyRead = 65
+	// OpBodyClose releases a streamed body's handle before its end.
+	OpBodyClose = 66
+	// OpFetchStream is OpFetch whose result streams the body: status, header, a body handle
+	// (0 when the body follows whole) and the first body bytes.
+	OpFetchStream = 67
+	// OpDOFetchStream is OpDOFetch with OpFetchStream's result.
+	OpDOFetchStream = 68
+)
+
 // Statuses of host operations. StatusOK carries the result; the others carry an error
 // message.
 const (
