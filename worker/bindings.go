@@ -176,6 +176,9 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	if d.Err != nil {
 		return fail(workerabi.StatusInvalid, d.Err)
 	}
+	if op == workerabi.OpDOFetchStream {
+		return inv.objectStream(binding, b, id, head, body)
+	}
 	out, err := inv.inst.v.w.callObject(inv.io(), binding, b, id, head, body, e.B)
 	if err != nil {
 		return fail(objectErrorStatus(err), err)
@@ -372,10 +375,32 @@ func (inv *invocation) sql(t *durable.Turn, d *workerabi.Decoder) (uint32, []byt
 // fetch sends a subrequest through the transport: args are a request head (method, url,
 // remote, header) and a body; the result is status, header and body.
 func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
+	resp, st, res := inv.roundTrip(inv.io(), arg)
+	if resp == nil {
+		return st, res
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxFetchBody+1))
+	if err != nil {
+		return fail(workerabi.StatusInternal, fmt.Errorf("fetch: reading body: %w", err))
+	}
+	if len(data) > MaxFetchBody {
+		return fail(workerabi.StatusLimit, fmt.Errorf("fetch: response body exceeds %d bytes (stream it: sdk.Fetch reads the body as the worker reads it)", MaxFetchBody))
+	}
+	e := &inv.e
+	encodeRespHead(e, resp)
+	e.Bytes(data)
+	return workerabi.StatusOK, e.B
+}
+
+// roundTrip sends the subrequest encoded in arg (a request head and a body) under ctx and
+// returns its response, whose Body (never nil) the caller closes; or, when it fails, nil and
+// the operation's status and error.
+func (inv *invocation) roundTrip(ctx context.Context, arg []byte) (*message.Response, uint32, []byte) {
 	v := inv.inst.v
 	tr := v.w.reg.svc.Transport // never nil: NewRegistry supplies its own
 	if inv.subrequests >= v.limits.Subrequests {
-		return fail(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
+		return failed(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
 	}
 	inv.subrequests++
 	d := workerabi.Decoder{B: arg}
@@ -391,11 +416,11 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	}
 	body := d.Bytes()
 	if d.Err != nil {
-		return fail(workerabi.StatusInvalid, d.Err)
+		return failed(workerabi.StatusInvalid, d.Err)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fail(workerabi.StatusInvalid, fmt.Errorf("fetch: invalid URL %q (want http or https with a host)", rawURL))
+		return failed(workerabi.StatusInvalid, fmt.Errorf("fetch: invalid URL %q (want http or https with a host)", rawURL))
 	}
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
@@ -406,13 +431,12 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	}
 	// The policy is checked on the resolved address, which is then dialed (not the name
 	// again); the transport's dialer checks the connection once more.
-	ctx := inv.io()
 	ap, byName, err := v.egress.resolveFetch(ctx, host, port)
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
-			return fail(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))
+			return failed(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))
 		}
-		return fail(workerabi.StatusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
+		return failed(workerabi.StatusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
 	}
 	peer := &upstream.Peer{Address: ap.String()}
 	if u.Scheme == "https" {
@@ -432,28 +456,20 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	resp, err := tr.RoundTrip(context.WithValue(ctx, egressKey{}, &egressCtx{e: v.egress, byName: byName}), peer, req)
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
-			return fail(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))
+			return failed(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))
 		}
-		return fail(workerabi.StatusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
+		return failed(workerabi.StatusInternal, fmt.Errorf("fetch %s: %w", rawURL, err))
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxFetchBody+1))
-	if err != nil {
-		return fail(workerabi.StatusInternal, fmt.Errorf("fetch %s: reading body: %w", rawURL, err))
+	if resp.Body == nil {
+		resp.Body = noBody{}
 	}
-	if len(data) > MaxFetchBody {
-		return fail(workerabi.StatusLimit, fmt.Errorf("fetch %s: response body exceeds %d bytes", rawURL, MaxFetchBody))
-	}
-	e := &inv.e
-	e.U32(uint32(resp.Status))
-	fs := resp.Header.Fields()
-	e.U32(uint32(len(fs)))
-	for _, f := range fs {
-		e.Str(f.Name)
-		e.Str(f.Value)
-	}
-	e.Bytes(data)
-	return workerabi.StatusOK, e.B
+	return resp, 0, nil
+}
+
+// failed is fail for roundTrip.
+func failed(status uint32, err error) (*message.Response, uint32, []byte) {
+	st, res := fail(status, err)
+	return nil, st, res
 }
 
 // actor is the live instance of one Durable Object: a dedicated instance of the version that
@@ -559,15 +575,27 @@ func objectErrorStatus(err error) uint32 {
 // runObject runs a request in the object on this node, through its input gate.
 func (w *Worker) runObject(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte) (*objResponse, error) {
 	resp := &objResponse{}
-	err := b.ns.Do(ctx, id, func(t *durable.Turn) error {
+	if err := w.runObjectTo(ctx, binding, b, id, head, body, resp); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// runObjectTo runs a request in the object on this node, through its input gate, writing
+// its response to out (an objStream learns the object's turn, for its output gate).
+func (w *Worker) runObjectTo(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte, out ResponseWriter) error {
+	return b.ns.Do(ctx, id, func(t *durable.Turn) error {
 		a, err := w.actorFor(ctx, t)
 		if err != nil {
 			return err
 		}
 		inv := &a.inst.inv
 		inv.reset(ctx, workerabi.KindDOFetch)
-		inv.head, inv.body, inv.sink = head, bytes.NewReader(body), resp
+		inv.head, inv.body, inv.sink = head, bytes.NewReader(body), out
 		inv.turn, inv.nsName, inv.class, inv.objID = t, binding, b.class, id.String()
+		if s, ok := out.(*objStream); ok {
+			s.setTurn(t)
+		}
 		rc, err := a.inst.run(ctx, workerabi.KindDOFetch)
 		ended := inv.ended
 		inv.clear()
@@ -586,10 +614,6 @@ func (w *Worker) runObject(ctx context.Context, binding string, b *doBinding, id
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return resp, nil
 }
 
 // appendTo appends the response as workerabi.OpDOFetch returns it.

@@ -199,6 +199,7 @@ type invocation struct {
 	retries int
 
 	subrequests int
+	streams     streams // open body handles (stream.go)
 	ioCtx       context.Context
 	ioCancel    context.CancelFunc
 
@@ -218,6 +219,7 @@ func (inv *invocation) reset(ctx context.Context, kind uint32) {
 
 // clear drops references held past the invocation.
 func (inv *invocation) clear() {
+	inv.streams.closeAll()
 	if inv.ioCancel != nil {
 		inv.ioCancel()
 		inv.ioCtx, inv.ioCancel = nil, nil
@@ -328,13 +330,19 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return workerabi.StatusOK, inv.inst.v.env
 	case workerabi.OpKVGet, workerabi.OpKVPut, workerabi.OpKVDelete, workerabi.OpKVList:
 		return inv.kvOp(op, arg)
-	case workerabi.OpDOIDFromName, workerabi.OpDONewID, workerabi.OpDOIDFromStr, workerabi.OpDOFetch, workerabi.OpDOContext:
+	case workerabi.OpDOIDFromName, workerabi.OpDONewID, workerabi.OpDOIDFromStr, workerabi.OpDOFetch, workerabi.OpDOContext, workerabi.OpDOFetchStream:
 		return inv.doOp(op, arg)
 	case workerabi.OpStGet, workerabi.OpStPut, workerabi.OpStDelete, workerabi.OpStList, workerabi.OpStDeleteAll, workerabi.OpStTxnBegin, workerabi.OpStTxnCommit,
 		workerabi.OpStTxnRollback, workerabi.OpStSQL, workerabi.OpAlarmGet, workerabi.OpAlarmSet, workerabi.OpAlarmDelete:
 		return inv.storageOp(op, arg)
 	case workerabi.OpFetch:
 		return inv.fetch(arg)
+	case workerabi.OpRespFlush:
+		return inv.respFlush(arg)
+	case workerabi.OpFetchStream:
+		return inv.fetchStream(arg)
+	case workerabi.OpBodyRead, workerabi.OpBodyClose:
+		return inv.streamOp(op, arg)
 	}
 	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }

@@ -7,3 +7,9 @@ package sdk
 func rawCall(op uint32, arg []byte) ([]byte, error) {
 	return nil, &Error{Code: ErrUnavailable, Message: "verge sdk: no host (build with GOOS=wasip1 GOARCH=wasm)"}
 }
+
+// rawCallInto fails like rawCall.
+func rawCallInto(op uint32, arg, dst []byte) (int, error) {
+	_, err := rawCall(op, arg)
+	return 0, err
+}

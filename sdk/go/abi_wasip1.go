@@ -35,6 +35,25 @@ func rawCall(op uint32, arg []byte) ([]byte, error) {
 	return res, nil
 }
 
+// rawCallInto performs one host operation whose result is written straight into dst (the
+// host returns at most len(dst) bytes, as OpBodyRead does) and returns its length. An error
+// message may have been written into dst too.
+func rawCallInto(op uint32, arg, dst []byte) (int, error) {
+	r := hostCall(op, unsafe.Pointer(&arg[0]), uint32(len(arg)), unsafe.Pointer(&dst[0]), uint32(len(dst)))
+	status, n := uint32(r>>32), int(uint32(r))
+	var res []byte
+	if n <= len(dst) {
+		res = dst[:n]
+	} else {
+		res = make([]byte, n)
+		hostResult(unsafe.Pointer(&res[0]))
+	}
+	if status != 0 {
+		return 0, &Error{Code: ErrorCode(status), Message: string(res)}
+	}
+	return n, nil
+}
+
 //go:wasmexport verge_abi_version
 func abiVersion() uint32 { return ABIVersion }
 

@@ -89,11 +89,11 @@ func (id ObjectID) fetch(r *Request) (*Response, error) {
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}
-	res, err := rawCall(workerabi.OpDOFetch, e.B)
+	res, err := rawCall(workerabi.OpDOFetchStream, e.B)
 	if err != nil {
 		return nil, err
 	}
-	return decodeResponse(res)
+	return decodeStreamResponse(res)
 }
 
 // DurableObjectHandler is an instance of a Durable Object class: it answers the requests

@@ -151,8 +151,13 @@ type Response struct {
 	StatusCode int
 	// Header holds the response header fields.
 	Header Header
-	// Body is the whole response body.
-	Body []byte
+	// Body streams the response body: a small body of known length arrived with the
+	// response, a larger or open-ended one is read from the host as the worker reads it, so
+	// a body of any size passes through in bounded memory (io.Copy(w, resp.Body) streams it
+	// on to the client). It is never nil for responses of Fetch and ObjectID.Fetch. Read it
+	// to io.EOF or Close it: an invocation holds at most 16 bodies open (see
+	// docs/workers.md, "Streaming"); the host closes the rest when the invocation ends.
+	Body io.ReadCloser
 }
 
 // ResponseWriter builds the response to an incoming request, like net/http's.
@@ -174,7 +179,8 @@ type responseWriter struct {
 	sent    bool // head passed to the host
 	buf     []byte
 	ended   bool
-	discard bool // HEAD request or status without body; bytes dropped by the host anyway
+	discard bool  // HEAD request or status without body; bytes dropped by the host anyway
+	err     error // a failed Flush, returned by the next Write
 }
 
 func (w *responseWriter) Header() *Header { return &w.header }
@@ -192,6 +198,9 @@ func (w *responseWriter) WriteHeader(status int) {
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.ended {
 		return 0, errors.New("verge sdk: write after the response ended")
+	}
+	if w.err != nil {
+		return 0, w.err
 	}
 	if w.status == 0 {
 		w.status = 200
@@ -356,16 +365,9 @@ func encodeRequest(e *workerabi.Encoder, r *Request) error {
 	return nil
 }
 
-func decodeResponse(res []byte) (*Response, error) {
-	d := workerabi.Decoder{B: res}
-	resp := &Response{StatusCode: int(d.U32())}
-	resp.Header = decodeHeader(&d)
-	resp.Body = cloneBytes(&d)
-	return resp, d.Err
-}
-
 // Fetch sends r to its URL through the host's upstream transport (connection pooling, TLS)
-// and returns the whole response. Each call counts against the worker's subrequest limit.
+// and returns the response once its head arrived; its Body streams the rest (see
+// Response.Body). Each call counts against the worker's subrequest limit.
 // Loopback, private and other non-public addresses, and the host's own listeners, are
 // refused (ErrUnavailable) unless the worker's fetch.allow opens them; redirects are
 // returned, not followed.
@@ -374,11 +376,11 @@ func Fetch(r *Request) (*Response, error) {
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}
-	res, err := rawCall(workerabi.OpFetch, e.B)
+	res, err := rawCall(workerabi.OpFetchStream, e.B)
 	if err != nil {
 		return nil, err
 	}
-	return decodeResponse(res)
+	return decodeStreamResponse(res)
 }
 
 // ErrorResponse writes a plain-text error response, like net/http's Error.

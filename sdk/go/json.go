@@ -80,9 +80,13 @@ func WriteJSONError(w ResponseWriter, err error) {
 	}{err.Error()})
 }
 
-// JSON decodes the response body into v.
+// JSON reads the response body (at most 32 MiB), closes it and decodes it into v.
 func (r *Response) JSON(v any) error {
-	if err := json.Unmarshal(r.Body, v); err != nil {
+	b, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("bad JSON response (status %d): %w", r.StatusCode, err)
 	}
 	return nil

@@ -296,21 +296,25 @@ func newRPCRequest(method string, args any) (*Request, error) {
 // decodeRPCResponse turns the answer to a call into its result or error.
 func decodeRPCResponse[R any](method string, resp *Response) (R, error) {
 	var res R
+	body, err := readBody(resp)
+	if err != nil {
+		return res, err
+	}
 	if resp.Header.Get(rpcHeader) != "1" {
 		msg := "object answered " + method + " without rpc (status " + strconv.Itoa(resp.StatusCode) + ")"
-		if len(resp.Body) > 0 {
-			msg += ": " + string(resp.Body[:min(len(resp.Body), 200)])
+		if len(body) > 0 {
+			msg += ": " + string(body[:min(len(body), 200)])
 		}
 		return res, &RPCError{Code: RPCCodeProtocol, Message: msg}
 	}
 	if resp.StatusCode != 200 {
 		re := &RPCError{}
-		if err := json.Unmarshal(resp.Body, re); err != nil || re.Code == "" {
+		if err := json.Unmarshal(body, re); err != nil || re.Code == "" {
 			return res, &RPCError{Code: RPCCodeProtocol, Message: fmt.Sprintf("malformed rpc error of %s (status %d)", method, resp.StatusCode)}
 		}
 		return res, re
 	}
-	if err := json.Unmarshal(resp.Body, &res); err != nil {
+	if err := json.Unmarshal(body, &res); err != nil {
 		return res, &RPCError{Code: RPCCodeBadResult, Message: fmt.Sprintf("result of %s: %v", method, err)}
 	}
 	return res, nil

@@ -66,7 +66,7 @@ func roundTrip[R any](t *testing.T, s *DurableObjectState, method string, args a
 	}
 	w := &recorder{}
 	serveRPC(s, w, req)
-	resp := &Response{StatusCode: w.status, Header: w.header, Body: w.body.Bytes()}
+	resp := &Response{StatusCode: w.status, Header: w.header, Body: io.NopCloser(bytes.NewReader(w.body.Bytes()))}
 	return decodeRPCResponse[R](method, resp)
 }
 
@@ -142,14 +142,14 @@ func TestRPCResultDecodeError(t *testing.T) {
 
 func TestRPCProtocolErrors(t *testing.T) {
 	// An answer without the marker: a failed instance's 500 or an object without RPC.
-	_, err := decodeRPCResponse[int]("m", &Response{StatusCode: 500, Body: []byte("worker failed")})
+	_, err := decodeRPCResponse[int]("m", &Response{StatusCode: 500, Body: io.NopCloser(bytes.NewReader([]byte("worker failed")))})
 	var re *RPCError
 	if !errors.As(err, &re) || re.Code != RPCCodeProtocol || !strings.Contains(err.Error(), "(status 500): worker failed") {
 		t.Fatalf("unmarked answer: %v", err)
 	}
 	h := Header{}
 	h.Set(rpcHeader, "1")
-	_, err = decodeRPCResponse[int]("m", &Response{StatusCode: 404, Header: h, Body: []byte("<html>")})
+	_, err = decodeRPCResponse[int]("m", &Response{StatusCode: 404, Header: h, Body: io.NopCloser(bytes.NewReader([]byte("<html>")))})
 	if !errors.As(err, &re) || re.Code != RPCCodeProtocol {
 		t.Fatalf("malformed error answer: %v", err)
 	}
@@ -262,12 +262,12 @@ func TestWriteJSONAndResponseJSON(t *testing.T) {
 	if w.status != 201 || w.header.Get("Content-Type") != "application/json" || w.body.String() != "{\"n\":1}\n" {
 		t.Fatalf("WriteJSON wrote %d %q %q", w.status, w.header.Get("Content-Type"), w.body.String())
 	}
-	resp := &Response{StatusCode: 201, Body: w.body.Bytes()}
+	resp := &Response{StatusCode: 201, Body: io.NopCloser(bytes.NewReader(w.body.Bytes()))}
 	var m map[string]int
 	if err := resp.JSON(&m); err != nil || m["n"] != 1 {
 		t.Fatalf("Response.JSON = %v, %v", m, err)
 	}
-	if err := (&Response{StatusCode: 502, Body: []byte("oops")}).JSON(&m); err == nil || !strings.Contains(err.Error(), "status 502") {
+	if err := (&Response{StatusCode: 502, Body: io.NopCloser(bytes.NewReader([]byte("oops")))}).JSON(&m); err == nil || !strings.Contains(err.Error(), "status 502") {
 		t.Fatalf("Response.JSON of a non-JSON body: %v", err)
 	}
 	w = &recorder{}

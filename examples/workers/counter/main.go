@@ -69,7 +69,7 @@ func serve(w sdk.ResponseWriter, r *sdk.Request) {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(resp.StatusCode)
-		w.Write(resp.Body)
+		io.Copy(w, resp.Body)
 	case strings.HasPrefix(path, "/kv/") && len(path) > len("/kv/"):
 		key := strings.TrimPrefix(path, "/kv/")
 		ns := sdk.KV("KV")

@@ -158,7 +158,7 @@ func init() {
 			w.Header().Add(f.Name, f.Value)
 		}
 		w.WriteHeader(resp.StatusCode)
-		w.Write(resp.Body)
+		io.Copy(w, resp.Body)
 	})
 }
 

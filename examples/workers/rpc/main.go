@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -156,7 +157,7 @@ func serve(w sdk.ResponseWriter, r *sdk.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(resp.StatusCode)
-		w.Write(resp.Body)
+		io.Copy(w, resp.Body)
 	case parts[0] != "accounts":
 		sdk.ErrorResponse(w, "not found", 404)
 	case len(parts) == 2 && r.Method == "GET":

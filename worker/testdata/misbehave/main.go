@@ -120,7 +120,7 @@ func init() {
 				return
 			}
 			w.WriteHeader(resp.StatusCode)
-			w.Write(resp.Body)
+			io.Copy(w, resp.Body)
 		case "/env":
 			w.Write([]byte(sdk.Env("GREETING") + "," + sdk.Env("TOKEN")))
 		case "/waituntil":
@@ -151,7 +151,7 @@ func init() {
 				return
 			}
 			w.WriteHeader(resp.StatusCode)
-			w.Write(resp.Body)
+			io.Copy(w, resp.Body)
 		default:
 			w.Write([]byte("ok " + strconv.Itoa(len(sink))))
 		}
