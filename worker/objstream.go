@@ -23,8 +23,8 @@ const (
 	objMaxUnread = 256 << 10
 )
 
-// errStreamClosed is what an object's write gets once its caller closed the body.
-var errStreamClosed = errors.New("the caller closed the response body")
+// errStreamClosed is what the caller's read gets once it closed the body.
+var errStreamClosed = errors.New("response body closed")
 
 // objStream carries a Durable Object's response to a caller on this node while the object
 // writes it. It is the object invocation's ResponseWriter on one side and a body handle
@@ -32,16 +32,19 @@ var errStreamClosed = errors.New("the caller closed the response body")
 // released: on the object's flush, every objReleaseAt bytes, and at the end of its turn. A
 // release first makes the object's pending storage writes durable (durable.Turn.Sync), so
 // the output gate holds for each part of the response; inside an explicit transaction the
-// bytes stay held (up to MaxFetchBody) until the turn ends.
+// bytes stay held (up to MaxFetchBody) until the turn ends. Once the caller closed the body
+// (or its invocation ended), what the object writes is dropped: the object finishes its turn
+// as it would for a client that went away, and its writes are kept.
 type objStream struct {
-	ctx  context.Context // the caller's I/O context
+	ctx  context.Context // the caller's I/O context, for its waits
+	wctx context.Context // the object's, for its waits
 	turn *durable.Turn   // the object's turn, set by runObjectTo
 
 	mu       sync.Mutex
 	status   int
 	header   message.Header
 	held     []byte // written, not released
-	ready    []byte // released; the caller has read ready[off:]
+	ready    []byte // released; the caller has read ready[:off]
 	off      int
 	released bool // the head and ready bytes may reach the caller
 	done     bool // the object's turn ended; err is its failure
@@ -51,8 +54,8 @@ type objStream struct {
 	wakeW    chan struct{}
 }
 
-func newObjStream(ctx context.Context) *objStream {
-	return &objStream{ctx: ctx, wakeR: make(chan struct{}, 1), wakeW: make(chan struct{}, 1)}
+func newObjStream(ctx, wctx context.Context) *objStream {
+	return &objStream{ctx: ctx, wctx: wctx, wakeR: make(chan struct{}, 1), wakeW: make(chan struct{}, 1)}
 }
 
 func signal(ch chan struct{}) {
@@ -77,7 +80,7 @@ func (s *objStream) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return 0, errStreamClosed
+		return len(p), nil
 	}
 	s.held = append(s.held, p...)
 	n := len(s.held)
@@ -100,7 +103,7 @@ func (s *objStream) Finish(*message.Header) error { return nil }
 // waiting while objMaxUnread bytes are unread.
 func (s *objStream) release() error {
 	if s.turn != nil {
-		if err := s.turn.Sync(s.ctx); err != nil {
+		if err := s.turn.Sync(s.wctx); err != nil {
 			if !errors.Is(err, durable.ErrSyncInTransaction) {
 				return err
 			}
@@ -118,14 +121,15 @@ func (s *objStream) release() error {
 		s.mu.Unlock()
 		select {
 		case <-s.wakeW:
-		case <-s.ctx.Done():
-			return fmt.Errorf("response: %w", s.ctx.Err())
+		case <-s.wctx.Done():
+			return fmt.Errorf("response: waiting for the caller to read: %w", s.wctx.Err())
 		}
 		s.mu.Lock()
 	}
 	if s.closed {
+		s.held = s.held[:0]
 		s.mu.Unlock()
-		return errStreamClosed
+		return nil
 	}
 	s.compact()
 	s.ready = append(s.ready, s.held...)
@@ -212,7 +216,7 @@ func (s *objStream) Read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
-// Close tells the object that nobody reads any more: its next write fails.
+// Close tells the object that nobody reads any more: what it writes next is dropped.
 func (s *objStream) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -241,9 +245,12 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	if inv.streams.full() {
 		return fail(workerabi.StatusLimit, fmt.Errorf("too many open response bodies (limit %d): read them to the end or close them", MaxOpenBodies))
 	}
+	// The object's turn is bounded by its own time, not by the caller's: a caller that
+	// stops reading early does not cut the object's turn short.
 	ctx := inv.io()
-	s := newObjStream(ctx)
-	go w.streamObject(s, binding, b, id, head, body)
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), inv.inst.v.limits.WallTime)
+	s := newObjStream(ctx, octx)
+	go w.streamObject(s, cancel, binding, b, id, head, body)
 	if err := s.waitHead(ctx); err != nil {
 		s.Close()
 		return fail(workerabi.StatusInternal, fmt.Errorf("durable object %s: %w", id, err))
@@ -272,10 +279,10 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 }
 
 // streamObject runs a request in a Durable Object on this node for objectStream; it returns
-// when the object's turn ends, which its invocation's limits bound. Closing s (the caller's
-// body handle) makes the object's further writes fail.
-func (w *Worker) streamObject(s *objStream, binding string, b *doBinding, id durable.ID, head, body []byte) {
-	err := w.runObjectTo(s.ctx, binding, b, id, head, body, s)
+// when the object's turn ends, which its invocation's limits and s.wctx bound.
+func (w *Worker) streamObject(s *objStream, cancel context.CancelFunc, binding string, b *doBinding, id durable.ID, head, body []byte) {
+	defer cancel()
+	err := w.runObjectTo(s.wctx, binding, b, id, head, body, s)
 	if err != nil {
 		w.logObjectFailure(binding, b.class, id, err)
 	}

@@ -295,3 +295,18 @@ func TestOpenBodiesLimited(t *testing.T) {
 		}
 	}
 }
+
+// TestObjectKeepsTurnWhenCallerCloses: a caller that reads the start of an object's large
+// streamed response and closes the body does not leave the object blocked (its response is
+// over the unread bound) nor roll back its turn: the next request sees its write.
+func TestObjectKeepsTurnWhenCallerCloses(t *testing.T) {
+	_, w, _ := streamEnv(t, worker.Limits{})
+	out := newFlushSink()
+	if err := <-serveAsync(w, out, "/do-close?o=c"); err != nil || out.body.String() != "closed after a count 1" {
+		t.Fatalf("got %v, %q", err, out.body.String())
+	}
+	out = newFlushSink()
+	if err := <-serveAsync(w, out, "/do?o=c"); err != nil || out.body.String() != "ab" || out.header.Get("X-Count") != "2" {
+		t.Fatalf("next request: %v, %q, X-Count %q (want 2: the first turn's write kept)", err, out.body.String(), out.header.Get("X-Count"))
+	}
+}

@@ -6,6 +6,7 @@
 //	/proxy?url=URL    passes the response of URL through with io.Copy
 //	/do?wait=URL      passes through the response of the Streamer object, which does what
 //	                  /flush does after a storage write
+//	/do-close?o=NAME  reads one byte of the object's 2 MiB response, then closes it
 //	/handles?url=URL  opens bodies of URL without reading them until the host refuses one
 package main
 
@@ -34,6 +35,16 @@ func (s *streamer) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 	w.Header().Set("X-Count", strconv.Itoa(n))
 	w.Write([]byte("a"))
 	w.(sdk.Flusher).Flush()
+	if r.Path() == "/big" {
+		// More than the host lets wait unread: blocks unless the caller reads or closes.
+		chunk := make([]byte, 32<<10)
+		for range 64 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+		return
+	}
 	if wait := r.URL().Query().Get("wait"); wait != "" {
 		if !waitFor(w, wait) {
 			return
@@ -106,6 +117,21 @@ func init() {
 			if _, err := io.Copy(w, resp.Body); err != nil {
 				panic("passing the object's body through: " + err.Error())
 			}
+		case "/do-close":
+			// Reads the first byte of the object's 2 MiB response and closes the body.
+			req, _ := sdk.NewRequest("GET", "http://do/big", nil)
+			resp, err := sdk.DurableObject("STREAM").IDFromName(q.Get("o")).Fetch(req)
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 502)
+				return
+			}
+			first := make([]byte, 1)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				sdk.ErrorResponse(w, err.Error(), 502)
+				return
+			}
+			resp.Body.Close()
+			w.Write([]byte("closed after " + string(first) + " count " + resp.Header.Get("X-Count")))
 		case "/handles":
 			n := 0
 			for {
