@@ -310,3 +310,29 @@ func TestObjectKeepsTurnWhenCallerCloses(t *testing.T) {
 		t.Fatalf("next request: %v, %q, X-Count %q (want 2: the first turn's write kept)", err, out.body.String(), out.header.Get("X-Count"))
 	}
 }
+
+// TestStreamedBodyBoundedByWallTime: an origin that sends its head and then nothing holds a
+// worker copying its body only until the worker's wall time (1 s here), well before the
+// body's idle timeout (15 s): the invocation fails and its instance is discarded.
+func TestStreamedBodyBoundedByWallTime(t *testing.T) {
+	_, w, _ := streamEnv(t, worker.Limits{WallTime: time.Second})
+	stall := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Write([]byte("x"))
+		rw.(http.Flusher).Flush()
+		<-stall
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stall) }) // runs first: the handler returns, Close does not wait
+	out := newFlushSink()
+	done := serveAsync(w, out, "/proxy?url="+srv.URL+"/stall")
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("a stalled body ended the invocation normally: %q", out.body.String())
+		}
+		t.Logf("stalled body: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wall time limit did not end a read of a stalled body")
+	}
+}
