@@ -58,13 +58,17 @@ func (w *responseWriter) Flush() {
 
 // ReadFrom copies src to the response; io.Copy(w, src) uses it. A streamed body (the Body of
 // a Fetch or Durable Object response still arriving) is passed on as it arrives: each part
-// read is flushed to the client, so that a proxied stream is not held back. Other readers
-// are copied through the writer's buffer.
+// read is flushed to the client, so that a proxied stream is not held back. Other readers,
+// and bodies that arrived whole, are written like any bytes. It reads straight into the
+// writer's buffer: no allocation.
 func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
-	sb, ok := src.(*streamBody)
-	if !ok || sb.handle == 0 {
-		return io.Copy(struct{ io.Writer }{w}, src)
+	sb, _ := src.(*streamBody)
+	if sb != nil && sb.handle == 0 && sb.err == nil {
+		n, err := w.Write(sb.first)
+		sb.first = nil
+		return int64(n), err
 	}
+	streamed := sb != nil
 	var total int64
 	for {
 		if w.ended {
@@ -76,17 +80,18 @@ func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
 		if w.status == 0 {
 			w.status = 200
 		}
-		if cap(w.buf)-len(w.buf) < 4<<10 {
-			if len(w.buf) > 0 {
-				w.Flush()
-				continue
-			}
-			w.buf = make([]byte, 0, bodyFlush)
+		if cap(w.buf) < bodyFlush {
+			w.buf = append(make([]byte, 0, bodyFlush), w.buf...)
 		}
-		n, err := sb.Read(w.buf[len(w.buf):min(cap(w.buf), len(w.buf)+bodyFlush)])
+		if len(w.buf) >= bodyFlush {
+			if err := w.flush(); err != nil {
+				return total, err
+			}
+		}
+		n, err := src.Read(w.buf[len(w.buf):bodyFlush])
 		w.buf = w.buf[:len(w.buf)+n]
 		total += int64(n)
-		if n > 0 {
+		if streamed && n > 0 {
 			w.Flush()
 		}
 		if err == io.EOF {
