@@ -37,7 +37,7 @@ var errStreamClosed = errors.New("response body closed")
 // as it would for a client that went away, and its writes are kept.
 type objStream struct {
 	ctx  context.Context // the caller's I/O context, for its waits
-	wctx context.Context // the object's, for its waits
+	wctx context.Context // the object's: the caller's without its cancellation
 	turn *durable.Turn   // the object's turn, set by runObjectTo
 
 	mu       sync.Mutex
@@ -119,11 +119,7 @@ func (s *objStream) release() error {
 	s.mu.Lock()
 	for len(s.ready)-s.off >= objMaxUnread && !s.closed {
 		s.mu.Unlock()
-		select {
-		case <-s.wakeW:
-		case <-s.wctx.Done():
-			return fmt.Errorf("response: waiting for the caller to read: %w", s.wctx.Err())
-		}
+		<-s.wakeW // the caller reads or closes (at the latest when its invocation ends)
 		s.mu.Lock()
 	}
 	if s.closed {
@@ -131,9 +127,7 @@ func (s *objStream) release() error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.compact()
-	s.ready = append(s.ready, s.held...)
-	s.held = s.held[:0]
+	s.take()
 	s.released = true
 	s.mu.Unlock()
 	signal(s.wakeR)
@@ -148,14 +142,25 @@ func (s *objStream) compact() {
 	}
 }
 
+// take moves the held bytes to the ready ones (swapping the buffers when nothing is
+// unread, which saves a copy); s.mu is held.
+func (s *objStream) take() {
+	s.compact()
+	if len(s.ready) == 0 {
+		s.ready, s.held = s.held, s.ready[:0]
+		return
+	}
+	s.ready = append(s.ready, s.held...)
+	s.held = s.held[:0]
+}
+
 // end records the end of the object's turn: after its writes were committed (err nil) the
 // rest of the response is released; a failure reaches the caller instead.
 func (s *objStream) end(err error) {
 	s.mu.Lock()
 	s.done = true
 	if err == nil {
-		s.compact()
-		s.ready = append(s.ready, s.held...)
+		s.take()
 	} else {
 		s.err = err
 	}
@@ -245,12 +250,12 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	if inv.streams.full() {
 		return fail(workerabi.StatusLimit, fmt.Errorf("too many open response bodies (limit %d): read them to the end or close them", MaxOpenBodies))
 	}
-	// The object's turn is bounded by its own time, not by the caller's: a caller that
-	// stops reading early does not cut the object's turn short.
+	// The object's turn is bounded by its own limits, not by the caller's context: a caller
+	// that stops reading early does not cut the object's turn short. A wait of the object
+	// for its caller ends when the caller's invocation does (it closes the body).
 	ctx := inv.io()
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), inv.inst.v.limits.WallTime)
-	s := newObjStream(ctx, octx)
-	go w.streamObject(s, cancel, binding, b, id, head, body)
+	s := newObjStream(ctx, context.WithoutCancel(ctx))
+	go w.streamObject(s, binding, b, id, head, body)
 	if err := s.waitHead(ctx); err != nil {
 		s.Close()
 		return fail(workerabi.StatusInternal, fmt.Errorf("durable object %s: %w", id, err))
@@ -279,9 +284,9 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 }
 
 // streamObject runs a request in a Durable Object on this node for objectStream; it returns
-// when the object's turn ends, which its invocation's limits and s.wctx bound.
-func (w *Worker) streamObject(s *objStream, cancel context.CancelFunc, binding string, b *doBinding, id durable.ID, head, body []byte) {
-	defer cancel()
+// when the object's turn ends, which its invocation's limits bound (and a wait for the
+// caller, the caller's invocation).
+func (w *Worker) streamObject(s *objStream, binding string, b *doBinding, id durable.ID, head, body []byte) {
 	err := w.runObjectTo(s.wctx, binding, b, id, head, body, s)
 	if err != nil {
 		w.logObjectFailure(binding, b.class, id, err)
