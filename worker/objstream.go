@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -256,6 +257,9 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	ctx := inv.io()
 	s := newObjStream(ctx, context.WithoutCancel(ctx))
 	go w.streamObject(s, binding, b, id, head, body)
+	if inv.unpin() {
+		defer runtime.LockOSThread()
+	}
 	if err := s.waitHead(ctx); err != nil {
 		s.Close()
 		return fail(workerabi.StatusInternal, fmt.Errorf("durable object %s: %w", id, err))
@@ -292,4 +296,19 @@ func (w *Worker) streamObject(s *objStream, binding string, b *doBinding, id dur
 		w.logObjectFailure(binding, b.class, id, err)
 	}
 	s.end(err)
+}
+
+// unpin lets the goroutine of this invocation leave its OS thread while it waits in a host
+// call for a Durable Object on this node, and reports whether it did (the caller then locks
+// it again with runtime.LockOSThread before the guest resumes). The object's goroutine can
+// then run on the thread the caller leaves, instead of two locked threads handing the CPU to
+// each other twice per call (with GOMAXPROCS=1 that handoff cost more than the object's
+// whole request). The guest's CPU meter reads the clock of whatever thread runs it again
+// (cpuMeter.resume); an uninstrumented guest, whose timer watches one thread's clock, stays.
+func (inv *invocation) unpin() bool {
+	if !inv.inst.instrumented {
+		return false
+	}
+	runtime.UnlockOSThread()
+	return true
 }

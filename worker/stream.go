@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"github.com/verge-edge/verge/internal/workerabi"
@@ -165,6 +166,9 @@ func (inv *invocation) streamOp(op uint32, arg []byte) (uint32, []byte) {
 		inv.e.B = make([]byte, 0, max(n, 32<<10))
 	}
 	buf := inv.e.B[:n]
+	if _, ok := src.(*objStream); ok && inv.unpin() {
+		defer runtime.LockOSThread()
+	}
 	for {
 		k, err := src.Read(buf)
 		if k > 0 {
