@@ -140,11 +140,21 @@ func TestDevStreamsResponses(t *testing.T) {
 }
 
 // TestRunStreamsWorkerResponses runs the same checks through `verge run` with a worker
-// route, over HTTP/1.1 and HTTP/2 (h2c).
+// route, over HTTP/1.1, HTTP/2 (h2c) and HTTP/3.
 func TestRunStreamsWorkerResponses(t *testing.T) {
 	module := testwasm.BuildFile(t, "worker/testdata/stream")
+	certs, err := filepath.Abs("../../examples/certs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsAddr := freePort(t)
 	p := launchVerge(t, func(p *proc) {
-		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+		y := fmt.Sprintf(`listeners:
+  - {name: main, address: %q}
+  - name: secure
+    address: %q
+    tls: {certificates: [{cert: %q, key: %q}]}
+    http3: {enabled: true}
 admin: {disabled: true}
 access_log: {output: "off"}
 pid_file: %q
@@ -155,7 +165,7 @@ workers:
     durable_objects: [{binding: STREAM, class: Streamer}]
     fetch: {allow: [127.0.0.1]}
     limits: {cpu_time: 10s}
-`, p.addr, p.pidFile, module)
+`, p.addr, tlsAddr, filepath.Join(certs, "localhost.pem"), filepath.Join(certs, "localhost-key.pem"), p.pidFile, module)
 		if err := os.WriteFile(p.cfgFile, []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -179,4 +189,8 @@ workers:
 		},
 	}}
 	t.Run("h2c", func(t *testing.T) { checkStreams(t, h2c, base) })
+	h3 := h3Client(t)
+	h3.Timeout = 2 * time.Minute
+	_, port, _ := net.SplitHostPort(tlsAddr)
+	t.Run("h3", func(t *testing.T) { checkStreams(t, h3, "https://localhost:"+port) })
 }

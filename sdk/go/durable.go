@@ -61,7 +61,10 @@ func (ns *DurableObjectNamespace) IDFromString(s string) (ObjectID, error) {
 
 // Fetch sends r to the object and returns its response. Requests to one object are
 // delivered one at a time, and the response is released only after the object's storage
-// writes made while handling r are durable. The Verge-RPC header is reserved for Call and
+// writes made while handling r are durable. When the object runs on this node its response
+// streams: Fetch returns once the object released its head (it flushed, wrote 64 KiB, or
+// finished), and Body reads the rest as the object writes it, each part released only after
+// the writes made before it are durable. Across a cluster the response arrives whole. The Verge-RPC header is reserved for Call and
 // removed from r's copy that is sent.
 func (id ObjectID) Fetch(r *Request) (*Response, error) {
 	if id.err != nil {
