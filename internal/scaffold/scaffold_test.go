@@ -309,7 +309,7 @@ func TestInitRefusesBadOptions(t *testing.T) {
 }
 
 // TestHelloExampleCompiles: the KV and Durable Object example commented in the hello
-// template's main.go is gofmt-clean Go that compiles next to the handler (with the import it
+// template's main.go is gofmt-clean Go that compiles next to the handler (with the imports it
 // names), so the documentation a new project starts from cannot rot.
 func TestHelloExampleCompiles(t *testing.T) {
 	dir := t.TempDir()
@@ -341,7 +341,7 @@ func TestHelloExampleCompiles(t *testing.T) {
 	if !strings.HasPrefix(rest, "w sdk.ResponseWriter") {
 		t.Fatalf("visit's signature changed: %.40q", rest)
 	}
-	file := "package main\n\nimport (\n\t\"strconv\"\n\n\tsdk \"github.com/verge-edge/verge/sdk/go\"\n)\n\n" + code.String()
+	file := "package main\n\nimport (\n\t\"io\"\n\t\"strconv\"\n\n\tsdk \"github.com/verge-edge/verge/sdk/go\"\n)\n\n" + code.String()
 	formatted, err := format.Source([]byte(file))
 	if err != nil {
 		t.Fatalf("the example does not parse: %v\n%s", err, file)
