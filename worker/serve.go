@@ -16,7 +16,9 @@ import (
 	"github.com/verge-edge/verge/worker/internal/wasm"
 )
 
-// ResponseWriter receives a worker's response; message.ServerExchange implements it.
+// ResponseWriter receives a worker's response; message.ServerExchange implements it. When it
+// also has a Flush() error method (ServerExchange does), a worker's flush (sdk.Flusher) calls
+// it after writing, so that the head and the bytes written so far reach the client at once.
 type ResponseWriter interface {
 	WriteHeader(resp *message.Response) error
 	Write(p []byte) (int, error)

@@ -40,7 +40,9 @@ const (
 	DefaultMaxInstances = 16
 	// DefaultInitTime bounds instantiating a module (its _initialize).
 	DefaultInitTime = 10 * time.Second
-	// MaxFetchBody bounds a subrequest's response body held in memory.
+	// MaxFetchBody bounds a response body held whole in memory: a subrequest's for modules
+	// built before streaming (the Go SDK now streams bodies), and a Durable Object's response
+	// held back inside a storage transaction.
 	MaxFetchBody = 32 << 20
 )
 
