@@ -336,3 +336,32 @@ func TestStreamedBodyBoundedByWallTime(t *testing.T) {
 		t.Fatal("the wall time limit did not end a read of a stalled body")
 	}
 }
+
+// TestObjectFlushInsideTransactionWaits: an object that flushes inside a storage transaction
+// releases nothing before the transaction ends (its writes could still be rolled back): when
+// the object reaches the gate, still inside the transaction, the client has no byte.
+func TestObjectFlushInsideTransactionWaits(t *testing.T) {
+	_, w, _ := streamEnv(t, worker.Limits{})
+	g := newGate(t)
+	out := newFlushSink()
+	g.check = func() error {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		if out.n != 0 || out.status != 0 {
+			return fmt.Errorf("the client got status %d and %d bytes from inside a transaction", out.status, out.n)
+		}
+		return nil
+	}
+	close(g.open)
+	if err := <-serveAsync(w, out, "/do?o=t&p=/tx&wait="+g.srv.URL+"/gate"); err != nil {
+		t.Fatal(err)
+	}
+	if out.body.String() != "ab" || out.status != 200 {
+		t.Fatalf("got %d %q, want 200 \"ab\"", out.status, out.body.String())
+	}
+	select {
+	case <-g.hits:
+	default:
+		t.Fatal("the object never reached the gate")
+	}
+}

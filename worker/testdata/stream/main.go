@@ -5,7 +5,7 @@
 //	                  the client has received "a"), then writes "b"
 //	/proxy?url=URL    passes the response of URL through with io.Copy
 //	/do?wait=URL      passes through the response of the Streamer object, which does what
-//	                  /flush does after a storage write
+//	                  /flush does after a storage write (p=/tx: inside a transaction)
 //	/do-close?o=NAME  reads one byte of the object's 2 MiB response, then closes it
 //	/handles?url=URL  opens bodies of URL without reading them until the host refuses one
 package main
@@ -22,6 +22,25 @@ import (
 type streamer struct{ st *sdk.Storage }
 
 func (s *streamer) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
+	if r.Path() == "/tx" {
+		// A flush inside a transaction: its bytes must wait for the transaction's end.
+		err := s.st.Transaction(func() error {
+			if err := s.st.Put("tx", []byte("1")); err != nil {
+				return err
+			}
+			w.Write([]byte("a"))
+			w.(sdk.Flusher).Flush()
+			if !waitFor(w, r.URL().Query().Get("wait")) {
+				return errors.New("wait failed")
+			}
+			return nil
+		})
+		if err != nil {
+			return
+		}
+		w.Write([]byte("b"))
+		return
+	}
 	var n int
 	if v, ok, _ := s.st.Get("n"); ok {
 		n, _ = strconv.Atoi(string(v))
@@ -102,7 +121,11 @@ func init() {
 				panic("passing the body through: " + err.Error())
 			}
 		case "/do":
-			url := "http://do/stream"
+			path := q.Get("p")
+			if path == "" {
+				path = "/stream"
+			}
+			url := "http://do" + path
 			if wait := q.Get("wait"); wait != "" {
 				url += "?wait=" + wait
 			}
