@@ -1,0 +1,100 @@
+// Command interleave is a test worker for input gate semantics: a Durable Object class
+// whose requests wait in a subrequest, an object call, sdk.Sleep or time.Sleep while others
+// run, and one that crashes.
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	sdk "github.com/verge-edge/verge/sdk/go"
+)
+
+type room struct {
+	state *sdk.DurableObjectState
+	// log records the order in which requests began and ended, in memory.
+	log []string
+}
+
+func (o *room) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
+	q := r.URL().Query()
+	name := q.Get("name")
+	st := o.state.Storage()
+	o.log = append(o.log, "begin "+name)
+	switch r.Path() {
+	case "/wait":
+		// Writes before the wait, waits in a subrequest, then reports what it finds.
+		if err := st.Put("before-"+name, []byte("1")); err != nil {
+			sdk.ErrorResponse(w, err.Error(), 500)
+			return
+		}
+		req, _ := sdk.NewRequest("GET", q.Get("u"), nil)
+		resp, err := sdk.Fetch(req)
+		if err != nil {
+			sdk.ErrorResponse(w, "fetch: "+err.Error(), 502)
+			return
+		}
+		body := resp.Body
+		other, _, _ := st.Get("quick")
+		if err := st.Put("after-"+name, []byte("1")); err != nil {
+			sdk.ErrorResponse(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%s origin=%s quick=%s path=%s", name, body, other, r.Path())
+	case "/quick":
+		before, _, _ := st.Get("before-" + q.Get("of"))
+		if err := st.Put("quick", []byte(name)); err != nil {
+			sdk.ErrorResponse(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%s before=%s", name, before)
+	case "/sleep":
+		ms, _ := strconv.Atoi(q.Get("ms"))
+		if q.Get("go") == "1" {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		} else {
+			sdk.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+		fmt.Fprintf(w, "%s slept", name)
+	case "/call":
+		// Calls another object (or this one) by name, which may call back.
+		ns := sdk.DurableObject("ROOM")
+		req, _ := sdk.NewRequest("GET", "http://do/"+strings.TrimPrefix(q.Get("next"), "/")+"?"+q.Get("nq"), nil)
+		resp, err := ns.IDFromName(q.Get("to")).Fetch(req)
+		if err != nil {
+			sdk.ErrorResponse(w, "call: "+err.Error(), 502)
+			return
+		}
+		body := resp.Body
+		fmt.Fprintf(w, "%s<-[%s]", name, body)
+	case "/crash":
+		panic("crash requested")
+	case "/log":
+		fmt.Fprint(w, strings.Join(o.log, ","))
+	default:
+		sdk.ErrorResponse(w, "not found", 404)
+	}
+	o.log = append(o.log, "end "+name)
+}
+
+func init() {
+	sdk.DefineDurableObject("Room", func(s *sdk.DurableObjectState) sdk.DurableObjectHandler { return &room{state: s} })
+	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
+		// /<object>/<path>?query goes to the object named <object>.
+		p := strings.TrimPrefix(r.Path(), "/")
+		obj, rest, _ := strings.Cut(p, "/")
+		ns := sdk.DurableObject("ROOM")
+		req, _ := sdk.NewRequest(r.Method, "http://do/"+rest+"?"+r.URL().RawQuery, r.Body)
+		resp, err := ns.IDFromName(obj).Fetch(req)
+		if err != nil {
+			sdk.ErrorResponse(w, err.Error(), 502)
+			return
+		}
+		w.WriteHeader(resp.StatusCode)
+		w.Write(resp.Body)
+	})
+}
+
+func main() {}
