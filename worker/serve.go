@@ -226,9 +226,9 @@ type invocation struct {
 
 	subrequests int
 	// nestNext is set by OpInterleave for the next host operation (interleave.go).
-	nestNext    bool
-	ioCtx       context.Context
-	ioCancel    context.CancelFunc
+	nestNext bool
+	ioCtx    context.Context
+	ioCancel context.CancelFunc
 
 	e       workerabi.Encoder
 	cpu     cpuMeter

@@ -280,7 +280,7 @@ type Instance struct {
 	// stopped is the exit code given to Interrupt, 0 before; the guest's next yield traps.
 	stopped atomic.Uint32
 	// lost is the exit code given to Abandon, 0 before: no host call returns to the guest.
-	lost atomic.Uint32
+	lost    atomic.Uint32
 	handle  api.Function
 	call    callCtx
 	pending []byte
