@@ -58,7 +58,7 @@ func interleaveEnv(t *testing.T, dir string) (*env, *worker.Worker) {
 	e := newEnv(t, dir, worker.Services{Transport: tr})
 	cfg := worker.Config{
 		Name:    "interleave",
-		Module:  testwasm.Build(t, "worker/testdata/interleave"),
+		Module:  testwasm.Build(t, "examples/workers/waits"),
 		Durable: map[string]worker.DurableBinding{"ROOM": {Class: "Room"}},
 	}
 	cfg.Fetch.Allow = []string{"127.0.0.1"}

@@ -1,6 +1,21 @@
-// Command interleave is a test worker for input gate semantics: a Durable Object class
-// whose requests wait in a subrequest, an object call, sdk.Sleep or time.Sleep while others
-// run, and one that crashes.
+// Command waits is a Verge worker whose Durable Object requests wait (in a subrequest, a
+// call to another object, sdk.Sleep or time.Sleep) while other requests to the same object
+// run: the input gate semantics of docs/workers.md ("Input and output gates").
+//
+//	GET /OBJ/wait?name=N&u=URL    writes before-N, fetches URL, reports what it finds after
+//	GET /OBJ/quick?name=N&of=M    reports before-M, writes quick=N
+//	GET /OBJ/sleep?name=N&ms=MS   sdk.Sleep (the gate opens), or time.Sleep with &go=1 (it does not)
+//	GET /OBJ/call?name=N&to=OBJ2&next=PATH&nq=QUERY   calls OBJ2's PATH?QUERY and wraps its answer
+//	GET /OBJ/log                  the order in which the object's requests began and ended
+//	GET /OBJ/crash                panics (the instance is lost)
+//
+// OBJ names a Durable Object of the ROOM binding (class Room):
+//
+//	workers:
+//	  - name: waits
+//	    module: waits.wasm
+//	    durable_objects: [{binding: ROOM, class: Room}]
+//	    fetch: {allow: ["127.0.0.1"]}   # only for a subrequest to a local origin
 package main
 
 import (
