@@ -31,6 +31,12 @@ const exitLost = 0xfe000003
 
 var errInstanceLost = errors.New("the instance was lost: a request that ran interleaved with this one failed (see its error)")
 
+// MaxNesting bounds how many invocations one instance runs at once (the waiting ones and
+// the one on top): each level holds a WebAssembly call stack, and a flood of requests to an
+// object whose requests all wait must not grow them without bound. Requests beyond it wait
+// until a level returns (the waits at the limit keep their object's gate closed).
+const MaxNesting = 32
+
 // nester holds an actor's instance's interleaving state.
 type nester struct {
 	mu sync.Mutex
@@ -216,7 +222,9 @@ func interleavable(op uint32) bool {
 func (inv *invocation) interleave(op uint32, arg []byte) (uint32, []byte) {
 	i := inv.inst
 	n := i.nest
-	if n == nil || !interleavable(op) {
+	if n == nil || !interleavable(op) || i.in.Depth() >= MaxNesting {
+		// At MaxNesting the wait keeps the gate closed, as waits did before interleaving:
+		// the requests that arrive wait until a level returns.
 		return inv.dispatch(op, arg)
 	}
 	// arg aliases guest memory, which the nested invocations use meanwhile.
