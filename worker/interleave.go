@@ -134,6 +134,13 @@ func (i *instance) exec(ctx context.Context, fn func()) error {
 	}
 }
 
+// isLost reports whether a nested invocation failed and the instance can run nothing more.
+func (n *nester) isLost() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.lost != nil
+}
+
 // inUse reports whether invocations are running on the instance.
 func (i *instance) inUse() bool {
 	if i.nest == nil {
@@ -232,9 +239,15 @@ func (inv *invocation) interleave(op uint32, arg []byte) (uint32, []byte) {
 	t := inv.turn
 	opened := t != nil && t.Suspend()
 	res := make(chan waitResult, 1)
+	inv.io() // made here: the wait's goroutine uses it, this one may cancel it
 	go inv.waitOp(op, arg, res)
 	var out waitResult
 	n.serve(i, func(wake <-chan struct{}) bool {
+		if n.isLost() {
+			// A nested invocation failed: this one ends when its wait returns, so the
+			// wait is cut short.
+			inv.ioCancel()
+		}
 		select {
 		case out = <-res:
 			return true

@@ -60,6 +60,9 @@ func interleaveEnv(t *testing.T, dir string) (*env, *worker.Worker) {
 		Name:    "interleave",
 		Module:  testwasm.Build(t, "examples/workers/waits"),
 		Durable: map[string]worker.DurableBinding{"ROOM": {Class: "Room"}},
+		// Enough stateless instances for TestInterleaveDepthCap's concurrent requests to
+		// reach the object at once.
+		Limits: worker.Limits{MaxInstances: 64},
 	}
 	cfg.Fetch.Allow = []string{"127.0.0.1"}
 	return e, e.deploy(t, cfg)
@@ -203,4 +206,24 @@ func TestInterleaveNestedCrash(t *testing.T) {
 	rec.check(t, 200, "after before=1")
 	rec, _ = serve(t, w, "GET", "/obj/log", "")
 	rec.check(t, 200, "begin after,end after,begin ") // a new instance: the in-memory log started over
+}
+
+// TestInterleaveDepthCap: more concurrent waiting requests to one object than
+// worker.MaxNesting all complete: beyond the cap the waits keep the gate closed and the
+// remaining requests queue instead of nesting deeper (a cap that also let requests take
+// the gate without a level to run them would deadlock here until the wall time limit).
+func TestInterleaveDepthCap(t *testing.T) {
+	_, w := interleaveEnv(t, t.TempDir())
+	n := worker.MaxNesting + 8
+	chans := make([]chan served, n)
+	for i := range chans {
+		chans[i] = serveAsync(t, w, "/obj/sleep?name=s&ms=200")
+	}
+	for i, ch := range chans {
+		s := await(t, ch, "a sleeper")
+		if s.err != nil {
+			t.Fatalf("request %d: %v", i, s.err)
+		}
+		s.rec.check(t, 200, "s slept")
+	}
 }

@@ -4,8 +4,8 @@
 #
 #   bench/gate/waits.sh [VERGE_BINARY] [ROUNDS]
 #
-# Each round sends five requests at once to one object and prints the wall time until
-# the last answer, for three kinds of wait: sdk.Sleep (the input gate opens), a subrequest
+# Each round sends five requests at once to one object (bench/tools/concurrent) and takes
+# the wall time until the last answer; it prints the median, for three kinds of wait: sdk.Sleep (the input gate opens), a subrequest
 # to a local origin that answers after 300 ms (it opens too) and time.Sleep (it stays
 # closed). With WORKERD=path/to/workerd it runs bench/gate/workerd.capnp the same way
 # (setTimeout and a subrequest). Loopback only; stops by itself.
@@ -43,7 +43,8 @@ func main() {
 	}))
 }
 GO
-(cd "$work" && go run origin.go) &
+(cd "$work" && go build -o origin origin.go)
+"$work/origin" &
 pids+=($!)
 
 cat >"$work/verge.yaml" <<YAML
@@ -63,21 +64,10 @@ wait_up() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null &&
 wait_up "http://127.0.0.1:18094/warm/log"
 wait_up "http://127.0.0.1:18095/"
 
-# five prints the wall time of five concurrent requests to url-with-NAME.
-five() {
-	local start end
-	start=$(date +%s%N)
-	for i in 1 2 3 4 5; do curl -fsS -o /dev/null "${1/NAME/r$i}" & done
-	wait $(jobs -p | tail -5)
-	end=$(date +%s%N)
-	echo $(((end - start) / 1000000))
-}
-run() {
-	local label=$1 url=$2 all=()
-	curl -fsS -o /dev/null "${url/NAME/warm}" # the object is live before the rounds
-	for _ in $(seq 1 "$rounds"); do all+=("$(five "$url")"); done
-	printf '%-34s %s ms (rounds: %s)\n' "$label" "$(printf '%s\n' "${all[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')" "${all[*]}"
-}
+(cd "$root/bench/tools" && go build -o "$work/concurrent" ./concurrent)
+# run prints the median wall time of five concurrent requests (one client process, its
+# connections opened beforehand) over the rounds.
+run() { printf '%-34s %s\n' "$1" "$("$work/concurrent" -n 5 -rounds "$rounds" "$2")"; }
 o=http://127.0.0.1:18094
 run "verge sdk.Sleep(300ms)" "$o/s1/sleep?name=NAME&ms=300"
 run "verge subrequest (300 ms origin)" "$o/f1/wait?name=NAME&u=http%3A%2F%2F127.0.0.1%3A18095%2F"
@@ -86,7 +76,7 @@ run "verge time.Sleep(300ms)" "$o/t1/sleep?name=NAME&ms=300&go=1"
 if [ -n "${WORKERD:-}" ]; then
 	mkdir -p "$work/wd/data"
 	cp "$root/bench/gate/workerd.js" "$root/bench/gate/workerd.capnp" "$work/wd/"
-	(cd "$work/wd" && "$WORKERD" serve workerd.capnp 2>"$work/workerd.log") &
+	(cd "$work/wd" && exec "$WORKERD" serve workerd.capnp 2>"$work/workerd.log") &
 	pids+=($!)
 	wait_up "http://127.0.0.1:18096/warm/sleep?ms=1"
 	w=http://127.0.0.1:18096
