@@ -12,11 +12,11 @@ import (
 // such a wait calls Suspend, which opens the gate, and takes it back with Reenter when the
 // wait is over. Storage operations never open it (they are not offered while suspended).
 //
-// The output gate still holds: a suspended turn's writes so far leave its savepoint and
-// stay in the object's current batch, which the requests let in may join (group commit)
-// and commit; the turn records every batch it wrote into, and Do returns only once all of
-// them are committed. A request let in sees those writes, and its own result waits for the
-// same commit, so nothing a response reveals can be lost.
+// The output gate still holds: a suspending turn's writes so far leave its savepoint and
+// the object's current batch (theirs and the earlier requests') is committed before the
+// gate opens, so a request let in sees only durable writes, and the earlier requests'
+// results are not held up by the wait. The turn joins a new batch when it re-enters; it
+// records every batch it wrote into, and Do returns only once all of them are committed.
 //
 // What changes for the suspended turn: its writes before the wait can no longer be rolled
 // back by its own failure (as on Cloudflare, where a failed request's writes are not
@@ -40,13 +40,26 @@ func (t *Turn) Suspend() bool {
 		return false
 	}
 	// The writes so far leave the turn's savepoint (later requests' savepoints must not
-	// nest inside it) and stay in the batch, which a later request may commit.
+	// nest inside it), and the batch is committed before the gate opens: the requests
+	// queued in it (earlier ones, whose results wait for its commit) are not held up by
+	// this turn's wait, and the requests let in start a batch of their own. The commit is
+	// a storage wait, made with the gate still closed.
 	if err := t.txn.Release("verge_turn"); err != nil {
 		return false
 	}
 	t.txn, t.b = nil, nil
+	o := t.Object
+	if b := o.batch; b != nil {
+		o.batch = nil
+		if o.leaseValid() {
+			b.err = b.txn.Commit()
+		} else {
+			b.err = errors.Join(ErrLeaseLost, b.txn.Rollback())
+		}
+		close(b.done)
+	}
 	t.suspended = true
-	<-t.Object.gate
+	<-o.gate
 	return true
 }
 

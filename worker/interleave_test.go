@@ -227,3 +227,56 @@ func TestInterleaveDepthCap(t *testing.T) {
 		s.rec.check(t, 200, "s slept")
 	}
 }
+
+// logUntil polls the object's in-memory log (each poll is itself a request to the object)
+// until it contains want, and returns it.
+func logUntil(t *testing.T, w *worker.Worker, obj, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(guardWait)
+	for {
+		rec, err := serve(t, w, "GET", "/"+obj+"/log?name=p", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := rec.body.String(); strings.Contains(s, want) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log never contained %q", want)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronization
+	}
+}
+
+// TestNoInterleaveTimeSleepOrGoroutines: time.Sleep, and sdk.Sleep in a request with a
+// goroutine of its own alive, keep the gate closed: no request sees the sleeper begun but
+// not ended.
+func TestNoInterleaveTimeSleepOrGoroutines(t *testing.T) {
+	_, w := interleaveEnv(t, t.TempDir())
+	for _, q := range []string{"go=1", "fan=1"} {
+		obj := "o" + strings.ReplaceAll(q, "=", "")
+		rec, _ := serve(t, w, "GET", "/"+obj+"/log", "") // the object is live
+		rec.check(t, 200, "begin ")
+		r1 := serveAsync(t, w, "/"+obj+"/sleep?name=s1&ms=500&"+q)
+		got := logUntil(t, w, obj, "begin s1")
+		if !strings.Contains(got, "end s1") {
+			t.Fatalf("%s: a request ran while the sleeper waited: %s", q, got)
+		}
+		await(t, r1, "sleeper").rec.check(t, 200, "s1 slept")
+	}
+}
+
+// TestInterleaveAlarm: an alarm whose handler waits in sdk.Sleep lets requests in, like a
+// request does; the alarm then completes.
+func TestInterleaveAlarm(t *testing.T) {
+	_, w := interleaveEnv(t, t.TempDir())
+	rec, _ := serve(t, w, "GET", "/al/alarm?ms=1", "")
+	rec.check(t, 200, "set")
+	got := logUntil(t, w, "al", "begin alarm")
+	if strings.Contains(got, "end alarm") {
+		// The poll that first saw the alarm begun must have run while it slept (1 s);
+		// one that ran after it ended would have waited for it.
+		t.Fatalf("no request ran while the alarm waited: %s", got)
+	}
+	logUntil(t, w, "al", "end alarm")
+}

@@ -8,6 +8,8 @@
 //	GET /OBJ/call?name=N&to=OBJ2&next=PATH&nq=QUERY   calls OBJ2's PATH?QUERY and wraps its answer
 //	GET /OBJ/log                  the order in which the object's requests began and ended
 //	GET /OBJ/crash                panics (the instance is lost)
+//	GET /OBJ/alarm?ms=MS          sets the alarm, whose handler sleeps 1 s with sdk.Sleep
+//	&fan=1 on /sleep              keeps a goroutine alive across the wait (the gate stays closed)
 //
 // OBJ names a Durable Object of the ROOM binding (class Room):
 //
@@ -67,6 +69,13 @@ func (o *room) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 		fmt.Fprintf(w, "%s before=%s", name, before)
 	case "/sleep":
 		ms, _ := strconv.Atoi(q.Get("ms"))
+		if q.Get("fan") == "1" {
+			// A goroutine of this request is alive across the wait: the SDK then keeps
+			// the gate closed (docs/workers.md, Input and output gates).
+			done := make(chan struct{})
+			go func() { <-done }()
+			defer close(done)
+		}
 		if q.Get("go") == "1" {
 			time.Sleep(time.Duration(ms) * time.Millisecond)
 		} else {
@@ -86,12 +95,28 @@ func (o *room) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 		fmt.Fprintf(w, "%s<-[%s]", name, body)
 	case "/crash":
 		panic("crash requested")
+	case "/alarm":
+		ms, _ := strconv.Atoi(q.Get("ms"))
+		if err := st.SetAlarm(time.Now().Add(time.Duration(ms) * time.Millisecond)); err != nil {
+			sdk.ErrorResponse(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprint(w, "set")
 	case "/log":
 		fmt.Fprint(w, strings.Join(o.log, ","))
 	default:
 		sdk.ErrorResponse(w, "not found", 404)
 	}
 	o.log = append(o.log, "end "+name)
+}
+
+// Alarm waits in sdk.Sleep, so requests run while it waits (alarms pass the input gate
+// like requests).
+func (o *room) Alarm(sdk.AlarmInfo) error {
+	o.log = append(o.log, "begin alarm")
+	sdk.Sleep(time.Second)
+	o.log = append(o.log, "end alarm")
+	return nil
 }
 
 func init() {
