@@ -77,7 +77,8 @@ const guard = 20 * time.Second // failure guard only
 // TestSuspendLetsNextRequestIn: a turn that suspends (a subrequest or timer) lets a second
 // request to the same object run to completion; the first then resumes with its own
 // state, and both see each other's writes in order. The writes of the first made before
-// the wait are committed before either result is released (the output gate).
+// the wait are committed before the gate opens, so before either result is released (the
+// output gate).
 func TestSuspendLetsNextRequestIn(t *testing.T) {
 	ns, st := newGateNS(t)
 	id := ns.IDFromName("obj")
@@ -114,6 +115,14 @@ func TestSuspendLetsNextRequestIn(t *testing.T) {
 	case <-suspended:
 	case <-time.After(guard):
 		t.Fatal("first request did not suspend")
+	}
+	// The batch holding the first request's write was committed before the gate opened:
+	// a request let in sees only durable writes, and earlier requests are not held up.
+	st.mu.Lock()
+	atSuspend := st.commits
+	st.mu.Unlock()
+	if atSuspend == 0 {
+		t.Fatal("the gate opened before the waiting request's writes were committed")
 	}
 	var seen []byte
 	err := ns.Do(ctx, id, func(tr *Turn) error {
