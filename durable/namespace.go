@@ -275,12 +275,20 @@ func (ns *Namespace) unref(o *Object) {
 }
 
 // Turn is one request's (or alarm's) exclusive access to an object, inside its input gate.
+// While it waits for something other than storage it may open the gate (Suspend, in
+// gate.go) and take it back (Reenter).
 type Turn struct {
 	// Object is the live object.
 	Object *Object
-	txn    Txn
+	txn    Txn // nil while suspended or after a failed re-entry
 	depth  int
-	sync   turnSync // Sync's state (sync.go)
+	// b is the batch the turn writes into now; batches are the ones it wrote into, whose
+	// commits its result waits for (more than one when it was suspended).
+	b         *batch
+	batches   []*batch
+	suspended bool
+	// dirty is set by every write since the turn entered its current batch (Sync).
+	dirty bool
 }
 
 // Do runs fn for object id inside its input gate: calls for one object run one at a time, in
@@ -300,12 +308,12 @@ func (ns *Namespace) Do(ctx context.Context, id ID, fn func(t *Turn) error) erro
 	// (the last turn commits) intact.
 	o.gate <- struct{}{}
 	o.waiting.Add(-1)
-	var b *batch
+	var t *Turn
 	if err = ctx.Err(); err == nil {
 		if !o.leaseValid() {
 			err = fmt.Errorf("durable: object %s: %w", id, ErrLeaseLost)
 		} else {
-			b, err = o.turn(ctx, fn)
+			t, err = o.turn(ctx, fn)
 		}
 	}
 	if ob := o.batch; ob != nil && (o.waiting.Load() == 0 || ob.members >= ns.opts.MaxBatch || aborted(ob.txn) || !o.leaseValid()) {
@@ -319,10 +327,14 @@ func (ns *Namespace) Do(ctx context.Context, id ID, fn func(t *Turn) error) erro
 		close(ob.done)
 	}
 	<-o.gate
-	if b != nil {
-		<-b.done
-		if err == nil && b.err != nil {
-			err = fmt.Errorf("durable: writes of object %s not committed: %w", id, b.err)
+	if t != nil {
+		// The output gate: every batch the turn wrote into is committed (in order: a
+		// batch begins only after the one before it ended).
+		for _, b := range t.batches {
+			<-b.done
+			if err == nil && b.err != nil {
+				err = fmt.Errorf("durable: writes of object %s not committed: %w", id, b.err)
+			}
 		}
 	}
 	return err
@@ -337,40 +349,60 @@ func aborted(txn Txn) bool {
 }
 
 // turn runs fn in a savepoint of the current batch.
-func (o *Object) turn(ctx context.Context, fn func(t *Turn) error) (*batch, error) {
+func (o *Object) turn(ctx context.Context, fn func(t *Turn) error) (*Turn, error) {
+	t := &Turn{Object: o}
+	if err := t.enter(ctx); err != nil {
+		return t, err
+	}
+	err := fn(t)
+	if t.suspended {
+		// fn returned without taking the gate back (Reenter): it must not be left to the
+		// caller's Do in that state, which releases the gate it holds.
+		panic("durable: a turn ended while suspended")
+	}
+	if t.txn == nil {
+		// The re-entry after a suspension failed: there is no savepoint to end.
+		if err == nil {
+			err = errNoBatch
+		}
+		return t, err
+	}
+	for t.depth > 0 {
+		_ = t.Rollback()
+	}
+	if err != nil {
+		if rerr := t.txn.RollbackTo("verge_turn"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return t, err
+	}
+	if err := t.txn.Release("verge_turn"); err != nil {
+		return t, fmt.Errorf("durable: release savepoint: %w", err)
+	}
+	return t, nil
+}
+
+// enter joins the object's current batch (beginning one when there is none) in a new
+// savepoint; the caller holds the gate.
+func (t *Turn) enter(ctx context.Context) error {
+	o := t.Object
 	if o.batch == nil {
 		txn, err := o.store.Begin(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		o.batch = &batch{txn: txn, done: make(chan struct{})}
 	}
 	b := o.batch
 	b.members++
+	if n := len(t.batches); n == 0 || t.batches[n-1] != b {
+		t.batches = append(t.batches, b)
+	}
 	if err := b.txn.Savepoint("verge_turn"); err != nil {
-		return b, fmt.Errorf("durable: savepoint: %w", err)
+		return fmt.Errorf("durable: savepoint: %w", err)
 	}
-	t := &Turn{Object: o, txn: b.txn, sync: turnSync{batch: b}}
-	err := fn(t)
-	for t.depth > 0 {
-		_ = t.Rollback()
-	}
-	if t.sync.batch != b {
-		// Sync committed b; the rest of the turn ran in a new batch (nil if none began).
-		if b = t.sync.batch; b == nil {
-			return nil, errors.Join(err, t.sync.err)
-		}
-	}
-	if err != nil {
-		if rerr := b.txn.RollbackTo("verge_turn"); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return b, err
-	}
-	if err := b.txn.Release("verge_turn"); err != nil {
-		return b, fmt.Errorf("durable: release savepoint: %w", err)
-	}
-	return b, nil
+	t.b, t.txn, t.dirty = b, b.txn, false
+	return nil
 }
 
 // Close stops the alarm scheduler and evicts every object, waiting for turns in progress

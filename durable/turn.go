@@ -8,27 +8,61 @@ import (
 )
 
 // Get returns the values of keys (nil for absent ones).
-func (t *Turn) Get(keys []string) ([][]byte, error) { return t.txn.Get(keys) }
+func (t *Turn) Get(keys []string) ([][]byte, error) {
+	txn, err := t.storage()
+	if err != nil {
+		return nil, err
+	}
+	return txn.Get(keys)
+}
 
 // Put stores entries.
-func (t *Turn) Put(entries []Entry) error { t.sync.dirty = true; return t.txn.Put(entries) }
+func (t *Turn) Put(entries []Entry) error {
+	txn, err := t.storage()
+	if err != nil {
+		return err
+	}
+	t.dirty = true
+	return txn.Put(entries)
+}
 
 // Delete removes keys and returns how many existed.
-func (t *Turn) Delete(keys []string) (int, error) { t.sync.dirty = true; return t.txn.Delete(keys) }
+func (t *Turn) Delete(keys []string) (int, error) {
+	txn, err := t.storage()
+	if err != nil {
+		return 0, err
+	}
+	t.dirty = true
+	return txn.Delete(keys)
+}
 
 // List returns entries in key order.
-func (t *Turn) List(o ListOptions) ([]Entry, error) { return t.txn.List(o) }
+func (t *Turn) List(o ListOptions) ([]Entry, error) {
+	txn, err := t.storage()
+	if err != nil {
+		return nil, err
+	}
+	return txn.List(o)
+}
 
 // SQL runs one statement on the object's database.
 func (t *Turn) SQL(query string, args []Value) (*SQLResult, error) {
-	t.sync.dirty = true
-	return t.txn.SQL(query, args)
+	txn, err := t.storage()
+	if err != nil {
+		return nil, err
+	}
+	t.dirty = true
+	return txn.SQL(query, args)
 }
 
 // DeleteAll removes all keys, all SQL tables and the alarm.
 func (t *Turn) DeleteAll(ctx context.Context) error {
-	t.sync.dirty = true
-	if err := t.txn.DeleteAll(); err != nil {
+	txn, err := t.storage()
+	if err != nil {
+		return err
+	}
+	t.dirty = true
+	if err := txn.DeleteAll(); err != nil {
 		return err
 	}
 	return t.DeleteAlarm(ctx)
@@ -39,6 +73,9 @@ const maxTxnDepth = 32
 
 // Begin opens a nested explicit transaction.
 func (t *Turn) Begin() error {
+	if _, err := t.storage(); err != nil {
+		return err
+	}
 	if t.depth >= maxTxnDepth {
 		return fmt.Errorf("durable: more than %d nested transactions: %w", maxTxnDepth, ErrInvalid)
 	}

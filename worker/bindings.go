@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/verge-edge/verge/cluster"
@@ -475,13 +476,29 @@ func failed(status uint32, err error) (*message.Response, uint32, []byte) {
 // actor is the live instance of one Durable Object: a dedicated instance of the version that
 // was current when the object was activated.
 type actor struct {
-	v    *version
-	inst *instance
+	v      *version
+	inst   *instance
+	closed sync.Once
 }
 
 func (a *actor) close() {
-	a.inst.close()
-	a.v.release()
+	a.closed.Do(func() {
+		// Invocations may still be on the instance's stack (one waiting while a nested
+		// one failed): it is closed once they have returned.
+		a.inst.closeIdle(func() {
+			a.inst.close()
+			a.v.release()
+		})
+	})
+}
+
+// dropActor detaches a failed actor from its object (unless another one replaced it
+// meanwhile) and closes it.
+func dropActor(t *durable.Turn, a *actor) {
+	if t.Object.Actor == a {
+		t.Object.Actor = nil
+	}
+	a.close()
 }
 
 // evictActor releases an evicted object's instance (durable.Options.OnEvict).
@@ -497,7 +514,9 @@ func evictActor(o *durable.Object) {
 func (w *Worker) actorFor(ctx context.Context, t *durable.Turn) (*actor, error) {
 	cur := w.cur.Load()
 	if a, ok := t.Object.Actor.(*actor); ok {
-		if a.v == cur {
+		// An instance with invocations in progress (one waiting, this request let in
+		// through the open input gate) keeps serving the object on its version.
+		if a.v == cur || a.inst.inUse() {
 			return a, nil
 		}
 		t.Object.Actor = nil
@@ -514,6 +533,7 @@ func (w *Worker) actorFor(ctx context.Context, t *durable.Turn) (*actor, error) 
 		}
 		return nil, &Error{Kind: Crashed, Worker: w.name, Cause: err}
 	}
+	in.nest = newNester()
 	a := &actor{v: cur, inst: in}
 	t.Object.Actor = a
 	return a, nil
@@ -589,22 +609,26 @@ func (w *Worker) runObjectTo(ctx context.Context, binding string, b *doBinding, 
 		if err != nil {
 			return err
 		}
-		inv := &a.inst.inv
-		inv.reset(ctx, workerabi.KindDOFetch)
-		inv.head, inv.body, inv.sink = head, bytes.NewReader(body), out
-		inv.turn, inv.nsName, inv.class, inv.objID = t, binding, b.class, id.String()
-		if s, ok := out.(*objStream); ok {
-			s.setTurn(t)
+		var rc uint32
+		var ended bool
+		xerr := a.inst.exec(ctx, func() {
+			a.inst.call(ctx, workerabi.KindDOFetch, func(inv *invocation) {
+				inv.head, inv.body, inv.sink = head, bytes.NewReader(body), out
+				inv.turn, inv.nsName, inv.class, inv.objID = t, binding, b.class, id.String()
+				if s, ok := out.(*objStream); ok {
+					s.setTurn(t)
+				}
+			}, func(inv *invocation, r uint32, e error) { rc, err, ended = r, e, inv.ended })
+		})
+		if xerr != nil {
+			dropActor(t, a)
+			return xerr
 		}
-		rc, err := a.inst.run(ctx, workerabi.KindDOFetch)
-		ended := inv.ended
-		inv.clear()
 		if err == nil && rc != workerabi.RCOK {
 			err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("durable object handler returned %d", rc)}
 		}
 		if err != nil || a.inst.poisoned {
-			t.Object.Actor = nil
-			a.close()
+			dropActor(t, a)
 		}
 		if err != nil {
 			return err
@@ -711,25 +735,27 @@ func (w *Worker) runAlarm(ctx context.Context, nsName string, t *durable.Turn, r
 	if err != nil {
 		return err
 	}
-	inv := &a.inst.inv
-	inv.reset(ctx, workerabi.KindDOAlarm)
-	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, t.Object.ID.String(), retries
-	rc, err := a.inst.run(ctx, workerabi.KindDOAlarm)
-	inv.clear()
+	var rc uint32
+	xerr := a.inst.exec(ctx, func() {
+		a.inst.call(ctx, workerabi.KindDOAlarm, func(inv *invocation) {
+			inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, t.Object.ID.String(), retries
+		}, func(_ *invocation, r uint32, e error) { rc, err = r, e })
+	})
+	if xerr != nil {
+		dropActor(t, a)
+		return xerr
+	}
 	if err == nil && a.inst.poisoned {
-		t.Object.Actor = nil
-		a.close()
+		dropActor(t, a)
 	}
 	switch {
 	case err != nil:
-		t.Object.Actor = nil
-		a.close()
+		dropActor(t, a)
 		return err
 	case rc == workerabi.RCAlarmFailed:
 		return errAlarmFailed
 	case rc != workerabi.RCOK:
-		t.Object.Actor = nil
-		a.close()
+		dropActor(t, a)
 		return &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("alarm handler returned %d", rc)}
 	}
 	return nil

@@ -304,9 +304,11 @@ func (w *Worker) streamObject(s *objStream, binding string, b *doBinding, id dur
 // then run on the thread the caller leaves, instead of two locked threads handing the CPU to
 // each other twice per call (with GOMAXPROCS=1 that handoff cost more than the object's
 // whole request). The guest's CPU meter reads the clock of whatever thread runs it again
-// (cpuMeter.resume); an uninstrumented guest, whose timer watches one thread's clock, stays.
+// (cpuMeter.resume); an uninstrumented guest, whose timer watches one thread's clock, stays,
+// and so does a wait served off the instance's goroutine (interleave.go), which holds no
+// thread to give.
 func (inv *invocation) unpin() bool {
-	if !inv.inst.instrumented {
+	if !inv.inst.instrumented || inv.offStack {
 		return false
 	}
 	runtime.UnlockOSThread()

@@ -114,15 +114,29 @@ func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (R
 // run calls verge_handle under the CPU and wall time limits. The goroutine stays on its OS
 // thread meanwhile, so that the thread's CPU clock measures the guest (see threadCPU).
 func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
+	return i.runInv(ctx, kind, &i.inv)
+}
+
+// runInv runs inv, the instance's own invocation or, nested inside a waiting one's host
+// call, another (interleave.go): the waiting one's timers and state are set aside and
+// restored when the nested one returns.
+func (i *instance) runInv(ctx context.Context, kind uint32, inv *invocation) (uint32, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	inv := &i.inv
+	outer := i.cur
+	nested := i.in.Depth() > 0
+	var saved runState
+	if nested {
+		saved = i.saveRun()
+	}
+	i.cur = inv
 	l := &i.v.limits
 	now := time.Now()
 	inv.cpu.start(l.CPUTime, !i.instrumented, now)
 	inv.wallEnd = now.Add(l.WallTime)
 	i.wallDeadline.Store(int64(inv.wallEnd.Sub(clockBase)))
-	s := (i.state.Load()>>32+1)<<32 | stateRunning
+	i.gen++
+	s := uint64(i.gen)<<32 | stateRunning
 	if !i.instrumented {
 		i.cpuClock.Store(currentThreadClock())
 		i.cpuDeadline.Store(inv.cpu.deadline())
@@ -139,9 +153,17 @@ func (i *instance) run(ctx context.Context, kind uint32) (uint32, error) {
 	i.wall.Stop()
 	inv.cpuUsed = inv.cpu.finish()
 	stopped := uint32(stateIdle)
-	if !i.state.CompareAndSwap(s, s&^stateMask|stateIdle) {
+	after := s&^stateMask | stateIdle
+	if nested {
+		after = saved.state
+	}
+	if !i.state.CompareAndSwap(s, after) {
 		stopped = uint32(i.state.Load() & stateMask)
 		i.poisoned = true
+	}
+	i.cur = outer
+	if nested {
+		i.restoreRun(saved)
 	}
 	st := &i.v.w.stats
 	st.ran(kind, inv.cpuUsed)
@@ -163,6 +185,10 @@ func (i *instance) runError(err error, stopped uint32) *Error {
 		return &Error{Kind: CPULimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v of CPU time (limit %v)", inv.cpuUsed.Round(time.Millisecond), l.CPUTime)}
 	case exitWall:
 		return &Error{Kind: WallLimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v (limit %v)", l.WallTime, l.WallTime)}
+	}
+	var lost *wasm.ExitError
+	if errors.As(err, &lost) && lost.Code == exitLost {
+		return &Error{Kind: Crashed, Worker: i.v.w.name, Cause: errInstanceLost}
 	}
 	if errors.Is(err, wasm.ErrMemoryDenied) {
 		return &Error{Kind: MemoryLimit, Worker: i.v.w.name, Cause: fmt.Errorf("growing the instance's memory: %w", i.v.w.mem.exhausted())}
@@ -202,8 +228,13 @@ type invocation struct {
 
 	subrequests int
 	streams     streams // open body handles (stream.go)
-	ioCtx       context.Context
-	ioCancel    context.CancelFunc
+	// nestNext is set by OpInterleave for the next host operation (interleave.go).
+	nestNext bool
+	// offStack is set while a wait of this invocation is served on a goroutine other
+	// than the instance's (interleave.go).
+	offStack bool
+	ioCtx    context.Context
+	ioCancel context.CancelFunc
 
 	e       workerabi.Encoder
 	cpu     cpuMeter
@@ -216,7 +247,7 @@ func (inv *invocation) reset(ctx context.Context, kind uint32) {
 	inv.head, inv.body, inv.bodyRead, inv.isHead, inv.proto = nil, nil, false, false, message.HTTP11
 	inv.sink, inv.started, inv.ended, inv.status, inv.sent = nil, false, false, 0, 0
 	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = nil, "", "", "", 0
-	inv.subrequests = 0
+	inv.subrequests, inv.nestNext = 0, false
 }
 
 // clear drops references held past the invocation.
@@ -287,7 +318,16 @@ func (inv *invocation) encodeHead(r *Request) {
 // Call serves one host operation. The time spent here does not count as guest CPU time.
 func (inv *invocation) Call(op uint32, arg []byte) (uint32, []byte) {
 	inv.inst.pause()
-	status, res := inv.dispatch(op, arg)
+	var status uint32
+	var res []byte
+	if inv.nestNext {
+		// The guest marked this operation (OpInterleave) as one other invocations may
+		// run in, should it be a wait.
+		inv.nestNext = false
+		status, res = inv.interleave(op, arg)
+	} else {
+		status, res = inv.dispatch(op, arg)
+	}
 	inv.inst.resume()
 	return status, res
 }
@@ -345,6 +385,11 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return inv.fetchStream(arg)
 	case workerabi.OpBodyRead, workerabi.OpBodyClose:
 		return inv.streamOp(op, arg)
+	case workerabi.OpInterleave:
+		inv.nestNext = true
+		return workerabi.StatusOK, nil
+	case workerabi.OpSleep:
+		return inv.sleepOp(arg)
 	}
 	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }

@@ -128,7 +128,7 @@ func streamEnv(t *testing.T, l worker.Limits) (*env, *worker.Worker, string) {
 }
 
 // serveAsync runs the worker for target in the background.
-func serveAsync(w *worker.Worker, out worker.ResponseWriter, target string) chan error {
+func serveStreamAsync(w *worker.Worker, out worker.ResponseWriter, target string) chan error {
 	done := make(chan error, 1)
 	go func() {
 		req := &message.Request{Method: "GET", Target: target, Authority: "example.com", Proto: message.HTTP11}
@@ -162,7 +162,7 @@ func TestFlushSendsBeforeNextWrite(t *testing.T) {
 	_, w, _ := streamEnv(t, worker.Limits{})
 	g := newGate(t)
 	out := newFlushSink()
-	done := serveAsync(w, out, "/flush?wait="+g.srv.URL+"/gate")
+	done := serveStreamAsync(w, out, "/flush?wait="+g.srv.URL+"/gate")
 	awaitFlush(t, out, "a")
 	if out.status != 200 || out.length != -1 {
 		t.Fatalf("flushed head: status %d, length %d; want 200 and -1 (streamed)", out.status, out.length)
@@ -216,7 +216,7 @@ func TestFetchStreams40MB(t *testing.T) {
 			out.hash = sha256.New()
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
-			err := <-serveAsync(w, out, "/proxy?url="+srv.URL+"/big"+strings.ReplaceAll(q, "?", "%3F"))
+			err := <-serveStreamAsync(w, out, "/proxy?url="+srv.URL+"/big"+strings.ReplaceAll(q, "?", "%3F"))
 			runtime.ReadMemStats(&after)
 			if err != nil {
 				t.Fatal(err)
@@ -260,7 +260,7 @@ func TestObjectStreamsAfterDurableWrite(t *testing.T) {
 		return nil
 	}
 	out := newFlushSink()
-	done := serveAsync(w, out, "/do?o=x&wait="+g.srv.URL+"/gate")
+	done := serveStreamAsync(w, out, "/do?o=x&wait="+g.srv.URL+"/gate")
 	awaitFlush(t, out, "a")
 	if out.status != 200 || out.length != -1 || out.header.Get("X-Count") != "1" {
 		t.Fatalf("head: status %d, length %d, X-Count %q", out.status, out.length, out.header.Get("X-Count"))
@@ -274,7 +274,7 @@ func TestObjectStreamsAfterDurableWrite(t *testing.T) {
 	}
 	// A second request finds the object's state and its input gate free.
 	out = newFlushSink()
-	if err := <-serveAsync(w, out, "/do?o=x"); err != nil || out.body.String() != "ab" || out.header.Get("X-Count") != "2" {
+	if err := <-serveStreamAsync(w, out, "/do?o=x"); err != nil || out.body.String() != "ab" || out.header.Get("X-Count") != "2" {
 		t.Fatalf("second request: %v, %q, X-Count %q", err, out.body.String(), out.header.Get("X-Count"))
 	}
 }
@@ -287,7 +287,7 @@ func TestOpenBodiesLimited(t *testing.T) {
 	srv, _, _ := origin40MB(t)
 	for range 2 {
 		out := newFlushSink()
-		if err := <-serveAsync(w, out, "/handles?url="+srv.URL+"/big"); err != nil {
+		if err := <-serveStreamAsync(w, out, "/handles?url="+srv.URL+"/big"); err != nil {
 			t.Fatal(err)
 		}
 		if want := "limit after " + strconv.Itoa(worker.MaxOpenBodies); out.body.String() != want {
@@ -302,11 +302,11 @@ func TestOpenBodiesLimited(t *testing.T) {
 func TestObjectKeepsTurnWhenCallerCloses(t *testing.T) {
 	_, w, _ := streamEnv(t, worker.Limits{})
 	out := newFlushSink()
-	if err := <-serveAsync(w, out, "/do-close?o=c"); err != nil || out.body.String() != "closed after a count 1" {
+	if err := <-serveStreamAsync(w, out, "/do-close?o=c"); err != nil || out.body.String() != "closed after a count 1" {
 		t.Fatalf("got %v, %q", err, out.body.String())
 	}
 	out = newFlushSink()
-	if err := <-serveAsync(w, out, "/do?o=c"); err != nil || out.body.String() != "ab" || out.header.Get("X-Count") != "2" {
+	if err := <-serveStreamAsync(w, out, "/do?o=c"); err != nil || out.body.String() != "ab" || out.header.Get("X-Count") != "2" {
 		t.Fatalf("next request: %v, %q, X-Count %q (want 2: the first turn's write kept)", err, out.body.String(), out.header.Get("X-Count"))
 	}
 }
@@ -325,7 +325,7 @@ func TestStreamedBodyBoundedByWallTime(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(stall) }) // runs first: the handler returns, Close does not wait
 	out := newFlushSink()
-	done := serveAsync(w, out, "/proxy?url="+srv.URL+"/stall")
+	done := serveStreamAsync(w, out, "/proxy?url="+srv.URL+"/stall")
 	select {
 	case err := <-done:
 		if err == nil {
@@ -353,7 +353,7 @@ func TestObjectFlushInsideTransactionWaits(t *testing.T) {
 		return nil
 	}
 	close(g.open)
-	if err := <-serveAsync(w, out, "/do?o=t&p=/tx&wait="+g.srv.URL+"/gate"); err != nil {
+	if err := <-serveStreamAsync(w, out, "/do?o=t&p=/tx&wait="+g.srv.URL+"/gate"); err != nil {
 		t.Fatal(err)
 	}
 	if out.body.String() != "ab" || out.status != 200 {

@@ -158,6 +158,13 @@ type instance struct {
 	v   *version
 	in  *wasm.Instance
 	inv invocation
+	// cur is the running invocation: inv, or a nested one (interleave.go) while it runs.
+	cur *invocation
+	// gen numbers the instance's invocations (nested ones too), for state.
+	gen uint32
+	// nest lets invocations interleave on an actor's instance (interleave.go); nil for
+	// pooled instances, which run one invocation at a time.
+	nest *nester
 	// instrumented is true when the guest checks its limits itself (invocation.Yield).
 	instrumented bool
 	// wall fires at the wall time limit: it stops a guest blocked in a sleep or host call.
@@ -224,6 +231,7 @@ func (v *version) newInstance(ctx context.Context) (*instance, error) {
 	}
 	i.in = in
 	i.inv.inst = i
+	i.cur = &i.inv
 	i.cpu = time.AfterFunc(time.Hour, i.cpuTimerFired)
 	i.cpu.Stop()
 	i.wall = time.AfterFunc(time.Hour, i.wallTimerFired)
@@ -294,7 +302,7 @@ func (i *instance) sleep(ns int64) {
 // pause ends a stretch of guest CPU time before a host operation that does work of its own
 // (storage, subrequests, Durable Object calls, which may run other guests on this thread).
 func (i *instance) pause() {
-	i.inv.cpu.pause()
+	i.cur.cpu.pause()
 	if !i.instrumented {
 		i.cpuDeadline.Store(0)
 		i.cpu.Stop()
@@ -303,7 +311,7 @@ func (i *instance) pause() {
 
 // resume starts a stretch of guest CPU time, interrupting at once when the budget is spent.
 func (i *instance) resume() {
-	m := &i.inv.cpu
+	m := &i.cur.cpu
 	if !m.resume() {
 		i.interrupt(exitCPU)
 		return

@@ -42,6 +42,15 @@ const (
 	OpAlarmSet      = 58
 	OpAlarmDelete   = 59
 	OpFetch         = 64
+	// OpInterleave (no argument) marks the invocation's next host operation as one during
+	// which other invocations may run on the instance, nested in it, when it is a wait
+	// (OpFetch, OpDOFetch, OpSleep): the guest promises that it saved what they could
+	// overwrite. A host that cannot nest ignores it. docs/workers.md, "Input and output
+	// gates".
+	OpInterleave = 120
+	// OpSleep (u64 nanoseconds) waits, as wall time, up to the invocation's wall time
+	// limit; after OpInterleave other requests to the object may run meanwhile.
+	OpSleep = 121
 )
 
 // Host operation codes of streamed responses and bodies (docs/workers-abi.md, "Streaming").

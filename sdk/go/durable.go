@@ -92,6 +92,7 @@ func (id ObjectID) fetch(r *Request) (*Response, error) {
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}
+	mayInterleave()
 	res, err := rawCall(workerabi.OpDOFetchStream, e.B)
 	if err != nil {
 		return nil, err

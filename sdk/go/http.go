@@ -293,7 +293,7 @@ var (
 
 // readRequest decodes the head of the current incoming request into curReq. The strings are
 // substrings of one copy of the head, and the header slice is reused.
-func readRequest() (*Request, error) {
+func readRequest(r *Request, body *hostBody) (*Request, error) {
 	res, err := rawCall(workerabi.OpReqHead, nil)
 	if err != nil {
 		return nil, err
@@ -306,7 +306,6 @@ func readRequest() (*Request, error) {
 		end := len(res) - len(d.B)
 		return head[end-len(v) : end]
 	}
-	r := &curReq
 	fields := r.Header.fields[:0]
 	*r = Request{}
 	r.Method = sub()
@@ -320,17 +319,22 @@ func readRequest() (*Request, error) {
 		return nil, d.Err
 	}
 	r.Header.fields = fields
-	curBody = hostBody{}
-	r.Body = &curBody
+	*body = hostBody{}
+	r.Body = body
 	return r, nil
 }
 
 func serveRequest(h Handler) error {
-	r, err := readRequest()
+	// The top-level invocation reuses the package's request state; one nested in a
+	// waiting one (interleave.go) gets its own, leaving the waiting one's intact.
+	r, body, w := &curReq, &curBody, &curW
+	if depth > 1 {
+		r, body, w = new(Request), new(hostBody), new(responseWriter)
+	}
+	r, err := readRequest(r, body)
 	if err != nil {
 		return err
 	}
-	w := &curW
 	buf, hdr := w.buf[:0], w.header.fields[:0]
 	*w = responseWriter{buf: buf, header: Header{fields: hdr}}
 	h.ServeHTTP(w, r)
@@ -376,6 +380,7 @@ func Fetch(r *Request) (*Response, error) {
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}
+	mayInterleave()
 	res, err := rawCall(workerabi.OpFetchStream, e.B)
 	if err != nil {
 		return nil, err

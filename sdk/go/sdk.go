@@ -90,7 +90,7 @@ var waitUntil []func()
 
 // WaitUntil runs fn after the response has been sent, still within this invocation's wall
 // time limit; the request's CPU time limit covers it too. Use it for logging, cache fills
-// and other work the client need not wait for.
+// and other work the client need not wait for. Call it from the handler's own goroutine.
 func WaitUntil(fn func()) { waitUntil = append(waitUntil, fn) }
 
 var envCache map[string]string
@@ -131,7 +131,14 @@ func Log(level int, format string, args ...any) {
 // RCFailed (the host answers 500 and discards the instance) or RCAlarmFailed (an alarm
 // handler reported failure; the host retries the alarm and keeps the instance).
 func dispatch(kind uint32) uint32 {
-	waitUntil = waitUntil[:0]
+	lv := enterLevel()
+	rc := dispatchKind(kind)
+	lv.leave()
+	return rc
+}
+
+// dispatchKind runs the invocation of dispatch.
+func dispatchKind(kind uint32) uint32 {
 	var err error
 	switch kind {
 	case workerabi.KindFetch:

@@ -279,10 +279,18 @@ type Instance struct {
 	fuel api.MutableGlobal // nil when the module is not instrumented
 	// stopped is the exit code given to Interrupt, 0 before; the guest's next yield traps.
 	stopped atomic.Uint32
+	// lost is the exit code given to Abandon, 0 before: no host call returns to the guest.
+	lost    atomic.Uint32
 	handle  api.Function
 	call    callCtx
 	pending []byte
 	stack   [1]uint64
+	// depth counts the Handle calls in progress: more than one while an invocation runs
+	// nested inside another's host call (re-entrant verge_handle); nested holds one
+	// verge_handle function per nesting level beyond the first (wazero's function values
+	// keep their own call stack and cannot be re-entered).
+	depth  int
+	nested []api.Function
 }
 
 // callCtx carries the invocation's Host to the host functions without an allocation. During
@@ -392,16 +400,48 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 // nothing that blocks: to bound the call, Interrupt the instance from another goroutine (a
 // timer). An error means the instance is unusable (closed, trapped or exited) and must be
 // discarded.
+//
+// Handle may be called again from inside a host operation of a running invocation (from
+// Host.Call, on the same goroutine): the nested invocation runs on top of the waiting one,
+// with its own Host, and the waiting one's Host and pending result are restored when it
+// returns.
 func (in *Instance) Handle(ctx context.Context, kind uint32, host Host) (uint32, error) {
+	if in.depth > 0 {
+		return in.handleNested(ctx, kind, host)
+	}
+	in.depth = 1
 	in.call.Context, in.call.host, in.call.quiet = ctx, host, true
 	in.stack[0] = uint64(kind)
 	err := in.handle.CallWithStack(&in.call, in.stack[:])
 	in.call.Context, in.call.host, in.pending = nil, nil, nil
+	in.depth = 0
 	if err != nil {
 		return 0, in.classify(err)
 	}
 	return uint32(in.stack[0]), nil
 }
+
+// handleNested is Handle inside another invocation's host call.
+func (in *Instance) handleNested(ctx context.Context, kind uint32, host Host) (uint32, error) {
+	level := in.depth - 1
+	for len(in.nested) <= level {
+		in.nested = append(in.nested, in.mod.ExportedFunction("verge_handle"))
+	}
+	outerCtx, outerHost, outerPending := in.call.Context, in.call.host, in.pending
+	in.depth++
+	in.call.Context, in.call.host, in.pending = ctx, host, nil
+	stack := [1]uint64{uint64(kind)}
+	err := in.nested[level].CallWithStack(&in.call, stack[:])
+	in.depth--
+	in.call.Context, in.call.host, in.pending = outerCtx, outerHost, outerPending
+	if err != nil {
+		return 0, in.classify(err)
+	}
+	return uint32(stack[0]), nil
+}
+
+// Depth reports how many invocations are in progress on the instance (nested ones count).
+func (in *Instance) Depth() int { return in.depth }
 
 // Interrupt stops the running invocation from any goroutine with an *ExitError of code
 // (nonzero): an instrumented instance exits at its next loop iteration (its fuel is zeroed
@@ -415,6 +455,15 @@ func (in *Instance) Interrupt(code uint32) {
 		return
 	}
 	_ = in.mod.CloseWithExitCode(context.Background(), code)
+}
+
+// Abandon marks the instance lost with code: an invocation waiting in a host call fails
+// with an *ExitError of code when the call returns, without running guest code again, and a
+// running one stops as with Interrupt. Used when an invocation nested in another one failed
+// and left the guest's stacks undefined.
+func (in *Instance) Abandon(code uint32) {
+	in.lost.CompareAndSwap(0, code)
+	in.Interrupt(code)
 }
 
 // Close releases the instance and gives its memory back. It must not run while the
@@ -472,6 +521,11 @@ func hostCall(ctx context.Context, mod api.Module, stack []uint64) {
 		status, res = 4, []byte("host operations are not available during initialization")
 	} else {
 		status, res = c.host.Call(op, arg)
+		if code := c.in.lost.Load(); code != 0 {
+			// A nested invocation failed on top of this one: the guest's state is
+			// undefined, so the waiting invocation ends here instead of resuming.
+			panic(sys.NewExitError(code))
+		}
 	}
 	if uint32(len(res)) <= outCap {
 		if len(res) > 0 && !mem.Write(outPtr, res) {
