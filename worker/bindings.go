@@ -176,7 +176,7 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	if d.Err != nil {
 		return fail(workerabi.StatusInvalid, d.Err)
 	}
-	out, err := inv.inst.v.w.callObject(inv.io(), binding, b, id, head, body, e.B)
+	out, err := inv.inst.v.w.callObject(inv.withUpgrade(inv.io()), binding, b, id, head, body, e.B)
 	if err != nil {
 		return fail(objectErrorStatus(err), err)
 	}

@@ -42,6 +42,24 @@ const (
 	OpAlarmSet      = 58
 	OpAlarmDelete   = 59
 	OpFetch         = 64
+
+	// WebSockets (docs/workers-abi.md, WebSockets).
+	OpWSAccept       = 80
+	OpWSReceive      = 81
+	OpWSSend         = 82
+	OpWSClose        = 83
+	OpWSAcceptObject = 84
+	OpWSList         = 85
+	OpWSEvent        = 86
+	OpWSAttachSet    = 87
+	OpWSAttachGet    = 88
+)
+
+// WebSocket message types, in WS_RECEIVE, WS_SEND and WS_EVENT.
+const (
+	WSText   = 1
+	WSBinary = 2
+	WSClose  = 8
 )
 
 // Statuses of host operations. StatusOK carries the result; the others carry an error
@@ -59,6 +77,11 @@ const (
 	KindFetch   = 0
 	KindDOFetch = 1
 	KindDOAlarm = 2
+	// KindWSMessage, KindWSClose and KindWSError deliver an event of a WebSocket held by
+	// the host for a Durable Object (hibernation); the guest reads it with OpWSEvent.
+	KindWSMessage = 3
+	KindWSClose   = 4
+	KindWSError   = 5
 )
 
 // Results of verge_handle.

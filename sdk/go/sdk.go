@@ -144,6 +144,8 @@ func dispatch(kind uint32) uint32 {
 		err = serveObject()
 	case workerabi.KindDOAlarm:
 		err = runAlarm()
+	case workerabi.KindWSMessage, workerabi.KindWSClose, workerabi.KindWSError:
+		err = runWebSocketEvent(kind)
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}
