@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/internal/workerabi"
@@ -28,6 +29,13 @@ type objSocket struct {
 	tags        []string
 	attach      []byte // under wsHub.mu
 	guestClosed atomic.Bool
+
+	// raw is the connection's descriptor when the socket can wait in wsSleepers (plain TCP);
+	// slot, sleepGen and hub are its place there, under wsSleepers.mu.
+	raw      syscall.RawConn
+	slot     int32
+	sleepGen uint32
+	hub      *wsHub
 }
 
 // wsHub holds a worker's sockets of Durable Objects, by ID and by object, and runs one
@@ -41,6 +49,7 @@ type wsHub struct {
 	cancel  context.CancelFunc
 	byID    map[uint64]*objSocket
 	byObj   map[objKey][]*objSocket // in accept order
+	queues  map[objKey]*objQueue    // objects with events to deliver
 	stopped bool
 }
 
@@ -49,6 +58,7 @@ func (h *wsHub) initLocked() {
 	if h.byID == nil {
 		h.byID = map[uint64]*objSocket{}
 		h.byObj = map[objKey][]*objSocket{}
+		h.queues = map[objKey]*objQueue{}
 		h.ctx, h.cancel = context.WithCancel(context.Background())
 	}
 }
@@ -70,10 +80,37 @@ func (h *wsHub) add(key objKey, tags []string) (*objSocket, error) {
 	return s, nil
 }
 
-// start attaches the switched connection and starts the socket's reader.
+// start attaches the switched connection and starts the socket's reader: asleep in
+// wsSleepers until the client sends, when the connection allows it.
 func (h *wsHub) start(s *objSocket, conn io.ReadWriteCloser) {
+	s.slot = -1
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			s.raw = raw
+		}
+	}
 	s.c.attach(conn)
+	if h.canSleep(s) && wsSleepers.sleep(h, s) {
+		return
+	}
 	go h.readLoop(s)
+}
+
+// canSleep reports whether s's reader may leave it to wsSleepers: it has a descriptor, no
+// byte is buffered above it, and it is not closing (a closing socket waits for the client's
+// close frame under a deadline).
+func (h *wsHub) canSleep(s *objSocket) bool {
+	if s.raw == nil {
+		return false
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeSent || c.ended {
+		return false
+	}
+	b, ok := c.conn.(interface{ Buffered() int })
+	return !ok || b.Buffered() == 0
 }
 
 // drop removes a socket that never switched, or closes one being torn down.
@@ -141,19 +178,76 @@ func (h *wsHub) count() int {
 	return len(h.byID)
 }
 
-// readLoop reads a socket's messages and delivers each, in order, to its object; it ends
-// with the socket, delivering its close or error unless the object closed it itself.
+// readLoop reads a socket's messages and queues each for its object, waiting for it to be
+// delivered before reading the next (in order, and a client that sends faster than its
+// object handles is slowed by TCP); it ends with the socket, queueing its close or error
+// unless the object closed it itself. The guest runs on the object's dispatcher, not here,
+// so that this goroutine's stack stays small while it waits for the client.
 func (h *wsHub) readLoop(s *objSocket) {
+	done := make(chan struct{}, 1)
 	for {
 		ev := s.c.next()
 		if ev.kind != kindWSMessage {
 			h.remove(s)
 			if !s.guestClosed.Load() && h.ctx.Err() == nil {
-				h.deliver(s, ev)
+				h.enqueue(s, ev, nil)
 			}
 			return
 		}
-		h.deliver(s, ev)
+		h.enqueue(s, ev, done)
+		<-done
+		if h.canSleep(s) && wsSleepers.sleep(h, s) {
+			return // readLoop runs again when the client sends
+		}
+	}
+}
+
+// objQueue holds an object's socket events waiting for delivery, in arrival order.
+type objQueue struct {
+	events []queuedEvent
+}
+
+type queuedEvent struct {
+	s    *objSocket
+	ev   wsEvent
+	done chan struct{} // signalled after delivery; nil for a socket's last event
+}
+
+// enqueue queues an event for the socket's object, starting the object's dispatcher when
+// none runs.
+func (h *wsHub) enqueue(s *objSocket, ev wsEvent, done chan struct{}) {
+	h.mu.Lock()
+	q := h.queues[s.key]
+	start := q == nil
+	if start {
+		q = &objQueue{}
+		h.queues[s.key] = q
+	}
+	q.events = append(q.events, queuedEvent{s: s, ev: ev, done: done})
+	h.mu.Unlock()
+	if start {
+		go h.dispatch(s.key, q)
+	}
+}
+
+// dispatch delivers an object's queued events one at a time until the queue is empty, then
+// ends: an object without socket traffic has no goroutine.
+func (h *wsHub) dispatch(key objKey, q *objQueue) {
+	for {
+		h.mu.Lock()
+		if len(q.events) == 0 {
+			delete(h.queues, key)
+			h.mu.Unlock()
+			return
+		}
+		e := q.events[0]
+		q.events[0] = queuedEvent{}
+		q.events = q.events[1:]
+		h.mu.Unlock()
+		h.deliver(e.s, e.ev)
+		if e.done != nil {
+			e.done <- struct{}{}
+		}
 	}
 }
 
