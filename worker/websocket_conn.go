@@ -23,8 +23,14 @@ const (
 	// MaxWebSocketQueue bounds the bytes queued for one socket that its client has not
 	// read yet: a send beyond it closes the socket with 1008 (a slow consumer).
 	MaxWebSocketQueue = 4 << 20
+	// MaxWebSocketQueueTotal bounds the bytes queued for all the clients of one worker's
+	// sockets: a send beyond it closes its socket with 1008, as a slow consumer's.
+	MaxWebSocketQueueTotal = 64 << 20
 	// MaxWebSocketsPerObject caps the sockets one Durable Object holds.
 	MaxWebSocketsPerObject = 32768
+	// MaxWebSocketsPerWorker caps the sockets the host holds for one worker's Durable
+	// Objects (those accepted by the worker itself are bounded by its instances).
+	MaxWebSocketsPerWorker = 100000
 	// MaxWebSocketAttachment bounds a socket's serialized attachment.
 	MaxWebSocketAttachment = 2048
 	// MaxWebSocketTags and MaxWebSocketTagLen bound the tags of a socket.
@@ -102,7 +108,7 @@ func (c *wsConn) send(op byte, p []byte) error {
 	if c.closeSent || c.ended {
 		return errWSClosed
 	}
-	if c.queued+len(p) > MaxWebSocketQueue {
+	if c.queued+len(p) > MaxWebSocketQueue || c.stats.queued.Load()+int64(len(p)) > MaxWebSocketQueueTotal {
 		c.closeLocked(wsproto.ClosePolicyViolation, "send queue full")
 		return errWSQueueFull
 	}
@@ -115,6 +121,7 @@ func (c *wsConn) send(op byte, p []byte) error {
 func (c *wsConn) enqueueLocked(frame []byte) {
 	c.queue = append(c.queue, frame)
 	c.queued += len(frame)
+	c.stats.queued.Add(int64(len(frame)))
 	c.kickLocked()
 }
 
@@ -136,7 +143,6 @@ func (c *wsConn) writeLoop() {
 			if c.closeSent && c.closeRecv {
 				c.endLocked()
 			}
-			c.queue, c.queued = nil, 0
 			c.mu.Unlock()
 			return
 		}
@@ -144,6 +150,7 @@ func (c *wsConn) writeLoop() {
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
 		c.queued -= len(f)
+		c.stats.queued.Add(-int64(len(f)))
 		conn := c.conn
 		c.mu.Unlock()
 		if d, ok := conn.(interface{ SetWriteDeadline(time.Time) error }); ok {
@@ -205,6 +212,10 @@ func (c *wsConn) endLocked() {
 	}
 	c.ended = true
 	c.stats.open.Add(-1)
+	// What was never written is dropped.
+	c.stats.queued.Add(-int64(c.queued))
+	clear(c.queue)
+	c.queue, c.queued = nil, 0
 	if c.conn == nil {
 		return
 	}
@@ -343,4 +354,5 @@ type wsStats struct {
 	in             atomic.Uint64
 	out            atomic.Uint64
 	protocolErrors atomic.Uint64
+	queued         atomic.Int64 // bytes queued for clients (MaxWebSocketQueueTotal)
 }

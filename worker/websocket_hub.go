@@ -74,6 +74,9 @@ func (h *wsHub) add(key objKey, tags []string) (*objSocket, error) {
 	if len(h.byObj[key]) >= MaxWebSocketsPerObject {
 		return nil, fmt.Errorf("the object holds %d WebSockets already (the limit)", MaxWebSocketsPerObject)
 	}
+	if len(h.byID) >= MaxWebSocketsPerWorker {
+		return nil, fmt.Errorf("worker %s holds %d WebSockets for its Durable Objects already (the limit)", h.w.name, MaxWebSocketsPerWorker)
+	}
 	s := &objSocket{c: newWSConn(&h.stats), key: key, tags: tags}
 	h.byID[s.c.id] = s
 	h.byObj[key] = append(h.byObj[key], s)

@@ -422,3 +422,48 @@ func TestWebSocketFrameAttacks(t *testing.T) {
 }
 
 var _ = durable.DefaultIdleTimeout
+
+// TestWebSocketSlowConsumerIsDisconnected: a member that never reads is disconnected once
+// its queue passes MaxWebSocketQueue, and the room goes on serving the others in order.
+func TestWebSocketSlowConsumerIsDisconnected(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, chatConfig(t))
+	addr := wsServer(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	slow := dialRaw(t, addr, "/room/slow?name=slow") // never reads
+	fast := dialWS(t, ctx, addr, "/room/slow?name=f")
+	waitFor(t, func() bool {
+		rec, _ := serve(t, w, "GET", "/room/slow/members", "")
+		return rec.body.String() == "2"
+	}, "members to join")
+	const n = 640 // 40 MiB: beyond the kernel's buffers and the 4 MiB queue
+	payload := strings.Repeat("x", 64<<10)
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := fast.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf("%d %s", i, payload))); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for i := range n {
+		s := readText(t, ctx, fast)
+		if want := fmt.Sprintf("f: %d ", i); !strings.HasPrefix(s, want) {
+			t.Fatalf("message %d starts %q, want %q", i, s[:min(len(s), 20)], want)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		rec, _ := serve(t, w, "GET", "/room/slow/members", "")
+		return rec.body.String() == "1"
+	}, "the slow member to be disconnected")
+	if got := w.Stats().WebSockets; got != 1 {
+		t.Fatalf("open sockets %d, want 1", got)
+	}
+	_ = slow
+}
