@@ -47,6 +47,13 @@ func (sl *wsSleeper) init() {
 	}
 	sl.epfd = fd
 	sl.ep = os.NewFile(uintptr(fd), "websocket-sleeper")
+	// A deadline only works on a descriptor the runtime's poller took: this tells whether
+	// the loop can park on it.
+	if err := sl.ep.SetReadDeadline(time.Time{}); err != nil {
+		sl.ep.Close()
+		sl.err = err
+		return
+	}
 	if sl.raw, err = sl.ep.SyscallConn(); err != nil {
 		sl.ep.Close()
 		sl.err = err

@@ -467,3 +467,37 @@ func TestWebSocketSlowConsumerIsDisconnected(t *testing.T) {
 	}
 	_ = slow
 }
+
+// TestWebSocketSurvivesRedeploy: a room's sockets stay open across a deploy of a new
+// version, whose instance handles the next message.
+func TestWebSocketSurvivesRedeploy(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	cfg := chatConfig(t)
+	w := e.deploy(t, cfg)
+	addr := wsServer(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a := dialWS(t, ctx, addr, "/room/deploy?name=a")
+	b := dialWS(t, ctx, addr, "/room/deploy?name=b")
+	waitFor(t, func() bool {
+		rec, _ := serve(t, w, "GET", "/room/deploy/members", "")
+		return rec.body.String() == "2"
+	}, "members to join")
+	a.Write(ctx, websocket.MessageText, []byte("v1"))
+	for _, c := range []*websocket.Conn{a, b} {
+		if got := readText(t, ctx, c); got != "a: v1" {
+			t.Fatalf("before the deploy: %q", got)
+		}
+	}
+	cfg.Env = map[string]string{"DEPLOY": "2"} // another configuration: a new version
+	e.deploy(t, cfg)
+	b.Write(ctx, websocket.MessageText, []byte("v2"))
+	for _, c := range []*websocket.Conn{a, b} {
+		if got := readText(t, ctx, c); got != "b: v2" {
+			t.Fatalf("after the deploy: %q", got)
+		}
+	}
+	if got := w.Stats().WebSockets; got != 2 {
+		t.Fatalf("open sockets %d after the deploy, want 2", got)
+	}
+}
