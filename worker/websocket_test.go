@@ -501,3 +501,41 @@ func TestWebSocketSurvivesRedeploy(t *testing.T) {
 		t.Fatalf("open sockets %d after the deploy, want 2", got)
 	}
 }
+
+// TestWebSocketWorkerCPULimitPerMessage: a worker holding a socket runs under its CPU limit
+// per message: messages that together use several times the limit pass, one message that
+// loops is stopped, and the socket is closed with 1011.
+func TestWebSocketWorkerCPULimitPerMessage(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	const limit = 300 * time.Millisecond
+	w := e.deploy(t, misbehaveConfig(t, worker.Limits{CPUTime: limit}))
+	// Calibrate: iterations per millisecond of this guest's CPU time on this machine.
+	const probe = 20_000_000
+	_, res, err := serveRes(t, w, "GET", fmt.Sprintf("/spin?n=%d", probe))
+	if err != nil || res.CPU <= 0 {
+		t.Fatalf("calibration: %v, cpu %v", err, res.CPU)
+	}
+	perMessage := int(float64(probe) * float64(limit/4) / float64(res.CPU)) // about a quarter of the limit
+	addr := wsServer(t, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := dialWS(t, ctx, addr, "/ws-spin")
+	for i := range 8 { // about twice the limit in all
+		if err := c.Write(ctx, websocket.MessageText, []byte(fmt.Sprint(perMessage))); err != nil {
+			t.Fatal(err)
+		}
+		if got := readText(t, ctx, c); !strings.HasPrefix(got, "spun") {
+			t.Fatalf("message %d: %q", i, got)
+		}
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte("loop")); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusInternalError {
+		t.Fatalf("after a looping message: %v, want close 1011", err)
+	}
+	if got := w.Stats().Errors["cpu_limit"]; got < 1 {
+		t.Fatalf("cpu_limit errors %d, want the loop counted", got)
+	}
+}
