@@ -25,6 +25,15 @@ import (
 // address.
 func wsServer(t *testing.T, w *worker.Worker) string {
 	t.Helper()
+	addr, stop := wsServerStop(t, w)
+	t.Cleanup(stop)
+	return addr
+}
+
+// wsServerStop is wsServer with its stop function: it closes the listener, cancels the
+// connections' context and waits for every connection's handler to return.
+func wsServerStop(t *testing.T, w *worker.Worker) (string, func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -65,12 +74,14 @@ func wsServer(t *testing.T, w *worker.Worker) string {
 			}()
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		cancel()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	var once sync.Once
+	return ln.Addr().String(), func() {
+		once.Do(func() {
+			ln.Close()
+			cancel()
+			wg.Wait()
+		})
+	}
 }
 
 func chatConfig(t testing.TB) worker.Config {
@@ -538,4 +549,34 @@ func TestWebSocketWorkerCPULimitPerMessage(t *testing.T) {
 	if got := w.Stats().Errors["cpu_limit"]; got < 1 {
 		t.Fatalf("cpu_limit errors %d, want the loop counted", got)
 	}
+}
+
+// TestWebSocketWorkerSocketEndsOnShutdown: a worker waiting in Receive returns when the
+// server stops (its connection context ends), so that a shutdown is not held by open sockets.
+func TestWebSocketWorkerSocketEndsOnShutdown(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, chatConfig(t))
+	addr, stop := wsServerStop(t, w)
+	t.Cleanup(stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := dialWS(t, ctx, addr, "/echo")
+	c.Write(ctx, websocket.MessageText, []byte("x"))
+	if got := readText(t, ctx, c); got != "x" {
+		t.Fatalf("echo %q", got)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		stop() // returns only once the echo handler returned
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		t.Fatal("the server stop waited for the worker's socket")
+	}
+	if _, _, err := c.Read(ctx); err == nil {
+		t.Fatal("the socket is still open after the stop")
+	}
+	waitFor(t, func() bool { return w.Stats().WebSockets == 0 }, "the socket to be released")
 }
