@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/verge-edge/verge/message"
@@ -464,6 +465,20 @@ func (u *upgradedConn) Read(p []byte) (int, error) {
 		return 0, u.err
 	}
 	return u.Conn.Read(p)
+}
+
+// Buffered returns how many bytes the client sent after its request head that were not read
+// yet from the stream.
+func (u *upgradedConn) Buffered() int { return len(u.pending) }
+
+// SyscallConn returns the raw connection underneath, so that its new owner can wait for it
+// to be readable without a goroutine (a WebSocket a worker's Durable Object holds). It fails
+// with errors.ErrUnsupported when the connection has none (TLS).
+func (u *upgradedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := u.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // CloseWrite half-closes the connection: the client reads end of file and may still send. It

@@ -29,6 +29,10 @@ type WorkerSample struct {
 	Evictions uint64
 	// Memory is the linear memory the worker's instances hold, in bytes.
 	Memory int64
+	// WebSockets counts the worker's open WebSockets; WebSocketMessagesIn and
+	// WebSocketMessagesOut count the messages received from and sent to clients.
+	WebSockets                                int
+	WebSocketMessagesIn, WebSocketMessagesOut uint64
 }
 
 // WorkerStats is a source of worker samples. EachWorker calls fn once per worker; it is
@@ -67,6 +71,10 @@ var (
 		"Durable Objects of the worker evicted (idle, over the live cap, or at shutdown).", []string{"worker"}, nil)
 	workerMemoryDesc = prometheus.NewDesc("verge_worker_memory_bytes",
 		"Linear memory held by the worker's instances.", []string{"worker"}, nil)
+	workerWebSocketsDesc = prometheus.NewDesc("verge_worker_websocket_open",
+		"Open WebSockets of the worker: held by its requests and held by the host for its Durable Objects.", []string{"worker"}, nil)
+	workerWebSocketMessagesDesc = prometheus.NewDesc("verge_worker_websocket_messages_total",
+		"WebSocket messages of the worker, by direction (in: from clients, out: to clients).", []string{"worker", "direction"}, nil)
 )
 
 // workerCollector exports the samples of the current WorkerStats source on each scrape.
@@ -77,7 +85,8 @@ type workerCollector struct {
 // Describe sends the worker metric descriptors.
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{workerInvocationsDesc, workerErrorsDesc, workerCPUDesc,
-		workerInstancesDesc, workerObjectsDesc, workerEvictionsDesc, workerMemoryDesc} {
+		workerInstancesDesc, workerObjectsDesc, workerEvictionsDesc, workerMemoryDesc,
+		workerWebSocketsDesc, workerWebSocketMessagesDesc} {
 		ch <- d
 	}
 }
@@ -102,6 +111,9 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerObjectsDesc, prometheus.GaugeValue, float64(s.LiveObjects), w)
 		ch <- prometheus.MustNewConstMetric(workerEvictionsDesc, prometheus.CounterValue, float64(s.Evictions), w)
 		ch <- prometheus.MustNewConstMetric(workerMemoryDesc, prometheus.GaugeValue, float64(s.Memory), w)
+		ch <- prometheus.MustNewConstMetric(workerWebSocketsDesc, prometheus.GaugeValue, float64(s.WebSockets), w)
+		ch <- prometheus.MustNewConstMetric(workerWebSocketMessagesDesc, prometheus.CounterValue, float64(s.WebSocketMessagesIn), w, "in")
+		ch <- prometheus.MustNewConstMetric(workerWebSocketMessagesDesc, prometheus.CounterValue, float64(s.WebSocketMessagesOut), w, "out")
 	})
 }
 

@@ -286,7 +286,9 @@ func (s *Server) serveConn(c net.Conn) {
 	async = true
 	s.HTTP1.ServeConnAsync(s.ctx, conn, &info, prefix, func() {
 		s.connHookDone(message.HTTP11)
-		s.endConn(c)
+		// http1 closed the connection, unless a handler took it over with Upgrade: then it
+		// is the handler's (a WebSocket a worker's Durable Object holds outlives it).
+		s.releaseConn(c)
 	})
 }
 
@@ -297,9 +299,14 @@ func (s *Server) connHookDone(proto string) {
 	}
 }
 
-// endConn releases what Serve took for c.
+// endConn closes c and releases what Serve took for it.
 func (s *Server) endConn(c net.Conn) {
 	c.Close()
+	s.releaseConn(c)
+}
+
+// releaseConn releases what Serve took for c, leaving c open.
+func (s *Server) releaseConn(c net.Conn) {
 	s.track(c, false)
 	if s.sem != nil {
 		<-s.sem

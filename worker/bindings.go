@@ -180,7 +180,7 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	if op == workerabi.OpDOFetchStream {
 		return inv.objectStream(binding, b, id, head, body)
 	}
-	out, err := inv.inst.v.w.callObject(inv.io(), binding, b, id, head, body, e.B)
+	out, err := inv.inst.v.w.callObject(inv.withUpgrade(inv.io()), binding, b, id, head, body, e.B)
 	if err != nil {
 		return fail(objectErrorStatus(err), err)
 	}

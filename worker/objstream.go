@@ -241,7 +241,7 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	e := &inv.e
 	if w.reg.svc.Router != nil {
 		e.U32(0)
-		out, err := w.callObject(inv.io(), binding, b, id, head, body, e.B)
+		out, err := w.callObject(inv.withUpgrade(inv.io()), binding, b, id, head, body, e.B)
 		if err != nil {
 			return fail(objectErrorStatus(err), err)
 		}
@@ -254,7 +254,7 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	// The object's turn is bounded by its own limits, not by the caller's context: a caller
 	// that stops reading early does not cut the object's turn short. A wait of the object
 	// for its caller ends when the caller's invocation does (it closes the body).
-	ctx := inv.io()
+	ctx := inv.withUpgrade(inv.io()) // a WebSocket handshake the object may accept
 	s := newObjStream(ctx, context.WithoutCancel(ctx))
 	go w.streamObject(s, binding, b, id, head, body)
 	if inv.unpin() {

@@ -75,7 +75,9 @@ func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (R
 	inv.body = req.Message.Body
 	inv.isHead = req.Message.Method == "HEAD"
 	inv.proto = req.Message.Proto
+	inv.ws.up = newWSUpgrade(out, req.Message)
 	rc, err := in.run(ctx, workerabi.KindFetch)
+	inv.finishWS(err != nil || rc != workerabi.RCOK)
 	res := Result{Status: inv.status, BytesSent: inv.sent, CPU: inv.cpuUsed, BodyRead: inv.bodyRead}
 	// run counted its own failures; these two are the request's.
 	if err == nil && rc != workerabi.RCOK {
@@ -236,6 +238,8 @@ type invocation struct {
 	ioCtx    context.Context
 	ioCancel context.CancelFunc
 
+	ws wsInvocation // WebSockets (websocket.go)
+
 	e       workerabi.Encoder
 	cpu     cpuMeter
 	wallEnd time.Time
@@ -390,6 +394,9 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return workerabi.StatusOK, nil
 	case workerabi.OpSleep:
 		return inv.sleepOp(arg)
+	case workerabi.OpWSAccept, workerabi.OpWSReceive, workerabi.OpWSSend, workerabi.OpWSClose, workerabi.OpWSAcceptObject,
+		workerabi.OpWSList, workerabi.OpWSEvent, workerabi.OpWSAttachSet, workerabi.OpWSAttachGet:
+		return inv.wsOp(op, arg)
 	}
 	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }
@@ -453,7 +460,7 @@ func (inv *invocation) decodeHead(d *workerabi.Decoder) error {
 	if d.Err != nil {
 		return d.Err
 	}
-	if status < 200 || status > 999 {
+	if (status < 200 && !(status == 101 && inv.switchAllowed())) || status > 999 {
 		return fmt.Errorf("invalid response status %d", status)
 	}
 	return nil
@@ -479,6 +486,9 @@ func (inv *invocation) respond(op uint32, arg []byte) (uint32, []byte) {
 		if err := inv.decodeHead(&d); err != nil {
 			return fail(workerabi.StatusInvalid, err)
 		}
+		if inv.resp.Status == 101 && inv.kind == workerabi.KindFetch {
+			return inv.switchProtocols()
+		}
 		// A streamed response's length is unknown, for HEAD as for GET: HEAD answers with
 		// the header fields GET would (RFC 9110 section 9.3.2), not Content-Length: 0.
 		inv.resp.ContentLength = -1
@@ -500,6 +510,9 @@ func (inv *invocation) respond(op uint32, arg []byte) (uint32, []byte) {
 		}
 		if err := inv.decodeHead(&d); err != nil {
 			return fail(workerabi.StatusInvalid, err)
+		}
+		if inv.resp.Status == 101 && inv.kind == workerabi.KindFetch {
+			return inv.switchProtocols()
 		}
 	} else if !inv.started {
 		return fail(workerabi.StatusInvalid, errors.New("response ended without a head"))

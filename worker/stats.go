@@ -89,6 +89,11 @@ type Stats struct {
 	// Memory is the linear memory the worker's instances hold, in bytes (what
 	// Services.MemoryLimit caps).
 	Memory int64
+	// WebSockets counts the worker's open WebSockets: those its requests hold and those
+	// held for its Durable Objects. WebSocketMessagesIn and WebSocketMessagesOut count the
+	// messages received from and sent to clients.
+	WebSockets                                int
+	WebSocketMessagesIn, WebSocketMessagesOut uint64
 }
 
 // Stats returns a view of every deployed worker, sorted by name. It is meant for a metrics
@@ -136,6 +141,8 @@ func (w *Worker) Stats() Stats {
 		st.LiveObjects += ns.Live()
 	}
 	w.nsMu.Unlock()
+	st.WebSockets = int(w.ws.stats.open.Load())
+	st.WebSocketMessagesIn, st.WebSocketMessagesOut = w.ws.stats.in.Load(), w.ws.stats.out.Load()
 	if m := w.mem; m != nil {
 		m.b.mu.Lock()
 		st.Memory = m.used

@@ -333,6 +333,7 @@ func (r *Registry) changed(name string, hash [32]byte) bool {
 // newWorker returns a worker without a version; r.mu is held.
 func (r *Registry) newWorker(name string) *Worker {
 	w := &Worker{name: name, reg: r, namespaces: map[string]*durable.Namespace{}}
+	w.ws.w = w
 	w.dep.ready = make(chan struct{})
 	w.mem = r.memory.share(w.trimIdle)
 	return w
@@ -403,6 +404,7 @@ type Worker struct {
 	cur      atomicVersion
 	stats    workerStats // invocation counters for metrics (stats.go)
 	dep      deployState // versions being staged, the first version's arrival (deploy.go)
+	ws       wsHub       // WebSockets held for Durable Objects (websocket_hub.go)
 
 	nsMu       sync.Mutex
 	namespaces map[string]*durable.Namespace // by storage name
@@ -478,6 +480,7 @@ func (w *Worker) namespace(ctx context.Context, name string) (*durable.Namespace
 
 func (w *Worker) close(ctx context.Context) error {
 	var errs []error
+	w.ws.close()
 	w.nsMu.Lock()
 	for name, ns := range w.namespaces {
 		if r := w.reg.svc.Router; r != nil {

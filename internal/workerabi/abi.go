@@ -42,6 +42,18 @@ const (
 	OpAlarmSet      = 58
 	OpAlarmDelete   = 59
 	OpFetch         = 64
+
+	// WebSockets (docs/workers-abi.md, WebSockets).
+	OpWSAccept       = 80
+	OpWSReceive      = 81
+	OpWSSend         = 82
+	OpWSClose        = 83
+	OpWSAcceptObject = 84
+	OpWSList         = 85
+	OpWSEvent        = 86
+	OpWSAttachSet    = 87
+	OpWSAttachGet    = 88
+
 	// OpInterleave (no argument) marks the invocation's next host operation as one during
 	// which other invocations may run on the instance, nested in it, when it is a wait
 	// (OpFetch, OpDOFetch, OpSleep): the guest promises that it saved what they could
@@ -70,6 +82,13 @@ const (
 	OpDOFetchStream = 68
 )
 
+// WebSocket message types, in WS_RECEIVE, WS_SEND and WS_EVENT.
+const (
+	WSText   = 1
+	WSBinary = 2
+	WSClose  = 8
+)
+
 // Statuses of host operations. StatusOK carries the result; the others carry an error
 // message.
 const (
@@ -85,6 +104,11 @@ const (
 	KindFetch   = 0
 	KindDOFetch = 1
 	KindDOAlarm = 2
+	// KindWSMessage, KindWSClose and KindWSError deliver an event of a WebSocket held by
+	// the host for a Durable Object (hibernation); the guest reads it with OpWSEvent.
+	KindWSMessage = 3
+	KindWSClose   = 4
+	KindWSError   = 5
 )
 
 // Results of verge_handle.

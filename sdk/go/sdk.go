@@ -151,6 +151,8 @@ func dispatchKind(kind uint32) uint32 {
 		err = serveObject()
 	case workerabi.KindDOAlarm:
 		err = runAlarm()
+	case workerabi.KindWSMessage, workerabi.KindWSClose, workerabi.KindWSError:
+		err = runWebSocketEvent(kind)
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}

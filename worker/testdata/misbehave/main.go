@@ -65,6 +65,32 @@ func init() {
 				x = x*6364136223846793005 + 1442695040888963407
 			}
 			w.Write([]byte("spun " + strconv.FormatUint(x>>60, 10)))
+		case "/ws-spin":
+			// A WebSocket whose every message is a number of spin iterations (answered
+			// "spun"), or "loop" (never answered: the CPU limit must stop it).
+			ws, err := sdk.AcceptWebSocket(w, r)
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 426)
+				return
+			}
+			for {
+				m, err := ws.Receive()
+				if err != nil {
+					return
+				}
+				if m.Text() == "loop" {
+					n := 0
+					for {
+						n++
+					}
+				}
+				n, _ := strconv.Atoi(m.Text())
+				x := uint64(1)
+				for i := 0; i < n; i++ {
+					x = x*6364136223846793005 + 1442695040888963407
+				}
+				ws.SendText("spun " + strconv.FormatUint(x>>60, 10))
+			}
 		case "/alloc":
 			// Allocates and touches mb MiB, kept until the next /alloc, so that the
 			// instance's linear memory grows by as much.
