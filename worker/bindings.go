@@ -124,7 +124,7 @@ func (inv *invocation) kvOp(op uint32, arg []byte) (uint32, []byte) {
 func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	e := &inv.e
 	if op == workerabi.OpDOContext {
-		if inv.turn == nil {
+		if inv.turn == nil && inv.kind != workerabi.KindDOEvict {
 			return fail(workerabi.StatusUnavailable, errors.New("not a Durable Object invocation"))
 		}
 		e.Str(inv.nsName)
@@ -176,7 +176,9 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	if d.Err != nil {
 		return fail(workerabi.StatusInvalid, d.Err)
 	}
+	inv.inst.host.callStart()
 	out, err := inv.inst.v.w.callObject(inv.io(), binding, b, id, head, body, e.B)
+	inv.inst.host.callEnd()
 	if err != nil {
 		return fail(objectErrorStatus(err), err)
 	}
@@ -456,53 +458,6 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 	return workerabi.StatusOK, e.B
 }
 
-// actor is the live instance of one Durable Object: a dedicated instance of the version that
-// was current when the object was activated.
-type actor struct {
-	v    *version
-	inst *instance
-}
-
-func (a *actor) close() {
-	a.inst.close()
-	a.v.release()
-}
-
-// evictActor releases an evicted object's instance (durable.Options.OnEvict).
-func evictActor(o *durable.Object) {
-	if a, ok := o.Actor.(*actor); ok {
-		o.Actor = nil
-		a.v.w.stats.evictions.Add(1)
-		a.close()
-	}
-}
-
-// actorFor returns the object's live instance, (re)creating it on the current version.
-func (w *Worker) actorFor(ctx context.Context, t *durable.Turn) (*actor, error) {
-	cur := w.cur.Load()
-	if a, ok := t.Object.Actor.(*actor); ok {
-		if a.v == cur {
-			return a, nil
-		}
-		t.Object.Actor = nil
-		a.close()
-	}
-	if cur = w.acquireCurrent(cur); cur == nil {
-		return nil, &Error{Kind: Unavailable, Worker: w.name}
-	}
-	in, err := cur.newInstance(ctx)
-	if err != nil {
-		cur.release()
-		if we, ok := err.(*Error); ok {
-			return nil, we
-		}
-		return nil, &Error{Kind: Crashed, Worker: w.name, Cause: err}
-	}
-	a := &actor{v: cur, inst: in}
-	t.Object.Actor = a
-	return a, nil
-}
-
 // objResponse is a Durable Object's buffered response.
 type objResponse struct {
 	status int
@@ -560,24 +515,9 @@ func objectErrorStatus(err error) uint32 {
 func (w *Worker) runObject(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte) (*objResponse, error) {
 	resp := &objResponse{}
 	err := b.ns.Do(ctx, id, func(t *durable.Turn) error {
-		a, err := w.actorFor(ctx, t)
-		if err != nil {
-			return err
-		}
-		inv := &a.inst.inv
-		inv.reset(ctx, workerabi.KindDOFetch)
-		inv.head, inv.body, inv.sink = head, bytes.NewReader(body), resp
-		inv.turn, inv.nsName, inv.class, inv.objID = t, binding, b.class, id.String()
-		rc, err := a.inst.run(ctx, workerabi.KindDOFetch)
-		ended := inv.ended
-		inv.clear()
-		if err == nil && rc != workerabi.RCOK {
-			err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("durable object handler returned %d", rc)}
-		}
-		if err != nil || a.inst.poisoned {
-			t.Object.Actor = nil
-			a.close()
-		}
+		_, ended, err := w.invokeObject(ctx, t, binding, b.class, workerabi.KindDOFetch, 0, func(inv *invocation) {
+			inv.head, inv.body, inv.sink = head, bytes.NewReader(body), resp
+		})
 		if err != nil {
 			return err
 		}
@@ -682,31 +622,12 @@ func (w *Worker) runAlarm(ctx context.Context, nsName string, t *durable.Turn, r
 	if b == nil {
 		return fmt.Errorf("worker %s: no binding for namespace %s", w.name, nsName)
 	}
-	class := b.class
-	a, err := w.actorFor(ctx, t)
-	if err != nil {
-		return err
-	}
-	inv := &a.inst.inv
-	inv.reset(ctx, workerabi.KindDOAlarm)
-	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, t.Object.ID.String(), retries
-	rc, err := a.inst.run(ctx, workerabi.KindDOAlarm)
-	inv.clear()
-	if err == nil && a.inst.poisoned {
-		t.Object.Actor = nil
-		a.close()
-	}
+	rc, _, err := w.invokeObject(ctx, t, binding, b.class, workerabi.KindDOAlarm, retries, nil)
 	switch {
 	case err != nil:
-		t.Object.Actor = nil
-		a.close()
 		return err
 	case rc == workerabi.RCAlarmFailed:
 		return errAlarmFailed
-	case rc != workerabi.RCOK:
-		t.Object.Actor = nil
-		a.close()
-		return &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("alarm handler returned %d", rc)}
 	}
 	return nil
 }

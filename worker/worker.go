@@ -38,6 +38,9 @@ const (
 	DefaultMemory       = 128 << 20
 	DefaultSubrequests  = 50
 	DefaultMaxInstances = 16
+	// DefaultObjectsPerInstance is Limits.ObjectsPerInstance's default (see docs/workers.md,
+	// Density, for how it was chosen).
+	DefaultObjectsPerInstance = 16
 	// DefaultInitTime bounds instantiating a module (its _initialize).
 	DefaultInitTime = 10 * time.Second
 	// MaxFetchBody bounds a subrequest's response body held in memory.
@@ -63,6 +66,11 @@ type Limits struct {
 	// MaxInstances caps the pooled instances of a version (concurrent requests beyond it
 	// wait). Zero means DefaultMaxInstances (16).
 	MaxInstances int
+	// ObjectsPerInstance caps the live Durable Objects hosted by one instance: objects of a
+	// version share instances, their requests running one at a time in each. A guest built
+	// with an SDK older than ABI version 2 gets one instance per object whatever this says.
+	// Zero means DefaultObjectsPerInstance (16); 1 gives every object its own instance.
+	ObjectsPerInstance int
 }
 
 func (l *Limits) setDefaults() {
@@ -80,6 +88,9 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxInstances <= 0 {
 		l.MaxInstances = DefaultMaxInstances
+	}
+	if l.ObjectsPerInstance <= 0 {
+		l.ObjectsPerInstance = DefaultObjectsPerInstance
 	}
 }
 

@@ -144,6 +144,8 @@ func dispatch(kind uint32) uint32 {
 		err = serveObject()
 	case workerabi.KindDOAlarm:
 		err = runAlarm()
+	case workerabi.KindDOEvict:
+		err = evictObject()
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}
