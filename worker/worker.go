@@ -164,6 +164,9 @@ type Services struct {
 	// ObjectIdleTimeout is how long an idle Durable Object stays live. Zero means
 	// durable.DefaultIdleTimeout.
 	ObjectIdleTimeout time.Duration
+	// MaxLiveObjects caps the live Durable Objects of each namespace: activating one more
+	// evicts the least recently used idle one. Zero means durable.DefaultMaxLive (1024).
+	MaxLiveObjects int
 	// MemoryLimit caps the sum of the linear memory of all instances of the registry, in
 	// bytes. A request whose new instance, or whose instance's growth, would exceed it
 	// waits up to DefaultMemoryWait for memory (idle pooled instances are closed first) and
@@ -469,6 +472,7 @@ func (w *Worker) namespace(ctx context.Context, name string) (*durable.Namespace
 		Store:       svc.Durable,
 		Placement:   svc.Placement,
 		IdleTimeout: svc.ObjectIdleTimeout,
+		MaxLive:     svc.MaxLiveObjects,
 		OnAlarm: func(ctx context.Context, t *durable.Turn, retries int) error {
 			return w.runAlarm(ctx, name, t, retries)
 		},
