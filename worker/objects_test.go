@@ -249,3 +249,33 @@ func TestObjectCallsObjectOnItsOwnInstance(t *testing.T) {
 		t.Errorf("p: %+v, want mem=3 in %s", a, p.instance)
 	}
 }
+
+// TestObjectsNeverShareAcrossWorkersOrVersions: objects of two workers deployed from the
+// same module never share an instance, nor do objects of two versions of one worker.
+func TestObjectsNeverShareAcrossWorkersOrVersions(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	cfg := objectsConfig(t, 16, false)
+	w1 := e.deploy(t, cfg)
+	cfg.Name = "objects2"
+	w2 := e.deploy(t, cfg)
+	a := hitObject(t, w1, "same", "hit")
+	b := hitObject(t, w2, "same", "hit")
+	if a.instance == b.instance {
+		t.Fatalf("objects of two workers in one instance %s", a.instance)
+	}
+	if b.mem != 1 || b.stored != 1 {
+		t.Fatalf("the second worker's object saw the first's state: %+v", b)
+	}
+	// A new version of w1 (other limits): the object moves to an instance of it at its next
+	// request, restarting from storage, and shares nothing with the old version's.
+	old := hitObject(t, w1, "stay", "hit")
+	cfg = objectsConfig(t, 8, false)
+	e.deploy(t, cfg)
+	moved := hitObject(t, w1, "stay", "hit")
+	if moved.instance == old.instance || moved.mem != 1 || moved.stored != 2 {
+		t.Fatalf("after a deploy: %+v (before: %+v), want a new instance, mem=1 stored=2", moved, old)
+	}
+	if c := hitObject(t, w1, "new", "hit"); c.instance != moved.instance {
+		t.Fatalf("a new object went to %s, want the new version's %s", c.instance, moved.instance)
+	}
+}
