@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/internal/workerabi"
@@ -172,11 +173,25 @@ func (h *objectHost) isFailed() bool {
 	return h.failed
 }
 
-// enter takes the host's gate for an invocation. It does not wait (and returns false) while
-// the invocation running there waits in an outgoing Durable Object call: that call may lead,
-// directly or through other objects, to an object of this instance, and waiting would then
-// never end; the caller moves its object to another instance instead.
+// moveAfter is how long a request waits for its object's instance while the invocation
+// holding it waits in an outgoing Durable Object call, before the object moves to another
+// instance (see enter). Most calls end sooner; a call that leads back to the instance never
+// would.
+const moveAfter = 50 * time.Millisecond
+
+// enter takes the host's gate for an invocation. While the invocation running there waits
+// in an outgoing Durable Object call, it waits at most moveAfter and then returns false
+// without the gate: that call may lead, directly or through other objects, to an object of
+// this instance, and waiting for it would then never end, so the caller moves its object to
+// another instance instead.
 func (h *objectHost) enter(ctx context.Context) (bool, error) {
+	var grace *time.Timer
+	defer func() {
+		if grace != nil {
+			grace.Stop()
+		}
+	}()
+	var expired <-chan time.Time
 	h.mu.Lock()
 	for {
 		if !h.busy {
@@ -184,14 +199,24 @@ func (h *objectHost) enter(ctx context.Context) (bool, error) {
 			h.mu.Unlock()
 			return true, nil
 		}
-		if h.calling.Load() > 0 {
-			h.mu.Unlock()
-			return false, nil
+		if h.calling.Load() > 0 && grace == nil {
+			grace = time.NewTimer(moveAfter)
+			expired = grace.C
 		}
 		wake := h.wake
 		h.mu.Unlock()
 		select {
 		case <-wake:
+		case <-expired:
+			h.mu.Lock()
+			stuck := h.busy && h.calling.Load() > 0
+			h.mu.Unlock()
+			if stuck {
+				return false, nil
+			}
+			// The call ended: wait for the gate as usual, and again at most moveAfter if
+			// another call begins.
+			grace, expired = nil, nil
 		case <-ctx.Done():
 			return false, &Error{Kind: Overloaded, Worker: h.hs.v.w.name, Cause: fmt.Errorf("waiting for the Durable Object's instance: %w", ctx.Err())}
 		}
