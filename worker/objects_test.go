@@ -210,8 +210,8 @@ func TestCrashLosesInstanceForAllItsObjects(t *testing.T) {
 }
 
 // TestObjectCallsObjectOnItsOwnInstance: an object calling another object that lives in the
-// same instance does not wait for itself: the callee moves to another instance (restarting
-// from storage) and both answer.
+// same instance does not wait for itself for ever: after moveAfter the callee moves to
+// another instance (restarting from storage) and both answer.
 func TestObjectCallsObjectOnItsOwnInstance(t *testing.T) {
 	e := newEnv(t, t.TempDir(), worker.Services{})
 	w := e.deploy(t, objectsConfig(t, 8, false))

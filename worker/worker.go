@@ -8,7 +8,8 @@
 // how), without affecting other requests.
 //
 // Bindings reach KV namespaces (package kv), Durable Objects (package durable, whose class
-// code runs in dedicated instances of the same module), environment variables, secrets, and
+// code runs in instances of the same module that host several live objects each; see
+// objects.go), environment variables, secrets, and
 // outgoing HTTP through an upstream transport of the registry's own, limited by each
 // worker's FetchPolicy (the public internet only, unless the operator allows more).
 package worker
