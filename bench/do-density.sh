@@ -50,6 +50,11 @@ workers:
     durable_objects: [{binding: COUNTER, class: Counter}]
 $LIMITS
 EOF
+for port in $P $((P+10)) $((P+40)); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "$(basename "$0"): port $port is in use (a server of an earlier run still stopping?)" >&2; exit 1
+  fi
+done
 start verge 0; VP=$LAST
 WDP=""
 if [ -n "${WORKERD:-}" ]; then
