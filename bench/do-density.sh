@@ -24,7 +24,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORKERD_DIR=${WORKERD_DIR:-$ROOT/../shared/bench/workerd}
 BIN=${BIN:-/tmp/verge-density}; N=${N:-1000}; DUR=${DUR:-8}; ROUNDS=${ROUNDS:-2}; PER=${PER:-}
-EVICT_WAIT=${EVICT_WAIT:-180}; STEP=${STEP:-15}; PORT_BASE=${PORT_BASE:-39180}
+EVICT_WAIT=${EVICT_WAIT:-180}; STEP=${STEP:-15}; PORT_BASE=${PORT_BASE:-29180}
 PHASES=${PHASES:-mem load evict}
 . "$ROOT/bench/lib-cluster.sh"
 (cd "$ROOT/examples/workers/hello" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o "$BIN/hello.wasm" .)
