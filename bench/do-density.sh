@@ -19,7 +19,7 @@
 #          idle objects are evicted: "evict t=S setup=S rss_mb=R [live=L instances=I]".
 # Env: BIN (default /tmp/verge-density), N (1000), DUR (8), ROUNDS (2), PER (Verge's
 # limits.objects_per_instance; empty: the default), EVICT_WAIT (180), STEP (15), PORT_BASE
-# (39180), WORKERD, WORKERD_DIR (default ../shared/bench/workerd from the repo).
+# (29180: below the ephemeral port range), WORKERD, WORKERD_DIR (default ../shared/bench/workerd from the repo).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORKERD_DIR=${WORKERD_DIR:-$ROOT/../shared/bench/workerd}
