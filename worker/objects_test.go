@@ -279,3 +279,49 @@ func TestObjectsNeverShareAcrossWorkersOrVersions(t *testing.T) {
 		t.Fatalf("a new object went to %s, want the new version's %s", c.instance, moved.instance)
 	}
 }
+
+// TestObjectsChurnConcurrently: many requests over more objects than may be live, so that
+// objects are evicted, dropped and placed again while others run on the same instances;
+// every request succeeds and every object's stored count ends at its number of requests.
+func TestObjectsChurnConcurrently(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{MaxLiveObjects: 6})
+	w := e.deploy(t, objectsConfig(t, 4, false))
+	const workers, each, objects = 8, 30, 24
+	errs := make(chan error, workers)
+	hits := make([][objects]int, workers)
+	for g := range workers {
+		go func() {
+			for i := range each {
+				o := (g*7 + i*5) % objects
+				rec, err := serve(t, w, "GET", fmt.Sprintf("/o/c%d/hit", o), "")
+				if err != nil || rec.status != 200 {
+					errs <- fmt.Errorf("c%d: %v %v", o, rec, err)
+					return
+				}
+				hits[g][o]++
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for o := range objects {
+		want := 0
+		for g := range workers {
+			want += hits[g][o]
+		}
+		if want == 0 {
+			continue
+		}
+		// One more hit reads the stored count.
+		if a := hitObject(t, w, fmt.Sprint("c", o), "hit"); a.stored != want+1 {
+			t.Errorf("c%d: stored %d after %d requests, want %d", o, a.stored, want+1, want+1)
+		}
+	}
+	if st := w.Stats(); st.Errors["crashed"] != 0 || st.LiveObjects > 6+workers {
+		t.Errorf("stats: %d crashed, %d live", st.Errors["crashed"], st.LiveObjects)
+	}
+}
