@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"bytes"
+	"github.com/verge-edge/verge/internal/testwasm"
 	"testing"
 )
 
@@ -76,5 +77,37 @@ func TestSignedLEB(t *testing.T) {
 		if got := r.s32(); got != v || r.end() != nil {
 			t.Errorf("%d: got %d (%v)", v, got, r.err)
 		}
+	}
+}
+
+// dataSegments counts the data segments of a module.
+func dataSegments(t *testing.T, bin []byte) int {
+	t.Helper()
+	r := newReader(bin[8:])
+	for !r.done() {
+		id := r.byte()
+		body := r.bytes(int(r.u32()))
+		if id == 11 {
+			return int(newReader(body).u32())
+		}
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return 0
+}
+
+// TestInstrumentMergesGoDataSegments: a Go worker's tens of thousands of data segments
+// (Go's linker splits data at runs of zeros) become a few hundred at most once instrumented.
+func TestInstrumentMergesGoDataSegments(t *testing.T) {
+	bin := testwasm.Build(t, "examples/workers/hello")
+	code, err := instrument(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, after := dataSegments(t, bin), dataSegments(t, code)
+	t.Logf("data segments: %d before, %d after", before, after)
+	if before < 1000 || after > before/20 {
+		t.Fatalf("data segments: %d before, %d after; want many fewer after", before, after)
 	}
 }
