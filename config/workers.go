@@ -126,6 +126,9 @@ type WorkerLimits struct {
 	Subrequests int `yaml:"subrequests"`
 	// MaxInstances caps the instances serving requests concurrently. Zero means 16.
 	MaxInstances int `yaml:"max_instances"`
+	// ObjectsPerInstance caps the live Durable Objects sharing one instance. Zero means 16;
+	// 1 gives each object its own instance.
+	ObjectsPerInstance int `yaml:"objects_per_instance"`
 }
 
 // Values of Route.WorkerOnError.
@@ -266,7 +269,7 @@ func (v *validator) workers() map[string]bool {
 			}
 		}
 		l := &w.Limits
-		if l.CPUTime < 0 || l.WallTime < 0 || l.Subrequests < 0 || l.MaxInstances < 0 {
+		if l.CPUTime < 0 || l.WallTime < 0 || l.Subrequests < 0 || l.MaxInstances < 0 || l.ObjectsPerInstance < 0 {
 			v.errf(p+".limits", "limits must not be negative")
 		}
 		if l.Memory < 1<<20 || l.Memory > 4<<30 {
@@ -276,6 +279,9 @@ func (v *validator) workers() map[string]bool {
 			if err := checkFetchAllow(a); err != nil {
 				v.errf(fmt.Sprintf("%s.fetch.allow[%d]", p, j), "%v", err)
 			}
+		}
+		if l.ObjectsPerInstance > 1024 {
+			v.errf(p+".limits.objects_per_instance", "objects_per_instance %d exceeds 1024", l.ObjectsPerInstance)
 		}
 		if l.Subrequests > 10000 {
 			v.errf(p+".limits.subrequests", "subrequests %d exceed 10000", l.Subrequests)

@@ -70,6 +70,8 @@ func TestWorkersErrors(t *testing.T) {
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {allow: [\"host:0\"]}}]", "bad port"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {allow: [justahost]}}]", "want a CIDR prefix"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {deny: [x]}}]", "deny"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., limits: {objects_per_instance: 2000}}]", "t.yaml:4:64: workers[0].limits.objects_per_instance: objects_per_instance 2000 exceeds 1024"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., limits: {objects_per_instance: -1}}]", "limits must not be negative"},
 		{"routes: [{upstream: app}]\nworker_memory_limit: 1MiB", "t.yaml:4:22: worker_memory_limit: worker_memory_limit 1048576 is below 16MiB"},
 	}
 	for _, c := range cases {

@@ -23,7 +23,10 @@ import (
 const (
 	DefaultIdleTimeout = 30 * time.Second
 	DefaultMaxBatch    = 128
-	DefaultMaxLive     = 128
+	// DefaultMaxLive is Options.MaxLive's default. A live object costs its storage's open
+	// database (three file descriptors) and what its code keeps in memory; Verge's workers
+	// host many objects per instance (worker.Limits.ObjectsPerInstance).
+	DefaultMaxLive = 1024
 	// MaxAlarmRetries is how many times a failed alarm is retried before it is dropped.
 	MaxAlarmRetries = 6
 	// AlarmBackoff is the first retry delay; it doubles with each retry.

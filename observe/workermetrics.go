@@ -23,8 +23,10 @@ type WorkerSample struct {
 	// IdleInstances and BusyInstances count the pooled instances waiting for and running a
 	// request.
 	IdleInstances, BusyInstances int
-	// LiveObjects counts the live Durable Objects (each holding an instance).
+	// LiveObjects counts the live Durable Objects.
 	LiveObjects int
+	// ObjectInstances counts the instances hosting the live Durable Objects.
+	ObjectInstances int
 	// Evictions counts Durable Objects evicted.
 	Evictions uint64
 	// Memory is the linear memory the worker's instances hold, in bytes.
@@ -66,7 +68,9 @@ var (
 	workerInstancesDesc = prometheus.NewDesc("verge_worker_instances",
 		"Pooled instances of the worker's current version, by state (idle, busy).", []string{"worker", "state"}, nil)
 	workerObjectsDesc = prometheus.NewDesc("verge_worker_durable_objects",
-		"Live Durable Objects of the worker, each holding an instance.", []string{"worker"}, nil)
+		"Live Durable Objects of the worker.", []string{"worker"}, nil)
+	workerObjectInstancesDesc = prometheus.NewDesc("verge_worker_object_instances",
+		"Instances hosting the worker's live Durable Objects (several objects share one).", []string{"worker"}, nil)
 	workerEvictionsDesc = prometheus.NewDesc("verge_worker_durable_object_evictions_total",
 		"Durable Objects of the worker evicted (idle, over the live cap, or at shutdown).", []string{"worker"}, nil)
 	workerMemoryDesc = prometheus.NewDesc("verge_worker_memory_bytes",
@@ -85,7 +89,7 @@ type workerCollector struct {
 // Describe sends the worker metric descriptors.
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{workerInvocationsDesc, workerErrorsDesc, workerCPUDesc,
-		workerInstancesDesc, workerObjectsDesc, workerEvictionsDesc, workerMemoryDesc,
+		workerInstancesDesc, workerObjectsDesc, workerObjectInstancesDesc, workerEvictionsDesc, workerMemoryDesc,
 		workerWebSocketsDesc, workerWebSocketMessagesDesc} {
 		ch <- d
 	}
@@ -109,6 +113,7 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerInstancesDesc, prometheus.GaugeValue, float64(s.IdleInstances), w, "idle")
 		ch <- prometheus.MustNewConstMetric(workerInstancesDesc, prometheus.GaugeValue, float64(s.BusyInstances), w, "busy")
 		ch <- prometheus.MustNewConstMetric(workerObjectsDesc, prometheus.GaugeValue, float64(s.LiveObjects), w)
+		ch <- prometheus.MustNewConstMetric(workerObjectInstancesDesc, prometheus.GaugeValue, float64(s.ObjectInstances), w)
 		ch <- prometheus.MustNewConstMetric(workerEvictionsDesc, prometheus.CounterValue, float64(s.Evictions), w)
 		ch <- prometheus.MustNewConstMetric(workerMemoryDesc, prometheus.GaugeValue, float64(s.Memory), w)
 		ch <- prometheus.MustNewConstMetric(workerWebSocketsDesc, prometheus.GaugeValue, float64(s.WebSockets), w)

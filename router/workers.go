@@ -51,6 +51,8 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 			Memory:       int64(w.Limits.Memory),
 			Subrequests:  w.Limits.Subrequests,
 			MaxInstances: w.Limits.MaxInstances,
+
+			ObjectsPerInstance: w.Limits.ObjectsPerInstance,
 		},
 		Fetch: worker.FetchPolicy{Allow: w.Fetch.Allow},
 	}

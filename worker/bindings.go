@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/verge-edge/verge/cluster"
@@ -125,7 +124,7 @@ func (inv *invocation) kvOp(op uint32, arg []byte) (uint32, []byte) {
 func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	e := &inv.e
 	if op == workerabi.OpDOContext {
-		if inv.turn == nil {
+		if inv.turn == nil && inv.kind != workerabi.KindDOEvict {
 			return fail(workerabi.StatusUnavailable, errors.New("not a Durable Object invocation"))
 		}
 		e.Str(inv.nsName)
@@ -180,7 +179,9 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	if op == workerabi.OpDOFetchStream {
 		return inv.objectStream(binding, b, id, head, body)
 	}
+	inv.inst.host.callStart()
 	out, err := inv.inst.v.w.callObject(inv.withUpgrade(inv.io()), binding, b, id, head, body, e.B)
+	inv.inst.host.callEnd()
 	if err != nil {
 		return fail(objectErrorStatus(err), err)
 	}
@@ -473,72 +474,6 @@ func failed(status uint32, err error) (*message.Response, uint32, []byte) {
 	return nil, st, res
 }
 
-// actor is the live instance of one Durable Object: a dedicated instance of the version that
-// was current when the object was activated.
-type actor struct {
-	v      *version
-	inst   *instance
-	closed sync.Once
-}
-
-func (a *actor) close() {
-	a.closed.Do(func() {
-		// Invocations may still be on the instance's stack (one waiting while a nested
-		// one failed): it is closed once they have returned.
-		a.inst.closeIdle(func() {
-			a.inst.close()
-			a.v.release()
-		})
-	})
-}
-
-// dropActor detaches a failed actor from its object (unless another one replaced it
-// meanwhile) and closes it.
-func dropActor(t *durable.Turn, a *actor) {
-	if t.Object.Actor == a {
-		t.Object.Actor = nil
-	}
-	a.close()
-}
-
-// evictActor releases an evicted object's instance (durable.Options.OnEvict).
-func evictActor(o *durable.Object) {
-	if a, ok := o.Actor.(*actor); ok {
-		o.Actor = nil
-		a.v.w.stats.evictions.Add(1)
-		a.close()
-	}
-}
-
-// actorFor returns the object's live instance, (re)creating it on the current version.
-func (w *Worker) actorFor(ctx context.Context, t *durable.Turn) (*actor, error) {
-	cur := w.cur.Load()
-	if a, ok := t.Object.Actor.(*actor); ok {
-		// An instance with invocations in progress (one waiting, this request let in
-		// through the open input gate) keeps serving the object on its version.
-		if a.v == cur || a.inst.inUse() {
-			return a, nil
-		}
-		t.Object.Actor = nil
-		a.close()
-	}
-	if cur = w.acquireCurrent(cur); cur == nil {
-		return nil, &Error{Kind: Unavailable, Worker: w.name}
-	}
-	in, err := cur.newInstance(ctx)
-	if err != nil {
-		cur.release()
-		if we, ok := err.(*Error); ok {
-			return nil, we
-		}
-		return nil, &Error{Kind: Crashed, Worker: w.name, Cause: err}
-	}
-	in.nest = newNester()
-	a := &actor{v: cur, inst: in}
-	t.Object.Actor = a
-	return a, nil
-}
-
 // objResponse is a Durable Object's buffered response.
 type objResponse struct {
 	status int
@@ -605,31 +540,12 @@ func (w *Worker) runObject(ctx context.Context, binding string, b *doBinding, id
 // its response to out (an objStream learns the object's turn, for its output gate).
 func (w *Worker) runObjectTo(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte, out ResponseWriter) error {
 	return b.ns.Do(ctx, id, func(t *durable.Turn) error {
-		a, err := w.actorFor(ctx, t)
-		if err != nil {
-			return err
+		if s, ok := out.(*objStream); ok {
+			s.setTurn(t)
 		}
-		var rc uint32
-		var ended bool
-		xerr := a.inst.exec(ctx, func() {
-			a.inst.call(ctx, workerabi.KindDOFetch, func(inv *invocation) {
-				inv.head, inv.body, inv.sink = head, bytes.NewReader(body), out
-				inv.turn, inv.nsName, inv.class, inv.objID = t, binding, b.class, id.String()
-				if s, ok := out.(*objStream); ok {
-					s.setTurn(t)
-				}
-			}, func(inv *invocation, r uint32, e error) { rc, err, ended = r, e, inv.ended })
+		_, ended, err := w.invokeObject(ctx, t, binding, b.class, workerabi.KindDOFetch, 0, func(inv *invocation) {
+			inv.head, inv.body, inv.sink = head, bytes.NewReader(body), out
 		})
-		if xerr != nil {
-			dropActor(t, a)
-			return xerr
-		}
-		if err == nil && rc != workerabi.RCOK {
-			err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("durable object handler returned %d", rc)}
-		}
-		if err != nil || a.inst.poisoned {
-			dropActor(t, a)
-		}
 		if err != nil {
 			return err
 		}
@@ -730,33 +646,12 @@ func (w *Worker) runAlarm(ctx context.Context, nsName string, t *durable.Turn, r
 	if b == nil {
 		return fmt.Errorf("worker %s: no binding for namespace %s", w.name, nsName)
 	}
-	class := b.class
-	a, err := w.actorFor(ctx, t)
-	if err != nil {
-		return err
-	}
-	var rc uint32
-	xerr := a.inst.exec(ctx, func() {
-		a.inst.call(ctx, workerabi.KindDOAlarm, func(inv *invocation) {
-			inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, t.Object.ID.String(), retries
-		}, func(_ *invocation, r uint32, e error) { rc, err = r, e })
-	})
-	if xerr != nil {
-		dropActor(t, a)
-		return xerr
-	}
-	if err == nil && a.inst.poisoned {
-		dropActor(t, a)
-	}
+	rc, _, err := w.invokeObject(ctx, t, binding, b.class, workerabi.KindDOAlarm, retries, nil)
 	switch {
 	case err != nil:
-		dropActor(t, a)
 		return err
 	case rc == workerabi.RCAlarmFailed:
 		return errAlarmFailed
-	case rc != workerabi.RCOK:
-		dropActor(t, a)
-		return &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("alarm handler returned %d", rc)}
 	}
 	return nil
 }

@@ -77,13 +77,22 @@ func (n *nester) notify() {
 
 // exec runs fn with the instance to itself: at once on this goroutine when the instance is
 // idle, or nested in the invocation that waits in an interleavable host operation, on that
-// invocation's goroutine (this one waits). fn runs one invocation (instance.call).
-func (i *instance) exec(ctx context.Context, fn func()) error {
+// invocation's goroutine (this one waits). fn runs invocations (instance.call). While the
+// instance is busy and cannot nest, and stuck (nil: never) reports true for moveAfter
+// without a change, exec gives up with errMove (objects.go).
+func (i *instance) exec(ctx context.Context, fn func(), stuck func() bool) error {
 	n := i.nest
 	if n == nil {
 		fn()
 		return nil
 	}
+	var grace *time.Timer
+	var expired <-chan time.Time
+	defer func() {
+		if grace != nil {
+			grace.Stop()
+		}
+	}()
 	for {
 		n.mu.Lock()
 		if n.lost != nil {
@@ -126,9 +135,28 @@ func (i *instance) exec(ctx context.Context, fn func()) error {
 		}
 		ch := n.changed
 		n.mu.Unlock()
+		if stuck != nil && stuck() && grace == nil {
+			grace = time.NewTimer(moveAfter)
+			expired = grace.C
+		}
 		select {
 		case <-ch:
+			if grace != nil && !stuck() {
+				grace.Stop()
+				grace, expired = nil, nil
+			}
+		case <-expired:
+			grace, expired = nil, nil
+			n.mu.Lock()
+			held := n.busy && !n.open
+			n.mu.Unlock()
+			if held && stuck() {
+				return errMove
+			}
 		case <-ctx.Done():
+			if grace != nil {
+				grace.Stop()
+			}
 			return &Error{Kind: Overloaded, Worker: i.v.w.name, Cause: fmt.Errorf("waiting for the object's instance: %w", ctx.Err())}
 		}
 	}

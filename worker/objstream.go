@@ -260,7 +260,11 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	if inv.unpin() {
 		defer runtime.LockOSThread()
 	}
-	if err := s.waitHead(ctx); err != nil {
+	host := inv.inst.host
+	host.callStart() // the object may live on this instance (objects.go, moveAfter)
+	err := s.waitHead(ctx)
+	host.callEnd()
+	if err != nil {
 		s.Close()
 		return fail(workerabi.StatusInternal, fmt.Errorf("durable object %s: %w", id, err))
 	}

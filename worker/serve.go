@@ -257,6 +257,7 @@ func (inv *invocation) reset(ctx context.Context, kind uint32) {
 // clear drops references held past the invocation.
 func (inv *invocation) clear() {
 	inv.streams.closeAll()
+	inv.ws.event, inv.ws.sock = nil, nil
 	if inv.ioCancel != nil {
 		inv.ioCancel()
 		inv.ioCtx, inv.ioCancel = nil, nil
@@ -356,6 +357,10 @@ func fail(status uint32, err error) (uint32, []byte) { return status, []byte(err
 
 func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 	inv.e.B = inv.e.B[:0]
+	if inv.kind == workerabi.KindDOEvict && op != workerabi.OpDOContext && op != workerabi.OpLog {
+		// Evictions run while the namespace is busy elsewhere: no storage, calls or I/O.
+		return fail(workerabi.StatusUnavailable, fmt.Errorf("host operation %d is not available while an object is evicted", op))
+	}
 	switch op {
 	case workerabi.OpReqHead:
 		if inv.head == nil {

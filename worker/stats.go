@@ -17,6 +17,8 @@ type workerStats struct {
 	errors      [MemoryLimit + 1]atomic.Uint64           // by ErrorKind
 	cpu         atomic.Int64                             // guest CPU time, nanoseconds
 	evictions   atomic.Uint64                            // Durable Objects evicted
+	// objectInstances counts the open instances hosting Durable Objects (objects.go).
+	objectInstances atomic.Int64
 }
 
 // ran counts one invocation of kind and the guest CPU time it used.
@@ -80,11 +82,13 @@ type Stats struct {
 	// IdleInstances and BusyInstances count the current version's pooled instances waiting
 	// for a request and running one.
 	IdleInstances, BusyInstances int
-	// LiveObjects counts the worker's Durable Objects that are live (each holds an instance
-	// of its own).
+	// LiveObjects counts the worker's Durable Objects that are live.
 	LiveObjects int
+	// ObjectInstances counts the instances hosting the live objects (of every version):
+	// objects share instances, up to Limits.ObjectsPerInstance each.
+	ObjectInstances int
 	// Evictions counts Durable Objects evicted (idle, over a namespace's live cap, or on
-	// shutdown), their instance closed.
+	// shutdown); an instance is closed with its last object.
 	Evictions uint64
 	// Memory is the linear memory the worker's instances hold, in bytes (what
 	// Services.MemoryLimit caps).
@@ -123,6 +127,8 @@ func (w *Worker) Stats() Stats {
 		Errors:      make(map[string]uint64, len(s.errors)-1),
 		CPU:         time.Duration(s.cpu.Load()),
 		Evictions:   s.evictions.Load(),
+
+		ObjectInstances: int(s.objectInstances.Load()),
 	}
 	for k, label := range invocationLabels {
 		st.Invocations[label] = s.invocations[k].Load()

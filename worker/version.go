@@ -46,6 +46,9 @@ type version struct {
 	// reserves under the registry's memory limit before it is created.
 	initMemory int64
 
+	// objects are the instances hosting the version's live Durable Objects (objects.go).
+	objects objectHosts
+
 	mu      sync.Mutex
 	idle    []*instance // least recently used first
 	total   int
@@ -139,6 +142,7 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 		return nil, err
 	}
 	v.inst0 = time.Since(start)
+	v.objects = objectHosts{v: v, per: objectsPer(in.in.ABIVersion(), cfg.Limits.ObjectsPerInstance)}
 	v.initMemory = int64(in.in.MemorySize())
 	v.poolMemory = max(cfg.Limits.Memory/2, 2*v.initMemory)
 	v.total = 1
@@ -165,6 +169,8 @@ type instance struct {
 	// nest lets invocations interleave on an actor's instance (interleave.go); nil for
 	// pooled instances, which run one invocation at a time.
 	nest *nester
+	// host is the Durable Object host the instance is, nil for a pooled instance.
+	host *objectHost
 	// instrumented is true when the guest checks its limits itself (invocation.Yield).
 	instrumented bool
 	// wall fires at the wall time limit: it stops a guest blocked in a sleep or host call.

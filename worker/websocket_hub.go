@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/verge-edge/verge/durable"
-	"github.com/verge-edge/verge/internal/workerabi"
 	"github.com/verge-edge/verge/internal/wsproto"
 )
 
@@ -305,24 +304,9 @@ func (w *Worker) runWSEvent(ctx context.Context, s *objSocket, ev *wsEvent) erro
 		return fmt.Errorf("worker %s: no binding for namespace %s", w.name, s.key.ns)
 	}
 	return b.ns.Do(ctx, s.key.id, func(t *durable.Turn) error {
-		a, err := w.actorFor(ctx, t)
-		if err != nil {
-			return err
-		}
-		inv := &a.inst.inv
-		inv.reset(ctx, ev.kind)
-		inv.turn, inv.nsName, inv.class, inv.objID = t, binding, b.class, s.key.id.String()
-		inv.ws.event, inv.ws.sock = ev, s
-		rc, err := a.inst.run(ctx, ev.kind)
-		inv.ws.event, inv.ws.sock = nil, nil
-		inv.clear()
-		if err == nil && rc != workerabi.RCOK {
-			err = &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("websocket %s handler returned %d", wsKindLabel(ev.kind), rc)}
-		}
-		if err != nil || a.inst.poisoned {
-			t.Object.Actor = nil
-			a.close()
-		}
+		_, _, err := w.invokeObject(ctx, t, binding, b.class, ev.kind, 0, func(inv *invocation) {
+			inv.ws.event, inv.ws.sock = ev, s
+		})
 		return err
 	})
 }

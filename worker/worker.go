@@ -8,7 +8,8 @@
 // how), without affecting other requests.
 //
 // Bindings reach KV namespaces (package kv), Durable Objects (package durable, whose class
-// code runs in dedicated instances of the same module), environment variables, secrets, and
+// code runs in instances of the same module that host several live objects each; see
+// objects.go), environment variables, secrets, and
 // outgoing HTTP through an upstream transport of the registry's own, limited by each
 // worker's FetchPolicy (the public internet only, unless the operator allows more).
 package worker
@@ -38,6 +39,9 @@ const (
 	DefaultMemory       = 128 << 20
 	DefaultSubrequests  = 50
 	DefaultMaxInstances = 16
+	// DefaultObjectsPerInstance is Limits.ObjectsPerInstance's default (see docs/workers.md,
+	// Density, for how it was chosen).
+	DefaultObjectsPerInstance = 16
 	// DefaultInitTime bounds instantiating a module (its _initialize).
 	DefaultInitTime = 10 * time.Second
 	// MaxFetchBody bounds a response body held whole in memory: a subrequest's for modules
@@ -65,6 +69,11 @@ type Limits struct {
 	// MaxInstances caps the pooled instances of a version (concurrent requests beyond it
 	// wait). Zero means DefaultMaxInstances (16).
 	MaxInstances int
+	// ObjectsPerInstance caps the live Durable Objects hosted by one instance: objects of a
+	// version share instances, their requests running one at a time in each. A guest built
+	// with an SDK older than ABI version 2 gets one instance per object whatever this says.
+	// Zero means DefaultObjectsPerInstance (16); 1 gives every object its own instance.
+	ObjectsPerInstance int
 }
 
 func (l *Limits) setDefaults() {
@@ -82,6 +91,9 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxInstances <= 0 {
 		l.MaxInstances = DefaultMaxInstances
+	}
+	if l.ObjectsPerInstance <= 0 {
+		l.ObjectsPerInstance = DefaultObjectsPerInstance
 	}
 }
 
@@ -155,6 +167,9 @@ type Services struct {
 	// ObjectIdleTimeout is how long an idle Durable Object stays live. Zero means
 	// durable.DefaultIdleTimeout.
 	ObjectIdleTimeout time.Duration
+	// MaxLiveObjects caps the live Durable Objects of each namespace: activating one more
+	// evicts the least recently used idle one. Zero means durable.DefaultMaxLive (1024).
+	MaxLiveObjects int
 	// MemoryLimit caps the sum of the linear memory of all instances of the registry, in
 	// bytes. A request whose new instance, or whose instance's growth, would exceed it
 	// waits up to DefaultMemoryWait for memory (idle pooled instances are closed first) and
@@ -462,6 +477,7 @@ func (w *Worker) namespace(ctx context.Context, name string) (*durable.Namespace
 		Store:       svc.Durable,
 		Placement:   svc.Placement,
 		IdleTimeout: svc.ObjectIdleTimeout,
+		MaxLive:     svc.MaxLiveObjects,
 		OnAlarm: func(ctx context.Context, t *durable.Turn, retries int) error {
 			return w.runAlarm(ctx, name, t, retries)
 		},

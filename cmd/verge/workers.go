@@ -300,7 +300,7 @@ func (m workerMetrics) EachWorker(fn func(observe.WorkerSample)) {
 		fn(observe.WorkerSample{
 			Worker: st.Worker, Invocations: st.Invocations, Errors: st.Errors, CPU: st.CPU,
 			IdleInstances: st.IdleInstances, BusyInstances: st.BusyInstances,
-			LiveObjects: st.LiveObjects, Evictions: st.Evictions, Memory: st.Memory,
+			LiveObjects: st.LiveObjects, ObjectInstances: st.ObjectInstances, Evictions: st.Evictions, Memory: st.Memory,
 			WebSockets: st.WebSockets, WebSocketMessagesIn: st.WebSocketMessagesIn, WebSocketMessagesOut: st.WebSocketMessagesOut,
 		})
 	}

@@ -8,8 +8,14 @@
 // for the host and for GOOS=wasip1 GOARCH=wasm alike.
 package workerabi
 
-// Version is the ABI version: the guest exports it as verge_abi_version.
-const Version = 1
+// Version is the ABI version: the guest exports it as verge_abi_version. Version 2 guests
+// host several Durable Objects per instance (each keyed by its ID, dropped on KindDOEvict);
+// the host runs a guest that reports 1, or no version, with one object per instance.
+const Version = 2
+
+// VersionSharedObjects is the first version whose instances may host several Durable
+// Objects at once.
+const VersionSharedObjects = 2
 
 // Host operation codes, the first argument of verge.call.
 const (
@@ -109,6 +115,10 @@ const (
 	KindWSMessage = 3
 	KindWSClose   = 4
 	KindWSError   = 5
+	// KindDOEvict tells an instance that hosts several objects (ABI version 2) that the
+	// object named by DO_CONTEXT was evicted: the guest drops its in-memory value. Only
+	// DO_CONTEXT and LOG are available; the next invocation of that object creates it anew.
+	KindDOEvict = 8
 )
 
 // Results of verge_handle.

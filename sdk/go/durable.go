@@ -140,6 +140,9 @@ func (s *DurableObjectState) Storage() *Storage { return &s.storage }
 
 var (
 	classes = map[string]func(*DurableObjectState) DurableObjectHandler{}
+	// objects are the live objects this instance hosts, by ID: the host may place several
+	// objects of the worker's version in one instance (ABI version 2), each created on its
+	// first invocation here and dropped when the host evicts it (evictObject).
 	objects = map[string]*liveObject{}
 )
 
@@ -152,6 +155,8 @@ type liveObject struct {
 // DefineDurableObject registers the Durable Object class named class (the class name
 // configured for a namespace). The host makes one live instance per object ID by calling
 // newObject once; the instance stays in memory between requests until the host evicts it.
+// Several objects may live in one WebAssembly instance (one at a time runs): keep an
+// object's state in its value, not in package-level variables.
 func DefineDurableObject(class string, newObject func(state *DurableObjectState) DurableObjectHandler) {
 	classes[class] = newObject
 }
@@ -180,6 +185,23 @@ func objectContext() (*liveObject, AlarmInfo, error) {
 	o := &liveObject{h: newObject(state), state: state}
 	objects[id] = o
 	return o, info, nil
+}
+
+// evictObject drops the evicted object named by the invocation's context (KindDOEvict).
+func evictObject() error {
+	res, err := rawCall(workerabi.OpDOContext, nil)
+	if err != nil {
+		return err
+	}
+	d := workerabi.Decoder{B: res}
+	d.Str()
+	d.Str()
+	id := d.Str()
+	if d.Err != nil {
+		return d.Err
+	}
+	delete(objects, id)
+	return nil
 }
 
 // serveObject answers a request to an object: an RPC call (see rpc.go) goes to the method

@@ -153,6 +153,8 @@ func dispatchKind(kind uint32) uint32 {
 		err = runAlarm()
 	case workerabi.KindWSMessage, workerabi.KindWSClose, workerabi.KindWSError:
 		err = runWebSocketEvent(kind)
+	case workerabi.KindDOEvict:
+		err = evictObject()
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}

@@ -14,7 +14,7 @@ import (
 // for a given input changes, so that modules instrumented by an earlier Verge are not
 // reused from a cache directory (the executable's size and modification time are part of
 // the key as well, which catches a rebuilt binary, but not one restored with an old time).
-const instrumentVersion = 1
+const instrumentVersion = 2
 
 // instrumentedDir is the subdirectory of Config.CacheDir holding instrumented modules, beside
 // wazero's compilation cache.

@@ -93,6 +93,7 @@ func instrument(bin []byte) ([]byte, error) {
 		present[s.id] = true
 	}
 	m.fuel = m.importedGlobals + m.definedGlobals
+	m.dataCount = present[12]
 	m.yield = m.importedFuncs
 
 	var out []section
@@ -158,6 +159,7 @@ type module struct {
 	definedGlobals  uint32
 	yield           uint32
 	fuel            uint32 // the fuel global's index
+	dataCount       bool   // the module has a data count section (see mergeData)
 }
 
 // fn maps a function index of the original module to the instrumented one.
@@ -224,6 +226,11 @@ func (m *module) rewrite(id byte, body []byte) ([]byte, error) {
 		return m.elements(body)
 	case 10:
 		return m.code(body)
+	case 11:
+		if m.dataCount {
+			return body, nil
+		}
+		return mergeData(body)
 	}
 	return body, nil
 }

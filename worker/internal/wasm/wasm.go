@@ -291,6 +291,7 @@ type Instance struct {
 	// keep their own call stack and cannot be re-entered).
 	depth  int
 	nested []api.Function
+	abi    uint32 // verge_abi_version's result
 }
 
 // callCtx carries the invocation's Host to the host functions without an allocation. During
@@ -379,22 +380,46 @@ func (m *Module) Instantiate(ctx context.Context, cfg InstanceConfig) (*Instance
 		}
 	}
 	if init := mod.ExportedFunction("_initialize"); init != nil {
-		// Bound the guest's initialization by ctx: stop it when ctx ends.
-		stop := context.AfterFunc(ctx, func() { in.Interrupt(ExitDeadlineExceeded) })
-		_, err := init.Call(ictx)
-		if !stop() && err == nil {
-			// The deadline passed as _initialize returned: the interrupt is on its way and
-			// would stop the instance's first invocation instead.
-			err = sys.NewExitError(ExitDeadlineExceeded)
-		}
-		if err != nil {
-			err = in.classify(err)
+		if _, err := in.callBounded(ctx, ictx, init); err != nil {
 			in.Close(context.Background())
 			return nil, fmt.Errorf("wasm: _initialize: %w", err)
 		}
 	}
+	in.abi = 1
+	if f := mod.ExportedFunction("verge_abi_version"); f != nil {
+		if t := f.Definition(); len(t.ParamTypes()) != 0 || len(t.ResultTypes()) != 1 || t.ResultTypes()[0] != api.ValueTypeI32 {
+			in.Close(context.Background())
+			return nil, errors.New("wasm: verge_abi_version must have type () -> i32")
+		}
+		res, err := in.callBounded(ctx, ictx, f)
+		if err != nil {
+			in.Close(context.Background())
+			return nil, fmt.Errorf("wasm: verge_abi_version: %w", err)
+		}
+		in.abi = uint32(res[0])
+	}
 	return in, nil
 }
+
+// callBounded calls an export of the guest outside an invocation (initialization), stopping
+// it when ctx ends.
+func (in *Instance) callBounded(ctx context.Context, ictx *callCtx, f api.Function) ([]uint64, error) {
+	stop := context.AfterFunc(ctx, func() { in.Interrupt(ExitDeadlineExceeded) })
+	res, err := f.Call(ictx)
+	if !stop() && err == nil {
+		// The deadline passed as the call returned: the interrupt is on its way and would
+		// stop the instance's first invocation instead.
+		err = sys.NewExitError(ExitDeadlineExceeded)
+	}
+	if err != nil {
+		return nil, in.classify(err)
+	}
+	return res, nil
+}
+
+// ABIVersion is what the guest's verge_abi_version export returned when the instance was
+// created, 1 when it has none (docs/workers-abi.md).
+func (in *Instance) ABIVersion() uint32 { return in.abi }
 
 // Handle calls verge_handle(kind) with host serving the host operations. ctx is passed to
 // nothing that blocks: to bound the call, Interrupt the instance from another goroutine (a
