@@ -102,6 +102,10 @@ func TestEvictedObjectIsDroppedAndEmptyInstanceClosed(t *testing.T) {
 	if a3.instance != a1.instance || a3.mem != 1 || a3.stored != 3 {
 		t.Fatalf("a after its eviction: %+v, want mem=1 stored=3 in instance %s (a fresh value from storage)", a3, a1.instance)
 	}
+	if got := w.Stats().Invocations["evict"]; got != 2 {
+		// a dropped before c ran, b (evicted when a came back) before a ran again.
+		t.Errorf("%d evict invocations, want 2 (a, then b, dropped from the instance)", got)
+	}
 	memBefore := e.reg.MemoryInUse()
 	// Removing the worker evicts every object: the instance closes with its last one.
 	if err := e.reg.Remove(context.Background(), "objects"); err != nil {

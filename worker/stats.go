@@ -13,7 +13,7 @@ import (
 // Invocations update them with atomic adds only (no lock, no allocation); Registry.Stats
 // reads them.
 type workerStats struct {
-	invocations [workerabi.KindDOAlarm + 1]atomic.Uint64 // by invocation kind
+	invocations [workerabi.KindDOEvict + 1]atomic.Uint64 // by invocation kind
 	errors      [MemoryLimit + 1]atomic.Uint64           // by ErrorKind
 	cpu         atomic.Int64                             // guest CPU time, nanoseconds
 	evictions   atomic.Uint64                            // Durable Objects evicted
@@ -60,9 +60,13 @@ func (k ErrorKind) Label() string {
 
 // invocationLabels names the invocation kinds in Stats.Invocations.
 var invocationLabels = [...]string{
-	workerabi.KindFetch:   "fetch",
-	workerabi.KindDOFetch: "object",
-	workerabi.KindDOAlarm: "alarm",
+	workerabi.KindFetch:     "fetch",
+	workerabi.KindDOFetch:   "object",
+	workerabi.KindDOAlarm:   "alarm",
+	workerabi.KindWSMessage: "websocket_message",
+	workerabi.KindWSClose:   "websocket_close",
+	workerabi.KindWSError:   "websocket_error",
+	workerabi.KindDOEvict:   "evict",
 }
 
 // Stats is a point-in-time view of one worker, for metrics. Counters count since the worker
@@ -71,7 +75,9 @@ type Stats struct {
 	// Worker is the worker's name.
 	Worker string
 	// Invocations counts the guest invocations run, by kind: "fetch" (requests), "object"
-	// (Durable Object requests) and "alarm" (Durable Object alarms). Every kind is present.
+	// (Durable Object requests), "alarm" (Durable Object alarms), "websocket_message",
+	// "websocket_close" and "websocket_error" (events of sockets a Durable Object holds) and
+	// "evict" (an object dropped from a shared instance). Every kind is present.
 	Invocations map[string]uint64
 	// Errors counts failed invocations by ErrorKind.Label. Every kind is present. A request
 	// that fails before an instance runs it (Unavailable, Overloaded, an instance that does
@@ -131,7 +137,9 @@ func (w *Worker) Stats() Stats {
 		ObjectInstances: int(s.objectInstances.Load()),
 	}
 	for k, label := range invocationLabels {
-		st.Invocations[label] = s.invocations[k].Load()
+		if label != "" { // kinds 6 and 7 are unused
+			st.Invocations[label] = s.invocations[k].Load()
+		}
 	}
 	for k := Crashed; k <= MemoryLimit; k++ {
 		st.Errors[k.Label()] = s.errors[k].Load()

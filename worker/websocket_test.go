@@ -243,6 +243,9 @@ func TestWebSocketRoomBroadcastAndHibernation(t *testing.T) {
 	if st.WebSocketMessagesIn < members*msgs+2 || st.WebSocketMessagesOut < members*members*msgs {
 		t.Fatalf("Stats messages in %d out %d, want at least %d and %d", st.WebSocketMessagesIn, st.WebSocketMessagesOut, members*msgs+2, members*members*msgs)
 	}
+	if got := st.Invocations["websocket_message"]; got < members*msgs {
+		t.Errorf("Stats invocations websocket_message %d, want at least %d", got, members*msgs)
+	}
 }
 
 // TestWebSocketObjectAcceptWithoutUpgrade: an object asked to accept a request that is no
