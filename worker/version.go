@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/verge-edge/verge/internal/workerabi"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"sync"
@@ -134,6 +135,13 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 		return nil, fmt.Errorf("worker %s: %w", w.name, err)
 	}
 	v.compile = time.Since(start)
+	// Compiling (or loading a compiled module from the cache) decodes the whole module:
+	// tens of MB of short-lived garbage for a Go guest (82 MB of heap in use once the
+	// chat example was deployed), which the Go runtime keeps as heap until later
+	// collections, and its background scavenger returns only slowly. A deploy is rare:
+	// collect now and give the freed memory back to the OS at once (RSS after start-up
+	// with that worker: 129 MB before, 65 MB with this).
+	debug.FreeOSMemory()
 	// The first instance proves the module initializes and makes the first request warm.
 	start = time.Now()
 	in, err := v.newInstance(ctx)
