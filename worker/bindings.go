@@ -179,9 +179,9 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 	if op == workerabi.OpDOFetchStream {
 		return inv.objectStream(binding, b, id, head, body)
 	}
-	inv.inst.host.callStart()
+	inv.callStart()
 	out, err := inv.inst.v.w.callObject(inv.withUpgrade(inv.io()), binding, b, id, head, body, e.B)
-	inv.inst.host.callEnd()
+	inv.callEnd()
 	if err != nil {
 		return fail(objectErrorStatus(err), err)
 	}
@@ -545,6 +545,9 @@ func (w *Worker) runObjectTo(ctx context.Context, binding string, b *doBinding, 
 		}
 		_, ended, err := w.invokeObject(ctx, t, binding, b.class, workerabi.KindDOFetch, 0, func(inv *invocation) {
 			inv.head, inv.body, inv.sink = head, bytes.NewReader(body), out
+			if s, ok := out.(*objStream); ok {
+				s.setCallee(inv.inst)
+			}
 		})
 		if err != nil {
 			return err

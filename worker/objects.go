@@ -45,8 +45,11 @@ type objectHost struct {
 	failed  bool     // the instance failed or was closed: its objects restart elsewhere
 
 	// calling counts the outgoing Durable Object calls in progress of the invocations on
-	// the instance (see moveAfter).
+	// the instance's stack that nothing can nest in (see moveAfter).
 	calling atomic.Int32
+	// onStack counts the invocations on the instance's stack by object ID.
+	stackMu sync.Mutex
+	onStack map[string]int
 }
 
 // actor is a live object's place: the instance hosting it (durable.Object.Actor). It is
@@ -187,24 +190,50 @@ const moveAfter = 50 * time.Millisecond
 // errMove is exec's result when the object should move to another instance (moveAfter).
 var errMove = errors.New("the object's instance is held by an outgoing object call")
 
-// callStart and callEnd bracket an outgoing Durable Object call of an invocation running
-// on h (see moveAfter); h nil (a pooled instance) does nothing.
-func (h *objectHost) callStart() {
-	if h == nil {
-		return
-	}
-	h.calling.Add(1)
-	if n := h.inst.nest; n != nil {
-		n.mu.Lock()
-		n.notify()
-		n.mu.Unlock()
+// callStart and callEnd bracket an outgoing Durable Object call of inv, an invocation
+// running on an object host's instance (see moveAfter); on a pooled instance, or for a wait
+// served off the instance's goroutine (interleave.go: the instance is then open for nested
+// invocations, not held), they do nothing.
+func (inv *invocation) callStart() {
+	if h := inv.inst.host; h != nil && !inv.offStack {
+		h.calling.Add(1)
+		if n := h.inst.nest; n != nil {
+			n.mu.Lock()
+			n.notify()
+			n.mu.Unlock()
+		}
 	}
 }
 
-func (h *objectHost) callEnd() {
-	if h != nil {
+func (inv *invocation) callEnd() {
+	if h := inv.inst.host; h != nil && !inv.offStack {
 		h.calling.Add(-1)
 	}
+}
+
+// enterObject and leaveObject count the invocations of object id on the host's instance's
+// stack (more than one while invocations nest): an object with one there must not move.
+func (h *objectHost) enterObject(id string) {
+	h.stackMu.Lock()
+	if h.onStack == nil {
+		h.onStack = map[string]int{}
+	}
+	h.onStack[id]++
+	h.stackMu.Unlock()
+}
+
+func (h *objectHost) leaveObject(id string) {
+	h.stackMu.Lock()
+	if h.onStack[id]--; h.onStack[id] <= 0 {
+		delete(h.onStack, id)
+	}
+	h.stackMu.Unlock()
+}
+
+func (h *objectHost) isOnStack(id string) bool {
+	h.stackMu.Lock()
+	defer h.stackMu.Unlock()
+	return h.onStack[id] > 0
 }
 
 // fail marks the host's instance lost after a failed invocation (the gate is held): its
@@ -312,6 +341,7 @@ func (h *objectHost) flush(ctx context.Context) bool {
 // or a result other than RCOK and, for alarms, RCAlarmFailed) loses the instance: every
 // object on it restarts from storage at its next invocation.
 func (w *Worker) invokeObject(ctx context.Context, t *durable.Turn, binding, class string, kind uint32, retries int, prep func(inv *invocation)) (rc uint32, ended bool, err error) {
+	id := t.Object.ID.String()
 	for placed := 0; ; {
 		h, herr := w.hostFor(ctx, t, &placed)
 		if herr != nil {
@@ -324,8 +354,10 @@ func (w *Worker) invokeObject(ctx context.Context, t *durable.Turn, binding, cla
 				return // placed anew below
 			}
 			ran = true
+			h.enterObject(id)
+			defer h.leaveObject(id)
 			in.call(ctx, kind, func(inv *invocation) {
-				inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, t.Object.ID.String(), retries
+				inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = t, binding, class, id, retries
 				if prep != nil {
 					prep(inv)
 				}
@@ -339,6 +371,12 @@ func (w *Worker) invokeObject(ctx context.Context, t *durable.Turn, binding, cla
 		}, h.stuck)
 		switch {
 		case errors.Is(xerr, errMove):
+			if h.isOnStack(id) {
+				// A request of this object waits lower on the instance's stack, in a
+				// call that cannot interleave, and the call came back to the object:
+				// moving it would make two live copies of it.
+				return 0, false, &Error{Kind: Crashed, Worker: w.name, Cause: fmt.Errorf("durable object %s was called back while one of its requests waits in a call that cannot interleave (a goroutine of that request or a storage transaction is alive across the call)", id)}
+			}
 			// Its instance is held by a call that may lead back to it: the object
 			// restarts from storage on another instance.
 			if a, ok := t.Object.Actor.(*actor); ok && a.h == h {
@@ -346,8 +384,14 @@ func (w *Worker) invokeObject(ctx context.Context, t *durable.Turn, binding, cla
 				a.leave()
 			}
 			continue
-		case xerr != nil:
+		case errors.Is(xerr, errInstanceLost):
+			// A nested invocation failed before this one could run: the object
+			// restarts from storage on another instance.
 			h.fail()
+			continue
+		case xerr != nil:
+			// This request gave up waiting (its context ended): the instance and its
+			// other objects are fine.
 			return 0, false, xerr
 		case !ran:
 			continue

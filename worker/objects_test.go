@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -340,5 +341,71 @@ func TestObjectsChurnConcurrently(t *testing.T) {
 	}
 	if st := w.Stats(); st.Errors["crashed"] != 0 || st.LiveObjects > 6+workers {
 		t.Errorf("stats: %d crashed, %d live", st.Errors["crashed"], st.LiveObjects)
+	}
+}
+
+// serveWithin serves target on w and fails the test when it does not end within a generous
+// guard (a deadlock).
+func serveWithin(t *testing.T, w *worker.Worker, target string) *recorder {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan *recorder, 1)
+	go func() {
+		rec := &recorder{}
+		m := &message.Request{Method: "GET", Target: target, Authority: "example.com", Proto: message.HTTP11}
+		w.Serve(ctx, rec, &worker.Request{Message: m, RemoteAddr: "127.0.0.1"})
+		done <- rec
+	}()
+	select {
+	case rec := <-done:
+		return rec
+	case <-ctx.Done():
+		t.Fatalf("%s did not finish: deadlock", target)
+		return nil
+	}
+}
+
+// TestObjectStreamsLargeResponseToCallerOnItsInstance: an object whose caller waits on the
+// same instance runs nested in that wait, so the caller reads nothing before the object's
+// request returns: a response larger than the unread bytes a streamed caller may leave
+// (backpressure) must not make the object wait for a read that cannot come.
+func TestObjectStreamsLargeResponseToCallerOnItsInstance(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, objectsConfig(t, 8, false))
+	p := hitObject(t, w, "p", "hit")
+	q := hitObject(t, w, "q", "hit")
+	if p.instance != q.instance {
+		t.Fatalf("p and q in instances %s and %s, want one", p.instance, q.instance)
+	}
+	rec := serveWithin(t, w, "/o/p/bigcall?to=q")
+	if got := rec.body.String(); rec.status != 200 || got != "got=524288 err=<nil>" {
+		t.Fatalf("p reading q's 512 KiB: %d %q", rec.status, got)
+	}
+	if a := hitObject(t, w, "q", "hit"); a.instance != p.instance || a.mem != 2 {
+		t.Errorf("q after streaming: %+v, want mem=2 in %s (not moved, not restarted)", a, p.instance)
+	}
+}
+
+// TestObjectCalledBackWhileItWaitsIsNotMoved: p calls q (interleavable: p's gate opens and
+// q runs nested on their shared instance), and q calls p back in a call that cannot
+// interleave (q has a goroutine alive across it). p's new request may enter p's open gate
+// but not the instance, which q holds; p must not be moved to another instance while its
+// first request is still on the instance's stack (two live copies of p): the call back
+// fails clearly instead.
+func TestObjectCalledBackWhileItWaitsIsNotMoved(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	w := e.deploy(t, objectsConfig(t, 8, false))
+	p := hitObject(t, w, "p", "hit")
+	if q := hitObject(t, w, "q", "hit"); p.instance != q.instance {
+		t.Fatalf("p and q in instances %s and %s, want one", p.instance, q.instance)
+	}
+	rec := serveWithin(t, w, "/o/p/call?to=q&act="+url.QueryEscape("call?to=p&fan=1"))
+	got := rec.body.String()
+	if rec.status != 200 || !strings.HasPrefix(got, "mem=2 stored=2 instance="+p.instance+" | ") || !strings.Contains(got, "was called back while one of its requests waits") {
+		t.Fatalf("p calling q calling p back: %d %q", rec.status, got)
+	}
+	if a := hitObject(t, w, "p", "hit"); a.instance != p.instance || a.mem != 3 || a.stored != 3 {
+		t.Errorf("p afterwards: %+v, want mem=3 stored=3 in %s", a, p.instance)
 	}
 }

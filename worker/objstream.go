@@ -40,6 +40,12 @@ type objStream struct {
 	ctx  context.Context // the caller's I/O context, for its waits
 	wctx context.Context // the object's: the caller's without its cancellation
 	turn *durable.Turn   // the object's turn, set by runObjectTo
+	// caller and callee are the instances running the calling invocation and the object's
+	// (callee set by runObjectTo). When they are one instance, the object runs nested in
+	// its caller's wait (interleave.go), and the caller cannot read before the object's
+	// invocation returns: its response is then held whole (up to MaxFetchBody), not
+	// released against backpressure.
+	caller, callee *instance
 
 	mu       sync.Mutex
 	status   int
@@ -67,6 +73,12 @@ func signal(ch chan struct{}) {
 }
 
 func (s *objStream) setTurn(t *durable.Turn) { s.turn = t }
+
+func (s *objStream) setCallee(in *instance) {
+	s.mu.Lock()
+	s.callee = in
+	s.mu.Unlock()
+}
 
 // WriteHeader records the head; it leaves with the first release.
 func (s *objStream) WriteHeader(resp *message.Response) error {
@@ -118,10 +130,26 @@ func (s *objStream) release() error {
 		}
 	}
 	s.mu.Lock()
-	for len(s.ready)-s.off >= objMaxUnread && !s.closed {
-		s.mu.Unlock()
-		<-s.wakeW // the caller reads or closes (at the latest when its invocation ends)
-		s.mu.Lock()
+	if s.callee != nil && s.callee == s.caller {
+		if len(s.ready)-s.off+len(s.held) > MaxFetchBody {
+			s.mu.Unlock()
+			return fmt.Errorf("response: more than %d bytes for a caller on the same instance, which reads only once this request returns", MaxFetchBody)
+		}
+	} else {
+		for len(s.ready)-s.off >= objMaxUnread && !s.closed {
+			s.mu.Unlock()
+			var stop <-chan struct{}
+			if s.callee != nil {
+				stop = s.callee.stop
+			}
+			select {
+			case <-s.wakeW: // the caller reads or closes (at the latest when its invocation ends)
+			case <-stop:
+				// The object's invocation was stopped (its wall time limit).
+				return errors.New("response: the caller did not read before the object's limits ended its request")
+			}
+			s.mu.Lock()
+		}
 	}
 	if s.closed {
 		s.held = s.held[:0]
@@ -256,14 +284,14 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	// for its caller ends when the caller's invocation does (it closes the body).
 	ctx := inv.withUpgrade(inv.io()) // a WebSocket handshake the object may accept
 	s := newObjStream(ctx, context.WithoutCancel(ctx))
+	s.caller = inv.inst
 	go w.streamObject(s, binding, b, id, head, body)
 	if inv.unpin() {
 		defer runtime.LockOSThread()
 	}
-	host := inv.inst.host
-	host.callStart() // the object may live on this instance (objects.go, moveAfter)
+	inv.callStart() // the object may live on this instance (objects.go, moveAfter)
 	err := s.waitHead(ctx)
-	host.callEnd()
+	inv.callEnd()
 	if err != nil {
 		s.Close()
 		return fail(workerabi.StatusInternal, fmt.Errorf("durable object %s: %w", id, err))

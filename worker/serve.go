@@ -172,16 +172,15 @@ func (i *instance) runInv(ctx context.Context, kind uint32, inv *invocation) (ui
 	if err == nil {
 		return rc, nil
 	}
-	we := i.runError(err, stopped)
+	we := i.runError(err, stopped, inv)
 	st.fail(we.Kind)
 	return 0, we
 }
 
-// runError classifies the error that ended an invocation; stopped is the exit code of the
+// runError classifies the error that ended invocation inv; stopped is the exit code of the
 // interrupt that stopped it, or stateIdle.
-func (i *instance) runError(err error, stopped uint32) *Error {
+func (i *instance) runError(err error, stopped uint32, inv *invocation) *Error {
 	l := &i.v.limits
-	inv := &i.inv
 	switch stopped {
 	case exitCPU:
 		return &Error{Kind: CPULimit, Worker: i.v.w.name, Cause: fmt.Errorf("stopped after %v of CPU time (limit %v)", inv.cpuUsed.Round(time.Millisecond), l.CPUTime)}

@@ -166,8 +166,13 @@ func (inv *invocation) streamOp(op uint32, arg []byte) (uint32, []byte) {
 		inv.e.B = make([]byte, 0, max(n, 32<<10))
 	}
 	buf := inv.e.B[:n]
-	if _, ok := src.(*objStream); ok && inv.unpin() {
-		defer runtime.LockOSThread()
+	if _, ok := src.(*objStream); ok {
+		// The object may still be running, and may call an object of this instance.
+		inv.callStart()
+		defer inv.callEnd()
+		if inv.unpin() {
+			defer runtime.LockOSThread()
+		}
 	}
 	for {
 		k, err := src.Read(buf)

@@ -5,7 +5,9 @@
 // instance). Actions: "hit" (count), "crash" (panic: the instance is lost), "call?to=OTHER"
 // (count, then hit OTHER from inside this object and append its answer; with "&fan=1" a
 // goroutine of the request is alive across the call, so the SDK does not let other
-// invocations nest in it), "peek" (how many Mem values this instance created).
+// invocations nest in it; "&act=A" sends action A instead of "hit"), "big" (a 512 KiB
+// response), "bigcall?to=OTHER" (reads OTHER's "big" response and reports its length),
+// "peek" (how many Mem values this instance created).
 package main
 
 import (
@@ -42,6 +44,23 @@ func (m *mem) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 	case "peek":
 		fmt.Fprintf(w, "created=%d instance=%s", created, instance)
 		return
+	case "big":
+		// 512 KiB, more than a caller may leave unread while the object streams.
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for range 8 {
+			w.Write(chunk)
+		}
+		return
+	case "bigcall":
+		// Calls the object ?to= for its "big" response and reports its length.
+		resp, err := hit(r.URL().Query().Get("to"), "big")
+		if err != nil {
+			sdk.ErrorResponse(w, err.Error(), 502)
+			return
+		}
+		body, err := io.ReadAll(resp.Body)
+		fmt.Fprintf(w, "got=%d err=%v", len(body), err)
+		return
 	}
 	m.n++
 	st := m.st.Storage()
@@ -64,7 +83,11 @@ func (m *mem) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 			go func() { <-done }()
 			defer close(done)
 		}
-		resp, err := hit(r.URL().Query().Get("to"), "hit")
+		act := r.URL().Query().Get("act")
+		if act == "" {
+			act = "hit"
+		}
+		resp, err := hit(r.URL().Query().Get("to"), act)
 		if err != nil {
 			sdk.ErrorResponse(w, err.Error(), 502)
 			return
