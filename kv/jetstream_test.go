@@ -331,7 +331,11 @@ func TestJetStreamCluster(t *testing.T) {
 		}
 		w3.applied(t, "shared", "huge", 0)
 		if e, err := n3.Get(ctx, "huge"); err != nil || e == nil || !bytes.Equal(e.Value, huge) {
-			t.Fatalf("huge value on n3: %v (%d bytes)", err, len(e.Value))
+			n := -1 // no entry
+			if e != nil {
+				n = len(e.Value)
+			}
+			t.Fatalf("huge value on n3: %v (%d bytes)", err, n)
 		}
 		if err := n1.Put(ctx, "huge", append(huge, 'x'), PutOptions{}); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("put of %d bytes: got %v, want ErrInvalid", len(huge)+1, err)
