@@ -227,31 +227,12 @@ func TestObjectCallsObjectOnItsOwnInstance(t *testing.T) {
 	if p.instance != q.instance {
 		t.Fatalf("p and q in instances %s and %s, want one", p.instance, q.instance)
 	}
-	call := func(target string) *recorder {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		done := make(chan *recorder, 1)
-		go func() {
-			rec := &recorder{}
-			m := &message.Request{Method: "GET", Target: target, Authority: "example.com", Proto: message.HTTP11}
-			w.Serve(ctx, rec, &worker.Request{Message: m, RemoteAddr: "127.0.0.1"})
-			done <- rec
-		}()
-		select {
-		case rec := <-done:
-			return rec
-		case <-ctx.Done():
-			t.Fatalf("%s (both objects in one instance) did not finish: deadlock", target)
-			return nil
-		}
-	}
-	rec := call("/o/p/call?to=q")
+	rec := serveWithin(t, w, "/o/p/call?to=q")
 	want := "mem=2 stored=2 instance=" + p.instance + " | mem=2 stored=2 instance=" + p.instance
 	if got := rec.body.String(); rec.status != 200 || got != want {
 		t.Fatalf("p calling q, nested: %d %q, want %q", rec.status, got, want)
 	}
-	rec = call("/o/p/call?to=q&fan=1")
+	rec = serveWithin(t, w, "/o/p/call?to=q&fan=1")
 	got := rec.body.String()
 	if rec.status != 200 || !strings.HasPrefix(got, "mem=3 stored=3 instance="+p.instance+" | mem=1 stored=3 instance=") {
 		t.Fatalf("p calling q, not nestable: %d %q", rec.status, got)
