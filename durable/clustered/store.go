@@ -334,9 +334,6 @@ func (o *replObject) snapshotUploader(ctx context.Context) {
 			default:
 				o.s.p.o.Logger.Warn("durable: snapshot failed", "object", o.id.String(), "err", err)
 			}
-			if f := o.s.snapshotted; f != nil {
-				f(o.ns, o.id, job.seq, err)
-			}
 			o.mu.Lock()
 			for _, d := range o.pending {
 				if ctx.Err() != nil || o.shadow == "" || !o.applyShadow(d) {
@@ -346,6 +343,11 @@ func (o *replObject) snapshotUploader(ctx context.Context) {
 			o.pending, o.pendingBytes = nil, 0
 			o.uploading, o.cancelUpload = false, nil
 			o.mu.Unlock()
+			// Reported once the shadow takes batches again: a batch committed after the
+			// report counts towards the next snapshot instead of waiting in pending.
+			if f := o.s.snapshotted; f != nil {
+				f(o.ns, o.id, job.seq, err)
+			}
 		}
 	}
 }
