@@ -256,6 +256,14 @@ func (l *Log) publish(ctx context.Context, s jetstream.Stream, namespace string,
 		case err == nil:
 			return ack.Sequence, nil
 		case isWrongLastSeq(err):
+			if sent {
+				// An earlier attempt may have been stored while its repeat reached a leader
+				// that had not applied it yet (so the message ID check missed it): if the
+				// subject's last message is this append, it was stored.
+				if last, lerr := s.GetLastMsgForSubject(ctx, m.Subject); lerr == nil && last.Header.Get(jetstream.MsgIDHeader) == m.Header.Get(jetstream.MsgIDHeader) {
+					return last.Sequence, nil
+				}
+			}
 			return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, ErrFenced, err)
 		case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
 			// Not received (the stream has no leader yet): try again.
