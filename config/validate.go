@@ -17,6 +17,8 @@ type validator struct {
 	c           *Config
 	errs        ErrorList
 	workerNames map[string]bool
+	// standalone is set for a worker file (ParseWorker): service targets are not checked.
+	standalone bool
 }
 
 func (v *validator) errf(path, format string, args ...any) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/verge-edge/verge/cron"
 )
 
 // Defaults of worker settings (see also the worker package).
@@ -48,6 +50,31 @@ type Worker struct {
 	// Fetch decides where the worker's subrequests may connect. Empty means the public
 	// internet only.
 	Fetch WorkerFetch `yaml:"fetch"`
+	// Triggers run the worker's scheduled handler (sdk.HandleScheduled) on a schedule.
+	Triggers WorkerTriggers `yaml:"triggers"`
+	// Services bind other workers of this config, called in-process (sdk.Service).
+	Services []WorkerService `yaml:"services"`
+}
+
+// WorkerTriggers are a worker's cron triggers.
+type WorkerTriggers struct {
+	// Crons are five-field cron expressions (minute hour day-of-month month day-of-week,
+	// with names, ranges, lists and steps, or a macro such as @hourly), evaluated in UTC.
+	// Each slot runs once, on one node of a cluster. Empty means none. At most
+	// MaxWorkerCrons.
+	Crons []string `yaml:"crons"`
+}
+
+// MaxWorkerCrons bounds a worker's cron triggers.
+const MaxWorkerCrons = 32
+
+// WorkerService binds another worker as a service.
+type WorkerService struct {
+	// Binding is the name the worker uses (sdk.Service). Required.
+	Binding string `yaml:"binding"`
+	// Service names the worker called, one of the workers section. Required; the worker
+	// itself is allowed (a chain of calls nests at most 16 deep).
+	Service string `yaml:"service"`
 }
 
 // WorkerFetch is a worker's subrequest policy. By default loopback, private, link-local
@@ -268,6 +295,26 @@ func (v *validator) workers() map[string]bool {
 				v.errf(q+".namespace", "namespace %q: use letters, digits, '_', '-' and '.'", d.Namespace)
 			}
 		}
+		if len(w.Triggers.Crons) > MaxWorkerCrons {
+			v.errf(p+".triggers.crons", "%d cron triggers exceed %d", len(w.Triggers.Crons), MaxWorkerCrons)
+		}
+		crons := map[string]bool{}
+		for j, c := range w.Triggers.Crons {
+			q := fmt.Sprintf("%s.triggers.crons[%d]", p, j)
+			if _, err := cron.Parse(c); err != nil {
+				v.errf(q, "cron %q: %v", c, err)
+			} else if crons[c] {
+				v.errf(q, "duplicate cron %q", c)
+			}
+			crons[c] = true
+		}
+		for j, s := range w.Services {
+			q := fmt.Sprintf("%s.services[%d]", p, j)
+			bind(q+".binding", s.Binding)
+			if s.Service == "" {
+				v.errf(q+".service", "service is required (the name of a worker)")
+			}
+		}
 		l := &w.Limits
 		if l.CPUTime < 0 || l.WallTime < 0 || l.Subrequests < 0 || l.MaxInstances < 0 || l.ObjectsPerInstance < 0 {
 			v.errf(p+".limits", "limits must not be negative")
@@ -285,6 +332,15 @@ func (v *validator) workers() map[string]bool {
 		}
 		if l.Subrequests > 10000 {
 			v.errf(p+".limits.subrequests", "subrequests %d exceed 10000", l.Subrequests)
+		}
+	}
+	if !v.standalone {
+		for i, w := range v.c.Workers {
+			for j, s := range w.Services {
+				if s.Service != "" && !names[s.Service] {
+					v.errf(fmt.Sprintf("workers[%d].services[%d].service", i, j), "unknown worker %q", s.Service)
+				}
+			}
 		}
 	}
 	return names
@@ -350,7 +406,8 @@ func ParseWorker(name string, data []byte) (*Worker, error) {
 	}
 	c.resolveWorkerPaths(dir)
 	c.setWorkerDefaults()
-	v := &validator{c: c}
+	// A worker file stands alone: its services name workers of the server it joins.
+	v := &validator{c: c, standalone: true}
 	v.workers()
 	if len(v.errs) > 0 {
 		v.errs.sort()

@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/verge-edge/verge/cluster/clustertest"
 )
 
 // fakeClock is a settable clock for Options.Now.
@@ -167,75 +165,6 @@ func TestSchedulerSetRejectsBadCron(t *testing.T) {
 	defer s.Close(context.Background())
 	if err := s.Set([]Trigger{{Worker: "w", Cron: "61 * * * *"}}); err == nil {
 		t.Fatal("Set accepted a bad expression")
-	}
-}
-
-// TestSchedulerClusterFiresOnce runs a scheduler on each node of a 3-node cluster, all at
-// the same (fake) time: each slot runs on exactly one node.
-func TestSchedulerClusterFiresOnce(t *testing.T) {
-	c := clustertest.Start(t, 3)
-	clk := &fakeClock{}
-	clk.set(at(12, 0).Add(30 * time.Second))
-	rec := &recorder{}
-	var ss []*Scheduler
-	for _, n := range c.Nodes {
-		s := New(Options{Claims: NewJetStreamClaims(n), Fire: rec.fire, Now: clk.now, ClaimTimeout: 30 * time.Second})
-		if err := s.Set([]Trigger{{Worker: "w", Cron: "* * * * *"}}); err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close(context.Background())
-		ss = append(ss, s)
-	}
-	runAll := func() {
-		var wg sync.WaitGroup
-		for _, s := range ss {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.RunDue(context.Background())
-			}()
-		}
-		wg.Wait()
-		for _, s := range ss {
-			waitRuns(t, s)
-		}
-	}
-	runAll() // first sight: nothing fired yet anywhere
-	if evs := rec.take(); len(evs) != 0 {
-		t.Fatalf("fired %v before the first slot", evs)
-	}
-	const slots = 5
-	for m := 1; m <= slots; m++ {
-		clk.set(at(12, m).Add(time.Duration(m) * time.Second))
-		runAll()
-		evs := rec.take()
-		if len(evs) != 1 || !evs[0].Time.Equal(at(12, m)) {
-			t.Fatalf("slot 12:%02d fired %v, want once", m, evs)
-		}
-	}
-	var fired, skipped uint64
-	for _, s := range ss {
-		for _, st := range s.Stats() {
-			fired += st.Fired
-			skipped += st.Skipped
-			if st.Failed != 0 {
-				t.Fatalf("failures: %+v", st)
-			}
-		}
-	}
-	if fired != slots || skipped != 2*slots {
-		t.Fatalf("fired %d, skipped %d; want %d and %d", fired, skipped, slots, 2*slots)
-	}
-	// A node that restarts catches up on nothing: the latest slot was claimed.
-	s := New(Options{Claims: NewJetStreamClaims(c.Nodes[0]), Fire: rec.fire, Now: clk.now})
-	defer s.Close(context.Background())
-	if err := s.Set([]Trigger{{Worker: "w", Cron: "* * * * *"}}); err != nil {
-		t.Fatal(err)
-	}
-	s.RunDue(context.Background())
-	waitRuns(t, s)
-	if evs := rec.take(); len(evs) != 0 {
-		t.Fatalf("restart fired %v", evs)
 	}
 }
 

@@ -76,6 +76,12 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 	for _, d := range w.DurableObjects {
 		wc.Durable[d.Binding] = worker.DurableBinding{Class: d.Class, Namespace: d.Namespace}
 	}
+	if len(w.Services) > 0 {
+		wc.Services = map[string]string{}
+		for _, s := range w.Services {
+			wc.Services[s.Binding] = s.Service
+		}
+	}
 	return wc, nil
 }
 

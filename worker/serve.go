@@ -228,6 +228,8 @@ type invocation struct {
 	retries int
 
 	subrequests int
+	// sched is the event of a KindScheduled invocation (scheduled.go).
+	sched       *ScheduledEvent
 	streams     streams // open body handles (stream.go)
 	// nestNext is set by OpInterleave for the next host operation (interleave.go).
 	nestNext bool
@@ -251,6 +253,7 @@ func (inv *invocation) reset(ctx context.Context, kind uint32) {
 	inv.sink, inv.started, inv.ended, inv.status, inv.sent = nil, false, false, 0, 0
 	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = nil, "", "", "", 0
 	inv.subrequests, inv.nestNext = 0, false
+	inv.sched = nil
 }
 
 // clear drops references held past the invocation.
@@ -398,6 +401,10 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return workerabi.StatusOK, nil
 	case workerabi.OpSleep:
 		return inv.sleepOp(arg)
+	case workerabi.OpScheduledEvent:
+		return inv.scheduledEvent()
+	case workerabi.OpServiceFetch:
+		return inv.serviceFetch(arg)
 	case workerabi.OpWSAccept, workerabi.OpWSReceive, workerabi.OpWSSend, workerabi.OpWSClose, workerabi.OpWSAcceptObject,
 		workerabi.OpWSList, workerabi.OpWSEvent, workerabi.OpWSAttachSet, workerabi.OpWSAttachGet:
 		return inv.wsOp(op, arg)

@@ -13,7 +13,7 @@ import (
 // Invocations update them with atomic adds only (no lock, no allocation); Registry.Stats
 // reads them.
 type workerStats struct {
-	invocations [workerabi.KindDOEvict + 1]atomic.Uint64 // by invocation kind
+	invocations [workerabi.KindScheduled + 1]atomic.Uint64 // by invocation kind
 	errors      [MemoryLimit + 1]atomic.Uint64           // by ErrorKind
 	cpu         atomic.Int64                             // guest CPU time, nanoseconds
 	evictions   atomic.Uint64                            // Durable Objects evicted
@@ -67,6 +67,7 @@ var invocationLabels = [...]string{
 	workerabi.KindWSClose:   "websocket_close",
 	workerabi.KindWSError:   "websocket_error",
 	workerabi.KindDOEvict:   "evict",
+	workerabi.KindScheduled: "scheduled",
 }
 
 // Stats is a point-in-time view of one worker, for metrics. Counters count since the worker
@@ -77,7 +78,8 @@ type Stats struct {
 	// Invocations counts the guest invocations run, by kind: "fetch" (requests), "object"
 	// (Durable Object requests), "alarm" (Durable Object alarms), "websocket_message",
 	// "websocket_close" and "websocket_error" (events of sockets a Durable Object holds) and
-	// "evict" (an object dropped from a shared instance). Every kind is present.
+	// "evict" (an object dropped from a shared instance) and "scheduled" (cron triggers).
+	// Every kind is present.
 	Invocations map[string]uint64
 	// Errors counts failed invocations by ErrorKind.Label. Every kind is present. A request
 	// that fails before an instance runs it (Unavailable, Overloaded, an instance that does

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/verge-edge/verge/internal/workerabi"
 	"log/slog"
+	"maps"
 	"runtime/debug"
 	"slices"
 	"sort"
@@ -34,6 +35,8 @@ type version struct {
 	env     []byte // encoded once for workerabi.OpEnv
 	kv      map[string]kv.Namespace
 	durable map[string]*doBinding
+	// services maps service binding names to worker names (service.go).
+	services map[string]string
 	created time.Time
 	compile time.Duration
 	inst0   time.Duration
@@ -82,7 +85,7 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 	cfg.Limits.setDefaults()
 	v := &version{
 		w: w, id: hex.EncodeToString(sum[:6]), cfgHash: hash, limits: cfg.Limits, created: time.Now(),
-		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{},
+		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{}, services: maps.Clone(cfg.Services),
 		slots: make(chan struct{}, cfg.Limits.MaxInstances),
 	}
 	v.log = svc.Logger.With("worker", w.name, "version", v.id)

@@ -122,6 +122,10 @@ type Config struct {
 	// Fetch decides where subrequests may connect. The zero value reaches only the public
 	// internet (see FetchPolicy).
 	Fetch FetchPolicy
+	// Services maps service binding names to the names of the workers they call
+	// (sdk.Service; service.go). A target need not be deployed yet: a call to one that is
+	// not fails.
+	Services map[string]string
 }
 
 // RoundTripper sends subrequests; *upstream.Transport implements it.
@@ -359,6 +363,9 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 	h := sha256.New()
 	h.Write(sum[:])
 	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%q\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, cfg.Fetch.Allow, len(cfg.Durable))
+	if len(cfg.Services) > 0 {
+		fmt.Fprintf(h, "\x00services%v", sortedPairs(cfg.Services))
+	}
 	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
 	}

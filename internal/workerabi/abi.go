@@ -131,3 +131,22 @@ const (
 	// and keeps the instance.
 	RCAlarmFailed = 2
 )
+
+// Scheduled events and service bindings (docs/workers-abi.md, "Scheduled events" and
+// "Service bindings"); ops 96-103 are theirs.
+const (
+	// OpScheduledEvent (no argument) returns the scheduled event of a KindScheduled
+	// invocation: str cron, i64 scheduled_time (Unix milliseconds, UTC). Other
+	// invocations get StatusUnavailable.
+	OpScheduledEvent = 96
+	// OpServiceFetch (bytes binding, request head, bytes body) runs the request in the
+	// worker bound as binding (a service binding), in this process under that worker's
+	// own limits, and returns OpFetchStream's result: u32 body handle (0 when the body
+	// follows whole), u32 status, header, bytes first body bytes. It counts as one
+	// subrequest of the caller.
+	OpServiceFetch = 97
+)
+
+// KindScheduled runs the worker's scheduled handler for a cron trigger's slot; the guest
+// reads the event with OpScheduledEvent. There is no request and no response.
+const KindScheduled = 9
