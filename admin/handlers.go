@@ -28,6 +28,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET /workers", s.workers)
 		mux.HandleFunc("PUT /workers/{name}", accepts(wasmTypes, s.deployWorker))
 		mux.HandleFunc("DELETE /workers/{name}/deployment", accepts(jsonTypes, s.dropDeployment))
+		mux.HandleFunc("POST /workers/{name}/scheduled", accepts(jsonTypes, s.runScheduled))
 		mux.HandleFunc("GET /cluster", s.clusterStatus)
 		s.handler = s.guard(s.authenticate(jsonErrors(mux)))
 	})

@@ -36,7 +36,8 @@ const devShutdownTimeout = 5 * time.Second
 // get 503 with "building" or the compiler's output, and a failed build waits for a fix.
 // With --init, a PATH without go.mod first gets a hello worker project (see cmdInit).
 func cmdDev(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", "dev [--init] [--listen ADDR] [--data DIR] [--poll DURATION] [PATH]", stderr)
+	fs := newFlags("dev", "dev [--init] [--listen ADDR] [--data DIR] [--poll DURATION] [--test-scheduled] [PATH]", stderr)
+	testScheduled := fs.Bool("test-scheduled", false, "answer GET /__scheduled?cron=EXPR by running the worker's scheduled handler (cron triggers do not fire by themselves in dev)")
 	initProj := fs.Bool("init", false, "when PATH has no go.mod, first write a hello worker project there (as verge init does)")
 	listen := fs.String("listen", "127.0.0.1:8787", "`address` to serve the worker on")
 	data := fs.String("data", ".verge", "`directory` for KV namespaces, Durable Objects and compiled code")
@@ -80,7 +81,7 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stack.close()
-	d := &devServer{def: def, dir: path, data: *data, stack: stack, log: log, stderr: stderr}
+	d := &devServer{def: def, dir: path, data: *data, stack: stack, log: log, stderr: stderr, testScheduled: *testScheduled}
 	d.state.Store(&devState{building: true})
 	srv := &server.Server{
 		Handler: &proxy.Proxy[struct{}]{Phases: &devPhases{d: d}, Transport: tr, Logger: log},
@@ -89,6 +90,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	served := make(chan error, 1)
 	go serveDev(srv, ln, served)
 	fmt.Fprintf(stdout, "verge dev: worker %s on http://%s (data in %s; rebuilding on change)\n", def.Name, ln.Addr(), *data)
+	if *testScheduled {
+		fmt.Fprintf(stdout, "verge dev: run the scheduled handler with http://%s/__scheduled?cron=*+*+*+*+*\n", ln.Addr())
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -182,6 +186,8 @@ type devServer struct {
 	log    *slog.Logger
 	stderr io.Writer
 	state  atomic.Pointer[devState]
+	// testScheduled makes GET /__scheduled run the scheduled handler (--test-scheduled).
+	testScheduled bool
 }
 
 // devState is what requests are answered with.
@@ -279,6 +285,9 @@ func (p *devPhases) Request(s *proxy.Session, _ *struct{}) (bool, error) {
 			body = fmt.Sprintf("verge dev: worker %s failed to build; fix it and it is rebuilt:\n\n%s\n", p.d.def.Name, st.failed)
 		}
 		return true, s.Respond(503, h, []byte(body))
+	}
+	if p.d.testScheduled && isScheduledPath(s.Req.Target) {
+		return true, p.d.runScheduled(s, st.w)
 	}
 	req := &worker.Request{Message: s.Req}
 	if ca := s.ClientAddr(); ca.IsValid() {

@@ -176,6 +176,9 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		}
 	}
 	s.metrics.SetWorkerStats(workerMetrics{s.workers.reg})
+	if err := s.metrics.Register(observe.CronCollector(s.workers.cronSamples)); err != nil {
+		return fmt.Errorf("cron metrics: %w", err)
+	}
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)
@@ -204,6 +207,11 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		s.rt.Close()
 		return err
 	}
+	if err := s.workers.cron.Set(cronTriggers(cfg)); err != nil {
+		s.rt.Close()
+		return err // validation parsed every expression: not reached
+	}
+	s.workers.cron.Start()
 	if s.deploys != nil {
 		s.deploys.commit(true)
 		if err := s.deploys.start(); err != nil {
@@ -365,6 +373,9 @@ func (s *serverProc) drain() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	// A process that drains fires no more slots (after an upgrade the new one does); the
+	// scheduled handlers running finish within the grace period.
+	s.workers.cron.Close(ctx)
 	s.stopAdminCtx(ctx)
 	err := s.rt.Shutdown(ctx)
 	if err != nil {
@@ -422,6 +433,9 @@ func (s *serverProc) apply(name string, data []byte) error {
 	if err != nil {
 		s.metrics.Reloaded(false)
 		return err
+	}
+	if err := s.workers.cron.Set(cronTriggers(cfg)); err != nil {
+		s.log.Error("cron triggers not updated", "err", err)
 	}
 	if err := s.restartAdminLocked(cfg); err != nil {
 		s.log.Error("admin api not restarted", "err", err)

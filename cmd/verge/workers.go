@@ -13,6 +13,8 @@ import (
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/cron"
+	cronclustered "github.com/verge-edge/verge/cron/clustered"
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/kv"
@@ -33,6 +35,9 @@ type workerStack struct {
 	kv  kv.Store
 	do  durable.Store
 	dc  *clustered.Service // nil without a cluster
+	// cron fires the workers' cron triggers (started by verge run only); its claims are
+	// <data>/cron/state.json, or the cluster's bucket.
+	cron *cron.Scheduler
 }
 
 // Subrequests go through the registry's own transport (its dialer enforces each worker's
@@ -73,12 +78,50 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 	}
 	svc.KV, svc.Durable = ws.kv, ws.do
 	ws.reg = worker.NewRegistry(svc)
+	var claims cron.Claims = cron.NewFileClaims(filepath.Join(dataDir, "cron", "state.json"))
+	if node != nil {
+		claims = cronclustered.New(node)
+	}
+	ws.cron = cron.New(cron.Options{Claims: claims, Fire: ws.fireScheduled, Logger: log})
 	return ws, nil
+}
+
+// fireScheduled runs a cron slot's scheduled handler in its worker.
+func (w *workerStack) fireScheduled(ctx context.Context, ev cron.Event) error {
+	wk := w.reg.Get(ev.Worker)
+	if wk == nil {
+		return fmt.Errorf("worker %s is not deployed", ev.Worker)
+	}
+	_, err := wk.Scheduled(ctx, worker.ScheduledEvent{Cron: ev.Cron, Time: ev.Time})
+	return err
+}
+
+// cronTriggers lists the cron triggers of cfg's workers.
+func cronTriggers(cfg *config.Config) []cron.Trigger {
+	var ts []cron.Trigger
+	for _, w := range cfg.Workers {
+		for _, c := range w.Triggers.Crons {
+			ts = append(ts, cron.Trigger{Worker: w.Name, Cron: c})
+		}
+	}
+	return ts
+}
+
+// cronSamples converts the scheduler's counters for the verge_worker_cron_* metrics.
+func (w *workerStack) cronSamples() []observe.CronSample {
+	st := w.cron.Stats()
+	out := make([]observe.CronSample, len(st))
+	for i, s := range st {
+		out[i] = observe.CronSample{Worker: s.Worker, Fired: s.Fired, Failed: s.Failed, Skipped: s.Skipped}
+	}
+	return out
 }
 
 func (w *workerStack) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), workerStopTimeout)
 	defer cancel()
+	// No slot fires once the workers start closing; scheduled handlers running finish.
+	w.cron.Close(ctx)
 	if w.dc != nil {
 		// Requests forwarded here finish before the objects close and their leases go.
 		w.dc.Drain(ctx)
@@ -304,4 +347,19 @@ func (m workerMetrics) EachWorker(fn func(observe.WorkerSample)) {
 			WebSockets: st.WebSockets, WebSocketMessagesIn: st.WebSocketMessagesIn, WebSocketMessagesOut: st.WebSocketMessagesOut,
 		})
 	}
+}
+
+var _ admin.ScheduledRunner = (*serverProc)(nil)
+
+// RunScheduled fires a slot of a worker's cron trigger by hand (POST
+// /workers/{name}/scheduled): claimed like a slot the timer fires, so it runs once at most.
+func (s *serverProc) RunScheduled(ctx context.Context, name, expr string, at time.Time) (admin.ScheduledRun, error) {
+	ev, fired, err := s.workers.cron.FireSlot(ctx, name, expr, at)
+	if errors.Is(err, cron.ErrNoTrigger) {
+		err = fmt.Errorf("%w: %w", err, admin.ErrNotFound)
+	}
+	if err != nil {
+		return admin.ScheduledRun{}, err
+	}
+	return admin.ScheduledRun{Worker: name, Cron: expr, Slot: ev.Time, Fired: fired}, nil
 }
