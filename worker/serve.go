@@ -229,8 +229,8 @@ type invocation struct {
 
 	subrequests int
 	// sched is the event of a KindScheduled invocation (scheduled.go).
-	sched       *ScheduledEvent
-	streams     streams // open body handles (stream.go)
+	sched   *ScheduledEvent
+	streams streams // open body handles (stream.go)
 	// nestNext is set by OpInterleave for the next host operation (interleave.go).
 	nestNext bool
 	// offStack is set while a wait of this invocation is served on a goroutine other

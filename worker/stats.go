@@ -14,9 +14,9 @@ import (
 // reads them.
 type workerStats struct {
 	invocations [workerabi.KindScheduled + 1]atomic.Uint64 // by invocation kind
-	errors      [MemoryLimit + 1]atomic.Uint64           // by ErrorKind
-	cpu         atomic.Int64                             // guest CPU time, nanoseconds
-	evictions   atomic.Uint64                            // Durable Objects evicted
+	errors      [MemoryLimit + 1]atomic.Uint64             // by ErrorKind
+	cpu         atomic.Int64                               // guest CPU time, nanoseconds
+	evictions   atomic.Uint64                              // Durable Objects evicted
 	// objectInstances counts the open instances hosting Durable Objects (objects.go).
 	objectInstances atomic.Int64
 }

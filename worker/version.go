@@ -37,9 +37,9 @@ type version struct {
 	durable map[string]*doBinding
 	// services maps service binding names to worker names (service.go).
 	services map[string]string
-	created time.Time
-	compile time.Duration
-	inst0   time.Duration
+	created  time.Time
+	compile  time.Duration
+	inst0    time.Duration
 
 	slots chan struct{} // one per pooled instance allowed
 	// poolMemory is the most linear memory an instance may hold and still be pooled: the
