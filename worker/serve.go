@@ -228,9 +228,7 @@ type invocation struct {
 	retries int
 
 	subrequests int
-	// sched is the event of a KindScheduled invocation (scheduled.go).
-	sched   *ScheduledEvent
-	streams streams // open body handles (stream.go)
+	streams     streams // open body handles (stream.go)
 	// nestNext is set by OpInterleave for the next host operation (interleave.go).
 	nestNext bool
 	// offStack is set while a wait of this invocation is served on a goroutine other
@@ -240,6 +238,9 @@ type invocation struct {
 	ioCancel context.CancelFunc
 
 	ws wsInvocation // WebSockets (websocket.go)
+
+	// sched is the event of a KindScheduled invocation (scheduled.go).
+	sched *ScheduledEvent
 
 	e       workerabi.Encoder
 	cpu     cpuMeter

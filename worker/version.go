@@ -35,11 +35,12 @@ type version struct {
 	env     []byte // encoded once for workerabi.OpEnv
 	kv      map[string]kv.Namespace
 	durable map[string]*doBinding
+	created time.Time
+	compile time.Duration
+	inst0   time.Duration
+
 	// services maps service binding names to worker names (service.go).
 	services map[string]string
-	created  time.Time
-	compile  time.Duration
-	inst0    time.Duration
 
 	slots chan struct{} // one per pooled instance allowed
 	// poolMemory is the most linear memory an instance may hold and still be pooled: the
