@@ -36,6 +36,10 @@ type ScheduledRun struct {
 	Fired bool `json:"fired"`
 }
 
+// ErrInvalidSlot is wrapped by ScheduledRunner errors about the request's slot (one in the
+// future); the API answers 400.
+var ErrInvalidSlot = errors.New("invalid slot")
+
 // maxScheduledBody bounds the request body of POST /workers/{name}/scheduled.
 const maxScheduledBody = 4 << 10
 
@@ -70,8 +74,11 @@ func (s *Server) runScheduled(w http.ResponseWriter, r *http.Request) {
 	res, err := sr.RunScheduled(r.Context(), name, req.Cron, at)
 	if err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, ErrNotFound) {
+		switch {
+		case errors.Is(err, ErrNotFound):
 			status = http.StatusNotFound
+		case errors.Is(err, ErrInvalidSlot):
+			status = http.StatusBadRequest
 		}
 		writeError(w, status, err.Error())
 		return

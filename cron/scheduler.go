@@ -273,9 +273,14 @@ func (s *Scheduler) claimsLast(ctx context.Context, key string) (time.Time, erro
 // ErrNoTrigger is returned by FireSlot for a worker and expression that are not configured.
 var ErrNoTrigger = errors.New("no such trigger")
 
+// ErrFutureSlot is returned by FireSlot for a slot after now: claiming it would skip every
+// slot until then.
+var ErrFutureSlot = errors.New("slot in the future")
+
 // FireSlot claims the slot of the worker's trigger cron that is due at slot (the latest
-// slot at or before it) and, when the claim is its own, starts its run; it reports whether
-// it did. A slot claimed already (here or on another node) is not run again. The admin API
+// slot at or before it, not after now) and, when the claim is its own, starts its run; it
+// reports whether it did. Claiming an older slot than the latest claimed one is refused as
+// claimed already. A slot claimed already (here or on another node) is not run again. The admin API
 // uses it to run a missed slot by hand.
 func (s *Scheduler) FireSlot(ctx context.Context, worker, cron string, slot time.Time) (Event, bool, error) {
 	k := Key(worker, cron)
@@ -288,6 +293,9 @@ func (s *Scheduler) FireSlot(ctx context.Context, worker, cron string, slot time
 	p := t.sched.Prev(slot)
 	if p.IsZero() {
 		return Event{}, false, fmt.Errorf("cron %q has no slot before %s", cron, slot.UTC().Format(time.RFC3339))
+	}
+	if p.After(s.o.Now()) {
+		return Event{}, false, fmt.Errorf("cron %q: slot %s: %w (it would keep the earlier slots from running)", cron, p.Format(time.RFC3339), ErrFutureSlot)
 	}
 	ok, err := s.fireSlot(ctx, t.Trigger, k, p)
 	return Event{Worker: worker, Cron: cron, Time: p}, ok, err

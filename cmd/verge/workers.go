@@ -355,8 +355,11 @@ var _ admin.ScheduledRunner = (*serverProc)(nil)
 // /workers/{name}/scheduled): claimed like a slot the timer fires, so it runs once at most.
 func (s *serverProc) RunScheduled(ctx context.Context, name, expr string, at time.Time) (admin.ScheduledRun, error) {
 	ev, fired, err := s.workers.cron.FireSlot(ctx, name, expr, at)
-	if errors.Is(err, cron.ErrNoTrigger) {
+	switch {
+	case errors.Is(err, cron.ErrNoTrigger):
 		err = fmt.Errorf("%w: %w", err, admin.ErrNotFound)
+	case errors.Is(err, cron.ErrFutureSlot):
+		err = fmt.Errorf("%w: %w", err, admin.ErrInvalidSlot)
 	}
 	if err != nil {
 		return admin.ScheduledRun{}, err
