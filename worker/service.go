@@ -164,3 +164,4 @@ func decodeServiceRequest(d *workerabi.Decoder) (*Request, error) {
 	}
 	return &Request{Message: m, TLS: u.Scheme == "https"}, nil
 }
+
