@@ -164,4 +164,3 @@ func decodeServiceRequest(d *workerabi.Decoder) (*Request, error) {
 	}
 	return &Request{Message: m, TLS: u.Scheme == "https"}, nil
 }
-
