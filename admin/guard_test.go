@@ -111,6 +111,10 @@ func TestCrossSiteRequestsCannotChangeState(t *testing.T) {
 		{name: "deployment drop without content type", method: "DELETE", path: "/workers/counter/deployment", want: 415},
 		{name: "deployment drop from a foreign origin", method: "DELETE", path: "/workers/counter/deployment",
 			origin: "http://evil.example", contentType: "application/json", want: 403},
+		{name: "cron slot by text/plain", method: "POST", path: "/workers/counter/scheduled",
+			contentType: "text/plain", body: `{"cron":"* * * * *"}`, want: 415},
+		{name: "cron slot from a foreign origin", method: "POST", path: "/workers/counter/scheduled",
+			origin: "http://evil.example", contentType: "application/json", body: `{"cron":"* * * * *"}`, want: 403},
 		{name: "config read after rebinding", method: "GET", path: "/config", host: "evil.example:%p", want: 403},
 		{name: "config read from a foreign origin", method: "GET", path: "/config", origin: "http://evil.example", want: 403},
 	} {
