@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,23 @@ func BenchmarkScheduled(b *testing.B) {
 		if _, err := w.Scheduled(ctx, ev); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestServiceResponseStreams: a callee's flushed bytes reach the caller, and through it the
+// client, while the callee still runs (it waits for the gate, which opens only once "a"
+// arrived at the client).
+func TestServiceResponseStreams(t *testing.T) {
+	_, w, _ := streamEnv(t, worker.Limits{})
+	g := newGate(t)
+	out := newFlushSink()
+	done := serveStreamAsync(w, out, "/service?p="+url.QueryEscape("/flush?wait="+g.srv.URL+"/gate"))
+	awaitFlush(t, out, "a")
+	close(g.open)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if out.status != 200 || out.body.String() != "ab" {
+		t.Fatalf("got %d %q, want 200 \"ab\"", out.status, out.body.String())
 	}
 }

@@ -122,6 +122,8 @@ func streamEnv(t *testing.T, l worker.Limits) (*env, *worker.Worker, string) {
 		Module:  testwasm.Build(t, "worker/testdata/stream"),
 		Durable: map[string]worker.DurableBinding{"STREAM": {Class: "Streamer"}},
 		Limits:  l,
+		// For /service: the worker calls itself through a service binding.
+		Services: map[string]string{"SELF": "stream"},
 	}
 	cfg.Fetch.Allow = []string{"127.0.0.1"}
 	return e, e.deploy(t, cfg), dir

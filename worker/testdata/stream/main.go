@@ -8,6 +8,8 @@
 //	                  /flush does after a storage write (p=/tx: inside a transaction)
 //	/do-close?o=NAME  reads one byte of the object's 2 MiB response, then closes it
 //	/handles?url=URL  opens bodies of URL without reading them until the host refuses one
+//	/service?p=PATH   passes through its own response to PATH, called through the service
+//	                  binding SELF
 package main
 
 import (
@@ -108,6 +110,19 @@ func init() {
 				return
 			}
 			w.Write([]byte("b"))
+		case "/service":
+			// Passes through the response of this worker's own p, called through the
+			// service binding SELF.
+			req, _ := sdk.NewRequest("GET", "https://svc.internal"+q.Get("p"), nil)
+			resp, err := sdk.Service("SELF").Fetch(req)
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 502)
+				return
+			}
+			w.WriteHeader(resp.StatusCode)
+			if _, err := io.Copy(w, resp.Body); err != nil {
+				panic("passing the body through: " + err.Error())
+			}
 		case "/proxy":
 			req, _ := sdk.NewRequest("GET", q.Get("url"), nil)
 			resp, err := sdk.Fetch(req)
