@@ -35,7 +35,10 @@ func (w *Worker) Scheduled(ctx context.Context, ev ScheduledEvent) (Result, erro
 		}
 	}
 	defer v.release()
-	in, err := v.get(ctx)
+	// No client waits: the wait for a free instance is bounded by the wall time limit.
+	gctx, cancel := context.WithTimeout(ctx, v.limits.WallTime)
+	in, err := v.get(gctx)
+	cancel()
 	if err != nil {
 		w.stats.fail(err.(*Error).Kind)
 		return Result{}, err
