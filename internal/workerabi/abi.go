@@ -148,5 +148,7 @@ const (
 )
 
 // KindScheduled runs the worker's scheduled handler for a cron trigger's slot; the guest
-// reads the event with OpScheduledEvent. There is no request and no response.
+// reads the event with OpScheduledEvent. There is no request and no response. A handler
+// that reports failure returns RCAlarmFailed: the host counts it and keeps the instance
+// (the slot is not retried).
 const KindScheduled = 9
