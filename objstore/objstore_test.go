@@ -101,9 +101,9 @@ func testBucket(t *testing.T, b Bucket) {
 		{hdr: "bytes=15-100", status: 206, want: "torage", cr: "bytes 15-20/21"},
 		{hdr: "bytes=21-", status: 416, cr: "bytes */21"},
 		{hdr: "bytes=-0", status: 416, cr: "bytes */21"},
-		{hdr: "bytes=0-1,3-4", status: 200, want: body},   // multiple ranges: ignored
-		{hdr: "bytes=5-2", status: 200, want: body},       // invalid: ignored
-		{hdr: "items=0-1", status: 200, want: body},       // other unit: ignored
+		{hdr: "bytes=0-1,3-4", status: 200, want: body}, // multiple ranges: ignored
+		{hdr: "bytes=5-2", status: 200, want: body},     // invalid: ignored
+		{hdr: "items=0-1", status: 200, want: body},     // other unit: ignored
 		{r: &Range{Offset: 7, Length: 6}, status: 206, want: "object", cr: "bytes 7-12/21"},
 		{r: &Range{Suffix: 3}, status: 206, want: "age", cr: "bytes 18-20/21"},
 	} {
