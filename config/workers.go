@@ -43,6 +43,9 @@ type Worker struct {
 	KV []WorkerKV `yaml:"kv"`
 	// DurableObjects binds Durable Object namespaces of classes the worker defines.
 	DurableObjects []WorkerDurable `yaml:"durable_objects"`
+	// Buckets binds object storage buckets (sdk.Bucket): files under the worker data
+	// directory, or JetStream object stores in a cluster.
+	Buckets []WorkerBucket `yaml:"buckets"`
 	// Limits bound each invocation.
 	Limits WorkerLimits `yaml:"limits"`
 	// Fetch decides where the worker's subrequests may connect. Empty means the public
@@ -112,6 +115,18 @@ type WorkerDurable struct {
 	// Namespace names the objects' storage. Empty means "<worker>-<class>".
 	Namespace string `yaml:"namespace"`
 }
+
+// WorkerBucket binds an object storage bucket.
+type WorkerBucket struct {
+	// Binding is the name the worker uses (sdk.Bucket). Required.
+	Binding string `yaml:"binding"`
+	// Bucket is the stored bucket's name: 1 to 63 letters, digits, '_' and '-'. Empty
+	// means the binding. Workers that name the same bucket share its objects.
+	Bucket string `yaml:"bucket"`
+}
+
+// bucketName is the form of WorkerBucket.Bucket (objstore.ValidBucketName).
+var bucketName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,63}$`)
 
 // WorkerLimits bound a worker's invocations. Zero fields take the defaults.
 type WorkerLimits struct {
@@ -185,6 +200,11 @@ func (c *Config) setWorkerDefaults() {
 		for j := range w.DurableObjects {
 			if d := &w.DurableObjects[j]; d.Namespace == "" {
 				d.Namespace = w.Name + "-" + d.Class
+			}
+		}
+		for j := range w.Buckets {
+			if w.Buckets[j].Bucket == "" {
+				w.Buckets[j].Bucket = w.Buckets[j].Binding
 			}
 		}
 		if w.Limits.Memory == 0 {
@@ -266,6 +286,13 @@ func (v *validator) workers() map[string]bool {
 			}
 			if !storageName.MatchString(d.Namespace) {
 				v.errf(q+".namespace", "namespace %q: use letters, digits, '_', '-' and '.'", d.Namespace)
+			}
+		}
+		for j, b := range w.Buckets {
+			q := fmt.Sprintf("%s.buckets[%d]", p, j)
+			bind(q+".binding", b.Binding)
+			if !bucketName.MatchString(b.Bucket) {
+				v.errf(q+".bucket", "bucket %q: use 1 to 63 letters, digits, '_' and '-'", b.Bucket)
 			}
 		}
 		l := &w.Limits

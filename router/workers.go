@@ -76,6 +76,12 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 	for _, d := range w.DurableObjects {
 		wc.Durable[d.Binding] = worker.DurableBinding{Class: d.Class, Namespace: d.Namespace}
 	}
+	if len(w.Buckets) > 0 {
+		wc.Buckets = map[string]string{}
+		for _, b := range w.Buckets {
+			wc.Buckets[b.Binding] = b.Bucket
+		}
+	}
 	return wc, nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/objstore"
 	"github.com/verge-edge/verge/upstream"
 	"github.com/verge-edge/verge/worker/internal/wasm"
 )
@@ -117,6 +118,8 @@ type Config struct {
 	KV map[string]string
 	// Durable maps binding names to Durable Object namespaces.
 	Durable map[string]DurableBinding
+	// Buckets maps binding names to object storage bucket names (Services.Objects).
+	Buckets map[string]string
 	// Limits bound each invocation.
 	Limits Limits
 	// Fetch decides where subrequests may connect. The zero value reaches only the public
@@ -148,6 +151,8 @@ type Services struct {
 	KV kv.Store
 	// Durable stores Durable Objects. Nil makes Durable Object bindings fail to deploy.
 	Durable durable.Store
+	// Objects stores object storage buckets. Nil makes bucket bindings fail to deploy.
+	Objects objstore.Store
 	// Placement places Durable Objects. Nil means durable.Local.
 	Placement durable.Placement
 	// Router runs Durable Object requests on the node that owns the object, in a
@@ -188,8 +193,10 @@ type Registry struct {
 	// fetch is the registry's own subrequest transport (Services.Transport nil).
 	fetch  *upstream.Transport
 	memory *memoryBudget
-	stop   chan struct{} // closed by Close: ends trimLoop
-	done   chan struct{} // closed when trimLoop has ended
+	// objStats counts each bound bucket's operations (buckets.go).
+	objStats bucketStatsSet
+	stop     chan struct{} // closed by Close: ends trimLoop
+	done     chan struct{} // closed when trimLoop has ended
 
 	mu      sync.Mutex
 	workers map[string]*Worker
@@ -359,6 +366,9 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 	h := sha256.New()
 	h.Write(sum[:])
 	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%q\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, cfg.Fetch.Allow, len(cfg.Durable))
+	if len(cfg.Buckets) > 0 {
+		fmt.Fprintf(h, "\x00buckets%v", sortedPairs(cfg.Buckets))
+	}
 	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
 	}

@@ -1,0 +1,4 @@
+package objstore
+
+// TestBucket exports the bucket checks to the external tests.
+var TestBucket = testBucket
