@@ -383,3 +383,39 @@ func TestObjects4GiBE2E(t *testing.T) {
 		t.Fatalf("peak RSS %d MB exceeds 200 MB", peak/1e6)
 	}
 }
+
+// TestDevObjects serves the files example with `verge dev` (its worker.yaml binds the
+// bucket): an object put is read back by range and under a precondition, and lives under the
+// dev data directory.
+func TestDevObjects(t *testing.T) {
+	data := t.TempDir()
+	p := startDev(t, data, filepath.Join(testwasm.Root(), "examples", "workers", "files"))
+	c := &http.Client{Timeout: 30 * time.Second}
+	if code, out, err := p.do(c, "PUT", "/files/dev.txt", "served by verge dev"); code != 201 {
+		t.Fatalf("put: %d %s %v", code, out, err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+p.addr+"/files/dev.txt", nil)
+	req.Header.Set("Range", "bytes=10-")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || string(b) != "verge dev" {
+		t.Fatalf("range: %d %q", resp.StatusCode, b)
+	}
+	req, _ = http.NewRequest("GET", "http://"+p.addr+"/files/dev.txt", nil)
+	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 304 {
+		t.Fatalf("if-none-match: %d", resp.StatusCode)
+	}
+	if ents, err := os.ReadDir(filepath.Join(data, "objects", "files", "objects")); err != nil || len(ents) != 1 {
+		t.Fatalf("dev data: %v %v", ents, err)
+	}
+}
