@@ -23,7 +23,7 @@ func TestJetStreamBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objstore.TestBucket(t, b0)
+	objstore.TestBucket(t, b0, false)
 	s2 := objstore.NewJetStreamStore(c.Nodes[2].JetStream(), c.Nodes[2].Replicas())
 	b2, _ := s2.Bucket(ctx, "files")
 	res, err := objstore.Get(ctx, b2, "a/b.txt", objstore.GetOptions{RangeHeader: "bytes=7-12"})

@@ -43,8 +43,9 @@ func read(t *testing.T, b Bucket, key string, o GetOptions) (*Result, string) {
 }
 
 // testBucket checks a Bucket implementation: puts, metadata, checksums, ranges,
-// preconditions, listing, deletes and multipart uploads.
-func testBucket(t *testing.T, b Bucket) {
+// preconditions, listing, deletes and multipart uploads. s3ETags accepts a multipart ETag
+// without the "-<parts>" suffix (the S3 server under test computes its own).
+func testBucket(t *testing.T, b Bucket, s3ETags bool) {
 	ctx := context.Background()
 	body := "hello, object storage"
 	sum := md5.Sum([]byte(body))
@@ -252,7 +253,7 @@ func testBucket(t *testing.T, b Bucket) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if obj.Size != int64(len(p1data)+len(p2data)) || !strings.HasSuffix(obj.ETag, "-2") || obj.HTTP.ContentType != "application/octet-stream" {
+	if obj.Size != int64(len(p1data)+len(p2data)) || !(strings.HasSuffix(obj.ETag, "-2") || s3ETags && obj.ETag != "") || obj.HTTP.ContentType != "application/octet-stream" {
 		t.Fatalf("completed: %+v", obj)
 	}
 	if res, got := read(t, b, "big", GetOptions{Range: &Range{Suffix: 6}}); got != "11tail" || res.Status != 206 {
@@ -289,7 +290,7 @@ func TestLocalBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testBucket(t, b)
+	testBucket(t, b, false)
 	for _, n := range []string{"", "../x", "a/b", "a.b", strings.Repeat("x", 64)} {
 		if _, err := s.Bucket(context.Background(), n); !errors.Is(err, ErrInvalid) {
 			t.Errorf("bucket %q: %v", n, err)
