@@ -27,10 +27,14 @@ func (v *version) bindBuckets(ctx context.Context, cfg *Config) error {
 	svc := &v.w.reg.svc
 	v.buckets = map[string]*bucketBinding{}
 	for binding, name := range cfg.Buckets {
-		if svc.Objects == nil {
+		store := cfg.BucketStores[binding]
+		if store == nil {
+			store = svc.Objects
+		}
+		if store == nil {
 			return fmt.Errorf("worker %s: bucket binding %s: no object storage configured", v.w.name, binding)
 		}
-		b, err := svc.Objects.Bucket(ctx, name)
+		b, err := store.Bucket(ctx, name)
 		if err != nil {
 			return fmt.Errorf("worker %s: bucket binding %s: %w", v.w.name, binding, err)
 		}

@@ -120,6 +120,10 @@ type Config struct {
 	Durable map[string]DurableBinding
 	// Buckets maps binding names to object storage bucket names (Services.Objects).
 	Buckets map[string]string
+	// BucketStores gives bindings of Buckets a store of their own (an S3-compatible
+	// bucket, objstore.OpenS3) instead of Services.Objects. A store with a
+	// ConfigKey() string method is recognised by it across deploys (Ensure).
+	BucketStores map[string]objstore.Store
 	// Limits bound each invocation.
 	Limits Limits
 	// Fetch decides where subrequests may connect. The zero value reaches only the public
@@ -368,6 +372,13 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%q\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, cfg.Fetch.Allow, len(cfg.Durable))
 	if len(cfg.Buckets) > 0 {
 		fmt.Fprintf(h, "\x00buckets%v", sortedPairs(cfg.Buckets))
+		for _, k := range slices.Sorted(maps.Keys(cfg.BucketStores)) {
+			key := fmt.Sprintf("%p", cfg.BucketStores[k])
+			if c, ok := cfg.BucketStores[k].(interface{ ConfigKey() string }); ok {
+				key = c.ConfigKey()
+			}
+			fmt.Fprintf(h, "\x00%s=%s", k, key)
+		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
