@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -452,6 +453,15 @@ func (inv *invocation) objWrite(bb *bucketBinding, d *workerabi.Decoder, store s
 			return fail(workerabi.StatusInvalid, fmt.Errorf("handle %d is an upload, not a body", h))
 		}
 		defer inv.streams.release(h)
+		if _, ok := s.(*objStream); ok {
+			// A Durable Object's response still arriving: the object may call an object
+			// of this instance meanwhile (as streamOp allows).
+			inv.callStart()
+			defer inv.callEnd()
+			if inv.unpin() {
+				defer runtime.LockOSThread()
+			}
+		}
 		r = s
 	case workerabi.ObjSourceStream:
 		if d.Err != nil {
