@@ -86,13 +86,22 @@ func TestBucketBinding(t *testing.T) {
 	if rec.status != 200 || rec.body.String() != res.Object.SHA256 {
 		t.Fatalf("digest read in the worker: %s, stored %s", rec, res.Object.SHA256)
 	}
+	// A generator that fails after 600,000 bytes (three pieces handed over): the put is
+	// aborted and the object that was there stays.
+	rec = serveHeader(t, w, "PUT", "/gen/gen?bytes=2000000&fail=600000", "", nil)
+	if rec.status != 500 || !strings.Contains(rec.body.String(), "the generator failed") {
+		t.Fatalf("failing generator: %s", rec)
+	}
+	if o, _ := b.Head(context.Background(), "gen"); o == nil || o.Size != 1000000 {
+		t.Fatalf("after an aborted put: %+v", o)
+	}
 	var st worker.BucketSample
 	for _, s := range e.reg.BucketStats() {
 		if s.Bucket == "files" {
 			st = s
 		}
 	}
-	if st.Ops["put"] != 2 || st.Ops["get"] != 4 || st.BytesIn != int64(len(big))+1000000 || st.BytesOut < int64(2*len(big)) {
+	if st.Ops["put"] != 3 || st.Ops["get"] != 4 || st.Errors != 1 || st.BytesIn < int64(len(big))+1000000 || st.BytesOut < int64(2*len(big)) {
 		t.Fatalf("stats: %+v", st)
 	}
 }

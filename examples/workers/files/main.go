@@ -17,7 +17,8 @@
 //	DELETE /uploads/KEY?uploadId=U            aborts
 //
 //	PUT    /gen/KEY?bytes=N   stores N bytes the worker generates (a body that is not the
-//	                          request's, handed to the host piece by piece)
+//	                          request's, handed to the host piece by piece); with &fail=M
+//	                          the generator fails after M bytes, and the put stores nothing
 //	GET    /sha256/KEY        reads the object inside the worker and answers its SHA-256
 //
 // The body of a download is copied to the client by the host, and the body of an upload
@@ -83,8 +84,10 @@ func serve(w sdk.ResponseWriter, r *sdk.Request) {
 		if !ok {
 			return
 		}
-		n, _ := strconv.ParseInt(r.URL().Query().Get("bytes"), 10, 64)
-		obj, err := files.Put(key, &pattern{left: n}, nil)
+		q := r.URL().Query()
+		n, _ := strconv.ParseInt(q.Get("bytes"), 10, 64)
+		failAt, _ := strconv.ParseInt(q.Get("fail"), 10, 64)
+		obj, err := files.Put(key, &pattern{left: n, failAt: failAt}, nil)
 		if err != nil {
 			fail(w, err)
 			return
@@ -275,10 +278,15 @@ func notFound(w sdk.ResponseWriter, err error) {
 	sdk.ErrorResponse(w, "not found", 404)
 }
 
-// pattern is a generated body of left bytes.
-type pattern struct{ left, off int64 }
+// pattern is a generated body of left bytes, failing after failAt bytes when failAt > 0.
+type pattern struct{ left, off, failAt int64 }
+
+var errGenerator = errors.New("the generator failed")
 
 func (p *pattern) Read(b []byte) (int, error) {
+	if p.failAt > 0 && p.off >= p.failAt {
+		return 0, errGenerator
+	}
 	if p.left == 0 {
 		return 0, io.EOF
 	}
