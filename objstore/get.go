@@ -2,6 +2,7 @@ package objstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -68,12 +69,32 @@ func (r *Result) ContentRange() string {
 	return ""
 }
 
+// getAttempts bounds the reads of an object replaced between its metadata and its body.
+const getAttempts = 3
+
 // Get reads key from b under o's preconditions and range (RFC 9110 sections 13.2.2 and
 // 14.2).
 func Get(ctx context.Context, b Bucket, key string, o GetOptions) (*Result, error) {
 	if err := CheckKey(key); err != nil {
 		return nil, err
 	}
+	for range getAttempts - 1 {
+		res, err := get(ctx, b, key, &o)
+		if err != errReplaced {
+			return res, err
+		}
+	}
+	res, err := get(ctx, b, key, &o)
+	if err == errReplaced {
+		err = fmt.Errorf("objstore: object %q replaced %d times while being read", key, getAttempts)
+	}
+	return res, err
+}
+
+// errReplaced is get's report of an object replaced between its metadata and its body.
+var errReplaced = errors.New("objstore: replaced while read")
+
+func get(ctx context.Context, b Bucket, key string, o *GetOptions) (*Result, error) {
 	obj, err := b.Head(ctx, key)
 	if err != nil || obj == nil {
 		return &Result{}, err
@@ -111,10 +132,10 @@ func Get(ctx context.Context, b Bucket, key string, o GetOptions) (*Result, erro
 	if obj2 == nil {
 		return &Result{}, nil // deleted meanwhile
 	}
-	if obj2.ETag != obj.ETag {
-		// Replaced between Head and Open: evaluate again on what was opened.
+	if obj2.ETag != obj.ETag || !obj2.Uploaded.Equal(obj.Uploaded) {
+		// Replaced between Head and Open: evaluate again.
 		body.Close()
-		return Get(ctx, b, key, o)
+		return nil, errReplaced
 	}
 	res.Body = body
 	return res, nil
