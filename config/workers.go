@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -45,6 +46,9 @@ type Worker struct {
 	KV []WorkerKV `yaml:"kv"`
 	// DurableObjects binds Durable Object namespaces of classes the worker defines.
 	DurableObjects []WorkerDurable `yaml:"durable_objects"`
+	// Buckets binds object storage buckets (sdk.Bucket): files under the worker data
+	// directory, or JetStream object stores in a cluster.
+	Buckets []WorkerBucket `yaml:"buckets"`
 	// Limits bound each invocation.
 	Limits WorkerLimits `yaml:"limits"`
 	// Fetch decides where the worker's subrequests may connect. Empty means the public
@@ -140,6 +144,62 @@ type WorkerDurable struct {
 	Namespace string `yaml:"namespace"`
 }
 
+// WorkerBucket binds an object storage bucket.
+type WorkerBucket struct {
+	// Binding is the name the worker uses (sdk.Bucket). Required.
+	Binding string `yaml:"binding"`
+	// Bucket is the stored bucket's name: 1 to 63 letters, digits, '_' and '-'. Empty
+	// means the binding. Workers that name the same bucket share its objects.
+	Bucket string `yaml:"bucket"`
+	// S3, when set, keeps the bucket's objects in a bucket of an S3-compatible service
+	// instead of under the worker data directory (or the cluster's JetStream).
+	S3 *WorkerS3 `yaml:"s3"`
+}
+
+// WorkerS3 locates a bucket of an S3-compatible service (AWS S3, MinIO, R2's S3 API, ...).
+type WorkerS3 struct {
+	// Endpoint is the service's URL, https://host[:port] (http:// only for a service on a
+	// private network). Required.
+	Endpoint string `yaml:"endpoint"`
+	// Region is the bucket's region. Empty means us-east-1.
+	Region string `yaml:"region"`
+	// Bucket is the remote bucket, which must exist. Required.
+	Bucket string `yaml:"bucket"`
+	// AccessKey and SecretKey are the credentials, each from a file or from the server's
+	// environment (never written in the config). Both required.
+	AccessKey SecretSource `yaml:"access_key"`
+	SecretKey SecretSource `yaml:"secret_key"`
+	// PathStyle addresses the bucket in the URL's path rather than its host name (MinIO
+	// and most self-hosted services need it). Default false.
+	PathStyle bool `yaml:"path_style"`
+}
+
+// SecretSource is a value read from a file (its content, without a trailing newline) or from
+// an environment variable of the server process. Exactly one of File and FromEnv.
+type SecretSource struct {
+	File    string `yaml:"file"`
+	FromEnv string `yaml:"from_env"`
+}
+
+// checkSecretSource validates s at field path q.
+func (v *validator) checkSecretSource(q string, s SecretSource) {
+	switch {
+	case (s.File == "") == (s.FromEnv == ""):
+		v.errf(q, "exactly one of file and from_env is required")
+	case s.File != "":
+		if _, err := os.Stat(s.File); err != nil {
+			v.errf(q+".file", "%v", err)
+		}
+	default:
+		if _, ok := os.LookupEnv(s.FromEnv); !ok {
+			v.errf(q+".from_env", "environment variable %s is not set", s.FromEnv)
+		}
+	}
+}
+
+// bucketName is the form of WorkerBucket.Bucket (objstore.ValidBucketName).
+var bucketName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,63}$`)
+
 // WorkerLimits bound a worker's invocations. Zero fields take the defaults.
 type WorkerLimits struct {
 	// CPUTime bounds the guest's execution time per request, excluding time spent waiting
@@ -192,6 +252,12 @@ func (c *Config) resolveWorkerPaths(dir string) {
 		for j := range w.Secrets {
 			abs(&w.Secrets[j].File)
 		}
+		for j := range w.Buckets {
+			if s := w.Buckets[j].S3; s != nil {
+				abs(&s.AccessKey.File)
+				abs(&s.SecretKey.File)
+			}
+		}
 	}
 }
 
@@ -212,6 +278,11 @@ func (c *Config) setWorkerDefaults() {
 		for j := range w.DurableObjects {
 			if d := &w.DurableObjects[j]; d.Namespace == "" {
 				d.Namespace = w.Name + "-" + d.Class
+			}
+		}
+		for j := range w.Buckets {
+			if w.Buckets[j].Bucket == "" {
+				w.Buckets[j].Bucket = w.Buckets[j].Binding
 			}
 		}
 		if w.Limits.Memory == 0 {
@@ -313,6 +384,23 @@ func (v *validator) workers() map[string]bool {
 			bind(q+".binding", s.Binding)
 			if s.Service == "" {
 				v.errf(q+".service", "service is required (the name of a worker)")
+			}
+		}
+		for j, b := range w.Buckets {
+			q := fmt.Sprintf("%s.buckets[%d]", p, j)
+			bind(q+".binding", b.Binding)
+			if !bucketName.MatchString(b.Bucket) {
+				v.errf(q+".bucket", "bucket %q: use 1 to 63 letters, digits, '_' and '-'", b.Bucket)
+			}
+			if s := b.S3; s != nil {
+				if u, err := url.Parse(s.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+					v.errf(q+".s3.endpoint", "endpoint %q: want https://host[:port]", s.Endpoint)
+				}
+				if s.Bucket == "" {
+					v.errf(q+".s3.bucket", "bucket is required")
+				}
+				v.checkSecretSource(q+".s3.access_key", s.AccessKey)
+				v.checkSecretSource(q+".s3.secret_key", s.SecretKey)
 			}
 		}
 		l := &w.Limits

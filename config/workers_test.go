@@ -29,6 +29,10 @@ workers:
     secrets: [{name: TOKEN, file: token}]
     kv: [{binding: KV}]
     durable_objects: [{binding: COUNTER, class: Counter}]
+    buckets:
+      - {binding: FILES, bucket: files}
+      - {binding: LOGS}
+      - {binding: ARCHIVE, s3: {endpoint: "https://s3.example", bucket: arch, access_key: {file: token}, secret_key: {file: token}, path_style: true}}
     limits: {cpu_time: 20ms, memory: 64MiB}
     fetch: {allow: ["10.0.0.0/8", "127.0.0.1", "[::1]:8080", "api.internal:8443"]}
 worker_memory_limit: 2GiB
@@ -43,6 +47,9 @@ worker_memory_limit: 2GiB
 	}
 	if w.Limits.CPUTime.Std() != 20*time.Millisecond || w.Limits.Memory != 64<<20 || w.Secrets[0].File != filepath.Join(dir, "token") {
 		t.Fatalf("limits/secrets: got %+v", w)
+	}
+	if len(w.Buckets) != 3 || w.Buckets[0].Bucket != "files" || w.Buckets[1].Bucket != "LOGS" || w.Buckets[2].S3.SecretKey.File != filepath.Join(dir, "token") || !w.Buckets[2].S3.PathStyle {
+		t.Fatalf("buckets: got %+v", w.Buckets)
 	}
 	if len(w.Fetch.Allow) != 4 || w.Fetch.Allow[3] != "api.internal:8443" {
 		t.Fatalf("fetch: got %+v", w.Fetch)
@@ -72,6 +79,12 @@ func TestWorkersErrors(t *testing.T) {
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., fetch: {deny: [x]}}]", "deny"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., limits: {objects_per_instance: 2000}}]", "t.yaml:4:64: workers[0].limits.objects_per_instance: objects_per_instance 2000 exceeds 1024"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., limits: {objects_per_instance: -1}}]", "limits must not be negative"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, bucket: ../etc}]}]", `t.yaml:4:64: workers[0].buckets[0].bucket: bucket "../etc": use 1 to 63 letters, digits, '_' and '-'`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., kv: [{binding: F}], buckets: [{binding: F}]}]", `t.yaml:4:73: workers[0].buckets[0].binding: duplicate binding "F"`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, bucket: files, s3: {}}]}]", "workers[0].buckets[0].s3.endpoint: endpoint \"\": want https://host[:port]"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, s3: {endpoint: \"https://s3.example\", bucket: b, access_key: {from_env: VERGE_TEST_UNSET_VAR}, secret_key: {file: nope}}}]}]", "workers[0].buckets[0].s3.access_key.from_env: environment variable VERGE_TEST_UNSET_VAR is not set"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, s3: {endpoint: \"https://s3.example\", access_key: {file: a, from_env: B}}}]}]", "workers[0].buckets[0].s3.access_key: exactly one of file and from_env"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, s3: {endpoint: \"https://s3.example\", bucket: b, access_key: {file: a}, secret_key: {from_env: HOME}, region: x, path_style: yes, tls: on}}]}]", "tls"},
 		{"routes: [{upstream: app}]\nworker_memory_limit: 1MiB", "t.yaml:4:22: worker_memory_limit: worker_memory_limit 1048576 is below 16MiB"},
 	}
 	for _, c := range cases {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/fault"
+	"github.com/verge-edge/verge/objstore"
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/worker"
 )
@@ -82,7 +83,45 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 			wc.Services[s.Binding] = s.Service
 		}
 	}
+	if len(w.Buckets) > 0 {
+		wc.Buckets = map[string]string{}
+		for _, b := range w.Buckets {
+			wc.Buckets[b.Binding] = b.Bucket
+			if b.S3 == nil {
+				continue
+			}
+			s, err := s3Bucket(b.S3)
+			if err != nil {
+				return wc, fmt.Errorf("worker %s: bucket %s: %w", w.Name, b.Binding, err)
+			}
+			if wc.BucketStores == nil {
+				wc.BucketStores = map[string]objstore.Store{}
+			}
+			wc.BucketStores[b.Binding] = s
+		}
+	}
 	return wc, nil
+}
+
+// s3Bucket opens the S3-compatible bucket c describes, reading its credentials.
+func s3Bucket(c *config.WorkerS3) (*objstore.S3Bucket, error) {
+	read := func(s config.SecretSource) (string, error) {
+		if s.File == "" {
+			return os.Getenv(s.FromEnv), nil
+		}
+		b, err := os.ReadFile(s.File)
+		return strings.TrimRight(string(b), "\r\n"), err
+	}
+	ak, err := read(c.AccessKey)
+	if err != nil {
+		return nil, fmt.Errorf("s3 access key: %w", err)
+	}
+	sk, err := read(c.SecretKey)
+	if err != nil {
+		return nil, fmt.Errorf("s3 secret key: %w", err)
+	}
+	return objstore.OpenS3(objstore.S3Options{Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket,
+		AccessKey: ak, SecretKey: sk, PathStyle: c.PathStyle})
 }
 
 // buildPackage builds a Go worker package and returns the module.

@@ -397,6 +397,9 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return inv.fetchStream(arg)
 	case workerabi.OpBodyRead, workerabi.OpBodyClose:
 		return inv.streamOp(op, arg)
+	case workerabi.OpObjHead, workerabi.OpObjGet, workerabi.OpObjPut, workerabi.OpObjWrite, workerabi.OpObjFinish, workerabi.OpObjDelete, workerabi.OpObjList,
+		workerabi.OpObjUploadCreate, workerabi.OpObjUploadPart, workerabi.OpObjUploadComplete, workerabi.OpObjUploadAbort, workerabi.OpObjRespond:
+		return inv.objOp(op, arg)
 	case workerabi.OpInterleave:
 		inv.nestNext = true
 		return workerabi.StatusOK, nil

@@ -35,6 +35,7 @@ type version struct {
 	env     []byte // encoded once for workerabi.OpEnv
 	kv      map[string]kv.Namespace
 	durable map[string]*doBinding
+	buckets map[string]*bucketBinding // object storage (buckets.go)
 	created time.Time
 	compile time.Duration
 	inst0   time.Duration
@@ -127,6 +128,9 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 			return nil, err
 		}
 		v.durable[binding] = &doBinding{class: d.Class, ns: ns}
+	}
+	if err := v.bindBuckets(ctx, &cfg); err != nil {
+		return nil, err
 	}
 	rt, err := wasm.NewRuntime(ctx, wasm.Config{CacheDir: svc.CacheDir, MemoryLimit: cfg.Limits.Memory})
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/objstore"
 	"github.com/verge-edge/verge/upstream"
 	"github.com/verge-edge/verge/worker/internal/wasm"
 )
@@ -117,6 +118,12 @@ type Config struct {
 	KV map[string]string
 	// Durable maps binding names to Durable Object namespaces.
 	Durable map[string]DurableBinding
+	// Buckets maps binding names to object storage bucket names (Services.Objects).
+	Buckets map[string]string
+	// BucketStores gives bindings of Buckets a store of their own (an S3-compatible
+	// bucket, objstore.OpenS3) instead of Services.Objects. A store with a
+	// ConfigKey() string method is recognised by it across deploys (Ensure).
+	BucketStores map[string]objstore.Store
 	// Limits bound each invocation.
 	Limits Limits
 	// Fetch decides where subrequests may connect. The zero value reaches only the public
@@ -152,6 +159,8 @@ type Services struct {
 	KV kv.Store
 	// Durable stores Durable Objects. Nil makes Durable Object bindings fail to deploy.
 	Durable durable.Store
+	// Objects stores object storage buckets. Nil makes bucket bindings fail to deploy.
+	Objects objstore.Store
 	// Placement places Durable Objects. Nil means durable.Local.
 	Placement durable.Placement
 	// Router runs Durable Object requests on the node that owns the object, in a
@@ -192,8 +201,10 @@ type Registry struct {
 	// fetch is the registry's own subrequest transport (Services.Transport nil).
 	fetch  *upstream.Transport
 	memory *memoryBudget
-	stop   chan struct{} // closed by Close: ends trimLoop
-	done   chan struct{} // closed when trimLoop has ended
+	// objStats counts each bound bucket's operations (buckets.go).
+	objStats bucketStatsSet
+	stop     chan struct{} // closed by Close: ends trimLoop
+	done     chan struct{} // closed when trimLoop has ended
 
 	mu      sync.Mutex
 	workers map[string]*Worker
@@ -365,6 +376,16 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 	fmt.Fprintf(h, "\x00%v\x00%v\x00%v\x00%q\x00%v", sortedPairs(cfg.Env), sortedPairs(cfg.KV), cfg.Limits, cfg.Fetch.Allow, len(cfg.Durable))
 	if len(cfg.Services) > 0 {
 		fmt.Fprintf(h, "\x00services%v", sortedPairs(cfg.Services))
+	}
+	if len(cfg.Buckets) > 0 {
+		fmt.Fprintf(h, "\x00buckets%v", sortedPairs(cfg.Buckets))
+		for _, k := range slices.Sorted(maps.Keys(cfg.BucketStores)) {
+			key := fmt.Sprintf("%p", cfg.BucketStores[k])
+			if c, ok := cfg.BucketStores[k].(interface{ ConfigKey() string }); ok {
+				key = c.ConfigKey()
+			}
+			fmt.Fprintf(h, "\x00%s=%s", k, key)
+		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])

@@ -179,6 +179,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	if err := s.metrics.Register(observe.CronCollector(s.workers.cronSamples)); err != nil {
 		return fmt.Errorf("cron metrics: %w", err)
 	}
+	s.metrics.SetBucketStats(s.workers.bucketMetrics)
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)

@@ -18,6 +18,7 @@ import (
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/kv"
+	"github.com/verge-edge/verge/objstore"
 	"github.com/verge-edge/verge/observe"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/worker"
@@ -27,12 +28,14 @@ import (
 const workerStopTimeout = 10 * time.Second
 
 // workerStack is the worker registry with the embedded storage under one data directory:
-// <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/cache (compiled code). In a
-// cluster, KV namespaces are JetStream buckets and Durable Objects are placed by leases,
+// <data>/kv (KV namespaces), <data>/objects (object storage buckets), <data>/do (Durable
+// Objects), <data>/cache (compiled code). In a cluster, KV namespaces are JetStream buckets,
+// object storage buckets JetStream object stores, and Durable Objects are placed by leases,
 // their batches replicated through JetStream, their owner's copies under <data>/do-cluster.
 type workerStack struct {
 	reg *worker.Registry
 	kv  kv.Store
+	obj objstore.Store
 	do  durable.Store
 	dc  *clustered.Service // nil without a cluster
 	// cron fires the workers' cron triggers (started by verge run only); its claims are
@@ -58,8 +61,13 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 			return nil, err
 		}
 		ws.kv = s
+		if ws.obj, err = objstore.OpenLocal(filepath.Join(dataDir, "objects")); err != nil {
+			s.Close()
+			return nil, err
+		}
 		ws.do = durable.OpenSQLite(filepath.Join(dataDir, "do"))
 	} else {
+		ws.obj = objstore.NewJetStreamStore(node.JetStream(), node.Replicas())
 		ws.kv = kv.NewJetStreamStore(node, kv.JetStreamOptions{
 			CacheTTL:  c.KVCacheTTL.Std(),
 			CacheSize: int64(c.KVCacheSize),
@@ -76,7 +84,7 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 		ws.dc, ws.do = dc, dc.Store
 		svc.Placement, svc.Router = dc.Placement, dc.Forwarder
 	}
-	svc.KV, svc.Durable = ws.kv, ws.do
+	svc.KV, svc.Durable, svc.Objects = ws.kv, ws.do, ws.obj
 	ws.reg = worker.NewRegistry(svc)
 	var claims cron.Claims = cron.NewFileClaims(filepath.Join(dataDir, "cron", "state.json"))
 	if node != nil {
@@ -133,6 +141,14 @@ func (w *workerStack) close() {
 		w.do.Close()
 	}
 	w.kv.Close()
+	w.obj.Close()
+}
+
+// bucketMetrics feeds the buckets' counters to the verge_worker_bucket_* metrics.
+func (w *workerStack) bucketMetrics(fn func(observe.BucketSample)) {
+	for _, s := range w.reg.BucketStats() {
+		fn(observe.BucketSample{Bucket: s.Bucket, Ops: s.Ops, Errors: s.Errors, BytesIn: s.BytesIn, BytesOut: s.BytesOut})
+	}
 }
 
 // selfAddrs is what the workers' fetch policy knows of this process's own listeners: the

@@ -152,3 +152,50 @@ const (
 // that reports failure returns RCAlarmFailed: the host counts it and keeps the instance
 // (the slot is not retried).
 const KindScheduled = 9
+
+// Host operation codes of object storage buckets (docs/workers-abi.md, "Object storage").
+// Each names the bucket by its binding first.
+const (
+	// OpObjHead returns an object's metadata: u8 found, [object].
+	OpObjHead = 136
+	// OpObjGet reads an object under ranges and preconditions: u8 found, [u32 status,
+	// object, i64 offset, i64 length, u32 body handle (0: the body follows whole), bytes
+	// first body bytes].
+	OpObjGet = 137
+	// OpObjPut stores an object from a body source (ObjSource*): u32 handle for OpObjWrite
+	// when the source is ObjSourceStream, else 0 and the object.
+	OpObjPut = 138
+	// OpObjWrite writes the next bytes of a streamed put or part by handle.
+	OpObjWrite = 139
+	// OpObjFinish ends a streamed put (returning the object) or part (returning the part).
+	OpObjFinish = 140
+	// OpObjDelete removes keys.
+	OpObjDelete = 141
+	// OpObjList lists objects and delimited prefixes.
+	OpObjList = 142
+	// OpObjUploadCreate starts a multipart upload and returns its id.
+	OpObjUploadCreate = 143
+	// OpObjUploadPart uploads a part from a body source, like OpObjPut.
+	OpObjUploadPart = 144
+	// OpObjUploadComplete assembles the parts listed and returns the object.
+	OpObjUploadComplete = 145
+	// OpObjUploadAbort ends an upload and drops its parts.
+	OpObjUploadAbort = 146
+	// OpObjRespond sends the response of an object body handle: the head given, with the
+	// body's remaining length as Content-Length, then the body, copied by the host, and
+	// ends the response.
+	OpObjRespond = 147
+)
+
+// Body sources of OpObjPut and OpObjUploadPart.
+const (
+	// ObjSourceInline: the body follows in the call.
+	ObjSourceInline = 0
+	// ObjSourceRequest: the rest of the invocation's request body, read by the host.
+	ObjSourceRequest = 1
+	// ObjSourceStream: the guest writes the body with OpObjWrite and ends it with
+	// OpObjFinish.
+	ObjSourceStream = 2
+	// ObjSourceHandle: the rest of a streamed body handle (OpBodyRead's), read by the host.
+	ObjSourceHandle = 3
+)
