@@ -43,6 +43,8 @@ type Worker struct {
 	KV []WorkerKV `yaml:"kv"`
 	// DurableObjects binds Durable Object namespaces of classes the worker defines.
 	DurableObjects []WorkerDurable `yaml:"durable_objects"`
+	// Queues binds queues to send to and makes the worker the consumer of queues.
+	Queues WorkerQueues `yaml:"queues"`
 	// Limits bound each invocation.
 	Limits WorkerLimits `yaml:"limits"`
 	// Fetch decides where the worker's subrequests may connect. Empty means the public
@@ -190,6 +192,7 @@ func (c *Config) setWorkerDefaults() {
 		if w.Limits.Memory == 0 {
 			w.Limits.Memory = DefaultWorkerMemory
 		}
+		setQueueDefaults(w)
 	}
 }
 
@@ -199,6 +202,7 @@ func (v *validator) workers() map[string]bool {
 		v.errf("worker_memory_limit", "worker_memory_limit %d is below %s: no instance could start", m, "16MiB")
 	}
 	names := map[string]bool{}
+	consumed := map[string]string{}
 	for i := range v.c.Workers {
 		w := &v.c.Workers[i]
 		p := fmt.Sprintf("workers[%d]", i)
@@ -268,6 +272,7 @@ func (v *validator) workers() map[string]bool {
 				v.errf(q+".namespace", "namespace %q: use letters, digits, '_', '-' and '.'", d.Namespace)
 			}
 		}
+		v.workerQueues(p, w, bind, consumed)
 		l := &w.Limits
 		if l.CPUTime < 0 || l.WallTime < 0 || l.Subrequests < 0 || l.MaxInstances < 0 || l.ObjectsPerInstance < 0 {
 			v.errf(p+".limits", "limits must not be negative")

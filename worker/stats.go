@@ -13,10 +13,10 @@ import (
 // Invocations update them with atomic adds only (no lock, no allocation); Registry.Stats
 // reads them.
 type workerStats struct {
-	invocations [workerabi.KindDOEvict + 1]atomic.Uint64 // by invocation kind
-	errors      [MemoryLimit + 1]atomic.Uint64           // by ErrorKind
-	cpu         atomic.Int64                             // guest CPU time, nanoseconds
-	evictions   atomic.Uint64                            // Durable Objects evicted
+	invocations [workerabi.KindQueue + 1]atomic.Uint64 // by invocation kind
+	errors      [MemoryLimit + 1]atomic.Uint64         // by ErrorKind
+	cpu         atomic.Int64                           // guest CPU time, nanoseconds
+	evictions   atomic.Uint64                          // Durable Objects evicted
 	// objectInstances counts the open instances hosting Durable Objects (objects.go).
 	objectInstances atomic.Int64
 }
@@ -67,6 +67,7 @@ var invocationLabels = [...]string{
 	workerabi.KindWSClose:   "websocket_close",
 	workerabi.KindWSError:   "websocket_error",
 	workerabi.KindDOEvict:   "evict",
+	workerabi.KindQueue:     "queue",
 }
 
 // Stats is a point-in-time view of one worker, for metrics. Counters count since the worker

@@ -16,6 +16,7 @@ import (
 
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
+	"github.com/verge-edge/verge/queue"
 	"github.com/verge-edge/verge/worker/internal/wasm"
 )
 
@@ -34,9 +35,12 @@ type version struct {
 	env     []byte // encoded once for workerabi.OpEnv
 	kv      map[string]kv.Namespace
 	durable map[string]*doBinding
-	created time.Time
-	compile time.Duration
-	inst0   time.Duration
+	// queues are the producer bindings; consumers the queues the worker consumes.
+	queues    map[string]queue.Queue
+	consumers []QueueConsumer
+	created   time.Time
+	compile   time.Duration
+	inst0     time.Duration
 
 	slots chan struct{} // one per pooled instance allowed
 	// poolMemory is the most linear memory an instance may hold and still be pooled: the
@@ -113,6 +117,25 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 		}
 		v.kv[binding] = ns
 	}
+	v.queues = map[string]queue.Queue{}
+	for binding, name := range cfg.Queues {
+		q, err := w.reg.openQueue(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: queue binding %s: %w", w.name, binding, err)
+		}
+		v.queues[binding] = q
+	}
+	for _, c := range cfg.Consumers {
+		for _, name := range []string{c.Queue, c.DeadLetterQueue} {
+			if name == "" {
+				continue
+			}
+			if _, err := w.reg.openQueue(ctx, name); err != nil {
+				return nil, fmt.Errorf("worker %s: queue consumer of %s: %w", w.name, c.Queue, err)
+			}
+		}
+	}
+	v.consumers = slices.Clone(cfg.Consumers)
 	for binding, d := range cfg.Durable {
 		name := d.Namespace
 		if name == "" {

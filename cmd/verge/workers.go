@@ -17,6 +17,7 @@ import (
 	"github.com/verge-edge/verge/durable/clustered"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/queue"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/worker"
 )
@@ -25,13 +26,15 @@ import (
 const workerStopTimeout = 10 * time.Second
 
 // workerStack is the worker registry with the embedded storage under one data directory:
-// <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/cache (compiled code). In a
+// <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/queues (queues),
+// <data>/cache (compiled code). In a
 // cluster, KV namespaces are JetStream buckets and Durable Objects are placed by leases,
 // their batches replicated through JetStream, their owner's copies under <data>/do-cluster.
 type workerStack struct {
 	reg *worker.Registry
 	kv  kv.Store
 	do  durable.Store
+	q   queue.Store
 	dc  *clustered.Service // nil without a cluster
 }
 
@@ -54,6 +57,13 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 		}
 		ws.kv = s
 		ws.do = durable.OpenSQLite(filepath.Join(dataDir, "do"))
+		qs, err := queue.OpenSQLite(context.Background(), filepath.Join(dataDir, "queues"))
+		if err != nil {
+			ws.kv.Close()
+			ws.do.Close()
+			return nil, err
+		}
+		ws.q = qs
 	} else {
 		ws.kv = kv.NewJetStreamStore(node, kv.JetStreamOptions{
 			CacheTTL:  c.KVCacheTTL.Std(),
@@ -72,6 +82,9 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 		svc.Placement, svc.Router = dc.Placement, dc.Forwarder
 	}
 	svc.KV, svc.Durable = ws.kv, ws.do
+	if ws.q != nil {
+		svc.Queues = ws.q
+	}
 	ws.reg = worker.NewRegistry(svc)
 	return ws, nil
 }
@@ -90,6 +103,9 @@ func (w *workerStack) close() {
 		w.do.Close()
 	}
 	w.kv.Close()
+	if w.q != nil {
+		w.q.Close()
+	}
 }
 
 // selfAddrs is what the workers' fetch policy knows of this process's own listeners: the

@@ -155,6 +155,8 @@ func dispatchKind(kind uint32) uint32 {
 		err = runWebSocketEvent(kind)
 	case workerabi.KindDOEvict:
 		err = evictObject()
+	case workerabi.KindQueue:
+		err = runQueue()
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}
