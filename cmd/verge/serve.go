@@ -176,6 +176,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		}
 	}
 	s.metrics.SetWorkerStats(workerMetrics{s.workers.reg})
+	s.metrics.SetQueueStats(queueMetrics{s.workers.reg})
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)

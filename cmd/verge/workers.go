@@ -308,6 +308,22 @@ func (s *serverProc) runningVersion(name string) string {
 	return ""
 }
 
+// queueMetrics feeds the queues' counters to the verge_worker_queue_* metrics at each
+// scrape.
+type queueMetrics struct{ reg *worker.Registry }
+
+// queueStatsTimeout bounds reading the queues' backlogs for one scrape.
+const queueStatsTimeout = 2 * time.Second
+
+func (m queueMetrics) EachQueue(fn func(observe.QueueSample)) {
+	ctx, cancel := context.WithTimeout(context.Background(), queueStatsTimeout)
+	defer cancel()
+	for _, st := range m.reg.QueueStats(ctx) {
+		fn(observe.QueueSample{Queue: st.Queue, Sent: st.Sent, Delivered: st.Delivered, Acked: st.Acked,
+			Retried: st.Retried, DeadLettered: st.DeadLettered, Backlog: st.Backlog})
+	}
+}
+
 // workerMetrics feeds the workers' counters to the verge_worker_* metrics at each scrape.
 type workerMetrics struct{ reg *worker.Registry }
 
