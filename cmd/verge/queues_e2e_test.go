@@ -274,3 +274,28 @@ workers:
 	}
 	t.Logf("%d deliveries of %d messages, %d redeliveries (of batches in flight at the kill), %d acknowledged at the kill without a report", ledger.deliveries, len(ledger.seen), ledger.redelivery, unreported)
 }
+
+// TestDevQueuesExample drives examples/workers/queues through `verge dev`: a job is
+// processed by the queue handler; a failing one is retried and then dead-lettered.
+func TestDevQueuesExample(t *testing.T) {
+	p := startDev(t, t.TempDir(), filepath.Join(testwasm.Root(), "examples", "workers", "queues"))
+	c := &http.Client{Timeout: 10 * time.Second}
+	submit := func(text string) string {
+		code, body, err := p.do(c, "POST", "/jobs", text)
+		var id string
+		if _, serr := fmt.Sscanf(body, `{"id":%q}`, &id); err != nil || code != 202 || serr != nil {
+			t.Fatalf("submit %q: %d %q %v", text, code, body, err)
+		}
+		return id
+	}
+	ok, bad := submit("hello"), submit("please fail")
+	for id, want := range map[string]string{ok: "done: HELLO\n", bad: "failed: retries spent\n"} {
+		waitFor(t, "job "+want, 30*time.Second, func() bool {
+			_, body, _ := p.do(c, "GET", "/jobs/"+id, "")
+			return body == want
+		})
+	}
+	if !strings.Contains(p.stderr.String(), "attempt 3") {
+		t.Errorf("the failing job was not tried 3 times (max_retries 2):\n%s", p.stderr)
+	}
+}
