@@ -86,11 +86,6 @@ func setQueueDefaults(w *Worker) {
 // workerQueues validates worker w's queues (p is its path); consumed maps each queue
 // consumed so far to the path of its consumer, across workers.
 func (v *validator) workerQueues(p string, w *Worker, bind func(q, b string), consumed map[string]string) {
-	if v.c.Cluster.Enabled() && (len(w.Queues.Producers) > 0 || len(w.Queues.Consumers) > 0) {
-		// The embedded store keeps a queue per node; a cluster needs one shared queue.
-		v.errf(p+".queues", "queues are not available with a cluster yet (each node would keep its own queue)")
-		return
-	}
 	for j, pr := range w.Queues.Producers {
 		q := fmt.Sprintf("%s.queues.producers[%d]", p, j)
 		bind(q+".binding", pr.Binding)

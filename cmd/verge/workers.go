@@ -28,7 +28,8 @@ const workerStopTimeout = 10 * time.Second
 // workerStack is the worker registry with the embedded storage under one data directory:
 // <data>/kv (KV namespaces), <data>/do (Durable Objects), <data>/queues (queues),
 // <data>/cache (compiled code). In a
-// cluster, KV namespaces are JetStream buckets and Durable Objects are placed by leases,
+// cluster, KV namespaces are JetStream buckets, queues JetStream streams, and Durable
+// Objects are placed by leases,
 // their batches replicated through JetStream, their owner's copies under <data>/do-cluster.
 type workerStack struct {
 	reg *worker.Registry
@@ -79,6 +80,7 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 			return nil, err
 		}
 		ws.dc, ws.do = dc, dc.Store
+		ws.q = queue.NewJetStreamStore(node)
 		svc.Placement, svc.Router = dc.Placement, dc.Forwarder
 	}
 	svc.KV, svc.Durable = ws.kv, ws.do
