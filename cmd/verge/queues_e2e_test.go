@@ -299,3 +299,53 @@ func TestDevQueuesExample(t *testing.T) {
 		t.Errorf("the failing job was not tried 3 times (max_retries 2):\n%s", p.stderr)
 	}
 }
+
+// TestClusterQueues runs examples/workers/queues under `verge run` with an embedded
+// one-node cluster: the queues are JetStream streams (no SQLite queue file is written), a
+// job is processed, a failing one retried and dead-lettered, a delayed one delivered.
+func TestClusterQueues(t *testing.T) {
+	module := testwasm.BuildFile(t, "examples/workers/queues")
+	natsAddr := freePort(t)
+	p := launchVerge(t, func(p *proc) {
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {disabled: true}
+access_log: {output: "off"}
+pid_file: %q
+worker_data: %q
+cluster:
+  node: n1
+  embedded: {listen: %q}
+routes: [{name: w, worker: queues}]
+workers:
+  - name: queues
+    module: %q
+    kv: [{binding: RESULTS, namespace: queues-results}]
+    queues:
+      producers: [{binding: JOBS, queue: jobs}]
+      consumers:
+        - {queue: jobs, max_batch_timeout: 0s, max_retries: 2, retry_delay: 1s, dead_letter_queue: jobs-dlq}
+        - {queue: jobs-dlq, max_batch_timeout: 0s}
+`, p.addr, p.pidFile, filepath.Join(p.dir, "data"), natsAddr, module)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
+	})
+	c := &http.Client{Timeout: 15 * time.Second}
+	submit := func(path, text string) string {
+		var id string
+		waitFor(t, "a job queued in the cluster", 60*time.Second, func() bool {
+			code, body, err := doRequest(c, p.addr, "POST", path, text)
+			_, serr := fmt.Sscanf(body, `{"id":%q}`, &id)
+			return err == nil && code == 202 && serr == nil
+		})
+		return id
+	}
+	ok, bad, later := submit("/jobs", "hello"), submit("/jobs", "please fail"), submit("/jobs?delay=1", "later")
+	for id, want := range map[string]string{ok: "done: HELLO\n", bad: "failed: retries spent\n", later: "done: LATER\n"} {
+		waitFor(t, "job "+want, 60*time.Second, func() bool {
+			_, body, _ := doRequest(c, p.addr, "GET", "/jobs/"+id, "")
+			return body == want
+		})
+	}
+	if _, err := os.Stat(filepath.Join(p.dir, "data", "queues")); err == nil {
+		t.Fatal("queues were written to SQLite in a cluster")
+	}
+}
