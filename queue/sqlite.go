@@ -15,7 +15,9 @@ import (
 
 // SQLiteStore keeps every queue in one SQLite file, <dir>/queues.sqlite, in WAL mode with
 // synchronous=FULL: a send, an acknowledgement and a move to a dead letter queue are
-// durable when they return, and survive a crash of the process or the machine.
+// durable when they return, and survive a crash of the process or the machine. Concurrent
+// sends are committed together, in one transaction and one fsync (group commit), each
+// returning when that transaction is durable.
 //
 // One process uses a store at a time: when it opens, messages leased by a process that
 // died are made deliverable again at once (their attempts stay counted).
@@ -25,10 +27,117 @@ type SQLiteStore struct {
 	// MaxBacklog caps each queue's stored messages. Zero means DefaultMaxBacklog.
 	maxBacklog int64
 
+	// sends feeds the group-commit writer (writeLoop); inflight counts the sends that may
+	// still use it, so that Close stops it only after them.
+	sends    chan *sendReq
+	inflight sync.WaitGroup
+	stop     chan struct{}
+	done     chan struct{}
+
 	mu     sync.Mutex
 	queues map[string]*sqliteQueue
 	lease  int64 // the last lease token handed out
 	closed bool
+}
+
+// Group commit bounds: one transaction takes at most this many sends.
+const maxGroupSends = 64
+
+// sendReq is one Send waiting for the writer.
+type sendReq struct {
+	q    *sqliteQueue
+	msgs []Message
+	done chan error
+}
+
+// commitSend stores msgs in q through the writer, which commits the sends waiting together
+// in one transaction (one fsync), and returns once they are durable.
+func (s *SQLiteStore) commitSend(ctx context.Context, q *sqliteQueue, msgs []Message) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+	req := &sendReq{q: q, msgs: msgs, done: make(chan error, 1)}
+	select {
+	case s.sends <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once handed over, the outcome is waited for: the write is bounded by the database's
+	// busy timeout, and a send reported failed must not be stored.
+	return <-req.done
+}
+
+// writeLoop commits the sends of commitSend, those waiting together in one transaction,
+// until Close.
+func (s *SQLiteStore) writeLoop() {
+	defer close(s.done)
+	var group []*sendReq
+	for {
+		group = group[:0]
+		select {
+		case <-s.stop:
+			return
+		case r := <-s.sends:
+			group = append(group, r)
+		}
+	gather:
+		for len(group) < maxGroupSends {
+			select {
+			case r := <-s.sends:
+				group = append(group, r)
+			default:
+				break gather
+			}
+		}
+		err := s.insert(group)
+		for _, r := range group {
+			if err == nil {
+				r.q.mu.Lock()
+				r.q.backlog += int64(len(r.msgs))
+				r.q.mu.Unlock()
+				r.q.signal()
+			}
+			r.done <- err
+		}
+	}
+}
+
+// insert stores the messages of group in one transaction.
+func (s *SQLiteStore) insert(group []*sendReq) error {
+	ctx := context.Background()
+	now := s.now().UnixMilli()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, "INSERT INTO messages (queue, id, body, content_type, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)")
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, r := range group {
+		for i := range r.msgs {
+			m := &r.msgs[i]
+			body := m.Body
+			if body == nil {
+				body = []byte{}
+			}
+			ct := m.ContentType
+			if ct == "" {
+				ct = "bytes"
+			}
+			if _, err := stmt.ExecContext(ctx, r.q.name, newID(), body, ct, now, now+m.Delay.Milliseconds()); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.Commit()
 }
 
 var _ Store = (*SQLiteStore)(nil)
@@ -56,12 +165,14 @@ func OpenSQLite(ctx context.Context, dir string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	s := &SQLiteStore{db: db, now: time.Now, maxBacklog: DefaultMaxBacklog, queues: map[string]*sqliteQueue{}, lease: time.Now().UnixNano()}
+	s := &SQLiteStore{db: db, now: time.Now, maxBacklog: DefaultMaxBacklog, queues: map[string]*sqliteQueue{}, lease: time.Now().UnixNano(),
+		sends: make(chan *sendReq), stop: make(chan struct{}), done: make(chan struct{})}
 	// Leases of a previous process: its consumers are gone.
 	if _, err := db.ExecContext(ctx, "UPDATE messages SET lease = 0, visible_at = ? WHERE lease != 0", s.now().UnixMilli()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("queue: releasing leases: %w", err)
 	}
+	go s.writeLoop()
 	return s, nil
 }
 
@@ -99,6 +210,9 @@ func (s *SQLiteStore) Close() error {
 		q.signal()
 	}
 	s.mu.Unlock()
+	s.inflight.Wait()
+	close(s.stop)
+	<-s.done
 	return s.db.Close()
 }
 
@@ -157,38 +271,9 @@ func (q *sqliteQueue) Send(ctx context.Context, msgs []Message) error {
 	if full {
 		return fmt.Errorf("queue %s holds %d messages: %w", q.name, q.s.maxBacklog, ErrFull)
 	}
-	now := q.s.now().UnixMilli()
-	tx, err := q.s.db.BeginTx(ctx, nil)
-	if err != nil {
+	if err := q.s.commitSend(ctx, q, msgs); err != nil {
 		return fmt.Errorf("queue %s: send: %w", q.name, err)
 	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, "INSERT INTO messages (queue, id, body, content_type, sent_at, visible_at) VALUES (?, ?, ?, ?, ?, ?)")
-	if err != nil {
-		return fmt.Errorf("queue %s: send: %w", q.name, err)
-	}
-	defer stmt.Close()
-	for i := range msgs {
-		m := &msgs[i]
-		body := m.Body
-		if body == nil {
-			body = []byte{}
-		}
-		ct := m.ContentType
-		if ct == "" {
-			ct = "bytes"
-		}
-		if _, err := stmt.ExecContext(ctx, q.name, newID(), body, ct, now, now+m.Delay.Milliseconds()); err != nil {
-			return fmt.Errorf("queue %s: send: %w", q.name, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("queue %s: send: %w", q.name, err)
-	}
-	q.mu.Lock()
-	q.backlog += int64(len(msgs))
-	q.mu.Unlock()
-	q.signal()
 	return nil
 }
 
