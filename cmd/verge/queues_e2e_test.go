@@ -31,6 +31,7 @@ type queueLedger struct {
 	ackedBody  map[string]bool
 	delivered  map[string]int // body -> the phase it was last delivered in
 	deliveries int
+	batches    int
 	redelivery int // deliveries of an ID delivered before
 	seen       map[string]bool
 	violations []string
@@ -40,6 +41,9 @@ func (l *queueLedger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if r.URL.Path == "/delivered" {
+		l.batches++
+	}
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	for sc.Scan() {
 		var id, msg string
@@ -176,8 +180,10 @@ workers:
 		wg.Wait()
 	}
 
+	start := time.Now()
 	p := launchVerge(t, write)
 	serving(p)
+	t.Logf("%v: serving", time.Since(start).Round(time.Millisecond))
 	sendDone := make(chan struct{})
 	go func() {
 		defer close(sendDone)
@@ -208,7 +214,7 @@ workers:
 	p.exited <- nil
 	<-sendDone
 	sentBefore := sent()
-	t.Logf("killed with %d messages consumed and %d sent", ledger.acked(), sentBefore)
+	t.Logf("%v: killed with %d messages consumed and %d sent", time.Since(start).Round(time.Millisecond), ledger.acked(), sentBefore)
 	if ledger.acked() >= total {
 		t.Fatalf("every message was consumed before the kill: the kill did not interrupt the run")
 	}
@@ -218,6 +224,7 @@ workers:
 	ledger.setPhase(2)
 	p = launchVerge(t, write)
 	serving(p)
+	t.Logf("%v: serving again", time.Since(start).Round(time.Millisecond))
 	sendAll(p.addr)
 	for i, ok := range confirmed {
 		if !ok {
@@ -231,6 +238,7 @@ workers:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	t.Logf("%v: every message consumed", time.Since(start).Round(time.Millisecond))
 	// Stop the server cleanly: nothing may be left in the queue.
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -272,7 +280,7 @@ workers:
 	if unreported > 100 {
 		t.Errorf("%d messages delivered before the kill were neither delivered again nor reported acknowledged; at most one batch (100) may be", unreported)
 	}
-	t.Logf("%d deliveries of %d messages, %d redeliveries (of batches in flight at the kill), %d acknowledged at the kill without a report", ledger.deliveries, len(ledger.seen), ledger.redelivery, unreported)
+	t.Logf("%d batches, %d deliveries of %d messages, %d redeliveries (of batches in flight at the kill), %d acknowledged at the kill without a report", ledger.batches, ledger.deliveries, len(ledger.seen), ledger.redelivery, unreported)
 }
 
 // TestDevQueuesExample drives examples/workers/queues through `verge dev`: a job is
