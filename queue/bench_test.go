@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/verge-edge/verge/cluster/clustertest"
 )
 
 // BenchmarkSQLiteSend measures durable sends of one message and of batches of 100 (each
@@ -86,4 +88,54 @@ func BenchmarkSQLiteSendConcurrent(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkJetStreamSend measures sends of batches of 100 to a queue on a one-node
+// embedded cluster; ns/op and allocs/op are per batch.
+func BenchmarkJetStreamSend(b *testing.B) {
+	c := clustertest.Start(b, 1)
+	q, _ := NewJetStreamStore(c.Nodes[0]).Queue(context.Background(), "bench")
+	msgs := make([]Message, 100)
+	for i := range msgs {
+		msgs[i] = Message{Body: make([]byte, 256)}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := q.Send(context.Background(), msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkJetStreamConsume measures receiving a batch of 100 messages and acknowledging
+// each (a confirmed acknowledgement per message) on a one-node embedded cluster.
+func BenchmarkJetStreamConsume(b *testing.B) {
+	ctx := context.Background()
+	c := clustertest.Start(b, 1)
+	q, _ := NewJetStreamStore(c.Nodes[0]).Queue(ctx, "bench")
+	msgs := make([]Message, 100)
+	for i := range msgs {
+		msgs[i] = Message{Body: make([]byte, 256)}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		if err := q.Send(ctx, msgs); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		var ds []*Delivery
+		for len(ds) < 100 {
+			got, err := q.Receive(ctx, 100-len(ds), 0, time.Minute)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, got...)
+		}
+		if err := q.Ack(ctx, ds); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "msgs/s")
 }
