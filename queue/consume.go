@@ -98,11 +98,14 @@ type Batch struct {
 	// Messages are the batch's messages, oldest first.
 	Messages []*Delivery
 
-	q     Queue
-	cfg   *ConsumerConfig
-	mu    sync.Mutex
-	state []uint8
-	delay []time.Duration
+	q   Queue
+	cfg *ConsumerConfig
+	// stopped is set when the consumer stopped during the handler: a failure then is
+	// the stop's, and the messages are made deliverable again at once.
+	stopped bool
+	mu      sync.Mutex
+	state   []uint8
+	delay   []time.Duration
 }
 
 // Ack acknowledges the messages at the indexes idx of Messages at once: when it returns nil
@@ -193,6 +196,9 @@ func (b *Batch) Settle(ctx context.Context, herr error) error {
 				continue
 			}
 			b.delay[i] = b.cfg.RetryDelay
+			if b.stopped {
+				b.delay[i] = 0
+			}
 		}
 		if d.Attempts > b.cfg.MaxRetries {
 			dead = append(dead, d)
@@ -322,6 +328,7 @@ func consumeLoop(ctx context.Context, q Queue, cfg *ConsumerConfig, h Handler) {
 		cfg.Counters.Delivered.Add(int64(len(live)))
 		b := &Batch{Queue: q.Name(), Messages: live, q: q, cfg: cfg, state: make([]uint8, len(live)), delay: make([]time.Duration, len(live))}
 		herr := h(ctx, b)
+		b.stopped = ctx.Err() != nil
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 		if err := b.Settle(sctx, herr); err != nil {
 			cfg.Logger.Error("queue batch outcome not recorded; its messages will be delivered again", "queue", q.Name(), "err", err)
