@@ -273,15 +273,13 @@ func (q *jsQueue) Receive(ctx context.Context, n int, wait, lease time.Duration)
 			return out, err
 		}
 	}
+	// Topping the batch up is best effort: the messages held are delivered either way
+	// (returned with an error they would wait for their lease to end).
 	if len(out) < n {
-		if err := q.fetchNoWait(c, n-len(out), &out); err != nil {
-			return out, err
-		}
+		_ = q.fetchNoWait(c, n-len(out), &out)
 	}
 	if len(out) < n && wait > 0 {
-		if err := q.fetch(ctx, c, n-len(out), wait, &out); err != nil {
-			return out, err
-		}
+		_ = q.fetch(ctx, c, n-len(out), wait, &out)
 	}
 	return out, nil
 }
