@@ -138,7 +138,7 @@ func (w *Worker) Stats() Stats {
 		ObjectInstances: int(s.objectInstances.Load()),
 	}
 	for k, label := range invocationLabels {
-		if label != "" { // kinds 6 and 7 are unused
+		if label != "" { // unused kinds have no label
 			st.Invocations[label] = s.invocations[k].Load()
 		}
 	}

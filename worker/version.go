@@ -35,12 +35,14 @@ type version struct {
 	env     []byte // encoded once for workerabi.OpEnv
 	kv      map[string]kv.Namespace
 	durable map[string]*doBinding
-	// queues are the producer bindings; consumers the queues the worker consumes.
+	created time.Time
+	compile time.Duration
+	inst0   time.Duration
+
+	// queues are the producer bindings; consumers the queues the worker consumes
+	// (queues.go).
 	queues    map[string]queue.Queue
 	consumers []QueueConsumer
-	created   time.Time
-	compile   time.Duration
-	inst0     time.Duration
 
 	slots chan struct{} // one per pooled instance allowed
 	// poolMemory is the most linear memory an instance may hold and still be pooled: the
