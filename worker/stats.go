@@ -78,7 +78,8 @@ type Stats struct {
 	// Invocations counts the guest invocations run, by kind: "fetch" (requests), "object"
 	// (Durable Object requests), "alarm" (Durable Object alarms), "websocket_message",
 	// "websocket_close" and "websocket_error" (events of sockets a Durable Object holds) and
-	// "evict" (an object dropped from a shared instance). Every kind is present.
+	// "evict" (an object dropped from a shared instance) and "queue" (a batch of queue
+	// messages). Every kind is present.
 	Invocations map[string]uint64
 	// Errors counts failed invocations by ErrorKind.Label. Every kind is present. A request
 	// that fails before an instance runs it (Unavailable, Overloaded, an instance that does
