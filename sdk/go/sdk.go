@@ -21,8 +21,8 @@
 //
 // Bindings declared in the worker's configuration are reached by name: KV namespaces with
 // KV, Durable Object namespaces with DurableObject (and classes defined with
-// DefineDurableObject), environment variables and secrets with Env, outgoing requests with
-// Fetch. Calls into the host block the worker until they complete; there is one request in
+// DefineDurableObject), queues with Queue (and batches received with HandleQueue),
+// environment variables and secrets with Env, outgoing requests with Fetch. Calls into the host block the worker until they complete; there is one request in
 // flight per instance, so handlers need no locking.
 //
 // The package compiles for other targets too (so that worker packages can be vetted and
