@@ -49,6 +49,8 @@ type Worker struct {
 	// Buckets binds object storage buckets (sdk.Bucket): files under the worker data
 	// directory, or JetStream object stores in a cluster.
 	Buckets []WorkerBucket `yaml:"buckets"`
+	// Queues binds queues to send to and makes the worker the consumer of queues.
+	Queues WorkerQueues `yaml:"queues"`
 	// Limits bound each invocation.
 	Limits WorkerLimits `yaml:"limits"`
 	// Fetch decides where the worker's subrequests may connect. Empty means the public
@@ -288,6 +290,7 @@ func (c *Config) setWorkerDefaults() {
 		if w.Limits.Memory == 0 {
 			w.Limits.Memory = DefaultWorkerMemory
 		}
+		setQueueDefaults(w)
 	}
 }
 
@@ -297,6 +300,7 @@ func (v *validator) workers() map[string]bool {
 		v.errf("worker_memory_limit", "worker_memory_limit %d is below %s: no instance could start", m, "16MiB")
 	}
 	names := map[string]bool{}
+	consumed := map[string]string{}
 	for i := range v.c.Workers {
 		w := &v.c.Workers[i]
 		p := fmt.Sprintf("workers[%d]", i)
@@ -403,6 +407,7 @@ func (v *validator) workers() map[string]bool {
 				v.checkSecretSource(q+".s3.secret_key", s.SecretKey)
 			}
 		}
+		v.workerQueues(p, w, bind, consumed)
 		l := &w.Limits
 		if l.CPUTime < 0 || l.WallTime < 0 || l.Subrequests < 0 || l.MaxInstances < 0 || l.ObjectsPerInstance < 0 {
 			v.errf(p+".limits", "limits must not be negative")

@@ -85,6 +85,17 @@ func TestWorkersErrors(t *testing.T) {
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, s3: {endpoint: \"https://s3.example\", bucket: b, access_key: {from_env: VERGE_TEST_UNSET_VAR}, secret_key: {file: nope}}}]}]", "workers[0].buckets[0].s3.access_key.from_env: environment variable VERGE_TEST_UNSET_VAR is not set"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, s3: {endpoint: \"https://s3.example\", access_key: {file: a, from_env: B}}}]}]", "workers[0].buckets[0].s3.access_key: exactly one of file and from_env"},
 		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., buckets: [{binding: F, s3: {endpoint: \"https://s3.example\", bucket: b, access_key: {file: a}, secret_key: {from_env: HOME}, region: x, path_style: yes, tls: on}}]}]", "tls"},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., kv: [{binding: J}], queues: {producers: [{binding: J, queue: jobs}]}}]", `workers[0].queues.producers[0].binding: duplicate binding "J"`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {producers: [{binding: J, queue: ../x}]}}]", `t.yaml:4:74: workers[0].queues.producers[0].queue: queue "../x"`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {producers: [{binding: J}]}}]", `workers[0].queues.producers[0].queue: queue is required`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q, max_batch_size: 101}]}}]", `t.yaml:4:81: workers[0].queues.consumers[0].max_batch_size: max_batch_size 101 out of range 1..100`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q, max_batch_timeout: 61s}]}}]", `workers[0].queues.consumers[0].max_batch_timeout`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q, max_retries: -1}]}}]", `workers[0].queues.consumers[0].max_retries: max_retries -1 out of range 0..100`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q, retry_delay: 13h}]}}]", `workers[0].queues.consumers[0].retry_delay`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q, max_concurrency: 17}]}}]", `workers[0].queues.consumers[0].max_concurrency`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q, dead_letter_queue: q}]}}]", `dead_letter_queue "q" is the queue itself`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q}]}}, {name: v, package: ., queues: {consumers: [{queue: q}]}}]", `workers[1].queues.consumers[0].queue: queue "q" already has a consumer (workers[0].queues.consumers[0])`},
+		{"routes: [{upstream: app}]\nworkers: [{name: w, package: ., queues: {consumers: [{queue: q, bogus: 1}]}}]", `bogus`},
 		{"routes: [{upstream: app}]\nworker_memory_limit: 1MiB", "t.yaml:4:22: worker_memory_limit: worker_memory_limit 1048576 is below 16MiB"},
 	}
 	for _, c := range cases {
@@ -92,6 +103,26 @@ func TestWorkersErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s:\ngot %v\nwant %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+func TestWorkerQueuesDefaults(t *testing.T) {
+	dir := t.TempDir()
+	src := "name: w\nqueues:\n  producers: [{binding: JOBS, queue: jobs}]\n  consumers:\n    - {queue: jobs, dead_letter_queue: jobs-dlq}\n    - {queue: other, max_batch_timeout: 0s, max_retries: 0, retry_delay: 30s, max_batch_size: 100, max_concurrency: 4}\n"
+	w, err := ParseWorker(filepath.Join(dir, WorkerFile), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.Queues.Consumers[0]
+	if c.MaxBatchSize != 10 || c.MaxBatchTimeout.Std() != 5*time.Second || *c.MaxRetries != 3 || c.MaxConcurrency != 1 || c.RetryDelay != 0 || c.DeadLetterQueue != "jobs-dlq" {
+		t.Fatalf("defaults: got %+v", c)
+	}
+	c = w.Queues.Consumers[1]
+	if c.MaxBatchSize != 100 || c.MaxBatchTimeout.Std() != 0 || *c.MaxRetries != 0 || c.MaxConcurrency != 4 || c.RetryDelay.Std() != 30*time.Second {
+		t.Fatalf("explicit: got %+v", c)
+	}
+	if w.Queues.Producers[0] != (QueueProducer{Binding: "JOBS", Queue: "jobs"}) {
+		t.Fatalf("producer: got %+v", w.Queues.Producers[0])
 	}
 }
 

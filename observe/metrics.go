@@ -65,6 +65,7 @@ type Metrics struct {
 	pools           *poolCollector
 	workers         *workerCollector
 	buckets         *bucketCollector
+	queues          *queueCollector
 	cacheM          *cacheMetrics
 
 	reqCache  cache[reqKey, reqEntry]
@@ -127,6 +128,7 @@ func NewMetrics() *Metrics {
 	m.pools = &poolCollector{}
 	m.workers = &workerCollector{}
 	m.buckets = &bucketCollector{}
+	m.queues = &queueCollector{}
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	// Failures are rare; pre-create both results so rate() works from the first scrape.
@@ -138,7 +140,7 @@ func NewMetrics() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestDuration, m.upstreamReqs, m.upstreamWait, m.upstreamHealthy,
 		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.reloadOK, m.reloadTime, m.pools,
-		m.workers, m.buckets,
+		m.workers, m.buckets, m.queues,
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	return m

@@ -100,6 +100,25 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 			wc.BucketStores[b.Binding] = s
 		}
 	}
+	if len(w.Queues.Producers) > 0 {
+		wc.Queues = map[string]string{}
+	}
+	for _, p := range w.Queues.Producers {
+		wc.Queues[p.Binding] = p.Queue
+	}
+	for _, c := range w.Queues.Consumers {
+		qc := worker.QueueConsumer{
+			Queue: c.Queue, MaxBatchSize: c.MaxBatchSize, RetryDelay: c.RetryDelay.Std(),
+			DeadLetterQueue: c.DeadLetterQueue, MaxConcurrency: c.MaxConcurrency, MaxBatchTimeout: -1,
+		}
+		if c.MaxBatchTimeout != nil && *c.MaxBatchTimeout > 0 {
+			qc.MaxBatchTimeout = c.MaxBatchTimeout.Std()
+		}
+		if c.MaxRetries != nil {
+			qc.MaxRetries = *c.MaxRetries
+		}
+		wc.Consumers = append(wc.Consumers, qc)
+	}
 	return wc, nil
 }
 

@@ -205,6 +205,7 @@ func (s *Staged) commitLocked() VersionInfo {
 	if old := w.cur.Swap(s.v); old != nil {
 		old.retire()
 	}
+	w.syncConsumers(s.v)
 	w.dep.settle(nil)
 	info := s.v.info()
 	r.svc.Logger.Info("worker deployed", "worker", w.name, "version", info.ID, "compile", info.Compile, "instantiate", info.Instantiate)

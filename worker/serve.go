@@ -13,6 +13,7 @@ import (
 
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/queue"
 	"github.com/verge-edge/verge/worker/internal/wasm"
 )
 
@@ -240,7 +241,8 @@ type invocation struct {
 	ws wsInvocation // WebSockets (websocket.go)
 
 	// sched is the event of a KindScheduled invocation (scheduled.go).
-	sched *ScheduledEvent
+	sched  *ScheduledEvent
+	qbatch *queue.Batch // the batch of a KindQueue invocation (queues.go)
 
 	e       workerabi.Encoder
 	cpu     cpuMeter
@@ -412,6 +414,8 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 	case workerabi.OpWSAccept, workerabi.OpWSReceive, workerabi.OpWSSend, workerabi.OpWSClose, workerabi.OpWSAcceptObject,
 		workerabi.OpWSList, workerabi.OpWSEvent, workerabi.OpWSAttachSet, workerabi.OpWSAttachGet:
 		return inv.wsOp(op, arg)
+	case workerabi.OpQueueSend, workerabi.OpQueueBatch, workerabi.OpQueueAck, workerabi.OpQueueRetry:
+		return inv.queueOp(op, arg)
 	}
 	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }

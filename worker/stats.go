@@ -13,10 +13,10 @@ import (
 // Invocations update them with atomic adds only (no lock, no allocation); Registry.Stats
 // reads them.
 type workerStats struct {
-	invocations [workerabi.KindScheduled + 1]atomic.Uint64 // by invocation kind
-	errors      [MemoryLimit + 1]atomic.Uint64             // by ErrorKind
-	cpu         atomic.Int64                               // guest CPU time, nanoseconds
-	evictions   atomic.Uint64                              // Durable Objects evicted
+	invocations [workerabi.KindQueue + 1]atomic.Uint64 // by invocation kind
+	errors      [MemoryLimit + 1]atomic.Uint64         // by ErrorKind
+	cpu         atomic.Int64                           // guest CPU time, nanoseconds
+	evictions   atomic.Uint64                          // Durable Objects evicted
 	// objectInstances counts the open instances hosting Durable Objects (objects.go).
 	objectInstances atomic.Int64
 }
@@ -68,6 +68,7 @@ var invocationLabels = [...]string{
 	workerabi.KindWSError:   "websocket_error",
 	workerabi.KindDOEvict:   "evict",
 	workerabi.KindScheduled: "scheduled",
+	workerabi.KindQueue:     "queue",
 }
 
 // Stats is a point-in-time view of one worker, for metrics. Counters count since the worker
@@ -78,8 +79,8 @@ type Stats struct {
 	// Invocations counts the guest invocations run, by kind: "fetch" (requests), "object"
 	// (Durable Object requests), "alarm" (Durable Object alarms), "websocket_message",
 	// "websocket_close" and "websocket_error" (events of sockets a Durable Object holds) and
-	// "evict" (an object dropped from a shared instance) and "scheduled" (cron triggers).
-	// Every kind is present.
+	// "evict" (an object dropped from a shared instance), "scheduled" (cron triggers) and
+	// "queue" (a batch of queue messages). Every kind is present.
 	Invocations map[string]uint64
 	// Errors counts failed invocations by ErrorKind.Label. Every kind is present. A request
 	// that fails before an instance runs it (Unavailable, Overloaded, an instance that does
@@ -139,7 +140,7 @@ func (w *Worker) Stats() Stats {
 		ObjectInstances: int(s.objectInstances.Load()),
 	}
 	for k, label := range invocationLabels {
-		if label != "" { // kinds 6 and 7 are unused
+		if label != "" { // unused kinds have no label
 			st.Invocations[label] = s.invocations[k].Load()
 		}
 	}

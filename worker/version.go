@@ -17,6 +17,7 @@ import (
 
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
+	"github.com/verge-edge/verge/queue"
 	"github.com/verge-edge/verge/worker/internal/wasm"
 )
 
@@ -42,6 +43,10 @@ type version struct {
 
 	// services maps service binding names to worker names (service.go).
 	services map[string]string
+	// queues are the producer bindings; consumers the queues the worker consumes
+	// (queues.go).
+	queues    map[string]queue.Queue
+	consumers []QueueConsumer
 
 	slots chan struct{} // one per pooled instance allowed
 	// poolMemory is the most linear memory an instance may hold and still be pooled: the
@@ -118,6 +123,25 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 		}
 		v.kv[binding] = ns
 	}
+	v.queues = map[string]queue.Queue{}
+	for binding, name := range cfg.Queues {
+		q, err := w.reg.openQueue(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("worker %s: queue binding %s: %w", w.name, binding, err)
+		}
+		v.queues[binding] = q
+	}
+	for _, c := range cfg.Consumers {
+		for _, name := range []string{c.Queue, c.DeadLetterQueue} {
+			if name == "" {
+				continue
+			}
+			if _, err := w.reg.openQueue(ctx, name); err != nil {
+				return nil, fmt.Errorf("worker %s: queue consumer of %s: %w", w.name, c.Queue, err)
+			}
+		}
+	}
+	v.consumers = slices.Clone(cfg.Consumers)
 	for binding, d := range cfg.Durable {
 		name := d.Namespace
 		if name == "" {

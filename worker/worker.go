@@ -29,6 +29,7 @@ import (
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/objstore"
+	"github.com/verge-edge/verge/queue"
 	"github.com/verge-edge/verge/upstream"
 	"github.com/verge-edge/verge/worker/internal/wasm"
 )
@@ -124,6 +125,11 @@ type Config struct {
 	// bucket, objstore.OpenS3) instead of Services.Objects. A store with a
 	// ConfigKey() string method is recognised by it across deploys (Ensure).
 	BucketStores map[string]objstore.Store
+	// Queues maps producer binding names to queue names (sdk.Queue).
+	Queues map[string]string
+	// Consumers make the worker the consumer of queues: their batches run its queue
+	// handler (sdk.HandleQueue) under Limits.
+	Consumers []QueueConsumer
 	// Limits bound each invocation.
 	Limits Limits
 	// Fetch decides where subrequests may connect. The zero value reaches only the public
@@ -161,6 +167,8 @@ type Services struct {
 	Durable durable.Store
 	// Objects stores object storage buckets. Nil makes bucket bindings fail to deploy.
 	Objects objstore.Store
+	// Queues stores queues. Nil makes queue bindings and consumers fail to deploy.
+	Queues queue.Store
 	// Placement places Durable Objects. Nil means durable.Local.
 	Placement durable.Placement
 	// Router runs Durable Object requests on the node that owns the object, in a
@@ -203,6 +211,7 @@ type Registry struct {
 	memory *memoryBudget
 	// objStats counts each bound bucket's operations (buckets.go).
 	objStats bucketStatsSet
+	qs       queueState    // queues in use, for metrics (queues.go)
 	stop     chan struct{} // closed by Close: ends trimLoop
 	done     chan struct{} // closed when trimLoop has ended
 
@@ -390,6 +399,7 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 	for _, k := range slices.Sorted(maps.Keys(cfg.Durable)) {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
 	}
+	fmt.Fprintf(h, "\x00%v\x00%+v", sortedPairs(cfg.Queues), cfg.Consumers)
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
@@ -448,6 +458,7 @@ type Worker struct {
 	stats    workerStats // invocation counters for metrics (stats.go)
 	dep      deployState // versions being staged, the first version's arrival (deploy.go)
 	ws       wsHub       // WebSockets held for Durable Objects (websocket_hub.go)
+	qc       consumerSet // running queue consumers (queues.go)
 
 	nsMu       sync.Mutex
 	namespaces map[string]*durable.Namespace // by storage name
@@ -524,6 +535,7 @@ func (w *Worker) namespace(ctx context.Context, name string) (*durable.Namespace
 
 func (w *Worker) close(ctx context.Context) error {
 	var errs []error
+	w.stopConsumers()
 	w.ws.close()
 	w.nsMu.Lock()
 	for name, ns := range w.namespaces {

@@ -79,8 +79,10 @@ routes: [{name: w, worker: app}]
 workers:
   - name: app
     module: %q%s
-    limits: {cpu_time: 10s}
 `, p.addr, p.admin, filepath.Join(dir, "verge.pid"), filepath.Join(dir, "data"), i+1, ports[i], routes[i], strings.Join(routes, ", "), module, bindings)
+		if !strings.Contains(bindings, "limits:") {
+			y += "    limits: {cpu_time: 10s}\n"
+		}
 		if err := os.WriteFile(p.cfg, []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -180,6 +180,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		return fmt.Errorf("cron metrics: %w", err)
 	}
 	s.metrics.SetBucketStats(s.workers.bucketMetrics)
+	s.metrics.SetQueueStats(queueMetrics{s.workers.reg})
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)

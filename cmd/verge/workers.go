@@ -20,6 +20,7 @@ import (
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/objstore"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/queue"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/worker"
 )
@@ -29,14 +30,16 @@ const workerStopTimeout = 10 * time.Second
 
 // workerStack is the worker registry with the embedded storage under one data directory:
 // <data>/kv (KV namespaces), <data>/objects (object storage buckets), <data>/do (Durable
-// Objects), <data>/cache (compiled code). In a cluster, KV namespaces are JetStream buckets,
-// object storage buckets JetStream object stores, and Durable Objects are placed by leases,
+// Objects), <data>/queues (queues), <data>/cache (compiled code). In a cluster, KV namespaces
+// are JetStream buckets, object storage buckets JetStream object stores, queues JetStream
+// streams, and Durable Objects are placed by leases,
 // their batches replicated through JetStream, their owner's copies under <data>/do-cluster.
 type workerStack struct {
 	reg *worker.Registry
 	kv  kv.Store
 	obj objstore.Store
 	do  durable.Store
+	q   queue.Store
 	dc  *clustered.Service // nil without a cluster
 	// cron fires the workers' cron triggers (started by verge run only); its claims are
 	// <data>/cron/state.json, or the cluster's bucket.
@@ -66,6 +69,13 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 			return nil, err
 		}
 		ws.do = durable.OpenSQLite(filepath.Join(dataDir, "do"))
+		qs, err := queue.OpenSQLite(context.Background(), filepath.Join(dataDir, "queues"))
+		if err != nil {
+			ws.kv.Close()
+			ws.do.Close()
+			return nil, err
+		}
+		ws.q = qs
 	} else {
 		ws.obj = objstore.NewJetStreamStore(node.JetStream(), node.Replicas())
 		ws.kv = kv.NewJetStreamStore(node, kv.JetStreamOptions{
@@ -82,9 +92,13 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 			return nil, err
 		}
 		ws.dc, ws.do = dc, dc.Store
+		ws.q = queue.NewJetStreamStore(node)
 		svc.Placement, svc.Router = dc.Placement, dc.Forwarder
 	}
 	svc.KV, svc.Durable, svc.Objects = ws.kv, ws.do, ws.obj
+	if ws.q != nil {
+		svc.Queues = ws.q
+	}
 	ws.reg = worker.NewRegistry(svc)
 	var claims cron.Claims = cron.NewFileClaims(filepath.Join(dataDir, "cron", "state.json"))
 	if node != nil {
@@ -141,6 +155,9 @@ func (w *workerStack) close() {
 		w.do.Close()
 	}
 	w.kv.Close()
+	if w.q != nil {
+		w.q.Close()
+	}
 	w.obj.Close()
 }
 
@@ -349,6 +366,22 @@ func (s *serverProc) runningVersion(name string) string {
 		}
 	}
 	return ""
+}
+
+// queueMetrics feeds the queues' counters to the verge_worker_queue_* metrics at each
+// scrape.
+type queueMetrics struct{ reg *worker.Registry }
+
+// queueStatsTimeout bounds reading the queues' backlogs for one scrape.
+const queueStatsTimeout = 2 * time.Second
+
+func (m queueMetrics) EachQueue(fn func(observe.QueueSample)) {
+	ctx, cancel := context.WithTimeout(context.Background(), queueStatsTimeout)
+	defer cancel()
+	for _, st := range m.reg.QueueStats(ctx) {
+		fn(observe.QueueSample{Queue: st.Queue, Sent: st.Sent, Delivered: st.Delivered, Acked: st.Acked,
+			Retried: st.Retried, DeadLettered: st.DeadLettered, Backlog: st.Backlog})
+	}
 }
 
 // workerMetrics feeds the workers' counters to the verge_worker_* metrics at each scrape.

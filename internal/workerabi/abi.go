@@ -199,3 +199,26 @@ const (
 	// ObjSourceHandle: the rest of a streamed body handle (OpBodyRead's), read by the host.
 	ObjSourceHandle = 3
 )
+
+// Queues (docs/workers-abi.md, "Queues").
+const (
+	// OpQueueSend (str binding, u32 count, count × {bytes body, str content_type, u32
+	// delay_seconds}) stores messages in the queue bound as binding; they are durable when
+	// it returns. No result.
+	OpQueueSend = 128
+	// OpQueueBatch (no argument) returns the batch of a KindQueue invocation: str queue,
+	// u32 count, count × {str id, i64 timestamp_ms, u32 attempts, str content_type, bytes
+	// body}.
+	OpQueueBatch = 129
+	// OpQueueAck (u8 all, u32 count, count × u32 index) acknowledges messages of the batch
+	// by index (all of them when all is 1); they are removed for good when it returns.
+	OpQueueAck = 130
+	// OpQueueRetry (u8 all, u32 count, count × u32 index, i64 delay_ms) marks messages of
+	// the batch to be delivered again after delay_ms (-1: the consumer's retry_delay).
+	OpQueueRetry = 131
+)
+
+// KindQueue delivers a batch of queue messages to the worker's queue handler; the guest
+// reads it with OpQueueBatch. RCOK acknowledges the messages the handler left alone;
+// RCFailed (or a crash) retries them.
+const KindQueue = 10

@@ -21,9 +21,10 @@
 //
 // Bindings declared in the worker's configuration are reached by name: KV namespaces with
 // KV, Durable Object namespaces with DurableObject (and classes defined with
-// DefineDurableObject), other workers with Service, environment variables and secrets with
-// Env, outgoing requests with Fetch. HandleScheduled registers the handler cron triggers
-// run. Calls into the host block the worker until they complete; there is one request in
+// DefineDurableObject), other workers with Service, queues with Queue (and batches received
+// with HandleQueue), environment variables and secrets with Env, outgoing requests with
+// Fetch. HandleScheduled registers the handler cron triggers run. Calls into the host block
+// the worker until they complete; there is one request in
 // flight per instance, so handlers need no locking.
 //
 // The package compiles for other targets too (so that worker packages can be vetted and
@@ -158,6 +159,8 @@ func dispatchKind(kind uint32) uint32 {
 		err = evictObject()
 	case workerabi.KindScheduled:
 		err = runScheduled()
+	case workerabi.KindQueue:
+		err = runQueue()
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}
