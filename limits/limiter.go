@@ -192,7 +192,8 @@ func (w *SlidingWindow) retryIn(cur, prev float64, elapsed int64) time.Duration 
 // stays within Burst intervals of now. The TATs live in a sketch of d rows; a key's is the
 // smallest of its d cells, and an allowed event raises each of them to the new TAT at least,
 // so sharing cells with other keys can only make a key's TAT later (stricter), never
-// earlier. Refused events are not counted.
+// earlier. Refused events are not counted. A key's read and raise hold one of 256 striped
+// locks, so concurrent events of one key never overdraw it.
 type TokenBucket struct {
 	limit    int64
 	period   int64
@@ -202,6 +203,14 @@ type TokenBucket struct {
 	mask     uint64
 	cells    []atomic.Int64
 	sketch   *Estimator // only for its hash seed and column layout
+	// stripes serialize the read-and-raise of keys hashing alike; 256 of them keep two busy
+	// keys from waiting on each other in practice.
+	stripes [256]stripe
+}
+
+type stripe struct {
+	sync.Mutex
+	_ [56]byte // a cache line each
 }
 
 // NewTokenBucket returns a limiter refilling limit events per period with bursts of burst
@@ -240,6 +249,9 @@ func (b *TokenBucket) Keys() int { return b.sketch.Keys() }
 // Allow takes one token of key's bucket at now if there is one.
 func (b *TokenBucket) Allow(key []byte, now int64) Decision {
 	h := b.sketch.Hash(key)
+	mu := &b.stripes[h>>56]
+	mu.Lock()
+	defer mu.Unlock()
 	tat := int64(math.MaxInt64)
 	for i := range b.rows {
 		if v := b.cells[b.sketch.column(h, i)].Load(); v < tat {
