@@ -49,6 +49,8 @@ type Config struct {
 	PIDFile string `yaml:"pid_file"`
 	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
 	Workers []Worker `yaml:"workers"`
+	// RateLimits are named rate-limit rules that routes and listeners apply by name.
+	RateLimits []RateLimit `yaml:"rate_limits"`
 	// TrustedProxies is the trusted_proxies of every listener that sets none of its own.
 	// Empty means none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -108,6 +110,9 @@ type Listener struct {
 	// HTTP3 serves HTTP/3 over QUIC on the UDP port with the same number (needs tls) and
 	// advertises it with Alt-Svc on HTTP/1.1 and h2 responses. Zero means off.
 	HTTP3 ListenerHTTP3 `yaml:"http3"`
+	// RateLimits names the rate_limits rules applied to every request of the listener that a
+	// route matches, before the route's own.
+	RateLimits []string `yaml:"rate_limits"`
 }
 
 // ListenerHTTP3 configures HTTP/3 on a TLS listener. Zero fields take the h3 package's
@@ -242,6 +247,9 @@ type Route struct {
 	Upgrades *StringList `yaml:"upgrades"`
 	// AllowTrace forwards TRACE requests. Default false: TRACE is answered 405 with Allow.
 	AllowTrace bool `yaml:"allow_trace"`
+	// RateLimits names the rate_limits rules applied to the route's requests, after the
+	// listener's, in order; the first that refuses a request answers it.
+	RateLimits []string `yaml:"rate_limits"`
 }
 
 // Match is the set of conditions a request must meet; all given conditions must hold.

@@ -92,6 +92,9 @@ func (c *Config) setDefaults() {
 	c.UpstreamPool.setDefaults()
 	c.Cache.setDefaults()
 	c.setWorkerDefaults()
+	for i := range c.RateLimits {
+		c.RateLimits[i].setDefaults()
+	}
 	c.Cluster.setDefaults(c.WorkerData)
 	for i := range c.Routes {
 		if rc := c.Routes[i].Cache; rc != nil {

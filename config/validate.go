@@ -25,7 +25,14 @@ func (v *validator) errf(path, format string, args ...any) {
 
 func (c *Config) validate() ErrorList {
 	v := &validator{c: c}
+	rateLimits := v.rateLimits()
 	v.listeners()
+	for i, l := range c.Listeners {
+		v.rateLimitRefs(fmt.Sprintf("listeners[%d]", i), l.RateLimits, rateLimits)
+	}
+	for i, r := range c.Routes {
+		v.rateLimitRefs(fmt.Sprintf("routes[%d]", i), r.RateLimits, rateLimits)
+	}
 	groups := v.upstreams()
 	v.workerNames = v.workers()
 	v.routes(groups)

@@ -64,6 +64,7 @@ type Metrics struct {
 	reloadTime      prometheus.Gauge
 	pools           *poolCollector
 	workers         *workerCollector
+	rateLimits      *rateLimitCollector
 	cacheM          *cacheMetrics
 
 	reqCache  cache[reqKey, reqEntry]
@@ -125,6 +126,7 @@ func NewMetrics() *Metrics {
 	})
 	m.pools = &poolCollector{}
 	m.workers = &workerCollector{}
+	m.rateLimits = &rateLimitCollector{}
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	// Failures are rare; pre-create both results so rate() works from the first scrape.
@@ -137,6 +139,7 @@ func NewMetrics() *Metrics {
 		m.requests, m.requestDuration, m.upstreamReqs, m.upstreamWait, m.upstreamHealthy,
 		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.reloadOK, m.reloadTime, m.pools,
 		m.workers,
+		m.rateLimits,
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	return m

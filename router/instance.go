@@ -58,6 +58,9 @@ type Deps struct {
 	// Cache serves and stores responses of routes with caching enabled. Nil means no
 	// caching (routes' cache settings are ignored).
 	Cache *cache.Cache
+	// RateLimits keeps the rate-limit rules' counts across generations. Nil means a private
+	// store (counts start over at each reload).
+	RateLimits *RateLimits
 }
 
 // Instance is one config generation: routes, balancers, TLS settings and access log. It is
@@ -120,6 +123,9 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	if d.Store == nil {
 		d.Store = lb.NewStateStore()
 	}
+	if d.RateLimits == nil {
+		d.RateLimits = NewRateLimits()
+	}
 	in := &Instance{
 		Config:   cfg,
 		groups:   map[string]*group{},
@@ -160,6 +166,10 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	for i := range cfg.Routes {
 		routes[i] = in.compileRoute(i, &cfg.Routes[i])
 	}
+	rules := map[string]*config.RateLimit{}
+	for i := range cfg.RateLimits {
+		rules[cfg.RateLimits[i].Name] = &cfg.RateLimits[i]
+	}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
 		t := newTable()
@@ -173,6 +183,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 			allowTrace = allowTrace || r.allowTrace
 		}
 		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics, log: d.Logger}
+		ph.limits = compileLimits(cfg, l, routes, rules, d.RateLimits, d.Logger)
 		if in.access != nil {
 			ph.access = in.access
 		}
@@ -201,6 +212,11 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		s.Commit()
 	}
 	in.staged = nil
+	keep := map[string]bool{}
+	for n := range rules {
+		keep[n] = true
+	}
+	d.RateLimits.forget(keep)
 	return in, nil
 }
 

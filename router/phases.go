@@ -7,6 +7,7 @@ import (
 
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/lb"
+	"github.com/verge-edge/verge/limits"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/observe"
 	"github.com/verge-edge/verge/proxy"
@@ -42,6 +43,10 @@ type reqCtx struct {
 	backend *lb.Backend // selected and not yet reported to its balancer
 	hashBuf [64]byte
 	rec     observe.Record
+	// limitHeader, when set, is the rate limit whose fields the response carries
+	// (response_headers), with its decision.
+	limitHeader   *routeLimit
+	limitDecision limits.Decision
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
@@ -52,6 +57,9 @@ type phases struct {
 	metric Metrics
 	access AccessLogger // nil: no access log
 	log    *slog.Logger // the error log
+	// limits are the rate limits of each route (by index) on this listener: the listener's
+	// rules, then the route's. Nil when none anywhere.
+	limits [][]*routeLimit
 }
 
 // noRoute is the route name logged and counted for requests no route matched, and for
@@ -78,6 +86,11 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 		return true, s.Respond(404, plainHeader, notFound)
 	}
 	c.route = r
+	if p.limits != nil && len(p.limits[r.index]) > 0 {
+		if done, err := p.checkLimits(s, c); done || err != nil {
+			return true, err
+		}
+	}
 	if s.Req.Method == "TRACE" && !r.allowTrace {
 		return false, errTraceRefused
 	}
@@ -149,6 +162,9 @@ func (p *phases) UpstreamRequest(_ *proxy.Session, req *message.Request, c *reqC
 // Response applies the route's response header operations.
 func (p *phases) Response(_ *proxy.Session, resp *message.Response, c *reqCtx) error {
 	c.route.respOps.apply(&resp.Header)
+	if c.limitHeader != nil {
+		c.limitHeader.addFields(&resp.Header, c.limitDecision)
+	}
 	return nil
 }
 

@@ -71,6 +71,7 @@ type serverProc struct {
 	metrics   *observe.Metrics
 	transport *upstream.Transport
 	store     *lb.StateStore
+	limits    *router.RateLimits
 	cache     *cache.Cache // nil until serve builds it
 	workers   *workerStack // nil until serve builds it
 	self      selfAddrs    // own listeners, for the workers' fetch policy
@@ -151,6 +152,12 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	defer s.transport.Close()
 	s.metrics.SetPoolStats(poolStats{s.transport})
 	s.store = lb.NewStateStore()
+	s.limits = router.NewRateLimits()
+	s.metrics.SetRateLimitStats(observe.RateLimitStatsFunc(func(fn func(observe.RateLimitSample)) {
+		for _, st := range s.limits.Stats() {
+			fn(observe.RateLimitSample{Rule: st.Rule, Mode: st.Mode, Limited: st.Limited, Keys: st.Keys})
+		}
+	}))
 	if s.cache, err = newCache(cfg, s.metrics); err != nil {
 		return err
 	}
@@ -186,6 +193,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		Deps: router.Deps{
 			Transport:     s.transport,
 			Store:         s.store,
+			RateLimits:    s.limits,
 			Cache:         s.cache,
 			Workers:       s.workers.reg,
 			WorkerModules: modules,

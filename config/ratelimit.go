@@ -1,0 +1,180 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// RateLimit is a named rate-limit rule (top-level rate_limits), applied by the routes and
+// listeners that list its name in their rate_limits. A rule's counts are shared by every
+// route and listener using it, and survive reloads while the rule's settings are unchanged.
+type RateLimit struct {
+	// Name identifies the rule in rate_limits lists, metrics, logs and the RateLimit-Policy
+	// field. Required.
+	Name string `yaml:"name"`
+	// Key says what is counted: a list of parts joined into one key. Each part is one of
+	// client_ip (the client address, cut to ipv4_prefix/ipv6_prefix bits), header:NAME,
+	// cookie:NAME, path, host, method, jwt_claim:NAME (a claim of the bearer token in
+	// Authorization, read without checking its signature) or route. Empty means
+	// [client_ip]. A request whose key part is absent (no such header) is counted under
+	// the empty value of that part.
+	Key StringList `yaml:"key"`
+	// IPv4Prefix and IPv6Prefix are how many leading bits of the client address make the
+	// client_ip part: 24 counts a /24 as one client. Zero means 32 and 64 (an IPv6 client
+	// usually holds a whole /64).
+	IPv4Prefix int `yaml:"ipv4_prefix"`
+	IPv6Prefix int `yaml:"ipv6_prefix"`
+	// Algorithm is sliding_window (at most limit requests in any period; the default) or
+	// token_bucket (bursts of up to burst requests, refilled at limit per period).
+	Algorithm string `yaml:"algorithm"`
+	// Limit is the number of requests allowed per period. Required, at least 1.
+	Limit int64 `yaml:"limit"`
+	// Period is the window: from 1s to 24h. Zero means 1s.
+	Period Duration `yaml:"period"`
+	// Burst is the token bucket's size. Zero means limit. Only for token_bucket.
+	Burst int64 `yaml:"burst"`
+	// Mode is enforce (answer 429) or log (count and log what would be limited, let the
+	// request through). Empty means enforce.
+	Mode string `yaml:"mode"`
+	// Keys is how many distinct keys the rule is sized to tell apart within a period; its
+	// memory is 64·keys bytes for token_bucket and 128·keys for sliding_window (rounded up
+	// to a power of two), whatever the number of keys seen. Beyond it, light keys share
+	// counters with others and may be limited early (never late). Zero means 16384 (1 MiB
+	// and 2 MiB). At most 4194304.
+	Keys int `yaml:"keys"`
+	// ResponseHeaders adds RateLimit-Policy and RateLimit to every response of the rule's
+	// requests, not only to 429s.
+	ResponseHeaders bool `yaml:"response_headers"`
+	// Status is the status of limited requests: 429 or 503. Zero means 429.
+	Status int `yaml:"status"`
+}
+
+// RateLimitKeyParts are the key parts without an argument.
+var RateLimitKeyParts = []string{"client_ip", "path", "host", "method", "route"}
+
+func (r *RateLimit) setDefaults() {
+	if len(r.Key) == 0 {
+		r.Key = StringList{"client_ip"}
+	}
+	if r.IPv4Prefix == 0 {
+		r.IPv4Prefix = 32
+	}
+	if r.IPv6Prefix == 0 {
+		r.IPv6Prefix = 64
+	}
+	if r.Algorithm == "" {
+		r.Algorithm = "sliding_window"
+	}
+	if r.Period == 0 {
+		r.Period = Duration(time.Second)
+	}
+	if r.Burst == 0 {
+		r.Burst = r.Limit
+	}
+	if r.Mode == "" {
+		r.Mode = "enforce"
+	}
+	if r.Keys == 0 {
+		r.Keys = 16384
+	}
+	if r.Status == 0 {
+		r.Status = 429
+	}
+}
+
+// rateLimits checks the top-level rules and returns their names.
+func (v *validator) rateLimits() map[string]bool {
+	names := map[string]bool{}
+	for i := range v.c.RateLimits {
+		r := &v.c.RateLimits[i]
+		p := fmt.Sprintf("rate_limits[%d]", i)
+		switch {
+		case r.Name == "":
+			v.errf(p+".name", "name is required")
+		case names[r.Name]:
+			v.errf(p+".name", "duplicate rate limit name %q", r.Name)
+		case !validToken(r.Name) || strings.ContainsAny(r.Name, `"\`):
+			v.errf(p+".name", "name %q: use letters, digits and -._~ only", r.Name)
+		}
+		names[r.Name] = true
+		for j, k := range r.Key {
+			if err := checkKeyPart(k); err != nil {
+				v.errf(fmt.Sprintf("%s.key[%d]", p, j), "%v", err)
+			}
+		}
+		if r.IPv4Prefix < 1 || r.IPv4Prefix > 32 {
+			v.errf(p+".ipv4_prefix", "ipv4_prefix %d out of range 1..32", r.IPv4Prefix)
+		}
+		if r.IPv6Prefix < 1 || r.IPv6Prefix > 128 {
+			v.errf(p+".ipv6_prefix", "ipv6_prefix %d out of range 1..128", r.IPv6Prefix)
+		}
+		switch r.Algorithm {
+		case "sliding_window":
+			if r.Burst != r.Limit {
+				v.errf(p+".burst", "burst is for algorithm token_bucket only")
+			}
+		case "token_bucket":
+			if r.Burst < 1 {
+				v.errf(p+".burst", "burst %d must be at least 1", r.Burst)
+			}
+		default:
+			v.errf(p+".algorithm", "unknown algorithm %q (want sliding_window or token_bucket)", r.Algorithm)
+		}
+		if r.Limit < 1 {
+			v.errf(p+".limit", "limit is required and must be at least 1")
+		}
+		if d := r.Period.Std(); d < time.Second || d > 24*time.Hour {
+			v.errf(p+".period", "period %v out of range 1s..24h", d)
+		} else if r.Limit > 0 && d/time.Duration(r.Limit) < time.Microsecond && r.Algorithm == "token_bucket" {
+			v.errf(p+".limit", "limit %d per %v refills faster than once a microsecond", r.Limit, d)
+		}
+		switch r.Mode {
+		case "enforce", "log":
+		default:
+			v.errf(p+".mode", "unknown mode %q (want enforce or log)", r.Mode)
+		}
+		if r.Keys < 1 || r.Keys > 1<<22 {
+			v.errf(p+".keys", "keys %d out of range 1..4194304", r.Keys)
+		}
+		if r.Status != 429 && r.Status != 503 {
+			v.errf(p+".status", "status %d (want 429 or 503)", r.Status)
+		}
+	}
+	return names
+}
+
+func checkKeyPart(k string) error {
+	name, arg, hasArg := strings.Cut(k, ":")
+	switch name {
+	case "header", "cookie", "jwt_claim":
+		if !hasArg || arg == "" {
+			return fmt.Errorf("key part %q needs a name (%s:NAME)", k, name)
+		}
+		if name == "header" && !validToken(arg) {
+			return fmt.Errorf("key part %q: %q is not a field name", k, arg)
+		}
+		return nil
+	}
+	for _, p := range RateLimitKeyParts {
+		if k == p {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown key part %q (want client_ip, header:NAME, cookie:NAME, path, host, method, jwt_claim:NAME or route)", k)
+}
+
+// rateLimitRefs checks a route's or listener's rate_limits list at path p.
+func (v *validator) rateLimitRefs(p string, refs []string, names map[string]bool) {
+	seen := map[string]bool{}
+	for j, n := range refs {
+		q := fmt.Sprintf("%s.rate_limits[%d]", p, j)
+		switch {
+		case !names[n]:
+			v.errf(q, "unknown rate limit %q", n)
+		case seen[n]:
+			v.errf(q, "rate limit %q listed twice", n)
+		}
+		seen[n] = true
+	}
+}
