@@ -201,6 +201,34 @@ type ListenerLimits struct {
 	MaxHeaders int `yaml:"max_headers"`
 	// MaxBody bounds a request body (413 beyond). Zero means no limit.
 	MaxBody Size `yaml:"max_body"`
+	// MaxConnsPerClient caps the concurrent connections of one client address (the
+	// connection's peer, cut to client_ipv4_prefix/client_ipv6_prefix bits); more are shed
+	// (shed_response). Zero means no cap.
+	MaxConnsPerClient int `yaml:"max_conns_per_client"`
+	// ConnRatePerClient caps one client address's new connections per second (bursts of as
+	// many); more are shed. Zero means no cap.
+	ConnRatePerClient int `yaml:"conn_rate_per_client"`
+	// AcceptRate caps the listener's new connections per second, all clients together
+	// (bursts of as many); more are shed. Zero means no cap.
+	AcceptRate int `yaml:"accept_rate"`
+	// MaxRequestsPerClient caps one client address's concurrent requests over all its
+	// HTTP/1.1 connections and HTTP/2 streams; more are answered 429 with Retry-After: 1.
+	// Zero means no cap.
+	MaxRequestsPerClient int `yaml:"max_requests_per_client"`
+	// ClientIPv4Prefix and ClientIPv6Prefix are the bits of a peer address that name one
+	// client for the per-client caps. Zero means 32 and 64.
+	ClientIPv4Prefix int `yaml:"client_ipv4_prefix"`
+	ClientIPv6Prefix int `yaml:"client_ipv6_prefix"`
+	// ClientExempt lists addresses and CIDR prefixes the per-client caps do not apply to
+	// (the proxies in front, health checkers).
+	ClientExempt StringList `yaml:"client_exempt"`
+	// ShedOverMaxConns sheds connections beyond the listener's max_conns instead of leaving
+	// them waiting in the kernel's backlog.
+	ShedOverMaxConns bool `yaml:"shed_over_max_conns"`
+	// ShedResponse is what a shed connection gets: close (closed at once, with a reset; the
+	// cheapest) or 503 (a 503 with Retry-After: 1 on plain-text listeners, then closed; TLS
+	// listeners close). Empty means close.
+	ShedResponse string `yaml:"shed_response"`
 }
 
 // Route maps matching requests to one action. A request is served by the most specific

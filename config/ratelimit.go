@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -177,4 +178,48 @@ func (v *validator) rateLimitRefs(p string, refs []string, names map[string]bool
 		}
 		seen[n] = true
 	}
+}
+
+// clientLimits checks a listener's per-client connection and request caps.
+func (v *validator) clientLimits(p string, l *ListenerLimits) {
+	for name, n := range map[string]int{"max_conns_per_client": l.MaxConnsPerClient, "conn_rate_per_client": l.ConnRatePerClient,
+		"accept_rate": l.AcceptRate, "max_requests_per_client": l.MaxRequestsPerClient} {
+		if n < 0 {
+			v.errf(p+"."+name, "%s %d must not be negative", name, n)
+		}
+	}
+	if l.ClientIPv4Prefix < 0 || l.ClientIPv4Prefix > 32 {
+		v.errf(p+".client_ipv4_prefix", "client_ipv4_prefix %d out of range 1..32", l.ClientIPv4Prefix)
+	}
+	if l.ClientIPv6Prefix < 0 || l.ClientIPv6Prefix > 128 {
+		v.errf(p+".client_ipv6_prefix", "client_ipv6_prefix %d out of range 1..128", l.ClientIPv6Prefix)
+	}
+	for i, e := range l.ClientExempt {
+		if _, err := ParsePrefix(e); err != nil {
+			v.errf(fmt.Sprintf("%s.client_exempt[%d]", p, i), "%v", err)
+		}
+	}
+	switch l.ShedResponse {
+	case "", "close", "503":
+	default:
+		v.errf(p+".shed_response", "unknown shed_response %q (want close or 503)", l.ShedResponse)
+	}
+}
+
+// ParsePrefix parses an address ("192.0.2.1", a prefix of all its bits) or a CIDR prefix
+// ("192.0.2.0/24"), masked.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR prefix %q", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid address %q (want an address or a CIDR prefix)", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

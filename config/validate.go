@@ -92,6 +92,7 @@ func (v *validator) listeners() {
 			h.IdleTimeout < 0 || h.HandshakeTimeout < 0 || h.AltSvcMaxAge < 0 {
 			v.errf(p+".http3", "limits and timeouts must not be negative (retry_threshold: -1 means always)")
 		}
+		v.clientLimits(p+".limits", &l.Limits)
 		if l.MaxConns < 0 {
 			v.errf(p+".max_conns", "must not be negative")
 		}

@@ -59,6 +59,7 @@ type Metrics struct {
 	connsTotal      *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	quicHandshakes  *prometheus.CounterVec
+	shed            *prometheus.CounterVec
 	quicResults     [3]prometheus.Counter // ok, failed, refused
 	reloadOK        prometheus.Gauge
 	reloadTime      prometheus.Gauge
@@ -116,6 +117,10 @@ func NewMetrics() *Metrics {
 	for i, r := range quicResultNames {
 		m.quicResults[i] = m.quicHandshakes.WithLabelValues(r)
 	}
+	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "shed_total",
+		Help: "Connections and requests refused by a listener's client limits, by listener and reason (max_conns, conns_per_client, conn_rate_per_client, accept_rate, requests_per_client).",
+	}, []string{"listener", "reason"})
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "config_last_reload_successful",
 		Help: "1 when the last configuration reload succeeded (or none was tried), 0 when it failed.",
@@ -137,7 +142,7 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestDuration, m.upstreamReqs, m.upstreamWait, m.upstreamHealthy,
-		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.reloadOK, m.reloadTime, m.pools,
+		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.shed, m.reloadOK, m.reloadTime, m.pools,
 		m.workers,
 		m.rateLimits,
 	)
@@ -301,6 +306,10 @@ func (m *Metrics) QUICHandshake(result string) {
 		}
 	}
 }
+
+// Shed counts a connection or request a listener's client limits refused, in
+// verge_shed_total. It has the signature of router.Options.ShedHook.
+func (m *Metrics) Shed(listener, reason string) { m.shed.WithLabelValues(listener, reason).Inc() }
 
 // Reloaded records a configuration reload attempt: verge_config_reloads_total{result} goes up
 // ("success" or "failure"), verge_config_last_reload_successful is set to 1 or 0, and on

@@ -32,6 +32,9 @@ type Options struct {
 	// ConnHook is told of every client connection opened (+1) and closed (-1) with its
 	// protocol (QUIC connections once their handshake completed). Nil means none.
 	ConnHook func(proto string, delta int)
+	// ShedHook is told of every connection or request a listener's client limits refused,
+	// with the reason (server.ShedConnsPerClient, ...). Nil means none.
+	ShedHook func(listener, reason string)
 	// HandshakeHook is told the outcome of every QUIC handshake: "ok", "failed" or
 	// "refused". Nil means none.
 	HandshakeHook func(result string)
@@ -107,7 +110,7 @@ type serverKey struct {
 	tls      bool
 	h2       bool
 	timeouts config.ListenerTimeouts
-	limits   config.ListenerLimits
+	limits   string // config.ListenerLimits printed (it holds a slice)
 	maxConns int
 	http3    config.ListenerHTTP3
 }
@@ -118,7 +121,7 @@ func keyOf(l *config.Listener) serverKey {
 		tls:      l.TLS != nil,
 		h2:       slices.Contains(l.Protocols, "h2"),
 		timeouts: l.Timeouts,
-		limits:   l.Limits,
+		limits:   fmt.Sprintf("%+v", l.Limits),
 		maxConns: l.MaxConns,
 		http3:    l.HTTP3,
 	}
@@ -302,6 +305,26 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 	return inst.pending, nil
 }
 
+// clientLimits converts a listener's per-client caps (validated) for the server.
+func clientLimits(l *config.ListenerLimits) server.ClientLimits {
+	c := server.ClientLimits{
+		MaxConnsPerClient:    l.MaxConnsPerClient,
+		ConnRatePerClient:    l.ConnRatePerClient,
+		AcceptRate:           l.AcceptRate,
+		MaxRequestsPerClient: l.MaxRequestsPerClient,
+		IPv4Prefix:           l.ClientIPv4Prefix,
+		IPv6Prefix:           l.ClientIPv6Prefix,
+		ShedOverMaxConns:     l.ShedOverMaxConns,
+		Respond:              l.ShedResponse == "503",
+	}
+	for _, e := range l.ClientExempt {
+		if p, err := config.ParsePrefix(e); err == nil {
+			c.Exempt = append(c.Exempt, p)
+		}
+	}
+	return c
+}
+
 // newListener builds and starts the server of one listener on its socket.
 func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance) *lstate {
 	ls := &lstate{name: l.Name, key: key, sock: rt.sockets[l.Address], served: make(chan struct{})}
@@ -332,8 +355,13 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 		},
 		DisableHTTP2: !key.h2,
 		MaxConns:     l.MaxConns,
+		Limits:       clientLimits(&lim),
 		ConnHook:     rt.opts.ConnHook,
 		Logger:       rt.log,
+	}
+	if h := rt.opts.ShedHook; h != nil {
+		name := l.Name
+		srv.ShedHook = func(reason string) { h(name, reason) }
 	}
 	if tc := inst.TLSConfig(l.Name); tc != nil {
 		ls.tlsCur.Store(tc)

@@ -56,6 +56,12 @@ type Server struct {
 	// ConnHook, when set, is told when a connection opens (delta +1) and closes (-1), with the
 	// protocol it speaks; metrics use it.
 	ConnHook func(proto string, delta int)
+	// Limits bound connections and requests per client address and new connections per
+	// second. The zero value limits nothing.
+	Limits ClientLimits
+	// ShedHook, when set, is told of every connection or request a limit refused, with the
+	// reason (ShedMaxConns, ShedConnsPerClient, ...); metrics use it.
+	ShedHook func(reason string)
 	// Logger receives accept and handshake errors. Nil means slog.Default().
 	Logger *slog.Logger
 
@@ -63,8 +69,8 @@ type Server struct {
 	initOnce  sync.Once
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	ctx       context.Context // canceled when connections must close now
+	conns     map[net.Conn]netip.Addr // the client key the guard counted, or the zero Addr
+	ctx       context.Context         // canceled when connections must close now
 	cancel    context.CancelFunc
 	gctx      context.Context // canceled when a graceful shutdown starts
 	gcancel   context.CancelFunc
@@ -72,6 +78,7 @@ type Server struct {
 	wg        sync.WaitGroup
 	sem       chan struct{}
 	active    atomic.Int64
+	guard     *clientGuard // nil: no client limits
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -80,7 +87,10 @@ var ErrServerClosed = errors.New("server closed")
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.listeners = make(map[net.Listener]struct{})
-		s.conns = make(map[net.Conn]struct{})
+		s.conns = make(map[net.Conn]netip.Addr)
+		if s.Limits.active() {
+			s.guard = newClientGuard(s.Limits)
+		}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.gctx, s.gcancel = context.WithCancel(s.ctx)
 		if s.MaxConns > 0 {
@@ -114,6 +124,13 @@ func (s *Server) SetHandler(h Handler) {
 }
 
 func (s *Server) serveExchange(ex message.ServerExchange) {
+	if s.guard != nil {
+		c, ok := s.admitRequest(ex)
+		if !ok {
+			return
+		}
+		defer s.requestDone(c)
+	}
 	if s.AltSvc != "" {
 		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
 		return
@@ -122,6 +139,13 @@ func (s *Server) serveExchange(ex message.ServerExchange) {
 }
 
 func (s *Server) serveH1(ex *http1.Exchange) {
+	if s.guard != nil {
+		c, ok := s.admitRequest(ex)
+		if !ok {
+			return
+		}
+		defer s.requestDone(c)
+	}
 	if s.AltSvc != "" {
 		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
 		return
@@ -166,8 +190,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}()
 
 	var backoff time.Duration
+	shedOver := s.sem != nil && s.Limits.ShedOverMaxConns
 	for {
-		if s.sem != nil {
+		if s.sem != nil && !shedOver {
 			select {
 			case s.sem <- struct{}{}:
 			case <-s.ctx.Done():
@@ -176,7 +201,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		c, err := ln.Accept()
 		if err != nil {
-			if s.sem != nil {
+			if s.sem != nil && !shedOver {
 				<-s.sem
 			}
 			if s.shutting.Load() {
@@ -192,7 +217,29 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		if !s.track(c, true) {
+		if shedOver {
+			select {
+			case s.sem <- struct{}{}:
+			default:
+				s.shed(c, ShedMaxConns)
+				continue
+			}
+		}
+		var client netip.Addr
+		if s.guard != nil {
+			var reason string
+			if client, reason = s.guard.admit(addrPort(c.RemoteAddr()).Addr()); reason != "" {
+				if s.sem != nil {
+					<-s.sem
+				}
+				s.shed(c, reason)
+				continue
+			}
+		}
+		if !s.track(c, client, true) {
+			if s.guard != nil {
+				s.guard.release(client)
+			}
 			c.Close()
 			if s.sem != nil {
 				<-s.sem
@@ -210,18 +257,22 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (s *Server) track(c net.Conn, add bool) bool {
+func (s *Server) track(c net.Conn, client netip.Addr, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
 		if s.shutting.Load() {
 			return false
 		}
-		s.conns[c] = struct{}{}
+		s.conns[c] = client
 		s.active.Add(1)
 	} else {
+		client = s.conns[c]
 		delete(s.conns, c)
 		s.active.Add(-1)
+		if s.guard != nil {
+			s.guard.release(client)
+		}
 	}
 	return true
 }
@@ -307,7 +358,7 @@ func (s *Server) endConn(c net.Conn) {
 
 // releaseConn releases what Serve took for c, leaving c open.
 func (s *Server) releaseConn(c net.Conn) {
-	s.track(c, false)
+	s.track(c, netip.Addr{}, false)
 	if s.sem != nil {
 		<-s.sem
 	}

@@ -204,6 +204,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		ListenPacket:  s.listenUDP,
 		ConnHook:      s.metrics.ConnHook,
 		HandshakeHook: s.metrics.QUICHandshake,
+		ShedHook:      s.metrics.Shed,
 		// Serve while the workers compile, unless a process being upgraded serves them
 		// meanwhile (it stops once this one is ready, after the compiles).
 		StartBeforeWorkers: s.upg == nil || !s.upg.HasParent(),
