@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -64,5 +68,97 @@ routes:
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestRunConnectionFlood opens 20,000 connections from one address against a listener
+// capping each address at 100 while another address keeps connecting: every request of the
+// other address is answered, the flooding address holds at most 100 connections, and the
+// rest are shed and counted.
+func TestRunConnectionFlood(t *testing.T) {
+	adminAddr := freePort(t)
+	p := launchVerge(t, func(p *proc) {
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q, limits: {max_conns_per_client: 100}}]
+admin: {address: %q}
+access_log: {output: "off"}
+pid_file: %q
+routes: [{name: home, respond: {body: "home\n"}}]
+`, p.addr, adminAddr, p.pidFile)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
+	})
+	c := &http.Client{Timeout: 5 * time.Second}
+	waitFor(t, "verge run to serve", 60*time.Second, func() bool {
+		_, err := p.get(c, "/")
+		return err == nil
+	})
+
+	const flood = 20000
+	var next, served, refused atomic.Int64
+	var held sync.Map
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 10 * time.Second}
+			for next.Add(1) <= flood {
+				conn, err := d.Dial("tcp", p.addr)
+				if err != nil {
+					refused.Add(1)
+					continue
+				}
+				conn.SetDeadline(time.Now().Add(10 * time.Second))
+				io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err == nil && resp.StatusCode == 200 {
+					served.Add(1)
+					held.Store(conn, true) // keep it open: it holds one of the 100 places
+					continue
+				}
+				refused.Add(1)
+				conn.Close()
+			}
+		}()
+	}
+	// Meanwhile another address connects anew for each request.
+	good := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}).DialContext}}
+	goodDone := make(chan error, 1)
+	go func() {
+		for i := 0; next.Load() < flood; i++ {
+			resp, err := good.Get("http://" + p.addr + "/")
+			if err != nil {
+				goodDone <- fmt.Errorf("request %d from the other address: %v", i, err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				goodDone <- fmt.Errorf("request %d from the other address: status %d", i, resp.StatusCode)
+				return
+			}
+		}
+		goodDone <- nil
+	}()
+	wg.Wait()
+	if err := <-goodDone; err != nil {
+		t.Fatal(err)
+	}
+	held.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+	t.Logf("flood: %d served and held, %d refused", served.Load(), refused.Load())
+	if served.Load() > 100 {
+		t.Fatalf("the flooding address was served on %d connections, the cap is 100", served.Load())
+	}
+	if served.Load()+refused.Load() != flood {
+		t.Fatalf("%d + %d connections accounted for, want %d", served.Load(), refused.Load(), flood)
+	}
+	resp, err := c.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), `verge_shed_total{listener="main",reason="conns_per_client"}`) {
+		t.Errorf("/metrics lacks the shed connections")
 	}
 }
