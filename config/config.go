@@ -110,6 +110,8 @@ type Listener struct {
 	// HTTP3 serves HTTP/3 over QUIC on the UDP port with the same number (needs tls) and
 	// advertises it with Alt-Svc on HTTP/1.1 and h2 responses. Zero means off.
 	HTTP3 ListenerHTTP3 `yaml:"http3"`
+	// IPRules allow and deny clients by address as they connect. Nil means all may.
+	IPRules *IPRules `yaml:"ip_rules"`
 	// RateLimits names the rate_limits rules applied to every request of the listener that a
 	// route matches, before the route's own.
 	RateLimits []string `yaml:"rate_limits"`
@@ -275,6 +277,8 @@ type Route struct {
 	Upgrades *StringList `yaml:"upgrades"`
 	// AllowTrace forwards TRACE requests. Default false: TRACE is answered 405 with Allow.
 	AllowTrace bool `yaml:"allow_trace"`
+	// IPRules allow and deny the route's clients by address (403). Nil means all may.
+	IPRules *IPRules `yaml:"ip_rules"`
 	// RateLimits names the rate_limits rules applied to the route's requests, after the
 	// listener's, in order; the first that refuses a request answers it.
 	RateLimits []string `yaml:"rate_limits"`

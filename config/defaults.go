@@ -295,6 +295,12 @@ func (c *Config) resolvePaths() {
 			abs(&t.ClientKey)
 		}
 	}
+	for i := range c.Listeners {
+		c.Listeners[i].IPRules.resolvePaths(abs)
+	}
+	for i := range c.Routes {
+		c.Routes[i].IPRules.resolvePaths(abs)
+	}
 	abs(&c.Admin.TokenFile)
 	abs(&c.PIDFile)
 	c.resolveWorkerPaths(dir)

@@ -2,9 +2,10 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/verge-edge/verge/acl"
 )
 
 // RateLimit is a named rate-limit rule (top-level rate_limits), applied by the routes and
@@ -195,7 +196,7 @@ func (v *validator) clientLimits(p string, l *ListenerLimits) {
 		v.errf(p+".client_ipv6_prefix", "client_ipv6_prefix %d out of range 1..128", l.ClientIPv6Prefix)
 	}
 	for i, e := range l.ClientExempt {
-		if _, err := ParsePrefix(e); err != nil {
+		if _, err := acl.ParsePrefix(e); err != nil {
 			v.errf(fmt.Sprintf("%s.client_exempt[%d]", p, i), "%v", err)
 		}
 	}
@@ -206,20 +207,66 @@ func (v *validator) clientLimits(p string, l *ListenerLimits) {
 	}
 }
 
-// ParsePrefix parses an address ("192.0.2.1", a prefix of all its bits) or a CIDR prefix
-// ("192.0.2.0/24"), masked.
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("invalid CIDR prefix %q", s)
+
+// IPRules allow and deny client addresses. An address is refused when it is in deny (or a
+// deny file), or when allow lists anything and the address is in none of it: deny wins. On
+// a listener they act on the connection's peer as it connects (a refused connection is
+// closed); on a route, on the client address (resolved through trusted proxies), answering
+// 403. Files hold one address or CIDR prefix per line ('#' starts a comment) and are re-read
+// within 2 seconds of a change; a file that fails to parse keeps the rules in effect.
+type IPRules struct {
+	Allow      StringList `yaml:"allow"`
+	Deny       StringList `yaml:"deny"`
+	AllowFiles StringList `yaml:"allow_files"`
+	DenyFiles  StringList `yaml:"deny_files"`
+}
+
+// Source converts validated rules for package acl.
+func (r *IPRules) Source() acl.Source {
+	var s acl.Source
+	for _, a := range r.Allow {
+		if p, err := acl.ParsePrefix(a); err == nil {
+			s.Allow = append(s.Allow, p)
 		}
-		return p.Masked(), nil
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("invalid address %q (want an address or a CIDR prefix)", s)
+	for _, d := range r.Deny {
+		if p, err := acl.ParsePrefix(d); err == nil {
+			s.Deny = append(s.Deny, p)
+		}
 	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	s.AllowFiles, s.DenyFiles = r.AllowFiles, r.DenyFiles
+	return s
+}
+
+// ipRules checks rules at path p; files must exist and parse.
+func (v *validator) ipRules(p string, r *IPRules) {
+	if r == nil {
+		return
+	}
+	for name, list := range map[string]StringList{"allow": r.Allow, "deny": r.Deny} {
+		for i, e := range list {
+			if _, err := acl.ParsePrefix(e); err != nil {
+				v.errf(fmt.Sprintf("%s.%s[%d]", p, name, i), "%v", err)
+			}
+		}
+	}
+	for name, list := range map[string]StringList{"allow_files": r.AllowFiles, "deny_files": r.DenyFiles} {
+		for i, f := range list {
+			if _, err := acl.LoadList(f); err != nil {
+				v.errf(fmt.Sprintf("%s.%s[%d]", p, name, i), "%v", err)
+			}
+		}
+	}
+}
+
+func (r *IPRules) resolvePaths(abs func(*string)) {
+	if r == nil {
+		return
+	}
+	for i := range r.AllowFiles {
+		abs(&r.AllowFiles[i])
+	}
+	for i := range r.DenyFiles {
+		abs(&r.DenyFiles[i])
+	}
 }

@@ -29,9 +29,11 @@ func (c *Config) validate() ErrorList {
 	v.listeners()
 	for i, l := range c.Listeners {
 		v.rateLimitRefs(fmt.Sprintf("listeners[%d]", i), l.RateLimits, rateLimits)
+		v.ipRules(fmt.Sprintf("listeners[%d].ip_rules", i), l.IPRules)
 	}
 	for i, r := range c.Routes {
 		v.rateLimitRefs(fmt.Sprintf("routes[%d]", i), r.RateLimits, rateLimits)
+		v.ipRules(fmt.Sprintf("routes[%d].ip_rules", i), r.IPRules)
 	}
 	groups := v.upstreams()
 	v.workerNames = v.workers()

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/http1"
@@ -81,6 +83,7 @@ type Instance struct {
 	closed   atomic.Bool
 	cached   bool // a route has caching enabled
 	workers  map[string]*worker.Worker
+	ipRules  []*acl.Live // every listener's and route's, closed with the instance
 	// staged are the new worker versions, committed when the generation is built and
 	// discarded when it fails.
 	staged []*worker.Staged
@@ -91,9 +94,13 @@ type Instance struct {
 
 // handler serves one listener's exchanges with an instance's routes.
 type handler struct {
-	in    *Instance
-	proxy *proxy.Proxy[reqCtx]
+	in      *Instance
+	proxy   *proxy.Proxy[reqCtx]
+	ipRules *acl.Live // the listener's; nil: none
 }
+
+// AllowConn applies the listener's ip_rules to a connecting peer (server.ConnFilter).
+func (h *handler) AllowConn(a netip.Addr) bool { return h.ipRules == nil || h.ipRules.Allowed(a) }
 
 // ServeExchange counts the exchange in flight on the instance and runs the phases.
 func (h *handler) ServeExchange(ex message.ServerExchange) {
@@ -165,6 +172,11 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	routes := make([]*route, len(cfg.Routes))
 	for i := range cfg.Routes {
 		routes[i] = in.compileRoute(i, &cfg.Routes[i])
+		if r := cfg.Routes[i].IPRules; r != nil {
+			if routes[i].ipRules, err = in.liveRules(r, d.Logger); err != nil {
+				return nil, fmt.Errorf("route %q: ip_rules: %w", cfg.Routes[i].Name, err)
+			}
+		}
 	}
 	rules := map[string]*config.RateLimit{}
 	for i := range cfg.RateLimits {
@@ -199,6 +211,11 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		}}
 		if d.Cache != nil && in.cached {
 			in.handlers[l.Name].proxy.Cache = d.Cache
+		}
+		if l.IPRules != nil {
+			if in.handlers[l.Name].ipRules, err = in.liveRules(l.IPRules, d.Logger); err != nil {
+				return nil, fmt.Errorf("listener %q: ip_rules: %w", l.Name, err)
+			}
 		}
 		if l.TLS != nil {
 			tc, err := buildServerTLS(l)
@@ -337,9 +354,22 @@ func (in *Instance) Close(ctx context.Context) error {
 	return err
 }
 
+// liveRules builds ip rules that follow their files while the instance lives.
+func (in *Instance) liveRules(r *config.IPRules, log *slog.Logger) (*acl.Live, error) {
+	l, err := acl.NewLive(r.Source(), 0, log)
+	if err != nil {
+		return nil, err
+	}
+	in.ipRules = append(in.ipRules, l)
+	return l, nil
+}
+
 func (in *Instance) release() {
 	for _, g := range in.groups {
 		g.bal.Close()
+	}
+	for _, l := range in.ipRules {
+		l.Close()
 	}
 	if in.access != nil {
 		in.access.Close()

@@ -73,6 +73,8 @@ var errTraceRefused = &fault.Error{Source: fault.Downstream, Kind: fault.MethodN
 
 var notFound = []byte("404 Not Found: no route matches this request\n")
 
+var forbidden = []byte("403 Forbidden: this address may not use this route\n")
+
 var plainHeader = func() *message.Header {
 	h := &message.Header{}
 	h.Add("Content-Type", "text/plain; charset=utf-8")
@@ -86,6 +88,9 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 		return true, s.Respond(404, plainHeader, notFound)
 	}
 	c.route = r
+	if r.ipRules != nil && !r.ipRules.Allowed(s.ClientAddr().Addr()) {
+		return true, s.Respond(403, plainHeader, forbidden)
+	}
 	if p.limits != nil && len(p.limits[r.index]) > 0 {
 		if done, err := p.checkLimits(s, c); done || err != nil {
 			return true, err

@@ -213,3 +213,42 @@ func BenchmarkServeRespondRateLimited(b *testing.B) {
 		}
 	}
 }
+
+func TestRouteIPRules(t *testing.T) {
+	y := `
+listeners: [{name: main, address: 127.0.0.1:0}]
+access_log: {output: "off"}
+admin: {disabled: true}
+routes:
+  - name: admin
+    match: {path_prefix: /admin}
+    ip_rules: {allow: [192.0.2.0/24, "2001:db8::/32"], deny: [192.0.2.66]}
+    respond: {body: admin}
+  - name: open
+    respond: {body: open}
+`
+	in, err := NewInstance(mustConfig(t, y), Deps{Transport: nopTransport{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	h := in.Handler("main")
+	for _, tc := range []struct {
+		client, target string
+		want           int
+	}{
+		{"192.0.2.1:1", "/admin/x", 200},
+		{"[::ffff:192.0.2.1]:1", "/admin/x", 200},
+		{"[2001:db8::5]:1", "/admin/x", 200},
+		{"192.0.2.66:1", "/admin/x", 403},
+		{"198.51.100.1:1", "/admin/x", 403},
+		{"198.51.100.1:1", "/other", 200},
+	} {
+		ex := newExchange("GET", "www.example.com", tc.target)
+		ex.conn.RemoteAddr = netip.MustParseAddrPort(tc.client)
+		h.ServeExchange(ex)
+		if ex.resp.Status != tc.want {
+			t.Errorf("%s %s: status %d, want %d", tc.client, tc.target, ex.resp.Status, tc.want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/h2"
 	"github.com/verge-edge/verge/h3"
@@ -318,7 +319,7 @@ func clientLimits(l *config.ListenerLimits) server.ClientLimits {
 		Respond:              l.ShedResponse == "503",
 	}
 	for _, e := range l.ClientExempt {
-		if p, err := config.ParsePrefix(e); err == nil {
+		if p, err := acl.ParsePrefix(e); err == nil {
 			c.Exempt = append(c.Exempt, p)
 		}
 	}

@@ -190,10 +190,19 @@ var shedResponse = func() []byte {
 		strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }()
 
+// ConnFilter is implemented by a Handler that decides which peers may connect at all (IP
+// rules). A refused connection is closed at once, counted as ShedIPRules.
+type ConnFilter interface {
+	AllowConn(peer netip.Addr) bool
+}
+
+// ShedIPRules is the ShedHook reason of connections a ConnFilter refused.
+const ShedIPRules = "ip_rules"
+
 // shed closes a connection refused by a limit, first answering 503 when configured and the
 // listener is plain text.
 func (s *Server) shed(c net.Conn, reason string) {
-	if s.Limits.Respond && s.TLSConfig == nil {
+	if s.Limits.Respond && s.TLSConfig == nil && reason != ShedIPRules {
 		c.SetWriteDeadline(time.Now().Add(time.Millisecond))
 		c.Write(shedResponse)
 	} else if tc, ok := c.(*net.TCPConn); ok {

@@ -225,6 +225,13 @@ func (s *Server) Serve(ln net.Listener) error {
 				continue
 			}
 		}
+		if f, ok := (*s.handler.Load()).(ConnFilter); ok && !f.AllowConn(addrPort(c.RemoteAddr()).Addr()) {
+			if s.sem != nil {
+				<-s.sem
+			}
+			s.shed(c, ShedIPRules)
+			continue
+		}
 		var client netip.Addr
 		if s.guard != nil {
 			var reason string

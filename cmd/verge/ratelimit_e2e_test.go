@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,5 +161,44 @@ routes: [{name: home, respond: {body: "home\n"}}]
 	resp.Body.Close()
 	if !strings.Contains(string(b), `verge_shed_total{listener="main",reason="conns_per_client"}`) {
 		t.Errorf("/metrics lacks the shed connections")
+	}
+}
+
+// TestRunListenerIPRulesFile denies addresses from a file on a listener, then edits the file:
+// `verge run` follows it without a reload.
+func TestRunListenerIPRulesFile(t *testing.T) {
+	var denyFile string
+	p := launchVerge(t, func(p *proc) {
+		denyFile = filepath.Join(p.dir, "deny.txt")
+		os.WriteFile(denyFile, []byte("# blocked\n127.0.0.2\n"), 0o644)
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q, ip_rules: {deny_files: [deny.txt]}}]
+admin: {disabled: true}
+access_log: {output: "off"}
+pid_file: %q
+routes: [{name: home, respond: {body: "home\n"}}]
+`, p.addr, p.pidFile)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
+	})
+	from := func(local string) error {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+			DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}).DialContext}}
+		resp, err := c.Get("http://" + p.addr + "/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	waitFor(t, "verge run to serve 127.0.0.3", 60*time.Second, func() bool { return from("127.0.0.3") == nil })
+	if err := from("127.0.0.2"); err == nil {
+		t.Fatal("a denied address was served")
+	}
+	os.WriteFile(denyFile, []byte("127.0.0.3\n127.0.0.9\n"), 0o644)
+	waitFor(t, "the edited deny file to take effect", 30*time.Second, func() bool { return from("127.0.0.3") != nil })
+	if err := from("127.0.0.2"); err != nil {
+		t.Fatalf("an address no longer denied: %v", err)
 	}
 }
