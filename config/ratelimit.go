@@ -207,7 +207,6 @@ func (v *validator) clientLimits(p string, l *ListenerLimits) {
 	}
 }
 
-
 // IPRules allow and deny client addresses. An address is refused when it is in deny (or a
 // deny file), or when allow lists anything and the address is in none of it: deny wins. On
 // a listener they act on the connection's peer as it connects (a refused connection is
