@@ -18,7 +18,8 @@ type RateLimit struct {
 	// Key says what is counted: a list of parts joined into one key. Each part is one of
 	// client_ip (the client address, cut to ipv4_prefix/ipv6_prefix bits), header:NAME,
 	// cookie:NAME, path, host, method, jwt_claim:NAME (a claim of the bearer token in
-	// Authorization, read without checking its signature) or route. Empty means
+	// Authorization, read without checking its signature), route or ja4 (the JA4
+	// fingerprint of the client's TLS hello; empty on plain text). Empty means
 	// [client_ip]. A request whose key part is absent (no such header) is counted under
 	// the empty value of that part.
 	Key StringList `yaml:"key"`
@@ -53,7 +54,7 @@ type RateLimit struct {
 }
 
 // RateLimitKeyParts are the key parts without an argument.
-var RateLimitKeyParts = []string{"client_ip", "path", "host", "method", "route"}
+var RateLimitKeyParts = []string{"client_ip", "path", "host", "method", "route", "ja4"}
 
 func (r *RateLimit) setDefaults() {
 	if len(r.Key) == 0 {
@@ -163,7 +164,7 @@ func checkKeyPart(k string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown key part %q (want client_ip, header:NAME, cookie:NAME, path, host, method, jwt_claim:NAME or route)", k)
+	return fmt.Errorf("unknown key part %q (want client_ip, header:NAME, cookie:NAME, path, host, method, jwt_claim:NAME, route or ja4)", k)
 }
 
 // rateLimitRefs checks a route's or listener's rate_limits list at path p.

@@ -188,6 +188,8 @@ func (l *routeLimit) key(b []byte, s *proxy.Session) []byte {
 			b = append(b, req.Method...)
 		case "route":
 			b = append(b, l.route...)
+		case "ja4":
+			b = append(b, s.Conn().JA4...)
 		case "jwt_claim":
 			b = appendClaim(b, &req.Header, p.arg)
 		}

@@ -2,14 +2,18 @@ package server
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/verge-edge/verge/message"
 )
@@ -182,5 +186,33 @@ func TestClientKeyAndExempt(t *testing.T) {
 	g.release(a)
 	if _, reason := g.admit(netip.MustParseAddr("192.0.2.7")); reason != "" {
 		t.Fatalf("after release: %q", reason)
+	}
+}
+
+// TestJA4OnConnInfo checks that TLS connections carry their hello's JA4 fingerprint to the
+// handler, for HTTP/1.1 and HTTP/2, and that plain text carries none.
+func TestJA4OnConnInfo(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	cert, pool := ts.TLS.Certificates[0], ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	ts.Close()
+	echo := HandlerFunc(func(ex message.ServerExchange) {
+		body := ex.Conn().JA4
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: int64(len(body))})
+		io.WriteString(ex, body)
+		ex.Finish(nil)
+	})
+	addr := start(t, &Server{Handler: echo, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "example.com", NextProtos: []string{"http/1.1"}}}}
+	if got := get(t, h1, "GET", "https://"+addr+"/"); !strings.HasPrefix(got, "t13d") || got[8:10] != "h1" || len(got) != 36 {
+		t.Errorf("HTTP/1.1 over TLS: JA4 %q", got)
+	}
+	h2 := &http.Client{Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "example.com"}}}
+	if got := get(t, h2, "GET", "https://"+addr+"/"); !strings.HasPrefix(got, "t13d") || got[8:10] != "h2" {
+		t.Errorf("HTTP/2: JA4 %q", got)
+	}
+	plain := start(t, &Server{Handler: echo})
+	if got := get(t, http.DefaultClient, "GET", "http://"+plain+"/"); got != "" {
+		t.Errorf("plain text: JA4 %q", got)
 	}
 }

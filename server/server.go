@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/fingerprint"
 	"github.com/verge-edge/verge/h2"
 	"github.com/verge-edge/verge/http1"
 	"github.com/verge-edge/verge/message"
@@ -79,6 +80,7 @@ type Server struct {
 	sem       chan struct{}
 	active    atomic.Int64
 	guard     *clientGuard // nil: no client limits
+	hellos    sync.Map     // net.Conn -> its hello's JA4, from the handshake to serveConn
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -110,6 +112,16 @@ func (s *Server) init() {
 					cfg.NextProtos = append(cfg.NextProtos, "h2")
 				}
 				cfg.NextProtos = append(cfg.NextProtos, "http/1.1")
+			}
+			// Every hello is fingerprinted on its way to the configured callback.
+			inner := cfg.GetConfigForClient
+			cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+				hello := fingerprint.FromClientHello(h)
+				s.hellos.Store(h.Conn, fingerprint.JA4(&hello))
+				if inner != nil {
+					return inner(h)
+				}
+				return nil, nil
 			}
 			s.TLSConfig = cfg
 		}
@@ -308,6 +320,9 @@ func (s *Server) serveConn(c net.Conn) {
 		ctx, cancel := context.WithTimeout(s.ctx, s.handshakeTimeout())
 		err := tc.HandshakeContext(ctx)
 		cancel()
+		if fp, ok := s.hellos.LoadAndDelete(c); ok {
+			info.JA4 = fp.(string)
+		}
 		if err != nil {
 			s.logger().Debug("tls handshake failed", "remote", c.RemoteAddr(), "err", err)
 			return
