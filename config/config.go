@@ -49,6 +49,10 @@ type Config struct {
 	PIDFile string `yaml:"pid_file"`
 	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
 	Workers []Worker `yaml:"workers"`
+	// Overload turns on adaptive protection: when the process is overloaded it sheds
+	// low-priority routes and new connections of the clients holding the most. Off when
+	// every threshold is zero (the default).
+	Overload Overload `yaml:"overload"`
 	// RateLimits are named rate-limit rules that routes and listeners apply by name.
 	RateLimits []RateLimit `yaml:"rate_limits"`
 	// TrustedProxies is the trusted_proxies of every listener that sets none of its own.
@@ -277,6 +281,9 @@ type Route struct {
 	Upgrades *StringList `yaml:"upgrades"`
 	// AllowTrace forwards TRACE requests. Default false: TRACE is answered 405 with Allow.
 	AllowTrace bool `yaml:"allow_trace"`
+	// Priority is normal or low; while the process is overloaded (top-level overload),
+	// requests of low routes are answered 503 with Retry-After. Empty means normal.
+	Priority string `yaml:"priority"`
 	// IPRules allow and deny the route's clients by address (403). Nil means all may.
 	IPRules *IPRules `yaml:"ip_rules"`
 	// RateLimits names the rate_limits rules applied to the route's requests, after the

@@ -92,6 +92,9 @@ func (c *Config) setDefaults() {
 	c.UpstreamPool.setDefaults()
 	c.Cache.setDefaults()
 	c.setWorkerDefaults()
+	if c.Overload.ConnsPerClient == 0 {
+		c.Overload.ConnsPerClient = 4
+	}
 	for i := range c.RateLimits {
 		c.RateLimits[i].setDefaults()
 	}

@@ -270,3 +270,47 @@ func (r *IPRules) resolvePaths(abs func(*string)) {
 		abs(&r.DenyFiles[i])
 	}
 }
+
+// Overload configures adaptive protection. The process is overloaded while one of the set
+// thresholds is passed (sampled every 250ms); it calms down once every measure has stayed
+// under 80% of its threshold for two samples.
+type Overload struct {
+	// CPU is the share of the CPUs the process may use (GOMAXPROCS) above which it is
+	// overloaded, from 0 to 1, e.g. 0.9. Zero means not checked.
+	CPU float64 `yaml:"cpu"`
+	// Memory is the memory the Go runtime holds above which the process is overloaded,
+	// e.g. 3GiB. Zero means not checked.
+	Memory Size `yaml:"memory"`
+	// QueueDelay is the 99th percentile of how long runnable goroutines wait for a CPU
+	// above which the process is overloaded, e.g. 20ms. Zero means not checked.
+	QueueDelay Duration `yaml:"queue_delay"`
+	// ConnsPerClient: while overloaded, a client address that already holds this many
+	// connections gets no new one (shed like the listener's other limits). Zero means 4.
+	ConnsPerClient int `yaml:"conns_per_client"`
+}
+
+// Enabled reports whether a threshold is set.
+func (o *Overload) Enabled() bool { return o.CPU > 0 || o.Memory > 0 || o.QueueDelay > 0 }
+
+func (v *validator) overload() {
+	o := &v.c.Overload
+	if o.CPU < 0 || o.CPU > 1 {
+		v.errf("overload.cpu", "cpu %v out of range 0..1 (a share of GOMAXPROCS)", o.CPU)
+	}
+	if o.Memory < 0 {
+		v.errf("overload.memory", "must not be negative")
+	}
+	if o.QueueDelay < 0 {
+		v.errf("overload.queue_delay", "must not be negative")
+	}
+	if o.ConnsPerClient < 0 {
+		v.errf("overload.conns_per_client", "must not be negative")
+	}
+	for i := range v.c.Routes {
+		switch v.c.Routes[i].Priority {
+		case "", "normal", "low":
+		default:
+			v.errf(fmt.Sprintf("routes[%d].priority", i), "unknown priority %q (want normal or low)", v.c.Routes[i].Priority)
+		}
+	}
+}

@@ -62,3 +62,27 @@ routes: [{respond: {status: 200}, rate_limits: [a, a, missing]}]
 		t.Errorf("errors do not name the file and line:\n%v", err)
 	}
 }
+
+func TestOverloadConfig(t *testing.T) {
+	c, err := Parse("o.yaml", []byte(`
+listeners: [{address: "127.0.0.1:8080"}]
+overload: {cpu: 0.9, memory: 2GiB, queue_delay: 20ms}
+routes: [{respond: {status: 200}, priority: low}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Overload; o.CPU != 0.9 || o.Memory != 2<<30 || o.QueueDelay.Std() != 20*time.Millisecond || o.ConnsPerClient != 4 || !o.Enabled() {
+		t.Fatalf("overload: %+v", o)
+	}
+	_, err = Parse("o.yaml", []byte(`
+listeners: [{address: "127.0.0.1:8080"}]
+overload: {cpu: 1.5, conns_per_client: -1}
+routes: [{respond: {status: 200}, priority: urgent}]
+`))
+	for _, want := range []string{"overload.cpu: cpu 1.5 out of range", "overload.conns_per_client: must not be negative", `routes[0].priority: unknown priority "urgent"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q: %v", want, err)
+		}
+	}
+}

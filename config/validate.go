@@ -26,6 +26,7 @@ func (v *validator) errf(path, format string, args ...any) {
 func (c *Config) validate() ErrorList {
 	v := &validator{c: c}
 	rateLimits := v.rateLimits()
+	v.overload()
 	v.listeners()
 	for i, l := range c.Listeners {
 		v.rateLimitRefs(fmt.Sprintf("listeners[%d]", i), l.RateLimits, rateLimits)

@@ -66,6 +66,7 @@ type Metrics struct {
 	pools           *poolCollector
 	workers         *workerCollector
 	rateLimits      *rateLimitCollector
+	overload        *overloadCollector
 	cacheM          *cacheMetrics
 
 	reqCache  cache[reqKey, reqEntry]
@@ -132,6 +133,7 @@ func NewMetrics() *Metrics {
 	m.pools = &poolCollector{}
 	m.workers = &workerCollector{}
 	m.rateLimits = &rateLimitCollector{}
+	m.overload = &overloadCollector{}
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	// Failures are rare; pre-create both results so rate() works from the first scrape.
@@ -145,6 +147,7 @@ func NewMetrics() *Metrics {
 		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.shed, m.reloadOK, m.reloadTime, m.pools,
 		m.workers,
 		m.rateLimits,
+		m.overload,
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	return m

@@ -23,6 +23,7 @@ import (
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/server"
 	"github.com/verge-edge/verge/upstream"
@@ -63,6 +64,10 @@ type Deps struct {
 	// RateLimits keeps the rate-limit rules' counts across generations. Nil means a private
 	// store (counts start over at each reload).
 	RateLimits *RateLimits
+	// Overload, when set, tells when the process is overloaded: low-priority routes are then
+	// answered 503 and the busiest clients' new connections shed. Runtime.Apply sets its
+	// thresholds from the config. Nil means no adaptive protection.
+	Overload *overload.Monitor
 }
 
 // Instance is one config generation: routes, balancers, TLS settings and access log. It is
@@ -196,6 +201,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		}
 		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics, log: d.Logger}
 		ph.limits = compileLimits(cfg, l, routes, rules, d.RateLimits, d.Logger)
+		ph.overload = d.Overload
 		if in.access != nil {
 			ph.access = in.access
 		}
@@ -239,17 +245,18 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 
 func (in *Instance) compileRoute(i int, c *config.Route) *route {
 	r := &route{
-		name:       c.Name,
-		index:      i,
-		path:       configPath(c.Match.Path),
-		prefix:     configPath(c.Match.PathPrefix),
-		methods:    c.Match.Methods,
-		headers:    sortedFields(c.Match.Headers),
-		reqOps:     compileOps(c.RequestHeaders),
-		respOps:    compileOps(c.ResponseHeaders),
-		retries:    *c.Retries,
-		upgrades:   upgradesOf(c),
-		allowTrace: c.AllowTrace,
+		name:        c.Name,
+		index:       i,
+		path:        configPath(c.Match.Path),
+		prefix:      configPath(c.Match.PathPrefix),
+		methods:     c.Match.Methods,
+		headers:     sortedFields(c.Match.Headers),
+		reqOps:      compileOps(c.RequestHeaders),
+		respOps:     compileOps(c.ResponseHeaders),
+		retries:     *c.Retries,
+		upgrades:    upgradesOf(c),
+		allowTrace:  c.AllowTrace,
+		lowPriority: c.Priority == "low",
 		timeouts: upstream.Timeouts{
 			Connect: c.Timeouts.Connect.Std(),
 			Read:    c.Timeouts.Read.Std(),

@@ -10,6 +10,7 @@ import (
 	"github.com/verge-edge/verge/limits"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/upstream"
 )
@@ -60,6 +61,8 @@ type phases struct {
 	// limits are the rate limits of each route (by index) on this listener: the listener's
 	// rules, then the route's. Nil when none anywhere.
 	limits [][]*routeLimit
+	// overload, when set, marks the process overloaded: low-priority routes answer 503.
+	overload *overload.Monitor
 }
 
 // noRoute is the route name logged and counted for requests no route matched, and for
@@ -72,6 +75,16 @@ var _ proxy.Phases[reqCtx] = (*phases)(nil)
 var errTraceRefused = &fault.Error{Source: fault.Downstream, Kind: fault.MethodNotAllowed, Cause: errors.New("TRACE is not enabled on this route")}
 
 var notFound = []byte("404 Not Found: no route matches this request\n")
+
+var overloadedBody = []byte("503 Service Unavailable: the server is overloaded; this route is shed first\n")
+
+var overloadedHeader = func() *message.Header {
+	h := &message.Header{}
+	h.Add("Content-Type", "text/plain; charset=utf-8")
+	h.Add("Retry-After", "5")
+	h.Add("Cache-Control", "no-store")
+	return h
+}()
 
 var forbidden = []byte("403 Forbidden: this address may not use this route\n")
 
@@ -90,6 +103,10 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 	c.route = r
 	if r.ipRules != nil && !r.ipRules.Allowed(s.ClientAddr().Addr()) {
 		return true, s.Respond(403, plainHeader, forbidden)
+	}
+	if r.lowPriority && p.overload.Overloaded() {
+		p.overload.ShedLowPriority.Add(1)
+		return true, s.Respond(503, overloadedHeader, overloadedBody)
 	}
 	if p.limits != nil && len(p.limits[r.index]) > 0 {
 		if done, err := p.checkLimits(s, c); done || err != nil {

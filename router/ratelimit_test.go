@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/verge-edge/verge/overload"
 )
 
 const limitConfig = `
@@ -250,5 +252,49 @@ routes:
 		if ex.resp.Status != tc.want {
 			t.Errorf("%s %s: status %d, want %d", tc.client, tc.target, ex.resp.Status, tc.want)
 		}
+	}
+}
+
+// TestOverloadShedsLowPriority marks the process overloaded: the low-priority route answers
+// 503 with Retry-After, the normal one is served, and both serve again once it calms down.
+func TestOverloadShedsLowPriority(t *testing.T) {
+	y := `
+listeners: [{name: main, address: 127.0.0.1:0}]
+access_log: {output: "off"}
+admin: {disabled: true}
+overload: {cpu: 0.9}
+routes:
+  - {name: batch, match: {path_prefix: /batch}, priority: low, respond: {body: batch}}
+  - {name: api, respond: {body: api}}
+`
+	mon := overload.New(overload.Thresholds{CPU: 0.9}, 0, nil)
+	in, err := NewInstance(mustConfig(t, y), Deps{Transport: nopTransport{}, Overload: mon})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	h := in.Handler("main")
+	status := func(target string) (int, string) {
+		ex := newExchange("GET", "www.example.com", target)
+		h.ServeExchange(ex)
+		return ex.resp.Status, ex.resp.Header.Get("Retry-After")
+	}
+	if st, _ := status("/batch/1"); st != 200 {
+		t.Fatalf("low priority, calm: %d", st)
+	}
+	mon.Update(overload.Sample{CPU: 0.97})
+	if st, ra := status("/batch/1"); st != 503 || ra == "" {
+		t.Fatalf("low priority, overloaded: %d Retry-After %q, want 503 with Retry-After", st, ra)
+	}
+	if st, _ := status("/api"); st != 200 {
+		t.Fatalf("normal priority, overloaded: %d", st)
+	}
+	mon.Update(overload.Sample{CPU: 0.1})
+	mon.Update(overload.Sample{CPU: 0.1})
+	if st, _ := status("/batch/1"); st != 200 {
+		t.Fatalf("low priority after calming down: %d", st)
+	}
+	if n := mon.ShedLowPriority.Load(); n != 1 {
+		t.Fatalf("ShedLowPriority %d, want 1", n)
 	}
 }

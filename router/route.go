@@ -38,7 +38,8 @@ type route struct {
 	timeouts   upstream.Timeouts // overrides of the group's; zero fields keep the group's
 	peers      sync.Map          // *lb.Backend -> *upstream.Peer with timeouts applied
 
-	ipRules *acl.Live // nil: every client may
+	ipRules     *acl.Live // nil: every client may
+	lowPriority bool      // shed while the process is overloaded
 
 	worker *worker.Worker // worker action; nil when none
 	// workerFallback passes requests to group when the worker fails before responding.

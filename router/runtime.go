@@ -17,6 +17,7 @@ import (
 	"github.com/verge-edge/verge/h2"
 	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/http1"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/server"
 )
 
@@ -277,6 +278,10 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 	}
 	rt.listeners = next
 	prev := rt.cur.Swap(inst)
+	if mon := rt.opts.Overload; mon != nil {
+		o := cfg.Overload
+		mon.SetThresholds(overload.Thresholds{CPU: o.CPU, Memory: int64(o.Memory), QueueDelay: o.QueueDelay.Std()})
+	}
 
 	// Sockets no listener uses any more stop accepting now.
 	inUse := map[string]bool{}
@@ -307,7 +312,7 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 }
 
 // clientLimits converts a listener's per-client caps (validated) for the server.
-func clientLimits(l *config.ListenerLimits) server.ClientLimits {
+func (rt *Runtime) clientLimits(l *config.ListenerLimits) server.ClientLimits {
 	c := server.ClientLimits{
 		MaxConnsPerClient:    l.MaxConnsPerClient,
 		ConnRatePerClient:    l.ConnRatePerClient,
@@ -317,6 +322,18 @@ func clientLimits(l *config.ListenerLimits) server.ClientLimits {
 		IPv6Prefix:           l.ClientIPv6Prefix,
 		ShedOverMaxConns:     l.ShedOverMaxConns,
 		Respond:              l.ShedResponse == "503",
+	}
+	if mon := rt.opts.Overload; mon != nil {
+		c.ShedForOverload = func(held int) bool {
+			if !mon.Overloaded() {
+				return false
+			}
+			if in := rt.cur.Load(); in != nil && held < in.Config.Overload.ConnsPerClient {
+				return false
+			}
+			mon.ShedConns.Add(1)
+			return true
+		}
 	}
 	for _, e := range l.ClientExempt {
 		if p, err := acl.ParsePrefix(e); err == nil {
@@ -356,7 +373,7 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 		},
 		DisableHTTP2: !key.h2,
 		MaxConns:     l.MaxConns,
-		Limits:       clientLimits(&lim),
+		Limits:       rt.clientLimits(&lim),
 		ConnHook:     rt.opts.ConnHook,
 		Logger:       rt.log,
 	}

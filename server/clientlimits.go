@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -38,6 +39,10 @@ type ClientLimits struct {
 	// closing it (best effort: a client still sending may see a reset instead). False, and
 	// TLS listeners, close it at once, the cheapest answer.
 	Respond bool
+	// ShedForOverload, when set, is asked about each new connection of a client already
+	// holding held connections: true sheds it (reason ShedOverload). Adaptive protection
+	// sets it to shed the busiest clients first while the process is overloaded.
+	ShedForOverload func(held int) bool
 	// Exempt lists peers the per-client caps do not apply to (trusted proxies, health
 	// checkers). AcceptRate and MaxConns still count them.
 	Exempt []netip.Prefix
@@ -50,10 +55,12 @@ const (
 	ShedConnRate        = "conn_rate_per_client"
 	ShedAcceptRate      = "accept_rate"
 	ShedRequestsPerClnt = "requests_per_client"
+	ShedOverload        = "overload"
 )
 
 func (l *ClientLimits) active() bool {
-	return l.MaxConnsPerClient > 0 || l.ConnRatePerClient > 0 || l.AcceptRate > 0 || l.MaxRequestsPerClient > 0 || l.ShedOverMaxConns
+	return l.MaxConnsPerClient > 0 || l.ConnRatePerClient > 0 || l.AcceptRate > 0 || l.MaxRequestsPerClient > 0 || l.ShedOverMaxConns ||
+		l.ShedForOverload != nil
 }
 
 // clientGuard applies ClientLimits. Counts live in shards of maps holding only the addresses
@@ -122,11 +129,19 @@ func (g *clientGuard) admit(peer netip.Addr) (netip.Addr, string) {
 			return netip.Addr{}, ShedConnRate
 		}
 	}
-	if g.lim.MaxConnsPerClient > 0 {
-		if !g.conns.acquire(c, g.lim.MaxConnsPerClient) {
-			return netip.Addr{}, ShedConnsPerClient
+	if g.lim.MaxConnsPerClient > 0 || g.lim.ShedForOverload != nil {
+		max := g.lim.MaxConnsPerClient
+		if max <= 0 {
+			max = math.MaxInt32
 		}
-		return c, ""
+		held, ok := g.conns.acquire(c, max, g.lim.ShedForOverload)
+		switch {
+		case ok:
+			return c, ""
+		case held < max:
+			return netip.Addr{}, ShedOverload
+		}
+		return netip.Addr{}, ShedConnsPerClient
 	}
 	return netip.Addr{}, ""
 }
@@ -160,16 +175,18 @@ func (cc *clientCounts) shard(a netip.Addr) *countShard {
 	return &cc.shards[(b[15]^b[14]^b[3])&63]
 }
 
-func (cc *clientCounts) acquire(a netip.Addr, max int) bool {
+// acquire counts one more for a unless a holds max already or shed (when set) refuses it
+// given what a holds; it returns what a held before.
+func (cc *clientCounts) acquire(a netip.Addr, max int, shed func(held int) bool) (int, bool) {
 	s := cc.shard(a)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.m[a]
-	if int(n) >= max {
-		return false
+	n := int(s.m[a])
+	if n >= max || shed != nil && shed(n) {
+		return n, false
 	}
-	s.m[a] = n + 1
-	return true
+	s.m[a] = int32(n + 1)
+	return n, true
 }
 
 func (cc *clientCounts) release(a netip.Addr) {
@@ -235,7 +252,7 @@ func (s *Server) admitRequest(ex message.ServerExchange) (netip.Addr, bool) {
 	if !capped {
 		return netip.Addr{}, true
 	}
-	if g.reqs.acquire(c, g.lim.MaxRequestsPerClient) {
+	if _, ok := g.reqs.acquire(c, g.lim.MaxRequestsPerClient, nil); ok {
 		return c, true
 	}
 	resp := message.Response{Status: 429, Proto: ex.Request().Proto, ContentLength: int64(len(tooManyRequests))}

@@ -216,3 +216,29 @@ func TestJA4OnConnInfo(t *testing.T) {
 		t.Errorf("plain text: JA4 %q", got)
 	}
 }
+
+// TestShedForOverload sheds new connections of a client already holding two while
+// overloaded, and admits a client holding none.
+func TestShedForOverload(t *testing.T) {
+	overloaded := true
+	g := newClientGuard(ClientLimits{ShedForOverload: func(held int) bool { return overloaded && held >= 2 }})
+	busy := netip.MustParseAddr("192.0.2.1")
+	var got []netip.Addr
+	for range 2 {
+		a, reason := g.admit(busy)
+		if reason != "" {
+			t.Fatalf("first connections: %q", reason)
+		}
+		got = append(got, a)
+	}
+	if _, reason := g.admit(busy); reason != ShedOverload {
+		t.Fatalf("third connection while overloaded: %q, want %q", reason, ShedOverload)
+	}
+	if _, reason := g.admit(netip.MustParseAddr("192.0.2.99")); reason != "" {
+		t.Fatalf("a new client while overloaded: %q", reason)
+	}
+	overloaded = false
+	if _, reason := g.admit(busy); reason != "" {
+		t.Fatalf("third connection once calm: %q", reason)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/upstream"
 )
@@ -72,6 +73,7 @@ type serverProc struct {
 	transport *upstream.Transport
 	store     *lb.StateStore
 	limits    *router.RateLimits
+	overload  *overload.Monitor
 	cache     *cache.Cache // nil until serve builds it
 	workers   *workerStack // nil until serve builds it
 	self      selfAddrs    // own listeners, for the workers' fetch policy
@@ -153,6 +155,10 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	s.metrics.SetPoolStats(poolStats{s.transport})
 	s.store = lb.NewStateStore()
 	s.limits = router.NewRateLimits()
+	s.overload = overload.New(overload.Thresholds{}, 0, s.log) // Apply sets the thresholds
+	s.overload.Start()
+	defer s.overload.Close()
+	s.metrics.SetOverload(s.overload)
 	s.metrics.SetRateLimitStats(observe.RateLimitStatsFunc(func(fn func(observe.RateLimitSample)) {
 		for _, st := range s.limits.Stats() {
 			fn(observe.RateLimitSample{Rule: st.Rule, Mode: st.Mode, Limited: st.Limited, Keys: st.Keys})
@@ -194,6 +200,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 			Transport:     s.transport,
 			Store:         s.store,
 			RateLimits:    s.limits,
+			Overload:      s.overload,
 			Cache:         s.cache,
 			Workers:       s.workers.reg,
 			WorkerModules: modules,

@@ -128,4 +128,3 @@ func count(m *sync.Map, k any) {
 	v, _ := m.LoadOrStore(k, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
 }
-
