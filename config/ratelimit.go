@@ -51,6 +51,15 @@ type RateLimit struct {
 	ResponseHeaders bool `yaml:"response_headers"`
 	// Status is the status of limited requests: 429 or 503. Zero means 429.
 	Status int `yaml:"status"`
+	// Share, with cluster: configured, counts a sliding_window rule's keys across the
+	// nodes (each node publishes its counts every 100ms over the cluster and adds the
+	// others'). Nil means true; token_bucket rules are never shared.
+	Share *bool `yaml:"share"`
+}
+
+// Shared reports whether the rule's counts are shared across a cluster.
+func (r *RateLimit) Shared() bool {
+	return r.Algorithm == "sliding_window" && (r.Share == nil || *r.Share)
 }
 
 // RateLimitKeyParts are the key parts without an argument.

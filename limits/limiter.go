@@ -32,10 +32,15 @@ type Limiter interface {
 	Keys() int
 }
 
-var epoch = time.Now()
+var (
+	epoch     = time.Now()
+	epochUnix = epoch.UnixNano()
+)
 
-// Now is a monotonic clock in nanoseconds for Allow.
-func Now() int64 { return int64(time.Since(epoch)) }
+// Now is a clock in nanoseconds for Allow: Unix time at process start, then monotonic. Fixed
+// windows start at multiples of their period in Unix time, so nodes with synchronized
+// clocks count in the same windows.
+func Now() int64 { return epochUnix + int64(time.Since(epoch)) }
 
 // Sizing is the memory a limiter may use: Keys is how many distinct keys it is sized to tell
 // apart at once (the sketch's width is the next power of two at or above 2·Keys), Depth its
@@ -73,7 +78,18 @@ type SlidingWindow struct {
 	sizing Sizing
 	state  atomic.Pointer[windows]
 	mu     sync.Mutex // rotation
+
+	// With tracking on, allowed events are also recorded per key for TakePending, to be
+	// shared with other nodes.
+	tracking atomic.Bool
+	pmu      sync.Mutex
+	pending  map[string]int64
+	pstart   int64 // the window pending counts belong to
 }
+
+// MaxPendingKeys bounds the keys a SlidingWindow records between two TakePending calls;
+// events of further keys are counted locally but not shared.
+const MaxPendingKeys = 65536
 
 type windows struct {
 	start     int64 // start of the current fixed window
@@ -143,6 +159,9 @@ func (w *SlidingWindow) Allow(key []byte, now int64) Decision {
 	cur := st.cur.IncrHash(h, 1)
 	est := int64(math.Ceil(prev)) + cur
 	if est <= w.limit {
+		if w.tracking.Load() {
+			w.track(key, st.start)
+		}
 		return Decision{Allowed: true, Remaining: w.limit - est, Reset: w.resetIn(float64(cur), prev, elapsed)}
 	}
 	st.cur.IncrHash(h, -1)
@@ -276,4 +295,66 @@ func (b *TokenBucket) Allow(key []byte, now int64) Decision {
 		}
 	}
 	return Decision{Allowed: true, Remaining: (window - (next - now)) / b.interval, Reset: time.Duration(next - now)}
+}
+
+// Track turns on recording of allowed events per key for TakePending.
+func (w *SlidingWindow) Track() {
+	w.pmu.Lock()
+	if w.pending == nil {
+		w.pending = map[string]int64{}
+	}
+	w.pmu.Unlock()
+	w.tracking.Store(true)
+}
+
+func (w *SlidingWindow) track(key []byte, start int64) {
+	w.pmu.Lock()
+	if start != w.pstart {
+		clear(w.pending) // events of a window that ended before they were shared
+		w.pstart = start
+	}
+	if n, ok := w.pending[string(key)]; ok {
+		w.pending[string(key)] = n + 1
+	} else if len(w.pending) < MaxPendingKeys {
+		w.pending[string(key)] = 1
+	}
+	w.pmu.Unlock()
+}
+
+// Delta is one key's count to share.
+type Delta struct {
+	Key   string
+	Count int64
+}
+
+// TakePending returns the events recorded since the last call and the start of the window
+// they belong to, and forgets them.
+func (w *SlidingWindow) TakePending() (start int64, deltas []Delta) {
+	w.pmu.Lock()
+	defer w.pmu.Unlock()
+	for k, n := range w.pending {
+		deltas = append(deltas, Delta{k, n})
+	}
+	clear(w.pending)
+	return w.pstart, deltas
+}
+
+// AddRemote counts n events of key that another node allowed in the window starting at
+// start: into the current window or the previous one, and not at all when older.
+func (w *SlidingWindow) AddRemote(start int64, key []byte, n int64) {
+	st := w.at(Now())
+	switch start {
+	case st.start:
+		st.cur.Incr(key, n)
+	case st.start - w.period:
+		st.prev.Incr(key, n)
+	}
+}
+
+// Estimate returns key's sliding-window estimate at now without counting an event.
+func (w *SlidingWindow) Estimate(key []byte, now int64) int64 {
+	st := w.at(now)
+	h := st.cur.Hash(key)
+	weight := 1 - float64(max(now-st.start, 0))/float64(w.period)
+	return int64(math.Ceil(float64(st.prev.GetHash(h))*weight)) + st.cur.GetHash(h)
 }

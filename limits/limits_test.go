@@ -202,3 +202,36 @@ func BenchmarkTokenBucketAllow(b *testing.B) {
 		t.Allow(k, now)
 	}
 }
+
+// TestSlidingWindowShare moves counts from one window to another as two nodes would.
+func TestSlidingWindowShare(t *testing.T) {
+	a := NewSlidingWindow(10, time.Hour, Sizing{Keys: 64})
+	b := NewSlidingWindow(10, time.Hour, Sizing{Keys: 64})
+	a.Track()
+	now := Now()
+	for range 6 {
+		a.Allow([]byte("k"), now)
+	}
+	start, deltas := a.TakePending()
+	if len(deltas) != 1 || deltas[0].Key != "k" || deltas[0].Count != 6 {
+		t.Fatalf("pending %v", deltas)
+	}
+	if _, again := a.TakePending(); len(again) != 0 {
+		t.Fatalf("pending not cleared: %v", again)
+	}
+	b.AddRemote(start, []byte(deltas[0].Key), deltas[0].Count)
+	if e := b.Estimate([]byte("k"), now); e != 6 {
+		t.Fatalf("estimate after the remote counts %d, want 6", e)
+	}
+	n := 0
+	for b.Allow([]byte("k"), now).Allowed {
+		n++
+	}
+	if n != 4 {
+		t.Fatalf("%d more allowed, want 4", n)
+	}
+	b.AddRemote(start-10*int64(time.Hour), []byte("k"), 100) // an old window: ignored
+	if e := b.Estimate([]byte("k"), now); e != 10 {
+		t.Fatalf("estimate %d after counts of an old window, want 10", e)
+	}
+}

@@ -25,6 +25,7 @@ import (
 type RateLimits struct {
 	mu    sync.Mutex
 	rules map[string]*limitRule
+	share *sharing // nil: counts stay on this node
 }
 
 // NewRateLimits returns an empty store.
@@ -35,6 +36,7 @@ type limitRule struct {
 	name    string
 	sig     string // the settings the limiter was built for
 	mode    string
+	shared  bool // counts shared with the cluster (Share)
 	window  *limits.SlidingWindow // one of window and bucket
 	bucket  *limits.TokenBucket
 	limit   int64
@@ -47,19 +49,26 @@ type limitRule struct {
 
 // rule returns the state of c, new when its settings changed.
 func (rl *RateLimits) rule(c *config.RateLimit) *limitRule {
-	sig := fmt.Sprintf("%s|%d|%v|%d|%d", c.Algorithm, c.Limit, c.Period.Std(), c.Burst, c.Keys)
+	sig := fmt.Sprintf("%s|%d|%v|%d|%d|%s", c.Algorithm, c.Limit, c.Period.Std(), c.Burst, c.Keys, strings.Join(c.Key, ","))
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	if r := rl.rules[c.Name]; r != nil && r.sig == sig {
 		r.mode = c.Mode
+		r.shared = c.Shared()
+		if rl.share != nil && r.shared && r.window != nil {
+			r.window.Track()
+		}
 		return r
 	}
-	r := &limitRule{name: c.Name, sig: sig, mode: c.Mode, limit: c.Limit, period: c.Period.Std(), limited: map[string]*atomic.Uint64{}}
+	r := &limitRule{name: c.Name, sig: sig, mode: c.Mode, shared: c.Shared(), limit: c.Limit, period: c.Period.Std(), limited: map[string]*atomic.Uint64{}}
 	size := limits.Sizing{Keys: c.Keys}
 	if c.Algorithm == "token_bucket" {
 		r.bucket = limits.NewTokenBucket(c.Limit, c.Period.Std(), c.Burst, size)
 	} else {
 		r.window = limits.NewSlidingWindow(c.Limit, c.Period.Std(), size)
+		if rl.share != nil && r.shared {
+			r.window.Track()
+		}
 	}
 	rl.rules[c.Name] = r
 	return r

@@ -178,6 +178,10 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		}
 		defer s.purges.Close()
 		s.waitPurgeCatchUp()
+		if err := s.limits.Share(cluster.RateLimitBus{Node: s.cluster}, s.cluster.Name(), 0, s.log); err != nil {
+			return fmt.Errorf("cluster: rate limits: %w", err)
+		}
+		defer s.limits.Close()
 	}
 	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, s.cluster, &cfg.Cluster); err != nil {
 		return err
