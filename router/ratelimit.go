@@ -36,7 +36,7 @@ type limitRule struct {
 	name    string
 	sig     string // the settings the limiter was built for
 	mode    string
-	shared  bool // counts shared with the cluster (Share)
+	shared  bool                  // counts shared with the cluster (Share)
 	window  *limits.SlidingWindow // one of window and bucket
 	bucket  *limits.TokenBucket
 	limit   int64
