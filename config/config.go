@@ -49,6 +49,12 @@ type Config struct {
 	PIDFile string `yaml:"pid_file"`
 	// Workers are the WebAssembly workers routes can send requests to (see workers.go).
 	Workers []Worker `yaml:"workers"`
+	// Overload turns on adaptive protection: when the process is overloaded it sheds
+	// low-priority routes and new connections of the clients holding the most. Off when
+	// every threshold is zero (the default).
+	Overload Overload `yaml:"overload"`
+	// RateLimits are named rate-limit rules that routes and listeners apply by name.
+	RateLimits []RateLimit `yaml:"rate_limits"`
 	// TrustedProxies is the trusted_proxies of every listener that sets none of its own.
 	// Empty means none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -108,6 +114,11 @@ type Listener struct {
 	// HTTP3 serves HTTP/3 over QUIC on the UDP port with the same number (needs tls) and
 	// advertises it with Alt-Svc on HTTP/1.1 and h2 responses. Zero means off.
 	HTTP3 ListenerHTTP3 `yaml:"http3"`
+	// IPRules allow and deny clients by address as they connect. Nil means all may.
+	IPRules *IPRules `yaml:"ip_rules"`
+	// RateLimits names the rate_limits rules applied to every request of the listener that a
+	// route matches, before the route's own.
+	RateLimits []string `yaml:"rate_limits"`
 }
 
 // ListenerHTTP3 configures HTTP/3 on a TLS listener. Zero fields take the h3 package's
@@ -196,6 +207,34 @@ type ListenerLimits struct {
 	MaxHeaders int `yaml:"max_headers"`
 	// MaxBody bounds a request body (413 beyond). Zero means no limit.
 	MaxBody Size `yaml:"max_body"`
+	// MaxConnsPerClient caps the concurrent connections of one client address (the
+	// connection's peer, cut to client_ipv4_prefix/client_ipv6_prefix bits); more are shed
+	// (shed_response). Zero means no cap.
+	MaxConnsPerClient int `yaml:"max_conns_per_client"`
+	// ConnRatePerClient caps one client address's new connections per second (bursts of as
+	// many); more are shed. Zero means no cap.
+	ConnRatePerClient int `yaml:"conn_rate_per_client"`
+	// AcceptRate caps the listener's new connections per second, all clients together
+	// (bursts of as many); more are shed. Zero means no cap.
+	AcceptRate int `yaml:"accept_rate"`
+	// MaxRequestsPerClient caps one client address's concurrent requests over all its
+	// HTTP/1.1 connections and HTTP/2 streams; more are answered 429 with Retry-After: 1.
+	// Zero means no cap.
+	MaxRequestsPerClient int `yaml:"max_requests_per_client"`
+	// ClientIPv4Prefix and ClientIPv6Prefix are the bits of a peer address that name one
+	// client for the per-client caps. Zero means 32 and 64.
+	ClientIPv4Prefix int `yaml:"client_ipv4_prefix"`
+	ClientIPv6Prefix int `yaml:"client_ipv6_prefix"`
+	// ClientExempt lists addresses and CIDR prefixes the per-client caps do not apply to
+	// (the proxies in front, health checkers).
+	ClientExempt StringList `yaml:"client_exempt"`
+	// ShedOverMaxConns sheds connections beyond the listener's max_conns instead of leaving
+	// them waiting in the kernel's backlog.
+	ShedOverMaxConns bool `yaml:"shed_over_max_conns"`
+	// ShedResponse is what a shed connection gets: close (closed at once, with a reset; the
+	// cheapest) or 503 (a 503 with Retry-After: 1 on plain-text listeners, then closed; TLS
+	// listeners close). Empty means close.
+	ShedResponse string `yaml:"shed_response"`
 }
 
 // Route maps matching requests to one action. A request is served by the most specific
@@ -242,6 +281,14 @@ type Route struct {
 	Upgrades *StringList `yaml:"upgrades"`
 	// AllowTrace forwards TRACE requests. Default false: TRACE is answered 405 with Allow.
 	AllowTrace bool `yaml:"allow_trace"`
+	// Priority is normal or low; while the process is overloaded (top-level overload),
+	// requests of low routes are answered 503 with Retry-After. Empty means normal.
+	Priority string `yaml:"priority"`
+	// IPRules allow and deny the route's clients by address (403). Nil means all may.
+	IPRules *IPRules `yaml:"ip_rules"`
+	// RateLimits names the rate_limits rules applied to the route's requests, after the
+	// listener's, in order; the first that refuses a request answers it.
+	RateLimits []string `yaml:"rate_limits"`
 }
 
 // Match is the set of conditions a request must meet; all given conditions must hold.

@@ -248,6 +248,16 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetBool(b)
+	case reflect.Float64:
+		if !d.scalar(n, path, "a number") {
+			return
+		}
+		f, err := strconv.ParseFloat(n.Value, 64)
+		if err != nil || n.Tag != "!!float" && n.Tag != "!!int" {
+			d.errorf(n, path, "want a number, got %q", n.Value)
+			return
+		}
+		v.SetFloat(f)
 	case reflect.Int, reflect.Int64:
 		if !d.scalar(n, path, "an integer") {
 			return

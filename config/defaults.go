@@ -92,6 +92,12 @@ func (c *Config) setDefaults() {
 	c.UpstreamPool.setDefaults()
 	c.Cache.setDefaults()
 	c.setWorkerDefaults()
+	if c.Overload.ConnsPerClient == 0 {
+		c.Overload.ConnsPerClient = 4
+	}
+	for i := range c.RateLimits {
+		c.RateLimits[i].setDefaults()
+	}
 	c.Cluster.setDefaults(c.WorkerData)
 	for i := range c.Routes {
 		if rc := c.Routes[i].Cache; rc != nil {
@@ -291,6 +297,12 @@ func (c *Config) resolvePaths() {
 			abs(&t.ClientCert)
 			abs(&t.ClientKey)
 		}
+	}
+	for i := range c.Listeners {
+		c.Listeners[i].IPRules.resolvePaths(abs)
+	}
+	for i := range c.Routes {
+		c.Routes[i].IPRules.resolvePaths(abs)
 	}
 	abs(&c.Admin.TokenFile)
 	abs(&c.PIDFile)

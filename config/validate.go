@@ -27,7 +27,17 @@ func (v *validator) errf(path, format string, args ...any) {
 
 func (c *Config) validate() ErrorList {
 	v := &validator{c: c}
+	rateLimits := v.rateLimits()
+	v.overload()
 	v.listeners()
+	for i, l := range c.Listeners {
+		v.rateLimitRefs(fmt.Sprintf("listeners[%d]", i), l.RateLimits, rateLimits)
+		v.ipRules(fmt.Sprintf("listeners[%d].ip_rules", i), l.IPRules)
+	}
+	for i, r := range c.Routes {
+		v.rateLimitRefs(fmt.Sprintf("routes[%d]", i), r.RateLimits, rateLimits)
+		v.ipRules(fmt.Sprintf("routes[%d].ip_rules", i), r.IPRules)
+	}
 	groups := v.upstreams()
 	v.workerNames = v.workers()
 	v.routes(groups)
@@ -87,6 +97,7 @@ func (v *validator) listeners() {
 			h.IdleTimeout < 0 || h.HandshakeTimeout < 0 || h.AltSvcMaxAge < 0 {
 			v.errf(p+".http3", "limits and timeouts must not be negative (retry_threshold: -1 means always)")
 		}
+		v.clientLimits(p+".limits", &l.Limits)
 		if l.MaxConns < 0 {
 			v.errf(p+".max_conns", "must not be negative")
 		}

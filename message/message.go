@@ -137,6 +137,9 @@ type ConnInfo struct {
 	TLS *tls.ConnectionState
 	// Proto is HTTP11, HTTP2 or HTTP3 (HTTP/1.0 requests arrive on HTTP11 connections).
 	Proto string
+	// JA4 is the JA4 fingerprint of the client's TLS hello (package fingerprint), empty on
+	// plain-text connections.
+	JA4 string
 }
 
 // ServerExchange is one request/response exchange on the downstream side, as every protocol

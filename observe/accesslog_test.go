@@ -57,6 +57,7 @@ func sampleRecord() *Record {
 		UserAgent:      "curl/8.0\t(x)",
 		Referer:        "https://ref.example/",
 		RequestID:      "abc-123",
+		JA4:            "t13d1516h2_8daaf6152771_d8a2da3f94cd",
 	}
 }
 
@@ -110,6 +111,7 @@ func TestAccessLogJSON(t *testing.T) {
 		"user_agent":      "curl/8.0\t(x)",
 		"referer":         "https://ref.example/",
 		"request_id":      "abc-123",
+		"tls_ja4":         "t13d1516h2_8daaf6152771_d8a2da3f94cd",
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %d fields, want %d: %s", len(got), len(want), line)

@@ -59,6 +59,7 @@ type Metrics struct {
 	connsTotal      *prometheus.CounterVec
 	reloads         *prometheus.CounterVec
 	quicHandshakes  *prometheus.CounterVec
+	shed            *prometheus.CounterVec
 	quicResults     [3]prometheus.Counter // ok, failed, refused
 	reloadOK        prometheus.Gauge
 	reloadTime      prometheus.Gauge
@@ -66,6 +67,8 @@ type Metrics struct {
 	workers         *workerCollector
 	buckets         *bucketCollector
 	queues          *queueCollector
+	rateLimits      *rateLimitCollector
+	overload        *overloadCollector
 	cacheM          *cacheMetrics
 
 	reqCache  cache[reqKey, reqEntry]
@@ -117,6 +120,10 @@ func NewMetrics() *Metrics {
 	for i, r := range quicResultNames {
 		m.quicResults[i] = m.quicHandshakes.WithLabelValues(r)
 	}
+	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "shed_total",
+		Help: "Connections and requests refused by a listener's client limits, by listener and reason (max_conns, conns_per_client, conn_rate_per_client, accept_rate, requests_per_client).",
+	}, []string{"listener", "reason"})
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "config_last_reload_successful",
 		Help: "1 when the last configuration reload succeeded (or none was tried), 0 when it failed.",
@@ -129,6 +136,8 @@ func NewMetrics() *Metrics {
 	m.workers = &workerCollector{}
 	m.buckets = &bucketCollector{}
 	m.queues = &queueCollector{}
+	m.rateLimits = &rateLimitCollector{}
+	m.overload = &overloadCollector{}
 	m.reloadOK.Set(1)
 	m.reloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	// Failures are rare; pre-create both results so rate() works from the first scrape.
@@ -139,8 +148,8 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.requestDuration, m.upstreamReqs, m.upstreamWait, m.upstreamHealthy,
-		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.reloadOK, m.reloadTime, m.pools,
-		m.workers, m.buckets, m.queues,
+		m.activeConns, m.connsTotal, m.reloads, m.quicHandshakes, m.shed, m.reloadOK, m.reloadTime, m.pools,
+		m.workers, m.buckets, m.queues, m.rateLimits, m.overload,
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	return m
@@ -302,6 +311,10 @@ func (m *Metrics) QUICHandshake(result string) {
 		}
 	}
 }
+
+// Shed counts a connection or request a listener's client limits refused, in
+// verge_shed_total. It has the signature of router.Options.ShedHook.
+func (m *Metrics) Shed(listener, reason string) { m.shed.WithLabelValues(listener, reason).Inc() }
 
 // Reloaded records a configuration reload attempt: verge_config_reloads_total{result} goes up
 // ("success" or "failure"), verge_config_last_reload_successful is set to 1 or 0, and on

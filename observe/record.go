@@ -54,6 +54,8 @@ type Record struct {
 	UserAgent string
 	Referer   string
 	RequestID string
+	// JA4 is the JA4 fingerprint of the client's TLS hello, "" on plain text.
+	JA4 string
 }
 
 // FromSession fills every field of r that s knows: all but Route and Error, which the caller
@@ -73,8 +75,9 @@ func (r *Record) FromSession(s *proxy.Session) {
 	if !s.Start.IsZero() {
 		r.Duration = time.Since(s.Start)
 	}
-	if s.Exchange() != nil {
+	if ex := s.Exchange(); ex != nil {
 		r.RemoteAddr = s.ClientAddr()
+		r.JA4 = ex.Conn().JA4
 	}
 	if s.Peer != nil {
 		r.UpstreamAddr = s.Peer.Address
@@ -112,6 +115,7 @@ const (
 	fUserAgent
 	fReferer
 	fRequestID
+	fJA4
 	numFields
 )
 
@@ -122,7 +126,7 @@ var fieldNames = [numFields]string{
 	fBytesReceived: "bytes_received", fDuration: "duration", fUpstreamAddr: "upstream_addr",
 	fUpstreamStatus: "upstream_status", fUpstreamWait: "upstream_wait", fRoute: "route",
 	fAttempts: "attempts", fError: "error", fUserAgent: "user_agent", fReferer: "referer",
-	fRequestID: "request_id",
+	fRequestID: "request_id", fJA4: "tls_ja4",
 }
 
 // AccessLogFields returns the name of every access-log field, in the default order. An
@@ -249,6 +253,8 @@ func appendValue(b []byte, f field, r *Record, json bool) []byte {
 		return str(b, r.Referer)
 	case fRequestID:
 		return str(b, r.RequestID)
+	case fJA4:
+		return str(b, r.JA4)
 	}
 	return b
 }

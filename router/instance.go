@@ -12,15 +12,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/http1"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/server"
 	"github.com/verge-edge/verge/upstream"
@@ -58,6 +61,13 @@ type Deps struct {
 	// Cache serves and stores responses of routes with caching enabled. Nil means no
 	// caching (routes' cache settings are ignored).
 	Cache *cache.Cache
+	// RateLimits keeps the rate-limit rules' counts across generations. Nil means a private
+	// store (counts start over at each reload).
+	RateLimits *RateLimits
+	// Overload, when set, tells when the process is overloaded: low-priority routes are then
+	// answered 503 and the busiest clients' new connections shed. Runtime.Apply sets its
+	// thresholds from the config. Nil means no adaptive protection.
+	Overload *overload.Monitor
 }
 
 // Instance is one config generation: routes, balancers, TLS settings and access log. It is
@@ -78,6 +88,7 @@ type Instance struct {
 	closed   atomic.Bool
 	cached   bool // a route has caching enabled
 	workers  map[string]*worker.Worker
+	ipRules  []*acl.Live // every listener's and route's, closed with the instance
 	// staged are the new worker versions, committed when the generation is built and
 	// discarded when it fails.
 	staged []*worker.Staged
@@ -88,9 +99,13 @@ type Instance struct {
 
 // handler serves one listener's exchanges with an instance's routes.
 type handler struct {
-	in    *Instance
-	proxy *proxy.Proxy[reqCtx]
+	in      *Instance
+	proxy   *proxy.Proxy[reqCtx]
+	ipRules *acl.Live // the listener's; nil: none
 }
+
+// AllowConn applies the listener's ip_rules to a connecting peer (server.ConnFilter).
+func (h *handler) AllowConn(a netip.Addr) bool { return h.ipRules == nil || h.ipRules.Allowed(a) }
 
 // ServeExchange counts the exchange in flight on the instance and runs the phases.
 func (h *handler) ServeExchange(ex message.ServerExchange) {
@@ -119,6 +134,9 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	}
 	if d.Store == nil {
 		d.Store = lb.NewStateStore()
+	}
+	if d.RateLimits == nil {
+		d.RateLimits = NewRateLimits()
 	}
 	in := &Instance{
 		Config:   cfg,
@@ -159,6 +177,15 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	routes := make([]*route, len(cfg.Routes))
 	for i := range cfg.Routes {
 		routes[i] = in.compileRoute(i, &cfg.Routes[i])
+		if r := cfg.Routes[i].IPRules; r != nil {
+			if routes[i].ipRules, err = in.liveRules(r, d.Logger); err != nil {
+				return nil, fmt.Errorf("route %q: ip_rules: %w", cfg.Routes[i].Name, err)
+			}
+		}
+	}
+	rules := map[string]*config.RateLimit{}
+	for i := range cfg.RateLimits {
+		rules[cfg.RateLimits[i].Name] = &cfg.RateLimits[i]
 	}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
@@ -173,6 +200,8 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 			allowTrace = allowTrace || r.allowTrace
 		}
 		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics, log: d.Logger}
+		ph.limits = compileLimits(cfg, l, routes, rules, d.RateLimits, d.Logger)
+		ph.overload = d.Overload
 		if in.access != nil {
 			ph.access = in.access
 		}
@@ -189,6 +218,11 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		if d.Cache != nil && in.cached {
 			in.handlers[l.Name].proxy.Cache = d.Cache
 		}
+		if l.IPRules != nil {
+			if in.handlers[l.Name].ipRules, err = in.liveRules(l.IPRules, d.Logger); err != nil {
+				return nil, fmt.Errorf("listener %q: ip_rules: %w", l.Name, err)
+			}
+		}
 		if l.TLS != nil {
 			tc, err := buildServerTLS(l)
 			if err != nil {
@@ -201,22 +235,28 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		s.Commit()
 	}
 	in.staged = nil
+	keep := map[string]bool{}
+	for n := range rules {
+		keep[n] = true
+	}
+	d.RateLimits.forget(keep)
 	return in, nil
 }
 
 func (in *Instance) compileRoute(i int, c *config.Route) *route {
 	r := &route{
-		name:       c.Name,
-		index:      i,
-		path:       configPath(c.Match.Path),
-		prefix:     configPath(c.Match.PathPrefix),
-		methods:    c.Match.Methods,
-		headers:    sortedFields(c.Match.Headers),
-		reqOps:     compileOps(c.RequestHeaders),
-		respOps:    compileOps(c.ResponseHeaders),
-		retries:    *c.Retries,
-		upgrades:   upgradesOf(c),
-		allowTrace: c.AllowTrace,
+		name:        c.Name,
+		index:       i,
+		path:        configPath(c.Match.Path),
+		prefix:      configPath(c.Match.PathPrefix),
+		methods:     c.Match.Methods,
+		headers:     sortedFields(c.Match.Headers),
+		reqOps:      compileOps(c.RequestHeaders),
+		respOps:     compileOps(c.ResponseHeaders),
+		retries:     *c.Retries,
+		upgrades:    upgradesOf(c),
+		allowTrace:  c.AllowTrace,
+		lowPriority: c.Priority == "low",
 		timeouts: upstream.Timeouts{
 			Connect: c.Timeouts.Connect.Std(),
 			Read:    c.Timeouts.Read.Std(),
@@ -321,9 +361,22 @@ func (in *Instance) Close(ctx context.Context) error {
 	return err
 }
 
+// liveRules builds ip rules that follow their files while the instance lives.
+func (in *Instance) liveRules(r *config.IPRules, log *slog.Logger) (*acl.Live, error) {
+	l, err := acl.NewLive(r.Source(), 0, log)
+	if err != nil {
+		return nil, err
+	}
+	in.ipRules = append(in.ipRules, l)
+	return l, nil
+}
+
 func (in *Instance) release() {
 	for _, g := range in.groups {
 		g.bal.Close()
+	}
+	for _, l := range in.ipRules {
+		l.Close()
 	}
 	if in.access != nil {
 		in.access.Close()

@@ -7,8 +7,10 @@ import (
 
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/lb"
+	"github.com/verge-edge/verge/limits"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/proxy"
 	"github.com/verge-edge/verge/upstream"
 )
@@ -42,6 +44,10 @@ type reqCtx struct {
 	backend *lb.Backend // selected and not yet reported to its balancer
 	hashBuf [64]byte
 	rec     observe.Record
+	// limitHeader, when set, is the rate limit whose fields the response carries
+	// (response_headers), with its decision.
+	limitHeader   *routeLimit
+	limitDecision limits.Decision
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
@@ -52,6 +58,11 @@ type phases struct {
 	metric Metrics
 	access AccessLogger // nil: no access log
 	log    *slog.Logger // the error log
+	// limits are the rate limits of each route (by index) on this listener: the listener's
+	// rules, then the route's. Nil when none anywhere.
+	limits [][]*routeLimit
+	// overload, when set, marks the process overloaded: low-priority routes answer 503.
+	overload *overload.Monitor
 }
 
 // noRoute is the route name logged and counted for requests no route matched, and for
@@ -64,6 +75,18 @@ var _ proxy.Phases[reqCtx] = (*phases)(nil)
 var errTraceRefused = &fault.Error{Source: fault.Downstream, Kind: fault.MethodNotAllowed, Cause: errors.New("TRACE is not enabled on this route")}
 
 var notFound = []byte("404 Not Found: no route matches this request\n")
+
+var overloadedBody = []byte("503 Service Unavailable: the server is overloaded; this route is shed first\n")
+
+var overloadedHeader = func() *message.Header {
+	h := &message.Header{}
+	h.Add("Content-Type", "text/plain; charset=utf-8")
+	h.Add("Retry-After", "5")
+	h.Add("Cache-Control", "no-store")
+	return h
+}()
+
+var forbidden = []byte("403 Forbidden: this address may not use this route\n")
 
 var plainHeader = func() *message.Header {
 	h := &message.Header{}
@@ -78,6 +101,18 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 		return true, s.Respond(404, plainHeader, notFound)
 	}
 	c.route = r
+	if r.ipRules != nil && !r.ipRules.Allowed(s.ClientAddr().Addr()) {
+		return true, s.Respond(403, plainHeader, forbidden)
+	}
+	if r.lowPriority && p.overload.Overloaded() {
+		p.overload.ShedLowPriority.Add(1)
+		return true, s.Respond(503, overloadedHeader, overloadedBody)
+	}
+	if p.limits != nil && len(p.limits[r.index]) > 0 {
+		if done, err := p.checkLimits(s, c); done || err != nil {
+			return true, err
+		}
+	}
 	if s.Req.Method == "TRACE" && !r.allowTrace {
 		return false, errTraceRefused
 	}
@@ -149,6 +184,9 @@ func (p *phases) UpstreamRequest(_ *proxy.Session, req *message.Request, c *reqC
 // Response applies the route's response header operations.
 func (p *phases) Response(_ *proxy.Session, resp *message.Response, c *reqCtx) error {
 	c.route.respOps.apply(&resp.Header)
+	if c.limitHeader != nil {
+		c.limitHeader.addFields(&resp.Header, c.limitDecision)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/message"
@@ -36,6 +37,9 @@ type route struct {
 	cache      *cache.Policy     // nil: not cached
 	timeouts   upstream.Timeouts // overrides of the group's; zero fields keep the group's
 	peers      sync.Map          // *lb.Backend -> *upstream.Peer with timeouts applied
+
+	ipRules     *acl.Live // nil: every client may
+	lowPriority bool      // shed while the process is overloaded
 
 	worker *worker.Worker // worker action; nil when none
 	// workerFallback passes requests to group when the worker fails before responding.

@@ -12,10 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/h2"
 	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/http1"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/server"
 )
 
@@ -32,6 +34,9 @@ type Options struct {
 	// ConnHook is told of every client connection opened (+1) and closed (-1) with its
 	// protocol (QUIC connections once their handshake completed). Nil means none.
 	ConnHook func(proto string, delta int)
+	// ShedHook is told of every connection or request a listener's client limits refused,
+	// with the reason (server.ShedConnsPerClient, ...). Nil means none.
+	ShedHook func(listener, reason string)
 	// HandshakeHook is told the outcome of every QUIC handshake: "ok", "failed" or
 	// "refused". Nil means none.
 	HandshakeHook func(result string)
@@ -107,7 +112,7 @@ type serverKey struct {
 	tls      bool
 	h2       bool
 	timeouts config.ListenerTimeouts
-	limits   config.ListenerLimits
+	limits   string // config.ListenerLimits printed (it holds a slice)
 	maxConns int
 	http3    config.ListenerHTTP3
 }
@@ -118,7 +123,7 @@ func keyOf(l *config.Listener) serverKey {
 		tls:      l.TLS != nil,
 		h2:       slices.Contains(l.Protocols, "h2"),
 		timeouts: l.Timeouts,
-		limits:   l.Limits,
+		limits:   fmt.Sprintf("%+v", l.Limits),
 		maxConns: l.MaxConns,
 		http3:    l.HTTP3,
 	}
@@ -273,6 +278,10 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 	}
 	rt.listeners = next
 	prev := rt.cur.Swap(inst)
+	if mon := rt.opts.Overload; mon != nil {
+		o := cfg.Overload
+		mon.SetThresholds(overload.Thresholds{CPU: o.CPU, Memory: int64(o.Memory), QueueDelay: o.QueueDelay.Std()})
+	}
 
 	// Sockets no listener uses any more stop accepting now.
 	inUse := map[string]bool{}
@@ -300,6 +309,38 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 		go rt.closeInstance(prev, grace)
 	}
 	return inst.pending, nil
+}
+
+// clientLimits converts a listener's per-client caps (validated) for the server.
+func (rt *Runtime) clientLimits(l *config.ListenerLimits) server.ClientLimits {
+	c := server.ClientLimits{
+		MaxConnsPerClient:    l.MaxConnsPerClient,
+		ConnRatePerClient:    l.ConnRatePerClient,
+		AcceptRate:           l.AcceptRate,
+		MaxRequestsPerClient: l.MaxRequestsPerClient,
+		IPv4Prefix:           l.ClientIPv4Prefix,
+		IPv6Prefix:           l.ClientIPv6Prefix,
+		ShedOverMaxConns:     l.ShedOverMaxConns,
+		Respond:              l.ShedResponse == "503",
+	}
+	if mon := rt.opts.Overload; mon != nil {
+		c.ShedForOverload = func(held int) bool {
+			if !mon.Overloaded() {
+				return false
+			}
+			if in := rt.cur.Load(); in != nil && held < in.Config.Overload.ConnsPerClient {
+				return false
+			}
+			mon.ShedConns.Add(1)
+			return true
+		}
+	}
+	for _, e := range l.ClientExempt {
+		if p, err := acl.ParsePrefix(e); err == nil {
+			c.Exempt = append(c.Exempt, p)
+		}
+	}
+	return c
 }
 
 // newListener builds and starts the server of one listener on its socket.
@@ -332,8 +373,13 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 		},
 		DisableHTTP2: !key.h2,
 		MaxConns:     l.MaxConns,
+		Limits:       rt.clientLimits(&lim),
 		ConnHook:     rt.opts.ConnHook,
 		Logger:       rt.log,
+	}
+	if h := rt.opts.ShedHook; h != nil {
+		name := l.Name
+		srv.ShedHook = func(reason string) { h(name, reason) }
 	}
 	if tc := inst.TLSConfig(l.Name); tc != nil {
 		ls.tlsCur.Store(tc)

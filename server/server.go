@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/fingerprint"
 	"github.com/verge-edge/verge/h2"
 	"github.com/verge-edge/verge/http1"
 	"github.com/verge-edge/verge/message"
@@ -56,6 +57,12 @@ type Server struct {
 	// ConnHook, when set, is told when a connection opens (delta +1) and closes (-1), with the
 	// protocol it speaks; metrics use it.
 	ConnHook func(proto string, delta int)
+	// Limits bound connections and requests per client address and new connections per
+	// second. The zero value limits nothing.
+	Limits ClientLimits
+	// ShedHook, when set, is told of every connection or request a limit refused, with the
+	// reason (ShedMaxConns, ShedConnsPerClient, ...); metrics use it.
+	ShedHook func(reason string)
 	// Logger receives accept and handshake errors. Nil means slog.Default().
 	Logger *slog.Logger
 
@@ -63,8 +70,8 @@ type Server struct {
 	initOnce  sync.Once
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	ctx       context.Context // canceled when connections must close now
+	conns     map[net.Conn]netip.Addr // the client key the guard counted, or the zero Addr
+	ctx       context.Context         // canceled when connections must close now
 	cancel    context.CancelFunc
 	gctx      context.Context // canceled when a graceful shutdown starts
 	gcancel   context.CancelFunc
@@ -72,6 +79,8 @@ type Server struct {
 	wg        sync.WaitGroup
 	sem       chan struct{}
 	active    atomic.Int64
+	guard     *clientGuard // nil: no client limits
+	hellos    sync.Map     // net.Conn -> its hello's JA4, from the handshake to serveConn
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -80,7 +89,10 @@ var ErrServerClosed = errors.New("server closed")
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.listeners = make(map[net.Listener]struct{})
-		s.conns = make(map[net.Conn]struct{})
+		s.conns = make(map[net.Conn]netip.Addr)
+		if s.Limits.active() {
+			s.guard = newClientGuard(s.Limits)
+		}
 		s.ctx, s.cancel = context.WithCancel(context.Background())
 		s.gctx, s.gcancel = context.WithCancel(s.ctx)
 		if s.MaxConns > 0 {
@@ -101,6 +113,16 @@ func (s *Server) init() {
 				}
 				cfg.NextProtos = append(cfg.NextProtos, "http/1.1")
 			}
+			// Every hello is fingerprinted on its way to the configured callback.
+			inner := cfg.GetConfigForClient
+			cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+				hello := fingerprint.FromClientHello(h)
+				s.hellos.Store(h.Conn, fingerprint.JA4(&hello))
+				if inner != nil {
+					return inner(h)
+				}
+				return nil, nil
+			}
 			s.TLSConfig = cfg
 		}
 	})
@@ -114,6 +136,13 @@ func (s *Server) SetHandler(h Handler) {
 }
 
 func (s *Server) serveExchange(ex message.ServerExchange) {
+	if s.guard != nil {
+		c, ok := s.admitRequest(ex)
+		if !ok {
+			return
+		}
+		defer s.requestDone(c)
+	}
 	if s.AltSvc != "" {
 		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
 		return
@@ -122,6 +151,13 @@ func (s *Server) serveExchange(ex message.ServerExchange) {
 }
 
 func (s *Server) serveH1(ex *http1.Exchange) {
+	if s.guard != nil {
+		c, ok := s.admitRequest(ex)
+		if !ok {
+			return
+		}
+		defer s.requestDone(c)
+	}
 	if s.AltSvc != "" {
 		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
 		return
@@ -166,8 +202,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}()
 
 	var backoff time.Duration
+	shedOver := s.sem != nil && s.Limits.ShedOverMaxConns
 	for {
-		if s.sem != nil {
+		if s.sem != nil && !shedOver {
 			select {
 			case s.sem <- struct{}{}:
 			case <-s.ctx.Done():
@@ -176,7 +213,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		c, err := ln.Accept()
 		if err != nil {
-			if s.sem != nil {
+			if s.sem != nil && !shedOver {
 				<-s.sem
 			}
 			if s.shutting.Load() {
@@ -192,7 +229,36 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		if !s.track(c, true) {
+		if shedOver {
+			select {
+			case s.sem <- struct{}{}:
+			default:
+				s.shed(c, ShedMaxConns)
+				continue
+			}
+		}
+		if f, ok := (*s.handler.Load()).(ConnFilter); ok && !f.AllowConn(addrPort(c.RemoteAddr()).Addr()) {
+			if s.sem != nil {
+				<-s.sem
+			}
+			s.shed(c, ShedIPRules)
+			continue
+		}
+		var client netip.Addr
+		if s.guard != nil {
+			var reason string
+			if client, reason = s.guard.admit(addrPort(c.RemoteAddr()).Addr()); reason != "" {
+				if s.sem != nil {
+					<-s.sem
+				}
+				s.shed(c, reason)
+				continue
+			}
+		}
+		if !s.track(c, client, true) {
+			if s.guard != nil {
+				s.guard.release(client)
+			}
 			c.Close()
 			if s.sem != nil {
 				<-s.sem
@@ -210,18 +276,22 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-func (s *Server) track(c net.Conn, add bool) bool {
+func (s *Server) track(c net.Conn, client netip.Addr, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
 		if s.shutting.Load() {
 			return false
 		}
-		s.conns[c] = struct{}{}
+		s.conns[c] = client
 		s.active.Add(1)
 	} else {
+		client = s.conns[c]
 		delete(s.conns, c)
 		s.active.Add(-1)
+		if s.guard != nil {
+			s.guard.release(client)
+		}
 	}
 	return true
 }
@@ -250,6 +320,9 @@ func (s *Server) serveConn(c net.Conn) {
 		ctx, cancel := context.WithTimeout(s.ctx, s.handshakeTimeout())
 		err := tc.HandshakeContext(ctx)
 		cancel()
+		if fp, ok := s.hellos.LoadAndDelete(c); ok {
+			info.JA4 = fp.(string)
+		}
 		if err != nil {
 			s.logger().Debug("tls handshake failed", "remote", c.RemoteAddr(), "err", err)
 			return
@@ -307,7 +380,7 @@ func (s *Server) endConn(c net.Conn) {
 
 // releaseConn releases what Serve took for c, leaving c open.
 func (s *Server) releaseConn(c net.Conn) {
-	s.track(c, false)
+	s.track(c, netip.Addr{}, false)
 	if s.sem != nil {
 		<-s.sem
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/verge-edge/verge/h3"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/observe"
+	"github.com/verge-edge/verge/overload"
 	"github.com/verge-edge/verge/router"
 	"github.com/verge-edge/verge/upstream"
 )
@@ -71,6 +72,8 @@ type serverProc struct {
 	metrics   *observe.Metrics
 	transport *upstream.Transport
 	store     *lb.StateStore
+	limits    *router.RateLimits
+	overload  *overload.Monitor
 	cache     *cache.Cache // nil until serve builds it
 	workers   *workerStack // nil until serve builds it
 	self      selfAddrs    // own listeners, for the workers' fetch policy
@@ -151,6 +154,16 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	defer s.transport.Close()
 	s.metrics.SetPoolStats(poolStats{s.transport})
 	s.store = lb.NewStateStore()
+	s.limits = router.NewRateLimits()
+	s.overload = overload.New(overload.Thresholds{}, 0, s.log) // Apply sets the thresholds
+	s.overload.Start()
+	defer s.overload.Close()
+	s.metrics.SetOverload(s.overload)
+	s.metrics.SetRateLimitStats(observe.RateLimitStatsFunc(func(fn func(observe.RateLimitSample)) {
+		for _, st := range s.limits.Stats() {
+			fn(observe.RateLimitSample{Rule: st.Rule, Mode: st.Mode, Limited: st.Limited, Keys: st.Keys})
+		}
+	}))
 	if s.cache, err = newCache(cfg, s.metrics); err != nil {
 		return err
 	}
@@ -165,6 +178,10 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		}
 		defer s.purges.Close()
 		s.waitPurgeCatchUp()
+		if err := s.limits.Share(cluster.RateLimitBus{Node: s.cluster}, s.cluster.Name(), 0, s.log); err != nil {
+			return fmt.Errorf("cluster: rate limits: %w", err)
+		}
+		defer s.limits.Close()
 	}
 	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, s.cluster, &cfg.Cluster); err != nil {
 		return err
@@ -191,6 +208,8 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		Deps: router.Deps{
 			Transport:     s.transport,
 			Store:         s.store,
+			RateLimits:    s.limits,
+			Overload:      s.overload,
 			Cache:         s.cache,
 			Workers:       s.workers.reg,
 			WorkerModules: modules,
@@ -201,6 +220,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		ListenPacket:  s.listenUDP,
 		ConnHook:      s.metrics.ConnHook,
 		HandshakeHook: s.metrics.QUICHandshake,
+		ShedHook:      s.metrics.Shed,
 		// Serve while the workers compile, unless a process being upgraded serves them
 		// meanwhile (it stops once this one is ready, after the compiles).
 		StartBeforeWorkers: s.upg == nil || !s.upg.HasParent(),
