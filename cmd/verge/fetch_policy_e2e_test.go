@@ -53,6 +53,8 @@ workers:
 		return get("http://" + listen + "/fetch?u=" + url.QueryEscape(target))
 	}
 	waitFor(t, "verge run to serve", 30*time.Second, func() bool { code, _ := get("http://" + listen + "/"); return code == 200 })
+	// The admin API starts after the first config is applied (and the cron scheduler started).
+	waitFor(t, "the admin API", 30*time.Second, func() bool { code, _ := get("http://" + adminAddr + "/config"); return code == 200 })
 	_, before := get("http://" + adminAddr + "/config")
 	refused := func(target string) {
 		t.Helper()
