@@ -31,6 +31,9 @@ type NotStoredError struct{ Reason string }
 
 func (e *NotStoredError) Error() string { return "cache: response not stored: " + e.Reason }
 
+// NotStoredReason returns Reason (the worker host reads it through this method).
+func (e *NotStoredError) NotStoredReason() string { return e.Reason }
+
 // apiKey is the key of req in namespace ns: "GET", then a part starting with \x01 (a
 // proxy key holds the scheme there, so the two never collide), then the URL's parts.
 func apiKey(ns string, req *message.Request) ([]byte, error) {

@@ -83,7 +83,6 @@ func HTMLRewriteRules(list []HTMLRewriteRule) (*htmlrewrite.Rules, error) {
 	return r, r.Err()
 }
 
-
 // htmlRewrite validates the routes' html_rewrite rules.
 func (v *validator) htmlRewrite() {
 	for i := range v.c.Routes {
