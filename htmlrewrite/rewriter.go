@@ -24,6 +24,7 @@ import (
 	"errors"
 	"io"
 	"math/bits"
+	"unsafe"
 )
 
 // Limits of a Stream.
@@ -55,6 +56,10 @@ type Rules struct {
 	desc  uint64 // bit j-1 set: compound j is joined by a descendant space to j-1
 	rules []rule
 	err   error
+	// byTag holds, per tag name, the compounds that name it; anyTag the compounds that
+	// name none.
+	byTag  map[string]uint64
+	anyTag uint64
 }
 
 // NewRules returns an empty set of rules: a stream built from it passes documents through.
@@ -91,6 +96,14 @@ func (r *Rules) On(selector string, h Handler) *Rules {
 				r.desc |= 1 << (idx - 1)
 			}
 			r.comps = append(r.comps, c)
+			if c.tag == "" {
+				r.anyTag |= 1 << idx
+			} else {
+				if r.byTag == nil {
+					r.byTag = map[string]uint64{}
+				}
+				r.byTag[c.tag] |= 1 << idx
+			}
 		}
 		last |= 1 << (len(r.comps) - 1)
 	}
@@ -132,11 +145,16 @@ const (
 type entry struct {
 	name    string
 	kind    uint8  // implied-end kind (kP, kLi, ...)
+	removed bool   // start tag, content and end tag dropped
+	extra   int32  // index+1 in Stream.extras of its pending insertions; 0 none
 	matched uint64 // compounds matched at this element
 	desc    uint64 // compounds matched at this element or an ancestor
-	append  []byte // inserted before its end tag
-	after   []byte // inserted after its end tag
-	removed bool   // start tag, content and end tag dropped
+}
+
+// extra is what an open element inserts when it ends.
+type extra struct {
+	append []byte // before its end tag
+	after  []byte // after its end tag
 }
 
 // Stream rewrites one document. Feed it with Rewrite and end it with End; it is not safe
@@ -158,6 +176,11 @@ type Stream struct {
 	el      Element
 	attrs   []attr
 	lname   []byte
+	names   [256]nameCache
+	extras  []extra // of the open elements with insertions, a stack too
+	chunk   []byte  // the chunk being rewritten
+	pend    []byte  // bytes of chunk passed on but not yet copied to dst
+	mask    uint64  // the compounds naming the tag tagName returned last
 }
 
 // NewStream returns a stream that rewrites one document with r.
@@ -174,17 +197,41 @@ func (s *Stream) Reset() {
 	if cap(s.carry) > 4<<10 {
 		s.carry = nil
 	}
-	for i := range s.stack {
-		s.stack[i] = entry{}
-	}
 	s.stack = s.stack[:0]
+	for i := range s.extras {
+		s.extras[i] = extra{}
+	}
+	s.extras = s.extras[:0]
 	s.supAt = -1
 }
 
+// emit passes b on. Bytes of the current chunk that follow one another are gathered and
+// copied at once (flush): most of a document is copied in a few appends per chunk.
 func (s *Stream) emit(b []byte) {
-	if s.supAt < 0 {
-		s.dst = append(s.dst, b...)
+	if s.supAt >= 0 || len(b) == 0 {
+		return
 	}
+	bp := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	c0 := uintptr(unsafe.Pointer(unsafe.SliceData(s.chunk)))
+	inChunk := bp >= c0 && bp < c0+uintptr(len(s.chunk))
+	if n := len(s.pend); inChunk && n > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(s.pend)))+uintptr(n) == bp {
+		s.pend = s.pend[:n+len(b)]
+		return
+	}
+	s.flush()
+	if inChunk {
+		s.pend = b
+		return
+	}
+	s.dst = append(s.dst, b...)
+}
+
+// flush copies the gathered bytes of the chunk.
+func (s *Stream) flush() {
+	if len(s.pend) > 0 {
+		s.dst = append(s.dst, s.pend...)
+	}
+	s.pend = nil
 }
 
 // Rewrite appends the rewritten form of the next chunk of the document to dst and returns
@@ -192,6 +239,7 @@ func (s *Stream) emit(b []byte) {
 // back until it arrives.
 func (s *Stream) Rewrite(dst, p []byte) []byte {
 	s.dst = dst
+	s.chunk = p
 	for len(p) > 0 {
 		switch s.mode {
 		case mText:
@@ -225,8 +273,9 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 			p = nil
 		}
 	}
+	s.flush()
 	dst = s.dst
-	s.dst = nil
+	s.dst, s.chunk = nil, nil
 	return dst
 }
 
@@ -518,17 +567,47 @@ func (s *Stream) tagName(tag []byte) (string, tagFlags, int) {
 		i = 2
 	}
 	j := i
-	for j < len(tag) && !isSpace(tag[j]) && tag[j] != '/' && tag[j] != '>' {
+	lower := true
+	for j < len(tag) && cls[tag[j]] == 0 {
+		if c := tag[j]; c >= 'A' && c <= 'Z' {
+			lower = false
+		}
 		j++
 	}
-	s.lname = s.lname[:0]
-	for _, c := range tag[i:j] {
-		s.lname = append(s.lname, lowerByte(c))
+	raw := tag[i:j]
+	if !lower {
+		s.lname = s.lname[:0]
+		for _, c := range raw {
+			s.lname = append(s.lname, lowerByte(c))
+		}
+		raw = s.lname
 	}
-	if n, f := tagInfo(s.lname); n != "" {
-		return n, f, j
+	// A direct-mapped cache of the names seen last saves the table's search.
+	h := nameSlot(raw)
+	if ce := &s.names[h]; ce.name != "" && ce.name == string(raw) {
+		s.mask = ce.mask
+		return ce.name, ce.flags, j
 	}
-	return string(s.lname), 0, j
+	n, f := tagInfo(raw)
+	if n == "" {
+		n = string(raw)
+	}
+	s.mask = s.r.byTag[n]
+	s.names[h] = nameCache{name: n, flags: f, mask: s.mask}
+	return n, f, j
+}
+
+type nameCache struct {
+	name  string
+	flags tagFlags
+	mask  uint64 // the compounds that name this tag
+}
+
+func nameSlot(b []byte) uint8 {
+	if len(b) == 0 {
+		return 0
+	}
+	return uint8(len(b)*31) ^ b[0]*7 ^ b[len(b)-1]
 }
 
 // candidates returns the compounds an element whose parent is top may match.
@@ -544,6 +623,9 @@ func (s *Stream) candidates() uint64 {
 
 func (s *Stream) startTag(tag []byte, selfClosing bool) {
 	name, flags, nameEnd := s.tagName(tag)
+	// Without combinators, open elements are tracked only from one that inserts content
+	// at its end (or is removed) until it ends: the rest of the document costs no stack.
+	track := s.r.child|s.r.desc != 0 || len(s.stack) > 0 || s.deep > 0
 	for n := len(s.stack); n > 0 && impliedEnd(s.stack[n-1].kind, flags); n = len(s.stack) {
 		s.pop(n-1, nil)
 	}
@@ -559,7 +641,7 @@ func (s *Stream) startTag(tag []byte, selfClosing bool) {
 	handled := false
 	if s.supAt < 0 && len(s.r.rules) > 0 && s.deep == 0 {
 		e.reset(s, tag, name, nameEnd, void || selfClosing, slash)
-		cand := s.candidates()
+		cand := s.candidates() & (s.mask | s.r.anyTag)
 		for cand != 0 {
 			j := bits.TrailingZeros64(cand)
 			cand &^= 1 << j
@@ -576,13 +658,14 @@ func (s *Stream) startTag(tag []byte, selfClosing bool) {
 	}
 	if !handled {
 		s.emit(tag)
-		if opens {
+		if opens && track {
 			s.push(name, flags.kind(), matched, nil, nil, false)
 		}
 	} else {
 		s.emit(e.before)
 		if !e.removed {
 			if e.attrsChanged && s.supAt < 0 {
+				s.flush()
 				s.dst = e.serialize(s.dst)
 			} else {
 				s.emit(tag)
@@ -595,9 +678,11 @@ func (s *Stream) startTag(tag []byte, selfClosing bool) {
 					s.emit(e.inner)
 				}
 			}
-			s.push(name, flags.kind(), matched, cloneBytes(e.append), cloneBytes(e.after), e.removed)
-			if (e.removed || e.innerSet) && s.supAt < 0 && s.deep == 0 {
-				s.supAt = len(s.stack) - 1
+			if track || e.removed || e.innerSet || len(e.append) > 0 || len(e.after) > 0 {
+				s.push(name, flags.kind(), matched, cloneBytes(e.append), cloneBytes(e.after), e.removed)
+				if (e.removed || e.innerSet) && s.supAt < 0 && s.deep == 0 {
+					s.supAt = len(s.stack) - 1
+				}
 			}
 		} else {
 			s.emit(e.after)
@@ -629,7 +714,12 @@ func (s *Stream) push(name string, kind uint8, matched uint64, app, after []byte
 	if n := len(s.stack); n > 0 {
 		desc = s.stack[n-1].desc
 	}
-	s.stack = append(s.stack, entry{name: name, kind: kind, matched: matched, desc: desc | matched, append: app, after: after, removed: removed})
+	var x int32
+	if len(app) > 0 || len(after) > 0 {
+		s.extras = append(s.extras, extra{append: app, after: after})
+		x = int32(len(s.extras))
+	}
+	s.stack = append(s.stack, entry{name: name, kind: kind, matched: matched, desc: desc | matched, extra: x, removed: removed})
 }
 
 // pop closes the open element at index k and every element above it; endTag is the tag
@@ -640,19 +730,32 @@ func (s *Stream) pop(k int, endTag []byte) {
 		if s.supAt == n {
 			s.supAt = -1
 		}
+		var x extra
+		if e.extra > 0 {
+			x = s.extras[e.extra-1]
+			s.extras[e.extra-1] = extra{}
+			s.extras = s.extras[:e.extra-1]
+		}
 		if !e.removed {
-			s.emit(e.append)
+			s.emit(x.append)
 			if n == k {
 				s.emit(endTag)
 			}
 		}
-		s.emit(e.after)
-		*e = entry{}
+		s.emit(x.after)
 		s.stack = s.stack[:n]
 	}
 }
 
 func (s *Stream) endTag(tag []byte) {
+	if len(s.stack) == 0 && s.deep == 0 {
+		s.emit(tag) // nothing tracked
+		return
+	}
+	if n := len(s.stack); n > 0 && s.deep == 0 && endTagIs(tag, s.stack[n-1].name) {
+		s.pop(n-1, tag) // the common case: the innermost element ends
+		return
+	}
 	name, _, _ := s.tagName(tag)
 	if s.deep > 0 {
 		// Inside untracked depth: a closing tag ends one of those elements.
@@ -666,7 +769,12 @@ func (s *Stream) endTag(tag []byte) {
 			return
 		}
 	}
-	s.emit(tag) // closes nothing open: passed on
+	if s.r.child|s.r.desc == 0 && len(s.stack) > 0 {
+		// Only part of the tree is tracked: an end tag of none of its elements closes an
+		// element around them, and so ends them all.
+		s.pop(0, nil)
+	}
+	s.emit(tag)
 }
 
 type tagFlags uint16
@@ -694,6 +802,19 @@ const (
 )
 
 func (f tagFlags) kind() uint8 { return uint8(f >> kindShift) }
+
+// endTagIs reports whether the end tag tag ("</name ...>") closes name (lowercase).
+func endTagIs(tag []byte, name string) bool {
+	if len(tag) < len(name)+3 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if lowerByte(tag[2+i]) != name[i] {
+			return false
+		}
+	}
+	return cls[tag[2+len(name)]] != 0
+}
 
 // impliedEnd reports whether a start tag with flags next closes an open element of kind
 // top (the optional end tags of HTML, section 13.1.2.4).
