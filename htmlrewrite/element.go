@@ -297,6 +297,25 @@ func bytesEqualFold(b []byte, lower string) bool {
 func (e *Element) serialize(dst []byte) []byte {
 	e.parse()
 	t := e.tag
+	if !e.changesExisting() {
+		// Only new attributes: the tag as it is, then them.
+		end := len(t) - 1
+		if e.slash {
+			end--
+		}
+		dst = append(dst, t[:end]...)
+		for i := range e.mods {
+			if m := &e.mods[i]; !m.remove {
+				dst = append(dst, ' ')
+				dst = append(dst, m.name...)
+				dst = appendAttrValue(dst, m.value)
+			}
+		}
+		if e.slash {
+			return append(dst, '/', '>')
+		}
+		return append(dst, '>')
+	}
 	dst = append(dst, t[:e.nameEnd]...)
 	for _, a := range e.s.attrs {
 		var m *attrMod
@@ -332,6 +351,20 @@ func (e *Element) serialize(dst []byte) []byte {
 		return append(dst, " />"...)
 	}
 	return append(dst, '>')
+}
+
+// changesExisting reports whether a change names an attribute the tag has.
+func (e *Element) changesExisting() bool {
+	t := e.tag
+	for _, a := range e.s.attrs {
+		n := a.name[1] - a.name[0]
+		for i := range e.mods {
+			if len(e.mods[i].name) == n && bytesEqualFold(t[a.name[0]:a.name[1]], e.mods[i].name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func appendAttrValue(dst []byte, v string) []byte {

@@ -639,9 +639,8 @@ func (s *Stream) startTag(tag []byte, selfClosing bool) {
 	var matched uint64
 	e := &s.el
 	handled := false
-	if s.supAt < 0 && len(s.r.rules) > 0 && s.deep == 0 {
+	if cand := s.candidates() & (s.mask | s.r.anyTag); cand != 0 && s.supAt < 0 && s.deep == 0 {
 		e.reset(s, tag, name, nameEnd, void || selfClosing, slash)
-		cand := s.candidates() & (s.mask | s.r.anyTag)
 		for cand != 0 {
 			j := bits.TrailingZeros64(cand)
 			cand &^= 1 << j
@@ -649,10 +648,12 @@ func (s *Stream) startTag(tag []byte, selfClosing bool) {
 				matched |= 1 << j
 			}
 		}
-		for _, ru := range s.r.rules {
-			if ru.last&matched != 0 {
-				ru.h(e)
-				handled = true
+		if matched != 0 {
+			for _, ru := range s.r.rules {
+				if ru.last&matched != 0 {
+					ru.h(e)
+					handled = true
+				}
 			}
 		}
 	}

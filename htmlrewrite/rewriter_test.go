@@ -30,7 +30,7 @@ func TestRewrite(t *testing.T) {
 		}, `<html><head><title>t</title></head><body></body></html>`, `<html><head><title>t</title><script src="/x.js"></script></head><body></body></html>`},
 		{"set attribute", func(r *Rules) {
 			r.On("img", func(e *Element) { e.SetAttr("loading", "lazy") })
-		}, `<img src="a.png"><IMG SRC=b.png alt='x"y'/>`, `<img src="a.png" loading="lazy"><IMG SRC=b.png alt='x"y' loading="lazy" />`},
+		}, `<img src="a.png"><IMG SRC=b.png alt='x"y'/>`, `<img src="a.png" loading="lazy"><IMG SRC=b.png alt='x"y' loading="lazy"/>`},
 		{"replace attribute value escaped", func(r *Rules) {
 			r.On("a[href]", func(e *Element) {
 				v, _ := e.Attr("href")
