@@ -53,7 +53,8 @@ func apiKey(ns string, req *message.Request) ([]byte, error) {
 // Match returns the fresh response stored in namespace ns for req (GET or HEAD), answering
 // req's conditional fields (a 304) and a single Range (206 or 416) as the proxy's hits do.
 // A stale response is not returned. The body, when any, must be closed; it stops when ctx
-// ends.
+// ends. The cache's metrics (Metrics.CacheResult) count the proxy's requests only: callers
+// count their own.
 func (c *Cache) Match(ctx context.Context, ns string, req *message.Request) (*message.Response, bool) {
 	if req.Method != "GET" && req.Method != "HEAD" {
 		return nil, false
@@ -68,18 +69,15 @@ func (c *Cache) Match(ctx context.Context, ns string, req *message.Request) (*me
 	hash := variantHash(primary, vary)
 	o := c.get(hash, key)
 	if o == nil || o.m.VaryKey != string(vary) || o.m.Status == 206 {
-		c.metrics.CacheResult("miss")
 		return nil, false
 	}
 	var rc directives
 	parseDirectives(&message.Header{}, &rc)
 	u, ttl := evaluate(o.m, &rc, c.now().UnixNano())
 	if u != useFresh {
-		c.metrics.CacheResult("miss")
 		return nil, false
 	}
 	t := &tx{c: c, pol: defaultPolicy, now: c.now()}
-	c.metrics.CacheResult("hit")
 	return t.serveFor(ctx, req, o, "hit", ttl), true
 }
 

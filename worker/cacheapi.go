@@ -29,6 +29,20 @@ const (
 	MaxCachePut = 32 << 20
 )
 
+// Cache API outcomes, counted per worker (Stats.CacheOps).
+const (
+	cacheMatchHit = iota
+	cacheMatchMiss
+	cachePutStored
+	cachePutNotStored
+	cachePutRefused
+	cacheDeleteDeleted
+	cacheDeleteAbsent
+	numCacheOps
+)
+
+var cacheOpLabels = [numCacheOps]string{"match_hit", "match_miss", "put_stored", "put_not_stored", "put_refused", "delete_deleted", "delete_absent"}
+
 // cacheNamespace is the namespace of a worker's named cache: the lengths make it
 // unambiguous whatever the names hold.
 func cacheNamespace(worker, cache string) string {
@@ -64,6 +78,7 @@ func (inv *invocation) cacheOp(op uint32, arg []byte) (uint32, []byte) {
 	}
 	req.Scheme, req.Authority, req.Target = u.Scheme, u.Host, u.RequestURI()
 	ns := cacheNamespace(v.w.name, name)
+	st := &v.w.stats
 	e := &inv.e
 	e.B = e.B[:0]
 	switch op {
@@ -73,9 +88,11 @@ func (inv *invocation) cacheOp(op uint32, arg []byte) (uint32, []byte) {
 		}
 		resp, ok := c.Match(inv.io(), ns, req)
 		if !ok {
+			st.cacheOps[cacheMatchMiss].Add(1)
 			e.U8(0)
 			return workerabi.StatusOK, e.B
 		}
+		st.cacheOps[cacheMatchHit].Add(1)
 		e.U8(1)
 		if resp.Body == nil || resp.ContentLength >= 0 && resp.ContentLength <= InlineBody {
 			var data []byte
@@ -113,19 +130,24 @@ func (inv *invocation) cacheOp(op uint32, arg []byte) (uint32, []byte) {
 		err := c.Put(ns, req, resp, body)
 		switch {
 		case err == nil:
+			st.cacheOps[cachePutStored].Add(1)
 			e.U8(1)
 			e.Str("")
 		case isNotStored(err):
+			st.cacheOps[cachePutNotStored].Add(1)
 			e.U8(0)
 			e.Str(notStoredReason(err))
 		default:
+			st.cacheOps[cachePutRefused].Add(1)
 			return fail(workerabi.StatusInvalid, err)
 		}
 		return workerabi.StatusOK, e.B
 	case workerabi.OpCacheDelete:
 		if c.Delete(ns, req) {
+			st.cacheOps[cacheDeleteDeleted].Add(1)
 			e.U8(1)
 		} else {
+			st.cacheOps[cacheDeleteAbsent].Add(1)
 			e.U8(0)
 		}
 		return workerabi.StatusOK, e.B

@@ -101,6 +101,17 @@ workers:
 	if r, _ := get("a.test", "/api/x"); r.Header.Get("X-Cache") != "HIT" {
 		t.Errorf("a's entry gone after b's attempts")
 	}
+	// The Cache API metrics count a's hits, per worker.
+	if mresp, err := http.Get("http://" + adminAddr + "/metrics"); err != nil {
+		t.Error(err)
+	} else {
+		mb, _ := io.ReadAll(mresp.Body)
+		mresp.Body.Close()
+		if !strings.Contains(string(mb), `verge_worker_cache_operations_total{op="match",result="hit",worker="a"}`) ||
+			!strings.Contains(string(mb), `verge_worker_cache_operations_total{op="delete",result="absent",worker="b"} 1`) {
+			t.Errorf("metrics lack the Cache API counters")
+		}
+	}
 	// a itself deletes it.
 	if _, body := doMethod(t, c, "DELETE", "http://"+p.addr+"/api/x#a.test"); !strings.Contains(body, "deleted: true") {
 		t.Errorf("a's delete: %q", body)

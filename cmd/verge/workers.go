@@ -396,6 +396,7 @@ func (m workerMetrics) EachWorker(fn func(observe.WorkerSample)) {
 			IdleInstances: st.IdleInstances, BusyInstances: st.BusyInstances,
 			LiveObjects: st.LiveObjects, ObjectInstances: st.ObjectInstances, Evictions: st.Evictions, Memory: st.Memory,
 			WebSockets: st.WebSockets, WebSocketMessagesIn: st.WebSocketMessagesIn, WebSocketMessagesOut: st.WebSocketMessagesOut,
+			CacheOps: st.CacheOps,
 		})
 	}
 }
