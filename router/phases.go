@@ -48,7 +48,7 @@ type reqCtx struct {
 	// (response_headers), with its decision.
 	limitHeader   *routeLimit
 	limitDecision limits.Decision
-	html    proxy.HTMLRewrite
+	html          proxy.HTMLRewrite
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
