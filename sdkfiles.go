@@ -15,7 +15,7 @@ import "embed"
 // them. A test checks that the embedded files equal the tree and that SDKPackages is closed
 // under the SDK's imports.
 //
-//go:embed sdk/go/*.go internal/workerabi/*.go
+//go:embed sdk/go/*.go internal/workerabi/*.go htmlrewrite/*.go
 var SDKSource embed.FS
 
 // SDKModule is the path of the module the SDK belongs to.
@@ -23,7 +23,7 @@ const SDKModule = "github.com/verge-edge/verge"
 
 // SDKPackages are the directories of SDKSource, relative to the module root; the first is
 // the SDK package that workers import (SDKModule + "/sdk/go").
-var SDKPackages = []string{"sdk/go", "internal/workerabi"}
+var SDKPackages = []string{"sdk/go", "internal/workerabi", "htmlrewrite"}
 
 // SDKGoVersion is the Go language version the SDK needs (wasip1 exports, go:wasmexport,
 // came with Go 1.24), and the go directive written in scaffolded projects.

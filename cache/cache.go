@@ -428,6 +428,7 @@ type entry struct {
 	primary uint64
 	url     string
 	tags    []string
+	ns      string // the Cache API namespace, "" for the proxy's entries
 }
 
 func (x *index) init() {
@@ -446,7 +447,7 @@ func (x *index) add(m *meta) {
 		x.variants[m.Primary] = vs
 	}
 	vs[m.Hash] = struct{}{}
-	x.entries[m.Hash] = &entry{primary: m.Primary, url: m.URL, tags: m.Tags}
+	x.entries[m.Hash] = &entry{primary: m.Primary, url: m.URL, tags: m.Tags, ns: apiNamespace(m.Key)}
 }
 
 func (x *index) remove(hash uint64) {

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"strconv"
 	"time"
 	"unsafe"
@@ -22,7 +23,12 @@ func (t *tx) serve(s *proxy.Session, o *object, kind string, ttl time.Duration) 
 // client's own validators match (RFC 9111 section 4.3.2), or a 206/416 for a single byte
 // range (RFC 9110 section 14). params are the Cache-Status parameters.
 func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Duration) *message.Response {
-	req := s.Req
+	return t.serveFor(s.Context(), s.Req, o, params, ttl)
+}
+
+// serveFor is serveWith for a request outside a proxy session (the Cache API); the body
+// reader stops waiting for a growing object when ctx ends.
+func (t *tx) serveFor(ctx context.Context, req *message.Request, o *object, params string, ttl time.Duration) *message.Response {
 	r := &t.resp
 	r.Reset()
 	r.Status = o.m.Status
@@ -72,7 +78,7 @@ func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Dura
 	}
 	t.addStatus(&r.Header, params, ttl, params == "hit")
 	if withBody && req.Method != "HEAD" && (!known || n > 0) {
-		t.rd.init(s.Context(), o.b, start, end)
+		t.rd.init(ctx, o.b, start, end)
 		r.Body = &t.rd
 	}
 	return r

@@ -147,8 +147,10 @@ func (v *validator) cache() {
 			continue
 		}
 		p := fmt.Sprintf("routes[%d].cache", i)
-		if rc.On() && c.Routes[i].Upstream == "" {
-			v.errf(p, "caching needs an upstream route")
+		if r := &c.Routes[i]; rc.On() && r.Upstream == "" && r.Worker == "" {
+			v.errf(p, "caching needs an upstream or worker route")
+		} else if rc.On() && r.Worker != "" && r.WorkerOnError == WorkerOnErrorOrigin {
+			v.errf(p, "a cached worker route cannot pass failed requests to its upstream (worker_on_error: origin): use cache.use_stale to answer failures with stored responses")
 		}
 		for k := range rc.TTL {
 			if k == "any" {

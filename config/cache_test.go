@@ -60,7 +60,7 @@ routes:
 	if err == nil {
 		t.Fatal("want errors")
 	}
-	for _, want := range []string{"cache.disk.path: path is required", "routes[0].cache: caching needs an upstream route",
+	for _, want := range []string{"cache.disk.path: path is required", "routes[0].cache: caching needs an upstream or worker route",
 		`routes[0].cache.ttl.abc: want a status code`, "routes[0].cache.statuses[0]: invalid status 99", "include_query and exclude_query are exclusive",
 		`routes[0].cache.use_stale[1]: unknown condition "http_418"`, `routes[0].cache.targeted_field: invalid header name "Bad Field"`,
 		"routes[1].cache.targeted_field: cache-control is not a targeted field"} {

@@ -272,8 +272,12 @@ type Route struct {
 	// (connect failures always; other failures only for idempotent requests without a body
 	// already sent). Nil means 2; 0 disables retries.
 	Retries *int `yaml:"retries"`
-	// Cache enables and configures HTTP caching of the route's responses. Nil means none.
+	// Cache enables and configures HTTP caching of the route's responses (an upstream's or a
+	// worker's). Nil means none.
 	Cache *RouteCache `yaml:"cache"`
+	// HTMLRewrite rewrites the route's text/html responses as they stream (docs/phases.md,
+	// "HTML rewriting"), in order. Empty means none.
+	HTMLRewrite []HTMLRewriteRule `yaml:"html_rewrite"`
 	// Upgrades lists the protocols (Upgrade tokens) a request may switch to, e.g. [websocket].
 	// A request offering another protocol is forwarded as a plain request without Upgrade.
 	// h2c, h2 and http are refused: they would hand the client a connection to the origin

@@ -46,6 +46,7 @@ func (c *Config) validate() ErrorList {
 	v.accessLog()
 	v.log()
 	v.cache()
+	v.htmlRewrite()
 	v.cluster()
 	return v.errs
 }

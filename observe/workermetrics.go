@@ -2,6 +2,7 @@ package observe
 
 import (
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,9 @@ type WorkerSample struct {
 	// WebSocketMessagesOut count the messages received from and sent to clients.
 	WebSockets                                int
 	WebSocketMessagesIn, WebSocketMessagesOut uint64
+	// CacheOps counts Cache API operations by "op_result" (match_hit, match_miss,
+	// put_stored, put_not_stored, put_refused, delete_deleted, delete_absent).
+	CacheOps map[string]uint64
 }
 
 // WorkerStats is a source of worker samples. EachWorker calls fn once per worker; it is
@@ -79,6 +83,8 @@ var (
 		"Open WebSockets of the worker: held by its requests and held by the host for its Durable Objects.", []string{"worker"}, nil)
 	workerWebSocketMessagesDesc = prometheus.NewDesc("verge_worker_websocket_messages_total",
 		"WebSocket messages of the worker, by direction (in: from clients, out: to clients).", []string{"worker", "direction"}, nil)
+	workerCacheOpsDesc = prometheus.NewDesc("verge_worker_cache_operations_total",
+		"Cache API operations of the worker, by operation (match, put, delete) and result (hit, miss, stored, not_stored, refused, deleted, absent).", []string{"worker", "op", "result"}, nil)
 )
 
 // workerCollector exports the samples of the current WorkerStats source on each scrape.
@@ -90,7 +96,7 @@ type workerCollector struct {
 func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{workerInvocationsDesc, workerErrorsDesc, workerCPUDesc,
 		workerInstancesDesc, workerObjectsDesc, workerObjectInstancesDesc, workerEvictionsDesc, workerMemoryDesc,
-		workerWebSocketsDesc, workerWebSocketMessagesDesc} {
+		workerWebSocketsDesc, workerWebSocketMessagesDesc, workerCacheOpsDesc} {
 		ch <- d
 	}
 }
@@ -119,6 +125,10 @@ func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(workerWebSocketsDesc, prometheus.GaugeValue, float64(s.WebSockets), w)
 		ch <- prometheus.MustNewConstMetric(workerWebSocketMessagesDesc, prometheus.CounterValue, float64(s.WebSocketMessagesIn), w, "in")
 		ch <- prometheus.MustNewConstMetric(workerWebSocketMessagesDesc, prometheus.CounterValue, float64(s.WebSocketMessagesOut), w, "out")
+		for _, k := range sortedKeys(s.CacheOps) {
+			op, result, _ := strings.Cut(k, "_")
+			ch <- prometheus.MustNewConstMetric(workerCacheOpsDesc, prometheus.CounterValue, float64(s.CacheOps[k]), w, op, result)
+		}
 	})
 }
 

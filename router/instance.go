@@ -95,6 +95,8 @@ type Instance struct {
 	// pending deploys the reserved workers of a generation built before its workers
 	// (Options.StartBeforeWorkers); nil otherwise.
 	pending func() error
+	// workerPeers maps the peers of cached worker routes to their workers.
+	workerPeers map[*upstream.Peer]*worker.Worker
 }
 
 // handler serves one listener's exchanges with an instance's routes.
@@ -187,6 +189,10 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	for i := range cfg.RateLimits {
 		rules[cfg.RateLimits[i].Name] = &cfg.RateLimits[i]
 	}
+	transport := d.Transport
+	if len(in.workerPeers) > 0 {
+		transport = &workerTransport{next: d.Transport, peers: in.workerPeers}
+	}
 	for i := range cfg.Listeners {
 		l := &cfg.Listeners[i]
 		t := newTable()
@@ -207,7 +213,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		}
 		in.handlers[l.Name] = &handler{in: in, proxy: &proxy.Proxy[reqCtx]{
 			Phases:         ph,
-			Transport:      d.Transport,
+			Transport:      transport,
 			MaxRetries:     maxEngineRetries,
 			TrustForwarded: l.TrustForwarded,
 			TrustedProxies: cfg.TrustedProxiesFor(l),
@@ -267,11 +273,23 @@ func (in *Instance) compileRoute(i int, c *config.Route) *route {
 	if c.Worker != "" {
 		r.worker = in.workers[c.Worker]
 		r.workerFallback = c.WorkerOnError == config.WorkerOnErrorOrigin
+		if c.Cache != nil && r.worker != nil {
+			r.cache = compileCache(c.Cache)
+			if r.cache != nil {
+				in.cached = true
+				r.workerPeer = &upstream.Peer{Address: "worker:" + c.Worker}
+				if in.workerPeers == nil {
+					in.workerPeers = map[*upstream.Peer]*worker.Worker{}
+				}
+				in.workerPeers[r.workerPeer] = r.worker
+			}
+		}
 	}
+	r.html, _ = config.HTMLRewriteRules(c.HTMLRewrite) // validated
 	switch {
 	case c.Upstream != "":
 		r.group = in.groups[c.Upstream]
-		if c.Cache != nil {
+		if c.Cache != nil && r.cache == nil {
 			r.cache = compileCache(c.Cache)
 			in.cached = in.cached || r.cache != nil
 		}

@@ -48,6 +48,7 @@ type reqCtx struct {
 	// (response_headers), with its decision.
 	limitHeader   *routeLimit
 	limitDecision limits.Decision
+	html          proxy.HTMLRewrite
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
@@ -119,6 +120,9 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 	s.AllowUpgrades(r.upgrades)
 	switch {
 	case r.worker != nil:
+		if r.workerPeer != nil && !isUpgrade(s.Req) {
+			return false, nil // through the cache; the worker is the origin (workercache.go)
+		}
 		return p.serveWorker(s, r)
 	case r.respond != nil:
 		return true, s.Respond(r.respond.status, r.respond.header, r.respond.body)
@@ -140,6 +144,9 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 // UpstreamPeer picks a server of the route's group.
 func (p *phases) UpstreamPeer(s *proxy.Session, c *reqCtx) (*upstream.Peer, error) {
 	r := c.route
+	if r.workerPeer != nil {
+		return r.workerPeer, nil
+	}
 	g := r.group
 	b := g.bal.Select(g.hashKey(c.hashBuf[:], s.Req, s.ClientAddr()))
 	if b == nil {
@@ -181,13 +188,21 @@ func (p *phases) UpstreamRequest(_ *proxy.Session, req *message.Request, c *reqC
 	return nil
 }
 
-// Response applies the route's response header operations.
-func (p *phases) Response(_ *proxy.Session, resp *message.Response, c *reqCtx) error {
+// Response applies the route's response header operations and starts its HTML rewriting.
+func (p *phases) Response(s *proxy.Session, resp *message.Response, c *reqCtx) error {
 	c.route.respOps.apply(&resp.Header)
 	if c.limitHeader != nil {
 		c.limitHeader.addFields(&resp.Header, c.limitDecision)
 	}
+	if c.route.html != nil {
+		c.html.Start(c.route.html, s.Req, resp)
+	}
 	return nil
+}
+
+// ResponseBody rewrites HTML bodies (html_rewrite) and passes the others.
+func (p *phases) ResponseBody(_ *proxy.Session, chunk []byte, eos bool, c *reqCtx) ([]byte, error) {
+	return c.html.Body(chunk, eos), nil
 }
 
 // FailToConnect reports the failure to the balancer and applies the route's retry budget.
@@ -214,6 +229,7 @@ func (p *phases) failed(s *proxy.Session, peer *upstream.Peer, err *fault.Error,
 
 // Logging finishes the balancer bookkeeping and records metrics and the access-log line.
 func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
+	c.html.Release()
 	name := noRoute
 	if r := c.route; r != nil {
 		name = r.name

@@ -8,6 +8,7 @@ import (
 	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/htmlrewrite"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
 	"github.com/verge-edge/verge/worker"
@@ -42,6 +43,10 @@ type route struct {
 	lowPriority bool      // shed while the process is overloaded
 
 	worker *worker.Worker // worker action; nil when none
+	// workerPeer, on a cached worker route, is the peer workerTransport runs the worker
+	// for: the worker is the route's origin.
+	workerPeer *upstream.Peer
+	html       *htmlrewrite.Rules // html_rewrite rules; nil when none
 	// workerFallback passes requests to group when the worker fails before responding.
 	workerFallback bool
 }

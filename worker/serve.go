@@ -402,6 +402,8 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 	case workerabi.OpObjHead, workerabi.OpObjGet, workerabi.OpObjPut, workerabi.OpObjWrite, workerabi.OpObjFinish, workerabi.OpObjDelete, workerabi.OpObjList,
 		workerabi.OpObjUploadCreate, workerabi.OpObjUploadPart, workerabi.OpObjUploadComplete, workerabi.OpObjUploadAbort, workerabi.OpObjRespond:
 		return inv.objOp(op, arg)
+	case workerabi.OpCacheMatch, workerabi.OpCachePut, workerabi.OpCacheDelete:
+		return inv.cacheOp(op, arg)
 	case workerabi.OpInterleave:
 		inv.nestNext = true
 		return workerabi.StatusOK, nil

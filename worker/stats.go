@@ -19,6 +19,8 @@ type workerStats struct {
 	evictions   atomic.Uint64                          // Durable Objects evicted
 	// objectInstances counts the open instances hosting Durable Objects (objects.go).
 	objectInstances atomic.Int64
+	// cacheOps counts Cache API operations by outcome (cacheapi.go, cacheOpLabels).
+	cacheOps [numCacheOps]atomic.Uint64
 }
 
 // ran counts one invocation of kind and the guest CPU time it used.
@@ -107,6 +109,9 @@ type Stats struct {
 	// messages received from and sent to clients.
 	WebSockets                                int
 	WebSocketMessagesIn, WebSocketMessagesOut uint64
+	// CacheOps counts Cache API operations by "op_result": match_hit, match_miss,
+	// put_stored, put_not_stored, put_refused, delete_deleted, delete_absent.
+	CacheOps map[string]uint64
 }
 
 // Stats returns a view of every deployed worker, sorted by name. It is meant for a metrics
@@ -146,6 +151,10 @@ func (w *Worker) Stats() Stats {
 	}
 	for k := Crashed; k <= MemoryLimit; k++ {
 		st.Errors[k.Label()] = s.errors[k].Load()
+	}
+	st.CacheOps = make(map[string]uint64, numCacheOps)
+	for k, label := range cacheOpLabels {
+		st.CacheOps[label] = s.cacheOps[k].Load()
 	}
 	if v := w.cur.Load(); v != nil {
 		v.mu.Lock()

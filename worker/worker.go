@@ -174,6 +174,10 @@ type Services struct {
 	// Router runs Durable Object requests on the node that owns the object, in a
 	// cluster (*clustered.Forwarder implements it). Nil means every object runs here.
 	Router ObjectRouter
+	// Cache backs the Cache API (sdk.Cache, sdk.OpenCache): each worker's entries live in
+	// namespaces of its own. Nil makes the Cache API fail with ErrUnavailable.
+	// *cache.Cache implements it.
+	Cache HTTPCache
 	// Transport sends subrequests, to the address the fetch policy checked (a name in the
 	// URL is resolved and checked first; Peer.Address is the allowed IP). Nil means the
 	// registry's own transport, whose dialer also checks every connection's address after

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/verge-edge/verge/cache"
 	"io"
 	"log/slog"
 	"net"
@@ -29,6 +30,9 @@ import (
 
 // devShutdownTimeout bounds draining `verge dev` on a signal.
 const devShutdownTimeout = 5 * time.Second
+
+// devCacheSize is the memory of the Cache API under verge dev.
+const devCacheSize = 64 << 20
 
 // cmdDev builds the Go worker package at PATH (default: the current directory), serves it
 // with local KV and Durable Objects, and rebuilds and redeploys it when its sources change
@@ -75,7 +79,14 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 	}
 	tr := &upstream.Transport{}
 	defer tr.Close()
-	stack, err := newWorkerStack(*data, 0, self.get, log, nil, nil)
+	// The Cache API's storage: memory only, as with wrangler dev.
+	hc, err := cache.New(cache.Options{MemorySize: devCacheSize})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer hc.Close()
+	stack, err := newWorkerStack(*data, 0, self.get, log, nil, nil, hc)
 	if err != nil {
 		ln.Close()
 		return err

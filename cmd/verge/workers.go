@@ -50,9 +50,11 @@ type workerStack struct {
 // fetch policy), not the proxy's; listeners tells the policy which addresses are Verge's own.
 // memoryLimit caps the linear memory of all instances together (0: the default). node is
 // the cluster node, nil without a cluster (storage is then SQLite files under dataDir).
-func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger, node *cluster.Node, c *config.Cluster) (*workerStack, error) {
+// httpCache backs the workers' Cache API (nil: none).
+func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger, node *cluster.Node, c *config.Cluster, httpCache worker.HTTPCache) (*workerStack, error) {
 	ws := &workerStack{}
 	svc := worker.Services{
+		Cache:       httpCache,
 		CacheDir:    filepath.Join(dataDir, "cache"),
 		Listeners:   listeners,
 		Logger:      log,
@@ -394,6 +396,7 @@ func (m workerMetrics) EachWorker(fn func(observe.WorkerSample)) {
 			IdleInstances: st.IdleInstances, BusyInstances: st.BusyInstances,
 			LiveObjects: st.LiveObjects, ObjectInstances: st.ObjectInstances, Evictions: st.Evictions, Memory: st.Memory,
 			WebSockets: st.WebSockets, WebSocketMessagesIn: st.WebSocketMessagesIn, WebSocketMessagesOut: st.WebSocketMessagesOut,
+			CacheOps: st.CacheOps,
 		})
 	}
 }

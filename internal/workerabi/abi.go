@@ -88,6 +88,21 @@ const (
 	OpDOFetchStream = 68
 )
 
+// Host operation codes of the Cache API (docs/workers-abi.md, "Cache API"). Each argument
+// starts with the cache's name ("default" for sdk.Cache()) followed by a request encoded as
+// for OpFetch (method, URL, a reserved string, header fields, body; the body is ignored).
+const (
+	// OpCacheMatch answers u8 found, then when found OpFetchStream's result: a body handle
+	// (0 when the body follows whole), status, header and the first body bytes.
+	OpCacheMatch = 160
+	// OpCachePut stores a response: after the request, u32 status, header fields and the
+	// body. It answers u8 stored and, when not stored, the reason (a Cache-Status detail).
+	// A non-GET request, a 206 and Vary: * fail with StatusInvalid.
+	OpCachePut = 161
+	// OpCacheDelete removes the stored responses of the request's URL: u8 deleted.
+	OpCacheDelete = 162
+)
+
 // WebSocket message types, in WS_RECEIVE, WS_SEND and WS_EVENT.
 const (
 	WSText   = 1
