@@ -194,7 +194,7 @@ func (v *validator) rateLimitRefs(p string, refs []string, names map[string]bool
 // clientLimits checks a listener's per-client connection and request caps.
 func (v *validator) clientLimits(p string, l *ListenerLimits) {
 	for name, n := range map[string]int{"max_conns_per_client": l.MaxConnsPerClient, "conn_rate_per_client": l.ConnRatePerClient,
-		"accept_rate": l.AcceptRate, "max_requests_per_client": l.MaxRequestsPerClient} {
+		"accept_rate": l.AcceptRate, "max_requests_per_client": l.MaxRequestsPerClient, "max_body_bytes_per_client": int(min(l.MaxBodyBytesPerClient, 1<<40))} {
 		if n < 0 {
 			v.errf(p+"."+name, "%s %d must not be negative", name, n)
 		}
