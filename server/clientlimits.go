@@ -111,6 +111,9 @@ func newClientGuard(l ClientLimits) *clientGuard {
 
 // client returns the client key of a peer address, and whether the per-client caps apply.
 func (g *clientGuard) client(a netip.Addr) (netip.Addr, bool) {
+	if !a.IsValid() {
+		return a, false // not an IP peer (a Unix socket): no per-client caps
+	}
 	a = a.Unmap()
 	for _, p := range g.lim.Exempt {
 		if p.Contains(a) {
