@@ -26,7 +26,7 @@ func TestRules(t *testing.T) {
 	r := &Rules{
 		Restrict: true,
 		Allow:    NewSet(prefixes(t, "10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::ffff:198.51.100.0/120")),
-		Deny:  NewSet(prefixes(t, "10.9.0.0/16", "2001:db8:bad::/48")),
+		Deny:     NewSet(prefixes(t, "10.9.0.0/16", "2001:db8:bad::/48")),
 	}
 	for addr, want := range map[string]bool{
 		"10.1.2.3": true, "10.9.1.1": false, "192.0.2.7": true, "192.0.2.8": false,
