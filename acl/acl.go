@@ -95,9 +95,12 @@ func (s *Set) Contains(a netip.Addr) bool {
 }
 
 // Rules are an allow list and a deny list. An address is refused when it is in Deny, or
-// when Allow is not empty and the address is not in it: deny wins.
+// when Restrict is set (an allow list was configured) and the address is not in Allow:
+// deny wins, and an allow list that is configured but empty (a file truncated while being
+// rewritten) refuses everyone rather than opening to everyone.
 type Rules struct {
 	Allow, Deny *Set
+	Restrict    bool
 }
 
 // Allowed applies the rules to a. The zero Rules allow everything.
@@ -105,7 +108,7 @@ func (r *Rules) Allowed(a netip.Addr) bool {
 	if r.Deny.Contains(a) {
 		return false
 	}
-	return r.Allow.Len() == 0 || r.Allow.Contains(a)
+	return !r.Restrict && r.Allow.Len() == 0 || r.Allow.Contains(a)
 }
 
 // ParsePrefix parses an address (a prefix of all its bits) or a CIDR prefix, masked.
@@ -177,7 +180,7 @@ func (src *Source) Build() (*Rules, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Rules{}
+	r := &Rules{Restrict: len(src.Allow)+len(src.AllowFiles) > 0}
 	if len(allow) > 0 {
 		r.Allow = NewSet(allow)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func prefixes(t *testing.T, ss ...string) []netip.Prefix {
@@ -23,8 +24,9 @@ func prefixes(t *testing.T, ss ...string) []netip.Prefix {
 
 func TestRules(t *testing.T) {
 	r := &Rules{
-		Allow: NewSet(prefixes(t, "10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::ffff:198.51.100.0/120")),
-		Deny:  NewSet(prefixes(t, "10.9.0.0/16", "2001:db8:bad::/48")),
+		Restrict: true,
+		Allow:    NewSet(prefixes(t, "10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::ffff:198.51.100.0/120")),
+		Deny:     NewSet(prefixes(t, "10.9.0.0/16", "2001:db8:bad::/48")),
 	}
 	for addr, want := range map[string]bool{
 		"10.1.2.3": true, "10.9.1.1": false, "192.0.2.7": true, "192.0.2.8": false,
@@ -61,7 +63,7 @@ func TestParseList(t *testing.T) {
 func TestLiveReload(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "deny.txt")
 	os.WriteFile(f, []byte("192.0.2.1\n"), 0o644)
-	l, err := NewLive(Source{DenyFiles: []string{f}}, 0, nil)
+	l, err := NewLive(Source{DenyFiles: []string{f}}, time.Hour, nil) // the test calls Check itself
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +80,27 @@ func TestLiveReload(t *testing.T) {
 	if l.Check() || !l.Allowed(a) || l.Allowed(b) {
 		t.Fatal("a malformed file changed the rules")
 	}
-	if _, err := NewLive(Source{DenyFiles: []string{f + ".missing"}}, 0, nil); err == nil {
+	if _, err := NewLive(Source{DenyFiles: []string{f + ".missing"}}, time.Hour, nil); err == nil {
 		t.Fatal("a missing file was accepted")
+	}
+}
+
+// TestEmptyAllowFileRefuses: an allow file that is (or becomes) empty refuses everyone.
+func TestEmptyAllowFileRefuses(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "allow.txt")
+	os.WriteFile(f, []byte("192.0.2.1\n"), 0o644)
+	l, err := NewLive(Source{AllowFiles: []string{f}}, time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1")
+	if !l.Allowed(a) || l.Allowed(b) {
+		t.Fatal("initial rules")
+	}
+	os.WriteFile(f, nil, 0o644)
+	if !l.Check() || l.Allowed(a) || l.Allowed(b) {
+		t.Fatal("an emptied allow file did not refuse everyone")
 	}
 }
 

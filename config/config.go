@@ -221,6 +221,11 @@ type ListenerLimits struct {
 	// HTTP/1.1 connections and HTTP/2 streams; more are answered 429 with Retry-After: 1.
 	// Zero means no cap.
 	MaxRequestsPerClient int `yaml:"max_requests_per_client"`
+	// MaxBodyBytesPerClient caps the request body bytes one client address may have in
+	// flight: the declared lengths of its concurrent requests summed (a body of unknown
+	// length counts as max_body, or 1MiB without one); a request passing it gets 429 before
+	// its body is read. Zero means no cap.
+	MaxBodyBytesPerClient Size `yaml:"max_body_bytes_per_client"`
 	// ClientIPv4Prefix and ClientIPv6Prefix are the bits of a peer address that name one
 	// client for the per-client caps. Zero means 32 and 64.
 	ClientIPv4Prefix int `yaml:"client_ipv4_prefix"`

@@ -44,7 +44,7 @@ type RateLimit struct {
 	// memory is 64·keys bytes for token_bucket and 128·keys for sliding_window (rounded up
 	// to a power of two), whatever the number of keys seen. Beyond it, light keys share
 	// counters with others and may be limited early (never late). Zero means 16384 (1 MiB
-	// and 2 MiB). At most 4194304.
+	// and 2 MiB). At most 1048576 (64 MiB and 128 MiB).
 	Keys int `yaml:"keys"`
 	// ResponseHeaders adds RateLimit-Policy and RateLimit to every response of the rule's
 	// requests, not only to 429s.
@@ -129,6 +129,11 @@ func (v *validator) rateLimits() map[string]bool {
 		case "token_bucket":
 			if r.Burst < 1 {
 				v.errf(p+".burst", "burst %d must be at least 1", r.Burst)
+			} else if r.Limit > 0 && r.Burst > (1<<62)/max(int64(r.Period.Std())/r.Limit, 1) {
+				v.errf(p+".burst", "burst %d of %v each is too large", r.Burst, r.Period.Std()/time.Duration(r.Limit))
+			}
+			if r.Share != nil && *r.Share {
+				v.errf(p+".share", "share is for sliding_window rules only (token buckets count per node)")
 			}
 		default:
 			v.errf(p+".algorithm", "unknown algorithm %q (want sliding_window or token_bucket)", r.Algorithm)
@@ -146,8 +151,8 @@ func (v *validator) rateLimits() map[string]bool {
 		default:
 			v.errf(p+".mode", "unknown mode %q (want enforce or log)", r.Mode)
 		}
-		if r.Keys < 1 || r.Keys > 1<<22 {
-			v.errf(p+".keys", "keys %d out of range 1..4194304", r.Keys)
+		if r.Keys < 1 || r.Keys > 1<<20 {
+			v.errf(p+".keys", "keys %d out of range 1..1048576", r.Keys)
 		}
 		if r.Status != 429 && r.Status != 503 {
 			v.errf(p+".status", "status %d (want 429 or 503)", r.Status)
@@ -194,7 +199,7 @@ func (v *validator) rateLimitRefs(p string, refs []string, names map[string]bool
 // clientLimits checks a listener's per-client connection and request caps.
 func (v *validator) clientLimits(p string, l *ListenerLimits) {
 	for name, n := range map[string]int{"max_conns_per_client": l.MaxConnsPerClient, "conn_rate_per_client": l.ConnRatePerClient,
-		"accept_rate": l.AcceptRate, "max_requests_per_client": l.MaxRequestsPerClient} {
+		"accept_rate": l.AcceptRate, "max_requests_per_client": l.MaxRequestsPerClient, "max_body_bytes_per_client": int(min(l.MaxBodyBytesPerClient, 1<<40))} {
 		if n < 0 {
 			v.errf(p+"."+name, "%s %d must not be negative", name, n)
 		}

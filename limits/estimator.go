@@ -118,6 +118,11 @@ func (e *Estimator) GetHash(h uint64) int64 {
 	return min
 }
 
+// fresh returns an empty sketch of the same size and seed.
+func (e *Estimator) fresh() *Estimator {
+	return &Estimator{rows: e.rows, mask: e.mask, cells: make([]atomic.Int64, len(e.cells)), seed: e.seed}
+}
+
 // Reset sets every counter to zero. Increments racing with it may survive it.
 func (e *Estimator) Reset() {
 	for i := range e.cells {

@@ -83,8 +83,10 @@ type SlidingWindow struct {
 	// shared with other nodes.
 	tracking atomic.Bool
 	pmu      sync.Mutex
-	pending  map[string]int64
-	pstart   int64 // the window pending counts belong to
+	pending  map[string]*int64 // allowed events per key since the last TakePending
+	pstart   int64             // the window pending counts belong to
+	older    map[string]*int64 // the previous window's, not yet taken
+	ostart   int64
 }
 
 // MaxPendingKeys bounds the keys a SlidingWindow records between two TakePending calls;
@@ -131,15 +133,13 @@ func (w *SlidingWindow) at(now int64) *windows {
 	}
 	n := (now - st.start) / w.period
 	next := &windows{start: st.start + n*w.period}
+	// A fresh sketch (same seed) instead of clearing the old one: no O(size) work under the
+	// lock on the request path, and a request still holding the old windows never writes
+	// into the new ones (the old sketch goes to the garbage collector).
 	if n == 1 {
-		// The current window becomes the previous; the old previous, cleared, the current.
-		st.prev.Reset()
-		next.cur, next.prev = st.prev, st.cur
+		next.cur, next.prev = st.cur.fresh(), st.cur
 	} else {
-		// Both windows are over: both start empty.
-		st.prev.Reset()
-		st.cur.Reset()
-		next.cur, next.prev = st.cur, st.prev
+		next.cur, next.prev = st.cur.fresh(), st.cur.fresh()
 	}
 	w.state.Store(next)
 	return next
@@ -164,7 +164,9 @@ func (w *SlidingWindow) Allow(key []byte, now int64) Decision {
 		}
 		return Decision{Allowed: true, Remaining: w.limit - est, Reset: w.resetIn(float64(cur), prev, elapsed)}
 	}
-	st.cur.IncrHash(h, -1)
+	if w.state.Load() == st {
+		st.cur.IncrHash(h, -1) // refused events are not counted
+	}
 	cur--
 	return Decision{Remaining: 0, Reset: w.resetIn(float64(cur), prev, elapsed), RetryAfter: w.retryIn(float64(cur), float64(st.prev.GetHash(h)), elapsed)}
 }
@@ -301,7 +303,7 @@ func (b *TokenBucket) Allow(key []byte, now int64) Decision {
 func (w *SlidingWindow) Track() {
 	w.pmu.Lock()
 	if w.pending == nil {
-		w.pending = map[string]int64{}
+		w.pending = map[string]*int64{}
 	}
 	w.pmu.Unlock()
 	w.tracking.Store(true)
@@ -310,16 +312,22 @@ func (w *SlidingWindow) Track() {
 func (w *SlidingWindow) track(key []byte, start int64) {
 	w.pmu.Lock()
 	if start != w.pstart {
-		clear(w.pending) // events of a window that ended before they were shared
-		w.pstart = start
+		// A new window: what the last one recorded is kept for the next TakePending.
+		w.older, w.ostart = w.pending, w.pstart
+		w.pending, w.pstart = map[string]*int64{}, start
 	}
-	if n, ok := w.pending[string(key)]; ok {
-		w.pending[string(key)] = n + 1
-	} else if len(w.pending) < MaxPendingKeys {
-		w.pending[string(key)] = 1
+	if p, ok := w.pending[string(key)]; ok {
+		*p++ // no allocation for a key already recorded
+	} else if len(w.pending) < MaxPendingKeys && len(key) <= MaxSharedKeyBytes {
+		n := int64(1)
+		w.pending[string(key)] = &n
 	}
 	w.pmu.Unlock()
 }
+
+// MaxSharedKeyBytes is the longest key a SlidingWindow records for sharing; longer keys (a
+// long path or header) are counted locally only.
+const MaxSharedKeyBytes = 512
 
 // Delta is one key's count to share.
 type Delta struct {
@@ -327,16 +335,36 @@ type Delta struct {
 	Count int64
 }
 
-// TakePending returns the events recorded since the last call and the start of the window
-// they belong to, and forgets them.
-func (w *SlidingWindow) TakePending() (start int64, deltas []Delta) {
+// Window is the events of one fixed window (starting at Start) to share.
+type Window struct {
+	Start  int64
+	Deltas []Delta
+}
+
+// TakePending returns the events recorded since the last call, by fixed window (the
+// current one, and the previous one when it ended since), and forgets them.
+func (w *SlidingWindow) TakePending() []Window {
 	w.pmu.Lock()
 	defer w.pmu.Unlock()
-	for k, n := range w.pending {
-		deltas = append(deltas, Delta{k, n})
+	var out []Window
+	for _, m := range []struct {
+		start int64
+		keys  map[string]*int64
+	}{{w.ostart, w.older}, {w.pstart, w.pending}} {
+		if len(m.keys) == 0 {
+			continue
+		}
+		win := Window{Start: m.start, Deltas: make([]Delta, 0, len(m.keys))}
+		for k, n := range m.keys {
+			win.Deltas = append(win.Deltas, Delta{k, *n})
+		}
+		out = append(out, win)
 	}
-	clear(w.pending)
-	return w.pstart, deltas
+	w.older = nil
+	if len(w.pending) > 0 {
+		w.pending = map[string]*int64{}
+	}
+	return out
 }
 
 // AddRemote counts n events of key that another node allowed in the window starting at

@@ -212,11 +212,12 @@ func TestSlidingWindowShare(t *testing.T) {
 	for range 6 {
 		a.Allow([]byte("k"), now)
 	}
-	start, deltas := a.TakePending()
-	if len(deltas) != 1 || deltas[0].Key != "k" || deltas[0].Count != 6 {
-		t.Fatalf("pending %v", deltas)
+	wins := a.TakePending()
+	if len(wins) != 1 || len(wins[0].Deltas) != 1 || wins[0].Deltas[0].Key != "k" || wins[0].Deltas[0].Count != 6 {
+		t.Fatalf("pending %v", wins)
 	}
-	if _, again := a.TakePending(); len(again) != 0 {
+	start, deltas := wins[0].Start, wins[0].Deltas
+	if again := a.TakePending(); len(again) != 0 {
 		t.Fatalf("pending not cleared: %v", again)
 	}
 	b.AddRemote(start, []byte(deltas[0].Key), deltas[0].Count)
@@ -233,5 +234,35 @@ func TestSlidingWindowShare(t *testing.T) {
 	b.AddRemote(start-10*int64(time.Hour), []byte("k"), 100) // an old window: ignored
 	if e := b.Estimate([]byte("k"), now); e != 10 {
 		t.Fatalf("estimate %d after counts of an old window, want 10", e)
+	}
+}
+
+// TestTakePendingAcrossWindows: events recorded just before a window ends are still taken
+// after it ended, with their window's start.
+func TestTakePendingAcrossWindows(t *testing.T) {
+	w := NewSlidingWindow(100, time.Second, Sizing{Keys: 64})
+	w.Track()
+	sec := int64(time.Second)
+	base := (Now()/sec + 10) * sec // a window start
+	for range 20 {
+		w.Allow([]byte("k"), base+sec-1)
+	}
+	w.Allow([]byte("k"), base+sec)
+	wins := w.TakePending()
+	if len(wins) != 2 || wins[0].Start != base || wins[0].Deltas[0].Count != 20 || wins[1].Start != base+sec || wins[1].Deltas[0].Count != 1 {
+		t.Fatalf("pending %+v, want 20 in the window at %d and 1 in the next", wins, base)
+	}
+}
+
+// BenchmarkSlidingWindowTracked is Allow with sharing on, on keys already recorded.
+func BenchmarkSlidingWindowTracked(b *testing.B) {
+	w := NewSlidingWindow(1<<40, time.Hour, Sizing{})
+	w.Track()
+	k := make([]byte, 8)
+	now := Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		binary.BigEndian.PutUint64(k, uint64(i&0xff))
+		w.Allow(k, now)
 	}
 }

@@ -113,7 +113,30 @@ func (h *handler) AllowConn(a netip.Addr) bool { return h.ipRules == nil || h.ip
 func (h *handler) ServeExchange(ex message.ServerExchange) {
 	h.in.inflight.Add(1)
 	defer h.in.inflight.Add(-1)
+	// The listener's IP rules also apply per request: to HTTP/3 (QUIC connections do not
+	// pass the TCP accept check) and to connections opened before a rule or list changed.
+	if h.ipRules != nil && !h.ipRules.Allowed(ex.Conn().RemoteAddr.Addr()) {
+		refuseExchange(ex)
+		return
+	}
 	h.proxy.ServeExchange(ex)
+}
+
+var forbiddenConn = []byte("403 Forbidden: this address may not use this listener\n")
+
+// refuseExchange answers 403 and closes an HTTP/1.1 connection.
+func refuseExchange(ex message.ServerExchange) {
+	resp := message.Response{Status: 403, Proto: ex.Request().Proto, ContentLength: int64(len(forbiddenConn))}
+	resp.Header.Add("Content-Type", "text/plain; charset=utf-8")
+	if ex.Conn().Proto == message.HTTP11 {
+		resp.Header.Add("Connection", "close")
+	}
+	if ex.WriteHeader(&resp) == nil {
+		if ex.Request().Method != "HEAD" {
+			ex.Write(forbiddenConn)
+		}
+		ex.Finish(nil)
+	}
 }
 
 // NewInstance builds a generation from a validated config, deploying its workers that changed

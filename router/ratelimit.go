@@ -34,10 +34,10 @@ func NewRateLimits() *RateLimits { return &RateLimits{rules: map[string]*limitRu
 // limitRule is one rule's limiter and counters.
 type limitRule struct {
 	name    string
-	sig     string // the settings the limiter was built for
-	mode    string
-	shared  bool                  // counts shared with the cluster (Share)
-	window  *limits.SlidingWindow // one of window and bucket
+	sig     string                 // the settings the limiter was built for
+	mode    atomic.Pointer[string] // enforce or log (reloads change it; metrics read it)
+	shared  atomic.Bool            // counts shared with the cluster (Share)
+	window  *limits.SlidingWindow  // one of window and bucket
 	bucket  *limits.TokenBucket
 	limit   int64
 	period  time.Duration
@@ -53,20 +53,22 @@ func (rl *RateLimits) rule(c *config.RateLimit) *limitRule {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	if r := rl.rules[c.Name]; r != nil && r.sig == sig {
-		r.mode = c.Mode
-		r.shared = c.Shared()
-		if rl.share != nil && r.shared && r.window != nil {
+		r.mode.Store(&c.Mode)
+		r.shared.Store(c.Shared())
+		if rl.share != nil && r.shared.Load() && r.window != nil {
 			r.window.Track()
 		}
 		return r
 	}
-	r := &limitRule{name: c.Name, sig: sig, mode: c.Mode, shared: c.Shared(), limit: c.Limit, period: c.Period.Std(), limited: map[string]*atomic.Uint64{}}
+	r := &limitRule{name: c.Name, sig: sig, limit: c.Limit, period: c.Period.Std(), limited: map[string]*atomic.Uint64{}}
+	r.mode.Store(&c.Mode)
+	r.shared.Store(c.Shared())
 	size := limits.Sizing{Keys: c.Keys}
 	if c.Algorithm == "token_bucket" {
 		r.bucket = limits.NewTokenBucket(c.Limit, c.Period.Std(), c.Burst, size)
 	} else {
 		r.window = limits.NewSlidingWindow(c.Limit, c.Period.Std(), size)
-		if rl.share != nil && r.shared {
+		if rl.share != nil && r.shared.Load() {
 			r.window.Track()
 		}
 	}
@@ -117,7 +119,7 @@ func (rl *RateLimits) Stats() []RateLimitStat {
 	rl.mu.Unlock()
 	out := make([]RateLimitStat, 0, len(rules))
 	for _, r := range rules {
-		s := RateLimitStat{Rule: r.name, Mode: r.mode, Limited: map[string]uint64{}}
+		s := RateLimitStat{Rule: r.name, Mode: *r.mode.Load(), Limited: map[string]uint64{}}
 		if r.window != nil {
 			s.Keys = r.window.Keys()
 		} else {

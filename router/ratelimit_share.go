@@ -56,7 +56,7 @@ func (rl *RateLimits) Share(bus CountBus, node string, interval time.Duration, l
 	rl.mu.Lock()
 	rl.share = sh
 	for _, r := range rl.rules {
-		if r.shared && r.window != nil {
+		if r.shared.Load() && r.window != nil {
 			r.window.Track()
 		}
 	}
@@ -93,23 +93,27 @@ func (rl *RateLimits) publishLoop(sh *sharing) {
 		rl.mu.Lock()
 		var rules []*limitRule
 		for _, r := range rl.rules {
-			if r.shared && r.window != nil {
+			if r.shared.Load() && r.window != nil {
 				rules = append(rules, r)
 			}
 		}
 		rl.mu.Unlock()
 		for _, r := range rules {
-			start, deltas := r.window.TakePending()
-			if len(deltas) == 0 {
-				continue
-			}
-			// A message per at most 4096 keys keeps each under NATS's default 1 MiB.
-			for len(deltas) > 0 {
-				n := min(len(deltas), 4096)
-				if err := sh.bus.Publish(encodeCounts(sh.node, r.name, r.sig, start, deltas[:n])); err != nil {
-					sh.log.Warn("rate limits: counts not shared", "rule", r.name, "err", err)
+			for _, win := range r.window.TakePending() {
+				// Messages of at most about 256 KiB (keys are at most 512 bytes), well under
+				// NATS's default 1 MiB payload limit.
+				deltas := win.Deltas
+				for len(deltas) > 0 {
+					n, size := 0, 0
+					for n < len(deltas) && size < 256<<10 {
+						size += len(deltas[n].Key) + 12
+						n++
+					}
+					if err := sh.bus.Publish(encodeCounts(sh.node, r.name, r.sig, win.Start, deltas[:n])); err != nil {
+						sh.log.Warn("rate limits: counts not shared", "rule", r.name, "err", err)
+					}
+					deltas = deltas[n:]
 				}
-				deltas = deltas[n:]
 			}
 		}
 	}
@@ -125,11 +129,13 @@ func (rl *RateLimits) receive(data []byte) {
 	rl.mu.Lock()
 	sh, r := rl.share, rl.rules[m.rule]
 	rl.mu.Unlock()
-	if sh == nil || m.node == sh.node || r == nil || !r.shared || r.window == nil || r.sig != m.sig {
+	if sh == nil || m.node == sh.node || r == nil || !r.shared.Load() || r.window == nil || r.sig != m.sig {
 		return
 	}
 	for _, d := range m.deltas {
-		r.window.AddRemote(m.start, []byte(d.key), d.count)
+		// A node can't have allowed more than the limit; a larger count is bogus and would
+		// only wrap the counters.
+		r.window.AddRemote(m.start, []byte(d.key), min(d.count, r.limit))
 	}
 }
 

@@ -298,3 +298,28 @@ routes:
 		t.Fatalf("ShedLowPriority %d, want 1", n)
 	}
 }
+
+// TestListenerIPRulesPerRequest: the listener's rules also apply to each request (HTTP/3 and
+// connections opened before a list changed never pass the accept check).
+func TestListenerIPRulesPerRequest(t *testing.T) {
+	y := `
+listeners: [{name: main, address: 127.0.0.1:0, ip_rules: {deny: [192.0.2.0/24]}}]
+access_log: {output: "off"}
+admin: {disabled: true}
+routes: [{name: any, respond: {body: ok}}]
+`
+	in, err := NewInstance(mustConfig(t, y), Deps{Transport: nopTransport{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	h := in.Handler("main")
+	for client, want := range map[string]int{"192.0.2.9:1": 403, "[::ffff:192.0.2.9]:1": 403, "198.51.100.1:1": 200} {
+		ex := newExchange("GET", "www.example.com", "/")
+		ex.conn.RemoteAddr = netip.MustParseAddrPort(client)
+		h.ServeExchange(ex)
+		if ex.resp.Status != want {
+			t.Errorf("%s: %d, want %d", client, ex.resp.Status, want)
+		}
+	}
+}

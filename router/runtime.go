@@ -314,14 +314,16 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 // clientLimits converts a listener's per-client caps (validated) for the server.
 func (rt *Runtime) clientLimits(l *config.ListenerLimits) server.ClientLimits {
 	c := server.ClientLimits{
-		MaxConnsPerClient:    l.MaxConnsPerClient,
-		ConnRatePerClient:    l.ConnRatePerClient,
-		AcceptRate:           l.AcceptRate,
-		MaxRequestsPerClient: l.MaxRequestsPerClient,
-		IPv4Prefix:           l.ClientIPv4Prefix,
-		IPv6Prefix:           l.ClientIPv6Prefix,
-		ShedOverMaxConns:     l.ShedOverMaxConns,
-		Respond:              l.ShedResponse == "503",
+		MaxConnsPerClient:     l.MaxConnsPerClient,
+		ConnRatePerClient:     l.ConnRatePerClient,
+		AcceptRate:            l.AcceptRate,
+		MaxRequestsPerClient:  l.MaxRequestsPerClient,
+		MaxBodyBytesPerClient: int64(l.MaxBodyBytesPerClient),
+		UnknownBodyBytes:      int64(l.MaxBody),
+		IPv4Prefix:            l.ClientIPv4Prefix,
+		IPv6Prefix:            l.ClientIPv6Prefix,
+		ShedOverMaxConns:      l.ShedOverMaxConns,
+		Respond:               l.ShedResponse == "503",
 	}
 	if mon := rt.opts.Overload; mon != nil {
 		c.ShedForOverload = func(held int) bool {

@@ -29,6 +29,15 @@ type ClientLimits struct {
 	// (HTTP/1.1 requests and HTTP/2 streams); a request beyond it is answered 429 with
 	// Retry-After: 1. Zero means no cap.
 	MaxRequestsPerClient int
+	// MaxBodyBytesPerClient caps the request body bytes a client may have in flight: the
+	// sum of the declared lengths (Content-Length) of its concurrent requests, a body of
+	// unknown length (chunked, or an HTTP/2 stream without content-length) counting as
+	// UnknownBodyBytes. A request that would pass it is answered 429 with Retry-After: 1
+	// before its body is read. Zero means no cap.
+	MaxBodyBytesPerClient int64
+	// UnknownBodyBytes is what a body of unknown length counts for MaxBodyBytesPerClient.
+	// Zero means 1 MiB.
+	UnknownBodyBytes int64
 	// IPv4Prefix and IPv6Prefix are the bits of the peer address that name a client. Zero
 	// means 32 and 64.
 	IPv4Prefix, IPv6Prefix int
@@ -56,10 +65,12 @@ const (
 	ShedAcceptRate      = "accept_rate"
 	ShedRequestsPerClnt = "requests_per_client"
 	ShedOverload        = "overload"
+	ShedBodyBytes       = "body_bytes_per_client"
 )
 
 func (l *ClientLimits) active() bool {
 	return l.MaxConnsPerClient > 0 || l.ConnRatePerClient > 0 || l.AcceptRate > 0 || l.MaxRequestsPerClient > 0 || l.ShedOverMaxConns ||
+		l.MaxBodyBytesPerClient > 0 ||
 		l.ShedForOverload != nil
 }
 
@@ -70,6 +81,7 @@ type clientGuard struct {
 	lim    ClientLimits
 	conns  clientCounts
 	reqs   clientCounts
+	bytes  clientSums
 	rate   *limits.TokenBucket // per client
 	accept *limits.TokenBucket // global
 }
@@ -84,6 +96,10 @@ func newClientGuard(l ClientLimits) *clientGuard {
 	g := &clientGuard{lim: l}
 	g.conns.init()
 	g.reqs.init()
+	g.bytes.init()
+	if g.lim.UnknownBodyBytes <= 0 {
+		g.lim.UnknownBodyBytes = 1 << 20
+	}
 	if l.ConnRatePerClient > 0 {
 		g.rate = limits.NewTokenBucket(int64(l.ConnRatePerClient), time.Second, int64(l.ConnRatePerClient), limits.Sizing{Keys: 65536})
 	}
@@ -95,6 +111,9 @@ func newClientGuard(l ClientLimits) *clientGuard {
 
 // client returns the client key of a peer address, and whether the per-client caps apply.
 func (g *clientGuard) client(a netip.Addr) (netip.Addr, bool) {
+	if !a.IsValid() {
+		return a, false // not an IP peer (a Unix socket): no per-client caps
+	}
 	a = a.Unmap()
 	for _, p := range g.lim.Exempt {
 		if p.Contains(a) {
@@ -231,7 +250,7 @@ func (s *Server) shed(c net.Conn, reason string) {
 	}
 }
 
-var tooManyRequests = []byte("429 Too Many Requests: too many concurrent requests from this client\n")
+var tooManyRequests = []byte("429 Too Many Requests: too many concurrent requests (or request bytes) from this client\n")
 
 var tooManyHeader = func() message.Header {
 	var h message.Header
@@ -241,22 +260,110 @@ var tooManyHeader = func() message.Header {
 	return h
 }()
 
-// admitRequest counts a request of ex's client against MaxRequestsPerClient; it answers 429
-// itself and returns false when the client is over it. done must be called when true.
-func (s *Server) admitRequest(ex message.ServerExchange) (netip.Addr, bool) {
+// clientSums sums int64 amounts per client address.
+type clientSums struct {
+	shards [64]sumShard
+}
+
+type sumShard struct {
+	mu sync.Mutex
+	m  map[netip.Addr]int64
+}
+
+func (cs *clientSums) init() {
+	for i := range cs.shards {
+		cs.shards[i].m = map[netip.Addr]int64{}
+	}
+}
+
+func (cs *clientSums) shard(a netip.Addr) *sumShard {
+	b := a.As16()
+	return &cs.shards[(b[15]^b[14]^b[3])&63]
+}
+
+// add adds n for a unless that passes max (a single amount above max passes alone when a
+// has nothing in flight, so that one large body is limited by max_body, not refused here).
+func (cs *clientSums) add(a netip.Addr, n, max int64) bool {
+	s := cs.shard(a)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.m[a]
+	if cur > 0 && cur+n > max {
+		return false
+	}
+	s.m[a] = cur + n
+	return true
+}
+
+func (cs *clientSums) sub(a netip.Addr, n int64) {
+	s := cs.shard(a)
+	s.mu.Lock()
+	if v := s.m[a] - n; v > 0 {
+		s.m[a] = v
+	} else {
+		delete(s.m, a)
+	}
+	s.mu.Unlock()
+}
+
+// reqTicket is what admitRequest counted for a request, released by requestDone.
+type reqTicket struct {
+	client netip.Addr // zero: nothing counted
+	req    bool       // counted in reqs
+	bytes  int64      // counted in bytes
+}
+
+// bodyBytes is what a request's body counts for MaxBodyBytesPerClient.
+func (g *clientGuard) bodyBytes(r *message.Request) int64 {
+	switch {
+	case r.ContentLength > 0:
+		return r.ContentLength
+	case r.ContentLength < 0 || r.Body != nil && r.ContentLength != 0:
+		return g.lim.UnknownBodyBytes
+	}
+	return 0
+}
+
+// admitRequest counts a request of ex's client against MaxRequestsPerClient and
+// MaxBodyBytesPerClient; it answers 429 itself and returns false when the client is over
+// one. requestDone must be called with the ticket when true.
+func (s *Server) admitRequest(ex message.ServerExchange) (reqTicket, bool) {
 	g := s.guard
-	if g == nil || g.lim.MaxRequestsPerClient <= 0 {
-		return netip.Addr{}, true
+	if g == nil || g.lim.MaxRequestsPerClient <= 0 && g.lim.MaxBodyBytesPerClient <= 0 {
+		return reqTicket{}, true
 	}
 	c, capped := g.client(ex.Conn().RemoteAddr.Addr())
 	if !capped {
-		return netip.Addr{}, true
+		return reqTicket{}, true
 	}
-	if _, ok := g.reqs.acquire(c, g.lim.MaxRequestsPerClient, nil); ok {
-		return c, true
+	t := reqTicket{client: c}
+	reason := ""
+	if g.lim.MaxRequestsPerClient > 0 {
+		if _, ok := g.reqs.acquire(c, g.lim.MaxRequestsPerClient, nil); ok {
+			t.req = true
+		} else {
+			reason = ShedRequestsPerClnt
+		}
 	}
+	if reason == "" && g.lim.MaxBodyBytesPerClient > 0 {
+		if n := g.bodyBytes(ex.Request()); n > 0 {
+			if g.bytes.add(c, n, g.lim.MaxBodyBytesPerClient) {
+				t.bytes = n
+			} else {
+				reason = ShedBodyBytes
+			}
+		}
+	}
+	if reason == "" {
+		return t, true
+	}
+	s.requestDone(t)
 	resp := message.Response{Status: 429, Proto: ex.Request().Proto, ContentLength: int64(len(tooManyRequests))}
 	resp.Header.CopyFrom(&tooManyHeader)
+	if reason == ShedBodyBytes && ex.Conn().Proto == message.HTTP11 {
+		// The body was not read: the connection can't be reused for the next request.
+		resp.Header.Add("Connection", "close")
+	}
 	if ex.WriteHeader(&resp) == nil {
 		if ex.Request().Method != "HEAD" {
 			ex.Write(tooManyRequests)
@@ -264,13 +371,20 @@ func (s *Server) admitRequest(ex message.ServerExchange) (netip.Addr, bool) {
 		ex.Finish(nil)
 	}
 	if s.ShedHook != nil {
-		s.ShedHook(ShedRequestsPerClnt)
+		s.ShedHook(reason)
 	}
-	return netip.Addr{}, false
+	return reqTicket{}, false
 }
 
-func (s *Server) requestDone(c netip.Addr) {
-	if c.IsValid() {
-		s.guard.reqs.release(c)
+// requestDone releases what admitRequest counted.
+func (s *Server) requestDone(t reqTicket) {
+	if !t.client.IsValid() {
+		return
+	}
+	if t.req {
+		s.guard.reqs.release(t.client)
+	}
+	if t.bytes > 0 {
+		s.guard.bytes.sub(t.client, t.bytes)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -240,5 +241,73 @@ func TestShedForOverload(t *testing.T) {
 	overloaded = false
 	if _, reason := g.admit(busy); reason != "" {
 		t.Fatalf("third connection once calm: %q", reason)
+	}
+}
+
+// TestBodyBytesPerClient holds a request with a 600 KiB body of one client while its second
+// request of 600 KiB arrives: over the 1 MiB cap, it is answered 429 before its body is
+// read, and the connection closes; a small request of the same client and a request of
+// another client fit.
+func TestBodyBytesPerClient(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	s := &Server{DisableHTTP2: true, Limits: ClientLimits{MaxBodyBytesPerClient: 1 << 20},
+		Handler: HandlerFunc(func(ex message.ServerExchange) {
+			if ex.Request().Target == "/hold" {
+				entered <- struct{}{}
+				<-release
+			}
+			answer(ex)
+		})}
+	addr := start(t, s)
+	post := func(c net.Conn, target string, n int) {
+		io.WriteString(c, "POST "+target+" HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
+	}
+	held := dialFrom(t, "127.0.0.8", addr)
+	post(held, "/hold", 600<<10)
+	done := make(chan int, 1)
+	go func() {
+		held.Write(make([]byte, 600<<10))
+		resp, err := http.ReadResponse(bufio.NewReader(held), nil)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	<-entered
+	c := dialFrom(t, "127.0.0.8", addr)
+	post(c, "/", 600<<10)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a failure guard only
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || !resp.Close {
+		t.Fatalf("second body over the cap: %d (close %v), want 429 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	small := dialFrom(t, "127.0.0.8", addr)
+	post(small, "/", 1000)
+	small.Write(make([]byte, 1000))
+	if resp, err := http.ReadResponse(bufio.NewReader(small), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a small body within the cap: %v %v", resp, err)
+	}
+	other := dialFrom(t, "127.0.0.9", addr)
+	post(other, "/", 600<<10)
+	other.Write(make([]byte, 600<<10))
+	if resp, err := http.ReadResponse(bufio.NewReader(other), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("another client: %v %v", resp, err)
+	}
+	close(release)
+	if st := <-done; st != 200 {
+		t.Fatalf("the held request: %d", st)
+	}
+	again := dialFrom(t, "127.0.0.8", addr)
+	post(again, "/", 600<<10)
+	again.Write(make([]byte, 600<<10))
+	if resp, err := http.ReadResponse(bufio.NewReader(again), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after the held request ended: %v %v", resp, err)
 	}
 }

@@ -137,11 +137,11 @@ func (s *Server) SetHandler(h Handler) {
 
 func (s *Server) serveExchange(ex message.ServerExchange) {
 	if s.guard != nil {
-		c, ok := s.admitRequest(ex)
+		t, ok := s.admitRequest(ex)
 		if !ok {
 			return
 		}
-		defer s.requestDone(c)
+		defer s.requestDone(t)
 	}
 	if s.AltSvc != "" {
 		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
@@ -152,11 +152,11 @@ func (s *Server) serveExchange(ex message.ServerExchange) {
 
 func (s *Server) serveH1(ex *http1.Exchange) {
 	if s.guard != nil {
-		c, ok := s.admitRequest(ex)
+		t, ok := s.admitRequest(ex)
 		if !ok {
 			return
 		}
-		defer s.requestDone(c)
+		defer s.requestDone(t)
 	}
 	if s.AltSvc != "" {
 		serveAltSvc(*s.handler.Load(), ex, s.AltSvc)
