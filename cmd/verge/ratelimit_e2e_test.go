@@ -37,6 +37,13 @@ routes:
 		_, err := p.get(c, "/")
 		return err == nil
 	})
+	waitFor(t, "the admin API", 60*time.Second, func() bool {
+		resp, err := c.Get("http://" + adminAddr + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
 	status := func(path string) *http.Response {
 		t.Helper()
 		resp, err := c.Get("http://" + p.addr + path)
