@@ -7,7 +7,9 @@
 // goroutine of the request is alive across the call, so the SDK does not let other
 // invocations nest in it; "&act=A" sends action A instead of "hit"), "big" (a 512 KiB
 // response), "bigcall?to=OTHER" (reads OTHER's "big" response and reports its length),
-// "peek" (how many Mem values this instance created).
+// "peek" (how many Mem values this instance created), "svc?to=OTHER" (count, then send
+// /o/OTHER/hit through the service binding SELF, this worker bound to itself, and append
+// the answer: with OTHER this object, the call comes back to it while it waits).
 package main
 
 import (
@@ -77,6 +79,16 @@ func (m *mem) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 		return
 	}
 	out := fmt.Sprintf("mem=%d stored=%d instance=%s", m.n, s, instance)
+	if action == "svc" {
+		req, _ := sdk.NewRequest("GET", "http://self/o/"+r.URL().Query().Get("to")+"/hit", nil)
+		resp, err := sdk.Service("SELF").Fetch(req)
+		if err != nil {
+			sdk.ErrorResponse(w, err.Error(), 502)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		out += " | " + string(body)
+	}
 	if action == "call" {
 		if r.URL().Query().Get("fan") == "1" {
 			done := make(chan struct{})
