@@ -237,7 +237,7 @@ type sqliteQueue struct {
 
 	mu      sync.Mutex
 	backlog int64
-	bytes   int64 // the bodies of the backlog together
+	bytes   int64         // the bodies of the backlog together
 	wake    chan struct{} // closed and replaced when messages may have become deliverable
 }
 
