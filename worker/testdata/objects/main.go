@@ -9,7 +9,9 @@
 // response), "bigcall?to=OTHER" (reads OTHER's "big" response and reports its length),
 // "peek" (how many Mem values this instance created), "svc?to=OTHER" (count, then send
 // /o/OTHER/hit through the service binding SELF, this worker bound to itself, and append
-// the answer: with OTHER this object, the call comes back to it while it waits).
+// the answer: with OTHER this object, the call comes back to it while it waits), "loop?n=N"
+// (send /o/loopN+1/loop?n=N+1 through SELF and answer with its answer: an endless chain of
+// service calls through objects, which the host must cut at its depth limit).
 package main
 
 import (
@@ -52,6 +54,18 @@ func (m *mem) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 		for range 8 {
 			w.Write(chunk)
 		}
+		return
+	case "loop":
+		n, _ := strconv.Atoi(r.URL().Query().Get("n"))
+		next := fmt.Sprintf("http://self/o/loop%d/loop?n=%d", n+1, n+1)
+		req, _ := sdk.NewRequest("GET", next, nil)
+		resp, err := sdk.Service("SELF").Fetch(req)
+		if err != nil {
+			sdk.ErrorResponse(w, fmt.Sprintf("loop %d: %v", n, err), 502)
+			return
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
 		return
 	case "bigcall":
 		// Calls the object ?to= for its "big" response and reports its length.
