@@ -48,6 +48,8 @@ type JetStreamStore struct {
 	js       jetstream.JetStream
 	replicas int
 	now      func() time.Time
+	// maxBacklog and maxBytes cap each queue (DefaultMaxBacklog, DefaultMaxBytes).
+	maxBacklog, maxBytes int64
 
 	mu     sync.Mutex
 	queues map[string]*jsQueue
@@ -65,7 +67,7 @@ func NewJetStreamStore(node *cluster.Node) *JetStreamStore {
 // NewJetStreamStoreConn returns a store over a JetStream context whose streams have
 // replicas replicas (at least 1).
 func NewJetStreamStoreConn(js jetstream.JetStream, replicas int) *JetStreamStore {
-	return &JetStreamStore{js: js, replicas: max(replicas, 1), now: time.Now, queues: map[string]*jsQueue{}}
+	return &JetStreamStore{js: js, replicas: max(replicas, 1), now: time.Now, maxBacklog: DefaultMaxBacklog, maxBytes: DefaultMaxBytes, queues: map[string]*jsQueue{}}
 }
 
 // Queue returns the queue name; its stream is created (or checked) on first use.
@@ -109,6 +111,7 @@ type jsQueue struct {
 
 	mu       sync.Mutex
 	backlog  int64     // the stream's messages when last read
+	bytes    int64     // and their bytes
 	readAt   time.Time // when backlog was read
 	st       jetstream.Stream
 	cons     jetstream.Consumer
@@ -133,8 +136,9 @@ func (q *jsQueue) ensure(ctx context.Context) (jetstream.Stream, error) {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    q.s.replicas,
-		// No MaxMsgs: message schedules rule out DiscardNew, and discarding old messages
-		// would lose them. Send enforces DefaultMaxBacklog instead (backlogCap).
+		// No MaxMsgs nor MaxBytes: message schedules rule out DiscardNew, and discarding
+		// old messages would lose them. Send enforces DefaultMaxBacklog and
+		// DefaultMaxBytes instead (backlogCap).
 		MaxMsgSize:        MaxMessageBytes + 4096,
 		Duplicates:        2 * time.Minute,
 		AllowMsgSchedules: true,
@@ -184,24 +188,28 @@ func jsError(name string, err error) error {
 // backlogRefresh is how old the backlog Send checks against may be.
 const backlogRefresh = time.Second
 
-// backlogCap fails a send of n messages when the queue holds DefaultMaxBacklog, as read at
-// most backlogRefresh ago (the cap is approximate by what was sent meanwhile).
-func (q *jsQueue) backlogCap(ctx context.Context, n int) error {
+// backlogCap fails a send of msgs when the queue holds DefaultMaxBacklog messages or
+// DefaultMaxBytes of them (as the stream counts them, headers included), as read at most
+// backlogRefresh ago: the caps are approximate by what was sent meanwhile.
+func (q *jsQueue) backlogCap(ctx context.Context, msgs []Message) error {
 	q.mu.Lock()
 	fresh := q.s.now().Sub(q.readAt) < backlogRefresh
-	b := q.backlog
+	b, bytes := q.backlog, q.bytes
 	q.mu.Unlock()
 	if !fresh {
 		var err error
-		if b, err = q.Backlog(ctx); err != nil {
+		if b, bytes, err = q.usage(ctx); err != nil {
 			return err
 		}
 		q.mu.Lock()
-		q.backlog, q.readAt = b, q.s.now()
+		q.backlog, q.bytes, q.readAt = b, bytes, q.s.now()
 		q.mu.Unlock()
 	}
-	if b+int64(n) > DefaultMaxBacklog {
+	if b+int64(len(msgs)) > q.s.maxBacklog {
 		return fmt.Errorf("queue %s holds %d messages: %w", q.name, b, ErrFull)
+	}
+	if bytes+sendBytes(msgs) > q.s.maxBytes {
+		return fmt.Errorf("queue %s holds %d bytes of messages (limit %d): %w", q.name, bytes, q.s.maxBytes, ErrFull)
 	}
 	return nil
 }
@@ -210,7 +218,7 @@ func (q *jsQueue) Send(ctx context.Context, msgs []Message) error {
 	if err := CheckSend(msgs); err != nil {
 		return err
 	}
-	if err := q.backlogCap(ctx, len(msgs)); err != nil {
+	if err := q.backlogCap(ctx, msgs); err != nil {
 		return err
 	}
 	now := q.s.now()
@@ -373,15 +381,21 @@ func (q *jsQueue) Retry(ctx context.Context, rs []Retry) error {
 
 // Backlog counts the stream's messages: deliverable, delayed and being processed.
 func (q *jsQueue) Backlog(ctx context.Context) (int64, error) {
+	n, _, err := q.usage(ctx)
+	return n, err
+}
+
+// usage reads the stream's messages and bytes.
+func (q *jsQueue) usage(ctx context.Context) (msgs, bytes int64, _ error) {
 	st, err := q.ensure(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, JetStreamOpTimeout)
 	defer cancel()
 	info, err := st.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("queue %s: %w", q.name, err)
+		return 0, 0, fmt.Errorf("queue %s: %w", q.name, err)
 	}
-	return int64(info.State.Msgs), nil
+	return int64(info.State.Msgs), int64(info.State.Bytes), nil
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -121,5 +122,28 @@ func TestJetStreamClusterLosesNoMessage(t *testing.T) {
 	}
 	if !killed {
 		t.Error("node 3 was not killed")
+	}
+}
+
+// TestJetStreamByteCap: a send to a queue whose stream holds maxBytes fails with ErrFull
+// (the stream itself has no MaxBytes: message schedules rule out discarding new messages).
+func TestJetStreamByteCap(t *testing.T) {
+	c := clustertest.Start(t, 1)
+	ctx := context.Background()
+	s := NewJetStreamStore(c.Nodes[0])
+	s.maxBytes = 1000
+	q, err := s.Queue(ctx, "jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Send(ctx, []Message{{Body: make([]byte, 700)}}); err != nil {
+		t.Fatal(err)
+	}
+	q.(*jsQueue).readAt = time.Time{} // read the stream's usage again now
+	if err := q.Send(ctx, []Message{{Body: make([]byte, 400)}}); !errors.Is(err, ErrFull) {
+		t.Fatalf("over the byte cap: %v, want ErrFull", err)
+	}
+	if err := q.Send(ctx, []Message{{Body: make([]byte, 50)}}); err != nil {
+		t.Fatalf("within the byte cap: %v", err)
 	}
 }

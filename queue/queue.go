@@ -36,6 +36,9 @@ const (
 	// DefaultMaxBacklog caps the messages waiting in one queue; a send beyond it fails with
 	// ErrFull.
 	DefaultMaxBacklog = 1_000_000
+	// DefaultMaxBytes caps the message bodies stored in one queue (1 GiB; in a cluster on
+	// every replica); a send beyond it fails with ErrFull.
+	DefaultMaxBytes = 1 << 30
 )
 
 // Defaults and bounds of a consumer (ConsumerConfig).
@@ -53,7 +56,8 @@ const (
 var (
 	// ErrInvalid: a message or argument breaks the limits.
 	ErrInvalid = errors.New("invalid argument")
-	// ErrFull: the queue holds DefaultMaxBacklog messages already.
+	// ErrFull: the queue holds DefaultMaxBacklog messages or DefaultMaxBytes of bodies
+	// already.
 	ErrFull = errors.New("queue full")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("queue store closed")

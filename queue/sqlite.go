@@ -24,8 +24,8 @@ import (
 type SQLiteStore struct {
 	db  *sql.DB
 	now func() time.Time
-	// MaxBacklog caps each queue's stored messages. Zero means DefaultMaxBacklog.
-	maxBacklog int64
+	// maxBacklog caps each queue's stored messages, maxBytes their bodies together.
+	maxBacklog, maxBytes int64
 
 	// sends feeds the group-commit writer (writeLoop); inflight counts the sends that may
 	// still use it, so that Close stops it only after them.
@@ -99,6 +99,7 @@ func (s *SQLiteStore) writeLoop() {
 			if err == nil {
 				r.q.mu.Lock()
 				r.q.backlog += int64(len(r.msgs))
+				r.q.bytes += sendBytes(r.msgs)
 				r.q.mu.Unlock()
 				r.q.signal()
 			}
@@ -165,7 +166,7 @@ func OpenSQLite(ctx context.Context, dir string) (*SQLiteStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	s := &SQLiteStore{db: db, now: time.Now, maxBacklog: DefaultMaxBacklog, queues: map[string]*sqliteQueue{}, lease: time.Now().UnixNano(),
+	s := &SQLiteStore{db: db, now: time.Now, maxBacklog: DefaultMaxBacklog, maxBytes: DefaultMaxBytes, queues: map[string]*sqliteQueue{}, lease: time.Now().UnixNano(),
 		sends: make(chan *sendReq), stop: make(chan struct{}), done: make(chan struct{})}
 	// Leases of a previous process: its consumers are gone.
 	if _, err := db.ExecContext(ctx, "UPDATE messages SET lease = 0, visible_at = ? WHERE lease != 0", s.now().UnixMilli()); err != nil {
@@ -189,11 +190,11 @@ func (s *SQLiteStore) Queue(ctx context.Context, name string) (Queue, error) {
 	if q := s.queues[name]; q != nil {
 		return q, nil
 	}
-	var n int64
-	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE queue = ?", name).Scan(&n); err != nil {
+	var n, bytes int64
+	if err := s.db.QueryRowContext(ctx, "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages WHERE queue = ?", name).Scan(&n, &bytes); err != nil {
 		return nil, fmt.Errorf("queue %s: %w", name, err)
 	}
-	q := &sqliteQueue{s: s, name: name, backlog: n, wake: make(chan struct{})}
+	q := &sqliteQueue{s: s, name: name, backlog: n, bytes: bytes, wake: make(chan struct{})}
 	s.queues[name] = q
 	return q, nil
 }
@@ -236,6 +237,7 @@ type sqliteQueue struct {
 
 	mu      sync.Mutex
 	backlog int64
+	bytes   int64         // the bodies of the backlog together
 	wake    chan struct{} // closed and replaced when messages may have become deliverable
 }
 
@@ -266,10 +268,13 @@ func (q *sqliteQueue) Send(ctx context.Context, msgs []Message) error {
 		return err
 	}
 	q.mu.Lock()
-	full := q.backlog+int64(len(msgs)) > q.s.maxBacklog
+	backlog, bytes := q.backlog, q.bytes
 	q.mu.Unlock()
-	if full {
-		return fmt.Errorf("queue %s holds %d messages: %w", q.name, q.s.maxBacklog, ErrFull)
+	if backlog+int64(len(msgs)) > q.s.maxBacklog {
+		return fmt.Errorf("queue %s holds %d messages: %w", q.name, backlog, ErrFull)
+	}
+	if bytes+sendBytes(msgs) > q.s.maxBytes {
+		return fmt.Errorf("queue %s holds %d bytes of messages (limit %d): %w", q.name, bytes, q.s.maxBytes, ErrFull)
 	}
 	if err := q.s.commitSend(ctx, q, msgs); err != nil {
 		return fmt.Errorf("queue %s: send: %w", q.name, err)
@@ -380,13 +385,13 @@ func (q *sqliteQueue) Ack(ctx context.Context, ds []*Delivery) error {
 	if err != nil {
 		return err
 	}
-	res, err := q.s.db.ExecContext(ctx, "DELETE FROM messages WHERE seq IN ("+in+")", args...)
+	n, bytes, err := countRows(q.s.db.QueryContext(ctx, "DELETE FROM messages WHERE seq IN ("+in+") RETURNING length(body)", args...))
 	if err != nil {
 		return fmt.Errorf("queue %s: ack: %w", q.name, err)
 	}
-	n, _ := res.RowsAffected()
 	q.mu.Lock()
 	q.backlog -= n
+	q.bytes -= bytes
 	q.mu.Unlock()
 	return nil
 }
@@ -435,16 +440,17 @@ func (q *sqliteQueue) MoveTo(ctx context.Context, ds []*Delivery, dst Queue) err
 		return err
 	}
 	args = append([]any{d.name, q.s.now().UnixMilli()}, args...)
-	res, err := q.s.db.ExecContext(ctx, "UPDATE messages SET queue = ?, visible_at = ?, attempts = 0, lease = 0 WHERE seq IN ("+in+")", args...)
+	n, bytes, err := countRows(q.s.db.QueryContext(ctx, "UPDATE messages SET queue = ?, visible_at = ?, attempts = 0, lease = 0 WHERE seq IN ("+in+") RETURNING length(body)", args...))
 	if err != nil {
 		return fmt.Errorf("queue %s: move to %s: %w", q.name, d.name, err)
 	}
-	n, _ := res.RowsAffected()
 	q.mu.Lock()
 	q.backlog -= n
+	q.bytes -= bytes
 	q.mu.Unlock()
 	d.mu.Lock()
 	d.backlog += n
+	d.bytes += bytes
 	d.mu.Unlock()
 	d.signal()
 	return nil
@@ -454,4 +460,31 @@ func (q *sqliteQueue) Backlog(context.Context) (int64, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.backlog, nil
+}
+
+// sendBytes is the bodies of msgs together.
+func sendBytes(msgs []Message) int64 {
+	var n int64
+	for i := range msgs {
+		n += int64(len(msgs[i].Body))
+	}
+	return n
+}
+
+// countRows reads the rows of a statement RETURNING length(body): how many, and the
+// lengths together.
+func countRows(rows *sql.Rows, err error) (n, bytes int64, _ error) {
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l int64
+		if err := rows.Scan(&l); err != nil {
+			return 0, 0, err
+		}
+		n++
+		bytes += l
+	}
+	return n, bytes, rows.Err()
 }

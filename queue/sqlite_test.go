@@ -228,3 +228,57 @@ func TestConsumeAcksAndRetries(t *testing.T) {
 		t.Fatalf("counters: acked %d retried %d delivered %d", counters.Acked.Load(), counters.Retried.Load(), counters.Delivered.Load())
 	}
 }
+
+// TestSQLiteByteCap: a queue holds at most maxBytes of message bodies; a send beyond fails
+// with ErrFull, acknowledgements and moves to a dead letter queue free their bytes, and the
+// count survives a reopen.
+func TestSQLiteByteCap(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	s.maxBytes = 100
+	q, dlq := mustQueue(t, s, "jobs"), mustQueue(t, s, "dlq")
+	ctx := context.Background()
+	send := func(q Queue, n int) error {
+		return q.Send(ctx, []Message{{Body: make([]byte, n)}})
+	}
+	if err := send(q, 60); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(q, 41); !errors.Is(err, ErrFull) {
+		t.Fatalf("over the byte cap: %v, want ErrFull", err)
+	}
+	if err := send(q, 40); err != nil {
+		t.Fatalf("up to the byte cap: %v", err)
+	}
+	ds, err := q.Receive(ctx, 10, 0, time.Minute)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("receive: %d %v", len(ds), err)
+	}
+	// The 60 bytes leave (acknowledged), the 40 move to dlq.
+	big, small := ds[0], ds[1]
+	if len(big.Body) != 60 {
+		big, small = small, big
+	}
+	if err := q.Ack(ctx, []*Delivery{big}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.(*sqliteQueue).MoveTo(ctx, []*Delivery{small}, dlq); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(q, 100); err != nil {
+		t.Fatalf("after the acknowledgement and the move: %v", err)
+	}
+	if err := send(dlq, 61); !errors.Is(err, ErrFull) {
+		t.Fatalf("dead letter queue over its byte cap: %v, want ErrFull", err)
+	}
+	s.Close()
+
+	s = openTest(t, dir)
+	s.maxBytes = 100
+	if err := send(mustQueue(t, s, "jobs"), 1); !errors.Is(err, ErrFull) {
+		t.Fatalf("after a reopen, over the byte cap: %v, want ErrFull", err)
+	}
+	if err := send(mustQueue(t, s, "dlq"), 60); err != nil {
+		t.Fatalf("after a reopen, within the byte cap: %v", err)
+	}
+}

@@ -497,7 +497,7 @@ func (r *objResponse) Finish(*message.Header) error { return nil }
 // runs on the node that owns the object, here or elsewhere.
 func (w *Worker) callObject(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body, dst []byte) ([]byte, error) {
 	if r := w.reg.svc.Router; r != nil {
-		out, err := r.Call(ctx, b.ns.Name(), id, encodeObjRequest(head, body))
+		out, err := r.Call(ctx, b.ns.Name(), id, encodeObjRequest(head, body, serviceDepth(ctx)))
 		if err != nil {
 			// Failures of the object's code were logged where it ran; what is left is
 			// the cluster's (no owner reachable, request too large).
@@ -574,33 +574,49 @@ func (r *objResponse) appendTo(dst []byte) []byte {
 }
 
 // encodeObjRequest packs a Durable Object request (its encoded head and its body) for
-// Services.Router; decodeObjRequest unpacks it.
-func encodeObjRequest(head, body []byte) []byte {
-	e := workerabi.Encoder{B: make([]byte, 0, 8+len(head)+len(body))}
+// Services.Router, with the depth of the chain of service calls the calling invocation runs
+// in (service.go) when it is not 0: the object's invocation, on whichever node owns it,
+// continues that chain, so a loop of service calls through objects on other nodes meets
+// MaxServiceDepth as one on a single node does. The depth is the host's: the head and the
+// body the worker gave are length-prefixed before it, so nothing a worker or a client sends
+// can set it. decodeObjRequest unpacks it. (A request without the depth, from a node of an
+// older version, is depth 0, and a payload with one fails INVALID on such a node: the
+// depth is only sent within a chain of service calls.)
+func encodeObjRequest(head, body []byte, depth int) []byte {
+	e := workerabi.Encoder{B: make([]byte, 0, 12+len(head)+len(body))}
 	e.Bytes(head)
 	e.Bytes(body)
+	if depth > 0 {
+		e.U32(uint32(depth))
+	}
 	return e.B
 }
 
-func decodeObjRequest(p []byte) (head, body []byte, err error) {
+func decodeObjRequest(p []byte) (head, body []byte, depth int, err error) {
 	d := workerabi.Decoder{B: p}
 	head, body = d.Raw(), d.Raw()
 	if d.Err == nil && len(d.B) != 0 {
-		d.Err = errors.New("trailing bytes")
+		depth = int(d.U32())
+		if d.Err == nil && (len(d.B) != 0 || depth <= 0 || depth >= MaxServiceDepth) {
+			d.Err = errors.New("trailing bytes")
+		}
 	}
 	if d.Err != nil {
-		return nil, nil, fmt.Errorf("worker: bad durable object request: %v: %w", d.Err, durable.ErrInvalid)
+		return nil, nil, 0, fmt.Errorf("worker: bad durable object request: %v: %w", d.Err, durable.ErrInvalid)
 	}
-	return head, body, nil
+	return head, body, depth, nil
 }
 
 // objectHandler runs requests for objects of namespace nsName that Services.Router
 // delivers to this node: from this node's own workers, or forwarded by another node.
 func (w *Worker) objectHandler(nsName string) func(ctx context.Context, id durable.ID, payload []byte) ([]byte, error) {
 	return func(ctx context.Context, id durable.ID, payload []byte) ([]byte, error) {
-		head, body, err := decodeObjRequest(payload)
+		head, body, depth, err := decodeObjRequest(payload)
 		if err != nil {
 			return nil, err
+		}
+		if depth > 0 {
+			ctx = context.WithValue(ctx, serviceDepthKey{}, depth)
 		}
 		var binding string
 		var b *doBinding

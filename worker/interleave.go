@@ -15,7 +15,7 @@ import (
 // Interleaving (docs/workers.md, "Input and output gates"). An actor's instance is one
 // WebAssembly stack, entered through verge_handle one call at a time. When an invocation
 // waits in a host operation the guest marked interleavable (workerabi.OpInterleave before
-// OpFetch, OpDOFetch or OpSleep), the wait runs on a goroutine of its own while the
+// OpFetch, OpDOFetch, OpServiceFetch or OpSleep), the wait runs on a goroutine of its own while the
 // waiting host call takes work for the instance: invocations that arrive meanwhile run
 // nested on the same goroutine (a re-entrant verge_handle from inside the host call), each
 // with its own invocation state, CPU meter and wall time limit, and return before the
@@ -248,7 +248,7 @@ func (i *instance) restoreRun(s runState) {
 
 // interleavable reports whether op is a wait other invocations may run in.
 func interleavable(op uint32) bool {
-	return op == workerabi.OpFetch || op == workerabi.OpFetchStream || op == workerabi.OpDOFetch || op == workerabi.OpDOFetchStream || op == workerabi.OpSleep
+	return op == workerabi.OpFetch || op == workerabi.OpFetchStream || op == workerabi.OpDOFetch || op == workerabi.OpDOFetchStream || op == workerabi.OpServiceFetch || op == workerabi.OpSleep
 }
 
 // interleave serves op, which the guest marked interleavable. On an actor's instance a wait

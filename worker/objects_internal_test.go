@@ -37,3 +37,23 @@ func TestObjectsPer(t *testing.T) {
 		}
 	}
 }
+
+// TestObjRequestDepth: the depth of a chain of service calls travels after the request's
+// head and body, which are length-prefixed, so whatever bytes a worker or a client puts in
+// them never reads as a depth; a depth out of range is refused.
+func TestObjRequestDepth(t *testing.T) {
+	forged := []byte{0, 0, 0, 0, 15, 0, 0, 0} // a guest's attempt at a trailing depth
+	for _, depth := range []int{0, 1, 15} {
+		head, body, got, err := decodeObjRequest(encodeObjRequest(forged, forged, depth))
+		if err != nil || got != depth || string(head) != string(forged) || string(body) != string(forged) {
+			t.Errorf("depth %d: decoded %d %q %q %v", depth, got, head, body, err)
+		}
+	}
+	for _, bad := range []int{16, 1000} {
+		p := encodeObjRequest(nil, nil, 0)
+		p = append(p, byte(bad), byte(bad>>8), 0, 0)
+		if _, _, _, err := decodeObjRequest(p); err == nil {
+			t.Errorf("depth %d accepted", bad)
+		}
+	}
+}

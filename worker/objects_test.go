@@ -390,3 +390,26 @@ func TestObjectCalledBackWhileItWaitsIsNotMoved(t *testing.T) {
 		t.Errorf("p afterwards: %+v, want mem=3 stored=3 in %s", a, p.instance)
 	}
 }
+
+// TestObjectCallsServiceThatCallsItBack: an object that calls a service binding (here its
+// own worker) whose handler calls the object again does not wait for itself until its wall
+// time: the service call is a wait the object's input gate opens across, as an object
+// call is, so the call back runs nested in the waiting turn, with the object's memory.
+func TestObjectCallsServiceThatCallsItBack(t *testing.T) {
+	e := newEnv(t, t.TempDir(), worker.Services{})
+	cfg := objectsConfig(t, 8, false)
+	cfg.Services = map[string]string{"SELF": "objects"}
+	// Short enough that a deadlock fails the call (at the wall time) well within
+	// serveWithin's bound; long enough for a busy machine.
+	cfg.Limits.WallTime = 10 * time.Second
+	w := e.deploy(t, cfg)
+	p := hitObject(t, w, "p", "hit")
+	rec := serveWithin(t, w, "/o/p/svc?to=p")
+	want := "mem=2 stored=2 instance=" + p.instance + " | mem=3 stored=3 instance=" + p.instance
+	if got := rec.body.String(); rec.status != 200 || got != want {
+		t.Fatalf("p calling itself through a service: %d %q, want %q", rec.status, got, want)
+	}
+	if a := hitObject(t, w, "p", "hit"); a.mem != 4 || a.stored != 4 {
+		t.Errorf("p after: %+v, want mem=4 stored=4", a)
+	}
+}

@@ -15,7 +15,18 @@ import (
 
 // queueLeaseMargin is added to a consumer worker's wall time limit to make the lease of a
 // batch: a batch is delivered again only when its invocation cannot be running any more.
+// The wait of a batch for a free instance is bounded by the lesser of the wall time limit
+// and half the margin (queueInstanceWait), so that the wait, the invocation (its wall
+// time) and the settling of the batch's outcome all end within the lease.
 const queueLeaseMargin = 30 * time.Second
+
+// queueLease is the lease of the batches of a consumer whose worker's wall time limit is
+// wall.
+func queueLease(wall time.Duration) time.Duration { return wall + queueLeaseMargin }
+
+// queueInstanceWait bounds how long a batch waits for an instance of a worker whose wall
+// time limit is wall; a batch that gets none by then fails (Overloaded) and is retried.
+func queueInstanceWait(wall time.Duration) time.Duration { return min(wall, queueLeaseMargin/2) }
 
 // QueueConsumer makes a worker the consumer of a queue: batches of its messages run the
 // worker's queue handler (sdk.HandleQueue). Zero fields take queue.ConsumerConfig's
@@ -138,7 +149,12 @@ func (w *Worker) deliverBatch(ctx context.Context, b *queue.Batch) error {
 		return &Error{Kind: Unavailable, Worker: w.name}
 	}
 	defer v.release()
-	in, err := v.get(ctx)
+	// The batch's lease runs meanwhile: a batch that waited for an instance longer than it
+	// may still run within its lease fails now, and is retried, rather than running after
+	// its messages were delivered again.
+	gctx, cancel := context.WithTimeout(ctx, queueInstanceWait(v.limits.WallTime))
+	in, err := v.get(gctx)
+	cancel()
 	if err != nil {
 		w.stats.fail(err.(*Error).Kind)
 		return err
@@ -175,13 +191,18 @@ type consumerSet struct {
 
 // runningConsumer is one queue.Consume loop.
 type runningConsumer struct {
-	cfg    QueueConsumer
+	cfg QueueConsumer
+	// lease is the lease of its batches, from the wall time limit of the version that
+	// started it: a version with another limit restarts the consumer.
+	lease  time.Duration
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 // syncConsumers makes the worker's running consumers those of version v: new ones start,
-// removed ones stop, changed ones restart (after their batches in flight end).
+// removed ones stop, changed ones restart (after their batches in flight end): those whose
+// configuration changed, and all of them when the worker's wall time limit changed (their
+// lease follows it).
 func (w *Worker) syncConsumers(v *version) {
 	w.qc.mu.Lock()
 	defer w.qc.mu.Unlock()
@@ -190,7 +211,7 @@ func (w *Worker) syncConsumers(v *version) {
 		want[c.Queue] = c
 	}
 	for name, rc := range w.qc.running {
-		if c, ok := want[name]; !ok || c != rc.cfg {
+		if c, ok := want[name]; !ok || c != rc.cfg || rc.lease != queueLease(v.limits.WallTime) {
 			rc.cancel()
 			<-rc.done
 			delete(w.qc.running, name)
@@ -216,7 +237,7 @@ func (w *Worker) startConsumer(v *version, c QueueConsumer) error {
 	cfg := queue.ConsumerConfig{
 		MaxBatchSize: c.MaxBatchSize, MaxBatchTimeout: c.MaxBatchTimeout, MaxRetries: c.MaxRetries,
 		RetryDelay: c.RetryDelay, MaxConcurrency: c.MaxConcurrency,
-		Lease:    v.limits.WallTime + queueLeaseMargin,
+		Lease:    queueLease(v.limits.WallTime),
 		Counters: r.queueCounters(c.Queue),
 		Logger:   r.svc.Logger.With("worker", w.name),
 	}
@@ -226,7 +247,7 @@ func (w *Worker) startConsumer(v *version, c QueueConsumer) error {
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rc := &runningConsumer{cfg: c, cancel: cancel, done: make(chan struct{})}
+	rc := &runningConsumer{cfg: c, lease: cfg.Lease, cancel: cancel, done: make(chan struct{})}
 	if w.qc.running == nil {
 		w.qc.running = map[string]*runningConsumer{}
 	}

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -123,4 +124,50 @@ func BenchmarkWorkerQueueSend(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*10)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestQueueBatchWaitForInstanceIsBounded: a batch whose worker has no free instance waits
+// for one at most its wall time limit (bounded further by the lease's margin), then fails
+// Overloaded (its messages are retried), rather than waiting without bound and running
+// after its lease ended. A change of the wall time limit restarts the consumer with a
+// lease that follows it.
+func TestQueueBatchWaitForInstanceIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	qs, err := queue.OpenSQLite(context.Background(), filepath.Join(dir, "queues"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { qs.Close() })
+	e := newEnv(t, dir, worker.Services{Queues: qs})
+	cfg := worker.Config{
+		Name: "q", Module: testwasm.Build(t, "worker/testdata/queues"),
+		Queues:    map[string]string{"JOBS": "jobs", "OUT": "out"},
+		Consumers: []worker.QueueConsumer{{Queue: "jobs"}},
+		Limits:    worker.Limits{WallTime: time.Second, MaxInstances: 1},
+	}
+	w := e.deploy(t, cfg)
+	if got, want := worker.ConsumerLease(w, "jobs"), 31*time.Second; got != want {
+		t.Fatalf("lease %v, want %v (wall time + 30s)", got, want)
+	}
+
+	release := worker.HoldInstances(w)
+	done := make(chan error, 1)
+	go func() { done <- worker.DeliverBatch(context.Background(), w, &queue.Batch{Queue: "jobs"}) }()
+	select {
+	case err := <-done:
+		var we *worker.Error
+		if !errors.As(err, &we) || we.Kind != worker.Overloaded {
+			t.Fatalf("batch without an instance: %v, want Overloaded", err)
+		}
+	case <-time.After(60 * time.Second):
+		release()
+		t.Fatal("a batch without a free instance waited past its wall time (and its lease)")
+	}
+	release()
+
+	cfg.Limits.WallTime = 2 * time.Second
+	w = e.deploy(t, cfg)
+	if got, want := worker.ConsumerLease(w, "jobs"), 32*time.Second; got != want {
+		t.Fatalf("lease after the wall time changed: %v, want %v", got, want)
+	}
 }

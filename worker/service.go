@@ -72,7 +72,9 @@ func (inv *invocation) serviceFetch(arg []byte) (uint32, []byte) {
 	if inv.unpin() {
 		defer runtime.LockOSThread()
 	}
+	inv.callStart() // the callee may call an object living on this instance (objects.go, moveAfter)
 	err = s.waitHead(ctx)
+	inv.callEnd()
 	if err != nil {
 		s.Close()
 		return fail(workerabi.StatusInternal, fmt.Errorf("service %s: %w", binding, err))

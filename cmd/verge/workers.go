@@ -74,6 +74,7 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 		qs, err := queue.OpenSQLite(context.Background(), filepath.Join(dataDir, "queues"))
 		if err != nil {
 			ws.kv.Close()
+			ws.obj.Close()
 			ws.do.Close()
 			return nil, err
 		}
@@ -91,6 +92,7 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 		dc, err := clustered.Open(node, clustered.Options{Dir: filepath.Join(dataDir, "do-cluster"), Logger: log})
 		if err != nil {
 			ws.kv.Close()
+			ws.obj.Close()
 			return nil, err
 		}
 		ws.dc, ws.do = dc, dc.Store

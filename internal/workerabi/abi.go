@@ -62,7 +62,7 @@ const (
 
 	// OpInterleave (no argument) marks the invocation's next host operation as one during
 	// which other invocations may run on the instance, nested in it, when it is a wait
-	// (OpFetch, OpDOFetch, OpSleep): the guest promises that it saved what they could
+	// (OpFetch, OpDOFetch, OpServiceFetch, OpSleep): the guest promises that it saved what they could
 	// overwrite. A host that cannot nest ignores it. docs/workers.md, "Input and output
 	// gates".
 	OpInterleave = 120

@@ -22,12 +22,17 @@ func Service(name string) *ServiceBinding { return &ServiceBinding{name: name} }
 // one of its limits (or all its instances were busy), ErrUnavailable when it is not
 // deployed, ErrInternal otherwise; answer the client with a 5xx status then. A chain of
 // service calls nests at most 16 workers deep (ErrLimit beyond).
+//
+// In a Durable Object, the object's input gate opens while it waits for the head, as
+// across a subrequest: other requests to the object, such as one the callee sends back to
+// it, may run meanwhile.
 func (s *ServiceBinding) Fetch(r *Request) (*Response, error) {
 	var e workerabi.Encoder
 	e.Str(s.name)
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}
+	mayInterleave()
 	res, err := rawCall(workerabi.OpServiceFetch, e.B)
 	if err != nil {
 		return nil, err

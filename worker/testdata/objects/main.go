@@ -7,7 +7,11 @@
 // goroutine of the request is alive across the call, so the SDK does not let other
 // invocations nest in it; "&act=A" sends action A instead of "hit"), "big" (a 512 KiB
 // response), "bigcall?to=OTHER" (reads OTHER's "big" response and reports its length),
-// "peek" (how many Mem values this instance created).
+// "peek" (how many Mem values this instance created), "svc?to=OTHER" (count, then send
+// /o/OTHER/hit through the service binding SELF, this worker bound to itself, and append
+// the answer: with OTHER this object, the call comes back to it while it waits), "loop?n=N"
+// (send /o/loopN+1/loop?n=N+1 through SELF and answer with its answer: an endless chain of
+// service calls through objects, which the host must cut at its depth limit).
 package main
 
 import (
@@ -51,6 +55,18 @@ func (m *mem) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 			w.Write(chunk)
 		}
 		return
+	case "loop":
+		n, _ := strconv.Atoi(r.URL().Query().Get("n"))
+		next := fmt.Sprintf("http://self/o/loop%d/loop?n=%d", n+1, n+1)
+		req, _ := sdk.NewRequest("GET", next, nil)
+		resp, err := sdk.Service("SELF").Fetch(req)
+		if err != nil {
+			sdk.ErrorResponse(w, fmt.Sprintf("loop %d: %v", n, err), 502)
+			return
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+		return
 	case "bigcall":
 		// Calls the object ?to= for its "big" response and reports its length.
 		resp, err := hit(r.URL().Query().Get("to"), "big")
@@ -77,6 +93,16 @@ func (m *mem) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 		return
 	}
 	out := fmt.Sprintf("mem=%d stored=%d instance=%s", m.n, s, instance)
+	if action == "svc" {
+		req, _ := sdk.NewRequest("GET", "http://self/o/"+r.URL().Query().Get("to")+"/hit", nil)
+		resp, err := sdk.Service("SELF").Fetch(req)
+		if err != nil {
+			sdk.ErrorResponse(w, err.Error(), 502)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		out += " | " + string(body)
+	}
 	if action == "call" {
 		if r.URL().Query().Get("fan") == "1" {
 			done := make(chan struct{})
