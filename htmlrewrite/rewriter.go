@@ -250,8 +250,21 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 				break
 			}
 			s.emit(p[:i])
+			p = p[i:]
+			// A tag that ends in this chunk is scanned in one pass (fastTag); one that
+			// goes on in the next, or that is not a start or end tag, by the state machine.
+			if gt, end, slash := fastTag(p); gt > 0 {
+				s.end = end
+				s.st = stTagName
+				if slash {
+					s.st = stSlash
+				}
+				s.mode = mTag
+				p = s.tagDone(p, gt)
+				break
+			}
 			s.mode, s.st, s.end = mTag, stLT, false
-			p = s.scanTag(p[i:], 1)
+			p = s.scanTag(p, 1)
 		case mTag:
 			p = s.scanTag(p, 0)
 		case mComment:
@@ -298,17 +311,19 @@ func (s *Stream) End(dst []byte) []byte {
 // chunk its bytes are in s.carry; otherwise it starts at p[0]. It returns the rest of p.
 func (s *Stream) scanTag(p []byte, from int) []byte {
 	i := from
+	// The state lives in a local while scanning and is stored back on return.
+	st := s.st
 	for ; i < len(p); i++ {
 		c := p[i]
-		switch s.st {
+		switch st {
 		case stLT:
 			switch {
 			case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
-				s.st = stTagName
+				st = stTagName
 			case c == '/':
-				s.st = stEndLT
+				st = stEndLT
 			case c == '!':
-				s.st = stBang
+				st = stBang
 			case c == '?':
 				return s.toMode(p, i+1, mBogus)
 			default:
@@ -318,7 +333,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 		case stEndLT:
 			switch {
 			case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
-				s.st, s.end = stTagName, true
+				st, s.end = stTagName, true
 			case c == '>':
 				return s.toMode(p, i+1, mText)
 			default:
@@ -326,7 +341,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 		case stBang:
 			if c == '-' {
-				s.st = stBangDash
+				st = stBangDash
 			} else {
 				return s.toMode(p, i, mBogus)
 			}
@@ -343,20 +358,22 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case isSpace(c):
-				s.st = stBeforeAttr
+				st = stBeforeAttr
 			}
 		case stBeforeAttr:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case !isSpace(c):
-				s.st = stAttrName
+				st = stAttrName
 			}
 		case stAttrName:
 			for i < len(p)-1 && cls[c] == 0 {
@@ -365,35 +382,38 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case c == '=':
-				s.st = stBeforeVal
+				st = stBeforeVal
 			case isSpace(c):
-				s.st = stAfterName
+				st = stAfterName
 			}
 		case stAfterName:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case c == '=':
-				s.st = stBeforeVal
+				st = stBeforeVal
 			case !isSpace(c):
-				s.st = stAttrName
+				st = stAttrName
 			}
 		case stBeforeVal:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '"':
-				s.st = stDQ
+				st = stDQ
 			case c == '\'':
-				s.st = stSQ
+				st = stSQ
 			case !isSpace(c):
-				s.st = stUnquoted
+				st = stUnquoted
 			}
 		case stDQ:
 			// Skip to the closing quote at once.
@@ -403,7 +423,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 				continue
 			}
 			i += j
-			s.st = stBeforeAttr
+			st = stBeforeAttr
 		case stSQ:
 			j := bytes.IndexByte(p[i:], '\'')
 			if j < 0 {
@@ -411,7 +431,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 				continue
 			}
 			i += j
-			s.st = stBeforeAttr
+			st = stBeforeAttr
 		case stUnquoted:
 			for i < len(p)-1 && cls[c] == 0 {
 				i++
@@ -419,23 +439,26 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case isSpace(c):
-				s.st = stBeforeAttr
+				st = stBeforeAttr
 			}
 		case stSlash:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
 			case isSpace(c):
-				s.st = stBeforeAttr
+				st = stBeforeAttr
 			default:
-				s.st = stAttrName
+				st = stAttrName
 			}
 		}
 	}
 	// The tag goes on in the next chunk.
+	s.st = st
 	s.carry = append(s.carry, p...)
 	if len(s.carry) > MaxTagSize {
 		// Too long to be a tag worth parsing: pass it on as text.
@@ -444,6 +467,126 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 		s.mode = mText
 	}
 	return nil
+}
+
+// fastTag scans the start or end tag at the start of p (p[0] is "<") when it ends in p. It
+// returns the index of its ">", whether it is an end tag and whether it is written
+// self-closing; gt is 0 when p does not start with "<" and a letter (or "</" and a letter)
+// or the tag goes on past p. It makes the transitions of scanTag's states stTagName to
+// stSlash, with the state held by the position in the code rather than in a variable.
+func fastTag(p []byte) (gt int, end, slash bool) {
+	n := len(p)
+	i := 1
+	if n < 3 {
+		return 0, false, false
+	}
+	if p[1] == '/' {
+		end = true
+		i = 2
+	}
+	if c := p[i] | 0x20; c < 'a' || c > 'z' {
+		return 0, false, false
+	}
+	// stTagName ("=" belongs to the name).
+	for i++; ; i++ {
+		for i < n && cls[p[i]] == 0 {
+			i++
+		}
+		if i >= n {
+			return 0, false, false
+		}
+		if c := p[i]; c == '>' {
+			return i, end, false
+		} else if c == '/' {
+			goto slashState
+		} else if c != '=' {
+			goto beforeAttr // a space
+		}
+	}
+beforeAttr:
+	for i++; i < n && isSpace(p[i]); i++ {
+	}
+	if i >= n {
+		return 0, false, false
+	}
+	switch p[i] {
+	case '>':
+		return i, end, false
+	case '/':
+		goto slashState
+	}
+attrName: // p[i] is the name's first byte, which may be "="
+	for i++; i < n && cls[p[i]] == 0; i++ {
+	}
+	if i >= n {
+		return 0, false, false
+	}
+	switch c := p[i]; {
+	case c == '>':
+		return i, end, false
+	case c == '/':
+		goto slashState
+	case c == '=':
+		goto beforeVal
+	}
+	// afterName
+	for i++; i < n && isSpace(p[i]); i++ {
+	}
+	if i >= n {
+		return 0, false, false
+	}
+	switch p[i] {
+	case '>':
+		return i, end, false
+	case '/':
+		goto slashState
+	case '=':
+		goto beforeVal
+	}
+	goto attrName
+beforeVal:
+	for i++; i < n && isSpace(p[i]); i++ {
+	}
+	if i >= n {
+		return 0, false, false
+	}
+	switch q := p[i]; q {
+	case '>':
+		return i, end, false
+	case '"', '\'':
+		j := bytes.IndexByte(p[i+1:], q)
+		if j < 0 {
+			return 0, false, false
+		}
+		i += j + 1
+		goto beforeAttr
+	}
+	// stUnquoted: "/" and "=" belong to the value.
+	for {
+		for i++; i < n && cls[p[i]] == 0; i++ {
+		}
+		if i >= n {
+			return 0, false, false
+		}
+		if c := p[i]; c == '>' {
+			return i, end, false
+		} else if isSpace(c) {
+			goto beforeAttr
+		}
+	}
+slashState:
+	for i++; i < n && p[i] == '/'; i++ {
+	}
+	if i >= n {
+		return 0, false, false
+	}
+	switch c := p[i]; {
+	case c == '>':
+		return i, end, true
+	case isSpace(c):
+		goto beforeAttr
+	}
+	goto attrName
 }
 
 // cls marks the bytes that change the tag scanner's state in names and unquoted values.

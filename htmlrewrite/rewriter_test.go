@@ -228,6 +228,15 @@ func FuzzRewrite(f *testing.F) {
 			if string(out) != want {
 				t.Fatalf("split %d of %q: got %q, want %q", i, doc, out, want)
 			}
+			// Byte by byte, every tag goes through the state machine (scanTag) rather than
+			// the one-pass scan of whole tags (fastTag): both must agree.
+			out = nil
+			for j := 0; j < len(doc); j++ {
+				out = s.Rewrite(out, []byte{doc[j]})
+			}
+			if out = s.End(out); string(out) != want {
+				t.Fatalf("byte by byte %q: got %q, want %q", doc, out, want)
+			}
 		}
 	})
 }
