@@ -295,7 +295,6 @@ func bytesEqualFold(b []byte, lower string) bool {
 // serialize appends the start tag with the attribute changes applied: attributes left alone
 // keep their bytes.
 func (e *Element) serialize(dst []byte) []byte {
-	e.parse()
 	t := e.tag
 	if !e.changesExisting() {
 		// Only new attributes: the tag as it is, then them.
@@ -316,6 +315,7 @@ func (e *Element) serialize(dst []byte) []byte {
 		}
 		return append(dst, '>')
 	}
+	e.parse()
 	dst = append(dst, t[:e.nameEnd]...)
 	for _, a := range e.s.attrs {
 		var m *attrMod
@@ -353,9 +353,24 @@ func (e *Element) serialize(dst []byte) []byte {
 	return append(dst, '>')
 }
 
-// changesExisting reports whether a change names an attribute the tag has.
+// changesExisting reports whether a change names an attribute the tag has. When no
+// selector needed the attributes, the tag is searched for the changed names first: a name
+// that appears nowhere in it is no attribute's, and the attributes need no parsing.
 func (e *Element) changesExisting() bool {
 	t := e.tag
+	if !e.parsed {
+		found := false
+		for i := range e.mods {
+			if containsFold(t[e.nameEnd:], e.mods[i].name) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+		e.parse()
+	}
 	for _, a := range e.s.attrs {
 		n := a.name[1] - a.name[0]
 		for i := range e.mods {
@@ -392,4 +407,27 @@ func appendEscaped(dst []byte, s string) []byte {
 		}
 	}
 	return dst
+}
+
+// containsFold reports whether b holds lower (lowercase, not empty), compared without
+// ASCII case.
+func containsFold(b []byte, lower string) bool {
+	c0 := lower[0]
+	for _, c := range [2]byte{c0, c0 &^ 0x20} {
+		if c != c0 && (c0 < 'a' || c0 > 'z') {
+			break // no upper case form
+		}
+		for off := 0; off+len(lower) <= len(b); {
+			j := bytes.IndexByte(b[off:len(b)-len(lower)+1], c)
+			if j < 0 {
+				break
+			}
+			off += j
+			if bytesEqualFold(b[off:off+len(lower)], lower) {
+				return true
+			}
+			off++
+		}
+	}
+	return false
 }

@@ -243,28 +243,7 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 	for len(p) > 0 {
 		switch s.mode {
 		case mText:
-			i := bytes.IndexByte(p, '<')
-			if i < 0 {
-				s.emit(p)
-				p = nil
-				break
-			}
-			s.emit(p[:i])
-			p = p[i:]
-			// A tag that ends in this chunk is scanned in one pass (fastTag); one that
-			// goes on in the next, or that is not a start or end tag, by the state machine.
-			if gt, end, slash := fastTag(p); gt > 0 {
-				s.end = end
-				s.st = stTagName
-				if slash {
-					s.st = stSlash
-				}
-				s.mode = mTag
-				p = s.tagDone(p, gt)
-				break
-			}
-			s.mode, s.st, s.end = mTag, stLT, false
-			p = s.scanTag(p, 1)
+			p = s.text(p)
 		case mTag:
 			p = s.scanTag(p, 0)
 		case mComment:
@@ -290,6 +269,38 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 	dst = s.dst
 	s.dst, s.chunk = nil, nil
 	return dst
+}
+
+// text passes on text and handles the tags in it until the chunk ends or the mode changes.
+// A tag that ends in the chunk is scanned in one pass (fastTag); one that goes on in the
+// next chunk, or that is not a start or end tag, by the state machine (scanTag).
+func (s *Stream) text(p []byte) []byte {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '<')
+		if i < 0 {
+			s.emit(p)
+			return nil
+		}
+		s.emit(p[:i])
+		p = p[i:]
+		gt, end, slash := fastTag(p)
+		if gt == 0 {
+			s.mode, s.st, s.end = mTag, stLT, false
+			return s.scanTag(p, 1)
+		}
+		tag := p[:gt+1]
+		p = p[gt+1:]
+		s.end = end
+		if end {
+			s.endTag(tag)
+		} else {
+			s.startTag(tag, slash)
+			if s.mode != mText {
+				break
+			}
+		}
+	}
+	return p
 }
 
 // End appends what the document still holds back (an unfinished tag passes as text) and

@@ -240,3 +240,24 @@ func FuzzRewrite(f *testing.F) {
 		}
 	})
 }
+
+// TestSetAttrExisting checks that SetAttr replaces an attribute the tag has, whatever its
+// case and wherever its name appears (serialize looks for the name before parsing).
+func TestSetAttrExisting(t *testing.T) {
+	r := NewRules().On("img", func(e *Element) { e.SetAttr("loading", "lazy") })
+	for doc, want := range map[string]string{
+		`<img src=a>`:                       `<img src=a loading="lazy">`,
+		`<img LOADING=eager src=a>`:         `<img LOADING="lazy" src=a>`,
+		`<img alt="loading" src=a>`:         `<img alt="loading" src=a loading="lazy">`,
+		`<img data-x=1 Loading='x'/>`:       `<img data-x=1 Loading="lazy" />`,
+		`<img src="l" loadinG>`:             `<img src="l" loadinG="lazy">`,
+		`<img xloading=1>`:                  `<img xloading=1 loading="lazy">`,
+		`<img src=/a.png/>`:                 `<img src=/a.png/ loading="lazy">`,
+		"<img\nsrc=a\n/>":                   "<img\nsrc=a\n loading=\"lazy\"/>",
+		`<img src=a loading=eager loading>`: `<img src=a loading="lazy" loading>`,
+	} {
+		if got := rewriteAll(t, r, doc); got != want {
+			t.Errorf("%s: got %s, want %s", doc, got, want)
+		}
+	}
+}
