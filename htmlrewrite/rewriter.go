@@ -60,6 +60,32 @@ type Rules struct {
 	// name none.
 	byTag  map[string]uint64
 	anyTag uint64
+	// tagBits has, for each first letter of the tag names the compounds name, bit
+	// min(len(name), 15) set; anyName is set when a name does not fit it (its first byte
+	// is not a lowercase ASCII letter, or it has bytes past ASCII). With rawBits they let a
+	// start tag that no compound can match be passed on from its first letter and length.
+	tagBits [26]uint16
+	anyName bool
+}
+
+// rawBits is tagBits for the elements whose start tag changes the tokenizer's mode.
+var rawBits = func() (t [26]uint16) {
+	for _, n := range []string{"iframe", "noembed", "noframes", "plaintext", "script", "style", "textarea", "title", "xmp"} {
+		t[n[0]-'a'] |= nameLenBit(len(n))
+	}
+	return t
+}()
+
+func nameLenBit(n int) uint16 { return 1 << min(n, 15) }
+
+// mayMatter reports whether a start tag whose name begins with c (lowered by 0x20) and is
+// n bytes long may match a compound or change the mode: when it does not, and no element
+// is tracked, the tag needs no more than to be passed on.
+func (r *Rules) mayMatter(c byte, n int) bool {
+	if r.anyTag != 0 || r.anyName || r.child|r.desc != 0 || c < 'a' || c > 'z' {
+		return true
+	}
+	return (r.tagBits[c-'a']|rawBits[c-'a'])&nameLenBit(n) != 0
 }
 
 // NewRules returns an empty set of rules: a stream built from it passes documents through.
@@ -103,12 +129,26 @@ func (r *Rules) On(selector string, h Handler) *Rules {
 					r.byTag = map[string]uint64{}
 				}
 				r.byTag[c.tag] |= 1 << idx
+				if t := c.tag; t[0] < 'a' || t[0] > 'z' || !isASCII(t) {
+					r.anyName = true
+				} else {
+					r.tagBits[t[0]-'a'] |= nameLenBit(len(t))
+				}
 			}
 		}
 		last |= 1 << (len(r.comps) - 1)
 	}
 	r.rules = append(r.rules, rule{h: h, last: last})
 	return r
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Err reports the first invalid selector given to On.
@@ -283,7 +323,7 @@ func (s *Stream) text(p []byte) []byte {
 		}
 		s.emit(p[:i])
 		p = p[i:]
-		gt, end, slash := fastTag(p)
+		gt, nameEnd, end, slash := fastTag(p)
 		if gt == 0 {
 			s.mode, s.st, s.end = mTag, stLT, false
 			return s.scanTag(p, 1)
@@ -293,6 +333,9 @@ func (s *Stream) text(p []byte) []byte {
 		s.end = end
 		if end {
 			s.endTag(tag)
+		} else if len(s.stack) == 0 && s.deep == 0 && !s.r.mayMatter(tag[1]|0x20, nameEnd-1) {
+			// Most tags: no compound names them and no element is tracked.
+			s.emit(tag)
 		} else {
 			s.startTag(tag, slash)
 			if s.mode != mText {
@@ -481,33 +524,36 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 }
 
 // fastTag scans the start or end tag at the start of p (p[0] is "<") when it ends in p. It
-// returns the index of its ">", whether it is an end tag and whether it is written
-// self-closing; gt is 0 when p does not start with "<" and a letter (or "</" and a letter)
+// returns the index of its ">", the index just past its name (as tagName reads it), whether
+// it is an end tag and whether it is written self-closing; gt is 0 when p does not start with "<" and a letter (or "</" and a letter)
 // or the tag goes on past p. It makes the transitions of scanTag's states stTagName to
 // stSlash, with the state held by the position in the code rather than in a variable.
-func fastTag(p []byte) (gt int, end, slash bool) {
+func fastTag(p []byte) (gt, nameEnd int, end, slash bool) {
 	n := len(p)
 	i := 1
 	if n < 3 {
-		return 0, false, false
+		return 0, 0, false, false
 	}
 	if p[1] == '/' {
 		end = true
 		i = 2
 	}
 	if c := p[i] | 0x20; c < 'a' || c > 'z' {
-		return 0, false, false
+		return 0, 0, false, false
 	}
-	// stTagName ("=" belongs to the name).
+	// stTagName ("=" belongs to the scanned name, though not to the name tagName reads).
 	for i++; ; i++ {
 		for i < n && cls[p[i]] == 0 {
 			i++
 		}
 		if i >= n {
-			return 0, false, false
+			return 0, 0, false, false
+		}
+		if nameEnd == 0 {
+			nameEnd = i
 		}
 		if c := p[i]; c == '>' {
-			return i, end, false
+			return i, nameEnd, end, false
 		} else if c == '/' {
 			goto slashState
 		} else if c != '=' {
@@ -518,11 +564,11 @@ beforeAttr:
 	for i++; i < n && isSpace(p[i]); i++ {
 	}
 	if i >= n {
-		return 0, false, false
+		return 0, 0, false, false
 	}
 	switch p[i] {
 	case '>':
-		return i, end, false
+		return i, nameEnd, end, false
 	case '/':
 		goto slashState
 	}
@@ -530,11 +576,11 @@ attrName: // p[i] is the name's first byte, which may be "="
 	for i++; i < n && cls[p[i]] == 0; i++ {
 	}
 	if i >= n {
-		return 0, false, false
+		return 0, 0, false, false
 	}
 	switch c := p[i]; {
 	case c == '>':
-		return i, end, false
+		return i, nameEnd, end, false
 	case c == '/':
 		goto slashState
 	case c == '=':
@@ -544,11 +590,11 @@ attrName: // p[i] is the name's first byte, which may be "="
 	for i++; i < n && isSpace(p[i]); i++ {
 	}
 	if i >= n {
-		return 0, false, false
+		return 0, 0, false, false
 	}
 	switch p[i] {
 	case '>':
-		return i, end, false
+		return i, nameEnd, end, false
 	case '/':
 		goto slashState
 	case '=':
@@ -559,15 +605,15 @@ beforeVal:
 	for i++; i < n && isSpace(p[i]); i++ {
 	}
 	if i >= n {
-		return 0, false, false
+		return 0, 0, false, false
 	}
 	switch q := p[i]; q {
 	case '>':
-		return i, end, false
+		return i, nameEnd, end, false
 	case '"', '\'':
 		j := bytes.IndexByte(p[i+1:], q)
 		if j < 0 {
-			return 0, false, false
+			return 0, 0, false, false
 		}
 		i += j + 1
 		goto beforeAttr
@@ -577,10 +623,10 @@ beforeVal:
 		for i++; i < n && cls[p[i]] == 0; i++ {
 		}
 		if i >= n {
-			return 0, false, false
+			return 0, 0, false, false
 		}
 		if c := p[i]; c == '>' {
-			return i, end, false
+			return i, nameEnd, end, false
 		} else if isSpace(c) {
 			goto beforeAttr
 		}
@@ -589,11 +635,11 @@ slashState:
 	for i++; i < n && p[i] == '/'; i++ {
 	}
 	if i >= n {
-		return 0, false, false
+		return 0, 0, false, false
 	}
 	switch c := p[i]; {
 	case c == '>':
-		return i, end, true
+		return i, nameEnd, end, true
 	case isSpace(c):
 		goto beforeAttr
 	}
@@ -721,15 +767,17 @@ func (s *Stream) tagName(tag []byte) (string, tagFlags, int) {
 		i = 2
 	}
 	j := i
-	lower := true
-	for j < len(tag) && cls[tag[j]] == 0 {
-		if c := tag[j]; c >= 'A' && c <= 'Z' {
-			lower = false
+	var seen uint8 // nameTab bits of the name's bytes
+	for j < len(tag) {
+		t := nameTab[tag[j]]
+		if t&nEnd != 0 {
+			break
 		}
+		seen |= t
 		j++
 	}
 	raw := tag[i:j]
-	if !lower {
+	if seen&nUpper != 0 {
 		s.lname = s.lname[:0]
 		for _, c := range raw {
 			s.lname = append(s.lname, lowerByte(c))
@@ -750,6 +798,24 @@ func (s *Stream) tagName(tag []byte) (string, tagFlags, int) {
 	s.names[h] = nameCache{name: n, flags: f, mask: s.mask}
 	return n, f, j
 }
+
+// nameTab classifies the bytes of a tag name: nEnd ends it (the bytes of cls), nUpper is
+// an upper case ASCII letter.
+var nameTab = func() (t [256]uint8) {
+	for c := range 256 {
+		if cls[c] != 0 {
+			t[c] = nEnd
+		} else if c >= 'A' && c <= 'Z' {
+			t[c] = nUpper
+		}
+	}
+	return t
+}()
+
+const (
+	nEnd = 1 << iota
+	nUpper
+)
 
 type nameCache struct {
 	name  string

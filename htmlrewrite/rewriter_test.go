@@ -261,3 +261,20 @@ func TestSetAttrExisting(t *testing.T) {
 		}
 	}
 }
+
+// TestTagFilter checks the start tags passed on by their first letter and length alone
+// (Rules.mayMatter): names of the selectors' length and letter in any case still match,
+// and the raw text elements still change the mode.
+func TestTagFilter(t *testing.T) {
+	r := NewRules().
+		On("h2", func(e *Element) { e.SetAttr("x", "1") }).
+		On("b", func(e *Element) { e.SetAttr("y", "2") }).
+		On("averyveryverylongname", func(e *Element) { e.SetAttr("z", "3") })
+	doc := `<H2>a</H2><h3>b</h3><h2x>c</h2x><Script><b></script><b><TITLE><b></title>` +
+		`<averyveryverylongnamf><AVERYVERYVERYLONGNAME><textarea><b></textarea><b/>`
+	want := `<H2 x="1">a</H2><h3>b</h3><h2x>c</h2x><Script><b></script><b y="2"><TITLE><b></title>` +
+		`<averyveryverylongnamf><AVERYVERYVERYLONGNAME z="3"><textarea><b></textarea><b y="2"/>`
+	if got := rewriteAll(t, r, doc); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
