@@ -235,7 +235,7 @@ func (e *Element) parse() {
 			switch {
 			case j < n && (t[j] == '"' || t[j] == '\''):
 				q := t[j]
-				k := bytes.IndexByte(t[j+1:n], q)
+				k := indexByte(t[j+1:n], q)
 				if k < 0 {
 					k = n - j - 1
 					a.val = [2]int{j + 1, j + 1 + k}

@@ -316,7 +316,7 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 // next chunk, or that is not a start or end tag, by the state machine (scanTag).
 func (s *Stream) text(p []byte) []byte {
 	for len(p) > 0 {
-		i := bytes.IndexByte(p, '<')
+		i := indexByte(p, '<')
 		if i < 0 {
 			s.emit(p)
 			return nil
@@ -611,7 +611,7 @@ beforeVal:
 	case '>':
 		return i, nameEnd, end, false
 	case '"', '\'':
-		j := bytes.IndexByte(p[i+1:], q)
+		j := indexByte(p[i+1:], q)
 		if j < 0 {
 			return 0, 0, false, false
 		}
@@ -644,6 +644,25 @@ slashState:
 		goto beforeAttr
 	}
 	goto attrName
+}
+
+// indexByte is bytes.IndexByte for the short runs between the tags of a document and the
+// short attribute values: it looks at the first bytes itself, which costs less than the
+// call when the byte is near.
+func indexByte(b []byte, c byte) int {
+	n := min(len(b), 16)
+	for i := 0; i < n; i++ {
+		if b[i] == c {
+			return i
+		}
+	}
+	if n == len(b) {
+		return -1
+	}
+	if j := bytes.IndexByte(b[n:], c); j >= 0 {
+		return n + j
+	}
+	return -1
 }
 
 // cls marks the bytes that change the tag scanner's state in names and unquoted values.
