@@ -315,35 +315,41 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 // A tag that ends in the chunk is scanned in one pass (fastTag); one that goes on in the
 // next chunk, or that is not a start or end tag, by the state machine (scanTag).
 func (s *Stream) text(p []byte) []byte {
-	for len(p) > 0 {
-		i := indexByte(p, '<')
-		if i < 0 {
-			s.emit(p)
-			return nil
+	// p[from:i] passes on unchanged and is emitted at once, when something else comes.
+	from, i := 0, 0
+	for i < len(p) {
+		j := indexByte(p[i:], '<')
+		if j < 0 {
+			break
 		}
-		s.emit(p[:i])
-		p = p[i:]
-		gt, nameEnd, end, slash := fastTag(p)
+		i += j
+		gt, nameEnd, end, slash := fastTag(p[i:])
 		if gt == 0 {
+			s.emit(p[from:i])
 			s.mode, s.st, s.end = mTag, stLT, false
-			return s.scanTag(p, 1)
+			return s.scanTag(p[i:], 1)
 		}
-		tag := p[:gt+1]
-		p = p[gt+1:]
+		tag := p[i : i+gt+1]
+		if len(s.stack) == 0 && s.deep == 0 && (end || !s.r.mayMatter(tag[1]|0x20, nameEnd-1)) {
+			// Most tags: no element is tracked, and no compound names this one.
+			i += gt + 1
+			continue
+		}
+		s.emit(p[from:i])
+		i += gt + 1
+		from = i
 		s.end = end
 		if end {
 			s.endTag(tag)
-		} else if len(s.stack) == 0 && s.deep == 0 && !s.r.mayMatter(tag[1]|0x20, nameEnd-1) {
-			// Most tags: no compound names them and no element is tracked.
-			s.emit(tag)
 		} else {
 			s.startTag(tag, slash)
 			if s.mode != mText {
-				break
+				return p[i:]
 			}
 		}
 	}
-	return p
+	s.emit(p[from:])
+	return nil
 }
 
 // End appends what the document still holds back (an unfinished tag passes as text) and
