@@ -45,6 +45,8 @@ type Element struct {
 	parsed  bool
 	scratch []byte
 
+	setName      string // the name SetAttr checked last
+	setLower     string // and its lower case form
 	mods         []attrMod
 	attrsChanged bool
 	before       []byte
@@ -108,10 +110,14 @@ func (e *Element) HasAttr(name string) bool {
 // occurrence or adding it at the end. A name that is not a valid attribute name (empty, or
 // holding whitespace, quotes, "/", "=", ">" or "<") is ignored.
 func (e *Element) SetAttr(name, value string) {
-	if !validAttrName(name) {
-		return
+	// Handlers set the same names on element after element: the last one checked is kept.
+	if name != e.setName || name == "" {
+		if !validAttrName(name) {
+			return
+		}
+		e.setName, e.setLower = name, strings.ToLower(name)
 	}
-	e.mod(strings.ToLower(name), value, false)
+	e.mod(e.setLower, value, false)
 }
 
 // RemoveAttr removes the attribute name.
