@@ -53,12 +53,18 @@ func HTMLRewriteRules(list []HTMLRewriteRule) (*htmlrewrite.Rules, error) {
 			names = append(names, k)
 		}
 		slices.Sort(names)
+		// The values in the names' order: the handler runs for every matched element and
+		// should not look them up in the map each time.
+		values := make([]string, len(names))
+		for k, n := range names {
+			values[k] = rule.SetAttribute[n]
+		}
 		r.On(rule.Selector, func(e *htmlrewrite.Element) {
 			for _, n := range rule.RemoveAttribute {
 				e.RemoveAttr(n)
 			}
-			for _, n := range names {
-				e.SetAttr(n, rule.SetAttribute[n])
+			for k, n := range names {
+				e.SetAttr(n, values[k])
 			}
 			if rule.Before != "" {
 				e.Before(rule.Before, ct)

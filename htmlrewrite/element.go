@@ -45,6 +45,8 @@ type Element struct {
 	parsed  bool
 	scratch []byte
 
+	setName      string // the name SetAttr checked last
+	setLower     string // and its lower case form
 	mods         []attrMod
 	attrsChanged bool
 	before       []byte
@@ -108,10 +110,14 @@ func (e *Element) HasAttr(name string) bool {
 // occurrence or adding it at the end. A name that is not a valid attribute name (empty, or
 // holding whitespace, quotes, "/", "=", ">" or "<") is ignored.
 func (e *Element) SetAttr(name, value string) {
-	if !validAttrName(name) {
-		return
+	// Handlers set the same names on element after element: the last one checked is kept.
+	if name != e.setName || name == "" {
+		if !validAttrName(name) {
+			return
+		}
+		e.setName, e.setLower = name, strings.ToLower(name)
 	}
-	e.mod(strings.ToLower(name), value, false)
+	e.mod(e.setLower, value, false)
 }
 
 // RemoveAttr removes the attribute name.
@@ -235,7 +241,7 @@ func (e *Element) parse() {
 			switch {
 			case j < n && (t[j] == '"' || t[j] == '\''):
 				q := t[j]
-				k := bytes.IndexByte(t[j+1:n], q)
+				k := indexByte(t[j+1:n], q)
 				if k < 0 {
 					k = n - j - 1
 					a.val = [2]int{j + 1, j + 1 + k}
@@ -295,7 +301,6 @@ func bytesEqualFold(b []byte, lower string) bool {
 // serialize appends the start tag with the attribute changes applied: attributes left alone
 // keep their bytes.
 func (e *Element) serialize(dst []byte) []byte {
-	e.parse()
 	t := e.tag
 	if !e.changesExisting() {
 		// Only new attributes: the tag as it is, then them.
@@ -316,6 +321,7 @@ func (e *Element) serialize(dst []byte) []byte {
 		}
 		return append(dst, '>')
 	}
+	e.parse()
 	dst = append(dst, t[:e.nameEnd]...)
 	for _, a := range e.s.attrs {
 		var m *attrMod
@@ -353,9 +359,24 @@ func (e *Element) serialize(dst []byte) []byte {
 	return append(dst, '>')
 }
 
-// changesExisting reports whether a change names an attribute the tag has.
+// changesExisting reports whether a change names an attribute the tag has. When no
+// selector needed the attributes, the tag is searched for the changed names first: a name
+// that appears nowhere in it is no attribute's, and the attributes need no parsing.
 func (e *Element) changesExisting() bool {
 	t := e.tag
+	if !e.parsed {
+		found := false
+		for i := range e.mods {
+			if containsFold(t[e.nameEnd:], e.mods[i].name) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+		e.parse()
+	}
 	for _, a := range e.s.attrs {
 		n := a.name[1] - a.name[0]
 		for i := range e.mods {
@@ -392,4 +413,27 @@ func appendEscaped(dst []byte, s string) []byte {
 		}
 	}
 	return dst
+}
+
+// containsFold reports whether b holds lower (lowercase, not empty), compared without
+// ASCII case.
+func containsFold(b []byte, lower string) bool {
+	c0 := lower[0]
+	for _, c := range [2]byte{c0, c0 &^ 0x20} {
+		if c != c0 && (c0 < 'a' || c0 > 'z') {
+			break // no upper case form
+		}
+		for off := 0; off+len(lower) <= len(b); {
+			j := bytes.IndexByte(b[off:len(b)-len(lower)+1], c)
+			if j < 0 {
+				break
+			}
+			off += j
+			if bytesEqualFold(b[off:off+len(lower)], lower) {
+				return true
+			}
+			off++
+		}
+	}
+	return false
 }

@@ -60,6 +60,32 @@ type Rules struct {
 	// name none.
 	byTag  map[string]uint64
 	anyTag uint64
+	// tagBits has, for each first letter of the tag names the compounds name, bit
+	// min(len(name), 15) set; anyName is set when a name does not fit it (its first byte
+	// is not a lowercase ASCII letter, or it has bytes past ASCII). With rawBits they let a
+	// start tag that no compound can match be passed on from its first letter and length.
+	tagBits [26]uint16
+	anyName bool
+}
+
+// rawBits is tagBits for the elements whose start tag changes the tokenizer's mode.
+var rawBits = func() (t [26]uint16) {
+	for _, n := range []string{"iframe", "noembed", "noframes", "plaintext", "script", "style", "textarea", "title", "xmp"} {
+		t[n[0]-'a'] |= nameLenBit(len(n))
+	}
+	return t
+}()
+
+func nameLenBit(n int) uint16 { return 1 << min(n, 15) }
+
+// mayMatter reports whether a start tag whose name begins with c (lowered by 0x20) and is
+// n bytes long may match a compound or change the mode: when it does not, and no element
+// is tracked, the tag needs no more than to be passed on.
+func (r *Rules) mayMatter(c byte, n int) bool {
+	if r.anyTag != 0 || r.anyName || r.child|r.desc != 0 || c < 'a' || c > 'z' {
+		return true
+	}
+	return (r.tagBits[c-'a']|rawBits[c-'a'])&nameLenBit(n) != 0
 }
 
 // NewRules returns an empty set of rules: a stream built from it passes documents through.
@@ -103,12 +129,26 @@ func (r *Rules) On(selector string, h Handler) *Rules {
 					r.byTag = map[string]uint64{}
 				}
 				r.byTag[c.tag] |= 1 << idx
+				if t := c.tag; t[0] < 'a' || t[0] > 'z' || !isASCII(t) {
+					r.anyName = true
+				} else {
+					r.tagBits[t[0]-'a'] |= nameLenBit(len(t))
+				}
 			}
 		}
 		last |= 1 << (len(r.comps) - 1)
 	}
 	r.rules = append(r.rules, rule{h: h, last: last})
 	return r
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // Err reports the first invalid selector given to On.
@@ -243,15 +283,7 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 	for len(p) > 0 {
 		switch s.mode {
 		case mText:
-			i := bytes.IndexByte(p, '<')
-			if i < 0 {
-				s.emit(p)
-				p = nil
-				break
-			}
-			s.emit(p[:i])
-			s.mode, s.st, s.end = mTag, stLT, false
-			p = s.scanTag(p[i:], 1)
+			p = s.text(p)
 		case mTag:
 			p = s.scanTag(p, 0)
 		case mComment:
@@ -279,6 +311,47 @@ func (s *Stream) Rewrite(dst, p []byte) []byte {
 	return dst
 }
 
+// text passes on text and handles the tags in it until the chunk ends or the mode changes.
+// A tag that ends in the chunk is scanned in one pass (fastTag); one that goes on in the
+// next chunk, or that is not a start or end tag, by the state machine (scanTag).
+func (s *Stream) text(p []byte) []byte {
+	// p[from:i] passes on unchanged and is emitted at once, when something else comes.
+	from, i := 0, 0
+	for i < len(p) {
+		j := indexByte(p[i:], '<')
+		if j < 0 {
+			break
+		}
+		i += j
+		gt, nameEnd, end, slash := fastTag(p[i:])
+		if gt == 0 {
+			s.emit(p[from:i])
+			s.mode, s.st, s.end = mTag, stLT, false
+			return s.scanTag(p[i:], 1)
+		}
+		tag := p[i : i+gt+1]
+		if len(s.stack) == 0 && s.deep == 0 && (end || !s.r.mayMatter(tag[1]|0x20, nameEnd-1)) {
+			// Most tags: no element is tracked, and no compound names this one.
+			i += gt + 1
+			continue
+		}
+		s.emit(p[from:i])
+		i += gt + 1
+		from = i
+		s.end = end
+		if end {
+			s.endTag(tag)
+		} else {
+			s.startTag(tag, slash)
+			if s.mode != mText {
+				return p[i:]
+			}
+		}
+	}
+	s.emit(p[from:])
+	return nil
+}
+
 // End appends what the document still holds back (an unfinished tag passes as text) and
 // the content inserted at the end of elements left open, and ends the document.
 func (s *Stream) End(dst []byte) []byte {
@@ -298,17 +371,19 @@ func (s *Stream) End(dst []byte) []byte {
 // chunk its bytes are in s.carry; otherwise it starts at p[0]. It returns the rest of p.
 func (s *Stream) scanTag(p []byte, from int) []byte {
 	i := from
+	// The state lives in a local while scanning and is stored back on return.
+	st := s.st
 	for ; i < len(p); i++ {
 		c := p[i]
-		switch s.st {
+		switch st {
 		case stLT:
 			switch {
 			case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
-				s.st = stTagName
+				st = stTagName
 			case c == '/':
-				s.st = stEndLT
+				st = stEndLT
 			case c == '!':
-				s.st = stBang
+				st = stBang
 			case c == '?':
 				return s.toMode(p, i+1, mBogus)
 			default:
@@ -318,7 +393,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 		case stEndLT:
 			switch {
 			case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
-				s.st, s.end = stTagName, true
+				st, s.end = stTagName, true
 			case c == '>':
 				return s.toMode(p, i+1, mText)
 			default:
@@ -326,7 +401,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 		case stBang:
 			if c == '-' {
-				s.st = stBangDash
+				st = stBangDash
 			} else {
 				return s.toMode(p, i, mBogus)
 			}
@@ -343,20 +418,22 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case isSpace(c):
-				s.st = stBeforeAttr
+				st = stBeforeAttr
 			}
 		case stBeforeAttr:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case !isSpace(c):
-				s.st = stAttrName
+				st = stAttrName
 			}
 		case stAttrName:
 			for i < len(p)-1 && cls[c] == 0 {
@@ -365,35 +442,38 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case c == '=':
-				s.st = stBeforeVal
+				st = stBeforeVal
 			case isSpace(c):
-				s.st = stAfterName
+				st = stAfterName
 			}
 		case stAfterName:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
-				s.st = stSlash
+				st = stSlash
 			case c == '=':
-				s.st = stBeforeVal
+				st = stBeforeVal
 			case !isSpace(c):
-				s.st = stAttrName
+				st = stAttrName
 			}
 		case stBeforeVal:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '"':
-				s.st = stDQ
+				st = stDQ
 			case c == '\'':
-				s.st = stSQ
+				st = stSQ
 			case !isSpace(c):
-				s.st = stUnquoted
+				st = stUnquoted
 			}
 		case stDQ:
 			// Skip to the closing quote at once.
@@ -403,7 +483,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 				continue
 			}
 			i += j
-			s.st = stBeforeAttr
+			st = stBeforeAttr
 		case stSQ:
 			j := bytes.IndexByte(p[i:], '\'')
 			if j < 0 {
@@ -411,7 +491,7 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 				continue
 			}
 			i += j
-			s.st = stBeforeAttr
+			st = stBeforeAttr
 		case stUnquoted:
 			for i < len(p)-1 && cls[c] == 0 {
 				i++
@@ -419,23 +499,26 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 			}
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case isSpace(c):
-				s.st = stBeforeAttr
+				st = stBeforeAttr
 			}
 		case stSlash:
 			switch {
 			case c == '>':
+				s.st = st
 				return s.tagDone(p, i)
 			case c == '/':
 			case isSpace(c):
-				s.st = stBeforeAttr
+				st = stBeforeAttr
 			default:
-				s.st = stAttrName
+				st = stAttrName
 			}
 		}
 	}
 	// The tag goes on in the next chunk.
+	s.st = st
 	s.carry = append(s.carry, p...)
 	if len(s.carry) > MaxTagSize {
 		// Too long to be a tag worth parsing: pass it on as text.
@@ -444,6 +527,148 @@ func (s *Stream) scanTag(p []byte, from int) []byte {
 		s.mode = mText
 	}
 	return nil
+}
+
+// fastTag scans the start or end tag at the start of p (p[0] is "<") when it ends in p. It
+// returns the index of its ">", the index just past its name (as tagName reads it), whether
+// it is an end tag and whether it is written self-closing; gt is 0 when p does not start with "<" and a letter (or "</" and a letter)
+// or the tag goes on past p. It makes the transitions of scanTag's states stTagName to
+// stSlash, with the state held by the position in the code rather than in a variable.
+func fastTag(p []byte) (gt, nameEnd int, end, slash bool) {
+	n := len(p)
+	i := 1
+	if n < 3 {
+		return 0, 0, false, false
+	}
+	if p[1] == '/' {
+		end = true
+		i = 2
+	}
+	if c := p[i] | 0x20; c < 'a' || c > 'z' {
+		return 0, 0, false, false
+	}
+	// stTagName ("=" belongs to the scanned name, though not to the name tagName reads).
+	for i++; ; i++ {
+		for i < n && cls[p[i]] == 0 {
+			i++
+		}
+		if i >= n {
+			return 0, 0, false, false
+		}
+		if nameEnd == 0 {
+			nameEnd = i
+		}
+		if c := p[i]; c == '>' {
+			return i, nameEnd, end, false
+		} else if c == '/' {
+			goto slashState
+		} else if c != '=' {
+			goto beforeAttr // a space
+		}
+	}
+beforeAttr:
+	for i++; i < n && isSpace(p[i]); i++ {
+	}
+	if i >= n {
+		return 0, 0, false, false
+	}
+	switch p[i] {
+	case '>':
+		return i, nameEnd, end, false
+	case '/':
+		goto slashState
+	}
+attrName: // p[i] is the name's first byte, which may be "="
+	for i++; i < n && cls[p[i]] == 0; i++ {
+	}
+	if i >= n {
+		return 0, 0, false, false
+	}
+	switch c := p[i]; {
+	case c == '>':
+		return i, nameEnd, end, false
+	case c == '/':
+		goto slashState
+	case c == '=':
+		goto beforeVal
+	}
+	// afterName
+	for i++; i < n && isSpace(p[i]); i++ {
+	}
+	if i >= n {
+		return 0, 0, false, false
+	}
+	switch p[i] {
+	case '>':
+		return i, nameEnd, end, false
+	case '/':
+		goto slashState
+	case '=':
+		goto beforeVal
+	}
+	goto attrName
+beforeVal:
+	for i++; i < n && isSpace(p[i]); i++ {
+	}
+	if i >= n {
+		return 0, 0, false, false
+	}
+	switch q := p[i]; q {
+	case '>':
+		return i, nameEnd, end, false
+	case '"', '\'':
+		j := indexByte(p[i+1:], q)
+		if j < 0 {
+			return 0, 0, false, false
+		}
+		i += j + 1
+		goto beforeAttr
+	}
+	// stUnquoted: "/" and "=" belong to the value.
+	for {
+		for i++; i < n && cls[p[i]] == 0; i++ {
+		}
+		if i >= n {
+			return 0, 0, false, false
+		}
+		if c := p[i]; c == '>' {
+			return i, nameEnd, end, false
+		} else if isSpace(c) {
+			goto beforeAttr
+		}
+	}
+slashState:
+	for i++; i < n && p[i] == '/'; i++ {
+	}
+	if i >= n {
+		return 0, 0, false, false
+	}
+	switch c := p[i]; {
+	case c == '>':
+		return i, nameEnd, end, true
+	case isSpace(c):
+		goto beforeAttr
+	}
+	goto attrName
+}
+
+// indexByte is bytes.IndexByte for the short runs between the tags of a document and the
+// short attribute values: it looks at the first bytes itself, which costs less than the
+// call when the byte is near.
+func indexByte(b []byte, c byte) int {
+	n := min(len(b), 16)
+	for i := 0; i < n; i++ {
+		if b[i] == c {
+			return i
+		}
+	}
+	if n == len(b) {
+		return -1
+	}
+	if j := bytes.IndexByte(b[n:], c); j >= 0 {
+		return n + j
+	}
+	return -1
 }
 
 // cls marks the bytes that change the tag scanner's state in names and unquoted values.
@@ -567,15 +792,17 @@ func (s *Stream) tagName(tag []byte) (string, tagFlags, int) {
 		i = 2
 	}
 	j := i
-	lower := true
-	for j < len(tag) && cls[tag[j]] == 0 {
-		if c := tag[j]; c >= 'A' && c <= 'Z' {
-			lower = false
+	var seen uint8 // nameTab bits of the name's bytes
+	for j < len(tag) {
+		t := nameTab[tag[j]]
+		if t&nEnd != 0 {
+			break
 		}
+		seen |= t
 		j++
 	}
 	raw := tag[i:j]
-	if !lower {
+	if seen&nUpper != 0 {
 		s.lname = s.lname[:0]
 		for _, c := range raw {
 			s.lname = append(s.lname, lowerByte(c))
@@ -596,6 +823,24 @@ func (s *Stream) tagName(tag []byte) (string, tagFlags, int) {
 	s.names[h] = nameCache{name: n, flags: f, mask: s.mask}
 	return n, f, j
 }
+
+// nameTab classifies the bytes of a tag name: nEnd ends it (the bytes of cls), nUpper is
+// an upper case ASCII letter.
+var nameTab = func() (t [256]uint8) {
+	for c := range 256 {
+		if cls[c] != 0 {
+			t[c] = nEnd
+		} else if c >= 'A' && c <= 'Z' {
+			t[c] = nUpper
+		}
+	}
+	return t
+}()
+
+const (
+	nEnd = 1 << iota
+	nUpper
+)
 
 type nameCache struct {
 	name  string

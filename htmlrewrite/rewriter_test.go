@@ -228,6 +228,53 @@ func FuzzRewrite(f *testing.F) {
 			if string(out) != want {
 				t.Fatalf("split %d of %q: got %q, want %q", i, doc, out, want)
 			}
+			// Byte by byte, every tag goes through the state machine (scanTag) rather than
+			// the one-pass scan of whole tags (fastTag): both must agree.
+			out = nil
+			for j := 0; j < len(doc); j++ {
+				out = s.Rewrite(out, []byte{doc[j]})
+			}
+			if out = s.End(out); string(out) != want {
+				t.Fatalf("byte by byte %q: got %q, want %q", doc, out, want)
+			}
 		}
 	})
+}
+
+// TestSetAttrExisting checks that SetAttr replaces an attribute the tag has, whatever its
+// case and wherever its name appears (serialize looks for the name before parsing).
+func TestSetAttrExisting(t *testing.T) {
+	r := NewRules().On("img", func(e *Element) { e.SetAttr("loading", "lazy") })
+	for doc, want := range map[string]string{
+		`<img src=a>`:                       `<img src=a loading="lazy">`,
+		`<img LOADING=eager src=a>`:         `<img LOADING="lazy" src=a>`,
+		`<img alt="loading" src=a>`:         `<img alt="loading" src=a loading="lazy">`,
+		`<img data-x=1 Loading='x'/>`:       `<img data-x=1 Loading="lazy" />`,
+		`<img src="l" loadinG>`:             `<img src="l" loadinG="lazy">`,
+		`<img xloading=1>`:                  `<img xloading=1 loading="lazy">`,
+		`<img src=/a.png/>`:                 `<img src=/a.png/ loading="lazy">`,
+		"<img\nsrc=a\n/>":                   "<img\nsrc=a\n loading=\"lazy\"/>",
+		`<img src=a loading=eager loading>`: `<img src=a loading="lazy" loading>`,
+	} {
+		if got := rewriteAll(t, r, doc); got != want {
+			t.Errorf("%s: got %s, want %s", doc, got, want)
+		}
+	}
+}
+
+// TestTagFilter checks the start tags passed on by their first letter and length alone
+// (Rules.mayMatter): names of the selectors' length and letter in any case still match,
+// and the raw text elements still change the mode.
+func TestTagFilter(t *testing.T) {
+	r := NewRules().
+		On("h2", func(e *Element) { e.SetAttr("x", "1") }).
+		On("b", func(e *Element) { e.SetAttr("y", "2") }).
+		On("averyveryverylongname", func(e *Element) { e.SetAttr("z", "3") })
+	doc := `<H2>a</H2><h3>b</h3><h2x>c</h2x><Script><b></script><b><TITLE><b></title>` +
+		`<averyveryverylongnamf><AVERYVERYVERYLONGNAME><textarea><b></textarea><b/>`
+	want := `<H2 x="1">a</H2><h3>b</h3><h2x>c</h2x><Script><b></script><b y="2"><TITLE><b></title>` +
+		`<averyveryverylongnamf><AVERYVERYVERYLONGNAME z="3"><textarea><b></textarea><b y="2"/>`
+	if got := rewriteAll(t, r, doc); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
 }

@@ -349,11 +349,10 @@ func (ex *Exchange) Write(p []byte) (int, error) {
 		}
 		w.writeInt(int64(len(p)), true)
 		w.writeString("\r\n")
-		if err := w.write(p); err != nil {
+		if err := w.writeThen(p, crlf); err != nil {
 			return 0, err
 		}
-		w.writeString("\r\n")
-		return len(p), w.err
+		return len(p), nil
 	}
 	return len(p), w.write(p)
 }

@@ -17,8 +17,9 @@ type outbuf struct {
 	perWrite time.Duration // when positive, the write deadline in force for each write
 	wdl      lazyDeadline
 	err      error
-	// vec and bufs are write's scratch for one writev of the buffer and a large write.
-	vec  [2][]byte
+	// vec and bufs are write's scratch for one writev of the buffer and a large write (and
+	// writeThen's, with a tail).
+	vec  [3][]byte
 	bufs net.Buffers
 }
 
@@ -129,10 +130,38 @@ func (w *outbuf) write(p []byte) error {
 	w.vec[0], w.vec[1] = w.buf, p
 	w.bufs = w.vec[:]
 	_, err := w.bufs.WriteTo(w.conn)
-	w.vec, w.bufs = [2][]byte{}, nil
+	w.vec, w.bufs = [3][]byte{}, nil
 	w.buf = w.buf[:0]
 	if err != nil {
 		w.err = err
 	}
 	return err
 }
+
+// writeThen writes p then tail (a chunk of a chunked body and the CRLF that ends it). When p
+// goes straight to the connection, the buffered bytes, p and tail leave in one writev, so
+// that the tail does not wait in the buffer for a flush of its own.
+func (w *outbuf) writeThen(p, tail []byte) error {
+	w.acquire()
+	if len(w.buf)+len(p)+len(tail) <= cap(w.buf) || len(p) < cap(w.buf)/2 || w.err != nil {
+		if err := w.write(p); err != nil {
+			return err
+		}
+		return w.write(tail)
+	}
+	if w.perWrite > 0 {
+		w.wdl.arm(w.conn, true, w.perWrite)
+	}
+	w.vec[0], w.vec[1], w.vec[2] = w.buf, p, tail
+	w.bufs = w.vec[:]
+	_, err := w.bufs.WriteTo(w.conn)
+	w.vec, w.bufs = [3][]byte{}, nil
+	w.buf = w.buf[:0]
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// crlf ends a chunk of a chunked body.
+var crlf = []byte("\r\n")

@@ -147,6 +147,36 @@ func TestChunkedRequestAndResponseWithTrailers(t *testing.T) {
 	}
 }
 
+// TestChunkedLargeWrites checks chunks written straight to the connection (larger than the
+// buffer), each with its CRLF in the same writev, between small buffered ones and flushes.
+func TestChunkedLargeWrites(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4<<10) // 64 KiB
+	addr := startServer(t, &Server{Handler: func(ex *Exchange) {
+		ex.WriteHeader(&message.Response{Status: 200, ContentLength: -1})
+		ex.Write(big)
+		ex.Flush()
+		ex.Write([]byte("small"))
+		ex.Write(big[:40<<10])
+		ex.Write(big[:3])
+		ex.Flush()
+		ex.Write(big)
+		ex.Finish(nil)
+	}})
+	c := dial(t, addr)
+	br := bufio.NewReader(c)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	r := readRawResponse(t, br, false)
+	want := string(big) + "small" + string(big[:40<<10]) + string(big[:3]) + string(big)
+	if r.header["transfer-encoding"] != "chunked" || r.body != want {
+		t.Fatalf("got TE %q, body of %d bytes, want %d", r.header["transfer-encoding"], len(r.body), len(want))
+	}
+	// The connection is still in step: a second response follows.
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	if r := readRawResponse(t, br, false); r.body != want {
+		t.Fatalf("second response: body of %d bytes", len(r.body))
+	}
+}
+
 func TestHTTP10(t *testing.T) {
 	addr := startServer(t, &Server{Handler: func(ex *Exchange) {
 		ex.WriteHeader(&message.Response{Status: 200, ContentLength: -1})
