@@ -51,6 +51,11 @@ type RateLimit struct {
 	ResponseHeaders bool `yaml:"response_headers"`
 	// Status is the status of limited requests: 429 or 503. Zero means 429.
 	Status int `yaml:"status"`
+	// Tarpit delays the answer to a refused request (enforce mode): a flooding client's
+	// keep-alive connection then gets one answer per tarpit instead of as many as it can
+	// send, which costs Verge no CPU while it waits (memory only, which
+	// max_conns_per_client bounds). Zero means answer at once; at most 10s.
+	Tarpit Duration `yaml:"tarpit"`
 	// Share, with cluster: configured, counts a sliding_window rule's keys across the
 	// nodes (each node publishes its counts every 100ms over the cluster and adds the
 	// others'). Nil means true; token_bucket rules are never shared.
@@ -153,6 +158,9 @@ func (v *validator) rateLimits() map[string]bool {
 		}
 		if r.Keys < 1 || r.Keys > 1<<20 {
 			v.errf(p+".keys", "keys %d out of range 1..1048576", r.Keys)
+		}
+		if d := r.Tarpit.Std(); d < 0 || d > 10*time.Second {
+			v.errf(p+".tarpit", "tarpit %v out of range 0..10s", d)
 		}
 		if r.Status != 429 && r.Status != 503 {
 			v.errf(p+".status", "status %d (want 429 or 503)", r.Status)

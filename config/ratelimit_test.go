@@ -27,7 +27,7 @@ func TestRateLimitErrors(t *testing.T) {
 listeners: [{address: "127.0.0.1:8080", rate_limits: [nope]}]
 rate_limits:
   - {name: a, limit: 0, period: 500ms, key: [client_ip, header, "header:Bad Name", bogus], algorithm: leaky, mode: shout}
-  - {name: a, limit: 5, period: 48h, burst: 3, ipv4_prefix: 33, ipv6_prefix: 129, keys: 99999999, status: 418}
+  - {name: a, limit: 5, period: 48h, burst: 3, ipv4_prefix: 33, ipv6_prefix: 129, keys: 99999999, status: 418, tarpit: 11s}
   - {name: "q\"x", limit: 5}
 routes: [{respond: {status: 200}, rate_limits: [a, a, missing]}]
 `))
@@ -50,6 +50,7 @@ routes: [{respond: {status: 200}, rate_limits: [a, a, missing]}]
 		"rate_limits[1].ipv6_prefix: ipv6_prefix 129 out of range",
 		"rate_limits[1].keys: keys 99999999 out of range",
 		"rate_limits[1].status: status 418",
+		"rate_limits[1].tarpit: tarpit 11s out of range",
 		"rate_limits[2].name: name",
 		`routes[0].rate_limits[1]: rate limit "a" listed twice`,
 		`routes[0].rate_limits[2]: unknown rate limit "missing"`,

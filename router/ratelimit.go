@@ -148,6 +148,7 @@ type routeLimit struct {
 	v4, v6  int
 	enforce bool
 	status  int
+	tarpit  time.Duration
 	headers bool
 	policy  string // the RateLimit-Policy item: "name";q=limit;w=seconds
 	limited *atomic.Uint64
@@ -157,7 +158,7 @@ type routeLimit struct {
 
 func compileLimit(r *limitRule, c *config.RateLimit, route string, log *slog.Logger) *routeLimit {
 	l := &routeLimit{
-		rule: r, v4: c.IPv4Prefix, v6: c.IPv6Prefix, enforce: c.Mode == "enforce", status: c.Status,
+		rule: r, v4: c.IPv4Prefix, v6: c.IPv6Prefix, enforce: c.Mode == "enforce", status: c.Status, tarpit: c.Tarpit.Std(),
 		headers: c.ResponseHeaders, limited: r.counter(route), route: route, log: log,
 		policy: fmt.Sprintf("%q;q=%d;w=%d", c.Name, c.Limit, int64(c.Period.Std()/time.Second)),
 	}
@@ -295,6 +296,14 @@ func (l *routeLimit) check(s *proxy.Session, c *reqCtx) (bool, error) {
 			l.log.Info("rate limit would refuse a request (mode log)", "rule", l.rule.name, "route", l.route, "client", s.ClientAddr().Addr().String())
 		}
 		return false, nil
+	}
+	if l.tarpit > 0 {
+		t := time.NewTimer(l.tarpit)
+		select {
+		case <-t.C:
+		case <-s.Context().Done():
+			t.Stop()
+		}
 	}
 	h := limitedPool.Get().(*message.Header)
 	h.Reset()

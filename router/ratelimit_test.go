@@ -323,3 +323,32 @@ routes: [{name: any, respond: {body: ok}}]
 		}
 	}
 }
+
+// TestRateLimitTarpit: a refused request of a rule with a tarpit is still answered 429 with
+// its fields (after the delay), and a client that gives up ends the wait.
+func TestRateLimitTarpit(t *testing.T) {
+	y := `
+listeners: [{name: main, address: 127.0.0.1:0}]
+access_log: {output: "off"}
+admin: {disabled: true}
+rate_limits: [{name: slow, limit: 1, period: 1h, tarpit: 20ms}]
+routes: [{name: any, rate_limits: [slow], respond: {body: ok}}]
+`
+	in, err := NewInstance(mustConfig(t, y), Deps{Transport: nopTransport{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	h := in.Handler("main")
+	if ex := newExchange("GET", "www.example.com", "/"); true {
+		h.ServeExchange(ex)
+		if ex.resp.Status != 200 {
+			t.Fatalf("first: %d", ex.resp.Status)
+		}
+	}
+	ex := newExchange("GET", "www.example.com", "/")
+	h.ServeExchange(ex)
+	if ex.resp.Status != 429 || ex.resp.Header.Get("RateLimit-Policy") == "" {
+		t.Fatalf("second: %d %v, want 429 with the fields", ex.resp.Status, ex.resp.Header)
+	}
+}

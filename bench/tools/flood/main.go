@@ -26,7 +26,37 @@ func main() {
 	conns := flag.Int("conns", 64, "flooder's connections")
 	goodIP := flag.String("good", "127.0.0.3", "good client's source address")
 	floodIP := flag.String("flooder", "127.0.0.2", "flooder's source address")
+	role := flag.String("role", "both", "both (quiet phase, then flooded), good (the good client alone, one phase) or flood (the flooder alone, for -d)")
 	flag.Parse()
+	switch *role {
+	case "good":
+		lat, failed := good(*target, *path, *goodIP, *rate, *dur)
+		slices.Sort(lat)
+		q := func(f float64) time.Duration {
+			if len(lat) == 0 {
+				return 0
+			}
+			return lat[min(len(lat)-1, int(f*float64(len(lat))))]
+		}
+		fmt.Printf("good client %d req/s: p50 %v p99 %v max %v (%d ok, %d failed)\n", *rate, q(0.5), q(0.99), q(1), len(lat), failed)
+		return
+	case "flood":
+		stop := make(chan struct{})
+		var statuses sync.Map
+		var sent atomic.Int64
+		var wg sync.WaitGroup
+		for range *conns {
+			wg.Add(1)
+			go func() { defer wg.Done(); flood(*target, *path, *floodIP, stop, &statuses, &sent) }()
+		}
+		time.Sleep(*dur)
+		close(stop)
+		wg.Wait()
+		fmt.Printf("flooder: %d requests in %v (%.0f/s):", sent.Load(), *dur, float64(sent.Load())/dur.Seconds())
+		statuses.Range(func(k, v any) bool { fmt.Printf(" %v=%d", k, v.(*atomic.Int64).Load()); return true })
+		fmt.Println()
+		return
+	}
 
 	quiet, qfail := good(*target, *path, *goodIP, *rate, *dur)
 	stop := make(chan struct{})
