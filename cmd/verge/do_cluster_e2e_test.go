@@ -322,6 +322,16 @@ func TestClusterDurableObjectAlarmsE2E(t *testing.T) {
 		return body
 	}
 
+	// Each node opens the namespace's alarm index in the background (a replicated KV bucket,
+	// slow to create on a loaded machine): wait until every node can set an alarm, on objects
+	// of its own, due in an hour (they never fire during the test).
+	for _, p := range cs.procs {
+		waitFor(t, fmt.Sprintf("node%d's alarm index", p.i+1), 90*time.Second, func() bool {
+			code, _, _ := p.do("POST", fmt.Sprintf("/notes/ready-%d/remind?ms=3600000", p.i), "")
+			return code == 202
+		})
+	}
+
 	// Set through a node that does not own the object: the alarm fires once, on the owner.
 	if code, body, err := cs.procs[0].do("POST", "/notes/once", "first"); code != 200 {
 		t.Fatalf("add a note: %d %q %v", code, body, err)
