@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/verge-edge/verge/cluster/clustertest"
 	"github.com/verge-edge/verge/objstore"
@@ -38,7 +39,16 @@ func TestJetStreamBucket(t *testing.T) {
 	if o, err := b2.Put(ctx, "from-2", strings.NewReader("two"), objstore.PutOptions{}); err != nil || o.Size != 3 {
 		t.Fatalf("put through node 3: %+v %v", o, err)
 	}
-	if o, err := b0.Head(ctx, "from-2"); err != nil || o == nil || o.Size != 3 {
-		t.Fatalf("head through node 1: %+v %v", o, err)
+	// Another node's read may come from a replica a moment behind the put: wait for it.
+	deadline := time.Now().Add(30 * time.Second) // a failure guard for a busy machine
+	for {
+		o, err := b0.Head(ctx, "from-2")
+		if err == nil && o != nil && o.Size == 3 {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("head through node 1: %+v %v", o, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -47,9 +47,7 @@ type restoreCall struct {
 func startStoreNode(t *testing.T, node *cluster.Node, name string, partBytes, snapEvery int) *storeNode {
 	t.Helper()
 	log := nodeLogger(t, node)
-	// A lease of 15 s: the hand-overs are explicit, and a busy machine must not lose a
-	// lease to a renewal that waited for a CPU past the default 3 s.
-	p, err := NewPlacement(node, LeaseOptions{Logger: log, TTL: 15 * time.Second})
+	p, err := NewPlacement(node, LeaseOptions{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
