@@ -301,22 +301,7 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	if s.done && s.err != nil {
 		return fail(objectErrorStatus(s.err), fmt.Errorf("durable object %s: %w", id, s.err))
 	}
-	h := uint32(0)
-	if !s.done {
-		h = inv.streams.add(s)
-	}
-	e.U32(h)
-	e.U32(uint32(s.status))
-	fs := s.header.Fields()
-	e.U32(uint32(len(fs)))
-	for _, f := range fs {
-		e.Str(f.Name)
-		e.Str(f.Value)
-	}
-	e.Bytes(s.ready[s.off:])
-	s.ready, s.off = s.ready[:0], 0
-	signal(s.wakeW)
-	return workerabi.StatusOK, e.B
+	return workerabi.StatusOK, s.encodeHead(inv, e)
 }
 
 // streamObject runs a request in a Durable Object on this node for objectStream; it returns
@@ -345,4 +330,26 @@ func (inv *invocation) unpin() bool {
 	}
 	runtime.UnlockOSThread()
 	return true
+}
+
+// encodeHead encodes a streamed call's result once its head arrived (FETCH_STREAM's shape:
+// the body handle, 0 when the body is complete, the status, the header and the body bytes
+// received so far) and hands those bytes to the guest. The caller holds s.mu.
+func (s *objStream) encodeHead(inv *invocation, e *workerabi.Encoder) []byte {
+	h := uint32(0)
+	if !s.done {
+		h = inv.streams.add(s)
+	}
+	e.U32(h)
+	e.U32(uint32(s.status))
+	fs := s.header.Fields()
+	e.U32(uint32(len(fs)))
+	for _, f := range fs {
+		e.Str(f.Name)
+		e.Str(f.Value)
+	}
+	e.Bytes(s.ready[s.off:])
+	s.ready, s.off = s.ready[:0], 0
+	signal(s.wakeW)
+	return e.B
 }

@@ -85,22 +85,7 @@ func (inv *invocation) serviceFetch(arg []byte) (uint32, []byte) {
 	if s.done && s.err != nil {
 		return fail(serviceErrorStatus(s.err), fmt.Errorf("service %s: %w", binding, s.err))
 	}
-	h := uint32(0)
-	if !s.done {
-		h = inv.streams.add(s)
-	}
-	e.U32(h)
-	e.U32(uint32(s.status))
-	fs := s.header.Fields()
-	e.U32(uint32(len(fs)))
-	for _, f := range fs {
-		e.Str(f.Name)
-		e.Str(f.Value)
-	}
-	e.Bytes(s.ready[s.off:])
-	s.ready, s.off = s.ready[:0], 0
-	signal(s.wakeW)
-	return workerabi.StatusOK, e.B
+	return workerabi.StatusOK, s.encodeHead(inv, e)
 }
 
 // callService runs req in the callee for serviceFetch; it returns when the callee's
