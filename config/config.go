@@ -267,6 +267,10 @@ type Route struct {
 	Redirect *Redirect `yaml:"redirect"`
 	// Respond answers with a fixed response.
 	Respond *Respond `yaml:"respond"`
+	// Files serves static files from a directory (files.go, docs/files.md).
+	Files *Files `yaml:"files"`
+	// Compress compresses the route's responses by Accept-Encoding (files.go). Nil means none.
+	Compress *Compress `yaml:"compress"`
 	// RequestHeaders changes the request sent upstream.
 	RequestHeaders HeaderOps `yaml:"request_headers"`
 	// ResponseHeaders changes the response sent to the client (also for redirect and respond).

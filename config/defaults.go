@@ -303,6 +303,9 @@ func (c *Config) resolvePaths() {
 	}
 	for i := range c.Routes {
 		c.Routes[i].IPRules.resolvePaths(abs)
+		if f := c.Routes[i].Files; f != nil {
+			abs(&f.Root)
+		}
 	}
 	abs(&c.Admin.TokenFile)
 	abs(&c.PIDFile)

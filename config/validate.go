@@ -353,11 +353,12 @@ func (v *validator) routes(groups map[string]bool) {
 			v.fieldNames(p+".respond.headers", rs.Headers)
 		}
 		actions += v.routeWorker(p, r, v.workerNames)
+		actions += v.routeFiles(p, r)
 		switch {
 		case actions == 0:
-			v.errf(p, "one of upstream, redirect or respond is required")
+			v.errf(p, "one of upstream, worker, files, redirect or respond is required")
 		case actions > 1:
-			v.errf(p, "upstream, redirect and respond are exclusive")
+			v.errf(p, "upstream, worker, files, redirect and respond are exclusive")
 		}
 		v.headerOps(p+".request_headers", &r.RequestHeaders)
 		v.headerOps(p+".response_headers", &r.ResponseHeaders)

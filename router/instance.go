@@ -19,6 +19,7 @@ import (
 	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/files"
 	"github.com/verge-edge/verge/http1"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/message"
@@ -97,6 +98,8 @@ type Instance struct {
 	pending func() error
 	// workerPeers maps the peers of cached worker routes to their workers.
 	workerPeers map[*upstream.Peer]*worker.Worker
+	// fileHandlers are the routes' static file roots, closed with the instance.
+	fileHandlers []*files.Handler
 }
 
 // handler serves one listener's exchanges with an instance's routes.
@@ -206,6 +209,9 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 			if routes[i].ipRules, err = in.liveRules(r, d.Logger); err != nil {
 				return nil, fmt.Errorf("route %q: ip_rules: %w", cfg.Routes[i].Name, err)
 			}
+		}
+		if err = in.compileFiles(routes[i], &cfg.Routes[i]); err != nil {
+			return nil, fmt.Errorf("route %q: %w", cfg.Routes[i].Name, err)
 		}
 	}
 	rules := map[string]*config.RateLimit{}
@@ -422,4 +428,5 @@ func (in *Instance) release() {
 	if in.access != nil {
 		in.access.Close()
 	}
+	in.closeFiles()
 }

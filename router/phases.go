@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/verge-edge/verge/compression"
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/limits"
@@ -49,6 +50,7 @@ type reqCtx struct {
 	limitHeader   *routeLimit
 	limitDecision limits.Decision
 	html          proxy.HTMLRewrite
+	comp          compression.Encoder
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
@@ -124,6 +126,8 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 			return false, nil // through the cache; the worker is the origin (workercache.go)
 		}
 		return p.serveWorker(s, r)
+	case r.files != nil:
+		return p.serveFiles(s, r)
 	case r.respond != nil:
 		return true, s.Respond(r.respond.status, r.respond.header, r.respond.body)
 	case r.redirect != nil:
@@ -197,12 +201,13 @@ func (p *phases) Response(s *proxy.Session, resp *message.Response, c *reqCtx) e
 	if c.route.html != nil {
 		c.html.Start(c.route.html, s.Req, resp)
 	}
+	c.comp.Start(c.route.compress, s.Req, resp) // after html_rewrite and the header ops
 	return nil
 }
 
-// ResponseBody rewrites HTML bodies (html_rewrite) and passes the others.
+// ResponseBody rewrites HTML bodies (html_rewrite), then compresses (compress).
 func (p *phases) ResponseBody(_ *proxy.Session, chunk []byte, eos bool, c *reqCtx) ([]byte, error) {
-	return c.html.Body(chunk, eos), nil
+	return c.comp.Body(c.html.Body(chunk, eos), len(chunk) < compressFlushBelow, eos)
 }
 
 // FailToConnect reports the failure to the balancer and applies the route's retry budget.
@@ -230,6 +235,7 @@ func (p *phases) failed(s *proxy.Session, peer *upstream.Peer, err *fault.Error,
 // Logging finishes the balancer bookkeeping and records metrics and the access-log line.
 func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 	c.html.Release()
+	c.comp.Release()
 	name := noRoute
 	if r := c.route; r != nil {
 		name = r.name

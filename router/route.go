@@ -7,7 +7,9 @@ import (
 
 	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/cache"
+	"github.com/verge-edge/verge/compression"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/files"
 	"github.com/verge-edge/verge/htmlrewrite"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/upstream"
@@ -49,6 +51,8 @@ type route struct {
 	html       *htmlrewrite.Rules // html_rewrite rules; nil when none
 	// workerFallback passes requests to group when the worker fails before responding.
 	workerFallback bool
+	files          *files.Handler      // files action; nil when none
+	compress       *compression.Policy // compress; nil when none
 }
 
 // conditions counts the conditions beyond host and path, to rank equally specific routes.

@@ -294,7 +294,12 @@ func (p *phases) serveWorker(s *proxy.Session, r *route) (bool, error) {
 	if ca := s.ClientAddr(); ca.IsValid() {
 		req.RemoteAddr = ca.Addr().Unmap().String()
 	}
-	res, err := r.worker.Serve(s.Context(), s.Exchange(), req)
+	ex, cx := compressedExchange(s, r)
+	res, err := r.worker.Serve(s.Context(), ex, req)
+	if cx != nil {
+		res.BytesSent = cx.BytesWritten()
+		cx.Release()
+	}
 	s.BytesSent += res.BytesSent
 	if res.Status != 0 {
 		s.Status = res.Status

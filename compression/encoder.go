@@ -1,0 +1,198 @@
+package compression
+
+import (
+	"io"
+	"sync"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/verge-edge/verge/message"
+)
+
+// codecWriter is what the three libraries' streaming encoders have in common.
+type codecWriter interface {
+	io.WriteCloser
+	Flush() error
+	Reset(w io.Writer)
+}
+
+// sink collects an encoder's output between two Body calls.
+type sink struct{ b []byte }
+
+func (s *sink) Write(p []byte) (int, error) {
+	s.b = append(s.b, p...)
+	return len(p), nil
+}
+
+// codec is one pooled encoder and its output buffer.
+type codec struct {
+	w   codecWriter
+	out sink
+}
+
+// maxPooledOutput is the largest output buffer kept when a codec returns to its pool.
+const maxPooledOutput = 256 << 10
+
+// zstdWindow bounds the zstd window, and with it each pooled encoder's memory; decoders
+// accept up to 8 MiB for HTTP (RFC 8878 section 3.1.1.1.2).
+const zstdWindow = 1 << 20
+
+type encoderPool struct {
+	sync.Pool
+}
+
+var pools sync.Map // poolKey -> *encoderPool
+
+type poolKey struct {
+	alg   Algorithm
+	level int
+}
+
+// poolFor returns the shared pool of encoders of alg at level (1-9).
+func poolFor(alg Algorithm, level int) *encoderPool {
+	k := poolKey{alg, level}
+	if p, ok := pools.Load(k); ok {
+		return p.(*encoderPool)
+	}
+	p := &encoderPool{}
+	p.New = func() any { return &codec{w: newWriter(alg, level)} }
+	actual, _ := pools.LoadOrStore(k, p)
+	return actual.(*encoderPool)
+}
+
+// newWriter creates an encoder of alg at level 1-9 writing to io.Discard until Reset.
+func newWriter(alg Algorithm, level int) codecWriter {
+	switch alg {
+	case Zstd:
+		w, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(ZstdLevel(level)),
+			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow))
+		if err != nil {
+			panic("compression: zstd: " + err.Error()) // the options are constant and valid
+		}
+		return w
+	case Brotli:
+		return brotli.NewWriterLevel(io.Discard, level)
+	case Gzip:
+		w, err := gzip.NewWriterLevel(io.Discard, level)
+		if err != nil {
+			panic("compression: gzip: " + err.Error()) // level is validated 1-9
+		}
+		return w
+	}
+	panic("compression: no encoder for " + alg.Token())
+}
+
+// ZstdLevel maps a level of 1 to 9 to the zstd library's speeds.
+func ZstdLevel(level int) zstd.EncoderLevel {
+	switch {
+	case level <= 2:
+		return zstd.SpeedFastest
+	case level <= 5:
+		return zstd.SpeedDefault
+	case level <= 8:
+		return zstd.SpeedBetterCompression
+	}
+	return zstd.SpeedBestCompression
+}
+
+// NewWriter returns a streaming encoder of alg at level (1-9) writing to w, unpooled: for
+// tools and tests. Close it to end the stream.
+func NewWriter(alg Algorithm, level int, w io.Writer) io.WriteCloser {
+	c := newWriter(alg, level)
+	c.Reset(w)
+	return c
+}
+
+// Encoder compresses one response as it streams. Keep one in the per-request state: Start
+// decides and prepares the head, Body compresses each chunk, Release returns the pooled
+// encoder. The zero value is ready and passes bodies unchanged.
+type Encoder struct {
+	c    *codec
+	pool *encoderPool
+	alg  Algorithm
+}
+
+// Start applies p to resp, the answer to req, and reports whether its body will be
+// compressed. It adds Vary: Accept-Encoding when the representation depends on the request's
+// Accept-Encoding; and when it compresses, it sets Content-Encoding, removes Content-Length
+// (the response is sent chunked, or in HTTP/2 and HTTP/3 data frames), Content-MD5 and
+// Accept-Ranges, and makes a strong ETag weak. A 304 gets the Vary and the weak ETag the
+// compressed 200 it stands for had. A nil p compresses nothing.
+func (e *Encoder) Start(p *Policy, req *message.Request, resp *message.Response) bool {
+	if p == nil {
+		return false
+	}
+	alg, vary := p.Decide(req, resp)
+	if vary {
+		AddVary(&resp.Header)
+	}
+	if resp.Status == 304 {
+		if vary && Negotiate(AcceptEncoding(&req.Header), p.Algorithms) != None {
+			WeakenETag(&resp.Header)
+		}
+		return false
+	}
+	if alg == None {
+		return false
+	}
+	e.alg = alg
+	e.pool = p.pools[alg]
+	e.c = e.pool.Get().(*codec)
+	e.c.out.b = e.c.out.b[:0]
+	e.c.w.Reset(&e.c.out)
+	resp.Header.Set("Content-Encoding", alg.Token())
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	resp.Header.Del("Content-MD5")
+	resp.Header.Del("Accept-Ranges")
+	WeakenETag(&resp.Header)
+	return true
+}
+
+// Active reports whether the current response is being compressed.
+func (e *Encoder) Active() bool { return e.c != nil }
+
+// Algorithm is the coding of the current response, None when it is not compressed.
+func (e *Encoder) Algorithm() Algorithm { return e.alg }
+
+// Body compresses the next chunk and returns the encoded bytes ready to send (chunk itself
+// when the response is not compressed). flush asks for everything given so far to be sent,
+// at some cost in ratio: set it when the source paused (a streamed response must not wait in
+// the encoder); eos ends the stream. The result is valid until the next call.
+func (e *Encoder) Body(chunk []byte, flush, eos bool) ([]byte, error) {
+	c := e.c
+	if c == nil {
+		return chunk, nil
+	}
+	c.out.b = c.out.b[:0]
+	if len(chunk) > 0 {
+		if _, err := c.w.Write(chunk); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	switch {
+	case eos:
+		err = c.w.Close()
+	case flush:
+		err = c.w.Flush()
+	}
+	return c.out.b, err
+}
+
+// Release returns the encoder to its pool. Call it once the response ended; the slice Body
+// returned last is then no longer valid.
+func (e *Encoder) Release() {
+	c := e.c
+	if c == nil {
+		return
+	}
+	e.c, e.alg = nil, None
+	c.w.Reset(io.Discard)
+	if cap(c.out.b) > maxPooledOutput {
+		c.out.b = nil
+	}
+	c.out.b = c.out.b[:0]
+	e.pool.Put(c)
+}

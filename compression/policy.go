@@ -1,0 +1,221 @@
+package compression
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/verge-edge/verge/message"
+)
+
+// Defaults of a Policy's zero fields.
+const (
+	// DefaultLevel is the compression level when none is given: 5 of 1 (fastest) to 9
+	// (smallest), a middle ground like Caddy's gzip default.
+	DefaultLevel = 5
+	// DefaultMinSize is the smallest Content-Length compressed, Caddy's 512 bytes: below it
+	// the coding's framing and the CPU are not worth the bytes saved. (NGINX's
+	// gzip_min_length defaults to 20.) A response of unknown length is compressed.
+	DefaultMinSize = 512
+)
+
+// DefaultAlgorithms is the order of preference when a policy names none.
+var DefaultAlgorithms = []Algorithm{Zstd, Brotli, Gzip}
+
+// DefaultTypes are the media types compressed when a policy lists none: text, and the
+// structured and font formats that are not compressed already. A trailing "*" matches any
+// subtype ("text/*").
+var DefaultTypes = []string{
+	"text/*",
+	"application/javascript",
+	"application/x-javascript",
+	"application/json",
+	"application/*+json",
+	"application/ld+json",
+	"application/manifest+json",
+	"application/xml",
+	"application/*+xml",
+	"application/xhtml+xml",
+	"application/rss+xml",
+	"application/atom+xml",
+	"application/wasm",
+	"application/graphql-response+json",
+	"application/x-ndjson",
+	"application/vnd.ms-fontobject",
+	"application/x-font-ttf",
+	"font/ttf",
+	"font/otf",
+	"font/eot",
+	"image/svg+xml",
+	"image/x-icon",
+	"image/vnd.microsoft.icon",
+	"image/bmp",
+}
+
+// Policy is what a route compresses, and how. Build one with NewPolicy; it is immutable and
+// shared by the route's requests.
+type Policy struct {
+	// Algorithms are the codings offered, in the server's order of preference.
+	Algorithms []Algorithm
+	// Level is 1 (fastest) to 9 (smallest) for every coding: gzip's level, brotli's quality,
+	// and zstd's speed (1-2 fastest, 3-5 default, 6-8 better, 9 best).
+	Level int
+	// MinSize is the smallest Content-Length compressed.
+	MinSize int64
+
+	exact    []string // media types matched whole
+	prefixes []string // "type/" of "type/*" patterns
+	suffixes []string // "type/" and "+suffix" of "type/*+suffix" patterns, in pairs
+	pools    [numAlgorithms]*encoderPool
+}
+
+// NewPolicy builds a policy. Empty algorithms means DefaultAlgorithms, level 0 DefaultLevel,
+// minSize 0 DefaultMinSize (negative means no minimum), empty types DefaultTypes.
+func NewPolicy(algorithms []string, level int, minSize int64, types []string) (*Policy, error) {
+	p := &Policy{Level: level, MinSize: minSize}
+	if p.Level == 0 {
+		p.Level = DefaultLevel
+	}
+	if p.Level < 1 || p.Level > 9 {
+		return nil, fmt.Errorf("level %d out of range 1..9", level)
+	}
+	switch {
+	case p.MinSize == 0:
+		p.MinSize = DefaultMinSize
+	case p.MinSize < 0:
+		p.MinSize = 0
+	}
+	if len(algorithms) == 0 {
+		p.Algorithms = DefaultAlgorithms
+	}
+	for _, s := range algorithms {
+		a, ok := ParseAlgorithm(s)
+		if !ok {
+			return nil, fmt.Errorf("unknown algorithm %q (want zstd, br or gzip)", s)
+		}
+		for _, b := range p.Algorithms {
+			if a == b {
+				return nil, fmt.Errorf("algorithm %q listed twice", s)
+			}
+		}
+		p.Algorithms = append(p.Algorithms, a)
+	}
+	if len(types) == 0 {
+		types = DefaultTypes
+	}
+	for _, t := range types {
+		if err := p.addType(t); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range p.Algorithms {
+		p.pools[a] = poolFor(a, p.Level)
+	}
+	return p, nil
+}
+
+func (p *Policy) addType(t string) error {
+	t = strings.ToLower(strings.TrimSpace(t))
+	typ, sub, ok := strings.Cut(t, "/")
+	if !ok || typ == "" || sub == "" || strings.ContainsAny(t, " ;,") || typ == "*" {
+		return fmt.Errorf("invalid media type %q (want type/subtype, type/* or type/*+suffix)", t)
+	}
+	switch {
+	case sub == "*":
+		p.prefixes = append(p.prefixes, typ+"/")
+	case strings.HasPrefix(sub, "*+"):
+		p.suffixes = append(p.suffixes, typ+"/", sub[1:])
+	case strings.Contains(sub, "*"):
+		return fmt.Errorf("invalid media type %q (a wildcard is the whole subtype or *+suffix)", t)
+	default:
+		p.exact = append(p.exact, t)
+	}
+	return nil
+}
+
+// Compressible reports whether a Content-Type value names one of the policy's media types
+// (parameters ignored, case-insensitive).
+func (p *Policy) Compressible(contentType string) bool {
+	if i := strings.IndexByte(contentType, ';'); i >= 0 {
+		contentType = contentType[:i]
+	}
+	ct := strings.TrimSpace(contentType)
+	if ct == "" {
+		return false
+	}
+	for _, e := range p.exact {
+		if strings.EqualFold(ct, e) {
+			return true
+		}
+	}
+	for _, pre := range p.prefixes {
+		if len(ct) > len(pre) && strings.EqualFold(ct[:len(pre)], pre) {
+			return true
+		}
+	}
+	for i := 0; i+1 < len(p.suffixes); i += 2 {
+		pre, suf := p.suffixes[i], p.suffixes[i+1]
+		if len(ct) > len(pre)+len(suf) && strings.EqualFold(ct[:len(pre)], pre) &&
+			strings.EqualFold(ct[len(ct)-len(suf):], suf) {
+			return true
+		}
+	}
+	return false
+}
+
+// Decide says how resp, the answer to req, is sent: the coding to encode it with (None for
+// identity), and whether the representation depends on Accept-Encoding at all (then the
+// response must carry Vary: Accept-Encoding, whichever coding this client gets). Not
+// compressed: HEAD requests, 1xx, 204, 206 and 304 responses, responses with a
+// Content-Encoding or a Content-Range already, with Cache-Control: no-transform (RFC 9110
+// section 7.7), of another media type, or with a Content-Length below MinSize.
+func (p *Policy) Decide(req *message.Request, resp *message.Response) (alg Algorithm, vary bool) {
+	if resp.Status < 200 || resp.Status == 204 || resp.Status == 206 {
+		return None, false
+	}
+	if ce, ok := resp.Header.Lookup("Content-Encoding"); ok && !strings.EqualFold(strings.TrimSpace(ce), "identity") {
+		return None, false
+	}
+	if resp.Header.Has("Content-Range") || resp.Header.HasToken("Cache-Control", "no-transform") {
+		return None, false
+	}
+	ct, hasCT := resp.Header.Lookup("Content-Type")
+	if resp.Status == 304 {
+		// The 304 stands for the 200 the client holds, which was compressed when its type
+		// qualifies (a 304 usually has no Content-Type: assume it did).
+		return None, !hasCT || p.Compressible(ct)
+	}
+	if !p.Compressible(ct) || resp.ContentLength >= 0 && resp.ContentLength < p.MinSize {
+		return None, false
+	}
+	if req.Method == "HEAD" {
+		return None, true
+	}
+	return Negotiate(AcceptEncoding(&req.Header), p.Algorithms), true
+}
+
+// AcceptEncoding returns the request's Accept-Encoding, its fields joined when it has several.
+func AcceptEncoding(h *message.Header) string {
+	ae, _ := h.Lookup("Accept-Encoding")
+	if h.Count("Accept-Encoding") > 1 {
+		var all []string
+		h.Values("Accept-Encoding", func(v string) bool { all = append(all, v); return true })
+		ae = strings.Join(all, ",")
+	}
+	return ae
+}
+
+// AddVary adds Accept-Encoding to h's Vary unless it is there already (or Vary is "*").
+func AddVary(h *message.Header) {
+	if h.HasToken("Vary", "Accept-Encoding") || h.HasToken("Vary", "*") {
+		return
+	}
+	h.Add("Vary", "Accept-Encoding")
+}
+
+// WeakenETag makes a strong ETag weak: the encoded bytes differ from the identity ones, so
+// the validator may no longer claim byte equality (RFC 9110 section 8.8.1).
+func WeakenETag(h *message.Header) {
+	if et, ok := h.Lookup("ETag"); ok && !strings.HasPrefix(et, "W/") {
+		h.Set("ETag", "W/"+et)
+	}
+}
