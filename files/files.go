@@ -249,7 +249,8 @@ func (w *writer) send(body []byte) (Result, error) {
 			return w.result(), err
 		}
 	}
-	return w.result(), w.ex.Finish(nil)
+	err := w.ex.Finish(nil)
+	return w.result(), err
 }
 
 func (w *writer) write(p []byte) error {

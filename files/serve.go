@@ -114,7 +114,8 @@ func (w *writer) body(f *os.File, off, n int64) (Result, error) {
 			return w.result(), err
 		}
 	}
-	return w.result(), w.ex.Finish(nil)
+	err := w.ex.Finish(nil)
+	return w.result(), err
 }
 
 // unwrapIdentity goes back to the exchange itself when the compressor decided not to
@@ -173,7 +174,8 @@ func (w *writer) multipart(f *os.File, size int64, ct string, ranges []byteRange
 			return w.result(), err
 		}
 	}
-	return w.result(), w.ex.Finish(nil)
+	err := w.ex.Finish(nil)
+	return w.result(), err
 }
 
 // maxListing bounds the entries a directory listing shows.
