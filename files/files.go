@@ -21,6 +21,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/verge-edge/verge/compression"
 	"github.com/verge-edge/verge/message"
@@ -112,7 +113,7 @@ func (h *Handler) Serve(ex message.ServerExchange, req *message.Request, head He
 	if status != 0 {
 		return w.fail(status)
 	}
-	f, err := h.root.Open(rel)
+	f, err := h.open(rel)
 	if err != nil {
 		return w.notFound(rel, err)
 	}
@@ -130,7 +131,7 @@ func (h *Handler) Serve(ex message.ServerExchange, req *message.Request, head He
 			if rel != "." {
 				ip = rel + "/" + name
 			}
-			idx, err := h.root.Open(ip)
+			idx, err := h.open(ip)
 			if err != nil {
 				continue
 			}
@@ -162,7 +163,7 @@ func (w *writer) notFound(rel string, err error) (Result, error) {
 	}
 	h := w.h
 	if h.fallback != "" && errors.Is(err, fs.ErrNotExist) && !lastSegmentHasDot(rel) {
-		f, err := h.root.Open(h.fallback)
+		f, err := h.open(h.fallback)
 		if err == nil {
 			defer f.Close()
 			if info, err := f.Stat(); err == nil && info.Mode().IsRegular() {
@@ -273,13 +274,18 @@ func (w *writer) release() {
 	}
 }
 
+// smallFile is the size up to which a body is read into a pooled buffer and written with
+// the head in one system call, rather than sent with sendfile after it in two.
+const smallFile = 32 << 10
+
 // copyFile sends n bytes of f from off: through the exchange's ReadFrom (sendfile on plain
-// HTTP/1.1) when it has one and the body is not being compressed, else through a pooled buffer.
+// HTTP/1.1) when it has one, the body is larger than smallFile and not compressed; else
+// through a pooled buffer with pread, which leaves the file offset alone.
 func (w *writer) copyFile(f *os.File, off, n int64) error {
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return err
-	}
-	if rf, ok := w.ex.(io.ReaderFrom); ok {
+	if rf, ok := w.ex.(io.ReaderFrom); ok && n > smallFile {
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			return err
+		}
 		m, err := rf.ReadFrom(&io.LimitedReader{R: f, N: n})
 		w.sent += m
 		if err == nil && m < n {
@@ -287,16 +293,17 @@ func (w *writer) copyFile(f *os.File, off, n int64) error {
 		}
 		return err
 	}
-	bp := bufPool.Get().(*[32 << 10]byte)
+	bp := bufPool.Get().(*[smallFile]byte)
 	defer bufPool.Put(bp)
 	buf := bp[:]
 	for n > 0 {
-		k, err := f.Read(buf[:min(int64(len(buf)), n)])
+		k, err := f.ReadAt(buf[:min(int64(len(buf)), n)], off)
 		if k > 0 {
 			if werr := w.write(buf[:k]); werr != nil {
 				return werr
 			}
 			n -= int64(k)
+			off += int64(k)
 		}
 		if err != nil {
 			if err == io.EOF && n > 0 {
@@ -311,4 +318,14 @@ func (w *writer) copyFile(f *os.File, off, n int64) error {
 	return nil
 }
 
-var bufPool = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+var bufPool = sync.Pool{New: func() any { return new([smallFile]byte) }}
+
+// openFlags open files without blocking: a FIFO planted under the root cannot hang a
+// request, and os skips its poller registration dance (four fcntl calls per open) for a
+// descriptor that is already non-blocking. Reads of regular files ignore the flag.
+const openFlags = os.O_RDONLY | syscall.O_NONBLOCK
+
+// open opens name under the root.
+func (h *Handler) open(name string) (*os.File, error) {
+	return h.root.OpenFile(name, openFlags, 0)
+}

@@ -84,7 +84,7 @@ func (h *Handler) variant(rel, ae string) (*os.File, fs.FileInfo, compression.Al
 		if q <= bestQ {
 			continue
 		}
-		f, err := h.root.Open(rel + a.Ext())
+		f, err := h.open(rel + a.Ext())
 		if err != nil {
 			continue
 		}
