@@ -22,7 +22,10 @@ mkdir -p "$BIN"
 (cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN/verge" ./cmd/verge)
 W=$(mktemp -d /tmp/fb.XXXX); chmod 755 "$W"
 SRV=""
-stop() { if [ -n "$SRV" ]; then kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; SRV=""; fi; }
+stop() { # the server, and until its port is free (NGINX's worker exits after its master)
+  if [ -n "$SRV" ]; then kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; SRV=""; fi
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" || return 0; sleep 0.1; done
+}
 trap 'stop; rm -rf "$W"' EXIT
 
 # The site: text made of the repository's documentation (compresses like web pages do).
@@ -63,7 +66,7 @@ VERGE
   GOMAXPROCS=1 taskset -c 0 "$BIN/verge" run -c "$W/verge.yaml" >"$W/verge.log" 2>&1 & SRV=$!
 }
 wait_up() {
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/1k.txt" && return 0; sleep 0.1; done
+  for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/1k.txt" && return 0; sleep 0.1; done
   echo "server did not answer" >&2; cat "$W"/*.err "$W/verge.log" 2>/dev/null >&2; exit 1
 }
 tree_ticks() { # user+system ticks of $SRV and its children (NGINX's worker)

@@ -5,21 +5,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/verge-edge/verge/internal/httpdate"
 	"github.com/verge-edge/verge/message"
 )
 
 // timeFormat is the HTTP date (IMF-fixdate, RFC 9110 section 5.6.7).
 const timeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"
 
-// parseDate reads an HTTP date in any of the three formats RFC 9110 section 5.6.7 accepts.
-func parseDate(s string) (time.Time, bool) {
-	for _, f := range []string{timeFormat, "Monday, 02-Jan-06 15:04:05 GMT", time.ANSIC} {
-		if t, err := time.Parse(f, s); err == nil {
-			return t, true
-		}
-	}
-	return time.Time{}, false
-}
+// parseDate reads an HTTP date in any of the three formats RFC 9110 section 5.6.7 accepts,
+// with the cache's allocation-free parser.
+func parseDate(s string) (time.Time, bool) { return httpdate.Parse(s) }
 
 // makeETag builds the validator NGINX uses, "<mtime>-<size>" in hex, with the coding's token
 // appended for a precompressed variant.

@@ -343,3 +343,23 @@ func BenchmarkServe(b *testing.B) {
 		})
 	}
 }
+
+// TestSlashRedirectStaysLocal checks that the directory redirect cannot be turned into a
+// protocol-relative Location ("//host/...").
+func TestSlashRedirectStaysLocal(t *testing.T) {
+	root, _ := site(t)
+	os.MkdirAll(filepath.Join(root, "evil.example"), 0o755)
+	h, _ := New(Config{Root: root})
+	defer h.Close()
+	for target, want := range map[string]string{
+		"//sub":           "/sub/",
+		"///evil.example": "/evil.example/",
+		"/sub?a=1":        "/sub/?a=1",
+	} {
+		rec := newRec("GET", target)
+		res, _ := h.Serve(rec, &rec.req, nil)
+		if loc := rec.resp.Header.Get("Location"); res.Status != 301 || loc != want {
+			t.Errorf("%s: %d Location %q, want %q", target, res.Status, loc, want)
+		}
+	}
+}
