@@ -16,7 +16,7 @@
 # Needs nginx, wrk, curl, Go (apt-get install -y nginx wrk curl).
 set -euo pipefail
 DUR=${DUR:-5}; ROUNDS=${ROUNDS:-2}; BIN=${BIN:-/tmp/verge-bench}
-PORT=${PORT:-28181}
+PORT_BASE=${PORT_BASE:-28181}; PORT=$PORT_BASE; STARTS=0
 HERE=$(cd "$(dirname "$0")" && pwd); ROOT=$(cd "$HERE/.." && pwd)
 mkdir -p "$BIN"
 (cd "$ROOT" && CGO_ENABLED=0 go build -o "$BIN/verge" ./cmd/verge)
@@ -35,7 +35,9 @@ head -c 1024 "$W/text" > "$W/site/1k.txt"
 head -c 102400 "$W/text" > "$W/site/100k.txt"
 chmod 644 "$W/site/"*
 
+next_port() { STARTS=$((STARTS + 1)); PORT=$((PORT_BASE + STARTS % 50)); } # a fresh port per start
 start_nginx() { # level (0: no gzip)
+  next_port
   local gz=""
   if [ "$1" -gt 0 ]; then
     gz="gzip on; gzip_comp_level $1; gzip_types text/plain; gzip_min_length 512; gzip_vary on;"
@@ -50,6 +52,7 @@ NGINX
   taskset -c 0 nginx -c "$W/nginx.conf" & SRV=$!
 }
 start_verge() { # algorithm level (level 0: no compression)
+  next_port
   local comp=""
   if [ "$2" -gt 0 ]; then comp="    compress: {algorithms: [$1], level: $2}"; fi
   cat > "$W/verge.yaml" <<VERGE
@@ -67,7 +70,7 @@ VERGE
 }
 wait_up() {
   for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/1k.txt" && return 0; sleep 0.1; done
-  echo "server did not answer" >&2; cat "$W"/*.err "$W/verge.log" 2>/dev/null >&2; exit 1
+  echo "server did not answer on port $PORT" >&2; cat "$W"/*.err "$W/verge.log" >&2 2>/dev/null; exit 1
 }
 tree_ticks() { # user+system ticks of $SRV and its children (NGINX's worker)
   local t=0 p

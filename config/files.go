@@ -74,6 +74,9 @@ func (v *validator) routeFiles(p string, r *Route) int {
 		if _, err := c.Policy(); err != nil {
 			v.errf(p+".compress", "%v", err)
 		}
+		if r.Redirect != nil || r.Respond != nil {
+			v.errf(p+".compress", "compress applies to upstream, worker and files routes, not to redirect or respond")
+		}
 	}
 	f := r.Files
 	if f == nil {
