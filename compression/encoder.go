@@ -38,8 +38,42 @@ const maxPooledOutput = 256 << 10
 // accept up to 8 MiB for HTTP (RFC 8878 section 3.1.1.1.2).
 const zstdWindow = 1 << 20
 
+// encoderPool keeps idle encoders of one coding and level: up to maxIdle in a list the
+// garbage collector leaves alone, the rest in a sync.Pool. A sync.Pool alone is emptied by
+// every other collection, and a new zstd encoder costs about 2 ms and 1.7 MB, so under load
+// the collections its garbage triggers would empty the pool again: each response would pay
+// for a new encoder.
 type encoderPool struct {
+	mu   sync.Mutex
+	idle []*codec
 	sync.Pool
+}
+
+// maxIdle bounds the encoders of one coding and level kept past garbage collections.
+const maxIdle = 16
+
+func (p *encoderPool) get() *codec {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return c
+	}
+	p.mu.Unlock()
+	return p.Get().(*codec)
+}
+
+func (p *encoderPool) put(c *codec) {
+	p.mu.Lock()
+	if len(p.idle) < maxIdle {
+		p.idle = append(p.idle, c)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.Put(c)
 }
 
 var pools sync.Map // poolKey -> *encoderPool
@@ -66,7 +100,7 @@ func newWriter(alg Algorithm, level int) codecWriter {
 	switch alg {
 	case Zstd:
 		w, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(ZstdLevel(level)),
-			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow))
+			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			panic("compression: zstd: " + err.Error()) // the options are constant and valid
 		}
@@ -138,7 +172,7 @@ func (e *Encoder) Start(p *Policy, req *message.Request, resp *message.Response)
 	}
 	e.alg = alg
 	e.pool = p.pools[alg]
-	e.c = e.pool.Get().(*codec)
+	e.c = e.pool.get()
 	e.c.out.b = e.c.out.b[:0]
 	e.c.w.Reset(&e.c.out)
 	resp.Header.Set("Content-Encoding", alg.Token())
@@ -194,5 +228,5 @@ func (e *Encoder) Release() {
 		c.out.b = nil
 	}
 	c.out.b = c.out.b[:0]
-	e.pool.Put(c)
+	e.pool.put(c)
 }

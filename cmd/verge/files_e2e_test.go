@@ -19,6 +19,7 @@ import (
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/verge-edge/verge/internal/testwasm"
 )
 
 // siteText is a compressible text of about 60 KB.
@@ -465,4 +466,45 @@ func execVerge(t *testing.T, args ...string) ([]byte, error) {
 		return out.Bytes(), fmt.Errorf("exit %d", code)
 	}
 	return out.Bytes(), nil
+}
+
+// TestRunCompressWorker compresses a worker's response (the worker writes to the exchange
+// itself) and leaves it alone for a client that accepts no coding.
+func TestRunCompressWorker(t *testing.T) {
+	mod := testwasm.BuildFile(t, "examples/workers/hello")
+	p := launchVerge(t, func(p *proc) {
+		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {disabled: true}
+access_log: {output: "off"}
+pid_file: %q
+workers: [{name: hello, module: %q}]
+routes:
+  - {name: w, worker: hello, compress: {algorithms: [br, gzip], min_size: 10B}}
+`, p.addr, p.pidFile, mod)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
+	})
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	waitFor(t, "verge run to serve", 60*time.Second, func() bool {
+		_, err := p.get(c, "/")
+		return err == nil
+	})
+	path := "/" + strings.Repeat("abc", 300)
+	for _, coding := range []string{"gzip", "br", ""} {
+		req, _ := http.NewRequest("GET", "http://"+p.addr+path, nil)
+		if coding != "" {
+			req.Header.Set("Accept-Encoding", coding)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Encoding"); got != coding || resp.Header.Get("Vary") != "Accept-Encoding" {
+			t.Errorf("%q: Content-Encoding %q, Vary %q", coding, got, resp.Header.Get("Vary"))
+		}
+		if got := decode(t, coding, body); got != "hello from "+path+"\n" {
+			t.Errorf("%q: body %q", coding, got)
+		}
+	}
 }
