@@ -172,6 +172,10 @@ routes:
 	if resp.StatusCode != 206 || body != siteText[100:200] || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 100-199/%d", len(siteText)) {
 		t.Errorf("single range: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
+	resp, body = do("GET", "/big.txt", "Range", "bytes=1000-") // over 32 KiB: sendfile from an offset
+	if resp.StatusCode != 206 || body != siteText[1000:] {
+		t.Errorf("open range: %d, %d bytes", resp.StatusCode, len(body))
+	}
 	resp, body = do("GET", "/big.txt", "Range", "bytes=-10")
 	if resp.StatusCode != 206 || body != siteText[len(siteText)-10:] {
 		t.Errorf("suffix range: %d %q", resp.StatusCode, body)
