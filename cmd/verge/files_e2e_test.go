@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"mime"
@@ -20,6 +22,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/verge-edge/verge/internal/testwasm"
+	"golang.org/x/net/http2"
 )
 
 // siteText is a compressible text of about 60 KB.
@@ -263,6 +266,34 @@ routes:
 	}
 	if resp, _ := do("GET", "/users/42"); resp.StatusCode != 404 {
 		t.Errorf("no fallback route: %d", resp.StatusCode)
+	}
+
+	// Over HTTP/2 (h2c): the buffered path instead of sendfile, a range, a 304.
+	h2 := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		},
+	}}
+	for _, tc := range []struct {
+		hdr    []string
+		status int
+		body   string
+	}{{nil, 200, siteText}, {[]string{"Range", "bytes=5-9"}, 206, siteText[5:10]}, {[]string{"If-None-Match", etag}, 304, ""}} {
+		req, _ := http.NewRequest("GET", "http://"+p.addr+"/big.txt", nil)
+		for i := 0; i+1 < len(tc.hdr); i += 2 {
+			req.Header.Set(tc.hdr[i], tc.hdr[i+1])
+		}
+		resp, err := h2.Do(req)
+		if err != nil {
+			t.Fatalf("h2: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != tc.status || string(b) != tc.body {
+			t.Errorf("h2 %v: %s %d, %d bytes", tc.hdr, resp.Proto, resp.StatusCode, len(b))
+		}
 	}
 
 	// Traversal: every spelling is refused, on the raw wire (clients would clean some).
