@@ -167,7 +167,7 @@ func newTestJWT(k *jwks) *JWT {
 	return NewJWT(JWTConfig{JWKSURL: k.srv.URL, Issuer: "https://issuer.test", Audience: []string{"api"},
 		Algorithms: []string{"RS256", "ES256"}, Leeway: 5 * time.Second, Cookie: "session",
 		ClaimsToHeaders: map[string]string{"sub": "X-User", "email": "X-Email", "roles": "X-Roles"},
-		CacheMin: time.Minute, CacheMax: time.Hour, RefetchInterval: time.Hour, FetchTimeout: 5 * time.Second})
+		CacheMin:        time.Minute, CacheMax: time.Hour, RefetchInterval: time.Hour, FetchTimeout: 5 * time.Second})
 }
 
 func TestJWT(t *testing.T) {
