@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/verge-edge/verge/auth"
 	"github.com/verge-edge/verge/config"
@@ -287,8 +286,11 @@ func (q *requestIDs) assign(s *proxy.Session, c *reqCtx) {
 		return
 	}
 	h.Del(q.header)
-	newUUID(&c.idBuf)
-	c.reqID = unsafe.String(&c.idBuf[0], len(c.idBuf)) // valid while c is: until the request ends
+	var b [36]byte
+	newUUID(&b)
+	// One allocation: the ID outlives the request in protocol layers that keep header
+	// strings (an HTTP/2 frame written later), so it must not point into reused memory.
+	c.reqID = string(b[:])
 	h.Add(q.header, c.reqID)
 }
 

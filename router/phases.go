@@ -49,9 +49,8 @@ type reqCtx struct {
 	limitHeader   *routeLimit
 	limitDecision limits.Decision
 	html          proxy.HTMLRewrite
-	// reqID is the request's ID (request_id), "" when off; idBuf holds a generated one.
+	// reqID is the request's ID (request_id), "" when off.
 	reqID string
-	idBuf [36]byte
 	user  string // the authenticated user, for the access log
 }
 
