@@ -422,3 +422,45 @@ func BenchmarkJWTVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestBasicBcryptBounded: with every bcrypt slot taken, a further comparison waits instead of
+// running, and gives up when its request ends: a flood of wrong passwords queues rather than
+// taking every CPU.
+func TestBasicBcryptBounded(t *testing.T) {
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	b := NewBasic(BasicConfig{Realm: "r", Users: map[string]string{"u": string(hash)}})
+	for range cap(bcryptSlots) {
+		bcryptSlots <- struct{}{}
+	}
+	c, cancel := context.WithCancel(ctx)
+	done := make(chan bool)
+	go func() { done <- b.verify(c, "u", "pw") }()
+	select {
+	case <-done:
+		t.Fatal("a comparison ran with every slot taken")
+	default:
+	}
+	cancel()
+	if <-done {
+		t.Error("a canceled comparison passed")
+	}
+	for range cap(bcryptSlots) {
+		<-bcryptSlots
+	}
+	if !b.verify(ctx, "u", "pw") {
+		t.Error("the right password failed once slots were free")
+	}
+}
+
+// TestJWTStripsUnclaimedFields: a claim field is removed even when the token lacks the claim.
+func TestJWTStripsUnclaimedFields(t *testing.T) {
+	k := newJWKS(t)
+	key := k.addRSA("r")
+	j := newTestJWT(k)
+	c := claims("api", time.Hour)
+	c.Email = ""
+	r := request("Authorization", "Bearer "+sign(t, key, jose.RS256, c), "X-Email", "ceo@example.com")
+	if _, d := j.Check(ctx, r, netip.Addr{}); d != nil || r.Header.Has("X-Email") {
+		t.Errorf("denial %v, fields %v", d, r.Header.Fields())
+	}
+}
