@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/verge-edge/verge/auth"
 	"github.com/verge-edge/verge/config"
@@ -54,7 +55,7 @@ func (in *Instance) compileExtras(c *config.Route) *routeExtras {
 		case a.Forward != nil:
 			f := a.Forward
 			e.auth = auth.NewForward(auth.ForwardConfig{URL: f.URL, Timeout: f.Timeout.Std(),
-				CopyHeaders: f.CopyHeaders, Cache: f.Cache.Std(), Logger: in.log})
+				CopyHeaders: f.CopyHeaders, Cache: f.Cache.Std(), Client: authClient, Logger: in.log})
 		}
 	}
 	if cr := c.CORS; cr != nil {
@@ -74,8 +75,20 @@ func (in *Instance) compileExtras(c *config.Route) *routeExtras {
 	return e
 }
 
-// authClient fetches key sets: no redirects followed, responses bounded by the checker.
-var authClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+// authClient fetches key sets and asks forward-auth services, for every generation: no
+// redirects followed, no proxy from the environment, bounded response heads and idle pool;
+// each checker bounds its own waits and bodies.
+var authClient = &http.Client{
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Transport: &http.Transport{
+		Proxy:                  nil,
+		MaxIdleConnsPerHost:    64,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+		ForceAttemptHTTP2:      true,
+	},
+}
 
 // checkAccess runs the route's CORS preflight and authentication in the Request phase; done
 // means the request was answered.
