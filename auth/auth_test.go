@@ -84,12 +84,12 @@ func TestBasicCacheBounded(t *testing.T) {
 		k[0], k[1] = byte(i), byte(i>>8)
 		b.cache[k] = basicEntry{hash: "x", expires: time.Now().Add(time.Hour)}
 	}
-	if !b.verify(ctx, "u", "pw") || len(b.cache) > BasicCacheSize+10 {
+	if !b.verify(ctx, []byte("u"), []byte("pw")) || len(b.cache) > BasicCacheSize+10 {
 		t.Fatalf("verify failed or cache grew to %d", len(b.cache))
 	}
 	hash2, _ := bcrypt.GenerateFromPassword([]byte("new"), bcrypt.MinCost)
 	b.users["u"] = hash2
-	if b.verify(ctx, "u", "pw") {
+	if b.verify(ctx, []byte("u"), []byte("pw")) {
 		t.Error("the old password passed from the cache after the hash changed")
 	}
 }
@@ -434,7 +434,7 @@ func TestBasicBcryptBounded(t *testing.T) {
 	}
 	c, cancel := context.WithCancel(ctx)
 	done := make(chan bool)
-	go func() { done <- b.verify(c, "u", "pw") }()
+	go func() { done <- b.verify(c, []byte("u"), []byte("pw")) }()
 	select {
 	case <-done:
 		t.Fatal("a comparison ran with every slot taken")
@@ -447,7 +447,7 @@ func TestBasicBcryptBounded(t *testing.T) {
 	for range cap(bcryptSlots) {
 		<-bcryptSlots
 	}
-	if !b.verify(ctx, "u", "pw") {
+	if !b.verify(ctx, []byte("u"), []byte("pw")) {
 		t.Error("the right password failed once slots were free")
 	}
 }

@@ -1,8 +1,8 @@
 package auth
 
 import (
+	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -96,23 +96,22 @@ func (b *Basic) Check(ctx context.Context, req *message.Request, client netip.Ad
 	if b.userHeader != "" {
 		req.Header.Del(b.userHeader)
 	}
-	user, pass, ok := parseBasic(req.Header.Get("Authorization"))
-	if !ok {
+	var buf [maxBasicHeader]byte
+	user, pass, ok := parseBasic(req.Header.Get("Authorization"), &buf)
+	if !ok || !b.verify(ctx, user, pass) {
 		return "", b.challenge
 	}
-	if !b.verify(ctx, user, pass) {
-		return "", b.challenge
-	}
+	name := string(user) // the only allocation of a cached check: the user outlives buf
 	if b.userHeader != "" {
-		req.Header.Set(b.userHeader, user)
+		req.Header.Set(b.userHeader, name)
 	}
-	return user, nil
+	return name, nil
 }
 
 // verify reports whether pass is user's password, from the cache when it was verified
 // lately, else by bcrypt. Unknown users are compared against a dummy hash of the same cost.
-func (b *Basic) verify(ctx context.Context, user, pass string) bool {
-	hash, known := b.users[user]
+func (b *Basic) verify(ctx context.Context, user, pass []byte) bool {
+	hash, known := b.users[string(user)]
 	k := b.cacheKey(user, pass)
 	now := time.Now()
 	b.mu.Lock()
@@ -128,9 +127,9 @@ func (b *Basic) verify(ctx context.Context, user, pass string) bool {
 	}
 	var err error
 	if known {
-		err = bcrypt.CompareHashAndPassword(hash, []byte(pass))
+		err = bcrypt.CompareHashAndPassword(hash, pass)
 	} else {
-		bcrypt.CompareHashAndPassword(b.dummy, []byte(pass))
+		bcrypt.CompareHashAndPassword(b.dummy, pass)
 	}
 	<-bcryptSlots
 	if !known || err != nil {
@@ -148,26 +147,37 @@ func (b *Basic) verify(ctx context.Context, user, pass string) bool {
 	return true
 }
 
-// cacheKey is an HMAC of the credentials under a random per-checker key: the cache holds no
-// password, and nobody can choose credentials that collide with another user's entry.
-func (b *Basic) cacheKey(user, pass string) (k [32]byte) {
-	m := hmac.New(sha256.New, b.key[:])
-	m.Write([]byte(user))
-	m.Write([]byte{0})
-	m.Write([]byte(pass))
-	m.Sum(k[:0])
-	return k
+// cacheKey is a SHA-256 of a random per-checker key followed by the credentials: the cache
+// holds no password, and without the key nobody can choose credentials that collide with
+// another user's entry (the key is never shown, so length extension does not apply).
+func (b *Basic) cacheKey(user, pass []byte) [32]byte {
+	var buf [len(b.key) + 1 + maxBasicHeader]byte
+	n := copy(buf[:], b.key[:])
+	n += copy(buf[n:], user)
+	buf[n] = 0
+	n++
+	n += copy(buf[n:], pass)
+	return sha256.Sum256(buf[:n])
 }
 
-// parseBasic decodes "Basic base64(user:pass)".
-func parseBasic(v string) (user, pass string, ok bool) {
+// parseBasic decodes "Basic base64(user:pass)" into buf; user and pass point into it.
+func parseBasic(v string, buf *[maxBasicHeader]byte) (user, pass []byte, ok bool) {
 	if len(v) > maxBasicHeader || len(v) < 6 || !strings.EqualFold(v[:6], "basic ") {
-		return "", "", false
+		return nil, nil, false
 	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v[6:]))
+	enc := strings.TrimSpace(v[6:])
+	if base64.StdEncoding.DecodedLen(len(enc)) > len(buf) {
+		return nil, nil, false
+	}
+	var src [maxBasicHeader]byte // a copy on the stack: []byte(enc) would allocate
+	n, err := base64.StdEncoding.Decode(buf[:], src[:copy(src[:], enc)])
 	if err != nil {
-		return "", "", false
+		return nil, nil, false
 	}
-	user, pass, ok = strings.Cut(string(raw), ":")
-	return user, pass, ok && user != ""
+	raw := buf[:n]
+	i := bytes.IndexByte(raw, ':')
+	if i <= 0 {
+		return nil, nil, false
+	}
+	return raw[:i], raw[i+1:], true
 }
