@@ -39,7 +39,7 @@ type Basic struct {
 	userHeader string
 	challenge  *Denial
 
-	key   [32]byte // HMAC key of the cache, random per Basic
+	key   [32]byte // secret prefix of the cache keys, random per Basic
 	mu    sync.Mutex
 	cache map[[32]byte]basicEntry
 }

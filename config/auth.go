@@ -537,6 +537,9 @@ func (v *validator) accessLogFormat(a *AccessLog) {
 		if a.Template != "" {
 			v.errf("access_log.template", "template needs format: template")
 		}
+		if a.Format == "combined" && len(a.Fields) > 0 {
+			v.errf("access_log.fields", "fields do not apply to format combined (its fields are fixed)")
+		}
 	case "template":
 		if a.Template == "" {
 			v.errf("access_log.template", "format template needs a template, e.g. '{client} {method} {uri} {status} {duration_ms}'")
