@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -463,4 +464,19 @@ func TestJWTStripsUnclaimedFields(t *testing.T) {
 	if _, d := j.Check(ctx, r, netip.Addr{}); d != nil || r.Header.Has("X-Email") {
 		t.Errorf("denial %v, fields %v", d, r.Header.Fields())
 	}
+}
+
+// FuzzParseBasic: any Authorization value parses or not without panicking, and a parsed
+// user has no colon.
+func FuzzParseBasic(f *testing.F) {
+	f.Add(basicField("alice", "pw"))
+	f.Add("Basic ")
+	f.Add("basic Og==")
+	f.Fuzz(func(t *testing.T, v string) {
+		var buf [maxBasicHeader]byte
+		user, _, ok := parseBasic(v, &buf)
+		if ok && (len(user) == 0 || bytes.IndexByte(user, ':') >= 0) {
+			t.Fatalf("%q: user %q", v, user)
+		}
+	})
 }

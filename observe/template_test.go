@@ -87,3 +87,20 @@ func BenchmarkAccessLogTemplate(b *testing.B) {
 		a.Log(rec)
 	}
 }
+
+// FuzzTemplate: any template either fails to parse or encodes a record as one line.
+func FuzzTemplate(f *testing.F) {
+	f.Add(CombinedTemplate)
+	f.Add("{client} {{x}} {uri}")
+	f.Add("{")
+	f.Fuzz(func(t *testing.T, tmpl string) {
+		parts, err := parseTemplate(tmpl)
+		if err != nil {
+			return
+		}
+		line := appendTemplate(nil, parts, sampleRecord())
+		if bytes.IndexByte(line, '\n') != len(line)-1 {
+			t.Fatalf("template %q made %q: not one line", tmpl, line)
+		}
+	})
+}
