@@ -11,6 +11,7 @@ import (
 
 	"github.com/verge-edge/verge/auth"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/proxy"
 )
@@ -149,7 +150,7 @@ func (p *phases) respond(s *proxy.Session, c *reqCtx, status int, h *message.Hea
 	if c.route != nil {
 		e = c.route.ext
 	}
-	if e == nil && (c.reqID == "" || !p.reqID.response) {
+	if e == nil && c.reqIDField == "" {
 		return s.Respond(status, h, body)
 	}
 	sc := headerPool.Get().(*message.Header)
@@ -293,6 +294,9 @@ const maxRequestIDBytes = 128
 // new one, and notes it in c.
 func (q *requestIDs) assign(s *proxy.Session, c *reqCtx) {
 	h := &s.Req.Header
+	if q.response {
+		c.reqIDField = q.header
+	}
 	if v, ok := h.Lookup(q.header); ok && (q.trust == "all" || q.trust == "trusted_proxies" && s.PeerTrusted()) &&
 		validRequestID(v) && h.Count(q.header) == 1 {
 		c.reqID = v
@@ -339,7 +343,27 @@ func newUUID(b *[36]byte) {
 
 // addRequestID puts the request's ID on a response when so configured.
 func (p *phases) addRequestID(c *reqCtx, h *message.Header) {
-	if c.reqID != "" && p.reqID.response {
-		h.Set(p.reqID.header, c.reqID)
+	if c.reqIDField != "" {
+		h.Set(c.reqIDField, c.reqID)
 	}
+}
+
+// FailToProxy writes the engine's error page, with the request ID when responses carry it.
+func (p *phases) FailToProxy(s *proxy.Session, err *fault.Error, c *reqCtx) int {
+	if c.reqIDField == "" || s.Responded() || err.Kind == fault.Canceled ||
+		err.Source == fault.Downstream && err.Kind == fault.ConnectionClosed {
+		return s.RespondError(err) // no ID to add, or nobody to write a page to
+	}
+	status := err.StatusCode()
+	h := headerPool.Get().(*message.Header)
+	h.Add("Content-Type", "text/plain; charset=utf-8")
+	h.Add("Cache-Control", "no-store")
+	if status == 405 {
+		h.Add("Allow", proxy.AllowedMethods)
+	}
+	h.Set(c.reqIDField, c.reqID)
+	_ = s.Respond(status, h, []byte(strconv.Itoa(status)+" "+message.StatusText(status)+"\n"))
+	h.Reset()
+	headerPool.Put(h)
+	return status
 }

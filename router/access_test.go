@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -212,5 +214,45 @@ func benchUpstreamRequest(b *testing.B, target string) {
 		req.Header.Reset()
 		req.Header.Add("Accept", "*/*")
 		ph.UpstreamRequest(s, &req, c)
+	}
+}
+
+// failTransport fails every round trip with a refused connection.
+type failTransport struct{}
+
+func (failTransport) RoundTrip(context.Context, *upstream.Peer, *message.Request) (*message.Response, error) {
+	return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+}
+
+// TestRequestIDOnRefusals: the 429 of a rate limit and the engine's 502 carry the ID too.
+func TestRequestIDOnRefusals(t *testing.T) {
+	y := `
+listeners: [{name: main, address: "127.0.0.1:0"}]
+access_log: {output: "off"}
+admin: {disabled: true}
+request_id: {enabled: true, header: X-Req}
+rate_limits: [{name: one, limit: 1, period: 1m}]
+upstreams: [{name: app, servers: [{address: "127.0.0.1:1"}]}]
+routes:
+  - {name: limited, match: {path: /limited}, rate_limits: [one], respond: {body: ok}}
+  - {name: down, retries: 0, upstream: app}
+`
+	in, err := NewInstance(mustConfig(t, y), Deps{Transport: failTransport{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(context.Background()) })
+	h := in.Handler("main")
+	for i, want := range []int{200, 429} {
+		ex := newExchange("GET", "x", "/limited")
+		h.ServeExchange(ex)
+		if ex.resp.Status != want || len(ex.resp.Header.Get("X-Req")) != 36 {
+			t.Errorf("request %d: %d %v, want %d with X-Req", i, ex.resp.Status, ex.resp.Header.Fields(), want)
+		}
+	}
+	ex := newExchange("GET", "x", "/down")
+	h.ServeExchange(ex)
+	if ex.resp.Status != 502 || len(ex.resp.Header.Get("X-Req")) != 36 || !strings.HasPrefix(ex.body.String(), "502 Bad Gateway") {
+		t.Errorf("upstream down: %d %v %q", ex.resp.Status, ex.resp.Header.Fields(), ex.body.String())
 	}
 }

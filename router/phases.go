@@ -49,9 +49,10 @@ type reqCtx struct {
 	limitHeader   *routeLimit
 	limitDecision limits.Decision
 	html          proxy.HTMLRewrite
-	// reqID is the request's ID (request_id), "" when off.
-	reqID string
-	user  string // the authenticated user, for the access log
+	// reqID is the request's ID (request_id), "" when off; reqIDField is the field that
+	// returns it on responses, "" when they do not carry it.
+	reqID, reqIDField string
+	user              string // the authenticated user, for the access log
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
