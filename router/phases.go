@@ -116,7 +116,7 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 	}
 	if r.lowPriority && p.overload.Overloaded() {
 		p.overload.ShedLowPriority.Add(1)
-		return true, s.Respond(503, overloadedHeader, overloadedBody)
+		return true, p.respond(s, c, 503, overloadedHeader, overloadedBody)
 	}
 	if p.limits != nil && len(p.limits[r.index]) > 0 {
 		if done, err := p.checkLimits(s, c); done || err != nil {
