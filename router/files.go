@@ -55,12 +55,19 @@ func (in *Instance) closeFiles() {
 	}
 }
 
-// serveFiles answers the request from the route's directory, with the route's response
-// header operations applied to every head.
-func (p *phases) serveFiles(s *proxy.Session, r *route) (bool, error) {
+// serveFiles answers the request from the route's directory. Every head, errors included,
+// gets what Response gives an upstream's: the response header operations, the conditional
+// header rules and the request ID.
+func (p *phases) serveFiles(s *proxy.Session, c *reqCtx, r *route) (bool, error) {
 	var head files.Head
-	if !r.respOps.empty() {
-		head = func(resp *message.Response) { r.respOps.apply(&resp.Header) }
+	if !r.respOps.empty() || r.ext != nil || c.reqIDField != "" {
+		head = func(resp *message.Response) {
+			r.respOps.apply(&resp.Header)
+			if r.ext != nil {
+				r.ext.response(s, resp.Status, &resp.Header)
+			}
+			p.addRequestID(c, &resp.Header)
+		}
 	}
 	res, err := r.files.Serve(s.Exchange(), s.Req, head)
 	s.Status = res.Status

@@ -53,6 +53,8 @@ type route struct {
 	workerFallback bool
 	files          *files.Handler      // files action; nil when none
 	compress       *compression.Policy // compress; nil when none
+	// ext holds the route's auth, cors, rewrite and header rules (access.go); nil: none.
+	ext *routeExtras
 }
 
 // conditions counts the conditions beyond host and path, to rank equally specific routes.
