@@ -117,6 +117,7 @@ func TestRunStaticFiles(t *testing.T) {
 admin: {disabled: true}
 access_log: {output: "off"}
 pid_file: %q
+request_id: {enabled: true}
 routes:
   - name: app
     match: {host: app.test}
@@ -153,7 +154,8 @@ routes:
 	}
 
 	resp, body := do("GET", "/")
-	if resp.StatusCode != 200 || !strings.Contains(body, "home page") || resp.Header.Get("X-Served-By") != "verge" {
+	if resp.StatusCode != 200 || !strings.Contains(body, "home page") || resp.Header.Get("X-Served-By") != "verge" ||
+		resp.Header.Get("X-Request-ID") == "" {
 		t.Fatalf("GET / = %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 	resp, body = do("GET", "/big.txt")
@@ -261,7 +263,7 @@ routes:
 	if resp, body := do("GET", "/users/42", "Host", "app.test"); resp.StatusCode != 200 || !strings.Contains(body, "home page") {
 		t.Errorf("SPA route: %d %q", resp.StatusCode, body)
 	}
-	if resp, _ := do("GET", "/missing.js", "Host", "app.test"); resp.StatusCode != 404 {
+	if resp, _ := do("GET", "/missing.js", "Host", "app.test"); resp.StatusCode != 404 || resp.Header.Get("X-Request-ID") == "" {
 		t.Errorf("missing asset under the SPA fallback: %d", resp.StatusCode)
 	}
 	if resp, _ := do("GET", "/users/42"); resp.StatusCode != 404 {
