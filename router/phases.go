@@ -222,7 +222,11 @@ func (p *phases) Response(s *proxy.Session, resp *message.Response, c *reqCtx) e
 	if c.route.html != nil {
 		c.html.Start(c.route.html, s.Req, resp)
 	}
-	c.comp.Start(c.route.compress, s.Req, resp) // after html_rewrite and the header ops
+	if resp.Body != nil || resp.Status == 304 {
+		// After html_rewrite and the header ops. A response without a body is never
+		// encoded: the engine sends no body bytes for it, not even an empty stream's.
+		c.comp.Start(c.route.compress, s.Req, resp)
+	}
 	return nil
 }
 
