@@ -198,11 +198,8 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	}
 	s.metrics.SetBucketStats(s.workers.bucketMetrics)
 	s.metrics.SetQueueStats(queueMetrics{s.workers.reg})
-	acm, err := newACME(cfg, s.log, s.cluster)
-	if err != nil {
-		return err
-	}
-	defer acm.Close()
+	acm, stopACME := newACME(cfg, s.log, s.cluster)
+	defer stopACME()
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)
