@@ -153,4 +153,3 @@ func internalCertDir() (string, error) {
 	}
 	return dir, nil
 }
-
