@@ -114,6 +114,8 @@ func (v *validator) validateACME(p string, l *Listener) {
 	}
 	if a.DisableHTTPChallenge && a.DisableTLSALPNChallenge {
 		v.errf(p, "both challenges are disabled: keep http or tls-alpn (DNS-01 is set in the Go API)")
+	} else if a.DisableTLSALPNChallenge && !v.c.hasPlainListener() {
+		v.errf(p+".disable_tls_alpn_challenge", "HTTP-01 is then the only challenge, and it needs a plain-HTTP listener (port 80)")
 	}
 	for i, d := range a.Domains {
 		if d == "" || strings.ContainsAny(d, " /:@") {
@@ -151,4 +153,13 @@ func (c *Config) HTTPSPort() string {
 		}
 	}
 	return ""
+}
+
+func (c *Config) hasPlainListener() bool {
+	for i := range c.Listeners {
+		if c.Listeners[i].TLS == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -420,3 +420,29 @@ func TestACMETLSALPN01Renewal(t *testing.T) {
 		t.Errorf("no renewal logged:\n%s", p.stderr.String())
 	}
 }
+
+// TestACMEExampleValidates: `verge validate` accepts examples/acme.yaml and refuses acme
+// settings that cannot work, naming the field.
+func TestACMEExampleValidates(t *testing.T) {
+	var stdout, stderr strings.Builder
+	if code := run([]string{"validate", "-c", "../../examples/acme.yaml"}, &stdout, &stderr); code != 0 || stdout.String() != "ok\n" {
+		t.Fatalf("validate examples/acme.yaml: code %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte(`listeners:
+  - name: https
+    address: 127.0.0.1:8443
+    tls:
+      acme: {ca: "http://insecure.example/dir"}
+routes:
+  - respond: {body: "x"}
+`), 0o644)
+	stdout.Reset()
+	stderr.Reset()
+	code := run([]string{"validate", "-c", bad}, &stdout, &stderr)
+	for _, want := range []string{"listeners[0].tls.acme.ca: ca must be an https:// URL", "listeners[0].tls.acme.domains: no host names"} {
+		if code != 1 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("validate bad acme: code %d, stderr %q, want %q", code, stderr.String(), want)
+		}
+	}
+}
