@@ -4,193 +4,35 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
+	"github.com/verge-edge/verge/internal/pebbletest"
 )
 
-// These tests run Verge against Pebble, Let's Encrypt's ACME test server, built from the
-// module in go.mod (a tool dependency) and started on loopback. Pebble validates for real:
-// it resolves the test names with a DNS server of the test (every name is 127.0.0.1) and
-// connects to Verge's listeners for HTTP-01 and TLS-ALPN-01.
+// These tests run Verge against Pebble, Let's Encrypt's ACME test server, on loopback
+// (internal/pebbletest): Pebble validates for real, connecting to Verge's listeners for HTTP-01
+// and TLS-ALPN-01.
 
-var (
-	pebbleOnce sync.Once
-	pebbleBin  string
-	pebbleDir  string // the module's directory: test certificates
-	pebbleErr  error
-)
-
-// pebble builds the pebble command once per test run.
-func pebble(t *testing.T) (bin, moduleDir string) {
-	t.Helper()
-	pebbleOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "verge-pebble-")
-		if err != nil {
-			pebbleErr = err
-			return
-		}
-		pebbleBin = filepath.Join(dir, "pebble")
-		if out, err := exec.Command("go", "build", "-o", pebbleBin, "github.com/letsencrypt/pebble/v2/cmd/pebble").CombinedOutput(); err != nil {
-			pebbleErr = fmt.Errorf("go build pebble: %v\n%s", err, out)
-			return
-		}
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/letsencrypt/pebble/v2").Output()
-		if err != nil {
-			pebbleErr = fmt.Errorf("go list pebble: %v", err)
-			return
-		}
-		pebbleDir = strings.TrimSpace(string(out))
-	})
-	if pebbleErr != nil {
-		t.Fatal(pebbleErr)
-	}
-	return pebbleBin, pebbleDir
-}
-
-// loopbackDNS answers every A query with 127.0.0.1 (and AAAA with no address), over TCP as
-// Pebble asks. It returns the server's address.
-func loopbackDNS(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{Listener: ln, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		for _, qq := range q.Question {
-			if qq.Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, &dns.A{
-					Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1},
-					A:   net.IPv4(127, 0, 0, 1),
-				})
-			}
-		}
-		w.WriteMsg(m)
-	})}
-	go srv.ActivateAndServe()
-	t.Cleanup(func() { srv.Shutdown() })
-	return ln.Addr().String()
-}
-
-// pebbleCA is a running Pebble.
-type pebbleCA struct {
-	dir      string // ACME directory URL
-	mgmt     string // management address
-	caRoot   string // the PEM file Pebble's own HTTPS certificate chains to
-	stdout   *logFile
-	rootPool *x509.CertPool // the roots Pebble issues under, once fetched
-}
-
-// startPebble runs Pebble validating HTTP-01 on httpPort and TLS-ALPN-01 on tlsPort, with
-// the given validity of the "shortlived" profile (seconds).
-func startPebble(t *testing.T, httpPort, tlsPort string, shortValidity int) *pebbleCA {
-	t.Helper()
-	bin, mod := pebble(t)
-	listen, mgmt := freePort(t), freePort(t)
-	hp, tp := atoi(t, httpPort), atoi(t, tlsPort)
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":           listen,
-		"managementListenAddress": mgmt,
-		"certificate":             filepath.Join(mod, "test/certs/localhost/cert.pem"),
-		"privateKey":              filepath.Join(mod, "test/certs/localhost/key.pem"),
-		"httpPort":                hp,
-		"tlsPort":                 tp,
-		"keyAlgorithm":            "ecdsa",
-		"retryAfter":              map[string]int{"authz": 1, "order": 1},
-		"profiles": map[string]any{
-			"default":    map[string]any{"description": "90 days", "validityPeriod": 7776000},
-			"shortlived": map[string]any{"description": "for renewal tests", "validityPeriod": shortValidity},
-		},
-	}}
-	dir := t.TempDir()
-	cfgFile := filepath.Join(dir, "pebble.json")
-	b, _ := json.Marshal(cfg)
-	if err := os.WriteFile(cfgFile, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := &pebbleCA{dir: "https://" + listen + "/dir", mgmt: mgmt, caRoot: filepath.Join(mod, "test/certs/pebble.minica.pem"), stdout: newLogFile(t)}
-	cmd := exec.Command(bin, "-config", cfgFile, "-dnsserver", loopbackDNS(t))
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
-	cmd.Stdout, cmd.Stderr = p.stdout.f, p.stdout.f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-		}
-		if t.Failed() {
-			t.Logf("pebble output:\n%s", p.stdout.String())
-		}
-	})
-	pool, err := readPool(p.caRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	waitFor(t, "pebble to serve its directory", 30*time.Second, func() bool {
-		resp, err := c.Get(p.dir)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	resp, err := c.Get("https://" + mgmt + "/roots/0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	p.rootPool = x509.NewCertPool()
-	if !p.rootPool.AppendCertsFromPEM(root) {
-		t.Fatalf("pebble root: %q", root)
-	}
-	return p
-}
-
-// orders counts the orders Pebble has received.
-func (p *pebbleCA) orders() int { return strings.Count(p.stdout.String(), "Added order") }
-
-func readPool(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s: no certificate", file)
-	}
-	return pool, nil
-}
-
-func atoi(t *testing.T, addr string) int {
+func portOf(t *testing.T, addr string) int {
 	t.Helper()
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n int
-	fmt.Sscan(port, &n)
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
@@ -229,7 +71,7 @@ func waitCert(t *testing.T, p *proc, addr, name string, accept func(*x509.Certif
 }
 
 // acmeConfig is a Verge config with a plain listener and an ACME listener for a.verge.test.
-func acmeConfig(plain, secure, pidFile, data, origin string, ca *pebbleCA, acmeExtra string) string {
+func acmeConfig(plain, secure, pidFile, data, origin string, ca *pebbletest.CA, acmeExtra string) string {
 	return fmt.Sprintf(`listeners:
   - name: plain
     address: %s
@@ -254,7 +96,7 @@ access_log: {output: "off"}
 pid_file: %q
 worker_data: %q
 shutdown: {grace_period: 1s}
-`, plain, secure, ca.dir, ca.caRoot, acmeExtra, origin, pidFile, data)
+`, plain, secure, ca.Directory, ca.CARoot, acmeExtra, origin, pidFile, data)
 }
 
 // startACMEVerge runs verge on cfg (written into a new directory).
@@ -283,7 +125,7 @@ func stopVerge(t *testing.T, p *proc) {
 func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 	origin := testOrigin(t, "hello over acme")
 	plain, secure := freePort(t), freePort(t)
-	ca := startPebble(t, plain, secure, 3600)
+	ca := pebbletest.Start(t, portOf(t, plain), portOf(t, secure), time.Hour)
 	data := filepath.Join(t.TempDir(), "data")
 	cfg := func(pid string) string {
 		return acmeConfig(plain, secure, pid, data, origin, ca, "        disable_tls_alpn_challenge: true")
@@ -295,7 +137,7 @@ func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 	first := waitCert(t, p, secure, "a.verge.test", isPebbles)
 
 	// The chain verifies against Pebble's root, and the site is served over it.
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.rootPool, ServerName: "a.verge.test"}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Roots, ServerName: "a.verge.test"}}
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	req, _ := http.NewRequest("GET", "https://"+secure+"/hello", nil)
 	req.Host = "a.verge.test"
@@ -308,7 +150,7 @@ func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 	if string(body) != "hello over acme" {
 		t.Errorf("https body %q", body)
 	}
-	orders := ca.orders()
+	orders := ca.Orders()
 	if orders != 1 {
 		t.Errorf("pebble saw %d orders, want 1", orders)
 	}
@@ -341,7 +183,7 @@ func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 	if cert, err := servedCert(secure, "evil.verge.test"); err == nil {
 		t.Errorf("handshake for an unconfigured name succeeded with %v", cert.DNSNames)
 	}
-	if n := ca.orders(); n != orders {
+	if n := ca.Orders(); n != orders {
 		t.Errorf("an SNI for an unconfigured name caused %d new orders", n-orders)
 	}
 	if strings.Contains(p.stderr.String(), "evil.verge.test") && strings.Contains(p.stderr.String(), "ordering") {
@@ -366,7 +208,7 @@ func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 	if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Errorf("after restart the serial is %v, want the stored %v", again.SerialNumber, first.SerialNumber)
 	}
-	if n := ca.orders(); n != orders {
+	if n := ca.Orders(); n != orders {
 		t.Errorf("the restart caused %d new orders", n-orders)
 	}
 }
@@ -377,8 +219,8 @@ func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 func TestACMETLSALPN01Renewal(t *testing.T) {
 	origin := testOrigin(t, "renewed")
 	plain, secure := freePort(t), freePort(t)
-	const validity = 30 // seconds
-	ca := startPebble(t, plain, secure, validity)
+	const validity = 30 * time.Second
+	ca := pebbletest.Start(t, portOf(t, plain), portOf(t, secure), validity)
 	data := filepath.Join(t.TempDir(), "data")
 	p := startACMEVerge(t, func(pid string) string {
 		return acmeConfig(plain, secure, pid, data, origin, ca, `        disable_http_challenge: true
@@ -388,10 +230,10 @@ func TestACMETLSALPN01Renewal(t *testing.T) {
 	})
 	ours := func(c *x509.Certificate) bool { return len(c.DNSNames) == 1 && c.DNSNames[0] == "a.verge.test" }
 	first := waitCert(t, p, secure, "a.verge.test", ours)
-	if life := first.NotAfter.Sub(first.NotBefore); life > 2*validity*time.Second {
+	if life := first.NotAfter.Sub(first.NotBefore); life > 2*validity {
 		t.Fatalf("certificate lifetime %v; the shortlived profile was not used", life)
 	}
-	if out := ca.stdout.String(); !strings.Contains(out, "set VALID by completed challenge") || strings.Contains(out, "validate w/ HTTP") {
+	if out := ca.Output(); !strings.Contains(out, "set VALID by completed challenge") || strings.Contains(out, "validate w/ HTTP") {
 		t.Errorf("pebble did not validate with tls-alpn-01 alone:\n%s", out)
 	}
 	renewed := waitCert(t, p, secure, "a.verge.test", func(c *x509.Certificate) bool {
@@ -400,9 +242,9 @@ func TestACMETLSALPN01Renewal(t *testing.T) {
 	if !renewed.NotBefore.Before(first.NotAfter) {
 		t.Errorf("the renewal was issued at %v, after the first certificate expired (%v)", renewed.NotBefore, first.NotAfter)
 	}
-	if _, err := renewed.Verify(x509.VerifyOptions{Roots: ca.rootPool, DNSName: "a.verge.test", Intermediates: x509.NewCertPool()}); err != nil {
+	if _, err := renewed.Verify(x509.VerifyOptions{Roots: ca.Roots, DNSName: "a.verge.test", Intermediates: x509.NewCertPool()}); err != nil {
 		// Pebble's chain has an intermediate; fetch it through a full handshake instead.
-		conn, err := tls.Dial("tcp", secure, &tls.Config{RootCAs: ca.rootPool, ServerName: "a.verge.test"})
+		conn, err := tls.Dial("tcp", secure, &tls.Config{RootCAs: ca.Roots, ServerName: "a.verge.test"})
 		if err != nil {
 			t.Errorf("renewed certificate does not verify: %v", err)
 		} else {
