@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
@@ -76,16 +77,19 @@ func (s *KVStorage) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if kv != nil {
 		return kv, nil
 	}
-	kv, err := s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:       KVBucket,
-		Description:  "Verge ACME certificates, keys, accounts and locks",
-		History:      1,
-		MaxValueSize: kvMaxValue,
-		Replicas:     s.replicas,
+	kv, err := try(ctx, func() (jetstream.KeyValue, error) {
+		kv, err := s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:       KVBucket,
+			Description:  "Verge ACME certificates, keys, accounts and locks",
+			History:      1,
+			MaxValueSize: kvMaxValue,
+			Replicas:     s.replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = s.js.KeyValue(ctx, KVBucket)
+		}
+		return kv, err
 	})
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = s.js.KeyValue(ctx, KVBucket)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("acme storage: bucket %s: %w", KVBucket, err)
 	}
@@ -152,7 +156,7 @@ func (s *KVStorage) Store(ctx context.Context, key string, value []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = kv.Put(ctx, "d."+encodeKey(key), value)
+	_, err = try(ctx, func() (uint64, error) { return kv.Put(ctx, "d."+encodeKey(key), value) })
 	return err
 }
 
@@ -164,7 +168,7 @@ func (s *KVStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := kv.Get(ctx, "d."+encodeKey(key))
+	e, err := try(ctx, func() (jetstream.KeyValueEntry, error) { return kv.Get(ctx, "d."+encodeKey(key)) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, notExist(key)
 	}
@@ -186,7 +190,7 @@ func (s *KVStorage) keysUnder(ctx context.Context, prefix string) ([]string, err
 	if err != nil {
 		return nil, err
 	}
-	l, err := kv.ListKeysFiltered(ctx, filter)
+	l, err := try(ctx, func() (jetstream.KeyLister, error) { return kv.ListKeysFiltered(ctx, filter) })
 	if err != nil {
 		return nil, err
 	}
@@ -210,15 +214,15 @@ func (s *KVStorage) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := kv.Get(cctx, "d."+encodeKey(key)); err == nil {
+	if _, err := try(cctx, func() (jetstream.KeyValueEntry, error) { return kv.Get(cctx, "d."+encodeKey(key)) }); err == nil {
 		found = true
-		if err := kv.Delete(cctx, "d."+encodeKey(key)); err != nil {
+		if err := tryDo(cctx, func() error { return kv.Delete(cctx, "d."+encodeKey(key)) }); err != nil {
 			return err
 		}
 	}
 	for _, k := range under {
 		found = true
-		if err := kv.Delete(cctx, "d."+encodeKey(k)); err != nil {
+		if err := tryDo(cctx, func() error { return kv.Delete(cctx, "d."+encodeKey(k)) }); err != nil {
 			return err
 		}
 	}
@@ -272,7 +276,7 @@ func (s *KVStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, er
 		cancel()
 		return certmagic.KeyInfo{}, err
 	}
-	e, err := kv.Get(cctx, "d."+encodeKey(key))
+	e, err := try(cctx, func() (jetstream.KeyValueEntry, error) { return kv.Get(cctx, "d."+encodeKey(key)) })
 	cancel()
 	if err == nil {
 		return certmagic.KeyInfo{Key: key, Modified: e.Created(), Size: int64(len(e.Value())), IsTerminal: true}, nil
@@ -327,14 +331,14 @@ func (s *KVStorage) tryLock(ctx context.Context, key string) (uint64, error) {
 		return 0, err
 	}
 	val, _ := json.Marshal(lockValue{Owner: s.owner, Expires: time.Now().Add(LockTTL)})
-	rev, err := kv.Create(ctx, key, val)
+	rev, err := try(ctx, func() (uint64, error) { return kv.Create(ctx, key, val) })
 	if err == nil {
 		return rev, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("acme storage: lock: %w", err)
 	}
-	e, err := kv.Get(ctx, key)
+	e, err := try(ctx, func() (jetstream.KeyValueEntry, error) { return kv.Get(ctx, key) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return 0, nil // released meanwhile: try again at once on the next round
 	}
@@ -346,7 +350,7 @@ func (s *KVStorage) tryLock(ctx context.Context, key string) (uint64, error) {
 		return 0, nil
 	}
 	// Stale: take it over, unless someone else did first (the revision check).
-	rev, err = kv.Update(ctx, key, val, e.Revision())
+	rev, err = try(ctx, func() (uint64, error) { return kv.Update(ctx, key, val, e.Revision()) })
 	if err != nil {
 		return 0, nil
 	}
@@ -371,7 +375,7 @@ func (s *KVStorage) refreshLock(key string, h *heldLock) {
 		s.mu.Lock()
 		kv, cur := s.kv, h.rev
 		s.mu.Unlock()
-		rev, err := kv.Update(ctx, key, val, cur)
+		rev, err := try(ctx, func() (uint64, error) { return kv.Update(ctx, key, val, cur) })
 		cancel()
 		if err != nil {
 			return // lost (taken over after a long stall) or unreachable: stop claiming it
@@ -402,7 +406,7 @@ func (s *KVStorage) Unlock(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	err = kv.Delete(ctx, lockKey(name), jetstream.LastRevision(rev))
+	err = tryDo(ctx, func() error { return kv.Delete(ctx, lockKey(name), jetstream.LastRevision(rev)) })
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("acme storage: unlock %s: %w", name, err)
 	}
@@ -422,3 +426,32 @@ func (s *KVStorage) Close() {
 
 // String names the storage in certmagic's logs.
 func (s *KVStorage) String() string { return "jetstream-kv:" + KVBucket }
+
+// try runs op again while it fails because the cluster is still electing the bucket's leader
+// (no responders), with backoff up to 1s, until ctx ends.
+func try[T any](ctx context.Context, op func() (T, error)) (T, error) {
+	delay := 20 * time.Millisecond
+	for {
+		v, err := op()
+		if err == nil || !transient(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+func tryDo(ctx context.Context, op func() error) error {
+	_, err := try(ctx, func() (struct{}, error) { return struct{}{}, op() })
+	return err
+}
+
+// transient reports errors of a JetStream that is starting or electing a leader.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoHeartbeat)
+}
