@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -201,9 +202,28 @@ func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 		}
 	}
 
-	// A restart serves the stored certificate: same serial, no new order.
+	// A reload that adds a host orders it alone; the first name keeps its certificate.
+	two := func(pid string) string {
+		return strings.Replace(cfg(pid), "match: {host: a.verge.test}", "match: {host: [a.verge.test, b.verge.test]}", 1)
+	}
+	if err := os.WriteFile(p.cfgFile, []byte(two(p.pidFile)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(verge(t), "reload", "-c", p.cfgFile).CombinedOutput(); err != nil {
+		t.Fatalf("verge reload: %v\n%s", err, out)
+	}
+	waitCert(t, p, secure, "b.verge.test", func(c *x509.Certificate) bool { return len(c.DNSNames) == 1 && c.DNSNames[0] == "b.verge.test" })
+	if again, err := servedCert(secure, "a.verge.test"); err != nil || again.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Errorf("after the reload a.verge.test is served %v, %v; want the first certificate", again, err)
+	}
+	if n := ca.Orders(); n != orders+1 {
+		t.Errorf("the reload caused %d orders, want 1 (for b.verge.test)", n-orders)
+	}
+	orders = ca.Orders()
+
+	// A restart serves the stored certificates: same serial, no new order.
 	stopVerge(t, p)
-	p2 := startACMEVerge(t, cfg)
+	p2 := startACMEVerge(t, two)
 	again := waitCert(t, p2, secure, "a.verge.test", isPebbles)
 	if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Errorf("after restart the serial is %v, want the stored %v", again.SerialNumber, first.SerialNumber)
