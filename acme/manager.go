@@ -100,19 +100,19 @@ func (m *Manager) Storage() certmagic.Storage { return m.storage }
 func (m *Manager) configForCert(c certmagic.Certificate) (*certmagic.Config, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var any *Site
+	var some *Site
 	for _, s := range m.sites {
-		any = s
+		some = s
 		for _, n := range c.Names {
 			if slices.Contains(s.domains, n) {
 				return s.cfg, nil
 			}
 		}
 	}
-	if any == nil {
+	if some == nil {
 		return nil, errors.New("acme: no site manages this certificate")
 	}
-	return any.cfg, nil
+	return some.cfg, nil
 }
 
 // SiteConfig describes one listener's ACME site.
@@ -244,6 +244,33 @@ func (s *Site) Start() error {
 		}
 	}
 	return nil
+}
+
+// Retain stops the sites of the listeners not named: their names stop being renewed unless
+// another site manages them (the stored files stay). A reload that drops acme from a
+// listener, or the listener, calls it.
+func (m *Manager) Retain(listeners []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var stopped []*Site
+	for name, s := range m.sites {
+		if !slices.Contains(listeners, name) {
+			delete(m.sites, name)
+			s.cancel()
+			stopped = append(stopped, s)
+		}
+	}
+	var gone []certmagic.SubjectIssuer
+	for _, s := range stopped {
+		for _, d := range s.domains {
+			if !m.managedLocked(d) {
+				gone = append(gone, certmagic.SubjectIssuer{Subject: d})
+			}
+		}
+	}
+	if len(gone) > 0 {
+		m.cache.RemoveManaged(gone)
+	}
 }
 
 func (m *Manager) managedLocked(name string) bool {

@@ -52,11 +52,17 @@ func (in *Instance) prepareACME(cfg *config.Config, m *acme.Manager) (map[string
 // startACME starts the prepared sites; a failure is logged (the listener serves its other
 // certificates meanwhile).
 func (in *Instance) startACME(d *Deps) {
+	if d.ACME == nil {
+		return
+	}
+	names := make([]string, 0, len(in.acmeSites))
 	for name, s := range in.acmeSites {
+		names = append(names, name)
 		if err := s.Start(); err != nil {
 			d.Logger.Error("acme: starting certificate management", "listener", name, "err", err)
 		}
 	}
+	d.ACME.Retain(names)
 }
 
 // acmeGetCertificate chooses a certificate for a listener with acme settings: the CA's
