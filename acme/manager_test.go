@@ -1,8 +1,10 @@
 package acme
 
 import (
+	"os"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/verge-edge/verge/config"
 )
@@ -10,7 +12,19 @@ import (
 // TestRetainStopsDroppedSites: a reload without a listener's acme stops its site; the site of
 // a listener kept stays, and preparing it again with the same settings shares its state.
 func TestRetainStopsDroppedSites(t *testing.T) {
-	m := New(Options{Dir: t.TempDir()})
+	// Started sites run certmagic's background jobs, which end soon after Close cancels them
+	// but may still write a lock file then: remove the directory once they have.
+	dir, err := os.MkdirTemp("", "verge-acme-retain-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		guard := time.Now().Add(10 * time.Second)
+		for os.RemoveAll(dir) != nil && time.Now().Before(guard) {
+			time.Sleep(50 * time.Millisecond) // poll interval
+		}
+	})
+	m := New(Options{Dir: dir})
 	defer m.Close()
 	prep := func(listener string, domains ...string) *Site {
 		s, err := m.Prepare(SiteConfig{Listener: listener, ACME: config.ACME{CA: "https://127.0.0.1:1/dir"}, Domains: domains})
