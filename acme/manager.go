@@ -83,13 +83,21 @@ func New(opts Options) *Manager {
 		m.storage = &certmagic.FileStorage{Path: opts.Dir}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   m.configForCert,
-		RenewCheckInterval: opts.RenewInterval,
-		OCSPCheckInterval:  opts.RenewInterval,
-		Logger:             zapLogger(opts.Logger),
-	})
 	return m
+}
+
+// cacheLocked returns the certificate cache, made at the first site (so a process without
+// ACME runs no maintenance goroutine).
+func (m *Manager) cacheLocked() *certmagic.Cache {
+	if m.cache == nil {
+		m.cache = certmagic.NewCache(certmagic.CacheOptions{
+			GetConfigForCert:   m.configForCert,
+			RenewCheckInterval: m.opts.RenewInterval,
+			OCSPCheckInterval:  m.opts.RenewInterval,
+			Logger:             zapLogger(m.log),
+		})
+	}
+	return m.cache
 }
 
 // Storage returns the storage certificates are kept in.
@@ -147,7 +155,12 @@ type Site struct {
 func (m *Manager) Prepare(sc SiteConfig) (*Site, error) {
 	s := &Site{m: m, sc: sc, domains: slices.Clone(sc.Domains)}
 	m.mu.Lock()
+	if m.ctx.Err() != nil {
+		m.mu.Unlock()
+		return nil, errors.New("acme: manager closed")
+	}
 	old := m.sites[sc.Listener]
+	cache := m.cacheLocked()
 	m.mu.Unlock()
 	if old != nil && sameSettings(old.sc, sc) {
 		s.cfg, s.issuer = old.cfg, old.issuer
@@ -162,7 +175,7 @@ func (m *Manager) Prepare(sc SiteConfig) (*Site, error) {
 		}
 	}
 	zl := zapLogger(m.log)
-	s.cfg = certmagic.New(m.cache, certmagic.Config{
+	s.cfg = certmagic.New(cache, certmagic.Config{
 		RenewalWindowRatio: a.RenewalWindowRatio,
 		Storage:            m.storage,
 		Logger:             zl,
@@ -292,13 +305,18 @@ func (s *Site) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, err
 	return s.cfg.GetCertificate(hello)
 }
 
-// Close stops renewing and the challenge answering of every site.
+// Close stops renewing and the challenge answering of every site. Jobs certmagic has under
+// way end soon after, on their cancelled context.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	m.cancel()
 	m.sites = map[string]*Site{}
+	cache := m.cache
+	m.cache = nil
 	m.mu.Unlock()
-	m.cache.Stop()
+	if cache != nil {
+		cache.Stop()
+	}
 }
 
 func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) error {
