@@ -121,6 +121,10 @@ type Listener struct {
 	// RateLimits names the rate_limits rules applied to every request of the listener that a
 	// route matches, before the route's own.
 	RateLimits []string `yaml:"rate_limits"`
+	// RedirectHTTPS answers every request on this plain-HTTP listener with a 308 redirect to
+	// the same URL over https (on the first TLS listener's port), except ACME HTTP-01
+	// challenges. Default false.
+	RedirectHTTPS bool `yaml:"redirect_https"`
 }
 
 // ListenerHTTP3 configures HTTP/3 on a TLS listener. Zero fields take the h3 package's
@@ -156,8 +160,12 @@ type ListenerHTTP3 struct {
 // ListenerTLS configures TLS on a listener.
 type ListenerTLS struct {
 	// Certificates are the certificate/key pairs; the one whose names match the client's SNI
-	// is used (exact names before wildcards), the first one when nothing matches. At least one.
+	// is used (exact names before wildcards), the first one when nothing matches. At least one,
+	// unless ACME is set.
 	Certificates []Certificate `yaml:"certificates"`
+	// ACME obtains and renews certificates automatically (acme.go, docs/acme.md); configured
+	// certificates are preferred for the names they cover. Nil means off.
+	ACME *ACME `yaml:"acme"`
 	// MinVersion is "1.2" or "1.3". Empty means "1.2".
 	MinVersion string `yaml:"min_version"`
 	// SessionTickets enables TLS session resumption by tickets. Nil means true.

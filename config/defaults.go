@@ -150,6 +150,9 @@ func (t *ListenerTLS) setDefaults() {
 	if t.ClientAuth != nil && t.ClientAuth.Mode == "" {
 		t.ClientAuth.Mode = "require"
 	}
+	if t.ACME != nil {
+		t.ACME.setDefaults()
+	}
 }
 
 func (r *Route) setDefaults(index int) {
@@ -289,6 +292,9 @@ func (c *Config) resolvePaths() {
 			}
 			if t.ClientAuth != nil {
 				abs(&t.ClientAuth.CA)
+			}
+			if t.ACME != nil {
+				abs(&t.ACME.CARoot)
 			}
 		}
 	}

@@ -115,13 +115,17 @@ func (v *validator) listeners() {
 		}
 		if l.TLS != nil {
 			v.listenerTLS(p+".tls", l.TLS)
+			if l.TLS.ACME != nil {
+				v.validateACME(p+".tls.acme", l)
+			}
 		}
+		v.validateRedirectHTTPS(p, l)
 	}
 }
 
 func (v *validator) listenerTLS(p string, t *ListenerTLS) {
-	if len(t.Certificates) == 0 {
-		v.errf(p+".certificates", "at least one certificate is required")
+	if len(t.Certificates) == 0 && t.ACME == nil {
+		v.errf(p+".certificates", "at least one certificate is required (or acme)")
 	}
 	for i, c := range t.Certificates {
 		cp := fmt.Sprintf("%s.certificates[%d]", p, i)

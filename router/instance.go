@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/verge-edge/verge/acl"
+	"github.com/verge-edge/verge/acme"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/files"
@@ -69,6 +70,10 @@ type Deps struct {
 	// answered 503 and the busiest clients' new connections shed. Runtime.Apply sets its
 	// thresholds from the config. Nil means no adaptive protection.
 	Overload *overload.Monitor
+	// ACME obtains and renews the certificates of listeners with tls.acme, and answers
+	// their HTTP-01 challenges on plain listeners; it outlives generations. Nil means a
+	// config with tls.acme fails to build.
+	ACME *acme.Manager
 }
 
 // Instance is one config generation: routes, balancers, TLS settings and access log. It is
@@ -93,6 +98,8 @@ type Instance struct {
 	// staged are the new worker versions, committed when the generation is built and
 	// discarded when it fails.
 	staged []*worker.Staged
+	// acmeSites are the listeners' ACME sites, started when the generation is built.
+	acmeSites map[string]*acme.Site
 	// pending deploys the reserved workers of a generation built before its workers
 	// (Options.StartBeforeWorkers); nil otherwise.
 	pending func() error
@@ -106,7 +113,8 @@ type Instance struct {
 type handler struct {
 	in      *Instance
 	proxy   *proxy.Proxy[reqCtx]
-	ipRules *acl.Live // the listener's; nil: none
+	ipRules *acl.Live  // the listener's; nil: none
+	edge    *plainEdge // ACME challenges and redirect_https; nil: none
 }
 
 // AllowConn applies the listener's ip_rules to a connecting peer (server.ConnFilter).
@@ -120,6 +128,9 @@ func (h *handler) ServeExchange(ex message.ServerExchange) {
 	// pass the TCP accept check) and to connections opened before a rule or list changed.
 	if h.ipRules != nil && !h.ipRules.Allowed(ex.Conn().RemoteAddr.Addr()) {
 		refuseExchange(ex)
+		return
+	}
+	if h.edge != nil && h.edge.serve(ex) {
 		return
 	}
 	h.proxy.ServeExchange(ex)
@@ -202,6 +213,9 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	if err := in.deployWorkers(cfg, d.Workers, d.WorkerModules, laterWorkers); err != nil {
 		return nil, err
 	}
+	if in.acmeSites, err = in.prepareACME(cfg, d.ACME); err != nil {
+		return nil, err
+	}
 	routes := make([]*route, len(cfg.Routes))
 	for i := range cfg.Routes {
 		routes[i] = in.compileRoute(i, &cfg.Routes[i])
@@ -259,8 +273,9 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 				return nil, fmt.Errorf("listener %q: ip_rules: %w", l.Name, err)
 			}
 		}
+		in.handlers[l.Name].edge = newPlainEdge(cfg, l, d.ACME)
 		if l.TLS != nil {
-			tc, err := buildServerTLS(l)
+			tc, err := buildServerTLS(l, in.acmeSites[l.Name])
 			if err != nil {
 				return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 			}
@@ -271,6 +286,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		s.Commit()
 	}
 	in.staged = nil
+	in.startACME(&d)
 	keep := map[string]bool{}
 	for n := range rules {
 		keep[n] = true

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/acme"
 	"github.com/verge-edge/verge/config"
 )
 
@@ -45,6 +46,17 @@ func newCertSet(certs []*tls.Certificate) *certSet {
 }
 
 func (cs *certSet) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := cs.lookup(hello); c != nil {
+		return c, nil
+	}
+	if c := pick(hello, cs.all); c != nil {
+		return c, nil
+	}
+	return cs.all[0], nil
+}
+
+// lookup returns the certificate naming the server name exactly or by wildcard, or nil.
+func (cs *certSet) lookup(hello *tls.ClientHelloInfo) *tls.Certificate {
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
 	if name == "" && hello.Conn != nil {
 		// No SNI (an IP address was dialed): match the local address.
@@ -53,20 +65,14 @@ func (cs *certSet) get(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		}
 	}
 	if c := pick(hello, cs.exact[name]); c != nil {
-		return c, nil
+		return c
 	}
 	for i := 0; i < len(name); i++ {
 		if name[i] == '.' {
-			if c := pick(hello, cs.wild[name[i:]]); c != nil {
-				return c, nil
-			}
-			break // a wildcard covers exactly one label (RFC 6125 section 6.4.3)
+			return pick(hello, cs.wild[name[i:]]) // a wildcard covers exactly one label (RFC 6125 section 6.4.3)
 		}
 	}
-	if c := pick(hello, cs.all); c != nil {
-		return c, nil
-	}
-	return cs.all[0], nil
+	return nil
 }
 
 func pick(hello *tls.ClientHelloInfo, cands []*tls.Certificate) *tls.Certificate {
@@ -81,8 +87,8 @@ func pick(hello *tls.ClientHelloInfo, cands []*tls.Certificate) *tls.Certificate
 	return nil
 }
 
-// buildServerTLS makes the tls.Config of a listener.
-func buildServerTLS(l *config.Listener) (*tls.Config, error) {
+// buildServerTLS makes the tls.Config of a listener; site is its ACME site, nil without.
+func buildServerTLS(l *config.Listener, site *acme.Site) (*tls.Config, error) {
 	t := l.TLS
 	certs := make([]*tls.Certificate, 0, len(t.Certificates))
 	for _, c := range t.Certificates {
@@ -107,6 +113,10 @@ func buildServerTLS(l *config.Listener) (*tls.Config, error) {
 		if p == "h2" {
 			cfg.NextProtos = []string{"h2", "http/1.1"}
 		}
+	}
+	if site != nil {
+		cfg.GetCertificate = acmeGetCertificate(site, cs)
+		cfg.NextProtos = append(cfg.NextProtos, acmeALPN)
 	}
 	if ca := t.ClientAuth; ca != nil {
 		var pool *x509.CertPool

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/verge-edge/verge/internal/pebbletest"
 )
 
 var (
@@ -30,6 +32,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	pebbletest.Cleanup()
 	os.Exit(code)
 }
 

@@ -1,24 +1,17 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/internal/localca"
 )
 
 // cmdProxy runs a reverse proxy from flags alone, like `caddy reverse-proxy`.
@@ -28,7 +21,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 	upstreams := fs.String("upstream", "", "comma-separated origin `URLs`, http:// or https:// (required)")
 	certFile := fs.String("tls-cert", "", "serve TLS with this PEM certificate `file` (with --tls-key)")
 	keyFile := fs.String("tls-key", "", "PEM private key `file` for --tls-cert")
-	internal := fs.Bool("tls-internal", false, "serve TLS with a self-signed certificate for localhost made at start")
+	internal := fs.Bool("tls-internal", false, "serve TLS with a certificate for localhost from a local CA kept in the user cache directory (made once, reused)")
 	http3 := fs.Bool("http3", false, "also serve HTTP/3 on the UDP port of --listen and advertise it with Alt-Svc (needs TLS)")
 	insecure := fs.Bool("insecure-upstream", false, "do not verify https upstream certificates")
 	policy := fs.String("policy", "round_robin", "load-balancing `policy`: round_robin, weighted, random, p2c, least_conn, consistent_hash")
@@ -55,12 +48,21 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		*certFile, *keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-		if err := writeSelfSigned(*certFile, *keyFile, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}); err != nil {
+		ca, err := localca.Open(dir)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "verge proxy: self-signed certificate for localhost, 127.0.0.1 and ::1 written to %s\n"+
-			"  (trust it for a test with: curl --cacert %s https://%s/)\n", *certFile, *certFile, *listen)
+		_, reused, err := ca.Leaf([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+		if err != nil {
+			return err
+		}
+		*certFile, *keyFile = filepath.Join(dir, localca.LeafFile), filepath.Join(dir, localca.LeafKeyFile)
+		what := map[bool]string{true: "reusing the stored", false: "issued a new"}[reused]
+		if ca.Created {
+			fmt.Fprintf(stdout, "verge proxy: made a local CA in %s\n", dir)
+		}
+		fmt.Fprintf(stdout, "verge proxy: %s certificate for localhost, 127.0.0.1 and ::1 from the local CA (%s)\n%s",
+			what, *certFile, ca.TrustHelp())
 	}
 	y, err := proxyConfig(proxyFlags{
 		listen: *listen, upstreams: *upstreams, cert: *certFile, key: *keyFile,
@@ -136,8 +138,10 @@ func proxyConfig(f proxyFlags) (string, error) {
 	return b.String(), nil
 }
 
-// internalCertDir is where --tls-internal writes its certificate: the user cache directory,
-// else the temp directory.
+// internalCertDir is where --tls-internal keeps its local CA and certificate:
+// $XDG_CACHE_HOME/verge/tls-internal (~/.cache/verge/tls-internal; on macOS
+// ~/Library/Caches/verge/tls-internal), else the temp directory. verge proxy has no config
+// file, so no data directory of its own.
 func internalCertDir() (string, error) {
 	base, err := os.UserCacheDir()
 	if err != nil {
@@ -148,44 +152,4 @@ func internalCertDir() (string, error) {
 		return "", fmt.Errorf("tls-internal: %w", err)
 	}
 	return dir, nil
-}
-
-// writeSelfSigned makes an ECDSA P-256 self-signed certificate valid for 30 days.
-func writeSelfSigned(certFile, keyFile string, names []string, ips []net.IP) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return fmt.Errorf("tls-internal: %w", err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return fmt.Errorf("tls-internal: %w", err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: names[0], Organization: []string{"Verge internal (self-signed)"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(30 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              names,
-		IPAddresses:           ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return fmt.Errorf("tls-internal: %w", err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return fmt.Errorf("tls-internal: %w", err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		return fmt.Errorf("tls-internal: %w", err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return fmt.Errorf("tls-internal: %w", err)
-	}
-	return nil
 }

@@ -198,6 +198,8 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	}
 	s.metrics.SetBucketStats(s.workers.bucketMetrics)
 	s.metrics.SetQueueStats(queueMetrics{s.workers.reg})
+	acm, stopACME := newACME(cfg, s.log, s.cluster)
+	defer stopACME()
 	var modules router.WorkerModules // nil: the configured modules
 	if s.cluster != nil {
 		s.deploys = newDeploySync(s.cluster, s.log, s.syncWorker, s.runningVersion)
@@ -215,6 +217,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 			WorkerModules: modules,
 			Metrics:       s.metrics,
 			Logger:        s.log,
+			ACME:          acm,
 		},
 		Listen:        s.listen,
 		ListenPacket:  s.listenUDP,
