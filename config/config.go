@@ -119,6 +119,9 @@ type Listener struct {
 	// RateLimits names the rate_limits rules applied to every request of the listener that a
 	// route matches, before the route's own.
 	RateLimits []string `yaml:"rate_limits"`
+	// ProxyProtocol reads a PROXY protocol header from trusted peers (proxyprotocol.go). Nil
+	// means none is read.
+	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
 }
 
 // ListenerHTTP3 configures HTTP/3 on a TLS listener. Zero fields take the h3 package's
@@ -380,6 +383,9 @@ type Upstream struct {
 	Pool Pool `yaml:"pool"`
 	// Timeouts bound each upstream exchange.
 	Timeouts UpstreamTimeouts `yaml:"timeouts"`
+	// SendProxyProtocol is "v1" or "v2": each new connection to a server starts with a PROXY
+	// protocol header naming the client (proxyprotocol.go). Empty means none.
+	SendProxyProtocol string `yaml:"send_proxy_protocol"`
 }
 
 // Server is one static origin server.

@@ -119,6 +119,9 @@ func (l *Listener) setDefaults() {
 	if l.TLS != nil {
 		l.TLS.setDefaults()
 	}
+	if l.ProxyProtocol != nil {
+		l.ProxyProtocol.setDefaults()
+	}
 	t := &l.Timeouts
 	t.ReadHeader = orDuration(t.ReadHeader, DefaultReadHeaderTimeout)
 	t.Idle = orDuration(t.Idle, DefaultIdleTimeout)

@@ -42,6 +42,7 @@ func (c *Config) validate() ErrorList {
 	v.workerNames = v.workers()
 	v.routes(groups)
 	v.trustedProxies("trusted_proxies", c.TrustedProxies)
+	v.proxyProtocol()
 	v.admin()
 	v.accessLog()
 	v.log()

@@ -115,6 +115,7 @@ type serverKey struct {
 	limits   string // config.ListenerLimits printed (it holds a slice)
 	maxConns int
 	http3    config.ListenerHTTP3
+	proxy    string // config.ProxyProtocol printed, empty without one
 }
 
 func keyOf(l *config.Listener) serverKey {
@@ -126,6 +127,7 @@ func keyOf(l *config.Listener) serverKey {
 		limits:   fmt.Sprintf("%+v", l.Limits),
 		maxConns: l.MaxConns,
 		http3:    l.HTTP3,
+		proxy:    proxyProtocolKey(l.ProxyProtocol),
 	}
 }
 
@@ -399,7 +401,7 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 		srv.AltSvc = altSvc(ls.sock.Addr(), l.HTTP3.AltSvcMaxAge.Std())
 	}
 	ls.srv = srv
-	ls.vl = ls.sock.attach()
+	ls.vl = rt.proxyProtocol(l, ls.sock.attach())
 	rt.bg.Add(1)
 	go rt.serve(ls)
 	return ls
