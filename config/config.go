@@ -24,6 +24,8 @@ import (
 type Config struct {
 	// Listeners are the addresses Verge accepts client connections on. At least one.
 	Listeners []Listener `yaml:"listeners"`
+	// L4 are the TCP listeners that proxy bytes to upstream groups without HTTP (l4.go).
+	L4 []L4Listener `yaml:"l4"`
 	// Routes map requests to actions, tried in order of specificity (see Route).
 	Routes []Route `yaml:"routes"`
 	// Upstreams are the named groups of origin servers routes send requests to.

@@ -64,6 +64,7 @@ type Runtime struct {
 	listeners map[string]*lstate    // by listener name
 	sockets   map[string]*Handoff   // by configured address
 	udp       map[string]*h3.Socket // HTTP/3 sockets by configured address
+	l4        l4Set                 // the l4 listeners (l4.go)
 	stopped   bool
 	bg        sync.WaitGroup // servers and old generations being drained
 }
@@ -212,6 +213,15 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 		}
 		opened[addr] = newHandoff(ln, rt.log)
 	}
+	if err := rt.openL4(cfg, opened); err != nil {
+		closeOpened()
+		return nil, err
+	}
+	l4settings, err := buildL4(cfg)
+	if err != nil {
+		closeOpened()
+		return nil, err
+	}
 	// HTTP/3 listens on the UDP port with the number the TCP socket got.
 	openedUDP := map[string]*h3.Socket{}
 	closeOpenedUDP := func() {
@@ -290,6 +300,7 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 	for _, ls := range next {
 		inUse[ls.key.address] = true
 	}
+	rt.applyL4(cfg, l4settings, inUse)
 	for addr, s := range rt.sockets {
 		if !inUse[addr] {
 			s.close()
@@ -489,6 +500,7 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	close(errs)
 	err := errors.Join(collect(errs)...)
 	rt.mu.Lock()
+	err = errors.Join(err, rt.shutdownL4(ctx))
 	rt.closeAllUDP()
 	rt.mu.Unlock()
 	if in := rt.cur.Load(); in != nil {
@@ -525,6 +537,7 @@ func (rt *Runtime) Close() error {
 		}
 	}
 	rt.mu.Lock()
+	rt.closeL4()
 	rt.closeAllUDP()
 	rt.mu.Unlock()
 	if in := rt.cur.Load(); in != nil {
