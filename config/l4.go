@@ -15,18 +15,24 @@ const (
 	DefaultL4HandshakeTimeout = 10 * time.Second
 	// DefaultL4MaxConns caps the concurrent connections of a TCP listener.
 	DefaultL4MaxConns = 10000
+	// DefaultUDPIdleTimeout ends a UDP flow with no datagram either way for this long.
+	DefaultUDPIdleTimeout = time.Minute
+	// DefaultUDPMaxFlows caps the flows (client addresses) of a UDP listener; each holds a
+	// 64KiB receive buffer while it lives.
+	DefaultUDPMaxFlows = 1000
 )
 
-// L4Listener proxies TCP connections to an upstream group, byte for byte (docs/l4.md): no
-// HTTP is parsed. With TLS it terminates TLS first; with SNI routes it picks the group by
-// the server name the client asks for, read from its TLS ClientHello without terminating
-// TLS (or after terminating it, with TLS).
+// L4Listener proxies TCP connections or UDP datagrams to an upstream group, byte for byte
+// (docs/l4.md): no HTTP is parsed. For TCP, with TLS it terminates TLS first; with SNI
+// routes it picks the group by the server name the client asks for, read from its TLS
+// ClientHello without terminating TLS (or after terminating it, with TLS). For UDP, each
+// client address is a flow relayed to one server until it is idle.
 type L4Listener struct {
 	// Name identifies the listener in logs. Empty means the address.
 	Name string `yaml:"name"`
 	// Address is host:port to listen on. Required.
 	Address string `yaml:"address"`
-	// Protocol is "tcp". Empty means "tcp".
+	// Protocol is "tcp" or "udp". Empty means "tcp".
 	Protocol string `yaml:"protocol"`
 	// Upstream names the group that gets the connections (the group's servers, policy,
 	// health checks, passive ejection, connect timeout and send_proxy_protocol apply; its
@@ -41,12 +47,13 @@ type L4Listener struct {
 	SNIRoutes []SNIRoute `yaml:"sni_routes"`
 	// ProxyProtocol reads a PROXY protocol header from trusted peers, as on HTTP listeners.
 	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
-	// IdleTimeout closes a connection with no bytes in either direction for this long. Zero
-	// means 10m.
+	// IdleTimeout closes a connection (ends a UDP flow) with no bytes in either direction
+	// for this long. Zero means 10m for tcp, 1m for udp.
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// HandshakeTimeout bounds the TLS handshake or the ClientHello read. Zero means 10s.
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
-	// MaxConns caps concurrent connections; more wait in the accept queue. Zero means 10000.
+	// MaxConns caps concurrent TCP connections (more wait in the accept queue), or UDP flows
+	// (datagrams of further clients are dropped). Zero means 10000 for tcp, 1000 for udp.
 	MaxConns int `yaml:"max_conns"`
 }
 
@@ -71,8 +78,15 @@ func (l *L4Listener) setDefaults() {
 	if l.ProxyProtocol != nil {
 		l.ProxyProtocol.setDefaults()
 	}
-	l.IdleTimeout = orDuration(l.IdleTimeout, DefaultL4IdleTimeout)
 	l.HandshakeTimeout = orDuration(l.HandshakeTimeout, DefaultL4HandshakeTimeout)
+	if l.Protocol == "udp" {
+		l.IdleTimeout = orDuration(l.IdleTimeout, DefaultUDPIdleTimeout)
+		if l.MaxConns == 0 {
+			l.MaxConns = DefaultUDPMaxFlows
+		}
+		return
+	}
+	l.IdleTimeout = orDuration(l.IdleTimeout, DefaultL4IdleTimeout)
 	if l.MaxConns == 0 {
 		l.MaxConns = DefaultL4MaxConns
 	}
@@ -102,18 +116,41 @@ func (v *validator) l4(groups map[string]bool) {
 			v.errf(p+".address", "%v", err)
 		} else {
 			for j := range v.c.Listeners {
+				if l.Protocol == "udp" && !v.c.Listeners[j].HTTP3.Enabled {
+					continue
+				}
 				if h2, p2, err := splitAddr(v.c.Listeners[j].Address); err == nil && p2 == port && (h2 == host || isWildcard(h2) || isWildcard(host)) {
 					v.errf(p+".address", "address %s conflicts with listeners[%d]", l.Address, j)
 				}
 			}
 			for j := range i {
+				if v.c.L4[j].Protocol != l.Protocol {
+					continue // tcp and udp ports are apart
+				}
 				if h2, p2, err := splitAddr(v.c.L4[j].Address); err == nil && p2 == port && (h2 == host || isWildcard(h2) || isWildcard(host)) {
 					v.errf(p+".address", "address %s conflicts with l4[%d]", l.Address, j)
 				}
 			}
 		}
-		if l.Protocol != "tcp" {
-			v.errf(p+".protocol", "unknown protocol %q (want tcp)", l.Protocol)
+		switch l.Protocol {
+		case "tcp":
+		case "udp":
+			if l.TLS != nil {
+				v.errf(p+".tls", "tls applies to tcp listeners (DTLS is not supported)")
+			}
+			if len(l.SNIRoutes) > 0 {
+				v.errf(p+".sni_routes", "sni_routes apply to tcp listeners")
+			}
+			if l.ProxyProtocol != nil {
+				v.errf(p+".proxy_protocol", "proxy_protocol applies to tcp listeners")
+			}
+			for j := range v.c.Upstreams {
+				if u := &v.c.Upstreams[j]; u.Name == l.Upstream && u.SendProxyProtocol != "" {
+					v.errf(p+".upstream", "group %q sets send_proxy_protocol, which udp listeners do not send", u.Name)
+				}
+			}
+		default:
+			v.errf(p+".protocol", "unknown protocol %q (want tcp or udp)", l.Protocol)
 		}
 		v.l4Group(p+".upstream", l.Upstream, groups, len(l.SNIRoutes) > 0)
 		seen := map[string]bool{}

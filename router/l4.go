@@ -32,6 +32,17 @@ const l4Attempts = 3
 type l4Set struct {
 	servers map[string]*l4Server
 	retired []*l4Server
+	udp     map[string]*udpServer     // by name
+	packets map[string]net.PacketConn // udp sockets by configured address
+	pending map[string]net.PacketConn // opened for a generation not yet in effect
+}
+
+// discardPending closes the udp sockets opened for a generation that failed.
+func (s *l4Set) discardPending() {
+	for _, pc := range s.pending {
+		pc.Close()
+	}
+	s.pending = nil
 }
 
 // l4Server is one running l4 listener: it accepts on its socket and proxies each connection
@@ -115,6 +126,20 @@ func newL4Settings(l *config.L4Listener) (*l4Settings, error) {
 func (rt *Runtime) openL4(cfg *config.Config, opened map[string]*Handoff) error {
 	for i := range cfg.L4 {
 		l := &cfg.L4[i]
+		if l.Protocol == "udp" {
+			if rt.l4.packets[l.Address] != nil || rt.l4.pending[l.Address] != nil {
+				continue
+			}
+			pc, err := rt.opts.ListenPacket("udp", l.Address)
+			if err != nil {
+				return fmt.Errorf("l4 listener %q: %w", l.Name, err)
+			}
+			if rt.l4.pending == nil {
+				rt.l4.pending = map[string]net.PacketConn{}
+			}
+			rt.l4.pending[l.Address] = pc
+			continue
+		}
 		if rt.sockets[l.Address] != nil || opened[l.Address] != nil {
 			continue
 		}
@@ -155,9 +180,13 @@ func (rt *Runtime) applyL4(cfg *config.Config, settings map[string]*l4Settings, 
 	}
 	clear(rt.l4.retired[len(live):])
 	rt.l4.retired = live
+	rt.applyUDP(cfg, settings)
 	next := map[string]*l4Server{}
 	for i := range cfg.L4 {
 		l := &cfg.L4[i]
+		if l.Protocol == "udp" {
+			continue
+		}
 		inUse[l.Address] = true
 		st := settings[l.Name]
 		if old := rt.l4.servers[l.Name]; old != nil && old.key == l4Key(l) {
@@ -506,6 +535,7 @@ func (r *recordingConn) Write(p []byte) (int, error) { return len(p), nil }
 
 // closeL4 closes every l4 listener and connection at once. With rt.mu held.
 func (rt *Runtime) closeL4() {
+	rt.closeUDP()
 	for _, s := range rt.l4.servers {
 		s.ln.Close()
 		s.closeAll()
@@ -519,6 +549,7 @@ func (rt *Runtime) closeL4() {
 // shutdownL4 stops accepting on every l4 listener, waits for their connections (those of
 // replaced listeners too) until ctx ends, and then closes the rest. With rt.mu held.
 func (rt *Runtime) shutdownL4(ctx context.Context) error {
+	defer rt.closeUDP()
 	all := rt.l4.retired
 	for _, s := range rt.l4.servers {
 		all = append(all, s)

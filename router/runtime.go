@@ -200,6 +200,7 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 		for _, s := range opened {
 			s.close()
 		}
+		rt.l4.discardPending()
 	}
 	for i := range cfg.Listeners {
 		addr := cfg.Listeners[i].Address

@@ -82,6 +82,8 @@ func TestRunL4(t *testing.T) {
 		fmt.Fprintf(c, "client %s\n", h.Src)
 	})
 	tlsA, tlsB := tlsServer(t, "A"), tlsServer(t, "B")
+	udpEcho := udpEchoServer(t)
+	udpAddr := freeUDPPort(t)
 	dead := freePort(t) // nothing listens there
 	plain, sni, term, pp := freePort(t), freePort(t), freePort(t), freePort(t)
 	adminAddr := freePort(t)
@@ -103,6 +105,7 @@ l4:
     upstream: echo
     tls: {certificates: [{cert: %s/localhost.pem, key: %s/localhost-key.pem}]}
   - {name: pp, address: %q, upstream: ppcheck}
+  - {name: dns, address: %q, protocol: udp, upstream: udpecho, idle_timeout: 2s}
 upstreams:
   - name: echo
     servers: [{address: %q}, {address: %q}]
@@ -111,10 +114,11 @@ upstreams:
   - {name: tls-a, servers: [{address: %q}]}
   - {name: tls-b, servers: [{address: %q}]}
   - {name: ppcheck, servers: [{address: %q}], send_proxy_protocol: v1}
+  - {name: udpecho, servers: [{address: %q}]}
 admin: {address: %q}
 access_log: {output: %q, format: json}
 pid_file: %q
-`, p.addr, plain, plainGroup, sni, term, certs, certs, pp, echoAddr, dead, hello, tlsA, tlsB, ppCheck, adminAddr, accessLog, p.pidFile)
+`, p.addr, plain, plainGroup, sni, term, certs, certs, pp, udpAddr, echoAddr, dead, hello, tlsA, tlsB, ppCheck, udpEcho, adminAddr, accessLog, p.pidFile)
 			os.WriteFile(p.cfgFile, []byte(y), 0o644)
 		}
 	}
@@ -200,6 +204,27 @@ pid_file: %q
 	}
 	c.Close()
 
+	// UDP: datagrams relayed both ways, from two clients (two flows).
+	for i := range 2 {
+		uc, err := net.Dial("udp", udpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 2048)
+		ok := false
+		for try := 0; try < 50 && !ok; try++ { // UDP may lose a datagram: send again
+			msg := fmt.Sprintf("datagram %d.%d", i, try)
+			uc.Write([]byte(msg))
+			uc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, err := uc.Read(got)
+			ok = err == nil && string(got[:n]) == msg
+		}
+		if !ok {
+			t.Errorf("udp client %d: no echo", i)
+		}
+		uc.Close()
+	}
+
 	// A reload sends new connections of "plain" to another group; the connection opened
 	// before goes on with the echo server.
 	config("hello")(p)
@@ -225,7 +250,8 @@ pid_file: %q
 	// One access log line per connection, with bytes, upstream and duration.
 	waitFor(t, "the access log", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(accessLog)
-		return bytes.Contains(b, []byte(fmt.Sprintf(`"bytes_received":%d`, size))) && bytes.Contains(b, []byte(`"route":"sni"`))
+		return bytes.Contains(b, []byte(fmt.Sprintf(`"bytes_received":%d`, size))) && bytes.Contains(b, []byte(`"route":"sni"`)) &&
+			bytes.Contains(b, []byte(`"proto":"UDP"`))
 	})
 	b, _ = os.ReadFile(accessLog)
 	for _, line := range strings.Split(string(b), "\n") {
@@ -289,6 +315,36 @@ func streamEcho(t *testing.T, addr string, size int64) net.Conn {
 		t.Fatal("the stream came back different")
 	}
 	return held
+}
+
+func udpEchoServer(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], addr)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func freeUDPPort(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	return pc.LocalAddr().String()
 }
 
 func syscallHUP(t *testing.T, p *proc) {
