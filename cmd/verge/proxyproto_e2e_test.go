@@ -247,9 +247,9 @@ func testOriginFunc(t *testing.T, h http.HandlerFunc) string {
 	return ln.Addr().String()
 }
 
-// TestValidateL4Examples runs `verge validate` on the PROXY protocol example.
+// TestValidateProxyProtocolExample runs `verge validate` on the layer 4 examples.
 func TestValidateProxyProtocolExample(t *testing.T) {
-	for _, f := range []string{"proxy-protocol.yaml"} {
+	for _, f := range []string{"proxy-protocol.yaml", "tcp-proxy.yaml", "udp-proxy.yaml"} {
 		var stdout, stderr bytes.Buffer
 		if code := run([]string{"validate", "-c", filepath.Join("../../examples", f)}, &stdout, &stderr); code != 0 || stdout.String() != "ok\n" {
 			t.Errorf("verge validate %s: code %d, stdout %q, stderr %q", f, code, stdout.String(), stderr.String())
