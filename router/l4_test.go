@@ -200,3 +200,75 @@ func BenchmarkL4Pipe(b *testing.B) {
 	server.Close()
 	<-done
 }
+
+// TestL4TCPReload: a tcp l4 listener relays to its group, half-closes, and keeps a
+// connection going across a reload that sends new connections elsewhere.
+func TestL4TCPReload(t *testing.T) {
+	serve := func(h func(net.Conn)) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() { defer c.Close(); h(c) }()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	echo := serve(func(c net.Conn) { io.Copy(c, c); c.(*net.TCPConn).CloseWrite() })
+	hello := serve(func(c net.Conn) { io.WriteString(c, "hello") })
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.Addr().String()
+	probe.Close()
+	conf := func(group string) *config.Config {
+		return mustConfig(t, fmt.Sprintf(`l4: [{name: t, address: %q, upstream: %s}]
+upstreams: [{name: echo, servers: [{address: %q}]}, {name: hello, servers: [{address: %q}]}]
+access_log: {output: "off"}
+admin: {disabled: true}
+`, addr, group, echo, hello))
+	}
+	tr := &upstream.Transport{}
+	defer tr.Close()
+	rt := NewRuntime(Options{Deps: Deps{Transport: tr, Store: lb.NewStateStore()}})
+	if err := rt.Apply(conf("echo")); err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	held, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	held.SetDeadline(time.Now().Add(30 * time.Second)) // a failure guard
+	io.WriteString(held, "one")
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(held, buf); err != nil || string(buf) != "one" {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+	if err := rt.Apply(conf("hello")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if b, _ := io.ReadAll(c); string(b) != "hello" {
+		t.Errorf("after the reload: got %q, want hello", b)
+	}
+	c.Close()
+	io.WriteString(held, "two")
+	held.(*net.TCPConn).CloseWrite()
+	if b, _ := io.ReadAll(held); string(b) != "two" {
+		t.Errorf("the connection across the reload: got %q, want two", b)
+	}
+}
