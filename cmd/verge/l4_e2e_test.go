@@ -353,4 +353,3 @@ func syscallHUP(t *testing.T, p *proc) {
 		t.Fatalf("verge reload: %v\n%s", err, out)
 	}
 }
-
