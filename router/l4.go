@@ -376,10 +376,30 @@ func (s *l4Server) dial(g *group, lc *l4Conn, c net.Conn) (net.Conn, *lb.Backend
 	return nil, nil, fmt.Errorf("upstream %q: %w", lc.group, lastErr)
 }
 
-// logConn writes the access log line of a finished connection.
+// L4Metrics is the optional capability of a Metrics that counts l4 connections, flows and
+// bytes (*observe.Metrics has it).
+type L4Metrics interface {
+	ObserveL4(listener, proto string, in, out int64, failed bool)
+	L4Dropped(listener string)
+}
+
+var _ L4Metrics = (*observe.Metrics)(nil)
+
+// observeL4 counts a finished connection or flow in the metrics, when they can.
+func observeL4(in *Instance, listener, proto string, lc *l4Conn) {
+	if m, ok := in.metric.(L4Metrics); ok {
+		m.ObserveL4(listener, proto, lc.in.Load(), lc.out.Load(), lc.err != nil)
+	}
+}
+
+// logConn writes the access log line and the metrics of a finished connection.
 func (s *l4Server) logConn(lc *l4Conn) {
 	in := s.rt.cur.Load()
-	if in == nil || in.access == nil {
+	if in == nil {
+		return
+	}
+	observeL4(in, s.name, "tcp", lc)
+	if in.access == nil {
 		return
 	}
 	rec := observe.Record{

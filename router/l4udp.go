@@ -124,6 +124,11 @@ func (s *udpServer) relay(client netip.AddrPort, p []byte) {
 	if f == nil {
 		if f = s.newFlow(client); f == nil {
 			s.dropped.Add(1)
+			if in := s.rt.cur.Load(); in != nil {
+				if m, ok := in.metric.(L4Metrics); ok {
+					m.L4Dropped(s.cur.Load().cfg.Name)
+				}
+			}
 			return
 		}
 	}
@@ -211,7 +216,11 @@ func (f *udpFlow) replies(idle time.Duration) {
 
 func (s *udpServer) logFlow(f *udpFlow) {
 	in := s.rt.cur.Load()
-	if in == nil || in.access == nil {
+	if in == nil {
+		return
+	}
+	observeL4(in, s.cur.Load().cfg.Name, "udp", &f.lc)
+	if in.access == nil {
 		return
 	}
 	rec := observe.Record{

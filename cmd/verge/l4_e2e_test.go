@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,7 @@ func TestRunL4(t *testing.T) {
 	udpEcho := udpEchoServer(t)
 	udpAddr := freeUDPPort(t)
 	dead := freePort(t) // nothing listens there
-	plain, sni, term, pp := freePort(t), freePort(t), freePort(t), freePort(t)
+	plain, sni, term, pp, ppIn := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	adminAddr := freePort(t)
 	certs, _ := filepath.Abs("../../examples/certs")
 	accessLog := filepath.Join(t.TempDir(), "access.log")
@@ -106,6 +107,7 @@ l4:
     tls: {certificates: [{cert: %s/localhost.pem, key: %s/localhost-key.pem}]}
   - {name: pp, address: %q, upstream: ppcheck}
   - {name: dns, address: %q, protocol: udp, upstream: udpecho, idle_timeout: 2s}
+  - {name: ppin, address: %q, upstream: ppcheck, proxy_protocol: {trusted: [127.0.0.1]}}
 upstreams:
   - name: echo
     servers: [{address: %q}, {address: %q}]
@@ -118,7 +120,7 @@ upstreams:
 admin: {address: %q}
 access_log: {output: %q, format: json}
 pid_file: %q
-`, p.addr, plain, plainGroup, sni, term, certs, certs, pp, udpAddr, echoAddr, dead, hello, tlsA, tlsB, ppCheck, udpEcho, adminAddr, accessLog, p.pidFile)
+`, p.addr, plain, plainGroup, sni, term, certs, certs, pp, udpAddr, ppIn, echoAddr, dead, hello, tlsA, tlsB, ppCheck, udpEcho, adminAddr, accessLog, p.pidFile)
 			os.WriteFile(p.cfgFile, []byte(y), 0o644)
 		}
 	}
@@ -204,6 +206,20 @@ pid_file: %q
 	}
 	c.Close()
 
+	// A PROXY header accepted from a trusted balancer names the client sent on.
+	c, err = net.Dial("tcp", ppIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	hdr, _ := proxyproto.Format(2, netip.MustParseAddrPort("203.0.113.50:4444"), netip.MustParseAddrPort("198.51.100.1:6379"))
+	c.Write(hdr)
+	b, _ = io.ReadAll(c)
+	if want := "client 203.0.113.50:4444\n"; string(b) != want {
+		t.Errorf("PROXY header in and out: got %q, want %q", b, want)
+	}
+	c.Close()
+
 	// UDP: datagrams relayed both ways, from two clients (two flows).
 	for i := range 2 {
 		uc, err := net.Dial("udp", udpAddr)
@@ -252,6 +268,18 @@ pid_file: %q
 		b, _ := os.ReadFile(accessLog)
 		return bytes.Contains(b, []byte(fmt.Sprintf(`"bytes_received":%d`, size))) && bytes.Contains(b, []byte(`"route":"sni"`)) &&
 			bytes.Contains(b, []byte(`"proto":"UDP"`))
+	})
+	// Metrics: bytes and connections per listener.
+	waitFor(t, "the l4 metrics", 10*time.Second, func() bool {
+		resp, err := http.Get("http://" + adminAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		m, _ := io.ReadAll(resp.Body)
+		return bytes.Contains(m, []byte(`verge_l4_connections_total{listener="dns",proto="udp",result="ok"}`)) &&
+			bytes.Contains(m, []byte(`verge_l4_bytes_total{direction="in",listener="plain"}`)) &&
+			bytes.Contains(m, []byte(`verge_l4_connections_total{listener="term",proto="tcp",result="ok"} 1`))
 	})
 	b, _ = os.ReadFile(accessLog)
 	for _, line := range strings.Split(string(b), "\n") {
