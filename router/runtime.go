@@ -470,6 +470,7 @@ func (rt *Runtime) StopAccepting() {
 			ls.h3.StopAccepting()
 		}
 	}
+	rt.closeUDP() // l4 udp: the new process reads the sockets; flows here end
 }
 
 // Shutdown stops accepting, lets requests in flight finish (HTTP/1.1 keep-alive connections
