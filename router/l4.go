@@ -214,6 +214,7 @@ func (rt *Runtime) newL4Server(l *config.L4Listener, st *l4Settings, sock *Hando
 		done: make(chan struct{})}
 	s.cur.Store(st)
 	s.ln = rt.proxyProtocolL4(l, sock.attach())
+	rt.log.Info("l4 listener started", "listener", l.Name, "protocol", "tcp", "addr", sock.Addr().String())
 	go s.serve()
 	return s
 }

@@ -70,6 +70,7 @@ func (rt *Runtime) applyUDP(cfg *config.Config, settings map[string]*l4Settings)
 		s := &udpServer{rt: rt, pc: rt.l4.packets[l.Address], flows: map[netip.AddrPort]*udpFlow{},
 			done: make(chan struct{})}
 		s.cur.Store(settings[l.Name])
+		rt.log.Info("l4 listener started", "listener", l.Name, "protocol", "udp", "addr", s.pc.LocalAddr().String())
 		go s.serve()
 		next[l.Address] = s
 	}
