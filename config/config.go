@@ -72,6 +72,8 @@ type Config struct {
 	// Cluster makes this Verge one node of many sharing state over NATS JetStream
 	// (cluster.go). Unset means a single node with embedded storage.
 	Cluster Cluster `yaml:"cluster"`
+	// RequestID generates, passes upstream and logs request IDs (auth.go). Off by default.
+	RequestID RequestID `yaml:"request_id"`
 
 	// File is the name the config was loaded from.
 	File string `yaml:"-"`
@@ -303,6 +305,12 @@ type Route struct {
 	// RateLimits names the rate_limits rules applied to the route's requests, after the
 	// listener's, in order; the first that refuses a request answers it.
 	RateLimits []string `yaml:"rate_limits"`
+	// Auth authenticates the route's requests (basic, jwt or forward; auth.go). Nil means none.
+	Auth *RouteAuth `yaml:"auth"`
+	// CORS answers cross-origin preflights and marks allowed responses. Nil means none.
+	CORS *CORS `yaml:"cors"`
+	// Rewrite changes the path sent upstream. Nil means none.
+	Rewrite *Rewrite `yaml:"rewrite"`
 }
 
 // Match is the set of conditions a request must meet; all given conditions must hold.
@@ -352,6 +360,8 @@ type HeaderOps struct {
 	Set map[string]string `yaml:"set"`
 	// Remove deletes fields by name.
 	Remove []string `yaml:"remove"`
+	// Rules are further operations applied, in order, only when their condition holds.
+	Rules []HeaderRule `yaml:"rules"`
 }
 
 // Upstream is a named group of origin servers.
@@ -512,8 +522,12 @@ type AccessLog struct {
 	// Output is "stdout", "stderr", "off" or a file path (appended to, reopened on reload).
 	// Empty means "stdout".
 	Output string `yaml:"output"`
-	// Format is "json" (one object per line) or "text" (logfmt). Empty means "json".
+	// Format is "json" (one object per line), "text" (logfmt), "combined" (NGINX/Apache
+	// combined) or "template" (Template). Empty means "json".
 	Format string `yaml:"format"`
+	// Template is the line of format template: text with {field} names (see
+	// docs/observability.md), e.g. "{client} {method} {uri} {status} {duration_ms}".
+	Template string `yaml:"template"`
 	// Fields lists the fields written, in order (see docs/configuration.md for the names).
 	// Empty means all of them.
 	Fields []string `yaml:"fields"`

@@ -102,6 +102,7 @@ func (c *Config) setDefaults() {
 		c.RateLimits[i].setDefaults()
 	}
 	c.Cluster.setDefaults(c.WorkerData)
+	c.setAuthDefaults()
 	for i := range c.Routes {
 		if rc := c.Routes[i].Cache; rc != nil {
 			rc.setDefaults()
@@ -325,6 +326,7 @@ func (c *Config) resolvePaths() {
 	abs(&c.PIDFile)
 	c.resolveWorkerPaths(dir)
 	c.Cluster.resolvePaths(abs)
+	c.resolveAuthPaths(abs)
 	if c.Cache.Disk != nil {
 		abs(&c.Cache.Disk.Path)
 	}

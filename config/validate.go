@@ -50,6 +50,7 @@ func (c *Config) validate() ErrorList {
 	v.cache()
 	v.htmlRewrite()
 	v.cluster()
+	v.validateAuth()
 	return v.errs
 }
 
@@ -457,9 +458,7 @@ func (v *validator) admin() {
 
 func (v *validator) accessLog() {
 	a := &v.c.AccessLog
-	if a.Format != "json" && a.Format != "text" {
-		v.errf("access_log.format", "unknown format %q (want json or text)", a.Format)
-	}
+	v.accessLogFormat(a)
 	known := observe.AccessLogFields()
 	seen := map[string]bool{}
 	for i, f := range a.Fields {

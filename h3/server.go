@@ -153,6 +153,8 @@ type serverState struct {
 	sendTO     time.Duration // 0: none
 	readTO     time.Duration // 0: none
 	handshakes atomic.Int64  // in flight
+	hsMu       sync.Mutex
+	hsIdle     chan struct{} // closed when handshakes drops to zero; nil until awaited
 
 	mu       sync.Mutex
 	ln       listener
@@ -321,6 +323,43 @@ func (st *serverState) acceptLoop(ln listener) error {
 		}
 		go st.serveConn(conn)
 	}
+}
+
+// AwaitHandshakes returns once no handshake is in flight, or when ctx ends. During a binary
+// upgrade the old process calls it after the hand-over started and before StopAccepting:
+// from then on no new connection attempt reaches it (the new process reads the socket), and
+// the attempts it had already begun complete and are served instead of being refused.
+func (s *Server) AwaitHandshakes(ctx context.Context) error {
+	st := s.config()
+	for {
+		st.hsMu.Lock()
+		if st.hsIdle == nil {
+			st.hsIdle = make(chan struct{})
+		}
+		ch := st.hsIdle
+		st.hsMu.Unlock()
+		if st.handshakes.Load() <= 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// handshakeEnded releases a handshake slot and wakes AwaitHandshakes at zero.
+func (st *serverState) handshakeEnded() {
+	if st.handshakes.Add(-1) > 0 {
+		return
+	}
+	st.hsMu.Lock()
+	if st.hsIdle != nil {
+		close(st.hsIdle)
+		st.hsIdle = nil
+	}
+	st.hsMu.Unlock()
 }
 
 // StopAccepting stops accepting new QUIC connections (handshakes in flight are refused) while

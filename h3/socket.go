@@ -119,7 +119,7 @@ func (s *Socket) connContext(ctx context.Context, _ *quic.ClientInfo) (context.C
 		return nil, ErrServerClosed
 	}
 	if st.handshakes.Add(1) > st.maxHS {
-		st.handshakes.Add(-1)
+		st.handshakeEnded()
 		st.report("refused")
 		return nil, errTooManyHandshakes
 	}
@@ -140,7 +140,7 @@ type handshake struct {
 
 func (h *handshake) done(ok bool) {
 	h.once.Do(func() {
-		h.st.handshakes.Add(-1)
+		h.st.handshakeEnded()
 		if ok {
 			h.st.report("ok")
 		} else {

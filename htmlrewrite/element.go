@@ -45,8 +45,10 @@ type Element struct {
 	parsed  bool
 	scratch []byte
 
-	setName      string // the name SetAttr checked last
-	setLower     string // and its lower case form
+	// setNames holds the names SetAttr checked last, with their lower case forms: handlers
+	// set the same few names on element after element.
+	setNames     [4][2]string
+	setNext      uint8
 	mods         []attrMod
 	attrsChanged bool
 	before       []byte
@@ -110,14 +112,19 @@ func (e *Element) HasAttr(name string) bool {
 // occurrence or adding it at the end. A name that is not a valid attribute name (empty, or
 // holding whitespace, quotes, "/", "=", ">" or "<") is ignored.
 func (e *Element) SetAttr(name, value string) {
-	// Handlers set the same names on element after element: the last one checked is kept.
-	if name != e.setName || name == "" {
-		if !validAttrName(name) {
+	for i := range e.setNames {
+		if c := &e.setNames[i]; c[0] == name && name != "" {
+			e.mod(c[1], value, false)
 			return
 		}
-		e.setName, e.setLower = name, strings.ToLower(name)
 	}
-	e.mod(e.setLower, value, false)
+	if !validAttrName(name) {
+		return
+	}
+	c := &e.setNames[e.setNext%uint8(len(e.setNames))]
+	e.setNext++
+	c[0], c[1] = name, strings.ToLower(name)
+	e.mod(c[1], value, false)
 }
 
 // RemoveAttr removes the attribute name.

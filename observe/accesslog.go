@@ -27,9 +27,13 @@ type AccessLogConfig struct {
 	// Output is "stdout", "stderr" or a file path, opened for appending (created with mode
 	// 0644 when missing) and reopened by AccessLog.Reopen. Empty means "stdout".
 	Output string
-	// Format is "json" (one JSON object per line) or "text" (logfmt: key=value pairs
-	// separated by spaces, values quoted when needed). Empty means "json".
+	// Format is "json" (one JSON object per line), "text" (logfmt: key=value pairs
+	// separated by spaces, values quoted when needed), "combined" (CombinedTemplate) or
+	// "template" (Template). Empty means "json".
 	Format string
+	// Template is the line of format "template": text with {field} names (TemplateFields);
+	// "{{" and "}}" write braces. Fields is ignored with a template.
+	Template string
 	// Fields lists the fields to log, in order, by name (see AccessLogFields). Empty means
 	// all of them; an unknown or repeated name is an error.
 	Fields []string
@@ -46,6 +50,7 @@ type AccessLogConfig struct {
 type AccessLog struct {
 	fields []field
 	json   bool
+	tmpl   []tmplPart // combined and template formats; nil otherwise
 	out    *output
 	logger *slog.Logger
 
@@ -69,8 +74,14 @@ func NewAccessLog(cfg AccessLogConfig) (*AccessLog, error) {
 	case "", "json":
 		a.json = true
 	case "text":
+	case "combined":
+		a.tmpl, _ = parseTemplate(CombinedTemplate)
+	case "template":
+		if a.tmpl, err = parseTemplate(cfg.Template); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf(`access log: format must be "json" or "text", got %q`, cfg.Format)
+		return nil, fmt.Errorf(`access log: format must be "json", "text", "combined" or "template", got %q`, cfg.Format)
 	}
 	if a.logger == nil {
 		a.logger = slog.Default()
@@ -95,7 +106,11 @@ var linePool = sync.Pool{New: func() any { return &lineBuf{b: make([]byte, 0, 10
 // Close, Log does nothing.
 func (a *AccessLog) Log(rec *Record) {
 	lb := linePool.Get().(*lineBuf)
-	lb.b = appendRecord(lb.b[:0], a.fields, rec, a.json)
+	if a.tmpl != nil {
+		lb.b = appendTemplate(lb.b[:0], a.tmpl, rec)
+	} else {
+		lb.b = appendRecord(lb.b[:0], a.fields, rec, a.json)
+	}
 
 	a.mu.Lock()
 	if !a.closed {

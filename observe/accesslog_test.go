@@ -190,7 +190,7 @@ func TestAccessLogConfigErrors(t *testing.T) {
 	}{
 		{AccessLogConfig{Fields: []string{"status", "bogus"}}, `unknown field "bogus"`},
 		{AccessLogConfig{Fields: []string{"status", "status"}}, `field "status" listed twice`},
-		{AccessLogConfig{Format: "xml"}, `format must be "json" or "text", got "xml"`},
+		{AccessLogConfig{Format: "xml"}, `format must be "json", "text", "combined" or "template", got "xml"`},
 		{AccessLogConfig{Output: filepath.Join(t.TempDir(), "missing", "dir", "access.log")}, "open log file"},
 	} {
 		_, err := NewAccessLog(tc.cfg)

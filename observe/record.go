@@ -54,6 +54,9 @@ type Record struct {
 	UserAgent string
 	Referer   string
 	RequestID string
+	// User is the authenticated user (basic auth's user name, a JWT's sub), "" for none. It
+	// is written by the combined and template formats ({user}).
+	User string
 	// JA4 is the JA4 fingerprint of the client's TLS hello, "" on plain text.
 	JA4 string
 }

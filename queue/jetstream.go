@@ -262,13 +262,13 @@ func (q *jsQueue) Send(ctx context.Context, msgs []Message) error {
 	return nil
 }
 
+// Receive waits for a first message as long as ctx allows. A cluster in transition (a node
+// lost, a stream or meta leader being elected: no responders, timeouts) is waited out
+// within ctx too, with a backoff, rather than failing the receive.
 func (q *jsQueue) Receive(ctx context.Context, n int, wait, lease time.Duration) ([]*Delivery, error) {
 	n = min(max(n, 1), MaxBatchSize)
-	c, err := q.consumer(ctx, lease)
-	if err != nil {
-		return nil, err
-	}
 	var out []*Delivery
+	backoff := transientBackoff{}
 	for len(out) == 0 {
 		if q.s.isClosed() {
 			return nil, ErrClosed
@@ -276,10 +276,22 @@ func (q *jsQueue) Receive(ctx context.Context, n int, wait, lease time.Duration)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		// Wait for a first message, then up to wait for the rest of the batch.
-		if err := q.fetch(ctx, c, 1, jsIdleFetch, &out); err != nil {
-			return out, err
+		c, err := q.consumer(ctx, lease)
+		if err == nil {
+			// Wait for a first message, then up to wait for the rest of the batch.
+			err = q.fetch(ctx, c, 1, jsIdleFetch, &out)
 		}
+		if err != nil {
+			if len(out) > 0 || !transient(err) || !backoff.wait(ctx) {
+				return out, err
+			}
+			continue
+		}
+		backoff = transientBackoff{}
+	}
+	c, err := q.consumer(ctx, lease)
+	if err != nil {
+		return out, nil // the messages held are delivered; topping up is best effort
 	}
 	// Topping the batch up is best effort: the messages held are delivered either way
 	// (returned with an error they would wait for their lease to end).
@@ -290,6 +302,31 @@ func (q *jsQueue) Receive(ctx context.Context, n int, wait, lease time.Duration)
 		_ = q.fetch(ctx, c, n-len(out), wait, &out)
 	}
 	return out, nil
+}
+
+// transient reports whether err is one a JetStream cluster mends by itself within seconds:
+// no responders or a timeout while a leader is elected, a connection being re-established.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, jetstream.ErrNoHeartbeat)
+}
+
+// transientBackoff spaces the retries of a transient failure: 50ms doubling to 1s.
+type transientBackoff struct{ d time.Duration }
+
+// wait sleeps the next backoff step, or returns false when ctx ends first.
+func (b *transientBackoff) wait(ctx context.Context) bool {
+	b.d = min(max(2*b.d, 50*time.Millisecond), time.Second)
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // fetch pulls up to n messages, waiting up to wait, into out.

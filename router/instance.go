@@ -190,7 +190,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 	}
 	if a := cfg.AccessLog; a.Output != "off" || d.AccessLogWriter != nil {
 		in.access, err = observe.NewAccessLog(observe.AccessLogConfig{
-			Output: a.Output, Format: a.Format, Fields: a.Fields, Writer: d.AccessLogWriter, Logger: d.Logger,
+			Output: a.Output, Format: a.Format, Template: a.Template, Fields: a.Fields, Writer: d.AccessLogWriter, Logger: d.Logger,
 		})
 		if err != nil {
 			return nil, err
@@ -231,6 +231,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics, log: d.Logger}
 		ph.limits = compileLimits(cfg, l, routes, rules, d.RateLimits, d.Logger)
 		ph.overload = d.Overload
+		ph.reqID = newRequestIDs(&cfg.RequestID)
 		if in.access != nil {
 			ph.access = in.access
 		}
@@ -309,6 +310,7 @@ func (in *Instance) compileRoute(i int, c *config.Route) *route {
 		}
 	}
 	r.html, _ = config.HTMLRewriteRules(c.HTMLRewrite) // validated
+	r.ext = in.compileExtras(c)
 	switch {
 	case c.Upstream != "":
 		r.group = in.groups[c.Upstream]

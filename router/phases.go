@@ -49,6 +49,10 @@ type reqCtx struct {
 	limitHeader   *routeLimit
 	limitDecision limits.Decision
 	html          proxy.HTMLRewrite
+	// reqID is the request's ID (request_id), "" when off; reqIDField is the field that
+	// returns it on responses, "" when they do not carry it.
+	reqID, reqIDField string
+	user              string // the authenticated user, for the access log
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
@@ -64,6 +68,8 @@ type phases struct {
 	limits [][]*routeLimit
 	// overload, when set, marks the process overloaded: low-priority routes answer 503.
 	overload *overload.Monitor
+	// reqID configures request IDs; nil when off (access.go).
+	reqID *requestIDs
 }
 
 // noRoute is the route name logged and counted for requests no route matched, and for
@@ -97,20 +103,28 @@ var plainHeader = func() *message.Header {
 
 // Request finds the route and answers redirect, respond and unmatched requests.
 func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
+	if p.reqID != nil {
+		p.reqID.assign(s, c)
+	}
 	r := p.table.match(s.Req)
 	if r == nil {
-		return true, s.Respond(404, plainHeader, notFound)
+		return true, p.respond(s, c, 404, plainHeader, notFound)
 	}
 	c.route = r
 	if r.ipRules != nil && !r.ipRules.Allowed(s.ClientAddr().Addr()) {
-		return true, s.Respond(403, plainHeader, forbidden)
+		return true, p.respond(s, c, 403, plainHeader, forbidden)
 	}
 	if r.lowPriority && p.overload.Overloaded() {
 		p.overload.ShedLowPriority.Add(1)
-		return true, s.Respond(503, overloadedHeader, overloadedBody)
+		return true, p.respond(s, c, 503, overloadedHeader, overloadedBody)
 	}
 	if p.limits != nil && len(p.limits[r.index]) > 0 {
 		if done, err := p.checkLimits(s, c); done || err != nil {
+			return true, err
+		}
+	}
+	if r.ext != nil {
+		if done, err := p.checkAccess(s, c, r.ext); done || err != nil {
 			return true, err
 		}
 	}
@@ -125,13 +139,13 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 		}
 		return p.serveWorker(s, r)
 	case r.respond != nil:
-		return true, s.Respond(r.respond.status, r.respond.header, r.respond.body)
+		return true, p.respond(s, c, r.respond.status, r.respond.header, r.respond.body)
 	case r.redirect != nil:
 		sc := redirectPool.Get().(*redirectScratch)
 		sc.h.CopyFrom(r.redirect.header)
 		sc.b = r.redirect.location(sc.b[:0], s.Req, p.tls)
 		sc.h.Add("Location", string(sc.b))
-		err := s.Respond(r.redirect.status, &sc.h, nil)
+		err := p.respond(s, c, r.redirect.status, &sc.h, nil)
 		sc.h.Reset()
 		if cap(sc.b) <= 4096 {
 			redirectPool.Put(sc)
@@ -183,14 +197,21 @@ func override(v, o time.Duration) time.Duration {
 }
 
 // UpstreamRequest applies the route's request header operations.
-func (p *phases) UpstreamRequest(_ *proxy.Session, req *message.Request, c *reqCtx) error {
+func (p *phases) UpstreamRequest(s *proxy.Session, req *message.Request, c *reqCtx) error {
 	c.route.reqOps.apply(&req.Header)
+	if e := c.route.ext; e != nil {
+		e.upstreamRequest(s, req)
+	}
 	return nil
 }
 
 // Response applies the route's response header operations and starts its HTML rewriting.
 func (p *phases) Response(s *proxy.Session, resp *message.Response, c *reqCtx) error {
 	c.route.respOps.apply(&resp.Header)
+	if e := c.route.ext; e != nil {
+		e.response(s, resp.Status, &resp.Header)
+	}
+	p.addRequestID(c, &resp.Header)
 	if c.limitHeader != nil {
 		c.limitHeader.addFields(&resp.Header, c.limitDecision)
 	}
@@ -244,13 +265,17 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 		}
 	}
 	if err != nil && err.Source == fault.Upstream && err.Kind != fault.Canceled {
-		p.logUpstreamFailure(s, name, err)
+		p.logUpstreamFailure(s, name, c.reqID, err)
 	}
 	p.metric.ObserveRequest(name, s.Req.Proto, s.Status, time.Since(s.Start))
 	if p.access != nil {
 		rec := &c.rec
 		rec.FromSession(s)
 		rec.Route = name
+		if p.reqID != nil {
+			rec.RequestID = c.reqID
+		}
+		rec.User = c.user
 		if err != nil {
 			rec.Error = err
 		}
@@ -262,7 +287,7 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 // logUpstreamFailure writes the error-log line of a request that an upstream failure ended or
 // cut short (a 502, 503 or 504 answer, or a response broken off mid-body), as NGINX does, so
 // that these leave a trace with the access log off.
-func (p *phases) logUpstreamFailure(s *proxy.Session, route string, err *fault.Error) {
+func (p *phases) logUpstreamFailure(s *proxy.Session, route, reqID string, err *fault.Error) {
 	ctx := s.Context()
 	if !p.log.Enabled(ctx, slog.LevelError) {
 		return
@@ -285,5 +310,5 @@ func (p *phases) logUpstreamFailure(s *proxy.Session, route string, err *fault.E
 		slog.String("method", s.Req.Method), slog.String("host", s.Req.Authority),
 		slog.String("path", s.Req.Path()), slog.String("upstream", upstreamAddr),
 		slog.Int("attempts", s.Attempts), slog.String("client", client),
-		slog.String("err", err.Error()))
+		slog.String("request_id", reqID), slog.String("err", err.Error()))
 }

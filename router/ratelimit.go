@@ -311,6 +311,9 @@ func (l *routeLimit) check(s *proxy.Session, c *reqCtx) (bool, error) {
 	h.Add("Cache-Control", "no-store")
 	h.Add("Retry-After", strconv.FormatInt(ceilSeconds(d.RetryAfter), 10))
 	l.addFields(h, d)
+	if c.reqIDField != "" {
+		h.Set(c.reqIDField, c.reqID) // request_id (access.go)
+	}
 	body := limitedBody429
 	if l.status == 503 {
 		body = limitedBody503

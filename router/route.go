@@ -49,6 +49,8 @@ type route struct {
 	html       *htmlrewrite.Rules // html_rewrite rules; nil when none
 	// workerFallback passes requests to group when the worker fails before responding.
 	workerFallback bool
+	// ext holds the route's auth, cors, rewrite and header rules (access.go); nil: none.
+	ext *routeExtras
 }
 
 // conditions counts the conditions beyond host and path, to rank equally specific routes.

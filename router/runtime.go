@@ -456,6 +456,26 @@ func (rt *Runtime) closeInstance(in *Instance, grace time.Duration) {
 	}
 }
 
+// AwaitH3Handshakes returns once no HTTP/3 listener has a QUIC handshake in flight, or when
+// ctx ends (h3.Server.AwaitHandshakes: the old process of an upgrade finishes the
+// connection attempts it began instead of refusing them).
+func (rt *Runtime) AwaitH3Handshakes(ctx context.Context) error {
+	rt.mu.Lock()
+	var hs []*h3.Server
+	for _, ls := range rt.listeners {
+		if ls.h3 != nil {
+			hs = append(hs, ls.h3)
+		}
+	}
+	rt.mu.Unlock()
+	for _, h := range hs {
+		if err := h.AwaitHandshakes(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // StopAccepting closes every listening socket, so new connections go elsewhere (to the new
 // process during a binary upgrade); connections already accepted keep being served.
 func (rt *Runtime) StopAccepting() {

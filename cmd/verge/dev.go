@@ -141,6 +141,9 @@ func serveDev(srv *server.Server, ln net.Listener, done chan<- error) {
 // parseWithPath parses flags placed before or after the one optional positional PATH
 // argument (default: the current directory).
 func parseWithPath(fs *flag.FlagSet, args []string) (string, error) {
+	if probed(fs) {
+		return "", errProbed
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", err

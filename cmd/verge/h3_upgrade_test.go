@@ -187,6 +187,11 @@ func TestUpgradeHTTP3(t *testing.T) {
 		newPID = pid
 		return err == nil && pid != oldPID
 	})
+	// Until the old process has handed the socket over it still reads it, and a connection
+	// attempt it begins then is served by it (not refused): wait for the hand-over.
+	waitFor(t, "the old process to hand the UDP socket over", 20*time.Second, func() bool {
+		return strings.Contains(p.stderr.String(), "HTTP/3 hand-over started")
+	})
 	for i := range 20 {
 		if got, err := h3Get(h3Client(t), p.addr, "/who"); got != "new" {
 			t.Fatalf("new connection %d after the upgrade: got %q, %v; want new", i, got, err)

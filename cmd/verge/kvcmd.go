@@ -258,6 +258,9 @@ func clientAddr(listen string) string {
 
 // parseInterspersed parses flags mixed with positional arguments and returns the latter.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	if probed(fs) {
+		return nil, errProbed
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {

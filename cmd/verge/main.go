@@ -2,6 +2,8 @@
 //
 //	verge run -c verge.yaml          serve a configuration
 //	verge validate -c verge.yaml     check a configuration and exit
+//	verge fmt [-w] [FILE...]         reformat configuration files
+//	verge schema                     print the JSON Schema of the configuration
 //	verge proxy --listen ADDR --upstream URL[,URL...]
 //	                                 a reverse proxy without a config file
 //	verge reload [-c FILE | --pid-file FILE]
@@ -11,6 +13,7 @@
 //	verge kv get|put|delete|list     read and change local KV namespaces
 //	verge cache purge ...            purge cached objects through the admin API
 //	verge cluster status             show the cluster through the admin API
+//	verge completion bash|zsh|fish   print a shell completion script
 //	verge version                    print the version
 //
 // Signals to `verge run`: SIGHUP reloads the configuration (a bad one is refused and the old
@@ -57,6 +60,9 @@ const usage = `verge: an edge reverse proxy
 Usage:
   verge run -c verge.yaml           serve a configuration
   verge validate -c verge.yaml      check a configuration; exit 1 with file:line:column errors
+  verge fmt [-w | -l | --check] [FILE...]
+                                    reformat configuration files (comments kept)
+  verge schema [-o FILE]            print the JSON Schema of the configuration, for editors
   verge proxy --listen ADDR --upstream URL[,URL...]
                                     reverse proxy without a config file
   verge reload [-c FILE | --pid-file FILE | --admin URL]
@@ -72,6 +78,7 @@ Usage:
                                     purge cached objects (on every node of a cluster)
   verge cluster status [-c FILE | --admin URL] [--json]
                                     members, roles, streams and replication lag
+  verge completion bash|zsh|fish    print a shell completion script
   verge version                     print the version
 
 Run "verge COMMAND --help" for a command's flags.
@@ -91,6 +98,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = cmdRun(args[1:], stderr)
+	case "fmt":
+		err = cmdFmt(args[1:], os.Stdin, stdout, stderr)
+	case "schema":
+		err = cmdSchema(args[1:], stdout, stderr)
+	case "completion":
+		err = cmdCompletion(args[1:], stdout, stderr)
+	case "__complete":
+		err = cmdComplete(args[1:], stdout)
 	case "validate":
 		err = cmdValidate(args[1:], stdout, stderr)
 	case "proxy":
@@ -120,7 +135,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, flag.ErrHelp), errors.Is(err, errProbed):
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
@@ -154,6 +169,9 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 
 // parseFlags parses args, mapping parse errors to errUsage.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if probed(fs) {
+		return errProbed
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

@@ -289,6 +289,14 @@ func (s *serverProc) serve(cfg *config.Config) error {
 			// The new process reads the UDP sockets now and forwards this one's QUIC
 			// datagrams.
 			handover.Start()
+			// Connection attempts this process began before the new one took the socket
+			// finish here, rather than being refused when drain stops accepting.
+			hctx, hcancel := context.WithTimeout(context.Background(), h3.DefaultHandshakeTimeout)
+			if err := s.rt.AwaitH3Handshakes(hctx); err != nil {
+				s.log.Warn("upgrade: QUIC handshakes still in flight are refused", "err", err)
+			}
+			hcancel()
+			s.log.Info("upgrade: HTTP/3 hand-over started")
 			err := s.drain()
 			n, dropped := handover.Received()
 			s.log.Info("upgrade: HTTP/3 hand-over done", "datagrams", n, "dropped", dropped)

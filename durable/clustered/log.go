@@ -248,6 +248,7 @@ func (l *Log) publish(ctx context.Context, s jetstream.Stream, namespace string,
 	defer cancel()
 	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(s.CachedInfo().Config.Name), jetstream.WithExpectLastSequencePerSubject(expect)}
 	sent := false
+	wrongSeq := 0 // "wrong last sequence" answers so far
 	for {
 		actx, acancel := context.WithTimeout(ctx, appendAttempt)
 		ack, err := l.js.PublishMsg(actx, m, opts...)
@@ -264,7 +265,14 @@ func (l *Log) publish(ctx context.Context, s jetstream.Stream, namespace string,
 					return last.Sequence, nil
 				}
 			}
-			return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, ErrFenced, err)
+			// A stream leader elected a moment ago may not have applied the entries it
+			// committed yet, and checks the expected sequence against its stale store (seen
+			// under the race detector: an owner's own next part refused). Such a leader
+			// catches up within a moment; another owner's append never goes away. Ask again
+			// a few times, under the same message ID, before calling the log fenced.
+			if wrongSeq++; wrongSeq > wrongSeqRetries {
+				return 0, fmt.Errorf("durable: append to the log of %s: %w (%w)", id, ErrFenced, err)
+			}
 		case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
 			// Not received (the stream has no leader yet): try again.
 		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
@@ -288,6 +296,11 @@ func (l *Log) publish(ctx context.Context, s jetstream.Stream, namespace string,
 		}
 	}
 }
+
+// wrongSeqRetries is how many "wrong last sequence" answers an append takes (50ms apart)
+// before it reports the log fenced: a new stream leader catching up on entries it had not
+// applied answers so for a moment.
+const wrongSeqRetries = 20
 
 // appendAttempt bounds one attempt of an append: a stream electing a leader answers
 // nothing, and the next attempt may reach its new leader.
