@@ -24,6 +24,8 @@ import (
 type Config struct {
 	// Listeners are the addresses Verge accepts client connections on. At least one.
 	Listeners []Listener `yaml:"listeners"`
+	// L4 are the TCP listeners that proxy bytes to upstream groups without HTTP (l4.go).
+	L4 []L4Listener `yaml:"l4"`
 	// Routes map requests to actions, tried in order of specificity (see Route).
 	Routes []Route `yaml:"routes"`
 	// Upstreams are the named groups of origin servers routes send requests to.
@@ -125,6 +127,9 @@ type Listener struct {
 	// the same URL over https (on the first TLS listener's port), except ACME HTTP-01
 	// challenges. Default false.
 	RedirectHTTPS bool `yaml:"redirect_https"`
+	// ProxyProtocol reads a PROXY protocol header from trusted peers (proxyprotocol.go). Nil
+	// means none is read.
+	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
 }
 
 // ListenerHTTP3 configures HTTP/3 on a TLS listener. Zero fields take the h3 package's
@@ -402,6 +407,9 @@ type Upstream struct {
 	Pool Pool `yaml:"pool"`
 	// Timeouts bound each upstream exchange.
 	Timeouts UpstreamTimeouts `yaml:"timeouts"`
+	// SendProxyProtocol is "v1" or "v2": each new connection to a server starts with a PROXY
+	// protocol header naming the client (proxyprotocol.go). Empty means none.
+	SendProxyProtocol string `yaml:"send_proxy_protocol"`
 }
 
 // Server is one static origin server.

@@ -81,6 +81,9 @@ func (c *Config) setDefaults() {
 	for i := range c.Routes {
 		c.Routes[i].setDefaults(i)
 	}
+	for i := range c.L4 {
+		c.L4[i].setDefaults()
+	}
 	for i := range c.Upstreams {
 		c.Upstreams[i].setDefaults()
 	}
@@ -119,6 +122,9 @@ func (l *Listener) setDefaults() {
 	}
 	if l.TLS != nil {
 		l.TLS.setDefaults()
+	}
+	if l.ProxyProtocol != nil {
+		l.ProxyProtocol.setDefaults()
 	}
 	t := &l.Timeouts
 	t.ReadHeader = orDuration(t.ReadHeader, DefaultReadHeaderTimeout)
@@ -282,6 +288,17 @@ func (c *Config) resolvePaths() {
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range c.L4 {
+		if t := c.L4[i].TLS; t != nil {
+			for j := range t.Certificates {
+				abs(&t.Certificates[j].Cert)
+				abs(&t.Certificates[j].Key)
+			}
+			if t.ClientAuth != nil {
+				abs(&t.ClientAuth.CA)
+			}
 		}
 	}
 	for i := range c.Listeners {

@@ -42,6 +42,8 @@ func (c *Config) validate() ErrorList {
 	v.workerNames = v.workers()
 	v.routes(groups)
 	v.trustedProxies("trusted_proxies", c.TrustedProxies)
+	v.proxyProtocol()
+	v.l4(groups)
 	v.admin()
 	v.accessLog()
 	v.log()
@@ -54,7 +56,7 @@ func (c *Config) validate() ErrorList {
 
 func (v *validator) listeners() {
 	c := v.c
-	if len(c.Listeners) == 0 {
+	if len(c.Listeners) == 0 && len(c.L4) == 0 {
 		v.errf("listeners", "at least one listener is required")
 	}
 	names := map[string]int{}

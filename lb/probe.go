@@ -42,9 +42,13 @@ func probeTCP(ctx context.Context, addr string) error {
 }
 
 func probeTLS(ctx context.Context, p *upstream.Peer, addr string) error {
-	d := tls.Dialer{Config: tlsConfig(p, addr)}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	raw, err := probeDial(p)(ctx, "tcp", addr)
 	if err != nil {
+		return fmt.Errorf("tls check: %w", err)
+	}
+	c := tls.Client(raw, tlsConfig(p, addr))
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
 		return fmt.Errorf("tls check: %w", err)
 	}
 	return c.Close()
@@ -86,7 +90,7 @@ var errStatus = errors.New("unexpected status")
 
 func (hc *healthChecker) probeHTTP(ctx context.Context, p *upstream.Peer, addr string) error {
 	tr := &http.Transport{
-		DialContext:            (&net.Dialer{}).DialContext,
+		DialContext:            probeDial(p),
 		DisableKeepAlives:      true,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 64 << 10,

@@ -70,6 +70,7 @@ type Metrics struct {
 	rateLimits      *rateLimitCollector
 	overload        *overloadCollector
 	cacheM          *cacheMetrics
+	l4M             *l4Metrics
 
 	reqCache  cache[reqKey, reqEntry]
 	upCache   cache[upKey, upEntry]
@@ -152,6 +153,7 @@ func NewMetrics() *Metrics {
 		m.workers, m.buckets, m.queues, m.rateLimits, m.overload,
 	)
 	m.cacheM = newCacheMetrics(m.reg)
+	m.l4M = newL4Metrics(m.reg)
 	return m
 }
 

@@ -64,7 +64,8 @@ func selector(policy string) lb.Selector {
 // peerTemplate builds how the group's servers are reached.
 func peerTemplate(u *config.Upstream) (*upstream.Peer, error) {
 	p := &upstream.Peer{
-		Host: u.Host,
+		Host:          u.Host,
+		ProxyProtocol: config.ProxyProtocolVersion(u.SendProxyProtocol),
 		Timeouts: upstream.Timeouts{
 			Connect: u.Timeouts.Connect.Std(),
 			Read:    u.Timeouts.Read.Std(),

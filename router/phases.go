@@ -171,7 +171,7 @@ func (p *phases) UpstreamPeer(s *proxy.Session, c *reqCtx) (*upstream.Peer, erro
 		return nil, &fault.Error{Source: fault.Upstream, Kind: fault.NoUpstream, Cause: errNoServer}
 	}
 	c.backend = b
-	return r.peerFor(b), nil
+	return withClient(s, r.peerFor(b)), nil
 }
 
 // peerFor returns b's peer with the route's timeout overrides applied; the copy is made once

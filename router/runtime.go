@@ -64,6 +64,7 @@ type Runtime struct {
 	listeners map[string]*lstate    // by listener name
 	sockets   map[string]*Handoff   // by configured address
 	udp       map[string]*h3.Socket // HTTP/3 sockets by configured address
+	l4        l4Set                 // the l4 listeners (l4.go)
 	stopped   bool
 	bg        sync.WaitGroup // servers and old generations being drained
 }
@@ -115,6 +116,7 @@ type serverKey struct {
 	limits   string // config.ListenerLimits printed (it holds a slice)
 	maxConns int
 	http3    config.ListenerHTTP3
+	proxy    string // config.ProxyProtocol printed, empty without one
 }
 
 func keyOf(l *config.Listener) serverKey {
@@ -126,6 +128,7 @@ func keyOf(l *config.Listener) serverKey {
 		limits:   fmt.Sprintf("%+v", l.Limits),
 		maxConns: l.MaxConns,
 		http3:    l.HTTP3,
+		proxy:    proxyProtocolKey(l.ProxyProtocol),
 	}
 }
 
@@ -197,6 +200,7 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 		for _, s := range opened {
 			s.close()
 		}
+		rt.l4.discardPending()
 	}
 	for i := range cfg.Listeners {
 		addr := cfg.Listeners[i].Address
@@ -209,6 +213,15 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 			return nil, fmt.Errorf("listener %q: %w", cfg.Listeners[i].Name, err)
 		}
 		opened[addr] = newHandoff(ln, rt.log)
+	}
+	if err := rt.openL4(cfg, opened); err != nil {
+		closeOpened()
+		return nil, err
+	}
+	l4settings, err := buildL4(cfg)
+	if err != nil {
+		closeOpened()
+		return nil, err
 	}
 	// HTTP/3 listens on the UDP port with the number the TCP socket got.
 	openedUDP := map[string]*h3.Socket{}
@@ -288,6 +301,7 @@ func (rt *Runtime) apply(cfg *config.Config) (func() error, error) {
 	for _, ls := range next {
 		inUse[ls.key.address] = true
 	}
+	rt.applyL4(cfg, l4settings, inUse)
 	for addr, s := range rt.sockets {
 		if !inUse[addr] {
 			s.close()
@@ -399,7 +413,7 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 		srv.AltSvc = altSvc(ls.sock.Addr(), l.HTTP3.AltSvcMaxAge.Std())
 	}
 	ls.srv = srv
-	ls.vl = ls.sock.attach()
+	ls.vl = rt.proxyProtocol(l, ls.sock.attach())
 	rt.bg.Add(1)
 	go rt.serve(ls)
 	return ls
@@ -476,6 +490,7 @@ func (rt *Runtime) StopAccepting() {
 			ls.h3.StopAccepting()
 		}
 	}
+	rt.closeUDP() // l4 udp: the new process reads the sockets; flows here end
 }
 
 // Shutdown stops accepting, lets requests in flight finish (HTTP/1.1 keep-alive connections
@@ -507,6 +522,7 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 	close(errs)
 	err := errors.Join(collect(errs)...)
 	rt.mu.Lock()
+	err = errors.Join(err, rt.shutdownL4(ctx))
 	rt.closeAllUDP()
 	rt.mu.Unlock()
 	if in := rt.cur.Load(); in != nil {
@@ -543,6 +559,7 @@ func (rt *Runtime) Close() error {
 		}
 	}
 	rt.mu.Lock()
+	rt.closeL4()
 	rt.closeAllUDP()
 	rt.mu.Unlock()
 	if in := rt.cur.Load(); in != nil {

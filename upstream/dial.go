@@ -108,6 +108,12 @@ func (t *Transport) connect(ctx context.Context, b *bucket, connectTimeout time.
 		// Go enables TCP_NODELAY by default; set it explicitly so a custom dialer gets it too.
 		_ = tc.SetNoDelay(true)
 	}
+	if b.key.Proxy != 0 {
+		if err := writeProxyHeader(dctx, conn, &b.key); err != nil {
+			conn.Close()
+			return dialed{}, classifyDial(ctx, fault.ConnectRefused, err)
+		}
+	}
 	d := dialed{conn: conn, raw: conn}
 	if !b.key.TLS {
 		d.h2 = b.key.Protocol == HTTP2

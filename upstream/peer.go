@@ -6,6 +6,7 @@ package upstream
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net/netip"
 	"time"
 )
 
@@ -51,6 +52,15 @@ type Peer struct {
 	Timeouts Timeouts
 	// Host, when non-empty, replaces the request's Authority towards this peer.
 	Host string
+	// ProxyProtocol, when 1 or 2, starts every new connection to the peer with a PROXY
+	// protocol header of that version naming ProxySource and ProxyDest (proxyproto.go).
+	// Zero sends none.
+	ProxyProtocol uint8
+	// ProxySource and ProxyDest are the client's address and the address it connected to,
+	// for the PROXY header; they are part of the pool key, so a connection is reused only
+	// for the same client connection. Invalid ones make the header a v1 "UNKNOWN" line or a
+	// v2 LOCAL command.
+	ProxySource, ProxyDest netip.AddrPort
 }
 
 // TLSOptions configure TLS towards a peer.
@@ -95,11 +105,17 @@ type PoolKey struct {
 	RootCAs    *x509.CertPool
 	ClientCert *tls.Certificate
 	MinVersion uint16
+	// Proxy, ProxySource and ProxyDest are the peer's PROXY protocol settings.
+	Proxy                  uint8
+	ProxySource, ProxyDest netip.AddrPort
 }
 
 // Key returns the pool key of p. It does not allocate.
 func (p *Peer) Key() PoolKey {
 	k := PoolKey{Address: p.Address, Protocol: p.Protocol}
+	if p.ProxyProtocol != 0 {
+		k.Proxy, k.ProxySource, k.ProxyDest = p.ProxyProtocol, p.ProxySource, p.ProxyDest
+	}
 	if t := p.TLS; t != nil {
 		k.TLS = true
 		k.ServerName = t.ServerName
