@@ -101,7 +101,16 @@ workers:
 	if r, _ := get("a.test", "/api/x"); r.Header.Get("X-Cache") != "HIT" {
 		t.Errorf("a's entry gone after b's attempts")
 	}
-	// The Cache API metrics count a's hits, per worker.
+	// The Cache API metrics count a's hits, per worker. The admin API starts after the first
+	// config is applied: wait for it.
+	waitFor(t, "the admin API", 60*time.Second, func() bool {
+		r, err := http.Get("http://" + adminAddr + "/healthz")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	})
 	if mresp, err := http.Get("http://" + adminAddr + "/metrics"); err != nil {
 		t.Error(err)
 	} else {
