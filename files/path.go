@@ -1,6 +1,9 @@
 package files
 
-import "strings"
+import (
+	"net/url"
+	"strings"
+)
 
 // cleanPath turns a request path into a name relative to the root for os.Root, or a status
 // refusing it. The path is percent-decoded once; then a NUL, a backslash (a separator on
@@ -13,8 +16,8 @@ func cleanPath(p string, hidden bool) (rel string, slash bool, status int) {
 	if p == "" || p[0] != '/' {
 		return "", false, 400
 	}
-	dec, ok := unescape(p)
-	if !ok {
+	dec, err := url.PathUnescape(p) // once; a malformed escape is an error
+	if err != nil {
 		return "", false, 400
 	}
 	if strings.ContainsAny(dec, "\x00\\") {
@@ -41,41 +44,6 @@ func cleanPath(p string, hidden bool) (rel string, slash bool, status int) {
 		return ".", true, 0
 	}
 	return b.String(), slash, 0
-}
-
-// unescape percent-decodes s; ok is false for a malformed escape.
-func unescape(s string) (string, bool) {
-	if strings.IndexByte(s, '%') < 0 {
-		return s, true
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '%' {
-			b = append(b, c)
-			continue
-		}
-		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
-			return "", false
-		}
-		b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
-		i += 2
-	}
-	return string(b), true
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c >= 'a':
-		return c - 'a' + 10
-	}
-	return c - 'A' + 10
 }
 
 // lastSegmentHasDot reports whether the last segment of a cleaned relative name has a "."
