@@ -81,9 +81,27 @@ func (b *jsBucket) stores(ctx context.Context) (jetstream.ObjectStore, jetstream
 		return b.objects, b.uploads, nil
 	}
 	open := func(name, desc string) (jetstream.ObjectStore, error) {
-		return b.s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		if _, err := b.s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket: name, Description: desc, Replicas: b.s.replicas, Storage: jetstream.FileStorage,
-		})
+		}); err != nil {
+			return nil, err
+		}
+		// The library makes object stores answer reads from any replica (direct get), and
+		// a replica may not have applied a write its leader acknowledged: a Head right
+		// after a Put or CompleteUpload could miss the object. Reads go to the stream
+		// leader instead, so a bucket reads its own writes (and every node's acknowledged
+		// ones). The handle is taken after the change: it reads the stream's config once.
+		st, err := b.s.js.Stream(ctx, "OBJ_"+name)
+		if err != nil {
+			return nil, err
+		}
+		if cfg := st.CachedInfo().Config; cfg.AllowDirect {
+			cfg.AllowDirect = false
+			if _, err := b.s.js.UpdateStream(ctx, cfg); err != nil {
+				return nil, err
+			}
+		}
+		return b.s.js.ObjectStore(ctx, name)
 	}
 	objs, err := open(jsObjectsPrefix+b.name, "Verge object storage bucket "+b.name)
 	if err != nil {
