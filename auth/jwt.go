@@ -22,6 +22,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/proxy"
 )
 
 // Bounds of the JWT checker.
@@ -53,7 +54,7 @@ type JWTConfig struct {
 	RefetchInterval time.Duration
 	// FetchTimeout bounds one fetch.
 	FetchTimeout time.Duration
-	// Client fetches the key set. Nil means a client of its own.
+	// Client fetches the key set. Nil means DefaultClient.
 	Client *http.Client
 	// Logger receives fetch failures. Nil means slog.Default().
 	Logger *slog.Logger
@@ -71,12 +72,12 @@ type JWT struct {
 	audience jwt.Audience
 }
 
-type claimHeader struct{ claim, header string }
+type claimHeader struct{ claim, header, key string } // key: header as proxy.FieldKey
 
 // NewJWT builds a JWT checker. The key set is fetched on the first request.
 func NewJWT(c JWTConfig) *JWT {
 	if c.Client == nil {
-		c.Client = &http.Client{}
+		c.Client = DefaultClient
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -86,7 +87,7 @@ func NewJWT(c JWTConfig) *JWT {
 		j.algs = append(j.algs, jose.SignatureAlgorithm(a))
 	}
 	for cl, h := range c.ClaimsToHeaders {
-		j.claims = append(j.claims, claimHeader{cl, h})
+		j.claims = append(j.claims, claimHeader{cl, h, proxy.FieldKey(h)})
 	}
 	slices.SortFunc(j.claims, func(a, b claimHeader) int { return strings.Compare(a.claim, b.claim) })
 	j.keys = &keySet{cfg: &j.cfg}
@@ -100,7 +101,7 @@ func NewJWT(c JWTConfig) *JWT {
 func (j *JWT) Check(ctx context.Context, req *message.Request, client netip.Addr) (string, *Denial) {
 	h := &req.Header
 	for _, c := range j.claims {
-		h.Del(c.header) // the client's own: only verified claims go upstream
+		proxy.DelSpellings(h, c.key) // the client's own, in any spelling: only verified claims go upstream
 	}
 	raw := j.token(req)
 	if raw == "" {
