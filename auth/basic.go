@@ -76,7 +76,9 @@ func dummyHash(cost int) []byte {
 	return actual.([]byte)
 }
 
-// NewBasic builds a Basic checker. The hashes must be bcrypt hashes (config validates them).
+// NewBasic builds a Basic checker. The hashes must be bcrypt hashes of one cost (config
+// validates both): unknown users are compared against a dummy hash of the highest cost, so a
+// user with a lower cost would answer a wrong password sooner than a name that does not exist.
 func NewBasic(c BasicConfig) *Basic {
 	b := &Basic{users: map[string][]byte{}, userHeader: c.UserHeader, userKey: proxy.FieldKey(c.UserHeader),
 		cache: map[[32]byte]basicEntry{}}
