@@ -98,7 +98,7 @@ func TestIdentityFieldsStrippedInEverySpelling(t *testing.T) {
 	key := k.addEC("e1")
 	j := NewJWT(JWTConfig{JWKSURL: k.srv.URL, Audience: []string{"api"}, Algorithms: []string{"ES256"}, Leeway: time.Second,
 		ClaimsToHeaders: map[string]string{"sub": "X-User"},
-		CacheMin: time.Minute, CacheMax: time.Hour, RefetchInterval: time.Hour, FetchTimeout: 30 * time.Second})
+		CacheMin:        time.Minute, CacheMax: time.Hour, RefetchInterval: time.Hour, FetchTimeout: 30 * time.Second})
 	tok := sign(t, key, jose.ES256, map[string]any{"aud": "api", "exp": time.Now().Add(time.Hour).Unix(), "sub": "alice"})
 	r = request("Authorization", "Bearer "+tok, "X_User", "root")
 	if _, d := j.Check(ctx, r, netip.Addr{}); d != nil {
@@ -131,7 +131,7 @@ func TestJWTClaimsToHeadersExact(t *testing.T) {
 	key := k.addEC("e1")
 	j := NewJWT(JWTConfig{JWKSURL: k.srv.URL, Audience: []string{"api"}, Algorithms: []string{"ES256"}, Leeway: time.Second,
 		ClaimsToHeaders: map[string]string{"uid": "X-Uid", "groups": "X-Groups", "ok": "X-Ok", "tab": "X-Tab", "f": "X-F"},
-		CacheMin: time.Minute, CacheMax: time.Hour, RefetchInterval: time.Hour, FetchTimeout: 30 * time.Second})
+		CacheMin:        time.Minute, CacheMax: time.Hour, RefetchInterval: time.Hour, FetchTimeout: 30 * time.Second})
 	check := func(c map[string]any) map[string]string {
 		c["aud"], c["exp"] = "api", time.Now().Add(time.Hour).Unix()
 		r := request("Authorization", "Bearer "+sign(t, key, jose.ES256, c))
