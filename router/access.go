@@ -138,9 +138,13 @@ func (c *reqCtx) normPath(s *proxy.Session) string {
 // climb out of add_prefix, nor escape strip_prefix by another spelling.
 func (e *routeExtras) upstreamRequest(s *proxy.Session, c *reqCtx, req *message.Request) {
 	if e.rewrite != nil {
-		target := c.normPath(s)
-		if _, query, ok := strings.Cut(req.Target, "?"); ok {
-			target += "?" + query
+		target := req.Target
+		path, query, hasQuery := strings.Cut(target, "?")
+		if n := c.normPath(s); n != path {
+			target = n
+			if hasQuery {
+				target = n + "?" + query
+			}
 		}
 		req.Target = e.rewrite.apply(target)
 	}
