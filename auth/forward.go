@@ -32,8 +32,13 @@ type ForwardConfig struct {
 	Timeout time.Duration
 	// CopyHeaders are fields of an allowing answer copied to the upstream request.
 	CopyHeaders []string
-	// Cache keeps allowing answers this long; zero means no cache.
+	// Cache keeps allowing answers this long; zero means no cache. An answer is reused only
+	// for the same question: every field sent, the client's address included.
 	Cache time.Duration
+	// KeyIgnore are fields sent to the service but left out of the cache key: values new on
+	// every request that no service decides on, such as the request ID (the router passes
+	// request_id's field). Without it such a field would make every question new.
+	KeyIgnore []string
 	// Client asks the service. Nil means DefaultClient.
 	Client *http.Client
 	// Logger receives failures of the service. Nil means slog.Default().
@@ -51,6 +56,7 @@ type Forward struct {
 	cache     map[[32]byte]forwardEntry
 	cacheOpen bool
 	copyKeys  []string // CopyHeaders as proxy.FieldKey
+	ignore    []string // KeyIgnore as proxy.FieldKey
 }
 
 type forwardEntry struct {
@@ -73,6 +79,7 @@ func NewForward(c ForwardConfig) *Forward {
 		cache:     map[[32]byte]forwardEntry{},
 		cacheOpen: c.Cache > 0,
 		copyKeys:  fieldKeys(c.CopyHeaders),
+		ignore:    fieldKeys(c.KeyIgnore),
 	}
 }
 
@@ -113,7 +120,7 @@ func (f *Forward) CheckPath(ctx context.Context, req *message.Request, client ne
 	f.question(q, req, client, path)
 	var key [32]byte
 	if f.cacheOpen {
-		key = cacheKey(q)
+		key = f.cacheKey(q)
 		f.mu.Lock()
 		e, ok := f.cache[key]
 		f.mu.Unlock()
@@ -250,13 +257,16 @@ type cancelBody struct {
 
 func (b *cancelBody) Close() error { err := b.ReadCloser.Close(); b.cancel(); return err }
 
-// cacheKey hashes the question exactly as it is sent: every field, in order, so that two
-// requests share an answer only when the service sees the same question (the client's
-// address included: a service may allow by address).
-func cacheKey(q *message.Header) (k [32]byte) {
+// cacheKey hashes the question as it is sent: every field but KeyIgnore's, in order, so
+// that two requests share an answer only when the service sees the same question (the
+// client's address included: a service may allow by address).
+func (f *Forward) cacheKey(q *message.Header) (k [32]byte) {
 	h := sha256.New()
 	var n [4]byte
 	for _, fl := range q.Fields() {
+		if f.ignored(fl.Name) {
+			continue
+		}
 		for _, s := range [2]string{fl.Name, fl.Value} {
 			binary.BigEndian.PutUint32(n[:], uint32(len(s)))
 			h.Write(n[:])
@@ -265,6 +275,15 @@ func cacheKey(q *message.Header) (k [32]byte) {
 	}
 	h.Sum(k[:0])
 	return k
+}
+
+func (f *Forward) ignored(name string) bool {
+	for _, k := range f.ignore {
+		if sameKey(name, k) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *Forward) store(k [32]byte, copied []message.Field) {

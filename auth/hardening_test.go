@@ -241,3 +241,32 @@ func TestCheckersDefaultClient(t *testing.T) {
 		t.Error("DefaultClient follows redirects")
 	}
 }
+
+// KeyIgnore fields (the request ID) reach the service but do not make each question new.
+func TestForwardAuthCacheKeyIgnore(t *testing.T) {
+	var asked atomic.Int64
+	var mu sync.Mutex
+	var ids []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		mu.Lock()
+		ids = append(ids, r.Header.Get("X-Request-ID"))
+		mu.Unlock()
+		w.WriteHeader(204)
+	}))
+	defer srv.Close()
+	f := NewForward(ForwardConfig{URL: srv.URL, Timeout: 30 * time.Second, Cache: time.Minute, KeyIgnore: []string{"X-Request-ID"}})
+	for _, id := range []string{"a", "b"} {
+		if _, d := f.Check(ctx, request("Cookie", "s=1", "X-Request-ID", id), netip.MustParseAddr("192.0.2.1")); d != nil {
+			t.Fatal(d.Status)
+		}
+	}
+	mu.Lock()
+	if asked.Load() != 1 || len(ids) != 1 || ids[0] != "a" {
+		t.Errorf("asked %d times, request IDs seen %q: want one question carrying the first ID", asked.Load(), ids)
+	}
+	mu.Unlock()
+	if _, d := f.Check(ctx, request("Cookie", "s=2", "X-Request-ID", "c"), netip.MustParseAddr("192.0.2.1")); d != nil || asked.Load() != 2 {
+		t.Errorf("other credentials were answered from the cache (asked %d)", asked.Load())
+	}
+}

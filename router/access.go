@@ -60,8 +60,12 @@ func (in *Instance) compileExtras(c *config.Route) *routeExtras {
 			})
 		case a.Forward != nil:
 			f := a.Forward
+			var ignore []string
+			if rid := &in.Config.RequestID; rid.Enabled {
+				ignore = []string{rid.Header} // new on every request: it would defeat the cache
+			}
 			e.forward = auth.NewForward(auth.ForwardConfig{URL: f.URL, Timeout: f.Timeout.Std(),
-				CopyHeaders: f.CopyHeaders, Cache: f.Cache.Std(), Client: auth.DefaultClient, Logger: in.log})
+				CopyHeaders: f.CopyHeaders, Cache: f.Cache.Std(), KeyIgnore: ignore, Client: auth.DefaultClient, Logger: in.log})
 			e.auth = e.forward
 		}
 		if c.Cache != nil {
