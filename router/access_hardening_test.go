@@ -200,3 +200,52 @@ upstreams:
 		t.Errorf("a public response was not served from the cache: %q, origin asked %d more", got, n.Load()-before)
 	}
 }
+
+// The forward-auth service is told the normalized path (the one the route matched) and the
+// resolved client address, never the client's own forwarding fields.
+func TestForwardAuthGetsNormalizedPath(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case seen <- r.Header.Clone():
+		default:
+		}
+		w.WriteHeader(204)
+	}))
+	defer svc.Close()
+	y := fmt.Sprintf(`listeners: [{name: main, address: "127.0.0.1:0"}]
+access_log: {output: "off"}
+admin: {disabled: true}
+upstreams: [{name: app, servers: [{address: "127.0.0.1:1"}]}]
+routes:
+  - name: app
+    match: {path_prefix: /app/}
+    upstream: app
+    auth: {forward: {url: %q}}
+`, svc.URL)
+	tr := &echoTransport{}
+	in, err := NewInstance(mustConfig(t, y), Deps{Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(t.Context())
+	ex := newExchange("GET", "x", "/app/public/../%61dmin?q=1")
+	ex.req.Header.Add("X-Real-IP", "10.0.0.5")
+	ex.req.Header.Add("X_Forwarded_For", "10.0.0.5")
+	in.Handler("main").ServeExchange(ex)
+	if ex.resp.Status != 200 {
+		t.Fatalf("status %d", ex.resp.Status)
+	}
+	var h http.Header
+	select {
+	case h = <-seen:
+	default:
+		t.Fatal("the service was not asked")
+	}
+	if got := h.Get("X-Forwarded-Uri"); got != "/app/admin?q=1" {
+		t.Errorf("X-Forwarded-Uri %q, want /app/admin?q=1", got)
+	}
+	if h.Get("X-Real-Ip") != "192.0.2.7" || h.Get("X-Forwarded-For") != "192.0.2.7" || h.Get("X_forwarded_for") != "" {
+		t.Errorf("the service saw the client's forwarding fields: %v", h)
+	}
+}
