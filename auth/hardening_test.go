@@ -270,3 +270,14 @@ func TestForwardAuthCacheKeyIgnore(t *testing.T) {
 		t.Errorf("other credentials were answered from the cache (asked %d)", asked.Load())
 	}
 }
+
+// A wildcard origin pattern stands for host labels, never an empty one.
+func TestCORSWildcardRefusesEmptyLabels(t *testing.T) {
+	c := NewCORS(CORSConfig{AllowOrigins: []string{"https://*.example.com"}, AllowCredentials: true})
+	for o, want := range map[string]bool{"https://a.example.com": true, "https://a.b.example.com": true,
+		"https://..example.com": false, "https://a..example.com": false, "https://.a.example.com": false} {
+		if c.Allowed(o) != want {
+			t.Errorf("Allowed(%q) = %v, want %v", o, !want, want)
+		}
+	}
+}
