@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/proxy"
 )
 
 // Basic cache and concurrency bounds.
@@ -37,6 +38,7 @@ type Basic struct {
 	users      map[string][]byte
 	dummy      []byte // compared for unknown users, so they take as long as known ones
 	userHeader string
+	userKey    string // userHeader as proxy.FieldKey
 	challenge  *Denial
 
 	key   [32]byte // secret prefix of the cache keys, random per Basic
@@ -74,9 +76,12 @@ func dummyHash(cost int) []byte {
 	return actual.([]byte)
 }
 
-// NewBasic builds a Basic checker. The hashes must be bcrypt hashes (config validates them).
+// NewBasic builds a Basic checker. The hashes must be bcrypt hashes of one cost (config
+// validates both): unknown users are compared against a dummy hash of the highest cost, so a
+// user with a lower cost would answer a wrong password sooner than a name that does not exist.
 func NewBasic(c BasicConfig) *Basic {
-	b := &Basic{users: map[string][]byte{}, userHeader: c.UserHeader, cache: map[[32]byte]basicEntry{}}
+	b := &Basic{users: map[string][]byte{}, userHeader: c.UserHeader, userKey: proxy.FieldKey(c.UserHeader),
+		cache: map[[32]byte]basicEntry{}}
 	cost := bcrypt.DefaultCost
 	for u, h := range c.Users {
 		b.users[u] = []byte(h)
@@ -94,7 +99,7 @@ func NewBasic(c BasicConfig) *Basic {
 // Check implements Checker.
 func (b *Basic) Check(ctx context.Context, req *message.Request, client netip.Addr) (string, *Denial) {
 	if b.userHeader != "" {
-		req.Header.Del(b.userHeader)
+		proxy.DelSpellings(&req.Header, b.userKey) // X_User too: CGI origins read it as X-User
 	}
 	var buf [maxBasicHeader]byte
 	user, pass, ok := parseBasic(req.Header.Get("Authorization"), &buf)

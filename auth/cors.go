@@ -137,8 +137,12 @@ func (p *CORS) allowOrigin(h *message.Header, origin string) {
 }
 
 // hostLabels reports whether s is made of host-name characters only (letters, digits, '-'
-// and '.'), so that a pattern's wildcard cannot swallow a port, a path or user info.
+// and '.') in non-empty labels, so that a pattern's wildcard cannot swallow a port, a path,
+// user info or an empty label.
 func hostLabels(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false // an empty label: no host has one
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {

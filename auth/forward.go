@@ -3,14 +3,17 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/proxy"
 )
 
 // Bounds of forward authentication.
@@ -29,9 +32,14 @@ type ForwardConfig struct {
 	Timeout time.Duration
 	// CopyHeaders are fields of an allowing answer copied to the upstream request.
 	CopyHeaders []string
-	// Cache keeps allowing answers this long; zero means no cache.
+	// Cache keeps allowing answers this long; zero means no cache. An answer is reused only
+	// for the same question: every field sent, the client's address included.
 	Cache time.Duration
-	// Client asks the service. Nil means a client of its own that follows no redirects.
+	// KeyIgnore are fields sent to the service but left out of the cache key: values new on
+	// every request that no service decides on, such as the request ID (the router passes
+	// request_id's field). Without it such a field would make every question new.
+	KeyIgnore []string
+	// Client asks the service. Nil means DefaultClient.
 	Client *http.Client
 	// Logger receives failures of the service. Nil means slog.Default().
 	Logger *slog.Logger
@@ -47,6 +55,8 @@ type Forward struct {
 	mu        sync.Mutex
 	cache     map[[32]byte]forwardEntry
 	cacheOpen bool
+	copyKeys  []string // CopyHeaders as proxy.FieldKey
+	ignore    []string // KeyIgnore as proxy.FieldKey
 }
 
 type forwardEntry struct {
@@ -57,7 +67,7 @@ type forwardEntry struct {
 // NewForward builds a Forward checker.
 func NewForward(c ForwardConfig) *Forward {
 	if c.Client == nil {
-		c.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		c.Client = DefaultClient
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -68,21 +78,49 @@ func NewForward(c ForwardConfig) *Forward {
 		timedOut:  plain(503, "503 Service Unavailable: the authentication service did not answer\n", "Retry-After", "5"),
 		cache:     map[[32]byte]forwardEntry{},
 		cacheOpen: c.Cache > 0,
+		copyKeys:  fieldKeys(c.CopyHeaders),
+		ignore:    fieldKeys(c.KeyIgnore),
 	}
+}
+
+// fieldKeys returns names as proxy.FieldKey.
+func fieldKeys(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = proxy.FieldKey(n)
+	}
+	return out
 }
 
 // relayed are the fields of a refusal passed to the client.
 var relayed = []string{"WWW-Authenticate", "Content-Type", "Location", "Set-Cookie", "Cache-Control"}
 
-// Check implements Checker.
+// maxDrain is how much of an allowing answer's body is read (and dropped) so that the
+// connection to the service can be used again; a longer body closes it.
+const maxDrain = 4 << 10
+
+var questionPool = sync.Pool{New: func() any { return new(message.Header) }}
+
+// Check implements Checker. The service is told the raw request path; CheckPath tells it the
+// normalized one.
 func (f *Forward) Check(ctx context.Context, req *message.Request, client netip.Addr) (string, *Denial) {
+	return f.CheckPath(ctx, req, client, "")
+}
+
+// CheckPath is Check telling the service path (the normalized path route matching saw, as
+// the router passes it) in X-Forwarded-Uri and X-Original-URI, with the request's query;
+// "" means the path as the client sent it.
+func (f *Forward) CheckPath(ctx context.Context, req *message.Request, client netip.Addr, path string) (string, *Denial) {
 	h := &req.Header
-	for _, n := range f.cfg.CopyHeaders {
-		h.Del(n) // the client's own: only the service's go upstream
+	for _, k := range f.copyKeys {
+		proxy.DelSpellings(h, k) // the client's own, in any spelling: only the service's go upstream
 	}
+	q := questionPool.Get().(*message.Header)
+	defer func() { q.Reset(); questionPool.Put(q) }()
+	f.question(q, req, client, path)
 	var key [32]byte
 	if f.cacheOpen {
-		key = f.cacheKey(req)
+		key = f.cacheKey(q)
 		f.mu.Lock()
 		e, ok := f.cache[key]
 		f.mu.Unlock()
@@ -93,7 +131,7 @@ func (f *Forward) Check(ctx context.Context, req *message.Request, client netip.
 			return "", nil
 		}
 	}
-	resp, err := f.ask(ctx, req, client)
+	resp, err := f.ask(ctx, q)
 	if err != nil {
 		f.cfg.Logger.Warn("forward auth: the service did not answer", "url", f.cfg.URL, "err", err)
 		return "", f.timedOut // unreachable or too slow: unavailable
@@ -111,6 +149,9 @@ func (f *Forward) Check(ctx context.Context, req *message.Request, client netip.
 		if f.cacheOpen {
 			f.store(key, copied)
 		}
+		// A short body read to its end lets the client keep the connection for the next
+		// question; Close without it would discard the connection.
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 		return "", nil
 	case resp.StatusCode == 401 || resp.StatusCode == 403:
 		d := &Denial{Status: resp.StatusCode, Header: &message.Header{}}
@@ -131,34 +172,74 @@ func (f *Forward) Check(ctx context.Context, req *message.Request, client netip.
 	return "", f.failed
 }
 
-// ask sends the question: the request's fields (without a body) and the X-Forwarded-* and
-// X-Original-* fields describing it.
-func (f *Forward) ask(ctx context.Context, d *message.Request, client netip.Addr) (*http.Response, error) {
+// question writes into q the fields sent to the service: the request's fields as an
+// upstream request from an untrusted peer carries them (without hop-by-hop fields, fields
+// named by Connection, the body's framing and the client's forwarding fields in any
+// spelling), then the X-Forwarded-* and X-Original-* fields describing the request and
+// X-Real-IP. The forwarding fields always come from Verge: the client is the address the
+// router resolved (with trusted_proxies, the one the trusted proxies named).
+func (f *Forward) question(q *message.Header, d *message.Request, client netip.Addr, path string) {
+	q.CopyFrom(&d.Header)
+	proxy.StripUntrusted(q)
+	q.DeleteFunc(func(fl *message.Field) bool {
+		return message.EqualFold(fl.Name, "Content-Length") || message.EqualFold(fl.Name, "Transfer-Encoding") ||
+			sameKey(fl.Name, "x-original-uri") || sameKey(fl.Name, "x-original-method") ||
+			sameKey(fl.Name, "x-forwarded-method") || sameKey(fl.Name, "x-forwarded-uri")
+	})
+	scheme := d.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
+	uri := d.Target
+	if path != "" {
+		uri = path
+		if _, query, ok := strings.Cut(d.Target, "?"); ok {
+			uri = path + "?" + query
+		}
+	}
+	q.Add("X-Forwarded-Method", d.Method)
+	q.Add("X-Forwarded-Proto", scheme)
+	q.Add("X-Forwarded-Host", d.Authority)
+	q.Add("X-Forwarded-Uri", uri)
+	q.Add("X-Original-URI", uri)
+	q.Add("X-Original-Method", d.Method)
+	if client.IsValid() {
+		a := client.Unmap().String()
+		q.Add("X-Forwarded-For", a)
+		q.Add("X-Real-IP", a)
+	}
+}
+
+// sameKey reports whether name is key (lower case) ignoring case and taking "_" for "-".
+func sameKey(name, key string) bool {
+	if len(name) != len(key) {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != key[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// ask sends the question q to the service.
+func (f *Forward) ask(ctx context.Context, q *message.Header) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	req, err := http.NewRequestWithContext(ctx, "GET", f.cfg.URL, nil)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	for _, fl := range d.Header.Fields() {
-		if message.ConnectionSpecific(fl.Name) || message.EqualFold(fl.Name, "Content-Length") ||
-			message.EqualFold(fl.Name, "Transfer-Encoding") || message.EqualFold(fl.Name, "Upgrade") {
-			continue
-		}
+	for _, fl := range q.Fields() {
 		req.Header.Add(fl.Name, fl.Value)
-	}
-	scheme := d.Scheme
-	if scheme == "" {
-		scheme = "http"
-	}
-	req.Header.Set("X-Forwarded-Method", d.Method)
-	req.Header.Set("X-Forwarded-Proto", scheme)
-	req.Header.Set("X-Forwarded-Host", d.Authority)
-	req.Header.Set("X-Forwarded-Uri", d.Target)
-	req.Header.Set("X-Original-URI", d.Target)
-	req.Header.Set("X-Original-Method", d.Method)
-	if client.IsValid() {
-		req.Header.Set("X-Forwarded-For", client.Unmap().String())
 	}
 	resp, err := f.cfg.Client.Do(req)
 	if err != nil {
@@ -176,17 +257,33 @@ type cancelBody struct {
 
 func (b *cancelBody) Close() error { err := b.ReadCloser.Close(); b.cancel(); return err }
 
-// cacheKey hashes what the service's answer may depend on: the credentials (Authorization,
-// Cookie) and the request (method, host, target).
-func (f *Forward) cacheKey(r *message.Request) (k [32]byte) {
+// cacheKey hashes the question as it is sent: every field but KeyIgnore's, in order, so
+// that two requests share an answer only when the service sees the same question (the
+// client's address included: a service may allow by address).
+func (f *Forward) cacheKey(q *message.Header) (k [32]byte) {
 	h := sha256.New()
-	for _, s := range []string{r.Method, r.Authority, r.Target, r.Header.Get("Authorization")} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
+	var n [4]byte
+	for _, fl := range q.Fields() {
+		if f.ignored(fl.Name) {
+			continue
+		}
+		for _, s := range [2]string{fl.Name, fl.Value} {
+			binary.BigEndian.PutUint32(n[:], uint32(len(s)))
+			h.Write(n[:])
+			io.WriteString(h, s)
+		}
 	}
-	r.Header.Values("Cookie", func(v string) bool { h.Write([]byte(v)); h.Write([]byte{0}); return true })
 	h.Sum(k[:0])
 	return k
+}
+
+func (f *Forward) ignored(name string) bool {
+	for _, k := range f.ignore {
+		if sameKey(name, k) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *Forward) store(k [32]byte, copied []message.Field) {

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -22,6 +23,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/proxy"
 )
 
 // Bounds of the JWT checker.
@@ -53,7 +55,7 @@ type JWTConfig struct {
 	RefetchInterval time.Duration
 	// FetchTimeout bounds one fetch.
 	FetchTimeout time.Duration
-	// Client fetches the key set. Nil means a client of its own.
+	// Client fetches the key set. Nil means DefaultClient.
 	Client *http.Client
 	// Logger receives fetch failures. Nil means slog.Default().
 	Logger *slog.Logger
@@ -71,12 +73,12 @@ type JWT struct {
 	audience jwt.Audience
 }
 
-type claimHeader struct{ claim, header string }
+type claimHeader struct{ claim, header, key string } // key: header as proxy.FieldKey
 
 // NewJWT builds a JWT checker. The key set is fetched on the first request.
 func NewJWT(c JWTConfig) *JWT {
 	if c.Client == nil {
-		c.Client = &http.Client{}
+		c.Client = DefaultClient
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -86,7 +88,7 @@ func NewJWT(c JWTConfig) *JWT {
 		j.algs = append(j.algs, jose.SignatureAlgorithm(a))
 	}
 	for cl, h := range c.ClaimsToHeaders {
-		j.claims = append(j.claims, claimHeader{cl, h})
+		j.claims = append(j.claims, claimHeader{cl, h, proxy.FieldKey(h)})
 	}
 	slices.SortFunc(j.claims, func(a, b claimHeader) int { return strings.Compare(a.claim, b.claim) })
 	j.keys = &keySet{cfg: &j.cfg}
@@ -100,7 +102,7 @@ func NewJWT(c JWTConfig) *JWT {
 func (j *JWT) Check(ctx context.Context, req *message.Request, client netip.Addr) (string, *Denial) {
 	h := &req.Header
 	for _, c := range j.claims {
-		h.Del(c.header) // the client's own: only verified claims go upstream
+		proxy.DelSpellings(h, c.key) // the client's own, in any spelling: only verified claims go upstream
 	}
 	raw := j.token(req)
 	if raw == "" {
@@ -118,7 +120,10 @@ func (j *JWT) Check(ctx context.Context, req *message.Request, client netip.Addr
 			h.Set(c.header, v)
 		}
 	}
-	sub, _ := claims["sub"].(string)
+	var sub string
+	if json.Unmarshal(claims["sub"], &sub) != nil {
+		sub = ""
+	}
 	return sub, nil
 }
 
@@ -156,8 +161,8 @@ var (
 )
 
 // Verify checks raw's signature, algorithm, issuer, audience and times, and returns its
-// claims.
-func (j *JWT) Verify(ctx context.Context, raw string) (map[string]any, error) {
+// claims, each in its JSON form.
+func (j *JWT) Verify(ctx context.Context, raw string) (map[string]json.RawMessage, error) {
 	if len(raw) > maxTokenBytes {
 		return nil, fmt.Errorf("jwt: token of %d bytes", len(raw))
 	}
@@ -174,7 +179,7 @@ func (j *JWT) Verify(ctx context.Context, raw string) (map[string]any, error) {
 		return nil, err
 	}
 	var std jwt.Claims
-	var all map[string]any
+	var all map[string]json.RawMessage
 	verified := false
 	for i := range keys {
 		k := &keys[i]
@@ -220,33 +225,52 @@ func keyFits(k *jose.JSONWebKey, alg string) bool {
 	return false
 }
 
-// claimString renders a claim for a header field: strings as they are, numbers and
-// booleans in JSON form, lists of those joined by ", ". Objects and values with line breaks
-// are skipped.
-func claimString(v any) (string, bool) {
-	var s string
-	switch v := v.(type) {
-	case string:
-		s = v
-	case float64:
-		s = strconv.FormatFloat(v, 'f', -1, 64)
-	case bool:
-		s = strconv.FormatBool(v)
-	case []any:
-		parts := make([]string, 0, len(v))
-		for _, e := range v {
-			p, ok := claimString(e)
-			if !ok {
+// claimString renders a claim for a header field: a string as it is, a number as the token
+// wrote it (no float rounding: 1234567890123456789 stays that), a boolean as true or false,
+// a list of those joined by ", ". Objects, nested lists, list elements containing "," (the
+// header could not be split back) and values with control characters are skipped.
+func claimString(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 {
+		return "", false
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if d.Decode(&v) != nil {
+		return "", false
+	}
+	if list, ok := v.([]any); ok {
+		parts := make([]string, 0, len(list))
+		for _, e := range list {
+			p, ok := scalarClaim(e)
+			if !ok || strings.IndexByte(p, ',') >= 0 {
 				return "", false
 			}
 			parts = append(parts, p)
 		}
-		s = strings.Join(parts, ", ")
+		return strings.Join(parts, ", "), true
+	}
+	return scalarClaim(v)
+}
+
+// scalarClaim renders a string, number or boolean; false for anything else and for values
+// with control characters (CR, LF, NUL, TAB and the rest of C0, DEL).
+func scalarClaim(v any) (string, bool) {
+	var s string
+	switch v := v.(type) {
+	case string:
+		s = v
+	case json.Number:
+		s = v.String()
+	case bool:
+		s = strconv.FormatBool(v)
 	default:
 		return "", false
 	}
-	if strings.ContainsAny(s, "\r\n\x00") {
-		return "", false
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return "", false
+		}
 	}
 	return s, true
 }
@@ -263,29 +287,38 @@ type keySet struct {
 }
 
 // lookup returns the keys that may verify a token with kid ("" means any): from the cache,
-// else after a fetch. A fetch happens when the set expired or, at most once per
-// RefetchInterval, when no key has the kid (the issuer rotated its keys).
+// else after a fetch. A fetch happens, at most once per RefetchInterval, when the set
+// expired (in the background: the stale keys answer meanwhile) or when no key has the kid
+// (waited for: the issuer rotated its keys).
 func (ks *keySet) lookup(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
 	for range 2 {
 		ks.mu.Lock()
 		now := time.Now()
 		keys, found := ks.match(kid)
-		fresh := len(ks.keys) > 0 && now.Before(ks.expires)
+		have := len(ks.keys) > 0
+		fresh := have && now.Before(ks.expires)
 		mayFetch := now.Sub(ks.lastFetch) >= ks.cfg.RefetchInterval || ks.lastFetch.IsZero()
 		switch {
 		case found && fresh:
 			ks.mu.Unlock()
 			return keys, nil
-		case !mayFetch && ks.inflight == nil:
-			// Recently fetched: answer from what there is, stale or not.
+		case found:
+			// Expired: answer from the stale keys at once and refetch in the background, so
+			// that an unreachable issuer does not make every request wait for FetchTimeout.
+			if mayFetch && ks.inflight == nil {
+				ks.inflight = make(chan struct{})
+				ks.lastFetch = now
+				go ks.fetch(ks.inflight)
+			}
 			ks.mu.Unlock()
-			if len(ks.keys) == 0 {
+			return keys, nil
+		case !mayFetch && ks.inflight == nil:
+			// Recently fetched and the kid is not there: do not ask again yet.
+			ks.mu.Unlock()
+			if !have {
 				return nil, errNoKeys
 			}
-			if !found {
-				return nil, errUnknownKey
-			}
-			return keys, nil
+			return nil, errUnknownKey
 		}
 		wait := ks.inflight
 		if wait == nil {

@@ -68,7 +68,7 @@ func storable(req *message.Request, reqCC *directives, resp *message.Response, c
 		return "no-store"
 	case cc.private:
 		return "private"
-	case req.Header.Has("Authorization") && !cc.public && !cc.mustRevalidate && cc.sMaxAge < 0:
+	case (p.Authenticated || req.Header.Has("Authorization")) && !cc.public && !cc.mustRevalidate && cc.sMaxAge < 0:
 		return "authorization"
 	}
 	if resp.Header.HasToken("Vary", "*") {

@@ -34,6 +34,11 @@ type Policy struct {
 	// MaxObjectSize bounds a stored body in bytes; larger responses are passed through
 	// unstored. Zero means DefaultMaxObjectSize.
 	MaxObjectSize int64
+	// Authenticated marks every request as carrying credentials, as the route authenticates
+	// them (by a cookie, another field or the client's address as much as by Authorization):
+	// a response is then stored only when it allows a shared cache to serve it to others
+	// (public, s-maxage or must-revalidate; RFC 9111 section 3.5).
+	Authenticated bool
 	// IgnoreQuery leaves the query out of the key.
 	IgnoreQuery bool
 	// IncludeQuery, when not empty, keeps only these query parameters in the key.

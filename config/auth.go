@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"regexp"
@@ -272,18 +273,51 @@ func (v *validator) basicAuth(p string, b *BasicAuth) {
 		}
 	}
 	n := len(b.Users)
+	all := map[string]string{}
 	if b.UsersFile != "" {
 		users, err := ReadHtpasswd(b.UsersFile)
 		if err != nil {
 			v.errf(p+".users_file", "%v", err)
 		}
 		n += len(users)
+		maps.Copy(all, users)
 	}
+	maps.Copy(all, b.Users)
+	v.basicCosts(p, b, all)
 	if n == 0 && b.UsersFile == "" {
 		v.errf(p+".users", "at least one user (users or users_file) is required")
 	}
 	if b.UserHeader != "" && !validToken(b.UserHeader) {
 		v.errf(p+".user_header", "invalid header name %q", b.UserHeader)
+	}
+}
+
+// basicCosts requires one bcrypt cost for every user. An unknown user is compared against a
+// dummy hash of the highest cost; a known user with a lower cost would answer a wrong
+// password sooner, telling an attacker which user names exist.
+func (v *validator) basicCosts(p string, b *BasicAuth, users map[string]string) {
+	var first string
+	for _, u := range slices.Sorted(maps.Keys(users)) {
+		h := users[u]
+		if len(h) != 60 {
+			continue // reported by checkBasicUser
+		}
+		if first == "" {
+			first = u
+			continue
+		}
+		if c, c0 := h[4:6], users[first][4:6]; c != c0 {
+			field := p + ".users"
+			if _, ok := b.Users[u]; !ok {
+				field = p + ".users_file"
+			} else {
+				field += "." + u
+			}
+			v.errf(field, "user %q has bcrypt cost %s but user %q cost %s: every user must have the same cost, "+
+				"or the time a wrong password takes tells which user names exist (rehash with `htpasswd -nbB -C %s`)",
+				u, c, first, c0, max(c, c0))
+			return
+		}
 	}
 }
 

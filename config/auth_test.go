@@ -48,6 +48,26 @@ func TestAuthConfigErrors(t *testing.T) {
 	}
 }
 
+// Basic users with different bcrypt costs would tell known user names from unknown ones by
+// the time a wrong password takes: a config error naming the user.
+func TestBasicMixedCostsRefused(t *testing.T) {
+	low := "$2y$04$" + bcryptHash[7:]
+	y := authBase + `    auth: {basic: {users: {bob: "` + bcryptHash + `", ann: "` + low + `"}}}` + "\n"
+	_, err := Parse("v.yaml", []byte(y))
+	want := `v.yaml:5:`
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "routes[0].auth.basic.users.bob") ||
+		!strings.Contains(err.Error(), "every user must have the same cost") {
+		t.Errorf("got %v, want an error at %s naming routes[0].auth.basic.users.bob and the costs", err, want)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("carol:"+low+"\n"), 0o600)
+	f := filepath.Join(dir, "v.yaml")
+	os.WriteFile(f, []byte(authBase+`    auth: {basic: {users_file: htpasswd, users: {bob: "`+bcryptHash+`"}}}`+"\n"), 0o644)
+	if _, err := Load(f); err == nil || !strings.Contains(err.Error(), "same cost") {
+		t.Errorf("users and users_file of different costs: got %v", err)
+	}
+}
+
 func TestAuthConfigValid(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("# users\ncarol:"+bcryptHash+"\n"), 0o600)

@@ -101,8 +101,8 @@ func ValidateTemplate(s string) error {
 const clfLayout = "02/Jan/2006:15:04:05 -0700"
 
 // appendTemplate appends r formatted by the template parts, terminated by '\n'. Text values
-// are escaped like NGINX does ("\xHH" for control bytes, quotes and backslashes) and empty
-// ones written "-".
+// are escaped like NGINX does ("\xHH" for control bytes, bytes from 0x7f up, quotes and
+// backslashes) and empty ones written "-".
 func appendTemplate(b []byte, parts []tmplPart, r *Record) []byte {
 	for i := range parts {
 		p := &parts[i]
@@ -217,12 +217,13 @@ func appendDash(b []byte, s string) []byte {
 
 const upperHex = "0123456789ABCDEF"
 
-// appendEscaped appends s with control bytes, DEL, '"' and '\\' written as \xHH, so that a
-// client cannot break a line or a quoted field.
+// appendEscaped appends s with control bytes, DEL, bytes from 0x80 up, '"' and '\\' written
+// as \xHH, as NGINX's log_format escape=default does, so that a client cannot break a line or
+// a quoted field, nor put invalid UTF-8 or look-alike characters in the log.
 func appendEscaped(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c < 0x20 || c == 0x7f || c == '"' || c == '\\' {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
 			b = append(b, '\\', 'x', upperHex[c>>4], upperHex[c&0xf])
 			continue
 		}

@@ -2,14 +2,13 @@ package router
 
 import (
 	"crypto/rand"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/verge-edge/verge/auth"
+	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/message"
@@ -26,6 +25,12 @@ type routeExtras struct {
 	reqRules   []headerRule
 	respRules  []headerRule
 	userHeader bool // the checker names a user for the access log
+	// forward is auth when it is forward authentication: it is told the normalized path.
+	forward *auth.Forward
+	// cache, on a cached route with auth, is the route's cache policy marked Authenticated:
+	// responses are stored only when they say a shared cache may (RFC 9111 section 3.5),
+	// whatever carried the credentials (a cookie, another field, the client's address).
+	cache *cache.Policy
 }
 
 // compileExtras builds the route's extras, nil when it has none.
@@ -51,12 +56,22 @@ func (in *Instance) compileExtras(c *config.Route) *routeExtras {
 				JWKSURL: j.JWKSURL, Issuer: j.Issuer, Audience: j.Audience, Algorithms: j.Algorithms,
 				Leeway: j.Leeway.Std(), Cookie: j.Cookie, Header: j.Header, ClaimsToHeaders: j.ClaimsToHeaders,
 				CacheMin: j.CacheMin.Std(), CacheMax: j.CacheMax.Std(), RefetchInterval: j.RefetchInterval.Std(),
-				FetchTimeout: j.FetchTimeout.Std(), Client: authClient, Logger: in.log,
+				FetchTimeout: j.FetchTimeout.Std(), Client: auth.DefaultClient, Logger: in.log,
 			})
 		case a.Forward != nil:
 			f := a.Forward
-			e.auth = auth.NewForward(auth.ForwardConfig{URL: f.URL, Timeout: f.Timeout.Std(),
-				CopyHeaders: f.CopyHeaders, Cache: f.Cache.Std(), Client: authClient, Logger: in.log})
+			var ignore []string
+			if rid := &in.Config.RequestID; rid.Enabled {
+				ignore = []string{rid.Header} // new on every request: it would defeat the cache
+			}
+			e.forward = auth.NewForward(auth.ForwardConfig{URL: f.URL, Timeout: f.Timeout.Std(),
+				CopyHeaders: f.CopyHeaders, Cache: f.Cache.Std(), KeyIgnore: ignore, Client: auth.DefaultClient, Logger: in.log})
+			e.auth = e.forward
+		}
+		if c.Cache != nil {
+			if e.cache = compileCache(c.Cache); e.cache != nil {
+				e.cache.Authenticated = true
+			}
 		}
 	}
 	if cr := c.CORS; cr != nil {
@@ -76,21 +91,6 @@ func (in *Instance) compileExtras(c *config.Route) *routeExtras {
 	return e
 }
 
-// authClient fetches key sets and asks forward-auth services, for every generation: no
-// redirects followed, no proxy from the environment, bounded response heads and idle pool;
-// each checker bounds its own waits and bodies.
-var authClient = &http.Client{
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	Transport: &http.Transport{
-		Proxy:                  nil,
-		MaxIdleConnsPerHost:    64,
-		IdleConnTimeout:        90 * time.Second,
-		TLSHandshakeTimeout:    10 * time.Second,
-		MaxResponseHeaderBytes: 64 << 10,
-		ForceAttemptHTTP2:      true,
-	},
-}
-
 // checkAccess runs the route's CORS preflight and authentication in the Request phase; done
 // means the request was answered.
 func (p *phases) checkAccess(s *proxy.Session, c *reqCtx, e *routeExtras) (done bool, err error) {
@@ -108,7 +108,13 @@ func (p *phases) checkAccess(s *proxy.Session, c *reqCtx, e *routeExtras) (done 
 		return true, err
 	}
 	if e.auth != nil {
-		user, d := e.auth.Check(s.Context(), s.Req, s.ClientAddr().Addr())
+		var user string
+		var d *auth.Denial
+		if e.forward != nil {
+			user, d = e.forward.CheckPath(s.Context(), s.Req, s.ClientAddr().Addr(), c.normPath(s))
+		} else {
+			user, d = e.auth.Check(s.Context(), s.Req, s.ClientAddr().Addr())
+		}
 		if d != nil {
 			return true, p.respond(s, c, d.Status, d.Header, d.Body)
 		}
@@ -117,22 +123,46 @@ func (p *phases) checkAccess(s *proxy.Session, c *reqCtx, e *routeExtras) (done 
 	return false, nil
 }
 
-// upstreamRequest applies the rewrite and the request header rules.
-func (e *routeExtras) upstreamRequest(s *proxy.Session, req *message.Request) {
+// normPath returns the request's path as route matching saw it (normalize.go): percent-
+// encoded unreserved characters decoded, dot segments resolved, repeated slashes merged. It
+// is computed once, and allocates only for a path that needs normalizing.
+func (c *reqCtx) normPath(s *proxy.Session) string {
+	if c.pathSet {
+		return c.path
+	}
+	c.path, c.pathSet = s.Req.Path(), true
+	if needsNormalizing(c.path) {
+		c.path = normalizePath(c.path, make([]byte, 2*len(c.path)+2))
+	}
+	return c.path
+}
+
+// upstreamRequest applies the rewrite and the request header rules. The rewrite works on
+// the normalized path, as NGINX's rewrite works on $uri: a path with dot segments cannot
+// climb out of add_prefix, nor escape strip_prefix by another spelling.
+func (e *routeExtras) upstreamRequest(s *proxy.Session, c *reqCtx, req *message.Request) {
 	if e.rewrite != nil {
-		req.Target = e.rewrite.apply(req.Target)
+		target := req.Target
+		path, query, hasQuery := strings.Cut(target, "?")
+		if n := c.normPath(s); n != path {
+			target = n
+			if hasQuery {
+				target = n + "?" + query
+			}
+		}
+		req.Target = e.rewrite.apply(target)
 	}
 	for i := range e.reqRules {
-		if r := &e.reqRules[i]; r.holds(0, s.Req.Path(), &req.Header) {
+		if r := &e.reqRules[i]; r.holds(0, c.normPath(s), &req.Header) {
 			r.ops.apply(&req.Header)
 		}
 	}
 }
 
 // response applies the response header rules and the CORS fields.
-func (e *routeExtras) response(s *proxy.Session, status int, h *message.Header) {
+func (e *routeExtras) response(s *proxy.Session, c *reqCtx, status int, h *message.Header) {
 	for i := range e.respRules {
-		if r := &e.respRules[i]; r.holds(status, s.Req.Path(), h) {
+		if r := &e.respRules[i]; r.holds(status, c.normPath(s), h) {
 			r.ops.apply(h)
 		}
 	}
@@ -158,7 +188,7 @@ func (p *phases) respond(s *proxy.Session, c *reqCtx, status int, h *message.Hea
 		sc.CopyFrom(h)
 	}
 	if e != nil {
-		e.response(s, status, sc)
+		e.response(s, c, status, sc)
 	}
 	p.addRequestID(c, sc)
 	err := s.Respond(status, sc, body)
@@ -225,7 +255,7 @@ func compileRules(rules []config.HeaderRule) []headerRule {
 }
 
 // holds reports whether the rule's condition holds for a message with status (0 for a
-// request), the request path and the message's fields.
+// request), the request's normalized path and the message's fields.
 func (r *headerRule) holds(status int, path string, h *message.Header) bool {
 	if r.status != nil && !r.status.has(status) {
 		return false

@@ -39,6 +39,9 @@ func (p *phases) CacheRequest(_ *proxy.Session, ctl *proxy.CacheControl, c *reqC
 		return nil
 	}
 	ctl.Policy = c.route.cache
+	if e := c.route.ext; e != nil && e.cache != nil {
+		ctl.Policy = e.cache // authenticated route: the Authorization rule for every request
+	}
 	return nil
 }
 

@@ -64,7 +64,7 @@ func (p *phases) serveFiles(s *proxy.Session, c *reqCtx, r *route) (bool, error)
 		head = func(resp *message.Response) {
 			r.respOps.apply(&resp.Header)
 			if r.ext != nil {
-				r.ext.response(s, resp.Status, &resp.Header)
+				r.ext.response(s, c, resp.Status, &resp.Header)
 			}
 			p.addRequestID(c, &resp.Header)
 		}

@@ -55,6 +55,9 @@ type reqCtx struct {
 	// returns it on responses, "" when they do not carry it.
 	reqID, reqIDField string
 	user              string // the authenticated user, for the access log
+	// path is the normalized request path once normPath computed it (access.go).
+	path    string
+	pathSet bool
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
@@ -204,7 +207,7 @@ func override(v, o time.Duration) time.Duration {
 func (p *phases) UpstreamRequest(s *proxy.Session, req *message.Request, c *reqCtx) error {
 	c.route.reqOps.apply(&req.Header)
 	if e := c.route.ext; e != nil {
-		e.upstreamRequest(s, req)
+		e.upstreamRequest(s, c, req)
 	}
 	return nil
 }
@@ -213,7 +216,7 @@ func (p *phases) UpstreamRequest(s *proxy.Session, req *message.Request, c *reqC
 func (p *phases) Response(s *proxy.Session, resp *message.Response, c *reqCtx) error {
 	c.route.respOps.apply(&resp.Header)
 	if e := c.route.ext; e != nil {
-		e.response(s, resp.Status, &resp.Header)
+		e.response(s, c, resp.Status, &resp.Header)
 	}
 	p.addRequestID(c, &resp.Header)
 	if c.limitHeader != nil {
