@@ -228,7 +228,11 @@ func (v *validator) validateAuth() {
 			v.cors(p+".cors", r.CORS)
 		}
 		if r.Rewrite != nil {
-			v.rewrite(p+".rewrite", r.Rewrite)
+			if r.Files != nil {
+				v.errf(p+".rewrite", "rewrite changes the request sent upstream; a files route serves the request path under its root (point root at the directory the path names)")
+			} else {
+				v.rewrite(p+".rewrite", r.Rewrite)
+			}
 		}
 		v.headerRules(p+".request_headers.rules", r.RequestHeaders.Rules, false)
 		v.headerRules(p+".response_headers.rules", r.ResponseHeaders.Rules, true)

@@ -95,3 +95,18 @@ request_id: {enabled: true}
 		t.Errorf("cors defaults: %+v", r.CORS)
 	}
 }
+
+// TestRewriteOnFilesRouteRefused: a files route serves the request path under its root, so a
+// rewrite there would be silently ignored; it is a config error instead.
+func TestRewriteOnFilesRouteRefused(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Parse("r.yaml", []byte(`
+listeners: [{address: "127.0.0.1:8080"}]
+routes:
+  - files: {root: `+dir+`}
+    rewrite: {strip_prefix: /static}
+`))
+	if err == nil || !strings.Contains(err.Error(), "routes[0].rewrite: rewrite changes the request sent upstream") {
+		t.Fatalf("got %v", err)
+	}
+}
