@@ -231,6 +231,15 @@ func (c *proxiedConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
+// SetLinger sets the socket's linger, so that a shed connection behind a PROXY header is
+// reset like any other (server.Server's shed).
+func (c *proxiedConn) SetLinger(sec int) error {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		return tc.SetLinger(sec)
+	}
+	return errors.ErrUnsupported
+}
+
 func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
 func (c *proxiedConn) LocalAddr() net.Addr  { return c.local }
 

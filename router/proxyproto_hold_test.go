@@ -1,7 +1,9 @@
 package router
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -122,4 +124,24 @@ func TestProxyListenerClosesUnacceptedAfterTimeout(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// A connection behind a PROXY header that the server sheds is reset like a plain one: the
+// shed finds the socket's linger through the wrapper.
+func TestProxiedConnShedResets(t *testing.T) {
+	cli, srv := tcpPair(t)
+	pc := &proxiedConn{Conn: srv, remote: srv.RemoteAddr(), local: srv.LocalAddr()}
+	lc, ok := net.Conn(pc).(interface{ SetLinger(sec int) error })
+	if !ok {
+		t.Fatal("proxiedConn has no SetLinger: shed cannot reset it")
+	}
+	if err := lc.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	pc.Close()
+	cli.SetReadDeadline(time.Now().Add(20 * time.Second)) // failure bound only
+	_, err := cli.Read(make([]byte, 1))
+	if err == nil || isTimeout(err) || errors.Is(err, io.EOF) {
+		t.Fatalf("read %v, want a reset", err)
+	}
 }
