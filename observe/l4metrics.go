@@ -23,7 +23,7 @@ func newL4Metrics(reg *prometheus.Registry) *l4Metrics {
 		}, []string{"listener", "direction"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "l4_udp_dropped_total",
-			Help: "Datagrams of new UDP clients dropped by an l4 listener at its flow cap or without an available server.",
+			Help: "Datagrams an l4 UDP listener dropped: of new clients without an available server or flow place, or server replies past the amplification bound.",
 		}, []string{"listener"}),
 	}
 	reg.MustRegister(l.conns, l.bytes, l.dropped)

@@ -430,14 +430,14 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 
 // pipe copies bytes both ways until both directions have ended: an end of stream in one
 // direction is passed on as a half-close (CloseWrite) and the other direction goes on. A
-// connection with no bytes either way for idle is closed. It returns the first error other
-// than an end of stream.
+// connection with no bytes moved either way for idle is closed; a read or a write that is
+// stuck counts as no bytes moved, so a client that half-closed and stopped reading cannot
+// hold the connection forever. It returns the first error other than an end of stream.
 func pipe(client, up net.Conn, idle time.Duration, lc *l4Conn) error {
-	var last atomic.Int64 // unix nanoseconds of the last bytes moved, either way
-	last.Store(time.Now().UnixNano())
+	w := newIdleWatch(idle)
 	errc := make(chan error, 2)
-	go func() { errc <- copyHalf(up, client, idle, &last, &lc.in) }()
-	err := copyHalf(client, up, idle, &last, &lc.out)
+	go func() { errc <- copyHalf(up, client, w, 0, &lc.in) }()
+	err := copyHalf(client, up, w, 1, &lc.out)
 	err2 := <-errc
 	if err == nil {
 		err = err2
@@ -445,32 +445,103 @@ func pipe(client, up net.Conn, idle time.Duration, lc *l4Conn) error {
 	return err
 }
 
-// chunk is how much one splice or copy call moves at most before the idle deadline is
-// renewed.
+// idleWatch decides when a piped connection is idle. Each direction copies in windows of at
+// most idle/2 (the deadlines of its read and of its write); a window that moved no bytes
+// extends the direction's known quiet time, one that moved bytes restarts it. Bytes moved
+// inside a splice are only counted when the window returns, so the connection is idle only
+// once the quiet times both directions have confirmed overlap for idle: a busy direction
+// in the middle of a long transfer is never mistaken for a silent one.
+type idleWatch struct {
+	idle, window time.Duration
+	mu           sync.Mutex
+	quietFrom    [2]time.Time // since when direction i moved nothing, as far as it knows
+	checked      [2]time.Time // up to when direction i has confirmed it (end of its last window)
+}
+
+func newIdleWatch(idle time.Duration) *idleWatch {
+	now := time.Now()
+	w := &idleWatch{idle: idle, window: max(idle/2, time.Millisecond)}
+	w.quietFrom = [2]time.Time{now, now}
+	w.checked = [2]time.Time{now, now}
+	return w
+}
+
+// progress records the end of a window of direction i that moved bytes.
+func (w *idleWatch) progress(i int) {
+	now := time.Now()
+	w.mu.Lock()
+	w.quietFrom[i], w.checked[i] = now, now
+	w.mu.Unlock()
+}
+
+// ended records that direction i has finished: it stays quiet from now on.
+func (w *idleWatch) ended(i int) {
+	now := time.Now()
+	w.mu.Lock()
+	w.quietFrom[i], w.checked[i] = now, time.Unix(1<<62, 0)
+	w.mu.Unlock()
+}
+
+// quiet records the end of a window of direction i that moved nothing and reports whether
+// the connection has now been idle for idle.
+func (w *idleWatch) quiet(i int) bool {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.checked[i] = now
+	from := w.quietFrom[0]
+	if w.quietFrom[1].After(from) {
+		from = w.quietFrom[1]
+	}
+	to := w.checked[0]
+	if w.checked[1].Before(to) {
+		to = w.checked[1]
+	}
+	return to.Sub(from) >= w.idle
+}
+
+// chunk is how much one splice or copy call moves at most.
 const chunk = 4 << 20
 
-// copyHalf copies src to dst until src ends, then half-closes dst. On a failure it closes
-// both, which ends the other direction too. On Linux, TCP to TCP is spliced by the kernel
-// (net.TCPConn.ReadFrom with an io.LimitedReader over a *net.TCPConn).
-func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, n *atomic.Int64) error {
+// copyHalf copies src to dst until src ends, then half-closes dst; dir is its direction's
+// index in w. On a failure or when idle it closes both, which ends the other direction too.
+// On Linux, TCP to TCP is spliced by the kernel (net.TCPConn.ReadFrom with an
+// io.LimitedReader over a *net.TCPConn).
+func copyHalf(dst, src net.Conn, w *idleWatch, dir int, n *atomic.Int64) error {
 	lr := &io.LimitedReader{R: src}
+	_, splice := dst.(io.ReaderFrom)
 	for {
-		src.SetReadDeadline(time.Now().Add(idle))
+		readBy := time.Now().Add(w.window)
+		src.SetReadDeadline(readBy)
+		writeBy := readBy.Add(w.idle)
+		if splice {
+			// A write started before readBy that has not finished by writeBy was stuck for
+			// idle. (The write deadline must not fire while the read side can still go on:
+			// bytes a splice has read but not written are dropped when its write fails.)
+			dst.SetWriteDeadline(writeBy)
+		}
 		lr.N = chunk
-		m, err := copyChunk(dst, lr)
+		m, err := copyChunk(dst, lr, w.idle)
 		if m > 0 {
 			n.Add(m)
-			last.Store(time.Now().UnixNano())
+			w.progress(dir)
+		}
+		if splice && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(writeBy) {
+			err = errWriteStuck
 		}
 		switch {
 		case err == nil && lr.N > 0: // end of stream
+			w.ended(dir)
 			closeWrite(dst)
 			return nil
 		case err == nil:
 			continue
-		case errors.Is(err, os.ErrDeadlineExceeded) && time.Since(time.Unix(0, last.Load())) < idle:
-			continue // the other direction is busy: not idle
+		case errors.Is(err, os.ErrDeadlineExceeded) && m > 0:
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded) && !w.quiet(dir):
+			continue // the other direction moved bytes: not idle
 		case errors.Is(err, io.EOF):
+			w.ended(dir)
 			closeWrite(dst)
 			return nil
 		}
@@ -479,21 +550,42 @@ func copyHalf(dst, src net.Conn, idle time.Duration, last *atomic.Int64, n *atom
 		if errors.Is(err, net.ErrClosed) {
 			return nil // the other direction failed and closed both
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, errWriteStuck) {
 			return errors.New("idle timeout")
 		}
 		return err
 	}
 }
 
-// copyChunk moves what lr allows from its reader to dst, by splice when both are TCP.
-func copyChunk(dst net.Conn, lr *io.LimitedReader) (int64, error) {
+// copyChunk moves what lr allows from its reader to dst, by splice when both are TCP. When
+// dst cannot take a reader (TLS, a connection with a PROXY header), each write gets a
+// deadline of idle of its own: a write deadline breaks a TLS connection for good, so it
+// only fires on a write that made no headway for the whole idle time.
+func copyChunk(dst net.Conn, lr *io.LimitedReader, idle time.Duration) (int64, error) {
 	if rf, ok := dst.(io.ReaderFrom); ok {
 		return rf.ReadFrom(lr)
 	}
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
-	return io.CopyBuffer(dst, lr, *buf)
+	return io.CopyBuffer(deadlineWriter{dst, idle}, lr, *buf)
+}
+
+// errWriteStuck is a write that did not finish within the idle time.
+var errWriteStuck = errors.New("write stuck for the idle time")
+
+// deadlineWriter gives each write to a connection a deadline.
+type deadlineWriter struct {
+	c    net.Conn
+	idle time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	d.c.SetWriteDeadline(time.Now().Add(d.idle))
+	n, err := d.c.Write(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errWriteStuck
+	}
+	return n, err
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

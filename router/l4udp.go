@@ -21,8 +21,9 @@ const maxDatagram = 65535
 
 // udpServer relays the datagrams of one udp l4 listener: each client address is a flow with
 // a connected socket of its own to the server chosen for it; a flow ends after its idle
-// timeout. At most max_conns flows exist at once: datagrams of new clients beyond that are
-// dropped (and counted) while existing flows go on.
+// timeout. At most max_conns flows exist at once: a new client beyond that takes the place of
+// the least recently active flow that never got a reply, or else of the least recently
+// active flow, so addresses that only send (forged ones) cannot keep every place.
 type udpServer struct {
 	rt  *Runtime
 	pc  net.PacketConn
@@ -30,10 +31,19 @@ type udpServer struct {
 
 	mu      sync.Mutex
 	flows   map[netip.AddrPort]*udpFlow
-	dropped atomic.Int64 // datagrams dropped: flow cap reached or no server
+	dropped atomic.Int64 // datagrams dropped: no flow and no place for one, no server, reply bound
 	done    chan struct{}
 	wg      sync.WaitGroup
 }
+
+// Reply bound: a flow forwards to its client at most udpReplyFactor times the bytes the
+// client sent plus udpReplyAllowance, so a forged source address cannot make Verge send a
+// victim much more than the forger sent (beyond one ordinary answer). Replies past the bound
+// are dropped.
+const (
+	udpReplyFactor    = 3
+	udpReplyAllowance = 4096
+)
 
 // udpFlow is one client address's association with a server.
 type udpFlow struct {
@@ -124,12 +134,7 @@ func (s *udpServer) relay(client netip.AddrPort, p []byte) {
 	s.mu.Unlock()
 	if f == nil {
 		if f = s.newFlow(client); f == nil {
-			s.dropped.Add(1)
-			if in := s.rt.cur.Load(); in != nil {
-				if m, ok := in.metric.(L4Metrics); ok {
-					m.L4Dropped(s.cur.Load().cfg.Name)
-				}
-			}
+			s.drop()
 			return
 		}
 	}
@@ -139,11 +144,24 @@ func (s *udpServer) relay(client netip.AddrPort, p []byte) {
 	}
 }
 
+// drop counts a datagram not relayed.
+func (s *udpServer) drop() {
+	s.dropped.Add(1)
+	if in := s.rt.cur.Load(); in != nil {
+		if m, ok := in.metric.(L4Metrics); ok {
+			m.L4Dropped(s.cur.Load().cfg.Name)
+		}
+	}
+}
+
 // newFlow starts the flow of a new client, or returns nil when the flow cap is reached or
 // no server is available.
 func (s *udpServer) newFlow(client netip.AddrPort) *udpFlow {
 	st := s.cur.Load()
 	s.mu.Lock()
+	if len(s.flows) >= st.cfg.MaxConns {
+		s.evictLocked()
+	}
 	full := len(s.flows) >= st.cfg.MaxConns
 	s.mu.Unlock()
 	if full {
@@ -178,6 +196,24 @@ func (s *udpServer) newFlow(client netip.AddrPort) *udpFlow {
 	return f
 }
 
+// evictLocked ends the least recently active flow that never got a reply, or, when every
+// flow got one, the least recently active flow. With s.mu held.
+func (s *udpServer) evictLocked() {
+	var victim *udpFlow
+	var vAnswered bool
+	var vLast int64
+	for _, f := range s.flows {
+		answered, last := f.lc.out.Load() > 0, f.last.Load()
+		if victim == nil || (!answered && vAnswered) || (answered == vAnswered && last < vLast) {
+			victim, vAnswered, vLast = f, answered, last
+		}
+	}
+	if victim != nil {
+		delete(s.flows, victim.client)
+		victim.up.Close() // its replies loop ends and logs it
+	}
+}
+
 // replies relays the server's datagrams to the client until the flow is idle for idle or
 // its socket is closed, then ends the flow.
 func (f *udpFlow) replies(idle time.Duration) {
@@ -197,12 +233,18 @@ func (f *udpFlow) replies(idle time.Duration) {
 			break
 		}
 		f.last.Store(time.Now().UnixNano())
+		if f.lc.out.Load()+int64(n) > udpReplyFactor*f.lc.in.Load()+udpReplyAllowance {
+			s.drop() // the server sends far more than the client asked for: not relayed
+			continue
+		}
 		if _, werr := s.pc.WriteTo(buf[:n], dst); werr == nil {
 			f.lc.out.Add(int64(n))
 		}
 	}
 	s.mu.Lock()
-	delete(s.flows, f.client)
+	if s.flows[f.client] == f {
+		delete(s.flows, f.client)
+	}
 	s.mu.Unlock()
 	f.up.Close()
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) {

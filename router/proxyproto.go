@@ -15,6 +15,7 @@ import (
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/internal/proxyproto"
 	"github.com/verge-edge/verge/proxy"
+	"github.com/verge-edge/verge/server"
 	"github.com/verge-edge/verge/upstream"
 )
 
@@ -22,13 +23,17 @@ import (
 // they did not start with a valid PROXY protocol header in time.
 const ShedProxyProtocol = "proxy_protocol"
 
-// maxPendingProxyHeaders bounds the PROXY headers being read at once on one listener; while
-// that many are in flight, further connections wait in the accept queue.
+// maxPendingProxyHeaders bounds the connections from trusted peers one listener holds
+// before the server accepts them: those whose PROXY header is being read and those whose
+// header is read, waiting for the server's Accept. While that many are held, further
+// connections wait in the kernel's accept queue, so when the server stops accepting
+// (max_conns reached) the listener stops too, after at most that many.
 const maxPendingProxyHeaders = 1024
 
 // proxyListener reads the PROXY protocol header of connections from trusted peers before the
 // server accepts them, each on a goroutine of its own, so a slow peer never holds up the
-// accept loop; the server then sees the client's address as the connection's RemoteAddr and
+// accept loop; a connection holds its place among the maxPendingProxyHeaders until the
+// server has taken it, or has not for the header timeout (then it is closed); the server then sees the client's address as the connection's RemoteAddr and
 // everything keyed on it (ip_rules, per-client limits, rate limits, access log,
 // X-Forwarded-For) follows. Connections from other peers pass through untouched.
 type proxyListener struct {
@@ -44,12 +49,18 @@ type proxyListener struct {
 	sem     chan struct{}
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // conns whose header is being read, closed by Close
+	stopped bool                  // Close has run: pending takes no more, with mu
 	done    chan struct{}         // closed when run has returned
 	err     error                 // the inner Accept's error that stopped run
 }
 
 // newProxyListener wraps inner per cfg and starts accepting from it.
 func newProxyListener(inner net.Listener, cfg *config.ProxyProtocol, shed func(string), log *slog.Logger) *proxyListener {
+	return newProxyListenerSize(inner, cfg, shed, log, maxPendingProxyHeaders)
+}
+
+// newProxyListenerSize is newProxyListener holding at most max connections of trusted peers.
+func newProxyListenerSize(inner net.Listener, cfg *config.ProxyProtocol, shed func(string), log *slog.Logger, max int) *proxyListener {
 	p := &proxyListener{
 		inner:   inner,
 		trusted: acl.NewSet(cfg.TrustedPrefixes()),
@@ -58,7 +69,7 @@ func newProxyListener(inner net.Listener, cfg *config.ProxyProtocol, shed func(s
 		log:     log,
 		out:     make(chan net.Conn),
 		closed:  make(chan struct{}),
-		sem:     make(chan struct{}, maxPendingProxyHeaders),
+		sem:     make(chan struct{}, max),
 		pending: map[net.Conn]struct{}{},
 		done:    make(chan struct{}),
 	}
@@ -86,16 +97,22 @@ func (p *proxyListener) run() {
 			return
 		}
 		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			c.Close()
+			return
+		}
 		p.pending[c] = struct{}{}
 		p.mu.Unlock()
 		go p.readHeader(c)
 	}
 }
 
-// readHeader reads c's header and hands over the connection, or closes it.
+// readHeader reads c's header and hands over the connection, or closes it. Its place in sem
+// is given back only then.
 func (p *proxyListener) readHeader(c net.Conn) {
+	defer func() { <-p.sem }()
 	h, rest, err := proxyproto.Read(c, p.timeout)
-	<-p.sem
 	p.mu.Lock()
 	delete(p.pending, c)
 	p.mu.Unlock()
@@ -113,14 +130,31 @@ func (p *proxyListener) readHeader(c net.Conn) {
 		return
 	}
 	if h.Local && len(rest) == 0 {
-		p.deliver(c) // the balancer's own connection (a health check): its addresses stand
+		p.deliverWithin(c) // the balancer's own connection (a health check): its addresses stand
 		return
 	}
 	pc := &proxiedConn{Conn: c, prefix: rest, remote: c.RemoteAddr(), local: c.LocalAddr()}
 	if !h.Local {
 		pc.remote, pc.local = net.TCPAddrFromAddrPort(h.Src), net.TCPAddrFromAddrPort(h.Dst)
 	}
-	p.deliver(pc)
+	p.deliverWithin(pc)
+}
+
+// deliverWithin hands c to Accept, or closes it when p is closed first or nobody accepts it
+// within the header timeout (the server is at its max_conns).
+func (p *proxyListener) deliverWithin(c net.Conn) {
+	t := time.NewTimer(p.timeout)
+	defer t.Stop()
+	select {
+	case p.out <- c:
+	case <-p.closed:
+		c.Close()
+	case <-t.C:
+		c.Close()
+		if p.shed != nil {
+			p.shed(server.ShedMaxConns) // the server takes no more: it is at max_conns
+		}
+	}
 }
 
 // deliver hands c to Accept, or closes it when p is closed first.
@@ -155,6 +189,7 @@ func (p *proxyListener) Close() error {
 		close(p.closed)
 		p.inner.Close()
 		p.mu.Lock()
+		p.stopped = true
 		for c := range p.pending {
 			c.Close()
 		}
@@ -194,6 +229,15 @@ func (c *proxiedConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(b)
+}
+
+// SetLinger sets the socket's linger, so that a shed connection behind a PROXY header is
+// reset like any other (server.Server's shed).
+func (c *proxiedConn) SetLinger(sec int) error {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		return tc.SetLinger(sec)
+	}
+	return errors.ErrUnsupported
 }
 
 func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }

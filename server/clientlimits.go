@@ -241,7 +241,7 @@ func (s *Server) shed(c net.Conn, reason string) {
 	if s.Limits.Respond && s.TLSConfig == nil && reason != ShedIPRules {
 		c.SetWriteDeadline(time.Now().Add(time.Millisecond))
 		c.Write(shedResponse)
-	} else if tc, ok := c.(*net.TCPConn); ok {
+	} else if tc, ok := c.(interface{ SetLinger(sec int) error }); ok { // *net.TCPConn or a wrapper
 		tc.SetLinger(0) // a reset: no TIME_WAIT left behind for a flood's connections
 	}
 	c.Close()
