@@ -94,6 +94,11 @@ type plainEdge struct {
 	acme          *acme.Manager // nil: no challenges answered
 	redirectHTTPS bool
 	httpsPort     string // "" or "443": no port in the redirect
+	// hosts are the names redirect_https sends clients to: the ACME domains and the routes'
+	// exact hosts (lower case, no trailing dot); wildcards the routes' "*.suffix" hosts,
+	// stored as ".suffix". Any other Host gets 421, so the redirect can't point elsewhere.
+	hosts     map[string]bool
+	wildcards []string
 }
 
 // newPlainEdge returns the edge of plain listener l, nil when it has nothing to do.
@@ -110,7 +115,72 @@ func newPlainEdge(cfg *config.Config, l *config.Listener, m *acme.Manager) *plai
 	if e.acme == nil && !e.redirectHTTPS {
 		return nil
 	}
+	if e.redirectHTTPS {
+		e.hosts, e.wildcards = redirectHosts(cfg)
+	}
 	return e
+}
+
+// redirectHosts collects the names redirect_https may send clients to.
+func redirectHosts(cfg *config.Config) (map[string]bool, []string) {
+	hosts := map[string]bool{}
+	var wildcards []string
+	add := func(h string) {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		switch {
+		case h == "":
+		case strings.HasPrefix(h, "*."):
+			if !slices.Contains(wildcards, h[1:]) {
+				wildcards = append(wildcards, h[1:])
+			}
+		default:
+			hosts[h] = true
+		}
+	}
+	for i := range cfg.Listeners {
+		for _, h := range cfg.ACMEDomains(&cfg.Listeners[i]) {
+			add(h)
+		}
+	}
+	for i := range cfg.Routes {
+		for _, h := range cfg.Routes[i].Match.Host {
+			add(h)
+		}
+	}
+	return hosts, wildcards
+}
+
+// redirectable reports whether host (without port) is a configured name.
+func (e *plainEdge) redirectable(host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	if e.hosts[host] {
+		return true
+	}
+	lower := strings.ToLower(host)
+	if e.hosts[lower] {
+		return true
+	}
+	if !isHostname(lower) { // "a@evil.example#.example.com" must not match "*.example.com"
+		return false
+	}
+	for _, w := range e.wildcards {
+		// "*.example.com" matches one or more labels before ".example.com", not the apex.
+		if len(lower) > len(w) && strings.HasSuffix(lower, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// isHostname reports whether h holds only the bytes of a DNS name.
+func isHostname(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // serve answers ex when it is a challenge or to be redirected, and reports whether it did.
@@ -140,6 +210,13 @@ func (e *plainEdge) serve(ex message.ServerExchange) bool {
 		writeSimple(ex, 400, "text/plain; charset=utf-8", "", []byte("400 Bad Request: no host to redirect to\n"))
 		return true
 	}
+	if !e.redirectable(host) {
+		// Misdirected: redirecting to a name nobody configured would make this listener an
+		// open redirect (and a cache-poisoning tool).
+		writeSimple(ex, 421, "text/plain; charset=utf-8", "", []byte("421 Misdirected Request: unknown host\n"))
+		return true
+	}
+	host = strings.TrimSuffix(host, ".")
 	if strings.Contains(host, ":") { // an IPv6 literal
 		host = "[" + host + "]"
 	}

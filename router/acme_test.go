@@ -43,21 +43,48 @@ func (e *edgeExchange) WriteHeader(r *message.Response) error {
 	return nil
 }
 
+// redirectConfig is a plain redirect_https listener, a TLS listener on port (ACME for
+// acme.example) and routes for example.com and *.wild.example.
+func redirectConfig(port string) *config.Config {
+	return &config.Config{
+		Listeners: []config.Listener{
+			{Name: "plain", Address: "127.0.0.1:80", RedirectHTTPS: true},
+			{Name: "secure", Address: "127.0.0.1:" + port, TLS: &config.ListenerTLS{ACME: &config.ACME{Domains: []string{"ACME.example."}}}},
+		},
+		Routes: []config.Route{
+			{Match: config.Match{Host: config.StringList{"Example.com", "*.wild.example"}}},
+			{Match: config.Match{Host: config.StringList{"::1"}}},
+		},
+	}
+}
+
 func TestPlainEdgeRedirect(t *testing.T) {
 	for _, tc := range []struct {
 		port, authority, target string
+		proto                   string
 		status                  int
 		loc                     string
 	}{
-		{"443", "example.com", "/a?b=c", 308, "https://example.com/a?b=c"},
-		{"443", "example.com:80", "/", 308, "https://example.com/"},
-		{"8443", "example.com:8080", "/x", 308, "https://example.com:8443/x"},
-		{"443", "[::1]:80", "/", 308, "https://[::1]/"},
-		{"443", "", "/", 400, ""},
-		{"443", "example.com", "*", 400, ""},
+		{"443", "example.com", "/a?b=c", message.HTTP11, 308, "https://example.com/a?b=c"},
+		{"443", "example.com:80", "/", message.HTTP11, 308, "https://example.com/"},
+		{"443", "EXAMPLE.com.", "/", message.HTTP11, 308, "https://EXAMPLE.com/"},
+		{"443", "acme.example", "/", message.HTTP11, 308, "https://acme.example/"},
+		{"443", "a.b.wild.example", "/", message.HTTP11, 308, "https://a.b.wild.example/"},
+		{"8443", "example.com:8080", "/x", message.HTTP11, 308, "https://example.com:8443/x"},
+		{"443", "[::1]:80", "/", message.HTTP11, 308, "https://[::1]/"},
+		{"443", "", "/", message.HTTP11, 400, ""},
+		{"443", "example.com", "*", message.HTTP11, 400, ""},
+		// Names nobody configured: never a redirect elsewhere (open redirect, cache poisoning).
+		{"443", "evil.example", "/", message.HTTP11, 421, ""},
+		{"443", "evil.example:80", "/", message.HTTP2, 421, ""}, // HTTP/2 :authority
+		{"443", "wild.example", "/", message.HTTP11, 421, ""},   // the wildcard's apex
+		{"443", "a@evil.example#.wild.example", "/", message.HTTP11, 421, ""},
+		{"443", "evil.example/.wild.example", "/", message.HTTP2, 421, ""},
+		{"443", "example.com.evil.example", "/", message.HTTP11, 421, ""},
 	} {
-		e := &plainEdge{redirectHTTPS: true, httpsPort: tc.port}
-		ex := &edgeExchange{req: message.Request{Method: "GET", Authority: tc.authority, Target: tc.target, Proto: message.HTTP11}}
+		cfg := redirectConfig(tc.port)
+		e := newPlainEdge(cfg, &cfg.Listeners[0], nil)
+		ex := &edgeExchange{req: message.Request{Method: "GET", Authority: tc.authority, Target: tc.target, Proto: tc.proto}}
 		if !e.serve(ex) || ex.status != tc.status || ex.loc != tc.loc {
 			t.Errorf("%s %s (https port %s): %d %q, want %d %q", tc.authority, tc.target, tc.port, ex.status, ex.loc, tc.status, tc.loc)
 		}
@@ -135,8 +162,9 @@ func BenchmarkPlainEdgePassThrough(b *testing.B) {
 
 // BenchmarkPlainEdgeRedirect is one redirect_https answer.
 func BenchmarkPlainEdgeRedirect(b *testing.B) {
-	e := &plainEdge{redirectHTTPS: true, httpsPort: "443"}
-	ex := &edgeExchange{req: message.Request{Method: "GET", Authority: "a.example:80", Target: "/index.html?x=1", Proto: message.HTTP11}}
+	cfg := redirectConfig("443")
+	e := newPlainEdge(cfg, &cfg.Listeners[0], nil)
+	ex := &edgeExchange{req: message.Request{Method: "GET", Authority: "example.com:80", Target: "/index.html?x=1", Proto: message.HTTP11}}
 	b.ReportAllocs()
 	for b.Loop() {
 		e.serve(ex)
