@@ -65,16 +65,38 @@ func (in *Instance) startACME(d *Deps) {
 	d.ACME.Retain(names)
 }
 
-// acmeGetCertificate chooses a certificate for a listener with acme settings: the CA's
-// TLS-ALPN-01 validation gets the challenge certificate; otherwise a configured certificate
-// naming the server name exactly or by wildcard, then the managed certificate, then the
-// first configured certificate. A server name nothing covers fails the handshake (without
-// configured certificates): no certificate is ever ordered for a name not configured.
+// isACMEChallengeHello reports whether hello is a CA's TLS-ALPN-01 validation: it offers
+// acme-tls/1 and nothing else (RFC 8737 section 3).
+func isACMEChallengeHello(hello *tls.ClientHelloInfo) bool {
+	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmeALPN
+}
+
+// acmeChallengeConfig returns the listener's GetConfigForClient: a hello that is a TLS-ALPN-01
+// validation gets a config of its own (the challenge certificate, acme-tls/1 the only
+// protocol, no client certificate asked for); any other hello gets nil, the listener's config,
+// which does not offer acme-tls/1, so an HTTP connection can never negotiate it.
+func acmeChallengeConfig(site *acme.Site, minVersion uint16) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	challenge := &tls.Config{
+		MinVersion:             max(minVersion, tls.VersionTLS12), // RFC 8737 section 4
+		NextProtos:             []string{acmeALPN},
+		GetCertificate:         site.GetCertificate,
+		SessionTicketsDisabled: true,
+	}
+	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if isACMEChallengeHello(hello) {
+			return challenge, nil
+		}
+		return nil, nil
+	}
+}
+
+// acmeGetCertificate chooses a certificate for a listener with acme settings: a configured
+// certificate naming the server name exactly or by wildcard, then the managed certificate,
+// then the first configured certificate. A server name nothing covers fails the handshake
+// (without configured certificates): no certificate is ever ordered for a name not
+// configured. TLS-ALPN-01 validations don't come here (acmeChallengeConfig).
 func acmeGetCertificate(site *acme.Site, cs *certSet) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		if slices.Contains(hello.SupportedProtos, acmeALPN) {
-			return site.GetCertificate(hello)
-		}
 		if len(cs.all) > 0 {
 			if c := cs.lookup(hello); c != nil {
 				return c, nil

@@ -189,3 +189,52 @@ func BenchmarkACMEGetCertificate(b *testing.B) {
 		}
 	}
 }
+
+// TestACMETLSALPNOnlyAlone: only a hello offering acme-tls/1 alone is a TLS-ALPN-01
+// validation. A client offering it among others gets the normal certificate choice (a name
+// covered by a configured certificate succeeds) and never negotiates acme-tls/1.
+func TestACMETLSALPNOnlyAlone(t *testing.T) {
+	m := acme.New(acme.Options{Dir: t.TempDir()})
+	defer m.Close()
+	site, err := m.Prepare(acme.SiteConfig{Listener: "l", ACME: config.ACME{CA: "https://127.0.0.1:1/dir"}, Domains: []string{"managed.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	static := selfSigned(t, "static.example")
+	cfg := &tls.Config{
+		GetCertificate:     acmeGetCertificate(site, newCertSet([]*tls.Certificate{static})),
+		NextProtos:         []string{"h2", "http/1.1"},
+		ClientAuth:         tls.VerifyClientCertIfGiven,
+		GetConfigForClient: acmeChallengeConfig(site, tls.VersionTLS12),
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(static.Leaf)
+	handshake := func(name string, protos []string) (tls.ConnectionState, error) {
+		c1, c2 := net.Pipe()
+		defer c1.Close()
+		defer c2.Close()
+		srv := tls.Server(c1, cfg)
+		done := make(chan error, 1)
+		go func() { done <- srv.Handshake(); c1.Close() }()
+		cl := tls.Client(c2, &tls.Config{ServerName: name, RootCAs: roots, NextProtos: protos})
+		err := cl.Handshake()
+		<-done
+		return cl.ConnectionState(), err
+	}
+	st, err := handshake("static.example", []string{acmeALPN, "http/1.1"})
+	if err != nil || st.NegotiatedProtocol != "http/1.1" || !st.PeerCertificates[0].Equal(static.Leaf) {
+		t.Errorf("acme-tls/1 among others for a configured name: %q, %v; want http/1.1 and the configured certificate", st.NegotiatedProtocol, err)
+	}
+	if st, err := handshake("static.example", []string{acmeALPN, "foo"}); st.NegotiatedProtocol == acmeALPN {
+		t.Errorf("acme-tls/1 negotiated on a normal connection (%v)", err)
+	}
+	hello := &tls.ClientHelloInfo{ServerName: "managed.example", SupportedProtos: []string{acmeALPN}}
+	c, err := cfg.GetConfigForClient(hello)
+	if err != nil || c == nil || len(c.NextProtos) != 1 || c.NextProtos[0] != acmeALPN || c.ClientAuth != tls.NoClientCert {
+		t.Errorf("acme-tls/1 alone: config %+v, %v; want the challenge config", c, err)
+	}
+	hello.SupportedProtos = []string{"http/1.1", acmeALPN}
+	if c, err := cfg.GetConfigForClient(hello); c != nil || err != nil {
+		t.Errorf("acme-tls/1 among others got the challenge config")
+	}
+}
