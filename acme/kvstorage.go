@@ -340,8 +340,12 @@ func (s *KVStorage) Lock(ctx context.Context, name string) error {
 		}
 		if rev != 0 {
 			s.mu.Lock()
-			if s.held[name] != nil { // another caller here won the race for the bucket's lock
+			if s.held[name] != nil { // another caller here took the name meanwhile: give ours back
+				kv := s.kv
 				s.mu.Unlock()
+				dctx, cancel := withTimeout(ctx)
+				kv.Delete(dctx, key, jetstream.LastRevision(rev))
+				cancel()
 				continue
 			}
 			h.rev = rev
