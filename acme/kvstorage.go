@@ -47,18 +47,29 @@ type KVStorage struct {
 	kv    jetstream.KeyValue // nil until opened
 	held  map[string]*heldLock
 	close chan struct{}
+
+	// Tests: the lease (0: LockTTL), a fault injected before each refresh, and events.
+	ttl                            time.Duration
+	refreshFault                   func() error
+	onRefresh, onLost, onLocalWait func()
 }
 
+// heldLock is one Lock's hold on a name.
 type heldLock struct {
-	rev  uint64
-	stop chan struct{}
-	done chan struct{}
+	token    string // this Lock's own, written with the storage's identity
+	rev      uint64 // the revision this holder wrote last
+	lost     bool   // the lease ran out without a refresh
+	stop     chan struct{}
+	done     chan struct{} // the refresher ended
+	released chan struct{} // Unlock finished: the next caller here may take the name
 }
 
-// lockValue is what a lock key holds.
+func (h *heldLock) owner(s *KVStorage) string { return s.owner + "/" + h.token }
+
+// lockValue is what a lock key holds: who holds it (node identity and the Lock's token).
+// Its expiry is not in it: waiters time the lease themselves from the key's revision.
 type lockValue struct {
-	Owner   string    `json:"owner"`
-	Expires time.Time `json:"expires"`
+	Owner string `json:"owner"`
 }
 
 var _ certmagic.Storage = (*KVStorage)(nil)
@@ -297,18 +308,47 @@ func (s *KVStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, er
 func lockKey(name string) string { return "l." + encodeKey(name) }
 
 // Lock takes the cluster-wide lock name, waiting while another holder has it (polling every
-// half second until ctx ends). A lock whose holder stopped refreshing it for LockTTL is
-// taken over.
+// half second until ctx ends), or while this storage already holds it for another caller.
+// A lock whose holder stopped refreshing it is taken over once its revision in the bucket has
+// stayed the same for the lease (LockTTL) as measured here: the only clocks compared are
+// this process's monotonic clock with itself, so clock skew between nodes can't shorten a
+// lease.
 func (s *KVStorage) Lock(ctx context.Context, name string) error {
 	key := lockKey(name)
+	var seen lockSeen
 	for {
-		rev, err := s.tryLock(ctx, key)
+		// One holder per name in this process: a second caller waits for the first's Unlock,
+		// so Unlock(name) always means the one holder (certmagic's interface has no token).
+		s.mu.Lock()
+		prev := s.held[name]
+		s.mu.Unlock()
+		if prev != nil {
+			if s.onLocalWait != nil {
+				s.onLocalWait()
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("acme storage: waiting for lock %s: %w", name, ctx.Err())
+			case <-prev.released:
+			}
+			continue
+		}
+		h := &heldLock{token: nuid.Next(), stop: make(chan struct{}), done: make(chan struct{}), released: make(chan struct{})}
+		rev, err := s.tryLock(ctx, key, h.owner(s), &seen)
 		if err != nil {
 			return err
 		}
 		if rev != 0 {
-			h := &heldLock{rev: rev, stop: make(chan struct{}), done: make(chan struct{})}
 			s.mu.Lock()
+			if s.held[name] != nil { // another caller here took the name meanwhile: give ours back
+				kv := s.kv
+				s.mu.Unlock()
+				dctx, cancel := withTimeout(ctx)
+				kv.Delete(dctx, key, jetstream.LastRevision(rev))
+				cancel()
+				continue
+			}
+			h.rev = rev
 			s.held[name] = h
 			s.mu.Unlock()
 			go s.refreshLock(key, h)
@@ -322,15 +362,23 @@ func (s *KVStorage) Lock(ctx context.Context, name string) error {
 	}
 }
 
-// tryLock creates the lock key, or replaces an expired one; 0 means someone holds it.
-func (s *KVStorage) tryLock(ctx context.Context, key string) (uint64, error) {
+// lockSeen is what a waiting Lock observed of the lock key: its revision and since when (by
+// the monotonic clock).
+type lockSeen struct {
+	rev   uint64
+	since time.Time
+}
+
+// tryLock creates the lock key, or replaces one whose revision has not changed for the lease;
+// 0 means someone holds it.
+func (s *KVStorage) tryLock(ctx context.Context, key, owner string, seen *lockSeen) (uint64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	kv, err := s.bucket(ctx)
 	if err != nil {
 		return 0, err
 	}
-	val, _ := json.Marshal(lockValue{Owner: s.owner, Expires: time.Now().Add(LockTTL)})
+	val, _ := json.Marshal(lockValue{Owner: owner})
 	rev, err := try(ctx, func() (uint64, error) { return kv.Create(ctx, key, val) })
 	if err == nil {
 		return rev, nil
@@ -345,8 +393,14 @@ func (s *KVStorage) tryLock(ctx context.Context, key string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("acme storage: lock: %w", err)
 	}
-	var cur lockValue
-	if json.Unmarshal(e.Value(), &cur) == nil && time.Now().Before(cur.Expires) {
+	now := time.Now()
+	if e.Revision() != seen.rev {
+		// A new holder or a refresh: its lease runs from now, when this waiter first saw it
+		// (later than the holder's write began, so never shorter than the holder counts it).
+		*seen = lockSeen{rev: e.Revision(), since: now}
+		return 0, nil
+	}
+	if now.Sub(seen.since) < s.lockTTL() {
 		return 0, nil
 	}
 	// Stale: take it over, unless someone else did first (the revision check).
@@ -357,50 +411,121 @@ func (s *KVStorage) tryLock(ctx context.Context, key string) (uint64, error) {
 	return rev, nil
 }
 
-// refreshLock pushes the expiry of a held lock forward until it is released.
+func (s *KVStorage) lockTTL() time.Duration {
+	if s.ttl > 0 {
+		return s.ttl
+	}
+	return LockTTL
+}
+
+// refreshLock rewrites a held lock every third of the lease, so its revision changes and no
+// waiter finds it stale, until it is released. A failed refresh is retried (every tenth of
+// the lease) until the lease has really run out: the lease is counted from the start of the
+// last write that succeeded, which is before any waiter can have seen that revision, so this
+// holder gives the lock up no later than a waiter may take it. A lock rewritten by someone
+// else (its token gone) is lost at once.
 func (s *KVStorage) refreshLock(key string, h *heldLock) {
 	defer close(h.done)
-	t := time.NewTicker(LockTTL / 3)
-	defer t.Stop()
+	ttl := s.lockTTL()
+	leaseStart := time.Now()
+	next := ttl / 3
+	val, _ := json.Marshal(lockValue{Owner: h.owner(s)})
 	for {
+		t := time.NewTimer(next)
 		select {
 		case <-h.stop:
+			t.Stop()
 			return
 		case <-s.close:
+			t.Stop()
 			return
 		case <-t.C:
 		}
-		val, _ := json.Marshal(lockValue{Owner: s.owner, Expires: time.Now().Add(LockTTL)})
-		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		start := time.Now()
+		left := leaseStart.Add(ttl).Sub(start)
+		if left <= 0 {
+			s.loseLock(h)
+			return
+		}
 		s.mu.Lock()
-		kv, cur := s.kv, h.rev
+		kv, cur, fault := s.kv, h.rev, s.refreshFault
 		s.mu.Unlock()
-		rev, err := try(ctx, func() (uint64, error) { return kv.Update(ctx, key, val, cur) })
+		ctx, cancel := context.WithTimeout(context.Background(), min(kvTimeout, left))
+		var rev uint64
+		err := error(nil)
+		if fault != nil {
+			err = fault()
+		}
+		if err == nil {
+			rev, err = try(ctx, func() (uint64, error) { return kv.Update(ctx, key, val, cur) })
+		}
+		if err != nil && ctx.Err() == nil {
+			// Lost for good when the key no longer holds this lock's token; written after all
+			// when the update's answer was lost but the key holds the token at a new revision.
+			e, gerr := kv.Get(ctx, key)
+			var v lockValue
+			switch {
+			case errors.Is(gerr, jetstream.ErrKeyNotFound):
+				cancel()
+				s.loseLock(h)
+				return
+			case gerr != nil || e.Revision() == cur:
+			case json.Unmarshal(e.Value(), &v) == nil && v.Owner == h.owner(s):
+				rev, err = e.Revision(), nil
+			default:
+				cancel()
+				s.loseLock(h)
+				return
+			}
+		}
 		cancel()
 		if err != nil {
-			return // lost (taken over after a long stall) or unreachable: stop claiming it
+			next = ttl / 10
+			continue
 		}
 		s.mu.Lock()
 		h.rev = rev
 		s.mu.Unlock()
+		leaseStart, next = start, ttl/3
+		if s.onRefresh != nil {
+			s.onRefresh()
+		}
 	}
 }
 
-// Unlock releases the lock name taken by Lock.
+// loseLock marks h as no longer held in the bucket (its lease ran out).
+func (s *KVStorage) loseLock(h *heldLock) {
+	s.mu.Lock()
+	h.lost = true
+	s.mu.Unlock()
+	if s.onLost != nil {
+		s.onLost()
+	}
+}
+
+// Unlock releases the lock name taken by Lock: it deletes the lock key only at the revision
+// this holder wrote last, so a lock someone took over after this holder's lease ran out stays.
 func (s *KVStorage) Unlock(ctx context.Context, name string) error {
 	s.mu.Lock()
 	h := s.held[name]
-	delete(s.held, name)
 	s.mu.Unlock()
 	if h == nil {
 		return fmt.Errorf("acme storage: lock %s is not held", name)
 	}
+	defer func() {
+		s.mu.Lock()
+		if s.held[name] == h {
+			delete(s.held, name)
+		}
+		s.mu.Unlock()
+		close(h.released)
+	}()
 	close(h.stop)
 	<-h.done
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	s.mu.Lock()
-	rev := h.rev
+	rev, lost := h.rev, h.lost
 	s.mu.Unlock()
 	kv, err := s.bucket(ctx)
 	if err != nil {
@@ -408,6 +533,9 @@ func (s *KVStorage) Unlock(ctx context.Context, name string) error {
 	}
 	err = tryDo(ctx, func() error { return kv.Delete(ctx, lockKey(name), jetstream.LastRevision(rev)) })
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if lost {
+			return nil // someone took it over after the lease ran out: theirs now
+		}
 		return fmt.Errorf("acme storage: unlock %s: %w", name, err)
 	}
 	return nil

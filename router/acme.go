@@ -65,16 +65,38 @@ func (in *Instance) startACME(d *Deps) {
 	d.ACME.Retain(names)
 }
 
-// acmeGetCertificate chooses a certificate for a listener with acme settings: the CA's
-// TLS-ALPN-01 validation gets the challenge certificate; otherwise a configured certificate
-// naming the server name exactly or by wildcard, then the managed certificate, then the
-// first configured certificate. A server name nothing covers fails the handshake (without
-// configured certificates): no certificate is ever ordered for a name not configured.
+// isACMEChallengeHello reports whether hello is a CA's TLS-ALPN-01 validation: it offers
+// acme-tls/1 and nothing else (RFC 8737 section 3).
+func isACMEChallengeHello(hello *tls.ClientHelloInfo) bool {
+	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmeALPN
+}
+
+// acmeChallengeConfig returns the listener's GetConfigForClient: a hello that is a TLS-ALPN-01
+// validation gets a config of its own (the challenge certificate, acme-tls/1 the only
+// protocol, no client certificate asked for); any other hello gets nil, the listener's config,
+// which does not offer acme-tls/1, so an HTTP connection can never negotiate it.
+func acmeChallengeConfig(site *acme.Site, minVersion uint16) func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	challenge := &tls.Config{
+		MinVersion:             max(minVersion, tls.VersionTLS12), // RFC 8737 section 4
+		NextProtos:             []string{acmeALPN},
+		GetCertificate:         site.GetCertificate,
+		SessionTicketsDisabled: true,
+	}
+	return func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if isACMEChallengeHello(hello) {
+			return challenge, nil
+		}
+		return nil, nil
+	}
+}
+
+// acmeGetCertificate chooses a certificate for a listener with acme settings: a configured
+// certificate naming the server name exactly or by wildcard, then the managed certificate,
+// then the first configured certificate. A server name nothing covers fails the handshake
+// (without configured certificates): no certificate is ever ordered for a name not
+// configured. TLS-ALPN-01 validations don't come here (acmeChallengeConfig).
 func acmeGetCertificate(site *acme.Site, cs *certSet) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		if slices.Contains(hello.SupportedProtos, acmeALPN) {
-			return site.GetCertificate(hello)
-		}
 		if len(cs.all) > 0 {
 			if c := cs.lookup(hello); c != nil {
 				return c, nil
@@ -94,6 +116,11 @@ type plainEdge struct {
 	acme          *acme.Manager // nil: no challenges answered
 	redirectHTTPS bool
 	httpsPort     string // "" or "443": no port in the redirect
+	// hosts are the names redirect_https sends clients to: the ACME domains and the routes'
+	// exact hosts (lower case, no trailing dot); wildcards the routes' "*.suffix" hosts,
+	// stored as ".suffix". Any other Host gets 421, so the redirect can't point elsewhere.
+	hosts     map[string]bool
+	wildcards []string
 }
 
 // newPlainEdge returns the edge of plain listener l, nil when it has nothing to do.
@@ -110,7 +137,72 @@ func newPlainEdge(cfg *config.Config, l *config.Listener, m *acme.Manager) *plai
 	if e.acme == nil && !e.redirectHTTPS {
 		return nil
 	}
+	if e.redirectHTTPS {
+		e.hosts, e.wildcards = redirectHosts(cfg)
+	}
 	return e
+}
+
+// redirectHosts collects the names redirect_https may send clients to.
+func redirectHosts(cfg *config.Config) (map[string]bool, []string) {
+	hosts := map[string]bool{}
+	var wildcards []string
+	add := func(h string) {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		switch {
+		case h == "":
+		case strings.HasPrefix(h, "*."):
+			if !slices.Contains(wildcards, h[1:]) {
+				wildcards = append(wildcards, h[1:])
+			}
+		default:
+			hosts[h] = true
+		}
+	}
+	for i := range cfg.Listeners {
+		for _, h := range cfg.ACMEDomains(&cfg.Listeners[i]) {
+			add(h)
+		}
+	}
+	for i := range cfg.Routes {
+		for _, h := range cfg.Routes[i].Match.Host {
+			add(h)
+		}
+	}
+	return hosts, wildcards
+}
+
+// redirectable reports whether host (without port) is a configured name.
+func (e *plainEdge) redirectable(host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	if e.hosts[host] {
+		return true
+	}
+	lower := strings.ToLower(host)
+	if e.hosts[lower] {
+		return true
+	}
+	if !isHostname(lower) { // "a@evil.example#.example.com" must not match "*.example.com"
+		return false
+	}
+	for _, w := range e.wildcards {
+		// "*.example.com" matches one or more labels before ".example.com", not the apex.
+		if len(lower) > len(w) && strings.HasSuffix(lower, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// isHostname reports whether h holds only the bytes of a DNS name.
+func isHostname(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // serve answers ex when it is a challenge or to be redirected, and reports whether it did.
@@ -140,6 +232,13 @@ func (e *plainEdge) serve(ex message.ServerExchange) bool {
 		writeSimple(ex, 400, "text/plain; charset=utf-8", "", []byte("400 Bad Request: no host to redirect to\n"))
 		return true
 	}
+	if !e.redirectable(host) {
+		// Misdirected: redirecting to a name nobody configured would make this listener an
+		// open redirect (and a cache-poisoning tool).
+		writeSimple(ex, 421, "text/plain; charset=utf-8", "", []byte("421 Misdirected Request: unknown host\n"))
+		return true
+	}
+	host = strings.TrimSuffix(host, ".")
 	if strings.Contains(host, ":") { // an IPv6 literal
 		host = "[" + host + "]"
 	}

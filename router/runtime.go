@@ -403,8 +403,14 @@ func (rt *Runtime) newListener(l *config.Listener, key serverKey, inst *Instance
 		ls.tickets.attach(tc, l.TLS.SessionTicketRotation.Std())
 		srv.TLSConfig = &tls.Config{
 			NextProtos: tc.NextProtos,
-			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-				return ls.tlsCur.Load(), nil
+			GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+				tc := ls.tlsCur.Load()
+				if tc.GetConfigForClient != nil { // e.g. the ACME TLS-ALPN-01 validation
+					if c, err := tc.GetConfigForClient(h); c != nil || err != nil {
+						return c, err
+					}
+				}
+				return tc, nil
 			},
 		}
 	}

@@ -116,7 +116,7 @@ func buildServerTLS(l *config.Listener, site *acme.Site) (*tls.Config, error) {
 	}
 	if site != nil {
 		cfg.GetCertificate = acmeGetCertificate(site, cs)
-		cfg.NextProtos = append(cfg.NextProtos, acmeALPN)
+		cfg.GetConfigForClient = acmeChallengeConfig(site, minV)
 	}
 	if ca := t.ClientAuth; ca != nil {
 		var pool *x509.CertPool

@@ -328,6 +328,9 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		cs := tc.ConnectionState()
+		if cs.NegotiatedProtocol == "acme-tls/1" {
+			return // an ACME TLS-ALPN-01 validation: the handshake was all (RFC 8737 section 3)
+		}
 		info.TLS = &cs
 		conn = tc
 		h2conn = cs.NegotiatedProtocol == "h2" && !s.DisableHTTP2

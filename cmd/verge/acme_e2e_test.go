@@ -168,6 +168,16 @@ func TestACMEHTTP01RestartAndRedirect(t *testing.T) {
 	if want := "https://a.verge.test:" + port + "/path?q=1"; resp.StatusCode != 308 || resp.Header.Get("Location") != want {
 		t.Errorf("redirect: %d %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
+	// A Host nobody configured is not redirected (no open redirect): 421.
+	req, _ = http.NewRequest("GET", "http://"+plain+"/path", nil)
+	req.Host = "evil.verge.test"
+	if resp, err = c.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 421 || resp.Header.Get("Location") != "" {
+		t.Errorf("redirect for an unknown host: %d %q, want 421 without Location", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	// A challenge path with an unknown token is not answered with a key authorization.
 	req, _ = http.NewRequest("GET", "http://"+plain+"/.well-known/acme-challenge/forged-token", nil)
 	req.Host = "a.verge.test"

@@ -63,7 +63,13 @@ func Open(dir string) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)
 	}
+	if err := checkPrivate(dir, true); err != nil {
+		return nil, err
+	}
 	ca := &CA{Dir: dir}
+	if err := checkPrivate(filepath.Join(dir, caKeyFile), false); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	cert, key, err := loadPair(filepath.Join(dir, CACertFile), filepath.Join(dir, caKeyFile))
 	switch {
 	case err == nil:
@@ -119,7 +125,8 @@ func (ca *CA) create() error {
 // its lifetime left; else a new one, stored. reused reports which.
 func (ca *CA) Leaf(names []string, ips []net.IP) (cert *tls.Certificate, reused bool, err error) {
 	certFile, keyFile := filepath.Join(ca.Dir, LeafFile), filepath.Join(ca.Dir, LeafKeyFile)
-	if leaf, _, err := loadPair(certFile, keyFile); err == nil && ca.usable(leaf, names, ips) {
+	// A stored leaf key others could read is not reused: a new one replaces it.
+	if leaf, _, err := loadPair(certFile, keyFile); err == nil && checkPrivate(keyFile, false) == nil && ca.usable(leaf, names, ips) {
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err == nil {
 			c.Leaf = leaf
@@ -241,16 +248,59 @@ func writePair(certFile, keyFile string, der []byte, key *ecdsa.PrivateKey, chai
 	return writeAtomic(certFile, cb.Bytes(), 0o644)
 }
 
+// writeAtomic replaces name with data: written to a new temporary file in the same directory
+// (created exclusively with mode 0600, so nobody can have it open or prepared beforehand),
+// given mode, synced, then renamed over name.
 func writeAtomic(name string, data []byte, mode os.FileMode) error {
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
+	if err != nil {
 		return fmt.Errorf("local CA: %w", err)
 	}
-	if err := os.Chmod(tmp, mode); err != nil {
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("local CA: %w", err)
 	}
-	if err := os.Rename(tmp, name); err != nil {
-		return fmt.Errorf("local CA: %w", err)
+	return nil
+}
+
+// checkPrivate checks that the directory (dir true) or key file at path is not open to others:
+// a regular file or directory (not a symbolic link), owned by this user, with no permission
+// bits for group or others. A CA key others can read lets them sign certificates for any name
+// that machines trusting the CA accept, so such a key is refused, never used.
+func checkPrivate(path string, dir bool) error {
+	st, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	kind := "key file"
+	if dir {
+		kind = "directory"
+	}
+	switch {
+	case dir && !st.IsDir(), !dir && !st.Mode().IsRegular():
+		return fmt.Errorf("local CA: %s %s is not a plain %s (a symbolic link?); remove it", kind, path, kind)
+	case !ownedByMe(st):
+		return fmt.Errorf("local CA: %s %s belongs to another user; remove it or use another directory", kind, path)
+	case unixModes && st.Mode().Perm()&0o077 != 0:
+		want := "600"
+		if dir {
+			want = "700"
+		}
+		return fmt.Errorf("local CA: %s %s has mode %04o, open to group or others; run chmod %s on it (and make a new CA if others may have read the key)", kind, path, st.Mode().Perm(), want)
 	}
 	return nil
 }
