@@ -183,6 +183,8 @@ type writer struct {
 	head Head
 	sent int64
 	cx   compression.Exchange
+	// identity sends the response past the compressor (a 304 whose validators are set).
+	identity bool
 }
 
 var errorText = map[int]string{
@@ -232,7 +234,7 @@ func (w *writer) writeHead() error {
 	if w.head != nil {
 		w.head(w.resp)
 	}
-	if p := w.h.cfg.Compress; p != nil {
+	if p := w.h.cfg.Compress; p != nil && !w.identity {
 		w.cx.ServerExchange, w.cx.Policy = w.ex, p
 		w.ex = &w.cx
 	}
