@@ -33,7 +33,9 @@ func TestStartNotModifiedKeepsThe200sETag(t *testing.T) {
 	}{
 		{"client holds the compressed 200", getReq("GET", "gzip", "If-None-Match", `W/"x"`),
 			resp(304, "", -1, "ETag", `"x"`), `W/"x"`, true},
-		{"client holds the identity 200", getReq("GET", "gzip", "If-None-Match", `"x"`),
+		{"client accepting gzip holds the identity 200", getReq("GET", "gzip", "If-None-Match", `"x"`),
+			resp(304, "", -1, "ETag", `"x"`), `"x"`, false},
+		{"client refusing codings holds the identity 200", getReq("GET", "", "If-None-Match", `"x"`),
 			resp(304, "", -1, "ETag", `"x"`), `"x"`, true},
 		{"identity 200 of an image, type on the 304", getReq("GET", "gzip", "If-None-Match", `"x"`),
 			resp(304, "image/png", -1, "ETag", `"x"`), `"x"`, false},

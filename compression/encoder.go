@@ -41,16 +41,17 @@ const maxPooledOutput = 256 << 10
 const zstdWindow = 1 << 20
 
 // brotliLGWin is brotli's window, 2^19 = 512 KiB, instead of the library's 4 MiB (lgwin 22):
-// an encoder's ring buffer and hash tables grow with the window, from about 3 MiB at 512 KiB
-// to about 29 MiB at 4 MiB once a response of a few MiB went through it. The bytes saved by
-// matches further back than 512 KiB are few for web responses.
+// an encoder's buffers grow with the window, to about 6 MiB at 512 KiB (level 5, after a
+// response past the window; about 3 MiB before) against about 29 MiB at 4 MiB. Matches
+// further back than 512 KiB save little on web responses.
 const brotliLGWin = 19
 
 // maxPooledInput is the most a codec may have compressed in its life and still return to its
 // pool. An encoder's buffers grow with its input up to its window and never shrink on Reset;
 // one that went past this bound is dropped, so the pools keep only encoders that served
-// ordinary responses, and a burst of large ones leaves no memory pinned behind it.
-const maxPooledInput = 1 << 20
+// ordinary responses (a brotli one then holds about 3.4 MiB, zstd 3 MiB, gzip 1 MiB), and a
+// burst of large responses leaves no memory pinned behind it.
+const maxPooledInput = 256 << 10
 
 // encoderPool keeps idle encoders of one coding and level: up to maxIdle in a list the
 // garbage collector leaves alone, the rest in a sync.Pool. A sync.Pool alone is emptied by
@@ -211,9 +212,9 @@ func encodedHead(resp *message.Response, alg Algorithm) {
 }
 
 // DefaultMaxActive is the default of SetMaxActive: responses compressed at the same time,
-// process-wide. An encoder holds up to about 3 MiB (brotli at level 9, after a response of
-// 512 KiB or more; zstd about 3 MiB, gzip about 1 MiB), so 256 of them stay under 1 GiB.
-const DefaultMaxActive = 256
+// process-wide. An active encoder holds up to about 6 MiB (brotli, 512 KiB window; zstd
+// 3 MiB, gzip 1 MiB), so 128 of them stay under 800 MiB.
+const DefaultMaxActive = 128
 
 var (
 	active    atomic.Int64

@@ -216,20 +216,25 @@ func (p *Policy) Validators(req *message.Request, resp *message.Response) {
 // compressed 200 carried) and not the strong one; when it names only the strong one, the
 // client holds the identity representation and the ETag stays strong; otherwise it is made
 // weak when the client accepts one of the policy's codings.
+//
+// The Vary is guessed too: a client that accepts one of the policy's codings yet holds the
+// identity representation got a 200 the policy did not apply to (type, size; or the
+// SetMaxActive cap, rarely), which had no Vary from it; otherwise the 304 gets Vary like a
+// 200 of its type. A 304 without a Content-Type for a 200 the policy left alone may thus get
+// a Vary: Accept-Encoding its 200 lacked, which only makes caches keep more variants.
 func (p *Policy) notModified(req *message.Request, resp *message.Response) {
 	_, vary := p.Decide(req, resp)
 	if !vary {
 		return
 	}
+	accepts := Negotiate(AcceptEncoding(&req.Header), p.Algorithms) != None
+	held := heldCoding(req, &resp.Header)
+	if held == heldIdentity && accepts {
+		return
+	}
 	AddVary(&resp.Header)
-	switch heldCoding(req, &resp.Header) {
-	case heldIdentity:
-	case heldEncoded:
+	if held == heldEncoded || held == heldUnknown && accepts {
 		WeakenETag(&resp.Header)
-	default:
-		if Negotiate(AcceptEncoding(&req.Header), p.Algorithms) != None {
-			WeakenETag(&resp.Header)
-		}
 	}
 }
 
