@@ -56,6 +56,7 @@ type Handler struct {
 	cfg      Config
 	root     *os.Root
 	fallback string // SPAFallback relative to the root; "" when none
+	realRoot string // the root with symlinks resolved, for reachedHidden; "" when unchecked
 }
 
 // New opens cfg.Root and returns its handler.
@@ -71,6 +72,9 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Index = []string{"index.html"}
 	}
 	h := &Handler{cfg: cfg, root: root}
+	if !cfg.Hidden {
+		h.realRoot = realRootOf(cfg.Root)
+	}
 	if cfg.SPAFallback != "" {
 		rel, _, status := cleanPath(cfg.SPAFallback, true)
 		if status != 0 || rel == "." {
@@ -327,7 +331,13 @@ var bufPool = sync.Pool{New: func() any { return new([smallFile]byte) }}
 // descriptor that is already non-blocking. Reads of regular files ignore the flag.
 const openFlags = os.O_RDONLY | syscall.O_NONBLOCK
 
-// open opens name under the root.
+// open opens name under the root. Unless Hidden, a name that symlinks lead to a dotfile or
+// into a dot directory is not found.
 func (h *Handler) open(name string) (*os.File, error) {
-	return h.root.OpenFile(name, openFlags, 0)
+	f, err := h.root.OpenFile(name, openFlags, 0)
+	if err == nil && h.realRoot != "" && h.reachedHidden(f) {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return f, err
 }

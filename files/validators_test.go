@@ -3,6 +3,7 @@ package files
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -64,5 +65,42 @@ func TestCompress304AndHeadMatchThe200(t *testing.T) {
 		if get.resp.ContentLength != head.resp.ContentLength {
 			t.Errorf("%s: Content-Length: GET %d, HEAD %d", tc.path, get.resp.ContentLength, head.resp.ContentLength)
 		}
+	}
+}
+
+// A symlink inside the root that leads to a dotfile or into a dot directory does not get
+// around the dotfile rule; with Hidden it is served. Linux only (the check reads /proc).
+func TestSymlinkToDotfileRefused(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the check reads /proc/self/fd")
+	}
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, ".env"), []byte("SECRET=1"), 0o644)
+	os.MkdirAll(filepath.Join(root, ".git"), 0o755)
+	os.WriteFile(filepath.Join(root, ".git", "config"), []byte("[core]"), 0o644)
+	os.MkdirAll(filepath.Join(root, ".well-known"), 0o755)
+	os.WriteFile(filepath.Join(root, ".well-known", "security.txt"), []byte("Contact: x"), 0o644)
+	os.WriteFile(filepath.Join(root, "ok.txt"), []byte("fine"), 0o644)
+	for link, target := range map[string]string{"env": ".env", "conf": ".git", "wk": ".well-known", "alias.txt": "ok.txt"} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, hidden := range []bool{false, true} {
+		h, err := New(Config{Root: root, Hidden: hidden})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for path, want := range map[string]int{"/env": 404, "/conf/config": 404, "/wk/security.txt": 200, "/alias.txt": 200, "/ok.txt": 200} {
+			if hidden && want == 404 {
+				want = 200
+			}
+			rec := newRec("GET", path)
+			h.Serve(rec, &rec.req, nil)
+			if rec.resp.Status != want {
+				t.Errorf("hidden %v, %s: %d, want %d", hidden, path, rec.resp.Status, want)
+			}
+		}
+		h.Close()
 	}
 }
