@@ -164,8 +164,8 @@ func idle(p *encoderPool) []*codec {
 	return slices.Clone(p.idle)
 }
 
-// An encoder that compressed more than maxPooledInput in its life is dropped on Release,
-// not pooled; one that served small responses goes back.
+// An encoder that compressed more than maxPooledInput in one response is dropped on
+// Release, not pooled; one that served only small responses goes back, however many.
 func TestLargeEncoderNotPooled(t *testing.T) {
 	for _, alg := range []Algorithm{Brotli, Zstd, Gzip} {
 		p, _ := NewPolicy([]string{alg.Token()}, 3, -1, nil)
@@ -187,6 +187,14 @@ func TestLargeEncoderNotPooled(t *testing.T) {
 		c = e.c
 		e.Body(text, false, true)
 		e.Release()
+		for range 2 * maxPooledInput / len(text) {
+			e.Start(p, getReq("GET", alg.Token()), resp(200, "text/html", -1))
+			if e.c != c {
+				t.Fatalf("%s: the pool did not hand back its last encoder", alg.Token())
+			}
+			e.Body(text, false, true)
+			e.Release()
+		}
 		if !slices.Contains(idle(pool), c) {
 			t.Errorf("%s: a small response's encoder was not pooled", alg.Token())
 		}

@@ -30,7 +30,7 @@ func (s *sink) Write(p []byte) (int, error) {
 type codec struct {
 	w   codecWriter
 	out sink
-	in  int64 // bytes compressed by w since it was created
+	in  int64 // bytes given to w in the current stream
 }
 
 // maxPooledOutput is the largest output buffer kept when a codec returns to its pool.
@@ -46,10 +46,10 @@ const zstdWindow = 1 << 20
 // further back than 512 KiB save little on web responses.
 const brotliLGWin = 19
 
-// maxPooledInput is the most a codec may have compressed in its life and still return to its
-// pool. An encoder's buffers grow with its input up to its window and never shrink on Reset;
-// one that went past this bound is dropped, so the pools keep only encoders that served
-// ordinary responses (a brotli one then holds about 3.4 MiB, zstd 3 MiB, gzip 1 MiB), and a
+// maxPooledInput is the largest response (uncompressed bytes) after which a codec still
+// returns to its pool. An encoder's buffers grow with a stream's input up to its window and
+// never shrink on Reset; one whose stream went past this bound is dropped, so the pools keep
+// only encoders that never served more than this in one response (a brotli one then holds about 3.4 MiB, zstd 3 MiB, gzip 1 MiB), and a
 // burst of large responses leaves no memory pinned behind it.
 const maxPooledInput = 256 << 10
 
@@ -195,6 +195,7 @@ func (e *Encoder) Start(p *Policy, req *message.Request, resp *message.Response)
 	e.alg = alg
 	e.pool = p.pools[alg]
 	e.c = e.pool.get()
+	e.c.in = 0
 	e.c.out.b = e.c.out.b[:0]
 	e.c.w.Reset(&e.c.out)
 	encodedHead(resp, alg)
