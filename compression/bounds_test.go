@@ -236,3 +236,19 @@ func TestMaxActiveCompressions(t *testing.T) {
 		t.Errorf("%d compressions still counted", n)
 	}
 }
+
+// Starting an Encoder twice releases the first encoder and its slot under the cap.
+func TestStartTwiceFreesTheSlot(t *testing.T) {
+	p, _ := NewPolicy([]string{"gzip"}, 0, 0, nil)
+	before := ActiveCount()
+	var e Encoder
+	e.Start(p, getReq("GET", "gzip"), resp(200, "text/html", -1))
+	e.Start(p, getReq("GET", "gzip"), resp(200, "text/html", -1))
+	if n := ActiveCount() - before; n != 1 {
+		t.Errorf("%d slots held by one encoder", n)
+	}
+	e.Release()
+	if ActiveCount() != before {
+		t.Error("slot not freed")
+	}
+}

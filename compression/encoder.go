@@ -174,6 +174,7 @@ func (e *Encoder) Start(p *Policy, req *message.Request, resp *message.Response)
 	if p == nil {
 		return false
 	}
+	e.Release() // (a second Start must not leak the first's encoder and slot)
 	if resp.Status == 304 {
 		p.notModified(req, resp)
 		return false
