@@ -132,7 +132,7 @@ func TestDecide(t *testing.T) {
 		{"large", get, resp(200, "text/html", 5000), Brotli, true},
 		{"small", get, resp(200, "text/html", 100), None, false},
 		{"no accept", none, resp(200, "text/html", -1), None, true},
-		{"head", head, resp(200, "text/html", 5000), None, true},
+		{"head", head, resp(200, "text/html", 5000), Gzip, true},
 		{"png", get, resp(200, "image/png", 5000), None, false},
 		{"no type", get, resp(200, "", 5000), None, false},
 		{"206", get, resp(206, "text/html", 5000, "Content-Range", "bytes 0-4999/10000"), None, false},

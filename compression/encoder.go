@@ -3,6 +3,7 @@ package compression
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
@@ -29,6 +30,7 @@ func (s *sink) Write(p []byte) (int, error) {
 type codec struct {
 	w   codecWriter
 	out sink
+	in  int64 // bytes given to w in the current stream
 }
 
 // maxPooledOutput is the largest output buffer kept when a codec returns to its pool.
@@ -37,6 +39,19 @@ const maxPooledOutput = 256 << 10
 // zstdWindow bounds the zstd window, and with it each pooled encoder's memory; decoders
 // accept up to 8 MiB for HTTP (RFC 8878 section 3.1.1.1.2).
 const zstdWindow = 1 << 20
+
+// brotliLGWin is brotli's window, 2^19 = 512 KiB, instead of the library's 4 MiB (lgwin 22):
+// an encoder's buffers grow with the window, to about 6 MiB at 512 KiB (level 5, after a
+// response past the window; about 3 MiB before) against about 29 MiB at 4 MiB. Matches
+// further back than 512 KiB save little on web responses.
+const brotliLGWin = 19
+
+// maxPooledInput is the largest response (uncompressed bytes) after which a codec still
+// returns to its pool. An encoder's buffers grow with a stream's input up to its window and
+// never shrink on Reset; one whose stream went past this bound is dropped, so the pools keep
+// only encoders that never served more than this in one response (a brotli one then holds about 3.4 MiB, zstd 3 MiB, gzip 1 MiB), and a
+// burst of large responses leaves no memory pinned behind it.
+const maxPooledInput = 256 << 10
 
 // encoderPool keeps idle encoders of one coding and level: up to maxIdle in a list the
 // garbage collector leaves alone, the rest in a sync.Pool. A sync.Pool alone is emptied by
@@ -106,7 +121,7 @@ func newWriter(alg Algorithm, level int) codecWriter {
 		}
 		return w
 	case Brotli:
-		return brotli.NewWriterLevel(io.Discard, level)
+		return brotli.NewWriterOptions(io.Discard, brotli.WriterOptions{Quality: level, LGWin: brotliLGWin})
 	case Gzip:
 		w, err := gzip.NewWriterLevel(io.Discard, level)
 		if err != nil {
@@ -151,36 +166,84 @@ type Encoder struct {
 // compressed. It adds Vary: Accept-Encoding when the representation depends on the request's
 // Accept-Encoding; and when it compresses, it sets Content-Encoding, removes Content-Length
 // (the response is sent chunked, or in HTTP/2 and HTTP/3 data frames), Content-MD5 and
-// Accept-Ranges, and makes a strong ETag weak. A 304 gets the Vary and the weak ETag the
-// compressed 200 it stands for had. A nil p compresses nothing.
+// Accept-Ranges, and makes a strong ETag weak. A HEAD gets the head its GET would get, and
+// reports false: there is no body to encode. A 304 gets the Vary and ETag the 200 it stands
+// for had (see NotModified). A nil p compresses nothing. When MaxActive responses are being
+// compressed already, the response is sent identity (with its Vary).
 func (e *Encoder) Start(p *Policy, req *message.Request, resp *message.Response) bool {
 	if p == nil {
+		return false
+	}
+	e.Release() // (a second Start must not leak the first's encoder and slot)
+	if resp.Status == 304 {
+		p.notModified(req, resp)
 		return false
 	}
 	alg, vary := p.Decide(req, resp)
 	if vary {
 		AddVary(&resp.Header)
 	}
-	if resp.Status == 304 {
-		if vary && Negotiate(AcceptEncoding(&req.Header), p.Algorithms) != None {
-			WeakenETag(&resp.Header)
-		}
+	if alg == None {
 		return false
 	}
-	if alg == None {
+	if req.Method == "HEAD" {
+		encodedHead(resp, alg)
+		return false
+	}
+	if !acquire() {
 		return false
 	}
 	e.alg = alg
 	e.pool = p.pools[alg]
 	e.c = e.pool.get()
+	e.c.in = 0
 	e.c.out.b = e.c.out.b[:0]
 	e.c.w.Reset(&e.c.out)
+	encodedHead(resp, alg)
+	return true
+}
+
+// encodedHead changes a head for a body encoded with alg.
+func encodedHead(resp *message.Response, alg Algorithm) {
 	resp.Header.Set("Content-Encoding", alg.Token())
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	resp.Header.Del("Content-MD5")
 	resp.Header.Del("Accept-Ranges")
 	WeakenETag(&resp.Header)
+}
+
+// DefaultMaxActive is the default of SetMaxActive: responses compressed at the same time,
+// process-wide. An active encoder holds up to about 6 MiB (brotli, 512 KiB window; zstd
+// 3 MiB, gzip 1 MiB), so 128 of them stay under 800 MiB.
+const DefaultMaxActive = 128
+
+var (
+	active    atomic.Int64
+	maxActive atomic.Int64
+)
+
+func init() { maxActive.Store(DefaultMaxActive) }
+
+// SetMaxActive sets how many responses may be compressed at the same time in the process
+// (n <= 0 restores DefaultMaxActive). Past it, a response that would have been compressed is
+// sent identity, with a strong ETag and its Vary: Accept-Encoding, so that a burst of slow
+// compressed responses cannot hold an unbounded number of encoders.
+func SetMaxActive(n int) {
+	if n <= 0 {
+		n = DefaultMaxActive
+	}
+	maxActive.Store(int64(n))
+}
+
+// ActiveCount counts the responses being compressed now, process-wide.
+func ActiveCount() int { return int(active.Load()) }
+
+func acquire() bool {
+	if active.Add(1) > maxActive.Load() {
+		active.Add(-1)
+		return false
+	}
 	return true
 }
 
@@ -201,6 +264,7 @@ func (e *Encoder) Body(chunk []byte, flush, eos bool) ([]byte, error) {
 	}
 	c.out.b = c.out.b[:0]
 	if len(chunk) > 0 {
+		c.in += int64(len(chunk))
 		if _, err := c.w.Write(chunk); err != nil {
 			return nil, err
 		}
@@ -223,6 +287,10 @@ func (e *Encoder) Release() {
 		return
 	}
 	e.c, e.alg = nil, None
+	active.Add(-1)
+	if c.in > maxPooledInput {
+		return // its buffers grew with its input: let the collector have them
+	}
 	c.w.Reset(io.Discard)
 	if cap(c.out.b) > maxPooledOutput {
 		c.out.b = nil

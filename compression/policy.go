@@ -164,8 +164,9 @@ func (p *Policy) Compressible(contentType string) bool {
 
 // Decide says how resp, the answer to req, is sent: the coding to encode it with (None for
 // identity), and whether the representation depends on Accept-Encoding at all (then the
-// response must carry Vary: Accept-Encoding, whichever coding this client gets). Not
-// compressed: HEAD requests, 1xx, 204, 206 and 304 responses, responses with a
+// response must carry Vary: Accept-Encoding, whichever coding this client gets). A HEAD is
+// decided as its GET (Start then changes the head without encoding anything). Not
+// compressed: 1xx, 204, 206 and 304 responses, responses with a
 // Content-Encoding or a Content-Range already, with Cache-Control: no-transform (RFC 9110
 // section 7.7), of another media type, or with a Content-Length below MinSize.
 func (p *Policy) Decide(req *message.Request, resp *message.Response) (alg Algorithm, vary bool) {
@@ -187,10 +188,93 @@ func (p *Policy) Decide(req *message.Request, resp *message.Response) (alg Algor
 	if !p.Compressible(ct) || resp.ContentLength >= 0 && resp.ContentLength < p.MinSize {
 		return None, false
 	}
-	if req.Method == "HEAD" {
-		return None, true
-	}
 	return Negotiate(AcceptEncoding(&req.Header), p.Algorithms), true
+}
+
+// Validators gives resp, the head of a 200 answering req, the Vary and ETag that Start would
+// give it, and changes nothing else. A handler answering a conditional request with a 304
+// calls it on the 200's head (its Content-Type, Content-Encoding and Content-Length) before
+// turning it into the 304, and sends that 304 without Start: the 304 then carries the very
+// validator the 200 carried. When the request's If-None-Match holds the strong ETag and not
+// its weak form, the client holds the identity representation (compression was refused,
+// say, by SetMaxActive's cap) and the ETag stays strong.
+func (p *Policy) Validators(req *message.Request, resp *message.Response) {
+	alg, vary := p.Decide(req, resp)
+	if vary {
+		AddVary(&resp.Header)
+	}
+	if alg != None && heldCoding(req, &resp.Header) != heldIdentity {
+		WeakenETag(&resp.Header)
+	}
+}
+
+// notModified gives a 304 from elsewhere (an upstream's) the Vary and ETag of the 200 it
+// stands for. A 304 rarely says what that 200 was, so: a 304 with a Content-Encoding stands
+// for a 200 that had one (left alone); with a Content-Type, for a 200 of that type; without
+// one, for a 200 of a compressible type. The ETag is made weak when the client holds the
+// compressed representation: its If-None-Match names the weak form of the ETag (the one the
+// compressed 200 carried) and not the strong one; when it names only the strong one, the
+// client holds the identity representation and the ETag stays strong; otherwise it is made
+// weak when the client accepts one of the policy's codings.
+//
+// The Vary is guessed too: a client that accepts one of the policy's codings yet holds the
+// identity representation got a 200 the policy did not apply to (type, size; or the
+// SetMaxActive cap, rarely), which had no Vary from it; otherwise the 304 gets Vary like a
+// 200 of its type. A 304 without a Content-Type for a 200 the policy left alone may thus get
+// a Vary: Accept-Encoding its 200 lacked, which only makes caches keep more variants.
+func (p *Policy) notModified(req *message.Request, resp *message.Response) {
+	_, vary := p.Decide(req, resp)
+	if !vary {
+		return
+	}
+	accepts := Negotiate(AcceptEncoding(&req.Header), p.Algorithms) != None
+	held := heldCoding(req, &resp.Header)
+	if held == heldIdentity && accepts {
+		return
+	}
+	AddVary(&resp.Header)
+	if held == heldEncoded || held == heldUnknown && accepts {
+		WeakenETag(&resp.Header)
+	}
+}
+
+const (
+	heldUnknown = iota
+	heldIdentity
+	heldEncoded
+)
+
+// heldCoding tells from the request's If-None-Match which representation the client holds,
+// given the strong ETag h carries: heldIdentity when the list names the tag itself and not
+// its weak form, heldEncoded for the converse, heldUnknown otherwise (no If-None-Match, "*",
+// both forms, neither, or a weak ETag).
+func heldCoding(req *message.Request, h *message.Header) int {
+	et, ok := h.Lookup("ETag")
+	if !ok || strings.HasPrefix(et, "W/") {
+		return heldUnknown
+	}
+	inm, ok := req.Header.Lookup("If-None-Match")
+	if !ok {
+		return heldUnknown
+	}
+	strong, weak := false, false
+	for inm != "" {
+		var t string
+		t, inm, _ = strings.Cut(inm, ",")
+		t = strings.TrimSpace(t)
+		if t == et {
+			strong = true
+		} else if len(t) == len(et)+2 && t[:2] == "W/" && t[2:] == et {
+			weak = true
+		}
+	}
+	switch {
+	case strong && !weak:
+		return heldIdentity
+	case weak && !strong:
+		return heldEncoded
+	}
+	return heldUnknown
 }
 
 // AcceptEncoding returns the request's Accept-Encoding, its fields joined when it has several.

@@ -56,6 +56,7 @@ type Handler struct {
 	cfg      Config
 	root     *os.Root
 	fallback string // SPAFallback relative to the root; "" when none
+	realRoot string // the root with symlinks resolved, for reachedHidden; "" when unchecked
 }
 
 // New opens cfg.Root and returns its handler.
@@ -71,6 +72,9 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Index = []string{"index.html"}
 	}
 	h := &Handler{cfg: cfg, root: root}
+	if !cfg.Hidden {
+		h.realRoot = realRootOf(cfg.Root)
+	}
 	if cfg.SPAFallback != "" {
 		rel, _, status := cleanPath(cfg.SPAFallback, true)
 		if status != 0 || rel == "." {
@@ -183,6 +187,8 @@ type writer struct {
 	head Head
 	sent int64
 	cx   compression.Exchange
+	// identity sends the response past the compressor (a 304 whose validators are set).
+	identity bool
 }
 
 var errorText = map[int]string{
@@ -232,7 +238,7 @@ func (w *writer) writeHead() error {
 	if w.head != nil {
 		w.head(w.resp)
 	}
-	if p := w.h.cfg.Compress; p != nil {
+	if p := w.h.cfg.Compress; p != nil && !w.identity {
 		w.cx.ServerExchange, w.cx.Policy = w.ex, p
 		w.ex = &w.cx
 	}
@@ -325,7 +331,13 @@ var bufPool = sync.Pool{New: func() any { return new([smallFile]byte) }}
 // descriptor that is already non-blocking. Reads of regular files ignore the flag.
 const openFlags = os.O_RDONLY | syscall.O_NONBLOCK
 
-// open opens name under the root.
+// open opens name under the root. Unless Hidden, a name that symlinks lead to a dotfile or
+// into a dot directory is not found.
 func (h *Handler) open(name string) (*os.File, error) {
-	return h.root.OpenFile(name, openFlags, 0)
+	f, err := h.root.OpenFile(name, openFlags, 0)
+	if err == nil && h.realRoot != "" && h.reachedHidden(f) {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return f, err
 }

@@ -43,6 +43,13 @@ func (w *writer) file(f *os.File, info fs.FileInfo, rel string) (Result, error) 
 		r.Header.Reset()
 		return w.fail(412)
 	case notModified:
+		if p := w.h.cfg.Compress; p != nil {
+			// The 304 carries the Vary and ETag of the 200 it stands for: decided on that
+			// 200's head, and sent past the compressor, which cannot know it.
+			r.Status, r.ContentLength = 200, size
+			p.Validators(w.req, r)
+			w.identity = true
+		}
 		r.Header.Del("Content-Type")
 		r.Header.Del("Content-Encoding")
 		r.Header.Del("Accept-Ranges")

@@ -225,9 +225,10 @@ func (p *phases) Response(s *proxy.Session, resp *message.Response, c *reqCtx) e
 	if c.route.html != nil {
 		c.html.Start(c.route.html, s.Req, resp)
 	}
-	if resp.Body != nil || resp.Status == 304 {
+	if resp.Body != nil || resp.Status == 304 || s.Req.Method == "HEAD" {
 		// After html_rewrite and the header ops. A response without a body is never
-		// encoded: the engine sends no body bytes for it, not even an empty stream's.
+		// encoded: the engine sends no body bytes for it, not even an empty stream's. A
+		// HEAD gets its GET's head (Start encodes nothing for it).
 		c.comp.Start(c.route.compress, s.Req, resp)
 	}
 	return nil

@@ -351,6 +351,15 @@ func TestRunCompression(t *testing.T) {
 			w.Header().Set("Content-Type", "text/plain")
 			io.WriteString(w, "already-gzip-bytes")
 			return
+		case "/image":
+			w.Header().Set("ETag", `"img-tag"`)
+			if inm := r.Header.Get("If-None-Match"); strings.Contains(inm, `"img-tag"`) {
+				w.WriteHeader(304)
+				return
+			}
+			w.Header().Set("Content-Type", "image/png")
+			io.WriteString(w, strings.Repeat("png", 1000))
+			return
 		case "/stream":
 			w.Header().Set("Content-Type", "text/plain")
 			for i := range 50 {
@@ -359,8 +368,12 @@ func TestRunCompression(t *testing.T) {
 			}
 			return
 		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("ETag", `"origin-tag"`)
+		if inm := r.Header.Get("If-None-Match"); strings.Contains(inm, `"origin-tag"`) {
+			w.WriteHeader(304) // (no Content-Type, as origins usually answer)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		io.WriteString(w, page)
 	}))
 	t.Cleanup(origin.Close)
@@ -473,14 +486,30 @@ routes:
 	}
 	req, _ := http.NewRequest("HEAD", "http://"+p.addr+"/big.txt", nil)
 	req.Header.Set("Accept-Encoding", "gzip")
-	if resp, err := c.Do(req); err != nil || resp.Header.Get("Content-Encoding") != "" || resp.Header.Get("Vary") != "Accept-Encoding" {
-		t.Errorf("HEAD: %v %v", err, resp.Header)
+	// A HEAD gets its GET's head (RFC 9110 section 9.3.2), from files and from an origin.
+	for _, path := range []string{"/big.txt", "/origin/page", "/small.txt", "/origin/image"} {
+		get, _ := do(path, "Accept-Encoding", "gzip")
+		req, _ := http.NewRequest("HEAD", "http://"+p.addr+path, nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("HEAD %s: %v", path, err)
+		}
+		resp.Body.Close()
+		for _, f := range []string{"Content-Encoding", "Vary", "ETag", "Content-Length"} {
+			if resp.Header.Get(f) != get.Header.Get(f) {
+				t.Errorf("HEAD %s: %s %q, GET's %q", path, f, resp.Header.Get(f), get.Header.Get(f))
+			}
+		}
 	}
-	// 304 of a compressed representation keeps Vary and the weak tag.
-	resp, _ := do("/big.txt", "Accept-Encoding", "gzip")
-	if resp304, _ := do("/big.txt", "Accept-Encoding", "gzip", "If-None-Match", resp.Header.Get("ETag")); resp304.StatusCode != 304 ||
-		resp304.Header.Get("ETag") != resp.Header.Get("ETag") || resp304.Header.Get("Vary") != "Accept-Encoding" {
-		t.Errorf("304: %d %v", resp304.StatusCode, resp304.Header)
+	// A 304 carries the ETag and Vary of its 200, compressed or not, from files and from
+	// an origin's 304.
+	for _, path := range []string{"/big.txt", "/small.txt", "/logo.png", "/origin/page", "/origin/image"} {
+		resp, _ := do(path, "Accept-Encoding", "gzip")
+		if resp304, _ := do(path, "Accept-Encoding", "gzip", "If-None-Match", resp.Header.Get("ETag")); resp304.StatusCode != 304 ||
+			resp304.Header.Get("ETag") != resp.Header.Get("ETag") || resp304.Header.Get("Vary") != resp.Header.Get("Vary") {
+			t.Errorf("%s: 304: %d %v; 200: %v", path, resp304.StatusCode, resp304.Header, resp.Header)
+		}
 	}
 	// Precompressed: the .br file itself, with the original's type.
 	brFile, _ := os.ReadFile(filepath.Join(root, "style.css.br"))
