@@ -21,7 +21,8 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 	upstreams := fs.String("upstream", "", "comma-separated origin `URLs`, http:// or https:// (required)")
 	certFile := fs.String("tls-cert", "", "serve TLS with this PEM certificate `file` (with --tls-key)")
 	keyFile := fs.String("tls-key", "", "PEM private key `file` for --tls-cert")
-	internal := fs.Bool("tls-internal", false, "serve TLS with a certificate for localhost from a local CA kept in the user cache directory (made once, reused)")
+	internal := fs.Bool("tls-internal", false, "serve TLS with a certificate for localhost from a local CA kept in the data directory (made once, reused)")
+	dataDir := fs.String("data", "", "data `directory`: --tls-internal keeps its CA in DIR/tls-internal (default $STATE_DIRECTORY, else the user cache directory)")
 	http3 := fs.Bool("http3", false, "also serve HTTP/3 on the UDP port of --listen and advertise it with Alt-Svc (needs TLS)")
 	insecure := fs.Bool("insecure-upstream", false, "do not verify https upstream certificates")
 	policy := fs.String("policy", "round_robin", "load-balancing `policy`: round_robin, weighted, random, p2c, least_conn, consistent_hash")
@@ -44,7 +45,7 @@ func cmdProxy(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	if *internal {
-		dir, err := internalCertDir()
+		dir, err := internalCertDir(*dataDir)
 		if err != nil {
 			return err
 		}
@@ -138,16 +139,22 @@ func proxyConfig(f proxyFlags) (string, error) {
 	return b.String(), nil
 }
 
-// internalCertDir is where --tls-internal keeps its local CA and certificate:
-// $XDG_CACHE_HOME/verge/tls-internal (~/.cache/verge/tls-internal; on macOS
-// ~/Library/Caches/verge/tls-internal), else the temp directory. verge proxy has no config
-// file, so no data directory of its own.
-func internalCertDir() (string, error) {
-	base, err := os.UserCacheDir()
-	if err != nil {
-		base = os.TempDir()
+// internalCertDir is where --tls-internal keeps its local CA and certificate: DIR/tls-internal
+// of the data directory data; without one, $STATE_DIRECTORY (systemd's StateDirectory=, as
+// worker_data defaults to), else the user cache directory ($XDG_CACHE_HOME/verge, usually
+// ~/.cache/verge; on macOS ~/Library/Caches/verge), else the temp directory. verge proxy has
+// no config file, so no worker_data to default to.
+func internalCertDir(data string) (string, error) {
+	if data == "" {
+		if sd, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); filepath.IsAbs(sd) {
+			data = sd
+		} else if base, err := os.UserCacheDir(); err == nil {
+			data = filepath.Join(base, "verge")
+		} else {
+			data = filepath.Join(os.TempDir(), "verge")
+		}
 	}
-	dir := filepath.Join(base, "verge", "tls-internal")
+	dir := filepath.Join(data, "tls-internal")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("tls-internal: %w", err)
 	}

@@ -69,3 +69,32 @@ func TestProxyTLSInternalKeepsCA(t *testing.T) {
 		t.Error("the second start made a new CA")
 	}
 }
+
+// TestProxyTLSInternalDataDir: --data puts the local CA under the given data directory.
+func TestProxyTLSInternalDataDir(t *testing.T) {
+	origin := testOrigin(t, "internal tls")
+	data := filepath.Join(t.TempDir(), "data")
+	cmd := exec.Command(verge(t), "proxy", "--tls-internal", "--data", data, "--listen", "127.0.0.1:0", "--upstream", "http://"+origin, "--access-log", "off")
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+t.TempDir(), "STATE_DIRECTORY=")
+	var stdout bytes.Buffer
+	stderr := newLogFile(t)
+	cmd.Stdout, cmd.Stderr = &stdout, stderr.f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	listeningAddr(t, stderr, "proxy", exited)
+	cmd.Process.Signal(syscall.SIGINT)
+	<-exited
+	caFile := filepath.Join(data, "tls-internal", "ca.pem")
+	if _, err := os.Stat(caFile); err != nil {
+		t.Fatalf("CA not in the data directory: %v", err)
+	}
+	if st, err := os.Stat(filepath.Join(data, "tls-internal", "ca-key.pem")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key: %v %v", st, err)
+	}
+	if !strings.Contains(stdout.String(), "curl --cacert "+caFile) {
+		t.Fatalf("output does not name the CA in the data directory:\n%s", stdout.String())
+	}
+}
