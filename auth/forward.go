@@ -183,8 +183,8 @@ func (f *Forward) question(q *message.Header, d *message.Request, client netip.A
 	proxy.StripUntrusted(q)
 	q.DeleteFunc(func(fl *message.Field) bool {
 		return message.EqualFold(fl.Name, "Content-Length") || message.EqualFold(fl.Name, "Transfer-Encoding") ||
-			sameKey(fl.Name, "x-original-uri") || sameKey(fl.Name, "x-original-method") ||
-			sameKey(fl.Name, "x-forwarded-method") || sameKey(fl.Name, "x-forwarded-uri")
+			proxy.SameSpelling(fl.Name, "x-original-uri") || proxy.SameSpelling(fl.Name, "x-original-method") ||
+			proxy.SameSpelling(fl.Name, "x-forwarded-method") || proxy.SameSpelling(fl.Name, "x-forwarded-uri")
 	})
 	scheme := d.Scheme
 	if scheme == "" {
@@ -208,26 +208,6 @@ func (f *Forward) question(q *message.Header, d *message.Request, client netip.A
 		q.Add("X-Forwarded-For", a)
 		q.Add("X-Real-IP", a)
 	}
-}
-
-// sameKey reports whether name is key (lower case) ignoring case and taking "_" for "-".
-func sameKey(name, key string) bool {
-	if len(name) != len(key) {
-		return false
-	}
-	for i := 0; i < len(key); i++ {
-		c := name[i]
-		switch {
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		case c == '_':
-			c = '-'
-		}
-		if c != key[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ask sends the question q to the service.
@@ -279,7 +259,7 @@ func (f *Forward) cacheKey(q *message.Header) (k [32]byte) {
 
 func (f *Forward) ignored(name string) bool {
 	for _, k := range f.ignore {
-		if sameKey(name, k) {
+		if proxy.SameSpelling(name, k) {
 			return true
 		}
 	}

@@ -22,9 +22,13 @@ func FieldKey(name string) string {
 	return string(b)
 }
 
+// SameSpelling reports whether name is key (from FieldKey) ignoring ASCII case and taking
+// "_" for "-".
+func SameSpelling(name, key string) bool { return len(name) == len(key) && sameFieldName(name, key) }
+
 // DelSpellings deletes every field whose name is key (from FieldKey) ignoring ASCII case and
 // taking "_" for "-": X_User as well as X-User. CGI-style origins (PHP, WSGI, Rack) read both
 // spellings as the same variable, so deleting one leaves a forged other.
 func DelSpellings(h *message.Header, key string) {
-	h.DeleteFunc(func(f *message.Field) bool { return len(f.Name) == len(key) && sameFieldName(f.Name, key) })
+	h.DeleteFunc(func(f *message.Field) bool { return SameSpelling(f.Name, key) })
 }
