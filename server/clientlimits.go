@@ -173,26 +173,29 @@ func (g *clientGuard) release(c netip.Addr) {
 	}
 }
 
-// clientCounts counts open things per client address.
-type clientCounts struct {
-	shards [64]countShard
+// perClient holds a number per client address, in 64 shards under their own locks.
+type perClient[V int32 | int64] struct {
+	shards [64]clientShard[V]
 }
 
-type countShard struct {
+type clientShard[V int32 | int64] struct {
 	mu sync.Mutex
-	m  map[netip.Addr]int32
+	m  map[netip.Addr]V
 }
 
-func (cc *clientCounts) init() {
-	for i := range cc.shards {
-		cc.shards[i].m = map[netip.Addr]int32{}
+func (p *perClient[V]) init() {
+	for i := range p.shards {
+		p.shards[i].m = map[netip.Addr]V{}
 	}
 }
 
-func (cc *clientCounts) shard(a netip.Addr) *countShard {
+func (p *perClient[V]) shard(a netip.Addr) *clientShard[V] {
 	b := a.As16()
-	return &cc.shards[(b[15]^b[14]^b[3])&63]
+	return &p.shards[(b[15]^b[14]^b[3])&63]
 }
+
+// clientCounts counts open things per client address.
+type clientCounts struct{ perClient[int32] }
 
 // acquire counts one more for a unless a holds max already or shed (when set) refuses it
 // given what a holds; it returns what a held before.
@@ -261,25 +264,7 @@ var tooManyHeader = func() message.Header {
 }()
 
 // clientSums sums int64 amounts per client address.
-type clientSums struct {
-	shards [64]sumShard
-}
-
-type sumShard struct {
-	mu sync.Mutex
-	m  map[netip.Addr]int64
-}
-
-func (cs *clientSums) init() {
-	for i := range cs.shards {
-		cs.shards[i].m = map[netip.Addr]int64{}
-	}
-}
-
-func (cs *clientSums) shard(a netip.Addr) *sumShard {
-	b := a.As16()
-	return &cs.shards[(b[15]^b[14]^b[3])&63]
-}
+type clientSums struct{ perClient[int64] }
 
 // add adds n for a unless that passes max (a single amount above max passes alone when a
 // has nothing in flight, so that one large body is limited by max_body, not refused here).
