@@ -231,8 +231,9 @@ func (e *Element) parse() {
 		}
 		a := attr{rawStart: i, val: [2]int{-1, -1}}
 		a.name[0] = i
-		i++ // the first character may be "=" (an attribute named "=...")
-		for i < n && !isSpace(t[i]) && t[i] != '/' && t[i] != '=' {
+		// The first character may be "=" (an attribute named "=..."); no ">" comes before n.
+		i++
+		for i < n && cls[t[i]] == 0 {
 			i++
 		}
 		a.name[1] = i
@@ -403,7 +404,12 @@ func appendAttrValue(dst []byte, v string) []byte {
 
 // appendEscaped appends s with &, <, >, " and ' replaced by character references.
 func appendEscaped(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
+	i := 0
+	for i < len(s) && !escTab[s[i]] {
+		i++
+	}
+	dst = append(dst, s[:i]...)
+	for ; i < len(s); i++ {
 		switch c := s[i]; c {
 		case '&':
 			dst = append(dst, "&amp;"...)
@@ -421,6 +427,9 @@ func appendEscaped(dst []byte, s string) []byte {
 	}
 	return dst
 }
+
+// escTab marks the bytes appendEscaped replaces.
+var escTab = [256]bool{'&': true, '<': true, '>': true, '"': true, '\'': true}
 
 // containsFold reports whether b holds lower (lowercase, not empty), compared without
 // ASCII case.

@@ -199,11 +199,13 @@ func (s *Stream) text(p []byte) []byte {
 	// p[from:i] passes on unchanged and is emitted at once, when something else comes.
 	from, i := 0, 0
 	for i < len(p) {
-		j := indexByte(p[i:], '<')
-		if j < 0 {
-			break
+		if p[i] != '<' { // often a tag follows a tag
+			j := indexByte(p[i:], '<')
+			if j < 0 {
+				break
+			}
+			i += j
 		}
-		i += j
 		gt, nameEnd, end, slash := fastTag(p[i:])
 		if gt == 0 {
 			s.emit(p[from:i])

@@ -278,3 +278,25 @@ func TestTagFilter(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
+
+// TestIndexByte checks the word-at-a-time search against bytes.IndexByte for every length
+// up to past its 32-byte prefix, every position of the byte, with bytes around it that
+// differ from it by one bit or by a borrow (0x3b, 0x3d, 0xbc, 0x00).
+func TestIndexByte(t *testing.T) {
+	for n := 0; n <= 48; n++ {
+		for pos := -1; pos < n; pos++ {
+			for _, fill := range []byte{'a', 0x3b, 0x3d, 0xbc, 0x00, 0x7c} {
+				b := bytes.Repeat([]byte{fill}, n)
+				if pos >= 0 {
+					b[pos] = '<'
+					if pos+1 < n {
+						b[pos+1] = '<' // a second one after the first
+					}
+				}
+				if got, want := indexByte(b, '<'), bytes.IndexByte(b, '<'); got != want {
+					t.Fatalf("len %d, '<' at %d, fill %#x: got %d, want %d", n, pos, fill, got, want)
+				}
+			}
+		}
+	}
+}

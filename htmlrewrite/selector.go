@@ -58,7 +58,11 @@ func isIdentChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }
+func isSpace(c byte) bool { return spaceTab[c] }
+
+// spaceTab marks the ASCII whitespace bytes of HTML: a lookup costs less than five compares
+// in the tokenizer's loops.
+var spaceTab = [256]bool{' ': true, '\t': true, '\n': true, '\r': true, '\f': true}
 
 // parseComplex parses compounds joined by descendant (whitespace) and child (">")
 // combinators.

@@ -2,6 +2,8 @@ package htmlrewrite
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 )
 
 // scanTag runs the tag scanner over p from index from. When the tag started in an earlier
@@ -290,20 +292,32 @@ slashState:
 }
 
 // indexByte is bytes.IndexByte for the short runs between the tags of a document and the
-// short attribute values: it looks at the first bytes itself, which costs less than the
-// call when the byte is near.
+// short attribute values: it looks at the first 32 bytes itself, eight at a time in a
+// word, which costs less than the call when the byte is near.
 func indexByte(b []byte, c byte) int {
-	n := min(len(b), 16)
-	for i := 0; i < n; i++ {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	if len(b) > 0 && b[0] == c {
+		return 0 // often: a tag right after a tag
+	}
+	pat := uint64(c) * ones
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		// x has a zero byte where b has c; the lowest bit of t marks the first of them.
+		x := binary.LittleEndian.Uint64(b[i:]) ^ pat
+		if t := (x - ones) &^ x & highs; t != 0 {
+			return i + bits.TrailingZeros64(t)>>3
+		}
+		if i >= 24 {
+			if j := bytes.IndexByte(b[i+8:], c); j >= 0 {
+				return i + 8 + j
+			}
+			return -1
+		}
+	}
+	for ; i < len(b); i++ {
 		if b[i] == c {
 			return i
 		}
-	}
-	if n == len(b) {
-		return -1
-	}
-	if j := bytes.IndexByte(b[n:], c); j >= 0 {
-		return n + j
 	}
 	return -1
 }
@@ -388,6 +402,20 @@ func (s *Stream) raw(p []byte) []byte {
 				return nil
 			}
 			s.emit(p[:i])
+			// When the whole "</name" and the byte after it are in p, decide at once.
+			if k := i + 2 + len(name); k < len(p) {
+				if p[i+1] == '/' && bytesEqualFold(p[i+2:k], name) {
+					if c := p[k]; isSpace(c) || c == '/' || c == '>' {
+						s.carry = append(s.carry, p[i:k]...)
+						s.mode, s.st, s.end = mTag, stTagName, true
+						s.rawName = ""
+						return p[k:]
+					}
+				}
+				s.emit(p[i : i+1])
+				p = p[i+1:]
+				continue
+			}
 			s.carry = append(s.carry, '<')
 			p = p[i+1:]
 			continue
