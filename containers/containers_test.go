@@ -108,7 +108,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func lifecycle(t *testing.T, d containers.Driver, image string, owner string) {
 	ev := newExits()
 	ctx := context.Background()
-	m, err := containers.New(ctx, containers.Options{Driver: d, Owner: owner, Logger: testLogger(t), MaxTotal: 2, OnExit: ev.on})
+	m, err := containers.New(containers.Options{Driver: d, Owner: owner, Logger: testLogger(t), MaxTotal: 2, OnExit: ev.on})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func lifecycle(t *testing.T, d containers.Driver, image string, owner string) {
 		defer cancel()
 		m.Close(cctx)
 	})
-	err = m.SetClasses(ctx, "w", []containers.ClassConfig{{
+	err = m.SetClasses("w", []containers.ClassConfig{{
 		Class: "C", Image: image, Port: 8080, Env: map[string]string{"NAME": "cfg"},
 		SleepAfter: 300 * time.Millisecond, MaxInstances: 2, Memory: 64 << 20, CPU: 0.5,
 	}, {
@@ -193,8 +193,10 @@ func lifecycle(t *testing.T, d containers.Driver, image string, owner string) {
 	}
 	// A redeploy stops the worker's instances.
 	get(t, m, "w", "C", "a", "/")
-	if err := m.SetClasses(ctx, "w", nil); err != nil {
+	if err := m.SetClasses("w", nil); err != nil {
 		t.Fatal(err)
+	}
+	for x = ev.next(t); x.Reason != "shutdown"; x = ev.next(t) {
 	}
 	if n := m.Running(); n != 0 {
 		t.Fatalf("after redeploy: %d running", n)
@@ -208,12 +210,12 @@ func TestProcessDriver(t *testing.T) {
 
 func TestProcessDriverStartFailure(t *testing.T) {
 	ctx := context.Background()
-	m, err := containers.New(ctx, containers.Options{Driver: &containers.ProcessDriver{}, Owner: "x", Logger: testLogger(t)})
+	m, err := containers.New(containers.Options{Driver: &containers.ProcessDriver{}, Owner: "x", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close(ctx)
-	m.SetClasses(ctx, "w", []containers.ClassConfig{{Class: "C", Image: "/bin/false", Port: 1}})
+	m.SetClasses("w", []containers.ClassConfig{{Class: "C", Image: "/bin/false", Port: 1}})
 	_, _, err = m.Acquire(ctx, "w", "C", "a")
 	if err == nil || !strings.Contains(err.Error(), "exited with status 1") {
 		t.Fatalf("err %v, want a start failure", err)
@@ -279,11 +281,11 @@ func TestPodmanOrphans(t *testing.T) {
 	owner := fmt.Sprintf("orphan-%d", os.Getpid())
 	cleanupOwner(t, p, owner)
 	ctx := context.Background()
-	m, err := containers.New(ctx, containers.Options{Driver: p, Owner: owner, Logger: testLogger(t)})
+	m, err := containers.New(containers.Options{Driver: p, Owner: owner, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.SetClasses(ctx, "w", []containers.ClassConfig{{Class: "C", Image: "localhost/verge-containers-test:1", Port: 8080}})
+	m.SetClasses("w", []containers.ClassConfig{{Class: "C", Image: "localhost/verge-containers-test:1", Port: 8080}})
 	get(t, m, "w", "C", "left", "/")
 	names, err := p.Running(ctx, owner)
 	if err != nil || len(names) != 1 {
@@ -294,7 +296,11 @@ func TestPodmanOrphans(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "left C w" {
 		t.Fatalf("labels %q (%v)", out, err)
 	}
-	if _, err := containers.New(ctx, containers.Options{Driver: p, Owner: owner, Logger: testLogger(t)}); err != nil {
+	m2, err := containers.New(containers.Options{Driver: p, Owner: owner, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.RemoveOrphans(ctx); err != nil {
 		t.Fatal(err)
 	}
 	names, err = p.Running(ctx, owner)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -81,6 +82,9 @@ type ClassConfig struct {
 	Port int
 	// Env are environment variables of every instance; StartOptions.Env adds to them.
 	Env map[string]string
+	// Args are the arguments after the image's entry point, unless StartOptions.Args
+	// replaces them.
+	Args []string
 	// CPU and Memory cap each instance (zero: no cap).
 	CPU    float64
 	Memory int64
@@ -98,7 +102,8 @@ type ClassConfig struct {
 type StartOptions struct {
 	// Env adds to and overrides ClassConfig.Env.
 	Env map[string]string
-	// Args are the arguments after the image's entry point.
+	// Args are the arguments after the image's entry point. Nil means ClassConfig.Args;
+	// an empty slice means none.
 	Args []string
 }
 
@@ -165,6 +170,7 @@ type Manager struct {
 	running int
 	closed  bool
 	wg      sync.WaitGroup
+	cleaned sync.Once
 }
 
 type class struct {
@@ -201,8 +207,9 @@ type attempt struct {
 	err   error
 }
 
-// New returns a Manager after removing the orphans of opt.Owner.
-func New(ctx context.Context, opt Options) (*Manager, error) {
+// New returns a Manager. It removes the orphans of opt.Owner (RemoveOrphans) when the
+// first class is set.
+func New(opt Options) (*Manager, error) {
 	if opt.Driver == nil || opt.Owner == "" {
 		return nil, errors.New("containers: Driver and Owner are required")
 	}
@@ -213,21 +220,43 @@ func New(ctx context.Context, opt Options) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
-	n, err := opt.Driver.RemoveOrphans(ctx, opt.Owner)
-	if err != nil {
-		return nil, fmt.Errorf("containers: removing instances left by an earlier run: %w", err)
-	}
-	if n > 0 {
-		m.log.Warn("removed container instances left by an earlier run", "count", n, "owner", opt.Owner)
-	}
 	return m, nil
+}
+
+// orphanTimeout bounds removing what an earlier run left.
+const orphanTimeout = 2 * time.Minute
+
+// RemoveOrphans removes the instances an earlier Manager of the same owner left running
+// (killed before it could stop them). SetClasses calls it before the first class is set;
+// later calls do nothing.
+func (m *Manager) RemoveOrphans(ctx context.Context) error {
+	var err error
+	m.cleaned.Do(func() {
+		var n int
+		n, err = m.opt.Driver.RemoveOrphans(ctx, m.opt.Owner)
+		if err != nil {
+			err = fmt.Errorf("containers: removing instances left by an earlier run: %w", err)
+			m.log.Error("containers: removing instances left by an earlier run", "owner", m.opt.Owner, "err", err)
+			return
+		}
+		if n > 0 {
+			m.log.Warn("containers: removed instances left by an earlier run", "count", n, "owner", m.opt.Owner)
+		}
+	})
+	return err
 }
 
 func classKey(worker, class string) string { return worker + "\x00" + class }
 
 // SetClasses sets the container classes of worker (none removes them). The worker's
-// running instances are stopped first (a redeploy starts them anew).
-func (m *Manager) SetClasses(ctx context.Context, worker string, cfgs []ClassConfig) error {
+// instances of the classes it had are stopped, on a goroutine of their own (Close waits for
+// them): requests from now on start new instances of the new classes.
+func (m *Manager) SetClasses(worker string, cfgs []ClassConfig) error {
+	if len(cfgs) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), orphanTimeout)
+		m.RemoveOrphans(ctx)
+		cancel()
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -252,8 +281,22 @@ func (m *Manager) SetClasses(ctx context.Context, worker string, cfgs []ClassCon
 		}
 		m.classes[classKey(worker, cfg.Class)] = &class{m: m, worker: worker, cfg: cfg, insts: map[string]*instance{}}
 	}
+	if len(old) > 0 {
+		m.wg.Add(1)
+		go m.retire(old)
+	}
 	m.mu.Unlock()
-	return m.stopClasses(ctx, old)
+	return nil
+}
+
+// retire stops the instances of classes replaced by SetClasses.
+func (m *Manager) retire(cs []*class) {
+	defer m.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*DefaultStopTimeout+30*time.Second)
+	defer cancel()
+	if err := m.stopClasses(ctx, cs); err != nil {
+		m.log.Warn("containers: stopping the instances of a previous deploy", "err", err)
+	}
 }
 
 // Has tells whether worker has a container for class.
@@ -347,7 +390,7 @@ func (m *Manager) Start(ctx context.Context, worker, cls, object string, o Start
 		return err
 	}
 	o.Env = maps.Clone(o.Env)
-	o.Args = append([]string(nil), o.Args...)
+	o.Args = slices.Clone(o.Args)
 	m.mu.Lock()
 	_, in, err := m.lookup(worker, cls, object, true)
 	if err == nil {
@@ -517,12 +560,16 @@ func (m *Manager) startInstance(in *instance, a *attempt) {
 		env = map[string]string{}
 	}
 	maps.Copy(env, opts.Env)
+	args := opts.Args
+	if args == nil {
+		args = c.cfg.Args
+	}
 	out := newLogWriter(log)
 	spec := &Spec{
 		Name:   instanceName(m.opt.Owner, c.worker, c.cfg.Class, in.object),
 		Image:  c.cfg.Image,
 		Env:    env,
-		Args:   opts.Args,
+		Args:   args,
 		Port:   c.cfg.Port,
 		CPU:    c.cfg.CPU,
 		Memory: c.cfg.Memory,
