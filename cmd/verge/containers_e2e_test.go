@@ -261,3 +261,11 @@ func TestContainersDev(t *testing.T) {
 		t.Fatalf("after verge dev exited: containers %v", names)
 	}
 }
+
+// TestValidateContainersExample runs `verge validate` on the containers example.
+func TestValidateContainersExample(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"validate", "-c", filepath.Join("..", "..", "examples", "containers.yaml")}, &out, &out); code != 0 {
+		t.Errorf("verge validate examples/containers.yaml: exit %d\n%s", code, out.String())
+	}
+}
