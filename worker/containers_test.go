@@ -17,7 +17,9 @@ import (
 // TestContainerOps drives the container operations from Durable Objects with the process
 // driver, and what a hostile worker tries: a container outside an object, a class without
 // one, a plain subrequest to a container's loopback port, too many variables.
-func TestContainerOps(t *testing.T) {
+// containerWorker deploys worker/testdata/containers with class C's container run by the
+// process driver (containers/testdata/server); exits receives the containers' exits.
+func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan containers.Exit) {
 	bin := filepath.Join(t.TempDir(), "server")
 	cmd := exec.Command("go", "build", "-o", bin, "../containers/testdata/server")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -28,7 +30,10 @@ func TestContainerOps(t *testing.T) {
 	exits := make(chan containers.Exit, 16)
 	m, err := containers.New(containers.Options{Driver: &containers.ProcessDriver{StopTimeout: 5 * time.Second}, Owner: "worker-test",
 		OnExit: func(x containers.Exit) {
-			exits <- x
+			select {
+			case exits <- x:
+			default:
+			}
 			reg.ContainerExited(context.Background(), x)
 		}})
 	if err != nil {
@@ -47,6 +52,11 @@ func TestContainerOps(t *testing.T) {
 		Durable:    map[string]worker.DurableBinding{"C": {Class: "C"}, "D": {Class: "D"}},
 		Containers: []containers.ClassConfig{{Class: "C", Image: bin, Port: 8080, SleepAfter: time.Hour}},
 	})
+	return w, m, exits
+}
+
+func TestContainerOps(t *testing.T) {
+	w, m, exits := containerWorker(t)
 	get := func(target string) string {
 		t.Helper()
 		rec, err := serve(t, w, "GET", target, "")
