@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -281,7 +282,10 @@ func TestPodmanOrphans(t *testing.T) {
 	owner := fmt.Sprintf("orphan-%d", os.Getpid())
 	cleanupOwner(t, p, owner)
 	ctx := context.Background()
-	m, err := containers.New(containers.Options{Driver: p, Owner: owner, Logger: testLogger(t)})
+	// The first Manager is never closed, as if its process were killed; once "killed" its
+	// driver starts nothing (it would restart the container the second one removes).
+	dead := &deadDriver{Driver: p}
+	m, err := containers.New(containers.Options{Driver: dead, Owner: owner, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,6 +300,7 @@ func TestPodmanOrphans(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "left C w" {
 		t.Fatalf("labels %q (%v)", out, err)
 	}
+	dead.killed.Store(true)
 	m2, err := containers.New(containers.Options{Driver: p, Owner: owner, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -307,4 +312,17 @@ func TestPodmanOrphans(t *testing.T) {
 	if err != nil || len(names) != 0 {
 		t.Fatalf("after the next start: containers %v (%v), want none", names, err)
 	}
+}
+
+// deadDriver is a driver that stops starting instances once killed is set.
+type deadDriver struct {
+	containers.Driver
+	killed atomic.Bool
+}
+
+func (d *deadDriver) Start(ctx context.Context, s *containers.Spec) (containers.Process, error) {
+	if d.killed.Load() {
+		return nil, errors.New("killed")
+	}
+	return d.Driver.Start(ctx, s)
 }
