@@ -14,7 +14,7 @@ import (
 // from its running container (process driver; docs/performance.md, Containers): worker
 // instance, object call, container subrequest over loopback, response streamed back.
 func BenchmarkContainerFetch(b *testing.B) {
-	w, _, _ := containerWorker(b)
+	w, _, _, _ := containerWorker(b)
 	req := &message.Request{Method: "GET", Target: "/obj/C/bench/fetch", Authority: "example.com", Proto: message.HTTP11}
 	wr := &worker.Request{Message: req, RemoteAddr: "127.0.0.1"}
 	out := &discard{}
@@ -33,7 +33,7 @@ func BenchmarkContainerFetch(b *testing.B) {
 // BenchmarkContainerDirect is the same container answering a keep-alive client directly:
 // the baseline of BenchmarkContainerFetch.
 func BenchmarkContainerDirect(b *testing.B) {
-	w, m, _ := containerWorker(b)
+	w, m, _, _ := containerWorker(b)
 	rec, err := serve(b, w, "GET", "/obj/C/bench/id", "")
 	if err != nil {
 		b.Fatal(err)

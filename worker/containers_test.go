@@ -19,7 +19,8 @@ import (
 // one, a plain subrequest to a container's loopback port, too many variables.
 // containerWorker deploys worker/testdata/containers with class C's container run by the
 // process driver (containers/testdata/server); exits receives the containers' exits.
-func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan containers.Exit) {
+// deploy deploys it again with the class's sleep_after changed.
+func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan containers.Exit, func(time.Duration)) {
 	bin := filepath.Join(t.TempDir(), "server")
 	cmd := exec.Command("go", "build", "-o", bin, "../containers/testdata/server")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -46,17 +47,20 @@ func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan co
 	})
 	e := newEnv(t, t.TempDir(), worker.Services{Containers: m})
 	reg = e.reg
-	w := e.deploy(t, worker.Config{
-		Name:       "ct",
-		Module:     testwasm.Build(t, "worker/testdata/containers"),
-		Durable:    map[string]worker.DurableBinding{"C": {Class: "C"}, "D": {Class: "D"}},
-		Containers: []containers.ClassConfig{{Class: "C", Image: bin, Port: 8080, SleepAfter: time.Hour}},
-	})
-	return w, m, exits
+	cfg := func(sleep time.Duration) worker.Config {
+		return worker.Config{
+			Name:       "ct",
+			Module:     testwasm.Build(t, "worker/testdata/containers"),
+			Durable:    map[string]worker.DurableBinding{"C": {Class: "C"}, "D": {Class: "D"}},
+			Containers: []containers.ClassConfig{{Class: "C", Image: bin, Port: 8080, SleepAfter: sleep}},
+		}
+	}
+	w := e.deploy(t, cfg(time.Hour))
+	return w, m, exits, func(d time.Duration) { e.deploy(t, cfg(d)) }
 }
 
 func TestContainerOps(t *testing.T) {
-	w, m, exits := containerWorker(t)
+	w, m, exits, deploy := containerWorker(t)
 	get := func(target string) string {
 		t.Helper()
 		rec, err := serve(t, w, "GET", target, "")
@@ -113,5 +117,22 @@ func TestContainerOps(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("no exit event")
+	}
+	// A redeploy with another container configuration stops the running instances (b's);
+	// the next request starts a new one.
+	deploy(2 * time.Hour)
+	for shutdown := false; !shutdown; {
+		select {
+		case x := <-exits:
+			shutdown = x.Reason == "shutdown"
+		case <-time.After(60 * time.Second):
+			t.Fatal("no shutdown exit after the redeploy")
+		}
+	}
+	if got := get("/obj/C/b/state"); got != "stopped" {
+		t.Fatalf("after a redeploy: %q", got)
+	}
+	if got := get("/obj/C/b/fetch"); got != "hello from  args=[]\n" {
+		t.Fatalf("fetch after a redeploy: %q", got)
 	}
 }

@@ -207,6 +207,11 @@ func TestContainersRun(t *testing.T) {
 		t.Fatalf("after stop: state %q", body)
 	}
 
+	// The containers' output is in Verge's log with the worker, class and object.
+	if log := p.stderr.String(); !regexp.MustCompile(`msg="container output" component=containers worker=containers class=App object=[0-9a-f]{64} line="container of alice listening on 8080`).MatchString(log) {
+		t.Fatalf("no output line of alice's container in the log:\n%s", log)
+	}
+
 	// kill -9 with a container running: it survives Verge, and the next start removes it.
 	containerGet(t, c, p.addr, "/app/carol/one")
 	p.cmd.Process.Signal(syscall.SIGKILL)
@@ -231,30 +236,51 @@ func TestContainersRun(t *testing.T) {
 	}
 }
 
-// TestContainersDev serves examples/workers/containers with `verge dev` and Podman: the first
-// request starts the object's container and answers; a stop stops it; verge dev's exit
-// stops the rest.
+// TestContainersDev serves the containers example with `verge dev` and Podman, from a
+// project made by `verge init` holding the example's code and a worker.yaml with a short
+// sleep_after: the first request starts the object's container and answers, the next reuses
+// it, it sleeps when idle and wakes on the next request; verge dev's exit stops the rest.
 func TestContainersDev(t *testing.T) {
 	needPodman(t)
+	dir := initProjectDir(t, "containers")
+	src, err := os.ReadFile(filepath.Join(testwasm.Root(), "examples", "workers", "containers", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "main.go"), src, 0o644)
+	os.WriteFile(filepath.Join(dir, "worker.yaml"), []byte(`name: containers
+durable_objects: [{binding: APP, class: App}]
+containers:
+  - {class: App, image: `+containerImage+`, port: 8080, sleep_after: 2s}
+`), 0o644)
 	data := t.TempDir()
 	owner := containerOwner(t, data)
 	removeOwnedContainers(t, owner)
-	p := startDev(t, data, filepath.Join(testwasm.Root(), "examples", "workers", "containers"),
-		"--oci-runtime", "runc", "--cgroup-manager", "cgroupfs")
+	p := newDevProc(t)
+	cmd := exec.Command(verge(t), "dev", "--data", data, "--listen", p.addr, "--poll", "100ms",
+		"--oci-runtime", "runc", "--cgroup-manager", "cgroupfs", dir)
+	cmd.Env = offlineGoEnv()
+	p.start(t, cmd)
 	c := &http.Client{Timeout: 90 * time.Second}
+	waitFor(t, "verge dev to serve the worker", 180*time.Second, func() bool {
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			t.Fatalf("verge dev exited: %v\n%s", err, p.stderr)
+		default:
+		}
+		code, _, err := doRequest(&http.Client{Timeout: 5 * time.Second}, p.addr, "GET", "/", "")
+		return err == nil && code == 404
+	})
 	name, boot := containerGet(t, c, p.addr, "/app/dora/x")
 	if name != "dora" {
 		t.Fatalf("answered as %q", name)
 	}
-	if _, again := containerGet(t, c, p.addr, "/app/dora/y"); again != boot {
-		t.Fatalf("second request: boot %s, want the running container's %s", again, boot)
-	}
-	if _, body, _ := doRequest(c, p.addr, "GET", "/app/dora/__state", ""); body != "running" {
-		t.Fatalf("state %q, want running", body)
-	}
 	containerGet(t, c, p.addr, "/app/emil/x")
-	if code, body, err := doRequest(c, p.addr, "POST", "/app/dora/__stop", ""); err != nil || code != 200 {
-		t.Fatalf("stop: %d %q %v", code, body, err)
+	waitContainerState(t, c, p.addr, "dora", "stopped")
+	name, woke := containerGet(t, c, p.addr, "/app/dora/y")
+	if name != "dora" || woke == boot {
+		t.Fatalf("after waking: %q boot %s (before %s)", name, woke, boot)
 	}
 	p.stop(t, syscall.SIGINT)
 	if names := ownedContainers(t, owner); len(names) != 0 {
