@@ -432,6 +432,15 @@ func (m *Manager) acquire(ctx context.Context, in *instance) (string, func(), er
 			m.mu.Unlock()
 			return "", nil, fmt.Errorf("%w: worker %s, class %s (redeployed)", ErrNoClass, c.worker, c.cfg.Class)
 		}
+		// The record may have been dropped meanwhile (lookup's pruning of stopped ones):
+		// keep one record per object, so that one container runs per object.
+		if cur := c.insts[in.object]; cur != in {
+			if cur == nil {
+				c.insts[in.object] = in
+			} else {
+				in = cur
+			}
+		}
 		var wait <-chan struct{}
 		var a *attempt
 		switch in.state {
@@ -812,11 +821,13 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitPort waits until 127.0.0.1:port accepts a connection, proc exits, or ctx ends.
+// waitPort waits until 127.0.0.1:port accepts a connection, proc exits, or ctx ends. It
+// tries again after 2ms, doubling up to 50ms: a local process listens within milliseconds,
+// a container within about a second, and a refused connect to loopback costs microseconds.
 func waitPort(ctx context.Context, port int, proc Process) error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	d := net.Dialer{Timeout: time.Second}
-	pause := 10 * time.Millisecond
+	pause := 2 * time.Millisecond
 	for {
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err == nil {
@@ -833,6 +844,6 @@ func waitPort(ctx context.Context, port int, proc Process) error {
 			return fmt.Errorf("port not accepting connections: %w", ctx.Err())
 		case <-t.C:
 		}
-		pause = min(pause*2, 200*time.Millisecond)
+		pause = min(pause*2, 50*time.Millisecond)
 	}
 }
