@@ -77,6 +77,10 @@ func (inv *invocation) containerOp(op uint32, arg []byte) (uint32, []byte) {
 			release()
 			return fail(workerabi.StatusInternal, err)
 		}
+		if u := inv.upgrade(); u != nil && isWebSocketRequest(arg) {
+			// The client's WebSocket handshake, passed on to the container.
+			return inv.containerTunnel(arg, ap, u, release)
+		}
 		return inv.fetchStreamTo(arg, &ap, release)
 	case workerabi.OpContainerState:
 		s, err := m.State(worker, class, object)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/verge-edge/verge/internal/testwasm"
 )
@@ -189,6 +192,9 @@ func TestContainersRun(t *testing.T) {
 		t.Fatalf("echo: %d, %d bytes, %v", code, len(body), err)
 	}
 
+	// A WebSocket goes through the object to the container and back.
+	wsEcho(t, p.addr, "/app/alice/ws", "hi", "alice: hi")
+
 	// Idle for sleep_after: it sleeps, the object is told, and the next request wakes
 	// it (a new boot) with the options of its first start.
 	waitContainerState(t, c, p.addr, "alice", "stopped")
@@ -294,4 +300,28 @@ func TestValidateContainersExample(t *testing.T) {
 	if code := run([]string{"validate", "-c", filepath.Join("..", "..", "examples", "containers.yaml")}, &out, &out); code != 0 {
 		t.Errorf("verge validate examples/containers.yaml: exit %d\n%s", code, out.String())
 	}
+}
+
+// wsEcho opens a WebSocket to addr's path through Verge, sends msg and wants the answer want.
+func wsEcho(t *testing.T, addr, path, msg, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, "ws://"+addr+path, nil)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("WebSocket %s: %v (status %d)", path, err, status)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	_, got, err := c.Read(ctx)
+	if err != nil || string(got) != want {
+		t.Fatalf("WebSocket answer %q (%v), want %q", got, err, want)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
 }
