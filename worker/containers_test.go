@@ -51,8 +51,8 @@ func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan co
 		return worker.Config{
 			Name:       "ct",
 			Module:     testwasm.Build(t, "worker/testdata/containers"),
-			Durable:    map[string]worker.DurableBinding{"C": {Class: "C"}, "D": {Class: "D"}},
-			Containers: []containers.ClassConfig{{Class: "C", Image: bin, Port: 8080, SleepAfter: sleep}},
+			Durable:    map[string]worker.DurableBinding{"C": {Class: "C"}, "D": {Class: "D"}, "F": {Class: "F"}},
+			Containers: []containers.ClassConfig{{Class: "C", Image: bin, Port: 8080, SleepAfter: sleep}, {Class: "F", Image: bin, Port: 8080, SleepAfter: sleep}},
 		}
 	}
 	w := e.deploy(t, cfg(time.Hour))
@@ -90,6 +90,14 @@ func TestContainerOps(t *testing.T) {
 	// Another object gets its own instance, started by its first fetch.
 	if got := get("/obj/C/b/fetch"); got != "hello from  args=[]\n" {
 		t.Fatalf("fetch of b: %q", got)
+	}
+	// A class defined with sdk.DefineContainer passes requests to its container; a pool
+	// spreads them over its objects.
+	if got := get("/obj/F/f1/anything"); got != "hello from  args=[]\n" {
+		t.Fatalf("DefineContainer class: %q", got)
+	}
+	if got := get("/pool"); got != "hello from  args=[]\n" {
+		t.Fatalf("pool: %q", got)
 	}
 	// The container's port is not reachable with a plain subrequest.
 	id := get("/obj/C/a/id")

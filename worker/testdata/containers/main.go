@@ -1,7 +1,9 @@
 // Command containers is a test worker for the container operations (worker/containers_test.go):
 //
 //	/plain/fetch               a container fetch outside any Durable Object
-//	/obj/CLASS/NAME/ACTION     runs ACTION in object NAME of binding CLASS (C or D):
+//	/pool                      a request to one of 2 objects of class F (sdk.DefineContainer)
+//	/obj/CLASS/NAME/ACTION     runs ACTION in object NAME of binding CLASS (C or D; F passes
+//	                           the request to its container):
 //	  id        the object's ID
 //	  start     starts its container with NAME in NAME and the argument a1
 //	  fetch     fetches / from its container
@@ -76,8 +78,18 @@ func init() {
 			return &obj{s: s, c: s.Container()}
 		})
 	}
+	sdk.DefineContainer("F")
 	sdk.Serve(func(w sdk.ResponseWriter, r *sdk.Request) {
 		p := r.Path()
+		if p == "/pool" {
+			resp, err := sdk.ContainerPool("F", 2).Fetch(r)
+			if err != nil {
+				sdk.ErrorResponse(w, err.Error(), 502)
+				return
+			}
+			sdk.WriteResponse(w, resp)
+			return
+		}
 		if p == "/plain/fetch" {
 			req, _ := sdk.NewRequest("GET", "http://container/", nil)
 			if _, err := new(sdk.Container).Fetch(req); err != nil {
