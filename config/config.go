@@ -74,6 +74,8 @@ type Config struct {
 	Cluster Cluster `yaml:"cluster"`
 	// RequestID generates, passes upstream and logs request IDs (auth.go). Off by default.
 	RequestID RequestID `yaml:"request_id"`
+	// ContainerRuntime runs the workers' containers (containers.go).
+	ContainerRuntime ContainerRuntime `yaml:"container_runtime"`
 
 	// File is the name the config was loaded from.
 	File string `yaml:"-"`

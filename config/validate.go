@@ -40,6 +40,7 @@ func (c *Config) validate() ErrorList {
 	}
 	groups := v.upstreams()
 	v.workerNames = v.workers()
+	v.containerRuntime()
 	v.routes(groups)
 	v.trustedProxies("trusted_proxies", c.TrustedProxies)
 	v.proxyProtocol()

@@ -60,6 +60,8 @@ type Worker struct {
 	Triggers WorkerTriggers `yaml:"triggers"`
 	// Services bind other workers of this config, called in-process (sdk.Service).
 	Services []WorkerService `yaml:"services"`
+	// Containers bind container images to Durable Object classes (containers.go).
+	Containers []WorkerContainer `yaml:"containers"`
 }
 
 // WorkerTriggers are a worker's cron triggers.
@@ -247,6 +249,7 @@ func (c *Config) resolveWorkerPaths(dir string) {
 		}
 	}
 	abs(&c.WorkerData)
+	c.resolveContainerPaths(dir)
 	for i := range c.Workers {
 		w := &c.Workers[i]
 		abs(&w.Module)
@@ -291,6 +294,7 @@ func (c *Config) setWorkerDefaults() {
 			w.Limits.Memory = DefaultWorkerMemory
 		}
 		setQueueDefaults(w)
+		setContainerDefaults(w)
 	}
 }
 
@@ -383,6 +387,7 @@ func (v *validator) workers() map[string]bool {
 			}
 			crons[c] = true
 		}
+		v.workerContainers(p, w)
 		for j, s := range w.Services {
 			q := fmt.Sprintf("%s.services[%d]", p, j)
 			bind(q+".binding", s.Binding)

@@ -119,6 +119,7 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 		}
 		wc.Consumers = append(wc.Consumers, qc)
 	}
+	wc.Containers = ContainerClasses(w)
 	return wc, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/verge-edge/verge/internal/workerabi"
 	"io"
 	"math"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -399,6 +400,12 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 // returns its response, whose Body (never nil) the caller closes; or, when it fails, nil and
 // the operation's status and error.
 func (inv *invocation) roundTrip(ctx context.Context, arg []byte) (*message.Response, uint32, []byte) {
+	return inv.roundTripTo(ctx, arg, nil)
+}
+
+// roundTripTo is roundTrip; a non-nil to is the one address the subrequest connects to
+// (an object's container, containers.go), whatever its URL's host.
+func (inv *invocation) roundTripTo(ctx context.Context, arg []byte, to *netip.AddrPort) (*message.Response, uint32, []byte) {
 	v := inv.inst.v
 	tr := v.w.reg.svc.Transport // never nil: NewRegistry supplies its own
 	if inv.subrequests >= v.limits.Subrequests {
@@ -433,7 +440,14 @@ func (inv *invocation) roundTrip(ctx context.Context, arg []byte) (*message.Resp
 	}
 	// The policy is checked on the resolved address, which is then dialed (not the name
 	// again); the transport's dialer checks the connection once more.
-	ap, byName, err := v.egress.resolveFetch(ctx, host, port)
+	eg := v.egress
+	var ap netip.AddrPort
+	var byName bool
+	if to != nil {
+		eg, ap = &egress{addrPorts: []netip.AddrPort{*to}, listeners: v.egress.listeners}, *to
+	} else {
+		ap, byName, err = v.egress.resolveFetch(ctx, host, port)
+	}
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
 			return failed(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))
@@ -455,7 +469,7 @@ func (inv *invocation) roundTrip(ctx context.Context, arg []byte) (*message.Resp
 	}
 	// Redirects are not followed: a 3xx goes back to the worker, whose next fetch of the
 	// Location is checked like this one.
-	resp, err := tr.RoundTrip(context.WithValue(ctx, egressKey{}, &egressCtx{e: v.egress, byName: byName}), peer, req)
+	resp, err := tr.RoundTrip(context.WithValue(ctx, egressKey{}, &egressCtx{e: eg, byName: byName}), peer, req)
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
 			return failed(workerabi.StatusUnavailable, fmt.Errorf("fetch %s: %w", rawURL, err))

@@ -206,6 +206,7 @@ func (s *Staged) commitLocked() VersionInfo {
 		old.retire()
 	}
 	w.syncConsumers(s.v)
+	r.setContainers(w.name, s.v.containers)
 	w.dep.settle(nil)
 	info := s.v.info()
 	r.svc.Logger.Info("worker deployed", "worker", w.name, "version", info.ID, "compile", info.Compile, "instantiate", info.Instantiate)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/verge-edge/verge/containers"
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/queue"
@@ -242,7 +243,8 @@ type invocation struct {
 
 	// sched is the event of a KindScheduled invocation (scheduled.go).
 	sched  *ScheduledEvent
-	qbatch *queue.Batch // the batch of a KindQueue invocation (queues.go)
+	qbatch *queue.Batch     // the batch of a KindQueue invocation (queues.go)
+	cexit  *containers.Exit // the event of a KindContainerExit invocation (containers.go)
 
 	e       workerabi.Encoder
 	cpu     cpuMeter
@@ -256,7 +258,7 @@ func (inv *invocation) reset(ctx context.Context, kind uint32) {
 	inv.sink, inv.started, inv.ended, inv.status, inv.sent = nil, false, false, 0, 0
 	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = nil, "", "", "", 0
 	inv.subrequests, inv.nestNext = 0, false
-	inv.sched = nil
+	inv.sched, inv.cexit = nil, nil
 }
 
 // clear drops references held past the invocation.
@@ -418,6 +420,8 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return inv.wsOp(op, arg)
 	case workerabi.OpQueueSend, workerabi.OpQueueBatch, workerabi.OpQueueAck, workerabi.OpQueueRetry:
 		return inv.queueOp(op, arg)
+	case workerabi.OpContainerStart, workerabi.OpContainerFetch, workerabi.OpContainerState, workerabi.OpContainerStop, workerabi.OpContainerExit:
+		return inv.containerOp(op, arg)
 	}
 	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"runtime"
 	"time"
 
@@ -193,11 +194,24 @@ func (inv *invocation) streamOp(op uint32, arg []byte) (uint32, []byte) {
 // fetchStream serves workerabi.OpFetchStream: the subrequest's head and a body handle (0
 // with the whole body when it is small and of known length).
 func (inv *invocation) fetchStream(arg []byte) (uint32, []byte) {
+	return inv.fetchStreamTo(arg, nil, nil)
+}
+
+// fetchStreamTo is fetchStream to the address to when not nil (roundTripTo); done, when
+// not nil, is called once the response's body is read or closed, or the request failed.
+func (inv *invocation) fetchStreamTo(arg []byte, to *netip.AddrPort, done func()) (uint32, []byte) {
 	if inv.streams.full() {
+		if done != nil {
+			done()
+		}
 		return fail(workerabi.StatusLimit, fmt.Errorf("too many open response bodies (limit %d): read them to the end or close them", MaxOpenBodies))
 	}
 	ctx, cancel := context.WithCancel(inv.io())
-	resp, st, res := inv.roundTrip(ctx, arg)
+	if done != nil {
+		cancel0 := cancel
+		cancel = func() { cancel0(); done() }
+	}
+	resp, st, res := inv.roundTripTo(ctx, arg, to)
 	if resp == nil {
 		cancel()
 		return st, res

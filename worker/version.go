@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/verge-edge/verge/containers"
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/queue"
@@ -43,6 +44,8 @@ type version struct {
 
 	// services maps service binding names to worker names (service.go).
 	services map[string]string
+	// containers are the container classes of the deploy (containers.go).
+	containers []containers.ClassConfig
 	// queues are the producer bindings; consumers the queues the worker consumes
 	// (queues.go).
 	queues    map[string]queue.Queue
@@ -92,7 +95,7 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 	cfg.Limits.setDefaults()
 	v := &version{
 		w: w, id: hex.EncodeToString(sum[:6]), cfgHash: hash, limits: cfg.Limits, created: time.Now(),
-		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{}, services: maps.Clone(cfg.Services),
+		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{}, services: maps.Clone(cfg.Services), containers: cfg.Containers,
 		slots: make(chan struct{}, cfg.Limits.MaxInstances),
 	}
 	v.log = svc.Logger.With("worker", w.name, "version", v.id)

@@ -34,6 +34,8 @@ type wsUpgrade struct {
 	mu   sync.Mutex
 	used bool       // accepted by the worker or an object
 	sock *objSocket // accepted by an object, waiting for the 101
+	// tunnel is a container's accepted WebSocket, waiting for the 101 (container_ws.go).
+	tunnel *wsTunnel
 }
 
 // wsUpgradeKey carries a *wsUpgrade in the context of a Durable Object request.
@@ -125,7 +127,7 @@ func (inv *invocation) switchAllowed() bool {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.sock != nil
+	return u.sock != nil || u.tunnel != nil
 }
 
 // switchProtocols answers the worker's 101 response: the connection switches and the socket
@@ -133,10 +135,21 @@ func (inv *invocation) switchAllowed() bool {
 func (inv *invocation) switchProtocols() (uint32, []byte) {
 	u := inv.ws.up
 	u.mu.Lock()
-	s := u.sock
-	u.sock = nil
+	s, tun := u.sock, u.tunnel
+	u.sock, u.tunnel = nil, nil
 	u.mu.Unlock()
 	protocol := inv.resp.Header.Get("Sec-WebSocket-Protocol")
+	if tun != nil {
+		// A container accepted the handshake: join the client's connection to it.
+		inv.started, inv.ended, inv.status = true, true, 101
+		conn, err := u.up.Upgrade(u.switchResponse(protocol))
+		if err != nil {
+			tun.close()
+			return fail(workerabi.StatusInternal, fmt.Errorf("switching to the WebSocket protocol: %w", err))
+		}
+		go tun.join(conn)
+		return workerabi.StatusOK, nil
+	}
 	if err := u.checkProtocol(protocol); err != nil {
 		inv.inst.v.w.ws.drop(s)
 		return fail(workerabi.StatusInvalid, err)
@@ -168,11 +181,14 @@ func (inv *invocation) finishWS(failed bool) {
 	}
 	if u := ws.up; u != nil {
 		u.mu.Lock()
-		s := u.sock
-		u.sock = nil
+		s, tun := u.sock, u.tunnel
+		u.sock, u.tunnel = nil, nil
 		u.mu.Unlock()
 		if s != nil {
 			inv.inst.v.w.ws.drop(s)
+		}
+		if tun != nil {
+			tun.close()
 		}
 	}
 	*ws = wsInvocation{direct: ws.direct[:0], stops: ws.stops[:0]}

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/verge-edge/verge/containers"
 	"github.com/verge-edge/verge/durable"
 	"github.com/verge-edge/verge/kv"
 	"github.com/verge-edge/verge/message"
@@ -139,6 +140,10 @@ type Config struct {
 	// (sdk.Service; service.go). A target need not be deployed yet: a call to one that is
 	// not fails.
 	Services map[string]string
+	// Containers bind container images to Durable Object classes of the worker
+	// (Services.Containers runs them; containers.go). A deploy stops the instances of the
+	// previous version.
+	Containers []containers.ClassConfig
 }
 
 // RoundTripper sends subrequests; *upstream.Transport implements it.
@@ -205,6 +210,9 @@ type Services struct {
 	// giving its memory back; each version keeps its most recently used instance. Zero
 	// means DefaultInstanceIdleTimeout (30s); negative means never.
 	InstanceIdleTimeout time.Duration
+	// Containers runs the containers of Durable Object classes (Config.Containers). Nil
+	// means none: the container operations fail.
+	Containers *containers.Manager
 }
 
 // Registry holds the deployed workers by name.
@@ -404,6 +412,9 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
 	}
 	fmt.Fprintf(h, "\x00%v\x00%+v", sortedPairs(cfg.Queues), cfg.Consumers)
+	for _, c := range cfg.Containers {
+		fmt.Fprintf(h, "\x00container%+v%v", c, sortedPairs(c.Env))
+	}
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
@@ -427,6 +438,7 @@ func (r *Registry) Remove(ctx context.Context, name string) error {
 		return nil
 	}
 	w.dep.settle(errNotDeployed)
+	r.setContainers(name, nil)
 	return w.close(ctx)
 }
 

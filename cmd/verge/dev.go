@@ -40,13 +40,16 @@ const devCacheSize = 64 << 20
 // get 503 with "building" or the compiler's output, and a failed build waits for a fix.
 // With --init, a PATH without go.mod first gets a hello worker project (see cmdInit).
 func cmdDev(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", "dev [--init] [--listen ADDR] [--data DIR] [--poll DURATION] [--test-scheduled] [PATH]", stderr)
+	fs := newFlags("dev", "dev [--init] [--listen ADDR] [--data DIR] [--poll DURATION] [--test-scheduled] [--container-driver podman|process] [PATH]", stderr)
 	testScheduled := fs.Bool("test-scheduled", false, "answer GET /__scheduled?cron=EXPR by running the worker's scheduled handler (cron triggers do not fire by themselves in dev)")
 	initProj := fs.Bool("init", false, "when PATH has no go.mod, first write a hello worker project there (as verge init does)")
 	listen := fs.String("listen", "127.0.0.1:8787", "`address` to serve the worker on")
 	data := fs.String("data", ".verge", "`directory` for KV namespaces, Durable Objects and compiled code")
 	poll := fs.Duration("poll", 500*time.Millisecond, "how often to look for changed sources")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	containerDriver := fs.String("container-driver", config.ContainerDriverPodman, "`driver` of the worker's containers: podman, or process (a local executable, not isolated)")
+	ociRuntime := fs.String("oci-runtime", "", "Podman's OCI `runtime` for the containers (e.g. runc); empty: Podman's default")
+	cgroupManager := fs.String("cgroup-manager", "", "Podman's cgroup `manager` for the containers (cgroupfs or systemd); empty: Podman's default")
 	path, err := parseWithPath(fs, args)
 	if err != nil {
 		return err
@@ -64,11 +67,16 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	if *containerDriver != config.ContainerDriverPodman && *containerDriver != config.ContainerDriverProcess {
+		fmt.Fprintf(stderr, "verge dev: --container-driver %q: want podman or process\n", *containerDriver)
+		return errUsage
+	}
 	def, err := loadWorkerDef(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitError(1)
 	}
+	devContainerPaths(def, path, *containerDriver)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
@@ -86,7 +94,9 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer hc.Close()
-	stack, err := newWorkerStack(*data, 0, self.get, log, nil, nil, hc)
+	stack, err := newWorkerStack(*data, 0, self.get, log, nil, nil, hc, &config.ContainerRuntime{
+		Driver: *containerDriver, OCIRuntime: *ociRuntime, CgroupManager: *cgroupManager,
+	})
 	if err != nil {
 		ln.Close()
 		return err

@@ -183,7 +183,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 		}
 		defer s.limits.Close()
 	}
-	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, s.cluster, &cfg.Cluster, s.cache); err != nil {
+	if s.workers, err = newWorkerStack(cfg.WorkerData, int64(cfg.WorkerMemoryLimit), s.self.get, s.log, s.cluster, &cfg.Cluster, s.cache, &cfg.ContainerRuntime); err != nil {
 		return err
 	}
 	defer s.workers.close()

@@ -13,6 +13,7 @@ import (
 	"github.com/verge-edge/verge/admin"
 	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/config"
+	"github.com/verge-edge/verge/containers"
 	"github.com/verge-edge/verge/cron"
 	cronclustered "github.com/verge-edge/verge/cron/clustered"
 	"github.com/verge-edge/verge/durable"
@@ -44,6 +45,9 @@ type workerStack struct {
 	// cron fires the workers' cron triggers (started by verge run only); its claims are
 	// <data>/cron/state.json, or the cluster's bucket.
 	cron *cron.Scheduler
+	// containers run the workers' containers (containers.go).
+	containers *containers.Manager
+	cr         *config.ContainerRuntime
 }
 
 // Subrequests go through the registry's own transport (its dialer enforces each worker's
@@ -51,8 +55,9 @@ type workerStack struct {
 // memoryLimit caps the linear memory of all instances together (0: the default). node is
 // the cluster node, nil without a cluster (storage is then SQLite files under dataDir).
 // httpCache backs the workers' Cache API (nil: none).
-func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger, node *cluster.Node, c *config.Cluster, httpCache worker.HTTPCache) (*workerStack, error) {
-	ws := &workerStack{}
+// cr runs the workers' containers.
+func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker.Listener, log *slog.Logger, node *cluster.Node, c *config.Cluster, httpCache worker.HTTPCache, cr *config.ContainerRuntime) (*workerStack, error) {
+	ws := &workerStack{cr: cr}
 	svc := worker.Services{
 		Cache:       httpCache,
 		CacheDir:    filepath.Join(dataDir, "cache"),
@@ -99,6 +104,11 @@ func newWorkerStack(dataDir string, memoryLimit int64, listeners func() []worker
 		ws.q = queue.NewJetStreamStore(node)
 		svc.Placement, svc.Router = dc.Placement, dc.Forwarder
 	}
+	var err error
+	if ws.containers, err = newContainers(cr, dataDir, log, func() *worker.Registry { return ws.reg }); err != nil {
+		return nil, err
+	}
+	svc.Containers = ws.containers
 	svc.KV, svc.Durable, svc.Objects = ws.kv, ws.do, ws.obj
 	if ws.q != nil {
 		svc.Queues = ws.q
@@ -153,6 +163,9 @@ func (w *workerStack) close() {
 		w.dc.Drain(ctx)
 	}
 	w.reg.Close(ctx)
+	cctx, ccancel := context.WithTimeout(context.Background(), containerStopTimeout(w.cr))
+	w.containers.Close(cctx)
+	ccancel()
 	if w.dc != nil {
 		w.dc.Close()
 	} else {

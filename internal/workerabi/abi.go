@@ -237,3 +237,41 @@ const (
 // reads it with OpQueueBatch. RCOK acknowledges the messages the handler left alone;
 // RCFailed (or a crash) retries them.
 const KindQueue = 10
+
+// Containers (docs/workers-abi.md, "Containers"): ops 176-191 and kind 11. The container
+// ops act on the container of the Durable Object the invocation runs in (its class must
+// have one, config field containers); other invocations get StatusUnavailable.
+const (
+	// OpContainerStart (u32 n, n × {str name, str value}, u8 has_args, [u32 m, m × str
+	// arg]) starts the object's container with these environment variables (added to the
+	// configured ones) and, when has_args, these arguments, unless it runs already, and
+	// returns when its port accepts connections. No result.
+	OpContainerStart = 176
+	// OpContainerFetch (request head and body as for OpFetch; the URL's host is ignored)
+	// sends the request to the object's container, starting it first when it does not
+	// run, and returns OpFetchStream's result: u32 body handle (0 when the body follows
+	// whole), u32 status, header, bytes first body bytes. It counts as a subrequest.
+	OpContainerFetch = 177
+	// OpContainerState (no argument) returns u8 state: ContainerStopped, ...
+	OpContainerState = 178
+	// OpContainerStop (no argument) stops the object's container and returns when it
+	// exited. No result.
+	OpContainerStop = 179
+	// OpContainerExit (no argument) returns the event of a KindContainerExit invocation:
+	// i32 exit code (-1 when unknown), str reason ("stopped", "sleep", "exited",
+	// "crashed" or "shutdown").
+	OpContainerExit = 180
+)
+
+// States of a container, OpContainerState's result.
+const (
+	ContainerStopped  = 0
+	ContainerStarting = 1
+	ContainerRunning  = 2
+	ContainerStopping = 3
+	ContainerCrashed  = 4
+)
+
+// KindContainerExit tells a Durable Object that its container exited; the guest reads the
+// event with OpContainerExit. Storage is available as in an alarm; there is no request.
+const KindContainerExit = 11

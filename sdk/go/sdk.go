@@ -161,6 +161,8 @@ func dispatchKind(kind uint32) uint32 {
 		err = runScheduled()
 	case workerabi.KindQueue:
 		err = runQueue()
+	case workerabi.KindContainerExit:
+		err = runContainerExit()
 	default:
 		err = fmt.Errorf("unknown invocation kind %d", kind)
 	}

@@ -1,0 +1,35 @@
+// Command server is the small HTTP server the containers tests run as an instance (a local
+// process, or a static binary in a FROM scratch image). It listens on $PORT (default 8080).
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+)
+
+func main() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s args=%v\n", os.Getenv("NAME"), os.Args[1:])
+	})
+	http.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(r.URL.Query().Get("code"))
+		fmt.Printf("exiting with %d\n", code)
+		os.Exit(code)
+	})
+	http.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		io.Copy(w, r.Body)
+	})
+	fmt.Printf("listening on %s\n", port)
+	if err := http.ListenAndServe(":"+port, nil); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+}

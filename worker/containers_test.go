@@ -1,0 +1,146 @@
+package worker_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verge-edge/verge/containers"
+	"github.com/verge-edge/verge/internal/testwasm"
+	"github.com/verge-edge/verge/worker"
+)
+
+// TestContainerOps drives the container operations from Durable Objects with the process
+// driver, and what a hostile worker tries: a container outside an object, a class without
+// one, a plain subrequest to a container's loopback port, too many variables.
+// containerWorker deploys worker/testdata/containers with class C's container run by the
+// process driver (containers/testdata/server); exits receives the containers' exits.
+// deploy deploys it again with the class's sleep_after changed.
+func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan containers.Exit, func(time.Duration)) {
+	bin := filepath.Join(t.TempDir(), "server")
+	cmd := exec.Command("go", "build", "-o", bin, "../containers/testdata/server")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the test server: %v\n%s", err, out)
+	}
+	var reg *worker.Registry
+	exits := make(chan containers.Exit, 16)
+	m, err := containers.New(containers.Options{Driver: &containers.ProcessDriver{StopTimeout: 5 * time.Second}, Owner: "worker-test",
+		OnExit: func(x containers.Exit) {
+			select {
+			case exits <- x:
+			default:
+			}
+			reg.ContainerExited(context.Background(), x)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
+	e := newEnv(t, t.TempDir(), worker.Services{Containers: m})
+	reg = e.reg
+	cfg := func(sleep time.Duration) worker.Config {
+		return worker.Config{
+			Name:       "ct",
+			Module:     testwasm.Build(t, "worker/testdata/containers"),
+			Durable:    map[string]worker.DurableBinding{"C": {Class: "C"}, "D": {Class: "D"}, "F": {Class: "F"}},
+			Containers: []containers.ClassConfig{{Class: "C", Image: bin, Port: 8080, SleepAfter: sleep}, {Class: "F", Image: bin, Port: 8080, SleepAfter: sleep}},
+		}
+	}
+	w := e.deploy(t, cfg(time.Hour))
+	return w, m, exits, func(d time.Duration) { e.deploy(t, cfg(d)) }
+}
+
+func TestContainerOps(t *testing.T) {
+	w, m, exits, deploy := containerWorker(t)
+	get := func(target string) string {
+		t.Helper()
+		rec, err := serve(t, w, "GET", target, "")
+		if err != nil {
+			t.Fatalf("GET %s: %v", target, err)
+		}
+		return rec.body.String()
+	}
+	if got := get("/plain/fetch"); !strings.Contains(got, "error: containers are reached from a Durable Object") {
+		t.Fatalf("outside an object: %q", got)
+	}
+	if got := get("/obj/D/x/fetch"); !strings.Contains(got, "error: class D has no container") {
+		t.Fatalf("class without a container: %q", got)
+	}
+	if got := get("/obj/C/a/state"); got != "stopped" {
+		t.Fatalf("state before start: %q", got)
+	}
+	if got := get("/obj/C/a/start"); got != "ok" {
+		t.Fatalf("start: %q", got)
+	}
+	if got := get("/obj/C/a/fetch"); got != "hello from a args=[a1]\n" {
+		t.Fatalf("fetch: %q", got)
+	}
+	if got := get("/obj/C/a/state"); got != "running" {
+		t.Fatalf("state: %q", got)
+	}
+	// Another object gets its own instance, started by its first fetch.
+	if got := get("/obj/C/b/fetch"); got != "hello from  args=[]\n" {
+		t.Fatalf("fetch of b: %q", got)
+	}
+	// A class defined with sdk.DefineContainer passes requests to its container; a pool
+	// spreads them over its objects.
+	if got := get("/obj/F/f1/anything"); got != "hello from  args=[]\n" {
+		t.Fatalf("DefineContainer class: %q", got)
+	}
+	if got := get("/pool"); got != "hello from  args=[]\n" {
+		t.Fatalf("pool: %q", got)
+	}
+	// The container's port is not reachable with a plain subrequest.
+	id := get("/obj/C/a/id")
+	addr, release, err := m.Acquire(context.Background(), "ct", "C", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if got := get("/obj/C/a/steal?addr=" + addr); !strings.Contains(got, "refused") {
+		t.Fatalf("plain fetch of the container's port %s: %q", addr, got)
+	}
+	if got := get("/obj/C/c/hugeenv"); !strings.Contains(got, "exceed 64") {
+		t.Fatalf("100 variables: %q", got)
+	}
+	if got := get("/obj/C/a/stop"); got != "ok" {
+		t.Fatalf("stop: %q", got)
+	}
+	if got := get("/obj/C/a/state"); got != "stopped" {
+		t.Fatalf("state after stop: %q", got)
+	}
+	select {
+	case x := <-exits:
+		if x.Reason != "stopped" || x.Object != id {
+			t.Fatalf("exit %+v", x)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no exit event")
+	}
+	// A redeploy with another container configuration stops the running instances (b's);
+	// the next request starts a new one.
+	deploy(2 * time.Hour)
+	for shutdown := false; !shutdown; {
+		select {
+		case x := <-exits:
+			shutdown = x.Reason == "shutdown"
+		case <-time.After(60 * time.Second):
+			t.Fatal("no shutdown exit after the redeploy")
+		}
+	}
+	if got := get("/obj/C/b/state"); got != "stopped" {
+		t.Fatalf("after a redeploy: %q", got)
+	}
+	if got := get("/obj/C/b/fetch"); got != "hello from  args=[]\n" {
+		t.Fatalf("fetch after a redeploy: %q", got)
+	}
+}
