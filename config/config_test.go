@@ -66,7 +66,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax error", "listeners:\n  - address: [\n", `t.yaml:2: invalid YAML: did not find expected node content`},
 		{"no listeners", "routes: []\n", `t.yaml:1:1: listeners: at least one listener is required`},
 		{"access log field", minimal + "access_log:\n  fields: [status, colour]\n",
-			`t.yaml:10:20: access_log.fields[1]: unknown field "colour" (want one of time, remote_addr, method, host, path, query, proto, status, bytes_sent, bytes_received, duration, upstream_addr, upstream_status, upstream_wait, route, attempts, error, user_agent, referer, request_id, tls_ja4)`},
+			`t.yaml:10:20: access_log.fields[1]: unknown field "colour" (want one of time, remote_addr, method, host, path, query, proto, status, bytes_sent, bytes_received, duration, upstream_addr, upstream_status, upstream_wait, route, attempts, error, user_agent, referer, request_id, tls_ja4, ai_key, ai_provider, ai_model, ai_cache, ai_first_byte, ai_tokens_in, ai_tokens_out, ai_cost)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
