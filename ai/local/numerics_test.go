@@ -202,7 +202,7 @@ func refForward(t *testing.T, data []byte, toks []int) [][]float64 {
 	}
 	for l := range layers {
 		pre := "blk." + itoa(l) + "."
-		an, fn := mat(pre+"attn_norm.weight")[0], mat(pre+"ffn_norm.weight")[0]
+		an, fn := mat(pre + "attn_norm.weight")[0], mat(pre + "ffn_norm.weight")[0]
 		wq, wk, wv, wo := mat(pre+"attn_q.weight"), mat(pre+"attn_k.weight"), mat(pre+"attn_v.weight"), mat(pre+"attn_output.weight")
 		wg, wu, wd := mat(pre+"ffn_gate.weight"), mat(pre+"ffn_up.weight"), mat(pre+"ffn_down.weight")
 		qs, ks, vs := make([][]float64, n), make([][]float64, n), make([][]float64, n)
