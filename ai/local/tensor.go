@@ -1,0 +1,190 @@
+package local
+
+import (
+	"encoding/binary"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/verge-edge/verge/ai/local/gguf"
+)
+
+// matrix is a weight matrix of rows × cols, kept in its file encoding. F32,
+// F16 and BF16 are decoded to float32 at load; Q8_0 is multiplied in place
+// block by block; the other quantisations decode one row at a time.
+type matrix struct {
+	typ      gguf.TensorType
+	rows     int
+	cols     int
+	f32      []float32 // when typ is F32 (after decoding F16/BF16)
+	raw      []byte    // quantised rows
+	rowBytes int
+}
+
+func newMatrix(t *gguf.TensorInfo, data []byte) matrix {
+	m := matrix{typ: t.Type, cols: int(t.Dims[0]), rows: 1}
+	for _, d := range t.Dims[1:] {
+		m.rows *= int(d)
+	}
+	switch t.Type {
+	case gguf.F32, gguf.F16, gguf.BF16:
+		m.f32 = make([]float32, m.rows*m.cols)
+		gguf.DequantizeRow(t.Type, data, m.f32)
+		m.typ = gguf.F32
+	default:
+		m.raw = data
+		m.rowBytes = t.Type.RowBytes(m.cols)
+	}
+	return m
+}
+
+// row decodes row r into dst (len cols).
+func (m *matrix) row(r int, dst []float32) {
+	if m.f32 != nil {
+		copy(dst, m.f32[r*m.cols:(r+1)*m.cols])
+		return
+	}
+	gguf.DequantizeRow(m.typ, m.raw[r*m.rowBytes:(r+1)*m.rowBytes], dst)
+}
+
+// parallelMin is the matrix size (rows × cols) from which matVec splits the
+// rows across goroutines; below it the goroutine start costs more than it saves.
+const parallelMin = 1 << 18
+
+// matVec computes out = m · x (len(x) == cols, len(out) == rows), using up
+// to threads goroutines for large matrices.
+func (m *matrix) matVec(out, x []float32, threads int) {
+	if threads <= 1 || m.rows*m.cols < parallelMin || m.rows < 2*threads {
+		m.matVecRange(out, x, 0, m.rows, nil)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (m.rows + threads - 1) / threads
+	for lo := 0; lo < m.rows; lo += chunk {
+		hi := min(lo+chunk, m.rows)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.matVecRange(out, x, lo, hi, nil)
+		}()
+	}
+	wg.Wait()
+}
+
+func (m *matrix) matVecRange(out, x []float32, lo, hi int, scratch []float32) {
+	cols := m.cols
+	switch m.typ {
+	case gguf.F32:
+		for r := lo; r < hi; r++ {
+			out[r] = dot(m.f32[r*cols:(r+1)*cols], x)
+		}
+	case gguf.Q8_0:
+		for r := lo; r < hi; r++ {
+			out[r] = dotQ8_0(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], x)
+		}
+	default:
+		if scratch == nil {
+			scratch = make([]float32, cols)
+		}
+		for r := lo; r < hi; r++ {
+			gguf.DequantizeRow(m.typ, m.raw[r*m.rowBytes:(r+1)*m.rowBytes], scratch)
+			out[r] = dot(scratch, x)
+		}
+	}
+}
+
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dotQ8_0 is the dot product of a Q8_0 row with x: per block of 32, the
+// block's scale times the sum of its int8 values times x.
+func dotQ8_0(row []byte, x []float32) float32 {
+	var sum float32
+	for b := 0; b*34 < len(row); b++ {
+		blk := row[b*34 : b*34+34]
+		xs := x[b*32 : b*32+32]
+		q := blk[2:34]
+		var s0, s1, s2, s3 float32
+		for i := 0; i < 32; i += 4 {
+			s0 += float32(int8(q[i])) * xs[i]
+			s1 += float32(int8(q[i+1])) * xs[i+1]
+			s2 += float32(int8(q[i+2])) * xs[i+2]
+			s3 += float32(int8(q[i+3])) * xs[i+3]
+		}
+		sum += gguf.HalfToFloat(binary.LittleEndian.Uint16(blk)) * ((s0 + s1) + (s2 + s3))
+	}
+	return sum
+}
+
+// rmsNorm writes x / sqrt(mean(x²) + eps) · w into out.
+func rmsNorm(out, x, w []float32, eps float32) {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	scale := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
+	for i, v := range x {
+		out[i] = v * scale * w[i]
+	}
+}
+
+// softmax replaces x by its softmax, in place.
+func softmax(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	mx := x[0]
+	for _, v := range x[1:] {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for i, v := range x {
+		e := float32(math.Exp(float64(v - mx)))
+		x[i] = e
+		sum += float64(e)
+	}
+	inv := float32(1 / sum)
+	for i := range x {
+		x[i] *= inv
+	}
+}
+
+// rope rotates consecutive pairs (x[2i], x[2i+1]) of each head of x by
+// pos·base^(-2i/ropeDim), for the first ropeDim elements of every head
+// (GGML's "normal" RoPE, which llama-architecture GGUF files use).
+func rope(x []float32, headDim, ropeDim, pos int, freqs []float32) {
+	for h := 0; h+headDim <= len(x); h += headDim {
+		for i := 0; i < ropeDim; i += 2 {
+			theta := float64(pos) * float64(freqs[i/2])
+			c, s := float32(math.Cos(theta)), float32(math.Sin(theta))
+			a, b := x[h+i], x[h+i+1]
+			x[h+i] = a*c - b*s
+			x[h+i+1] = a*s + b*c
+		}
+	}
+}
+
+func ropeFreqs(ropeDim int, base float64) []float32 {
+	f := make([]float32, ropeDim/2)
+	for i := range f {
+		f[i] = float32(math.Pow(base, -float64(2*i)/float64(ropeDim)))
+	}
+	return f
+}
+
+func silu(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
+
+func defaultThreads() int { return max(1, runtime.GOMAXPROCS(0)) }
