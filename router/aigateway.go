@@ -49,11 +49,14 @@ func AIProviders(cfg *config.Config) ([]ai.Provider, error) {
 			p.APIKey = k
 		}
 		if pc.Type == "local" {
-			h, err := localModel(pc.Model)
+			m, err := openLocalModel(pc.Model)
 			if err != nil {
 				return nil, fmt.Errorf("ai provider %s: %w", pc.Name, err)
 			}
-			p.Handler, p.BaseURL = h, "/v1"
+			p.Handler, p.BaseURL = m.h, "/v1"
+			if len(p.Models) == 0 {
+				p.Models = []string{m.name} // the model answers only to its name
+			}
 		}
 		out = append(out, p)
 	}
@@ -62,7 +65,7 @@ func AIProviders(cfg *config.Config) ([]ai.Provider, error) {
 
 // localModels keeps the opened local models by path for the life of the process: a reload
 // does not load them again.
-var localModels sync.Map // path -> http.Handler
+var localModels sync.Map // path -> *localModel
 
 // aiClient returns the instance's AI client, built on first use.
 func (in *Instance) aiClientFor(cfg *config.Config) (*ai.Client, error) {

@@ -46,9 +46,13 @@ pid_file: %q
 ai:
   providers:
     - {name: failing, base_url: "%s/v1", api_key: {file: provider-key}, priority: 0, timeouts: {first_token: 5s}}
-    - {name: %s, base_url: "%s/v1", api_key: {file: provider-key}, priority: 1, prices: {tiny: {input: 0.5, output: 2}}}
+    - {name: %s, base_url: "%s/v1", api_key: {file: provider-key}, priority: 1, prices: {verge-tiny: {input: 0.5, output: 2}}}
     - {name: stepper, base_url: "%s/v1", models: [stepper], priority: -1}
+    - {name: inproc, type: local, priority: 9}
 routes:
+  - name: in-process
+    match: {path_prefix: /local/v1/}
+    ai_gateway: {providers: [inproc]}
   - name: ai
     match: {path_prefix: /v1/}
     ai_gateway:
@@ -85,7 +89,7 @@ routes:
 		return resp, string(b)
 	}
 	const keyA, keyB = "client-key-aaaaaaaaaaaaaaaa", "client-key-bbbbbbbbbbbbbbbb"
-	body := `{"model":"tiny","messages":[{"role":"user","content":"Is this gateway working?"}],"max_tokens":8}`
+	body := `{"model":"verge-tiny","messages":[{"role":"user","content":"Is this gateway working?"}],"max_tokens":8}`
 
 	if resp, _ := post("not-a-key", body); resp.StatusCode != 401 {
 		t.Fatalf("bad key: %d", resp.StatusCode)
@@ -99,7 +103,7 @@ routes:
 		t.Fatalf("failing got %d, healthy %d requests; want 1 and 1", failing.Requests(), healthyCount())
 	}
 	// Caching: the identical request (keys in another order) comes from the cache.
-	same := `{"max_tokens":8, "messages":[{"content":"Is this gateway working?","role":"user"}], "model":"tiny"}`
+	same := `{"max_tokens":8, "messages":[{"content":"Is this gateway working?","role":"user"}], "model":"verge-tiny"}`
 	resp, second := post(keyA, same)
 	if resp.StatusCode != 200 || resp.Header.Get(ai.HeaderCache) != "HIT" || second != first {
 		t.Fatalf("second request: %d %v\n%s\nwant the first's\n%s", resp.StatusCode, resp.Header, second, first)
@@ -166,6 +170,17 @@ routes:
 		t.Fatalf("team-b after team-a was limited: %d", resp.StatusCode)
 	}
 
+	// A provider of type local runs the built-in model in process.
+	lresp, err := c.Post("http://"+p.addr+"/local/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, _ := io.ReadAll(lresp.Body)
+	lresp.Body.Close()
+	if lresp.StatusCode != 200 || lresp.Header.Get(ai.HeaderProvider) != "inproc" || !strings.Contains(string(lb), `"usage"`) {
+		t.Fatalf("in-process model: %d %v %s", lresp.StatusCode, lresp.Header, lb)
+	}
+
 	for _, a := range failing.Authorizations() {
 		if a != "Bearer sk-provider-secret" {
 			t.Errorf("a provider saw Authorization %q", a)
@@ -184,7 +199,7 @@ routes:
 			break
 		}
 	}
-	for _, want := range []string{`"ai_provider":"` + healthyName + `"`, `"ai_model":"tiny"`, `"ai_first_byte":0.`, `provider failing: status 503`, fmt.Sprintf(`"bytes_received":%d,`, len(body))} {
+	for _, want := range []string{`"ai_provider":"` + healthyName + `"`, `"ai_model":"verge-tiny"`, `"ai_first_byte":0.`, `provider failing: status 503`, fmt.Sprintf(`"bytes_received":%d,`, len(body))} {
 		if !strings.Contains(miss, want) {
 			t.Errorf("access log line %s lacks %s", miss, want)
 		}
@@ -199,12 +214,12 @@ routes:
 	mb, _ := io.ReadAll(mresp.Body)
 	mresp.Body.Close()
 	for _, want := range []string{
-		`verge_ai_requests_total{cache="hit",code="200",key="team-a",model="tiny",provider="` + healthyName + `",route="ai"} 1`,
+		`verge_ai_requests_total{cache="hit",code="200",key="team-a",model="verge-tiny",provider="` + healthyName + `",route="ai"} 1`,
 		`verge_ai_requests_total{cache="",code="429",key="team-a",model="",provider="",route="ai"} 1`,
 		`verge_ai_provider_failures_total{provider="failing",route="ai"}`,
-		`verge_ai_tokens_total{direction="out",key="team-a",model="tiny",provider="` + healthyName + `",route="ai"}`,
+		`verge_ai_tokens_total{direction="out",key="team-a",model="verge-tiny",provider="` + healthyName + `",route="ai"}`,
 		`verge_ai_first_token_seconds_count{model="stepper",provider="stepper",route="ai",stream="true"} 1`,
-		`verge_ai_cost_total{key="team-a",model="tiny"`,
+		`verge_ai_cost_total{key="team-a",model="verge-tiny"`,
 	} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("/metrics lacks %s", want)
