@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -152,6 +153,19 @@ type AITokenBudget struct {
 	Period Duration `yaml:"period"`
 }
 
+// WorkerAI is a worker's AI binding (sdk.AI in the guest).
+type WorkerAI struct {
+	// Binding is the name the worker calls the binding by, e.g. AI. Required.
+	Binding string `yaml:"binding"`
+	// Providers are the ai providers the worker may use, tried as the ai section orders
+	// them. Empty means all of them; with no ai providers at all (and in a worker file run
+	// by verge dev), the tiny model built into the binary.
+	Providers StringList `yaml:"providers"`
+	// Granted are the providers the binding reaches, set when the config is loaded: the
+	// named ones, or all. Nil means the built-in local model.
+	Granted []AIProvider `yaml:"-"`
+}
+
 // MinAIKeyBytes is the shortest gateway API key accepted.
 const MinAIKeyBytes = 16
 
@@ -169,6 +183,7 @@ func ReadSecret(s SecretSource) (string, error) {
 }
 
 func (c *Config) setAIDefaults() {
+	defer c.grantWorkerAI()
 	for i := range c.AI.Providers {
 		p := &c.AI.Providers[i]
 		if p.Type == "" {
@@ -208,6 +223,42 @@ func (c *Config) setAIDefaults() {
 		}
 		if b := g.TokenBudget; b != nil {
 			b.Period = orDuration(b.Period, DefaultAITokenPeriod)
+		}
+	}
+}
+
+// grantWorkerAI resolves the providers of the workers' AI bindings (after the providers'
+// defaults).
+func (c *Config) grantWorkerAI() {
+	for i := range c.Workers {
+		w := c.Workers[i].AI
+		if w == nil {
+			continue
+		}
+		w.Granted = nil
+		for _, p := range c.AI.Providers {
+			if len(w.Providers) == 0 || slices.Contains(w.Providers, p.Name) {
+				w.Granted = append(w.Granted, p)
+			}
+		}
+	}
+}
+
+// workerAI validates the workers' AI bindings.
+func (v *validator) workerAI(providers map[string]bool) {
+	for i, w := range v.c.Workers {
+		a := w.AI
+		if a == nil {
+			continue
+		}
+		p := fmt.Sprintf("workers[%d].ai", i)
+		if !bindingName.MatchString(a.Binding) {
+			v.errf(p+".binding", "invalid binding name %q (letters, digits and _, not starting with a digit)", a.Binding)
+		}
+		for j, name := range a.Providers {
+			if !providers[name] {
+				v.errf(fmt.Sprintf("%s.providers[%d]", p, j), "unknown AI provider %q", name)
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,5 +76,42 @@ func TestAIDefaults(t *testing.T) {
 	if g.MaxBody != 1<<20 || g.Cache.TTL.Std() != 5*time.Minute || g.Cache.MaxEntries != 1024 || g.Cache.MaxBytes != 64<<20 ||
 		g.Cache.MaxEntrySize != 1<<20 || g.RateLimit.Period.Std() != time.Minute || g.TokenBudget.Period.Std() != 24*time.Hour {
 		t.Errorf("gateway defaults: %+v %+v %+v %+v", g, g.Cache, g.RateLimit, g.TokenBudget)
+	}
+}
+
+func TestWorkerAIBinding(t *testing.T) {
+	head := "listeners: [{address: 127.0.0.1:8080}]\nroutes: [{worker: w}]\n"
+	w := "workers:\n  - {name: w, module: w.wasm, ai: %s}\n"
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "w.wasm"), []byte("\x00asm"), 0o644)
+	load := func(y string) (*Config, error) {
+		f := filepath.Join(dir, "v.yaml")
+		os.WriteFile(f, []byte(y), 0o644)
+		return Load(f)
+	}
+	prov := "ai:\n  providers:\n    - {name: a, base_url: \"http://x/v1\"}\n    - {name: b, type: local}\n"
+	c, err := load(head + prov + fmt.Sprintf(w, "{binding: AI, providers: [b]}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := c.Workers[0].AI.Granted; len(g) != 1 || g[0].Name != "b" || g[0].Type != "local" {
+		t.Errorf("granted %+v", g)
+	}
+	c, err = load(head + prov + fmt.Sprintf(w, "{binding: AI}"))
+	if err != nil || len(c.Workers[0].AI.Granted) != 2 {
+		t.Errorf("all: %v %+v", err, c)
+	}
+	c, err = load(head + fmt.Sprintf(w, "{binding: AI}"))
+	if err != nil || c.Workers[0].AI.Granted != nil {
+		t.Errorf("none configured (the built-in model): %v", err)
+	}
+	for y, want := range map[string]string{
+		head + prov + fmt.Sprintf(w, "{binding: AI, providers: [c]}"): `workers[0].ai.providers[0]: unknown AI provider "c"`,
+		head + prov + fmt.Sprintf(w, "{binding: 1AI}"):                `workers[0].ai.binding: invalid binding name "1AI"`,
+		head + prov + fmt.Sprintf(w, "{}"):                            `workers[0].ai.binding: invalid binding name ""`,
+	} {
+		if _, err := load(y); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("got %v, want %s", err, want)
+		}
 	}
 }

@@ -41,6 +41,7 @@ func (c *Config) validate() ErrorList {
 	groups := v.upstreams()
 	aiProviders := v.aiProviders()
 	v.workerNames = v.workers()
+	v.workerAI(aiProviders)
 	v.routes(groups, aiProviders)
 	v.trustedProxies("trusted_proxies", c.TrustedProxies)
 	v.proxyProtocol()

@@ -60,6 +60,9 @@ type Worker struct {
 	Triggers WorkerTriggers `yaml:"triggers"`
 	// Services bind other workers of this config, called in-process (sdk.Service).
 	Services []WorkerService `yaml:"services"`
+	// AI binds the ai providers the worker may call (sdk.AI; ai.go, docs/ai.md). Nil means
+	// none.
+	AI *WorkerAI `yaml:"ai"`
 }
 
 // WorkerTriggers are a worker's cron triggers.

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/observe"
 	"github.com/verge-edge/verge/proxy"
+	"github.com/verge-edge/verge/worker"
 )
 
 // AIMetrics receives one observation per ai_gateway request; *observe.Metrics implements it.
@@ -27,9 +30,11 @@ var _ AIMetrics = (*observe.Metrics)(nil)
 
 // AIProviders builds the ai.Providers of a validated config: reads their API keys and opens
 // the local models.
-func AIProviders(cfg *config.Config) ([]ai.Provider, error) {
+func AIProviders(cfg *config.Config) ([]ai.Provider, error) { return aiProviders(cfg.AI.Providers) }
+
+func aiProviders(pcs []config.AIProvider) ([]ai.Provider, error) {
 	var out []ai.Provider
-	for _, pc := range cfg.AI.Providers {
+	for _, pc := range pcs {
 		p := ai.Provider{
 			Name: pc.Name, BaseURL: pc.BaseURL, Models: pc.Models, Priority: pc.Priority,
 			ConnectTimeout: pc.Timeouts.Connect.Std(), FirstTokenTimeout: pc.Timeouts.FirstToken.Std(),
@@ -66,6 +71,40 @@ func AIProviders(cfg *config.Config) ([]ai.Provider, error) {
 // localModels keeps the opened local models by path for the life of the process: a reload
 // does not load them again.
 var localModels sync.Map // path -> *localModel
+
+// workerAIClients are the clients of the workers' AI bindings by the configuration of the
+// providers they grant: a reload that changes nothing keeps the client (and the worker's
+// version, whose configHash includes the key).
+var workerAIClients sync.Map // key -> *ai.Client
+
+// builtinProvider is what an AI binding reaches when no provider is configured: the tiny
+// model built into the binary.
+var builtinProvider = config.AIProvider{Name: "builtin", Type: "local", MaxConcurrency: config.DefaultAIMaxConcurrency,
+	Timeouts: config.AITimeouts{Connect: config.Duration(config.DefaultAIConnectTimeout),
+		FirstToken: config.Duration(config.DefaultAIFirstTokenTimeout), Total: config.Duration(config.DefaultAITotalTimeout)}}
+
+// workerAI builds a worker's AI binding.
+func workerAI(w *config.WorkerAI) (*worker.AIBinding, error) {
+	granted := w.Granted
+	if granted == nil {
+		granted = []config.AIProvider{builtinProvider}
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%+v", granted))
+	key := hex.EncodeToString(sum[:12])
+	if c, ok := workerAIClients.Load(key); ok {
+		return &worker.AIBinding{Name: w.Binding, Client: c.(*ai.Client), Key: key}, nil
+	}
+	ps, err := aiProviders(granted)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ai.NewClient(ps)
+	if err != nil {
+		return nil, err
+	}
+	actual, _ := workerAIClients.LoadOrStore(key, c)
+	return &worker.AIBinding{Name: w.Binding, Client: actual.(*ai.Client), Key: key}, nil
+}
 
 // aiClient returns the instance's AI client, built on first use.
 func (in *Instance) aiClientFor(cfg *config.Config) (*ai.Client, error) {

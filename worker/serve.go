@@ -418,6 +418,8 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return inv.wsOp(op, arg)
 	case workerabi.OpQueueSend, workerabi.OpQueueBatch, workerabi.OpQueueAck, workerabi.OpQueueRetry:
 		return inv.queueOp(op, arg)
+	case workerabi.OpAIRun:
+		return inv.aiRun(arg)
 	}
 	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }

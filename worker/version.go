@@ -43,6 +43,8 @@ type version struct {
 
 	// services maps service binding names to worker names (service.go).
 	services map[string]string
+	// ai is the AI binding (ai.go); nil when none.
+	ai *AIBinding
 	// queues are the producer bindings; consumers the queues the worker consumes
 	// (queues.go).
 	queues    map[string]queue.Queue
@@ -92,7 +94,7 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 	cfg.Limits.setDefaults()
 	v := &version{
 		w: w, id: hex.EncodeToString(sum[:6]), cfgHash: hash, limits: cfg.Limits, created: time.Now(),
-		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{}, services: maps.Clone(cfg.Services),
+		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{}, services: maps.Clone(cfg.Services), ai: cfg.AI,
 		slots: make(chan struct{}, cfg.Limits.MaxInstances),
 	}
 	v.log = svc.Logger.With("worker", w.name, "version", v.id)

@@ -139,6 +139,8 @@ type Config struct {
 	// (sdk.Service; service.go). A target need not be deployed yet: a call to one that is
 	// not fails.
 	Services map[string]string
+	// AI is the worker's AI binding (sdk.AI; ai.go). Nil means none.
+	AI *AIBinding
 }
 
 // RoundTripper sends subrequests; *upstream.Transport implements it.
@@ -404,6 +406,9 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 		fmt.Fprintf(h, "\x00%s=%+v", k, cfg.Durable[k])
 	}
 	fmt.Fprintf(h, "\x00%v\x00%+v", sortedPairs(cfg.Queues), cfg.Consumers)
+	if cfg.AI != nil {
+		fmt.Fprintf(h, "\x00ai%s=%s", cfg.AI.Name, cfg.AI.Key)
+	}
 	var out [32]byte
 	h.Sum(out[:0])
 	return out

@@ -38,6 +38,13 @@ type Server struct {
 	auth     []string
 }
 
+// SetFailStatus changes FailStatus while the server runs.
+func (s *Server) SetFailStatus(status int) {
+	s.mu.Lock()
+	s.FailStatus = status
+	s.mu.Unlock()
+}
+
 // Requests counts the API requests received.
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
@@ -72,6 +79,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	s.mu.Lock()
 	s.auth = append(s.auth, r.Header.Get("Authorization"))
+	failStatus := s.FailStatus
 	s.mu.Unlock()
 	if s.Stall != nil {
 		select {
@@ -80,8 +88,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if s.FailStatus != 0 {
-		writeJSON(w, s.FailStatus, map[string]any{"error": map[string]string{"message": s.Name + " is failing on purpose"}})
+	if failStatus != 0 {
+		writeJSON(w, failStatus, map[string]any{"error": map[string]string{"message": s.Name + " is failing on purpose"}})
 		return
 	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))

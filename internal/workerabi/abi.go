@@ -237,3 +237,13 @@ const (
 // reads it with OpQueueBatch. RCOK acknowledges the messages the handler left alone;
 // RCFailed (or a crash) retries them.
 const KindQueue = 10
+
+// AI binding (docs/workers-abi.md, "AI"). Ops 192–199 are reserved for it.
+const (
+	// OpAIRun (str binding, str path, bytes body) sends an OpenAI-compatible request (path
+	// /chat/completions, /completions or /embeddings; body its JSON, with "model") to the
+	// providers the binding grants, with fallback. It answers u32 handle, str provider, u32
+	// status, bytes body: the whole body with handle 0, or, for a stream (text/event-stream),
+	// a body handle read with OpBodyRead and the first bytes. One subrequest.
+	OpAIRun = 192
+)
