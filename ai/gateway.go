@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/verge-edge/verge/limits"
@@ -318,7 +319,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		}
 	}}
 	flusher, _ := w.(http.Flusher)
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	overflow := false
 	var streamErr error
 	for {
@@ -381,6 +384,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 	}
 	return res
 }
+
+// copyBufs are the buffers responses are copied through.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // authenticate returns the client's key name.
 func (g *Gateway) authenticate(r *http.Request) (string, bool) {

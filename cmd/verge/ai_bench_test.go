@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAIGatewayFirstTokenLatency measures the time to the first token of a streamed chat
+// completion straight from an OpenAI-compatible origin and through an ai_gateway of `verge
+// run`, alternating, and logs the medians, the 99th percentiles and their differences: what
+// the gateway adds (docs/performance.md). It is a measurement, not a check, and runs only
+// with VERGE_AI_BENCH=1 (VERGE_AI_BENCH_N requests each, 2000 by default).
+func TestAIGatewayFirstTokenLatency(t *testing.T) {
+	if os.Getenv("VERGE_AI_BENCH") != "1" {
+		t.Skip("set VERGE_AI_BENCH=1 to measure")
+	}
+	n := 2000
+	fmt.Sscan(os.Getenv("VERGE_AI_BENCH_N"), &n)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(200)
+		io.WriteString(w, `data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}`+"\n\n")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer origin.Close()
+	p := launchVerge(t, func(p *proc) {
+		writeFile(t, p.cfgFile, fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {disabled: true}
+access_log: {output: "off"}
+pid_file: %q
+ai:
+  providers: [{name: origin, base_url: "%s/v1"}]
+routes: [{name: ai, ai_gateway: {}}]
+`, p.addr, p.pidFile, origin.URL))
+	})
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}, Timeout: 10 * time.Second}
+	body := `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	ttft := func(url string) (time.Duration, error) {
+		start := time.Now()
+		res, err := c.Post(url, "application/json", strings.NewReader(body))
+		if err != nil {
+			return 0, err
+		}
+		defer res.Body.Close()
+		br := bufio.NewReader(res.Body)
+		if _, err := br.ReadString('\n'); err != nil {
+			return 0, err
+		}
+		d := time.Since(start)
+		io.Copy(io.Discard, br)
+		return d, nil
+	}
+	gw := "http://" + p.addr + "/v1/chat/completions"
+	waitFor(t, "verge run to serve", 60*time.Second, func() bool { _, err := ttft(gw); return err == nil })
+	var direct, through []time.Duration
+	for i := range n + 200 {
+		d1, err := ttft(origin.URL + "/v1/chat/completions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d2, err := ttft(gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= 200 { // warm-up
+			direct, through = append(direct, d1), append(through, d2)
+		}
+	}
+	slices.Sort(direct)
+	slices.Sort(through)
+	q := func(s []time.Duration, f float64) time.Duration { return s[int(f*float64(len(s)-1))] }
+	t.Logf("time to first token over %d streamed requests each:", n)
+	t.Logf("  direct:  median %v  p90 %v  p99 %v", q(direct, .5), q(direct, .9), q(direct, .99))
+	t.Logf("  gateway: median %v  p90 %v  p99 %v", q(through, .5), q(through, .9), q(through, .99))
+	t.Logf("  added:   median %v  p90 %v  p99 %v", q(through, .5)-q(direct, .5), q(through, .9)-q(direct, .9), q(through, .99)-q(direct, .99))
+}
