@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/verge-edge/verge/ai"
 	"github.com/verge-edge/verge/ai/aitest"
+	"github.com/verge-edge/verge/internal/testwasm"
 )
 
 // TestRunAIGateway drives an ai_gateway through `verge run` in front of OpenAI-compatible
@@ -223,6 +225,26 @@ routes:
 	} {
 		if !strings.Contains(string(mb), want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestValidateAIExample: `verge validate` accepts examples/ai-gateway.yaml, and names the
+// file, line and field of a mistake in an ai section.
+func TestValidateAIExample(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	ex := filepath.Join(testwasm.Root(), "examples", "ai-gateway.yaml")
+	if code := run([]string{"validate", "-c", ex}, &stdout, &stderr); code != 0 || stdout.String() != "ok\n" {
+		t.Fatalf("validate %s: code %d stdout %q stderr %q", ex, code, stdout.String(), stderr.String())
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	writeFile(t, bad, "listeners: [{address: 127.0.0.1:8080}]\nai:\n  providers:\n    - {name: p, base_url: \"ftp://x\"}\nroutes: [{ai_gateway: {providers: [q]}}]\n")
+	stdout.Reset()
+	stderr.Reset()
+	code := run([]string{"validate", "-c", bad}, &stdout, &stderr)
+	for _, want := range []string{bad + `:4:27: ai.providers[0].base_url: invalid base_url "ftp://x"`, bad + `:5:36: routes[0].ai_gateway.providers[0]: unknown AI provider "q"`} {
+		if code != 1 || !strings.Contains(stderr.String(), want) {
+			t.Errorf("validate bad: code %d stderr %q, want %q", code, stderr.String(), want)
 		}
 	}
 }
