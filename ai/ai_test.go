@@ -393,3 +393,20 @@ func TestGatewayStreams(t *testing.T) {
 		t.Errorf("second: %v %q %d", res2.Header, b, up.Requests())
 	}
 }
+
+// TestProviderRedirectNotFollowed: a provider's redirect is its answer; the gateway never
+// sends the request (or the provider's key) where the redirect points.
+func TestProviderRedirectNotFollowed(t *testing.T) {
+	inner := &aitest.Server{Name: "inner"}
+	innerURL := serve(t, inner)
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, innerURL+"/chat/completions", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+	c := client(t, ai.Provider{Name: "r", BaseURL: redirector.URL + "/v1", APIKey: "sk-secret"})
+	url := gateway(t, ai.GatewayConfig{Client: c})
+	res, _ := post(t, url+"/v1/chat/completions", "", `{"model":"m"}`)
+	if res.StatusCode != http.StatusTemporaryRedirect || inner.Requests() != 0 {
+		t.Errorf("status %d; the redirect target got %d requests", res.StatusCode, inner.Requests())
+	}
+}

@@ -226,9 +226,10 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		if g.shared {
 			id = ""
 		}
+		ckey, cacheable = cacheKey(apiPath, id, body)
 		if bypass(r) {
-			res.Cache = "bypass"
-		} else if ckey, cacheable = cacheKey(apiPath, id, body); cacheable {
+			res.Cache = "bypass" // not served from the cache; a fresh answer replaces the entry
+		} else if cacheable {
 			res.Cache = "miss"
 			if e := g.cache.get(ckey, start); e != nil {
 				res.Cache, res.Provider = "hit", e.provider
