@@ -45,4 +45,6 @@ func TestAIBindingHostileWorker(t *testing.T) {
 	}
 }
 
-func codeMsg(code int, msg string) string { return strings.TrimSpace(string(rune('0'+code))) + " " + msg }
+func codeMsg(code int, msg string) string {
+	return strings.TrimSpace(string(rune('0'+code))) + " " + msg
+}
