@@ -322,6 +322,11 @@ func TestGatewayTokenBudgetAndErrors(t *testing.T) {
 	if res.StatusCode != 429 || !strings.Contains(b, "token_budget_exceeded") {
 		t.Errorf("over budget: %d %s", res.StatusCode, b)
 	}
+	limited := client(t, ai.Provider{Name: "limited", BaseURL: serve(t, &aitest.Server{Name: "limited", FailStatus: 429})})
+	res, b = post(t, gateway(t, ai.GatewayConfig{Client: limited})+"/v1/chat/completions", "", `{"model":"m"}`)
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") != "1" || !strings.Contains(b, "providers_busy") {
+		t.Errorf("all rate-limited: %d %v %s", res.StatusCode, res.Header, b)
+	}
 	url2 := gateway(t, ai.GatewayConfig{Client: c})
 	res, b = post(t, url2+"/v1/chat/completions", "", `{"model":"other"}`)
 	if res.StatusCode != 502 || !strings.Contains(b, "provider bad: status 502") {

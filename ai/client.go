@@ -240,8 +240,8 @@ type Error struct {
 	Model string
 	// Attempts are the providers' failures, in the order tried; empty when none serves Model.
 	Attempts []*ProviderError
-	// Status is the HTTP status that fits: 404 no provider serves the model, 503 all busy,
-	// 504 the last one timed out, else 502.
+	// Status is the HTTP status that fits: 404 no provider serves the model, 503 every one
+	// was full or answered 429, 504 the last one timed out, else 502.
 	Status int
 }
 
@@ -269,7 +269,7 @@ const firstReadSize = 4 << 10
 // was accepted. The error is an *Error.
 func (c *Client) Do(ctx context.Context, call Call) (*Response, error) {
 	e := &Error{Model: call.Model}
-	busy := 0
+	busy, tooMany := 0, 0
 	for _, p := range c.providers {
 		if !p.serves(call.Model) {
 			continue
@@ -291,6 +291,9 @@ func (c *Client) Do(ctx context.Context, call Call) (*Response, error) {
 		}
 		p.inflight.Add(-1)
 		e.Attempts = append(e.Attempts, perr)
+		if perr.Status == http.StatusTooManyRequests {
+			tooMany++
+		}
 		if !perr.Retryable {
 			break
 		}
@@ -298,8 +301,8 @@ func (c *Client) Do(ctx context.Context, call Call) (*Response, error) {
 	switch {
 	case len(e.Attempts) == 0:
 		e.Status = http.StatusNotFound
-	case busy == len(e.Attempts):
-		e.Status = http.StatusServiceUnavailable
+	case busy+tooMany == len(e.Attempts):
+		e.Status = http.StatusServiceUnavailable // all full or rate-limited: try again later
 	case strings.HasPrefix(e.Attempts[len(e.Attempts)-1].Reason, "no first byte"):
 		e.Status = http.StatusGatewayTimeout
 	default:

@@ -255,8 +255,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		errors.As(err, &ae)
 		res.Failed = ae.Attempts
 		code := "provider_error"
-		if ae.Status == http.StatusNotFound {
+		switch ae.Status {
+		case http.StatusNotFound:
 			code = "model_not_found"
+		case http.StatusServiceUnavailable:
+			code = "providers_busy"
+			w.Header().Set("Retry-After", "1")
 		}
 		res.Status = writeError(w, ae.Status, code, err.Error())
 		return res
