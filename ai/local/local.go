@@ -18,8 +18,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -105,23 +105,29 @@ type Model struct {
 func Open(path string) (*Model, error) { return OpenOptions(path, Options{}) }
 
 // OpenOptions loads the GGUF model at path ("" for the built-in model).
-// The whole file is read into memory.
+// On Unix the file is memory-mapped read-only (quantised weights are used
+// in place; F32 and F16 ones are decoded to float32 on the heap), and the
+// mapping is released when the Model is garbage collected; the file must
+// not be truncated or rewritten in place while the Model is in use.
 func OpenOptions(path string, opts Options) (*Model, error) {
-	data, fallback := tinyGGUF, TinyModelName
-	if path != "" {
-		var err error
-		if data, err = os.ReadFile(path); err != nil {
-			return nil, fmt.Errorf("local model: %w", err)
+	if path == "" {
+		m, err := load(tinyGGUF, opts, TinyModelName)
+		if err != nil {
+			return nil, fmt.Errorf("local model: built-in model: %w", err)
 		}
-		fallback = strings.TrimSuffix(filepath.Base(path), ".gguf")
+		return m, nil
 	}
-	m, err := load(data, opts, fallback)
+	data, unmap, err := mapFile(path)
 	if err != nil {
-		if path == "" {
-			path = "built-in model"
-		}
+		return nil, fmt.Errorf("local model: %w", err)
+	}
+	m, err := load(data, opts, strings.TrimSuffix(filepath.Base(path), ".gguf"))
+	if err != nil {
+		unmap()
 		return nil, fmt.Errorf("local model %s: %w", path, err)
 	}
+	// The weights refer into the mapping; forward keeps them alive while it runs.
+	runtime.AddCleanup(m.w, func(unmap func()) { unmap() }, unmap)
 	return m, nil
 }
 

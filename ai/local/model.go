@@ -3,6 +3,7 @@ package local
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	"github.com/verge-edge/verge/ai/local/gguf"
 )
@@ -280,4 +281,5 @@ func (w *weights) forward(s *state, tok, pos int, logits bool, threads int) {
 	if logits {
 		w.out.matVec(s.logits, s.xb, threads)
 	}
+	runtime.KeepAlive(w) // its matrices may point into a mapping released when w is collected
 }

@@ -19,6 +19,7 @@ type matrix struct {
 	f32      []float32 // when typ is F32 (after decoding F16/BF16)
 	raw      []byte    // quantised rows
 	rowBytes int
+	scales   []float32 // Q8_0: every block's scale, decoded once
 }
 
 func newMatrix(t *gguf.TensorInfo, data []byte) matrix {
@@ -34,6 +35,12 @@ func newMatrix(t *gguf.TensorInfo, data []byte) matrix {
 	default:
 		m.raw = data
 		m.rowBytes = t.Type.RowBytes(m.cols)
+		if t.Type == gguf.Q8_0 {
+			m.scales = make([]float32, len(data)/34)
+			for i := range m.scales {
+				m.scales[i] = gguf.HalfToFloat(binary.LittleEndian.Uint16(data[i*34:]))
+			}
+		}
 	}
 	return m
 }
@@ -79,8 +86,9 @@ func (m *matrix) matVecRange(out, x []float32, lo, hi int, scratch []float32) {
 			out[r] = dot(m.f32[r*cols:(r+1)*cols], x)
 		}
 	case gguf.Q8_0:
+		nb := cols / 32
 		for r := lo; r < hi; r++ {
-			out[r] = dotQ8_0(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], x)
+			out[r] = dotQ8_0(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], m.scales[r*nb:(r+1)*nb], x)
 		}
 	default:
 		if scratch == nil {
@@ -111,20 +119,19 @@ func dot(a, b []float32) float32 {
 
 // dotQ8_0 is the dot product of a Q8_0 row with x: per block of 32, the
 // block's scale times the sum of its int8 values times x.
-func dotQ8_0(row []byte, x []float32) float32 {
+func dotQ8_0(row []byte, scales []float32, x []float32) float32 {
 	var sum float32
-	for b := 0; b*34 < len(row); b++ {
-		blk := row[b*34 : b*34+34]
-		xs := x[b*32 : b*32+32]
-		q := blk[2:34]
+	for b, d := range scales {
+		q := row[b*34+2 : b*34+34 : b*34+34]
+		xs := x[b*32 : b*32+32 : b*32+32]
 		var s0, s1, s2, s3 float32
-		for i := 0; i < 32; i += 4 {
-			s0 += float32(int8(q[i])) * xs[i]
-			s1 += float32(int8(q[i+1])) * xs[i+1]
-			s2 += float32(int8(q[i+2])) * xs[i+2]
-			s3 += float32(int8(q[i+3])) * xs[i+3]
+		for i := 0; i < 32; i += 8 {
+			s0 += float32(int8(q[i]))*xs[i] + float32(int8(q[i+4]))*xs[i+4]
+			s1 += float32(int8(q[i+1]))*xs[i+1] + float32(int8(q[i+5]))*xs[i+5]
+			s2 += float32(int8(q[i+2]))*xs[i+2] + float32(int8(q[i+6]))*xs[i+6]
+			s3 += float32(int8(q[i+3]))*xs[i+3] + float32(int8(q[i+7]))*xs[i+7]
 		}
-		sum += gguf.HalfToFloat(binary.LittleEndian.Uint16(blk)) * ((s0 + s1) + (s2 + s3))
+		sum += d * ((s0 + s1) + (s2 + s3))
 	}
 	return sum
 }
