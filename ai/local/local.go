@@ -333,11 +333,8 @@ func (m *Model) generate(ctx context.Context, segs []segment, s Sampling, onToke
 
 	n := min(len(toks)+maxTokens, m.w.hp.ctx)
 	st := m.w.newState(n)
-	for i, t := range toks[:len(toks)-1] {
-		if i%16 == 0 && ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		m.w.forward(st, t, i, false, m.opts.Threads)
+	if err := m.w.prefill(ctx, st, toks[:len(toks)-1], 0, m.opts.Threads, nil); err != nil {
+		return nil, err
 	}
 	pos := len(toks) - 1
 	cur := toks[pos]
@@ -406,14 +403,13 @@ func (m *Model) Embed(ctx context.Context, inputs []string) ([][]float32, Usage,
 	for i, toks := range all {
 		st := m.w.newState(len(toks))
 		sum := make([]float64, m.w.hp.dim)
-		for p, t := range toks {
-			if p%16 == 0 && ctx.Err() != nil {
-				return nil, u, context.Cause(ctx)
-			}
-			m.w.forward(st, t, p, false, m.opts.Threads)
-			for j, v := range st.xb {
+		err := m.w.prefill(ctx, st, toks, 0, m.opts.Threads, func(h []float32) {
+			for j, v := range h {
 				sum[j] += float64(v)
 			}
+		})
+		if err != nil {
+			return nil, u, err
 		}
 		var norm float64
 		for _, v := range sum {

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -106,6 +107,40 @@ func TestMatVec(t *testing.T) {
 				}
 				if !near(float64(out[r]), want, 1e-4) {
 					t.Fatalf("%s threads=%d row %d: got %v, want %v", typ, threads, r, out[r], want)
+				}
+			}
+		}
+	}
+	// matMul of several vectors equals matVec of each, serial and split.
+	for _, typ := range []gguf.TensorType{gguf.F32, gguf.Q8_0, gguf.Q4_0} {
+		var data []byte
+		switch typ {
+		case gguf.F32:
+			data = gguf.EncodeF32(src)
+		case gguf.Q8_0:
+			data = gguf.QuantizeQ8_0(src)
+		case gguf.Q4_0:
+			data = make([]byte, 18*rows*cols/32)
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			for b := 0; b < len(data)/18; b++ {
+				data[b*18], data[b*18+1] = 0x00, 0x3c
+			}
+		}
+		m := newMatrix(&gguf.TensorInfo{Dims: []uint64{cols, rows}, Type: typ}, data)
+		const n = 5
+		xs := src[:n*cols]
+		want := make([]float32, n*rows)
+		for i := range n {
+			m.matVec(want[i*rows:(i+1)*rows], xs[i*cols:(i+1)*cols], 1)
+		}
+		for _, threads := range []int{1, 4} {
+			got := make([]float32, n*rows)
+			m.matMul(got, xs, n, threads)
+			for i := range got {
+				if !near(float64(got[i]), float64(want[i]), 1e-5) {
+					t.Fatalf("%s matMul threads=%d element %d: %v, want %v", typ, threads, i, got[i], want[i])
 				}
 			}
 		}
@@ -276,6 +311,9 @@ func TestForwardMatchesReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		toks := []int{1, 100, 200, 37, 5, 250, 9, 120}
+		for i := range 32 { // past one prefill batch
+			toks = append(toks, 3+(i*37)%250)
+		}
 		ref := refForward(t, data, toks)
 		st := m.w.newState(len(toks))
 		for p, tk := range toks {
@@ -284,6 +322,19 @@ func TestForwardMatchesReference(t *testing.T) {
 				if !near(float64(st.logits[j]), want, 2e-3) {
 					t.Fatalf("shape %+v position %d logit %d: got %v, want %v", s, p, j, st.logits[j], want)
 				}
+			}
+		}
+		// Batched prompt processing fills the same KV cache: after
+		// prefilling all but the last token, the last token's logits match.
+		st = m.w.newState(len(toks))
+		if err := m.w.prefill(context.Background(), st, toks[:len(toks)-1], 0, 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		p := len(toks) - 1
+		m.w.forward(st, toks[p], p, true, 2)
+		for j, want := range ref[p] {
+			if !near(float64(st.logits[j]), want, 2e-3) {
+				t.Fatalf("shape %+v after prefill, logit %d: got %v, want %v", s, j, st.logits[j], want)
 			}
 		}
 	}

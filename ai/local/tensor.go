@@ -195,3 +195,57 @@ func ropeFreqs(ropeDim int, base float64) []float32 {
 func silu(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
 
 func defaultThreads() int { return max(1, runtime.GOMAXPROCS(0)) }
+
+// matMul computes out[i] = m · x[i] for n vectors stored one after the other
+// (x is n × cols, out is n × rows). Each weight row is read once for all n
+// vectors, which is what makes prompt processing faster than n matVecs.
+func (m *matrix) matMul(out, x []float32, n, threads int) {
+	if n == 1 {
+		m.matVec(out, x, threads)
+		return
+	}
+	if threads <= 1 || m.rows*m.cols*n < parallelMin || m.rows < 2*threads {
+		m.matMulRange(out, x, n, 0, m.rows)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (m.rows + threads - 1) / threads
+	for lo := 0; lo < m.rows; lo += chunk {
+		hi := min(lo+chunk, m.rows)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.matMulRange(out, x, n, lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+func (m *matrix) matMulRange(out, x []float32, n, lo, hi int) {
+	cols, rows := m.cols, m.rows
+	switch m.typ {
+	case gguf.F32:
+		for r := lo; r < hi; r++ {
+			row := m.f32[r*cols : (r+1)*cols]
+			for i := range n {
+				out[i*rows+r] = dot(row, x[i*cols:(i+1)*cols])
+			}
+		}
+	case gguf.Q8_0:
+		nb := cols / 32
+		for r := lo; r < hi; r++ {
+			raw, sc := m.raw[r*m.rowBytes:(r+1)*m.rowBytes], m.scales[r*nb:(r+1)*nb]
+			for i := range n {
+				out[i*rows+r] = dotQ8_0(raw, sc, x[i*cols:(i+1)*cols])
+			}
+		}
+	default:
+		row := make([]float32, cols)
+		for r := lo; r < hi; r++ {
+			gguf.DequantizeRow(m.typ, m.raw[r*m.rowBytes:(r+1)*m.rowBytes], row)
+			for i := range n {
+				out[i*rows+r] = dot(row, x[i*cols:(i+1)*cols])
+			}
+		}
+	}
+}
