@@ -194,7 +194,7 @@ func badRequest(code, format string, args ...any) *Error {
 // ErrBusy is returned when MaxConcurrent requests are already running.
 var ErrBusy = &Error{Status: 429, Type: "rate_limit_error", Code: "model_busy", Message: "all generation slots are busy; retry shortly"}
 
-func (m *Model) acquire(ctx context.Context) (func(), error) {
+func (m *Model) acquire() (func(), error) {
 	select {
 	case m.sem <- struct{}{}:
 		return func() { <-m.sem }, nil
@@ -295,7 +295,7 @@ func (m *Model) Chat(ctx context.Context, msgs []Message, s Sampling, onToken fu
 	return m.generate(ctx, m.tmpl.render(msgs), s, onToken)
 }
 
-func (m *Model) prepare(ctx context.Context, segs []segment, bos bool) ([]int, error) {
+func (m *Model) prepare(segs []segment, bos bool) ([]int, error) {
 	n := 0
 	for _, s := range segs {
 		n += len(s.text)
@@ -319,11 +319,11 @@ func (m *Model) generate(ctx context.Context, segs []segment, s Sampling, onToke
 	if err != nil {
 		return nil, err
 	}
-	toks, err := m.prepare(ctx, segs, true)
+	toks, err := m.prepare(segs, true)
 	if err != nil {
 		return nil, err
 	}
-	release, err := m.acquire(ctx)
+	release, err := m.acquire()
 	if err != nil {
 		return nil, err
 	}
@@ -384,7 +384,7 @@ func (m *Model) Embed(ctx context.Context, inputs []string) ([][]float32, Usage,
 	}
 	all := make([][]int, len(inputs))
 	for i, in := range inputs {
-		toks, err := m.prepare(ctx, []segment{{text: in}}, true)
+		toks, err := m.prepare([]segment{{text: in}}, true)
 		if err != nil {
 			return nil, u, err
 		}
@@ -392,7 +392,7 @@ func (m *Model) Embed(ctx context.Context, inputs []string) ([][]float32, Usage,
 		u.PromptTokens += len(toks)
 	}
 	u.TotalTokens = u.PromptTokens
-	release, err := m.acquire(ctx)
+	release, err := m.acquire()
 	if err != nil {
 		return nil, u, err
 	}

@@ -320,3 +320,10 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadRefusesOversizedFeedForward(t *testing.T) {
+	data := randomModel(t, testShape{dim: 32, layers: 1, heads: 2, kvHeads: 1, ffn: 32 * 17, ctx: 64, wtype: gguf.F32}, 1)
+	if _, err := Load(data, Options{}); err == nil || !strings.Contains(err.Error(), "feed_forward_length") {
+		t.Fatalf("got %v, want feed_forward_length out of range", err)
+	}
+}

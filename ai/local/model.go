@@ -81,7 +81,9 @@ func loadWeights(f *gguf.File) (*weights, error) {
 	if hp.kvHeads, err = u("attention.head_count_kv", hp.heads, 1, hp.heads); err != nil {
 		return nil, err
 	}
-	if hp.ffn, err = u("feed_forward_length", -1, 1, 16*maxDim); err != nil {
+	// At most 16 times the embedding (real models use 2.5 to 8), so that
+	// per-request buffers stay proportional to the file's own tensors.
+	if hp.ffn, err = u("feed_forward_length", -1, 1, 16*hp.dim); err != nil {
 		return nil, err
 	}
 	if hp.ctx, err = u("context_length", 2048, 1, maxCtx); err != nil {
