@@ -4,8 +4,8 @@
 // /v1/completions and /v1/embeddings).
 //
 // Open("") loads a tiny model embedded in the binary, so that the AI
-// binding and gateway work end to end on any machine; it is a bigram
-// character model in transformer form (see docs/ai-local.md) whose text is
+// binding and gateway work end to end on any machine; it is a character
+// trigram model in transformer form (see docs/ai-local.md) whose text is
 // word-like but not meaningful. Open(path) loads a real GGUF model through
 // exactly the same code. Real models are better served by a dedicated
 // inference server (llama.cpp, vLLM, Ollama) behind an ai provider; this
