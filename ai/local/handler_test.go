@@ -283,3 +283,42 @@ func TestHandlerBusy(t *testing.T) {
 		t.Fatal("cancelled generation returned no error")
 	}
 }
+
+func TestHandlerCompletionsStream(t *testing.T) {
+	srv := httptest.NewServer(openTiny(t, Options{}).Handler())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"The cache","max_tokens":12,"temperature":0,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events, done := readSSE(t, resp.Body)
+	if !done || len(events) < 2 {
+		t.Fatalf("done=%v, %d events", done, len(events))
+	}
+	var text strings.Builder
+	for i, e := range events {
+		var c struct {
+			Object  string
+			Choices []struct {
+				Text         *string
+				FinishReason *string `json:"finish_reason"`
+			}
+			Usage *Usage
+		}
+		if err := json.Unmarshal([]byte(e), &c); err != nil || c.Object != "text_completion" || len(c.Choices) != 1 || c.Choices[0].Text == nil {
+			t.Fatalf("event %d: %s", i, e)
+		}
+		text.WriteString(*c.Choices[0].Text)
+		last := i == len(events)-1
+		if (c.Choices[0].FinishReason != nil) != last || (c.Usage != nil) != last {
+			t.Fatalf("event %d (last=%v) has finish_reason/usage wrong: %s", i, last, e)
+		}
+	}
+	_, b := post(t, srv.URL+"/v1/completions", `{"prompt":"The cache","max_tokens":12,"temperature":0}`)
+	var c struct{ Choices []struct{ Text string } }
+	json.Unmarshal(b, &c)
+	if c.Choices[0].Text != text.String() {
+		t.Fatalf("streamed %q, non-streamed %q", text.String(), c.Choices[0].Text)
+	}
+}
