@@ -115,6 +115,22 @@ func loadWeights(f *gguf.File) (*weights, error) {
 	}
 
 	w := &weights{hp: hp, freqs: ropeFreqs(hp.ropeDim, hp.ropeBase)}
+	// Llama 3.1 and later stretch the low rotary frequencies by per-pair
+	// factors stored as a tensor: each frequency is divided by its factor.
+	if t, ok := f.Tensor("rope_freqs.weight"); ok {
+		if len(t.Dims) != 1 || t.Dims[0] != uint64(hp.ropeDim/2) {
+			return nil, fmt.Errorf("tensor rope_freqs.weight has shape %v, want [%d]", t.Dims, hp.ropeDim/2)
+		}
+		factors := make([]float32, hp.ropeDim/2)
+		fm := newMatrix(t, f.TensorData(t))
+		fm.row(0, factors)
+		for i, fac := range factors {
+			if !(fac > 0) {
+				return nil, fmt.Errorf("rope_freqs.weight[%d] = %v is not positive", i, fac)
+			}
+			w.freqs[i] /= fac
+		}
+	}
 	kvDim := hp.kvHeads * hp.headDim
 	get := func(name string, cols, rows int) (matrix, error) {
 		t, ok := f.Tensor(name)

@@ -339,3 +339,42 @@ func TestForwardMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// TestRopeFreqFactors checks rope_freqs.weight divides each pair's frequency.
+func TestRopeFreqFactors(t *testing.T) {
+	data := randomModel(t, testShape{dim: 32, layers: 1, heads: 2, kvHeads: 1, ffn: 32, ctx: 64, wtype: gguf.F32}, 1)
+	f, err := gguf.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []gguf.Tensor
+	for i := range f.Tensors {
+		ti := &f.Tensors[i]
+		ts = append(ts, gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.TensorData(ti)})
+	}
+	factors := make([]float32, 8) // head size 16: 8 pairs
+	for i := range factors {
+		factors[i] = float32(i + 1)
+	}
+	ts = append(ts, gguf.Tensor{Name: "rope_freqs.weight", Dims: []uint64{8}, Type: gguf.F32, Data: gguf.EncodeF32(factors)})
+	b, err := gguf.Write(f.KV, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := ropeFreqs(16, 10000)
+	for i, got := range m.w.freqs {
+		if want := plain[i] / float32(i+1); !near(float64(got), float64(want), 1e-6) {
+			t.Fatalf("pair %d: frequency %v, want %v", i, got, want)
+		}
+	}
+	factors[3] = 0
+	ts[len(ts)-1].Data = gguf.EncodeF32(factors)
+	b, _ = gguf.Write(f.KV, ts)
+	if _, err := Load(b, Options{}); err == nil {
+		t.Fatal("a zero factor was accepted")
+	}
+}
