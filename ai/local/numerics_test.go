@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -141,6 +142,44 @@ func TestMatVec(t *testing.T) {
 			for i := range got {
 				if !near(float64(got[i]), float64(want[i]), 1e-5) {
 					t.Fatalf("%s matMul threads=%d element %d: %v, want %v", typ, threads, i, got[i], want[i])
+				}
+			}
+		}
+	}
+	// Q4_K and Q6_K rows are multiplied without decoding them: compare
+	// with decoding, on random blocks with sane scales.
+	for _, typ := range []gguf.TensorType{gguf.Q4_K, gguf.Q6_K} {
+		const kr, kc = 64, 512
+		_, bsz, _ := typ.BlockSize()
+		data := make([]byte, kr*kc/256*bsz)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		for b := 0; b < len(data)/bsz; b++ {
+			blk := data[b*bsz : (b+1)*bsz]
+			if typ == gguf.Q4_K {
+				binary.LittleEndian.PutUint16(blk, gguf.FloatToHalf(0.01))
+				binary.LittleEndian.PutUint16(blk[2:], gguf.FloatToHalf(0.02))
+			} else {
+				binary.LittleEndian.PutUint16(blk[208:], gguf.FloatToHalf(0.003))
+			}
+		}
+		m := newMatrix(&gguf.TensorInfo{Dims: []uint64{kc, kr}, Type: typ}, data)
+		deq := make([]float32, kr*kc)
+		gguf.DequantizeRow(typ, data, deq)
+		xs := src[:3*kc]
+		got := make([]float32, 3*kr)
+		m.matMul(got, xs, 3, 1)
+		one := make([]float32, kr)
+		m.matVec(one, xs[:kc], 2)
+		for i := range 3 {
+			for r := range kr {
+				var want float64
+				for c := range kc {
+					want += float64(deq[r*kc+c]) * float64(xs[i*kc+c])
+				}
+				if !near(float64(got[i*kr+r]), want, 1e-4) || (i == 0 && !near(float64(one[r]), want, 1e-4)) {
+					t.Fatalf("%s vector %d row %d: got %v (matVec %v), want %v", typ, i, r, got[i*kr+r], one[r], want)
 				}
 			}
 		}

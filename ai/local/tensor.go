@@ -90,6 +90,14 @@ func (m *matrix) matVecRange(out, x []float32, lo, hi int, scratch []float32) {
 		for r := lo; r < hi; r++ {
 			out[r] = dotQ8_0(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], m.scales[r*nb:(r+1)*nb], x)
 		}
+	case gguf.Q4_K:
+		for r := lo; r < hi; r++ {
+			out[r] = dotQ4K(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], x)
+		}
+	case gguf.Q6_K:
+		for r := lo; r < hi; r++ {
+			out[r] = dotQ6K(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], x)
+		}
 	default:
 		if scratch == nil {
 			scratch = make([]float32, cols)
@@ -239,6 +247,17 @@ func (m *matrix) matMulRange(out, x []float32, n, lo, hi int) {
 				out[i*rows+r] = dotQ8_0(raw, sc, x[i*cols:(i+1)*cols])
 			}
 		}
+	case gguf.Q4_K, gguf.Q6_K:
+		for r := lo; r < hi; r++ {
+			raw := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for i := range n {
+				if m.typ == gguf.Q4_K {
+					out[i*rows+r] = dotQ4K(raw, x[i*cols:(i+1)*cols])
+				} else {
+					out[i*rows+r] = dotQ6K(raw, x[i*cols:(i+1)*cols])
+				}
+			}
+		}
 	default:
 		row := make([]float32, cols)
 		for r := lo; r < hi; r++ {
@@ -248,4 +267,63 @@ func (m *matrix) matMulRange(out, x []float32, n, lo, hi int) {
 			}
 		}
 	}
+}
+
+// dotQ4K is the dot product of a row of Q4_K blocks with x, without
+// decoding the row: per sub-block of 32, d·scale·Σq·x − dmin·min·Σx.
+func dotQ4K(row []byte, x []float32) float32 {
+	var sum float32
+	for b := 0; b*144 < len(row); b++ {
+		blk := row[b*144 : b*144+144]
+		xs := x[b*256 : b*256+256]
+		d := gguf.HalfToFloat(binary.LittleEndian.Uint16(blk))
+		dmin := gguf.HalfToFloat(binary.LittleEndian.Uint16(blk[2:]))
+		scales := blk[4:16]
+		q := blk[16:144]
+		for c := range 4 {
+			sc1, m1 := gguf.ScaleMinK4(2*c, scales)
+			sc2, m2 := gguf.ScaleMinK4(2*c+1, scales)
+			qc := q[c*32 : c*32+32]
+			lo, hi := xs[c*64:c*64+32], xs[c*64+32:c*64+64]
+			var qlo, qhi, slo, shi float32
+			for l := range 32 {
+				qlo += float32(qc[l]&0xf) * lo[l]
+				qhi += float32(qc[l]>>4) * hi[l]
+				slo += lo[l]
+				shi += hi[l]
+			}
+			sum += d*(float32(sc1)*qlo+float32(sc2)*qhi) - dmin*(float32(m1)*slo+float32(m2)*shi)
+		}
+	}
+	return sum
+}
+
+// dotQ6K is the dot product of a row of Q6_K blocks with x, without
+// decoding the row.
+func dotQ6K(row []byte, x []float32) float32 {
+	var sum float32
+	for b := 0; b*210 < len(row); b++ {
+		blk := row[b*210 : b*210+210]
+		xs := x[b*256 : b*256+256]
+		ql, qh, sc := blk[0:128], blk[128:192], blk[192:208]
+		d := gguf.HalfToFloat(binary.LittleEndian.Uint16(blk[208:]))
+		for n := 0; n < 256; n += 128 {
+			var acc [8]float32 // per sub-block of 16
+			for l := range 32 {
+				is := l / 16
+				h := qh[l]
+				acc[is] += float32(int(ql[l]&0xf|(h&3)<<4)-32) * xs[n+l]
+				acc[is+2] += float32(int(ql[l+32]&0xf|(h>>2&3)<<4)-32) * xs[n+l+32]
+				acc[is+4] += float32(int(ql[l]>>4|(h>>4&3)<<4)-32) * xs[n+l+64]
+				acc[is+6] += float32(int(ql[l+32]>>4|(h>>6&3)<<4)-32) * xs[n+l+96]
+			}
+			var s float32
+			for i, a := range acc {
+				s += float32(int8(sc[i])) * a
+			}
+			sum += d * s
+			ql, qh, sc = ql[64:], qh[32:], sc[8:]
+		}
+	}
+	return sum
 }

@@ -185,8 +185,9 @@ func DequantizeRow(t TensorType, src []byte, dst []float32) {
 	}
 }
 
-// scaleMinK4 unpacks the j-th 6-bit scale and minimum of a Q4_K block.
-func scaleMinK4(j int, q []byte) (sc, m uint8) {
+// ScaleMinK4 unpacks the j-th (0 to 7) 6-bit sub-block scale and minimum
+// from the twelve packed bytes q of a Q4_K or Q5_K block.
+func ScaleMinK4(j int, q []byte) (sc, m uint8) {
 	if j < 4 {
 		return q[j] & 63, q[j+4] & 63
 	}
@@ -203,9 +204,9 @@ func dequantQ4K(blk []byte, out []float32) {
 	q := blk[16:144]
 	is := 0
 	for j := 0; j < 256; j += 64 {
-		sc, m := scaleMinK4(is, scales)
+		sc, m := ScaleMinK4(is, scales)
 		d1, m1 := d*float32(sc), dmin*float32(m)
-		sc, m = scaleMinK4(is+1, scales)
+		sc, m = ScaleMinK4(is+1, scales)
 		d2, m2 := d*float32(sc), dmin*float32(m)
 		for l := range 32 {
 			out[j+l] = d1*float32(q[l]&0xf) - m1
@@ -228,9 +229,9 @@ func dequantQ5K(blk []byte, out []float32) {
 	is := 0
 	var u1, u2 byte = 1, 2
 	for j := 0; j < 256; j += 64 {
-		sc, m := scaleMinK4(is, scales)
+		sc, m := ScaleMinK4(is, scales)
 		d1, m1 := d*float32(sc), dmin*float32(m)
-		sc, m = scaleMinK4(is+1, scales)
+		sc, m = ScaleMinK4(is+1, scales)
 		d2, m2 := d*float32(sc), dmin*float32(m)
 		for l := range 32 {
 			lo, hi := ql[l]&0xf, ql[l]>>4
