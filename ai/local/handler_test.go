@@ -322,3 +322,20 @@ func TestHandlerCompletionsStream(t *testing.T) {
 		t.Fatalf("streamed %q, non-streamed %q", text.String(), c.Choices[0].Text)
 	}
 }
+
+// noFlush is a ResponseWriter without Flush, as an in-process caller may use.
+type noFlush struct{ w http.ResponseWriter }
+
+func (n noFlush) Header() http.Header         { return n.w.Header() }
+func (n noFlush) Write(b []byte) (int, error) { return n.w.Write(b) }
+func (n noFlush) WriteHeader(code int)        { n.w.WriteHeader(code) }
+
+func TestHandlerStreamWithoutFlusher(t *testing.T) {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{"messages":[{"role":"user","content":"Hi"}],"max_tokens":10,"temperature":0,"stream":true}`))
+	openTiny(t, Options{}).Handler().ServeHTTP(noFlush{rec}, req)
+	body := rec.Body.String()
+	if rec.Code != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") || strings.Contains(body, `"error"`) {
+		t.Fatalf("got %d %q", rec.Code, body)
+	}
+}
