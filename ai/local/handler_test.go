@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -337,5 +338,39 @@ func TestHandlerStreamWithoutFlusher(t *testing.T) {
 	body := rec.Body.String()
 	if rec.Code != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") || strings.Contains(body, `"error"`) {
 		t.Fatalf("got %d %q", rec.Code, body)
+	}
+}
+
+// failingWriter fails every write after the first n, as a connection to a
+// client that went away does.
+type failingWriter struct {
+	h      http.Header
+	n      int
+	writes int
+}
+
+func (f *failingWriter) Header() http.Header { return f.h }
+func (f *failingWriter) WriteHeader(int)     {}
+func (f *failingWriter) Write(b []byte) (int, error) {
+	f.writes++
+	if f.writes > f.n {
+		return 0, errors.New("connection reset")
+	}
+	return len(b), nil
+}
+
+// TestHandlerStopsWhenWritesFail streams a long greedy generation (which
+// never ends by itself before max_tokens) to a writer that starts failing,
+// and checks generation stops at the next piece and frees its slot.
+func TestHandlerStopsWhenWritesFail(t *testing.T) {
+	m := openTiny(t, Options{MaxConcurrent: 1})
+	w := &failingWriter{h: http.Header{}, n: 5}
+	req := httptest.NewRequest("POST", "/v1/completions", strings.NewReader(`{"prompt":"The","max_tokens":900,"temperature":0,"stream":true}`))
+	m.Handler().ServeHTTP(w, req)
+	if w.writes > w.n+2 {
+		t.Fatalf("%d writes after the client went away at write %d", w.writes, w.n+1)
+	}
+	if len(m.sem) != 0 {
+		t.Fatal("slot not released")
 	}
 }
