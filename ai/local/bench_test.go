@@ -72,3 +72,25 @@ func BenchmarkHandlerChat(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPrefillQ8 is prompt processing of 64 tokens for the model of
+// BenchmarkForwardQ8, batched; compare with 64 × BenchmarkForwardQ8.
+func BenchmarkPrefillQ8(b *testing.B) {
+	data := randomModel(b, testShape{dim: 512, layers: 4, heads: 8, kvHeads: 4, ffn: 1408, ctx: 512, wtype: gguf.Q8_0}, 3)
+	m, err := Load(data, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	toks := make([]int, 64)
+	for i := range toks {
+		toks[i] = 3 + i
+	}
+	st := m.w.newState(64)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.w.prefill(context.Background(), st, toks, 0, 1, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(toks))/b.Elapsed().Seconds(), "tokens/s")
+}

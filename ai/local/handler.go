@@ -306,7 +306,7 @@ func (m *Model) serveGeneration(w http.ResponseWriter, r *http.Request, object, 
 		if err := writeEvent(w, completionOut{ID: id, Object: chunkObject, Created: created, Model: m.name, Choices: []choiceOut{c}, Usage: u}); err != nil {
 			return err
 		}
-		return rc.Flush()
+		return flush(rc)
 	}
 	piece := func(text string) choiceOut {
 		if chat {
@@ -322,7 +322,7 @@ func (m *Model) serveGeneration(w http.ResponseWriter, r *http.Request, object, 
 		}
 		e := asError(err)
 		writeEvent(w, map[string]any{"error": errorBody{Message: e.Message, Type: e.Type, Code: e.Code}})
-		rc.Flush()
+		flush(rc)
 		return
 	}
 	last := piece("")
@@ -334,7 +334,16 @@ func (m *Model) serveGeneration(w http.ResponseWriter, r *http.Request, object, 
 		return
 	}
 	fmt.Fprint(w, "data: [DONE]\n\n")
-	rc.Flush()
+	flush(rc)
+}
+
+// flush sends what is buffered; a ResponseWriter that cannot flush (an
+// in-process caller's recorder) is not an error.
+func flush(rc *http.ResponseController) error {
+	if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func writeEvent(w http.ResponseWriter, v any) error {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -281,5 +282,95 @@ func TestHandlerBusy(t *testing.T) {
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("cancelled generation returned no error")
+	}
+}
+
+func TestHandlerCompletionsStream(t *testing.T) {
+	srv := httptest.NewServer(openTiny(t, Options{}).Handler())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"The cache","max_tokens":12,"temperature":0,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events, done := readSSE(t, resp.Body)
+	if !done || len(events) < 2 {
+		t.Fatalf("done=%v, %d events", done, len(events))
+	}
+	var text strings.Builder
+	for i, e := range events {
+		var c struct {
+			Object  string
+			Choices []struct {
+				Text         *string
+				FinishReason *string `json:"finish_reason"`
+			}
+			Usage *Usage
+		}
+		if err := json.Unmarshal([]byte(e), &c); err != nil || c.Object != "text_completion" || len(c.Choices) != 1 || c.Choices[0].Text == nil {
+			t.Fatalf("event %d: %s", i, e)
+		}
+		text.WriteString(*c.Choices[0].Text)
+		last := i == len(events)-1
+		if (c.Choices[0].FinishReason != nil) != last || (c.Usage != nil) != last {
+			t.Fatalf("event %d (last=%v) has finish_reason/usage wrong: %s", i, last, e)
+		}
+	}
+	_, b := post(t, srv.URL+"/v1/completions", `{"prompt":"The cache","max_tokens":12,"temperature":0}`)
+	var c struct{ Choices []struct{ Text string } }
+	json.Unmarshal(b, &c)
+	if c.Choices[0].Text != text.String() {
+		t.Fatalf("streamed %q, non-streamed %q", text.String(), c.Choices[0].Text)
+	}
+}
+
+// noFlush is a ResponseWriter without Flush, as an in-process caller may use.
+type noFlush struct{ w http.ResponseWriter }
+
+func (n noFlush) Header() http.Header         { return n.w.Header() }
+func (n noFlush) Write(b []byte) (int, error) { return n.w.Write(b) }
+func (n noFlush) WriteHeader(code int)        { n.w.WriteHeader(code) }
+
+func TestHandlerStreamWithoutFlusher(t *testing.T) {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{"messages":[{"role":"user","content":"Hi"}],"max_tokens":10,"temperature":0,"stream":true}`))
+	openTiny(t, Options{}).Handler().ServeHTTP(noFlush{rec}, req)
+	body := rec.Body.String()
+	if rec.Code != 200 || !strings.HasSuffix(body, "data: [DONE]\n\n") || strings.Contains(body, `"error"`) {
+		t.Fatalf("got %d %q", rec.Code, body)
+	}
+}
+
+// failingWriter fails every write after the first n, as a connection to a
+// client that went away does.
+type failingWriter struct {
+	h      http.Header
+	n      int
+	writes int
+}
+
+func (f *failingWriter) Header() http.Header { return f.h }
+func (f *failingWriter) WriteHeader(int)     {}
+func (f *failingWriter) Write(b []byte) (int, error) {
+	f.writes++
+	if f.writes > f.n {
+		return 0, errors.New("connection reset")
+	}
+	return len(b), nil
+}
+
+// TestHandlerStopsWhenWritesFail streams a long greedy generation (which
+// never ends by itself before max_tokens) to a writer that starts failing,
+// and checks generation stops at the next piece and frees its slot.
+func TestHandlerStopsWhenWritesFail(t *testing.T) {
+	m := openTiny(t, Options{MaxConcurrent: 1})
+	w := &failingWriter{h: http.Header{}, n: 5}
+	req := httptest.NewRequest("POST", "/v1/completions", strings.NewReader(`{"prompt":"The","max_tokens":900,"temperature":0,"stream":true}`))
+	m.Handler().ServeHTTP(w, req)
+	if w.writes > w.n+2 {
+		t.Fatalf("%d writes after the client went away at write %d", w.writes, w.n+1)
+	}
+	if len(m.sem) != 0 {
+		t.Fatal("slot not released")
 	}
 }

@@ -4,8 +4,8 @@
 // /v1/completions and /v1/embeddings).
 //
 // Open("") loads a tiny model embedded in the binary, so that the AI
-// binding and gateway work end to end on any machine; it is a bigram
-// character model in transformer form (see docs/ai-local.md) whose text is
+// binding and gateway work end to end on any machine; it is a character
+// trigram model in transformer form (see docs/ai-local.md) whose text is
 // word-like but not meaningful. Open(path) loads a real GGUF model through
 // exactly the same code. Real models are better served by a dedicated
 // inference server (llama.cpp, vLLM, Ollama) behind an ai provider; this
@@ -18,8 +18,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -105,23 +105,29 @@ type Model struct {
 func Open(path string) (*Model, error) { return OpenOptions(path, Options{}) }
 
 // OpenOptions loads the GGUF model at path ("" for the built-in model).
-// The whole file is read into memory.
+// On Unix the file is memory-mapped read-only (quantised weights are used
+// in place; F32 and F16 ones are decoded to float32 on the heap), and the
+// mapping is released when the Model is garbage collected; the file must
+// not be truncated or rewritten in place while the Model is in use.
 func OpenOptions(path string, opts Options) (*Model, error) {
-	data, fallback := tinyGGUF, TinyModelName
-	if path != "" {
-		var err error
-		if data, err = os.ReadFile(path); err != nil {
-			return nil, fmt.Errorf("local model: %w", err)
+	if path == "" {
+		m, err := load(tinyGGUF, opts, TinyModelName)
+		if err != nil {
+			return nil, fmt.Errorf("local model: built-in model: %w", err)
 		}
-		fallback = strings.TrimSuffix(filepath.Base(path), ".gguf")
+		return m, nil
 	}
-	m, err := load(data, opts, fallback)
+	data, unmap, err := mapFile(path)
 	if err != nil {
-		if path == "" {
-			path = "built-in model"
-		}
+		return nil, fmt.Errorf("local model: %w", err)
+	}
+	m, err := load(data, opts, strings.TrimSuffix(filepath.Base(path), ".gguf"))
+	if err != nil {
+		unmap()
 		return nil, fmt.Errorf("local model %s: %w", path, err)
 	}
+	// The weights refer into the mapping; forward keeps them alive while it runs.
+	runtime.AddCleanup(m.w, func(unmap func()) { unmap() }, unmap)
 	return m, nil
 }
 
@@ -188,7 +194,7 @@ func badRequest(code, format string, args ...any) *Error {
 // ErrBusy is returned when MaxConcurrent requests are already running.
 var ErrBusy = &Error{Status: 429, Type: "rate_limit_error", Code: "model_busy", Message: "all generation slots are busy; retry shortly"}
 
-func (m *Model) acquire(ctx context.Context) (func(), error) {
+func (m *Model) acquire() (func(), error) {
 	select {
 	case m.sem <- struct{}{}:
 		return func() { <-m.sem }, nil
@@ -289,7 +295,7 @@ func (m *Model) Chat(ctx context.Context, msgs []Message, s Sampling, onToken fu
 	return m.generate(ctx, m.tmpl.render(msgs), s, onToken)
 }
 
-func (m *Model) prepare(ctx context.Context, segs []segment, bos bool) ([]int, error) {
+func (m *Model) prepare(segs []segment, bos bool) ([]int, error) {
 	n := 0
 	for _, s := range segs {
 		n += len(s.text)
@@ -313,11 +319,11 @@ func (m *Model) generate(ctx context.Context, segs []segment, s Sampling, onToke
 	if err != nil {
 		return nil, err
 	}
-	toks, err := m.prepare(ctx, segs, true)
+	toks, err := m.prepare(segs, true)
 	if err != nil {
 		return nil, err
 	}
-	release, err := m.acquire(ctx)
+	release, err := m.acquire()
 	if err != nil {
 		return nil, err
 	}
@@ -327,11 +333,8 @@ func (m *Model) generate(ctx context.Context, segs []segment, s Sampling, onToke
 
 	n := min(len(toks)+maxTokens, m.w.hp.ctx)
 	st := m.w.newState(n)
-	for i, t := range toks[:len(toks)-1] {
-		if i%16 == 0 && ctx.Err() != nil {
-			return nil, context.Cause(ctx)
-		}
-		m.w.forward(st, t, i, false, m.opts.Threads)
+	if err := m.w.prefill(ctx, st, toks[:len(toks)-1], 0, m.opts.Threads, nil); err != nil {
+		return nil, err
 	}
 	pos := len(toks) - 1
 	cur := toks[pos]
@@ -381,7 +384,7 @@ func (m *Model) Embed(ctx context.Context, inputs []string) ([][]float32, Usage,
 	}
 	all := make([][]int, len(inputs))
 	for i, in := range inputs {
-		toks, err := m.prepare(ctx, []segment{{text: in}}, true)
+		toks, err := m.prepare([]segment{{text: in}}, true)
 		if err != nil {
 			return nil, u, err
 		}
@@ -389,7 +392,7 @@ func (m *Model) Embed(ctx context.Context, inputs []string) ([][]float32, Usage,
 		u.PromptTokens += len(toks)
 	}
 	u.TotalTokens = u.PromptTokens
-	release, err := m.acquire(ctx)
+	release, err := m.acquire()
 	if err != nil {
 		return nil, u, err
 	}
@@ -400,14 +403,13 @@ func (m *Model) Embed(ctx context.Context, inputs []string) ([][]float32, Usage,
 	for i, toks := range all {
 		st := m.w.newState(len(toks))
 		sum := make([]float64, m.w.hp.dim)
-		for p, t := range toks {
-			if p%16 == 0 && ctx.Err() != nil {
-				return nil, u, context.Cause(ctx)
-			}
-			m.w.forward(st, t, p, false, m.opts.Threads)
-			for j, v := range st.xb {
+		err := m.w.prefill(ctx, st, toks, 0, m.opts.Threads, func(h []float32) {
+			for j, v := range h {
 				sum[j] += float64(v)
 			}
+		})
+		if err != nil {
+			return nil, u, err
 		}
 		var norm float64
 		for _, v := range sum {

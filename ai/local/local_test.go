@@ -97,20 +97,23 @@ func TestDeterministicGeneration(t *testing.T) {
 // sequence or a partial UTF-8 character.
 func TestStopSequences(t *testing.T) {
 	m := openTiny(t, Options{})
-	mt, temp := 200, 0.0
-	full, err := m.Complete(context.Background(), "The", Sampling{MaxTokens: &mt, Temperature: &temp}, nil)
+	mt, temp, seed := 200, 0.5, int64(1)
+	full, err := m.Complete(context.Background(), "The", Sampling{MaxTokens: &mt, Temperature: &temp, Seed: &seed}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Pick a stop sequence that occurs in the greedy text, not at its start.
+	// Pick a stop sequence that occurs in the text, not at its start.
 	words := strings.Fields(full.Text)
-	if len(words) < 3 {
-		t.Fatalf("greedy text too short: %q", full.Text)
+	if len(words) < 4 {
+		t.Fatalf("text too short: %q", full.Text)
 	}
-	stop := " " + words[2]
+	stop := " " + words[3]
 	i := strings.Index(full.Text, stop)
+	if i <= 0 {
+		t.Fatalf("stop %q at %d in %q", stop, i, full.Text)
+	}
 	var streamed strings.Builder
-	r, err := m.Complete(context.Background(), "The", Sampling{MaxTokens: &mt, Temperature: &temp, Stop: []string{"zzz", stop}}, func(s string) error {
+	r, err := m.Complete(context.Background(), "The", Sampling{MaxTokens: &mt, Temperature: &temp, Seed: &seed, Stop: []string{"zzz", stop}}, func(s string) error {
 		streamed.WriteString(s)
 		return nil
 	})
@@ -315,5 +318,12 @@ func TestLoadErrors(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoadRefusesOversizedFeedForward(t *testing.T) {
+	data := randomModel(t, testShape{dim: 32, layers: 1, heads: 2, kvHeads: 1, ffn: 32 * 17, ctx: 64, wtype: gguf.F32}, 1)
+	if _, err := Load(data, Options{}); err == nil || !strings.Contains(err.Error(), "feed_forward_length") {
+		t.Fatalf("got %v, want feed_forward_length out of range", err)
 	}
 }

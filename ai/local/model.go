@@ -3,6 +3,7 @@ package local
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	"github.com/verge-edge/verge/ai/local/gguf"
 )
@@ -80,7 +81,9 @@ func loadWeights(f *gguf.File) (*weights, error) {
 	if hp.kvHeads, err = u("attention.head_count_kv", hp.heads, 1, hp.heads); err != nil {
 		return nil, err
 	}
-	if hp.ffn, err = u("feed_forward_length", -1, 1, 16*maxDim); err != nil {
+	// At most 16 times the embedding (real models use 2.5 to 8), so that
+	// per-request buffers stay proportional to the file's own tensors.
+	if hp.ffn, err = u("feed_forward_length", -1, 1, 16*hp.dim); err != nil {
 		return nil, err
 	}
 	if hp.ctx, err = u("context_length", 2048, 1, maxCtx); err != nil {
@@ -112,6 +115,22 @@ func loadWeights(f *gguf.File) (*weights, error) {
 	}
 
 	w := &weights{hp: hp, freqs: ropeFreqs(hp.ropeDim, hp.ropeBase)}
+	// Llama 3.1 and later stretch the low rotary frequencies by per-pair
+	// factors stored as a tensor: each frequency is divided by its factor.
+	if t, ok := f.Tensor("rope_freqs.weight"); ok {
+		if len(t.Dims) != 1 || t.Dims[0] != uint64(hp.ropeDim/2) {
+			return nil, fmt.Errorf("tensor rope_freqs.weight has shape %v, want [%d]", t.Dims, hp.ropeDim/2)
+		}
+		factors := make([]float32, hp.ropeDim/2)
+		fm := newMatrix(t, f.TensorData(t))
+		fm.row(0, factors)
+		for i, fac := range factors {
+			if !(fac > 0) {
+				return nil, fmt.Errorf("rope_freqs.weight[%d] = %v is not positive", i, fac)
+			}
+			w.freqs[i] /= fac
+		}
+	}
 	kvDim := hp.kvHeads * hp.headDim
 	get := func(name string, cols, rows int) (matrix, error) {
 		t, ok := f.Tensor(name)
@@ -280,4 +299,5 @@ func (w *weights) forward(s *state, tok, pos int, logits bool, threads int) {
 	if logits {
 		w.out.matVec(s.logits, s.xb, threads)
 	}
+	runtime.KeepAlive(w) // its matrices may point into a mapping released when w is collected
 }

@@ -1,6 +1,8 @@
 package local
 
 import (
+	"context"
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -106,6 +108,78 @@ func TestMatVec(t *testing.T) {
 				}
 				if !near(float64(out[r]), want, 1e-4) {
 					t.Fatalf("%s threads=%d row %d: got %v, want %v", typ, threads, r, out[r], want)
+				}
+			}
+		}
+	}
+	// matMul of several vectors equals matVec of each, serial and split.
+	for _, typ := range []gguf.TensorType{gguf.F32, gguf.Q8_0, gguf.Q4_0} {
+		var data []byte
+		switch typ {
+		case gguf.F32:
+			data = gguf.EncodeF32(src)
+		case gguf.Q8_0:
+			data = gguf.QuantizeQ8_0(src)
+		case gguf.Q4_0:
+			data = make([]byte, 18*rows*cols/32)
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			for b := 0; b < len(data)/18; b++ {
+				data[b*18], data[b*18+1] = 0x00, 0x3c
+			}
+		}
+		m := newMatrix(&gguf.TensorInfo{Dims: []uint64{cols, rows}, Type: typ}, data)
+		const n = 5
+		xs := src[:n*cols]
+		want := make([]float32, n*rows)
+		for i := range n {
+			m.matVec(want[i*rows:(i+1)*rows], xs[i*cols:(i+1)*cols], 1)
+		}
+		for _, threads := range []int{1, 4} {
+			got := make([]float32, n*rows)
+			m.matMul(got, xs, n, threads)
+			for i := range got {
+				if !near(float64(got[i]), float64(want[i]), 1e-5) {
+					t.Fatalf("%s matMul threads=%d element %d: %v, want %v", typ, threads, i, got[i], want[i])
+				}
+			}
+		}
+	}
+	// Q4_K and Q6_K rows are multiplied without decoding them: compare
+	// with decoding, on random blocks with sane scales.
+	for _, typ := range []gguf.TensorType{gguf.Q4_K, gguf.Q6_K} {
+		const kr, kc = 64, 512
+		_, bsz, _ := typ.BlockSize()
+		data := make([]byte, kr*kc/256*bsz)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		for b := 0; b < len(data)/bsz; b++ {
+			blk := data[b*bsz : (b+1)*bsz]
+			if typ == gguf.Q4_K {
+				binary.LittleEndian.PutUint16(blk, gguf.FloatToHalf(0.01))
+				binary.LittleEndian.PutUint16(blk[2:], gguf.FloatToHalf(0.02))
+			} else {
+				binary.LittleEndian.PutUint16(blk[208:], gguf.FloatToHalf(0.003))
+			}
+		}
+		m := newMatrix(&gguf.TensorInfo{Dims: []uint64{kc, kr}, Type: typ}, data)
+		deq := make([]float32, kr*kc)
+		gguf.DequantizeRow(typ, data, deq)
+		xs := src[:3*kc]
+		got := make([]float32, 3*kr)
+		m.matMul(got, xs, 3, 1)
+		one := make([]float32, kr)
+		m.matVec(one, xs[:kc], 2)
+		for i := range 3 {
+			for r := range kr {
+				var want float64
+				for c := range kc {
+					want += float64(deq[r*kc+c]) * float64(xs[i*kc+c])
+				}
+				if !near(float64(got[i*kr+r]), want, 1e-4) || (i == 0 && !near(float64(one[r]), want, 1e-4)) {
+					t.Fatalf("%s vector %d row %d: got %v (matVec %v), want %v", typ, i, r, got[i*kr+r], one[r], want)
 				}
 			}
 		}
@@ -276,6 +350,9 @@ func TestForwardMatchesReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		toks := []int{1, 100, 200, 37, 5, 250, 9, 120}
+		for i := range 32 { // past one prefill batch
+			toks = append(toks, 3+(i*37)%250)
+		}
 		ref := refForward(t, data, toks)
 		st := m.w.newState(len(toks))
 		for p, tk := range toks {
@@ -286,5 +363,57 @@ func TestForwardMatchesReference(t *testing.T) {
 				}
 			}
 		}
+		// Batched prompt processing fills the same KV cache: after
+		// prefilling all but the last token, the last token's logits match.
+		st = m.w.newState(len(toks))
+		if err := m.w.prefill(context.Background(), st, toks[:len(toks)-1], 0, 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		p := len(toks) - 1
+		m.w.forward(st, toks[p], p, true, 2)
+		for j, want := range ref[p] {
+			if !near(float64(st.logits[j]), want, 2e-3) {
+				t.Fatalf("shape %+v after prefill, logit %d: got %v, want %v", s, j, st.logits[j], want)
+			}
+		}
+	}
+}
+
+// TestRopeFreqFactors checks rope_freqs.weight divides each pair's frequency.
+func TestRopeFreqFactors(t *testing.T) {
+	data := randomModel(t, testShape{dim: 32, layers: 1, heads: 2, kvHeads: 1, ffn: 32, ctx: 64, wtype: gguf.F32}, 1)
+	f, err := gguf.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []gguf.Tensor
+	for i := range f.Tensors {
+		ti := &f.Tensors[i]
+		ts = append(ts, gguf.Tensor{Name: ti.Name, Dims: ti.Dims, Type: ti.Type, Data: f.TensorData(ti)})
+	}
+	factors := make([]float32, 8) // head size 16: 8 pairs
+	for i := range factors {
+		factors[i] = float32(i + 1)
+	}
+	ts = append(ts, gguf.Tensor{Name: "rope_freqs.weight", Dims: []uint64{8}, Type: gguf.F32, Data: gguf.EncodeF32(factors)})
+	b, err := gguf.Write(f.KV, ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := ropeFreqs(16, 10000)
+	for i, got := range m.w.freqs {
+		if want := plain[i] / float32(i+1); !near(float64(got), float64(want), 1e-6) {
+			t.Fatalf("pair %d: frequency %v, want %v", i, got, want)
+		}
+	}
+	factors[3] = 0
+	ts[len(ts)-1].Data = gguf.EncodeF32(factors)
+	b, _ = gguf.Write(f.KV, ts)
+	if _, err := Load(b, Options{}); err == nil {
+		t.Fatal("a zero factor was accepted")
 	}
 }

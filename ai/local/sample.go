@@ -1,8 +1,9 @@
 package local
 
 import (
+	"cmp"
 	"math/rand/v2"
-	"sort"
+	"slices"
 )
 
 // sampler picks the next token from logits: greedily at temperature 0,
@@ -52,11 +53,11 @@ func (s *sampler) sample(logits []float32) int {
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.Slice(idx, func(a, b int) bool {
-		if p[idx[a]] != p[idx[b]] {
-			return p[idx[a]] > p[idx[b]]
+	slices.SortFunc(idx, func(a, b int) int {
+		if p[a] != p[b] {
+			return cmp.Compare(p[b], p[a])
 		}
-		return idx[a] < idx[b]
+		return a - b
 	})
 	var mass float64
 	n := 0

@@ -19,6 +19,7 @@ type matrix struct {
 	f32      []float32 // when typ is F32 (after decoding F16/BF16)
 	raw      []byte    // quantised rows
 	rowBytes int
+	scales   []float32 // Q8_0: every block's scale, decoded once
 }
 
 func newMatrix(t *gguf.TensorInfo, data []byte) matrix {
@@ -34,6 +35,12 @@ func newMatrix(t *gguf.TensorInfo, data []byte) matrix {
 	default:
 		m.raw = data
 		m.rowBytes = t.Type.RowBytes(m.cols)
+		if t.Type == gguf.Q8_0 {
+			m.scales = make([]float32, len(data)/34)
+			for i := range m.scales {
+				m.scales[i] = gguf.HalfToFloat(binary.LittleEndian.Uint16(data[i*34:]))
+			}
+		}
 	}
 	return m
 }
@@ -79,8 +86,17 @@ func (m *matrix) matVecRange(out, x []float32, lo, hi int, scratch []float32) {
 			out[r] = dot(m.f32[r*cols:(r+1)*cols], x)
 		}
 	case gguf.Q8_0:
+		nb := cols / 32
 		for r := lo; r < hi; r++ {
-			out[r] = dotQ8_0(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], x)
+			out[r] = dotQ8_0(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], m.scales[r*nb:(r+1)*nb], x)
+		}
+	case gguf.Q4_K:
+		for r := lo; r < hi; r++ {
+			out[r] = dotQ4K(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], x)
+		}
+	case gguf.Q6_K:
+		for r := lo; r < hi; r++ {
+			out[r] = dotQ6K(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], x)
 		}
 	default:
 		if scratch == nil {
@@ -111,20 +127,19 @@ func dot(a, b []float32) float32 {
 
 // dotQ8_0 is the dot product of a Q8_0 row with x: per block of 32, the
 // block's scale times the sum of its int8 values times x.
-func dotQ8_0(row []byte, x []float32) float32 {
+func dotQ8_0(row []byte, scales []float32, x []float32) float32 {
 	var sum float32
-	for b := 0; b*34 < len(row); b++ {
-		blk := row[b*34 : b*34+34]
-		xs := x[b*32 : b*32+32]
-		q := blk[2:34]
+	for b, d := range scales {
+		q := row[b*34+2 : b*34+34 : b*34+34]
+		xs := x[b*32 : b*32+32 : b*32+32]
 		var s0, s1, s2, s3 float32
-		for i := 0; i < 32; i += 4 {
-			s0 += float32(int8(q[i])) * xs[i]
-			s1 += float32(int8(q[i+1])) * xs[i+1]
-			s2 += float32(int8(q[i+2])) * xs[i+2]
-			s3 += float32(int8(q[i+3])) * xs[i+3]
+		for i := 0; i < 32; i += 8 {
+			s0 += float32(int8(q[i]))*xs[i] + float32(int8(q[i+4]))*xs[i+4]
+			s1 += float32(int8(q[i+1]))*xs[i+1] + float32(int8(q[i+5]))*xs[i+5]
+			s2 += float32(int8(q[i+2]))*xs[i+2] + float32(int8(q[i+6]))*xs[i+6]
+			s3 += float32(int8(q[i+3]))*xs[i+3] + float32(int8(q[i+7]))*xs[i+7]
 		}
-		sum += gguf.HalfToFloat(binary.LittleEndian.Uint16(blk)) * ((s0 + s1) + (s2 + s3))
+		sum += d * ((s0 + s1) + (s2 + s3))
 	}
 	return sum
 }
@@ -188,3 +203,127 @@ func ropeFreqs(ropeDim int, base float64) []float32 {
 func silu(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
 
 func defaultThreads() int { return max(1, runtime.GOMAXPROCS(0)) }
+
+// matMul computes out[i] = m · x[i] for n vectors stored one after the other
+// (x is n × cols, out is n × rows). Each weight row is read once for all n
+// vectors, which is what makes prompt processing faster than n matVecs.
+func (m *matrix) matMul(out, x []float32, n, threads int) {
+	if n == 1 {
+		m.matVec(out, x, threads)
+		return
+	}
+	if threads <= 1 || m.rows*m.cols*n < parallelMin || m.rows < 2*threads {
+		m.matMulRange(out, x, n, 0, m.rows)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (m.rows + threads - 1) / threads
+	for lo := 0; lo < m.rows; lo += chunk {
+		hi := min(lo+chunk, m.rows)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.matMulRange(out, x, n, lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+func (m *matrix) matMulRange(out, x []float32, n, lo, hi int) {
+	cols, rows := m.cols, m.rows
+	switch m.typ {
+	case gguf.F32:
+		for r := lo; r < hi; r++ {
+			row := m.f32[r*cols : (r+1)*cols]
+			for i := range n {
+				out[i*rows+r] = dot(row, x[i*cols:(i+1)*cols])
+			}
+		}
+	case gguf.Q8_0:
+		nb := cols / 32
+		for r := lo; r < hi; r++ {
+			raw, sc := m.raw[r*m.rowBytes:(r+1)*m.rowBytes], m.scales[r*nb:(r+1)*nb]
+			for i := range n {
+				out[i*rows+r] = dotQ8_0(raw, sc, x[i*cols:(i+1)*cols])
+			}
+		}
+	case gguf.Q4_K, gguf.Q6_K:
+		for r := lo; r < hi; r++ {
+			raw := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for i := range n {
+				if m.typ == gguf.Q4_K {
+					out[i*rows+r] = dotQ4K(raw, x[i*cols:(i+1)*cols])
+				} else {
+					out[i*rows+r] = dotQ6K(raw, x[i*cols:(i+1)*cols])
+				}
+			}
+		}
+	default:
+		row := make([]float32, cols)
+		for r := lo; r < hi; r++ {
+			gguf.DequantizeRow(m.typ, m.raw[r*m.rowBytes:(r+1)*m.rowBytes], row)
+			for i := range n {
+				out[i*rows+r] = dot(row, x[i*cols:(i+1)*cols])
+			}
+		}
+	}
+}
+
+// dotQ4K is the dot product of a row of Q4_K blocks with x, without
+// decoding the row: per sub-block of 32, d·scale·Σq·x − dmin·min·Σx.
+func dotQ4K(row []byte, x []float32) float32 {
+	var sum float32
+	for b := 0; b*144 < len(row); b++ {
+		blk := row[b*144 : b*144+144]
+		xs := x[b*256 : b*256+256]
+		d := gguf.HalfToFloat(binary.LittleEndian.Uint16(blk))
+		dmin := gguf.HalfToFloat(binary.LittleEndian.Uint16(blk[2:]))
+		scales := blk[4:16]
+		q := blk[16:144]
+		for c := range 4 {
+			sc1, m1 := gguf.ScaleMinK4(2*c, scales)
+			sc2, m2 := gguf.ScaleMinK4(2*c+1, scales)
+			qc := q[c*32 : c*32+32]
+			lo, hi := xs[c*64:c*64+32], xs[c*64+32:c*64+64]
+			var qlo, qhi, slo, shi float32
+			for l := range 32 {
+				qlo += float32(qc[l]&0xf) * lo[l]
+				qhi += float32(qc[l]>>4) * hi[l]
+				slo += lo[l]
+				shi += hi[l]
+			}
+			sum += d*(float32(sc1)*qlo+float32(sc2)*qhi) - dmin*(float32(m1)*slo+float32(m2)*shi)
+		}
+	}
+	return sum
+}
+
+// dotQ6K is the dot product of a row of Q6_K blocks with x, without
+// decoding the row.
+func dotQ6K(row []byte, x []float32) float32 {
+	var sum float32
+	for b := 0; b*210 < len(row); b++ {
+		blk := row[b*210 : b*210+210]
+		xs := x[b*256 : b*256+256]
+		ql, qh, sc := blk[0:128], blk[128:192], blk[192:208]
+		d := gguf.HalfToFloat(binary.LittleEndian.Uint16(blk[208:]))
+		for n := 0; n < 256; n += 128 {
+			var acc [8]float32 // per sub-block of 16
+			for l := range 32 {
+				is := l / 16
+				h := qh[l]
+				acc[is] += float32(int(ql[l]&0xf|(h&3)<<4)-32) * xs[n+l]
+				acc[is+2] += float32(int(ql[l+32]&0xf|(h>>2&3)<<4)-32) * xs[n+l+32]
+				acc[is+4] += float32(int(ql[l]>>4|(h>>4&3)<<4)-32) * xs[n+l+64]
+				acc[is+6] += float32(int(ql[l+32]>>4|(h>>6&3)<<4)-32) * xs[n+l+96]
+			}
+			var s float32
+			for i, a := range acc {
+				s += float32(int8(sc[i])) * a
+			}
+			sum += d * s
+			ql, qh, sc = ql[64:], qh[32:], sc[8:]
+		}
+	}
+	return sum
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/verge-edge/verge/ai/local/gguf"
@@ -17,6 +18,7 @@ type testShape struct {
 	extraPieces                           []string        // normal pieces after the bytes
 	specials                              []string        // control pieces
 	template                              string
+	bpeMerges                             []string // when set, a byte-level BPE vocabulary with these merges
 }
 
 // randomModel writes a llama GGUF with random weights and a vocabulary of
@@ -29,6 +31,18 @@ func randomModel(t testing.TB, s testShape, seed uint64) []byte {
 	for b := range 256 {
 		tokens = append(tokens, fmt.Sprintf("<0x%02X>", b))
 		types = append(types, tokByte)
+	}
+	if s.bpeMerges != nil {
+		tokens, types = nil, nil
+		for b := range 256 {
+			tokens = append(tokens, string(byteRune[b]))
+			types = append(types, tokNormal)
+		}
+		for _, m := range s.bpeMerges {
+			tokens = append(tokens, strings.ReplaceAll(m, " ", ""))
+			types = append(types, tokNormal)
+		}
+		s.specials = append([]string{"<|begin_of_text|>", "<|end_of_text|>"}, s.specials...)
 	}
 	for _, p := range s.extraPieces {
 		tokens = append(tokens, p)
@@ -109,6 +123,20 @@ func randomModel(t testing.TB, s testShape, seed uint64) []byte {
 		{Key: "tokenizer.ggml.tokens", Type: gguf.TypeArray, Value: tokens},
 		{Key: "tokenizer.ggml.scores", Type: gguf.TypeArray, Value: scores},
 		{Key: "tokenizer.ggml.token_type", Type: gguf.TypeArray, Value: types},
+	}
+	if s.bpeMerges != nil {
+		for i := range kv {
+			if kv[i].Key == "tokenizer.ggml.model" {
+				kv[i].Value = "gpt2"
+			}
+		}
+		kv = append(kv,
+			gguf.KV{Key: "tokenizer.ggml.merges", Type: gguf.TypeArray, Value: s.bpeMerges},
+			gguf.KV{Key: "tokenizer.ggml.pre", Type: gguf.TypeString, Value: "llama-bpe"},
+			gguf.KV{Key: "tokenizer.ggml.bos_token_id", Type: gguf.TypeUint32, Value: uint32(256 + len(s.bpeMerges))},
+			gguf.KV{Key: "tokenizer.ggml.eos_token_id", Type: gguf.TypeUint32, Value: uint32(256 + len(s.bpeMerges) + 1)},
+			gguf.KV{Key: "tokenizer.ggml.add_bos_token", Type: gguf.TypeBool, Value: true},
+		)
 	}
 	if s.template != "" {
 		kv = append(kv, gguf.KV{Key: "tokenizer.chat_template", Type: gguf.TypeString, Value: s.template})

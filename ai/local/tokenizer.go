@@ -36,12 +36,13 @@ type tokenizer struct {
 	addSpace   bool
 	specials   []string // control and user-defined pieces, longest first
 	maxPieceSz int
+	bpe        *bpe // set for byte-level BPE ("gpt2") vocabularies
 }
 
 func loadTokenizer(f *gguf.File, vocab int) (*tokenizer, error) {
 	model, _ := f.String("tokenizer.ggml.model")
-	if model != "llama" {
-		return nil, fmt.Errorf("unsupported tokenizer %q (supported: llama, the SentencePiece-style tokenizer)", model)
+	if model != "llama" && model != "gpt2" {
+		return nil, fmt.Errorf("unsupported tokenizer %q (supported: llama, the SentencePiece-style tokenizer, and gpt2, byte-level BPE)", model)
 	}
 	v, _ := f.Get("tokenizer.ggml.tokens")
 	pieces, ok := v.([]string)
@@ -120,13 +121,18 @@ func loadTokenizer(f *gguf.File, vocab int) (*tokenizer, error) {
 	if t.bos >= len(pieces) || t.eos >= len(pieces) || t.unk >= len(pieces) {
 		return nil, fmt.Errorf("special token ids outside the vocabulary of %d", len(pieces))
 	}
-	t.addBOS = true
+	t.addBOS = model == "llama"
 	if b, ok := f.Bool("tokenizer.ggml.add_bos_token"); ok {
 		t.addBOS = b
 	}
 	t.addSpace = true
 	if b, ok := f.Bool("tokenizer.ggml.add_space_prefix"); ok {
 		t.addSpace = b
+	}
+	if model == "gpt2" {
+		if err := loadBPE(f, t); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }
@@ -227,6 +233,9 @@ func (t *tokenizer) encodeText(out []int, text string, first bool) []int {
 	if text == "" {
 		return out
 	}
+	if t.bpe != nil {
+		return t.bpe.encode(t, out, text)
+	}
 	if first && t.addSpace {
 		text = " " + text
 	}
@@ -294,6 +303,9 @@ func (t *tokenizer) piece(id int) string {
 		return string([]byte{t.byteOf[id]})
 	case tokControl, tokUnknown, tokUnused:
 		return ""
+	}
+	if t.bpe != nil {
+		return t.bpe.decode(t.pieces[id])
 	}
 	return strings.ReplaceAll(t.pieces[id], "▁", " ")
 }

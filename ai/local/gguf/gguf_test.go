@@ -351,3 +351,39 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestQ5_K builds a block by hand: every sub-block has scale 1 and
+// minimum 0 (6-bit values packed as in Q4_K) and the 5-bit quant of
+// element i is i mod 32, its fifth bit kept in the high-bit bytes.
+func TestQ5_K(t *testing.T) {
+	blk := make([]byte, 176)
+	binary.LittleEndian.PutUint16(blk, FloatToHalf(0.5))
+	binary.LittleEndian.PutUint16(blk[2:], FloatToHalf(1))
+	sc := blk[4:16]
+	for j := range 8 {
+		if j < 4 {
+			sc[j] = 1
+		} else {
+			sc[j+4] = 1
+		}
+	}
+	qh, ql := blk[16:48], blk[48:176]
+	for i := range 256 {
+		c, l := i/64, i%64
+		q := byte(i % 32)
+		if l < 32 {
+			ql[c*32+l] |= q & 0xf
+			qh[l] |= (q >> 4) << (2 * c)
+		} else {
+			ql[c*32+l-32] |= (q & 0xf) << 4
+			qh[l-32] |= (q >> 4) << (2*c + 1)
+		}
+	}
+	dst := make([]float32, 256)
+	DequantizeRow(Q5_K, blk, dst)
+	for i := range 256 {
+		if want := 0.5 * float32(i%32); dst[i] != want {
+			t.Fatalf("element %d: got %v, want %v", i, dst[i], want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ const (
 	Q4_1 TensorType = 3
 	Q8_0 TensorType = 8
 	Q4_K TensorType = 12
+	Q5_K TensorType = 13
 	Q6_K TensorType = 14
 	BF16 TensorType = 30
 )
@@ -35,6 +36,7 @@ var typeTraits = map[TensorType]traits{
 	Q4_1: {"Q4_1", 32, 20},
 	Q8_0: {"Q8_0", 32, 34},
 	Q4_K: {"Q4_K", 256, 144},
+	Q5_K: {"Q5_K", 256, 176},
 	Q6_K: {"Q6_K", 256, 210},
 }
 
@@ -170,6 +172,10 @@ func DequantizeRow(t TensorType, src []byte, dst []float32) {
 		for b := 0; b < n/256; b++ {
 			dequantQ4K(src[b*144:b*144+144], dst[b*256:b*256+256])
 		}
+	case Q5_K:
+		for b := 0; b < n/256; b++ {
+			dequantQ5K(src[b*176:b*176+176], dst[b*256:b*256+256])
+		}
 	case Q6_K:
 		for b := 0; b < n/256; b++ {
 			dequantQ6K(src[b*210:b*210+210], dst[b*256:b*256+256])
@@ -179,8 +185,9 @@ func DequantizeRow(t TensorType, src []byte, dst []float32) {
 	}
 }
 
-// scaleMinK4 unpacks the j-th 6-bit scale and minimum of a Q4_K block.
-func scaleMinK4(j int, q []byte) (sc, m uint8) {
+// ScaleMinK4 unpacks the j-th (0 to 7) 6-bit sub-block scale and minimum
+// from the twelve packed bytes q of a Q4_K or Q5_K block.
+func ScaleMinK4(j int, q []byte) (sc, m uint8) {
 	if j < 4 {
 		return q[j] & 63, q[j+4] & 63
 	}
@@ -197,9 +204,9 @@ func dequantQ4K(blk []byte, out []float32) {
 	q := blk[16:144]
 	is := 0
 	for j := 0; j < 256; j += 64 {
-		sc, m := scaleMinK4(is, scales)
+		sc, m := ScaleMinK4(is, scales)
 		d1, m1 := d*float32(sc), dmin*float32(m)
-		sc, m = scaleMinK4(is+1, scales)
+		sc, m = ScaleMinK4(is+1, scales)
 		d2, m2 := d*float32(sc), dmin*float32(m)
 		for l := range 32 {
 			out[j+l] = d1*float32(q[l]&0xf) - m1
@@ -207,6 +214,40 @@ func dequantQ4K(blk []byte, out []float32) {
 		}
 		q = q[32:]
 		is += 2
+	}
+}
+
+// dequantQ5K decodes one 256-element Q5_K block: as Q4_K, with a fifth
+// bit per element in 32 bytes of high bits (bit 2c of byte l for the low
+// half of chunk c, bit 2c+1 for the high half).
+func dequantQ5K(blk []byte, out []float32) {
+	d := HalfToFloat(binary.LittleEndian.Uint16(blk))
+	dmin := HalfToFloat(binary.LittleEndian.Uint16(blk[2:]))
+	scales := blk[4:16]
+	qh := blk[16:48]
+	ql := blk[48:176]
+	is := 0
+	var u1, u2 byte = 1, 2
+	for j := 0; j < 256; j += 64 {
+		sc, m := ScaleMinK4(is, scales)
+		d1, m1 := d*float32(sc), dmin*float32(m)
+		sc, m = ScaleMinK4(is+1, scales)
+		d2, m2 := d*float32(sc), dmin*float32(m)
+		for l := range 32 {
+			lo, hi := ql[l]&0xf, ql[l]>>4
+			if qh[l]&u1 != 0 {
+				lo += 16
+			}
+			if qh[l]&u2 != 0 {
+				hi += 16
+			}
+			out[j+l] = d1*float32(lo) - m1
+			out[j+32+l] = d2*float32(hi) - m2
+		}
+		ql = ql[32:]
+		is += 2
+		u1 <<= 2
+		u2 <<= 2
 	}
 }
 
