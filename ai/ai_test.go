@@ -415,3 +415,34 @@ func TestProviderRedirectNotFollowed(t *testing.T) {
 		t.Errorf("status %d; the redirect target got %d requests", res.StatusCode, inner.Requests())
 	}
 }
+
+// TestGatewayStateSurvivesReload: a gateway built with its predecessor's state keeps the
+// cache, the rate-limit counts and the budgets whose settings did not change.
+func TestGatewayStateSurvivesReload(t *testing.T) {
+	up := &aitest.Server{Name: "up"}
+	c := client(t, ai.Provider{Name: "up", BaseURL: serve(t, up)})
+	cfg := ai.GatewayConfig{Client: c, RateLimit: 2, RatePeriod: time.Hour, TokenBudget: 1000, BudgetPeriod: time.Hour,
+		Cache: &ai.CacheConfig{TTL: time.Hour, MaxEntries: 10, MaxBytes: 1 << 20, MaxEntrySize: 1 << 16}}
+	g1, _ := ai.NewGateway(cfg)
+	do := func(g *ai.Gateway) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(`{"model":"m"}`)))
+		return w
+	}
+	if w := do(g1); w.Code != 200 {
+		t.Fatal(w.Code)
+	}
+	cfg.Reuse = g1.State()
+	g2, _ := ai.NewGateway(cfg)
+	if w := do(g2); w.Code != 200 || w.Header().Get(ai.HeaderCache) != "HIT" {
+		t.Errorf("after the reload: %d %v, want a cache hit", w.Code, w.Header())
+	}
+	if w := do(g2); w.Code != 429 {
+		t.Errorf("third request: %d, want 429 (the count carried over)", w.Code)
+	}
+	cfg.Reuse, cfg.RateLimit = g2.State(), 5 // a changed limit starts afresh
+	g3, _ := ai.NewGateway(cfg)
+	if w := do(g3); w.Code != 200 || w.Header().Get(ai.HeaderCache) != "HIT" {
+		t.Errorf("after a limit change: %d %v", w.Code, w.Header())
+	}
+}

@@ -35,6 +35,9 @@ type GatewayConfig struct {
 	// TokenBudget and BudgetPeriod cap each client's tokens; zero TokenBudget means no cap.
 	TokenBudget  int64
 	BudgetPeriod time.Duration
+	// Reuse, when set, is the state of the gateway this one replaces: the cache, rate
+	// limit and budgets whose settings are unchanged carry on. Nil means fresh state.
+	Reuse *GatewayState
 }
 
 // CacheConfig bounds a gateway's response cache.
@@ -60,6 +63,24 @@ type Gateway struct {
 	rate    *limits.SlidingWindow
 	budget  *tokenBudget
 	ratePol string
+	// cacheCfg is the configuration cache was made with.
+	cacheCfg CacheConfig
+}
+
+// GatewayState is what a gateway counts and keeps: its cache, the requests of its rate
+// limit and the tokens of its budgets. A gateway built for a new configuration keeps the
+// parts of the previous one's state (GatewayConfig.Reuse) whose settings did not change, as
+// NGINX keeps its zones across a reload.
+type GatewayState struct {
+	cache    *responseCache
+	cacheCfg CacheConfig
+	rate     *limits.SlidingWindow
+	budget   *tokenBudget
+}
+
+// State returns the gateway's state, to pass to its successor.
+func (g *Gateway) State() *GatewayState {
+	return &GatewayState{cache: g.cache, cacheCfg: g.cacheCfg, rate: g.rate, budget: g.budget}
 }
 
 // Anonymous is the client name of a gateway without keys.
@@ -80,16 +101,32 @@ func NewGateway(cfg GatewayConfig) (*Gateway, error) {
 			g.keys[sha256.Sum256([]byte(k))] = name
 		}
 	}
+	prev := cfg.Reuse
+	if prev == nil {
+		prev = &GatewayState{}
+	}
 	if c := cfg.Cache; c != nil {
-		g.cache = newResponseCache(c.TTL, c.MaxEntries, c.MaxBytes, c.MaxEntrySize)
 		g.shared = c.Shared
+		if prev.cache != nil && prev.cacheCfg == *c {
+			g.cache, g.cacheCfg = prev.cache, prev.cacheCfg
+		} else {
+			g.cache, g.cacheCfg = newResponseCache(c.TTL, c.MaxEntries, c.MaxBytes, c.MaxEntrySize), *c
+		}
 	}
 	if cfg.RateLimit > 0 {
-		g.rate = limits.NewSlidingWindow(int64(cfg.RateLimit), cfg.RatePeriod, limits.Sizing{Keys: 1024})
+		if prev.rate != nil && prev.rate.Limit() == int64(cfg.RateLimit) && prev.rate.Period() == cfg.RatePeriod {
+			g.rate = prev.rate
+		} else {
+			g.rate = limits.NewSlidingWindow(int64(cfg.RateLimit), cfg.RatePeriod, limits.Sizing{Keys: 1024})
+		}
 		g.ratePol = strconv.Itoa(cfg.RateLimit) + ";w=" + strconv.FormatInt(int64(cfg.RatePeriod/time.Second), 10)
 	}
 	if cfg.TokenBudget > 0 {
-		g.budget = newTokenBudget(cfg.TokenBudget, cfg.BudgetPeriod)
+		if prev.budget != nil && prev.budget.limit == cfg.TokenBudget && prev.budget.period == cfg.BudgetPeriod {
+			g.budget = prev.budget
+		} else {
+			g.budget = newTokenBudget(cfg.TokenBudget, cfg.BudgetPeriod)
+		}
 	}
 	return g, nil
 }

@@ -123,8 +123,9 @@ func (in *Instance) aiClientFor(cfg *config.Config) (*ai.Client, error) {
 	return c, nil
 }
 
-// compileAIGateway builds the route's ai_gateway.
-func (in *Instance) compileAIGateway(r *route, c *config.Route) error {
+// compileAIGateway builds the route's ai_gateway, with the state its predecessor of the same
+// name left in store.
+func (in *Instance) compileAIGateway(r *route, c *config.Route, store *RateLimits) error {
 	g := c.AIGateway
 	if g == nil {
 		return nil
@@ -158,8 +159,16 @@ func (in *Instance) compileAIGateway(r *route, c *config.Route) error {
 	if b := g.TokenBudget; b != nil {
 		gc.TokenBudget, gc.BudgetPeriod = b.Tokens, b.Period.Std()
 	}
-	r.ai, err = ai.NewGateway(gc)
-	return err
+	// The state goes from generation to generation with the rate-limit rules' (Deps.RateLimits),
+	// by route name: a reload that leaves the settings alone resets no count and no cache.
+	if prev, ok := store.gateways.Load(c.Name); ok {
+		gc.Reuse = prev.(*ai.GatewayState)
+	}
+	if r.ai, err = ai.NewGateway(gc); err != nil {
+		return err
+	}
+	store.gateways.Store(c.Name, r.ai.State())
+	return nil
 }
 
 func (in *Instance) closeAI() {

@@ -230,7 +230,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 		if err = in.compileFiles(routes[i], &cfg.Routes[i]); err != nil {
 			return nil, fmt.Errorf("route %q: %w", cfg.Routes[i].Name, err)
 		}
-		if err = in.compileAIGateway(routes[i], &cfg.Routes[i]); err != nil {
+		if err = in.compileAIGateway(routes[i], &cfg.Routes[i], d.RateLimits); err != nil {
 			return nil, fmt.Errorf("route %q: %w", cfg.Routes[i].Name, err)
 		}
 	}

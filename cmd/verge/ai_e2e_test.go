@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,6 +173,24 @@ routes:
 		t.Fatalf("team-b after team-a was limited: %d", resp.StatusCode)
 	}
 
+	// A reload that changes nothing keeps the counts and the cache.
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", 30*time.Second, func() bool {
+		r, err := c.Get("http://" + adminAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		return strings.Contains(string(b), `verge_config_reloads_total{result="success"} 1`)
+	})
+	if resp, _ := post(keyA, body); resp.StatusCode != 429 {
+		t.Fatalf("team-a after the reload: %d, want 429 still", resp.StatusCode)
+	}
+	if resp, _ := post(keyB, body); resp.StatusCode != 200 || resp.Header.Get(ai.HeaderCache) != "HIT" {
+		t.Fatalf("team-b after the reload: %d %v, want its cached answer", resp.StatusCode, resp.Header)
+	}
+
 	// A provider of type local runs the built-in model in process.
 	lresp, err := c.Post("http://"+p.addr+"/local/v1/chat/completions", "application/json", strings.NewReader(body))
 	if err != nil {
@@ -191,7 +210,7 @@ routes:
 	// The access log and the metrics carry the AI numbers.
 	waitFor(t, "the access log", 10*time.Second, func() bool {
 		b, _ := os.ReadFile(accessLog)
-		return strings.Count(string(b), `"ai_key"`) >= 8
+		return strings.Count(string(b), `"ai_key"`) >= 10
 	})
 	logged, _ := os.ReadFile(accessLog)
 	var miss string
@@ -217,7 +236,7 @@ routes:
 	mresp.Body.Close()
 	for _, want := range []string{
 		`verge_ai_requests_total{cache="hit",code="200",key="team-a",model="verge-tiny",provider="` + healthyName + `",route="ai"} 1`,
-		`verge_ai_requests_total{cache="",code="429",key="team-a",model="",provider="",route="ai"} 1`,
+		`verge_ai_requests_total{cache="",code="429",key="team-a",model="",provider="",route="ai"} 2`,
 		`verge_ai_provider_failures_total{provider="failing",route="ai"}`,
 		`verge_ai_tokens_total{direction="out",key="team-a",model="verge-tiny",provider="` + healthyName + `",route="ai"}`,
 		`verge_ai_first_token_seconds_count{model="stepper",provider="stepper",route="ai",stream="true"} 1`,
