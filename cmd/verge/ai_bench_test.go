@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,7 +18,8 @@ import (
 // TestAIGatewayFirstTokenLatency measures the time to the first token of a streamed chat
 // completion straight from an OpenAI-compatible origin and through an ai_gateway of `verge
 // run`, alternating, and logs the medians, the 99th percentiles and their differences: what
-// the gateway adds (docs/performance.md). It is a measurement, not a check, and runs only
+// the gateway adds (docs/performance.md); with nginx installed, also through NGINX with
+// proxy_buffering off, the reference for passing a stream on. It is a measurement, not a check, and runs only
 // with VERGE_AI_BENCH=1 (VERGE_AI_BENCH_N requests each, 2000 by default).
 func TestAIGatewayFirstTokenLatency(t *testing.T) {
 	if os.Getenv("VERGE_AI_BENCH") != "1" {
@@ -62,7 +65,27 @@ routes: [{name: ai, ai_gateway: {}}]
 	}
 	gw := "http://" + p.addr + "/v1/chat/completions"
 	waitFor(t, "verge run to serve", 60*time.Second, func() bool { _, err := ttft(gw); return err == nil })
-	var direct, through []time.Duration
+	// NGINX proxying the same origin with buffering off, the peer for passing a stream on.
+	ngx := ""
+	if path, err := exec.LookPath("nginx"); err == nil {
+		dir := t.TempDir()
+		addr := freePort(t)
+		conf := filepath.Join(dir, "nginx.conf")
+		writeFile(t, conf, fmt.Sprintf(`worker_processes 1; daemon off; pid %s/nginx.pid; error_log %s/error.log;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  upstream o { server %s; keepalive 16; }
+  server { listen %s; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_buffering off; proxy_cache off; } } }
+`, dir, dir, strings.TrimPrefix(origin.URL, "http://"), addr))
+		cmd := exec.Command(path, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+		if err := cmd.Start(); err == nil {
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			ngx = "http://" + addr + "/v1/chat/completions"
+			waitFor(t, "nginx to serve", 30*time.Second, func() bool { _, err := ttft(ngx); return err == nil })
+		}
+	}
+	var direct, through, viaNginx []time.Duration
 	for i := range n + 200 {
 		d1, err := ttft(origin.URL + "/v1/chat/completions")
 		if err != nil {
@@ -72,15 +95,26 @@ routes: [{name: ai, ai_gateway: {}}]
 		if err != nil {
 			t.Fatal(err)
 		}
+		var d3 time.Duration
+		if ngx != "" {
+			if d3, err = ttft(ngx); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if i >= 200 { // warm-up
-			direct, through = append(direct, d1), append(through, d2)
+			direct, through, viaNginx = append(direct, d1), append(through, d2), append(viaNginx, d3)
 		}
 	}
 	slices.Sort(direct)
 	slices.Sort(through)
+	slices.Sort(viaNginx)
 	q := func(s []time.Duration, f float64) time.Duration { return s[int(f*float64(len(s)-1))] }
 	t.Logf("time to first token over %d streamed requests each:", n)
 	t.Logf("  direct:  median %v  p90 %v  p99 %v", q(direct, .5), q(direct, .9), q(direct, .99))
 	t.Logf("  gateway: median %v  p90 %v  p99 %v", q(through, .5), q(through, .9), q(through, .99))
 	t.Logf("  added:   median %v  p90 %v  p99 %v", q(through, .5)-q(direct, .5), q(through, .9)-q(direct, .9), q(through, .99)-q(direct, .99))
+	if ngx != "" {
+		t.Logf("  nginx (proxy_buffering off): median %v  p90 %v  p99 %v", q(viaNginx, .5), q(viaNginx, .9), q(viaNginx, .99))
+		t.Logf("  added by nginx: median %v  p90 %v  p99 %v", q(viaNginx, .5)-q(direct, .5), q(viaNginx, .9)-q(direct, .9), q(viaNginx, .99)-q(direct, .99))
+	}
 }
