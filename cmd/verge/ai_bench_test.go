@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -80,7 +81,17 @@ http { access_log off; keepalive_requests 1000000;
 `, dir, dir, strings.TrimPrefix(origin.URL, "http://"), addr))
 		cmd := exec.Command(path, "-c", conf, "-e", filepath.Join(dir, "error.log"))
 		if err := cmd.Start(); err == nil {
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			t.Cleanup(func() {
+				// SIGTERM: the master stops its worker too (a SIGKILL would orphan it).
+				cmd.Process.Signal(syscall.SIGTERM)
+				done := make(chan struct{})
+				go func() { cmd.Wait(); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					cmd.Process.Kill()
+				}
+			})
 			ngx = "http://" + addr + "/v1/chat/completions"
 			waitFor(t, "nginx to serve", 30*time.Second, func() bool { _, err := ttft(ngx); return err == nil })
 		}
