@@ -15,8 +15,9 @@ import (
 // printable characters (GPT-2's byte-to-unicode table), and adjacent
 // symbols are merged by the rank of their pair in tokenizer.ggml.merges.
 type bpe struct {
-	ranks  map[[2]string]int
-	llama3 bool // Llama 3's pre-tokenizer rules rather than GPT-2's
+	ranks     map[[2]string]int
+	llama3    bool // Llama 3's pre-tokenizer rules rather than GPT-2's
+	maxDigits int  // digits per word with Llama 3's rules: 3 (Llama 3) or 1 (Qwen2)
 }
 
 // byteRune is GPT-2's table from bytes to printable characters, and runeByte its inverse.
@@ -52,8 +53,12 @@ func loadBPE(f *gguf.File, t *tokenizer) error {
 			b.ranks[[2]string{l, r}] = i
 		}
 	}
-	pre, _ := f.String("tokenizer.ggml.pre")
-	b.llama3 = pre == "llama-bpe" || pre == "llama3" || pre == "smaug-bpe"
+	switch pre, _ := f.String("tokenizer.ggml.pre"); pre {
+	case "llama-bpe", "llama3", "smaug-bpe":
+		b.llama3, b.maxDigits = true, 3
+	case "qwen2":
+		b.llama3, b.maxDigits = true, 1
+	}
 	t.bpe = b
 	t.addSpace = false
 	return nil
@@ -62,7 +67,7 @@ func loadBPE(f *gguf.File, t *tokenizer) error {
 // words splits text the way the GPT-2 (or Llama 3) pre-tokenizer regular
 // expression does: contractions, runs of letters with an optional leading
 // space (any one non-letter, non-digit, non-newline character for Llama
-// 3), runs of digits (at most three for Llama 3), runs of other symbols
+// 3), runs of digits (at most three for Llama 3, one for Qwen2), runs of other symbols
 // with an optional leading space, and whitespace, of which the last
 // character before a word goes with the word.
 func (b *bpe) words(text string) []string {
@@ -132,7 +137,7 @@ func (b *bpe) words(text string) []string {
 		if isN(r) {
 			maxN := 0
 			if b.llama3 {
-				maxN = 3
+				maxN = max(1, b.maxDigits)
 			}
 			j := run(i, isN, maxN)
 			out = append(out, text[i:j])

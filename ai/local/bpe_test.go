@@ -17,7 +17,7 @@ func TestBPEWords(t *testing.T) {
 		{false, []string{"Hello", " world", "'s", " ", " 123", " !!", "\n", "\n", "ok", " (", "hi", ")", " 12345"}},
 		{true, []string{"Hello", " world", "'s", " ", " ", "123", " !!\n\n", "ok", " (", "hi", ")", " ", "123", "45"}},
 	} {
-		got := (&bpe{llama3: tc.llama3}).words(text)
+		got := (&bpe{llama3: tc.llama3, maxDigits: 3}).words(text)
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("llama3=%v: got %q, want %q", tc.llama3, got, tc.want)
 		}
@@ -25,8 +25,11 @@ func TestBPEWords(t *testing.T) {
 			t.Errorf("llama3=%v: words do not add up to the text", tc.llama3)
 		}
 	}
+	if got := (&bpe{llama3: true, maxDigits: 1}).words("a 123"); !slices.Equal(got, []string{"a", " ", "1", "2", "3"}) {
+		t.Errorf("Qwen2 digits: got %q", got)
+	}
 	// Llama 3 lets one punctuation character lead a word and ignores case in contractions.
-	if got := (&bpe{llama3: true}).words("(hello I'M"); !slices.Equal(got, []string{"(hello", " I", "'M"}) {
+	if got := (&bpe{llama3: true, maxDigits: 3}).words("(hello I'M"); !slices.Equal(got, []string{"(hello", " I", "'M"}) {
 		t.Errorf("got %q", got)
 	}
 }

@@ -1,4 +1,4 @@
-// Package local runs llama-architecture language models from GGUF files in
+// Package local runs llama- and qwen2-architecture language models from GGUF files in
 // pure Go, with no cgo and nothing installed, and serves them over the
 // OpenAI-compatible HTTP API (GET /v1/models, POST /v1/chat/completions,
 // /v1/completions and /v1/embeddings).

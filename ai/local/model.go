@@ -21,16 +21,19 @@ type hparams struct {
 	ctx      int // context_length
 	eps      float32
 	ropeBase float64
+	neox     bool // RoPE rotates (x[i], x[i+ropeDim/2]) rather than (x[2i], x[2i+1])
 }
 
 type layer struct {
 	attnNorm          []float32
 	wq, wk, wv, wo    matrix
+	bq, bk, bv        []float32 // attention biases (qwen2), nil when absent
 	ffnNorm           []float32
 	wGate, wUp, wDown matrix
 }
 
-// weights is a llama network loaded from a GGUF file.
+// weights is a llama (or qwen2: llama with attention biases and NEOX
+// RoPE) network loaded from a GGUF file.
 type weights struct {
 	hp      hparams
 	embd    matrix // token_embd: vocab rows of dim
@@ -51,8 +54,8 @@ const (
 
 func loadWeights(f *gguf.File) (*weights, error) {
 	arch, _ := f.String("general.architecture")
-	if arch != "llama" {
-		return nil, fmt.Errorf("unsupported architecture %q (supported: llama)", arch)
+	if arch != "llama" && arch != "qwen2" {
+		return nil, fmt.Errorf("unsupported architecture %q (supported: llama, qwen2)", arch)
 	}
 	u := func(key string, def int, lo, hi int) (int, error) {
 		v, ok := f.Uint(arch + "." + key)
@@ -106,6 +109,7 @@ func loadWeights(f *gguf.File) (*weights, error) {
 		}
 		hp.eps = float32(v)
 	}
+	hp.neox = arch == "qwen2"
 	hp.ropeBase = 10000
 	if v, ok := f.Float(arch + ".rope.freq_base"); ok {
 		if !(v > 1 && v < 1e12) {
@@ -201,11 +205,37 @@ func loadWeights(f *gguf.File) (*weights, error) {
 		if l.attnNorm, err = vec(p+"attn_norm.weight", hp.dim); err != nil {
 			return nil, err
 		}
+		for _, b := range []struct {
+			v    *[]float32
+			name string
+			n    int
+		}{{&l.bq, "attn_q.bias", hp.dim}, {&l.bk, "attn_k.bias", kvDim}, {&l.bv, "attn_v.bias", kvDim}} {
+			if _, ok := f.Tensor(p + b.name); ok {
+				if *b.v, err = vec(p+b.name, b.n); err != nil {
+					return nil, err
+				}
+			}
+		}
 		if l.ffnNorm, err = vec(p+"ffn_norm.weight", hp.dim); err != nil {
 			return nil, err
 		}
 	}
 	return w, nil
+}
+
+// rope applies the model's rotary embedding for position pos to x.
+func (w *weights) rope(x []float32, pos int) {
+	if w.hp.neox {
+		ropeNeox(x, w.hp.headDim, w.hp.ropeDim, pos, w.freqs)
+	} else {
+		rope(x, w.hp.headDim, w.hp.ropeDim, pos, w.freqs)
+	}
+}
+
+func addBias(x, b []float32) {
+	for i, v := range b {
+		x[i] += v
+	}
 }
 
 // state is one sequence's working memory: activations and the KV cache
@@ -256,8 +286,11 @@ func (w *weights) forward(s *state, tok, pos int, logits bool, threads int) {
 		l.wq.matVec(s.q, s.xb, threads)
 		l.wk.matVec(s.k, s.xb, threads)
 		l.wv.matVec(s.v, s.xb, threads)
-		rope(s.q, hp.headDim, hp.ropeDim, pos, w.freqs)
-		rope(s.k, hp.headDim, hp.ropeDim, pos, w.freqs)
+		addBias(s.q, l.bq)
+		addBias(s.k, l.bk)
+		addBias(s.v, l.bv)
+		w.rope(s.q, pos)
+		w.rope(s.k, pos)
 		base := li * s.n * kvDim
 		copy(s.kcache[base+pos*kvDim:], s.k)
 		copy(s.vcache[base+pos*kvDim:], s.v)

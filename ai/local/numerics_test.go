@@ -256,15 +256,21 @@ func refForward(t *testing.T, data []byte, toks []int) [][]float64 {
 		}
 		return y
 	}
-	u := func(k string) int { v, _ := f.Uint("llama." + k); return int(v) }
+	arch, _ := f.String("general.architecture")
+	neox := arch == "qwen2"
+	u := func(k string) int { v, _ := f.Uint(arch + "." + k); return int(v) }
 	dim, layers, heads, kvHeads := u("embedding_length"), u("block_count"), u("attention.head_count"), u("attention.head_count_kv")
 	hd := dim / heads
 	rot := func(x []float64, pos int) {
 		for h := 0; h < len(x); h += hd {
 			for i := 0; i < hd; i += 2 {
 				th := float64(pos) * math.Pow(10000, -float64(i)/float64(hd))
-				a, b := x[h+i], x[h+i+1]
-				x[h+i], x[h+i+1] = a*math.Cos(th)-b*math.Sin(th), a*math.Sin(th)+b*math.Cos(th)
+				j, k := h+i, h+i+1 // pairs of neighbours
+				if neox {
+					j, k = h+i/2, h+i/2+hd/2 // pairs across the halves
+				}
+				a, b := x[j], x[k]
+				x[j], x[k] = a*math.Cos(th)-b*math.Sin(th), a*math.Sin(th)+b*math.Cos(th)
 			}
 		}
 	}
@@ -279,10 +285,24 @@ func refForward(t *testing.T, data []byte, toks []int) [][]float64 {
 		an, fn := mat(pre + "attn_norm.weight")[0], mat(pre + "ffn_norm.weight")[0]
 		wq, wk, wv, wo := mat(pre+"attn_q.weight"), mat(pre+"attn_k.weight"), mat(pre+"attn_v.weight"), mat(pre+"attn_output.weight")
 		wg, wu, wd := mat(pre+"ffn_gate.weight"), mat(pre+"ffn_up.weight"), mat(pre+"ffn_down.weight")
+		bias := func(name string, n int) []float64 {
+			if _, ok := f.Tensor(name); !ok {
+				return make([]float64, n)
+			}
+			return mat(name)[0]
+		}
+		kvd := kvHeads * hd
+		bq, bk, bv := bias(pre+"attn_q.bias", dim), bias(pre+"attn_k.bias", kvd), bias(pre+"attn_v.bias", kvd)
+		add := func(x, b []float64) []float64 {
+			for i := range x {
+				x[i] += b[i]
+			}
+			return x
+		}
 		qs, ks, vs := make([][]float64, n), make([][]float64, n), make([][]float64, n)
 		for p := range n {
 			xn := norm(xs[p], an)
-			qs[p], ks[p], vs[p] = mul(wq, xn), mul(wk, xn), mul(wv, xn)
+			qs[p], ks[p], vs[p] = add(mul(wq, xn), bq), add(mul(wk, xn), bk), add(mul(wv, xn), bv)
 			rot(qs[p], p)
 			rot(ks[p], p)
 		}
@@ -343,6 +363,7 @@ func TestForwardMatchesReference(t *testing.T) {
 		{dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 96, ctx: 64, wtype: gguf.Q8_0},
 		{dim: 64, layers: 1, heads: 4, kvHeads: 4, ffn: 64, ctx: 64, wtype: gguf.F32, tied: true},
 		{dim: 32, layers: 3, heads: 2, kvHeads: 1, ffn: 64, ctx: 64, wtype: gguf.F16},
+		{dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 96, ctx: 64, wtype: gguf.Q8_0, qwen2: true},
 	} {
 		data := randomModel(t, s, 42)
 		m, err := Load(data, Options{Threads: 2})

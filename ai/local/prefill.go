@@ -72,11 +72,14 @@ func (w *weights) forwardBatch(s *state, b *batch, toks []int, start, threads in
 		base := li * s.n * kvDim
 		for i := range n {
 			pos := start + i
-			rope(b.q[i*d:(i+1)*d], hp.headDim, hp.ropeDim, pos, w.freqs)
-			k := b.k[i*kvDim : (i+1)*kvDim]
-			rope(k, hp.headDim, hp.ropeDim, pos, w.freqs)
+			q, k, v := b.q[i*d:(i+1)*d], b.k[i*kvDim:(i+1)*kvDim], b.v[i*kvDim:(i+1)*kvDim]
+			addBias(q, l.bq)
+			addBias(k, l.bk)
+			addBias(v, l.bv)
+			w.rope(q, pos)
+			w.rope(k, pos)
 			copy(s.kcache[base+pos*kvDim:], k)
-			copy(s.vcache[base+pos*kvDim:], b.v[i*kvDim:(i+1)*kvDim])
+			copy(s.vcache[base+pos*kvDim:], v)
 		}
 		for i := range n {
 			pos := start + i

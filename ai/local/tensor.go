@@ -192,6 +192,22 @@ func rope(x []float32, headDim, ropeDim, pos int, freqs []float32) {
 	}
 }
 
+// ropeNeox is rope in the NEOX arrangement (qwen2 and others): element i
+// of the first half of the rotary dimensions pairs with element
+// i+ropeDim/2.
+func ropeNeox(x []float32, headDim, ropeDim, pos int, freqs []float32) {
+	half := ropeDim / 2
+	for h := 0; h+headDim <= len(x); h += headDim {
+		for i := range half {
+			theta := float64(pos) * float64(freqs[i])
+			c, s := float32(math.Cos(theta)), float32(math.Sin(theta))
+			a, b := x[h+i], x[h+i+half]
+			x[h+i] = a*c - b*s
+			x[h+i+half] = a*s + b*c
+		}
+	}
+}
+
 func ropeFreqs(ropeDim int, base float64) []float32 {
 	f := make([]float32, ropeDim/2)
 	for i := range f {

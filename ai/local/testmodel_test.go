@@ -19,6 +19,7 @@ type testShape struct {
 	specials                              []string        // control pieces
 	template                              string
 	bpeMerges                             []string // when set, a byte-level BPE vocabulary with these merges
+	qwen2                                 bool     // architecture qwen2: attention biases, NEOX RoPE
 }
 
 // randomModel writes a llama GGUF with random weights and a vocabulary of
@@ -98,6 +99,16 @@ func randomModel(t testing.TB, s testShape, seed uint64) []byte {
 		p := fmt.Sprintf("blk.%d.", l)
 		ts = append(ts,
 			norm(p+"attn_norm.weight"),
+		)
+		if s.qwen2 {
+			for _, b := range []struct {
+				name string
+				n    int
+			}{{"attn_q.bias", s.dim}, {"attn_k.bias", kvDim}, {"attn_v.bias", kvDim}} {
+				ts = append(ts, gguf.Tensor{Name: p + b.name, Dims: []uint64{uint64(b.n)}, Type: gguf.F32, Data: gguf.EncodeF32(randv(b.n, 0.5))})
+			}
+		}
+		ts = append(ts,
 			mat(p+"attn_q.weight", s.dim, s.dim, s.wtype),
 			mat(p+"attn_k.weight", s.dim, kvDim, s.wtype),
 			mat(p+"attn_v.weight", s.dim, kvDim, s.wtype),
@@ -123,6 +134,14 @@ func randomModel(t testing.TB, s testShape, seed uint64) []byte {
 		{Key: "tokenizer.ggml.tokens", Type: gguf.TypeArray, Value: tokens},
 		{Key: "tokenizer.ggml.scores", Type: gguf.TypeArray, Value: scores},
 		{Key: "tokenizer.ggml.token_type", Type: gguf.TypeArray, Value: types},
+	}
+	if s.qwen2 {
+		for i := range kv {
+			kv[i].Key = strings.Replace(kv[i].Key, "llama.", "qwen2.", 1)
+			if kv[i].Key == "general.architecture" {
+				kv[i].Value = "qwen2"
+			}
+		}
 	}
 	if s.bpeMerges != nil {
 		for i := range kv {
