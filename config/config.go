@@ -76,6 +76,9 @@ type Config struct {
 	RequestID RequestID `yaml:"request_id"`
 	// ContainerRuntime runs the workers' containers (containers.go).
 	ContainerRuntime ContainerRuntime `yaml:"container_runtime"`
+	// AI configures the model providers of ai_gateway routes and workers' AI bindings
+	// (ai.go, docs/ai.md). Empty means none.
+	AI AI `yaml:"ai"`
 
 	// File is the name the config was loaded from.
 	File string `yaml:"-"`
@@ -286,6 +289,9 @@ type Route struct {
 	Respond *Respond `yaml:"respond"`
 	// Files serves static files from a directory (files.go, docs/files.md).
 	Files *Files `yaml:"files"`
+	// AIGateway serves the OpenAI-compatible API in front of the ai providers (ai.go,
+	// docs/ai.md).
+	AIGateway *AIGateway `yaml:"ai_gateway"`
 	// Compress compresses the route's responses by Accept-Encoding (files.go). Nil means none.
 	Compress *Compress `yaml:"compress"`
 	// RequestHeaders changes the request sent upstream.

@@ -44,9 +44,9 @@ func TestParseErrors(t *testing.T) {
 		{"conflicting listeners", strings.Replace(minimal, "  - address: 127.0.0.1:8080\n", "  - address: 127.0.0.1:8080\n  - address: 0.0.0.0:8080\n", 1),
 			`t.yaml:3:14: listeners[1].address: address 0.0.0.0:8080 conflicts with listeners[0]`},
 		{"two actions", strings.Replace(minimal, "  - upstream: api\n", "  - upstream: api\n    respond: {body: hi}\n", 1),
-			`t.yaml:4:5: routes[0]: upstream, worker, files, redirect and respond are exclusive`},
+			`t.yaml:4:5: routes[0]: upstream, worker, files, ai_gateway, redirect and respond are exclusive`},
 		{"no action", strings.Replace(minimal, "  - upstream: api\n", "  - match: {path: /x}\n", 1),
-			`t.yaml:4:5: routes[0]: one of upstream, worker, files, redirect or respond is required`},
+			`t.yaml:4:5: routes[0]: one of upstream, worker, files, ai_gateway, redirect or respond is required`},
 		{"bad policy", minimal + "    policy: fastest\n",
 			`t.yaml:9:13: upstreams[0].policy: unknown policy "fastest" (want one of round_robin, weighted, random, p2c, least_conn, consistent_hash)`},
 		{"missing cert file", strings.Replace(minimal, "address: 127.0.0.1:8080", "address: 127.0.0.1:8080\n    tls:\n      certificates:\n        - {cert: nope.pem, key: nope.key}", 1),
@@ -66,7 +66,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax error", "listeners:\n  - address: [\n", `t.yaml:2: invalid YAML: did not find expected node content`},
 		{"no listeners", "routes: []\n", `t.yaml:1:1: listeners: at least one listener is required`},
 		{"access log field", minimal + "access_log:\n  fields: [status, colour]\n",
-			`t.yaml:10:20: access_log.fields[1]: unknown field "colour" (want one of time, remote_addr, method, host, path, query, proto, status, bytes_sent, bytes_received, duration, upstream_addr, upstream_status, upstream_wait, route, attempts, error, user_agent, referer, request_id, tls_ja4)`},
+			`t.yaml:10:20: access_log.fields[1]: unknown field "colour" (want one of time, remote_addr, method, host, path, query, proto, status, bytes_sent, bytes_received, duration, upstream_addr, upstream_status, upstream_wait, route, attempts, error, user_agent, referer, request_id, tls_ja4, ai_key, ai_provider, ai_model, ai_cache, ai_first_byte, ai_tokens_in, ai_tokens_out, ai_cost)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

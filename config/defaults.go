@@ -103,6 +103,7 @@ func (c *Config) setDefaults() {
 	}
 	c.Cluster.setDefaults(c.WorkerData)
 	c.setAuthDefaults()
+	c.setAIDefaults()
 	for i := range c.Routes {
 		if rc := c.Routes[i].Cache; rc != nil {
 			rc.setDefaults()
@@ -322,6 +323,7 @@ func (c *Config) resolvePaths() {
 			abs(&t.ClientKey)
 		}
 	}
+	c.resolveAIPaths(abs)
 	for i := range c.Listeners {
 		c.Listeners[i].IPRules.resolvePaths(abs)
 	}

@@ -27,7 +27,7 @@ func TestFilesAndCompressValidation(t *testing.T) {
 		{"  - files: {root: site, spa_fallback: /a/../../x}\n", "routes[0].files.spa_fallback"},
 		{"  - files: {root: site, precompressed: [deflate]}\n", `routes[0].files.precompressed[0]: unknown algorithm "deflate" (want zstd, br or gzip)`},
 		{"  - files: {root: site, precompressed: [br, br]}\n", `routes[0].files.precompressed[1]: algorithm "br" listed twice`},
-		{"  - files: {root: site}\n    respond: {body: x}\n", "routes[0]: upstream, worker, files, redirect and respond are exclusive"},
+		{"  - files: {root: site}\n    respond: {body: x}\n", "routes[0]: upstream, worker, files, ai_gateway, redirect and respond are exclusive"},
 		{"  - files: {root: site}\n    compress: {level: 12}\n", "routes[0].compress: level 12 out of range 1..9"},
 		{"  - files: {root: site}\n    compress: {algorithms: [lzma]}\n", `routes[0].compress: unknown algorithm "lzma"`},
 		{"  - files: {root: site}\n    compress: {types: [html]}\n", `routes[0].compress: invalid media type "html"`},

@@ -39,9 +39,11 @@ func (c *Config) validate() ErrorList {
 		v.ipRules(fmt.Sprintf("routes[%d].ip_rules", i), r.IPRules)
 	}
 	groups := v.upstreams()
+	aiProviders := v.aiProviders()
 	v.workerNames = v.workers()
 	v.containerRuntime()
-	v.routes(groups)
+	v.workerAI(aiProviders)
+	v.routes(groups, aiProviders)
 	v.trustedProxies("trusted_proxies", c.TrustedProxies)
 	v.proxyProtocol()
 	v.l4(groups)
@@ -313,7 +315,7 @@ func (v *validator) upstreamTLS(p string, t *UpstreamTLS) {
 	}
 }
 
-func (v *validator) routes(groups map[string]bool) {
+func (v *validator) routes(groups, aiProviders map[string]bool) {
 	listeners := map[string]bool{}
 	for _, l := range v.c.Listeners {
 		listeners[l.Name] = true
@@ -362,11 +364,12 @@ func (v *validator) routes(groups map[string]bool) {
 		}
 		actions += v.routeWorker(p, r, v.workerNames)
 		actions += v.routeFiles(p, r)
+		actions += v.routeAIGateway(p, r, aiProviders)
 		switch {
 		case actions == 0:
-			v.errf(p, "one of upstream, worker, files, redirect or respond is required")
+			v.errf(p, "one of upstream, worker, files, ai_gateway, redirect or respond is required")
 		case actions > 1:
-			v.errf(p, "upstream, worker, files, redirect and respond are exclusive")
+			v.errf(p, "upstream, worker, files, ai_gateway, redirect and respond are exclusive")
 		}
 		v.headerOps(p+".request_headers", &r.RequestHeaders)
 		v.headerOps(p+".response_headers", &r.ResponseHeaders)

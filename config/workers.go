@@ -62,6 +62,9 @@ type Worker struct {
 	Services []WorkerService `yaml:"services"`
 	// Containers bind container images to Durable Object classes (containers.go).
 	Containers []WorkerContainer `yaml:"containers"`
+	// AI binds the ai providers the worker may call (sdk.AI; ai.go, docs/ai.md). Nil means
+	// none.
+	AI *WorkerAI `yaml:"ai"`
 }
 
 // WorkerTriggers are a worker's cron triggers.

@@ -49,10 +49,13 @@ type AccessLogConfig struct {
 // line, on Flush, on Reopen and on Close. It is safe for concurrent use.
 type AccessLog struct {
 	fields []field
-	json   bool
-	tmpl   []tmplPart // combined and template formats; nil otherwise
-	out    *output
-	logger *slog.Logger
+	// aiFields, with the default field set, are the fields of ai_gateway requests' records:
+	// fields and the ai_* ones. Nil when fields were chosen.
+	aiFields []field
+	json     bool
+	tmpl     []tmplPart // combined and template formats; nil otherwise
+	out      *output
+	logger   *slog.Logger
 
 	mu        sync.Mutex
 	buf       []byte // pending lines
@@ -70,6 +73,9 @@ func NewAccessLog(cfg AccessLogConfig) (*AccessLog, error) {
 		return nil, err
 	}
 	a := &AccessLog{fields: fs, logger: cfg.Logger}
+	if len(cfg.Fields) == 0 {
+		a.aiFields, a.fields = fs, fs[:numBaseFields]
+	}
 	switch cfg.Format {
 	case "", "json":
 		a.json = true
@@ -109,7 +115,11 @@ func (a *AccessLog) Log(rec *Record) {
 	if a.tmpl != nil {
 		lb.b = appendTemplate(lb.b[:0], a.tmpl, rec)
 	} else {
-		lb.b = appendRecord(lb.b[:0], a.fields, rec, a.json)
+		fs := a.fields
+		if rec.AI != nil && a.aiFields != nil {
+			fs = a.aiFields
+		}
+		lb.b = appendRecord(lb.b[:0], fs, rec, a.json)
 	}
 
 	a.mu.Lock()

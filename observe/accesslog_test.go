@@ -121,8 +121,8 @@ func TestAccessLogJSON(t *testing.T) {
 			t.Errorf("field %s = %#v, want %#v", k, got[k], v)
 		}
 	}
-	// Field order is the documented default order.
-	names := AccessLogFields()
+	// Field order is the documented default order (ai_* fields only on ai_gateway records).
+	names := AccessLogFields()[:numBaseFields]
 	last := -1
 	for _, n := range names {
 		i := strings.Index(line, `"`+n+`":`)
@@ -379,3 +379,31 @@ func BenchmarkAccessLogText(b *testing.B) {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+func TestAccessLogAIFields(t *testing.T) {
+	rec := sampleRecord()
+	rec.AI = &AIRecord{Key: "team-a", Provider: "local", Model: "tiny", Cache: "miss", FirstByte: 1250 * time.Microsecond,
+		TokensIn: 12, TokensOut: 30, Cost: 0.0042}
+	a, buf := newTestLog(t, AccessLogConfig{})
+	a.Log(rec)
+	a.Log(sampleRecord())
+	a.Flush()
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	want := `"tls_ja4":"t13d1516h2_8daaf6152771_d8a2da3f94cd","ai_key":"team-a","ai_provider":"local","ai_model":"tiny","ai_cache":"miss","ai_first_byte":0.001250,"ai_tokens_in":12,"ai_tokens_out":30,"ai_cost":0.0042}`
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], want) || strings.Contains(lines[1], "ai_") {
+		t.Errorf("got\n%s\nwant the first ending in %s and the second without ai_ fields", buf.String(), want)
+	}
+	a2, buf2 := newTestLog(t, AccessLogConfig{Format: "text", Fields: []string{"status", "ai_provider", "ai_tokens_out", "ai_cost"}})
+	a2.Log(rec)
+	a2.Log(sampleRecord())
+	a2.Flush()
+	if got := buf2.String(); got != "status=502 ai_provider=local ai_tokens_out=30 ai_cost=0.0042\nstatus=502 ai_provider=\"\" ai_tokens_out=0 ai_cost=0\n" {
+		t.Errorf("text: %q", got)
+	}
+	a3, buf3 := newTestLog(t, AccessLogConfig{Format: "template", Template: "{ai_key} {ai_model} {ai_first_byte} {ai_tokens_in}"})
+	a3.Log(rec)
+	a3.Flush()
+	if got := buf3.String(); got != "team-a tiny 0.001250 12\n" {
+		t.Errorf("template: %q", got)
+	}
+}

@@ -71,6 +71,7 @@ type Metrics struct {
 	overload        *overloadCollector
 	cacheM          *cacheMetrics
 	l4M             *l4Metrics
+	aiM             *aiMetrics
 
 	reqCache  cache[reqKey, reqEntry]
 	upCache   cache[upKey, upEntry]
@@ -154,6 +155,7 @@ func NewMetrics() *Metrics {
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	m.l4M = newL4Metrics(m.reg)
+	m.aiM = newAIMetrics(m.reg)
 	return m
 }
 

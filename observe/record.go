@@ -59,6 +59,8 @@ type Record struct {
 	User string
 	// JA4 is the JA4 fingerprint of the client's TLS hello, "" on plain text.
 	JA4 string
+	// AI holds the numbers of an ai_gateway request, nil for other requests.
+	AI *AIRecord
 }
 
 // FromSession fills every field of r that s knows: all but Route and Error, which the caller
@@ -119,8 +121,21 @@ const (
 	fReferer
 	fRequestID
 	fJA4
+	// The ai_* fields (aimetrics.go) come last: the default field set writes them only on
+	// records of ai_gateway requests.
+	fAIKey
+	fAIProvider
+	fAIModel
+	fAICache
+	fAIFirstByte
+	fAITokensIn
+	fAITokensOut
+	fAICost
 	numFields
 )
+
+// numBaseFields is the number of fields every record of the default field set has.
+const numBaseFields = int(fAIKey)
 
 // fieldNames are the names used in AccessLogConfig.Fields and as JSON keys.
 var fieldNames = [numFields]string{
@@ -130,6 +145,8 @@ var fieldNames = [numFields]string{
 	fUpstreamStatus: "upstream_status", fUpstreamWait: "upstream_wait", fRoute: "route",
 	fAttempts: "attempts", fError: "error", fUserAgent: "user_agent", fReferer: "referer",
 	fRequestID: "request_id", fJA4: "tls_ja4",
+	fAIKey: "ai_key", fAIProvider: "ai_provider", fAIModel: "ai_model", fAICache: "ai_cache",
+	fAIFirstByte: "ai_first_byte", fAITokensIn: "ai_tokens_in", fAITokensOut: "ai_tokens_out", fAICost: "ai_cost",
 }
 
 // AccessLogFields returns the name of every access-log field, in the default order. An
@@ -258,6 +275,9 @@ func appendValue(b []byte, f field, r *Record, json bool) []byte {
 		return str(b, r.RequestID)
 	case fJA4:
 		return str(b, r.JA4)
+	}
+	if f >= fAIKey {
+		return appendAIValue(b, f, r.AI, json)
 	}
 	return b
 }

@@ -168,7 +168,8 @@ func appendTemplateField(b []byte, f field, r *Record) []byte {
 			return r.RemoteAddr.Addr().Unmap().AppendTo(b)
 		}
 		return netip.AddrPortFrom(r.RemoteAddr.Addr().Unmap(), r.RemoteAddr.Port()).AppendTo(b)
-	case fStatus, fBytesSent, fBytesReceived, fDuration, fUpstreamStatus, fUpstreamWait, fAttempts:
+	case fStatus, fBytesSent, fBytesReceived, fDuration, fUpstreamStatus, fUpstreamWait, fAttempts,
+		fAIFirstByte, fAITokensIn, fAITokensOut, fAICost:
 		return appendValue(b, f, r, true) // numbers: the same in every format
 	case fError:
 		if r.Error == nil {
@@ -204,6 +205,8 @@ func textField(f field, r *Record) string {
 		return r.RequestID
 	case fJA4:
 		return r.JA4
+	case fAIKey, fAIProvider, fAIModel, fAICache:
+		return aiText(f, r.AI)
 	}
 	return ""
 }

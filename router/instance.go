@@ -18,6 +18,7 @@ import (
 
 	"github.com/verge-edge/verge/acl"
 	"github.com/verge-edge/verge/acme"
+	"github.com/verge-edge/verge/ai"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/config"
 	"github.com/verge-edge/verge/files"
@@ -107,6 +108,8 @@ type Instance struct {
 	workerPeers map[*upstream.Peer]*worker.Worker
 	// fileHandlers are the routes' static file roots, closed with the instance.
 	fileHandlers []*files.Handler
+	// aiClient reaches the ai providers of the routes' ai_gateway; nil when none.
+	aiClient *ai.Client
 }
 
 // handler serves one listener's exchanges with an instance's routes.
@@ -225,6 +228,9 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 			}
 		}
 		if err = in.compileFiles(routes[i], &cfg.Routes[i]); err != nil {
+			return nil, fmt.Errorf("route %q: %w", cfg.Routes[i].Name, err)
+		}
+		if err = in.compileAIGateway(routes[i], &cfg.Routes[i], d.RateLimits); err != nil {
 			return nil, fmt.Errorf("route %q: %w", cfg.Routes[i].Name, err)
 		}
 	}
@@ -447,4 +453,5 @@ func (in *Instance) release() {
 		in.access.Close()
 	}
 	in.closeFiles()
+	in.closeAI()
 }

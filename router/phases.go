@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/verge-edge/verge/ai"
 	"github.com/verge-edge/verge/compression"
 	"github.com/verge-edge/verge/fault"
 	"github.com/verge-edge/verge/lb"
@@ -58,6 +59,7 @@ type reqCtx struct {
 	// path is the normalized request path once normPath computed it (access.go).
 	path    string
 	pathSet bool
+	ai      *ai.Result // the ai_gateway's account of the request; nil for other routes
 }
 
 // phases implements proxy.Phases for one listener of one config generation.
@@ -145,6 +147,8 @@ func (p *phases) Request(s *proxy.Session, c *reqCtx) (bool, error) {
 		return p.serveWorker(s, r)
 	case r.files != nil:
 		return p.serveFiles(s, c, r)
+	case r.ai != nil:
+		return p.serveAI(s, c, r)
 	case r.respond != nil:
 		return true, p.respond(s, c, r.respond.status, r.respond.header, r.respond.body)
 	case r.redirect != nil:
@@ -282,6 +286,7 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 		p.logUpstreamFailure(s, name, c.reqID, err)
 	}
 	p.metric.ObserveRequest(name, s.Req.Proto, s.Status, time.Since(s.Start))
+	p.observeAI(name, c)
 	if p.access != nil {
 		rec := &c.rec
 		rec.FromSession(s)
@@ -290,6 +295,7 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 			rec.RequestID = c.reqID
 		}
 		rec.User = c.user
+		recordAI(rec, c)
 		if err != nil {
 			rec.Error = err
 		}

@@ -26,6 +26,9 @@ type RateLimits struct {
 	mu    sync.Mutex
 	rules map[string]*limitRule
 	share *sharing // nil: counts stay on this node
+	// gateways are the ai_gateway routes' states (cache, rate limits, budgets) by route
+	// name (aigateway.go).
+	gateways sync.Map
 }
 
 // NewRateLimits returns an empty store.

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/verge-edge/verge/acl"
+	"github.com/verge-edge/verge/ai"
 	"github.com/verge-edge/verge/cache"
 	"github.com/verge-edge/verge/compression"
 	"github.com/verge-edge/verge/config"
@@ -52,6 +53,7 @@ type route struct {
 	// workerFallback passes requests to group when the worker fails before responding.
 	workerFallback bool
 	files          *files.Handler      // files action; nil when none
+	ai             *ai.Gateway         // ai_gateway action; nil when none
 	compress       *compression.Policy // compress; nil when none
 	// ext holds the route's auth, cors, rewrite and header rules (access.go); nil: none.
 	ext *routeExtras

@@ -106,6 +106,13 @@ func WorkerBindings(w *config.Worker) (worker.Config, error) {
 	for _, p := range w.Queues.Producers {
 		wc.Queues[p.Binding] = p.Queue
 	}
+	if w.AI != nil {
+		b, err := workerAI(w.AI)
+		if err != nil {
+			return wc, fmt.Errorf("worker %s: ai: %w", w.Name, err)
+		}
+		wc.AI = b
+	}
 	for _, c := range w.Queues.Consumers {
 		qc := worker.QueueConsumer{
 			Queue: c.Queue, MaxBatchSize: c.MaxBatchSize, RetryDelay: c.RetryDelay.Std(),

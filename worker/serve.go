@@ -422,6 +422,8 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return inv.queueOp(op, arg)
 	case workerabi.OpContainerStart, workerabi.OpContainerFetch, workerabi.OpContainerState, workerabi.OpContainerStop, workerabi.OpContainerExit:
 		return inv.containerOp(op, arg)
+	case workerabi.OpAIRun:
+		return inv.aiRun(arg)
 	}
 	return fail(workerabi.StatusUnavailable, fmt.Errorf("unknown host operation %d", op))
 }

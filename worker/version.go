@@ -46,6 +46,8 @@ type version struct {
 	services map[string]string
 	// containers are the container classes of the deploy (containers.go).
 	containers []containers.ClassConfig
+	// ai is the AI binding (ai.go); nil when none.
+	ai *AIBinding
 	// queues are the producer bindings; consumers the queues the worker consumes
 	// (queues.go).
 	queues    map[string]queue.Queue
@@ -95,7 +97,7 @@ func (w *Worker) newVersion(ctx context.Context, cfg Config, sum, hash [32]byte)
 	cfg.Limits.setDefaults()
 	v := &version{
 		w: w, id: hex.EncodeToString(sum[:6]), cfgHash: hash, limits: cfg.Limits, created: time.Now(),
-		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{}, services: maps.Clone(cfg.Services), containers: cfg.Containers,
+		kv: map[string]kv.Namespace{}, durable: map[string]*doBinding{}, services: maps.Clone(cfg.Services), containers: cfg.Containers, ai: cfg.AI,
 		slots: make(chan struct{}, cfg.Limits.MaxInstances),
 	}
 	v.log = svc.Logger.With("worker", w.name, "version", v.id)

@@ -144,6 +144,8 @@ type Config struct {
 	// (Services.Containers runs them; containers.go). A deploy stops the instances of the
 	// previous version.
 	Containers []containers.ClassConfig
+	// AI is the worker's AI binding (sdk.AI; ai.go). Nil means none.
+	AI *AIBinding
 }
 
 // RoundTripper sends subrequests; *upstream.Transport implements it.
@@ -414,6 +416,9 @@ func configHash(cfg *Config, sum [32]byte) [32]byte {
 	fmt.Fprintf(h, "\x00%v\x00%+v", sortedPairs(cfg.Queues), cfg.Consumers)
 	for _, c := range cfg.Containers {
 		fmt.Fprintf(h, "\x00container%+v%v", c, sortedPairs(c.Env))
+	}
+	if cfg.AI != nil {
+		fmt.Fprintf(h, "\x00ai%s=%s", cfg.AI.Name, cfg.AI.Key)
 	}
 	var out [32]byte
 	h.Sum(out[:0])

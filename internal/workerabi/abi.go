@@ -275,3 +275,13 @@ const (
 // KindContainerExit tells a Durable Object that its container exited; the guest reads the
 // event with OpContainerExit. Storage is available as in an alarm; there is no request.
 const KindContainerExit = 11
+
+// AI binding (docs/workers-abi.md, "AI"). Ops 192–199 are reserved for it.
+const (
+	// OpAIRun (str binding, str path, bytes body) sends an OpenAI-compatible request (path
+	// /chat/completions, /completions or /embeddings; body its JSON, with "model") to the
+	// providers the binding grants, with fallback. It answers u32 handle, str provider, u32
+	// status, bytes body: the whole body with handle 0, or, for a stream (text/event-stream),
+	// a body handle read with OpBodyRead and the first bytes. One subrequest.
+	OpAIRun = 192
+)
