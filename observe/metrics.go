@@ -75,6 +75,9 @@ type Metrics struct {
 	reqCache  cache[reqKey, reqEntry]
 	upCache   cache[upKey, upEntry]
 	connCache cache[string, connEntry]
+
+	bodyBytes  *prometheus.CounterVec
+	bytesCache cache[string, bytesEntry]
 }
 
 // NewMetrics returns a Metrics with every Verge metric registered.
@@ -154,6 +157,7 @@ func NewMetrics() *Metrics {
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	m.l4M = newL4Metrics(m.reg)
+	m.bodyBytes = newBodyBytes(m.reg)
 	return m
 }
 
