@@ -171,6 +171,9 @@ func (s *Server) statsEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.streams.Add(-1)
 	rc := http.NewResponseController(w)
+	// The server's read timeout would end the stream: past it, the connection's read
+	// deadline fires and net/http cancels the request.
+	rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
