@@ -257,7 +257,7 @@ pages.overview = (view) => {
     for (const p of last(5)) for (const k of Object.keys(get(p) || {})) names.add(k);
     const rows = [...names].sort().map((n) => {
       const f = (k) => avg(5, (p) => (get(p) || {})[n] && get(p)[n][k]);
-      return el("tr", {}, el("th", { scope: "row", text: n === "" ? "(none)" : n }),
+      return el("tr", {}, el("th", { scope: "row", text: n }),
         el("td", { class: "num", text: fmtNum(f("req") || 0) }), el("td", { class: "num", text: fmtNum(f("err") || 0) }),
         el("td", { class: "num", text: fmtNum(f("4xx") || 0) }), el("td", { class: "num", text: fmtMs(f("p50")) }),
         el("td", { class: "num", text: fmtMs(f("p99")) }),
