@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"net/http"
+	"strconv"
 )
 
 // CacheStatuser is implemented by Controllers whose server has an HTTP cache. Without it
@@ -10,6 +11,47 @@ import (
 type CacheStatuser interface {
 	// CacheStatus returns the cache's size per tier.
 	CacheStatus() CacheStatus
+	// CacheTopKeys returns the n cached objects that served the most requests, most first.
+	CacheTopKeys(n int) []CacheKey
+}
+
+// CacheKey is one object in the answer of GET /cache/keys.
+type CacheKey struct {
+	URL  string `json:"url"`
+	Hits uint64 `json:"hits"`
+	// Size is the body's length in bytes, -1 while unknown.
+	Size int64 `json:"size"`
+}
+
+// Limits of GET /cache/keys.
+const (
+	defaultTopKeys = 20
+	maxTopKeys     = 100
+)
+
+type topKeysBody struct {
+	Keys []CacheKey `json:"keys"`
+}
+
+func (s *Server) cacheKeys(w http.ResponseWriter, r *http.Request) {
+	c, ok := s.Controller.(CacheStatuser)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "this server has no HTTP cache")
+		return
+	}
+	n := defaultTopKeys
+	if v := r.URL.Query().Get("limit"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > maxTopKeys {
+			writeError(w, http.StatusBadRequest, "limit: want 1 to 100")
+			return
+		}
+	}
+	keys := c.CacheTopKeys(n)
+	if keys == nil {
+		keys = []CacheKey{}
+	}
+	writeJSON(w, http.StatusOK, topKeysBody{keys})
 }
 
 // CacheStatus is the answer of GET /cache.

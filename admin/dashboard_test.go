@@ -318,3 +318,38 @@ func TestNewKVEntryBinary(t *testing.T) {
 		t.Errorf("%+v", e)
 	}
 }
+
+type cacheController struct {
+	fakeController
+	asked int
+}
+
+func (c *cacheController) CacheStatus() CacheStatus {
+	return CacheStatus{MemoryBytes: 10, MemoryCapacity: 100}
+}
+
+func (c *cacheController) CacheTopKeys(n int) []CacheKey {
+	c.asked = n
+	return []CacheKey{{URL: "http://a.test/<x>", Hits: 3, Size: 5}}
+}
+
+func TestCacheEndpoints(t *testing.T) {
+	c := &cacheController{fakeController: fakeController{ready: true}}
+	base := startServer(t, &Server{Controller: c})
+	if code, _, body := do(t, "GET", base+"/cache", "", nil); code != 200 || body != `{"memory_bytes":10,"disk_bytes":0,"memory_capacity":100,"disk_capacity":0}`+"\n" {
+		t.Errorf("GET /cache: %d %s", code, body)
+	}
+	if code, _, body := do(t, "GET", base+"/cache/keys", "", nil); code != 200 || c.asked != 20 || !strings.Contains(body, `"url":"http://a.test/\u003cx\u003e","hits":3,"size":5`) {
+		t.Errorf("GET /cache/keys: %d %s (asked %d)", code, body, c.asked)
+	}
+	if code, _, _ := do(t, "GET", base+"/cache/keys?limit=5", "", nil); code != 200 || c.asked != 5 {
+		t.Errorf("limit=5: %d, asked %d", code, c.asked)
+	}
+	if code, _, _ := do(t, "GET", base+"/cache/keys?limit=101", "", nil); code != 400 {
+		t.Errorf("limit=101: %d", code)
+	}
+	base2 := startServer(t, &Server{Controller: &fakeController{ready: true}})
+	if code, _, _ := do(t, "GET", base2+"/cache/keys", "", nil); code != 501 {
+		t.Errorf("no cache: %d", code)
+	}
+}

@@ -39,6 +39,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("PUT /kv/{namespace}/value", accepts(jsonTypes, s.kvPut))
 		mux.HandleFunc("DELETE /kv/{namespace}/value", accepts(jsonTypes, s.kvDelete))
 		mux.HandleFunc("GET /cache", s.cacheStatus)
+		mux.HandleFunc("GET /cache/keys", s.cacheKeys)
 		mux.HandleFunc("POST /workers/{name}/rollback", accepts(jsonTypes, s.rollbackWorker))
 		mux.HandleFunc("GET /{$}", s.root)
 		mux.HandleFunc("GET /dashboard", s.dashboard)

@@ -16,7 +16,7 @@ function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    if (k.startsWith("on")) e[k] = v; // a property, so that morph can carry it over
     else if (k === "class") e.className = v;
     else if (k === "text") e.textContent = v;
     else if (k in e && k !== "list") e[k] = v;
@@ -30,6 +30,28 @@ function el(tag, attrs, ...children) {
 }
 
 const $ = (sel, root) => (root || document).querySelector(sel);
+
+// morph makes the node old look like neu, keeping old's nodes wherever the element names
+// match: a live page redraws every second, and a button being pressed or focused, or a file
+// input holding a chosen file, must stay the same node.
+function morph(old, neu) {
+  if (old.nodeType !== neu.nodeType || old.nodeName !== neu.nodeName) { old.replaceWith(neu); return; }
+  if (old.nodeType !== Node.ELEMENT_NODE) {
+    if (old.nodeValue !== neu.nodeValue) old.nodeValue = neu.nodeValue;
+    return;
+  }
+  for (const a of [...old.attributes]) {
+    if (a.name !== "style" && !neu.hasAttribute(a.name)) old.removeAttribute(a.name);
+  }
+  for (const a of neu.attributes) {
+    if (a.name !== "style" && old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+  }
+  if (old.style.cssText !== neu.style.cssText) old.style.cssText = neu.style.cssText; // CSSOM: allowed by the CSP
+  for (const h of ["onclick", "onchange", "onsubmit"]) if (old[h] !== neu[h]) old[h] = neu[h];
+  const oc = [...old.childNodes], nc = [...neu.childNodes];
+  nc.forEach((n, i) => { if (i < oc.length) morph(oc[i], n); else old.append(n); });
+  for (let i = nc.length; i < oc.length; i++) oc[i].remove();
+}
 
 function fmtNum(v, digits) {
   if (v === undefined || v === null || Number.isNaN(v)) return "–";
@@ -280,8 +302,8 @@ pages.overview = (view) => {
     setText("t-out", fmtBytes(avg(n, (p) => p.total.out)) + "/s");
     setText("t-conns", fmtNum(avg(1, (p) => p.conns)));
     charts.forEach((c) => c.draw());
-    routes.replaceChildren(rateTable("Routes", (p) => p.routes, "Route", true));
-    protos.replaceChildren(rateTable("Downstream protocols", (p) => p.protos, "Protocol", false));
+    morph(routes, el("div", {}, rateTable("Routes", (p) => p.routes, "Route", true)));
+    morph(protos, el("div", {}, rateTable("Downstream protocols", (p) => p.protos, "Protocol", false)));
   };
   return tick;
 };
@@ -304,7 +326,6 @@ pages.upstreams = (view) => {
     busy = true;
     try {
       const list = await api("GET", "/upstreams");
-      const focused = document.activeElement && document.activeElement.id;
       const groups = {};
       for (const b of list) (groups[b.group] = groups[b.group] || []).push(b);
       const out = [];
@@ -332,8 +353,7 @@ pages.upstreams = (view) => {
             { label: "errors/s", num: 1 }, { label: "wait p50", num: 1 }, { label: "wait p99", num: 1 },
             { label: "fails (total)", num: 1 }, "Action"], rows));
       }
-      body.replaceChildren(...(out.length ? out : [el("p", { class: "note", text: "No upstream groups are configured." })]));
-      if (focused) { const f = document.getElementById(focused); if (f) f.focus(); }
+      morph(body, el("div", {}, out.length ? out : el("p", { class: "note", text: "No upstream groups are configured." })));
     } catch (e) { body.replaceChildren(errorBox(e)); }
     busy = false;
   };
@@ -365,10 +385,23 @@ pages.cache = (view) => {
       msg.textContent = "Purged " + res.purged + " object(s).";
     } catch (e) { msg.textContent = "Purge failed: " + e.message; }
   });
+  const top = el("div");
   view.append(el("div", { class: "charts" }, ch.node), el("h2", { text: "Requests by result" }), results,
+    el("h2", { text: "Top keys" }), top,
     el("h2", { id: "purge-title", text: "Purge" }), form, msg);
   let status = null;
-  const load = () => api("GET", "/cache").then((s) => { status = s; }).catch((e) => { if (e.status !== 401) status = { error: e }; });
+  const purgeURL = (u) => { kind.value = "urls"; value.value = u; value.focus(); };
+  const load = () => Promise.all([
+    api("GET", "/cache").then((s) => { status = s; }).catch((e) => { if (e.status !== 401) status = { error: e }; }),
+    api("GET", "/cache/keys?limit=20").then((r) => {
+      morph(top, el("div", {}, table("Objects in memory that served the most requests since they were stored",
+        ["URL", { label: "hits", num: 1 }, { label: "size", num: 1 }, "Action"],
+        r.keys.length ? r.keys.map((k) => el("tr", {}, el("th", { scope: "row", style: "overflow-wrap:anywhere", text: k.url }),
+          el("td", { class: "num", text: String(k.hits) }), el("td", { class: "num", text: k.size < 0 ? "–" : fmtBytes(k.size) }),
+          el("td", {}, el("button", { type: "button", text: "Purge…", "aria-label": "Purge " + k.url, onclick: () => purgeURL(k.url) }))))
+          : el("tr", {}, el("td", { colSpan: 4, class: "note", text: "No object served from the cache yet." })))));
+    }).catch(() => {}),
+  ]);
   load();
   const tick = () => {
     let hits = 0, all = 0;
@@ -388,9 +421,9 @@ pages.cache = (view) => {
     setText("c-evict", fmtNum(avg(10, (q) => q.cache.evictions) || 0));
     ch.draw();
     const names = ["hit", "stale", "collapsed", "revalidated", "miss", "bypass"];
-    results.replaceChildren(table("Per second, average of the last 10 seconds", ["Result", { label: "req/s", num: 1 }],
+    morph(results, el("div", {}, table("Per second, average of the last 10 seconds", ["Result", { label: "req/s", num: 1 }],
       names.map((n) => el("tr", {}, el("th", { scope: "row", text: n }),
-        el("td", { class: "num", text: fmtNum(avg(10, (q) => (q.cache.results || {})[n]) || 0) })))));
+        el("td", { class: "num", text: fmtNum(avg(10, (q) => (q.cache.results || {})[n]) || 0) }))))));
     if (state.seq % 5 === 0) load();
   };
   return tick;
@@ -424,10 +457,9 @@ pages.workers = (view) => {
     load();
   };
   const render = () => {
-    if (list instanceof Error) { body.replaceChildren(errorBox(list)); return; }
+    if (list instanceof Error) { morph(body, el("div", {}, errorBox(list))); return; }
     if (!list) return;
-    if (!list.length) { body.replaceChildren(el("p", { class: "note", text: "No workers are configured." })); return; }
-    const focused = document.activeElement && document.activeElement.id;
+    if (!list.length) { morph(body, el("div", {}, el("p", { class: "note", text: "No workers are configured." }))); return; }
     const rows = list.map((w) => {
       const r = (k) => avg(5, (p) => p.workers && p.workers[w.name] ? p.workers[w.name][k] : 0);
       const cur = last(1)[0];
@@ -439,19 +471,15 @@ pages.workers = (view) => {
         el("td", { class: "num", text: fmtNum(r("inv") || 0) }), el("td", { class: "num", text: fmtNum(r("err") || 0) }),
         el("td", { class: "num", text: fmtPct(r("cpu") || 0) }), el("td", { class: "num", text: String(now.objects || 0) }),
         el("td", { class: "num", text: String(w.instances) }), el("td", { class: "num", text: fmtBytes(now.memory || 0) }),
-        el("td", {}, file, el("button", { type: "button", id: "deploy-" + w.name, text: "Deploy", onclick: () => deploy(w.name, file) }),
+        el("td", {}, file, el("button", { type: "button", id: "deploy-" + w.name, text: "Deploy", onclick: () => deploy(w.name, document.getElementById("wasm-" + w.name)) }),
           " ", el("button", { type: "button", id: "rollback-" + w.name, class: "danger", text: "Roll back", "aria-label": "Roll back " + w.name, onclick: () => rollback(w.name) })));
     });
-    body.replaceChildren(table("Invocations, errors and CPU: last 5 seconds", ["Worker", "Version", "Deployed",
+    morph(body, el("div", {}, table("Invocations, errors and CPU: last 5 seconds", ["Worker", "Version", "Deployed",
       { label: "inv/s", num: 1 }, { label: "errors/s", num: 1 }, { label: "CPU", num: 1 }, { label: "objects", num: 1 },
-      { label: "instances", num: 1 }, { label: "memory", num: 1 }, "Deploy / roll back"], rows));
-    if (focused) { const f = document.getElementById(focused); if (f) f.focus(); }
+      { label: "instances", num: 1 }, { label: "memory", num: 1 }, "Deploy / roll back"], rows)));
   };
   load();
-  // Redraw with the new rates unless a module is being chosen.
-  return () => {
-    if (![...document.querySelectorAll("#view input[type=file]")].some((i) => i.files.length || i === document.activeElement)) render();
-  };
+  return render;
 };
 
 pages.kv = (view) => {

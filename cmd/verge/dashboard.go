@@ -82,6 +82,18 @@ func (s *serverProc) CacheStatus() admin.CacheStatus {
 	return st
 }
 
+// CacheTopKeys lists the cached objects that served the most requests.
+func (s *serverProc) CacheTopKeys(n int) []admin.CacheKey {
+	if s.cache == nil {
+		return nil
+	}
+	var out []admin.CacheKey
+	for _, k := range s.cache.TopKeys(n) {
+		out = append(out, admin.CacheKey{URL: k.URL, Hits: k.Hits, Size: k.Size})
+	}
+	return out
+}
+
 // RollbackWorker goes back to worker name's configured module: on a cluster node it drops
 // the stored version (every node follows), otherwise it deploys the configured module.
 func (s *serverProc) RollbackWorker(ctx context.Context, name string) (admin.WorkerStatus, error) {

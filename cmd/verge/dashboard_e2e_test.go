@@ -280,6 +280,7 @@ shutdown: {grace_period: 2s}
 	// Cache, workers, cluster (hidden: no cluster).
 	visit("cache")
 	waitJS("hit ratio", `document.getElementById("c-hit").textContent.includes("%")`)
+	waitJS("top keys", `[...document.querySelectorAll("#view th[scope=row]")].some(e => e.textContent.startsWith("http://c.test/s"))`)
 	shoot("cache")
 	visit("workers")
 	run("worker row", chromedp.WaitVisible(chromedp.CSS(`#rollback-hello`)))
@@ -305,7 +306,7 @@ shutdown: {grace_period: 2s}
 			t.Errorf("the deployed module does not answer: %q", b)
 		}
 	}
-	run("roll back from the page", chromedp.WaitVisible(chromedp.CSS("#rollback-hello")), chromedp.Click(chromedp.CSS("#rollback-hello")))
+	run("roll back from the page", chromedp.Click(chromedp.CSS("#rollback-hello")))
 	waitJS("rolled back", `document.querySelector("#view .msg").textContent === "Rolled hello back to version `+configured+`."`)
 	if v := workerVersion(); v != configured {
 		t.Fatalf("after a rollback from the page the version is %q, want %q", v, configured)
