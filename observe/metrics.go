@@ -76,8 +76,7 @@ type Metrics struct {
 	upCache   cache[upKey, upEntry]
 	connCache cache[string, connEntry]
 
-	bodyBytes  *prometheus.CounterVec
-	bytesCache cache[string, bytesEntry]
+	traffic *trafficMetrics
 }
 
 // NewMetrics returns a Metrics with every Verge metric registered.
@@ -157,7 +156,7 @@ func NewMetrics() *Metrics {
 	)
 	m.cacheM = newCacheMetrics(m.reg)
 	m.l4M = newL4Metrics(m.reg)
-	m.bodyBytes = newBodyBytes(m.reg)
+	m.traffic = newTrafficMetrics(m.reg)
 	return m
 }
 

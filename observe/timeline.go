@@ -88,11 +88,13 @@ type Point struct {
 	Seq uint64 `json:"seq"`
 	// Time is when the sample was taken, in Unix milliseconds.
 	Time int64 `json:"t"`
-	// Total is every request; Routes splits it by route name ("" is a request no route
-	// matched, shown as "(none)"), Protos by downstream protocol.
-	Total  Rate            `json:"total"`
-	Routes map[string]Rate `json:"routes,omitempty"`
-	Protos map[string]Rate `json:"protos,omitempty"`
+	// Total is every request; Routes splits it by route name ("none": no route matched),
+	// Protos by downstream protocol, Listeners by listener name (without latencies; requests
+	// the protocol layer refused before routing are not counted there).
+	Total     Rate            `json:"total"`
+	Routes    map[string]Rate `json:"routes,omitempty"`
+	Protos    map[string]Rate `json:"protos,omitempty"`
+	Listeners map[string]Rate `json:"listeners,omitempty"`
 	// Upstreams are the backends' attempts, keyed "group address".
 	Upstreams map[string]UpstreamRate `json:"upstreams,omitempty"`
 	// Connections counts open downstream connections at the sample.
@@ -284,6 +286,7 @@ type workerCum struct {
 type cumulative struct {
 	routes    map[string]*routeCum
 	protos    map[string]*routeCum
+	listeners map[string]*routeCum // no latency: requests, errors and bytes
 	upstreams map[string]*upCum
 	conns     float64
 	cache     map[string]float64
@@ -337,8 +340,9 @@ func series[V any](m map[string]*V, name string) *V {
 // cumulative reads the totals of the metrics the timeline charts.
 func (m *Metrics) cumulative() *cumulative {
 	c := &cumulative{
-		routes: map[string]*routeCum{}, protos: map[string]*routeCum{}, upstreams: map[string]*upCum{},
-		cache: map[string]float64{}, workers: map[string]*workerCum{},
+		routes: map[string]*routeCum{}, protos: map[string]*routeCum{}, listeners: map[string]*routeCum{},
+		upstreams: map[string]*upCum{},
+		cache:     map[string]float64{}, workers: map[string]*workerCum{},
 	}
 	collect(m.requests, func(d *dto.Metric) {
 		l := labels(d)
@@ -358,13 +362,27 @@ func (m *Metrics) cumulative() *cumulative {
 		series(c.routes, l["route"]).dur.add(d.GetHistogram())
 		series(c.protos, l["proto"]).dur.add(d.GetHistogram())
 	})
-	collect(m.bodyBytes, func(d *dto.Metric) {
+	collect(m.traffic.bytes, func(d *dto.Metric) {
 		l := labels(d)
-		r := series(c.routes, l["route"])
-		if l["direction"] == "in" {
-			r.in += d.GetCounter().GetValue()
-		} else {
-			r.out += d.GetCounter().GetValue()
+		v := d.GetCounter().GetValue()
+		for _, r := range []*routeCum{series(c.routes, l["route"]), series(c.listeners, l["listener"])} {
+			if l["direction"] == "in" {
+				r.in += v
+			} else {
+				r.out += v
+			}
+		}
+	})
+	collect(m.traffic.requests, func(d *dto.Metric) {
+		l := labels(d)
+		r := series(c.listeners, l["listener"])
+		v := d.GetCounter().GetValue()
+		r.req += v
+		switch l["code_class"] {
+		case "5xx", "other":
+			r.err += v
+		case "4xx":
+			r.c4 += v
 		}
 	})
 	upstream := func(l map[string]string) *upCum {
@@ -480,6 +498,12 @@ func (c *cumulative) rates(prev *cumulative, secs float64) Point {
 		p.Protos = make(map[string]Rate, len(c.protos))
 		for name, r := range c.protos {
 			p.Protos[name] = r.rate(prev.protos[name], secs)
+		}
+	}
+	if len(c.listeners) > 0 {
+		p.Listeners = make(map[string]Rate, len(c.listeners))
+		for name, r := range c.listeners {
+			p.Listeners[name] = r.rate(prev.listeners[name], secs)
 		}
 	}
 	if len(c.upstreams) > 0 {

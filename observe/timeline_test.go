@@ -27,7 +27,9 @@ func TestTimelineRates(t *testing.T) {
 	}
 	m.ObserveRequest("static", "HTTP/2.0", 200, 2*time.Second)
 	m.ObserveRequest("static", "HTTP/2.0", 200, 2*time.Second)
-	m.ObserveBytes("api", 100, 4000)
+	m.ObserveTraffic("public", "api", 200, 100, 4000)
+	m.ObserveTraffic("public", "api", 503, 0, 0)
+	m.ObserveTraffic("internal", "static", 404, 0, 10)
 	m.ObserveUpstream("web", "127.0.0.1:1", 3*time.Millisecond, false)
 	m.ObserveUpstream("web", "127.0.0.1:1", 0, true)
 	m.CacheResult("hit")
@@ -65,6 +67,11 @@ func TestTimelineRates(t *testing.T) {
 	if p99 := p.Total.P99; p99 < 1000 || p99 > 2500 {
 		t.Errorf("total p99 = %v ms, want within the 1..2.5 s bucket", p99)
 	}
+	near("public req/s", p.Listeners["public"].Requests, 1)
+	near("public err/s", p.Listeners["public"].Errors, 0.5)
+	near("public out B/s", p.Listeners["public"].BytesOut, 2000)
+	near("internal 4xx/s", p.Listeners["internal"].ClientErrors, 0.5)
+	near("static out B/s", p.Routes["static"].BytesOut, 5)
 	near("HTTP/2 req/s", p.Protos["HTTP/2.0"].Requests, 1)
 	u := p.Upstreams["web 127.0.0.1:1"]
 	if u.Group != "web" || u.Address != "127.0.0.1:1" {
@@ -110,11 +117,11 @@ func TestTimelineCapsSeries(t *testing.T) {
 	}
 }
 
-func BenchmarkObserveBytes(b *testing.B) {
+func BenchmarkObserveTraffic(b *testing.B) {
 	m := NewMetrics()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		m.ObserveBytes("api", int64(i&1023), 4096)
+		m.ObserveTraffic("public", "api", 200, int64(i&1023), 4096)
 	}
 }
 

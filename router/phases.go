@@ -20,7 +20,7 @@ import (
 type Metrics interface {
 	ObserveRequest(route, proto string, status int, dur time.Duration)
 	ObserveUpstream(group, addr string, wait time.Duration, err bool)
-	ObserveBytes(route string, in, out int64)
+	ObserveTraffic(listener, route string, status int, in, out int64)
 	SetUpstreamHealth(group, addr string, healthy bool)
 	ForgetUpstream(group, addr string)
 }
@@ -34,7 +34,7 @@ type nopMetrics struct{}
 
 func (nopMetrics) ObserveRequest(string, string, int, time.Duration)   {}
 func (nopMetrics) ObserveUpstream(string, string, time.Duration, bool) {}
-func (nopMetrics) ObserveBytes(string, int64, int64)                   {}
+func (nopMetrics) ObserveTraffic(string, string, int, int64, int64)    {}
 func (nopMetrics) SetUpstreamHealth(string, string, bool)              {}
 func (nopMetrics) ForgetUpstream(string, string)                       {}
 
@@ -77,6 +77,9 @@ type phases struct {
 	overload *overload.Monitor
 	// reqID configures request IDs; nil when off (access.go).
 	reqID *requestIDs
+
+	// listener is the listener's name, for the per-listener metrics.
+	listener string
 }
 
 // noRoute is the route name logged and counted for requests no route matched, and for
@@ -284,7 +287,7 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 		p.logUpstreamFailure(s, name, c.reqID, err)
 	}
 	p.metric.ObserveRequest(name, s.Req.Proto, s.Status, time.Since(s.Start))
-	p.metric.ObserveBytes(name, s.BytesReceived, s.BytesSent)
+	p.metric.ObserveTraffic(p.listener, name, s.Status, s.BytesReceived, s.BytesSent)
 	if p.access != nil {
 		rec := &c.rec
 		rec.FromSession(s)

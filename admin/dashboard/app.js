@@ -270,24 +270,27 @@ pages.overview = (view) => {
       { label: "in", color: "var(--c3)", get: (p) => p.total.in },
       { label: "out", color: "var(--c1)", get: (p) => p.total.out }], fmtBytes),
   ];
+  const listeners = el("div");
   const routes = el("div");
   const protos = el("div");
   view.append(el("div", { class: "charts" }, charts.map((c) => c.node)),
-    el("h2", { text: "By route" }), routes, el("h2", { text: "By protocol" }), protos);
-  const rateTable = (caption, get, name, bytes) => {
+    el("h2", { text: "By listener" }), listeners, el("h2", { text: "By route" }), routes,
+    el("h2", { text: "By protocol" }), protos);
+  const rateTable = (caption, get, name, bytes, latency) => {
     const names = new Set();
     for (const p of last(5)) for (const k of Object.keys(get(p) || {})) names.add(k);
     const rows = [...names].sort().map((n) => {
       const f = (k) => avg(5, (p) => (get(p) || {})[n] && get(p)[n][k]);
       return el("tr", {}, el("th", { scope: "row", text: n }),
         el("td", { class: "num", text: fmtNum(f("req") || 0) }), el("td", { class: "num", text: fmtNum(f("err") || 0) }),
-        el("td", { class: "num", text: fmtNum(f("4xx") || 0) }), el("td", { class: "num", text: fmtMs(f("p50")) }),
-        el("td", { class: "num", text: fmtMs(f("p99")) }),
+        el("td", { class: "num", text: fmtNum(f("4xx") || 0) }),
+        latency && el("td", { class: "num", text: fmtMs(f("p50")) }),
+        latency && el("td", { class: "num", text: fmtMs(f("p99")) }),
         bytes && el("td", { class: "num", text: fmtBytes(f("in") || 0) + "/s" }),
         bytes && el("td", { class: "num", text: fmtBytes(f("out") || 0) + "/s" }));
     });
-    const heads = [name, { label: "req/s", num: 1 }, { label: "5xx/s", num: 1 }, { label: "4xx/s", num: 1 },
-      { label: "p50", num: 1 }, { label: "p99", num: 1 }];
+    const heads = [name, { label: "req/s", num: 1 }, { label: "5xx/s", num: 1 }, { label: "4xx/s", num: 1 }];
+    if (latency) heads.push({ label: "p50", num: 1 }, { label: "p99", num: 1 });
     if (bytes) heads.push({ label: "in", num: 1 }, { label: "out", num: 1 });
     return table(caption + " (average of the last 5 seconds)", heads, rows.length ? rows : el("tr", {}, el("td", { colSpan: heads.length, class: "note", text: "No requests yet." })));
   };
@@ -302,8 +305,9 @@ pages.overview = (view) => {
     setText("t-out", fmtBytes(avg(n, (p) => p.total.out)) + "/s");
     setText("t-conns", fmtNum(avg(1, (p) => p.conns)));
     charts.forEach((c) => c.draw());
-    morph(routes, el("div", {}, rateTable("Routes", (p) => p.routes, "Route", true)));
-    morph(protos, el("div", {}, rateTable("Downstream protocols", (p) => p.protos, "Protocol", false)));
+    morph(listeners, el("div", {}, rateTable("Listeners", (p) => p.listeners, "Listener", true, false)));
+    morph(routes, el("div", {}, rateTable("Routes", (p) => p.routes, "Route", true, true)));
+    morph(protos, el("div", {}, rateTable("Downstream protocols", (p) => p.protos, "Protocol", false, true)));
   };
   return tick;
 };

@@ -236,6 +236,7 @@ shutdown: {grace_period: 2s}
 	seq := eval(`String(state.seq)`)
 	waitJS("new points", `state.seq >= `+seq+` + 2`)
 	waitJS("a route row", `[...document.querySelectorAll("#view th[scope=row]")].some(e => e.textContent === "app")`)
+	waitJS("a listener row", `[...document.querySelectorAll("#view th[scope=row]")].some(e => e.textContent === "main")`)
 	if got := eval(`document.getElementById("t-req").textContent`); got == "–" || got == "0" {
 		t.Errorf("requests per second shown as %q under load", got)
 	}
