@@ -390,3 +390,70 @@ func TestDashboardDisabledThroughBinary(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "the dashboard after a reload", 20*time.Second, func() bool { return status("/dashboard/") == 200 })
 }
+
+// TestDashboardClusterPage: on a node of a (one-node, embedded) cluster the Cluster link
+// shows and the page lists this node among the members.
+func TestDashboardClusterPage(t *testing.T) {
+	browser := chromiumPath(t)
+	adminAddr, natsAddr := freePort(t), freePort(t)
+	launchVerge(t, func(p *proc) {
+		y := fmt.Sprintf(`listeners:
+  - name: main
+    address: %s
+routes: [{name: r, respond: {body: "up"}}]
+cluster:
+  node: solo
+  embedded: {listen: %q}
+worker_data: %q
+admin: {address: %s}
+access_log: {output: "off"}
+pid_file: %q
+shutdown: {grace_period: 2s}
+`, p.addr, natsAddr, filepath.Join(p.dir, "data"), adminAddr, p.pidFile)
+		os.WriteFile(p.cfgFile, []byte(y), 0o644)
+	})
+	c := &http.Client{Timeout: 10 * time.Second}
+	waitFor(t, "the cluster status", 60*time.Second, func() bool {
+		resp, err := c.Get("http://" + adminAddr + "/cluster")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200 && strings.Contains(string(b), `"node":"solo"`)
+	})
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser),
+		chromedp.NoSandbox, chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1280, 900))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelCtx := chromedp.NewContext(actx)
+	defer cancelCtx()
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute) // a failure guard
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+adminAddr+"/dashboard/#overview"),
+		chromedp.WaitVisible(chromedp.CSS("#nav-cluster a")), chromedp.Click(chromedp.CSS("#nav-cluster a")),
+		chromedp.WaitVisible(chromedp.CSS("#view table"))); err != nil {
+		t.Fatalf("cluster page: %v", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll("#view td")].some(e => e.textContent === "solo")`))
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cluster page does not list node solo")
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+	if shots := os.Getenv("VERGE_DASHBOARD_SCREENSHOTS"); shots != "" {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(shots, "cluster-desktop.png"), png, 0o644)
+	}
+}
