@@ -277,6 +277,15 @@ shutdown: {grace_period: 2s}
 		resp.Body.Close()
 	}
 	shoot("upstreams-drained")
+	// Undrain with the keyboard: focus the button, press Enter; b takes traffic again.
+	undrainSel := fmt.Sprintf(`button[aria-label="Undrain %s in web"]`, backB)
+	run("undrain with the keyboard", chromedp.Focus(chromedp.CSS(undrainSel)), chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible(chromedp.CSS(drainSel)))
+	drained := hitsB.Load()
+	load.await(t, 400)
+	if hitsB.Load() == drained {
+		t.Errorf("server b got no request after the undrain")
+	}
 
 	// Cache, workers, cluster (hidden: no cluster).
 	visit("cache")
