@@ -461,15 +461,38 @@ func (r *routeCum) rate(prev *routeCum, secs float64) Rate {
 	return out
 }
 
+// idle reports whether nothing happened in the interval.
+func (r Rate) idle() bool {
+	return r.Requests == 0 && r.Errors == 0 && r.ClientErrors == 0 && r.BytesIn == 0 && r.BytesOut == 0
+}
+
+// activeRates returns the rates of the series of cur that moved since prev; nil when none.
+func activeRates(cur, prev map[string]*routeCum, secs float64) map[string]Rate {
+	var out map[string]Rate
+	for name, r := range cur {
+		if rt := r.rate(prev[name], secs); !rt.idle() {
+			if out == nil {
+				out = make(map[string]Rate)
+			}
+			out[name] = rt
+		}
+	}
+	return out
+}
+
 // rates returns the point between prev and c, secs apart.
 func (c *cumulative) rates(prev *cumulative, secs float64) Point {
 	p := Point{Connections: c.conns}
 	var total, totalPrev routeCum
-	if len(c.routes) > 0 {
-		p.Routes = make(map[string]Rate, len(c.routes))
-	}
+	// Series idle in the interval are left out of the point: the ring then costs memory for
+	// what moved, not for every configured route and backend.
 	for name, r := range c.routes {
-		p.Routes[name] = r.rate(prev.routes[name], secs)
+		if rt := r.rate(prev.routes[name], secs); !rt.idle() {
+			if p.Routes == nil {
+				p.Routes = make(map[string]Rate)
+			}
+			p.Routes[name] = rt
+		}
 		pr := prev.routes[name]
 		if pr == nil {
 			pr = &routeCum{}
@@ -494,20 +517,9 @@ func (c *cumulative) rates(prev *cumulative, secs float64) Point {
 		}
 	}
 	p.Total = total.rate(&totalPrev, secs)
-	if len(c.protos) > 0 {
-		p.Protos = make(map[string]Rate, len(c.protos))
-		for name, r := range c.protos {
-			p.Protos[name] = r.rate(prev.protos[name], secs)
-		}
-	}
-	if len(c.listeners) > 0 {
-		p.Listeners = make(map[string]Rate, len(c.listeners))
-		for name, r := range c.listeners {
-			p.Listeners[name] = r.rate(prev.listeners[name], secs)
-		}
-	}
+	p.Protos = activeRates(c.protos, prev.protos, secs)
+	p.Listeners = activeRates(c.listeners, prev.listeners, secs)
 	if len(c.upstreams) > 0 {
-		p.Upstreams = make(map[string]UpstreamRate, len(c.upstreams))
 		for key, u := range c.upstreams {
 			pu := prev.upstreams[key]
 			if pu == nil {
@@ -516,6 +528,12 @@ func (c *cumulative) rates(prev *cumulative, secs float64) Point {
 			ur := UpstreamRate{Group: u.group, Address: u.addr,
 				Requests: per(u.ok+u.err, pu.ok+pu.err, secs), Errors: per(u.err, pu.err, secs)}
 			ur.P50, ur.P99 = u.wait.quantiles(&pu.wait)
+			if ur.Requests == 0 && ur.Errors == 0 {
+				continue
+			}
+			if p.Upstreams == nil {
+				p.Upstreams = make(map[string]UpstreamRate)
+			}
 			p.Upstreams[key] = ur
 		}
 	}

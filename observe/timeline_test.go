@@ -95,6 +95,9 @@ func TestTimelineRates(t *testing.T) {
 	if pts[2].Total.Requests != 0 || pts[2].Total.P50 != 0 || pts[2].Cache.HitRatio != -1 {
 		t.Errorf("idle point %+v", pts[2].Total)
 	}
+	if pts[2].Routes != nil || pts[2].Upstreams != nil || pts[2].Listeners != nil || pts[2].Protos != nil {
+		t.Errorf("idle series kept in an idle point: %+v", pts[2])
+	}
 	if pts, _ := tl.Since(4); len(pts) != 1 || pts[0].Seq != 5 {
 		t.Errorf("Since(4) = %v", pts)
 	}
