@@ -292,7 +292,7 @@ pages.overview = (view) => {
     const heads = [name, { label: "req/s", num: 1 }, { label: "5xx/s", num: 1 }, { label: "4xx/s", num: 1 }];
     if (latency) heads.push({ label: "p50", num: 1 }, { label: "p99", num: 1 });
     if (bytes) heads.push({ label: "in", num: 1 }, { label: "out", num: 1 });
-    return table(caption + " (average of the last 5 seconds)", heads, rows.length ? rows : el("tr", {}, el("td", { colSpan: heads.length, class: "note", text: "No requests yet." })));
+    return table(caption + " (average of the last 5 seconds)", heads, rows.length ? rows : el("tr", {}, el("td", { colSpan: heads.length, class: "note", text: "No requests in the last 5 seconds." })));
   };
   const tick = () => {
     const n = 5;
