@@ -30,6 +30,20 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("DELETE /workers/{name}/deployment", accepts(jsonTypes, s.dropDeployment))
 		mux.HandleFunc("POST /workers/{name}/scheduled", accepts(jsonTypes, s.runScheduled))
 		mux.HandleFunc("GET /cluster", s.clusterStatus)
+		mux.HandleFunc("POST /config/validate", accepts(configTypes, s.validateConfig))
+		mux.HandleFunc("GET /stats", s.stats)
+		mux.HandleFunc("GET /stats/events", s.statsEvents)
+		mux.HandleFunc("GET /kv", s.kvNamespaces)
+		mux.HandleFunc("GET /kv/{namespace}", s.kvList)
+		mux.HandleFunc("GET /kv/{namespace}/value", s.kvGet)
+		mux.HandleFunc("PUT /kv/{namespace}/value", accepts(jsonTypes, s.kvPut))
+		mux.HandleFunc("DELETE /kv/{namespace}/value", accepts(jsonTypes, s.kvDelete))
+		mux.HandleFunc("GET /cache", s.cacheStatus)
+		mux.HandleFunc("GET /cache/keys", s.cacheKeys)
+		mux.HandleFunc("POST /workers/{name}/rollback", accepts(jsonTypes, s.rollbackWorker))
+		mux.HandleFunc("GET /{$}", s.root)
+		mux.HandleFunc("GET /dashboard", s.dashboard)
+		mux.HandleFunc("GET /dashboard/", s.dashboard)
 		s.handler = s.guard(s.authenticate(jsonErrors(mux)))
 	})
 	return s.handler
@@ -85,11 +99,13 @@ func (r *statusRecorder) WriteHeader(status int) {
 	}
 }
 
-// authenticate requires the bearer token on every path but /healthz, answering 401 with a
+// authenticate requires the bearer token on every path but /healthz and the dashboard's
+// static files, answering 401 with a
 // WWW-Authenticate challenge (RFC 6750 section 3) otherwise.
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" && !s.authorized(r) {
+		public := r.URL.Path == "/healthz" || (s.Dashboard && (r.URL.Path == "/" || isDashboardAsset(r.URL.Path)))
+		if !public && !s.authorized(r) {
 			challenge := `Bearer realm="verge-admin"`
 			if r.Header.Get("Authorization") != "" {
 				challenge += `, error="invalid_token"`

@@ -57,6 +57,12 @@ type Server struct {
 	// Logger receives configuration changes made through the API and server errors. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// Dashboard serves the web dashboard under /dashboard/ (and redirects / there). Its
+	// static files need no token; the data they show comes from the API, which does.
+	Dashboard bool
+	// Timeline feeds GET /stats and the live stream GET /stats/events. Nil means both
+	// answer 501 (the dashboard then shows no charts).
+	Timeline Timeline
 
 	mu      sync.Mutex
 	srv     *http.Server
@@ -64,6 +70,11 @@ type Server struct {
 	handler http.Handler
 	once    sync.Once
 	hosts   atomic.Pointer[hostPolicy]
+
+	streams   atomic.Int64 // open GET /stats/events streams
+	closeOnce sync.Once
+	closeMu   sync.Mutex
+	closing   chan struct{} // closed at Shutdown: ends the streams
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -165,6 +176,7 @@ func (s *Server) prepare(ln net.Listener) (*http.Server, error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelWarn),
 	}
+	s.srv.RegisterOnShutdown(s.endStreams)
 	s.ln = ln
 	s.hosts.Store(newHostPolicy(ln.Addr(), s.addr(), s.AllowedHosts))
 	return s.srv, nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/verge-edge/verge/message"
@@ -76,6 +77,8 @@ type object struct {
 	m   *meta
 	hdr message.Header
 	b   *body
+	// hits counts the proxy's requests served from this copy (TopKeys).
+	hits atomic.Uint64
 }
 
 func newObject(m *meta, b *body) *object {

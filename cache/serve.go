@@ -23,6 +23,7 @@ func (t *tx) serve(s *proxy.Session, o *object, kind string, ttl time.Duration) 
 // client's own validators match (RFC 9111 section 4.3.2), or a 206/416 for a single byte
 // range (RFC 9110 section 14). params are the Cache-Status parameters.
 func (t *tx) serveWith(s *proxy.Session, o *object, params string, ttl time.Duration) *message.Response {
+	o.hits.Add(1)
 	return t.serveFor(s.Context(), s.Req, o, params, ttl)
 }
 

@@ -532,6 +532,9 @@ type Admin struct {
 	// loopback or wildcard address, localhost, 127.0.0.1 and [::1] with the admin port are
 	// always accepted. Empty means none beyond those.
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// Dashboard serves the web dashboard at /dashboard/ on the admin listener (docs/dashboard.md).
+	// Nil means true.
+	Dashboard *bool `yaml:"dashboard"`
 }
 
 // MinAdminTokenBytes is the shortest admin token accepted.

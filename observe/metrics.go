@@ -76,6 +76,8 @@ type Metrics struct {
 	reqCache  cache[reqKey, reqEntry]
 	upCache   cache[upKey, upEntry]
 	connCache cache[string, connEntry]
+
+	traffic *trafficMetrics
 }
 
 // NewMetrics returns a Metrics with every Verge metric registered.
@@ -156,6 +158,7 @@ func NewMetrics() *Metrics {
 	m.cacheM = newCacheMetrics(m.reg)
 	m.l4M = newL4Metrics(m.reg)
 	m.aiM = newAIMetrics(m.reg)
+	m.traffic = newTrafficMetrics(m.reg)
 	return m
 }
 

@@ -255,6 +255,7 @@ func newInstance(cfg *config.Config, d Deps, laterWorkers bool) (_ *Instance, er
 			allowTrace = allowTrace || r.allowTrace
 		}
 		ph := &phases{table: t, tls: l.TLS != nil, metric: d.Metrics, log: d.Logger}
+		ph.listener = l.Name
 		ph.limits = compileLimits(cfg, l, routes, rules, d.RateLimits, d.Logger)
 		ph.overload = d.Overload
 		ph.reqID = newRequestIDs(&cfg.RequestID)

@@ -21,6 +21,7 @@ import (
 type Metrics interface {
 	ObserveRequest(route, proto string, status int, dur time.Duration)
 	ObserveUpstream(group, addr string, wait time.Duration, err bool)
+	ObserveTraffic(listener, route string, status int, in, out int64)
 	SetUpstreamHealth(group, addr string, healthy bool)
 	ForgetUpstream(group, addr string)
 }
@@ -34,6 +35,7 @@ type nopMetrics struct{}
 
 func (nopMetrics) ObserveRequest(string, string, int, time.Duration)   {}
 func (nopMetrics) ObserveUpstream(string, string, time.Duration, bool) {}
+func (nopMetrics) ObserveTraffic(string, string, int, int64, int64)    {}
 func (nopMetrics) SetUpstreamHealth(string, string, bool)              {}
 func (nopMetrics) ForgetUpstream(string, string)                       {}
 
@@ -77,6 +79,9 @@ type phases struct {
 	overload *overload.Monitor
 	// reqID configures request IDs; nil when off (access.go).
 	reqID *requestIDs
+
+	// listener is the listener's name, for the per-listener metrics.
+	listener string
 }
 
 // noRoute is the route name logged and counted for requests no route matched, and for
@@ -287,6 +292,7 @@ func (p *phases) Logging(s *proxy.Session, err *fault.Error, c *reqCtx) {
 	}
 	p.metric.ObserveRequest(name, s.Req.Proto, s.Status, time.Since(s.Start))
 	p.observeAI(name, c)
+	p.metric.ObserveTraffic(p.listener, name, s.Status, s.BytesReceived, s.BytesSent)
 	if p.access != nil {
 		rec := &c.rec
 		rec.FromSession(s)

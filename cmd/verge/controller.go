@@ -82,7 +82,7 @@ func adminKey(cfg *config.Config) (string, error) {
 		}
 		tok = t
 	}
-	return fmt.Sprintf("%s\x00%s\x00%v\x00%q", a.Address, tok, *cfg.Metrics.Enabled, a.AllowedHosts), nil
+	return fmt.Sprintf("%s\x00%s\x00%v\x00%q\x00%v", a.Address, tok, *cfg.Metrics.Enabled, a.AllowedHosts, dashboardOn(cfg)), nil
 }
 
 // checkAdminExposure refuses a config whose admin API would serve without a token off
@@ -150,7 +150,11 @@ func (s *serverProc) restartAdminLocked(cfg *config.Config) error {
 	if key == "" {
 		return nil
 	}
-	srv := &admin.Server{Addr: cfg.Admin.Address, Token: tok, AllowedHosts: cfg.Admin.AllowedHosts, Controller: s, Logger: s.log}
+	srv := &admin.Server{Addr: cfg.Admin.Address, Token: tok, AllowedHosts: cfg.Admin.AllowedHosts, Controller: s, Logger: s.log,
+		Dashboard: dashboardOn(cfg)}
+	if s.timeline != nil {
+		srv.Timeline = timeline{s.timeline}
+	}
 	if *cfg.Metrics.Enabled {
 		srv.Metrics = s.metrics.Handler()
 	}

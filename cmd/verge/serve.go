@@ -97,6 +97,9 @@ type serverProc struct {
 	purgeAckWait time.Duration
 	ready        atomic.Bool
 	stopping     atomic.Bool
+
+	// timeline keeps the dashboard's charts; nil until serve starts it.
+	timeline *observe.Timeline
 }
 
 var _ admin.Controller = (*serverProc)(nil)
@@ -153,6 +156,7 @@ func (s *serverProc) serve(cfg *config.Config) error {
 	}
 	defer s.transport.Close()
 	s.metrics.SetPoolStats(poolStats{s.transport})
+	defer s.startTimeline()()
 	s.store = lb.NewStateStore()
 	s.limits = router.NewRateLimits()
 	s.overload = overload.New(overload.Thresholds{}, 0, s.log) // Apply sets the thresholds
