@@ -246,6 +246,22 @@ func (m *Manager) RemoveOrphans(ctx context.Context) error {
 	return err
 }
 
+// RemoveOrphansInBackground runs RemoveOrphans on a goroutine of the Manager's own (Close
+// waits for it), for a start with no container class deployed yet, or none at all: what a
+// killed predecessor left running is removed even when the configuration no longer has
+// containers. SetClasses waits for it before it starts any instance.
+func (m *Manager) RemoveOrphansInBackground() {
+	m.wg.Add(1)
+	go m.removeOrphansAtStart()
+}
+
+func (m *Manager) removeOrphansAtStart() {
+	defer m.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), orphanTimeout)
+	defer cancel()
+	m.RemoveOrphans(ctx)
+}
+
 func classKey(worker, class string) string { return worker + "\x00" + class }
 
 // SetClasses sets the container classes of worker (none removes them). The worker's

@@ -242,6 +242,34 @@ func TestContainersRun(t *testing.T) {
 	}
 }
 
+// TestContainersOrphansConfigWithout kills -9 a Verge with a container running and starts
+// the next one on the same data with no containers configured any more: it still removes
+// what the first left running.
+func TestContainersOrphansConfigWithout(t *testing.T) {
+	needPodman(t)
+	module := testwasm.BuildFile(t, "examples/workers/containers")
+	data := filepath.Join(t.TempDir(), "data")
+	owner := containerOwner(t, data)
+	removeOwnedContainers(t, owner)
+	p := startContainersVerge(t, data, module)
+	c := &http.Client{Timeout: 90 * time.Second}
+	containerGet(t, c, p.addr, "/app/fred/one")
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+	p.exited <- nil
+	if n := len(ownedContainers(t, owner)); n == 0 {
+		t.Fatal("no container left after kill -9: the test proves nothing")
+	}
+	p2 := launchVerge(t, func(p *proc) {
+		cfg, _, _ := strings.Cut(containersConfig(p, data, module), "    containers:\n")
+		os.WriteFile(p.cfgFile, []byte(cfg), 0o644)
+	})
+	waitFor(t, "the containers left by the killed Verge to be removed", 90*time.Second, func() bool {
+		return len(ownedContainers(t, owner)) == 0
+	})
+	_ = p2
+}
+
 // TestContainersDev serves the containers example with `verge dev` and Podman, from a
 // project made by `verge init` holding the example's code and a worker.yaml with a short
 // sleep_after: the first request starts the object's container and answers, the next reuses
