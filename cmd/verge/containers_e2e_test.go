@@ -185,11 +185,15 @@ func TestContainersRun(t *testing.T) {
 	if n := len(ownedContainers(t, owner)); n < 1 {
 		t.Fatalf("%d containers labelled with the owner, want alice's and bob's", n)
 	}
-	// The request body goes to the container and its answer streams back.
-	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
-	code, body, err := doRequest(c, p.addr, "POST", "/app/alice/echo", string(big))
-	if err != nil || code != 200 || body != string(big) {
-		t.Fatalf("echo: %d, %d bytes, %v", code, len(body), err)
+	// The request body goes to the container and its answer streams back, whatever its
+	// size (Go's HTTP/1 server drops the rest of a body under 256 KiB once its handler
+	// writes: the example's echo must read it first).
+	for _, n := range []int{10 << 10, 1 << 20} {
+		big := bytes.Repeat([]byte("0123456789abcdef"), n/16)
+		code, body, err := doRequest(c, p.addr, "POST", "/app/alice/echo", string(big))
+		if err != nil || code != 200 || body != string(big) {
+			t.Fatalf("echo of %d bytes: %d, %d bytes, %v", n, code, len(body), err)
+		}
 	}
 
 	// A WebSocket goes through the object to the container and back.
