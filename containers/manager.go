@@ -639,8 +639,9 @@ func (m *Manager) startInstance(in *instance, a *attempt) {
 	}
 }
 
-// launch picks a free loopback port and starts spec there; a port taken meanwhile (the
-// instance exits at once) is retried with another.
+// launch picks a free loopback port and starts spec there. A port taken by another
+// process between the pick and the instance's bind makes the instance exit at once: the
+// start fails (a crash) and the next one picks another port.
 func (m *Manager) launch(ctx context.Context, spec *Spec) (Process, error) {
 	port, err := freePort()
 	if err != nil {
