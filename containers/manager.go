@@ -781,6 +781,25 @@ func (m *Manager) stopInstance(ctx context.Context, in *instance, reason string)
 		}
 		// Running
 		proc := in.proc
+		if proc != nil {
+			select {
+			case <-proc.Done():
+				// It exited on its own before this stop (watch has not settled it yet):
+				// report that exit, not the stop's reason (a crash at the moment the
+				// idle timer fired is a crash, and restarts as one).
+				in.proc = nil
+				code := proc.ExitCode()
+				why := "crashed"
+				if code == 0 {
+					why = "exited"
+				}
+				m.logger(in).Warn("container exited", "code", code, "reason", why)
+				m.crashed(in, code, why, reason == "sleep")
+				m.mu.Unlock()
+				return nil
+			default:
+			}
+		}
 		in.state, in.stopCh = Stopping, make(chan struct{})
 		if in.idle != nil {
 			in.idle.Stop()
