@@ -171,6 +171,8 @@ type Manager struct {
 	closed  bool
 	wg      sync.WaitGroup
 	cleaned sync.Once
+	// cancelOrphans ends RemoveOrphansInBackground's removal (Close).
+	cancelOrphans context.CancelFunc
 }
 
 type class struct {
@@ -250,14 +252,18 @@ func (m *Manager) RemoveOrphans(ctx context.Context) error {
 // waits for it), for a start with no container class deployed yet, or none at all: what a
 // killed predecessor left running is removed even when the configuration no longer has
 // containers. SetClasses waits for it before it starts any instance.
+// Close cancels it.
 func (m *Manager) RemoveOrphansInBackground() {
+	ctx, cancel := context.WithTimeout(context.Background(), orphanTimeout)
+	m.mu.Lock()
+	m.cancelOrphans = cancel
+	m.mu.Unlock()
 	m.wg.Add(1)
-	go m.removeOrphansAtStart()
+	go m.removeOrphansAtStart(ctx, cancel)
 }
 
-func (m *Manager) removeOrphansAtStart() {
+func (m *Manager) removeOrphansAtStart(ctx context.Context, cancel context.CancelFunc) {
 	defer m.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), orphanTimeout)
 	defer cancel()
 	m.RemoveOrphans(ctx)
 }
@@ -355,6 +361,9 @@ func (m *Manager) stopClasses(ctx context.Context, cs []*class) error {
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
+	if m.cancelOrphans != nil {
+		m.cancelOrphans()
+	}
 	var cs []*class
 	for _, c := range m.classes {
 		cs = append(cs, c)
