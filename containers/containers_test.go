@@ -326,3 +326,26 @@ func (d *deadDriver) Start(ctx context.Context, s *containers.Spec) (containers.
 	}
 	return d.Driver.Start(ctx, s)
 }
+
+// blockingOrphans is a driver whose RemoveOrphans waits for its context.
+type blockingOrphans struct{ containers.ProcessDriver }
+
+func (*blockingOrphans) RemoveOrphans(ctx context.Context, _ string) (int, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestCloseEndsOrphanRemoval: Close does not wait out a removal of orphans that hangs (a
+// stuck podman): it cancels it.
+func TestCloseEndsOrphanRemoval(t *testing.T) {
+	m, err := containers.New(containers.Options{Driver: &blockingOrphans{}, Owner: "o", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.RemoveOrphansInBackground()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}

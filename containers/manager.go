@@ -171,6 +171,8 @@ type Manager struct {
 	closed  bool
 	wg      sync.WaitGroup
 	cleaned sync.Once
+	// cancelOrphans ends RemoveOrphansInBackground's removal (Close).
+	cancelOrphans context.CancelFunc
 }
 
 type class struct {
@@ -244,6 +246,26 @@ func (m *Manager) RemoveOrphans(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// RemoveOrphansInBackground runs RemoveOrphans on a goroutine of the Manager's own (Close
+// waits for it), for a start with no container class deployed yet, or none at all: what a
+// killed predecessor left running is removed even when the configuration no longer has
+// containers. SetClasses waits for it before it starts any instance.
+// Close cancels it.
+func (m *Manager) RemoveOrphansInBackground() {
+	ctx, cancel := context.WithTimeout(context.Background(), orphanTimeout)
+	m.mu.Lock()
+	m.cancelOrphans = cancel
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go m.removeOrphansAtStart(ctx, cancel)
+}
+
+func (m *Manager) removeOrphansAtStart(ctx context.Context, cancel context.CancelFunc) {
+	defer m.wg.Done()
+	defer cancel()
+	m.RemoveOrphans(ctx)
 }
 
 func classKey(worker, class string) string { return worker + "\x00" + class }
@@ -339,6 +361,9 @@ func (m *Manager) stopClasses(ctx context.Context, cs []*class) error {
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
+	if m.cancelOrphans != nil {
+		m.cancelOrphans()
+	}
 	var cs []*class
 	for _, c := range m.classes {
 		cs = append(cs, c)
@@ -623,8 +648,9 @@ func (m *Manager) startInstance(in *instance, a *attempt) {
 	}
 }
 
-// launch picks a free loopback port and starts spec there; a port taken meanwhile (the
-// instance exits at once) is retried with another.
+// launch picks a free loopback port and starts spec there. A port taken by another
+// process between the pick and the instance's bind makes the instance exit at once: the
+// start fails (a crash) and the next one picks another port.
 func (m *Manager) launch(ctx context.Context, spec *Spec) (Process, error) {
 	port, err := freePort()
 	if err != nil {
@@ -764,6 +790,25 @@ func (m *Manager) stopInstance(ctx context.Context, in *instance, reason string)
 		}
 		// Running
 		proc := in.proc
+		if proc != nil {
+			select {
+			case <-proc.Done():
+				// It exited on its own before this stop (watch has not settled it yet):
+				// report that exit, not the stop's reason (a crash at the moment the
+				// idle timer fired is a crash, and restarts as one).
+				in.proc = nil
+				code := proc.ExitCode()
+				why := "crashed"
+				if code == 0 {
+					why = "exited"
+				}
+				m.logger(in).Warn("container exited", "code", code, "reason", why)
+				m.crashed(in, code, why, reason == "sleep")
+				m.mu.Unlock()
+				return nil
+			default:
+			}
+		}
 		in.state, in.stopCh = Stopping, make(chan struct{})
 		if in.idle != nil {
 			in.idle.Stop()

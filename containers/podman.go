@@ -108,11 +108,18 @@ func (p *Podman) RunArgs(s *Spec) []string {
 
 // Start runs `podman run` for s and returns once the command started; Done closes when it
 // exits, that is when the container has exited (or failed to start: its output says why).
+//
+// The `podman run` client leads its own process group and, on Linux, gets SIGKILL when
+// Verge exits, even by kill -9 (a parent-death signal, as for ProcessDriver): a client
+// still pulling or creating the container when Verge dies would otherwise create it after
+// the next Verge removed the orphans, and nothing would ever stop it. Once created, the
+// container outlives its client (Podman's conmon keeps it), and the next Verge removes it.
 func (p *Podman) Start(ctx context.Context, s *Spec) (Process, error) {
 	cmd := exec.Command(p.path(), p.RunArgs(s)...)
 	cmd.Stdout, cmd.Stderr = s.Output, s.Output
 	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	setProcAttr(cmd)
+	if err := spawn(cmd); err != nil {
 		return nil, fmt.Errorf("podman run: %w", err)
 	}
 	pr := &podmanProcess{p: p, name: s.Name, done: make(chan struct{}), code: -1}

@@ -98,6 +98,9 @@ func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpg
 	if method == "" {
 		method = "GET"
 	}
+	if !validMethod(method) || !validTarget(target) {
+		return fail2(workerabi.StatusInvalid, fmt.Errorf("container fetch: bad method or URL %.80q %.200q", method, target))
+	}
 	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: %s\r\n", method, target, addr)
 	for n := d.Count(8); n > 0; n-- {
 		name, value := d.Str(), d.Str()
@@ -123,10 +126,10 @@ func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpg
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	br := bufio.NewReader(conn)
 	var resp *http.Response
+	var br *bufio.Reader
 	if _, err = conn.Write(head.Bytes()); err == nil {
-		resp, err = http.ReadResponse(br, nil)
+		resp, br, err = readTunnelResponse(conn)
 	}
 	if err != nil {
 		conn.Close()
@@ -196,4 +199,76 @@ func validField(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// maxTunnelHead bounds the head of a container's answer to a WebSocket handshake: a
+// container sending fields without end cannot make Verge buffer them.
+const maxTunnelHead = 64 << 10
+
+var errTunnelHead = fmt.Errorf("response head exceeds %d bytes", maxTunnelHead)
+
+// readTunnelResponse reads the container's answer head from conn, at most maxTunnelHead
+// bytes; the reader returned holds what follows, without limit.
+func readTunnelResponse(conn io.Reader) (*http.Response, *bufio.Reader, error) {
+	hl := &headLimit{r: conn, n: maxTunnelHead}
+	br := bufio.NewReader(hl)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		if hl.n <= 0 {
+			err = errTunnelHead
+		}
+		return nil, nil, err
+	}
+	hl.lifted = true
+	return resp, br, nil
+}
+
+// headLimit reads at most n bytes from r until lifted.
+type headLimit struct {
+	r      io.Reader
+	n      int
+	lifted bool
+}
+
+func (h *headLimit) Read(p []byte) (int, error) {
+	if h.lifted {
+		return h.r.Read(p)
+	}
+	if h.n <= 0 {
+		return 0, errTunnelHead
+	}
+	if len(p) > h.n {
+		p = p[:h.n]
+	}
+	n, err := h.r.Read(p)
+	h.n -= n
+	return n, err
+}
+
+// validMethod reports whether m is an HTTP method token (RFC 9110 section 9.1).
+func validMethod(m string) bool {
+	if m == "" || len(m) > 64 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validTarget reports whether t is an origin-form request target with no space or control
+// byte (nothing that could end the request line early).
+func validTarget(t string) bool {
+	if t == "" || t[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -1,6 +1,10 @@
 package worker
 
 import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/verge-edge/verge/internal/workerabi"
@@ -37,4 +41,60 @@ func TestContainerTunnelFields(t *testing.T) {
 	if i := indexPath("http://container/a/ws?x=1"); i < 0 || "http://container/a/ws?x=1"[i:] != "/a/ws?x=1" {
 		t.Errorf("indexPath: %d", i)
 	}
+}
+
+// TestContainerTunnelRequestLine: the method and target of a handshake to a container cannot
+// end the request line early (a second request smuggled by the worker's URL).
+func TestContainerTunnelRequestLine(t *testing.T) {
+	for _, c := range []struct {
+		m, target string
+		want      bool
+	}{
+		{"GET", "/ws?x=1", true},
+		{"GET /x HTTP/1.1\r\nX: 1", "/ws", false},
+		{"GET", "/ws HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET /admin", false},
+		{"GET", "/a\x00", false},
+		{"GET", "ws", false},
+		{"", "/", false},
+		{"G(T", "/", false},
+	} {
+		if got := validMethod(c.m) && validTarget(c.target); got != c.want {
+			t.Errorf("method %q target %q: valid %v, want %v", c.m, c.target, got, c.want)
+		}
+	}
+}
+
+// TestContainerTunnelHeadLimit: a container answering a WebSocket handshake with a head
+// without end gets an error once maxTunnelHead bytes are read, not Verge's memory; after a
+// head within the limit, the bytes that follow are read without limit.
+func TestContainerTunnelHeadLimit(t *testing.T) {
+	endless := io.MultiReader(strings.NewReader("HTTP/1.1 101 Switching Protocols\r\n"), infiniteFields{})
+	if _, _, err := readTunnelResponse(endless); !errors.Is(err, errTunnelHead) {
+		t.Fatalf("endless head: err %v, want errTunnelHead", err)
+	}
+	tail := bytes.Repeat([]byte("x"), 2*maxTunnelHead)
+	ok := io.MultiReader(strings.NewReader("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), bytes.NewReader(tail))
+	resp, br, err := readTunnelResponse(ok)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("101: %v %v", resp, err)
+	}
+	got, err := io.ReadAll(br)
+	if err != nil || len(got) != len(tail) {
+		t.Fatalf("after the head: %d bytes, %v; want %d", len(got), err, len(tail))
+	}
+}
+
+// infiniteFields yields header fields forever.
+type infiniteFields struct{}
+
+func (infiniteFields) Read(p []byte) (int, error) {
+	const f = "X-Field: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+	n := 0
+	for n+len(f) <= len(p) {
+		n += copy(p[n:], f)
+	}
+	if n == 0 {
+		n = copy(p, "X")
+	}
+	return n, nil
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -35,7 +37,7 @@ func newContainers(cr *config.ContainerRuntime, dataDir string, log *slog.Logger
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte(abs))
-	return containers.New(containers.Options{
+	m, err := containers.New(containers.Options{
 		Driver:   d,
 		Owner:    hex.EncodeToString(sum[:8]),
 		Logger:   log.With("component", "containers"),
@@ -48,6 +50,18 @@ func newContainers(cr *config.ContainerRuntime, dataDir string, log *slog.Logger
 			}
 		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	// A Verge killed with containers running, restarted with a configuration that has no
+	// containers any more, removes them too: when Podman is installed, the orphans are
+	// looked for at every start, not only when the first container class is deployed.
+	if p, ok := d.(*containers.Podman); ok {
+		if _, err := exec.LookPath(cmp.Or(p.Path, "podman")); err == nil {
+			m.RemoveOrphansInBackground()
+		}
+	}
+	return m, nil
 }
 
 // containerStopTimeout bounds stopping every container at exit.

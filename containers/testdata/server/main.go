@@ -24,8 +24,11 @@ func main() {
 		os.Exit(code)
 	})
 	http.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		// The whole body first: once a handler of Go's HTTP/1 server writes, the rest of
+		// the request body is gone.
+		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/octet-stream")
-		io.Copy(w, r.Body)
+		w.Write(b)
 	})
 	fmt.Printf("listening on %s\n", port)
 	if err := http.ListenAndServe(":"+port, nil); err != nil {

@@ -2,7 +2,7 @@
 // that says which object's container answered. It listens on $PORT, default 8080.
 //
 //	GET /...     "hello from APP_NAME (boot BOOT_ID) path PATH"
-//	POST /echo   echoes the request body back, streaming
+//	POST /echo   echoes the request body back (up to 64 MiB)
 //	GET .../ws   a WebSocket that answers each text message with "APP_NAME: message"
 package main
 
@@ -18,6 +18,9 @@ import (
 	"github.com/coder/websocket"
 )
 
+// maxEcho bounds the body POST /echo reads.
+const maxEcho = 64 << 20
+
 func main() {
 	port := os.Getenv("PORT")
 	if port == "" {
@@ -28,7 +31,16 @@ func main() {
 	boot := hex.EncodeToString(b)
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/echo") {
-			io.Copy(w, r.Body)
+			// Read the whole body before answering: once a handler of Go's HTTP/1 server
+			// writes, the rest of the request body is gone (it would echo 512 bytes of a
+			// 10 KB body).
+			b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxEcho))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+				return
+			}
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Write(b)
 			return
 		}
 		if strings.HasSuffix(r.URL.Path, "/ws") {
