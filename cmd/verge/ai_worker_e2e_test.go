@@ -73,6 +73,7 @@ func TestRunAIWorkerBinding(t *testing.T) {
 	t.Cleanup(gs.Close)
 	p := launchVerge(t, func(p *proc) {
 		y := fmt.Sprintf(`listeners: [{name: main, address: %q}]
+admin: {disabled: true}
 access_log: {output: "off"}
 pid_file: %q
 ai:
