@@ -56,6 +56,7 @@ type kvController struct {
 	fakeController
 	kvMu sync.Mutex
 	kv   map[string]string
+	ttl  time.Duration // of the last put
 }
 
 func (k *kvController) KVNamespaces() []string { return []string{"notes"} }
@@ -96,13 +97,14 @@ func (k *kvController) KVGet(_ context.Context, ns, key string) (KVEntry, error)
 	return NewKVEntry(key, []byte(v), nil, time.Time{}), nil
 }
 
-func (k *kvController) KVPut(_ context.Context, ns, key string, value []byte, _ json.RawMessage, _ time.Duration) error {
+func (k *kvController) KVPut(_ context.Context, ns, key string, value []byte, _ json.RawMessage, ttl time.Duration) error {
 	if err := k.ns(ns); err != nil {
 		return err
 	}
 	k.kvMu.Lock()
 	defer k.kvMu.Unlock()
 	k.kv[key] = string(value)
+	k.ttl = ttl
 	return nil
 }
 
@@ -309,6 +311,35 @@ func TestKVEndpoints(t *testing.T) {
 	base2 := startServer(t, &Server{Controller: &fakeController{ready: true}})
 	if code, _, _ := do(t, "GET", base2+"/kv", "", nil); code != 501 {
 		t.Errorf("no KV: %d", code)
+	}
+}
+
+// TestKVPutTTL checks ttl_seconds: handed on as a duration, and refused (400) where the
+// duration would wrap around instead of becoming a short or negative time to live.
+func TestKVPutTTL(t *testing.T) {
+	c := &kvController{fakeController: fakeController{ready: true}, kv: map[string]string{}}
+	base := startServer(t, &Server{Controller: c})
+	for _, tc := range []struct {
+		ttl  string
+		code int
+		want time.Duration
+	}{
+		{"0", 200, 0},
+		{"3600", 200, time.Hour},
+		{fmt.Sprint(maxKVTTLSeconds), 200, time.Duration(maxKVTTLSeconds) * time.Second},
+		{"-1", 400, 0},
+		{fmt.Sprint(maxKVTTLSeconds + 1), 400, 0},
+		{"18446744134", 400, 0}, // 2^64 ns + 60 s: wrapped, a one-minute TTL
+	} {
+		c.ttl = -1
+		code, _, body := do(t, "PUT", base+"/kv/notes/value?key=k", "", strings.NewReader(`{"value":"v","ttl_seconds":`+tc.ttl+`}`))
+		if code != tc.code {
+			t.Errorf("ttl_seconds %s: got %d %s, want %d", tc.ttl, code, body, tc.code)
+			continue
+		}
+		if code == 200 && c.ttl != tc.want {
+			t.Errorf("ttl_seconds %s: got TTL %v, want %v", tc.ttl, c.ttl, tc.want)
+		}
 	}
 }
 
