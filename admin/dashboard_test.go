@@ -230,6 +230,38 @@ func TestStatsStream(t *testing.T) {
 	}
 }
 
+// TestStatsStreamClientLeaves checks that a stream whose client goes away ends (its
+// handler returns and frees its place among MaxStreams) while the timeline is quiet.
+func TestStatsStreamClientLeaves(t *testing.T) {
+	tl := newFakeTimeline()
+	tl.add(1)
+	srv := &Server{Timeline: tl, Controller: &fakeController{ready: true}}
+	base := startServer(t, srv)
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/stats/events", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil { // the first event
+			t.Fatal(err)
+		}
+		if n := srv.streams.Load(); n != 1 {
+			t.Fatalf("round %d: %d streams open, want 1", i, n)
+		}
+		cancel()
+		resp.Body.Close()
+		deadline := time.Now().Add(20 * time.Second)
+		for srv.streams.Load() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the stream's handler still runs after its client left", i)
+			}
+			time.Sleep(10 * time.Millisecond) // poll interval
+		}
+	}
+}
+
 func TestStreamLimit(t *testing.T) {
 	tl := newFakeTimeline()
 	base := startServer(t, &Server{Dashboard: true, Timeline: tl, Controller: &fakeController{ready: true}})
