@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"sort"
 	"strings"
@@ -259,6 +262,35 @@ func TestStatsStreamClientLeaves(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond) // poll interval
 		}
+	}
+}
+
+// TestStatsStreamMountedHandlerShutdown checks that with Handler mounted on a server of
+// one's own, Server.Shutdown ends the live streams, which that server's Shutdown waits for.
+func TestStatsStreamMountedHandlerShutdown(t *testing.T) {
+	tl := newFakeTimeline()
+	tl.add(1)
+	adm := &Server{Timeline: tl, Controller: &fakeController{ready: true}, Logger: slog.New(slog.DiscardHandler)}
+	ts := httptest.NewUnstartedServer(adm.Handler())
+	adm.Addr = ts.Listener.Addr().String()
+	ts.Start()
+	defer ts.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // a failure guard
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/stats/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /stats/events: %d", resp.StatusCode)
+	}
+	if err := adm.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("the stream did not end at Shutdown: %v", err)
 	}
 }
 
