@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -446,5 +448,41 @@ func TestCacheEndpoints(t *testing.T) {
 	base2 := startServer(t, &Server{Controller: &fakeController{ready: true}})
 	if code, _, _ := do(t, "GET", base2+"/cache/keys", "", nil); code != 501 {
 		t.Errorf("no cache: %d", code)
+	}
+}
+
+// TestDashboardAssetsOffline checks that the embedded pages name nothing outside the admin
+// listener (the dashboard works with no internet access): links and scripts are relative,
+// the style sheet loads nothing, and the script's only absolute URL is the purge form's
+// example text.
+func TestDashboardAssetsOffline(t *testing.T) {
+	absURL := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}`)
+	attr := regexp.MustCompile(`(?i)\b(src|href|action)=["']?([^"'\s>]*)`)
+	err := fs.WalkDir(dashboardFiles, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(dashboardFiles, name)
+		if err != nil {
+			return err
+		}
+		text := string(b)
+		for _, m := range attr.FindAllStringSubmatch(text, -1) {
+			if v := m[2]; strings.Contains(v, ":") && !strings.HasPrefix(v, "data:") || strings.HasPrefix(v, "//") {
+				t.Errorf("%s: %s=%q leaves the admin listener", name, m[1], v)
+			}
+		}
+		if strings.Contains(text, "@import") || strings.Contains(text, "url(") {
+			t.Errorf("%s loads a style resource (@import or url())", name)
+		}
+		for _, line := range strings.Split(text, "\n") {
+			if absURL.MatchString(line) && !strings.Contains(line, `placeholder: "https://example.com/a.css"`) {
+				t.Errorf("%s: absolute URL in %q", name, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
