@@ -5,8 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -56,6 +61,7 @@ type kvController struct {
 	fakeController
 	kvMu sync.Mutex
 	kv   map[string]string
+	ttl  time.Duration // of the last put
 }
 
 func (k *kvController) KVNamespaces() []string { return []string{"notes"} }
@@ -96,13 +102,14 @@ func (k *kvController) KVGet(_ context.Context, ns, key string) (KVEntry, error)
 	return NewKVEntry(key, []byte(v), nil, time.Time{}), nil
 }
 
-func (k *kvController) KVPut(_ context.Context, ns, key string, value []byte, _ json.RawMessage, _ time.Duration) error {
+func (k *kvController) KVPut(_ context.Context, ns, key string, value []byte, _ json.RawMessage, ttl time.Duration) error {
 	if err := k.ns(ns); err != nil {
 		return err
 	}
 	k.kvMu.Lock()
 	defer k.kvMu.Unlock()
 	k.kv[key] = string(value)
+	k.ttl = ttl
 	return nil
 }
 
@@ -228,6 +235,67 @@ func TestStatsStream(t *testing.T) {
 	}
 }
 
+// TestStatsStreamClientLeaves checks that a stream whose client goes away ends (its
+// handler returns and frees its place among MaxStreams) while the timeline is quiet.
+func TestStatsStreamClientLeaves(t *testing.T) {
+	tl := newFakeTimeline()
+	tl.add(1)
+	srv := &Server{Timeline: tl, Controller: &fakeController{ready: true}}
+	base := startServer(t, srv)
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(t.Context())
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/stats/events", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil { // the first event
+			t.Fatal(err)
+		}
+		if n := srv.streams.Load(); n != 1 {
+			t.Fatalf("round %d: %d streams open, want 1", i, n)
+		}
+		cancel()
+		resp.Body.Close()
+		deadline := time.Now().Add(20 * time.Second)
+		for srv.streams.Load() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the stream's handler still runs after its client left", i)
+			}
+			time.Sleep(10 * time.Millisecond) // poll interval
+		}
+	}
+}
+
+// TestStatsStreamMountedHandlerShutdown checks that with Handler mounted on a server of
+// one's own, Server.Shutdown ends the live streams, which that server's Shutdown waits for.
+func TestStatsStreamMountedHandlerShutdown(t *testing.T) {
+	tl := newFakeTimeline()
+	tl.add(1)
+	adm := &Server{Timeline: tl, Controller: &fakeController{ready: true}, Logger: slog.New(slog.DiscardHandler)}
+	ts := httptest.NewUnstartedServer(adm.Handler())
+	adm.Addr = ts.Listener.Addr().String()
+	ts.Start()
+	defer ts.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // a failure guard
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/stats/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /stats/events: %d", resp.StatusCode)
+	}
+	if err := adm.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("the stream did not end at Shutdown: %v", err)
+	}
+}
+
 func TestStreamLimit(t *testing.T) {
 	tl := newFakeTimeline()
 	base := startServer(t, &Server{Dashboard: true, Timeline: tl, Controller: &fakeController{ready: true}})
@@ -312,6 +380,35 @@ func TestKVEndpoints(t *testing.T) {
 	}
 }
 
+// TestKVPutTTL checks ttl_seconds: handed on as a duration, and refused (400) where the
+// duration would wrap around instead of becoming a short or negative time to live.
+func TestKVPutTTL(t *testing.T) {
+	c := &kvController{fakeController: fakeController{ready: true}, kv: map[string]string{}}
+	base := startServer(t, &Server{Controller: c})
+	for _, tc := range []struct {
+		ttl  string
+		code int
+		want time.Duration
+	}{
+		{"0", 200, 0},
+		{"3600", 200, time.Hour},
+		{fmt.Sprint(maxKVTTLSeconds), 200, time.Duration(maxKVTTLSeconds) * time.Second},
+		{"-1", 400, 0},
+		{fmt.Sprint(maxKVTTLSeconds + 1), 400, 0},
+		{"18446744134", 400, 0}, // 2^64 ns + 60 s: wrapped, a one-minute TTL
+	} {
+		c.ttl = -1
+		code, _, body := do(t, "PUT", base+"/kv/notes/value?key=k", "", strings.NewReader(`{"value":"v","ttl_seconds":`+tc.ttl+`}`))
+		if code != tc.code {
+			t.Errorf("ttl_seconds %s: got %d %s, want %d", tc.ttl, code, body, tc.code)
+			continue
+		}
+		if code == 200 && c.ttl != tc.want {
+			t.Errorf("ttl_seconds %s: got TTL %v, want %v", tc.ttl, c.ttl, tc.want)
+		}
+	}
+}
+
 func TestNewKVEntryBinary(t *testing.T) {
 	e := NewKVEntry("k", []byte{0xff, 0, 1}, []byte("not json"), time.Time{})
 	if e.Value != nil || e.ValueBase64 != "/wAB" || e.Metadata != nil || e.Size != 3 {
@@ -351,5 +448,41 @@ func TestCacheEndpoints(t *testing.T) {
 	base2 := startServer(t, &Server{Controller: &fakeController{ready: true}})
 	if code, _, _ := do(t, "GET", base2+"/cache/keys", "", nil); code != 501 {
 		t.Errorf("no cache: %d", code)
+	}
+}
+
+// TestDashboardAssetsOffline checks that the embedded pages name nothing outside the admin
+// listener (the dashboard works with no internet access): links and scripts are relative,
+// the style sheet loads nothing, and the script's only absolute URL is the purge form's
+// example text.
+func TestDashboardAssetsOffline(t *testing.T) {
+	absURL := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}`)
+	attr := regexp.MustCompile(`(?i)\b(src|href|action)=["']?([^"'\s>]*)`)
+	err := fs.WalkDir(dashboardFiles, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(dashboardFiles, name)
+		if err != nil {
+			return err
+		}
+		text := string(b)
+		for _, m := range attr.FindAllStringSubmatch(text, -1) {
+			if v := m[2]; strings.Contains(v, ":") && !strings.HasPrefix(v, "data:") || strings.HasPrefix(v, "//") {
+				t.Errorf("%s: %s=%q leaves the admin listener", name, m[1], v)
+			}
+		}
+		if strings.Contains(text, "@import") || strings.Contains(text, "url(") {
+			t.Errorf("%s loads a style resource (@import or url())", name)
+		}
+		for _, line := range strings.Split(text, "\n") {
+			if absURL.MatchString(line) && !strings.Contains(line, `placeholder: "https://example.com/a.css"`) {
+				t.Errorf("%s: absolute URL in %q", name, strings.TrimSpace(line))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

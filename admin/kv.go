@@ -5,7 +5,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -93,6 +95,10 @@ type KVPutRequest struct {
 
 // maxKVListLimit bounds ?limit on GET /kv/{namespace}.
 const maxKVListLimit = 1000
+
+// maxKVTTLSeconds bounds ttl_seconds of PUT /kv/{namespace}/value: the longest
+// time.Duration in whole seconds (about 292 years).
+const maxKVTTLSeconds = int64(math.MaxInt64 / time.Second)
 
 func (s *Server) kvBrowser(w http.ResponseWriter) (KVBrowser, bool) {
 	b, ok := s.Controller.(KVBrowser)
@@ -216,8 +222,10 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "missing value (or value_base64)")
 		return
 	}
-	if req.TTLSeconds < 0 {
-		writeError(w, http.StatusBadRequest, "ttl_seconds: must not be negative")
+	if req.TTLSeconds < 0 || req.TTLSeconds > maxKVTTLSeconds {
+		// Past maxKVTTLSeconds the duration in nanoseconds would wrap around (to a
+		// negative or a short time to live).
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl_seconds: want 0 to %d", maxKVTTLSeconds))
 		return
 	}
 	meta := req.Metadata

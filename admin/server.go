@@ -192,10 +192,12 @@ func (s *Server) ListenAddr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Shutdown stops the server gracefully: it closes the listener, then waits for requests in
-// progress until ctx ends, then closes the remaining connections. Before Start it does
-// nothing.
+// Shutdown stops the server gracefully: it ends the live streams (GET /stats/events), closes
+// the listener, then waits for requests in progress until ctx ends, then closes the
+// remaining connections. Without Start or Serve (Handler mounted on a server of your own)
+// it only ends the streams, which that server's Shutdown would otherwise wait for.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.endStreams()
 	s.mu.Lock()
 	srv := s.srv
 	s.mu.Unlock()

@@ -84,6 +84,11 @@ type WorkerStatus struct {
 // MaxWorkerModuleBytes bounds a module uploaded to PUT /workers/{name}.
 const MaxWorkerModuleBytes = 64 << 20
 
+// moduleUploadTimeout bounds the reading of a module's body, in place of the server's
+// 30-second read timeout: 64 MiB take 30 s at 18 Mbit/s, so a large module over a modest
+// link would be cut off.
+const moduleUploadTimeout = 10 * time.Minute
+
 func (s *Server) workers(w http.ResponseWriter, _ *http.Request) {
 	d, ok := s.Controller.(WorkerDeployer)
 	if !ok {
@@ -105,6 +110,16 @@ func (s *Server) deployWorker(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if r.ContentLength > MaxWorkerModuleBytes {
+		// Refused before reading: the body would only be read to be thrown away.
+		writeError(w, http.StatusRequestEntityTooLarge, "module larger than 64MiB")
+		return
+	}
+	// The request is authenticated by now, so it may take longer than others to send; the
+	// answer then still gets the server's usual time to be written.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(moduleUploadTimeout))
+	rc.SetWriteDeadline(time.Now().Add(moduleUploadTimeout + writeTimeout))
 	// Sized from Content-Length when given: a module is megabytes, which io.ReadAll would
 	// copy over and over as it grows.
 	var buf bytes.Buffer

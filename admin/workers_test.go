@@ -1,14 +1,18 @@
 package admin
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 )
 
 // deployController is a fake Controller that runs workers.
@@ -158,5 +162,30 @@ func TestClusterDeploymentEndpoints(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 501 {
 		t.Errorf("controller without deployments: %d, want 501", resp.StatusCode)
+	}
+}
+
+// TestWorkerDeployTooLargeRefusedUnread checks that a module whose Content-Length is over
+// the limit gets 413 at once, before its body is sent: reading 64 MiB only to throw them
+// away is slow, and a slow sender would run into the read timeout instead.
+func TestWorkerDeployTooLargeRefusedUnread(t *testing.T) {
+	dc := &deployController{deployed: map[string][]byte{"counter": nil}}
+	base := startServer(t, &Server{Controller: dc})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The server's read timeout is 30 s; an answer that waits for the body comes after it.
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(conn, "PUT /workers/counter HTTP/1.1\r\nHost: %s\r\nContent-Type: application/wasm\r\n"+
+		"Content-Length: %d\r\n\r\n\x00asm", strings.TrimPrefix(base, "http://"), MaxWorkerModuleBytes+1)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body was sent: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("got %d, want 413", resp.StatusCode)
 	}
 }

@@ -16,9 +16,10 @@ const (
 	DefaultTimelineInterval = time.Second
 	// DefaultTimelineWindow is how far back the samples go.
 	DefaultTimelineWindow = 15 * time.Minute
-	// MaxTimelineSeries caps the routes, backends and workers a point keeps apart; the
-	// rest are summed under OtherSeries, so a configuration with thousands of routes does
-	// not make the ring grow without bound.
+	// MaxTimelineSeries caps the routes, backends and workers a point keeps apart: the
+	// first seen of each kind, for the timeline's life (names a reload removed keep their
+	// place). The rest are summed under OtherSeries, so a configuration with thousands of
+	// routes does not make the ring grow without bound.
 	MaxTimelineSeries = 64
 	// OtherSeries names the sum of the series over MaxTimelineSeries.
 	OtherSeries = "(other)"
@@ -121,6 +122,7 @@ type Timeline struct {
 	prev   *cumulative
 	prevAt time.Time
 	notify chan struct{} // closed and replaced at each sample
+	apart  apartNames
 }
 
 // NewTimeline returns a timeline of m's metrics. Zero interval or window mean the
@@ -158,7 +160,7 @@ func (t *Timeline) Run(ctx context.Context) {
 // Sample reads the metrics now and appends a point with the rates since the previous
 // sample. The first call only records the counters' values and appends nothing.
 func (t *Timeline) Sample(now time.Time) {
-	cur := t.m.cumulative()
+	cur := t.m.cumulative(&t.apart)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	prev, prevAt := t.prev, t.prevAt
@@ -320,17 +322,42 @@ func labels(d *dto.Metric) map[string]string {
 	return out
 }
 
-// series returns the entry of name in m, folding names past MaxTimelineSeries into
+// apartNames remembers, for each kind of series (route, backend, ...), the names a point
+// keeps apart: the first MaxTimelineSeries seen. The choice must not change from one sample
+// to the next (the metrics are collected in a map's order), or a name moving between its
+// own series and OtherSeries would show its whole count as one second's rate.
+type apartNames struct {
+	mu    sync.Mutex
+	kinds map[string]map[string]struct{}
+}
+
+// name returns name if it is kept apart (or now becomes so, while fewer than
+// MaxTimelineSeries are), else OtherSeries. The caller holds a.mu.
+func (a *apartNames) name(kind, name string) string {
+	if a.kinds == nil {
+		a.kinds = make(map[string]map[string]struct{})
+	}
+	set := a.kinds[kind]
+	if set == nil {
+		set = make(map[string]struct{})
+		a.kinds[kind] = set
+	}
+	if _, ok := set[name]; ok {
+		return name
+	}
+	if len(set) >= MaxTimelineSeries {
+		return OtherSeries
+	}
+	set[name] = struct{}{}
+	return name
+}
+
+// series returns the entry of name in m, folding the names keep does not keep apart into
 // OtherSeries.
-func series[V any](m map[string]*V, name string) *V {
+func series[V any](m map[string]*V, keep *apartNames, kind, name string) *V {
+	name = keep.name(kind, name)
 	if v, ok := m[name]; ok {
 		return v
-	}
-	if len(m) >= MaxTimelineSeries {
-		name = OtherSeries
-		if v, ok := m[name]; ok {
-			return v
-		}
 	}
 	v := new(V)
 	m[name] = v
@@ -338,7 +365,9 @@ func series[V any](m map[string]*V, name string) *V {
 }
 
 // cumulative reads the totals of the metrics the timeline charts.
-func (m *Metrics) cumulative() *cumulative {
+func (m *Metrics) cumulative(keep *apartNames) *cumulative {
+	keep.mu.Lock()
+	defer keep.mu.Unlock()
 	c := &cumulative{
 		routes: map[string]*routeCum{}, protos: map[string]*routeCum{}, listeners: map[string]*routeCum{},
 		upstreams: map[string]*upCum{},
@@ -347,7 +376,7 @@ func (m *Metrics) cumulative() *cumulative {
 	collect(m.requests, func(d *dto.Metric) {
 		l := labels(d)
 		v := d.GetCounter().GetValue()
-		for _, r := range []*routeCum{series(c.routes, l["route"]), series(c.protos, l["proto"])} {
+		for _, r := range []*routeCum{series(c.routes, keep, "route", l["route"]), series(c.protos, keep, "proto", l["proto"])} {
 			r.req += v
 			switch l["code_class"] {
 			case "5xx", "other":
@@ -359,13 +388,13 @@ func (m *Metrics) cumulative() *cumulative {
 	})
 	collect(m.requestDuration, func(d *dto.Metric) {
 		l := labels(d)
-		series(c.routes, l["route"]).dur.add(d.GetHistogram())
-		series(c.protos, l["proto"]).dur.add(d.GetHistogram())
+		series(c.routes, keep, "route", l["route"]).dur.add(d.GetHistogram())
+		series(c.protos, keep, "proto", l["proto"]).dur.add(d.GetHistogram())
 	})
 	collect(m.traffic.bytes, func(d *dto.Metric) {
 		l := labels(d)
 		v := d.GetCounter().GetValue()
-		for _, r := range []*routeCum{series(c.routes, l["route"]), series(c.listeners, l["listener"])} {
+		for _, r := range []*routeCum{series(c.routes, keep, "route", l["route"]), series(c.listeners, keep, "listener", l["listener"])} {
 			if l["direction"] == "in" {
 				r.in += v
 			} else {
@@ -375,7 +404,7 @@ func (m *Metrics) cumulative() *cumulative {
 	})
 	collect(m.traffic.requests, func(d *dto.Metric) {
 		l := labels(d)
-		r := series(c.listeners, l["listener"])
+		r := series(c.listeners, keep, "listener", l["listener"])
 		v := d.GetCounter().GetValue()
 		r.req += v
 		switch l["code_class"] {
@@ -386,7 +415,7 @@ func (m *Metrics) cumulative() *cumulative {
 		}
 	})
 	upstream := func(l map[string]string) *upCum {
-		u := series(c.upstreams, l["group"]+" "+l["addr"])
+		u := series(c.upstreams, keep, "upstream", l["group"]+" "+l["addr"])
 		if u.group == "" && u.addr == "" {
 			u.group, u.addr = l["group"], l["addr"]
 		}
@@ -423,7 +452,7 @@ func (m *Metrics) cumulative() *cumulative {
 	}
 	if p := m.workers.src.Load(); p != nil {
 		(*p).EachWorker(func(s WorkerSample) {
-			w := series(c.workers, s.Worker)
+			w := series(c.workers, keep, "worker", s.Worker)
 			for _, n := range s.Invocations {
 				w.inv += float64(n)
 			}

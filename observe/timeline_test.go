@@ -120,6 +120,37 @@ func TestTimelineCapsSeries(t *testing.T) {
 	}
 }
 
+// TestTimelineCapsSeriesStable checks that past MaxTimelineSeries the routes, listeners and
+// backends kept apart stay the same from one sample to the next: the metrics are collected
+// in a map's order, and a name moving in and out of OtherSeries showed its whole count as
+// one second's rate.
+func TestTimelineCapsSeriesStable(t *testing.T) {
+	m := NewMetrics()
+	tl := m.NewTimeline(time.Second, time.Minute)
+	for i := range MaxTimelineSeries + 20 {
+		for range 1000 {
+			m.ObserveRequest(fmt.Sprintf("r%d", i), "HTTP/1.1", 200, time.Millisecond)
+			m.ObserveTraffic(fmt.Sprintf("l%d", i), fmt.Sprintf("r%d", i), 200, 10, 10)
+			m.ObserveUpstream("web", fmt.Sprintf("10.0.%d.1:80", i), time.Millisecond, false)
+		}
+	}
+	for s := range 20 {
+		tl.Sample(time.Unix(int64(s), 0))
+	}
+	m.ObserveRequest("r3", "HTTP/1.1", 200, time.Millisecond)
+	tl.Sample(time.Unix(20, 0))
+	pts, _ := tl.Since(0)
+	for _, p := range pts[:len(pts)-1] {
+		if p.Total.Requests != 0 || len(p.Routes) != 0 || len(p.Listeners) != 0 || len(p.Upstreams) != 0 {
+			t.Fatalf("point %d without traffic: total %v req/s, routes %v, listeners %v, backends %v",
+				p.Seq, p.Total.Requests, p.Routes, p.Listeners, p.Upstreams)
+		}
+	}
+	if last := pts[len(pts)-1]; last.Total.Requests != 1 || len(last.Routes) != 1 {
+		t.Fatalf("last point: total %v req/s, routes %v; want one request", last.Total.Requests, last.Routes)
+	}
+}
+
 func BenchmarkObserveTraffic(b *testing.B) {
 	m := NewMetrics()
 	b.ReportAllocs()

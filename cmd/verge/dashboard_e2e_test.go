@@ -136,9 +136,13 @@ shutdown: {grace_period: 2s}
 	load := startRawLoad(t, p.addr, 4)
 	stopCached := make(chan struct{})
 	cachedDone := make(chan struct{})
+	var cachedRounds atomic.Int64 // rounds of the cached-route client
 	go func() {
 		defer close(cachedDone)
 		for i := 0; i < 100000; i++ {
+			if i > 0 {
+				cachedRounds.Add(1)
+			}
 			select {
 			case <-stopCached:
 				return
@@ -166,7 +170,9 @@ shutdown: {grace_period: 2s}
 	if err := chromedp.Do(bctx); err != nil { // starts the browser
 		t.Fatalf("start chromium: %v", err)
 	}
-	ctx, cancelTimeout := context.WithTimeout(bctx, 3*time.Minute) // a failure guard
+	// A failure guard: the test takes 40 to 90 s, the latter on a shared 2-core machine
+	// running other tests.
+	ctx, cancelTimeout := context.WithTimeout(bctx, 8*time.Minute)
 	defer cancelTimeout()
 	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
@@ -250,7 +256,12 @@ shutdown: {grace_period: 2s}
 	shoot("upstreams")
 	run("click drain", chromedp.Click(chromedp.CSS(drainSel)))
 	run("wait for draining", chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`button[aria-label="Undrain %s in web"]`, backB))))
-	load.await(t, 100) // each client's request sent before the drain has finished
+	// Every request sent before the drain has been answered once each load client has read
+	// a response more, and the cached route's client has finished a round (a cache miss goes
+	// to web too).
+	rounds := cachedRounds.Load()
+	load.awaitEach(t, 1)
+	waitFor(t, "a round of the cached-route client", 60*time.Second, func() bool { return cachedRounds.Load() > rounds })
 	before := hitsB.Load()
 	aBefore := hitsA.Load()
 	load.await(t, 400)
@@ -276,6 +287,11 @@ shutdown: {grace_period: 2s}
 	} else {
 		resp.Body.Close()
 	}
+	// The page's rate for b (an average of the last 5 seconds) falls to nothing.
+	waitJS("no traffic shown for the drained server", fmt.Sprintf(`(() => {
+		const row = [...document.querySelectorAll("#view tr")].find(r => r.querySelector("th") && r.querySelector("th").textContent === %q);
+		const v = row && row.querySelectorAll("td")[3].textContent;
+		return v === "0" || v === "–"; })()`, backB))
 	shoot("upstreams-drained")
 	// Undrain with the keyboard: focus the button, press Enter; b takes traffic again.
 	undrainSel := fmt.Sprintf(`button[aria-label="Undrain %s in web"]`, backB)
@@ -440,7 +456,7 @@ shutdown: {grace_period: 2s}
 	if err := chromedp.Do(bctx); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(bctx, 2*time.Minute) // a failure guard
+	ctx, cancel := context.WithTimeout(bctx, 5*time.Minute) // a failure guard
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+adminAddr+"/dashboard/#overview"),
 		chromedp.WaitVisible(chromedp.CSS("#nav-cluster a")), chromedp.Click(chromedp.CSS("#nav-cluster a")),

@@ -33,15 +33,16 @@ type rawLoad struct {
 	errs    []string
 	stopc   chan struct{}
 	wg      sync.WaitGroup
-	notify  chan struct{} // receives (without blocking) after each response
-	variant sync.Map      // X-Variant values seen
+	notify  chan struct{}  // receives (without blocking) after each response
+	each    []atomic.Int64 // complete responses by client
+	variant sync.Map       // X-Variant values seen
 }
 
 // rawLoadMax bounds each client's requests, so the test always stops.
 const rawLoadMax = 200_000
 
 func startRawLoad(t *testing.T, addr string, clients int) *rawLoad {
-	l := &rawLoad{addr: addr, stopc: make(chan struct{}), notify: make(chan struct{}, 1)}
+	l := &rawLoad{addr: addr, stopc: make(chan struct{}), notify: make(chan struct{}, 1), each: make([]atomic.Int64, clients)}
 	for i := range clients {
 		l.wg.Add(1)
 		go l.client(i)
@@ -105,6 +106,7 @@ func (l *rawLoad) client(id int) {
 			l.fail("client %d request %d: %v", id, n, err)
 			return
 		}
+		l.each[id].Add(1)
 		l.done.Add(1)
 		select {
 		case l.notify <- struct{}{}:
@@ -167,6 +169,26 @@ func (l *rawLoad) await(t *testing.T, n int64) {
 		case <-l.notify:
 		case <-guard:
 			t.Fatalf("load stalled at %d responses (want %d); errors: %v", l.done.Load(), target, l.errors())
+		}
+	}
+}
+
+// awaitEach waits until every client has read n more responses: then each request a client
+// had in flight when awaitEach was called has been answered.
+func (l *rawLoad) awaitEach(t *testing.T, n int64) {
+	t.Helper()
+	targets := make([]int64, len(l.each))
+	for i := range l.each {
+		targets[i] = l.each[i].Load() + n
+	}
+	guard := time.After(60 * time.Second)
+	for i := range l.each {
+		for l.each[i].Load() < targets[i] {
+			select {
+			case <-l.notify:
+			case <-guard:
+				t.Fatalf("load client %d stalled at %d responses (want %d); errors: %v", i, l.each[i].Load(), targets[i], l.errors())
+			}
 		}
 	}
 }
