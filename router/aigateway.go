@@ -55,7 +55,7 @@ func aiProviders(pcs []config.AIProvider) ([]ai.Provider, error) {
 			p.APIKey = k
 		}
 		if pc.Type == "local" {
-			m, err := openLocalModel(pc.Model)
+			m, err := openLocalModel(pc.Model, pc.MaxConcurrency)
 			if err != nil {
 				return nil, fmt.Errorf("ai provider %s: %w", pc.Name, err)
 			}
@@ -75,7 +75,7 @@ var localModels sync.Map // path -> *localModel
 
 // builtinProvider is what an AI binding reaches when no provider is configured: the tiny
 // model built into the binary.
-var builtinProvider = config.AIProvider{Name: "builtin", Type: "local", MaxConcurrency: config.DefaultAIMaxConcurrency,
+var builtinProvider = config.AIProvider{Name: "builtin", Type: "local", MaxConcurrency: config.DefaultAILocalMaxConcurrency,
 	Timeouts: config.AITimeouts{Connect: config.Duration(config.DefaultAIConnectTimeout),
 		FirstToken: config.Duration(config.DefaultAIFirstTokenTimeout), Total: config.Duration(config.DefaultAITotalTimeout)}}
 

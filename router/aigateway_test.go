@@ -150,3 +150,28 @@ workers:
 		t.Fatalf("a rotated API key kept the key %s", k3)
 	}
 }
+
+// TestLocalProviderConcurrency: a local provider's max_concurrency (default 2) is both the
+// client's cap and the model's generation slots, also for a model opened by an earlier
+// configuration, so the gateway skips a full local model instead of being refused by it.
+func TestLocalProviderConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		want  int
+	}{{"", 2}, {", max_concurrency: 5", 5}, {", max_concurrency: 1", 1}} {
+		cfg := mustConfig(t, `listeners: [{name: main, address: "127.0.0.1:0"}]
+ai:
+  providers:
+    - {name: tiny, type: local`+tc.field+`}
+routes: [{name: ai, ai_gateway: {}}]
+`)
+		ps, err := AIProviders(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := localModels.Load("")
+		if got := m.(*localModel).m.MaxConcurrent(); ps[0].MaxConcurrency != tc.want || got != tc.want {
+			t.Errorf("%q: client cap %d, model slots %d, want %d", tc.field, ps[0].MaxConcurrency, got, tc.want)
+		}
+	}
+}
