@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,5 +445,41 @@ func TestGatewayStateSurvivesReload(t *testing.T) {
 	g3, _ := ai.NewGateway(cfg)
 	if w := do(g3); w.Code != 200 || w.Header().Get(ai.HeaderCache) != "HIT" {
 		t.Errorf("after a limit change: %d %v", w.Code, w.Header())
+	}
+}
+
+// TestGatewayDoesNotCacheCutJSON: a provider whose JSON answer is cut short by closing a
+// connection without Content-Length or chunking (which looks like a clean end) is passed on
+// but not cached: the next identical request reaches the provider again.
+func TestGatewayDoesNotCacheCutJSON(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		n++
+		mu.Unlock()
+		conn, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
+			`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hel`)
+		bw.Flush()
+	}))
+	t.Cleanup(ts.Close)
+	c := client(t, ai.Provider{Name: "cut", BaseURL: ts.URL + "/v1"})
+	url := gateway(t, ai.GatewayConfig{Client: c, Cache: &ai.CacheConfig{TTL: time.Hour, MaxEntries: 10, MaxBytes: 1 << 20, MaxEntrySize: 1 << 16}})
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	for i := range 2 {
+		if res, _ := post(t, url+"/v1/chat/completions", "", body); res.Header.Get(ai.HeaderCache) != "MISS" {
+			t.Fatalf("request %d: cache %q, want MISS", i, res.Header.Get(ai.HeaderCache))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n != 2 {
+		t.Fatalf("the provider got %d requests, want 2 (the cut answer was cached)", n)
 	}
 }

@@ -403,11 +403,16 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		} else {
 			res.TokensOut = events
 		}
-	} else if !overflow && ok2xx {
+	}
+	// A JSON answer is complete only if it parses: a provider that closes a connection
+	// without Content-Length or chunking mid-answer looks like a clean end.
+	validJSON := false
+	if !isStream && !overflow && ok2xx {
 		var v struct {
 			Usage Usage `json:"usage"`
 		}
 		if json.Unmarshal(keep, &v) == nil {
+			validJSON = true
 			usage = &v.Usage
 			res.TokensIn, res.TokensOut = v.Usage.PromptTokens, v.Usage.CompletionTokens
 		}
@@ -416,7 +421,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 	if g.budget != nil {
 		g.budget.add(limitID, res.TokensIn+res.TokensOut, time.Now())
 	}
-	complete := streamErr == nil && res.Err == nil && !overflow && ok2xx && (!isStream || done)
+	complete := streamErr == nil && res.Err == nil && !overflow && ok2xx && (isStream && done || validJSON)
 	if cacheable && complete {
 		e := &cached{key: ckey, contentType: ctype, provider: up.Provider, body: keep}
 		if usage != nil {
