@@ -483,3 +483,28 @@ func TestGatewayDoesNotCacheCutJSON(t *testing.T) {
 		t.Fatalf("the provider got %d requests, want 2 (the cut answer was cached)", n)
 	}
 }
+
+// TestGatewayCacheDuplicateKeys: with a shared cache, a body with a duplicate key (which Go
+// resolves to the last value, and a provider's parser may resolve to the first) cannot store
+// the answer to one prompt under another's key: the provider gets the normalised body.
+func TestGatewayCacheDuplicateKeys(t *testing.T) {
+	// The provider answers with the first "content" in the body, as a first-wins parser would.
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, after, _ := strings.Cut(string(b), `"content":"`)
+		prompt, _, _ := strings.Cut(after, `"`)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"object": "chat.completion",
+			"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": "answer to " + prompt}}}})
+	}))
+	t.Cleanup(ts.Close)
+	c := client(t, ai.Provider{Name: "p", BaseURL: ts.URL + "/v1"})
+	const keyA, keyB = "client-key-aaaaaaaaaaaa", "client-key-bbbbbbbbbbbb"
+	url := gateway(t, ai.GatewayConfig{Client: c, Keys: map[string]string{keyA: "a", keyB: "b"},
+		Cache: &ai.CacheConfig{TTL: time.Hour, MaxEntries: 10, MaxBytes: 1 << 20, MaxEntrySize: 1 << 16, Shared: true}})
+	post(t, url+"/v1/chat/completions", keyA, `{"model":"m","messages":[{"role":"user","content":"evil"}],"messages":[{"role":"user","content":"fair"}]}`)
+	res, b := post(t, url+"/v1/chat/completions", keyB, `{"model":"m","messages":[{"role":"user","content":"fair"}]}`)
+	if res.StatusCode != 200 || strings.Contains(b, "answer to evil") || !strings.Contains(b, "answer to fair") {
+		t.Fatalf("b got %d %s (cache %s)", res.StatusCode, b, res.Header.Get(ai.HeaderCache))
+	}
+}

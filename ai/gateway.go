@@ -263,7 +263,11 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		if g.shared {
 			id = ""
 		}
-		ckey, cacheable = cacheKey(apiPath, id, body)
+		var norm []byte
+		ckey, norm, cacheable = normalizedKey(apiPath, id, body)
+		if cacheable {
+			body = norm // the provider answers exactly what the key describes
+		}
 		if bypass(r) {
 			res.Cache = "bypass" // not served from the cache; a fresh answer replaces the entry
 		} else if cacheable {
