@@ -508,3 +508,23 @@ func TestGatewayCacheDuplicateKeys(t *testing.T) {
 		t.Fatalf("b got %d %s (cache %s)", res.StatusCode, b, res.Header.Get(ai.HeaderCache))
 	}
 }
+
+// TestGatewayBearerSchemeCaseInsensitive: "bearer" and "BEARER" are the Bearer scheme
+// (RFC 9110, section 11.1); another scheme is refused.
+func TestGatewayBearerSchemeCaseInsensitive(t *testing.T) {
+	c := client(t, ai.Provider{Name: "up", BaseURL: serve(t, &aitest.Server{Name: "up"})})
+	const key = "client-key-aaaaaaaaaaaa"
+	url := gateway(t, ai.GatewayConfig{Client: c, Keys: map[string]string{key: "a"}}) + "/v1/models"
+	for auth, want := range map[string]int{"Bearer " + key: 200, "bearer " + key: 200, "BEARER  " + key: 200, "Basic " + key: 401, "Bearer": 401} {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", auth)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("Authorization %q: %d, want %d", auth, res.StatusCode, want)
+		}
+	}
+}

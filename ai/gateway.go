@@ -445,8 +445,8 @@ func (g *Gateway) authenticate(r *http.Request) (string, bool) {
 		return Anonymous, true
 	}
 	k := r.Header.Get("Authorization")
-	if v, ok := strings.CutPrefix(k, "Bearer "); ok {
-		k = strings.TrimSpace(v)
+	if len(k) > 7 && strings.EqualFold(k[:7], "Bearer ") { // the scheme is case-insensitive (RFC 9110, 11.1)
+		k = strings.TrimSpace(k[7:])
 	} else if k == "" {
 		k = r.Header.Get("Api-Key")
 	} else {
