@@ -528,3 +528,21 @@ func TestGatewayBearerSchemeCaseInsensitive(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayModelNameBounded: a model name longer than MaxModelName (it goes to the access
+// log) is refused with 400 before any provider is asked.
+func TestGatewayModelNameBounded(t *testing.T) {
+	up := &aitest.Server{Name: "up"}
+	c := client(t, ai.Provider{Name: "up", BaseURL: serve(t, up)})
+	url := gateway(t, ai.GatewayConfig{Client: c}) + "/v1/chat/completions"
+	long := strings.Repeat("m", ai.MaxModelName+1)
+	if res, b := post(t, url, "", `{"model":"`+long+`","messages":[]}`); res.StatusCode != 400 || !strings.Contains(b, "model name longer than 256 bytes") {
+		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	if res, _ := post(t, url, "", `{"model":"`+long[1:]+`","messages":[{"role":"user","content":"hi"}]}`); res.StatusCode != 200 {
+		t.Fatalf("a name of %d bytes: %d", ai.MaxModelName, res.StatusCode)
+	}
+	if up.Requests() != 1 {
+		t.Fatalf("the provider got %d requests, want 1", up.Requests())
+	}
+}

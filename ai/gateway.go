@@ -83,6 +83,9 @@ func (g *Gateway) State() *GatewayState {
 	return &GatewayState{cache: g.cache, cacheCfg: g.cacheCfg, rate: g.rate, budget: g.budget}
 }
 
+// MaxModelName bounds the model name of a request (400 beyond): it goes to the access log.
+const MaxModelName = 256
+
 // Anonymous is the client name of a gateway without keys.
 const Anonymous = "anonymous"
 
@@ -252,6 +255,10 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 	}
 	if head.Model == "" {
 		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", "model is required")
+		return res
+	}
+	if len(head.Model) > MaxModelName {
+		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", "model name longer than "+strconv.Itoa(MaxModelName)+" bytes")
 		return res
 	}
 	res.Model, res.Stream = head.Model, head.Stream
