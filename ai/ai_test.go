@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -444,5 +445,104 @@ func TestGatewayStateSurvivesReload(t *testing.T) {
 	g3, _ := ai.NewGateway(cfg)
 	if w := do(g3); w.Code != 200 || w.Header().Get(ai.HeaderCache) != "HIT" {
 		t.Errorf("after a limit change: %d %v", w.Code, w.Header())
+	}
+}
+
+// TestGatewayDoesNotCacheCutJSON: a provider whose JSON answer is cut short by closing a
+// connection without Content-Length or chunking (which looks like a clean end) is passed on
+// but not cached: the next identical request reaches the provider again.
+func TestGatewayDoesNotCacheCutJSON(t *testing.T) {
+	var mu sync.Mutex
+	n := 0
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		n++
+		mu.Unlock()
+		conn, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
+			`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hel`)
+		bw.Flush()
+	}))
+	t.Cleanup(ts.Close)
+	c := client(t, ai.Provider{Name: "cut", BaseURL: ts.URL + "/v1"})
+	url := gateway(t, ai.GatewayConfig{Client: c, Cache: &ai.CacheConfig{TTL: time.Hour, MaxEntries: 10, MaxBytes: 1 << 20, MaxEntrySize: 1 << 16}})
+	body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	for i := range 2 {
+		if res, _ := post(t, url+"/v1/chat/completions", "", body); res.Header.Get(ai.HeaderCache) != "MISS" {
+			t.Fatalf("request %d: cache %q, want MISS", i, res.Header.Get(ai.HeaderCache))
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n != 2 {
+		t.Fatalf("the provider got %d requests, want 2 (the cut answer was cached)", n)
+	}
+}
+
+// TestGatewayCacheDuplicateKeys: with a shared cache, a body with a duplicate key (which Go
+// resolves to the last value, and a provider's parser may resolve to the first) cannot store
+// the answer to one prompt under another's key: the provider gets the normalised body.
+func TestGatewayCacheDuplicateKeys(t *testing.T) {
+	// The provider answers with the first "content" in the body, as a first-wins parser would.
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, after, _ := strings.Cut(string(b), `"content":"`)
+		prompt, _, _ := strings.Cut(after, `"`)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"object": "chat.completion",
+			"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": "answer to " + prompt}}}})
+	}))
+	t.Cleanup(ts.Close)
+	c := client(t, ai.Provider{Name: "p", BaseURL: ts.URL + "/v1"})
+	const keyA, keyB = "client-key-aaaaaaaaaaaa", "client-key-bbbbbbbbbbbb"
+	url := gateway(t, ai.GatewayConfig{Client: c, Keys: map[string]string{keyA: "a", keyB: "b"},
+		Cache: &ai.CacheConfig{TTL: time.Hour, MaxEntries: 10, MaxBytes: 1 << 20, MaxEntrySize: 1 << 16, Shared: true}})
+	post(t, url+"/v1/chat/completions", keyA, `{"model":"m","messages":[{"role":"user","content":"evil"}],"messages":[{"role":"user","content":"fair"}]}`)
+	res, b := post(t, url+"/v1/chat/completions", keyB, `{"model":"m","messages":[{"role":"user","content":"fair"}]}`)
+	if res.StatusCode != 200 || strings.Contains(b, "answer to evil") || !strings.Contains(b, "answer to fair") {
+		t.Fatalf("b got %d %s (cache %s)", res.StatusCode, b, res.Header.Get(ai.HeaderCache))
+	}
+}
+
+// TestGatewayBearerSchemeCaseInsensitive: "bearer" and "BEARER" are the Bearer scheme
+// (RFC 9110, section 11.1); another scheme is refused.
+func TestGatewayBearerSchemeCaseInsensitive(t *testing.T) {
+	c := client(t, ai.Provider{Name: "up", BaseURL: serve(t, &aitest.Server{Name: "up"})})
+	const key = "client-key-aaaaaaaaaaaa"
+	url := gateway(t, ai.GatewayConfig{Client: c, Keys: map[string]string{key: "a"}}) + "/v1/models"
+	for auth, want := range map[string]int{"Bearer " + key: 200, "bearer " + key: 200, "BEARER  " + key: 200, "Basic " + key: 401, "Bearer": 401} {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", auth)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("Authorization %q: %d, want %d", auth, res.StatusCode, want)
+		}
+	}
+}
+
+// TestGatewayModelNameBounded: a model name longer than MaxModelName (it goes to the access
+// log) is refused with 400 before any provider is asked.
+func TestGatewayModelNameBounded(t *testing.T) {
+	up := &aitest.Server{Name: "up"}
+	c := client(t, ai.Provider{Name: "up", BaseURL: serve(t, up)})
+	url := gateway(t, ai.GatewayConfig{Client: c}) + "/v1/chat/completions"
+	long := strings.Repeat("m", ai.MaxModelName+1)
+	if res, b := post(t, url, "", `{"model":"`+long+`","messages":[]}`); res.StatusCode != 400 || !strings.Contains(b, "model name longer than 256 bytes") {
+		t.Fatalf("%d %s", res.StatusCode, b)
+	}
+	if res, _ := post(t, url, "", `{"model":"`+long[1:]+`","messages":[{"role":"user","content":"hi"}]}`); res.StatusCode != 200 {
+		t.Fatalf("a name of %d bytes: %d", ai.MaxModelName, res.StatusCode)
+	}
+	if up.Requests() != 1 {
+		t.Fatalf("the provider got %d requests, want 1", up.Requests())
 	}
 }

@@ -14,15 +14,26 @@ import (
 // insignificant white space, so that requests differing only in layout or key order meet.
 // ok is false when the body is not JSON.
 func cacheKey(path, identity string, body []byte) (key [32]byte, ok bool) {
+	key, _, ok = normalizedKey(path, identity, body)
+	return key, ok
+}
+
+// normalizedKey is cacheKey that also returns the normalised body, which is what the gateway
+// sends the provider when it caches: the answer stored under the key is then the answer to
+// exactly the request the key describes, whatever the provider's JSON parser makes of a
+// body the normalisation changes (a duplicate key, which Go resolves to the last value and
+// another parser may resolve to the first, would otherwise let one client store the answer
+// to one prompt under another prompt's key in a shared cache).
+func normalizedKey(path, identity string, body []byte) (key [32]byte, norm []byte, ok bool) {
 	var v any
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.UseNumber()
 	if d.Decode(&v) != nil || d.More() {
-		return key, false
+		return key, nil, false
 	}
 	norm, err := json.Marshal(v) // maps are written with sorted keys
 	if err != nil {
-		return key, false
+		return key, nil, false
 	}
 	h := sha256.New()
 	h.Write([]byte(path))
@@ -31,7 +42,7 @@ func cacheKey(path, identity string, body []byte) (key [32]byte, ok bool) {
 	h.Write([]byte{0})
 	h.Write(norm)
 	h.Sum(key[:0])
-	return key, true
+	return key, norm, true
 }
 
 // cached is one stored response.

@@ -83,6 +83,9 @@ func (g *Gateway) State() *GatewayState {
 	return &GatewayState{cache: g.cache, cacheCfg: g.cacheCfg, rate: g.rate, budget: g.budget}
 }
 
+// MaxModelName bounds the model name of a request (400 beyond): it goes to the access log.
+const MaxModelName = 256
+
 // Anonymous is the client name of a gateway without keys.
 const Anonymous = "anonymous"
 
@@ -254,6 +257,10 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", "model is required")
 		return res
 	}
+	if len(head.Model) > MaxModelName {
+		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", "model name longer than "+strconv.Itoa(MaxModelName)+" bytes")
+		return res
+	}
 	res.Model, res.Stream = head.Model, head.Stream
 
 	var ckey [32]byte
@@ -263,7 +270,11 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		if g.shared {
 			id = ""
 		}
-		ckey, cacheable = cacheKey(apiPath, id, body)
+		var norm []byte
+		ckey, norm, cacheable = normalizedKey(apiPath, id, body)
+		if cacheable {
+			body = norm // the provider answers exactly what the key describes
+		}
 		if bypass(r) {
 			res.Cache = "bypass" // not served from the cache; a fresh answer replaces the entry
 		} else if cacheable {
@@ -403,11 +414,16 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		} else {
 			res.TokensOut = events
 		}
-	} else if !overflow && ok2xx {
+	}
+	// A JSON answer is complete only if it parses: a provider that closes a connection
+	// without Content-Length or chunking mid-answer looks like a clean end.
+	validJSON := false
+	if !isStream && !overflow && ok2xx {
 		var v struct {
 			Usage Usage `json:"usage"`
 		}
 		if json.Unmarshal(keep, &v) == nil {
+			validJSON = true
 			usage = &v.Usage
 			res.TokensIn, res.TokensOut = v.Usage.PromptTokens, v.Usage.CompletionTokens
 		}
@@ -416,7 +432,7 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 	if g.budget != nil {
 		g.budget.add(limitID, res.TokensIn+res.TokensOut, time.Now())
 	}
-	complete := streamErr == nil && res.Err == nil && !overflow && ok2xx && (!isStream || done)
+	complete := streamErr == nil && res.Err == nil && !overflow && ok2xx && (isStream && done || validJSON)
 	if cacheable && complete {
 		e := &cached{key: ckey, contentType: ctype, provider: up.Provider, body: keep}
 		if usage != nil {
@@ -436,8 +452,8 @@ func (g *Gateway) authenticate(r *http.Request) (string, bool) {
 		return Anonymous, true
 	}
 	k := r.Header.Get("Authorization")
-	if v, ok := strings.CutPrefix(k, "Bearer "); ok {
-		k = strings.TrimSpace(v)
+	if len(k) > 7 && strings.EqualFold(k[:7], "Bearer ") { // the scheme is case-insensitive (RFC 9110, 11.1)
+		k = strings.TrimSpace(k[7:])
 	} else if k == "" {
 		k = r.Header.Get("Api-Key")
 	} else {

@@ -48,7 +48,9 @@ type AIProvider struct {
 	// Timeouts bound each request to the provider.
 	Timeouts AITimeouts `yaml:"timeouts"`
 	// MaxConcurrency caps the requests in flight to the provider; when it is full, requests
-	// go to the next provider, or are answered 503 when none is left. Zero means 64.
+	// go to the next provider, or are answered 503 when none is left. For type local it is
+	// also the model's generation slots (shared by the gateway routes and the workers).
+	// Zero means 64, or 2 for type local (each generation uses a core).
 	MaxConcurrency int `yaml:"max_concurrency"`
 	// Prices are the costs per 1,000 tokens of each model, for the access log and metrics
 	// (in whatever currency you count). A model not listed costs nothing.
@@ -80,13 +82,15 @@ const (
 	DefaultAIFirstTokenTimeout = 60 * time.Second
 	DefaultAITotalTimeout      = 10 * time.Minute
 	DefaultAIMaxConcurrency    = 64
-	DefaultAIMaxBody           = 1 << 20
-	DefaultAICacheTTL          = 5 * time.Minute
-	DefaultAICacheMaxEntries   = 1024
-	DefaultAICacheMaxBytes     = 64 << 20
-	DefaultAICacheMaxEntry     = 1 << 20
-	DefaultAIRatePeriod        = time.Minute
-	DefaultAITokenPeriod       = 24 * time.Hour
+	// DefaultAILocalMaxConcurrency is the generations a local model runs at once.
+	DefaultAILocalMaxConcurrency = 2
+	DefaultAIMaxBody             = 1 << 20
+	DefaultAICacheTTL            = 5 * time.Minute
+	DefaultAICacheMaxEntries     = 1024
+	DefaultAICacheMaxBytes       = 64 << 20
+	DefaultAICacheMaxEntry       = 1 << 20
+	DefaultAIRatePeriod          = time.Minute
+	DefaultAITokenPeriod         = 24 * time.Hour
 )
 
 // AIGateway is the ai_gateway action of a route (docs/ai.md): the OpenAI-compatible endpoints
@@ -196,6 +200,9 @@ func (c *Config) setAIDefaults() {
 		t.Total = orDuration(t.Total, DefaultAITotalTimeout)
 		if p.MaxConcurrency == 0 {
 			p.MaxConcurrency = DefaultAIMaxConcurrency
+			if p.Type == "local" {
+				p.MaxConcurrency = DefaultAILocalMaxConcurrency
+			}
 		}
 	}
 	for i := range c.Routes {

@@ -2,6 +2,7 @@ package observe
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,44 @@ type aiMetrics struct {
 	cost      *prometheus.CounterVec
 	firstByte *prometheus.HistogramVec
 	failures  *prometheus.CounterVec
+
+	// models are the model label values in use: the model is the client's to choose, so
+	// only models a provider answered successfully get a label of their own (at most
+	// maxAIModelLabels), every other one is counted as OtherAIModel.
+	mu     sync.Mutex
+	models map[string]struct{}
+}
+
+// Bounds of the model label of the AI metrics.
+const (
+	maxAIModelLabels   = 256
+	maxAIModelLabelLen = 128
+)
+
+// OtherAIModel is the model label of requests for a model that no provider answered
+// successfully before (an unknown or mistyped one), or beyond the first 256 models.
+const OtherAIModel = "other"
+
+// modelLabel returns the label value for s's model.
+func (a *aiMetrics) modelLabel(s *AISample) string {
+	m := s.Model
+	if m == "" {
+		return ""
+	}
+	if len(m) > maxAIModelLabelLen {
+		return OtherAIModel
+	}
+	ok := s.Provider != "" && s.Status/100 == 2
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, seen := a.models[m]; seen {
+		return m
+	}
+	if ok && len(a.models) < maxAIModelLabels {
+		a.models[m] = struct{}{}
+		return m
+	}
+	return OtherAIModel
 }
 
 // firstTokenBuckets are finer than latencyBuckets at the low end: a cached answer or a local
@@ -79,6 +118,7 @@ func newAIMetrics(reg *prometheus.Registry) *aiMetrics {
 			Help: "Provider attempts of ai_gateway requests that failed (connection error, timeout, 429, 5xx, busy) and passed the request to the next provider or failed it, by route and provider.",
 		}, []string{"route", "provider"}),
 	}
+	a.models = map[string]struct{}{}
 	reg.MustRegister(a.requests, a.tokens, a.cost, a.firstByte, a.failures)
 	return a
 }
@@ -86,14 +126,15 @@ func newAIMetrics(reg *prometheus.Registry) *aiMetrics {
 // ObserveAI counts one ai_gateway request.
 func (m *Metrics) ObserveAI(s *AISample) {
 	a := m.aiM
-	a.requests.WithLabelValues(s.Route, s.Key, s.Provider, s.Model, s.Cache, strconv.Itoa(s.Status)).Inc()
+	model := a.modelLabel(s)
+	a.requests.WithLabelValues(s.Route, s.Key, s.Provider, model, s.Cache, strconv.Itoa(s.Status)).Inc()
 	if s.Provider != "" && s.Cache != "hit" {
-		a.tokens.WithLabelValues(s.Route, s.Key, s.Provider, s.Model, "in").Add(float64(s.TokensIn))
-		a.tokens.WithLabelValues(s.Route, s.Key, s.Provider, s.Model, "out").Add(float64(s.TokensOut))
-		a.cost.WithLabelValues(s.Route, s.Key, s.Provider, s.Model).Add(s.Cost)
+		a.tokens.WithLabelValues(s.Route, s.Key, s.Provider, model, "in").Add(float64(s.TokensIn))
+		a.tokens.WithLabelValues(s.Route, s.Key, s.Provider, model, "out").Add(float64(s.TokensOut))
+		a.cost.WithLabelValues(s.Route, s.Key, s.Provider, model).Add(s.Cost)
 	}
 	if s.FirstByte > 0 {
-		a.firstByte.WithLabelValues(s.Route, s.Provider, s.Model, strconv.FormatBool(s.Stream)).Observe(s.FirstByte.Seconds())
+		a.firstByte.WithLabelValues(s.Route, s.Provider, model, strconv.FormatBool(s.Stream)).Observe(s.FirstByte.Seconds())
 	}
 	for _, p := range s.Failed {
 		a.failures.WithLabelValues(s.Route, p).Inc()

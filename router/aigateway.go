@@ -3,6 +3,7 @@ package router
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +55,7 @@ func aiProviders(pcs []config.AIProvider) ([]ai.Provider, error) {
 			p.APIKey = k
 		}
 		if pc.Type == "local" {
-			m, err := openLocalModel(pc.Model)
+			m, err := openLocalModel(pc.Model, pc.MaxConcurrency)
 			if err != nil {
 				return nil, fmt.Errorf("ai provider %s: %w", pc.Name, err)
 			}
@@ -72,29 +73,27 @@ func aiProviders(pcs []config.AIProvider) ([]ai.Provider, error) {
 // does not load them again.
 var localModels sync.Map // path -> *localModel
 
-// workerAIClients are the clients of the workers' AI bindings by the configuration of the
-// providers they grant: a reload that changes nothing keeps the client (and the worker's
-// version, whose configHash includes the key).
-var workerAIClients sync.Map // key -> *ai.Client
-
 // builtinProvider is what an AI binding reaches when no provider is configured: the tiny
 // model built into the binary.
-var builtinProvider = config.AIProvider{Name: "builtin", Type: "local", MaxConcurrency: config.DefaultAIMaxConcurrency,
+var builtinProvider = config.AIProvider{Name: "builtin", Type: "local", MaxConcurrency: config.DefaultAILocalMaxConcurrency,
 	Timeouts: config.AITimeouts{Connect: config.Duration(config.DefaultAIConnectTimeout),
 		FirstToken: config.Duration(config.DefaultAIFirstTokenTimeout), Total: config.Duration(config.DefaultAITotalTimeout)}}
 
-// workerAI builds a worker's AI binding.
+// workerAI builds a worker's AI binding, with a client of its own: the worker version
+// deployed with it closes the client when it is released, so a reload that changes the
+// grants leaves no connections to the old providers behind. Key, the hash of the granted
+// providers' configuration, is part of the version's configHash: a reload that changes
+// nothing keeps the version (and its client) and drops the client built here unused.
 func workerAI(w *config.WorkerAI) (*worker.AIBinding, error) {
 	granted := w.Granted
 	if granted == nil {
 		granted = []config.AIProvider{builtinProvider}
 	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%+v", granted))
-	key := hex.EncodeToString(sum[:12])
-	if c, ok := workerAIClients.Load(key); ok {
-		return &worker.AIBinding{Name: w.Binding, Client: c.(*ai.Client), Key: key}, nil
-	}
 	ps, err := aiProviders(granted)
+	if err != nil {
+		return nil, err
+	}
+	key, err := workerAIKey(granted, ps)
 	if err != nil {
 		return nil, err
 	}
@@ -102,8 +101,23 @@ func workerAI(w *config.WorkerAI) (*worker.AIBinding, error) {
 	if err != nil {
 		return nil, err
 	}
-	actual, _ := workerAIClients.LoadOrStore(key, c)
-	return &worker.AIBinding{Name: w.Binding, Client: actual.(*ai.Client), Key: key}, nil
+	return &worker.AIBinding{Name: w.Binding, Client: c, Key: key}, nil
+}
+
+// workerAIKey identifies the configuration of the granted providers, and the API keys read
+// for them (so that a rotated key file redeploys the worker), without pointer addresses: the
+// same configuration loaded again gives the same key.
+func workerAIKey(granted []config.AIProvider, ps []ai.Provider) (string, error) {
+	b, err := json.Marshal(granted)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(b)
+	for _, p := range ps {
+		fmt.Fprintf(h, "\x00%s\x00%s", p.Name, p.APIKey)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12]), nil
 }
 
 // aiClient returns the instance's AI client, built on first use.

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -107,4 +109,69 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestWorkerAIKeyStable: the key of a worker's AI binding (part of its version's config hash)
+// is the same when the same configuration is loaded again, with a provider API key, so a
+// reload that changes nothing keeps the worker; a rotated key file changes it.
+func TestWorkerAIKeyStable(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "p.key")
+	if err := os.WriteFile(keyFile, []byte("secret-one\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "w.wasm"), []byte("\x00asm"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := `listeners: [{name: main, address: "127.0.0.1:0"}]
+ai:
+  providers:
+    - {name: p, base_url: "http://127.0.0.1:1/v1", api_key: {file: "` + keyFile + `"}, prices: {m: {input: 1, output: 2}}}
+routes: [{name: w, worker: w}]
+workers:
+  - {name: w, module: "` + filepath.Join(dir, "w.wasm") + `", ai: {binding: AI}}
+`
+	key := func() string {
+		t.Helper()
+		b, err := workerAI(mustConfig(t, y).Workers[0].AI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Key
+	}
+	k1, k2 := key(), key()
+	if k1 != k2 {
+		t.Fatalf("the same config gave keys %s and %s", k1, k2)
+	}
+	if err := os.WriteFile(keyFile, []byte("secret-two\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if k3 := key(); k3 == k1 {
+		t.Fatalf("a rotated API key kept the key %s", k3)
+	}
+}
+
+// TestLocalProviderConcurrency: a local provider's max_concurrency (default 2) is both the
+// client's cap and the model's generation slots, also for a model opened by an earlier
+// configuration, so the gateway skips a full local model instead of being refused by it.
+func TestLocalProviderConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		want  int
+	}{{"", 2}, {", max_concurrency: 5", 5}, {", max_concurrency: 1", 1}} {
+		cfg := mustConfig(t, `listeners: [{name: main, address: "127.0.0.1:0"}]
+ai:
+  providers:
+    - {name: tiny, type: local`+tc.field+`}
+routes: [{name: ai, ai_gateway: {}}]
+`)
+		ps, err := AIProviders(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := localModels.Load("")
+		if got := m.(*localModel).m.MaxConcurrent(); ps[0].MaxConcurrency != tc.want || got != tc.want {
+			t.Errorf("%q: client cap %d, model slots %d, want %d", tc.field, ps[0].MaxConcurrency, got, tc.want)
+		}
+	}
 }

@@ -16,7 +16,9 @@ import (
 type AIBinding struct {
 	// Name is the binding's name in the guest (sdk.AI(name)).
 	Name string
-	// Client reaches the granted providers. Required.
+	// Client reaches the granted providers. Required. The version deployed with the binding
+	// closes it (its idle connections) when the version is released, so each deployment
+	// should get a client of its own.
 	Client *ai.Client
 	// Key identifies the providers' configuration, so that a redeploy happens when it
 	// changes (configHash).

@@ -426,6 +426,9 @@ func (v *version) shutdown() {
 		in.close()
 	}
 	v.rt.Close(context.Background())
+	if v.ai != nil {
+		v.ai.Client.Close() // its connections to the providers go with the version
+	}
 	v.log.Info("worker version released")
 }
 

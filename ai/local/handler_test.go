@@ -370,7 +370,7 @@ func TestHandlerStopsWhenWritesFail(t *testing.T) {
 	if w.writes > w.n+2 {
 		t.Fatalf("%d writes after the client went away at write %d", w.writes, w.n+1)
 	}
-	if len(m.sem) != 0 {
+	if m.inUse() != 0 {
 		t.Fatal("slot not released")
 	}
 }

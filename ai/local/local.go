@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -96,8 +97,11 @@ type Model struct {
 	tok     *tokenizer
 	tmpl    chatTemplate
 	opts    Options
-	sem     chan struct{}
 	created int64
+
+	mu      sync.Mutex
+	running int // generations in progress
+	limit   int // MaxConcurrent, changed by SetMaxConcurrent
 }
 
 // Open loads the GGUF model at path, or the built-in tiny model when path
@@ -165,7 +169,7 @@ func load(data []byte, opts Options, fallbackName string) (*Model, error) {
 		tok:     tok,
 		tmpl:    detectTemplate(tmplText),
 		opts:    o,
-		sem:     make(chan struct{}, o.MaxConcurrent),
+		limit:   o.MaxConcurrent,
 		created: time.Now().Unix(),
 	}, nil
 }
@@ -195,12 +199,45 @@ func badRequest(code, format string, args ...any) *Error {
 var ErrBusy = &Error{Status: 429, Type: "rate_limit_error", Code: "model_busy", Message: "all generation slots are busy; retry shortly"}
 
 func (m *Model) acquire() (func(), error) {
-	select {
-	case m.sem <- struct{}{}:
-		return func() { <-m.sem }, nil
-	default:
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running >= m.limit {
 		return nil, ErrBusy
 	}
+	m.running++
+	return m.release, nil
+}
+
+func (m *Model) release() {
+	m.mu.Lock()
+	m.running--
+	m.mu.Unlock()
+}
+
+// inUse returns the generations in progress.
+func (m *Model) inUse() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running
+}
+
+// MaxConcurrent returns the generations the model runs at once.
+func (m *Model) MaxConcurrent() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.limit
+}
+
+// SetMaxConcurrent changes Options.MaxConcurrent (n <= 0 means the default, 2). Requests
+// already running finish; the new limit applies to the next ones. It lets a process that
+// keeps a model loaded across configuration reloads follow the configured limit.
+func (m *Model) SetMaxConcurrent(n int) {
+	if n <= 0 {
+		n = 2
+	}
+	m.mu.Lock()
+	m.limit = n
+	m.mu.Unlock()
 }
 
 // Sampling controls generation. Nil pointers mean the defaults.

@@ -160,7 +160,7 @@ func TestCancellation(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || n != 3 {
 		t.Fatalf("got %v after %d pieces, want context.Canceled after 3", err, n)
 	}
-	if len(m.sem) != 0 {
+	if m.inUse() != 0 {
 		t.Fatal("slot not released")
 	}
 	// An error from the callback stops generation and is returned.
@@ -194,7 +194,7 @@ func TestHTTPClientDisconnect(t *testing.T) {
 	cancel()
 	resp.Body.Close()
 	deadline := time.Now().Add(30 * time.Second)
-	for len(m.sem) != 0 {
+	for m.inUse() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("generation still running after the client left")
 		}
@@ -325,5 +325,47 @@ func TestLoadRefusesOversizedFeedForward(t *testing.T) {
 	data := randomModel(t, testShape{dim: 32, layers: 1, heads: 2, kvHeads: 1, ffn: 32 * 17, ctx: 64, wtype: gguf.F32}, 1)
 	if _, err := Load(data, Options{}); err == nil || !strings.Contains(err.Error(), "feed_forward_length") {
 		t.Fatalf("got %v, want feed_forward_length out of range", err)
+	}
+}
+
+// TestSetMaxConcurrent: the generation slots follow SetMaxConcurrent while generations run:
+// a lower limit refuses the next request, a higher one admits it.
+func TestSetMaxConcurrent(t *testing.T) {
+	m := openTiny(t, Options{MaxConcurrent: 1})
+	mt := 1
+	complete := func() error {
+		_, err := m.Complete(context.Background(), "The", Sampling{MaxTokens: &mt}, nil)
+		return err
+	}
+	started, finish := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		long := 500
+		_, err := m.Complete(context.Background(), "The", Sampling{MaxTokens: &long}, func(string) error {
+			select {
+			case started <- struct{}{}:
+				<-finish
+			default:
+			}
+			return errors.New("stop")
+		})
+		done <- err
+	}()
+	<-started
+	if err := complete(); err != ErrBusy {
+		t.Fatalf("with 1 slot in use: %v, want ErrBusy", err)
+	}
+	m.SetMaxConcurrent(2)
+	if err := complete(); err != nil {
+		t.Fatalf("after SetMaxConcurrent(2): %v", err)
+	}
+	m.SetMaxConcurrent(1)
+	if err := complete(); err != ErrBusy {
+		t.Fatalf("after SetMaxConcurrent(1): %v, want ErrBusy", err)
+	}
+	close(finish)
+	<-done
+	if err := complete(); err != nil || m.inUse() != 0 {
+		t.Fatalf("after the long one ended: %v, %d in use", err, m.inUse())
 	}
 }

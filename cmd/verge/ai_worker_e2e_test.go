@@ -114,8 +114,12 @@ workers:
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	// Each token is awaited as a prefix of the text read so far: the bytes that follow it
+	// without a step (the worker's final newline after the last token) may come in the same
+	// read, and the last read may return them with io.EOF.
 	got, cum := "", ""
 	buf := make([]byte, 64)
+	var rerr error
 	for i, want := range []string{"hello", " from", " good"} {
 		if i > 0 {
 			select {
@@ -125,13 +129,29 @@ workers:
 			}
 		}
 		cum += want
-		for !strings.HasPrefix(got, cum) { // the text so far; a later byte may come along
-			n, err := resp.Body.Read(buf)
+		for !strings.HasPrefix(got, cum) {
+			if rerr != nil {
+				t.Fatalf("token %d: got %q, then %v", i, got, rerr)
+			}
+			var n int
+			n, rerr = resp.Body.Read(buf)
 			got += string(buf[:n])
-			if err != nil && !strings.HasPrefix(got, cum) { // the last bytes may come with EOF
-				t.Fatalf("token %d: %q %v", i, got, err)
+			if len(got) > len(cum) && !strings.HasPrefix(got, cum) {
+				t.Fatalf("token %d: got %q, want it to start with %q", i, got, cum)
 			}
 		}
+	}
+	if rerr == nil {
+		rest, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += string(rest)
+	} else if rerr != io.EOF {
+		t.Fatal(rerr)
+	}
+	if got != "hello from good\n" {
+		t.Fatalf("the stream was %q, want %q", got, "hello from good\n")
 	}
 
 	// Three paragraphs need three calls; the worker may make two.
