@@ -71,3 +71,28 @@ func TestContainerStreamedRequestBody(t *testing.T) {
 		t.Fatalf("empty body: %q, want %q", got, want)
 	}
 }
+
+// BenchmarkContainerFetchBody POSTs 1 MiB through a worker and its object to the
+// container's /sha256, the host streaming the body both times (b.SetBytes: MB/s of body).
+func BenchmarkContainerFetchBody(b *testing.B) {
+	w, _, _, _ := containerWorker(b)
+	const size = 1 << 20
+	want := fmt.Sprintf("%d %s length=%d\n", size, patternDigest(0, size), size)
+	body := &patternBody{n: size}
+	req := &message.Request{Method: "POST", Target: "/obj/C/bench/sha256", Authority: "example.com", Proto: message.HTTP11}
+	ctx := context.Background()
+	run := func() {
+		*body = patternBody{n: size}
+		req.Body, req.ContentLength = body, size
+		rec := &recorder{}
+		if _, err := w.Serve(ctx, rec, &worker.Request{Message: req, RemoteAddr: "127.0.0.1"}); err != nil || rec.body.String() != want {
+			b.Fatalf("%v %s", err, rec)
+		}
+	}
+	run() // starts the container
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		run()
+	}
+}

@@ -59,7 +59,8 @@ func (b *lentBody) Close() error {
 // length was declared), -1 otherwise. The invocation's own reads return the end of the
 // body afterwards.
 func (inv *invocation) takeBody() (r io.Reader, size int64) {
-	if inv.body == nil {
+	if inv.body == nil || (!inv.bodyRead && inv.bodySize == 0) {
+		inv.body, inv.bodyRead = nil, true
 		return noBody{}, 0
 	}
 	size = -1
