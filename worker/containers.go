@@ -79,7 +79,7 @@ func (inv *invocation) containerOp(op uint32, arg []byte) (uint32, []byte) {
 		}
 		if u := inv.upgrade(); u != nil && isWebSocketRequest(arg) {
 			// The client's WebSocket handshake, passed on to the container.
-			return inv.containerTunnel(arg, ap, u, release)
+			return inv.containerTunnel(arg, ap, u, release, op == workerabi.OpContainerFetch)
 		}
 		return inv.fetchStreamTo(arg, &ap, release, op == workerabi.OpContainerFetchBody)
 	case workerabi.OpContainerState:
