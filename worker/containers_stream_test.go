@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/verge-edge/verge/message"
@@ -94,5 +95,29 @@ func BenchmarkContainerFetchBody(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		run()
+	}
+}
+
+// TestContainerPassedBodyThroughRouter: with a cluster's router between the worker and the
+// object, a body passed on is read whole first (it travels in one message), at most 32 MiB,
+// then streams from the object to its container as before.
+func TestContainerPassedBodyThroughRouter(t *testing.T) {
+	w, _, _, _ := containerWorkerRouted(t, &hopRouter{})
+	post := func(n int64) *recorder {
+		t.Helper()
+		req := &message.Request{Method: "POST", Target: "/obj/C/r/sha256", Authority: "example.com", Proto: message.HTTP11,
+			Body: &patternBody{n: n}, ContentLength: n}
+		rec := &recorder{}
+		if _, err := w.Serve(context.Background(), rec, &worker.Request{Message: req, RemoteAddr: "127.0.0.1"}); err != nil {
+			t.Fatalf("POST of %d bytes: %v", n, err)
+		}
+		return rec
+	}
+	const n = 1 << 20
+	if got, want := post(n).body.String(), fmt.Sprintf("%d %s length=%d\n", n, patternDigest(0, n), n); got != want {
+		t.Fatalf("through the router: %q, want %q", got, want)
+	}
+	if rec := post(worker.MaxFetchBody + 1); rec.status != 502 || !strings.Contains(rec.body.String(), "exceeds") {
+		t.Fatalf("over the limit through the router: %s", rec)
 	}
 }
