@@ -173,12 +173,19 @@ func (inv *invocation) doOp(op uint32, arg []byte) (uint32, []byte) {
 		d.Raw()
 	}
 	head := bytes.Clone(headStart[:len(headStart)-len(d.B)])
+	if op == workerabi.OpDOFetchBody {
+		// No body in the argument: the rest of this invocation's request body.
+		if d.Err != nil {
+			return fail(workerabi.StatusInvalid, d.Err)
+		}
+		return inv.objectStream(binding, b, id, head, nil, true)
+	}
 	body := bytes.Clone(d.Raw())
 	if d.Err != nil {
 		return fail(workerabi.StatusInvalid, d.Err)
 	}
 	if op == workerabi.OpDOFetchStream {
-		return inv.objectStream(binding, b, id, head, body)
+		return inv.objectStream(binding, b, id, head, body, false)
 	}
 	inv.callStart()
 	out, err := inv.inst.v.w.callObject(inv.withUpgrade(inv.io()), binding, b, id, head, body, e.B)
@@ -400,12 +407,12 @@ func (inv *invocation) fetch(arg []byte) (uint32, []byte) {
 // returns its response, whose Body (never nil) the caller closes; or, when it fails, nil and
 // the operation's status and error.
 func (inv *invocation) roundTrip(ctx context.Context, arg []byte) (*message.Response, uint32, []byte) {
-	return inv.roundTripTo(ctx, arg, nil)
+	return inv.roundTripTo(ctx, arg, nil, false)
 }
 
 // roundTripTo is roundTrip; a non-nil to is the one address the subrequest connects to
 // (an object's container, containers.go), whatever its URL's host.
-func (inv *invocation) roundTripTo(ctx context.Context, arg []byte, to *netip.AddrPort) (*message.Response, uint32, []byte) {
+func (inv *invocation) roundTripTo(ctx context.Context, arg []byte, to *netip.AddrPort, lend bool) (*message.Response, uint32, []byte) {
 	v := inv.inst.v
 	tr := v.w.reg.svc.Transport // never nil: NewRegistry supplies its own
 	if inv.subrequests >= v.limits.Subrequests {
@@ -423,7 +430,10 @@ func (inv *invocation) roundTripTo(ctx context.Context, arg []byte, to *netip.Ad
 		}
 		req.Header.Add(name, value)
 	}
-	body := d.Bytes()
+	var body []byte
+	if !lend {
+		body = d.Bytes()
+	}
 	if d.Err != nil {
 		return failed(workerabi.StatusInvalid, d.Err)
 	}
@@ -463,6 +473,13 @@ func (inv *invocation) roundTripTo(ctx context.Context, arg []byte, to *netip.Ad
 	req.ContentLength = int64(len(body))
 	if len(body) > 0 {
 		req.Body = bytes.NewReader(body)
+	}
+	if lend {
+		// The rest of the invocation's request body, streamed by the transport (chunked
+		// when its length is not known).
+		if r, size := inv.takeBody(); size != 0 {
+			req.Body, req.ContentLength = r, size
+		}
 	}
 	if req.Method == "" {
 		req.Method = "GET"
@@ -544,7 +561,7 @@ func objectErrorStatus(err error) uint32 {
 // runObject runs a request in the object on this node, through its input gate.
 func (w *Worker) runObject(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte) (*objResponse, error) {
 	resp := &objResponse{}
-	if err := w.runObjectTo(ctx, binding, b, id, head, body, resp); err != nil {
+	if err := w.runObjectTo(ctx, binding, b, id, head, bytes.NewReader(body), int64(len(body)), resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -552,13 +569,13 @@ func (w *Worker) runObject(ctx context.Context, binding string, b *doBinding, id
 
 // runObjectTo runs a request in the object on this node, through its input gate, writing
 // its response to out (an objStream learns the object's turn, for its output gate).
-func (w *Worker) runObjectTo(ctx context.Context, binding string, b *doBinding, id durable.ID, head, body []byte, out ResponseWriter) error {
+func (w *Worker) runObjectTo(ctx context.Context, binding string, b *doBinding, id durable.ID, head []byte, body io.Reader, size int64, out ResponseWriter) error {
 	return b.ns.Do(ctx, id, func(t *durable.Turn) error {
 		if s, ok := out.(*objStream); ok {
 			s.setTurn(t)
 		}
 		_, ended, err := w.invokeObject(ctx, t, binding, b.class, workerabi.KindDOFetch, 0, func(inv *invocation) {
-			inv.head, inv.body, inv.sink = head, bytes.NewReader(body), out
+			inv.head, inv.body, inv.bodySize, inv.sink = head, body, size, out
 			if s, ok := out.(*objStream); ok {
 				s.setCallee(inv.inst)
 			}

@@ -81,8 +81,9 @@ func isWebSocketRequest(arg []byte) bool {
 // the handshake to the container at addr and, when the container answers 101, keeps the
 // connection for the calling worker's 101 (switchProtocols joins them). Any other answer
 // comes back as a response, its body whole (at most InlineBody bytes). It takes over
-// release.
-func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpgrade, release func()) (uint32, []byte) {
+// release. Without hasBody the argument ends after the header (workerabi.OpContainerFetchBody:
+// a handshake sends no body).
+func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpgrade, release func(), hasBody bool) (uint32, []byte) {
 	fail2 := func(status uint32, err error) (uint32, []byte) {
 		release()
 		return fail(status, err)
@@ -112,7 +113,9 @@ func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpg
 		}
 		fmt.Fprintf(&head, "%s: %s\r\n", name, value)
 	}
-	d.Raw()
+	if hasBody {
+		d.Raw()
+	}
 	if d.Err != nil {
 		return fail2(workerabi.StatusInvalid, d.Err)
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 // containerOp serves the container operations (workerabi.OpContainerStart to
-// OpContainerExit) of a Durable Object invocation: they act on the container of the
+// OpContainerFetchBody) of a Durable Object invocation: they act on the container of the
 // invocation's own object, never another's.
 func (inv *invocation) containerOp(op uint32, arg []byte) (uint32, []byte) {
 	v := inv.inst.v
@@ -67,7 +67,7 @@ func (inv *invocation) containerOp(op uint32, arg []byte) (uint32, []byte) {
 			return fail(containerStatus(err), err)
 		}
 		return workerabi.StatusOK, nil
-	case workerabi.OpContainerFetch:
+	case workerabi.OpContainerFetch, workerabi.OpContainerFetchBody:
 		addr, release, err := m.Acquire(inv.io(), worker, class, object)
 		if err != nil {
 			return fail(containerStatus(err), fmt.Errorf("container fetch: %w", err))
@@ -79,9 +79,9 @@ func (inv *invocation) containerOp(op uint32, arg []byte) (uint32, []byte) {
 		}
 		if u := inv.upgrade(); u != nil && isWebSocketRequest(arg) {
 			// The client's WebSocket handshake, passed on to the container.
-			return inv.containerTunnel(arg, ap, u, release)
+			return inv.containerTunnel(arg, ap, u, release, op == workerabi.OpContainerFetch)
 		}
-		return inv.fetchStreamTo(arg, &ap, release)
+		return inv.fetchStreamTo(arg, &ap, release, op == workerabi.OpContainerFetchBody)
 	case workerabi.OpContainerState:
 		s, err := m.State(worker, class, object)
 		if err != nil {

@@ -21,6 +21,12 @@ import (
 // process driver (containers/testdata/server); exits receives the containers' exits.
 // deploy deploys it again with the class's sleep_after changed.
 func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan containers.Exit, func(time.Duration)) {
+	return containerWorkerRouted(t, nil)
+}
+
+// containerWorkerRouted is containerWorker with Durable Object calls going through router
+// when it is not nil (as in a cluster).
+func containerWorkerRouted(t testing.TB, router worker.ObjectRouter) (*worker.Worker, *containers.Manager, chan containers.Exit, func(time.Duration)) {
 	bin := filepath.Join(t.TempDir(), "server")
 	cmd := exec.Command("go", "build", "-o", bin, "../containers/testdata/server")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -45,7 +51,7 @@ func containerWorker(t testing.TB) (*worker.Worker, *containers.Manager, chan co
 		defer cancel()
 		m.Close(ctx)
 	})
-	e := newEnv(t, t.TempDir(), worker.Services{Containers: m})
+	e := newEnv(t, t.TempDir(), worker.Services{Containers: m, Router: router})
 	reg = e.reg
 	cfg := func(sleep time.Duration) worker.Config {
 		return worker.Config{

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -263,11 +264,20 @@ func (s *objStream) Close() error {
 // objectStream serves workerabi.OpDOFetchStream: the object's response head once it is
 // released, and a body handle to read the rest as the object writes it. The object runs on
 // its own goroutine meanwhile (streamObject). With a cluster (Services.Router) the response
-// arrives whole, as for workerabi.OpDOFetch.
-func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID, head, body []byte) (uint32, []byte) {
+// arrives whole, as for workerabi.OpDOFetch. With lend (workerabi.OpDOFetchBody) the
+// request body is the rest of the invocation's own, which the object reads as it streams in
+// (read whole first with a cluster).
+func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID, head, body []byte, lend bool) (uint32, []byte) {
 	w := inv.inst.v.w
 	e := &inv.e
 	if w.reg.svc.Router != nil {
+		if lend {
+			var st uint32
+			var err error
+			if body, st, err = inv.takeBodyWhole(); err != nil {
+				return fail(st, err)
+			}
+		}
 		e.U32(0)
 		out, err := w.callObject(inv.withUpgrade(inv.io()), binding, b, id, head, body, e.B)
 		if err != nil {
@@ -285,7 +295,12 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 	ctx := inv.withUpgrade(inv.io()) // a WebSocket handshake the object may accept
 	s := newObjStream(ctx, context.WithoutCancel(ctx))
 	s.caller = inv.inst
-	go w.streamObject(s, binding, b, id, head, body)
+	var r io.Reader = bytes.NewReader(body)
+	size := int64(len(body))
+	if lend {
+		r, size = inv.takeBody()
+	}
+	go w.streamObject(s, binding, b, id, head, r, size)
 	if inv.unpin() {
 		defer runtime.LockOSThread()
 	}
@@ -307,8 +322,8 @@ func (inv *invocation) objectStream(binding string, b *doBinding, id durable.ID,
 // streamObject runs a request in a Durable Object on this node for objectStream; it returns
 // when the object's turn ends, which its invocation's limits bound (and a wait for the
 // caller, the caller's invocation).
-func (w *Worker) streamObject(s *objStream, binding string, b *doBinding, id durable.ID, head, body []byte) {
-	err := w.runObjectTo(s.wctx, binding, b, id, head, body, s)
+func (w *Worker) streamObject(s *objStream, binding string, b *doBinding, id durable.ID, head []byte, body io.Reader, size int64) {
+	err := w.runObjectTo(s.wctx, binding, b, id, head, body, size, s)
 	if err != nil {
 		w.logObjectFailure(binding, b.class, id, err)
 	}

@@ -75,6 +75,9 @@ func (w *Worker) Serve(ctx context.Context, out ResponseWriter, req *Request) (R
 	inv.sink = out
 	inv.encodeHead(req)
 	inv.body = req.Message.Body
+	if inv.body != nil {
+		inv.bodySize = req.Message.ContentLength
+	}
 	inv.isHead = req.Message.Method == "HEAD"
 	inv.proto = req.Message.Proto
 	inv.ws.up = newWSUpgrade(out, req.Message)
@@ -213,6 +216,10 @@ type invocation struct {
 	headBuf  []byte
 	body     io.Reader
 	bodyRead bool
+	// bodySize is body's declared length, -1 when unknown; lent is the body once passed
+	// on (reqstream.go), closed when the invocation ends.
+	bodySize int64
+	lent     *lentBody
 	isHead   bool
 	proto    string
 
@@ -255,6 +262,7 @@ type invocation struct {
 func (inv *invocation) reset(ctx context.Context, kind uint32) {
 	inv.ctx, inv.kind = ctx, kind
 	inv.head, inv.body, inv.bodyRead, inv.isHead, inv.proto = nil, nil, false, false, message.HTTP11
+	inv.bodySize = -1
 	inv.sink, inv.started, inv.ended, inv.status, inv.sent = nil, false, false, 0, 0
 	inv.turn, inv.nsName, inv.class, inv.objID, inv.retries = nil, "", "", "", 0
 	inv.subrequests, inv.nestNext = 0, false
@@ -264,6 +272,10 @@ func (inv *invocation) reset(ctx context.Context, kind uint32) {
 // clear drops references held past the invocation.
 func (inv *invocation) clear() {
 	inv.streams.closeAll()
+	if inv.lent != nil {
+		inv.lent.Close()
+		inv.lent = nil
+	}
 	inv.ws.event, inv.ws.sock = nil, nil
 	if inv.ioCancel != nil {
 		inv.ioCancel()
@@ -388,7 +400,7 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return workerabi.StatusOK, inv.inst.v.env
 	case workerabi.OpKVGet, workerabi.OpKVPut, workerabi.OpKVDelete, workerabi.OpKVList:
 		return inv.kvOp(op, arg)
-	case workerabi.OpDOIDFromName, workerabi.OpDONewID, workerabi.OpDOIDFromStr, workerabi.OpDOFetch, workerabi.OpDOContext, workerabi.OpDOFetchStream:
+	case workerabi.OpDOIDFromName, workerabi.OpDONewID, workerabi.OpDOIDFromStr, workerabi.OpDOFetch, workerabi.OpDOContext, workerabi.OpDOFetchStream, workerabi.OpDOFetchBody:
 		return inv.doOp(op, arg)
 	case workerabi.OpStGet, workerabi.OpStPut, workerabi.OpStDelete, workerabi.OpStList, workerabi.OpStDeleteAll, workerabi.OpStTxnBegin, workerabi.OpStTxnCommit,
 		workerabi.OpStTxnRollback, workerabi.OpStSQL, workerabi.OpAlarmGet, workerabi.OpAlarmSet, workerabi.OpAlarmDelete:
@@ -420,7 +432,7 @@ func (inv *invocation) dispatch(op uint32, arg []byte) (uint32, []byte) {
 		return inv.wsOp(op, arg)
 	case workerabi.OpQueueSend, workerabi.OpQueueBatch, workerabi.OpQueueAck, workerabi.OpQueueRetry:
 		return inv.queueOp(op, arg)
-	case workerabi.OpContainerStart, workerabi.OpContainerFetch, workerabi.OpContainerState, workerabi.OpContainerStop, workerabi.OpContainerExit:
+	case workerabi.OpContainerStart, workerabi.OpContainerFetch, workerabi.OpContainerState, workerabi.OpContainerStop, workerabi.OpContainerExit, workerabi.OpContainerFetchBody:
 		return inv.containerOp(op, arg)
 	case workerabi.OpAIRun:
 		return inv.aiRun(arg)

@@ -194,12 +194,13 @@ func (inv *invocation) streamOp(op uint32, arg []byte) (uint32, []byte) {
 // fetchStream serves workerabi.OpFetchStream: the subrequest's head and a body handle (0
 // with the whole body when it is small and of known length).
 func (inv *invocation) fetchStream(arg []byte) (uint32, []byte) {
-	return inv.fetchStreamTo(arg, nil, nil)
+	return inv.fetchStreamTo(arg, nil, nil, false)
 }
 
 // fetchStreamTo is fetchStream to the address to when not nil (roundTripTo); done, when
 // not nil, is called once the response's body is read or closed, or the request failed.
-func (inv *invocation) fetchStreamTo(arg []byte, to *netip.AddrPort, done func()) (uint32, []byte) {
+// With lend the request's body is the rest of the invocation's own (roundTripTo).
+func (inv *invocation) fetchStreamTo(arg []byte, to *netip.AddrPort, done func(), lend bool) (uint32, []byte) {
 	if inv.streams.full() {
 		if done != nil {
 			done()
@@ -211,7 +212,7 @@ func (inv *invocation) fetchStreamTo(arg []byte, to *netip.AddrPort, done func()
 		cancel0 := cancel
 		cancel = func() { cancel0(); done() }
 	}
-	resp, st, res := inv.roundTripTo(ctx, arg, to)
+	resp, st, res := inv.roundTripTo(ctx, arg, to, lend)
 	if resp == nil {
 		cancel()
 		return st, res

@@ -263,6 +263,21 @@ const (
 	OpContainerExit = 180
 )
 
+// Streamed request bodies (docs/workers-abi.md, "Streamed request bodies"): the request
+// body of these calls is the rest of the invocation's own request body, which the host
+// reads and passes on itself (no byte passes through guest memory); the guest cannot read
+// it afterwards. They are in the containers' range, which reserved them.
+const (
+	// OpContainerFetchBody is OpContainerFetch whose argument ends after the header (no
+	// bytes body): the host streams the rest of the invocation's request body to the
+	// container. Same result.
+	OpContainerFetchBody = 181
+	// OpDOFetchBody is OpDOFetchStream whose argument ends after the request head (no
+	// bytes body): the object's invocation reads the rest of the calling invocation's
+	// request body as its own, while the caller waits and after. Same result.
+	OpDOFetchBody = 182
+)
+
 // States of a container, OpContainerState's result.
 const (
 	ContainerStopped  = 0

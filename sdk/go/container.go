@@ -88,9 +88,26 @@ func (c *Container) Start(o *ContainerStartOptions) error {
 // Fetch sends r to the container's port, starting the container first when it does not
 // run, and returns the response once its head arrived; Body streams the rest. The host of
 // r's URL is not used to connect (only its path and query), so "http://container/path"
-// does. It counts against the worker's subrequest limit.
+// does. It counts against the worker's subrequest limit. When r's body is the incoming
+// request's Body (r itself, or a request made with that Body), unread or partly read, the
+// host streams the rest of it to the container as it arrives; any other body is read whole
+// first.
 func (c *Container) Fetch(r *Request) (*Response, error) {
 	var e workerabi.Encoder
+	if passesBody(r) {
+		if err := encodeRequestHead(&e, r); err != nil {
+			return nil, err
+		}
+		res, err := rawCall(workerabi.OpContainerFetchBody, e.B)
+		if err == nil {
+			passedBody(r)
+			return decodeStreamResponse(res)
+		}
+		if !unknownOp(err) {
+			return nil, err
+		}
+		e.B = e.B[:0]
+	}
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}

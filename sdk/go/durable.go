@@ -65,7 +65,11 @@ func (ns *DurableObjectNamespace) IDFromString(s string) (ObjectID, error) {
 // streams: Fetch returns once the object released its head (it flushed, wrote 64 KiB, or
 // finished), and Body reads the rest as the object writes it, each part released only after
 // the writes made before it are durable. Across a cluster the response arrives whole. The Verge-RPC header is reserved for Call and
-// removed from r's copy that is sent.
+// removed from r's copy that is sent. When r's body is the incoming request's Body (r
+// itself, or a request made with that Body), unread or partly read, the host streams the
+// rest of it to an object on this node, which reads it as it arrives (for an object on
+// another node of a cluster it is read whole first, at most 32 MiB); any other body is read
+// whole first.
 func (id ObjectID) Fetch(r *Request) (*Response, error) {
 	if id.err != nil {
 		return nil, id.err
@@ -84,11 +88,29 @@ func (id ObjectID) Fetch(r *Request) (*Response, error) {
 // objectFetch sends a request to an object; tests without a host replace it.
 var objectFetch = ObjectID.fetch
 
-// fetch sends r to the object as it is.
+// fetch sends r to the object as it is. When r's body is the incoming request's (passesBody)
+// the host streams it to the object.
 func (id ObjectID) fetch(r *Request) (*Response, error) {
 	var e workerabi.Encoder
 	e.Str(id.ns)
 	e.Str(id.id)
+	if passesBody(r) {
+		if err := encodeRequestHead(&e, r); err != nil {
+			return nil, err
+		}
+		mayInterleave()
+		res, err := rawCall(workerabi.OpDOFetchBody, e.B)
+		if err == nil {
+			passedBody(r)
+			return decodeStreamResponse(res)
+		}
+		if !unknownOp(err) {
+			return nil, err
+		}
+		e.B = e.B[:0]
+		e.Str(id.ns)
+		e.Str(id.id)
+	}
 	if err := encodeRequest(&e, r); err != nil {
 		return nil, err
 	}

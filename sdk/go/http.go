@@ -347,6 +347,47 @@ func serveRequest(h Handler) error {
 
 // encodeRequest writes an outgoing request: head (method, url, "", header) and body.
 func encodeRequest(e *workerabi.Encoder, r *Request) error {
+	if err := encodeRequestHead(e, r); err != nil {
+		return err
+	}
+	var body []byte
+	if r.Body != nil {
+		var err error
+		if body, err = io.ReadAll(r.Body); err != nil {
+			return err
+		}
+	}
+	e.Bytes(body)
+	return nil
+}
+
+// passesBody reports whether r's body is the rest of the incoming request's, as the SDK
+// reads it from the host (Request.Body of the request being handled, or that reader given
+// to a new request) and not read to its end: the host can then pass it on itself, streamed
+// (workerabi.OpDOFetchBody, workerabi.OpContainerFetchBody), without copying it through the
+// guest's memory.
+func passesBody(r *Request) bool {
+	b, ok := r.Body.(*hostBody)
+	return ok && !b.eof
+}
+
+// passedBody records that r's body was passed on by the host (passesBody): reading it
+// returns io.EOF (as the host would answer) without asking.
+func passedBody(r *Request) {
+	if b, ok := r.Body.(*hostBody); ok {
+		b.eof = true
+	}
+}
+
+// unknownOp reports whether err is the answer of a host that does not know the operation
+// (an older Verge): the call did nothing.
+func unknownOp(err error) bool {
+	e, ok := err.(*Error)
+	return ok && e.Code == ErrUnavailable && strings.HasPrefix(e.Message, "unknown host operation")
+}
+
+// encodeRequestHead writes an outgoing request's head (method, url, "", header).
+func encodeRequestHead(e *workerabi.Encoder, r *Request) error {
 	m := r.Method
 	if m == "" {
 		m = "GET"
@@ -358,14 +399,6 @@ func encodeRequest(e *workerabi.Encoder, r *Request) error {
 	e.Str(r.RawURL)
 	e.Str("")
 	encodeHeader(e, r.Header)
-	var body []byte
-	if r.Body != nil {
-		var err error
-		if body, err = io.ReadAll(r.Body); err != nil {
-			return err
-		}
-	}
-	e.Bytes(body)
 	return nil
 }
 

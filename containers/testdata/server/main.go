@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,6 +30,17 @@ func main() {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(b)
+	})
+	http.HandleFunc("/sha256", func(w http.ResponseWriter, r *http.Request) {
+		// The body as it arrives: its length, its digest and how it came (chunked or
+		// with a Content-Length).
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x length=%d\n", n, h.Sum(nil), r.ContentLength)
 	})
 	fmt.Printf("listening on %s\n", port)
 	if err := http.ListenAndServe(":"+port, nil); err != nil {

@@ -8,6 +8,11 @@
 //	GET /app/NAME/__exits       lists the exits the object was told of (ContainerExited)
 //	ANY /pool/...               goes to one of 3 objects picked at random (sdk.ContainerPool)
 //
+// The worker passes the client's request to the object and the object passes it to its
+// container unchanged, so the host streams the request body both times (a POST of any size
+// to /app/NAME/sha256 reaches the container's /sha256 in bounded memory), as it streams the
+// response back.
+//
 // The image is server/ (a small Go HTTP server) built into a FROM scratch image:
 //
 //	CGO_ENABLED=0 go build -o server/server ./server

@@ -11,11 +11,15 @@
 //	  stop      stops its container
 //	  steal     fetches http://ADDR/ (query addr) with a plain subrequest
 //	  hugeenv   starts its container with 100 variables
+//	  sha256    passes the request to its container's /sha256 (its body streams); with
+//	            query skip=N it reads N bytes of the body first, with copy=1 it passes
+//	            a copy of the body (read whole by the SDK)
 package main
 
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	sdk "github.com/verge-edge/verge/sdk/go"
@@ -55,6 +59,21 @@ func (o *obj) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 		req, _ := sdk.NewRequest("GET", "http://"+r.URL().Query().Get("addr")+"/", nil)
 		var resp *sdk.Response
 		if resp, err = sdk.Fetch(req); err == nil {
+			io.Copy(w, resp.Body)
+			return
+		}
+	case "sha256":
+		q := r.URL().Query()
+		if n, _ := strconv.Atoi(q.Get("skip")); n > 0 {
+			io.ReadFull(r.Body, make([]byte, n))
+		}
+		body := r.Body
+		if q.Get("copy") == "1" {
+			body = io.MultiReader(r.Body)
+		}
+		req, _ := sdk.NewRequest("POST", "http://container/sha256", body)
+		var resp *sdk.Response
+		if resp, err = o.c.Fetch(req); err == nil {
 			io.Copy(w, resp.Body)
 			return
 		}

@@ -3,11 +3,14 @@
 //
 //	GET /...     "hello from APP_NAME (boot BOOT_ID) path PATH"
 //	POST /echo   echoes the request body back (up to 64 MiB)
+//	POST /sha256 reads the request body as it arrives (any size) and answers
+//	             "BYTES SHA256-HEX"
 //	GET .../ws   a WebSocket that answers each text message with "APP_NAME: message"
 package main
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -41,6 +44,16 @@ func main() {
 			}
 			w.Header().Set("Content-Type", "application/octet-stream")
 			w.Write(b)
+			return
+		}
+		if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/sha256") {
+			h := sha256.New()
+			n, err := io.Copy(h, r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			fmt.Fprintf(w, "%d %x\n", n, h.Sum(nil))
 			return
 		}
 		if strings.HasSuffix(r.URL.Path, "/ws") {
