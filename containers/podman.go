@@ -3,7 +3,6 @@ package containers
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"sort"
@@ -122,7 +121,7 @@ func (p *Podman) Start(ctx context.Context, s *Spec) (Process, error) {
 	if err := spawn(cmd); err != nil {
 		return nil, fmt.Errorf("podman run: %w", err)
 	}
-	pr := &podmanProcess{p: p, name: s.Name, done: make(chan struct{}), code: -1}
+	pr := &podmanProcess{p: p, name: s.Name, exit: newExit()}
 	go pr.wait(cmd)
 	return pr, nil
 }
@@ -130,32 +129,7 @@ func (p *Podman) Start(ctx context.Context, s *Spec) (Process, error) {
 type podmanProcess struct {
 	p    *Podman
 	name string
-	done chan struct{}
-	code int
-}
-
-// wait owns cmd until it exits.
-func (pr *podmanProcess) wait(cmd *exec.Cmd) {
-	err := cmd.Wait()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		pr.code = 0
-	case errors.As(err, &ee):
-		pr.code = ee.ExitCode()
-	}
-	close(pr.done)
-}
-
-func (pr *podmanProcess) Done() <-chan struct{} { return pr.done }
-
-func (pr *podmanProcess) ExitCode() int {
-	select {
-	case <-pr.done:
-		return pr.code
-	default:
-		return -1
-	}
+	exit
 }
 
 // Stop runs `podman stop` with the grace period, then `podman rm -f` when the container

@@ -2,7 +2,6 @@ package containers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -46,8 +45,8 @@ func (d *ProcessDriver) Start(ctx context.Context, s *Spec) (Process, error) {
 	if t <= 0 {
 		t = DefaultStopTimeout
 	}
-	pr := &localProcess{cmd: cmd, grace: t, done: make(chan struct{}), code: -1}
-	go pr.wait()
+	pr := &localProcess{cmd: cmd, grace: t, exit: newExit()}
+	go pr.wait(cmd)
 	return pr, nil
 }
 
@@ -57,31 +56,7 @@ func (d *ProcessDriver) RemoveOrphans(context.Context, string) (int, error) { re
 type localProcess struct {
 	cmd   *exec.Cmd
 	grace time.Duration
-	done  chan struct{}
-	code  int
-}
-
-func (pr *localProcess) wait() {
-	err := pr.cmd.Wait()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		pr.code = 0
-	case errors.As(err, &ee):
-		pr.code = ee.ExitCode()
-	}
-	close(pr.done)
-}
-
-func (pr *localProcess) Done() <-chan struct{} { return pr.done }
-
-func (pr *localProcess) ExitCode() int {
-	select {
-	case <-pr.done:
-		return pr.code
-	default:
-		return -1
-	}
+	exit
 }
 
 // Stop sends SIGTERM to the process group, SIGKILL after the grace period.
