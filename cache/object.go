@@ -254,7 +254,10 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 			p = p[:rem]
 		}
 	}
-	if r.b.data == nil && r.b.path != "" {
+	// path is set only when a complete, file-backed body is made (fileBody) and never
+	// changes; data may be growing under b.mu while a fill streams, so it is not looked at
+	// here: a file-backed body never holds data.
+	if r.b.path != "" {
 		return r.readFile(p)
 	}
 	n, err := r.b.readAt(r.ctx, p, r.off)
