@@ -160,22 +160,21 @@ func (s *Server) kvList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// kvKey reads ?key=, which holds any key (keys may contain '/').
-func kvKey(w http.ResponseWriter, r *http.Request) (string, bool) {
-	key := r.URL.Query().Get("key")
-	if key == "" {
-		writeError(w, http.StatusBadRequest, "missing ?key=")
-		return "", false
+// kvValue reads the target of the /kv/{namespace}/value endpoints: the browser, and the
+// key in ?key=, which holds any key (keys may contain '/'). It has answered when ok is false.
+func (s *Server) kvValue(w http.ResponseWriter, r *http.Request) (b KVBrowser, key string, ok bool) {
+	if b, ok = s.kvBrowser(w); !ok {
+		return nil, "", false
 	}
-	return key, true
+	if key = r.URL.Query().Get("key"); key == "" {
+		writeError(w, http.StatusBadRequest, "missing ?key=")
+		return nil, "", false
+	}
+	return b, key, true
 }
 
 func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.kvBrowser(w)
-	if !ok {
-		return
-	}
-	key, ok := kvKey(w, r)
+	b, key, ok := s.kvValue(w, r)
 	if !ok {
 		return
 	}
@@ -188,11 +187,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.kvBrowser(w)
-	if !ok {
-		return
-	}
-	key, ok := kvKey(w, r)
+	b, key, ok := s.kvValue(w, r)
 	if !ok {
 		return
 	}
@@ -242,11 +237,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.kvBrowser(w)
-	if !ok {
-		return
-	}
-	key, ok := kvKey(w, r)
+	b, key, ok := s.kvValue(w, r)
 	if !ok {
 		return
 	}
