@@ -272,6 +272,17 @@ type routeCum struct {
 	dur                   histo
 }
 
+// count adds v requests answered with a status of class (a code_class label value).
+func (r *routeCum) count(class string, v float64) {
+	r.req += v
+	switch class {
+	case "5xx", "other":
+		r.err += v
+	case "4xx":
+		r.c4 += v
+	}
+}
+
 type upCum struct {
 	group, addr string
 	ok, err     float64
@@ -376,15 +387,8 @@ func (m *Metrics) cumulative(keep *apartNames) *cumulative {
 	collect(m.requests, func(d *dto.Metric) {
 		l := labels(d)
 		v := d.GetCounter().GetValue()
-		for _, r := range []*routeCum{series(c.routes, keep, "route", l["route"]), series(c.protos, keep, "proto", l["proto"])} {
-			r.req += v
-			switch l["code_class"] {
-			case "5xx", "other":
-				r.err += v
-			case "4xx":
-				r.c4 += v
-			}
-		}
+		series(c.routes, keep, "route", l["route"]).count(l["code_class"], v)
+		series(c.protos, keep, "proto", l["proto"]).count(l["code_class"], v)
 	})
 	collect(m.requestDuration, func(d *dto.Metric) {
 		l := labels(d)
@@ -404,15 +408,7 @@ func (m *Metrics) cumulative(keep *apartNames) *cumulative {
 	})
 	collect(m.traffic.requests, func(d *dto.Metric) {
 		l := labels(d)
-		r := series(c.listeners, keep, "listener", l["listener"])
-		v := d.GetCounter().GetValue()
-		r.req += v
-		switch l["code_class"] {
-		case "5xx", "other":
-			r.err += v
-		case "4xx":
-			r.c4 += v
-		}
+		series(c.listeners, keep, "listener", l["listener"]).count(l["code_class"], d.GetCounter().GetValue())
 	})
 	upstream := func(l map[string]string) *upCum {
 		u := series(c.upstreams, keep, "upstream", l["group"]+" "+l["addr"])
