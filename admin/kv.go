@@ -141,13 +141,8 @@ func (s *Server) kvList(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	o := KVListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxKVListLimit {
-			writeError(w, http.StatusBadRequest, "limit: want 1 to 1000")
-			return
-		}
-		o.Limit = n
+	if o.Limit, ok = limitParam(w, r, 0, maxKVListLimit); !ok {
+		return
 	}
 	page, err := b.KVList(r.Context(), r.PathValue("namespace"), o)
 	if err != nil {
@@ -158,6 +153,20 @@ func (s *Server) kvList(w http.ResponseWriter, r *http.Request) {
 		page.Keys = []KVKey{}
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// limitParam reads ?limit=, 1 to most; def when absent. It has answered when ok is false.
+func limitParam(w http.ResponseWriter, r *http.Request, def, most int) (n int, ok bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: want 1 to %d", most))
+		return 0, false
+	}
+	return n, true
 }
 
 // kvValue reads the target of the /kv/{namespace}/value endpoints: the browser, and the
