@@ -192,7 +192,10 @@ func (s *Server) statsEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			after = seq
 		} else if seq < after {
-			after = seq // the server restarted its timeline
+			// A number from before the server restarted its timeline: send every kept point
+			// now, as to a new client (the dashboard then replaces what it had).
+			after = 0
+			continue
 		}
 		if rc.Flush() != nil {
 			return
