@@ -283,6 +283,26 @@ func (r *routeCum) count(class string, v float64) {
 	}
 }
 
+// add sums x into r.
+func (r *routeCum) add(x *routeCum) {
+	r.req += x.req
+	r.err += x.err
+	r.c4 += x.c4
+	r.in += x.in
+	r.out += x.out
+	if len(x.dur.counts) == 0 {
+		return
+	}
+	if len(r.dur.counts) == 0 {
+		r.dur.counts = make([]uint64, len(x.dur.counts))
+	}
+	if len(r.dur.counts) == len(x.dur.counts) {
+		for i, n := range x.dur.counts {
+			r.dur.counts[i] += n
+		}
+	}
+}
+
 type upCum struct {
 	group, addr string
 	ok, err     float64
@@ -518,27 +538,9 @@ func (c *cumulative) rates(prev *cumulative, secs float64) Point {
 			}
 			p.Routes[name] = rt
 		}
-		pr := prev.routes[name]
-		if pr == nil {
-			pr = &routeCum{}
-		}
-		for _, pair := range [][2]*routeCum{{&total, r}, {&totalPrev, pr}} {
-			sum, x := pair[0], pair[1]
-			sum.req += x.req
-			sum.err += x.err
-			sum.c4 += x.c4
-			sum.in += x.in
-			sum.out += x.out
-			if len(x.dur.counts) > 0 {
-				if len(sum.dur.counts) == 0 {
-					sum.dur.counts = make([]uint64, len(x.dur.counts))
-				}
-				if len(sum.dur.counts) == len(x.dur.counts) {
-					for i, n := range x.dur.counts {
-						sum.dur.counts[i] += n
-					}
-				}
-			}
+		total.add(r)
+		if pr := prev.routes[name]; pr != nil {
+			totalPrev.add(pr)
 		}
 	}
 	p.Total = total.rate(&totalPrev, secs)
