@@ -529,21 +529,16 @@ func activeRates(cur, prev map[string]*routeCum, secs float64) map[string]Rate {
 func (c *cumulative) rates(prev *cumulative, secs float64) Point {
 	p := Point{Connections: c.conns}
 	var total, totalPrev routeCum
-	// Series idle in the interval are left out of the point: the ring then costs memory for
-	// what moved, not for every configured route and backend.
 	for name, r := range c.routes {
-		if rt := r.rate(prev.routes[name], secs); !rt.idle() {
-			if p.Routes == nil {
-				p.Routes = make(map[string]Rate)
-			}
-			p.Routes[name] = rt
-		}
 		total.add(r)
 		if pr := prev.routes[name]; pr != nil {
 			totalPrev.add(pr)
 		}
 	}
 	p.Total = total.rate(&totalPrev, secs)
+	// Series idle in the interval are left out of the point: the ring then costs memory for
+	// what moved, not for every configured route and backend.
+	p.Routes = activeRates(c.routes, prev.routes, secs)
 	p.Protos = activeRates(c.protos, prev.protos, secs)
 	p.Listeners = activeRates(c.listeners, prev.listeners, secs)
 	if len(c.upstreams) > 0 {
