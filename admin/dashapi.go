@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"net/http"
-	"strconv"
 )
 
 // CacheStatuser is implemented by Controllers whose server has an HTTP cache. Without it
@@ -39,13 +38,9 @@ func (s *Server) cacheKeys(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "this server has no HTTP cache")
 		return
 	}
-	n := defaultTopKeys
-	if v := r.URL.Query().Get("limit"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > maxTopKeys {
-			writeError(w, http.StatusBadRequest, "limit: want 1 to 100")
-			return
-		}
+	n, ok := limitParam(w, r, defaultTopKeys, maxTopKeys)
+	if !ok {
+		return
 	}
 	keys := c.CacheTopKeys(n)
 	if keys == nil {

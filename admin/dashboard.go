@@ -119,32 +119,33 @@ type statsBody struct {
 	Points         any    `json:"points"`
 }
 
-// afterParam reads the sequence number to continue after: ?after=N, else the
-// Last-Event-ID an EventSource sends when it reconnects.
-func afterParam(r *http.Request) (uint64, error) {
+// statsAfter checks that the server keeps a timeline and reads the sequence number to
+// continue after: ?after=N, else the Last-Event-ID an EventSource sends when it reconnects.
+// It has answered when ok is false.
+func (s *Server) statsAfter(w http.ResponseWriter, r *http.Request) (after uint64, ok bool) {
+	if s.Timeline == nil {
+		writeError(w, http.StatusNotImplemented, "this server keeps no timeline")
+		return 0, false
+	}
 	v := r.URL.Query().Get("after")
 	if v == "" {
 		v = r.Header.Get("Last-Event-ID")
 	}
 	if v == "" {
-		return 0, nil
+		return 0, true
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("after %q: want a sequence number", v)
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("after %q: want a sequence number", v))
+		return 0, false
 	}
-	return n, nil
+	return n, true
 }
 
 // stats answers GET /stats: the kept samples, or those after ?after=N.
 func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
-	if s.Timeline == nil {
-		writeError(w, http.StatusNotImplemented, "this server keeps no timeline")
-		return
-	}
-	after, err := afterParam(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	after, ok := s.statsAfter(w, r)
+	if !ok {
 		return
 	}
 	pts, seq := s.Timeline.Points(after)
@@ -155,13 +156,8 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 // sample (id: its sequence number, data: a statsBody) until the client leaves or the
 // server shuts down.
 func (s *Server) statsEvents(w http.ResponseWriter, r *http.Request) {
-	if s.Timeline == nil {
-		writeError(w, http.StatusNotImplemented, "this server keeps no timeline")
-		return
-	}
-	after, err := afterParam(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	after, ok := s.statsAfter(w, r)
+	if !ok {
 		return
 	}
 	if s.streams.Add(1) > MaxStreams {
@@ -196,7 +192,10 @@ func (s *Server) statsEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			after = seq
 		} else if seq < after {
-			after = seq // the server restarted its timeline
+			// A number from before the server restarted its timeline: send every kept point
+			// now, as to a new client (the dashboard then replaces what it had).
+			after = 0
+			continue
 		}
 		if rc.Flush() != nil {
 			return

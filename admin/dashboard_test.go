@@ -235,6 +235,41 @@ func TestStatsStream(t *testing.T) {
 	}
 }
 
+// TestStatsStreamAfterRestart checks that a client continuing after a sequence number the
+// timeline has not reached (its id from a server process that has since restarted) gets
+// every kept point at once, as a new client would, not only the points sampled later.
+func TestStatsStreamAfterRestart(t *testing.T) {
+	tl := newFakeTimeline()
+	tl.add(1)
+	tl.add(2)
+	srv := &Server{Timeline: tl, Controller: &fakeController{ready: true}}
+	base := startServer(t, srv)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // a failure guard
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/stats/events", nil)
+	req.Header.Set("Last-Event-ID", "500")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ev strings.Builder
+	r := bufio.NewReader(resp.Body)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no first event: %v (read %q)", err, ev.String())
+		}
+		if line == "\n" {
+			break
+		}
+		ev.WriteString(line)
+	}
+	if s := ev.String(); !strings.Contains(s, "id: 2\n") || !strings.Contains(s, `"seq":1,`) || !strings.Contains(s, `"seq":2,`) {
+		t.Fatalf("first event after a restart: %q", s)
+	}
+}
+
 // TestStatsStreamClientLeaves checks that a stream whose client goes away ends (its
 // handler returns and frees its place among MaxStreams) while the timeline is quiet.
 func TestStatsStreamClientLeaves(t *testing.T) {

@@ -141,13 +141,8 @@ func (s *Server) kvList(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	o := KVListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxKVListLimit {
-			writeError(w, http.StatusBadRequest, "limit: want 1 to 1000")
-			return
-		}
-		o.Limit = n
+	if o.Limit, ok = limitParam(w, r, 0, maxKVListLimit); !ok {
+		return
 	}
 	page, err := b.KVList(r.Context(), r.PathValue("namespace"), o)
 	if err != nil {
@@ -160,22 +155,35 @@ func (s *Server) kvList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// kvKey reads ?key=, which holds any key (keys may contain '/').
-func kvKey(w http.ResponseWriter, r *http.Request) (string, bool) {
-	key := r.URL.Query().Get("key")
-	if key == "" {
-		writeError(w, http.StatusBadRequest, "missing ?key=")
-		return "", false
+// limitParam reads ?limit=, 1 to most; def when absent. It has answered when ok is false.
+func limitParam(w http.ResponseWriter, r *http.Request, def, most int) (n int, ok bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, true
 	}
-	return key, true
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: want 1 to %d", most))
+		return 0, false
+	}
+	return n, true
+}
+
+// kvValue reads the target of the /kv/{namespace}/value endpoints: the browser, and the
+// key in ?key=, which holds any key (keys may contain '/'). It has answered when ok is false.
+func (s *Server) kvValue(w http.ResponseWriter, r *http.Request) (b KVBrowser, key string, ok bool) {
+	if b, ok = s.kvBrowser(w); !ok {
+		return nil, "", false
+	}
+	if key = r.URL.Query().Get("key"); key == "" {
+		writeError(w, http.StatusBadRequest, "missing ?key=")
+		return nil, "", false
+	}
+	return b, key, true
 }
 
 func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.kvBrowser(w)
-	if !ok {
-		return
-	}
-	key, ok := kvKey(w, r)
+	b, key, ok := s.kvValue(w, r)
 	if !ok {
 		return
 	}
@@ -188,11 +196,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.kvBrowser(w)
-	if !ok {
-		return
-	}
-	key, ok := kvKey(w, r)
+	b, key, ok := s.kvValue(w, r)
 	if !ok {
 		return
 	}
@@ -242,11 +246,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.kvBrowser(w)
-	if !ok {
-		return
-	}
-	key, ok := kvKey(w, r)
+	b, key, ok := s.kvValue(w, r)
 	if !ok {
 		return
 	}

@@ -272,6 +272,37 @@ type routeCum struct {
 	dur                   histo
 }
 
+// count adds v requests answered with a status of class (a code_class label value).
+func (r *routeCum) count(class string, v float64) {
+	r.req += v
+	switch class {
+	case "5xx", "other":
+		r.err += v
+	case "4xx":
+		r.c4 += v
+	}
+}
+
+// add sums x into r.
+func (r *routeCum) add(x *routeCum) {
+	r.req += x.req
+	r.err += x.err
+	r.c4 += x.c4
+	r.in += x.in
+	r.out += x.out
+	if len(x.dur.counts) == 0 {
+		return
+	}
+	if len(r.dur.counts) == 0 {
+		r.dur.counts = make([]uint64, len(x.dur.counts))
+	}
+	if len(r.dur.counts) == len(x.dur.counts) {
+		for i, n := range x.dur.counts {
+			r.dur.counts[i] += n
+		}
+	}
+}
+
 type upCum struct {
 	group, addr string
 	ok, err     float64
@@ -376,15 +407,8 @@ func (m *Metrics) cumulative(keep *apartNames) *cumulative {
 	collect(m.requests, func(d *dto.Metric) {
 		l := labels(d)
 		v := d.GetCounter().GetValue()
-		for _, r := range []*routeCum{series(c.routes, keep, "route", l["route"]), series(c.protos, keep, "proto", l["proto"])} {
-			r.req += v
-			switch l["code_class"] {
-			case "5xx", "other":
-				r.err += v
-			case "4xx":
-				r.c4 += v
-			}
-		}
+		series(c.routes, keep, "route", l["route"]).count(l["code_class"], v)
+		series(c.protos, keep, "proto", l["proto"]).count(l["code_class"], v)
 	})
 	collect(m.requestDuration, func(d *dto.Metric) {
 		l := labels(d)
@@ -404,15 +428,7 @@ func (m *Metrics) cumulative(keep *apartNames) *cumulative {
 	})
 	collect(m.traffic.requests, func(d *dto.Metric) {
 		l := labels(d)
-		r := series(c.listeners, keep, "listener", l["listener"])
-		v := d.GetCounter().GetValue()
-		r.req += v
-		switch l["code_class"] {
-		case "5xx", "other":
-			r.err += v
-		case "4xx":
-			r.c4 += v
-		}
+		series(c.listeners, keep, "listener", l["listener"]).count(l["code_class"], d.GetCounter().GetValue())
 	})
 	upstream := func(l map[string]string) *upCum {
 		u := series(c.upstreams, keep, "upstream", l["group"]+" "+l["addr"])
@@ -513,39 +529,16 @@ func activeRates(cur, prev map[string]*routeCum, secs float64) map[string]Rate {
 func (c *cumulative) rates(prev *cumulative, secs float64) Point {
 	p := Point{Connections: c.conns}
 	var total, totalPrev routeCum
-	// Series idle in the interval are left out of the point: the ring then costs memory for
-	// what moved, not for every configured route and backend.
 	for name, r := range c.routes {
-		if rt := r.rate(prev.routes[name], secs); !rt.idle() {
-			if p.Routes == nil {
-				p.Routes = make(map[string]Rate)
-			}
-			p.Routes[name] = rt
-		}
-		pr := prev.routes[name]
-		if pr == nil {
-			pr = &routeCum{}
-		}
-		for _, pair := range [][2]*routeCum{{&total, r}, {&totalPrev, pr}} {
-			sum, x := pair[0], pair[1]
-			sum.req += x.req
-			sum.err += x.err
-			sum.c4 += x.c4
-			sum.in += x.in
-			sum.out += x.out
-			if len(x.dur.counts) > 0 {
-				if len(sum.dur.counts) == 0 {
-					sum.dur.counts = make([]uint64, len(x.dur.counts))
-				}
-				if len(sum.dur.counts) == len(x.dur.counts) {
-					for i, n := range x.dur.counts {
-						sum.dur.counts[i] += n
-					}
-				}
-			}
+		total.add(r)
+		if pr := prev.routes[name]; pr != nil {
+			totalPrev.add(pr)
 		}
 	}
 	p.Total = total.rate(&totalPrev, secs)
+	// Series idle in the interval are left out of the point: the ring then costs memory for
+	// what moved, not for every configured route and backend.
+	p.Routes = activeRates(c.routes, prev.routes, secs)
 	p.Protos = activeRates(c.protos, prev.protos, secs)
 	p.Listeners = activeRates(c.listeners, prev.listeners, secs)
 	if len(c.upstreams) > 0 {
