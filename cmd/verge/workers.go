@@ -294,7 +294,9 @@ func (s *serverProc) DeployWorker(ctx context.Context, name string, module []byt
 	if s.deploys != nil {
 		return s.deployCluster(ctx, name, module)
 	}
+	s.mu.Lock()
 	v, err := s.deployLocked(ctx, name, module)
+	s.mu.Unlock()
 	if err != nil {
 		return admin.WorkerStatus{}, err
 	}
