@@ -236,7 +236,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 			return res
 		}
 	}
-	body, err := readBody(r.Body, g.maxBody)
+	// A body declared larger than the cap is refused before any of it is read: the client
+	// need not send it, nor the connection wait for it.
+	body, err := []byte(nil), errTooLarge
+	if r.ContentLength <= g.maxBody {
+		body, err = readBody(r.Body, g.maxBody)
+	}
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			res.Status = writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", "request body larger than "+strconv.FormatInt(g.maxBody, 10)+" bytes")
