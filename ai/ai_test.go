@@ -329,6 +329,22 @@ func TestGatewayDeclaredBodyTooLarge(t *testing.T) {
 	}
 }
 
+// TestGatewayModelExactKey: the gateway routes by the body's "model" key exactly, the key
+// the provider reads, not by another casing of it that encoding/json would also accept.
+func TestGatewayModelExactKey(t *testing.T) {
+	c := client(t,
+		ai.Provider{Name: "cheap", BaseURL: serve(t, &aitest.Server{Name: "cheap"}), Models: []string{"cheap"}},
+		ai.Provider{Name: "dear", BaseURL: serve(t, &aitest.Server{Name: "dear"}), Models: []string{"dear"}})
+	url := gateway(t, ai.GatewayConfig{Client: c}) + "/v1/chat/completions"
+	res, b := post(t, url, "", `{"model":"dear","Model":"cheap","messages":[{"role":"user","content":"hi"}]}`)
+	if res.StatusCode != 200 || res.Header.Get(ai.HeaderProvider) != "dear" {
+		t.Errorf("%d from %q: %s", res.StatusCode, res.Header.Get(ai.HeaderProvider), b)
+	}
+	if res, b := post(t, url, "", `{"Model":"cheap","messages":[]}`); res.StatusCode != 400 || !strings.Contains(b, "model is required") {
+		t.Errorf("only Model: %d %s", res.StatusCode, b)
+	}
+}
+
 func TestGatewayTokenBudgetAndErrors(t *testing.T) {
 	up := &aitest.Server{Name: "up"}
 	c := client(t,

@@ -250,12 +250,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		}
 		return res
 	}
-	var head struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", "the body is not a JSON object: "+err.Error())
+	head, err := parseHead(body)
+	if err != nil {
+		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return res
 	}
 	if head.Model == "" {
@@ -446,6 +443,35 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		g.cache.put(e, time.Now())
 	}
 	return res
+}
+
+// requestHead is what the gateway reads of a request body.
+type requestHead struct {
+	Model  string
+	Stream bool
+}
+
+// parseHead reads the model and stream fields of a request body by their exact names, as
+// the providers' parsers do: a struct field of encoding/json would also take "Model" or
+// "MODEL", so that {"model": "dear", "Model": "cheap"} would be routed, priced and logged as
+// the cheap model while the provider runs the dear one.
+func parseHead(body []byte) (requestHead, error) {
+	var h requestHead
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return h, errors.New("the body is not a JSON object: " + err.Error())
+	}
+	if v, ok := fields["model"]; ok {
+		if err := json.Unmarshal(v, &h.Model); err != nil {
+			return h, errors.New("the body is not a JSON object: model: " + err.Error())
+		}
+	}
+	if v, ok := fields["stream"]; ok {
+		if err := json.Unmarshal(v, &h.Stream); err != nil {
+			return h, errors.New("the body is not a JSON object: stream: " + err.Error())
+		}
+	}
+	return h, nil
 }
 
 // copyBufs are the buffers responses are copied through.
