@@ -336,7 +336,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 	ok2xx := up.Status/100 == 2
 
 	// Keep what is needed to count tokens and to cache: a stream is scanned event by event
-	// as it passes; a JSON body is kept up to a bound.
+	// as it passes (and kept only to be cached); a JSON body is kept up to a bound. An
+	// error answer is neither counted nor cached.
+	keeping := ok2xx && (!isStream || cacheable)
 	var keep []byte
 	keepCap := int64(1 << 20)
 	if g.cache != nil && cacheable && ok2xx {
@@ -395,10 +397,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 			if isStream {
 				scan.Write(buf[:n])
 			}
-			if !overflow && int64(len(keep)+n) <= keepCap {
-				keep = append(keep, buf[:n]...)
-			} else {
-				overflow, keep = true, nil
+			if keeping && !overflow {
+				if int64(len(keep)+n) <= keepCap {
+					keep = append(keep, buf[:n]...)
+				} else {
+					overflow, keep = true, nil
+				}
 			}
 		}
 		if rerr == io.EOF {
