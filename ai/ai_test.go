@@ -307,6 +307,44 @@ func TestGatewayCacheAuthAndLimits(t *testing.T) {
 	}
 }
 
+// TestGatewayDeclaredBodyTooLarge: a Content-Length above MaxBody gets 413 at once, without
+// the gateway waiting for a body the client never sends.
+func TestGatewayDeclaredBodyTooLarge(t *testing.T) {
+	c := client(t, ai.Provider{Name: "up", BaseURL: serve(t, &aitest.Server{Name: "up"})})
+	url := gateway(t, ai.GatewayConfig{Client: c, MaxBody: 1 << 10})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n{")
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 413 {
+		t.Errorf("status %d, want 413", res.StatusCode)
+	}
+}
+
+// TestGatewayModelExactKey: the gateway routes by the body's "model" key exactly, the key
+// the provider reads, not by another casing of it that encoding/json would also accept.
+func TestGatewayModelExactKey(t *testing.T) {
+	c := client(t,
+		ai.Provider{Name: "cheap", BaseURL: serve(t, &aitest.Server{Name: "cheap"}), Models: []string{"cheap"}},
+		ai.Provider{Name: "dear", BaseURL: serve(t, &aitest.Server{Name: "dear"}), Models: []string{"dear"}})
+	url := gateway(t, ai.GatewayConfig{Client: c}) + "/v1/chat/completions"
+	res, b := post(t, url, "", `{"model":"dear","Model":"cheap","messages":[{"role":"user","content":"hi"}]}`)
+	if res.StatusCode != 200 || res.Header.Get(ai.HeaderProvider) != "dear" {
+		t.Errorf("%d from %q: %s", res.StatusCode, res.Header.Get(ai.HeaderProvider), b)
+	}
+	if res, b := post(t, url, "", `{"Model":"cheap","messages":[]}`); res.StatusCode != 400 || !strings.Contains(b, "model is required") {
+		t.Errorf("only Model: %d %s", res.StatusCode, b)
+	}
+}
+
 func TestGatewayTokenBudgetAndErrors(t *testing.T) {
 	up := &aitest.Server{Name: "up"}
 	c := client(t,

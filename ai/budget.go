@@ -7,7 +7,8 @@ import (
 
 // tokenBudget counts each identity's tokens in fixed windows of period. The identities are
 // the gateway's configured keys (or client addresses without keys), so the map is bounded by
-// maxIdentities: beyond it, the oldest window's identities are dropped first.
+// maxIdentities: beyond it, the tokens of identities new to the window are not counted until
+// the next window starts (the rate limit still applies to them).
 type tokenBudget struct {
 	limit  int64
 	period time.Duration

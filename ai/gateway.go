@@ -236,7 +236,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 			return res
 		}
 	}
-	body, err := readBody(r.Body, g.maxBody)
+	// A body declared larger than the cap is refused before any of it is read: the client
+	// need not send it, nor the connection wait for it.
+	body, err := []byte(nil), errTooLarge
+	if r.ContentLength <= g.maxBody {
+		body, err = readBody(r.Body, g.maxBody)
+	}
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
 			res.Status = writeError(w, http.StatusRequestEntityTooLarge, "request_too_large", "request body larger than "+strconv.FormatInt(g.maxBody, 10)+" bytes")
@@ -245,12 +250,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		}
 		return res
 	}
-	var head struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", "the body is not a JSON object: "+err.Error())
+	head, err := parseHead(body)
+	if err != nil {
+		res.Status = writeError(w, http.StatusBadRequest, "invalid_request_error", err.Error())
 		return res
 	}
 	if head.Model == "" {
@@ -334,7 +336,9 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 	ok2xx := up.Status/100 == 2
 
 	// Keep what is needed to count tokens and to cache: a stream is scanned event by event
-	// as it passes; a JSON body is kept up to a bound.
+	// as it passes (and kept only to be cached); a JSON body is kept up to a bound. An
+	// error answer is neither counted nor cached.
+	keeping := ok2xx && (!isStream || cacheable)
 	var keep []byte
 	keepCap := int64(1 << 20)
 	if g.cache != nil && cacheable && ok2xx {
@@ -393,10 +397,12 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 			if isStream {
 				scan.Write(buf[:n])
 			}
-			if !overflow && int64(len(keep)+n) <= keepCap {
-				keep = append(keep, buf[:n]...)
-			} else {
-				overflow, keep = true, nil
+			if keeping && !overflow {
+				if int64(len(keep)+n) <= keepCap {
+					keep = append(keep, buf[:n]...)
+				} else {
+					overflow, keep = true, nil
+				}
 			}
 		}
 		if rerr == io.EOF {
@@ -441,6 +447,35 @@ func (g *Gateway) Serve(w http.ResponseWriter, r *http.Request) (res Result) {
 		g.cache.put(e, time.Now())
 	}
 	return res
+}
+
+// requestHead is what the gateway reads of a request body.
+type requestHead struct {
+	Model  string
+	Stream bool
+}
+
+// parseHead reads the model and stream fields of a request body by their exact names, as
+// the providers' parsers do: a struct field of encoding/json would also take "Model" or
+// "MODEL", so that {"model": "dear", "Model": "cheap"} would be routed, priced and logged as
+// the cheap model while the provider runs the dear one.
+func parseHead(body []byte) (requestHead, error) {
+	var h requestHead
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return h, errors.New("the body is not a JSON object: " + err.Error())
+	}
+	if v, ok := fields["model"]; ok {
+		if err := json.Unmarshal(v, &h.Model); err != nil {
+			return h, errors.New("the body is not a JSON object: model: " + err.Error())
+		}
+	}
+	if v, ok := fields["stream"]; ok {
+		if err := json.Unmarshal(v, &h.Stream); err != nil {
+			return h, errors.New("the body is not a JSON object: stream: " + err.Error())
+		}
+	}
+	return h, nil
 }
 
 // copyBufs are the buffers responses are copied through.

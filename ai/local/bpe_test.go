@@ -46,14 +46,7 @@ func TestBPETokenizer(t *testing.T) {
 		t.Fatal(err)
 	}
 	tk := m.tok
-	pieces := func(ids []int) []string {
-		var s []string
-		for _, id := range ids {
-			s = append(s, tk.pieces[id])
-		}
-		return s
-	}
-	got := pieces(tk.encode([]segment{{text: "hello wow é"}}, true))
+	got := tk.piecesOf(tk.encode([]segment{{text: "hello wow é"}}, true))
 	want := []string{"<|begin_of_text|>", "hello", "Ġwo", "w", "Ġ", "Ã", "©"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)

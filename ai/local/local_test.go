@@ -213,13 +213,6 @@ func TestTokenizer(t *testing.T) {
 		t.Fatal(err)
 	}
 	tk := m.tok
-	pieces := func(ids []int) []string {
-		var s []string
-		for _, id := range ids {
-			s = append(s, tk.pieces[id])
-		}
-		return s
-	}
 	for _, tc := range []struct {
 		text string
 		want []string
@@ -228,7 +221,7 @@ func TestTokenizer(t *testing.T) {
 		{"hello world", []string{"<s>", "▁hello", "▁wor", "l", "d"}},
 		{"hé", []string{"<s>", "▁", "h", "<0xC3>", "<0xA9>"}},
 	} {
-		if got := pieces(tk.encode([]segment{{text: tc.text}}, true)); !slices.Equal(got, tc.want) {
+		if got := tk.piecesOf(tk.encode([]segment{{text: tc.text}}, true)); !slices.Equal(got, tc.want) {
 			t.Errorf("encode(%q) = %q, want %q", tc.text, got, tc.want)
 		}
 	}
@@ -245,7 +238,7 @@ func TestTokenizer(t *testing.T) {
 		}
 	}
 	if control != 3 { // <|im_start|> user, <|im_end|>, <|im_start|> assistant
-		t.Fatalf("%d control tokens in %q, want 3", control, pieces(ids))
+		t.Fatalf("%d control tokens in %q, want 3", control, tk.piecesOf(ids))
 	}
 	// Decoding: byte tokens give bytes, "▁" gives a space, control tokens nothing.
 	var sb strings.Builder

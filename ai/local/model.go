@@ -266,6 +266,26 @@ func (w *weights) newState(n int) *state {
 	}
 }
 
+// attend computes one attention head at position pos into out: the scores of
+// query q against the keys of positions 0..pos, softmaxed, weigh their values.
+// The keys and values of position t are at off+t*kvDim in the caches.
+func (s *state) attend(out, q []float32, off, kvDim, pos int, scale float32) {
+	n := len(q)
+	att := s.att[:pos+1]
+	for t := 0; t <= pos; t++ {
+		att[t] = dot(q, s.kcache[off+t*kvDim:][:n]) * scale
+	}
+	softmax(att)
+	clear(out)
+	for t := 0; t <= pos; t++ {
+		v := s.vcache[off+t*kvDim:][:n]
+		a := att[t]
+		for i := range out {
+			out[i] += a * v[i]
+		}
+	}
+}
+
 // kvBytes reports the KV cache bytes a state of n positions takes.
 func (w *weights) kvBytes(n int) int64 {
 	return int64(2*4*w.hp.layers*w.hp.kvHeads*w.hp.headDim) * int64(n)
@@ -295,23 +315,8 @@ func (w *weights) forward(s *state, tok, pos int, logits bool, threads int) {
 		copy(s.kcache[base+pos*kvDim:], s.k)
 		copy(s.vcache[base+pos*kvDim:], s.v)
 		for h := 0; h < hp.heads; h++ {
-			q := s.q[h*hp.headDim : (h+1)*hp.headDim]
-			kvOff := (h / group) * hp.headDim
-			att := s.att[:pos+1]
-			for t := 0; t <= pos; t++ {
-				k := s.kcache[base+t*kvDim+kvOff:][:hp.headDim]
-				att[t] = dot(q, k) * scale
-			}
-			softmax(att)
-			out := s.xb2[h*hp.headDim : (h+1)*hp.headDim]
-			clear(out)
-			for t := 0; t <= pos; t++ {
-				v := s.vcache[base+t*kvDim+kvOff:][:hp.headDim]
-				a := att[t]
-				for i := range out {
-					out[i] += a * v[i]
-				}
-			}
+			s.attend(s.xb2[h*hp.headDim:(h+1)*hp.headDim], s.q[h*hp.headDim:(h+1)*hp.headDim],
+				base+(h/group)*hp.headDim, kvDim, pos, scale)
 		}
 		l.wo.matVec(s.xb, s.xb2, threads)
 		for i := range s.x {

@@ -84,22 +84,8 @@ func (w *weights) forwardBatch(s *state, b *batch, toks []int, start, threads in
 		for i := range n {
 			pos := start + i
 			for h := 0; h < hp.heads; h++ {
-				q := b.q[i*d+h*hp.headDim : i*d+(h+1)*hp.headDim]
-				kvOff := (h / group) * hp.headDim
-				att := s.att[:pos+1]
-				for t := 0; t <= pos; t++ {
-					att[t] = dot(q, s.kcache[base+t*kvDim+kvOff:][:hp.headDim]) * scale
-				}
-				softmax(att)
-				out := b.xb2[i*d+h*hp.headDim : i*d+(h+1)*hp.headDim]
-				clear(out)
-				for t := 0; t <= pos; t++ {
-					v := s.vcache[base+t*kvDim+kvOff:][:hp.headDim]
-					a := att[t]
-					for j := range out {
-						out[j] += a * v[j]
-					}
-				}
+				lo, hi := i*d+h*hp.headDim, i*d+(h+1)*hp.headDim
+				s.attend(b.xb2[lo:hi], b.q[lo:hi], base+(h/group)*hp.headDim, kvDim, pos, scale)
 			}
 		}
 		l.wo.matMul(b.xb, b.xb2, n, threads)

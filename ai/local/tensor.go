@@ -61,10 +61,23 @@ const parallelMin = 1 << 18
 // matVec computes out = m · x (len(x) == cols, len(out) == rows), using up
 // to threads goroutines for large matrices.
 func (m *matrix) matVec(out, x []float32, threads int) {
-	if threads <= 1 || m.rows*m.cols < parallelMin || m.rows < 2*threads {
+	if m.serial(m.rows*m.cols, threads) {
 		m.matVecRange(out, x, 0, m.rows, nil)
 		return
 	}
+	m.splitRows(threads, func(lo, hi int) { m.matVecRange(out, x, lo, hi, nil) })
+}
+
+// serial reports whether work (about that many multiply-adds) over the
+// matrix's rows is best done in the calling goroutine: few threads, little
+// work or too few rows to split.
+func (m *matrix) serial(work, threads int) bool {
+	return threads <= 1 || work < parallelMin || m.rows < 2*threads
+}
+
+// splitRows runs fn over consecutive ranges of the matrix's rows in up to
+// threads goroutines and waits for them.
+func (m *matrix) splitRows(threads int, fn func(lo, hi int)) {
 	var wg sync.WaitGroup
 	chunk := (m.rows + threads - 1) / threads
 	for lo := 0; lo < m.rows; lo += chunk {
@@ -72,7 +85,7 @@ func (m *matrix) matVec(out, x []float32, threads int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.matVecRange(out, x, lo, hi, nil)
+			fn(lo, hi)
 		}()
 	}
 	wg.Wait()
@@ -228,21 +241,11 @@ func (m *matrix) matMul(out, x []float32, n, threads int) {
 		m.matVec(out, x, threads)
 		return
 	}
-	if threads <= 1 || m.rows*m.cols*n < parallelMin || m.rows < 2*threads {
+	if m.serial(m.rows*m.cols*n, threads) {
 		m.matMulRange(out, x, n, 0, m.rows)
 		return
 	}
-	var wg sync.WaitGroup
-	chunk := (m.rows + threads - 1) / threads
-	for lo := 0; lo < m.rows; lo += chunk {
-		hi := min(lo+chunk, m.rows)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.matMulRange(out, x, n, lo, hi)
-		}()
-	}
-	wg.Wait()
+	m.splitRows(threads, func(lo, hi int) { m.matMulRange(out, x, n, lo, hi) })
 }
 
 func (m *matrix) matMulRange(out, x []float32, n, lo, hi int) {

@@ -166,3 +166,12 @@ func randomModel(t testing.TB, s testShape, seed uint64) []byte {
 	}
 	return b
 }
+
+// piecesOf returns the pieces of token ids, for tests to compare.
+func (tk *tokenizer) piecesOf(ids []int) []string {
+	var s []string
+	for _, id := range ids {
+		s = append(s, tk.pieces[id])
+	}
+	return s
+}
