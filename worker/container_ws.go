@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -183,11 +184,11 @@ func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpg
 
 // indexPath returns where the path of an absolute URL starts, -1 when it has none.
 func indexPath(rawURL string) int {
-	i := bytes.Index([]byte(rawURL), []byte("://"))
+	i := strings.Index(rawURL, "://")
 	if i < 0 {
 		return -1
 	}
-	j := bytes.IndexByte([]byte(rawURL[i+3:]), '/')
+	j := strings.IndexByte(rawURL[i+3:], '/')
 	if j < 0 {
 		return -1
 	}
@@ -255,7 +256,7 @@ func validMethod(m string) bool {
 	}
 	for i := 0; i < len(m); i++ {
 		c := m[i]
-		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
 			return false
 		}
 	}
