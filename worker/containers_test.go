@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/verge-edge/verge/containers"
 	"github.com/verge-edge/verge/internal/testwasm"
+	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/worker"
 )
 
@@ -139,4 +142,32 @@ func TestContainerOps(t *testing.T) {
 		}
 	}
 	expect(step{"/obj/C/b/state", "stopped", false}, step{"/obj/C/b/fetch", "hello from  args=[]\n", false})
+}
+
+// upgradeRecorder is a recorder that can switch protocols (the client's connection of a
+// WebSocket handshake); no test here gets that far.
+type upgradeRecorder struct{ recorder }
+
+func (*upgradeRecorder) Upgrade(*message.Response) (io.ReadWriteCloser, error) {
+	return nil, errors.New("not switched in this test")
+}
+
+// TestContainerWebSocketHandshakesAreSubrequests: a WebSocket handshake an object sends to
+// its container while the client's own is pending counts against the subrequest limit like
+// any container fetch; handshakes the container refuses cannot be repeated without end.
+func TestContainerWebSocketHandshakesAreSubrequests(t *testing.T) {
+	w, _, _, _ := containerWorker(t)
+	req := &message.Request{Method: "GET", Target: "/obj/C/w/wsloop", Authority: "example.com", Proto: message.HTTP11}
+	req.Header.Add("Upgrade", "websocket")
+	req.Header.Add("Connection", "Upgrade")
+	req.Header.Add("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Add("Sec-WebSocket-Version", "13")
+	rec := &upgradeRecorder{}
+	if _, err := w.Serve(context.Background(), rec, &worker.Request{Message: req, RemoteAddr: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	// The loop stops at the limit (50), far below its 1000 tries.
+	if got := rec.body.String(); !strings.HasPrefix(got, "50 handshakes, then:") || !strings.Contains(got, "too many subrequests") {
+		t.Fatalf("%s", got)
+	}
 }
