@@ -113,10 +113,16 @@ func (c *Config) resolveContainerPaths(dir string) {
 		return
 	}
 	for i := range c.Workers {
-		for j := range c.Workers[i].Containers {
-			if img := &c.Workers[i].Containers[j].Image; *img != "" && !filepath.IsAbs(*img) {
-				*img = filepath.Join(dir, *img)
-			}
+		c.Workers[i].AbsContainerImages(dir)
+	}
+}
+
+// AbsContainerImages makes the relative images of w's containers absolute, relative to dir:
+// the executables of the process driver (ContainerDriverProcess).
+func (w *Worker) AbsContainerImages(dir string) {
+	for i := range w.Containers {
+		if img := &w.Containers[i].Image; *img != "" && !filepath.IsAbs(*img) {
+			*img = filepath.Join(dir, *img)
 		}
 	}
 }

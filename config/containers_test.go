@@ -65,3 +65,13 @@ func TestContainersErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAbsContainerImages: relative images (the process driver's executables) become
+// absolute under the directory; absolute ones stay.
+func TestAbsContainerImages(t *testing.T) {
+	w := &Worker{Containers: []WorkerContainer{{Image: "bin/server"}, {Image: "/opt/server"}, {}}}
+	w.AbsContainerImages("/work/w")
+	if got := []string{w.Containers[0].Image, w.Containers[1].Image, w.Containers[2].Image}; got[0] != "/work/w/bin/server" || got[1] != "/opt/server" || got[2] != "" {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,14 +81,19 @@ func isWebSocketRequest(arg []byte) bool {
 // own handshake is pending (the calling worker's request, passed to the object): it sends
 // the handshake to the container at addr and, when the container answers 101, keeps the
 // connection for the calling worker's 101 (switchProtocols joins them). Any other answer
-// comes back as a response, its body whole (at most InlineBody bytes). It takes over
-// release. Without hasBody the argument ends after the header (workerabi.OpContainerFetchBody:
+// comes back as a response, its body whole (at most InlineBody bytes). It counts as a
+// subrequest and takes over release. Without hasBody the argument ends after the header (workerabi.OpContainerFetchBody:
 // a handshake sends no body).
 func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpgrade, release func(), hasBody bool) (uint32, []byte) {
 	fail2 := func(status uint32, err error) (uint32, []byte) {
 		release()
 		return fail(status, err)
 	}
+	// A handshake is a subrequest like any container fetch (roundTripTo counts those).
+	if lim := inv.inst.v.limits.Subrequests; inv.subrequests >= lim {
+		return fail2(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", lim))
+	}
+	inv.subrequests++
 	d := workerabi.Decoder{B: arg}
 	method, rawURL := d.Str(), d.Str()
 	d.Raw()
@@ -183,11 +189,11 @@ func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpg
 
 // indexPath returns where the path of an absolute URL starts, -1 when it has none.
 func indexPath(rawURL string) int {
-	i := bytes.Index([]byte(rawURL), []byte("://"))
+	i := strings.Index(rawURL, "://")
 	if i < 0 {
 		return -1
 	}
-	j := bytes.IndexByte([]byte(rawURL[i+3:]), '/')
+	j := strings.IndexByte(rawURL[i+3:], '/')
 	if j < 0 {
 		return -1
 	}
@@ -255,7 +261,7 @@ func validMethod(m string) bool {
 	}
 	for i := 0; i < len(m); i++ {
 		c := m[i]
-		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
 			return false
 		}
 	}

@@ -49,16 +49,14 @@ func (inv *invocation) containerOp(op uint32, arg []byte) (uint32, []byte) {
 			o.Env[k] = val
 		}
 		if d.U8() == 1 {
-			m := d.Count(4)
-			if m > containers.MaxStartArgs {
-				return fail(workerabi.StatusLimit, fmt.Errorf("container start: %d arguments exceed %d", m, containers.MaxStartArgs))
+			na := d.Count(4)
+			if na > containers.MaxStartArgs {
+				return fail(workerabi.StatusLimit, fmt.Errorf("container start: %d arguments exceed %d", na, containers.MaxStartArgs))
 			}
-			o.Args = make([]string, 0, m)
-			for range m {
+			o.Args = make([]string, 0, na)
+			for range na {
 				o.Args = append(o.Args, d.Str())
 			}
-		} else {
-			o.Args = nil
 		}
 		if d.Err != nil {
 			return fail(workerabi.StatusInvalid, d.Err)

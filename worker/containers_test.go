@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,12 +13,10 @@ import (
 
 	"github.com/verge-edge/verge/containers"
 	"github.com/verge-edge/verge/internal/testwasm"
+	"github.com/verge-edge/verge/message"
 	"github.com/verge-edge/verge/worker"
 )
 
-// TestContainerOps drives the container operations from Durable Objects with the process
-// driver, and what a hostile worker tries: a container outside an object, a class without
-// one, a plain subrequest to a container's loopback port, too many variables.
 // containerWorker deploys worker/testdata/containers with class C's container run by the
 // process driver (containers/testdata/server); exits receives the containers' exits.
 // deploy deploys it again with the class's sleep_after changed.
@@ -65,6 +65,9 @@ func containerWorkerRouted(t testing.TB, router worker.ObjectRouter) (*worker.Wo
 	return w, m, exits, func(d time.Duration) { e.deploy(t, cfg(d)) }
 }
 
+// TestContainerOps drives the container operations from Durable Objects with the process
+// driver, and what a hostile worker tries: a container outside an object, a class without
+// one, a plain subrequest to a container's loopback port, too many variables.
 func TestContainerOps(t *testing.T) {
 	w, m, exits, deploy := containerWorker(t)
 	get := func(target string) string {
@@ -75,36 +78,35 @@ func TestContainerOps(t *testing.T) {
 		}
 		return rec.body.String()
 	}
-	if got := get("/plain/fetch"); !strings.Contains(got, "error: containers are reached from a Durable Object") {
-		t.Fatalf("outside an object: %q", got)
+	// expect checks the answers to GETs of the targets in order: equal to want, or
+	// containing it when contains.
+	type step struct {
+		target, want string
+		contains     bool
 	}
-	if got := get("/obj/D/x/fetch"); !strings.Contains(got, "error: class D has no container") {
-		t.Fatalf("class without a container: %q", got)
+	expect := func(steps ...step) {
+		t.Helper()
+		for _, s := range steps {
+			got := get(s.target)
+			if s.contains && !strings.Contains(got, s.want) || !s.contains && got != s.want {
+				t.Fatalf("GET %s: %q, want %q", s.target, got, s.want)
+			}
+		}
 	}
-	if got := get("/obj/C/a/state"); got != "stopped" {
-		t.Fatalf("state before start: %q", got)
-	}
-	if got := get("/obj/C/a/start"); got != "ok" {
-		t.Fatalf("start: %q", got)
-	}
-	if got := get("/obj/C/a/fetch"); got != "hello from a args=[a1]\n" {
-		t.Fatalf("fetch: %q", got)
-	}
-	if got := get("/obj/C/a/state"); got != "running" {
-		t.Fatalf("state: %q", got)
-	}
-	// Another object gets its own instance, started by its first fetch.
-	if got := get("/obj/C/b/fetch"); got != "hello from  args=[]\n" {
-		t.Fatalf("fetch of b: %q", got)
-	}
-	// A class defined with sdk.DefineContainer passes requests to its container; a pool
-	// spreads them over its objects.
-	if got := get("/obj/F/f1/anything"); got != "hello from  args=[]\n" {
-		t.Fatalf("DefineContainer class: %q", got)
-	}
-	if got := get("/pool"); got != "hello from  args=[]\n" {
-		t.Fatalf("pool: %q", got)
-	}
+	expect(
+		step{"/plain/fetch", "error: containers are reached from a Durable Object", true}, // outside an object
+		step{"/obj/D/x/fetch", "error: class D has no container", true},
+		step{"/obj/C/a/state", "stopped", false}, // before start
+		step{"/obj/C/a/start", "ok", false},
+		step{"/obj/C/a/fetch", "hello from a args=[a1]\n", false},
+		step{"/obj/C/a/state", "running", false},
+		// Another object gets its own instance, started by its first fetch.
+		step{"/obj/C/b/fetch", "hello from  args=[]\n", false},
+		// A class defined with sdk.DefineContainer passes requests to its container; a
+		// pool spreads them over its objects.
+		step{"/obj/F/f1/anything", "hello from  args=[]\n", false},
+		step{"/pool", "hello from  args=[]\n", false},
+	)
 	// The container's port is not reachable with a plain subrequest.
 	id := get("/obj/C/a/id")
 	addr, release, err := m.Acquire(context.Background(), "ct", "C", id)
@@ -115,15 +117,11 @@ func TestContainerOps(t *testing.T) {
 	if got := get("/obj/C/a/steal?addr=" + addr); !strings.Contains(got, "refused") {
 		t.Fatalf("plain fetch of the container's port %s: %q", addr, got)
 	}
-	if got := get("/obj/C/c/hugeenv"); !strings.Contains(got, "exceed 64") {
-		t.Fatalf("100 variables: %q", got)
-	}
-	if got := get("/obj/C/a/stop"); got != "ok" {
-		t.Fatalf("stop: %q", got)
-	}
-	if got := get("/obj/C/a/state"); got != "stopped" {
-		t.Fatalf("state after stop: %q", got)
-	}
+	expect(
+		step{"/obj/C/c/hugeenv", "exceed 64", true}, // 100 variables
+		step{"/obj/C/a/stop", "ok", false},
+		step{"/obj/C/a/state", "stopped", false},
+	)
 	select {
 	case x := <-exits:
 		if x.Reason != "stopped" || x.Object != id {
@@ -143,10 +141,33 @@ func TestContainerOps(t *testing.T) {
 			t.Fatal("no shutdown exit after the redeploy")
 		}
 	}
-	if got := get("/obj/C/b/state"); got != "stopped" {
-		t.Fatalf("after a redeploy: %q", got)
+	expect(step{"/obj/C/b/state", "stopped", false}, step{"/obj/C/b/fetch", "hello from  args=[]\n", false})
+}
+
+// upgradeRecorder is a recorder that can switch protocols (the client's connection of a
+// WebSocket handshake); no test here gets that far.
+type upgradeRecorder struct{ recorder }
+
+func (*upgradeRecorder) Upgrade(*message.Response) (io.ReadWriteCloser, error) {
+	return nil, errors.New("not switched in this test")
+}
+
+// TestContainerWebSocketHandshakesAreSubrequests: a WebSocket handshake an object sends to
+// its container while the client's own is pending counts against the subrequest limit like
+// any container fetch; handshakes the container refuses cannot be repeated without end.
+func TestContainerWebSocketHandshakesAreSubrequests(t *testing.T) {
+	w, _, _, _ := containerWorker(t)
+	req := &message.Request{Method: "GET", Target: "/obj/C/w/wsloop", Authority: "example.com", Proto: message.HTTP11}
+	req.Header.Add("Upgrade", "websocket")
+	req.Header.Add("Connection", "Upgrade")
+	req.Header.Add("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Add("Sec-WebSocket-Version", "13")
+	rec := &upgradeRecorder{}
+	if _, err := w.Serve(context.Background(), rec, &worker.Request{Message: req, RemoteAddr: "127.0.0.1"}); err != nil {
+		t.Fatal(err)
 	}
-	if got := get("/obj/C/b/fetch"); got != "hello from  args=[]\n" {
-		t.Fatalf("fetch after a redeploy: %q", got)
+	// The loop stops at the limit (50), far below its 1000 tries.
+	if got := rec.body.String(); !strings.HasPrefix(got, "50 handshakes, then:") || !strings.Contains(got, "too many subrequests") {
+		t.Fatalf("%s", got)
 	}
 }

@@ -72,16 +72,3 @@ func containerStopTimeout(cr *config.ContainerRuntime) time.Duration {
 	}
 	return t + 10*time.Second
 }
-
-// devContainerPaths makes the process driver's executables of a worker under verge dev
-// absolute, relative to the worker's directory (as verge run does relative to the config).
-func devContainerPaths(def *config.Worker, dir, driver string) {
-	if driver != config.ContainerDriverProcess {
-		return
-	}
-	for i := range def.Containers {
-		if img := &def.Containers[i].Image; *img != "" && !filepath.IsAbs(*img) {
-			*img = filepath.Join(dir, *img)
-		}
-	}
-}

@@ -146,6 +146,18 @@ workers:
 `, p.addr, p.pidFile, data, module, containerImage)
 }
 
+// newContainersVerge builds examples/workers/containers and runs `verge run` serving it on a
+// new data directory, with no container of that directory's owner left from an earlier test.
+func newContainersVerge(t *testing.T) (p *proc, data, module, owner string) {
+	t.Helper()
+	needPodman(t)
+	module = testwasm.BuildFile(t, "examples/workers/containers")
+	data = filepath.Join(t.TempDir(), "data")
+	owner = containerOwner(t, data)
+	removeOwnedContainers(t, owner)
+	return startContainersVerge(t, data, module), data, module, owner
+}
+
 // startContainersVerge runs `verge run` serving examples/workers/containers on data.
 func startContainersVerge(t *testing.T, data, module string) *proc {
 	t.Helper()
@@ -166,12 +178,7 @@ func startContainersVerge(t *testing.T, data, module string) *proc {
 // the object told of the exit; a stop stops it; after kill -9 of Verge, the next start
 // removes the containers left running.
 func TestContainersRun(t *testing.T) {
-	needPodman(t)
-	module := testwasm.BuildFile(t, "examples/workers/containers")
-	data := filepath.Join(t.TempDir(), "data")
-	owner := containerOwner(t, data)
-	removeOwnedContainers(t, owner)
-	p := startContainersVerge(t, data, module)
+	p, data, module, owner := newContainersVerge(t)
 	c := &http.Client{Timeout: 90 * time.Second}
 
 	name, aliceBoot := containerGet(t, c, p.addr, "/app/alice/one")
@@ -250,12 +257,7 @@ func TestContainersRun(t *testing.T) {
 // the next one on the same data with no containers configured any more: it still removes
 // what the first left running.
 func TestContainersOrphansConfigWithout(t *testing.T) {
-	needPodman(t)
-	module := testwasm.BuildFile(t, "examples/workers/containers")
-	data := filepath.Join(t.TempDir(), "data")
-	owner := containerOwner(t, data)
-	removeOwnedContainers(t, owner)
-	p := startContainersVerge(t, data, module)
+	p, data, module, owner := newContainersVerge(t)
 	c := &http.Client{Timeout: 90 * time.Second}
 	containerGet(t, c, p.addr, "/app/fred/one")
 	p.cmd.Process.Signal(syscall.SIGKILL)

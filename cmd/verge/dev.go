@@ -76,7 +76,11 @@ func cmdDev(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, err)
 		return exitError(1)
 	}
-	devContainerPaths(def, path, *containerDriver)
+	if *containerDriver == config.ContainerDriverProcess {
+		// The process driver's executables, relative to the worker's directory (as verge
+		// run takes them relative to the config).
+		def.AbsContainerImages(path)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)

@@ -94,28 +94,7 @@ func (c *Container) Start(o *ContainerStartOptions) error {
 // first.
 func (c *Container) Fetch(r *Request) (*Response, error) {
 	var e workerabi.Encoder
-	if passesBody(r) {
-		if err := encodeRequestHead(&e, r); err != nil {
-			return nil, err
-		}
-		res, err := rawCall(workerabi.OpContainerFetchBody, e.B)
-		if err == nil {
-			passedBody(r)
-			return decodeStreamResponse(res)
-		}
-		if !unknownOp(err) {
-			return nil, err
-		}
-		e.B = e.B[:0]
-	}
-	if err := encodeRequest(&e, r); err != nil {
-		return nil, err
-	}
-	res, err := rawCall(workerabi.OpContainerFetch, e.B)
-	if err != nil {
-		return nil, err
-	}
-	return decodeStreamResponse(res)
+	return sendRequest(&e, r, workerabi.OpContainerFetchBody, workerabi.OpContainerFetch, nil)
 }
 
 // State returns the container's state.

@@ -94,32 +94,7 @@ func (id ObjectID) fetch(r *Request) (*Response, error) {
 	var e workerabi.Encoder
 	e.Str(id.ns)
 	e.Str(id.id)
-	if passesBody(r) {
-		if err := encodeRequestHead(&e, r); err != nil {
-			return nil, err
-		}
-		mayInterleave()
-		res, err := rawCall(workerabi.OpDOFetchBody, e.B)
-		if err == nil {
-			passedBody(r)
-			return decodeStreamResponse(res)
-		}
-		if !unknownOp(err) {
-			return nil, err
-		}
-		e.B = e.B[:0]
-		e.Str(id.ns)
-		e.Str(id.id)
-	}
-	if err := encodeRequest(&e, r); err != nil {
-		return nil, err
-	}
-	mayInterleave()
-	res, err := rawCall(workerabi.OpDOFetchStream, e.B)
-	if err != nil {
-		return nil, err
-	}
-	return decodeStreamResponse(res)
+	return sendRequest(&e, r, workerabi.OpDOFetchBody, workerabi.OpDOFetchStream, mayInterleave)
 }
 
 // DurableObjectHandler is an instance of a Durable Object class: it answers the requests

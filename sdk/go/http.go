@@ -361,6 +361,42 @@ func encodeRequest(e *workerabi.Encoder, r *Request) error {
 	return nil
 }
 
+// sendRequest encodes r after what e holds and calls the host with it: with bodyOp (the
+// request's head alone) when r passes the incoming request's body on (passesBody) and the
+// host knows bodyOp, with op (the body read whole) otherwise. before, when not nil, runs
+// before each call. It returns the streamed response (decodeStreamResponse).
+func sendRequest(e *workerabi.Encoder, r *Request, bodyOp, op uint32, before func()) (*Response, error) {
+	prefix := len(e.B)
+	if passesBody(r) {
+		if err := encodeRequestHead(e, r); err != nil {
+			return nil, err
+		}
+		if before != nil {
+			before()
+		}
+		res, err := rawCall(bodyOp, e.B)
+		if err == nil {
+			passedBody(r)
+			return decodeStreamResponse(res)
+		}
+		if !unknownOp(err) {
+			return nil, err
+		}
+		e.B = e.B[:prefix]
+	}
+	if err := encodeRequest(e, r); err != nil {
+		return nil, err
+	}
+	if before != nil {
+		before()
+	}
+	res, err := rawCall(op, e.B)
+	if err != nil {
+		return nil, err
+	}
+	return decodeStreamResponse(res)
+}
+
 // passesBody reports whether r's body is the rest of the incoming request's, as the SDK
 // reads it from the host (Request.Body of the request being handled, or that reader given
 // to a new request) and not read to its end: the host can then pass it on itself, streamed

@@ -9,6 +9,7 @@
 //	  fetch     fetches / from its container
 //	  state     its container's state
 //	  stop      stops its container
+//	  wsloop    sends WebSocket handshakes to the container until the subrequest limit
 //	  steal     fetches http://ADDR/ (query addr) with a plain subrequest
 //	  hugeenv   starts its container with 100 variables
 //	  sha256    passes the request to its container's /sha256 (its body streams); with
@@ -55,6 +56,21 @@ func (o *obj) Fetch(w sdk.ResponseWriter, r *sdk.Request) {
 		}
 	case "stop":
 		err = o.c.Stop()
+	case "wsloop":
+		// WebSocket handshakes to the container, which answers them with 200, until one
+		// fails: each is a subrequest.
+		n := 0
+		for ; n < 1000; n++ {
+			req, _ := sdk.NewRequest("GET", "http://container/", nil)
+			req.Header.Set("Upgrade", "websocket")
+			var resp *sdk.Response
+			if resp, err = o.c.Fetch(req); err != nil {
+				break
+			}
+			resp.Body.Close()
+		}
+		fmt.Fprintf(w, "%d handshakes, then: %v", n, err)
+		return
 	case "steal":
 		req, _ := sdk.NewRequest("GET", "http://"+r.URL().Query().Get("addr")+"/", nil)
 		var resp *sdk.Response
