@@ -60,8 +60,8 @@ func (inv *invocation) aiRun(arg []byte) (uint32, []byte) {
 	if err := json.Unmarshal(body, &head); err != nil || head.Model == "" {
 		return fail(workerabi.StatusInvalid, errors.New("ai: the request must be a JSON object with a model"))
 	}
-	if inv.subrequests >= v.limits.Subrequests {
-		return fail(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
+	if err := inv.subrequestsLeft(); err != nil {
+		return fail(workerabi.StatusLimit, err)
 	}
 	if inv.streams.full() {
 		return fail(workerabi.StatusLimit, fmt.Errorf("too many open response bodies (limit %d): read them to the end or close them", MaxOpenBodies))

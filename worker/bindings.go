@@ -5,12 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/verge-edge/verge/internal/workerabi"
 	"io"
 	"math"
 	"net/netip"
 	"net/url"
 	"time"
+
+	"github.com/verge-edge/verge/internal/workerabi"
 
 	"github.com/verge-edge/verge/cluster"
 	"github.com/verge-edge/verge/durable"
@@ -410,13 +411,22 @@ func (inv *invocation) roundTrip(ctx context.Context, arg []byte) (*message.Resp
 	return inv.roundTripTo(ctx, arg, nil, false)
 }
 
+// subrequestsLeft fails when the invocation made all the subrequests its limits allow; a
+// subrequest of any kind (fetch, service, AI, container) checks it, then counts itself.
+func (inv *invocation) subrequestsLeft() error {
+	if lim := inv.inst.v.limits.Subrequests; inv.subrequests >= lim {
+		return fmt.Errorf("too many subrequests (limit %d)", lim)
+	}
+	return nil
+}
+
 // roundTripTo is roundTrip; a non-nil to is the one address the subrequest connects to
 // (an object's container, containers.go), whatever its URL's host.
 func (inv *invocation) roundTripTo(ctx context.Context, arg []byte, to *netip.AddrPort, lend bool) (*message.Response, uint32, []byte) {
 	v := inv.inst.v
 	tr := v.w.reg.svc.Transport // never nil: NewRegistry supplies its own
-	if inv.subrequests >= v.limits.Subrequests {
-		return failed(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
+	if err := inv.subrequestsLeft(); err != nil {
+		return failed(workerabi.StatusLimit, err)
 	}
 	inv.subrequests++
 	d := workerabi.Decoder{B: arg}

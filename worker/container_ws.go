@@ -90,8 +90,8 @@ func (inv *invocation) containerTunnel(arg []byte, addr netip.AddrPort, u *wsUpg
 		return fail(status, err)
 	}
 	// A handshake is a subrequest like any container fetch (roundTripTo counts those).
-	if lim := inv.inst.v.limits.Subrequests; inv.subrequests >= lim {
-		return fail2(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", lim))
+	if err := inv.subrequestsLeft(); err != nil {
+		return fail2(workerabi.StatusLimit, err)
 	}
 	inv.subrequests++
 	d := workerabi.Decoder{B: arg}

@@ -47,8 +47,8 @@ func (inv *invocation) serviceFetch(arg []byte) (uint32, []byte) {
 	if depth >= MaxServiceDepth {
 		return fail(workerabi.StatusLimit, fmt.Errorf("service %s: %d workers on this chain of service calls (limit %d): do the bindings loop?", binding, depth+1, MaxServiceDepth))
 	}
-	if inv.subrequests >= v.limits.Subrequests {
-		return fail(workerabi.StatusLimit, fmt.Errorf("too many subrequests (limit %d)", v.limits.Subrequests))
+	if err := inv.subrequestsLeft(); err != nil {
+		return fail(workerabi.StatusLimit, err)
 	}
 	req, err := decodeServiceRequest(&d)
 	if err != nil {
