@@ -41,20 +41,30 @@ func (p *Proxy[C]) tunnel(s *Session, c *C, resp *message.Response) *fault.Error
 	s.Status = resp.Status
 	defer down.Close()
 
-	w := &tunnelWatch{up: up, down: down, idle: p.tunnelIdleTimeout(), start: time.Now()}
-	w.begin(s.ctx)
+	recv, sent := Join(s.ctx, down, up, p.tunnelIdleTimeout())
+	s.BytesReceived += recv
+	s.BytesSent += sent
+	return nil
+}
+
+// Join copies between two switched connections (a WebSocket, a CONNECT tunnel) until both
+// directions ended, half-closing a side's write when what it receives ends. When no byte
+// moved either way for idle (no limit when idle <= 0), or when ctx ends, it closes both so
+// that silent or half-closed peers cannot hold it. It returns the bytes copied from a to b
+// and from b to a; the caller closes a and b afterwards.
+func Join(ctx context.Context, a, b io.ReadWriteCloser, idle time.Duration) (aToB, bToA int64) {
+	w := &tunnelWatch{up: b, down: a, idle: idle, start: time.Now()}
+	w.begin(ctx)
 	var wg sync.WaitGroup
-	var sent int64
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		pipeOneWay(up, down, &s.BytesReceived, w)
+		pipeOneWay(b, a, &aToB, w)
 	}()
-	pipeOneWay(down, up, &sent, w)
+	pipeOneWay(a, b, &bToA, w)
 	wg.Wait()
 	w.end()
-	s.BytesSent += sent
-	return nil
+	return aToB, bToA
 }
 
 // tunnelWatch closes both sides of a tunnel when no byte moved either way for idle, or when

@@ -16,6 +16,7 @@ import (
 
 	"github.com/verge-edge/verge/internal/workerabi"
 	"github.com/verge-edge/verge/message"
+	"github.com/verge-edge/verge/proxy"
 )
 
 // containerTunnelHandshake bounds the WebSocket opening handshake with a container.
@@ -39,26 +40,34 @@ func (t *wsTunnel) close() {
 	})
 }
 
-// join copies between the client's switched connection and the container until either
-// ends; it owns both.
+// join copies between the client's switched connection and the container until both
+// directions ended, or until no byte moved for ContainerTunnelIdle; it owns both.
 func (t *wsTunnel) join(client io.ReadWriteCloser) {
-	done := make(chan struct{}, 2)
-	go func() {
-		io.Copy(t.conn, client)
-		if c, ok := t.conn.(*net.TCPConn); ok {
-			c.CloseWrite()
-		}
-		done <- struct{}{}
-	}()
-	go func() {
-		io.Copy(client, t.br)
-		client.Close()
-		done <- struct{}{}
-	}()
-	<-done
+	proxy.Join(context.Background(), client, tunnelConn{t}, ContainerTunnelIdle)
 	client.Close()
 	t.close()
-	<-done
+}
+
+// ContainerTunnelIdle closes a WebSocket joined to a container when no byte moved either
+// way for this long, as the proxy's own tunnels do (proxy.DefaultTunnelIdleTimeout): a
+// silent client cannot keep the container's instance held for ever.
+var ContainerTunnelIdle = proxy.DefaultTunnelIdleTimeout
+
+// tunnelConn is the container's side of a tunnel: it reads through the tunnel's buffer
+// (bytes the container sent after its 101) and writes to, half-closes and closes its
+// connection.
+type tunnelConn struct{ t *wsTunnel }
+
+func (c tunnelConn) Read(p []byte) (int, error)  { return c.t.br.Read(p) }
+func (c tunnelConn) Write(p []byte) (int, error) { return c.t.conn.Write(p) }
+func (c tunnelConn) Close() error                { return c.t.conn.Close() }
+
+// CloseWrite half-closes the connection to the container when it is TCP.
+func (c tunnelConn) CloseWrite() error {
+	if tc, ok := c.t.conn.(*net.TCPConn); ok {
+		return tc.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 // isWebSocketRequest reports whether an encoded request (FETCH's argument) asks for a

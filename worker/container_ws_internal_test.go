@@ -1,11 +1,14 @@
 package worker
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/verge-edge/verge/internal/workerabi"
 )
@@ -97,4 +100,43 @@ func (infiniteFields) Read(p []byte) (int, error) {
 		n = copy(p, "X")
 	}
 	return n, nil
+}
+
+// TestContainerTunnelIdle checks that a WebSocket joined to a container carries bytes both
+// ways and is closed, releasing the container, once both sides stay silent for
+// ContainerTunnelIdle.
+func TestContainerTunnelIdle(t *testing.T) {
+	old := ContainerTunnelIdle
+	ContainerTunnelIdle = 50 * time.Millisecond
+	t.Cleanup(func() { ContainerTunnelIdle = old })
+	conn, container := net.Pipe()
+	clientSide, client := net.Pipe()
+	released := make(chan struct{})
+	tun := &wsTunnel{conn: conn, br: bufio.NewReader(conn), release: func() { close(released) }}
+	joined := make(chan struct{})
+	go func() { tun.join(clientSide); close(joined) }()
+
+	buf := make([]byte, 2)
+	go client.Write([]byte("up"))
+	if _, err := io.ReadFull(container, buf); err != nil || string(buf) != "up" {
+		t.Fatalf("container read %q, %v", buf, err)
+	}
+	go container.Write([]byte("dn"))
+	if _, err := io.ReadFull(client, buf); err != nil || string(buf) != "dn" {
+		t.Fatalf("client read %q, %v", buf, err)
+	}
+	// Both silent from here: the tunnel must end by itself.
+	select {
+	case <-joined:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a silent tunnel was not closed")
+	}
+	select {
+	case <-released:
+	default:
+		t.Fatal("the container's hold was not released")
+	}
+	if _, err := client.Read(buf); err == nil {
+		t.Fatal("the client's connection is still open")
+	}
 }
