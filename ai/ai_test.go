@@ -15,6 +15,7 @@ import (
 
 	"github.com/verge-edge/verge/ai"
 	"github.com/verge-edge/verge/ai/aitest"
+	"github.com/verge-edge/verge/internal/testnet"
 )
 
 func serve(t *testing.T, s *aitest.Server) string {
@@ -22,17 +23,6 @@ func serve(t *testing.T, s *aitest.Server) string {
 	ts := httptest.NewServer(s)
 	t.Cleanup(ts.Close)
 	return ts.URL + "/v1"
-}
-
-// deadAddr returns an address nothing listens on.
-func deadAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 func client(t *testing.T, ps ...ai.Provider) *ai.Client {
@@ -56,7 +46,7 @@ func TestFailover(t *testing.T) {
 		ai.Provider{Name: "good", BaseURL: serve(t, good), Priority: 9},
 		ai.Provider{Name: "bad", BaseURL: serve(t, failing), Priority: 1},
 		ai.Provider{Name: "limited", BaseURL: serve(t, limited), Priority: 2},
-		ai.Provider{Name: "down", BaseURL: "http://" + deadAddr(t) + "/v1", Priority: 3},
+		ai.Provider{Name: "down", BaseURL: "http://" + testnet.RefusedAddr(t) + "/v1", Priority: 3},
 		ai.Provider{Name: "slow", BaseURL: serve(t, slow), Priority: 4, FirstTokenTimeout: 100 * time.Millisecond},
 	)
 	if got := strings.Join(c.Providers(), ","); got != "bad,limited,down,slow,good" {
@@ -77,8 +67,8 @@ func TestFailover(t *testing.T) {
 func TestEveryProviderFailedNamesEach(t *testing.T) {
 	c := client(t,
 		ai.Provider{Name: "bad", BaseURL: serve(t, &aitest.Server{Name: "bad", FailStatus: 500})},
-		ai.Provider{Name: "down", BaseURL: "http://" + deadAddr(t) + "/v1"},
-		ai.Provider{Name: "other", BaseURL: "http://" + deadAddr(t) + "/v1", Models: []string{"x"}},
+		ai.Provider{Name: "down", BaseURL: "http://" + testnet.RefusedAddr(t) + "/v1"},
+		ai.Provider{Name: "other", BaseURL: "http://" + testnet.RefusedAddr(t) + "/v1", Models: []string{"x"}},
 	)
 	_, err := c.Chat(context.Background(), ai.ChatRequest{Model: "m", Messages: []ai.Message{{Role: "user", Content: "hi"}}})
 	var e *ai.Error
@@ -91,7 +81,7 @@ func TestEveryProviderFailedNamesEach(t *testing.T) {
 			t.Errorf("%q lacks %q", msg, want)
 		}
 	}
-	c2 := client(t, ai.Provider{Name: "only", BaseURL: "http://" + deadAddr(t) + "/v1", Models: []string{"x"}})
+	c2 := client(t, ai.Provider{Name: "only", BaseURL: "http://" + testnet.RefusedAddr(t) + "/v1", Models: []string{"x"}})
 	if _, err := c2.Chat(context.Background(), ai.ChatRequest{Model: "y"}); err == nil || err.Error() != `ai: no provider serves model "y"` {
 		t.Errorf("got %v", err)
 	}

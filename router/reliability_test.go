@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/verge-edge/verge/internal/testnet"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/upstream"
 )
@@ -343,7 +344,7 @@ func TestParserRejectionsCountedAndLogged(t *testing.T) {
 // ejection survived a SIGHUP setting passive.max_fails: -1).
 func TestReloadDisablingPassiveClearsEjection(t *testing.T) {
 	live := origin(t, "live")
-	dead := deadAddr(t)
+	dead := testnet.RefusedAddr(t)
 	y := runtimeConfig("", "http://"+dead, live.URL)
 	rt, base := startRuntime(t, y+"    passive: {max_fails: 1, fail_timeout: 1h}\n")
 	for i := range 4 {
@@ -406,7 +407,7 @@ routes:
     timeouts: {read: 100ms}
 upstreams:
   - name: dead
-    servers: [{address: "` + deadAddr(t) + `"}]
+    servers: [{address: "` + testnet.RefusedAddr(t) + `"}]
   - name: silent
     servers: [{address: "` + ln.Addr().String() + `"}]
 `

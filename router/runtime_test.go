@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/verge-edge/verge/internal/testnet"
 	"github.com/verge-edge/verge/lb"
 	"github.com/verge-edge/verge/upstream"
 )
@@ -318,21 +319,11 @@ func TestHandoffMovesSocket(t *testing.T) {
 	}
 }
 
-func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	ln.Close()
-	return a
-}
-
 // TestRetriesSkipDeadServer: with retries a refused connection moves on to the next server;
 // with retries: 0 the client sees the 502.
 func TestRetriesSkipDeadServer(t *testing.T) {
 	o := origin(t, "alive")
-	y := runtimeConfig("", "http://"+deadAddr(t), o.URL) + "    passive: {max_fails: -1}\n"
+	y := runtimeConfig("", "http://"+testnet.RefusedAddr(t), o.URL) + "    passive: {max_fails: -1}\n"
 	_, base := startRuntime(t, y)
 	for i := range 6 {
 		if got, err := get(http.DefaultClient, base+"/"); err != nil || got != "alive" {
